@@ -1,0 +1,20 @@
+//! SecChat: a zero-knowledge router for end-to-end encrypted chat.
+//!
+//! The crate is split so that each module has one job:
+//! - [`id`]: session IDs and resume tokens (generation from handed-in entropy, parsing).
+//! - [`protocol`]: decoding client frames (borrowed, payload kept raw) and encoding server frames.
+//! - [`router`]: the pure routing core: events and the current time in, frames to send out. No I/O.
+//! - [`http`]: HTTP/1.1 request heads, static responses, security headers, the Origin check.
+//! - [`assets`]: the web client's files, built into the binary or read from `--public DIR`.
+//! - [`config`]: flags and `SECCHAT_*` environment variables.
+//! - [`connection`]: one TCP connection's lifecycle (HTTP head → static file or WebSocket → closing).
+//! - [`server`]: the single-threaded mio poll loop that moves bytes between sockets and the router.
+
+pub mod assets;
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod id;
+pub mod protocol;
+pub mod router;
+pub mod server;
