@@ -1,1 +1,367 @@
-//! STUB: being written.
+//! Flags and `SECCHAT_*` environment variables (PROTOCOL.md §7).
+//!
+//! Every flag `--some-flag` can also be given as `SECCHAT_SOME_FLAG`; the flag wins. Errors name
+//! the flag or variable and the value that was wrong, so `main` can print them on one line and
+//! exit with status 2.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the server can be told at start-up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_dir: Option<PathBuf>,
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub resume_grace: Duration,
+    /// Zero turns server pings off.
+    pub ping_interval: Duration,
+    /// Zero turns the idle drop off.
+    pub idle_timeout: Duration,
+    pub rate_messages: u32,
+    pub rate_friend_requests: u32,
+    pub allow_origins: Vec<String>,
+    pub log_level: log::LevelFilter,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Why the command line or environment could not be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--help` was asked for: print [`USAGE`] and exit 0.
+    Help,
+    /// `--version` was asked for.
+    Version,
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Help => f.write_str(USAGE),
+            ConfigError::Version => write!(f, "secchat {}", env!("CARGO_PKG_VERSION")),
+            ConfigError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Default MESSAGEs per second per session: far above human typing, low enough that one client
+/// cannot keep the single routing thread busy on its own.
+pub const DEFAULT_RATE_MESSAGES: u32 = 50;
+/// Default FRIEND_REQUESTs per minute per session: enough to add a room of people, too few to
+/// enumerate the 2^30 ID space.
+pub const DEFAULT_RATE_FRIEND_REQUESTS: u32 = 20;
+
+pub const USAGE: &str = "\
+secchat: a zero-knowledge router for end-to-end encrypted chat
+
+Usage: secchat [FLAGS]
+
+  --listen ADDR:PORT           where HTTP and /ws are served (default 127.0.0.1:8080)
+  --public DIR                 serve the web client from DIR instead of the built-in files
+  --max-message-bytes N        largest WebSocket message (default 65536)
+  --max-connections N          sessions at once (default 10000)
+  --resume-grace SECS          resume window after a dropped connection; 0 = off (default 30)
+  --ping-interval SECS         ping a silent connection after SECS; 0 = off (default 20)
+  --idle-timeout SECS          close a connection silent for SECS; 0 = off (default 60)
+  --rate-messages N            MESSAGEs per second per session; 0 = unlimited (default 50)
+  --rate-friend-requests N     FRIEND_REQUESTs per minute per session; 0 = unlimited (default 20)
+  --allow-origin ORIGIN        another origin allowed to open /ws (repeatable)
+  --log-level LEVEL            error, warn, info, debug, trace (default info)
+  --tls-cert FILE              PEM certificate chain: serve HTTPS and WSS (needs --tls-key)
+  --tls-key FILE               PEM private key (needs --tls-cert)
+  -h, --help                   print this help
+  -V, --version                print the version
+
+Every flag can also be set as an environment variable: SECCHAT_ and the flag's name upper-cased
+with '-' as '_' (SECCHAT_LISTEN=0.0.0.0:8080); SECCHAT_ALLOW_ORIGIN is comma-separated. Flags win.
+";
+
+/// The flags that take a value, in the order of USAGE. `allow-origin` may repeat.
+const VALUE_FLAGS: &[&str] = &[
+    "listen",
+    "public",
+    "max-message-bytes",
+    "max-connections",
+    "resume-grace",
+    "ping-interval",
+    "idle-timeout",
+    "rate-messages",
+    "rate-friend-requests",
+    "allow-origin",
+    "log-level",
+    "tls-cert",
+    "tls-key",
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_dir: None,
+            max_message_bytes: 65_536,
+            max_connections: 10_000,
+            resume_grace: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            rate_messages: DEFAULT_RATE_MESSAGES,
+            rate_friend_requests: DEFAULT_RATE_FRIEND_REQUESTS,
+            allow_origins: Vec::new(),
+            log_level: log::LevelFilter::Info,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process's arguments (without the program name) and environment.
+    pub fn from_args_and_env<I, E>(args: I, env: E) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = String>,
+        E: IntoIterator<Item = (String, String)>,
+    {
+        let mut config = Config::default();
+        let from_env = collect_env(env);
+        let from_args = collect_args(args)?;
+        // Environment first, then flags, so that flags win.
+        for (name, value, source) in from_env.iter().chain(from_args.iter()) {
+            config.set(name, value, source)?;
+        }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "--tls-cert and --tls-key must be given together".to_string(),
+            ));
+        }
+        Ok(config)
+    }
+
+    fn set(&mut self, name: &str, value: &str, source: &str) -> Result<(), ConfigError> {
+        let bad = |what: &str| ConfigError::Invalid(format!("{source}: {what}, got {value:?}"));
+        match name {
+            "listen" => {
+                self.listen = value
+                    .parse()
+                    .map_err(|_| bad("expected ADDR:PORT such as 127.0.0.1:8080"))?
+            }
+            "public" => self.public_dir = Some(PathBuf::from(value)),
+            "max-message-bytes" => {
+                self.max_message_bytes = parse_count(value).ok_or_else(|| {
+                    bad("expected a positive whole number of bytes (at most 16777216)")
+                })?;
+                if self.max_message_bytes > 16 * 1024 * 1024 {
+                    return Err(bad("expected at most 16777216 bytes"));
+                }
+            }
+            "max-connections" => {
+                self.max_connections =
+                    parse_count(value).ok_or_else(|| bad("expected a positive whole number"))?
+            }
+            "resume-grace" => self.resume_grace = parse_seconds(value).ok_or_else(|| bad(SECS))?,
+            "ping-interval" => {
+                self.ping_interval = parse_seconds(value).ok_or_else(|| bad(SECS))?
+            }
+            "idle-timeout" => self.idle_timeout = parse_seconds(value).ok_or_else(|| bad(SECS))?,
+            "rate-messages" => self.rate_messages = parse_rate(value).ok_or_else(|| bad(RATE))?,
+            "rate-friend-requests" => {
+                self.rate_friend_requests = parse_rate(value).ok_or_else(|| bad(RATE))?
+            }
+            "allow-origin" => {
+                let origin = value.trim();
+                if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                    return Err(bad("expected an origin such as https://chat.example.org"));
+                }
+                self.allow_origins
+                    .push(origin.trim_end_matches('/').to_string());
+            }
+            "log-level" => {
+                self.log_level = value
+                    .parse()
+                    .map_err(|_| bad("expected error, warn, info, debug or trace"))?
+            }
+            "tls-cert" => self.tls_cert = Some(PathBuf::from(value)),
+            "tls-key" => self.tls_key = Some(PathBuf::from(value)),
+            _ => return Err(ConfigError::Invalid(format!("{source}: unknown setting"))),
+        }
+        Ok(())
+    }
+}
+
+const SECS: &str = "expected a non-negative number of seconds";
+const RATE: &str = "expected a non-negative whole number (0 = unlimited)";
+
+/// `(flag name, value, where it came from)` from `SECCHAT_*` variables. `SECCHAT_ALLOW_ORIGIN`
+/// is a comma-separated list.
+fn collect_env<E>(env: E) -> Vec<(String, String, String)>
+where
+    E: IntoIterator<Item = (String, String)>,
+{
+    let mut found = Vec::new();
+    for &flag in VALUE_FLAGS {
+        let var = format!("SECCHAT_{}", flag.to_ascii_uppercase().replace('-', "_"));
+        found.push((flag, var));
+    }
+    let mut settings = Vec::new();
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    env.sort();
+    for (key, value) in env {
+        let Some((flag, var)) = found.iter().find(|(_, var)| *var == key) else {
+            continue;
+        };
+        if *flag == "allow-origin" {
+            for origin in value.split(',').filter(|o| !o.trim().is_empty()) {
+                settings.push((flag.to_string(), origin.to_string(), var.clone()));
+            }
+        } else {
+            settings.push((flag.to_string(), value, var.clone()));
+        }
+    }
+    settings
+}
+
+/// `(flag name, value, flag as written)` from the command line; accepts `--flag value` and
+/// `--flag=value`.
+fn collect_args<I>(args: I) -> Result<Vec<(String, String, String)>, ConfigError>
+where
+    I: IntoIterator<Item = String>,
+{
+    let mut settings = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Err(ConfigError::Help),
+            "-V" | "--version" => return Err(ConfigError::Version),
+            _ => {}
+        }
+        let Some(body) = arg.strip_prefix("--") else {
+            return Err(ConfigError::Invalid(format!(
+                "unexpected argument {arg:?}: flags start with -- (see --help)"
+            )));
+        };
+        let (name, inline_value) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (body, None),
+        };
+        if !VALUE_FLAGS.contains(&name) {
+            return Err(ConfigError::Invalid(format!(
+                "unknown flag --{name} (see --help)"
+            )));
+        }
+        let value = match inline_value {
+            Some(value) => value,
+            None => args
+                .next()
+                .ok_or_else(|| ConfigError::Invalid(format!("--{name}: missing value")))?,
+        };
+        settings.push((name.to_string(), value, format!("--{name}")));
+    }
+    Ok(settings)
+}
+
+fn parse_count(value: &str) -> Option<usize> {
+    value.trim().parse::<usize>().ok().filter(|&n| n > 0)
+}
+
+fn parse_rate(value: &str) -> Option<u32> {
+    value.trim().parse::<u32>().ok()
+}
+
+fn parse_seconds(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    // One year is far beyond any sensible timeout and keeps Duration arithmetic from overflowing.
+    if !seconds.is_finite() || !(0.0..=31_536_000.0).contains(&seconds) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_args_and_env(
+            args.iter().map(|s| s.to_string()),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_match_the_protocol() {
+        let config = parse(&[], &[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.max_message_bytes, 65_536);
+        assert_eq!(config.resume_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let config = parse(
+            &["--listen", "0.0.0.0:9000", "--rate-messages=7"],
+            &[
+                ("SECCHAT_LISTEN", "127.0.0.1:1"),
+                ("SECCHAT_MAX_CONNECTIONS", "5"),
+                (
+                    "SECCHAT_ALLOW_ORIGIN",
+                    "https://a.example, https://b.example",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.max_connections, 5);
+        assert_eq!(config.rate_messages, 7);
+        assert_eq!(
+            config.allow_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_zero() {
+        let config = parse(&["--resume-grace", "0.5", "--ping-interval", "0"], &[]).unwrap();
+        assert_eq!(config.resume_grace, Duration::from_millis(500));
+        assert_eq!(config.ping_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, needle) in [
+            (&["--max-connections", "0"][..], "--max-connections"),
+            (&["--resume-grace", "-1"][..], "--resume-grace"),
+            (&["--resume-grace", "NaN"][..], "--resume-grace"),
+            (&["--rate-messages", "1.5"][..], "--rate-messages"),
+            (&["--listen", "nowhere"][..], "--listen"),
+            (&["--log-level", "loud"][..], "--log-level"),
+            (&["--bogus"][..], "--bogus"),
+            (&["--listen"][..], "--listen"),
+            (&["--tls-cert", "a.pem"][..], "--tls-key"),
+            (&["--allow-origin", "evil"][..], "--allow-origin"),
+        ] {
+            match parse(args, &[]) {
+                Err(ConfigError::Invalid(message)) => {
+                    assert!(message.contains(needle), "{message:?} lacks {needle}");
+                    assert!(!message.contains('\n'));
+                }
+                other => panic!("{args:?} gave {other:?}"),
+            }
+        }
+        match parse(&[], &[("SECCHAT_MAX_MESSAGE_BYTES", "x")]) {
+            Err(ConfigError::Invalid(message)) => {
+                assert!(message.contains("SECCHAT_MAX_MESSAGE_BYTES"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(&["--help"], &[]), Err(ConfigError::Help));
+        assert_eq!(parse(&["-V"], &[]), Err(ConfigError::Version));
+    }
+}

@@ -1,1 +1,629 @@
-//! STUB: being written.
+//! One TCP connection's lifecycle, driven by the event loop.
+//!
+//! ```text
+//!   accept ──► Http: reading a request head ──► writing a static response ──► (keep-alive) reading …
+//!                    │                                                    └─► closed
+//!                    └─► /ws upgrade: writing the 101 ──► WebSocket: open ──► closing ──► closed
+//! ```
+//!
+//! A [`Connection`] owns its socket and never touches the router or the poll registry: every
+//! method returns an [`Outcome`] that tells the loop what to do next (nothing, tell the router a
+//! WebSocket opened, read again later, or drop the connection). Deadlines are checked by
+//! [`Connection::tick`], called from the loop's periodic sweep.
+//!
+//! Memory per connection is bounded: the request head buffer by [`http::MAX_HEAD_BYTES`], static
+//! bodies are `&'static` (shared), and the WebSocket buffers by [`ws_config`].
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use tungstenite::handshake::machine::TryParse;
+use tungstenite::handshake::server::{Request as UpgradeRequest, create_response, write_response};
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Error as WsError, Message, WebSocket};
+
+use crate::assets::Assets;
+use crate::http;
+
+/// A request head must arrive complete within this time (PROTOCOL.md §7: 408).
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// A WebSocket must send CONNECT within this time (PROTOCOL.md §3: close 1008).
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a closing WebSocket may take to echo our close frame before we drop it.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Messages read from one connection per readiness event, so one busy client cannot starve the
+/// others; the loop comes back to it in the same iteration's second pass.
+pub const READ_BUDGET: usize = 64;
+
+/// Settings the connection needs from the server's configuration.
+pub struct Settings<'a> {
+    pub assets: &'a Assets,
+    pub allow_origins: &'a [String],
+    pub ws_config: WebSocketConfig,
+    pub tls: bool,
+    pub ping_interval: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The WebSocket configuration for a server whose largest message is `max_message_bytes` and
+/// whose router may leave `max_unsent_bytes` unflushed plus a resume queue of `max_queue_bytes`.
+///
+/// The read buffer is what an idle connection costs (ENGINEERING.md §4: RSS ≈ read buffer +
+/// 0.6 KiB); the write-buffer ceiling is only reached by a client that does not read its own
+/// replies, which the loop then drops.
+pub fn ws_config(
+    max_message_bytes: usize,
+    max_unsent_bytes: usize,
+    max_queue_bytes: usize,
+) -> WebSocketConfig {
+    let frame_overhead = 1024 + 14;
+    let ceiling =
+        max_unsent_bytes + max_queue_bytes + 2 * (max_message_bytes + frame_overhead) + 64 * 1024;
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(ceiling)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// What the loop must do after a call into a [`Connection`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing; wait for the next readiness event or deadline.
+    Keep,
+    /// The WebSocket handshake completed: tell the router.
+    Opened,
+    /// The read budget ran out with input possibly left: read again before polling.
+    ReadAgain,
+    /// Close the socket and forget the connection (and tell the router, if it was a WebSocket).
+    Drop,
+}
+
+/// What arrived on an open WebSocket, handed to the loop's sink while reading.
+pub enum Inbound<'a> {
+    Text(&'a str),
+    Binary,
+    /// A frame arrived whose handling needs no router (ping, pong, close): the loop only needs to
+    /// flush the automatic reply.
+    Control,
+    /// The connection failed at the WebSocket level and we started closing it with this code:
+    /// the router must treat the session as dropped.
+    Failed(u16),
+}
+
+/// Why a frame could not be queued for sending.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// Not an open WebSocket (closing, or still HTTP): the frame is dropped.
+    NotOpen,
+    /// The write buffer is at its ceiling: the peer does not read. Drop the connection.
+    Full,
+}
+
+/// The result of [`Connection::flush`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything is on the socket.
+    Done,
+    /// The socket is full; wait for a writable event.
+    Blocked,
+    /// The connection is finished (closed, or a write failed): drop it.
+    Dead,
+}
+
+pub struct Connection {
+    state: State,
+    /// Whether WRITABLE interest is registered; the loop re-registers only when this changes.
+    pub registered_writable: bool,
+    /// Whether the loop has this connection on its list to flush at the end of the iteration.
+    pub dirty: bool,
+}
+
+enum State {
+    Http(HttpState),
+    WebSocket(WsState),
+    /// Between states while ownership of the socket moves; never observed outside a method.
+    Moving,
+}
+
+struct HttpState {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Option<Pending>,
+    /// When the current request head started (or the connection was accepted).
+    head_started: Instant,
+    /// Whether this connection already completed a request (then a silent keep-alive connection
+    /// that times out is closed without a 408).
+    served_one: bool,
+}
+
+struct Pending {
+    head: Vec<u8>,
+    body: &'static [u8],
+    written: usize,
+    then: AfterResponse,
+}
+
+enum AfterResponse {
+    KeepAlive,
+    Close,
+    /// The 101 was written: become a WebSocket, with these bytes already read after the head.
+    Upgrade(Vec<u8>),
+}
+
+struct WsState {
+    socket: WebSocket<TcpStream>,
+    opened: Instant,
+    last_heard: Instant,
+    pinged: bool,
+    /// Set when we started closing: the connection is dropped once this passes.
+    closing_deadline: Option<Instant>,
+    /// False after a read error after which tungstenite must not be read again.
+    readable: bool,
+    /// A flush hit `WouldBlock`: data is still buffered.
+    want_write: bool,
+}
+
+impl Connection {
+    pub fn accepted(stream: TcpStream, now: Instant) -> Connection {
+        Connection {
+            state: State::Http(HttpState {
+                stream,
+                input: Vec::new(),
+                output: None,
+                head_started: now,
+                served_one: false,
+            }),
+            registered_writable: false,
+            dirty: false,
+        }
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.state, State::WebSocket(_))
+    }
+
+    /// Whether the loop should keep WRITABLE interest registered.
+    pub fn wants_write(&self) -> bool {
+        match &self.state {
+            State::Http(http) => http.output.is_some(),
+            State::WebSocket(ws) => ws.want_write,
+            State::Moving => false,
+        }
+    }
+
+    pub fn source(&mut self) -> Option<&mut TcpStream> {
+        match &mut self.state {
+            State::Http(http) => Some(&mut http.stream),
+            State::WebSocket(ws) => Some(ws.socket.get_mut()),
+            State::Moving => None,
+        }
+    }
+
+    /// The socket is readable: advance the HTTP exchange, or read WebSocket messages into `sink`.
+    pub fn on_readable(
+        &mut self,
+        now: Instant,
+        settings: &Settings<'_>,
+        sink: &mut dyn FnMut(Inbound<'_>),
+    ) -> Outcome {
+        match &mut self.state {
+            State::Http(_) => self.drive_http(now, settings),
+            State::WebSocket(ws) => ws.read_messages(now, sink),
+            State::Moving => Outcome::Drop,
+        }
+    }
+
+    /// The socket is writable: continue a response, or flush WebSocket output.
+    pub fn on_writable(&mut self, now: Instant, settings: &Settings<'_>) -> Outcome {
+        match &mut self.state {
+            State::Http(_) => self.drive_http(now, settings),
+            State::WebSocket(ws) => {
+                if !ws.want_write {
+                    return Outcome::Keep;
+                }
+                match ws.flush() {
+                    Flush::Dead => Outcome::Drop,
+                    Flush::Done | Flush::Blocked => Outcome::Keep,
+                }
+            }
+            State::Moving => Outcome::Drop,
+        }
+    }
+
+    /// Queues one text frame; it reaches the socket at the next [`Connection::flush`] (or sooner
+    /// when the write buffer fills).
+    pub fn send_text(&mut self, frame: String) -> Result<(), SendError> {
+        let State::WebSocket(ws) = &mut self.state else {
+            return Err(SendError::NotOpen);
+        };
+        if ws.closing_deadline.is_some() {
+            return Err(SendError::NotOpen);
+        }
+        match ws.socket.write(Message::text(frame)) {
+            Ok(()) => Ok(()),
+            // Buffered, not lost (ENGINEERING.md §2): the flush at the end of the iteration
+            // or a writable event sends it.
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                ws.want_write = true;
+                Ok(())
+            }
+            Err(WsError::WriteBufferFull(_)) => Err(SendError::Full),
+            Err(_) => Err(SendError::NotOpen),
+        }
+    }
+
+    /// Starts the closing handshake with `code`; the connection is dropped once the peer answers
+    /// or [`CLOSE_GRACE`] passes.
+    pub fn close_websocket(&mut self, code: u16, reason: &'static str, now: Instant) {
+        if let State::WebSocket(ws) = &mut self.state {
+            ws.start_close(code, reason, now);
+        }
+    }
+
+    /// Writes buffered WebSocket output to the socket.
+    pub fn flush(&mut self) -> Flush {
+        match &mut self.state {
+            State::WebSocket(ws) => ws.flush(),
+            State::Http(http) if http.output.is_some() => Flush::Blocked,
+            State::Http(_) => Flush::Done,
+            State::Moving => Flush::Dead,
+        }
+    }
+
+    /// Checks this connection's deadlines. `connected` says whether the router has a session for
+    /// it (a WebSocket without one is closed after [`CONNECT_DEADLINE`]).
+    pub fn tick(&mut self, now: Instant, connected: bool, settings: &Settings<'_>) -> Tick {
+        match &mut self.state {
+            State::Http(http) => {
+                if now.saturating_duration_since(http.head_started) < HEAD_DEADLINE
+                    || http.output.is_some()
+                {
+                    return Tick::Nothing;
+                }
+                if http.served_one && http.input.is_empty() {
+                    return Tick::Drop;
+                }
+                http.respond(
+                    http::error_response(408, settings.tls),
+                    AfterResponse::Close,
+                );
+                Tick::Advance
+            }
+            State::WebSocket(ws) => ws.tick(now, connected, settings),
+            State::Moving => Tick::Drop,
+        }
+    }
+
+    fn drive_http(&mut self, now: Instant, settings: &Settings<'_>) -> Outcome {
+        loop {
+            let State::Http(http) = &mut self.state else {
+                return Outcome::Drop;
+            };
+            if http.output.is_some() {
+                match http.write_pending() {
+                    Err(_) => return Outcome::Drop,
+                    Ok(false) => return Outcome::Keep,
+                    Ok(true) => {}
+                }
+                match http.output.take().map(|pending| pending.then) {
+                    Some(AfterResponse::Close) | None => return Outcome::Drop,
+                    Some(AfterResponse::KeepAlive) => {
+                        http.head_started = now;
+                        http.served_one = true;
+                        continue;
+                    }
+                    Some(AfterResponse::Upgrade(leftover)) => {
+                        return self.become_websocket(leftover, now, settings);
+                    }
+                }
+            }
+            match http::parse_head(&http.input) {
+                http::Head::Complete(request) => {
+                    let rest = http.input.split_off(request.head_len.min(http.input.len()));
+                    let head = std::mem::replace(&mut http.input, rest);
+                    let (response, then) = answer(&request, &head, settings);
+                    if matches!(then, AfterResponse::Upgrade(_)) {
+                        // Bytes after the head belong to the WebSocket.
+                        let leftover = std::mem::take(&mut http.input);
+                        http.respond(response, AfterResponse::Upgrade(leftover));
+                    } else {
+                        http.respond(response, then);
+                    }
+                }
+                http::Head::TooLarge => http.respond(
+                    http::error_response(431, settings.tls),
+                    AfterResponse::Close,
+                ),
+                http::Head::Bad => http.respond(
+                    http::error_response(400, settings.tls),
+                    AfterResponse::Close,
+                ),
+                http::Head::Partial => match http.read_more() {
+                    Ok(true) => {}
+                    Ok(false) => return Outcome::Keep,
+                    Err(_) => return Outcome::Drop,
+                },
+            }
+        }
+    }
+
+    fn become_websocket(
+        &mut self,
+        leftover: Vec<u8>,
+        now: Instant,
+        settings: &Settings<'_>,
+    ) -> Outcome {
+        let State::Http(http) = std::mem::replace(&mut self.state, State::Moving) else {
+            return Outcome::Drop;
+        };
+        let socket = WebSocket::from_partially_read(
+            http.stream,
+            leftover,
+            Role::Server,
+            Some(settings.ws_config),
+        );
+        self.state = State::WebSocket(WsState {
+            socket,
+            opened: now,
+            last_heard: now,
+            pinged: false,
+            closing_deadline: None,
+            readable: true,
+            want_write: false,
+        });
+        Outcome::Opened
+    }
+}
+
+/// What a deadline check asks of the loop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tick {
+    Nothing,
+    /// Output was queued (a ping, a 408, a close frame): flush or drive the connection.
+    Advance,
+    /// The WebSocket failed its deadline and is closing with this code: tell the router the
+    /// session dropped, then flush.
+    Closing(u16),
+    /// Drop the connection now.
+    Drop,
+}
+
+/// The response to a complete request head, and what happens after it is written.
+fn answer(
+    request: &http::Request,
+    head: &[u8],
+    settings: &Settings<'_>,
+) -> (http::Response, AfterResponse) {
+    if request.path() == "/ws" && request.websocket_upgrade {
+        return match upgrade(request, head, settings) {
+            Ok(response) => (response, AfterResponse::Upgrade(Vec::new())),
+            Err(status) => (
+                http::error_response(status, settings.tls),
+                AfterResponse::Close,
+            ),
+        };
+    }
+    let response = http::respond(request, settings.assets, settings.tls);
+    let then = if response.keep_alive {
+        AfterResponse::KeepAlive
+    } else {
+        AfterResponse::Close
+    };
+    (response, then)
+}
+
+/// Checks the Origin and builds the `101 Switching Protocols` response, or the HTTP status that
+/// refuses the upgrade.
+fn upgrade(
+    request: &http::Request,
+    head: &[u8],
+    settings: &Settings<'_>,
+) -> Result<http::Response, u16> {
+    if !http::origin_allowed(
+        request.origin.as_deref(),
+        request.host.as_deref(),
+        settings.allow_origins,
+    ) {
+        return Err(403);
+    }
+    if request.method != "GET" {
+        return Err(405);
+    }
+    // tungstenite validates the upgrade headers (version, key) and computes the accept hash.
+    let Ok(Some((_, parsed))) = UpgradeRequest::try_parse(head) else {
+        return Err(400);
+    };
+    let Ok(response) = create_response(&parsed) else {
+        return Err(400);
+    };
+    let mut bytes = Vec::with_capacity(160);
+    write_response(&mut bytes, &response).map_err(|_| 500u16)?;
+    Ok(http::Response {
+        head: bytes,
+        body: &[],
+        keep_alive: true,
+    })
+}
+
+impl HttpState {
+    fn respond(&mut self, response: http::Response, then: AfterResponse) {
+        self.output = Some(Pending {
+            head: response.head,
+            body: response.body,
+            written: 0,
+            then,
+        });
+    }
+
+    /// Writes as much of the pending response as the socket takes; `Ok(true)` when all of it.
+    fn write_pending(&mut self) -> io::Result<bool> {
+        let Some(pending) = &mut self.output else {
+            return Ok(true);
+        };
+        let total = pending.head.len() + pending.body.len();
+        while pending.written < total {
+            let chunk = if pending.written < pending.head.len() {
+                pending.head.get(pending.written..).unwrap_or_default()
+            } else {
+                pending
+                    .body
+                    .get(pending.written - pending.head.len()..)
+                    .unwrap_or_default()
+            };
+            match self.stream.write(chunk) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => pending.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads more of a request head; `Ok(true)` when bytes arrived, `Ok(false)` on `WouldBlock`,
+    /// an error when the peer closed or the socket failed.
+    fn read_more(&mut self) -> io::Result<bool> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    // One byte over the limit is enough for parse_head to say TooLarge.
+                    let room = (http::MAX_HEAD_BYTES + 1).saturating_sub(self.input.len());
+                    self.input
+                        .extend_from_slice(chunk.get(..n.min(room)).unwrap_or_default());
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl WsState {
+    fn read_messages(&mut self, now: Instant, sink: &mut dyn FnMut(Inbound<'_>)) -> Outcome {
+        if !self.readable {
+            // After some errors tungstenite must not be read again (ENGINEERING.md §3); wait for
+            // the close frame to flush and the grace to pass.
+            return Outcome::Keep;
+        }
+        for _ in 0..READ_BUDGET {
+            match self.socket.read() {
+                Ok(message) => {
+                    self.last_heard = now;
+                    self.pinged = false;
+                    match message {
+                        Message::Text(text) => sink(Inbound::Text(text.as_str())),
+                        Message::Binary(_) => sink(Inbound::Binary),
+                        // The automatic pong or close echo goes out at the next flush.
+                        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {
+                            sink(Inbound::Control)
+                        }
+                        Message::Frame(_) => {}
+                    }
+                }
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Outcome::Keep;
+                }
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(WsError::Capacity(_)) => {
+                    self.readable = false;
+                    self.start_close(1009, "message too big", now);
+                    sink(Inbound::Failed(1009));
+                    return Outcome::Keep;
+                }
+                Err(WsError::Utf8(_)) => {
+                    self.readable = false;
+                    self.start_close(1007, "invalid UTF-8 in a text message", now);
+                    sink(Inbound::Failed(1007));
+                    return Outcome::Keep;
+                }
+                Err(WsError::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                )) => {
+                    return Outcome::Drop;
+                }
+                Err(WsError::Protocol(_)) => {
+                    self.readable = false;
+                    self.start_close(1002, "protocol error", now);
+                    sink(Inbound::Failed(1002));
+                    return Outcome::Keep;
+                }
+                // ConnectionClosed (the closing handshake finished), a reset, or anything else.
+                Err(_) => return Outcome::Drop,
+            }
+        }
+        Outcome::ReadAgain
+    }
+
+    fn start_close(&mut self, code: u16, reason: &'static str, now: Instant) {
+        if self.closing_deadline.is_some() {
+            return;
+        }
+        self.closing_deadline = Some(now + CLOSE_GRACE);
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        // Errors surface at the flush that follows; the deadline drops the connection anyway.
+        match self.socket.close(Some(frame)) {
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.want_write = true,
+            _ => {}
+        }
+    }
+
+    fn flush(&mut self) -> Flush {
+        match self.socket.flush() {
+            Ok(()) => {
+                self.want_write = false;
+                Flush::Done
+            }
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.want_write = true;
+                Flush::Blocked
+            }
+            Err(_) => Flush::Dead,
+        }
+    }
+
+    fn tick(&mut self, now: Instant, connected: bool, settings: &Settings<'_>) -> Tick {
+        if let Some(deadline) = self.closing_deadline {
+            return if now >= deadline {
+                Tick::Drop
+            } else {
+                Tick::Nothing
+            };
+        }
+        let silent = now.saturating_duration_since(self.last_heard);
+        if settings.idle_timeout.is_some_and(|idle| silent >= idle) {
+            self.start_close(1001, "idle timeout", now);
+            // The protocol does not wait for the closing handshake here (PROTOCOL.md §1).
+            self.closing_deadline = Some(now);
+            return Tick::Closing(1001);
+        }
+        if !connected && now.saturating_duration_since(self.opened) >= CONNECT_DEADLINE {
+            self.start_close(1008, "no CONNECT within 10 s", now);
+            return Tick::Closing(1008);
+        }
+        if !self.pinged && settings.ping_interval.is_some_and(|ping| silent >= ping) {
+            self.pinged = true;
+            return match self.socket.write(Message::Ping(Default::default())) {
+                Ok(()) => Tick::Advance,
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.want_write = true;
+                    Tick::Advance
+                }
+                Err(_) => Tick::Drop,
+            };
+        }
+        Tick::Nothing
+    }
+}

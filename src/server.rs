@@ -1,1 +1,547 @@
-//! STUB: being written.
+//! The single-threaded mio poll loop: it moves bytes between sockets and the router.
+//!
+//! One iteration, always in this order:
+//! 1. **poll** for readiness (the timeout is the nearest deadline; zero when a connection still
+//!    has unread input);
+//! 2. **dispatch**: accept new sockets; read each ready connection (up to its read budget),
+//!    handing complete messages to the router and applying the router's actions at once (frames
+//!    are written into tungstenite's buffer, not flushed);
+//! 3. **read again** the connections whose budget ran out;
+//! 4. **timers**: the router's resume windows, then (once per sweep period) every connection's
+//!    head, CONNECT, ping and idle deadlines;
+//! 5. **flush** every connection written to in this iteration, once; a flush that would block
+//!    registers WRITABLE interest until a later flush succeeds.
+//!
+//! Time is read once per iteration. Tokens come from a counter and are never reused, so a late
+//! event for a closed connection finds nothing. The routing core sees connections only as
+//! [`ConnId`]s (the token's number).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::assets::Assets;
+use crate::config::Config;
+use crate::connection::{self, Connection, Flush, Inbound, Outcome, SendError, Settings, Tick};
+use crate::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_CONNECTION: usize = 2;
+
+/// How long a shutdown waits for close frames to reach the peers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait before accepting again after running out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// IDs and tokens come from the operating system's CSPRNG.
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        if let Err(error) = getrandom::fill(buf) {
+            // Predictable IDs or tokens would let anyone take over sessions: stop instead.
+            log::error!("the operating system's random number generator failed: {error}");
+            std::process::abort();
+        }
+    }
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    signals: Signals,
+    conns: HashMap<Token, Connection>,
+    router: Router<OsEntropy>,
+    settings: Settings<'static>,
+    /// Actions the router produced and the loop has not applied yet.
+    actions: Vec<Action>,
+    /// An empty vector kept for its capacity, swapped with `actions` while applying them.
+    spare_actions: Vec<Action>,
+    /// Connections written to in this iteration, flushed once at its end.
+    dirty: Vec<Token>,
+    read_again: Vec<Token>,
+    next_token: usize,
+    started: Instant,
+    sweep_every: Duration,
+    next_sweep: Instant,
+    accept_paused_until: Option<Instant>,
+    max_open_sockets: usize,
+    shutdown_deadline: Option<Instant>,
+}
+
+/// Both clocks, read once per iteration.
+#[derive(Clone, Copy)]
+struct Clock {
+    instant: Instant,
+    router: Now,
+}
+
+impl Server {
+    /// Binds the listening socket and prepares the loop; nothing is served until [`Server::run`].
+    pub fn bind(config: &Config) -> io::Result<Server> {
+        let assets = match &config.public_dir {
+            Some(dir) => Assets::from_dir(dir).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot read --public {}: {e}", dir.display()),
+                )
+            })?,
+            None => Assets::embedded(),
+        };
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+
+        let router_config = RouterConfig {
+            max_sessions: config.max_connections,
+            resume_grace_ms: duration_ms(config.resume_grace),
+            rate_messages_per_sec: config.rate_messages,
+            rate_friend_requests_per_min: config.rate_friend_requests,
+            max_message_bytes: config.max_message_bytes,
+            ..RouterConfig::defaults()
+        };
+        let ws_config = connection::ws_config(
+            config.max_message_bytes,
+            router_config.max_unsent_bytes,
+            router_config.max_queue_bytes,
+        );
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let settings = Settings {
+            assets: Box::leak(Box::new(assets)),
+            allow_origins: Box::leak(config.allow_origins.clone().into_boxed_slice()),
+            ws_config,
+            tls: false,
+            ping_interval: nonzero(config.ping_interval),
+            idle_timeout: nonzero(config.idle_timeout),
+        };
+        let sweep_every = [
+            Some(Duration::from_secs(1)),
+            settings.ping_interval.map(|d| d / 4),
+            settings.idle_timeout.map(|d| d / 4),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_millis(20));
+        let started = Instant::now();
+        Ok(Server {
+            poll,
+            listener,
+            signals,
+            conns: HashMap::new(),
+            router: Router::new(router_config, OsEntropy),
+            settings,
+            actions: Vec::new(),
+            spare_actions: Vec::new(),
+            dirty: Vec::new(),
+            read_again: Vec::new(),
+            next_token: FIRST_CONNECTION,
+            started,
+            sweep_every,
+            next_sweep: started + sweep_every,
+            accept_paused_until: None,
+            // Room for every session plus HTTP requests and connections not yet CONNECTed.
+            max_open_sockets: config.max_connections.saturating_mul(2).saturating_add(64),
+            shutdown_deadline: None,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then closes every WebSocket with 1001 and returns.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            let clock = self.clock();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(clock),
+                    SIGNALS => self.on_signals(clock),
+                    token => {
+                        if event.is_writable() {
+                            self.on_writable(token, clock);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(token, clock);
+                        }
+                    }
+                }
+            }
+            for token in std::mem::take(&mut self.read_again) {
+                self.on_readable(token, clock);
+            }
+            self.run_timers(clock);
+            self.flush_dirty();
+            if let Some(deadline) = self.shutdown_deadline
+                && (self.conns.is_empty() || clock.instant >= deadline)
+            {
+                log::info!("stopped");
+                return Ok(());
+            }
+        }
+    }
+
+    fn clock(&self) -> Clock {
+        let instant = Instant::now();
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(duration_ms)
+            .unwrap_or(0);
+        Clock {
+            instant,
+            router: Now {
+                mono_ms: duration_ms(instant.saturating_duration_since(self.started)),
+                unix_ms,
+            },
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        if !self.read_again.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut wake = self.next_sweep;
+        if let Some(ms) = self.router.next_deadline_ms() {
+            wake = wake.min(self.started + Duration::from_millis(ms));
+        }
+        for deadline in [self.accept_paused_until, self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(deadline);
+        }
+        wake.saturating_duration_since(now)
+    }
+
+    fn accept(&mut self, clock: Clock) {
+        if self.accept_paused_until.is_some() || self.shutdown_deadline.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.conns.len() >= self.max_open_sockets {
+                        log::warn!("refusing a connection: {} sockets open", self.conns.len());
+                        continue;
+                    }
+                    // Chat frames are small and latency matters more than packet count.
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if let Err(error) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, token, Interest::READABLE)
+                    {
+                        log::warn!("cannot register a connection: {error}");
+                        continue;
+                    }
+                    log::debug!("connection {} accepted from {peer}", token.0);
+                    self.conns
+                        .insert(token, Connection::accepted(stream, clock.instant));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of file descriptors (EMFILE/ENFILE) and the like: the listener will not
+                    // be reported again while its queue stays non-empty, so retry from a timer.
+                    log::warn!("accept failed: {e}; retrying shortly");
+                    self.accept_paused_until = Some(clock.instant + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self, clock: Clock) {
+        let received: Vec<i32> = self.signals.pending().collect();
+        for signal in received {
+            match signal {
+                SIGINT | SIGTERM => self.begin_shutdown(clock),
+                SIGHUP => log::info!("SIGHUP: nothing to reload without TLS"),
+                _ => {}
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, clock: Clock) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        log::info!("shutting down: closing {} connections", self.conns.len());
+        self.shutdown_deadline = Some(clock.instant + SHUTDOWN_GRACE);
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for token in tokens {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            if conn.is_websocket() {
+                conn.close_websocket(1001, "server shutting down", clock.instant);
+                mark_dirty(&mut self.dirty, token, conn);
+            } else {
+                self.drop_connection(token, clock);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, token: Token, clock: Clock) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let id = token.0 as ConnId;
+        let router = &mut self.router;
+        let actions = &mut self.actions;
+        let now = clock.router;
+        let outcome = conn.on_readable(
+            clock.instant,
+            &self.settings,
+            &mut |inbound| match inbound {
+                Inbound::Text(text) => router.text(id, text, now, actions),
+                Inbound::Binary => router.binary(id, now, actions),
+                Inbound::Control => {}
+                Inbound::Failed(code) => {
+                    log::debug!("connection {id} failed with close code {code}");
+                    router.closed(id, now, actions);
+                }
+            },
+        );
+        if conn.is_websocket() {
+            // Pongs and close echoes are queued by reading; the end-of-iteration flush sends them.
+            mark_dirty(&mut self.dirty, token, conn);
+        }
+        self.after(token, outcome, clock);
+        self.apply_actions(clock);
+    }
+
+    fn on_writable(&mut self, token: Token, clock: Clock) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.is_websocket() {
+            mark_dirty(&mut self.dirty, token, conn);
+            return;
+        }
+        let outcome = conn.on_writable(clock.instant, &self.settings);
+        self.after(token, outcome, clock);
+    }
+
+    /// Carries out what a connection asked for after it was driven.
+    fn after(&mut self, token: Token, outcome: Outcome, clock: Clock) {
+        match outcome {
+            Outcome::Keep => self.sync_interest(token),
+            Outcome::ReadAgain => {
+                self.read_again.push(token);
+                self.sync_interest(token);
+            }
+            Outcome::Opened => {
+                log::debug!("connection {} opened a WebSocket", token.0);
+                self.router.open(token.0 as ConnId, clock.router);
+                self.sync_interest(token);
+                // Frames may have arrived with the upgrade or while the 101 was written; with
+                // edge-triggered readiness no new event would report them.
+                self.read_again.push(token);
+            }
+            Outcome::Drop => self.drop_connection(token, clock),
+        }
+    }
+
+    /// Applies the router's actions until it has nothing more to say (dropping a connection can
+    /// make it speak again: PRESENCE to friends).
+    fn apply_actions(&mut self, clock: Clock) {
+        let mut doomed = Vec::new();
+        while !self.actions.is_empty() {
+            let mut batch =
+                std::mem::replace(&mut self.actions, std::mem::take(&mut self.spare_actions));
+            for action in batch.drain(..) {
+                match action {
+                    Action::Send { conn, frame } => {
+                        let token = Token(conn as usize);
+                        let Some(connection) = self.conns.get_mut(&token) else {
+                            continue;
+                        };
+                        match connection.send_text(frame) {
+                            Ok(()) => mark_dirty(&mut self.dirty, token, connection),
+                            Err(SendError::NotOpen) => {}
+                            Err(SendError::Full) => {
+                                log::debug!("connection {conn} does not read its replies: dropped");
+                                doomed.push(token);
+                            }
+                        }
+                    }
+                    Action::Close { conn, code, reason } => {
+                        let token = Token(conn as usize);
+                        if let Some(connection) = self.conns.get_mut(&token) {
+                            log::debug!("closing connection {conn} with {code}");
+                            connection.close_websocket(code, reason, clock.instant);
+                            mark_dirty(&mut self.dirty, token, connection);
+                        }
+                    }
+                }
+            }
+            self.spare_actions = batch;
+            for token in doomed.drain(..) {
+                self.drop_connection(token, clock);
+            }
+        }
+    }
+
+    fn drop_connection(&mut self, token: Token, clock: Clock) {
+        let Some(mut conn) = self.conns.remove(&token) else {
+            return;
+        };
+        if let Some(source) = conn.source() {
+            let _ = self.poll.registry().deregister(source);
+        }
+        log::debug!("connection {} closed", token.0);
+        if conn.is_websocket() {
+            self.router
+                .closed(token.0 as ConnId, clock.router, &mut self.actions);
+        }
+    }
+
+    fn run_timers(&mut self, clock: Clock) {
+        if self
+            .router
+            .next_deadline_ms()
+            .is_some_and(|ms| ms <= clock.router.mono_ms)
+        {
+            self.router.tick(clock.router, &mut self.actions);
+            self.apply_actions(clock);
+        }
+        if self
+            .accept_paused_until
+            .is_some_and(|until| clock.instant >= until)
+        {
+            self.accept_paused_until = None;
+            self.accept(clock);
+        }
+        if clock.instant >= self.next_sweep {
+            self.next_sweep = clock.instant + self.sweep_every;
+            self.sweep(clock);
+        }
+    }
+
+    /// Checks every connection's deadlines: O(connections) once per sweep period, never per
+    /// event.
+    fn sweep(&mut self, clock: Clock) {
+        let mut advance = Vec::new();
+        let mut closing = Vec::new();
+        let mut expired = Vec::new();
+        for (&token, conn) in self.conns.iter_mut() {
+            let connected = self.router.is_connected(token.0 as ConnId);
+            match conn.tick(clock.instant, connected, &self.settings) {
+                Tick::Nothing => {}
+                Tick::Advance => advance.push(token),
+                Tick::Closing(code) => closing.push((token, code)),
+                Tick::Drop => expired.push(token),
+            }
+        }
+        for token in expired {
+            self.drop_connection(token, clock);
+        }
+        for (token, code) in closing {
+            log::debug!("connection {} timed out: closing with {code}", token.0);
+            self.router
+                .closed(token.0 as ConnId, clock.router, &mut self.actions);
+            if let Some(conn) = self.conns.get_mut(&token) {
+                mark_dirty(&mut self.dirty, token, conn);
+            }
+        }
+        for token in advance {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            if conn.is_websocket() {
+                mark_dirty(&mut self.dirty, token, conn);
+            } else {
+                let outcome = conn.on_writable(clock.instant, &self.settings);
+                self.after(token, outcome, clock);
+            }
+        }
+        self.apply_actions(clock);
+    }
+
+    /// Flushes each connection written to in this iteration, once.
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut dead = Vec::new();
+        for &token in &dirty {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            conn.dirty = false;
+            match conn.flush() {
+                Flush::Done => self.router.flushed(token.0 as ConnId),
+                Flush::Blocked => {}
+                Flush::Dead => dead.push(token),
+            }
+            self.sync_interest(token);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+        if !dead.is_empty() {
+            let clock = self.clock();
+            for token in dead {
+                self.drop_connection(token, clock);
+            }
+            self.apply_actions(clock);
+            // Dropping may have produced frames for other connections (PRESENCE).
+            if !self.dirty.is_empty() {
+                self.flush_dirty();
+            }
+        }
+    }
+
+    /// Registers WRITABLE interest exactly while a connection has output the socket refused.
+    fn sync_interest(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let want = conn.wants_write();
+        if want == conn.registered_writable {
+            return;
+        }
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        conn.registered_writable = want;
+        if let Some(source) = conn.source() {
+            let _ = self.poll.registry().reregister(source, token, interest);
+        }
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<Token>, token: Token, conn: &mut Connection) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(token);
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
