@@ -1,44 +1,78 @@
-//! STUB (being written by the HTTP helper): the minimum for the crate to compile.
-use crate::assets::Assets;
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-pub enum Head {
-    Partial,
-    TooLarge,
-    Bad,
-    Complete(Request),
-}
-pub struct Request {
-    pub method: String,
-    pub target: String,
-    pub head_len: usize,
-    pub host: Option<String>,
-    pub origin: Option<String>,
-    pub websocket_upgrade: bool,
-    pub keep_alive: bool,
-}
-impl Request {
-    pub fn path(&self) -> &str {
-        &self.target
+//! HTTP/1.1 for the web client: request heads, static responses, security headers and the
+//! Origin check for `/ws` (docs/PROTOCOL.md §1 and §7).
+//!
+//! Everything here is pure: bytes or a parsed request in, bytes out. The connection state
+//! machine owns the socket, the timers (408) and the WebSocket upgrade itself.
+
+mod head;
+mod origin;
+mod path;
+mod response;
+
+pub use head::{Head, MAX_HEAD_BYTES, MAX_HEADERS, Request, parse_head};
+pub use origin::{is_valid_origin, origin_allowed};
+pub use path::{PathError, resolve_path};
+pub use response::{CONTENT_SECURITY_POLICY, Response, error_response, respond};
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::assets::Assets;
+    use proptest::prelude::*;
+
+    fn assets() -> Assets {
+        Assets::from_static(&[("/index.html", b"<p>hi</p>"), ("/a b/c.js", b"x")])
     }
-}
-pub fn parse_head(_buf: &[u8]) -> Head {
-    Head::Bad
-}
-pub struct Response {
-    pub head: Vec<u8>,
-    pub body: &'static [u8],
-    pub keep_alive: bool,
-}
-pub fn respond(_req: &Request, _assets: &Assets, tls: bool) -> Response {
-    error_response(404, tls)
-}
-pub fn error_response(_status: u16, _tls: bool) -> Response {
-    Response {
-        head: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
-        body: &[],
-        keep_alive: false,
+
+    /// Runs the whole request path on `buf`; it must never panic and whatever it answers
+    /// must carry the security headers.
+    fn exercise(buf: &[u8]) {
+        if let Head::Complete(request) = parse_head(buf) {
+            assert!(request.head_len <= buf.len());
+            let response = respond(&request, &assets(), false);
+            let head = String::from_utf8_lossy(&response.head);
+            assert!(head.contains("\r\nContent-Security-Policy: "));
+            assert!(head.ends_with("\r\n\r\n"));
+            let _ = origin_allowed(
+                request.origin.as_deref(),
+                request.host.as_deref(),
+                &["https://x.example".to_owned()],
+            );
+        }
     }
-}
-pub fn origin_allowed(_origin: Option<&str>, _host: Option<&str>, _allowed: &[String]) -> bool {
-    true
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..512)) {
+            exercise(&buf);
+        }
+
+        #[test]
+        fn arbitrary_targets_never_panic(
+            method in "(GET|HEAD|POST)",
+            target in "[/%.a-zA-Z0-9\\\\?#:@]{0,40}",
+            origin in proptest::option::of("[a-z:/\\[\\]0-9.]{0,30}"),
+            host in proptest::option::of("[a-z:\\[\\]0-9.]{0,20}"),
+        ) {
+            let mut raw = format!("{method} {target} HTTP/1.1\r\n");
+            if let Some(origin) = &origin {
+                raw.push_str(&format!("Origin: {origin}\r\n"));
+            }
+            if let Some(host) = &host {
+                raw.push_str(&format!("Host: {host}\r\n"));
+            }
+            raw.push_str("\r\n");
+            exercise(raw.as_bytes());
+            let _ = resolve_path(&target);
+        }
+
+        #[test]
+        fn resolved_keys_never_climb(target in "[/%.a-zA-Z0-9\\\\]{0,40}") {
+            if let Ok(key) = resolve_path(&target) {
+                prop_assert!(key.starts_with('/'));
+                prop_assert!(!key.split('/').skip(1).any(|s| s.is_empty() || s == "." || s == ".."));
+                prop_assert!(!key.contains('\\') && !key.contains('\0'));
+            }
+        }
+    }
 }
