@@ -172,7 +172,7 @@ impl Config {
             }
             "allow-origin" => {
                 let origin = value.trim();
-                if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                if !crate::http::is_valid_origin(origin) {
                     return Err(bad("expected an origin such as https://chat.example.org"));
                 }
                 self.allow_origins

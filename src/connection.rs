@@ -30,6 +30,8 @@ use crate::http;
 
 /// A request head must arrive complete within this time (PROTOCOL.md §7: 408).
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// A response (static files are at most a few hundred KiB) must be read within this time.
+pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(60);
 /// A WebSocket must send CONNECT within this time (PROTOCOL.md §3: close 1008).
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a closing WebSocket may take to echo our close frame before we drop it.
@@ -280,9 +282,16 @@ impl Connection {
     pub fn tick(&mut self, now: Instant, connected: bool, settings: &Settings<'_>) -> Tick {
         match &mut self.state {
             State::Http(http) => {
-                if now.saturating_duration_since(http.head_started) < HEAD_DEADLINE
-                    || http.output.is_some()
-                {
+                let waited = now.saturating_duration_since(http.head_started);
+                if http.output.is_some() {
+                    // A client that never reads its response must not hold the socket forever.
+                    return if waited >= RESPONSE_DEADLINE {
+                        Tick::Drop
+                    } else {
+                        Tick::Nothing
+                    };
+                }
+                if waited < HEAD_DEADLINE {
                     return Tick::Nothing;
                 }
                 if http.served_one && http.input.is_empty() {

@@ -1,2 +1,1111 @@
 //! Decoding client frames and encoding server frames (PROTOCOL.md §2, §3, §5).
-//! STUB: being written.
+//!
+//! Decoding borrows from the received text: every field is kept as a `&RawValue` (validated JSON
+//! text, never a `Value` tree), so a field of the wrong JSON type is our error code rather than a
+//! serde error, and keys and payloads are forwarded byte for byte, never re-escaped. [`decode`]
+//! applies the checks that need nothing but the frame (`bad_json`, `bad_request`) and pre-parses
+//! what later checks look at (`to` → [`Id`], armor headers); the router applies the rest in the
+//! order of §2.
+//!
+//! Encoding builds each server frame into one `String` whose capacity is computed up front.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::id::{Id, TOKEN_LEN, Token};
+
+/// The longest `ref` a client may send, in Unicode code points.
+pub const MAX_REF_CHARS: usize = 64;
+/// A `public_key` must start with this.
+pub const PUBLIC_KEY_ARMOR: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+/// A `payload` must start with this.
+pub const MESSAGE_ARMOR: &str = "-----BEGIN PGP MESSAGE-----";
+
+/// Every error code of PROTOCOL.md §5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    BadJson,
+    BadRequest,
+    UnknownType,
+    NotConnected,
+    AlreadyConnected,
+    ServerFull,
+    BadId,
+    SelfRequest,
+    UnknownPeer,
+    AlreadyFriends,
+    NoPendingRequest,
+    NotFriends,
+    BadKey,
+    NotEncrypted,
+    RateLimited,
+    PeerBusy,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::NotConnected,
+        ErrorCode::AlreadyConnected,
+        ErrorCode::ServerFull,
+        ErrorCode::BadId,
+        ErrorCode::SelfRequest,
+        ErrorCode::UnknownPeer,
+        ErrorCode::AlreadyFriends,
+        ErrorCode::NoPendingRequest,
+        ErrorCode::NotFriends,
+        ErrorCode::BadKey,
+        ErrorCode::NotEncrypted,
+        ErrorCode::RateLimited,
+        ErrorCode::PeerBusy,
+    ];
+
+    /// The `code` on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::NotConnected => "not_connected",
+            ErrorCode::AlreadyConnected => "already_connected",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::BadId => "bad_id",
+            ErrorCode::SelfRequest => "self_request",
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::AlreadyFriends => "already_friends",
+            ErrorCode::NoPendingRequest => "no_pending_request",
+            ErrorCode::NotFriends => "not_friends",
+            ErrorCode::BadKey => "bad_key",
+            ErrorCode::NotEncrypted => "not_encrypted",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::PeerBusy => "peer_busy",
+        }
+    }
+
+    /// The `message` on the wire: what went wrong and what to do about it. Plain ASCII without
+    /// characters that JSON would escape, so it is copied into frames as is.
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "Send each message as one text frame holding a JSON object.",
+            ErrorCode::BadRequest => {
+                "A field is missing or has the wrong JSON type: type must be a string, ref a string of at most 64 characters, to a string; no key may appear twice."
+            }
+            ErrorCode::UnknownType => {
+                "This message type is not one a client may send; see the protocol."
+            }
+            ErrorCode::NotConnected => "Send CONNECT first.",
+            ErrorCode::AlreadyConnected => {
+                "This connection already has a session; do not send CONNECT again."
+            }
+            ErrorCode::ServerFull => "The server has no room for another session; try again later.",
+            ErrorCode::BadId => {
+                "An ID is 6 characters from 0-9 and A-Z without I, L, O and U; check it."
+            }
+            ErrorCode::SelfRequest => "You cannot send a friend request to yourself.",
+            ErrorCode::UnknownPeer => {
+                "No session has that ID; check it or ask your friend for the current one."
+            }
+            ErrorCode::AlreadyFriends => "You are already friends.",
+            ErrorCode::NoPendingRequest => "There is no pending friend request from that ID.",
+            ErrorCode::NotFriends => {
+                "You are not friends with that ID; send a friend request first."
+            }
+            ErrorCode::BadKey => {
+                "public_key must be an ASCII-armored OpenPGP public key block (-----BEGIN PGP PUBLIC KEY BLOCK-----)."
+            }
+            ErrorCode::NotEncrypted => {
+                "payload must be an ASCII-armored OpenPGP message (-----BEGIN PGP MESSAGE-----)."
+            }
+            ErrorCode::RateLimited => "You are sending too fast; wait a moment and try again.",
+            ErrorCode::PeerBusy => "The recipient is not keeping up; wait a moment and try again.",
+        }
+    }
+
+    /// Whether this error counts toward closing the connection for an error flood (§5).
+    pub fn counts_toward_flood(self) -> bool {
+        !matches!(self, ErrorCode::PeerBusy | ErrorCode::ServerFull)
+    }
+}
+
+/// A decoded client frame.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    /// The valid `ref`, as its raw JSON text (already a JSON string, echoed unchanged).
+    pub reference: Option<&'a RawValue>,
+    pub request: Request<'a>,
+}
+
+/// What the client asks for. Fields the router checks later are pre-parsed here, with `None`
+/// meaning "fails its check" (the router decides when that check's turn comes).
+///
+/// `Debug` shows whether a key or payload is present, never its text.
+pub enum Request<'a> {
+    Connect {
+        resume: Option<Resume>,
+    },
+    FriendRequest {
+        /// `None`: not a valid ID (`bad_id`).
+        to: Option<Id>,
+        /// The raw `public_key` when it is an armored public key, else `None` (`bad_key`).
+        public_key: Option<&'a RawValue>,
+    },
+    FriendAccept {
+        to: Option<Id>,
+        public_key: Option<&'a RawValue>,
+    },
+    FriendDecline {
+        to: Option<Id>,
+    },
+    FriendRemove {
+        to: Option<Id>,
+    },
+    Message {
+        to: Option<Id>,
+        /// The raw `payload` when it is an armored message, else `None` (`not_encrypted`).
+        payload: Option<&'a RawValue>,
+    },
+    Ping,
+    Disconnect,
+    /// A type a client may not send: undefined, or one only the server sends.
+    Unknown,
+}
+
+/// `CONNECT`'s `resume` object. `Debug` never shows the token.
+pub struct Resume {
+    /// `None`: `resume.id` is not a valid ID (`bad_id`).
+    pub id: Option<Id>,
+    /// The token text when it is 43 ASCII characters; anything else can never match.
+    pub token: Option<[u8; TOKEN_LEN]>,
+}
+
+impl fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let present = |raw: &Option<&RawValue>| raw.map(|_| "<present>");
+        match self {
+            Request::Connect { resume } => {
+                f.debug_struct("Connect").field("resume", resume).finish()
+            }
+            Request::FriendRequest { to, public_key } => f
+                .debug_struct("FriendRequest")
+                .field("to", to)
+                .field("public_key", &present(public_key))
+                .finish(),
+            Request::FriendAccept { to, public_key } => f
+                .debug_struct("FriendAccept")
+                .field("to", to)
+                .field("public_key", &present(public_key))
+                .finish(),
+            Request::FriendDecline { to } => {
+                f.debug_struct("FriendDecline").field("to", to).finish()
+            }
+            Request::FriendRemove { to } => f.debug_struct("FriendRemove").field("to", to).finish(),
+            Request::Message { to, payload } => f
+                .debug_struct("Message")
+                .field("to", to)
+                .field("payload", &present(payload))
+                .finish(),
+            Request::Ping => f.write_str("Ping"),
+            Request::Disconnect => f.write_str("Disconnect"),
+            Request::Unknown => f.write_str("Unknown"),
+        }
+    }
+}
+
+impl fmt::Debug for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resume")
+            .field("id", &self.id)
+            .field("token", &self.token.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A frame that failed `bad_json` or `bad_request`.
+#[derive(Debug)]
+pub struct Rejected<'a> {
+    pub code: ErrorCode,
+    /// The `ref` to echo: only a valid one, and never for a `ref` that is itself the problem.
+    pub reference: Option<&'a RawValue>,
+}
+
+/// Deserializes a field that is present as `Some(raw)`, also when it is `null`: the default
+/// `Option` handling would turn `"ref":null` into an absent `ref` instead of a `bad_request`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// The top-level fields the server looks at; all others are skipped unparsed. serde's derive
+/// reports a repeated known key as a data error, which [`decode`] turns into `bad_request`.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(rename = "ref", default, borrow, deserialize_with = "present")]
+    reference: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    to: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    public_key: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    payload: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    resume: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ResumeFields<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Connect,
+    FriendRequest,
+    FriendAccept,
+    FriendDecline,
+    FriendRemove,
+    Message,
+    Ping,
+    Disconnect,
+    Unknown,
+}
+
+/// Decodes one text frame, applying the `bad_json` and `bad_request` checks.
+pub fn decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
+    let rejected = |code, reference| Rejected { code, reference };
+    // serde would also accept a JSON array as a struct; only an object is a message.
+    if text
+        .trim_start_matches(is_json_whitespace)
+        .as_bytes()
+        .first()
+        != Some(&b'{')
+    {
+        return Err(rejected(ErrorCode::BadJson, None));
+    }
+    let fields: Fields<'_> = match serde_json::from_str(text) {
+        Ok(fields) => fields,
+        // With every field a RawValue, the only data error left is a repeated key.
+        Err(error) if error.is_data() => return Err(rejected(ErrorCode::BadRequest, None)),
+        Err(_) => return Err(rejected(ErrorCode::BadJson, None)),
+    };
+    let reference = match fields.reference {
+        None => None,
+        Some(raw) if is_valid_ref(raw) => Some(raw),
+        Some(_) => return Err(rejected(ErrorCode::BadRequest, None)),
+    };
+    let bad_request = || rejected(ErrorCode::BadRequest, reference);
+    let kind = fields.kind.and_then(kind_of).ok_or_else(bad_request)?;
+    let request = match kind {
+        Kind::Connect => Request::Connect {
+            resume: match fields.resume {
+                None => None,
+                Some(raw) => Some(decode_resume(raw).ok_or_else(bad_request)?),
+            },
+        },
+        Kind::FriendRequest => Request::FriendRequest {
+            to: target(fields.to).ok_or_else(bad_request)?,
+            public_key: armored(fields.public_key, PUBLIC_KEY_ARMOR),
+        },
+        Kind::FriendAccept => Request::FriendAccept {
+            to: target(fields.to).ok_or_else(bad_request)?,
+            public_key: armored(fields.public_key, PUBLIC_KEY_ARMOR),
+        },
+        Kind::FriendDecline => Request::FriendDecline {
+            to: target(fields.to).ok_or_else(bad_request)?,
+        },
+        Kind::FriendRemove => Request::FriendRemove {
+            to: target(fields.to).ok_or_else(bad_request)?,
+        },
+        Kind::Message => Request::Message {
+            to: target(fields.to).ok_or_else(bad_request)?,
+            payload: armored(fields.payload, MESSAGE_ARMOR),
+        },
+        Kind::Ping => Request::Ping,
+        Kind::Disconnect => Request::Disconnect,
+        Kind::Unknown => Request::Unknown,
+    };
+    Ok(Frame { reference, request })
+}
+
+fn is_json_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+fn is_json_string(raw: &RawValue) -> bool {
+    raw.get().starts_with('"')
+}
+
+/// A `ref` must be a JSON string of at most 64 code points. Lone surrogates (which JSON's
+/// grammar allows in escapes) are refused too: echoing them would hand strict clients text they
+/// cannot decode.
+fn is_valid_ref(raw: &RawValue) -> bool {
+    let text = raw.get();
+    if !is_json_string(raw) {
+        return false;
+    }
+    let inner = text.get(1..text.len().saturating_sub(1)).unwrap_or("");
+    if !inner.contains('\\') {
+        return inner.len() <= MAX_REF_CHARS || inner.chars().count() <= MAX_REF_CHARS;
+    }
+    // Escaped refs are rare: decoding them into a String is fine.
+    serde_json::from_str::<String>(text)
+        .is_ok_and(|decoded| decoded.chars().count() <= MAX_REF_CHARS)
+}
+
+/// The longest type name a client sends.
+const MAX_KIND_LEN: usize = 16;
+
+/// The message type, `None` when `type` is not a string.
+fn kind_of(raw: &RawValue) -> Option<Kind> {
+    if !is_json_string(raw) {
+        return None;
+    }
+    let mut name = [0u8; MAX_KIND_LEN];
+    let mut len = 0;
+    for unit in ascii_units(raw) {
+        match (unit, name.get_mut(len)) {
+            (Some(byte), Some(slot)) => *slot = byte,
+            // Non-ASCII or too long: no type has such a name.
+            _ => return Some(Kind::Unknown),
+        }
+        len += 1;
+    }
+    Some(match name.get(..len).unwrap_or(&[]) {
+        b"CONNECT" => Kind::Connect,
+        b"FRIEND_REQUEST" => Kind::FriendRequest,
+        b"FRIEND_ACCEPT" => Kind::FriendAccept,
+        b"FRIEND_DECLINE" => Kind::FriendDecline,
+        b"FRIEND_REMOVE" => Kind::FriendRemove,
+        b"MESSAGE" => Kind::Message,
+        b"PING" => Kind::Ping,
+        b"DISCONNECT" => Kind::Disconnect,
+        // Undefined types and the server-only ACK, ERROR, PONG, PRESENCE, UNDELIVERED.
+        _ => Kind::Unknown,
+    })
+}
+
+/// A required `to`: outer `None` when missing or not a string (`bad_request`), inner `None` when
+/// it is not a valid ID (`bad_id`).
+fn target(raw: Option<&RawValue>) -> Option<Option<Id>> {
+    let raw = raw.filter(|raw| is_json_string(raw))?;
+    Some(Id::parse_units(ascii_units(raw)))
+}
+
+/// `None` when `resume` is not an object with string `id` and `token` (or repeats a key).
+fn decode_resume(raw: &RawValue) -> Option<Resume> {
+    if !raw.get().starts_with('{') {
+        return None;
+    }
+    let fields: ResumeFields<'_> = serde_json::from_str(raw.get()).ok()?;
+    let id = fields.id.filter(|raw| is_json_string(raw))?;
+    let token = fields.token.filter(|raw| is_json_string(raw))?;
+    Some(Resume {
+        id: Id::parse_units(ascii_units(id)),
+        token: token_text(token),
+    })
+}
+
+fn token_text(raw: &RawValue) -> Option<[u8; TOKEN_LEN]> {
+    let mut text = [0u8; TOKEN_LEN];
+    let mut len = 0;
+    for unit in ascii_units(raw) {
+        *text.get_mut(len)? = unit?;
+        len += 1;
+    }
+    (len == TOKEN_LEN).then_some(text)
+}
+
+/// The raw field when it is a JSON string whose decoded text starts with `armor`.
+fn armored<'a>(raw: Option<&'a RawValue>, armor: &str) -> Option<&'a RawValue> {
+    let raw = raw?;
+    let text = raw.get();
+    // Fast path: the header written without escapes, as every real client sends it.
+    let literal = text
+        .strip_prefix('"')
+        .is_some_and(|rest| rest.starts_with(armor));
+    if literal || (is_json_string(raw) && decoded_starts_with(raw, armor)) {
+        Some(raw)
+    } else {
+        None
+    }
+}
+
+/// Whether the decoded JSON string starts with the ASCII `prefix`, decoding only that far.
+fn decoded_starts_with(raw: &RawValue, prefix: &str) -> bool {
+    let mut units = ascii_units(raw);
+    prefix
+        .bytes()
+        .all(|expected| units.next() == Some(Some(expected)))
+}
+
+/// Iterates the characters of a JSON string literal (its raw text, quotes included, already
+/// validated by serde_json) as `Some(byte)` for ASCII and `None` for anything else. A non-ASCII
+/// character yields at least one `None`, which is all that callers matching ASCII text need.
+pub fn ascii_units(raw: &RawValue) -> AsciiUnits<'_> {
+    let bytes = raw.get().as_bytes();
+    AsciiUnits {
+        bytes: bytes.get(1..bytes.len().saturating_sub(1)).unwrap_or(&[]),
+        position: 0,
+    }
+}
+
+pub struct AsciiUnits<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl AsciiUnits<'_> {
+    fn take(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.position)?;
+        self.position += 1;
+        Some(byte)
+    }
+
+    fn escape(&mut self) -> Option<u8> {
+        Some(match self.take()? {
+            b'b' => 0x08,
+            b'f' => 0x0C,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let mut code = 0u32;
+                for _ in 0..4 {
+                    code = (code << 4) | char::from(self.take()?).to_digit(16)?;
+                }
+                u8::try_from(code).ok().filter(u8::is_ascii)?
+            }
+            // `"`, `\` and `/` stand for themselves.
+            other => other,
+        })
+    }
+}
+
+impl Iterator for AsciiUnits<'_> {
+    type Item = Option<u8>;
+
+    fn next(&mut self) -> Option<Option<u8>> {
+        let byte = self.take()?;
+        Some(match byte {
+            b'\\' => self.escape(),
+            byte if byte.is_ascii() => Some(byte),
+            _ => None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server frames
+// ---------------------------------------------------------------------------------------------
+
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(slot) = digits.get_mut(start) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or(b"0")).unwrap_or("0"));
+}
+
+/// `{"type":"MESSAGE","from":"K7Q2ZD","payload":<raw>,"ts":<ms>}`: the hot path's one allocation.
+pub fn message(from: Id, payload: &RawValue, ts: u64) -> String {
+    const HEAD: &str = r#"{"type":"MESSAGE","from":""#;
+    const MIDDLE: &str = r#"","payload":"#;
+    const TS: &str = r#","ts":"#;
+    let payload = payload.get();
+    let capacity = HEAD.len() + 6 + MIDDLE.len() + payload.len() + TS.len() + decimal_len(ts) + 1;
+    let mut frame = String::with_capacity(capacity);
+    frame.push_str(HEAD);
+    frame.push_str(from.text().as_str());
+    frame.push_str(MIDDLE);
+    frame.push_str(payload);
+    frame.push_str(TS);
+    push_decimal(&mut frame, ts);
+    frame.push('}');
+    debug_assert_eq!(frame.len(), capacity);
+    frame
+}
+
+/// `{"type":"FRIEND_REQUEST"|"FRIEND_ACCEPT","from":..,"public_key":<raw>}`.
+pub fn friend_with_key(kind: FriendKeyFrame, from: Id, public_key: &RawValue) -> String {
+    const HEAD: &str = r#"{"type":""#;
+    const FROM: &str = r#"","from":""#;
+    const KEY: &str = r#"","public_key":"#;
+    let kind = kind.as_str();
+    let key = public_key.get();
+    let capacity = HEAD.len() + kind.len() + FROM.len() + 6 + KEY.len() + key.len() + 1;
+    let mut frame = String::with_capacity(capacity);
+    frame.push_str(HEAD);
+    frame.push_str(kind);
+    frame.push_str(FROM);
+    frame.push_str(from.text().as_str());
+    frame.push_str(KEY);
+    frame.push_str(key);
+    frame.push('}');
+    frame
+}
+
+/// The two forwarded frames that carry a public key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FriendKeyFrame {
+    Request,
+    Accept,
+}
+
+impl FriendKeyFrame {
+    fn as_str(self) -> &'static str {
+        match self {
+            FriendKeyFrame::Request => "FRIEND_REQUEST",
+            FriendKeyFrame::Accept => "FRIEND_ACCEPT",
+        }
+    }
+}
+
+/// `{"type":"FRIEND_DECLINE","from":..}`.
+pub fn friend_decline(from: Id) -> String {
+    format!(r#"{{"type":"FRIEND_DECLINE","from":"{from}"}}"#)
+}
+
+/// `{"type":"FRIEND_REMOVE","from":..}`.
+pub fn friend_remove(from: Id) -> String {
+    format!(r#"{{"type":"FRIEND_REMOVE","from":"{from}"}}"#)
+}
+
+/// `{"type":"ACK","ref":<raw>}`, plus `"queued":true` when the acknowledged frame was queued.
+pub fn ack(reference: &str, queued: bool) -> String {
+    const HEAD: &str = r#"{"type":"ACK","ref":"#;
+    const QUEUED: &str = r#","queued":true"#;
+    let mut frame = String::with_capacity(HEAD.len() + reference.len() + QUEUED.len() + 1);
+    frame.push_str(HEAD);
+    frame.push_str(reference);
+    if queued {
+        frame.push_str(QUEUED);
+    }
+    frame.push('}');
+    frame
+}
+
+/// `{"type":"ERROR","code":..,"message":..}` plus `"ref"` when the request had a valid one.
+pub fn error(code: ErrorCode, reference: Option<&str>) -> String {
+    match reference {
+        Some(reference) => format!(
+            r#"{{"type":"ERROR","code":"{}","message":"{}","ref":{reference}}}"#,
+            code.as_str(),
+            code.message()
+        ),
+        None => format!(
+            r#"{{"type":"ERROR","code":"{}","message":"{}"}}"#,
+            code.as_str(),
+            code.message()
+        ),
+    }
+}
+
+/// `{"type":"PONG"}`, echoing the PING's `ref` when it had one.
+pub fn pong(reference: Option<&str>) -> String {
+    match reference {
+        Some(reference) => format!(r#"{{"type":"PONG","ref":{reference}}}"#),
+        None => r#"{"type":"PONG"}"#.to_owned(),
+    }
+}
+
+/// The reply to a successful CONNECT. `friends` yields each friend's ID and whether it is online.
+pub fn connect_reply(
+    id: Id,
+    token: &Token,
+    resumed: bool,
+    friends: impl ExactSizeIterator<Item = (Id, bool)>,
+    max_message_bytes: usize,
+) -> String {
+    const FRIEND_ENTRY_MAX: usize = r#"{"id":"XXXXXX","online":false},"#.len();
+    let mut frame = String::with_capacity(160 + friends.len() * FRIEND_ENTRY_MAX);
+    frame.push_str(r#"{"type":"CONNECT","id":""#);
+    frame.push_str(id.text().as_str());
+    frame.push_str(r#"","token":""#);
+    frame.push_str(token.as_str());
+    frame.push_str(if resumed {
+        r#"","resumed":true,"friends":["#
+    } else {
+        r#"","resumed":false,"friends":["#
+    });
+    for (index, (friend, online)) in friends.enumerate() {
+        if index > 0 {
+            frame.push(',');
+        }
+        frame.push_str(r#"{"id":""#);
+        frame.push_str(friend.text().as_str());
+        frame.push_str(if online {
+            r#"","online":true}"#
+        } else {
+            r#"","online":false}"#
+        });
+    }
+    frame.push_str(r#"],"limits":{"max_message_bytes":"#);
+    push_decimal(&mut frame, max_message_bytes as u64);
+    frame.push_str("}}");
+    frame
+}
+
+/// `{"type":"PRESENCE","id":..,"online":bool}`.
+pub fn presence(id: Id, online: bool) -> String {
+    format!(r#"{{"type":"PRESENCE","id":"{id}","online":{online}}}"#)
+}
+
+/// `{"type":"DISCONNECT","id":..}`: a friend's session ended.
+pub fn disconnect(id: Id) -> String {
+    format!(r#"{{"type":"DISCONNECT","id":"{id}"}}"#)
+}
+
+/// `{"type":"UNDELIVERED","to":..,"ref":<raw>}`.
+pub fn undelivered(to: Id, reference: &str) -> String {
+    format!(r#"{{"type":"UNDELIVERED","to":"{to}","ref":{reference}}}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\\nabc";
+    const PAYLOAD: &str = "-----BEGIN PGP MESSAGE-----\\nabc";
+
+    fn code_of(text: &str) -> Option<ErrorCode> {
+        decode(text).err().map(|rejected| rejected.code)
+    }
+
+    fn ref_of_rejection(text: &str) -> Option<String> {
+        decode(text)
+            .err()
+            .and_then(|r| r.reference)
+            .map(|r| r.get().to_owned())
+    }
+
+    #[test]
+    fn bad_json_for_invalid_json_and_non_objects() {
+        for text in [
+            "",
+            "   ",
+            "nope",
+            "{",
+            "{\"type\":}",
+            "[]",
+            "[\"CONNECT\"]",
+            "\"CONNECT\"",
+            "42",
+            "null",
+            "{\"type\":\"PING\"} x",
+            "{\"type\":\"PING\"}{}",
+            "{\"type\":\"PING\",}",
+        ] {
+            assert_eq!(code_of(text), Some(ErrorCode::BadJson), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn whitespace_around_the_object_is_fine() {
+        assert!(matches!(
+            decode(" \n\t{\"type\":\"PING\"} \n").map(|f| f.request),
+            Ok(Request::Ping)
+        ));
+    }
+
+    #[test]
+    fn bad_request_for_type_problems() {
+        for text in [
+            "{}",
+            "{\"type\":null}",
+            "{\"type\":7}",
+            "{\"type\":[\"PING\"]}",
+            "{\"type\":\"PING\",\"type\":\"PING\"}",
+            "{\"to\":\"K7Q2ZD\"}",
+        ] {
+            assert_eq!(code_of(text), Some(ErrorCode::BadRequest), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_known_keys_are_bad_request_and_unknown_ones_ignored() {
+        assert_eq!(
+            code_of(r#"{"type":"MESSAGE","to":"K7Q2ZD","to":"X2M9QP","payload":"x"}"#),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code_of(r#"{"type":"PING","ref":"a","ref":"a"}"#),
+            Some(ErrorCode::BadRequest)
+        );
+        assert!(decode(r#"{"type":"PING","x":1,"x":2}"#).is_ok());
+    }
+
+    #[test]
+    fn ref_must_be_a_short_string_and_its_error_has_no_ref() {
+        let sixty_four = "é".repeat(64);
+        let sixty_five = "é".repeat(65);
+        let ok = format!(r#"{{"type":"PING","ref":"{sixty_four}"}}"#);
+        assert!(decode(&ok).is_ok());
+        let emoji_escapes = "\\ud83d\\ude00".repeat(64);
+        assert!(decode(&format!(r#"{{"type":"PING","ref":"{emoji_escapes}"}}"#)).is_ok());
+        for text in [
+            format!(r#"{{"type":"PING","ref":"{sixty_five}"}}"#),
+            format!(r#"{{"type":"PING","ref":"{}"}}"#, "a".repeat(65)),
+            format!(r#"{{"type":"PING","ref":"{}"}}"#, "\\u0041".repeat(65)),
+            r#"{"type":"PING","ref":17}"#.to_owned(),
+            r#"{"type":"PING","ref":null}"#.to_owned(),
+            r#"{"type":"PING","ref":{"a":1}}"#.to_owned(),
+            r#"{"type":"PING","ref":"\ud800"}"#.to_owned(),
+        ] {
+            assert_eq!(code_of(&text), Some(ErrorCode::BadRequest), "{text}");
+            assert_eq!(ref_of_rejection(&text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn valid_ref_is_kept_raw_and_echoed_on_bad_request() {
+        let frame = decode(r#"{"type":"PING","ref":"a\"b\u00e9"}"#);
+        let reference = frame
+            .ok()
+            .and_then(|f| f.reference)
+            .map(|r| r.get().to_owned());
+        assert_eq!(reference.as_deref(), Some(r#""a\"b\u00e9""#));
+        assert_eq!(ref_of_rejection(r#"{"ref":"7"}"#).as_deref(), Some("\"7\""));
+        assert_eq!(
+            ref_of_rejection(r#"{"type":"MESSAGE","ref":"7"}"#).as_deref(),
+            Some("\"7\"")
+        );
+    }
+
+    #[test]
+    fn to_must_be_a_string_for_friend_and_message_types() {
+        for kind in [
+            "FRIEND_REQUEST",
+            "FRIEND_ACCEPT",
+            "FRIEND_DECLINE",
+            "FRIEND_REMOVE",
+            "MESSAGE",
+        ] {
+            for to in ["", r#","to":7"#, r#","to":null"#, r#","to":["K7Q2ZD"]"#] {
+                let text = format!(r#"{{"type":"{kind}"{to}}}"#);
+                assert_eq!(code_of(&text), Some(ErrorCode::BadRequest), "{text}");
+            }
+            let text = format!(r#"{{"type":"{kind}","to":"??"}}"#);
+            assert!(decode(&text).is_ok(), "{text}");
+        }
+        // Other types do not need `to`.
+        assert!(decode(r#"{"type":"PING","to":7}"#).is_ok());
+        assert!(decode(r#"{"type":"DISCONNECT"}"#).is_ok());
+    }
+
+    #[test]
+    fn to_is_normalized_through_json_escapes() {
+        let expected = Id::parse("K7Q2ZD");
+        for to in [
+            r#""K7Q2ZD""#,
+            r#"" k7-q2-zd ""#,
+            r#""\u004b7Q2ZD""#,
+            r#""K7Q2ZD\n""#,
+            r#""K7Q2Z\/""#,
+        ] {
+            let text = format!(r#"{{"type":"FRIEND_REMOVE","to":{to}}}"#);
+            let parsed = match decode(&text).map(|f| f.request) {
+                Ok(Request::FriendRemove { to }) => to,
+                other => panic!("{text}: {other:?}"),
+            };
+            let wanted = if to.contains("\\/") { None } else { expected };
+            assert_eq!(parsed, wanted, "{text}");
+        }
+        let text = r#"{"type":"FRIEND_REMOVE","to":"K7Q2Z\u00c9"}"#;
+        assert!(matches!(
+            decode(text).map(|f| f.request),
+            Ok(Request::FriendRemove { to: None })
+        ));
+    }
+
+    #[test]
+    fn type_names_are_exact() {
+        let kinds = [
+            ("CONNECT", true),
+            ("PING", true),
+            ("DISCONNECT", true),
+            ("connect", false),
+            ("Ping", false),
+            ("PING ", false),
+            ("ACK", false),
+            ("ERROR", false),
+            ("PONG", false),
+            ("PRESENCE", false),
+            ("UNDELIVERED", false),
+            ("HELLO", false),
+            ("A_VERY_LONG_UNKNOWN_TYPE_NAME", false),
+            ("PIN\u{00C9}", false),
+        ];
+        for (name, known) in kinds {
+            let text = format!(r#"{{"type":"{name}"}}"#);
+            let request = decode(&text).map(|f| f.request);
+            assert_eq!(!matches!(request, Ok(Request::Unknown)), known, "{name}");
+        }
+        assert!(matches!(
+            decode(r#"{"type":"P\u0049NG"}"#).map(|f| f.request),
+            Ok(Request::Ping)
+        ));
+    }
+
+    #[test]
+    fn connect_resume_must_be_an_object_with_string_id_and_token() {
+        for resume in [
+            "null",
+            "7",
+            r#""K7Q2ZD""#,
+            "{}",
+            r#"{"id":"K7Q2ZD"}"#,
+            r#"{"token":"x"}"#,
+            r#"{"id":7,"token":"x"}"#,
+            r#"{"id":"K7Q2ZD","token":null}"#,
+            r#"{"id":"K7Q2ZD","token":"x","id":"K7Q2ZD"}"#,
+        ] {
+            let text = format!(r#"{{"type":"CONNECT","resume":{resume}}}"#);
+            assert_eq!(code_of(&text), Some(ErrorCode::BadRequest), "{text}");
+        }
+        let token = "A".repeat(TOKEN_LEN);
+        let text =
+            format!(r#"{{"type":"CONNECT","resume":{{"id":"k7q2zd","token":"{token}","x":1}}}}"#);
+        match decode(&text).map(|f| f.request) {
+            Ok(Request::Connect {
+                resume: Some(resume),
+            }) => {
+                assert_eq!(resume.id, Id::parse("K7Q2ZD"));
+                assert_eq!(
+                    resume.token.as_ref().map(|t| t.as_slice()),
+                    Some(token.as_bytes())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = r#"{"type":"CONNECT","resume":{"id":"bad","token":"short"}}"#;
+        match decode(text).map(|f| f.request) {
+            Ok(Request::Connect {
+                resume: Some(resume),
+            }) => {
+                assert_eq!(resume.id, None);
+                assert_eq!(resume.token, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn armor_checks_accept_literal_and_escaped_headers_and_keep_raw_text() {
+        let literal = format!(r#"{{"type":"MESSAGE","to":"K7Q2ZD","payload":"{PAYLOAD}"}}"#);
+        let escaped =
+            r#"{"type":"MESSAGE","to":"K7Q2ZD","payload":"\u002d----BEGIN PGP MESSAGE-----\nabc"}"#;
+        for text in [literal.as_str(), escaped] {
+            match decode(text).map(|f| f.request) {
+                Ok(Request::Message {
+                    payload: Some(raw), ..
+                }) => assert!(text.contains(raw.get())),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for payload in [
+            "7",
+            "null",
+            r#""hello""#,
+            r#""-----BEGIN PGP MESSAGE----""#,
+            r#"" -----BEGIN PGP MESSAGE-----""#,
+            r#""-----BEGIN PGP PUBLIC KEY BLOCK-----""#,
+            r#"["-----BEGIN PGP MESSAGE-----"]"#,
+        ] {
+            let text = format!(r#"{{"type":"MESSAGE","to":"K7Q2ZD","payload":{payload}}}"#);
+            assert!(
+                matches!(
+                    decode(&text).map(|f| f.request),
+                    Ok(Request::Message { payload: None, .. })
+                ),
+                "{text}"
+            );
+        }
+        let missing = decode(r#"{"type":"MESSAGE","to":"K7Q2ZD"}"#).map(|f| f.request);
+        assert!(matches!(
+            missing,
+            Ok(Request::Message { payload: None, .. })
+        ));
+        let key = format!(r#"{{"type":"FRIEND_ACCEPT","to":"K7Q2ZD","public_key":"{KEY}"}}"#);
+        assert!(matches!(
+            decode(&key).map(|f| f.request),
+            Ok(Request::FriendAccept {
+                public_key: Some(_),
+                ..
+            })
+        ));
+        let wrong =
+            format!(r#"{{"type":"FRIEND_REQUEST","to":"K7Q2ZD","public_key":"{PAYLOAD}"}}"#);
+        assert!(matches!(
+            decode(&wrong).map(|f| f.request),
+            Ok(Request::FriendRequest {
+                public_key: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_request_comes_before_later_checks() {
+        // A missing `to` is reported even though payload is also wrong.
+        assert_eq!(
+            code_of(r#"{"type":"MESSAGE","payload":7}"#),
+            Some(ErrorCode::BadRequest)
+        );
+        // A bad ref wins over a bad type, and that error has no ref.
+        assert_eq!(
+            code_of(r#"{"type":7,"ref":7}"#),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(ref_of_rejection(r#"{"type":7,"ref":7}"#), None);
+        // Bad JSON wins over everything.
+        assert_eq!(code_of(r#"{"type":7,"ref":7"#), Some(ErrorCode::BadJson));
+    }
+
+    fn parse(frame: &str) -> Value {
+        serde_json::from_str(frame).unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn server_frames_are_valid_json_with_the_right_fields() {
+        let id = Id::parse("K7Q2ZD").unwrap_or_else(|| Id::from_random_bytes([0; 4]));
+        let friend = Id::from_random_bytes([1, 2, 3, 4]);
+        let raw_payload = format!("\"{PAYLOAD}\\u00e9\"");
+        let payload = RawValue::from_string(raw_payload.clone()).ok();
+        let Some(payload) = payload else {
+            panic!("raw value")
+        };
+        let frame = message(id, &payload, 1_795_000_000_000);
+        assert_eq!(
+            frame,
+            format!(
+                r#"{{"type":"MESSAGE","from":"K7Q2ZD","payload":{raw_payload},"ts":1795000000000}}"#
+            )
+        );
+        assert_eq!(message(id, &payload, 0).len(), frame.len() - 12);
+
+        let key = RawValue::from_string(format!("\"{KEY}\"")).ok();
+        let Some(key) = key else { panic!("raw value") };
+        let request = parse(&friend_with_key(FriendKeyFrame::Request, id, &key));
+        assert_eq!(request["type"], "FRIEND_REQUEST");
+        assert_eq!(request["from"], "K7Q2ZD");
+        assert_eq!(
+            request["public_key"],
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nabc"
+        );
+        assert_eq!(
+            parse(&friend_with_key(FriendKeyFrame::Accept, id, &key))["type"],
+            "FRIEND_ACCEPT"
+        );
+        assert_eq!(
+            parse(&friend_decline(id)),
+            serde_json::json!({"type":"FRIEND_DECLINE","from":"K7Q2ZD"})
+        );
+        assert_eq!(
+            parse(&friend_remove(id)),
+            serde_json::json!({"type":"FRIEND_REMOVE","from":"K7Q2ZD"})
+        );
+        assert_eq!(ack("\"17\"", false), r#"{"type":"ACK","ref":"17"}"#);
+        assert_eq!(
+            ack("\"17\"", true),
+            r#"{"type":"ACK","ref":"17","queued":true}"#
+        );
+        assert_eq!(pong(None), r#"{"type":"PONG"}"#);
+        assert_eq!(pong(Some("\"p\"")), r#"{"type":"PONG","ref":"p"}"#);
+        assert_eq!(
+            parse(&presence(id, false)),
+            serde_json::json!({"type":"PRESENCE","id":"K7Q2ZD","online":false})
+        );
+        assert_eq!(
+            parse(&disconnect(id)),
+            serde_json::json!({"type":"DISCONNECT","id":"K7Q2ZD"})
+        );
+        assert_eq!(
+            parse(&undelivered(id, "\"r\\\"1\"")),
+            serde_json::json!({"type":"UNDELIVERED","to":"K7Q2ZD","ref":"r\"1"})
+        );
+        let token = Token::from_random_bytes(&[0; 32]);
+        let reply = parse(&connect_reply(
+            id,
+            &token,
+            true,
+            [(friend, true), (id, false)].into_iter(),
+            65536,
+        ));
+        assert_eq!(
+            reply,
+            serde_json::json!({"type":"CONNECT","id":"K7Q2ZD","token":token.as_str(),"resumed":true,
+                "friends":[{"id":friend.to_string(),"online":true},{"id":"K7Q2ZD","online":false}],
+                "limits":{"max_message_bytes":65536}})
+        );
+        let empty = parse(&connect_reply(id, &token, false, std::iter::empty(), 1));
+        assert_eq!(empty["friends"], serde_json::json!([]));
+        assert_eq!(empty["resumed"], false);
+    }
+
+    #[test]
+    fn every_error_frame_is_valid_json() {
+        for code in ErrorCode::ALL {
+            let with_ref = parse(&error(code, Some("\"x\"")));
+            assert_eq!(with_ref["type"], "ERROR");
+            assert_eq!(with_ref["code"], code.as_str());
+            assert_eq!(with_ref["ref"], "x");
+            assert!(with_ref["message"].as_str().is_some_and(|m| m.len() > 10));
+            let without = parse(&error(code, None));
+            assert_eq!(without["code"], code.as_str());
+            assert!(without.get("ref").is_none());
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_keys_payloads_or_tokens() {
+        let token = "T".repeat(TOKEN_LEN);
+        let texts = [
+            format!(r#"{{"type":"MESSAGE","to":"K7Q2ZD","payload":"{PAYLOAD}secret"}}"#),
+            format!(r#"{{"type":"FRIEND_REQUEST","to":"K7Q2ZD","public_key":"{KEY}secret"}}"#),
+            format!(r#"{{"type":"CONNECT","resume":{{"id":"K7Q2ZD","token":"{token}"}}}}"#),
+        ];
+        for text in texts {
+            let shown = format!("{:?}", decode(&text).map(|frame| frame.request));
+            assert!(
+                !shown.contains("secret") && !shown.contains(&token),
+                "{shown}"
+            );
+            assert!(!shown.contains("BEGIN PGP"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn decimal_formatting() {
+        for n in [0u64, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut text = String::new();
+            push_decimal(&mut text, n);
+            assert_eq!(text, n.to_string());
+            assert_eq!(decimal_len(n), text.len());
+        }
+    }
+}

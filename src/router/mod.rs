@@ -5,7 +5,47 @@
 //! sent or closed to an `out` vector of [`Action`]s. Unit tests, property tests and benches drive it
 //! directly.
 //!
-//! STUB: the public API below is the contract with `server.rs`; bodies are being written.
+//! # The MESSAGE path
+//! Decoding borrows from the frame ([`crate::protocol`]); then one lookup for the connection, one
+//! for the sender's session (friendship check, rate limit), one for the recipient's session and
+//! one for its connection (busy check, unsent count). The forwarded frame is the only allocation,
+//! plus the ACK when the request carried a `ref`. Nothing depends on the number of sessions.
+//!
+//! # Memory bounds
+//! - Per connection ([`Conn`]): a few words, plus the error window (at most 101 timestamps, only
+//!   after the first ERROR; `limits.rs`). Bytes the router emitted but the loop has not flushed
+//!   are counted (`unsent`): a MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a connection with more
+//!   than `max_unsent_bytes` unsent is refused with `peer_busy`, so a peer can push at most
+//!   `max_unsent_bytes` + one frame into a connection that does not read. Frames a connection
+//!   causes itself (replies) and small control frames are bounded by the loop's write buffer.
+//! - Per session ([`Session`]): `friends` and `pending_in` name distinct live sessions (fewer than
+//!   `max_sessions`); `pending_out` holds at most `max_pending_requests` (beyond: `rate_limited`).
+//! - Resume queue: capped frames (MESSAGE, FRIEND_REQUEST, FRIEND_ACCEPT) enter only while the
+//!   queue holds at most `max_queue_bytes` and `max_queue_len` frames. Control frames are always
+//!   queued, each bounded by other bounded state: a FRIEND_DECLINE answers one of the session's
+//!   own pending requests (≤ `max_pending_requests`, and an absent session makes no new ones); a
+//!   FRIEND_REMOVE or DISCONNECT ends one friendship, and friendships made while away need one of
+//!   those pending requests, so these are ≤ friends + `max_pending_requests`; an UNDELIVERED
+//!   reports one of the session's own messages that sat in another session's (capped) queue.
+//! - Timers: at most `2 × sessions in the window + 32` heap entries (`timers.rs`).
+
+mod fasthash;
+mod invariants;
+mod limits;
+mod session;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+
+use serde_json::value::RawValue;
+
+use crate::id::{Id, TOKEN_BYTES, TOKEN_LEN, Token};
+use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume};
+use fasthash::FastMap;
+use limits::{ErrorWindow, TokenBucket};
+use session::{QueuedFrame, QueuedKind, Session};
+use timers::{Deadline, ResumeTimers};
 
 /// The event loop's handle for one WebSocket connection. Never reused within a process.
 pub type ConnId = u64;
@@ -90,65 +130,785 @@ pub struct RouterStats {
     pub messages_routed: u64,
 }
 
+/// Close codes the router asks for (PROTOCOL.md §5).
+pub mod close_code {
+    pub const DISCONNECT: u16 = 1000;
+    pub const POLICY: u16 = 1008;
+    pub const SERVER_FULL: u16 = 1013;
+    pub const TAKEN_OVER: u16 = 4001;
+}
+
+const MS_PER_SECOND: u64 = 1_000;
+const MS_PER_MINUTE: u64 = 60_000;
+
+/// What the router knows about one open WebSocket connection.
+#[derive(Debug, Default)]
+struct Conn {
+    session: Option<Id>,
+    /// Bytes of frames emitted to this connection since the loop last reported it flushed.
+    unsent: usize,
+    errors: ErrorWindow,
+}
+
+/// The client request being handled: who sent it, on which connection, with which `ref`.
+#[derive(Clone, Copy)]
+struct Caller<'r> {
+    id: Id,
+    conn: ConnId,
+    reference: Option<&'r str>,
+}
+
+/// The routing core. One per server; driven by one thread (see the module docs).
+///
+/// Events for a connection the router does not know (never opened, or already closed by an
+/// [`Action::Close`]) are ignored.
 pub struct Router<E: Entropy> {
     config: RouterConfig,
     entropy: E,
+    conns: FastMap<ConnId, Conn>,
+    sessions: FastMap<Id, Session>,
+    timers: ResumeTimers,
+    sessions_resuming: usize,
+    queued_frames: usize,
+    queued_bytes: usize,
+    messages_routed: u64,
 }
 
 impl<E: Entropy> Router<E> {
     pub fn new(config: RouterConfig, entropy: E) -> Self {
-        Router { config, entropy }
+        Router {
+            config,
+            entropy,
+            conns: FastMap::default(),
+            sessions: FastMap::default(),
+            timers: ResumeTimers::default(),
+            sessions_resuming: 0,
+            queued_frames: 0,
+            queued_bytes: 0,
+            messages_routed: 0,
+        }
+    }
+
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
     }
 
     /// A WebSocket connection finished its handshake.
     pub fn open(&mut self, conn: ConnId, now: Now) {
-        let _ = (conn, now, &self.config, &mut self.entropy);
-        todo!()
+        let _ = now;
+        self.conns.entry(conn).or_default();
     }
 
     /// A complete text message arrived on `conn`.
     pub fn text(&mut self, conn: ConnId, text: &str, now: Now, out: &mut Vec<Action>) {
-        let _ = (conn, text, now, out);
-        todo!()
+        let Some(state) = self.conns.get(&conn) else {
+            return;
+        };
+        let session = state.session;
+        let frame = match protocol::decode(text) {
+            Ok(frame) => frame,
+            Err(rejected) => {
+                let reference = rejected.reference.map(RawValue::get);
+                self.refuse(conn, rejected.code, reference, now, out);
+                return;
+            }
+        };
+        let reference = frame.reference.map(RawValue::get);
+        let outcome = match (frame.request, session) {
+            (Request::Ping, _) => {
+                self.send(conn, protocol::pong(reference), out);
+                Ok(())
+            }
+            (Request::Connect { resume }, None) => self.connect(conn, resume, reference, now, out),
+            (Request::Connect { .. }, Some(_)) => Err(ErrorCode::AlreadyConnected),
+            (_, None) => Err(ErrorCode::NotConnected),
+            (request, Some(id)) => {
+                let caller = Caller {
+                    id,
+                    conn,
+                    reference,
+                };
+                self.request(caller, request, now, out)
+            }
+        };
+        if let Err(code) = outcome {
+            self.refuse(conn, code, reference, now, out);
+        }
     }
 
     /// A complete binary message arrived on `conn` (always `bad_json`).
     pub fn binary(&mut self, conn: ConnId, now: Now, out: &mut Vec<Action>) {
-        let _ = (conn, now, out);
-        todo!()
+        if self.conns.contains_key(&conn) {
+            self.refuse(conn, ErrorCode::BadJson, None, now, out);
+        }
     }
 
     /// `conn` is gone without DISCONNECT (dropped, idle, protocol error): its session, if any,
     /// enters the resume window. A no-op for a connection the router does not know.
     pub fn closed(&mut self, conn: ConnId, now: Now, out: &mut Vec<Action>) {
-        let _ = (conn, now, out);
-        todo!()
+        let Some(state) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(id) = state.session {
+            self.session_dropped(id, now, out);
+        }
     }
 
     /// Everything sent to `conn` so far has been written to the socket.
     pub fn flushed(&mut self, conn: ConnId) {
-        let _ = conn;
-        todo!()
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.unsent = 0;
+        }
     }
 
     /// Expire resume windows whose deadline passed.
     pub fn tick(&mut self, now: Now, out: &mut Vec<Action>) {
-        let _ = (now, out);
-        todo!()
+        while let Some(deadline) = self.timers.pop_due(now.mono_ms) {
+            if timer_is_live(&self.sessions, &deadline) {
+                self.end_session(deadline.id, out);
+            }
+        }
+        self.drop_stale_timers();
     }
 
     /// The earliest monotonic deadline [`Router::tick`] must run at, if any.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        todo!()
+        self.timers.earliest().map(|deadline| deadline.at_ms)
     }
 
     /// Whether `conn` has a session (sent a successful CONNECT).
     pub fn is_connected(&self, conn: ConnId) -> bool {
-        let _ = conn;
-        todo!()
+        self.conns
+            .get(&conn)
+            .is_some_and(|state| state.session.is_some())
     }
 
     pub fn stats(&self) -> RouterStats {
-        todo!()
+        RouterStats {
+            connections: self.conns.len(),
+            sessions: self.sessions.len(),
+            sessions_resuming: self.sessions_resuming,
+            queued_frames: self.queued_frames,
+            queued_bytes: self.queued_bytes,
+            messages_routed: self.messages_routed,
+        }
     }
+
+    // -----------------------------------------------------------------------------------------
+    // Requests
+    // -----------------------------------------------------------------------------------------
+
+    fn request(
+        &mut self,
+        caller: Caller<'_>,
+        request: Request<'_>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ErrorCode> {
+        match request {
+            Request::Message { to, payload } => {
+                self.message(caller, to.ok_or(ErrorCode::BadId)?, payload, now, out)
+            }
+            Request::FriendRequest { to, public_key } => {
+                self.friend_request(caller, to.ok_or(ErrorCode::BadId)?, public_key, now, out)
+            }
+            Request::FriendAccept { to, public_key } => {
+                self.friend_accept(caller, to.ok_or(ErrorCode::BadId)?, public_key, out)
+            }
+            Request::FriendDecline { to } => {
+                self.friend_decline(caller, to.ok_or(ErrorCode::BadId)?, out)
+            }
+            Request::FriendRemove { to } => {
+                self.friend_remove(caller, to.ok_or(ErrorCode::BadId)?, out)
+            }
+            Request::Disconnect => {
+                self.disconnect(caller, out);
+                Ok(())
+            }
+            Request::Unknown => Err(ErrorCode::UnknownType),
+            // `text` answers these itself, before a session is required.
+            Request::Ping | Request::Connect { .. } => Ok(()),
+        }
+    }
+
+    /// The hot path: see the module docs.
+    fn message(
+        &mut self,
+        caller: Caller<'_>,
+        to: Id,
+        payload: Option<&RawValue>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ErrorCode> {
+        let payload = payload.ok_or(ErrorCode::NotEncrypted)?;
+        let rate = self.config.rate_messages_per_sec;
+        let sender = self
+            .sessions
+            .get_mut(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if !sender.friends.contains(&to) {
+            return Err(ErrorCode::NotFriends);
+        }
+        if !sender
+            .message_rate
+            .try_take(rate, MS_PER_SECOND, now.mono_ms)
+        {
+            return Err(ErrorCode::RateLimited);
+        }
+        // Friendships only name live sessions, so the recipient exists.
+        let recipient = self.sessions.get_mut(&to).ok_or(ErrorCode::NotFriends)?;
+        let queued = match recipient.conn {
+            Some(recipient_conn) => {
+                let state = self
+                    .conns
+                    .get_mut(&recipient_conn)
+                    .ok_or(ErrorCode::PeerBusy)?;
+                if state.unsent > self.config.max_unsent_bytes {
+                    return Err(ErrorCode::PeerBusy);
+                }
+                let frame = protocol::message(caller.id, payload, now.unix_ms);
+                state.unsent += frame.len();
+                out.push(Action::Send {
+                    conn: recipient_conn,
+                    frame,
+                });
+                false
+            }
+            None => {
+                if recipient
+                    .queue
+                    .is_over(self.config.max_queue_bytes, self.config.max_queue_len)
+                {
+                    return Err(ErrorCode::PeerBusy);
+                }
+                let frame = protocol::message(caller.id, payload, now.unix_ms);
+                let kind = QueuedKind::Message {
+                    sender: caller.id,
+                    reference: caller.reference.map(Box::from),
+                };
+                self.queued_bytes += recipient.queue.push(QueuedFrame { frame, kind });
+                self.queued_frames += 1;
+                true
+            }
+        };
+        self.messages_routed += 1;
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    fn friend_request(
+        &mut self,
+        caller: Caller<'_>,
+        to: Id,
+        public_key: Option<&RawValue>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ErrorCode> {
+        if to == caller.id {
+            return Err(ErrorCode::SelfRequest);
+        }
+        if !self.sessions.contains_key(&to) {
+            return Err(ErrorCode::UnknownPeer);
+        }
+        let rate = self.config.rate_friend_requests_per_min;
+        let max_pending = self.config.max_pending_requests;
+        let sender = self
+            .sessions
+            .get_mut(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if sender.friends.contains(&to) {
+            return Err(ErrorCode::AlreadyFriends);
+        }
+        let public_key = public_key.ok_or(ErrorCode::BadKey)?;
+        let repeated = sender.pending_out.contains(&to);
+        if !repeated && sender.pending_out.len() >= max_pending {
+            return Err(ErrorCode::RateLimited);
+        }
+        if !sender
+            .request_rate
+            .try_take(rate, MS_PER_MINUTE, now.mono_ms)
+        {
+            return Err(ErrorCode::RateLimited);
+        }
+        if repeated {
+            // Already forwarded once; the target has it (or has it queued).
+            self.ack(caller, false, out);
+            return Ok(());
+        }
+        if self.is_busy(to) {
+            return Err(ErrorCode::PeerBusy);
+        }
+        if let Some(sender) = self.sessions.get_mut(&caller.id) {
+            sender.pending_out.insert(to);
+        }
+        if let Some(target) = self.sessions.get_mut(&to) {
+            target.pending_in.insert(caller.id);
+        }
+        let frame = protocol::friend_with_key(FriendKeyFrame::Request, caller.id, public_key);
+        let queued = self.deliver(to, frame, QueuedKind::Capped, out);
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    fn friend_accept(
+        &mut self,
+        caller: Caller<'_>,
+        to: Id,
+        public_key: Option<&RawValue>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ErrorCode> {
+        let accepter = self
+            .sessions
+            .get(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if !accepter.pending_in.contains(&to) {
+            return Err(ErrorCode::NoPendingRequest);
+        }
+        let public_key = public_key.ok_or(ErrorCode::BadKey)?;
+        if self.is_busy(to) {
+            return Err(ErrorCode::PeerBusy);
+        }
+        self.befriend(caller.id, to);
+        let frame = protocol::friend_with_key(FriendKeyFrame::Accept, caller.id, public_key);
+        let queued = self.deliver(to, frame, QueuedKind::Capped, out);
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    fn friend_decline(
+        &mut self,
+        caller: Caller<'_>,
+        to: Id,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ErrorCode> {
+        let decliner = self
+            .sessions
+            .get_mut(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if !decliner.pending_in.remove(&to) {
+            return Err(ErrorCode::NoPendingRequest);
+        }
+        if let Some(requester) = self.sessions.get_mut(&to) {
+            requester.pending_out.remove(&caller.id);
+        }
+        let queued = self.deliver(
+            to,
+            protocol::friend_decline(caller.id),
+            QueuedKind::Control,
+            out,
+        );
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    fn friend_remove(
+        &mut self,
+        caller: Caller<'_>,
+        to: Id,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ErrorCode> {
+        let remover = self
+            .sessions
+            .get_mut(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if !remover.friends.remove(&to) {
+            return Err(ErrorCode::NotFriends);
+        }
+        if let Some(former) = self.sessions.get_mut(&to) {
+            former.friends.remove(&caller.id);
+        }
+        let queued = self.deliver(
+            to,
+            protocol::friend_remove(caller.id),
+            QueuedKind::Control,
+            out,
+        );
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    fn disconnect(&mut self, caller: Caller<'_>, out: &mut Vec<Action>) {
+        self.ack(caller, false, out);
+        self.conns.remove(&caller.conn);
+        self.end_session(caller.id, out);
+        out.push(Action::Close {
+            conn: caller.conn,
+            code: close_code::DISCONNECT,
+            reason: "disconnected",
+        });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // CONNECT and the session lifecycle
+    // -----------------------------------------------------------------------------------------
+
+    fn connect(
+        &mut self,
+        conn: ConnId,
+        resume: Option<Resume>,
+        reference: Option<&str>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ErrorCode> {
+        if let Some(resume) = resume {
+            let id = resume.id.ok_or(ErrorCode::BadId)?;
+            if self.resume_matches(id, resume.token.as_ref()) {
+                self.resume(conn, id, out);
+                return Ok(());
+            }
+        }
+        if self.sessions.len() >= self.config.max_sessions {
+            self.send(conn, protocol::error(ErrorCode::ServerFull, reference), out);
+            self.conns.remove(&conn);
+            out.push(Action::Close {
+                conn,
+                code: close_code::SERVER_FULL,
+                reason: "server full",
+            });
+            return Ok(());
+        }
+        let id = self.fresh_id();
+        let token = self.fresh_token();
+        let session = Session {
+            token,
+            conn: Some(conn),
+            timer_generation: 0,
+            friends: Default::default(),
+            pending_out: Default::default(),
+            pending_in: Default::default(),
+            queue: Default::default(),
+            message_rate: TokenBucket::full(
+                self.config.rate_messages_per_sec,
+                MS_PER_SECOND,
+                now.mono_ms,
+            ),
+            request_rate: TokenBucket::full(
+                self.config.rate_friend_requests_per_min,
+                MS_PER_MINUTE,
+                now.mono_ms,
+            ),
+        };
+        self.sessions.insert(id, session);
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.session = Some(id);
+        }
+        let reply = protocol::connect_reply(
+            id,
+            &token,
+            false,
+            std::iter::empty(),
+            self.config.max_message_bytes,
+        );
+        self.send(conn, reply, out);
+        Ok(())
+    }
+
+    fn resume_matches(&self, id: Id, token: Option<&[u8; TOKEN_LEN]>) -> bool {
+        if self.config.resume_grace_ms == 0 {
+            return false;
+        }
+        match (self.sessions.get(&id), token) {
+            (Some(session), Some(token)) => session.token.matches(token),
+            _ => false,
+        }
+    }
+
+    /// Hands session `id` to `conn`: new token, the reply, then everything queued, in order.
+    fn resume(&mut self, conn: ConnId, id: Id, out: &mut Vec<Action>) {
+        let token = self.fresh_token();
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.token = token;
+        session.timer_generation = 0;
+        let previous_conn = session.conn.replace(conn);
+        let queued = session.queue.take_all();
+        match previous_conn {
+            Some(old_conn) => {
+                self.conns.remove(&old_conn);
+                out.push(Action::Close {
+                    conn: old_conn,
+                    code: close_code::TAKEN_OVER,
+                    reason: "session taken over",
+                });
+            }
+            None => self.sessions_resuming -= 1,
+        }
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.session = Some(id);
+        }
+        let reply = self.resume_reply(id, &token);
+        self.send(conn, reply, out);
+        for entry in queued {
+            self.queued_frames -= 1;
+            self.queued_bytes -= entry.bytes();
+            self.send(conn, entry.frame, out);
+        }
+        // A takeover never looked offline to friends, so it gets no PRESENCE.
+        if previous_conn.is_none() {
+            self.tell_friends_presence(id, true, out);
+        }
+        self.drop_stale_timers();
+    }
+
+    fn resume_reply(&self, id: Id, token: &Token) -> String {
+        let is_online = |friend: &Id| self.sessions.get(friend).is_some_and(|f| f.conn.is_some());
+        let friends: Vec<(Id, bool)> = self
+            .sessions
+            .get(&id)
+            .map(|session| {
+                session
+                    .friends
+                    .iter()
+                    .map(|friend| (*friend, is_online(friend)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        protocol::connect_reply(
+            id,
+            token,
+            true,
+            friends.into_iter(),
+            self.config.max_message_bytes,
+        )
+    }
+
+    /// The session lost its connection: open its resume window (or end it when there is none).
+    fn session_dropped(&mut self, id: Id, now: Now, out: &mut Vec<Action>) {
+        if self.config.resume_grace_ms == 0 {
+            self.end_session(id, out);
+            return;
+        }
+        let generation = self.timers.new_generation();
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.conn = None;
+        session.timer_generation = generation;
+        self.sessions_resuming += 1;
+        self.timers.push(Deadline {
+            at_ms: now.mono_ms.saturating_add(self.config.resume_grace_ms),
+            generation,
+            id,
+        });
+        if self.timers.needs_compaction(self.sessions_resuming) {
+            let sessions = &self.sessions;
+            self.timers
+                .compact(|deadline| timer_is_live(sessions, deadline));
+        }
+        self.tell_friends_presence(id, false, out);
+    }
+
+    /// Sends PRESENCE to every connected friend; friends in their window miss it by design.
+    fn tell_friends_presence(&mut self, id: Id, online: bool, out: &mut Vec<Action>) {
+        let Some(session) = self.sessions.get(&id) else {
+            return;
+        };
+        for friend in &session.friends {
+            let friend_conn = self.sessions.get(friend).and_then(|f| f.conn);
+            if let Some(friend_conn) = friend_conn {
+                send_counted(
+                    &mut self.conns,
+                    friend_conn,
+                    protocol::presence(id, online),
+                    out,
+                );
+            }
+        }
+    }
+
+    /// Ends session `id` (window expired, or DISCONNECT): see PROTOCOL.md §4.
+    fn end_session(&mut self, id: Id, out: &mut Vec<Action>) {
+        let Some(mut session) = self.sessions.remove(&id) else {
+            return;
+        };
+        match session.conn {
+            None => self.sessions_resuming -= 1,
+            Some(conn) => {
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.session = None;
+                }
+            }
+        }
+        for entry in session.queue.take_all() {
+            self.queued_frames -= 1;
+            self.queued_bytes -= entry.bytes();
+            if let QueuedKind::Message {
+                sender,
+                reference: Some(reference),
+            } = entry.kind
+            {
+                // A sender whose own session ended has no one left to tell.
+                if self.sessions.contains_key(&sender) {
+                    self.deliver(
+                        sender,
+                        protocol::undelivered(id, &reference),
+                        QueuedKind::Control,
+                        out,
+                    );
+                }
+            }
+        }
+        for friend in session.friends {
+            if let Some(friend_session) = self.sessions.get_mut(&friend) {
+                friend_session.friends.remove(&id);
+            }
+            self.deliver(friend, protocol::disconnect(id), QueuedKind::Control, out);
+        }
+        // Pending requests involving the session vanish without a message.
+        for target in session.pending_out {
+            if let Some(target_session) = self.sessions.get_mut(&target) {
+                target_session.pending_in.remove(&id);
+            }
+        }
+        for requester in session.pending_in {
+            if let Some(requester_session) = self.sessions.get_mut(&requester) {
+                requester_session.pending_out.remove(&id);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Helpers
+    // -----------------------------------------------------------------------------------------
+
+    /// Makes `a` and `b` friends and clears the pending requests in both directions.
+    fn befriend(&mut self, a: Id, b: Id) {
+        for (this, other) in [(a, b), (b, a)] {
+            if let Some(session) = self.sessions.get_mut(&this) {
+                session.pending_out.remove(&other);
+                session.pending_in.remove(&other);
+                session.friends.insert(other);
+            }
+        }
+    }
+
+    /// Whether a capped frame to `target` must be refused with `peer_busy`.
+    fn is_busy(&self, target: Id) -> bool {
+        let Some(session) = self.sessions.get(&target) else {
+            return false;
+        };
+        match session.conn {
+            Some(conn) => self
+                .conns
+                .get(&conn)
+                .is_some_and(|state| state.unsent > self.config.max_unsent_bytes),
+            None => session
+                .queue
+                .is_over(self.config.max_queue_bytes, self.config.max_queue_len),
+        }
+    }
+
+    /// Sends `frame` to session `target`, or queues it when the session is in its window.
+    /// Returns whether it was queued. A frame for a session that no longer exists is dropped.
+    fn deliver(
+        &mut self,
+        target: Id,
+        frame: String,
+        kind: QueuedKind,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(session) = self.sessions.get_mut(&target) else {
+            return false;
+        };
+        match session.conn {
+            Some(conn) => {
+                send_counted(&mut self.conns, conn, frame, out);
+                false
+            }
+            None => {
+                self.queued_bytes += session.queue.push(QueuedFrame { frame, kind });
+                self.queued_frames += 1;
+                true
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, frame: String, out: &mut Vec<Action>) {
+        send_counted(&mut self.conns, conn, frame, out);
+    }
+
+    fn ack(&mut self, caller: Caller<'_>, queued: bool, out: &mut Vec<Action>) {
+        if let Some(reference) = caller.reference {
+            self.send(caller.conn, protocol::ack(reference, queued), out);
+        }
+    }
+
+    /// Answers with ERROR `code`; closes the connection (1008) on the error that floods.
+    fn refuse(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        reference: Option<&str>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        self.send(conn, protocol::error(code, reference), out);
+        if !code.counts_toward_flood() {
+            return;
+        }
+        let flooded = self
+            .conns
+            .get_mut(&conn)
+            .is_some_and(|state| state.errors.record(now.mono_ms));
+        if !flooded {
+            return;
+        }
+        out.push(Action::Close {
+            conn,
+            code: close_code::POLICY,
+            reason: "too many errors",
+        });
+        // Like a dropped connection: the session may still be resumed from a well-behaved one.
+        if let Some(state) = self.conns.remove(&conn)
+            && let Some(id) = state.session
+        {
+            self.session_dropped(id, now, out);
+        }
+    }
+
+    /// A new ID no live session has. Collisions are rare while sessions are far fewer than the
+    /// 2^30 possible IDs, so the loop almost always runs once.
+    fn fresh_id(&mut self) -> Id {
+        loop {
+            let mut bytes = [0u8; 4];
+            self.entropy.fill(&mut bytes);
+            let id = Id::from_random_bytes(bytes);
+            if !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn fresh_token(&mut self) -> Token {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        self.entropy.fill(&mut bytes);
+        Token::from_random_bytes(&bytes)
+    }
+
+    fn drop_stale_timers(&mut self) {
+        let sessions = &self.sessions;
+        self.timers
+            .drop_stale_top(|deadline| timer_is_live(sessions, deadline));
+    }
+}
+
+/// Pushes a Send and counts its bytes as unsent on `conn`.
+fn send_counted(
+    conns: &mut FastMap<ConnId, Conn>,
+    conn: ConnId,
+    frame: String,
+    out: &mut Vec<Action>,
+) {
+    if let Some(state) = conns.get_mut(&conn) {
+        state.unsent += frame.len();
+    }
+    out.push(Action::Send { conn, frame });
+}
+
+/// A timer entry is live while its session is still in the window it was made for.
+fn timer_is_live(sessions: &FastMap<Id, Session>, deadline: &Deadline) -> bool {
+    sessions.get(&deadline.id).is_some_and(|session| {
+        session.conn.is_none() && session.timer_generation == deadline.generation
+    })
 }

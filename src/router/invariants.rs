@@ -1,0 +1,184 @@
+//! Consistency checks over the whole router state, for tests (O(state), never called in serving).
+
+use super::limits::FLOOD_ERRORS;
+use super::{Entropy, Router, timer_is_live};
+use crate::id::Id;
+
+macro_rules! ensure {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+impl<E: Entropy> Router<E> {
+    /// Checks every structural invariant; `Err` names the first one broken.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_conns()?;
+        self.check_sessions()?;
+        self.check_queues()?;
+        self.check_timers()
+    }
+
+    fn check_conns(&self) -> Result<(), String> {
+        for (conn, state) in &self.conns {
+            ensure!(
+                state.errors.len() < FLOOD_ERRORS,
+                "conn {conn} kept {} errors",
+                state.errors.len()
+            );
+            if let Some(id) = state.session {
+                let session_conn = self.sessions.get(&id).and_then(|s| s.conn);
+                ensure!(
+                    session_conn == Some(*conn),
+                    "conn {conn} names {id:?}, which names {session_conn:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn check_sessions(&self) -> Result<(), String> {
+        ensure!(
+            self.sessions.len() <= self.config.max_sessions,
+            "{} sessions over max_sessions {}",
+            self.sessions.len(),
+            self.config.max_sessions
+        );
+        let mut resuming = 0;
+        for (id, session) in &self.sessions {
+            ensure!(
+                Id::from_bits(id.bits()) == Some(*id),
+                "{id:?} has more than 30 bits"
+            );
+            match session.conn {
+                Some(conn) => {
+                    let named = self.conns.get(&conn).and_then(|state| state.session);
+                    ensure!(
+                        named == Some(*id),
+                        "{id:?} names conn {conn}, which names {named:?}"
+                    );
+                }
+                None => resuming += 1,
+            }
+            ensure!(
+                session.pending_out.len() <= self.config.max_pending_requests,
+                "{id:?} has {} pending requests",
+                session.pending_out.len()
+            );
+            self.check_relations(*id)?;
+        }
+        ensure!(
+            resuming == self.sessions_resuming,
+            "{resuming} resuming, counter says {}",
+            self.sessions_resuming
+        );
+        Ok(())
+    }
+
+    /// Friendships are symmetric, pending requests mirrored, and all name other live sessions.
+    fn check_relations(&self, id: Id) -> Result<(), String> {
+        let Some(session) = self.sessions.get(&id) else {
+            return Err(format!("{id:?} vanished"));
+        };
+        for friend in &session.friends {
+            ensure!(*friend != id, "{id:?} is its own friend");
+            let other = self.sessions.get(friend);
+            ensure!(other.is_some(), "{id:?} is friends with dead {friend:?}");
+            ensure!(
+                other.is_some_and(|o| o.friends.contains(&id)),
+                "friendship {id:?}-{friend:?} is one-way"
+            );
+            ensure!(
+                !session.pending_out.contains(friend) && !session.pending_in.contains(friend),
+                "{id:?} has a request pending with friend {friend:?}"
+            );
+        }
+        for target in &session.pending_out {
+            ensure!(*target != id, "{id:?} has a request pending to itself");
+            let other = self.sessions.get(target);
+            ensure!(
+                other.is_some_and(|o| o.pending_in.contains(&id)),
+                "request {id:?}->{target:?} is not mirrored (or names a dead session)"
+            );
+        }
+        for requester in &session.pending_in {
+            let other = self.sessions.get(requester);
+            ensure!(
+                other.is_some_and(|o| o.pending_out.contains(&id)),
+                "request {requester:?}->{id:?} is not mirrored (or names a dead session)"
+            );
+        }
+        Ok(())
+    }
+
+    fn check_queues(&self) -> Result<(), String> {
+        let (mut frames, mut bytes) = (0, 0);
+        for (id, session) in &self.sessions {
+            let queue = &session.queue;
+            ensure!(
+                session.conn.is_none() || queue.len() == 0,
+                "connected {id:?} still has {} queued frames",
+                queue.len()
+            );
+            let mut held = 0;
+            for (index, entry) in queue.iter().enumerate() {
+                // Only appended to since the window began, so what precedes a capped frame is
+                // exactly what the queue held when the cap was checked.
+                if entry.kind.is_capped() {
+                    ensure!(
+                        held <= self.config.max_queue_bytes && index <= self.config.max_queue_len,
+                        "{id:?} queued a capped frame behind {held} bytes / {index} frames"
+                    );
+                }
+                held += entry.bytes();
+            }
+            ensure!(
+                held == queue.bytes(),
+                "{id:?} queue counts {} bytes, holds {held}",
+                queue.bytes()
+            );
+            frames += queue.len();
+            bytes += held;
+        }
+        ensure!(
+            frames == self.queued_frames,
+            "{frames} queued frames, counter says {}",
+            self.queued_frames
+        );
+        ensure!(
+            bytes == self.queued_bytes,
+            "{bytes} queued bytes, counter says {}",
+            self.queued_bytes
+        );
+        Ok(())
+    }
+
+    fn check_timers(&self) -> Result<(), String> {
+        if let Some(top) = self.timers.earliest() {
+            ensure!(
+                timer_is_live(&self.sessions, &top),
+                "the earliest deadline {top:?} is stale"
+            );
+        }
+        for (id, session) in &self.sessions {
+            if session.conn.is_none() {
+                let live = self
+                    .timers
+                    .iter()
+                    .filter(|d| d.id == *id && d.generation == session.timer_generation)
+                    .count();
+                ensure!(live == 1, "{id:?} in its window has {live} live deadlines");
+            }
+        }
+        let bound = 2 * self.config.max_sessions + 33;
+        ensure!(
+            self.timers.len() <= bound,
+            "{} timer entries",
+            self.timers.len()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! One session's state and its resume queue.
+
+use std::collections::VecDeque;
+
+use super::ConnId;
+use super::fasthash::FastSet;
+use super::limits::TokenBucket;
+use crate::id::{Id, Token};
+
+/// A live session: connected, or in its resume window (`conn == None`).
+///
+/// Bounds: `friends` and `pending_in` name distinct other live sessions, so each holds fewer than
+/// `max_sessions` entries; `pending_out` holds at most `max_pending_requests`; the queue is
+/// bounded as [`ResumeQueue`] says.
+pub struct Session {
+    pub token: Token,
+    pub conn: Option<ConnId>,
+    /// Which resume-window timer entry is live for this session (see `timers.rs`).
+    pub timer_generation: u64,
+    pub friends: FastSet<Id>,
+    /// Sessions this one sent a friend request that is still pending.
+    pub pending_out: FastSet<Id>,
+    /// Sessions with a pending friend request to this one.
+    pub pending_in: FastSet<Id>,
+    pub queue: ResumeQueue,
+    pub message_rate: TokenBucket,
+    pub request_rate: TokenBucket,
+}
+
+/// What a queued frame is, for the caps and for UNDELIVERED.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueuedKind {
+    /// Refused with `peer_busy` when the queue is over its caps: MESSAGE, FRIEND_REQUEST and
+    /// FRIEND_ACCEPT (the frames a peer can send at will, and the large ones).
+    Capped,
+    /// A queued MESSAGE: capped, and reported to its sender with UNDELIVERED when dropped.
+    Message {
+        sender: Id,
+        /// The raw JSON text of the MESSAGE's `ref`; `None` when it had none (no UNDELIVERED).
+        reference: Option<Box<str>>,
+    },
+    /// Always queued: FRIEND_DECLINE, FRIEND_REMOVE, a friend's DISCONNECT, UNDELIVERED. Each is
+    /// bounded by other bounded state of the session (see the module docs of `router`).
+    Control,
+}
+
+impl QueuedKind {
+    pub fn is_capped(&self) -> bool {
+        !matches!(self, QueuedKind::Control)
+    }
+}
+
+/// A server frame kept for a session in its resume window. Owned: never borrows the input.
+#[derive(Debug)]
+pub struct QueuedFrame {
+    pub frame: String,
+    pub kind: QueuedKind,
+}
+
+impl QueuedFrame {
+    /// Bytes this entry holds, as counted against `max_queue_bytes`.
+    pub fn bytes(&self) -> usize {
+        let reference = match &self.kind {
+            QueuedKind::Message {
+                reference: Some(reference),
+                ..
+            } => reference.len(),
+            _ => 0,
+        };
+        self.frame.len() + reference
+    }
+}
+
+/// Frames waiting for a session in its resume window, in the order they must be delivered.
+///
+/// Bound: a capped frame is only added while the queue holds at most `max_queue_bytes` bytes and
+/// at most `max_queue_len` frames, so capped frames never exceed `max_queue_len + 1` entries and
+/// `max_queue_bytes` plus one frame (a frame is at most `max_message_bytes` + 1 KiB).
+#[derive(Debug, Default)]
+pub struct ResumeQueue {
+    frames: VecDeque<QueuedFrame>,
+    bytes: usize,
+}
+
+impl ResumeQueue {
+    /// Whether a capped frame must be refused (`peer_busy`).
+    pub fn is_over(&self, max_bytes: usize, max_len: usize) -> bool {
+        self.bytes > max_bytes || self.frames.len() > max_len
+    }
+
+    /// Appends a frame; returns the bytes it added.
+    pub fn push(&mut self, entry: QueuedFrame) -> usize {
+        let bytes = entry.bytes();
+        self.bytes += bytes;
+        self.frames.push_back(entry);
+        bytes
+    }
+
+    /// Empties the queue, oldest first.
+    pub fn take_all(&mut self) -> VecDeque<QueuedFrame> {
+        self.bytes = 0;
+        std::mem::take(&mut self.frames)
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedFrame> {
+        self.frames.iter()
+    }
+}
