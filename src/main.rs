@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use secchat::assets::Assets;
 use secchat::config::{Config, ConfigError};
 use secchat::server::Server;
 
@@ -17,8 +18,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    // tungstenite logs whole messages at trace level: never let it log below info.
+    let library_level = config.log_level.min(log::LevelFilter::Info);
     if let Err(error) = simple_logger::SimpleLogger::new()
         .with_level(config.log_level)
+        .with_module_level("tungstenite", library_level)
         .with_utc_timestamps()
         .init()
     {
@@ -31,8 +35,18 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let assets = match &config.public_dir {
+        Some(dir) => match Assets::from_dir(dir) {
+            Ok(assets) => assets,
+            Err(error) => {
+                eprintln!("secchat: --public {}: {error}", dir.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => Assets::embedded(),
+    };
     raise_open_file_limit();
-    let mut server = match Server::bind(&config) {
+    let mut server = match Server::bind(&config, assets) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("secchat: cannot listen on {}: {error}", config.listen);

@@ -85,16 +85,7 @@ struct Clock {
 
 impl Server {
     /// Binds the listening socket and prepares the loop; nothing is served until [`Server::run`].
-    pub fn bind(config: &Config) -> io::Result<Server> {
-        let assets = match &config.public_dir {
-            Some(dir) => Assets::from_dir(dir).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot read --public {}: {e}", dir.display()),
-                )
-            })?,
-            None => Assets::embedded(),
-        };
+    pub fn bind(config: &Config, assets: Assets) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         poll.registry()
