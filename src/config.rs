@@ -16,6 +16,8 @@ pub struct Config {
     pub public_dir: Option<PathBuf>,
     pub max_message_bytes: usize,
     pub max_connections: usize,
+    /// Open sockets from one peer address; 0 = unlimited.
+    pub max_connections_per_ip: u32,
     pub resume_grace: Duration,
     /// Zero turns server pings off.
     pub ping_interval: Duration,
@@ -49,6 +51,10 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Default open sockets per peer address: a household or office behind one NAT address fits,
+/// one host cannot take the whole server. Behind a reverse proxy every peer is the proxy: set 0
+/// there and limit at the proxy.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 64;
 /// Default MESSAGEs per second per session: far above human typing, low enough that one client
 /// cannot keep the single routing thread busy on its own.
 pub const DEFAULT_RATE_MESSAGES: u32 = 50;
@@ -65,6 +71,7 @@ Usage: secchat [FLAGS]
   --public DIR                 serve the web client from DIR instead of the built-in files
   --max-message-bytes N        largest WebSocket message (default 65536)
   --max-connections N          sessions at once (default 10000)
+  --max-connections-per-ip N   open sockets from one address; 0 = unlimited (default 64)
   --resume-grace SECS          resume window after a dropped connection; 0 = off (default 30)
   --ping-interval SECS         ping a silent connection after SECS; 0 = off (default 20)
   --idle-timeout SECS          close a connection silent for SECS; 0 = off (default 60)
@@ -87,6 +94,7 @@ const VALUE_FLAGS: &[&str] = &[
     "public",
     "max-message-bytes",
     "max-connections",
+    "max-connections-per-ip",
     "resume-grace",
     "ping-interval",
     "idle-timeout",
@@ -105,6 +113,7 @@ impl Default for Config {
             public_dir: None,
             max_message_bytes: 65_536,
             max_connections: 10_000,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             resume_grace: Duration::from_secs(30),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
@@ -160,6 +169,10 @@ impl Config {
             "max-connections" => {
                 self.max_connections =
                     parse_count(value).ok_or_else(|| bad("expected a positive whole number"))?
+            }
+            "max-connections-per-ip" => {
+                self.max_connections_per_ip = parse_rate(value)
+                    .ok_or_else(|| bad("expected a non-negative whole number (0 = unlimited)"))?
             }
             "resume-grace" => self.resume_grace = parse_seconds(value).ok_or_else(|| bad(SECS))?,
             "ping-interval" => {

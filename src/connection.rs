@@ -15,6 +15,7 @@
 //! bodies are `&'static` (shared), and the WebSocket buffers by [`ws_config`].
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -119,6 +120,8 @@ pub enum Flush {
 
 pub struct Connection {
     state: State,
+    /// The peer's address, for the per-address connection count.
+    pub peer: IpAddr,
     /// Whether WRITABLE interest is registered; the loop re-registers only when this changes.
     pub registered_writable: bool,
     /// Whether the loop has this connection on its list to flush at the end of the iteration.
@@ -171,8 +174,9 @@ struct WsState {
 }
 
 impl Connection {
-    pub fn accepted(stream: TcpStream, now: Instant) -> Connection {
+    pub fn accepted(stream: TcpStream, peer: IpAddr, now: Instant) -> Connection {
         Connection {
+            peer,
             state: State::Http(HttpState {
                 stream,
                 input: Vec::new(),

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
@@ -73,6 +73,10 @@ pub struct Server {
     next_sweep: Instant,
     accept_paused_until: Option<Instant>,
     max_open_sockets: usize,
+    /// Open sockets per peer address, so one address cannot take the whole server.
+    per_ip: HashMap<IpAddr, u32>,
+    /// 0 = unlimited.
+    max_per_ip: u32,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -145,6 +149,8 @@ impl Server {
             accept_paused_until: None,
             // Room for every session plus HTTP requests and connections not yet CONNECTed.
             max_open_sockets: config.max_connections.saturating_mul(2).saturating_add(64),
+            per_ip: HashMap::new(),
+            max_per_ip: config.max_connections_per_ip,
             shutdown_deadline: None,
         })
     }
@@ -236,6 +242,13 @@ impl Server {
                         log::warn!("refusing a connection: {} sockets open", self.conns.len());
                         continue;
                     }
+                    let ip = peer.ip();
+                    let open_from_ip = self.per_ip.entry(ip).or_insert(0);
+                    if self.max_per_ip != 0 && *open_from_ip >= self.max_per_ip {
+                        log::debug!("refusing a connection: {open_from_ip} open from one address");
+                        continue;
+                    }
+                    *open_from_ip += 1;
                     // Chat frames are small and latency matters more than packet count.
                     let _ = stream.set_nodelay(true);
                     let token = Token(self.next_token);
@@ -250,7 +263,7 @@ impl Server {
                     }
                     log::debug!("connection {} accepted from {peer}", token.0);
                     self.conns
-                        .insert(token, Connection::accepted(stream, clock.instant));
+                        .insert(token, Connection::accepted(stream, ip, clock.instant));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -402,6 +415,12 @@ impl Server {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
+        if let Some(count) = self.per_ip.get_mut(&conn.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_ip.remove(&conn.peer);
+            }
+        }
         if let Some(source) = conn.source() {
             let _ = self.poll.registry().deregister(source);
         }
