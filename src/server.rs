@@ -29,6 +29,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::assets::Assets;
 use crate::config::Config;
 use crate::connection::{self, Connection, Flush, Inbound, Outcome, SendError, Settings, Tick};
+use crate::router::fasthash::FastMap;
 use crate::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
 
 const LISTENER: Token = Token(0);
@@ -57,7 +58,7 @@ pub struct Server {
     poll: Poll,
     listener: TcpListener,
     signals: Signals,
-    conns: HashMap<Token, Connection>,
+    conns: FastMap<Token, Connection>,
     router: Router<OsEntropy>,
     settings: Settings<'static>,
     /// Actions the router produced and the loop has not applied yet.
@@ -73,7 +74,8 @@ pub struct Server {
     next_sweep: Instant,
     accept_paused_until: Option<Instant>,
     max_open_sockets: usize,
-    /// Open sockets per peer address, so one address cannot take the whole server.
+    /// Open sockets per peer address, so one address cannot take the whole server. SipHash here:
+    /// peers choose their addresses (an IPv6 /64 is plenty to aim collisions at a weak hash).
     per_ip: HashMap<IpAddr, u32>,
     /// 0 = unlimited.
     max_per_ip: u32,
@@ -135,7 +137,7 @@ impl Server {
             poll,
             listener,
             signals,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             router: Router::new(router_config, OsEntropy),
             settings,
             actions: Vec::new(),

@@ -1,7 +1,7 @@
 //! A tiny multiply-rotate hasher (the FxHash idea) for the router's maps and sets.
 //!
 //! HashDoS is not a concern here: every key is chosen by the server, never by a client. Session
-//! IDs come from the CSPRNG and connection ids from a counter in the event loop; a client can only
+//! IDs come from the CSPRNG and connection ids (and the event loop's tokens) from a counter; a client can only
 //! *name* an existing ID, which it cannot make collide with anything. SipHash would cost more than
 //! the rest of the MESSAGE path's lookups together.
 

@@ -29,7 +29,7 @@
 //!   reports one of the session's own messages that sat in another session's (capped) queue.
 //! - Timers: at most `2 × sessions in the window + 32` heap entries (`timers.rs`).
 
-mod fasthash;
+pub(crate) mod fasthash;
 mod invariants;
 mod limits;
 mod session;
