@@ -1,0 +1,44 @@
+// The §6 envelope inside each payload: building it, checking it, and the per-friendship `seq` rules.
+// Pure functions, so they are tested directly under Node as well.
+
+const FINGERPRINT = /^[0-9A-F]{40}$/;
+
+/** JSON text of the envelope {v:1,to,seq,ts,text}. */
+export function buildEnvelope({ to, seq, ts, text }) {
+  return JSON.stringify({ v: 1, to, seq, ts, text });
+}
+
+/**
+ * Checks a decrypted envelope against §6. Returns {ok:true, envelope} or {ok:false, problem, envelope?}
+ * with problem `malformed` (not the envelope shape), `version` (v is not 1) or `wrong_recipient`
+ * (`to` is not our fingerprint: the server re-routed someone else's message). Unknown fields are ignored.
+ */
+export function parseEnvelope(text, ownFingerprint) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { ok: false, problem: 'malformed' };
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return { ok: false, problem: 'malformed' };
+  if (value.v !== 1) return { ok: false, problem: 'version' };
+  const wellFormed = typeof value.to === 'string' && FINGERPRINT.test(value.to)
+    && Number.isSafeInteger(value.seq) && value.seq >= 1
+    && Number.isSafeInteger(value.ts) && value.ts >= 0
+    && typeof value.text === 'string';
+  if (!wellFormed) return { ok: false, problem: 'malformed' };
+  const envelope = { to: value.to, seq: value.seq, ts: value.ts, text: value.text };
+  if (value.to !== ownFingerprint) return { ok: false, problem: 'wrong_recipient', envelope };
+  return { ok: true, envelope };
+}
+
+/**
+ * Applies §6's rule for an accepted message's `seq` given the next expected one:
+ * equal → in order; higher → gap (`missing` messages skipped, expectation continues after it);
+ * lower → replay (expectation unchanged).
+ */
+export function classifySeq(expected, seq) {
+  if (seq === expected) return { kind: 'in_order', missing: 0, nextExpected: seq + 1 };
+  if (seq > expected) return { kind: 'gap', missing: seq - expected, nextExpected: seq + 1 };
+  return { kind: 'replay', missing: 0, nextExpected: expected };
+}

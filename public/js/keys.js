@@ -1,0 +1,222 @@
+// Everything OpenPGP: making and unlocking the user's key pair, reading friends' keys, and sealing /
+// opening the §6 payloads. Nothing here touches the DOM or the network.
+import * as openpgp from '../vendor/openpgp.min.mjs';
+
+/** Largest plaintext OpenPGP.js may inflate from one payload: a compressed bomb stops here. */
+export const MAX_DECOMPRESSED_BYTES = 1 << 20;
+
+const PRIVATE_BLOCK = /-----BEGIN PGP PRIVATE KEY BLOCK-----[\s\S]*?-----END PGP PRIVATE KEY BLOCK-----/;
+const PUBLIC_BLOCK = /-----BEGIN PGP PUBLIC KEY BLOCK-----[\s\S]*?-----END PGP PUBLIC KEY BLOCK-----/;
+
+/** A key problem the user can act on; `code` is stable for tests, `message` is shown as is. */
+export class KeyError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'KeyError';
+    this.code = code;
+  }
+}
+
+/** Upper-case hex fingerprint of a key's primary key, the form §6 puts in `to`. */
+export function fingerprintOf(key) {
+  return key.getFingerprint().toUpperCase();
+}
+
+/** The first user ID's text (e.g. "Alice <a@example.org>"); attacker-controlled for friends' keys. */
+export function userIdOf(key) {
+  const ids = key.getUserIDs();
+  return ids.length > 0 ? ids[0] : '';
+}
+
+/** New v4 Ed25519/Cv25519 pair, readable by GnuPG 2.2. The private key comes out passphrase-protected. */
+export async function generateKeyPair({ name, passphrase }) {
+  if (!passphrase) throw new KeyError('no_passphrase', 'Choose a passphrase: it protects your private key.');
+  const { privateKey, publicKey } = await openpgp.generateKey({
+    type: 'ecc',
+    curve: 'curve25519Legacy',
+    // OpenPGP.js refuses a v4 key without a user ID; the name is optional for the user, so fill one in.
+    userIDs: [{ name: name && name.trim() ? name.trim() : 'SecChat user' }],
+    passphrase,
+    format: 'armored',
+  });
+  return { privateArmored: privateKey, publicArmored: publicKey };
+}
+
+/**
+ * Unlocks the user's key pair and checks everything that would make chatting fail later.
+ * `privateSource` / `publicSource`: armored text or the bytes of a binary export (public is optional:
+ * it is derived from the private key when missing). Returns the identity used by the rest of the app;
+ * throws KeyError with a message that says what is wrong.
+ */
+export async function unlockKeyPair({ privateSource, publicSource, passphrase }) {
+  const encryptedKey = await readPrivate(privateSource);
+  if (encryptedKey.keyPacket.version !== 4) {
+    throw new KeyError('v6_key', 'This is a version 6 key. SecChat uses v4 keys so that GnuPG 2.2 and other clients can read them.');
+  }
+  const privateKey = await decryptPrivate(encryptedKey, passphrase);
+  const publicKey = publicSource && !isEmpty(publicSource) ? await readPublic(publicSource) : privateKey.toPublic();
+  if (publicKey.getFingerprint() !== privateKey.getFingerprint()) {
+    throw new KeyError('mismatched_pair',
+      `The public key (${fingerprintOf(publicKey)}) does not belong to this private key (${fingerprintOf(privateKey)}).`);
+  }
+  await checkUsable(privateKey, 'Your key');
+  await checkCapability(() => privateKey.getSigningKey(), 'cannot_sign', 'Your key has no usable signing key, so your messages could not be signed.');
+  await checkCapability(() => publicKey.getEncryptionKey(), 'cannot_encrypt', 'Your key has no usable encryption subkey, so friends could not write to you.');
+  return {
+    privateKey,
+    publicKey,
+    publicArmored: publicKey.armor(),
+    // Stored only on "remember": always the passphrase-protected form.
+    protectedArmored: await protectedArmor(encryptedKey, passphrase),
+    fingerprint: fingerprintOf(privateKey),
+    userId: userIdOf(privateKey),
+  };
+}
+
+/** A friend's key from a FRIEND_REQUEST / FRIEND_ACCEPT, checked to be usable for encrypting and verifying. */
+export async function readFriendKey(armored) {
+  let key;
+  try {
+    key = await openpgp.readKey({ armoredKey: armored });
+  } catch {
+    throw new KeyError('not_a_key', 'The friend sent something that is not a readable OpenPGP public key.');
+  }
+  if (key.isPrivate()) throw new KeyError('not_a_key', 'The friend sent a private key instead of a public key.');
+  await checkUsable(key, 'Their key');
+  await checkCapability(() => key.getEncryptionKey(), 'cannot_encrypt', 'Their key has no usable encryption subkey.');
+  return { key, fingerprint: fingerprintOf(key), userId: userIdOf(key) };
+}
+
+/** Encrypts the envelope text to the friend's key and signs it with ours (§6). */
+export async function sealPayload({ envelopeText, friendKey, privateKey }) {
+  return openpgp.encrypt({
+    message: await openpgp.createMessage({ text: envelopeText }),
+    encryptionKeys: friendKey,
+    signingKeys: privateKey,
+  });
+}
+
+/**
+ * Opens a payload from a friend. Returns {ok:true, text} when it decrypts and carries a valid signature by
+ * the friend's pinned key and nothing else; otherwise {ok:false, problem, text?}: `bad_signature` still
+ * returns the decrypted text (for a deliberate "show anyway"), `undecryptable` has none.
+ */
+export async function openPayload({ payload, privateKey, friendKey }) {
+  const read = () => openpgp.readMessage({ armoredMessage: payload });
+  const config = { maxDecompressedMessageSize: MAX_DECOMPRESSED_BYTES };
+  try {
+    const { data, signatures } = await openpgp.decrypt({
+      message: await read(),
+      decryptionKeys: privateKey,
+      verificationKeys: friendKey,
+      expectSigned: true, // throws unless every signature verifies with friendKey
+      config,
+    });
+    const friendKeyIds = new Set(friendKey.getKeyIDs().map((id) => id.toHex()));
+    if (signatures.length === 0 || !signatures.every((s) => friendKeyIds.has(s.keyID.toHex()))) {
+      return { ok: false, problem: 'bad_signature', text: data };
+    }
+    return { ok: true, text: data };
+  } catch (verifiedError) {
+    try {
+      const { data } = await openpgp.decrypt({ message: await read(), decryptionKeys: privateKey, config });
+      return { ok: false, problem: 'bad_signature', text: data, detail: verifiedError.message };
+    } catch (error) {
+      return { ok: false, problem: 'undecryptable', detail: error.message };
+    }
+  }
+}
+
+function isEmpty(source) {
+  return typeof source === 'string' ? source.trim() === '' : source.length === 0;
+}
+
+function isArmoredText(source) {
+  return typeof source === 'string';
+}
+
+async function readPrivate(source) {
+  if (!source || isEmpty(source)) throw new KeyError('no_private_key', 'Paste or upload your private key.');
+  if (isArmoredText(source)) {
+    const block = source.match(PRIVATE_BLOCK);
+    if (!block) {
+      if (PUBLIC_BLOCK.test(source)) {
+        throw new KeyError('public_only',
+          'This is a public key only. SecChat also needs your private key (gpg --armor --export-secret-keys YOU).');
+      }
+      throw new KeyError('not_a_key', 'That is not an OpenPGP private key (expected "-----BEGIN PGP PRIVATE KEY BLOCK-----").');
+    }
+    try {
+      return await openpgp.readPrivateKey({ armoredKey: block[0] });
+    } catch (error) {
+      throw new KeyError('not_a_key', `The private key block could not be read: ${error.message}`);
+    }
+  }
+  try {
+    return await openpgp.readPrivateKey({ binaryKey: source });
+  } catch {
+    const isPublic = await openpgp.readKey({ binaryKey: source }).then(() => true, () => false);
+    if (isPublic) throw new KeyError('public_only', 'This file holds a public key only. SecChat also needs your private key.');
+    throw new KeyError('not_a_key', 'That file is not an OpenPGP key.');
+  }
+}
+
+async function readPublic(source) {
+  let key;
+  try {
+    if (isArmoredText(source)) {
+      const block = source.match(PUBLIC_BLOCK) || source.match(PRIVATE_BLOCK);
+      if (!block) throw new Error('no key block');
+      key = await openpgp.readKey({ armoredKey: block[0] });
+    } else {
+      key = await openpgp.readKey({ binaryKey: source });
+    }
+  } catch {
+    throw new KeyError('not_a_key', 'The public key is not an OpenPGP key (expected "-----BEGIN PGP PUBLIC KEY BLOCK-----").');
+  }
+  return key.isPrivate() ? key.toPublic() : key;
+}
+
+async function decryptPrivate(encryptedKey, passphrase) {
+  if (encryptedKey.isDecrypted()) return encryptedKey;
+  if (!passphrase) throw new KeyError('no_passphrase', 'Enter the passphrase of your private key.');
+  try {
+    return await openpgp.decryptKey({ privateKey: encryptedKey, passphrase });
+  } catch (error) {
+    if (/passphrase/i.test(error.message)) {
+      throw new KeyError('wrong_passphrase', 'Wrong passphrase: the private key did not unlock.');
+    }
+    throw new KeyError('locked', `The private key could not be unlocked: ${error.message}`);
+  }
+}
+
+/** Primary key not revoked, not expired, self-signature valid. */
+async function checkUsable(key, who) {
+  try {
+    await key.verifyPrimaryKey();
+  } catch (error) {
+    if (/revoked/i.test(error.message)) throw new KeyError('revoked', `${who} has been revoked.`);
+    if (/expired/i.test(error.message)) {
+      const expiry = await key.getExpirationTime().catch(() => null);
+      const when = expiry instanceof Date ? ` on ${expiry.toISOString().slice(0, 10)}` : '';
+      throw new KeyError('expired', `${who} expired${when}.`);
+    }
+    throw new KeyError('invalid_key', `${who} is not valid: ${error.message}`);
+  }
+}
+
+async function checkCapability(probe, code, message) {
+  try {
+    await probe();
+  } catch {
+    throw new KeyError(code, message);
+  }
+}
+
+/** The armored private key as it may rest in storage: protected, re-protecting an unprotected import. */
+async function protectedArmor(encryptedKey, passphrase) {
+  if (!encryptedKey.isDecrypted()) return encryptedKey.armor();
+  if (!passphrase) return null; // unprotected import without passphrase: never stored
+  const reprotected = await openpgp.encryptKey({ privateKey: encryptedKey, passphrase });
+  return reprotected.armor();
+}

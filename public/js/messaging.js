@@ -1,0 +1,248 @@
+// Chat messages: the outbox per friend (one MESSAGE in flight, so `seq` never skips or repeats on the
+// wire), delivery states from ACK / ERROR / UNDELIVERED, and checking what arrives (§6).
+import { buildEnvelope, classifySeq, parseEnvelope } from './envelope.js';
+import { openPayload, sealPayload } from './keys.js';
+import { canSendTo } from './trust.js';
+
+const BUSY_RETRIES = 4; // peer_busy / rate_limited: retry this often before showing the error
+const BUSY_RETRY_BASE_MS = 1000;
+const FRAME_OVERHEAD = 1024; // what the server adds to a forwarded MESSAGE (`from`, `ts`), PROTOCOL §3
+
+let nextLocalId = 1;
+
+/** Human text for the ERROR codes a MESSAGE can get, and for local failures. */
+export const SEND_ERROR_TEXT = {
+  not_friends: 'not friends any more',
+  not_encrypted: 'the server saw no encrypted payload',
+  rate_limited: 'sending too fast; try again in a moment',
+  peer_busy: 'your friend cannot receive right now',
+  bad_id: 'invalid recipient ID',
+  too_long: 'message too long for the server',
+  encrypt_failed: 'could not encrypt',
+  session_lost: 'your session ended before it was sent',
+  friend_gone: 'your friend has left',
+  bad_request: 'the server rejected the request',
+};
+
+export const INCOMING_PROBLEM_TEXT = {
+  bad_signature: 'NOT signed by this friend\'s pinned key',
+  undecryptable: 'could not be decrypted with your key',
+  malformed: 'malformed message envelope',
+  version: 'unknown envelope version',
+  wrong_recipient: 'addressed to another key (re-routed?)',
+  replay: 'REPLAY: this sequence number was already received',
+  key_changed: 'sent with a key you have not confirmed',
+  oversized: 'payload too large',
+  not_pgp: 'not an OpenPGP message',
+};
+
+export function createMessaging({ state, transport, changed, onIncoming }) {
+  const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function sendText(friend, text) {
+    const message = {
+      localId: nextLocalId++,
+      direction: 'out',
+      text,
+      ts: Date.now(),
+      state: 'waiting', // waiting | sending | delivered | queued | undelivered | error
+      error: '',
+      seq: 0,
+      payload: null,
+      ref: null,
+      attempts: 0,
+    };
+    friend.messages.push(message);
+    friend.outbox.push(message);
+    changed();
+    pump(friend);
+    return message;
+  }
+
+  /** Puts a failed message back at the end of the conversation and the outbox. */
+  function retry(friend, message) {
+    if (message.state !== 'error' && message.state !== 'undelivered') return;
+    const index = friend.messages.indexOf(message);
+    if (index >= 0) friend.messages.splice(index, 1);
+    friend.messages.push(message);
+    Object.assign(message, { state: 'waiting', error: '', payload: null, seq: 0, attempts: 0, ts: Date.now() });
+    friend.outbox.push(message);
+    changed();
+    pump(friend);
+  }
+
+  function fail(friend, message, code) {
+    message.state = 'error';
+    message.error = code;
+    if (message.payload && message.seq === friend.sendSeq) {
+      // Nothing after it was sent yet (one in flight), so its seq can be reused without a gap.
+      friend.sendSeq = message.seq - 1;
+    }
+    message.payload = null;
+    friend.outbox.shift();
+  }
+
+  async function pump(friend) {
+    if (friend.pumping) return;
+    friend.pumping = true;
+    try {
+      while (friend.outbox.length > 0 && transport.isOnline() && canSendTo(friend)) {
+        const message = friend.outbox[0];
+        if (!message.payload) {
+          const sealed = await seal(friend, message);
+          if (!sealed) continue;
+        }
+        const frame = { type: 'MESSAGE', to: friend.id, payload: message.payload, ref: `m${message.localId}.${message.attempts}` };
+        message.ref = frame.ref;
+        message.state = 'sending';
+        changed();
+        try {
+          const ack = await transport.request(frame);
+          message.state = ack.queued === true ? 'queued' : 'delivered';
+          friend.outbox.shift();
+        } catch (error) {
+          if (error.code === 'offline' || error.code === 'connection_lost') {
+            // Kept with its payload and seq: sent again as is after the resume.
+            message.state = 'waiting';
+            break;
+          }
+          if ((error.code === 'peer_busy' || error.code === 'rate_limited') && message.attempts < BUSY_RETRIES) {
+            message.attempts += 1;
+            message.state = 'waiting';
+            changed();
+            await delay(BUSY_RETRY_BASE_MS * 2 ** (message.attempts - 1));
+            continue;
+          }
+          fail(friend, message, error.code);
+        }
+        changed();
+      }
+    } finally {
+      friend.pumping = false;
+      changed();
+    }
+  }
+
+  /** Encrypts the head of the outbox with the next seq; false when it could not be sent at all. */
+  async function seal(friend, message) {
+    const seq = friend.sendSeq + 1;
+    const envelopeText = buildEnvelope({ to: friend.fingerprint, seq, ts: message.ts, text: message.text });
+    let payload;
+    try {
+      payload = await sealPayload({ envelopeText, friendKey: friend.key, privateKey: state.identity.privateKey });
+    } catch {
+      fail(friend, message, 'encrypt_failed');
+      return false;
+    }
+    const frameBytes = new TextEncoder().encode(JSON.stringify({ type: 'MESSAGE', to: friend.id, payload, ref: 'm0000000.0' })).length;
+    // The server closes the whole connection (1009) on an oversized message, and the friend's copy is bigger.
+    if (frameBytes + FRAME_OVERHEAD > state.session.limits.max_message_bytes) {
+      fail(friend, message, 'too_long');
+      return false;
+    }
+    message.payload = payload;
+    message.seq = seq;
+    friend.sendSeq = seq;
+    return true;
+  }
+
+  function pumpAll() {
+    for (const friend of state.friends.values()) pump(friend);
+  }
+
+  /** Outgoing messages that can no longer reach this friend (friendship or session over). */
+  function abandonOutbox(friend, code) {
+    for (const message of friend.outbox) {
+      message.state = message.payload ? 'undelivered' : 'error';
+      message.error = code;
+    }
+    friend.outbox.length = 0;
+    changed();
+  }
+
+  function markUndelivered(ref) {
+    for (const friend of state.friends.values()) {
+      const message = friend.messages.find((m) => m.direction === 'out' && m.ref === ref);
+      if (message) {
+        message.state = 'undelivered';
+        message.error = 'friend_gone';
+        changed();
+        return;
+      }
+    }
+  }
+
+  /** A friend came back within its resume window: what was queued for it has been handed over. */
+  function queuedDelivered(friend) {
+    for (const message of friend.messages) {
+      if (message.direction === 'out' && message.state === 'queued') message.state = 'delivered';
+    }
+  }
+
+  /** Decrypts and checks one MESSAGE from a friend, then appends it to the conversation. */
+  async function receive(friend, frame) {
+    const incoming = {
+      localId: nextLocalId++,
+      direction: 'in',
+      text: null,
+      ts: typeof frame.ts === 'number' ? frame.ts : Date.now(),
+      sentTs: null,
+      seq: null,
+      verified: false,
+      problems: [],
+      missing: 0,
+      hidden: false, // text withheld until the user asks (signature not by the pinned key)
+    };
+    const payload = frame.payload;
+    if (typeof payload !== 'string' || !payload.startsWith('-----BEGIN PGP MESSAGE-----')) {
+      incoming.problems.push('not_pgp');
+    } else if (payload.length > state.session.limits.max_message_bytes + FRAME_OVERHEAD) {
+      incoming.problems.push('oversized');
+    } else {
+      await check(friend, payload, incoming);
+    }
+    friend.messages.push(incoming);
+    onIncoming(friend, incoming);
+    changed();
+  }
+
+  async function check(friend, payload, incoming) {
+    const opened = await openPayload({ payload, privateKey: state.identity.privateKey, friendKey: friend.key });
+    if (!opened.ok) {
+      incoming.problems.push(opened.problem);
+      // Not from the pinned key: shown only on the user's explicit "show anyway", and then still flagged.
+      if (opened.text !== undefined) incoming.text = textOfUntrusted(opened.text);
+      incoming.hidden = true;
+      return;
+    }
+    const parsed = parseEnvelope(opened.text, state.identity.fingerprint);
+    if (!parsed.ok) {
+      incoming.problems.push(parsed.problem);
+      if (parsed.envelope) incoming.text = parsed.envelope.text;
+      return;
+    }
+    const { envelope } = parsed;
+    incoming.text = envelope.text;
+    incoming.sentTs = envelope.ts;
+    incoming.seq = envelope.seq;
+    const order = classifySeq(friend.expectedSeq, envelope.seq);
+    friend.expectedSeq = order.nextExpected;
+    if (order.kind === 'replay') incoming.problems.push('replay');
+    if (order.kind === 'gap') incoming.missing = order.missing;
+    if (friend.trust === 'changed') incoming.problems.push('key_changed');
+    incoming.verified = incoming.problems.length === 0;
+  }
+
+  /** The text of an envelope that failed the signature check, or the raw text when it is no envelope. */
+  function textOfUntrusted(text) {
+    try {
+      const value = JSON.parse(text);
+      if (value && typeof value.text === 'string') return value.text;
+    } catch {
+      // not JSON: show the raw text
+    }
+    return text;
+  }
+
+  return { sendText, retry, pump, pumpAll, abandonOutbox, markUndelivered, queuedDelivered, receive };
+}

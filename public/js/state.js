@@ -1,0 +1,120 @@
+// The single state object the app renders from, and what of it may rest in localStorage.
+// Stored only on the user's "remember on this device": the passphrase-protected armored private key,
+// the public key, and fingerprints the user verified (all public data). Never a decrypted key or text.
+
+const KEY_STORE = 'secchat.key.v1';
+const VERIFIED_STORE = 'secchat.verified.v1';
+const SETTINGS_STORE = 'secchat.settings.v1';
+
+export function createState() {
+  return {
+    screen: 'keys', // 'keys' | 'chat'
+    identity: null, // {privateKey, publicKey, publicArmored, protectedArmored, fingerprint, userId}
+    remember: false,
+    connection: { status: 'idle', retryAt: 0 }, // retryAt: when the next reconnect attempt happens
+    session: { id: null, limits: { max_message_bytes: 65536 }, everConnected: false },
+    friends: new Map(), // id -> friend, see newFriend()
+    pins: new Map(), // id -> fingerprint pinned for that ID during this page's life (detects key changes)
+    expectations: new Map(), // id -> fingerprint an invite link promised
+    verifiedFingerprints: new Set(), // fingerprints the user verified (remembered when opted in)
+    incomingRequests: new Map(), // id -> {id, publicArmored, key|null, fingerprint|null, userId, error|null, previousFingerprint|null}
+    outgoingRequests: new Map(), // id -> {id, state:'pending'|'declined'}
+    invite: null, // {id, fingerprint} from the URL fragment, until used or dismissed
+    activeFriendId: null,
+    notices: [], // {id, tone:'info'|'warn'|'error', text}
+    notifications: false,
+    drawerOpen: false,
+  };
+}
+
+/** A friend as the chat pane and friends list see it. */
+export function newFriend(id) {
+  return {
+    id,
+    key: null,
+    publicArmored: '',
+    fingerprint: '',
+    userId: '',
+    trust: 'unverified', // 'unverified' | 'verified' | 'changed'
+    trustSource: '', // 'compared' | 'invite' | 'remembered'
+    changedFrom: '', // the fingerprint before a key change, or the invite's, while trust is 'changed'
+    presence: 'online', // 'online' | 'away' | 'gone'
+    goneReason: '', // 'left' | 'removed' | 'removed_by_you' | 'session_lost'
+    sendSeq: 0, // last seq used for this friendship (§6)
+    expectedSeq: 1, // next seq expected from them
+    messages: [],
+    outbox: [], // outgoing messages not yet acknowledged, oldest first
+    pumping: false,
+    unread: 0,
+    draft: '',
+  };
+}
+
+/** While we are offline we cannot know whether a friend is online: say so instead of showing stale data. */
+export function shownPresence(state, friend) {
+  if (friend.presence === 'gone' || state.connection.status === 'online') return friend.presence;
+  return 'unknown';
+}
+
+function readJson(name) {
+  try {
+    const text = localStorage.getItem(name);
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null; // storage disabled or corrupted: behave as if nothing was remembered
+  }
+}
+
+function writeJson(name, value) {
+  try {
+    localStorage.setItem(name, JSON.stringify(value));
+  } catch {
+    // storage full or disabled: remembering is best effort
+  }
+}
+
+export function loadRememberedKey() {
+  const value = readJson(KEY_STORE);
+  if (!value || typeof value.privateArmored !== 'string' || typeof value.fingerprint !== 'string') return null;
+  return value;
+}
+
+/** Stores the protected private key; refuses anything that is not passphrase-protected armor. */
+export function rememberKey(identity) {
+  if (!identity.protectedArmored || !identity.protectedArmored.includes('BEGIN PGP PRIVATE KEY BLOCK')) return false;
+  writeJson(KEY_STORE, {
+    privateArmored: identity.protectedArmored,
+    publicArmored: identity.publicArmored,
+    fingerprint: identity.fingerprint,
+    userId: identity.userId,
+  });
+  return true;
+}
+
+export function forgetRememberedData() {
+  try {
+    localStorage.removeItem(KEY_STORE);
+    localStorage.removeItem(VERIFIED_STORE);
+    localStorage.removeItem(SETTINGS_STORE);
+  } catch {
+    // nothing to forget
+  }
+}
+
+export function loadVerifiedFingerprints() {
+  const value = readJson(VERIFIED_STORE);
+  return new Set(Array.isArray(value) ? value.filter((fp) => /^[0-9A-F]{40}$/.test(fp)) : []);
+}
+
+export function saveVerifiedFingerprints(fingerprints) {
+  writeJson(VERIFIED_STORE, [...fingerprints]);
+}
+
+export function loadSettings() {
+  const value = readJson(SETTINGS_STORE);
+  return { notifications: Boolean(value && value.notifications) };
+}
+
+export function saveSettings(settings) {
+  writeJson(SETTINGS_STORE, { notifications: Boolean(settings.notifications) });
+}

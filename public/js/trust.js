@@ -1,0 +1,94 @@
+// Trust in friends' keys: pinning on acceptance, unverified → verified (compared, invite link, or remembered)
+// and the loud "key changed" state. Pins live for the page's life per friend ID; verified fingerprints
+// may be remembered on the device (they are public data).
+
+/**
+ * What we know about a key offered for `id` before the user accepts it:
+ * 'invite_mismatch' | 'key_changed' | 'invite_match' | 'remembered' | 'new'.
+ */
+export function assessKey(state, id, fingerprint) {
+  const expected = state.expectations.get(id);
+  const pinned = state.pins.get(id);
+  if (expected && expected !== fingerprint) return 'invite_mismatch';
+  if (pinned && pinned !== fingerprint) return 'key_changed';
+  if (expected === fingerprint) return 'invite_match';
+  if (state.verifiedFingerprints.has(fingerprint)) return 'remembered';
+  return 'new';
+}
+
+/** Pins the key a new friendship brought and sets the friend's trust from what we knew of it. */
+export function pinFriendKey(state, friend, { key, fingerprint, userId, publicArmored }) {
+  const assessment = assessKey(state, friend.id, fingerprint);
+  const wasVerified = friend.fingerprint === fingerprint && friend.trust === 'verified';
+  friend.key = key;
+  friend.fingerprint = fingerprint;
+  friend.userId = userId;
+  friend.publicArmored = publicArmored;
+  friend.changedFrom = '';
+  if (assessment === 'invite_mismatch') {
+    friend.trust = 'changed';
+    friend.changedFrom = state.expectations.get(friend.id);
+    friend.trustSource = 'invite';
+  } else if (assessment === 'key_changed') {
+    friend.trust = 'changed';
+    friend.changedFrom = state.pins.get(friend.id);
+    friend.trustSource = '';
+  } else if (assessment === 'invite_match') {
+    setVerified(state, friend, 'invite');
+  } else if (assessment === 'remembered' || wasVerified) {
+    friend.trust = 'verified';
+    friend.trustSource = 'remembered';
+  } else {
+    friend.trust = 'unverified';
+    friend.trustSource = '';
+  }
+  state.pins.set(friend.id, fingerprint);
+  state.expectations.delete(friend.id);
+  return assessment;
+}
+
+function setVerified(state, friend, source) {
+  friend.trust = 'verified';
+  friend.trustSource = source;
+  state.verifiedFingerprints.add(friend.fingerprint);
+}
+
+/** The user compared the fingerprint over another channel. */
+export function markVerified(state, friend) {
+  if (friend.trust === 'changed' || !friend.fingerprint) return;
+  setVerified(state, friend, 'compared');
+}
+
+export function markUnverified(state, friend) {
+  if (friend.trust !== 'verified') return;
+  friend.trust = 'unverified';
+  friend.trustSource = '';
+  state.verifiedFingerprints.delete(friend.fingerprint);
+}
+
+/** The user saw the key-changed warning and chose to continue with the new key (as unverified). */
+export function acceptChangedKey(friend) {
+  if (friend.trust !== 'changed') return;
+  friend.trust = 'unverified';
+  friend.trustSource = '';
+  friend.changedFrom = '';
+}
+
+/** Sending is blocked while a key change is unconfirmed. */
+export function canSendTo(friend) {
+  return friend.trust !== 'changed' && friend.presence !== 'gone' && friend.key !== null;
+}
+
+export const TRUST_LABELS = {
+  verified: 'verified',
+  unverified: 'unverified',
+  changed: 'KEY CHANGED',
+};
+
+export const ASSESSMENT_TEXT = {
+  invite_mismatch: 'This key does NOT match the fingerprint in the invite link you opened. Someone may be intercepting.',
+  key_changed: 'This ID used a different key earlier in this session. Compare fingerprints before trusting it.',
+  invite_match: 'Matches the fingerprint in the invite link: verified.',
+  remembered: 'You verified this key before.',
+  new: 'New key: compare the fingerprint with your friend to verify it.',
+};

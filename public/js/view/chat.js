@@ -1,0 +1,331 @@
+// One chat pane per friend: header with the trust mark and fingerprint, the key-changed banner, the message
+// log and the composer. Message text is attacker-controlled and only ever becomes text nodes (and <a>s
+// built by linkifiedText); trust marks live in the meta line we draw, never inside the text.
+import { confirmDialog, fingerprintElement, formatTime, h, linkifiedText, setText, toggleClass } from './dom.js';
+import { INCOMING_PROBLEM_TEXT, SEND_ERROR_TEXT } from '../messaging.js';
+import { TRUST_LABELS } from '../trust.js';
+import { shownPresence } from '../state.js';
+
+const MAX_TEXT_CHARS = 16000;
+
+const OUT_STATE_TEXT = {
+  waiting: 'waiting for connection',
+  sending: 'sending…',
+  delivered: 'delivered',
+  queued: 'queued (friend away)',
+  undelivered: 'undelivered',
+  error: 'not sent',
+};
+
+const PRESENCE_TEXT = {
+  online: 'online',
+  away: 'away (reconnecting)',
+  gone: 'gone',
+  unknown: 'unknown while you are offline',
+};
+
+const GONE_TEXT = {
+  left: (id) => `${id} left SecChat; this friendship has ended.`,
+  removed: (id) => `${id} removed you as a friend.`,
+  removed_by_you: (id) => `You removed ${id}.`,
+  session_lost: () => 'Your session ended, and this friendship with it. Add each other again to keep chatting.',
+};
+
+export function createChatArea({ actions }) {
+  const root = h('main', { className: 'chat-area', id: 'chat-area', tabindex: '-1' });
+  const empty = h('div', { className: 'empty-state' },
+    h('p', { className: 'empty-title', text: 'No conversation open' }),
+    h('p', { className: 'muted', text: 'Share your ID or invite link, add a friend by ID, or accept a request. Then pick a friend on the left.' }));
+  root.append(empty);
+  const panes = new Map(); // friend id -> pane
+
+  function update(state) {
+    for (const [id, pane] of panes) {
+      if (!state.friends.has(id)) {
+        pane.root.remove();
+        panes.delete(id);
+      }
+    }
+    for (const friend of state.friends.values()) {
+      let pane = panes.get(friend.id);
+      if (!pane) {
+        pane = createPane(friend, actions);
+        panes.set(friend.id, pane);
+        root.append(pane.root);
+      }
+      pane.root.hidden = friend.id !== state.activeFriendId;
+      pane.update(state, friend);
+    }
+    empty.hidden = Boolean(state.activeFriendId && state.friends.has(state.activeFriendId));
+  }
+
+  function focusComposer(id) {
+    const pane = panes.get(id);
+    if (pane) pane.focusComposer();
+  }
+
+  return { root, update, focusComposer };
+}
+
+function createPane(friend, actions) {
+  const id = friend.id;
+  const title = h('h2', { className: 'chat-title', id: `chat-title-${id}` }, h('span', { className: 'friend-id', text: id }));
+  const trustBadge = h('span', { className: 'trust-badge' });
+  const presence = h('span', { className: 'presence' }, h('span', { className: 'presence-dot', 'aria-hidden': 'true' }), h('span', { className: 'presence-text' }));
+  const fpSlot = h('div', { className: 'fp-slot' });
+  const keyName = h('p', { className: 'key-name muted small' });
+  const verifyButton = h('button', { type: 'button', className: 'btn btn-small', onClick: () => onVerifyClick() });
+  const removeButton = h('button', { type: 'button', className: 'btn btn-small btn-danger', text: 'Remove friend', 'aria-label': `Remove friend ${id}`, onClick: () => actions.removeFriend(id) });
+  const dismissButton = h('button', { type: 'button', className: 'btn btn-small', text: 'Close chat', 'aria-label': `Close the chat with ${id}`, onClick: () => actions.dismissFriend(id) });
+  const banner = h('div', { className: 'banner banner-danger key-changed-banner', role: 'alert', hidden: true });
+  const goneBanner = h('div', { className: 'banner banner-muted', role: 'status', hidden: true });
+  const log = h('ol', { className: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': `chat-title-${id}` });
+  const textarea = h('textarea', {
+    className: 'input composer-input', id: `composer-${id}`, rows: '1', maxlength: String(MAX_TEXT_CHARS),
+    placeholder: 'Write a message…', autocomplete: 'off', 'aria-describedby': `composer-hint-${id}`,
+  });
+  const sendButton = h('button', { type: 'submit', className: 'btn btn-primary composer-send', text: 'Send', 'aria-label': `Send message to ${id}` });
+  const composerNote = h('p', { className: 'composer-note small', 'aria-live': 'polite' });
+  const composer = h('form', { className: 'composer', 'aria-label': `Write to ${id}` },
+    h('label', { htmlFor: `composer-${id}`, className: 'sr-only', text: `Message to ${id}` }),
+    textarea, sendButton,
+    h('p', { className: 'composer-hint small muted', id: `composer-hint-${id}`, text: 'Enter sends · Shift+Enter for a new line' }));
+  const root = h('section', { className: 'chat-pane', 'data-friend': id, 'aria-labelledby': `chat-title-${id}` },
+    h('header', { className: 'chat-head' },
+      h('div', { className: 'chat-head-main' }, title, trustBadge, presence),
+      h('div', { className: 'chat-head-key' }, h('span', { className: 'label small', text: 'Key fingerprint' }), fpSlot, keyName),
+      h('div', { className: 'chat-head-actions' }, verifyButton, removeButton, dismissButton)),
+    banner,
+    goneBanner,
+    log,
+    composerNote,
+    composer);
+
+  let currentFriend = friend;
+  let shownFingerprint = '';
+  const messageViews = new Map(); // message object -> {element, update}
+
+  async function onVerifyClick() {
+    const f = currentFriend;
+    if (f.trust === 'verified') {
+      actions.markUnverified(id);
+      return;
+    }
+    const ok = await confirmDialog({
+      title: `Verify ${id}'s key`,
+      body: [
+        'Ask your friend to read their fingerprint to you over a channel you trust (in person, a call). It must match exactly:',
+        fingerprintElement(f.fingerprint, 'fingerprint fingerprint-large'),
+      ],
+      confirmText: 'Fingerprints match',
+    });
+    if (ok) actions.markVerified(id);
+  }
+
+  function send() {
+    const text = textarea.value;
+    if (!text.trim()) return;
+    if (actions.sendMessage(id, text)) {
+      textarea.value = '';
+      autoGrow();
+    }
+  }
+
+  function autoGrow() {
+    textarea.style.height = 'auto';
+    textarea.style.height = `${Math.min(textarea.scrollHeight, 200)}px`;
+  }
+
+  composer.addEventListener('submit', (event) => {
+    event.preventDefault();
+    send();
+  });
+  textarea.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  textarea.addEventListener('input', autoGrow);
+
+  function update(state, f) {
+    currentFriend = f;
+    setText(trustBadge, trustMark(f.trust));
+    trustBadge.className = `trust-badge trust-${f.trust}`;
+    trustBadge.setAttribute('data-trust', f.trust);
+    root.setAttribute('data-trust', f.trust);
+    root.setAttribute('data-presence', f.presence);
+    const presenceShown = shownPresence(state, f);
+    presence.className = `presence presence-${presenceShown}`;
+    setText(presence.lastChild, PRESENCE_TEXT[presenceShown]);
+    if (shownFingerprint !== f.fingerprint) {
+      fpSlot.replaceChildren(fingerprintElement(f.fingerprint));
+      shownFingerprint = f.fingerprint;
+    }
+    setText(keyName, f.userId ? `Name on key (unverified, chosen by its owner): ${f.userId}` : '');
+    setText(verifyButton, f.trust === 'verified' ? 'Mark unverified' : 'Verify fingerprint…');
+    verifyButton.hidden = f.trust === 'changed' || f.presence === 'gone';
+    removeButton.hidden = f.presence === 'gone';
+    dismissButton.hidden = f.presence !== 'gone';
+
+    banner.hidden = f.trust !== 'changed';
+    if (f.trust === 'changed') renderChangedBanner(f);
+    goneBanner.hidden = f.presence !== 'gone';
+    if (f.presence === 'gone') setText(goneBanner, (GONE_TEXT[f.goneReason] || GONE_TEXT.left)(id));
+
+    const blocked = f.trust === 'changed' || f.presence === 'gone';
+    textarea.disabled = blocked;
+    sendButton.disabled = blocked;
+    let note = '';
+    if (f.trust === 'changed') note = 'Sending is blocked until you confirm the new key.';
+    else if (f.presence === 'away') note = `${id} is away: messages are queued for a short while.`;
+    else if (state.connection.status !== 'online' && f.presence !== 'gone') note = 'You are offline: messages will be sent when the connection is back.';
+    setText(composerNote, note);
+
+    renderMessages(f, blocked);
+  }
+
+  function renderChangedBanner(f) {
+    const fromInvite = f.trustSource === 'invite';
+    banner.replaceChildren(
+      h('strong', { className: 'banner-title', text: fromInvite ? '⚠ KEY DOES NOT MATCH THE INVITE LINK' : '⚠ KEY CHANGED' }),
+      h('p', {
+        text: fromInvite
+          ? `The key ${id} sent is not the one named in the invite link you opened. Someone (even the server) may be intercepting. Compare fingerprints over another channel before continuing.`
+          : `${id} now uses a different key than before. This can mean a new device — or an attacker. Compare fingerprints over another channel before continuing.`,
+      }),
+      h('p', { className: 'label small', text: fromInvite ? 'Expected (invite link):' : 'Previous key:' }),
+      fingerprintElement(f.changedFrom || ''),
+      h('p', { className: 'label small', text: 'Key now pinned:' }),
+      fingerprintElement(f.fingerprint),
+      h('div', { className: 'actions' },
+        h('button', { type: 'button', className: 'btn btn-danger', text: 'Continue with the new key', onClick: () => confirmChanged(fromInvite) }),
+        h('button', { type: 'button', className: 'btn', text: 'Remove friend', onClick: () => actions.removeFriend(id) })),
+    );
+  }
+
+  async function confirmChanged(fromInvite) {
+    const ok = await confirmDialog({
+      title: 'Use the new key?',
+      body: fromInvite
+        ? 'The key does not match the invite link. Only continue if your friend confirmed this fingerprint to you another way.'
+        : 'Only continue if your friend confirmed the new fingerprint to you another way. The key will be shown as unverified.',
+      confirmText: 'Use the new key',
+      danger: true,
+    });
+    if (ok) actions.acceptChangedKey(id);
+  }
+
+  function renderMessages(f, blocked) {
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+    let cursor = log.firstChild;
+    let appended = false;
+    const seen = new Set();
+    for (const message of f.messages) {
+      seen.add(message);
+      let view = messageViews.get(message);
+      if (!view) {
+        view = createMessageView(message, id, actions);
+        messageViews.set(message, view);
+        appended = true;
+      }
+      view.update(message, !blocked);
+      if (view.element !== cursor) log.insertBefore(view.element, cursor);
+      else cursor = cursor.nextSibling;
+    }
+    for (const [message, view] of messageViews) {
+      if (!seen.has(message)) {
+        view.element.remove();
+        messageViews.delete(message);
+      }
+    }
+    // Follow new messages unless the user scrolled up to read older ones (then stay put).
+    const lastOutgoing = f.messages.length > 0 && f.messages[f.messages.length - 1].direction === 'out';
+    if (appended && (atBottom || lastOutgoing) && !root.hidden) log.scrollTop = log.scrollHeight;
+  }
+
+  return {
+    root,
+    update,
+    focusComposer: () => {
+      log.scrollTop = log.scrollHeight;
+      if (!textarea.disabled) textarea.focus();
+    },
+  };
+}
+
+function trustMark(trust) {
+  if (trust === 'verified') return `✔ ${TRUST_LABELS.verified}`;
+  if (trust === 'changed') return `⚠ ${TRUST_LABELS.changed}`;
+  return `? ${TRUST_LABELS.unverified}`;
+}
+
+function createMessageView(message, friendId, actions) {
+  if (message.direction === 'system') {
+    const element = h('li', { className: `msg-system msg-system-${message.tone || 'info'}` }, h('span', { text: message.text }));
+    return { element, update: () => {} };
+  }
+  return message.direction === 'out' ? outgoingView(message, friendId, actions) : incomingView(message, actions, friendId);
+}
+
+function outgoingView(message, friendId, actions) {
+  const state = h('span', { className: 'msg-state' });
+  const retry = h('button', { type: 'button', className: 'btn btn-tiny', text: 'retry', 'aria-label': 'Retry sending this message', onClick: () => actions.retryMessage(friendId, message) });
+  const meta = h('div', { className: 'msg-meta' },
+    h('span', { className: 'msg-who', text: 'you' }),
+    h('time', { className: 'msg-time', dateTime: new Date(message.ts).toISOString(), text: formatTime(message.ts) }),
+    state, retry);
+  const element = h('li', { className: 'msg msg-out' }, meta, h('p', { className: 'msg-text' }, linkifiedText(message.text)));
+  let last = '';
+  function update(m, canSend) {
+    const key = `${m.state}|${m.error}|${canSend}`;
+    if (key === last) return;
+    last = key;
+    element.setAttribute('data-state', m.state);
+    const errorText = m.error ? `: ${SEND_ERROR_TEXT[m.error] || m.error}` : '';
+    setText(state, `${OUT_STATE_TEXT[m.state]}${errorText}`);
+    state.className = `msg-state msg-state-${m.state}`;
+    retry.hidden = !canSend || !(m.state === 'error' || m.state === 'undelivered');
+  }
+  return { element, update };
+}
+
+function incomingView(message, actions, friendId) {
+  const element = h('li', { className: 'msg msg-in' });
+  let rendered = '';
+  function update(m) {
+    const key = `${m.hidden}|${m.problems.join(',')}`;
+    if (key === rendered) return;
+    rendered = key;
+    const flagged = m.problems.length > 0;
+    toggleClass(element, 'msg-flagged', flagged);
+    element.setAttribute('data-verified', String(m.verified));
+    element.setAttribute('data-problems', m.problems.join(' '));
+    if (m.seq !== null) element.setAttribute('data-seq', String(m.seq));
+    const mark = m.verified
+      ? h('span', { className: 'msg-mark msg-mark-ok', title: 'Decrypted, signed by the pinned key, addressed to you', text: '✔ signed' })
+      : h('span', { className: 'msg-mark msg-mark-bad', text: '⚠ not trusted' });
+    const children = [
+      h('div', { className: 'msg-meta' },
+        h('span', { className: 'msg-who', text: friendId }),
+        h('time', { className: 'msg-time', dateTime: new Date(m.ts).toISOString(), text: formatTime(m.ts) }),
+        mark),
+    ];
+    if (m.missing > 0) {
+      children.push(h('p', { className: 'msg-flag msg-flag-warn', text: `⚠ ${m.missing} earlier message${m.missing === 1 ? '' : 's'} missing (sequence gap)` }));
+    }
+    for (const problem of m.problems) {
+      children.push(h('p', { className: 'msg-flag', text: `⚠ ${INCOMING_PROBLEM_TEXT[problem] || problem}` }));
+    }
+    if (m.text !== null && !m.hidden) {
+      children.push(h('p', { className: 'msg-text' }, linkifiedText(m.text)));
+    } else if (m.text !== null) {
+      children.push(h('button', {
+        type: 'button', className: 'btn btn-tiny', text: 'show the text anyway',
+        onClick: () => actions.revealMessage(friendId, m),
+      }));
+    }
+    element.replaceChildren(...children);
+  }
+  return { element, update };
+}

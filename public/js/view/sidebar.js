@@ -1,0 +1,220 @@
+// The side panel (a drawer on phones): who I am and my invite link, an opened invite, adding a friend,
+// incoming and sent requests, and the friends list with presence, trust and unread counts.
+import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.js';
+import { shownPresence } from '../state.js';
+import { ASSESSMENT_TEXT, TRUST_LABELS, assessKey } from '../trust.js';
+
+const PRESENCE_LABEL = { online: 'online', away: 'away', gone: 'gone', unknown: '—' };
+
+export function createSidebar({ actions }) {
+  const root = h('aside', { className: 'sidebar', id: 'sidebar', 'aria-label': 'Identity, requests and friends' });
+
+  // --- identity -------------------------------------------------------------------------------------
+  const myId = h('code', { className: 'my-id', id: 'my-id' });
+  const myFp = h('div', { className: 'fp-slot' });
+  const inviteText = h('code', { className: 'invite-link', id: 'invite-link' });
+  const notifyBox = h('input', { type: 'checkbox', id: 'notify-toggle', className: 'checkbox', onChange: (event) => actions.setNotifications(event.target.checked) });
+  const identity = h('section', { className: 'panel identity', 'aria-labelledby': 'identity-title' },
+    h('h2', { className: 'panel-title', id: 'identity-title', text: 'You' }),
+    h('div', { className: 'id-line' },
+      h('span', { className: 'label', text: 'Your ID' }), myId,
+      copyButton('Copy your ID', () => myId.textContent, () => myId)),
+    h('span', { className: 'label', text: 'Your key fingerprint' }),
+    h('div', { className: 'fp-line' }, myFp, copyButton('Copy your fingerprint', () => myFp.firstChild?.getAttribute('data-fingerprint') || '', () => myFp)),
+    h('span', { className: 'label', text: 'Invite link (carries your ID and fingerprint)' }),
+    h('div', { className: 'invite-line' }, inviteText, copyButton('Copy your invite link', () => inviteText.textContent, () => inviteText)),
+    h('div', { className: 'check-row' }, notifyBox, h('label', { htmlFor: 'notify-toggle', text: 'Desktop notifications while this tab is hidden' })));
+
+  // --- an invite link that was opened ------------------------------------------------------------------
+  const inviteCard = h('section', { className: 'panel invite-card', 'aria-labelledby': 'invite-title', hidden: true });
+
+  // --- add friend -----------------------------------------------------------------------------------
+  const addInput = h('input', {
+    type: 'text', id: 'add-friend-id', className: 'input input-id', autocomplete: 'off', spellcheck: 'false',
+    autocapitalize: 'characters', maxlength: '20', placeholder: 'e.g. K7Q2ZD',
+  });
+  const addError = h('p', { className: 'form-error small', role: 'alert', id: 'add-friend-error' });
+  const addButton = h('button', { type: 'submit', className: 'btn btn-primary', text: 'Send request', id: 'add-friend-send' });
+  const addForm = h('form', { className: 'panel add-friend', 'aria-labelledby': 'add-title' },
+    h('h2', { className: 'panel-title', id: 'add-title', text: 'Add a friend' }),
+    h('label', { htmlFor: 'add-friend-id', className: 'label', text: "Friend's ID" }),
+    h('div', { className: 'inline-form' }, addInput, addButton),
+    addError);
+  addForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    addButton.disabled = true;
+    setText(addError, '');
+    try {
+      await actions.addFriend(addInput.value);
+      addInput.value = '';
+    } catch (error) {
+      setText(addError, error.message);
+    } finally {
+      addButton.disabled = false;
+    }
+  });
+
+  // --- requests ---------------------------------------------------------------------------------------
+  const requestsList = h('ul', { className: 'request-list', 'aria-labelledby': 'requests-title' });
+  const requests = h('section', { className: 'panel requests', hidden: true },
+    h('h2', { className: 'panel-title', id: 'requests-title', text: 'Friend requests' }), requestsList);
+  const sentList = h('ul', { className: 'sent-list', 'aria-labelledby': 'sent-title' });
+  const sent = h('section', { className: 'panel sent', hidden: true },
+    h('h2', { className: 'panel-title', id: 'sent-title', text: 'Sent requests' }), sentList);
+
+  // --- friends ----------------------------------------------------------------------------------------
+  const friendsList = h('ul', { className: 'friend-list', 'aria-labelledby': 'friends-title' });
+  const friendsEmpty = h('p', { className: 'muted small', text: 'No friends yet.' });
+  const friends = h('section', { className: 'panel friends' },
+    h('h2', { className: 'panel-title', id: 'friends-title', text: 'Friends' }), friendsEmpty, friendsList);
+
+  const close = h('button', {
+    type: 'button', className: 'btn btn-small drawer-close', text: '× close', 'aria-label': 'Hide friends and requests',
+    onClick: () => actions.toggleDrawer(false),
+  });
+  root.append(close, identity, inviteCard, addForm, requests, sent, friends);
+
+  const requestViews = new Map(); // id -> element (rebuilt only when the request changes)
+  const friendViews = new Map(); // id -> {element, update}
+  let shownFingerprint = '';
+  let shownInvite = '';
+
+  function update(state) {
+    setText(myId, state.session.id || '······');
+    if (state.identity && shownFingerprint !== state.identity.fingerprint) {
+      myFp.replaceChildren(fingerprintElement(state.identity.fingerprint));
+      shownFingerprint = state.identity.fingerprint;
+    }
+    setText(inviteText, state.session.id ? actions.inviteLink() : '');
+    notifyBox.checked = state.notifications;
+    updateInvite(state);
+    updateRequests(state);
+    updateSent(state);
+    updateFriends(state);
+  }
+
+  function updateInvite(state) {
+    const invite = state.invite;
+    const key = invite ? `${invite.id}|${invite.fingerprint}|${state.session.id}|${state.friends.has(invite.id)}` : '';
+    if (key === shownInvite) return;
+    shownInvite = key;
+    inviteCard.hidden = !invite;
+    if (!invite) return;
+    const own = invite.id === state.session.id;
+    inviteCard.replaceChildren(
+      h('h2', { className: 'panel-title', id: 'invite-title', text: 'Invite link opened' }),
+      h('p', {}, 'Invite from ', h('strong', { className: 'friend-id', text: invite.id })),
+      h('span', { className: 'label', text: 'Their key fingerprint (from the link)' }),
+      fingerprintElement(invite.fingerprint),
+      own ? h('p', { className: 'muted small', text: 'This is your own invite link. Send it to a friend instead.' }) : null,
+      h('div', { className: 'actions' },
+        own ? null : h('button', { type: 'button', className: 'btn btn-primary', id: 'invite-send', text: 'Send friend request', onClick: () => actions.useInvite() }),
+        h('button', { type: 'button', className: 'btn', text: 'Dismiss', 'aria-label': 'Dismiss the invite', onClick: () => actions.dismissInvite() })),
+    );
+  }
+
+  function updateRequests(state) {
+    requests.hidden = state.incomingRequests.size === 0;
+    for (const [id, view] of requestViews) {
+      const request = state.incomingRequests.get(id);
+      if (!request || view.request !== request || view.assessment !== (request.fingerprint ? assessKey(state, id, request.fingerprint) : '')) {
+        view.element.remove();
+        requestViews.delete(id);
+      }
+    }
+    for (const request of state.incomingRequests.values()) {
+      if (requestViews.has(request.id)) continue;
+      const assessment = request.fingerprint ? assessKey(state, request.id, request.fingerprint) : '';
+      const element = requestCard(request, assessment);
+      requestViews.set(request.id, { element, request, assessment });
+      requestsList.append(element);
+    }
+  }
+
+  function requestCard(request, assessment) {
+    const accept = h('button', { type: 'button', className: 'btn btn-primary', text: 'Accept', 'aria-label': `Accept friend request from ${request.id}`, disabled: !request.key });
+    const decline = h('button', { type: 'button', className: 'btn', text: 'Decline', 'aria-label': `Decline friend request from ${request.id}` });
+    const error = h('p', { className: 'form-error small', role: 'alert' });
+    const run = async (button, work) => {
+      accept.disabled = true;
+      decline.disabled = true;
+      try {
+        await work();
+      } catch (failure) {
+        setText(error, failure.message);
+        accept.disabled = !request.key;
+        decline.disabled = false;
+      }
+    };
+    accept.addEventListener('click', () => run(accept, () => actions.acceptRequest(request.id)));
+    decline.addEventListener('click', () => run(decline, () => actions.declineRequest(request.id)));
+    const warn = assessment === 'invite_mismatch' || assessment === 'key_changed';
+    return h('li', { className: `request-card${warn ? ' request-warn' : ''}`, 'data-request': request.id },
+      h('p', {}, 'From ', h('strong', { className: 'friend-id', text: request.id })),
+      request.key
+        ? [h('span', { className: 'label small', text: 'Key fingerprint' }), fingerprintElement(request.fingerprint),
+          request.userId ? h('p', { className: 'key-name muted small', text: `Name on key (chosen by its owner): ${request.userId}` }) : null,
+          h('p', { className: `assessment small${warn ? ' assessment-warn' : ''}`, role: warn ? 'alert' : null, text: ASSESSMENT_TEXT[assessment] })]
+        : h('p', { className: 'form-error small', text: `Unusable key: ${request.error}` }),
+      h('div', { className: 'actions' }, accept, decline),
+      error);
+  }
+
+  function updateSent(state) {
+    sent.hidden = state.outgoingRequests.size === 0;
+    sentList.replaceChildren(...[...state.outgoingRequests.values()].map((request) => h('li', { className: 'sent-item', 'data-sent': request.id },
+      h('span', { className: 'friend-id', text: request.id }),
+      h('span', { className: 'muted small', text: request.state === 'declined' ? ' declined' : ' waiting for them to accept' }),
+      request.state === 'declined'
+        ? h('button', { type: 'button', className: 'btn btn-tiny', text: 'dismiss', 'aria-label': `Dismiss the declined request to ${request.id}`, onClick: () => actions.dismissSent(request.id) })
+        : null)));
+  }
+
+  function updateFriends(state) {
+    friendsEmpty.hidden = state.friends.size > 0;
+    for (const [id, view] of friendViews) {
+      if (!state.friends.has(id)) {
+        view.element.remove();
+        friendViews.delete(id);
+      }
+    }
+    for (const friend of state.friends.values()) {
+      let view = friendViews.get(friend.id);
+      if (!view) {
+        view = friendItem(friend.id);
+        friendViews.set(friend.id, view);
+        friendsList.append(view.element);
+      }
+      view.update(friend, friend.id === state.activeFriendId, shownPresence(state, friend));
+    }
+  }
+
+  function friendItem(id) {
+    const dot = h('span', { className: 'presence-dot', 'aria-hidden': 'true' });
+    const trust = h('span', { className: 'trust-badge' });
+    const presence = h('span', { className: 'presence-text small' });
+    const unread = h('span', { className: 'unread-badge', 'aria-hidden': 'true' });
+    const button = h('button', { type: 'button', className: 'friend', 'data-friend': id, onClick: () => actions.selectFriend(id) },
+      dot, h('span', { className: 'friend-id', text: id }), trust, presence, unread);
+    const element = h('li', {}, button);
+    function update(friend, active, presenceShown) {
+      const trustText = TRUST_LABELS[friend.trust];
+      setText(trust, friend.trust === 'verified' ? '✔' : friend.trust === 'changed' ? '⚠' : '?');
+      trust.className = `trust-badge trust-${friend.trust}`;
+      button.className = `friend presence-${presenceShown}`;
+      setText(presence, PRESENCE_LABEL[presenceShown]);
+      setText(unread, friend.unread > 99 ? '99+' : String(friend.unread));
+      unread.hidden = friend.unread === 0;
+      toggleClass(button, 'active', active);
+      if (active) button.setAttribute('aria-current', 'true');
+      else button.removeAttribute('aria-current');
+      button.setAttribute('data-trust', friend.trust);
+      button.setAttribute('data-unread', String(friend.unread));
+      const presenceText = presenceShown === 'unknown' ? 'presence unknown while you are offline' : PRESENCE_LABEL[presenceShown];
+      button.setAttribute('aria-label', `${id}, ${trustText}, ${presenceText}${friend.unread ? `, ${friend.unread} unread` : ''}`);
+    }
+    return { element, update };
+  }
+
+  return { root, update, focusAdd: () => addInput.focus(), prefillAdd: (value) => { addInput.value = value; } };
+}

@@ -1,0 +1,201 @@
+// Two people in two browser contexts: keys, friendship, encrypted chat both ways, nothing readable on the
+// wire, markup shown as text, screenshots at desktop and phone widths.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  DESKTOP, PHONE, assertClean, assertControlsNamed, assertWireIsOpaque, enterChat, generateKey, incomingMessage, jsonFrames,
+  launchBrowser, newChatUser, openChat, openUser, outgoingState, pane, screenshot, sendMessage,
+} from './helpers/browser.mjs';
+import { startServer } from './helpers/server.mjs';
+
+let server;
+let browser;
+let alice;
+let bob;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+describe('two browsers chatting', { timeout: 90000 }, () => {
+  test('keys are generated in the page and the key screen looks right', async () => {
+    alice = await openUser(browser, server, { name: 'Alice' });
+    await alice.page.getByRole('heading', { name: /secchat/i }).waitFor();
+    await screenshot(alice.page, 'key-screen-desktop');
+    await assertControlsNamed(alice.page);
+    // The font comes from our own origin (the CSP allows nothing else) and is really used.
+    assert.equal(await alice.page.evaluate(async () => {
+      await document.fonts.ready;
+      return document.fonts.check('700 16px "JetBrains Mono"') && [...document.fonts].some((f) => f.family.includes('JetBrains Mono') && f.status === 'loaded');
+    }), true);
+    const phone = await openUser(browser, server, { name: 'phone', viewport: PHONE });
+    await screenshot(phone.page, 'key-screen-phone');
+    await assertClean(phone);
+    await phone.context.close();
+
+    // A too-short passphrase is refused with a message, before any key is made.
+    await alice.page.fill('#gen-passphrase', 'short');
+    await alice.page.fill('#gen-passphrase2', 'short');
+    await alice.page.click('#generate');
+    await alice.page.locator('#key-error', { hasText: /Choose a passphrase of at least 8 characters/ }).waitFor();
+
+    const fingerprint = await generateKey(alice);
+    await screenshot(alice.page, 'key-ready-desktop');
+    // Shown in 4-hex groups, exactly the generated key's fingerprint.
+    const grouped = (await alice.page.textContent('.key-result [data-fingerprint]')).replace(/\s+/g, ' ').trim();
+    assert.equal(grouped, fingerprint.match(/.{4}/g).join(' '));
+    // Nothing stored without "remember".
+    assert.equal(await alice.page.evaluate(() => localStorage.length), 0);
+    await enterChat(alice);
+    bob = await newChatUser(browser, server, { name: 'Bob' });
+    assert.notEqual(alice.id, bob.id);
+  });
+
+  test('a friend request by ID (typed in lower case with a dash) shows the fingerprint and needs a click', async () => {
+    const typed = ` ${alice.id.slice(0, 3).toLowerCase()}-${alice.id.slice(3).toLowerCase()} `;
+    await bob.page.fill('#add-friend-id', typed);
+    await bob.page.click('#add-friend-send');
+    await bob.page.locator(`[data-sent="${alice.id}"]`).waitFor();
+
+    const card = alice.page.locator(`.request-card[data-request="${bob.id}"]`);
+    await card.waitFor();
+    assert.equal(await card.locator('[data-fingerprint]').getAttribute('data-fingerprint'), bob.fingerprint);
+    // Not a friend until Alice clicks.
+    assert.equal(await alice.page.locator(`.friend[data-friend="${bob.id}"]`).count(), 0);
+    assert.match(await alice.page.title(), /^\(1\) SecChat$/);
+    await card.getByRole('button', { name: `Accept friend request from ${bob.id}` }).click();
+
+    await alice.page.locator(`.friend[data-friend="${bob.id}"]`).waitFor();
+    await bob.page.locator(`.friend[data-friend="${alice.id}"]`).waitFor();
+    // Each side pinned the other's key, unverified until compared.
+    assert.equal(await pane(alice, bob.id).locator('.chat-head [data-fingerprint]').getAttribute('data-fingerprint'), bob.fingerprint);
+    assert.equal(await pane(bob, alice.id).locator('.chat-head [data-fingerprint]').getAttribute('data-fingerprint'), alice.fingerprint);
+    assert.equal(await alice.page.getAttribute(`.friend[data-friend="${bob.id}"]`, 'data-trust'), 'unverified');
+    assert.equal(await bob.page.getAttribute(`.friend[data-friend="${alice.id}"]`, 'data-trust'), 'unverified');
+  });
+
+  test('messages go both ways, decrypted and verified, and only ciphertext crosses the wire', async () => {
+    const fromBob = 'Hello Alice — this is Bob. Ünïcödé ✓ and a newline:\nsecond line';
+    await openChat(bob, alice.id);
+    const input = pane(bob, alice.id).locator('textarea');
+    await input.fill('Hello Alice — this is Bob. Ünïcödé ✓ and a newline:');
+    await input.press('Shift+Enter'); // a newline, not a send
+    await input.pressSequentially('second line');
+    assert.equal(await input.inputValue(), fromBob);
+    await input.press('Enter');
+    assert.equal(await input.inputValue(), '');
+
+    const received = await incomingMessage(alice, bob.id, 'second line');
+    assert.equal(await received.locator('.msg-text').textContent(), fromBob);
+    assert.equal(await received.getAttribute('data-verified'), 'true');
+    assert.equal(await received.getAttribute('data-problems'), '');
+    assert.equal(await received.getAttribute('data-seq'), '1');
+    await received.locator('.msg-mark-ok').waitFor();
+    await bob.page.waitForFunction((text) => [...document.querySelectorAll('.msg-out')]
+      .some((m) => m.textContent.includes(text) && m.dataset.state === 'delivered'), 'second line');
+
+    const fromAlice = 'Hi Bob! Got it. https://example.org/docs?x=1';
+    await sendMessage(alice, bob.id, fromAlice);
+    const reply = await incomingMessage(bob, alice.id, 'Got it');
+    assert.equal(await reply.locator('.msg-text').textContent(), fromAlice);
+    assert.equal(await reply.getAttribute('data-verified'), 'true');
+    const link = reply.locator('a');
+    assert.equal(await link.getAttribute('href'), 'https://example.org/docs?x=1');
+    assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+    assert.equal(await link.getAttribute('target'), '_blank');
+    assert.equal(await outgoingState(alice, bob.id, 'Got it'), 'delivered');
+
+    // More messages keep seq in order.
+    await sendMessage(alice, bob.id, 'third message');
+    assert.equal(await (await incomingMessage(bob, alice.id, 'third message')).getAttribute('data-seq'), '2');
+
+    for (const user of [alice, bob]) {
+      const payloads = assertWireIsOpaque(user, ['Hello Alice', 'second line', 'Got it', 'third message', 'Bob.', 'example.org']);
+      assert.ok(payloads >= 3, `${user.name} saw ${payloads} payloads`);
+    }
+    // The MESSAGE frames carry ciphertext only, addressed by session ID.
+    const sent = jsonFrames(bob).filter((f) => f.direction === 'sent' && f.json.type === 'MESSAGE');
+    assert.equal(sent.length, 1);
+    assert.deepEqual(Object.keys(sent[0].json).sort(), ['payload', 'ref', 'to', 'type']);
+    assert.equal(sent[0].json.to, alice.id);
+
+    await screenshot(alice.page, 'chat-desktop');
+    await assertControlsNamed(alice.page);
+    await bob.page.setViewportSize(PHONE);
+    await bob.page.waitForTimeout(300); // the drawer's slide-out transition
+    await screenshot(bob.page, 'chat-phone');
+    await bob.page.getByRole('button', { name: /Show friends and requests/ }).click();
+    await bob.page.locator('#sidebar').waitFor({ state: 'visible' });
+    await bob.page.waitForTimeout(300);
+    await screenshot(bob.page, 'friends-drawer-phone');
+    await bob.page.keyboard.press('Escape');
+    await bob.page.setViewportSize(DESKTOP);
+  });
+
+  test('unread messages are counted in the friends list and the tab title', async () => {
+    const carol = await newChatUser(browser, server, { name: 'Carol' });
+    await carol.page.fill('#add-friend-id', alice.id);
+    await carol.page.click('#add-friend-send');
+    await alice.page.getByRole('button', { name: `Accept friend request from ${carol.id}` }).click();
+    await carol.page.locator(`.friend[data-friend="${alice.id}"]`).waitFor();
+    await openChat(alice, bob.id); // Alice looks at Bob's chat while Carol writes
+    await sendMessage(carol, alice.id, 'one');
+    await sendMessage(carol, alice.id, 'two');
+    await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.dataset.unread === '2', carol.id);
+    assert.equal(await alice.page.title(), '(2) SecChat');
+    await openChat(alice, carol.id);
+    await alice.page.waitForFunction(() => document.title === 'SecChat');
+    await assertClean(carol);
+    await carol.context.close();
+  });
+
+  test('a message with HTML and script renders as text and runs nothing', async () => {
+    const hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+      + '<b id="injected">bold?</b> <a href="javascript:window.__pwned=3">click</a> javascript:alert(1) ✔ verified';
+    await sendMessage(bob, alice.id, hostile);
+    const shown = await incomingMessage(alice, bob.id, 'bold?');
+    assert.equal(await shown.locator('.msg-text').textContent(), hostile);
+    assert.equal(await alice.page.locator('#injected').count(), 0);
+    assert.equal(await shown.locator('img, script, b').count(), 0);
+    assert.equal(await shown.locator('a').count(), 0, 'no link may be made from javascript: text');
+    await alice.page.waitForTimeout(200);
+    assert.equal(await alice.page.evaluate(() => window.__pwned), undefined);
+    // The text's own "✔ verified" stays inside the text; the real mark is drawn in the meta line.
+    assert.equal(await shown.locator('.msg-meta .msg-mark-ok').count(), 1);
+  });
+
+  test('removing a friend ends the chat on both sides, and leaving tells friends', async () => {
+    await openChat(bob, alice.id);
+    await pane(bob, alice.id).getByRole('button', { name: `Remove friend ${alice.id}` }).click();
+    await bob.page.getByRole('dialog').getByRole('button', { name: 'Remove friend' }).click();
+    await alice.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.presence === 'gone', bob.id);
+    await openChat(alice, bob.id);
+    await pane(alice, bob.id).getByText(`${bob.id} removed you as a friend`).first().waitFor();
+    assert.equal(await pane(alice, bob.id).locator('textarea').isDisabled(), true);
+
+    // Alice leaves; a new friend of hers (Dave) is told she is gone.
+    const dave = await newChatUser(browser, server, { name: 'Dave' });
+    await dave.page.fill('#add-friend-id', alice.id);
+    await dave.page.click('#add-friend-send');
+    await alice.page.getByRole('button', { name: `Accept friend request from ${dave.id}` }).click();
+    await dave.page.locator(`.friend[data-friend="${alice.id}"]`).waitFor();
+    await alice.page.click('#leave');
+    await alice.page.getByRole('dialog').getByRole('button', { name: 'Leave' }).click();
+    await alice.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'left');
+    await dave.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.classList.contains('presence-gone'), alice.id);
+    const disconnects = jsonFrames(alice).filter((f) => f.direction === 'sent' && f.json.type === 'DISCONNECT');
+    assert.equal(disconnects.length, 1);
+    await assertClean(dave);
+  });
+
+  test('no console error or CSP violation happened in any flow', async () => {
+    await assertClean(alice);
+    await assertClean(bob);
+  });
+});

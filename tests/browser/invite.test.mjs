@@ -1,0 +1,97 @@
+// Invite links: the fragment carries ID + fingerprint, fills in the request, and proves the key; a link
+// whose fingerprint does not match the key that comes back gives the loud "key changed" state.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  assertClean, assertWireIsOpaque, enterChat, generateKey, incomingMessage, launchBrowser, newChatUser, openUser,
+  outgoingState, pane, screenshot, sendMessage,
+} from './helpers/browser.mjs';
+import { startServer } from './helpers/server.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** Opens `link`, makes a key, enters the chat and sends the request the invite card offers. */
+async function openInvite(name, link) {
+  const fragment = new URL(link).hash;
+  const user = await openUser(browser, server, { name, hash: fragment });
+  await generateKey(user);
+  await enterChat(user);
+  const card = user.page.locator('.invite-card');
+  await card.waitFor();
+  return { user, card };
+}
+
+test('an invite link fills in the request and marks the inviter verified', { timeout: 60000 }, async () => {
+  const alice = await newChatUser(browser, server, { name: 'Alice' });
+  const link = await alice.page.textContent('#invite-link');
+  assert.equal(link, `${server.url}#id=${alice.id}&fp=${alice.fingerprint}`);
+
+  const { user: bob, card } = await openInvite('Bob', link);
+  assert.equal(await card.locator('[data-fingerprint]').getAttribute('data-fingerprint'), alice.fingerprint);
+  assert.equal(await bob.page.inputValue('#add-friend-id'), alice.id);
+  // Nothing is sent before Bob clicks.
+  assert.equal(bob.frames.filter((f) => f.text.includes('FRIEND_REQUEST')).length, 0);
+  await screenshot(bob.page, 'invite-opened-desktop');
+  await card.getByRole('button', { name: 'Send friend request' }).click();
+  await card.waitFor({ state: 'hidden' });
+  assert.equal(new URL(bob.page.url()).hash, '', 'the invite is cleared from the address bar once used');
+
+  await alice.page.getByRole('button', { name: `Accept friend request from ${bob.id}` }).click();
+  const friend = bob.page.locator(`.friend[data-friend="${alice.id}"]`);
+  await friend.waitFor();
+  assert.equal(await friend.getAttribute('data-trust'), 'verified');
+  assert.equal(await pane(bob, alice.id).locator('.chat-head .trust-badge').getAttribute('data-trust'), 'verified');
+  // Alice had no proof of Bob's key: unverified until she compares and confirms.
+  const bobAtAlice = alice.page.locator(`.friend[data-friend="${bob.id}"]`);
+  await bobAtAlice.waitFor();
+  assert.equal(await bobAtAlice.getAttribute('data-trust'), 'unverified');
+  await pane(alice, bob.id).getByRole('button', { name: 'Verify fingerprint…' }).click();
+  const dialog = alice.page.getByRole('dialog');
+  assert.equal(await dialog.locator('[data-fingerprint]').getAttribute('data-fingerprint'), bob.fingerprint);
+  await dialog.getByRole('button', { name: 'Fingerprints match' }).click();
+  await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.dataset.trust === 'verified', bob.id);
+
+  await sendMessage(bob, alice.id, 'invited and verified');
+  assert.equal(await (await incomingMessage(alice, bob.id, 'invited and verified')).getAttribute('data-verified'), 'true');
+  assertWireIsOpaque(bob, ['invited and verified']);
+  await assertClean(alice);
+  await assertClean(bob);
+});
+
+test('an invite whose fingerprint does not match the key blocks sending until the user confirms', { timeout: 60000 }, async () => {
+  const alice = await newChatUser(browser, server, { name: 'Alice2' });
+  const forged = `${server.url}#id=${alice.id.toLowerCase()}&fp=${'AB12'.repeat(10)}`;
+  const { user: mallory, card } = await openInvite('Mallory', forged);
+  await card.getByRole('button', { name: 'Send friend request' }).click();
+  await alice.page.getByRole('button', { name: `Accept friend request from ${mallory.id}` }).click();
+
+  const chat = pane(mallory, alice.id);
+  await chat.locator('.key-changed-banner').waitFor();
+  assert.equal(await chat.getAttribute('data-trust'), 'changed');
+  assert.match(await chat.locator('.key-changed-banner').textContent(), /DOES NOT MATCH THE INVITE LINK/);
+  assert.equal(await chat.locator('textarea').isDisabled(), true);
+  await mallory.page.click(`.friend[data-friend="${alice.id}"]`);
+  await screenshot(mallory.page, 'key-changed-desktop');
+
+  await chat.getByRole('button', { name: 'Continue with the new key' }).click();
+  await mallory.page.getByRole('dialog').getByRole('button', { name: 'Use the new key' }).click();
+  await mallory.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.trust === 'unverified', alice.id);
+  assert.equal(await chat.locator('textarea').isDisabled(), false);
+  await sendMessage(mallory, alice.id, 'confirmed new key');
+  await incomingMessage(alice, mallory.id, 'confirmed new key');
+  await mallory.page.waitForFunction(() => document.querySelector('.msg-out')?.dataset.state === 'delivered');
+  assert.equal(await outgoingState(mallory, alice.id, 'confirmed new key'), 'delivered');
+  await assertClean(alice);
+  await assertClean(mallory);
+});

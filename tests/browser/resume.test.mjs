@@ -1,0 +1,101 @@
+// Going offline and back: the session resumes (same ID, same friend), what the friend sent meanwhile is
+// delivered, and what was typed offline is sent after the resume. Without a resume window the page says
+// plainly that the ID changed.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  assertClean, assertWireIsOpaque, befriend, incomingMessage, jsonFrames, launchBrowser, newChatUser, outgoingState, pane, screenshot,
+  sendMessage,
+} from './helpers/browser.mjs';
+import { startServer } from './helpers/server.mjs';
+
+let browser;
+const servers = [];
+
+before(async () => {
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await Promise.all(servers.map((server) => server.stop()));
+});
+
+async function server(args = []) {
+  const started = await startServer(args);
+  servers.push(started);
+  return started;
+}
+
+const statusOf = (user) => user.page.getAttribute('#conn-status', 'data-status');
+
+test('offline and back: the session resumes and queued messages arrive both ways', { timeout: 60000 }, async () => {
+  const srv = await server();
+  const alice = await newChatUser(browser, srv, { name: 'Alice' });
+  const bob = await newChatUser(browser, srv, { name: 'Bob' });
+  await befriend(bob, alice);
+  const bobId = bob.id;
+
+  await bob.context.setOffline(true);
+  await bob.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'offline');
+  await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.className.includes('presence-away'), bobId);
+
+  await sendMessage(alice, bobId, 'sent while Bob was away');
+  await alice.page.waitForFunction(() => document.querySelector('.msg-out')?.dataset.state === 'queued');
+  await sendMessage(bob, alice.id, 'typed while offline');
+  assert.equal(await outgoingState(bob, alice.id, 'typed while offline'), 'waiting');
+  await screenshot(bob.page, 'offline-desktop');
+
+  await bob.context.setOffline(false);
+  await bob.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'online', null, { timeout: 20000 });
+  assert.equal(await bob.page.textContent('#my-id'), bobId, 'same ID after the resume');
+  const resumes = jsonFrames(bob).filter((f) => f.direction === 'sent' && f.json.type === 'CONNECT' && f.json.resume);
+  assert.equal(resumes.length, 1);
+  assert.equal(resumes[0].json.resume.id, bobId);
+
+  const queued = await incomingMessage(bob, alice.id, 'sent while Bob was away');
+  assert.equal(await queued.getAttribute('data-verified'), 'true');
+  const late = await incomingMessage(alice, bobId, 'typed while offline');
+  assert.equal(await late.getAttribute('data-verified'), 'true');
+  await bob.page.waitForFunction(() => document.querySelector('.msg-out')?.dataset.state === 'delivered');
+  await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.className.includes('presence-online'), bobId);
+  assert.equal(await outgoingState(alice, bobId, 'sent while Bob was away'), 'delivered');
+  assert.equal(await statusOf(alice), 'online');
+  await assertClean(alice);
+  await assertClean(bob);
+});
+
+test('when the resume window ends: queued messages are reported undelivered, and the page says the ID changed', { timeout: 60000 }, async () => {
+  const srv = await server(['--resume-grace', '1']);
+  const alice = await newChatUser(browser, srv, { name: 'Alice' });
+  const bob = await newChatUser(browser, srv, { name: 'Bob' });
+  await befriend(bob, alice);
+  const oldId = bob.id;
+
+  await bob.context.setOffline(true);
+  await bob.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'offline');
+  await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.className.includes('presence-away'), oldId);
+  await sendMessage(alice, oldId, 'lost in the resume window');
+  await sendMessage(bob, alice.id, 'this cannot be delivered');
+
+  // The window (1 s) ends: the server drops what it queued for Bob and tells Alice.
+  await alice.page.waitForFunction(() => document.querySelector('.msg-out')?.dataset.state === 'undelivered');
+  await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.className.includes('presence-gone'), oldId);
+  assert.match(await pane(alice, oldId).locator('.msg-out').textContent(), /undelivered/);
+  const acks = jsonFrames(alice).filter((f) => f.direction === 'received' && f.json.type === 'ACK' && f.json.queued === true);
+  assert.equal(acks.length, 1, 'the message was first acknowledged as queued');
+
+  await bob.context.setOffline(false);
+  const notice = bob.page.locator('[data-notice="session"]');
+  await notice.waitFor({ timeout: 20000 });
+  const newId = await bob.page.textContent('#my-id');
+  assert.notEqual(newId, oldId);
+  assert.match(await notice.textContent(), new RegExp(`ID changed from ${oldId} to ${newId}`));
+  assert.match(await notice.textContent(), /Friends must add you again/);
+  assert.equal(await pane(bob, alice.id).getAttribute('data-presence'), 'gone');
+  assert.notEqual(await outgoingState(bob, alice.id, 'this cannot be delivered'), 'delivered');
+  assertWireIsOpaque(bob, ['this cannot be delivered', 'lost in the resume window']);
+  await screenshot(bob.page, 'session-lost-desktop');
+  await assertClean(alice);
+  await assertClean(bob);
+});
