@@ -115,3 +115,30 @@ fn assert_ids_look_uniform(ids: &HashSet<&str>) {
         "ID characters are not uniform (chi-square {chi_square:.1}): {counts:?}"
     );
 }
+
+/// docs/PROTOCOL.md §8: sockets over `--max-connections-per-ip` are accepted and closed at once.
+#[test]
+fn sockets_over_the_per_address_limit_are_closed_at_once() {
+    let server = Server::start(&["--max-connections-per-ip", "3"]);
+    let mut open: Vec<Client> = (0..3).map(|_| connect_session(&server).0).collect();
+    let refused = Client::try_connect_url(&server.addr(), &server.ws_url());
+    assert!(
+        refused.is_err(),
+        "a fourth socket from one address was served"
+    );
+    for client in &mut open {
+        client.expect_nothing_pending();
+    }
+    // A freed slot can be used again.
+    let Some(first) = open.pop() else { return };
+    first.close_gracefully();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut again = loop {
+        match Client::try_connect_url(&server.addr(), &server.ws_url()) {
+            Ok(client) => break client,
+            Err(e) if Instant::now() >= deadline => panic!("slot not freed: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(again.request(json!({"type": "CONNECT"}))["type"], "CONNECT");
+}
