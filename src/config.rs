@@ -29,6 +29,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate kept in this directory (made on first start).
+    pub tls_self_signed: Option<PathBuf>,
 }
 
 /// Why the command line or environment could not be used.
@@ -81,6 +83,8 @@ Usage: secchat [FLAGS]
   --log-level LEVEL            error, warn, info, debug, trace (default info)
   --tls-cert FILE              PEM certificate chain: serve HTTPS and WSS (needs --tls-key)
   --tls-key FILE               PEM private key (needs --tls-cert)
+  --tls-self-signed DIR        serve HTTPS and WSS with a self-signed certificate for this
+                               machine, made once in DIR and reused (not with --tls-cert)
   -h, --help                   print this help
   -V, --version                print the version
 
@@ -104,6 +108,7 @@ const VALUE_FLAGS: &[&str] = &[
     "log-level",
     "tls-cert",
     "tls-key",
+    "tls-self-signed",
 ];
 
 impl Default for Config {
@@ -123,6 +128,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             tls_cert: None,
             tls_key: None,
+            tls_self_signed: None,
         }
     }
 }
@@ -144,6 +150,11 @@ impl Config {
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "--tls-cert and --tls-key must be given together".to_string(),
+            ));
+        }
+        if config.tls_self_signed.is_some() && config.tls_cert.is_some() {
+            return Err(ConfigError::Invalid(
+                "--tls-self-signed cannot be combined with --tls-cert/--tls-key".to_string(),
             ));
         }
         Ok(config)
@@ -198,6 +209,7 @@ impl Config {
             }
             "tls-cert" => self.tls_cert = Some(PathBuf::from(value)),
             "tls-key" => self.tls_key = Some(PathBuf::from(value)),
+            "tls-self-signed" => self.tls_self_signed = Some(PathBuf::from(value)),
             _ => return Err(ConfigError::Invalid(format!("{source}: unknown setting"))),
         }
         Ok(())
@@ -354,6 +366,17 @@ mod tests {
             (&["--bogus"][..], "--bogus"),
             (&["--listen"][..], "--listen"),
             (&["--tls-cert", "a.pem"][..], "--tls-key"),
+            (
+                &[
+                    "--tls-self-signed",
+                    "d",
+                    "--tls-cert",
+                    "c",
+                    "--tls-key",
+                    "k",
+                ][..],
+                "--tls-self-signed",
+            ),
             (&["--allow-origin", "evil"][..], "--allow-origin"),
         ] {
             match parse(args, &[]) {

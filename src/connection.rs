@@ -12,13 +12,14 @@
 //! [`Connection::tick`], called from the loop's periodic sweep.
 //!
 //! Memory per connection is bounded: the request head buffer by [`http::MAX_HEAD_BYTES`], static
-//! bodies are `&'static` (shared), and the WebSocket buffers by [`ws_config`].
+//! bodies are `&'static` (shared), the WebSocket buffers by [`ws_config`], and TLS by
+//! [`crate::tls::TLS_BUFFER_LIMIT`]. The socket is a [`Transport`] (plain TCP or TLS), so a TLS
+//! handshake happens inside the first reads of the HTTP state, bounded by [`HEAD_DEADLINE`].
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::handshake::server::{Request as UpgradeRequest, create_response, write_response};
 use tungstenite::protocol::frame::CloseFrame;
@@ -28,6 +29,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::assets::Assets;
 use crate::http;
+use crate::tls::Transport;
 
 /// A request head must arrive complete within this time (PROTOCOL.md §7: 408).
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
@@ -136,7 +138,7 @@ enum State {
 }
 
 struct HttpState {
-    stream: TcpStream,
+    stream: Transport,
     input: Vec<u8>,
     output: Option<Pending>,
     /// When the current request head started (or the connection was accepted).
@@ -161,7 +163,7 @@ enum AfterResponse {
 }
 
 struct WsState {
-    socket: WebSocket<TcpStream>,
+    socket: WebSocket<Transport>,
     opened: Instant,
     last_heard: Instant,
     pinged: bool,
@@ -174,7 +176,7 @@ struct WsState {
 }
 
 impl Connection {
-    pub fn accepted(stream: TcpStream, peer: IpAddr, now: Instant) -> Connection {
+    pub fn accepted(stream: Transport, peer: IpAddr, now: Instant) -> Connection {
         Connection {
             peer,
             state: State::Http(HttpState {
@@ -196,13 +198,15 @@ impl Connection {
     /// Whether the loop should keep WRITABLE interest registered.
     pub fn wants_write(&self) -> bool {
         match &self.state {
-            State::Http(http) => http.output.is_some(),
-            State::WebSocket(ws) => ws.want_write,
+            // TLS records (a handshake reply, the end of a response) may wait with no response
+            // pending.
+            State::Http(http) => http.output.is_some() || http.stream.wants_write(),
+            State::WebSocket(ws) => ws.want_write || ws.socket.get_ref().wants_write(),
             State::Moving => false,
         }
     }
 
-    pub fn source(&mut self) -> Option<&mut TcpStream> {
+    pub fn source(&mut self) -> Option<&mut Transport> {
         match &mut self.state {
             State::Http(http) => Some(&mut http.stream),
             State::WebSocket(ws) => Some(ws.socket.get_mut()),
@@ -229,7 +233,7 @@ impl Connection {
         match &mut self.state {
             State::Http(_) => self.drive_http(now, settings),
             State::WebSocket(ws) => {
-                if !ws.want_write {
+                if !ws.want_write && !ws.socket.get_ref().wants_write() {
                     return Outcome::Keep;
                 }
                 match ws.flush() {
@@ -324,7 +328,10 @@ impl Connection {
                     Ok(true) => {}
                 }
                 match http.output.take().map(|pending| pending.then) {
-                    Some(AfterResponse::Close) | None => return Outcome::Drop,
+                    Some(AfterResponse::Close) | None => {
+                        http.stream.finish();
+                        return Outcome::Drop;
+                    }
                     Some(AfterResponse::KeepAlive) => {
                         http.head_started = now;
                         http.served_one = true;
@@ -496,7 +503,13 @@ impl HttpState {
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        // Over TLS, `write` only handed the bytes to rustls: the response is done once the
+        // records are on the socket (the connection may be dropped right after).
+        match self.stream.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads more of a request head; `Ok(true)` when bytes arrived, `Ok(false)` on `WouldBlock`,

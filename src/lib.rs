@@ -9,6 +9,7 @@
 //! - [`config`]: flags and `SECCHAT_*` environment variables.
 //! - [`connection`]: one TCP connection's lifecycle (HTTP head → static file or WebSocket → closing).
 //! - [`server`]: the single-threaded mio poll loop that moves bytes between sockets and the router.
+//! - [`tls`]: HTTPS/WSS: a connection's byte stream (plain or TLS), certificates, `--tls-self-signed`.
 
 pub mod assets;
 pub mod config;
@@ -18,3 +19,4 @@ pub mod id;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod tls;

@@ -1,10 +1,12 @@
 //! `secchat`: parse the configuration, start logging, serve until SIGINT/SIGTERM.
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 
 use secchat::assets::Assets;
 use secchat::config::{Config, ConfigError};
 use secchat::server::Server;
+use secchat::tls::{self, SelfSigned, TlsAcceptor};
 
 fn main() -> ExitCode {
     let config = match Config::from_args_and_env(std::env::args().skip(1), std::env::vars()) {
@@ -29,12 +31,15 @@ fn main() -> ExitCode {
         eprintln!("secchat: cannot start logging: {error}");
         return ExitCode::FAILURE;
     }
-    if config.tls_cert.is_some() {
-        eprintln!(
-            "secchat: --tls-cert/--tls-key: TLS is not built in yet; put a TLS proxy in front"
-        );
-        return ExitCode::from(2);
-    }
+    let (acceptor, self_signed) = match tls_from_config(&config) {
+        Ok(Some((acceptor, self_signed))) => (Some(acceptor), self_signed),
+        Ok(None) => (None, None),
+        Err(message) => {
+            eprintln!("secchat: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls_on = acceptor.is_some();
     let assets = match &config.public_dir {
         Some(dir) => match Assets::from_dir(dir) {
             Ok(assets) => assets,
@@ -46,7 +51,7 @@ fn main() -> ExitCode {
         None => Assets::embedded(),
     };
     raise_open_file_limit();
-    let mut server = match Server::bind(&config, assets) {
+    let mut server = match Server::bind(&config, assets, acceptor) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("secchat: cannot listen on {}: {error}", config.listen);
@@ -54,7 +59,7 @@ fn main() -> ExitCode {
         }
     };
     let addr = server.local_addr().unwrap_or(config.listen);
-    announce(addr);
+    announce(addr, tls_on, self_signed.as_ref());
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -64,19 +69,79 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the URL to open and warns when browsers elsewhere could not use it.
-fn announce(addr: std::net::SocketAddr) {
-    let shown = if addr.ip().is_unspecified() {
-        format!("localhost:{}", addr.port())
-    } else {
-        addr.to_string()
+/// The TLS set-up the flags ask for: `--tls-cert`/`--tls-key`, or `--tls-self-signed DIR` (then
+/// also what the banner says about that certificate). Errors name the flag and the file.
+fn tls_from_config(config: &Config) -> Result<Option<(TlsAcceptor, Option<SelfSigned>)>, String> {
+    if let Some(dir) = &config.tls_self_signed {
+        let made = tls::self_signed(dir)
+            .map_err(|e| format!("--tls-self-signed {}: {e}", dir.display()))?;
+        let acceptor = TlsAcceptor::load(&made.cert, &made.key)
+            .map_err(|e| format!("--tls-self-signed {}: {e}", dir.display()))?;
+        return Ok(Some((acceptor, Some(made))));
+    }
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => TlsAcceptor::load(cert, key)
+            .map(|acceptor| Some((acceptor, None)))
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// Prints the URL(s) to open, the self-signed certificate's fingerprint, and warns when browsers
+/// elsewhere could not use the server.
+fn announce(addr: SocketAddr, tls_on: bool, self_signed: Option<&SelfSigned>) {
+    let scheme = if tls_on { "https" } else { "http" };
+    let url = |host: &str| match (tls_on, addr.port()) {
+        (true, 443) | (false, 80) => format!("{scheme}://{host}/"),
+        (_, port) => format!("{scheme}://{host}:{port}/"),
     };
-    println!("SecChat is running: open http://{shown}/");
-    if !addr.ip().is_loopback() {
+    let first = if addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        url_host(addr.ip())
+    };
+    println!("SecChat is running: open {}", url(&first));
+    if tls_on && addr.ip().is_unspecified() {
+        // Listening everywhere: the machine's names and addresses work from other machines.
+        for name in tls::machine_names() {
+            if name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+                continue;
+            }
+            let host = name
+                .parse::<IpAddr>()
+                .map_or_else(|_| name.clone(), url_host);
+            println!("  or {}", url(&host));
+        }
+    }
+    if let Some(certificate) = self_signed {
+        let how = if certificate.created {
+            format!("made now for {}", certificate.names.join(", "))
+        } else {
+            "made on an earlier start".to_string()
+        };
+        println!(
+            "TLS certificate: self-signed, {} ({how})",
+            certificate.cert.display()
+        );
+        println!("SHA-256 fingerprint: {}", certificate.fingerprint);
+        println!(
+            "Browsers will warn about this certificate: continue only if the SHA-256 \
+             fingerprint they show is the one above."
+        );
+    }
+    if !addr.ip().is_loopback() && !tls_on {
         log::warn!(
             "listening on {addr} without TLS: browsers on other machines will refuse to encrypt \
              (Web Crypto needs https:// or localhost); use --tls-cert/--tls-key or a TLS proxy"
         );
+    }
+}
+
+/// An IP address as the host part of a URL (IPv6 in brackets).
+fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 

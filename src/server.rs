@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::connection::{self, Connection, Flush, Inbound, Outcome, SendError, Settings, Tick};
 use crate::router::fasthash::FastMap;
 use crate::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
+use crate::tls::{TlsAcceptor, Transport};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -57,6 +58,8 @@ impl Entropy for OsEntropy {
 pub struct Server {
     poll: Poll,
     listener: TcpListener,
+    /// With TLS, every accepted socket is wrapped by this; SIGHUP re-reads its certificate.
+    tls: Option<TlsAcceptor>,
     signals: Signals,
     conns: FastMap<Token, Connection>,
     router: Router<OsEntropy>,
@@ -91,7 +94,8 @@ struct Clock {
 
 impl Server {
     /// Binds the listening socket and prepares the loop; nothing is served until [`Server::run`].
-    pub fn bind(config: &Config, assets: Assets) -> io::Result<Server> {
+    /// With `tls`, the port speaks HTTPS and WSS only.
+    pub fn bind(config: &Config, assets: Assets, tls: Option<TlsAcceptor>) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         poll.registry()
@@ -118,7 +122,7 @@ impl Server {
             assets: Box::leak(Box::new(assets)),
             allow_origins: Box::leak(config.allow_origins.clone().into_boxed_slice()),
             ws_config,
-            tls: false,
+            tls: tls.is_some(),
             ping_interval: nonzero(config.ping_interval),
             idle_timeout: nonzero(config.idle_timeout),
         };
@@ -136,6 +140,7 @@ impl Server {
         Ok(Server {
             poll,
             listener,
+            tls,
             signals,
             conns: FastMap::default(),
             router: Router::new(router_config, OsEntropy),
@@ -264,8 +269,12 @@ impl Server {
                         continue;
                     }
                     log::debug!("connection {} accepted from {peer}", token.0);
+                    let transport = match &self.tls {
+                        Some(acceptor) => acceptor.accept(stream),
+                        None => Transport::Plain(stream),
+                    };
                     self.conns
-                        .insert(token, Connection::accepted(stream, ip, clock.instant));
+                        .insert(token, Connection::accepted(transport, ip, clock.instant));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -285,9 +294,26 @@ impl Server {
         for signal in received {
             match signal {
                 SIGINT | SIGTERM => self.begin_shutdown(clock),
-                SIGHUP => log::info!("SIGHUP: nothing to reload without TLS"),
+                SIGHUP => self.reload_certificate(),
                 _ => {}
             }
+        }
+    }
+
+    /// Re-reads the certificate and key (after a renewal). New connections get the new ones;
+    /// open connections keep theirs; on error the old ones stay in use.
+    fn reload_certificate(&mut self) {
+        let Some(acceptor) = &mut self.tls else {
+            log::info!("SIGHUP: nothing to reload without TLS");
+            return;
+        };
+        match acceptor.reload() {
+            Ok(()) => log::info!(
+                "SIGHUP: reloaded {} (SHA-256 {})",
+                acceptor.cert_path().display(),
+                acceptor.fingerprint()
+            ),
+            Err(error) => log::error!("SIGHUP: keeping the current certificate: {error}"),
         }
     }
 
