@@ -31,6 +31,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Serve TLS with a self-signed certificate kept in this directory (made on first start).
     pub tls_self_signed: Option<PathBuf>,
+    /// Where `/metrics` is served; `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Why the command line or environment could not be used.
@@ -81,6 +83,7 @@ Usage: secchat [FLAGS]
   --rate-friend-requests N     FRIEND_REQUESTs per minute per session; 0 = unlimited (default 20)
   --allow-origin ORIGIN        another origin allowed to open /ws (repeatable)
   --log-level LEVEL            error, warn, info, debug, trace (default info)
+  --metrics-listen ADDR:PORT   serve Prometheus metrics at /metrics there (default: off)
   --tls-cert FILE              PEM certificate chain: serve HTTPS and WSS (needs --tls-key)
   --tls-key FILE               PEM private key (needs --tls-cert)
   --tls-self-signed DIR        serve HTTPS and WSS with a self-signed certificate for this
@@ -106,6 +109,7 @@ const VALUE_FLAGS: &[&str] = &[
     "rate-friend-requests",
     "allow-origin",
     "log-level",
+    "metrics-listen",
     "tls-cert",
     "tls-key",
     "tls-self-signed",
@@ -129,6 +133,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_self_signed: None,
+            metrics_listen: None,
         }
     }
 }
@@ -209,6 +214,13 @@ impl Config {
             }
             "tls-cert" => self.tls_cert = Some(PathBuf::from(value)),
             "tls-key" => self.tls_key = Some(PathBuf::from(value)),
+            "metrics-listen" => {
+                self.metrics_listen = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad("expected ADDR:PORT such as 127.0.0.1:9090"))?,
+                )
+            }
             "tls-self-signed" => self.tls_self_signed = Some(PathBuf::from(value)),
             _ => return Err(ConfigError::Invalid(format!("{source}: unknown setting"))),
         }

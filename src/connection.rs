@@ -86,6 +86,18 @@ pub enum Outcome {
     ReadAgain,
     /// Close the socket and forget the connection (and tell the router, if it was a WebSocket).
     Drop,
+    /// A metrics connection asked for `/metrics`: render the page and hand it to
+    /// [`Connection::send_response`].
+    MetricsRequested,
+}
+
+/// Which listener accepted a connection: they serve different things.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The web client, `/healthz` and `/ws`.
+    Public,
+    /// `GET /metrics` only (`--metrics-listen`).
+    Metrics,
 }
 
 /// What arrived on an open WebSocket, handed to the loop's sink while reading.
@@ -122,6 +134,7 @@ pub enum Flush {
 
 pub struct Connection {
     state: State,
+    endpoint: Endpoint,
     /// The peer's address, for the per-address connection count.
     pub peer: IpAddr,
     /// Whether WRITABLE interest is registered; the loop re-registers only when this changes.
@@ -176,8 +189,14 @@ struct WsState {
 }
 
 impl Connection {
-    pub fn accepted(stream: Transport, peer: IpAddr, now: Instant) -> Connection {
+    pub fn accepted(
+        stream: Transport,
+        peer: IpAddr,
+        endpoint: Endpoint,
+        now: Instant,
+    ) -> Connection {
         Connection {
+            endpoint,
             peer,
             state: State::Http(HttpState {
                 stream,
@@ -242,6 +261,13 @@ impl Connection {
                 }
             }
             State::Moving => Outcome::Drop,
+        }
+    }
+
+    /// Sends `response` on an HTTP connection, then closes it (the metrics page).
+    pub fn send_response(&mut self, response: http::Response) {
+        if let State::Http(http) = &mut self.state {
+            http.respond(response, AfterResponse::Close);
         }
     }
 
@@ -346,6 +372,16 @@ impl Connection {
                 http::Head::Complete(request) => {
                     let rest = http.input.split_off(request.head_len.min(http.input.len()));
                     let head = std::mem::replace(&mut http.input, rest);
+                    if self.endpoint == Endpoint::Metrics {
+                        if request.method == "GET" && request.path() == "/metrics" {
+                            return Outcome::MetricsRequested;
+                        }
+                        http.respond(
+                            http::error_response(404, settings.tls),
+                            AfterResponse::Close,
+                        );
+                        continue;
+                    }
                     let (response, then) = answer(&request, &head, settings);
                     if matches!(then, AfterResponse::Upgrade(_)) {
                         // Bytes after the head belong to the WebSocket.

@@ -12,7 +12,9 @@ mod response;
 pub use head::{Head, MAX_HEAD_BYTES, MAX_HEADERS, Request, parse_head};
 pub use origin::{is_valid_origin, origin_allowed};
 pub use path::{PathError, resolve_path};
-pub use response::{CONTENT_SECURITY_POLICY, Response, error_response, respond};
+pub use response::{
+    CONTENT_SECURITY_POLICY, Response, error_response, generated_response, respond,
+};
 
 #[cfg(test)]
 mod fuzz {

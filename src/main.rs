@@ -60,6 +60,9 @@ fn main() -> ExitCode {
     };
     let addr = server.local_addr().unwrap_or(config.listen);
     announce(addr, tls_on, self_signed.as_ref());
+    if let Some(metrics) = config.metrics_listen {
+        println!("Metrics: http://{metrics}/metrics");
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

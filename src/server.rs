@@ -21,21 +21,26 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::assets::Assets;
 use crate::config::Config;
-use crate::connection::{self, Connection, Flush, Inbound, Outcome, SendError, Settings, Tick};
+use crate::connection::{
+    self, Connection, Endpoint, Flush, Inbound, Outcome, SendError, Settings, Tick,
+};
+use crate::http;
+use crate::metrics::{self, LoopCounters};
 use crate::router::fasthash::FastMap;
 use crate::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
 use crate::tls::{TlsAcceptor, Transport};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
-const FIRST_CONNECTION: usize = 2;
+const METRICS: Token = Token(2);
+const FIRST_CONNECTION: usize = 3;
 
 /// How long a shutdown waits for close frames to reach the peers.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -58,6 +63,8 @@ impl Entropy for OsEntropy {
 pub struct Server {
     poll: Poll,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    counters: LoopCounters,
     /// With TLS, every accepted socket is wrapped by this; SIGHUP re-reads its certificate.
     tls: Option<TlsAcceptor>,
     signals: Signals,
@@ -100,6 +107,15 @@ impl Server {
         let mut listener = TcpListener::bind(config.listen)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut listener = TcpListener::bind(addr)?;
+                poll.registry()
+                    .register(&mut listener, METRICS, Interest::READABLE)?;
+                Some(listener)
+            }
+            None => None,
+        };
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -140,6 +156,8 @@ impl Server {
         Ok(Server {
             poll,
             listener,
+            metrics_listener,
+            counters: LoopCounters::default(),
             tls,
             signals,
             conns: FastMap::default(),
@@ -180,7 +198,8 @@ impl Server {
             let clock = self.clock();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(clock),
+                    LISTENER => self.accept(Endpoint::Public, clock),
+                    METRICS => self.accept(Endpoint::Metrics, clock),
                     SIGNALS => self.on_signals(clock),
                     token => {
                         if event.is_writable() {
@@ -238,44 +257,20 @@ impl Server {
         wake.saturating_duration_since(now)
     }
 
-    fn accept(&mut self, clock: Clock) {
+    fn accept(&mut self, endpoint: Endpoint, clock: Clock) {
         if self.accept_paused_until.is_some() || self.shutdown_deadline.is_some() {
             return;
         }
         loop {
-            match self.listener.accept() {
-                Ok((mut stream, peer)) => {
-                    if self.conns.len() >= self.max_open_sockets {
-                        log::warn!("refusing a connection: {} sockets open", self.conns.len());
-                        continue;
-                    }
-                    let ip = peer.ip();
-                    let open_from_ip = self.per_ip.entry(ip).or_insert(0);
-                    if self.max_per_ip != 0 && *open_from_ip >= self.max_per_ip {
-                        log::debug!("refusing a connection: {open_from_ip} open from one address");
-                        continue;
-                    }
-                    *open_from_ip += 1;
-                    // Chat frames are small and latency matters more than packet count.
-                    let _ = stream.set_nodelay(true);
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if let Err(error) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, token, Interest::READABLE)
-                    {
-                        log::warn!("cannot register a connection: {error}");
-                        continue;
-                    }
-                    log::debug!("connection {} accepted from {peer}", token.0);
-                    let transport = match &self.tls {
-                        Some(acceptor) => acceptor.accept(stream),
-                        None => Transport::Plain(stream),
-                    };
-                    self.conns
-                        .insert(token, Connection::accepted(transport, ip, clock.instant));
-                }
+            let listener = match endpoint {
+                Endpoint::Public => &self.listener,
+                Endpoint::Metrics => match &self.metrics_listener {
+                    Some(listener) => listener,
+                    None => return,
+                },
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer.ip(), endpoint, clock),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -287,6 +282,44 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Registers an accepted socket, or closes it at once when a connection limit says no.
+    fn admit(&mut self, mut stream: TcpStream, ip: IpAddr, endpoint: Endpoint, clock: Clock) {
+        self.counters.accepted += 1;
+        if self.conns.len() >= self.max_open_sockets {
+            self.counters.refused += 1;
+            log::warn!("refusing a connection: {} sockets open", self.conns.len());
+            return;
+        }
+        let open_from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.max_per_ip != 0 && open_from_ip >= self.max_per_ip {
+            self.counters.refused += 1;
+            log::debug!("refusing a connection: {open_from_ip} open from one address");
+            return;
+        }
+        // Chat frames are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Err(error) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            log::warn!("cannot register a connection: {error}");
+            return;
+        }
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        log::debug!("connection {} accepted from {ip}", token.0);
+        let transport = match (&self.tls, endpoint) {
+            (Some(acceptor), Endpoint::Public) => acceptor.accept(stream),
+            _ => Transport::Plain(stream),
+        };
+        self.conns.insert(
+            token,
+            Connection::accepted(transport, ip, endpoint, clock.instant),
+        );
     }
 
     fn on_signals(&mut self, clock: Clock) {
@@ -324,6 +357,9 @@ impl Server {
         log::info!("shutting down: closing {} connections", self.conns.len());
         self.shutdown_deadline = Some(clock.instant + SHUTDOWN_GRACE);
         let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Some(listener) = &mut self.metrics_listener {
+            let _ = self.poll.registry().deregister(listener);
+        }
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for token in tokens {
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -346,12 +382,20 @@ impl Server {
         let router = &mut self.router;
         let actions = &mut self.actions;
         let now = clock.router;
+        let counters = &mut self.counters;
         let outcome = conn.on_readable(
             clock.instant,
             &self.settings,
             &mut |inbound| match inbound {
-                Inbound::Text(text) => router.text(id, text, now, actions),
-                Inbound::Binary => router.binary(id, now, actions),
+                Inbound::Text(text) => {
+                    counters.frames_in += 1;
+                    counters.bytes_in += text.len() as u64;
+                    router.text(id, text, now, actions)
+                }
+                Inbound::Binary => {
+                    counters.frames_in += 1;
+                    router.binary(id, now, actions)
+                }
                 Inbound::Control => {}
                 Inbound::Failed(code) => {
                     log::debug!("connection {id} failed with close code {code}");
@@ -390,13 +434,39 @@ impl Server {
             Outcome::Opened => {
                 log::debug!("connection {} opened a WebSocket", token.0);
                 self.router.open(token.0 as ConnId, clock.router);
+                self.counters.websockets += 1;
                 self.sync_interest(token);
                 // Frames may have arrived with the upgrade or while the 101 was written; with
                 // edge-triggered readiness no new event would report them.
                 self.read_again.push(token);
             }
             Outcome::Drop => self.drop_connection(token, clock),
+            Outcome::MetricsRequested => {
+                let page = self.metrics_page();
+                let Some(conn) = self.conns.get_mut(&token) else {
+                    return;
+                };
+                conn.send_response(http::generated_response(
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    &page,
+                    false,
+                ));
+                let outcome = conn.on_writable(clock.instant, &self.settings);
+                self.after(token, outcome, clock);
+            }
         }
+    }
+
+    fn metrics_page(&self) -> String {
+        let counters = LoopCounters {
+            open_sockets: self.conns.len(),
+            ..self.counters
+        };
+        metrics::render(
+            &self.router.stats(),
+            &counters,
+            metrics::process_rss_bytes(),
+        )
     }
 
     /// Applies the router's actions until it has nothing more to say (dropping a connection can
@@ -413,8 +483,13 @@ impl Server {
                         let Some(connection) = self.conns.get_mut(&token) else {
                             continue;
                         };
+                        let len = frame.len() as u64;
                         match connection.send_text(frame) {
-                            Ok(()) => mark_dirty(&mut self.dirty, token, connection),
+                            Ok(()) => {
+                                self.counters.frames_out += 1;
+                                self.counters.bytes_out += len;
+                                mark_dirty(&mut self.dirty, token, connection);
+                            }
                             Err(SendError::NotOpen) => {}
                             Err(SendError::Full) => {
                                 log::debug!("connection {conn} does not read its replies: dropped");
@@ -454,6 +529,7 @@ impl Server {
         }
         log::debug!("connection {} closed", token.0);
         if conn.is_websocket() {
+            self.counters.websockets = self.counters.websockets.saturating_sub(1);
             self.router
                 .closed(token.0 as ConnId, clock.router, &mut self.actions);
         }
@@ -473,7 +549,8 @@ impl Server {
             .is_some_and(|until| clock.instant >= until)
         {
             self.accept_paused_until = None;
-            self.accept(clock);
+            self.accept(Endpoint::Public, clock);
+            self.accept(Endpoint::Metrics, clock);
         }
         if clock.instant >= self.next_sweep {
             self.next_sweep = clock.instant + self.sweep_every;

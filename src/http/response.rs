@@ -94,6 +94,19 @@ pub fn error_response(status: u16, tls: bool) -> Response {
     head.finish(body, false, tls)
 }
 
+/// A `200` with a body made at request time (the metrics page): the body is appended to `head`
+/// and the connection closes after it.
+pub fn generated_response(content_type: &str, body: &str, tls: bool) -> Response {
+    let mut head = HeadBuilder::new(200, "OK");
+    head.header("Content-Type", content_type);
+    head.header("Content-Length", body.len());
+    head.header("Cache-Control", "no-store");
+    head.header("Connection", "close");
+    let mut response = head.finish(&[], false, tls);
+    response.head.extend_from_slice(body.as_bytes());
+    response
+}
+
 fn healthz(keep_alive: bool, tls: bool) -> Response {
     let mut head = HeadBuilder::new(200, "OK");
     head.header("Content-Type", "text/plain");

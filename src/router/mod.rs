@@ -128,6 +128,8 @@ pub struct RouterStats {
     pub queued_frames: usize,
     pub queued_bytes: usize,
     pub messages_routed: u64,
+    /// ERRORs sent, indexed like [`ErrorCode::ALL`].
+    pub errors_sent: [u64; ErrorCode::ALL.len()],
 }
 
 /// Close codes the router asks for (PROTOCOL.md §5).
@@ -172,6 +174,7 @@ pub struct Router<E: Entropy> {
     queued_frames: usize,
     queued_bytes: usize,
     messages_routed: u64,
+    errors_sent: [u64; ErrorCode::ALL.len()],
 }
 
 impl<E: Entropy> Router<E> {
@@ -186,6 +189,7 @@ impl<E: Entropy> Router<E> {
             queued_frames: 0,
             queued_bytes: 0,
             messages_routed: 0,
+            errors_sent: [0; ErrorCode::ALL.len()],
         }
     }
 
@@ -291,6 +295,7 @@ impl<E: Entropy> Router<E> {
             queued_frames: self.queued_frames,
             queued_bytes: self.queued_bytes,
             messages_routed: self.messages_routed,
+            errors_sent: self.errors_sent,
         }
     }
 
@@ -558,6 +563,7 @@ impl<E: Entropy> Router<E> {
             }
         }
         if self.sessions.len() >= self.config.max_sessions {
+            self.count_error(ErrorCode::ServerFull);
             self.send(conn, protocol::error(ErrorCode::ServerFull, reference), out);
             self.conns.remove(&conn);
             out.push(Action::Close {
@@ -835,6 +841,12 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Answers with ERROR `code`; closes the connection (1008) on the error that floods.
+    fn count_error(&mut self, code: ErrorCode) {
+        if let Some(count) = self.errors_sent.get_mut(code as usize) {
+            *count += 1;
+        }
+    }
+
     fn refuse(
         &mut self,
         conn: ConnId,
@@ -843,6 +855,7 @@ impl<E: Entropy> Router<E> {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        self.count_error(code);
         self.send(conn, protocol::error(code, reference), out);
         if !code.counts_toward_flood() {
             return;

@@ -66,7 +66,7 @@ pub fn is_valid_token(token: &str) -> bool {
 
 static NEXT_LOG_DIR: AtomicU64 = AtomicU64::new(0);
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
