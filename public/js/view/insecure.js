@@ -11,5 +11,5 @@ export function showInsecureContext(root) {
     h('div', { className: 'banner banner-danger', role: 'alert', id: 'insecure-context' },
       h('strong', { text: 'This page is not a secure context, so the browser hides its Web Crypto API.' }),
       h('p', { text: 'SecChat encrypts everything in your browser and cannot work without it. Browsers only offer it on https:// pages and on http://localhost.' }),
-      h('p', { text: `You opened ${location.origin}. Use the https:// address of this server (a TLS certificate via --tls-cert/--tls-key or a reverse proxy), or open it on the same machine as http://localhost.` }))));
+      h('p', { text: `You opened ${location.origin}. Use the https:// address of this server (start it with --tls-cert/--tls-key, --tls-self-signed DIR on a home network, or put a TLS reverse proxy in front), or open it on the same machine as http://localhost.` }))));
 }
