@@ -1,0 +1,343 @@
+//! Benches of the pure routing core: no sockets, no event loop, just [`Router`] calls as the
+//! server makes them.
+//!
+//! - `route/...`: MESSAGE routing with 2, 1,000 and 10,000 connected sessions (all paired as
+//!   friends), 512 B and 4 KiB payloads, without and with `ref` (then an ACK is built too). One
+//!   iteration routes a batch of [`BATCH`] messages and then reports each recipient flushed,
+//!   as the event loop does once per poll iteration; throughput is in messages.
+//! - `friends/handshake`: FRIEND_REQUEST + FRIEND_ACCEPT between two sessions, plus the
+//!   FRIEND_REMOVE that resets them for the next iteration (three routed frames).
+//! - `friends/pair_lifecycle`: two connections opened, two CONNECTs, request, accept, and two
+//!   DISCONNECTs: what setting up (and tearing down) one pair of friends costs the router.
+//! - `frame/decode` and `frame/encode`: one client MESSAGE decoded, one server MESSAGE built.
+//!
+//! Every setup checks that the router answers what the bench assumes (a MESSAGE to the friend,
+//! an ACK to the sender): a bench that silently measured `peer_busy` errors would be worthless.
+//!
+//! Run: `cargo bench --bench routing` (a subset: `cargo bench --bench routing -- route/10000`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use secchat::id::Id;
+use secchat::protocol;
+use secchat::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
+use serde_json::value::RawValue;
+
+/// Messages routed per iteration before the recipients are reported flushed.
+const BATCH: usize = 64;
+const NOW: Now = Now {
+    mono_ms: 1_000,
+    unix_ms: 1_795_000_000_000,
+};
+/// An armored public key of realistic size (an Ed25519 + Cv25519 key is about 650 bytes).
+const PUBLIC_KEY_BODY_LEN: usize = 600;
+/// Where the 6 characters of `to` start in [`message_text`]'s output.
+const TO_OFFSET: usize = r#"{"type":"MESSAGE","to":""#.len();
+
+/// A fast deterministic generator: the benches measure routing, not the OS CSPRNG.
+struct SeededEntropy(u64);
+
+impl Entropy for SeededEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for byte in buf {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            *byte = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+        }
+    }
+}
+
+fn config() -> RouterConfig {
+    RouterConfig {
+        max_sessions: 20_000,
+        rate_messages_per_sec: 0,
+        rate_friend_requests_per_min: 0,
+        ..RouterConfig::defaults()
+    }
+}
+
+/// A JSON string literal (quotes included) holding an armored block of `len` bytes as sent
+/// on the wire, its line breaks escaped as `\n`.
+fn armored(header: &str, footer: &str, len: usize) -> String {
+    let overhead = header.len() + footer.len() + 2 + 4; // 2 quotes, 2 × `\n`
+    let body_len = len.saturating_sub(overhead).max(1);
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let body: String = (0..body_len)
+        .map(|i| char::from(alphabet[i % alphabet.len()]))
+        .collect();
+    format!(r#""{header}\n{body}\n{footer}""#)
+}
+
+fn payload_json(len: usize) -> String {
+    armored(
+        "-----BEGIN PGP MESSAGE-----",
+        "-----END PGP MESSAGE-----",
+        len,
+    )
+}
+
+fn public_key_json() -> String {
+    armored(
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        "-----END PGP PUBLIC KEY BLOCK-----",
+        PUBLIC_KEY_BODY_LEN,
+    )
+}
+
+fn message_text(to: &str, payload: &str, with_ref: bool) -> String {
+    let reference = if with_ref { r#","ref":"4711""# } else { "" };
+    let text = format!(r#"{{"type":"MESSAGE","to":"{to}","payload":{payload}{reference}}}"#);
+    assert_eq!(text.get(TO_OFFSET..TO_OFFSET + 6), Some(to));
+    text
+}
+
+/// The frames in `out`, as (connection, text); Close actions are returned as "CLOSE".
+fn frames(out: &[Action]) -> Vec<(ConnId, &str)> {
+    out.iter()
+        .map(|action| match action {
+            Action::Send { conn, frame } => (*conn, frame.as_str()),
+            Action::Close { conn, .. } => (*conn, "CLOSE"),
+        })
+        .collect()
+}
+
+fn frame_type(frame: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(frame)
+        .ok()
+        .and_then(|value| value.get("type")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("not a JSON frame: {frame}"))
+}
+
+/// A router driven by connection IDs 1, 2, 3, … with helpers that check every answer.
+struct Harness {
+    router: Router<SeededEntropy>,
+    out: Vec<Action>,
+    next_conn: ConnId,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            router: Router::new(config(), SeededEntropy(0x9E37_79B9_7F4A_7C15)),
+            out: Vec::with_capacity(16),
+            next_conn: 1,
+        }
+    }
+
+    /// Opens a connection and sends CONNECT; returns the connection and its session ID.
+    fn connect(&mut self) -> (ConnId, String) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.router.open(conn, NOW);
+        self.router
+            .text(conn, r#"{"type":"CONNECT"}"#, NOW, &mut self.out);
+        let reply = frames(&self.out)
+            .first()
+            .map(|(to, frame)| (*to, frame.to_string()));
+        self.out.clear();
+        let Some((to, frame)) = reply.filter(|(to, _)| *to == conn) else {
+            panic!("no CONNECT reply for connection {conn}");
+        };
+        let value: serde_json::Value = serde_json::from_str(&frame).expect("CONNECT reply is JSON");
+        let id = value["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("CONNECT reply without id on {to}: {frame}"));
+        (conn, id.to_owned())
+    }
+
+    /// Sends `text` from `from` and checks the router answered exactly `expected`
+    /// (recipient, frame type) pairs, in order.
+    fn expect(&mut self, from: ConnId, text: &str, expected: &[(ConnId, &str)]) {
+        self.router.text(from, text, NOW, &mut self.out);
+        let got: Vec<(ConnId, String)> = frames(&self.out)
+            .into_iter()
+            .map(|(conn, frame)| (conn, frame_type(frame)))
+            .collect();
+        let want: Vec<(ConnId, String)> = expected
+            .iter()
+            .map(|(conn, kind)| (*conn, kind.to_string()))
+            .collect();
+        assert_eq!(got, want, "after {from} sent {}", frame_type(text));
+        self.out.clear();
+    }
+
+    fn befriend(&mut self, a: (ConnId, &str), b: (ConnId, &str), key: &str) {
+        let request = format!(
+            r#"{{"type":"FRIEND_REQUEST","to":"{}","public_key":{key}}}"#,
+            b.1
+        );
+        self.expect(a.0, &request, &[(b.0, "FRIEND_REQUEST")]);
+        let accept = format!(
+            r#"{{"type":"FRIEND_ACCEPT","to":"{}","public_key":{key}}}"#,
+            a.1
+        );
+        self.expect(b.0, &accept, &[(a.0, "FRIEND_ACCEPT")]);
+    }
+}
+
+/// `sessions` connected sessions in pairs of friends: (sender, recipient, recipient's ID).
+fn paired_sessions(harness: &mut Harness, sessions: usize) -> Vec<(ConnId, ConnId, String)> {
+    let key = public_key_json();
+    (0..sessions / 2)
+        .map(|_| {
+            let a = harness.connect();
+            let b = harness.connect();
+            harness.befriend((a.0, &a.1), (b.0, &b.1), &key);
+            (a.0, b.0, b.1)
+        })
+        .collect()
+}
+
+fn bench_routing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for sessions in [2usize, 1_000, 10_000] {
+        let mut harness = Harness::new();
+        let pairs = paired_sessions(&mut harness, sessions);
+        for payload_len in [512usize, 4096] {
+            let payload = payload_json(payload_len);
+            for with_ref in [false, true] {
+                let name = format!(
+                    "{sessions}/{}{}",
+                    if payload_len == 512 { "512B" } else { "4KiB" },
+                    if with_ref { "+ref" } else { "" }
+                );
+                // One reusable text per batch slot, its `to` rewritten before each call: like
+                // the server's read buffer, the bytes routed are hot in cache.
+                let mut texts: Vec<String> = (0..BATCH)
+                    .map(|_| message_text(&pairs[0].2, &payload, with_ref))
+                    .collect();
+                let expected: &[(ConnId, &str)] = if with_ref {
+                    &[(pairs[0].1, "MESSAGE"), (pairs[0].0, "ACK")]
+                } else {
+                    &[(pairs[0].1, "MESSAGE")]
+                };
+                harness.expect(pairs[0].0, &texts[0], expected);
+                let distinct_recipients = BATCH.min(pairs.len());
+                let mut next_pair = 0usize;
+                let Harness { router, out, .. } = &mut harness;
+                group.bench_function(BenchmarkId::from_parameter(&name), |b| {
+                    b.iter(|| {
+                        let first = next_pair;
+                        for text in texts.iter_mut() {
+                            let (from, _, to_id) = &pairs[next_pair];
+                            text.replace_range(TO_OFFSET..TO_OFFSET + 6, to_id);
+                            router.text(*from, black_box(text.as_str()), NOW, out);
+                            out.clear();
+                            next_pair = (next_pair + 1) % pairs.len();
+                        }
+                        for k in 0..distinct_recipients {
+                            let (sender, recipient, _) = &pairs[(first + k) % pairs.len()];
+                            router.flushed(*recipient);
+                            if with_ref {
+                                router.flushed(*sender);
+                            }
+                        }
+                    })
+                });
+                // The same check after the run: nothing turned into peer_busy or an error.
+                let (from, to, to_id) = &pairs[next_pair];
+                let text = message_text(to_id, &payload, with_ref);
+                let expected: Vec<(ConnId, &str)> = if with_ref {
+                    vec![(*to, "MESSAGE"), (*from, "ACK")]
+                } else {
+                    vec![(*to, "MESSAGE")]
+                };
+                harness.expect(*from, &text, &expected);
+            }
+        }
+    }
+    group.finish();
+}
+
+fn bench_friends(c: &mut Criterion) {
+    let mut group = c.benchmark_group("friends");
+    let key = public_key_json();
+
+    let mut harness = Harness::new();
+    let a = harness.connect();
+    let b = harness.connect();
+    let request = format!(
+        r#"{{"type":"FRIEND_REQUEST","to":"{}","public_key":{key}}}"#,
+        b.1
+    );
+    let accept = format!(
+        r#"{{"type":"FRIEND_ACCEPT","to":"{}","public_key":{key}}}"#,
+        a.1
+    );
+    let remove = format!(r#"{{"type":"FRIEND_REMOVE","to":"{}"}}"#, b.1);
+    // Checked once: each of the three frames is forwarded to the other side.
+    harness.expect(a.0, &request, &[(b.0, "FRIEND_REQUEST")]);
+    harness.expect(b.0, &accept, &[(a.0, "FRIEND_ACCEPT")]);
+    harness.expect(a.0, &remove, &[(b.0, "FRIEND_REMOVE")]);
+    {
+        let Harness { router, out, .. } = &mut harness;
+        group.bench_function("handshake", |bench| {
+            bench.iter(|| {
+                router.text(a.0, black_box(&request), NOW, out);
+                router.text(b.0, black_box(&accept), NOW, out);
+                router.text(a.0, black_box(&remove), NOW, out);
+                out.clear();
+                router.flushed(a.0);
+                router.flushed(b.0);
+            })
+        });
+    }
+    harness.expect(a.0, &request, &[(b.0, "FRIEND_REQUEST")]);
+
+    let mut harness = Harness::new();
+    // Sessions stay around as background, as in a busy server.
+    paired_sessions(&mut harness, 1_000);
+    let disconnect = r#"{"type":"DISCONNECT"}"#;
+    group.bench_function("pair_lifecycle", |bench| {
+        bench.iter(|| {
+            let a = harness.connect();
+            let b = harness.connect();
+            harness.befriend((a.0, &a.1), (b.0, &b.1), &key);
+            harness.router.text(a.0, disconnect, NOW, &mut harness.out);
+            harness.router.text(b.0, disconnect, NOW, &mut harness.out);
+            harness.out.clear();
+        })
+    });
+    assert_eq!(harness.router.stats().sessions, 1_000);
+    group.finish();
+}
+
+fn bench_frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame");
+    group.throughput(Throughput::Elements(1));
+    let payload = payload_json(512);
+    let text = message_text("X2M9QP", &payload, false);
+    assert!(
+        protocol::decode(&text).is_ok(),
+        "the bench frame must decode"
+    );
+    group.bench_function("decode/512B", |b| {
+        b.iter(|| protocol::decode(black_box(&text)).is_ok())
+    });
+    let raw: &RawValue = serde_json::from_str(&payload).expect("payload literal is JSON");
+    let from = Id::parse("K7Q2ZD").expect("a valid ID");
+    group.bench_function("encode/512B", |b| {
+        b.iter(|| protocol::message(from, black_box(raw), NOW.unix_ms))
+    });
+    group.finish();
+}
+
+fn configured() -> Criterion {
+    // Short runs: the machine is shared; the confidence intervals show when that was too short.
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = configured();
+    targets = bench_routing, bench_friends, bench_frames
+}
+criterion_main!(benches);

@@ -1,0 +1,936 @@
+//! Load generator for SecChat: drives the real release `secchat` over loopback and prints a
+//! table of what it measured against the targets of issue 4.
+//!
+//! ```sh
+//! cargo run --release --example loadgen                 # every scenario, once
+//! cargo run --release --example loadgen -- --runs 2     # every scenario twice, medians
+//! cargo run --release --example loadgen -- throughput --size 4096 --ref
+//! cargo run --release --example loadgen -- --help
+//! ```
+//!
+//! The server runs under `taskset -c 0` with unlimited rates; the load generator pins itself to
+//! core 1. Every scenario starts a fresh server. Every message carries its sequence number after
+//! the armor header line and a filler derived from it: each one is checked to arrive once, in
+//! order and intact, and a run with any fault is reported as failed (exit status 1).
+
+mod driver;
+mod payload;
+mod system;
+mod ws;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use driver::{Driver, DriverOptions, LoadReport, LoadSpec, Mode, SetupReport};
+use system::{Pinning, Server, ServerOptions};
+
+const USAGE: &str = "\
+loadgen: drive the release secchat binary over loopback and print a table
+
+Usage: cargo run --release --example loadgen -- [SCENARIO...] [FLAGS]
+
+Scenarios (default: all of them, in this order):
+  setup        connection + friend handshake rate with --setup-pairs pairs
+  rss          server RSS per idle connection at 5,000 and 10,000 connections
+  throughput   512 B and 4 KiB, without and with ref, --pairs pairs, --window in flight
+  scale        throughput at 10,000 connections: all active, and --pairs active among them
+  latency      p50/p99/p999 at --rate messages/s offered, from the scheduled send time
+  custom       one throughput run (or latency with --rate) with exactly the flags given
+
+Flags:
+  --pairs P          pairs of friends for throughput/latency/custom (default 50: 100 connections)
+  --messages M       messages per sender in throughput runs (default: 2,000,000 in total)
+  --size S           payload bytes, JSON text between the quotes (custom; default 512)
+  --window W         messages in flight per sender (default 32)
+  --ref              custom: messages carry a ref, so the server ACKs each one
+  --rate R           latency/custom: offered messages per second in total (default 10000)
+  --duration SECS    latency: how long to offer load (default 10)
+  --setup-pairs N    setup: pairs to set up (default 5000: 10,000 connections)
+  --runs N           repeat every measurement N times and report the median (default 1)
+  --server PATH      the secchat binary (default: target/release/secchat, built first)
+  --source-ips N     spread connections over 127.0.0.1 .. 127.0.0.N
+  --connecting N     connections between connect() and their CONNECT reply at most (default
+                     100, below the server's listen backlog of 128)
+  --no-pin           do not pin the server and the load generator to cores
+  --nice N           run the server and the load generator at nice value N (e.g. -10, needs
+                     root): on a shared machine, keeps other jobs from taking their cores
+  --fifo             run the server under SCHED_FIFO (needs root): on a shared machine it then
+                     runs as soon as a packet arrives, approximating a quiet machine for the
+                     latency scenario (the kernel still leaves other jobs 5 % of the core)
+  --wait-quiet SECS  before each run, wait up to SECS for both cores to be 95 % idle (shared
+                     machines); the background load seen is printed either way
+";
+
+#[derive(Clone)]
+struct Options {
+    scenarios: Vec<String>,
+    pairs: usize,
+    messages: Option<u64>,
+    size: usize,
+    window: u64,
+    with_ref: bool,
+    rate: Option<f64>,
+    duration: f64,
+    setup_pairs: usize,
+    runs: usize,
+    server: Option<PathBuf>,
+    source_ips: usize,
+    pin: bool,
+    wait_quiet: u64,
+    connecting: usize,
+    nice: i32,
+    fifo: bool,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options {
+        scenarios: Vec::new(),
+        pairs: 50,
+        messages: None,
+        size: 512,
+        window: 32,
+        with_ref: false,
+        rate: None,
+        duration: 10.0,
+        setup_pairs: 5_000,
+        runs: 1,
+        server: None,
+        source_ips: 0,
+        pin: true,
+        wait_quiet: 0,
+        connecting: 100,
+        nice: 0,
+        fifo: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        fn number<T: std::str::FromStr>(name: &str, text: String) -> Result<T, String> {
+            text.parse()
+                .map_err(|_| format!("{name}: not a number: {text:?}"))
+        }
+        match arg.as_str() {
+            "--help" | "-h" => return Err(String::new()),
+            "--pairs" => options.pairs = number(&arg, value(&arg)?)?,
+            "--messages" => options.messages = Some(number(&arg, value(&arg)?)?),
+            "--size" => options.size = number(&arg, value(&arg)?)?,
+            "--window" => options.window = number(&arg, value(&arg)?)?,
+            "--ref" => options.with_ref = true,
+            "--rate" => options.rate = Some(number(&arg, value(&arg)?)?),
+            "--duration" => options.duration = number(&arg, value(&arg)?)?,
+            "--setup-pairs" => options.setup_pairs = number(&arg, value(&arg)?)?,
+            "--runs" => options.runs = number::<usize>(&arg, value(&arg)?)?.max(1),
+            "--server" => options.server = Some(PathBuf::from(value(&arg)?)),
+            "--source-ips" => options.source_ips = number(&arg, value(&arg)?)?,
+            "--no-pin" => options.pin = false,
+            "--connecting" => options.connecting = number::<usize>(&arg, value(&arg)?)?.max(1),
+            "--fifo" => options.fifo = true,
+            "--nice" => options.nice = number(&arg, value(&arg)?)?,
+            "--wait-quiet" => options.wait_quiet = number(&arg, value(&arg)?)?,
+            // cargo bench passes this to every bench target; harmless here.
+            "--bench" => {}
+            scenario
+            @ ("all" | "setup" | "rss" | "throughput" | "scale" | "latency" | "custom") => {
+                options.scenarios.push(scenario.to_owned())
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if options.scenarios.is_empty() || options.scenarios.iter().any(|s| s == "all") {
+        options.scenarios = ["setup", "rss", "throughput", "scale", "latency"]
+            .map(String::from)
+            .to_vec();
+    }
+    if options.pairs == 0 || options.window == 0 || options.setup_pairs == 0 {
+        return Err("--pairs, --window and --setup-pairs must be positive".into());
+    }
+    Ok(options)
+}
+
+/// One line of the final table.
+struct Row {
+    measurement: String,
+    parameters: String,
+    /// One value per run.
+    values: Vec<f64>,
+    unit: &'static str,
+    target: Option<Target>,
+    /// Integrity and other notes ("ok" when every message was checked and nothing went wrong).
+    check: String,
+    failed: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Row {
+    fn median(&self) -> f64 {
+        median_of(&self.values)
+    }
+
+    fn verdict(&self) -> &'static str {
+        let median = self.median();
+        match self.target {
+            None => "",
+            Some(Target::AtLeast(t)) if median >= t => "yes",
+            Some(Target::AtMost(t)) if median <= t => "yes",
+            Some(_) => "NO",
+        }
+    }
+}
+
+fn format_value(value: f64, unit: &str) -> String {
+    if value.is_nan() {
+        return "-".into();
+    }
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let number = format!("{value:.digits$}");
+    // Thousands separators for the integer part.
+    let (integer, fraction) = number.split_once('.').unwrap_or((&number, ""));
+    let mut grouped = String::new();
+    for (i, c) in integer.chars().enumerate() {
+        if i > 0 && (integer.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if !fraction.is_empty() {
+        grouped.push('.');
+        grouped.push_str(fraction);
+    }
+    format!("{grouped} {unit}")
+}
+
+fn print_table(rows: &[Row]) {
+    let header = [
+        "measurement",
+        "parameters",
+        "median",
+        "runs",
+        "target",
+        "met",
+        "check",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|row| {
+            let runs = row
+                .values
+                .iter()
+                .map(|v| format_value(*v, "").trim().to_owned())
+                .collect::<Vec<_>>()
+                .join(" / ");
+            let target = match row.target {
+                None => String::new(),
+                Some(Target::AtLeast(t)) => format!("≥ {}", format_value(t, row.unit)),
+                Some(Target::AtMost(t)) => format!("≤ {}", format_value(t, row.unit)),
+            };
+            [
+                row.measurement.clone(),
+                row.parameters.clone(),
+                format_value(row.median(), row.unit),
+                runs,
+                target,
+                row.verdict().to_owned(),
+                row.check.clone(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("| {} |", padded.join(" | "));
+    };
+    println!();
+    line(&header.map(String::from));
+    println!(
+        "|{}|",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for row in &cells {
+        line(row);
+    }
+}
+
+/// What the scenarios share: the binary, the pinning, the options.
+struct Bench {
+    binary: PathBuf,
+    options: Options,
+    source_ips: Vec<Ipv4Addr>,
+    pinned: Option<Pinning>,
+}
+
+/// A fresh server with `pairs` pairs of friends (plus `lone` idle clients) set up.
+struct Stage {
+    server: Server,
+    driver: Driver,
+    setup: SetupReport,
+    /// Percent busy of each core during the setup.
+    setup_cores: Vec<f64>,
+    /// CPU time the server and the load generator used for the setup.
+    setup_server_cpu: Duration,
+    setup_loadgen_cpu: Duration,
+}
+
+impl Bench {
+    fn start_server(&mut self, connections: usize) -> Result<Server, String> {
+        let server = Server::start(&ServerOptions {
+            binary: &self.binary,
+            max_connections: connections.max(16),
+            pin: self.options.pin,
+            nice: self.options.nice,
+            fifo: self.options.fifo,
+        })?;
+        self.pinned = Some(server.pinned);
+        Ok(server)
+    }
+
+    fn driver(&self, server: &Server) -> Result<Driver, String> {
+        Driver::new(DriverOptions {
+            addr: server.addr,
+            connect_concurrency: self.options.connecting,
+            source_ips: self.source_ips.clone(),
+        })
+        .map_err(|e| format!("poll: {e}"))
+    }
+
+    fn stage(&mut self, pairs: usize, lone: usize) -> Result<Stage, String> {
+        let server = self.start_server(2 * pairs + lone)?;
+        let mut driver = self.driver(&server)?;
+        driver.add_pairs(pairs);
+        driver.add_lone(lone);
+        let before = system::core_jiffies();
+        let server_before = server.cpu_time();
+        let own_before = system::own_cpu_time();
+        let setup = driver.establish(Duration::from_secs(120))?;
+        let setup_cores = system::core_busy_percent(&before, &system::core_jiffies());
+        Ok(Stage {
+            setup_server_cpu: server.cpu_time().saturating_sub(server_before),
+            setup_loadgen_cpu: system::own_cpu_time().saturating_sub(own_before),
+            server,
+            driver,
+            setup,
+            setup_cores,
+        })
+    }
+
+    fn messages_per_sender(&self, senders: usize, default_total: u64) -> u64 {
+        self.options
+            .messages
+            .unwrap_or(default_total / senders as u64)
+            .max(1)
+    }
+}
+
+/// A throughput measurement: the load report plus both processes' CPU use during it.
+struct Throughput {
+    report: LoadReport,
+    server_cpu: f64,
+    loadgen_cpu: f64,
+    /// Percent busy of the server's and the load generator's cores (all processes, softirq
+    /// included).
+    server_core: f64,
+    loadgen_core: f64,
+}
+
+impl Throughput {
+    fn msgs_per_sec(&self) -> f64 {
+        self.report.messages as f64 / self.report.elapsed.as_secs_f64()
+    }
+}
+
+fn measure(stage: &mut Stage, spec: &LoadSpec) -> Result<Throughput, String> {
+    let server_before = stage.server.cpu_time();
+    let own_before = system::own_cpu_time();
+    let cores_before = system::core_jiffies();
+    let report = stage.driver.run_load(spec)?;
+    let seconds = report.elapsed.as_secs_f64();
+    let cores = system::core_busy_percent(&cores_before, &system::core_jiffies());
+    let server_cpu = (stage.server.cpu_time() - server_before).as_secs_f64() / seconds;
+    let loadgen_cpu = (system::own_cpu_time() - own_before).as_secs_f64() / seconds;
+    if !stage.server.is_running() {
+        return Err("the server exited during the run".into());
+    }
+    Ok(Throughput {
+        report,
+        server_cpu,
+        loadgen_cpu,
+        server_core: cores.get(system::SERVER_CORE).copied().unwrap_or(f64::NAN),
+        loadgen_core: cores.get(system::LOADGEN_CORE).copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// Runs `measure` `runs` times, collecting values and the union of their checks.
+fn repeat(
+    runs: usize,
+    wait_quiet: u64,
+    mut measure: impl FnMut(usize) -> Result<(Vec<f64>, String, bool), String>,
+) -> (Vec<Vec<f64>>, String, bool) {
+    let mut values: Vec<Vec<f64>> = Vec::new();
+    let mut checks: Vec<String> = Vec::new();
+    let mut failed = false;
+    for run in 0..runs {
+        let busy = system::wait_until_quiet(Duration::from_secs(wait_quiet));
+        let busy: Vec<String> = busy.iter().map(|b| format!("{b:.0} %")).collect();
+        eprintln!(
+            "background load before run {}: cores busy {}",
+            run + 1,
+            busy.join(", ")
+        );
+        match measure(run) {
+            Ok((run_values, check, run_failed)) => {
+                for (i, value) in run_values.into_iter().enumerate() {
+                    if values.len() <= i {
+                        values.push(Vec::new());
+                    }
+                    values[i].push(value);
+                }
+                failed |= run_failed;
+                if !checks.contains(&check) {
+                    checks.push(check);
+                }
+            }
+            Err(error) => {
+                eprintln!("loadgen: run {} failed: {error}", run + 1);
+                failed = true;
+                checks.push(format!("FAILED: {error}"));
+            }
+        }
+    }
+    (values, checks.join("; "), failed)
+}
+
+fn check_of(report: &LoadReport, expected: u64, with_ref: bool) -> (String, bool) {
+    let mut problems = Vec::new();
+    if report.messages != expected {
+        problems.push(format!("{} of {expected} delivered", report.messages));
+    }
+    if with_ref && report.acks != expected {
+        problems.push(format!("{} of {expected} ACKed", report.acks));
+    }
+    if report.faults.total() > 0 {
+        problems.push(report.faults.describe());
+    }
+    if problems.is_empty() {
+        (format!("ok: {expected} in order, intact"), false)
+    } else {
+        (format!("FAILED: {}", problems.join(", ")), true)
+    }
+}
+
+fn scenario_setup(bench: &mut Bench, rows: &mut Vec<Row>) {
+    let pairs = bench.options.setup_pairs;
+    let (values, check, failed) = repeat(bench.options.runs, bench.options.wait_quiet, |run| {
+        let stage = bench.stage(pairs, 0)?;
+        let seconds = stage.setup.elapsed.as_secs_f64();
+        let core = |i: usize| stage.setup_cores.get(i).copied().unwrap_or(f64::NAN);
+        let per_pair = |cpu: Duration| cpu.as_secs_f64() * 1e6 / pairs as f64;
+        eprintln!(
+            "setup run {}: {} pairs ({} connections) in {:.3} s; cores busy: server's {:.0} %, \
+             loadgen's {:.0} %; CPU per pair: secchat {:.1} µs, loadgen {:.1} µs",
+            run + 1,
+            stage.setup.pairs,
+            stage.setup.connections,
+            seconds,
+            core(system::SERVER_CORE),
+            core(system::LOADGEN_CORE),
+            per_pair(stage.setup_server_cpu),
+            per_pair(stage.setup_loadgen_cpu),
+        );
+        drop(stage);
+        Ok((
+            vec![pairs as f64 / seconds, 2.0 * pairs as f64 / seconds],
+            "ok: every pair befriended".to_owned(),
+            false,
+        ))
+    });
+    let parameters = format!(
+        "{pairs} pairs, {} connections, {} connecting at once",
+        2 * pairs,
+        bench.options.connecting
+    );
+    let mut values = values.into_iter();
+    rows.push(Row {
+        measurement: "setup: connect + CONNECT + friend handshake".into(),
+        parameters: parameters.clone(),
+        values: values.next().unwrap_or_default(),
+        unit: "pairs/s",
+        target: Some(Target::AtLeast(10_000.0)),
+        check: check.clone(),
+        failed,
+    });
+    rows.push(Row {
+        measurement: "setup: connections".into(),
+        parameters,
+        values: values.next().unwrap_or_default(),
+        unit: "conn/s",
+        target: None,
+        check,
+        failed,
+    });
+}
+
+fn scenario_rss(bench: &mut Bench, rows: &mut Vec<Row>) {
+    const STEPS: [usize; 2] = [5_000, 10_000];
+    let (values, check, failed) = repeat(bench.options.runs, bench.options.wait_quiet, |run| {
+        let server = bench.start_server(STEPS[1])?;
+        let mut driver = bench.driver(&server)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let baseline = server.rss_kib()?;
+        let mut values = Vec::new();
+        let mut total = 0;
+        for step in STEPS {
+            driver.add_lone(step - total);
+            driver.establish(Duration::from_secs(120))?;
+            total = step;
+            // Let the server finish writing replies and the allocator settle.
+            std::thread::sleep(Duration::from_millis(500));
+            let rss = server.rss_kib()?;
+            let per_connection = (rss.saturating_sub(baseline)) as f64 / step as f64;
+            eprintln!(
+                "rss run {}: baseline {baseline} KiB, {step} connections {rss} KiB, {per_connection:.2} KiB each",
+                run + 1
+            );
+            values.push(per_connection);
+            values.push(rss as f64 / 1024.0);
+        }
+        drop(driver);
+        Ok((
+            values,
+            "ok: every connection has a session".to_owned(),
+            false,
+        ))
+    });
+    let mut values = values.into_iter();
+    for step in STEPS {
+        rows.push(Row {
+            measurement: "server RSS per idle connection".into(),
+            parameters: format!("{step} connections, CONNECTed, (VmRSS - baseline) / n"),
+            values: values.next().unwrap_or_default(),
+            unit: "KiB",
+            target: Some(Target::AtMost(6.0)),
+            check: check.clone(),
+            failed,
+        });
+        rows.push(Row {
+            measurement: "server RSS total".into(),
+            parameters: format!("{step} connections"),
+            values: values.next().unwrap_or_default(),
+            unit: "MiB",
+            target: (step == 10_000).then_some(Target::AtMost(100.0)),
+            check: check.clone(),
+            failed,
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn throughput_rows(
+    bench: &mut Bench,
+    rows: &mut Vec<Row>,
+    label: &str,
+    pairs: usize,
+    active_pairs: usize,
+    size: usize,
+    window: u64,
+    with_ref: bool,
+    default_total: u64,
+    targets: (Option<Target>, Option<Target>),
+) -> Option<f64> {
+    let senders = 2 * active_pairs.min(pairs);
+    let messages = bench.messages_per_sender(senders, default_total);
+    let expected = messages * senders as u64;
+    let (values, check, failed) = repeat(bench.options.runs, bench.options.wait_quiet, |run| {
+        let mut stage = bench.stage(pairs, 0)?;
+        let result = measure(
+            &mut stage,
+            &LoadSpec {
+                active_pairs,
+                messages,
+                payload_size: size,
+                with_ref,
+                mode: Mode::Closed { window },
+            },
+        )?;
+        let (check, failed) = check_of(&result.report, expected, with_ref);
+        let rate = result.msgs_per_sec();
+        eprintln!(
+            "{label} run {}: {:.0} msgs/s, {:.1} MB/s payload, CPU: secchat {:.0} % ({:.2} µs/msg), \
+             loadgen {:.0} %; cores busy: server's {:.0} %, loadgen's {:.0} %; {check}",
+            run + 1,
+            rate,
+            rate * size as f64 / 1e6,
+            100.0 * result.server_cpu,
+            1e6 * result.server_cpu / rate,
+            100.0 * result.loadgen_cpu,
+            result.server_core,
+            result.loadgen_core,
+        );
+        Ok((
+            vec![
+                rate,
+                rate * size as f64 / 1e6,
+                100.0 * result.server_cpu,
+                100.0 * result.loadgen_cpu,
+                result.server_core,
+                result.loadgen_core,
+            ],
+            check,
+            failed,
+        ))
+    });
+    let connections = 2 * pairs;
+    let parameters = format!(
+        "{connections} conns ({} sending), {size} B, W={window}{}, {expected} msgs",
+        senders,
+        if with_ref { ", ref+ACK" } else { "" }
+    );
+    let mut values = values.into_iter();
+    let rate = values.next().unwrap_or_default();
+    let median_rate = median_of(&rate);
+    let bytes = values.next().unwrap_or_default();
+    let server_cpu = values.next().unwrap_or_default();
+    let loadgen_cpu = values.next().unwrap_or_default();
+    let server_core = values.next().unwrap_or_default();
+    let loadgen_core = values.next().unwrap_or_default();
+    let cpu_note = format!(
+        "; CPU secchat {} % (core 0 busy {} %), loadgen {} % (core 1 busy {} %)",
+        median_of(&server_cpu).round(),
+        median_of(&server_core).round(),
+        median_of(&loadgen_cpu).round(),
+        median_of(&loadgen_core).round()
+    );
+    rows.push(Row {
+        measurement: format!("{label}: messages routed"),
+        parameters: parameters.clone(),
+        values: rate,
+        unit: "msgs/s",
+        target: targets.0,
+        check: format!("{check}{cpu_note}"),
+        failed,
+    });
+    if targets.1.is_some() {
+        rows.push(Row {
+            measurement: format!("{label}: payload bytes routed"),
+            parameters,
+            values: bytes,
+            unit: "MB/s",
+            target: targets.1,
+            check: check.clone(),
+            failed,
+        });
+    }
+    (!failed).then_some(median_rate)
+}
+
+fn median_of(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+const THROUGHPUT_TOTAL: u64 = 2_000_000;
+
+fn scenario_throughput(bench: &mut Bench, rows: &mut Vec<Row>) -> Option<f64> {
+    let pairs = bench.options.pairs;
+    let window = bench.options.window;
+    let base = throughput_rows(
+        bench,
+        rows,
+        "throughput 512 B",
+        pairs,
+        pairs,
+        512,
+        window,
+        false,
+        THROUGHPUT_TOTAL,
+        (Some(Target::AtLeast(700_000.0)), None),
+    );
+    throughput_rows(
+        bench,
+        rows,
+        "throughput 512 B + ref",
+        pairs,
+        pairs,
+        512,
+        window,
+        true,
+        THROUGHPUT_TOTAL,
+        (Some(Target::AtLeast(500_000.0)), None),
+    );
+    throughput_rows(
+        bench,
+        rows,
+        "throughput 4 KiB",
+        pairs,
+        pairs,
+        4096,
+        window,
+        false,
+        THROUGHPUT_TOTAL / 4,
+        (None, Some(Target::AtLeast(600.0))),
+    );
+    throughput_rows(
+        bench,
+        rows,
+        "throughput 4 KiB + ref",
+        pairs,
+        pairs,
+        4096,
+        window,
+        true,
+        THROUGHPUT_TOTAL / 4,
+        (None, None),
+    );
+    base
+}
+
+fn scenario_scale(bench: &mut Bench, rows: &mut Vec<Row>, base: Option<f64>) {
+    let pairs = bench.options.pairs;
+    let window = bench.options.window;
+    let base = base.or_else(|| {
+        throughput_rows(
+            bench,
+            rows,
+            "throughput 512 B",
+            pairs,
+            pairs,
+            512,
+            window,
+            false,
+            THROUGHPUT_TOTAL,
+            (Some(Target::AtLeast(700_000.0)), None),
+        )
+    });
+    // Within 15 % of the rate at 100 connections.
+    let target = base.map(|rate| Target::AtLeast(0.85 * rate));
+    throughput_rows(
+        bench,
+        rows,
+        "scale: 10,000 conns, 100 active",
+        5_000,
+        pairs,
+        512,
+        window,
+        false,
+        THROUGHPUT_TOTAL,
+        (target, None),
+    );
+    throughput_rows(
+        bench,
+        rows,
+        "scale: 10,000 conns, all active",
+        5_000,
+        5_000,
+        512,
+        window,
+        false,
+        THROUGHPUT_TOTAL,
+        (target, None),
+    );
+}
+
+fn scenario_latency(bench: &mut Bench, rows: &mut Vec<Row>, rate: f64, pairs: usize) {
+    let duration = bench.options.duration;
+    let size = bench.options.size;
+    let with_ref = bench.options.with_ref;
+    let senders = 2 * pairs;
+    let messages = ((rate * duration) as u64 / senders as u64).max(1);
+    let expected = messages * senders as u64;
+    let (values, check, failed) = repeat(bench.options.runs, bench.options.wait_quiet, |run| {
+        let mut stage = bench.stage(pairs, 0)?;
+        let result = measure(
+            &mut stage,
+            &LoadSpec {
+                active_pairs: pairs,
+                messages,
+                payload_size: size,
+                with_ref,
+                mode: Mode::Open { rate },
+            },
+        )?;
+        let (check, failed) = check_of(&result.report, expected, with_ref);
+        let mut latencies = result.report.latencies_ns;
+        latencies.sort_unstable();
+        let quantile = |q: f64| {
+            let rank = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len());
+            latencies[rank - 1] as f64 / 1_000.0
+        };
+        let achieved = result.report.messages as f64 / result.report.elapsed.as_secs_f64();
+        let values = vec![
+            quantile(0.5),
+            quantile(0.99),
+            quantile(0.999),
+            quantile(1.0),
+            achieved,
+        ];
+        eprintln!(
+            "latency run {}: p50 {:.1} µs, p99 {:.1} µs, p999 {:.1} µs, max {:.1} µs, {:.0} msgs/s, {check}",
+            run + 1,
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            achieved
+        );
+        Ok((values, check, failed))
+    });
+    let parameters = format!(
+        "{rate:.0} msgs/s offered, {} conns, {size} B{}, {duration} s, {expected} msgs",
+        2 * pairs,
+        if with_ref { ", ref" } else { "" }
+    );
+    let mut values = values.into_iter();
+    for (name, target) in [
+        ("latency p50", None),
+        ("latency p99", Some(Target::AtMost(250.0))),
+        ("latency p999", None),
+        ("latency max", None),
+    ] {
+        rows.push(Row {
+            measurement: format!("{name} (from scheduled send)"),
+            parameters: parameters.clone(),
+            values: values.next().unwrap_or_default(),
+            unit: "µs",
+            target,
+            check: check.clone(),
+            failed,
+        });
+    }
+}
+
+fn scenario_custom(bench: &mut Bench, rows: &mut Vec<Row>) {
+    let options = bench.options.clone();
+    if let Some(rate) = options.rate {
+        scenario_latency(bench, rows, rate, options.pairs);
+        return;
+    }
+    throughput_rows(
+        bench,
+        rows,
+        "custom",
+        options.pairs,
+        options.pairs,
+        options.size,
+        options.window,
+        options.with_ref,
+        THROUGHPUT_TOTAL,
+        (None, None),
+    );
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) if message.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("loadgen: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let binary = match system::find_server_binary(options.server.clone()) {
+        Ok(binary) => binary,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let open_files = system::raise_open_file_limit();
+    if open_files < 12_000 {
+        eprintln!(
+            "loadgen: WARNING: only {open_files} open files allowed (ulimit -n); 10,000-connection scenarios will fail"
+        );
+    }
+    if options.nice != 0 && !system::set_nice(options.nice) {
+        eprintln!("loadgen: cannot set nice {} (needs root)", options.nice);
+        return ExitCode::FAILURE;
+    }
+    let loadgen_pinned = options.pin
+        && system::online_cores() >= 2
+        && system::pin_current_thread(system::LOADGEN_CORE);
+    let source_ips = (1..=options.source_ips.min(254))
+        .map(|last| Ipv4Addr::new(127, 0, 0, last as u8))
+        .collect();
+    let mut bench = Bench {
+        binary,
+        options: options.clone(),
+        source_ips,
+        pinned: None,
+    };
+    let mut rows = Vec::new();
+    let mut base = None;
+    for scenario in &options.scenarios {
+        eprintln!("loadgen: scenario {scenario}");
+        match scenario.as_str() {
+            "setup" => scenario_setup(&mut bench, &mut rows),
+            "rss" => scenario_rss(&mut bench, &mut rows),
+            "throughput" => base = scenario_throughput(&mut bench, &mut rows),
+            "scale" => scenario_scale(&mut bench, &mut rows, base),
+            "latency" => {
+                let rate = options.rate.unwrap_or(10_000.0);
+                scenario_latency(&mut bench, &mut rows, rate, options.pairs)
+            }
+            "custom" => scenario_custom(&mut bench, &mut rows),
+            _ => {}
+        }
+    }
+    println!(
+        "\nserver: {} (pinned: {}), loadgen pinned to core {}: {}, nice {}{}, runs per measurement: {}",
+        bench.binary.display(),
+        match bench.pinned {
+            Some(Pinning::Taskset) => "taskset -c 0",
+            Some(Pinning::Affinity) => "sched_setaffinity core 0",
+            Some(Pinning::None) | None => "no",
+        },
+        system::LOADGEN_CORE,
+        if loadgen_pinned { "yes" } else { "no" },
+        options.nice,
+        if options.fifo {
+            ", server SCHED_FIFO"
+        } else {
+            ""
+        },
+        options.runs
+    );
+    print_table(&rows);
+    if rows.iter().any(|row| row.failed) {
+        eprintln!("loadgen: some runs FAILED their checks (see the check column)");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,255 @@
+//! Allocations on the routing hot path, counted by a global allocator.
+//!
+//! ENGINEERING.md §5 and issue 4: routing one MESSAGE (after warm-up) may allocate once, for the
+//! outgoing frame; with `ref`, twice (the frame and the ACK). Anything more (a parsed `Value`, a
+//! copied payload, a formatted ID, a growing map) shows up here as a failure.
+//!
+//! The counter is per thread, so the test harness's other threads do not disturb it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use secchat::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
+
+struct CountingAllocator;
+
+thread_local! {
+    /// Allocations (including reallocations) made by this thread while counting is on.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note_allocation() {
+    // `try_with`: during thread teardown the thread-locals may already be gone.
+    let counting = COUNTING.try_with(Cell::get).unwrap_or(false);
+    if counting {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only
+// const-initialised thread-locals, which never allocate.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// How many allocations `f` makes on this thread.
+fn allocations_in(f: impl FnOnce()) -> usize {
+    ALLOCATIONS.with(|n| n.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(Cell::get)
+}
+
+const NOW: Now = Now {
+    mono_ms: 5_000,
+    unix_ms: 1_795_000_000_000,
+};
+
+struct Counter(u64);
+
+impl Entropy for Counter {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for byte in buf {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            *byte = (self.0 >> 56) as u8;
+        }
+    }
+}
+
+const PUBLIC_KEY: &str =
+    r#""-----BEGIN PGP PUBLIC KEY BLOCK-----\nxjMEZ0bench\n-----END PGP PUBLIC KEY BLOCK-----""#;
+
+struct Pair {
+    router: Router<Counter>,
+    out: Vec<Action>,
+    sender: ConnId,
+    recipient: ConnId,
+    recipient_id: String,
+}
+
+fn connect(router: &mut Router<Counter>, conn: ConnId, out: &mut Vec<Action>) -> String {
+    router.open(conn, NOW);
+    router.text(conn, r#"{"type":"CONNECT"}"#, NOW, out);
+    let reply = match out.as_slice() {
+        [Action::Send { conn: to, frame }] if *to == conn => frame.clone(),
+        other => panic!("expected one CONNECT reply, got {other:?}"),
+    };
+    out.clear();
+    let value: serde_json::Value = serde_json::from_str(&reply).expect("reply is JSON");
+    value["id"].as_str().expect("reply has an id").to_owned()
+}
+
+/// Sends `text` and returns the frames produced, as (connection, type).
+fn route(router: &mut Router<Counter>, from: ConnId, text: &str) -> Vec<(ConnId, String)> {
+    let mut out = Vec::new();
+    router.text(from, text, NOW, &mut out);
+    out.iter()
+        .map(|action| match action {
+            Action::Send { conn, frame } => {
+                let value: serde_json::Value = serde_json::from_str(frame).expect("JSON frame");
+                (*conn, value["type"].as_str().unwrap_or("?").to_owned())
+            }
+            Action::Close { conn, code, .. } => (*conn, format!("CLOSE {code}")),
+        })
+        .collect()
+}
+
+/// Two friends among `background` other connected sessions.
+fn friends_among(background: usize) -> Pair {
+    let config = RouterConfig {
+        rate_messages_per_sec: 0,
+        rate_friend_requests_per_min: 0,
+        ..RouterConfig::defaults()
+    };
+    let mut router = Router::new(config, Counter(7));
+    let mut out = Vec::with_capacity(8);
+    for conn in 100..100 + background as ConnId {
+        connect(&mut router, conn, &mut out);
+    }
+    let (sender, recipient) = (1, 2);
+    let sender_id = connect(&mut router, sender, &mut out);
+    let recipient_id = connect(&mut router, recipient, &mut out);
+    let request =
+        format!(r#"{{"type":"FRIEND_REQUEST","to":"{recipient_id}","public_key":{PUBLIC_KEY}}}"#);
+    assert_eq!(
+        route(&mut router, sender, &request),
+        [(recipient, "FRIEND_REQUEST".to_owned())]
+    );
+    let accept =
+        format!(r#"{{"type":"FRIEND_ACCEPT","to":"{sender_id}","public_key":{PUBLIC_KEY}}}"#);
+    assert_eq!(
+        route(&mut router, recipient, &accept),
+        [(sender, "FRIEND_ACCEPT".to_owned())]
+    );
+    Pair {
+        router,
+        out,
+        sender,
+        recipient,
+        recipient_id,
+    }
+}
+
+fn message(to: &str, payload_len: usize, reference: Option<&str>) -> String {
+    let body = "Q".repeat(payload_len);
+    let reference = reference
+        .map(|r| format!(r#","ref":"{r}""#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"type":"MESSAGE","to":"{to}","payload":"-----BEGIN PGP MESSAGE-----\n{body}\n-----END PGP MESSAGE-----"{reference}}}"#
+    )
+}
+
+/// Routes `text` many times (so every map, buffer and queue has reached its working size), then
+/// counts the allocations of routing it once more. Checks what came out, too.
+fn allocations_for_one(pair: &mut Pair, text: &str, expect_ack: bool) -> usize {
+    let Pair {
+        router,
+        out,
+        sender,
+        recipient,
+        ..
+    } = pair;
+    for _ in 0..1_000 {
+        router.text(*sender, text, NOW, out);
+        out.clear();
+        router.flushed(*recipient);
+        router.flushed(*sender);
+    }
+    let count = allocations_in(|| router.text(*sender, text, NOW, out));
+    let mut expected_frames = vec![(*recipient, "MESSAGE")];
+    if expect_ack {
+        expected_frames.push((*sender, "ACK"));
+    }
+    let got: Vec<(ConnId, &str)> = out
+        .iter()
+        .map(|action| match action {
+            Action::Send { conn, frame } if frame.contains(r#""type":"MESSAGE""#) => {
+                assert!(
+                    frame.contains(r#"-----BEGIN PGP MESSAGE-----\n"#),
+                    "payload forwarded intact"
+                );
+                (*conn, "MESSAGE")
+            }
+            Action::Send { conn, frame } if frame.contains(r#""type":"ACK""#) => (*conn, "ACK"),
+            other => panic!("unexpected action {other:?}"),
+        })
+        .collect();
+    assert_eq!(got, expected_frames);
+    out.clear();
+    count
+}
+
+#[test]
+fn routing_a_message_without_ref_allocates_only_the_outgoing_frame() {
+    let mut pair = friends_among(0);
+    let text = message(&pair.recipient_id, 512, None);
+    let count = allocations_for_one(&mut pair, &text, false);
+    assert!(
+        count <= 1,
+        "{count} allocations for one MESSAGE without ref"
+    );
+}
+
+#[test]
+fn routing_a_message_with_ref_allocates_only_the_frame_and_the_ack() {
+    let mut pair = friends_among(0);
+    let text = message(&pair.recipient_id, 512, Some("17"));
+    let count = allocations_for_one(&mut pair, &text, true);
+    assert!(count <= 2, "{count} allocations for one MESSAGE with ref");
+}
+
+#[test]
+fn allocations_do_not_grow_with_sessions_or_payload_size() {
+    let mut pair = friends_among(2_000);
+    for payload_len in [16, 4096, 60_000] {
+        let plain = message(&pair.recipient_id, payload_len, None);
+        let count = allocations_for_one(&mut pair, &plain, false);
+        assert!(count <= 1, "{count} allocations, {payload_len} B payload");
+        let with_ref = message(&pair.recipient_id, payload_len, Some("a-longer-ref-4711"));
+        let count = allocations_for_one(&mut pair, &with_ref, true);
+        assert!(
+            count <= 2,
+            "{count} allocations, {payload_len} B payload, ref"
+        );
+    }
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // Guards the test itself: a counter that never counts would pass everything above.
+    let count = allocations_in(|| {
+        let v: Vec<u8> = Vec::with_capacity(std::hint::black_box(64));
+        std::hint::black_box(v);
+    });
+    assert_eq!(count, 1);
+}
