@@ -1,0 +1,155 @@
+//! The protocol decoder: `decode` on arbitrary text, then every server frame built from what it
+//! accepted.
+//!
+//! Checked: nothing panics; a rejection is `bad_json` or `bad_request` and echoes a `ref` only
+//! when it is a valid one; an accepted frame is a JSON object (when serde_json can build a tree
+//! of it) whose `type` is a string; its `ref` is a string of at most 64 code points; a `to` ID
+//! equals `Id::parse` of the decoded string; armored fields decode to strings with the right
+//! header; and every server frame built from the accepted parts (MESSAGE, FRIEND_REQUEST,
+//! FRIEND_ACCEPT, ACK, ERROR, PONG, UNDELIVERED) is valid JSON carrying those parts unchanged.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use secchat::id::Id;
+use secchat::protocol::{
+    self, ErrorCode, FriendKeyFrame, MAX_REF_CHARS, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, Request,
+};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match protocol::decode(text) {
+        Ok(frame) => {
+            let reference = frame.reference.map(RawValue::get);
+            if let Some(raw) = frame.reference {
+                check_ref(raw);
+            }
+            check_tree(text);
+            check_request(text, &frame.request, reference);
+        }
+        Err(rejected) => {
+            assert!(
+                matches!(rejected.code, ErrorCode::BadJson | ErrorCode::BadRequest),
+                "decode rejected with {:?}",
+                rejected.code
+            );
+            if let Some(raw) = rejected.reference {
+                assert_eq!(rejected.code, ErrorCode::BadRequest);
+                check_ref(raw);
+            }
+            let reply = parse(&protocol::error(
+                rejected.code,
+                rejected.reference.map(RawValue::get),
+            ));
+            assert_eq!(reply["code"], rejected.code.as_str());
+        }
+    }
+});
+
+fn parse(frame: &str) -> Value {
+    match serde_json::from_str::<Value>(frame) {
+        Ok(value) if value.is_object() => value,
+        Ok(other) => panic!("server frame is not an object: {other}"),
+        Err(error) => panic!("server frame is not JSON ({error}): {frame:?}"),
+    }
+}
+
+fn decoded_string(raw: &RawValue) -> String {
+    serde_json::from_str::<String>(raw.get())
+        .unwrap_or_else(|e| panic!("accepted field is not a string ({e}): {}", raw.get()))
+}
+
+fn check_ref(raw: &RawValue) {
+    let text = decoded_string(raw);
+    assert!(
+        text.chars().count() <= MAX_REF_CHARS,
+        "ref too long: {text:?}"
+    );
+}
+
+/// An accepted frame must be an object with a string `type`. serde_json's tree refuses a few
+/// texts the raw decoder rightly passes over (numbers out of `f64` range in ignored fields),
+/// so only a tree that builds is checked.
+fn check_tree(text: &str) {
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        assert!(value.is_object(), "accepted a non-object: {text:?}");
+        assert!(value["type"].is_string(), "accepted a non-string type");
+    }
+}
+
+fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
+    let from = Id::parse("K7Q2ZD").unwrap_or_else(|| panic!("fixed ID"));
+    match request {
+        Request::FriendRequest { to, public_key } | Request::FriendAccept { to, public_key } => {
+            check_to(text, *to);
+            if let Some(key) = public_key {
+                assert!(decoded_string(key).starts_with(PUBLIC_KEY_ARMOR));
+                let kind = match request {
+                    Request::FriendRequest { .. } => FriendKeyFrame::Request,
+                    _ => FriendKeyFrame::Accept,
+                };
+                let forwarded = parse(&protocol::friend_with_key(kind, from, key));
+                assert_eq!(forwarded["from"], "K7Q2ZD");
+                assert_eq!(
+                    forwarded["public_key"].as_str(),
+                    Some(&*decoded_string(key))
+                );
+            }
+        }
+        Request::FriendDecline { to } | Request::FriendRemove { to } => check_to(text, *to),
+        Request::Message { to, payload } => {
+            check_to(text, *to);
+            if let Some(payload) = payload {
+                let decoded = decoded_string(payload);
+                assert!(decoded.starts_with(MESSAGE_ARMOR));
+                let ts = u64::from(text.len() as u32).wrapping_mul(1_000_003);
+                let forwarded = parse(&protocol::message(from, payload, ts));
+                assert_eq!(forwarded["type"], "MESSAGE");
+                assert_eq!(forwarded["payload"].as_str(), Some(&*decoded));
+                assert_eq!(forwarded["ts"].as_u64(), Some(ts));
+            }
+            if let (Some(to), Some(reference)) = (to, reference) {
+                let undelivered = parse(&protocol::undelivered(*to, reference));
+                assert_eq!(undelivered["to"], to.text().as_str());
+                assert_eq!(undelivered["ref"], parse_ref(reference));
+            }
+        }
+        Request::Connect { .. } | Request::Ping | Request::Disconnect | Request::Unknown => {}
+    }
+    if let Some(reference) = reference {
+        let expected = parse_ref(reference);
+        for queued in [false, true] {
+            let ack = parse(&protocol::ack(reference, queued));
+            assert_eq!(ack["ref"], expected);
+            assert_eq!(ack.get("queued").is_some(), queued);
+        }
+        assert_eq!(parse(&protocol::pong(Some(reference)))["ref"], expected);
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                parse(&protocol::error(code, Some(reference)))["ref"],
+                expected
+            );
+        }
+    }
+}
+
+fn parse_ref(reference: &str) -> Value {
+    serde_json::from_str(reference).unwrap_or_else(|e| panic!("ref is not JSON ({e})"))
+}
+
+/// The decoded `to` must be what `Id::parse` makes of the string the client sent.
+fn check_to(text: &str, to: Option<Id>) {
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
+    let Some(Value::String(sent)) = fields.get("to") else {
+        panic!("accepted a frame whose to is not a string");
+    };
+    assert_eq!(to, Id::parse(sent), "to {sent:?}");
+    if let Some(id) = to {
+        assert_eq!(Id::parse(id.text().as_str()), Some(id));
+    }
+}
