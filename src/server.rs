@@ -34,7 +34,7 @@ use crate::connection::{
 use crate::http;
 use crate::metrics::{self, LoopCounters};
 use crate::router::fasthash::FastMap;
-use crate::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
+use crate::router::{Action, ConnId, Entropy, Now, PeerKey, Router, RouterConfig};
 use crate::tls::{TlsAcceptor, Transport};
 
 const LISTENER: Token = Token(0);
@@ -124,7 +124,7 @@ pub struct Server {
     max_open_sockets: usize,
     /// Open sockets per peer address, so one address cannot take the whole server. SipHash here:
     /// peers choose their addresses (an IPv6 /64 is plenty to aim collisions at a weak hash).
-    per_ip: HashMap<IpAddr, u32>,
+    per_ip: HashMap<PeerKey, u32>,
     /// 0 = unlimited.
     max_per_ip: u32,
     shutdown_deadline: Option<Instant>,
@@ -164,6 +164,8 @@ impl Server {
             rate_messages_per_sec: config.rate_messages,
             rate_friend_requests_per_min: config.rate_friend_requests,
             max_message_bytes: config.max_message_bytes,
+            // The same per-address bound for sessions as for sockets: sessions outlive sockets.
+            max_sessions_per_peer: config.max_connections_per_ip as usize,
             ..RouterConfig::defaults()
         };
         let ws_config = connection::ws_config(
@@ -330,7 +332,7 @@ impl Server {
             log::warn!("refusing a connection: {} sockets open", self.conns.len());
             return;
         }
-        let open_from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
+        let open_from_ip = self.per_ip.get(&peer_key(ip)).copied().unwrap_or(0);
         if self.max_per_ip != 0 && open_from_ip >= self.max_per_ip {
             self.counters.refused += 1;
             log::debug!("refusing a connection: {open_from_ip} open from one address");
@@ -348,7 +350,7 @@ impl Server {
             log::warn!("cannot register a connection: {error}");
             return;
         }
-        *self.per_ip.entry(ip).or_insert(0) += 1;
+        *self.per_ip.entry(peer_key(ip)).or_insert(0) += 1;
         log::debug!("connection {} accepted from {ip}", token.0);
         let transport = match (&self.tls, endpoint) {
             (Some(acceptor), Endpoint::Public) => acceptor.accept(stream),
@@ -471,7 +473,8 @@ impl Server {
             }
             Outcome::Opened => {
                 log::debug!("connection {} opened a WebSocket", token.0);
-                self.router.open(token.0 as ConnId, clock.router);
+                let peer = self.conns.get(&token).map_or(0, |conn| peer_key(conn.peer));
+                self.router.open_from(token.0 as ConnId, peer, clock.router);
                 self.counters.websockets += 1;
                 self.sync_interest(token);
                 // Frames may have arrived with the upgrade or while the 101 was written; with
@@ -556,10 +559,11 @@ impl Server {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
-        if let Some(count) = self.per_ip.get_mut(&conn.peer) {
+        let peer = peer_key(conn.peer);
+        if let Some(count) = self.per_ip.get_mut(&peer) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                self.per_ip.remove(&conn.peer);
+                self.per_ip.remove(&peer);
             }
         }
         if let Some(source) = conn.source() {
@@ -688,6 +692,18 @@ impl Server {
     }
 }
 
+/// One network peer for the per-address limits: an IPv4 address, or an IPv6 /64 (the smallest
+/// block a home or a server is usually given, so one attacker holds a whole /64).
+fn peer_key(ip: IpAddr) -> PeerKey {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_bits()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(v4.to_bits()),
+            None => v6.to_bits() & !u128::from(u64::MAX),
+        },
+    }
+}
+
 fn mark_dirty(dirty: &mut Vec<Token>, token: Token, conn: &mut Connection) {
     if !conn.dirty {
         conn.dirty = true;
@@ -702,6 +718,19 @@ fn duration_ms(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_ipv4_addresses_and_ipv6_slash_64s() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(peer_key(v4), peer_key(mapped));
+        assert_ne!(peer_key(v4), peer_key("192.0.2.8".parse().unwrap()));
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(c));
+    }
 
     #[test]
     fn entropy_is_handed_out_once_and_refilled() {

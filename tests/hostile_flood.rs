@@ -195,9 +195,11 @@ fn the_fourth_socket_from_an_address_limited_to_three_is_closed_at_once() {
     };
     rtt.assert_healthy("beside the limited address", 10, RTT_BOUND);
 
-    // One leaves; its place is free again once the server has seen it go.
-    if let Some(leaving) = three.pop() {
-        leaving.close_gracefully();
+    // One leaves (DISCONNECT: a session in its resume window would still count against the
+    // address); its place is free again once the server has seen it go.
+    if let Some(mut leaving) = three.pop() {
+        leaving.send_json(&json!({"type": "DISCONNECT"}));
+        assert_eq!(leaving.expect_close(), 1000);
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut replacement = loop {
@@ -214,15 +216,14 @@ fn the_fourth_socket_from_an_address_limited_to_three_is_closed_at_once() {
     assert_eq!(reply["type"], "CONNECT", "{reply}");
 }
 
-/// BUG (found by this work, reported to the lead): `--max-connections-per-ip` counts open
-/// sockets, but a session outlives its socket for `--resume-grace` (30 s by default). One
-/// address that connects, sends CONNECT and drops, over and over, never holds more than one
-/// socket, yet fills `--max-connections` with sessions in their resume window: every other
+/// Found by this work and fixed: `--max-connections-per-ip` counted only open sockets, but a
+/// session outlives its socket for `--resume-grace` (30 s by default). One address that
+/// connected, sent CONNECT and dropped, over and over, never held more than one socket, yet
+/// filled `--max-connections` with sessions in their resume window: every other
 /// client then gets `server_full` and close 1013, for as long as the churn goes on (about a
-/// millisecond per session on loopback). Run with `-- --ignored`; drop the `ignore` once
-/// sessions count against the address that created them.
+/// millisecond per session on loopback). Sessions now count against the address (IPv6: /64)
+/// that created them, with the same limit.
 #[test]
-#[ignore = "BUG: sessions in their resume window escape the per-address limit"]
 fn one_address_cannot_fill_the_server_with_sessions_in_their_resume_window() {
     let server = Server::start(&["--max-connections", "50", "--max-connections-per-ip", "8"]);
     for _ in 0..60 {

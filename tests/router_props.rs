@@ -206,9 +206,20 @@ fn config() -> impl Strategy<Value = RouterConfig> {
         prop_oneof![Just(300usize), Just(700), Just(100_000)],
         1..4usize,
         1..4usize,
+        prop_oneof![Just(0usize), Just(1), Just(2)],
     )
         .prop_map(
-            |(grace, sessions, msg_rate, req_rate, unsent, queue_bytes, queue_len, pending)| {
+            |(
+                grace,
+                sessions,
+                msg_rate,
+                req_rate,
+                unsent,
+                queue_bytes,
+                queue_len,
+                pending,
+                per_peer,
+            )| {
                 RouterConfig {
                     max_sessions: sessions,
                     resume_grace_ms: grace,
@@ -219,6 +230,7 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                     max_queue_bytes: queue_bytes,
                     max_queue_len: queue_len,
                     max_pending_requests: pending,
+                    max_sessions_per_peer: per_peer,
                 }
             },
         )
@@ -306,7 +318,7 @@ impl Model {
         }
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.router.open(conn, self.now);
+        self.router.open_from(conn, u128::from(conn % 2), self.now);
         self.open.insert(conn);
         self.slots[slot] = Some(conn);
         conn
@@ -957,7 +969,7 @@ impl Model {
         for id in live {
             let conn = self.next_conn;
             self.next_conn += 1;
-            self.router.open(conn, self.now);
+            self.router.open_from(conn, u128::from(conn % 2), self.now);
             self.open.insert(conn);
             let token = self.tokens.get(&id).cloned().unwrap_or_default();
             let text =

@@ -129,9 +129,11 @@ fn sockets_over_the_per_address_limit_are_closed_at_once() {
     for client in &mut open {
         client.expect_nothing_pending();
     }
-    // A freed slot can be used again.
-    let Some(first) = open.pop() else { return };
-    first.close_gracefully();
+    // A freed slot can be used again. The session must end too (DISCONNECT): a session in its
+    // resume window still counts against its address (docs/PROTOCOL.md §8).
+    let Some(mut first) = open.pop() else { return };
+    first.send_json(&json!({"type": "DISCONNECT"}));
+    assert_eq!(first.expect_close(), 1000);
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut again = loop {
         match Client::try_connect_url(&server.addr(), &server.ws_url()) {

@@ -109,6 +109,7 @@ impl Harness {
             max_queue_bytes: *input.choose(&[300, 700, 262_144])?,
             max_queue_len: input.int_in_range(1..=5)?,
             max_pending_requests: input.int_in_range(1..=4)?,
+            max_sessions_per_peer: *input.choose(&[0, 1, 3])?,
         };
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {
@@ -250,7 +251,7 @@ impl Harness {
         }
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.router.open(conn, self.now);
+        self.router.open_from(conn, u128::from(conn % 2), self.now);
         self.open.insert(conn);
         self.slots[slot] = Some(conn);
         conn
@@ -621,7 +622,7 @@ impl Harness {
             let token = self.tokens.get(&id).cloned().unwrap_or_default();
             let conn = self.next_conn;
             self.next_conn += 1;
-            self.router.open(conn, self.now);
+            self.router.open_from(conn, u128::from(conn % 2), self.now);
             self.open.insert(conn);
             let frame = json!({"type": "CONNECT", "resume": {"id": id, "token": token}});
             let out = self.text(conn, &frame.to_string());

@@ -19,7 +19,36 @@ impl<E: Entropy> Router<E> {
         self.check_conns()?;
         self.check_sessions()?;
         self.check_queues()?;
+        self.check_peer_counts()?;
         self.check_timers()
+    }
+
+    /// Each peer's session count is exactly its live sessions, and within the limit.
+    fn check_peer_counts(&self) -> Result<(), String> {
+        if self.config.max_sessions_per_peer == 0 {
+            ensure!(
+                self.sessions_per_peer.is_empty(),
+                "peer counts kept without a limit"
+            );
+            return Ok(());
+        }
+        let mut counted = std::collections::HashMap::new();
+        for session in self.sessions.values() {
+            *counted.entry(session.peer).or_insert(0usize) += 1;
+        }
+        ensure!(
+            counted == self.sessions_per_peer,
+            "peer counts {:?} but sessions say {counted:?}",
+            self.sessions_per_peer
+        );
+        for count in counted.values() {
+            ensure!(
+                *count <= self.config.max_sessions_per_peer,
+                "{count} sessions from one peer, over {}",
+                self.config.max_sessions_per_peer
+            );
+        }
+        Ok(())
     }
 
     fn check_conns(&self) -> Result<(), String> {

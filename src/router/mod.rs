@@ -40,6 +40,8 @@ mod tests;
 
 use serde_json::value::RawValue;
 
+use std::collections::HashMap;
+
 use crate::id::{Id, TOKEN_BYTES, TOKEN_LEN, Token};
 use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume};
 use fasthash::FastMap;
@@ -86,7 +88,15 @@ pub struct RouterConfig {
     pub max_queue_len: usize,
     /// Outgoing friend requests one session may have pending at once (beyond: `rate_limited`).
     pub max_pending_requests: usize,
+    /// Sessions (connected or in their resume window) created from one [`PeerKey`]; beyond it a
+    /// new session is refused like a full server. 0 = unlimited. Without it, one address could
+    /// fill the server by connecting and dropping: sessions outlive their sockets.
+    pub max_sessions_per_peer: usize,
 }
+
+/// Groups the connections of one network peer (an IPv4 address, an IPv6 /64), chosen by the
+/// event loop; 0 for callers that do not group (tests, benches).
+pub type PeerKey = u128;
 
 impl RouterConfig {
     /// Defaults matching PROTOCOL.md §7 and docs/PROTOCOL.md.
@@ -101,6 +111,7 @@ impl RouterConfig {
             max_queue_bytes: 256 * 1024,
             max_queue_len: 1024,
             max_pending_requests: 256,
+            max_sessions_per_peer: 0,
         }
     }
 }
@@ -147,6 +158,7 @@ const MS_PER_MINUTE: u64 = 60_000;
 #[derive(Debug, Default)]
 struct Conn {
     session: Option<Id>,
+    peer: PeerKey,
     /// Bytes of frames emitted to this connection since the loop last reported it flushed.
     unsent: usize,
     errors: ErrorWindow,
@@ -169,6 +181,9 @@ pub struct Router<E: Entropy> {
     entropy: E,
     conns: FastMap<ConnId, Conn>,
     sessions: FastMap<Id, Session>,
+    /// Live sessions per creating peer, only while `max_sessions_per_peer` is set. SipHash: the
+    /// peer chooses its address.
+    sessions_per_peer: HashMap<PeerKey, usize>,
     timers: ResumeTimers,
     sessions_resuming: usize,
     queued_frames: usize,
@@ -184,6 +199,7 @@ impl<E: Entropy> Router<E> {
             entropy,
             conns: FastMap::default(),
             sessions: FastMap::default(),
+            sessions_per_peer: HashMap::new(),
             timers: ResumeTimers::default(),
             sessions_resuming: 0,
             queued_frames: 0,
@@ -199,8 +215,14 @@ impl<E: Entropy> Router<E> {
 
     /// A WebSocket connection finished its handshake.
     pub fn open(&mut self, conn: ConnId, now: Now) {
+        self.open_from(conn, 0, now);
+    }
+
+    /// Like [`Router::open`], for a connection from `peer` (see
+    /// [`RouterConfig::max_sessions_per_peer`]).
+    pub fn open_from(&mut self, conn: ConnId, peer: PeerKey, now: Now) {
         let _ = now;
-        self.conns.entry(conn).or_default();
+        self.conns.entry(conn).or_default().peer = peer;
     }
 
     /// A complete text message arrived on `conn`.
@@ -562,7 +584,11 @@ impl<E: Entropy> Router<E> {
                 return Ok(());
             }
         }
-        if self.sessions.len() >= self.config.max_sessions {
+        let peer = self.conns.get(&conn).map_or(0, |state| state.peer);
+        let peer_full = self.config.max_sessions_per_peer != 0
+            && self.sessions_per_peer.get(&peer).copied().unwrap_or(0)
+                >= self.config.max_sessions_per_peer;
+        if self.sessions.len() >= self.config.max_sessions || peer_full {
             self.count_error(ErrorCode::ServerFull);
             self.send(conn, protocol::error(ErrorCode::ServerFull, reference), out);
             self.conns.remove(&conn);
@@ -575,8 +601,12 @@ impl<E: Entropy> Router<E> {
         }
         let id = self.fresh_id();
         let token = self.fresh_token();
+        if self.config.max_sessions_per_peer != 0 {
+            *self.sessions_per_peer.entry(peer).or_insert(0) += 1;
+        }
         let session = Session {
             token,
+            peer,
             conn: Some(conn),
             timer_generation: 0,
             friends: Default::default(),
@@ -728,6 +758,12 @@ impl<E: Entropy> Router<E> {
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
+        if let Some(count) = self.sessions_per_peer.get_mut(&session.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.sessions_per_peer.remove(&session.peer);
+            }
+        }
         match session.conn {
             None => self.sessions_resuming -= 1,
             Some(conn) => {

@@ -14,6 +14,9 @@ use crate::id::{Id, Token};
 /// bounded as [`ResumeQueue`] says.
 pub struct Session {
     pub token: Token,
+    /// The peer that created the session; it counts against that peer's session limit until
+    /// the session ends, wherever it is resumed from.
+    pub peer: super::PeerKey,
     pub conn: Option<ConnId>,
     /// Which resume-window timer entry is live for this session (see `timers.rs`).
     pub timer_generation: u64,

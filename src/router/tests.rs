@@ -342,6 +342,57 @@ fn server_full_answers_then_closes_with_1013() {
 }
 
 #[test]
+fn one_peer_cannot_fill_the_server_with_sessions_in_their_resume_window() {
+    let mut h = Harness::with(RouterConfig {
+        max_sessions_per_peer: 2,
+        ..RouterConfig::defaults()
+    });
+    let peer_a: PeerKey = 7;
+    let mut first = None;
+    // Connect and drop twice: both sessions wait in their resume window, still counted.
+    for conn in 1..=2 {
+        h.router.open_from(conn, peer_a, h.now);
+        let reply = only_frame_to(&h.json(conn, json!({"type":"CONNECT"})), conn);
+        assert_eq!(reply["type"], "CONNECT");
+        first.get_or_insert(reply);
+        h.closed(conn);
+    }
+    h.router.open_from(3, peer_a, h.now);
+    let actions = h.json(3, json!({"type":"CONNECT"}));
+    assert_eq!(error_code(&actions, 3), "server_full");
+    assert_eq!(closes(&actions), vec![(3, close_code::SERVER_FULL)]);
+    // Another peer is not affected.
+    h.router.open_from(4, 8, h.now);
+    assert_eq!(
+        only_frame_to(&h.json(4, json!({"type":"CONNECT"})), 4)["type"],
+        "CONNECT"
+    );
+    // Resuming is never refused, from anywhere; it stays counted for its creator.
+    let first = first.unwrap();
+    h.router.open_from(5, 9, h.now);
+    let resumed = only_frame_to(
+        &h.json(
+            5,
+            json!({"type":"CONNECT","resume":{"id":first["id"],"token":first["token"]}}),
+        ),
+        5,
+    );
+    assert_eq!(resumed["resumed"], true);
+    h.router.open_from(6, peer_a, h.now);
+    assert_eq!(
+        error_code(&h.json(6, json!({"type":"CONNECT"})), 6),
+        "server_full"
+    );
+    // Once a session ends, its peer may create one again.
+    h.json(5, json!({"type":"DISCONNECT"}));
+    h.router.open_from(10, peer_a, h.now);
+    assert_eq!(
+        only_frame_to(&h.json(10, json!({"type":"CONNECT"})), 10)["type"],
+        "CONNECT"
+    );
+}
+
+#[test]
 fn resume_with_bad_id_is_bad_id_and_a_wrong_token_gets_a_new_session() {
     let mut h = Harness::new();
     let a = h.connect(1);
