@@ -22,7 +22,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use secchat::id::Id;
 use secchat::protocol;
-use secchat::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
+use secchat::router::{Action, ConnId, Now, Router, RouterConfig, SeededEntropy};
 use serde_json::value::RawValue;
 
 /// Messages routed per iteration before the recipients are reported flushed.
@@ -35,21 +35,6 @@ const NOW: Now = Now {
 const PUBLIC_KEY_BODY_LEN: usize = 600;
 /// Where the 6 characters of `to` start in [`message_text`]'s output.
 const TO_OFFSET: usize = r#"{"type":"MESSAGE","to":""#.len();
-
-/// A fast deterministic generator: the benches measure routing, not the OS CSPRNG.
-struct SeededEntropy(u64);
-
-impl Entropy for SeededEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for byte in buf {
-            // xorshift64*
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            *byte = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
-        }
-    }
-}
 
 fn config() -> RouterConfig {
     RouterConfig {

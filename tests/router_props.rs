@@ -16,26 +16,11 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
 
-use secchat::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
+use secchat::router::{Action, ConnId, Now, Router, RouterConfig, SeededEntropy};
 
 const SLOTS: usize = 4;
 const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\\nkey";
 const ARMOR: &str = "-----BEGIN PGP MESSAGE-----\n";
-
-struct SeededEntropy(u64);
-
-impl Entropy for SeededEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for byte in buf {
-            // splitmix64: every seed, zero included, gives a full-period stream.
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            *byte = (z ^ (z >> 31)) as u8;
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 enum Target {

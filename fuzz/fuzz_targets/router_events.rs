@@ -16,28 +16,13 @@ use std::collections::{HashMap, HashSet};
 use libfuzzer_sys::arbitrary::{Result as ArbitraryResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use secchat::protocol::{self, Request};
-use secchat::router::{Action, ConnId, Entropy, Now, Router, RouterConfig};
+use secchat::router::{Action, ConnId, Now, Router, RouterConfig, SeededEntropy};
 use serde_json::{Value, json};
 
 const SLOTS: usize = 6;
 const MAX_EVENTS: usize = 400;
 const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nfuzz";
 const ARMOR: &str = "-----BEGIN PGP MESSAGE-----\n";
-
-/// splitmix64 from a seed the input chooses: IDs and tokens are reproducible per input.
-struct SeededEntropy(u64);
-
-impl Entropy for SeededEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for byte in buf {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            *byte = (z ^ (z >> 31)) as u8;
-        }
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Unstructured::new(data);

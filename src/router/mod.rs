@@ -67,6 +67,24 @@ pub trait Entropy {
     fn fill(&mut self, buf: &mut [u8]);
 }
 
+/// A deterministic [`Entropy`] (splitmix64) for tests, benchmarks and fuzzing, where IDs and
+/// tokens must be reproducible from a seed. Never for a server: it is predictable by design.
+#[derive(Clone, Debug)]
+pub struct SeededEntropy(pub u64);
+
+impl Entropy for SeededEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for byte in buf {
+            // splitmix64: every seed, zero included, gives a full-period stream.
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            *byte = (z ^ (z >> 31)) as u8;
+        }
+    }
+}
+
 /// Limits of the routing core. See `docs/PROTOCOL.md` for what each means on the wire.
 #[derive(Clone, Debug)]
 pub struct RouterConfig {

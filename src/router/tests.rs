@@ -7,21 +7,8 @@ use super::*;
 const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\\n\\nxsBNBGabc\\u003d\\n-----END PGP PUBLIC KEY BLOCK-----";
 const PAYLOAD: &str = "-----BEGIN PGP MESSAGE-----\\n\\nwcBMA\\u002b\\n-----END PGP MESSAGE-----";
 
-struct XorShift(u64);
-
-impl Entropy for XorShift {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for byte in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *byte = (self.0 >> 32) as u8;
-        }
-    }
-}
-
 struct Harness {
-    router: Router<XorShift>,
+    router: Router<SeededEntropy>,
     now: Now,
 }
 
@@ -38,7 +25,7 @@ impl Harness {
 
     fn with(config: RouterConfig) -> Harness {
         Harness {
-            router: Router::new(config, XorShift(0x2545_F491_4F6C_DD1D)),
+            router: Router::new(config, SeededEntropy(0x2545_F491_4F6C_DD1D)),
             now: Now {
                 mono_ms: 1_000_000,
                 unix_ms: 1_795_000_000_000,
