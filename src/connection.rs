@@ -225,6 +225,13 @@ impl Connection {
         }
     }
 
+    /// A readiness event arrived: reads must ask the socket again (see `tls::PlainStream`).
+    pub fn readable_again(&mut self) {
+        if let Some(transport) = self.source() {
+            transport.readable_again();
+        }
+    }
+
     pub fn source(&mut self) -> Option<&mut Transport> {
         match &mut self.state {
             State::Http(http) => Some(&mut http.stream),

@@ -245,10 +245,15 @@ impl Server {
                     METRICS => self.accept(Endpoint::Metrics, clock),
                     SIGNALS => self.on_signals(clock),
                     token => {
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        if readable && let Some(conn) = self.conns.get_mut(&token) {
+                            conn.readable_again();
+                        }
                         if event.is_writable() {
                             self.on_writable(token, clock);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        if readable {
                             self.on_readable(token, clock);
                         }
                     }
@@ -357,7 +362,7 @@ impl Server {
         log::debug!("connection {} accepted from {ip}", token.0);
         let transport = match (&self.tls, endpoint) {
             (Some(acceptor), Endpoint::Public) => acceptor.accept(stream),
-            _ => Transport::Plain(stream),
+            _ => Transport::plain(stream),
         };
         self.conns.insert(
             token,
