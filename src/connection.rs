@@ -254,19 +254,12 @@ impl Connection {
         }
     }
 
-    /// The socket is writable: continue a response, or flush WebSocket output.
+    /// The socket is writable (or a deadline queued a response): continue the HTTP exchange.
+    /// WebSocket output is not written here: the loop flushes it once per iteration.
     pub fn on_writable(&mut self, now: Instant, settings: &Settings<'_>) -> Outcome {
         match &mut self.state {
             State::Http(_) => self.drive_http(now, settings),
-            State::WebSocket(ws) => {
-                if !ws.want_write && !ws.socket.get_ref().wants_write() {
-                    return Outcome::Keep;
-                }
-                match ws.flush() {
-                    Flush::Dead => Outcome::Drop,
-                    Flush::Done | Flush::Blocked => Outcome::Keep,
-                }
-            }
+            State::WebSocket(_) => Outcome::Keep,
             State::Moving => Outcome::Drop,
         }
     }
