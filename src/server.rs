@@ -122,6 +122,9 @@ pub struct Server {
     next_sweep: Instant,
     accept_paused_until: Option<Instant>,
     max_open_sockets: usize,
+    /// Accepted sockets already have `TCP_NODELAY` from the listener (Linux): one system call
+    /// fewer per connection.
+    nodelay_inherited: bool,
     /// Open sockets per peer address, so one address cannot take the whole server. SipHash here:
     /// peers choose their addresses (an IPv6 /64 is plenty to aim collisions at a weak hash).
     per_ip: HashMap<PeerKey, u32>,
@@ -145,6 +148,7 @@ impl Server {
     pub fn bind(config: &Config, assets: Assets, tls: Option<TlsAcceptor>) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
+        let nodelay_inherited = set_nodelay_for_accepted(&listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let metrics_listener = match config.metrics_listen {
@@ -217,6 +221,7 @@ impl Server {
             // Room for every session plus HTTP requests and connections not yet CONNECTed.
             max_open_sockets: config.max_connections.saturating_mul(2).saturating_add(64),
             per_ip: HashMap::new(),
+            nodelay_inherited,
             max_per_ip: config.max_connections_per_ip,
             shutdown_deadline: None,
             peak_connections: 0,
@@ -346,8 +351,10 @@ impl Server {
             log::debug!("refusing a connection: {open_from_ip} open from one address");
             return;
         }
-        // Chat frames are small and latency matters more than packet count.
-        let _ = stream.set_nodelay(true);
+        if !self.nodelay_inherited {
+            // Chat frames are small and latency matters more than packet count.
+            let _ = stream.set_nodelay(true);
+        }
         let token = Token(self.next_token);
         self.next_token += 1;
         if let Err(error) = self
@@ -717,6 +724,32 @@ impl Server {
     }
 }
 
+/// Sets `TCP_NODELAY` on the listening socket, which Linux copies to every accepted socket;
+/// `false` where that is not so (then each accepted socket gets it itself).
+fn set_nodelay_for_accepted(listener: &TcpListener) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a pointer to a c_int of the given size.
+        let result = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        result == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = listener;
+        false
+    }
+}
+
 /// One network peer for the per-address limits: an IPv4 address, or an IPv6 /64 (the smallest
 /// block a home or a server is usually given, so one attacker holds a whole /64).
 fn peer_key(ip: IpAddr) -> PeerKey {
@@ -743,6 +776,24 @@ fn duration_ms(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepted_sockets_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let inherited = set_nodelay_for_accepted(&listener);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        if inherited {
+            assert!(accepted.nodelay().unwrap());
+        }
+    }
 
     #[test]
     fn peers_are_ipv4_addresses_and_ipv6_slash_64s() {
