@@ -173,3 +173,75 @@ export async function screenshot(page, name) {
   mkdirSync(artifactsDir, { recursive: true });
   await page.screenshot({ path: join(artifactsDir, `${name}.png`) });
 }
+
+// --- Page lifecycle controls (used by lifecycle.test.mjs) ---------------------------------------------
+// The client reads `globalThis.WebSocket` and `Notification` when it uses them, so these wrappers only need
+// to be installed before the chat screen starts (i.e. before enterChat). Scripts run by the test driver are
+// not subject to the page's CSP.
+
+/**
+ * Wraps the page's WebSocket so a test can kill the live socket, make it silently dead (frames dropped
+ * both ways, as when the network vanished without the browser noticing), or refuse new connections.
+ * State is in `window.__sockets`: {created, refused, dropped: string[]}.
+ */
+export async function installSocketControl(page) {
+  await page.evaluate(() => {
+    const Native = window.WebSocket;
+    const control = { created: 0, refused: 0, refuse: false, dropped: [], live: null };
+    class ControlledWebSocket extends Native {
+      constructor(...args) {
+        if (control.refuse) {
+          control.refused += 1;
+          throw new DOMException('refused by the test', 'SyntaxError');
+        }
+        super(...args);
+        this.silent = false;
+        control.created += 1;
+        control.live = this;
+      }
+
+      send(data) {
+        if (this.silent) control.dropped.push(String(data));
+        else super.send(data);
+      }
+
+      set onmessage(handler) {
+        super.onmessage = handler && ((event) => { if (!this.silent) handler.call(this, event); });
+      }
+
+      get onmessage() {
+        return super.onmessage;
+      }
+    }
+    window.WebSocket = ControlledWebSocket;
+    window.__sockets = control;
+  });
+}
+
+/** Whether the page is hidden, as the client reads it (document.hidden / visibilityState), then tells it. */
+export async function setPageHidden(page, hidden) {
+  await page.evaluate((isHidden) => {
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => isHidden });
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (isHidden ? 'hidden' : 'visible') });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+}
+
+/** Records every `new Notification(title, options)` in `window.__notifications` (and still shows it). */
+export async function recordNotifications(page) {
+  await page.evaluate(() => {
+    const Native = window.Notification;
+    window.__notifications = [];
+    window.Notification = new Proxy(Native, {
+      construct(target, args) {
+        const [title, options = {}] = args;
+        window.__notifications.push({ title: String(title), body: String(options.body ?? ''), tag: options.tag ?? null });
+        return Reflect.construct(target, args);
+      },
+      get(target, property) {
+        const value = target[property];
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  });
+}
