@@ -8,7 +8,7 @@ import { repoRoot } from './paths.mjs';
 
 export const binaryPath = process.env.SECCHAT_BIN || join(repoRoot, 'target', 'debug', 'secchat');
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.unref();
@@ -62,17 +62,22 @@ export async function startServer(extraArgs = []) {
     wsUrl: `ws://127.0.0.1:${port}/ws`,
     port,
     logs: () => output,
-    stop: () => new Promise((resolve) => {
-      if (child.exitCode !== null) {
-        resolve();
-        return;
-      }
-      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-      child.once('exit', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      child.kill('SIGTERM');
-    }),
+    stop: () => stopProcess(child),
   };
+}
+
+/** SIGTERM, then SIGKILL after 3 s; resolves once the process has exited. */
+export function stopProcess(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
 }

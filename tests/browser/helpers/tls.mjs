@@ -4,22 +4,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { binaryPath } from './server.mjs';
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.unref();
-    probe.on('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
+import { binaryPath, freePort, stopProcess } from './server.mjs';
 
 /** GET /healthz over TLS without trusting the certificate; resolves with the certificate's SHA-256. */
 function healthz(port) {
@@ -56,22 +43,10 @@ export async function startSelfSignedServer(extraArgs = []) {
   let output = '';
   child.stdout.on('data', (chunk) => { output += chunk; });
   child.stderr.on('data', (chunk) => { output += chunk; });
-  const stop = () => new Promise((resolve) => {
-    const cleanUp = () => {
-      rmSync(dir, { recursive: true, force: true });
-      resolve();
-    };
-    if (child.exitCode !== null || child.signalCode !== null) {
-      cleanUp();
-      return;
-    }
-    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      cleanUp();
-    });
-    child.kill('SIGTERM');
-  });
+  const stop = async () => {
+    await stopProcess(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
   try {
     const fingerprint = await waitUntilServing(port, child, () => output, Date.now() + 10000);
     return { url: `https://127.0.0.1:${port}/`, port, fingerprint, logs: () => output, stop };
