@@ -342,7 +342,8 @@ impl Server {
         self.counters.accepted += 1;
         if self.conns.len() >= self.max_open_sockets {
             self.counters.refused += 1;
-            log::warn!("refusing a connection: {} sockets open", self.conns.len());
+            // Debug, not warn: a flood would write one line per refused socket (see the metrics).
+            log::debug!("refusing a connection: {} sockets open", self.conns.len());
             return;
         }
         let open_from_ip = self.per_ip.get(&peer_key(ip)).copied().unwrap_or(0);
