@@ -663,10 +663,12 @@ fn median_of(values: &[f64]) -> f64 {
 
 const THROUGHPUT_TOTAL: u64 = 2_000_000;
 
-fn scenario_throughput(bench: &mut Bench, rows: &mut Vec<Row>) -> Option<f64> {
+/// 512 B messages over `--pairs` pairs: the throughput row, and the baseline the scale scenario
+/// compares with.
+fn baseline_512(bench: &mut Bench, rows: &mut Vec<Row>) -> Option<f64> {
     let pairs = bench.options.pairs;
     let window = bench.options.window;
-    let base = throughput_rows(
+    throughput_rows(
         bench,
         rows,
         "throughput 512 B",
@@ -677,7 +679,13 @@ fn scenario_throughput(bench: &mut Bench, rows: &mut Vec<Row>) -> Option<f64> {
         false,
         THROUGHPUT_TOTAL,
         (Some(Target::AtLeast(700_000.0)), None),
-    );
+    )
+}
+
+fn scenario_throughput(bench: &mut Bench, rows: &mut Vec<Row>) -> Option<f64> {
+    let pairs = bench.options.pairs;
+    let window = bench.options.window;
+    let base = baseline_512(bench, rows);
     throughput_rows(
         bench,
         rows,
@@ -720,20 +728,7 @@ fn scenario_throughput(bench: &mut Bench, rows: &mut Vec<Row>) -> Option<f64> {
 fn scenario_scale(bench: &mut Bench, rows: &mut Vec<Row>, base: Option<f64>) {
     let pairs = bench.options.pairs;
     let window = bench.options.window;
-    let base = base.or_else(|| {
-        throughput_rows(
-            bench,
-            rows,
-            "throughput 512 B",
-            pairs,
-            pairs,
-            512,
-            window,
-            false,
-            THROUGHPUT_TOTAL,
-            (Some(Target::AtLeast(700_000.0)), None),
-        )
-    });
+    let base = base.or_else(|| baseline_512(bench, rows));
     // Within 15 % of the rate at 100 connections.
     let target = base.map(|rate| Target::AtLeast(0.85 * rate));
     throughput_rows(
