@@ -148,6 +148,7 @@ impl Server {
     pub fn bind(config: &Config, assets: Assets, tls: Option<TlsAcceptor>) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
+        deepen_backlog(&listener);
         let nodelay_inherited = set_nodelay_for_accepted(&listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -727,6 +728,28 @@ impl Server {
 
 /// Sets `TCP_NODELAY` on the listening socket, which Linux copies to every accepted socket;
 /// `false` where that is not so (then each accepted socket gets it itself).
+/// Raises the listen backlog (connections the kernel holds completed but not yet accepted) from
+/// mio's 128, the same as std's, to 1024.
+///
+/// When a restarted server is met by every client reconnecting at once, or a busy one turns slow
+/// for a moment, a full queue drops SYNs and each dropped client waits a whole second to
+/// retransmit. The kernel clamps the value to `net.core.somaxconn` (4096 by default since Linux
+/// 5.4), and the queue costs memory only while it holds connections. Linux takes a second
+/// `listen()` on a listening socket as a change of backlog; best effort, as 128 still works.
+fn deepen_backlog(listener: &TcpListener) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        const LISTEN_BACKLOG: libc::c_int = 1024;
+        // SAFETY: a valid listening socket descriptor; listen() reads nothing from our memory.
+        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+            log::debug!("cannot raise the listen backlog: {}", io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = listener;
+}
+
 fn set_nodelay_for_accepted(listener: &TcpListener) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -794,6 +817,31 @@ mod tests {
         if inherited {
             assert!(accepted.nodelay().unwrap());
         }
+    }
+
+    /// Fills the accept queue of a listener nobody accepts on: with mio's backlog of 128 the
+    /// 130th connection would hang in SYN retransmits; with the deeper one all of them complete.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_listen_backlog_holds_a_reconnection_burst() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        if somaxconn < 400 {
+            eprintln!("net.core.somaxconn is {somaxconn}: the kernel caps any backlog below 400");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        deepen_backlog(&listener);
+        let addr = listener.local_addr().unwrap();
+        let waiting: Vec<_> = (0..400)
+            .map(|n| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                    .unwrap_or_else(|e| panic!("connection {n} was not queued: {e}"))
+            })
+            .collect();
+        assert_eq!(waiting.len(), 400);
     }
 
     #[test]

@@ -225,6 +225,9 @@ pub struct Driver {
     faults: Faults,
     load: Option<Load>,
     last_progress: Instant,
+    /// Lone clients without their CONNECT reply plus pairs not yet friends with both ACKs: a
+    /// count kept up to date, so a loop turn never walks every client.
+    setup_unfinished: usize,
 }
 
 impl Driver {
@@ -252,6 +255,7 @@ impl Driver {
             faults: Faults::default(),
             load: None,
             last_progress: Instant::now(),
+            setup_unfinished: 0,
         })
     }
 
@@ -284,6 +288,7 @@ impl Driver {
             let first = self.add_client();
             let second = self.add_client();
             let pair = self.pairs.len();
+            self.setup_unfinished += 1;
             self.pairs.push(Pair {
                 first,
                 second,
@@ -302,16 +307,17 @@ impl Driver {
     pub fn add_lone(&mut self, count: usize) {
         for _ in 0..count {
             self.add_client();
+            self.setup_unfinished += 1;
         }
     }
 
-    fn setup_pending(&self) -> usize {
-        let lone = self
-            .clients
-            .iter()
-            .filter(|c| c.pair.is_none() && c.phase != Phase::Ready)
-            .count();
-        lone + self.pairs.iter().filter(|p| !p.done()).count()
+    /// Applies `change` to a pair and counts it finished when this change finished it.
+    fn advance_pair(&mut self, pair: usize, change: impl FnOnce(&mut Pair)) {
+        let was_done = self.pairs[pair].done();
+        change(&mut self.pairs[pair]);
+        if !was_done && self.pairs[pair].done() {
+            self.setup_unfinished -= 1;
+        }
     }
 
     /// Opens every queued client and makes every pair friends.
@@ -322,7 +328,7 @@ impl Driver {
         self.last_progress = started;
         loop {
             self.open_queued();
-            let pending = self.setup_pending();
+            let pending = self.setup_unfinished;
             if pending == 0 {
                 break;
             }
@@ -619,6 +625,7 @@ impl Driver {
         self.connecting -= 1;
         self.last_progress = Instant::now();
         let Some(pair) = client.pair else {
+            self.setup_unfinished -= 1;
             return;
         };
         let (first, second) = (self.pairs[pair].first, self.pairs[pair].second);
@@ -659,13 +666,13 @@ impl Driver {
             self.faults.note("an unexpected FRIEND_ACCEPT");
             return;
         }
-        self.pairs[pair].friends = true;
+        self.advance_pair(pair, |pair| pair.friends = true);
         self.last_progress = Instant::now();
     }
 
     fn setup_ack(&mut self, index: usize) {
         if let Some(pair) = self.clients[index].pair {
-            self.pairs[pair].acks += 1;
+            self.advance_pair(pair, |pair| pair.acks += 1);
         }
     }
 
