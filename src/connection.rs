@@ -12,7 +12,8 @@
 //! [`Connection::tick`], called from the loop's periodic sweep.
 //!
 //! Memory per connection is bounded: the request head buffer by [`http::MAX_HEAD_BYTES`], static
-//! bodies are `&'static` (shared), the WebSocket buffers by [`ws_config`], and TLS by
+//! bodies are `&'static` (shared), WebSocket input by [`ws_config`], WebSocket output by
+//! [`outbox_ceiling`] (and freed whenever it is all sent, see [`crate::outbox`]), and TLS by
 //! [`crate::tls::TLS_BUFFER_LIMIT`]. The socket is a [`Transport`] (plain TCP or TLS), so a TLS
 //! handshake happens inside the first reads of the HTTP state, bounded by [`HEAD_DEADLINE`].
 
@@ -29,6 +30,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::assets::Assets;
 use crate::http;
+use crate::outbox::Outbox;
 use crate::tls::Transport;
 
 /// A request head must arrive complete within this time (PROTOCOL.md §7: 408).
@@ -48,31 +50,36 @@ pub struct Settings<'a> {
     pub assets: &'a Assets,
     pub allow_origins: &'a [String],
     pub ws_config: WebSocketConfig,
+    /// Unsent output bytes past which a WebSocket is dropped ([`outbox_ceiling`]).
+    pub outbox_ceiling: usize,
     pub tls: bool,
     pub ping_interval: Option<Duration>,
     pub idle_timeout: Option<Duration>,
 }
 
-/// The WebSocket configuration for a server whose largest message is `max_message_bytes` and
-/// whose router may leave `max_unsent_bytes` unflushed plus a resume queue of `max_queue_bytes`.
+/// The WebSocket configuration for a server whose largest message is `max_message_bytes`.
 ///
 /// The read buffer is what an idle connection costs (ENGINEERING.md §4: RSS ≈ read buffer +
-/// 0.6 KiB); the write-buffer ceiling is only reached by a client that does not read its own
-/// replies, which the loop then drops.
-pub fn ws_config(
+/// 0.6 KiB). Tungstenite writes only control frames, and straight into the [`Outbox`]: a write
+/// buffer of 0 hands each one over at once.
+pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// The unsent output a WebSocket may hold, for a server whose router may leave
+/// `max_unsent_bytes` unflushed plus a resume queue of `max_queue_bytes`: only a client that does
+/// not read its own replies gets past it, and the loop then drops it.
+pub fn outbox_ceiling(
     max_message_bytes: usize,
     max_unsent_bytes: usize,
     max_queue_bytes: usize,
-) -> WebSocketConfig {
+) -> usize {
     let frame_overhead = 1024 + 14;
-    let ceiling =
-        max_unsent_bytes + max_queue_bytes + 2 * (max_message_bytes + frame_overhead) + 64 * 1024;
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(ceiling)
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
+    max_unsent_bytes + max_queue_bytes + 2 * (max_message_bytes + frame_overhead) + 64 * 1024
 }
 
 /// What the loop must do after a call into a [`Connection`].
@@ -117,7 +124,7 @@ pub enum Inbound<'a> {
 pub enum SendError {
     /// Not an open WebSocket (closing, or still HTTP): the frame is dropped.
     NotOpen,
-    /// The write buffer is at its ceiling: the peer does not read. Drop the connection.
+    /// The outbox is at its ceiling: the peer does not read. Drop the connection.
     Full,
 }
 
@@ -143,6 +150,9 @@ pub struct Connection {
     pub dirty: bool,
 }
 
+// Nearly every connection spends its life as a WebSocket, so boxing that variant would only add
+// an allocation and a pointer chase per connection; the HTTP state's slack is paid briefly.
+#[allow(clippy::large_enum_variant)]
 enum State {
     Http(HttpState),
     WebSocket(WsState),
@@ -176,7 +186,9 @@ enum AfterResponse {
 }
 
 struct WsState {
-    socket: WebSocket<Transport>,
+    socket: WebSocket<Outbox>,
+    /// [`Settings::outbox_ceiling`], kept here because sending needs no settings.
+    outbox_ceiling: usize,
     opened: Instant,
     last_heard: Instant,
     pinged: bool,
@@ -235,7 +247,7 @@ impl Connection {
     pub fn source(&mut self) -> Option<&mut Transport> {
         match &mut self.state {
             State::Http(http) => Some(&mut http.stream),
-            State::WebSocket(ws) => Some(ws.socket.get_mut()),
+            State::WebSocket(ws) => Some(ws.socket.get_mut().transport_mut()),
             State::Moving => None,
         }
     }
@@ -272,25 +284,21 @@ impl Connection {
     }
 
     /// Queues one text frame; it reaches the socket at the next [`Connection::flush`] (or sooner
-    /// when the write buffer fills).
-    pub fn send_text(&mut self, frame: String) -> Result<(), SendError> {
+    /// when 64 KiB wait, see [`crate::outbox`]).
+    pub fn send_text(&mut self, frame: &str) -> Result<(), SendError> {
         let State::WebSocket(ws) = &mut self.state else {
             return Err(SendError::NotOpen);
         };
-        if ws.closing_deadline.is_some() {
+        // Nothing may follow a close frame (RFC 6455 §5.5.1), ours or the echo of the peer's.
+        if ws.closing_deadline.is_some() || !ws.socket.can_write() {
             return Err(SendError::NotOpen);
         }
-        match ws.socket.write(Message::text(frame)) {
-            Ok(()) => Ok(()),
-            // Buffered, not lost (ENGINEERING.md §2): the flush at the end of the iteration
-            // or a writable event sends it.
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                ws.want_write = true;
-                Ok(())
-            }
-            Err(WsError::WriteBufferFull(_)) => Err(SendError::Full),
-            Err(_) => Err(SendError::NotOpen),
+        let outbox = ws.socket.get_mut();
+        if outbox.unsent() + frame.len() > ws.outbox_ceiling {
+            return Err(SendError::Full);
         }
+        outbox.push_text(frame);
+        Ok(())
     }
 
     /// Starts the closing handshake with `code`; the connection is dropped once the peer answers
@@ -418,13 +426,14 @@ impl Connection {
             return Outcome::Drop;
         };
         let socket = WebSocket::from_partially_read(
-            http.stream,
+            Outbox::new(http.stream),
             leftover,
             Role::Server,
             Some(settings.ws_config),
         );
         self.state = State::WebSocket(WsState {
             socket,
+            outbox_ceiling: settings.outbox_ceiling,
             opened: now,
             last_heard: now,
             pinged: false,
@@ -620,7 +629,12 @@ impl WsState {
                     return Outcome::Keep;
                 }
                 // ConnectionClosed (the closing handshake finished), a reset, or anything else.
-                Err(_) => return Outcome::Drop,
+                // The echo of a peer's close may still wait in the outbox: best effort, as the
+                // socket is closed right after.
+                Err(_) => {
+                    let _ = self.socket.get_mut().flush_to_socket();
+                    return Outcome::Drop;
+                }
             }
         }
         Outcome::ReadAgain
@@ -635,20 +649,25 @@ impl WsState {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        // Errors surface at the flush that follows; the deadline drops the connection anyway.
-        match self.socket.close(Some(frame)) {
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.want_write = true,
-            _ => {}
-        }
+        // The close frame joins the outbox behind every frame queued before it; the loop's
+        // flush sends it, and the deadline drops the connection if that never happens.
+        let _ = self.socket.close(Some(frame));
     }
 
     fn flush(&mut self) -> Flush {
-        match self.socket.flush() {
+        // Tungstenite's pending control frames join the outbox first. Its error after a finished
+        // closing handshake still lets the outbox (the close echo) go out before the drop.
+        let control = self.socket.flush();
+        match self.socket.get_mut().flush_to_socket() {
             Ok(()) => {
                 self.want_write = false;
-                Flush::Done
+                if control.is_ok() {
+                    Flush::Done
+                } else {
+                    Flush::Dead
+                }
             }
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.want_write = true;
                 Flush::Blocked
             }
@@ -677,12 +696,9 @@ impl WsState {
         }
         if !self.pinged && settings.ping_interval.is_some_and(|ping| silent >= ping) {
             self.pinged = true;
+            // Queued in the outbox; the loop flushes it.
             return match self.socket.write(Message::Ping(Default::default())) {
                 Ok(()) => Tick::Advance,
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.want_write = true;
-                    Tick::Advance
-                }
                 Err(_) => Tick::Drop,
             };
         }

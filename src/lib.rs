@@ -17,6 +17,7 @@ pub mod connection;
 pub mod http;
 pub mod id;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod router;
 pub mod server;

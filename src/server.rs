@@ -5,7 +5,7 @@
 //!    has unread input);
 //! 2. **dispatch**: accept new sockets; read each ready connection (up to its read budget),
 //!    handing complete messages to the router and applying the router's actions at once (frames
-//!    are written into tungstenite's buffer, not flushed);
+//!    are encoded into the connection's outbox, not flushed);
 //! 3. **read again** the connections whose budget ran out;
 //! 4. **timers**: the router's resume windows, then (once per sweep period) every connection's
 //!    head, CONNECT, ping and idle deadlines;
@@ -175,7 +175,8 @@ impl Server {
             max_sessions_per_peer: config.max_connections_per_ip as usize,
             ..RouterConfig::defaults()
         };
-        let ws_config = connection::ws_config(
+        let ws_config = connection::ws_config(config.max_message_bytes);
+        let outbox_ceiling = connection::outbox_ceiling(
             config.max_message_bytes,
             router_config.max_unsent_bytes,
             router_config.max_queue_bytes,
@@ -185,6 +186,7 @@ impl Server {
             assets: Box::leak(Box::new(assets)),
             allow_origins: Box::leak(config.allow_origins.clone().into_boxed_slice()),
             ws_config,
+            outbox_ceiling,
             tls: tls.is_some(),
             ping_interval: nonzero(config.ping_interval),
             idle_timeout: nonzero(config.idle_timeout),
@@ -542,7 +544,7 @@ impl Server {
                             continue;
                         };
                         let len = frame.len() as u64;
-                        match connection.send_text(frame) {
+                        match connection.send_text(&frame) {
                             Ok(()) => {
                                 self.counters.frames_out += 1;
                                 self.counters.bytes_out += len;
@@ -743,7 +745,10 @@ fn deepen_backlog(listener: &TcpListener) {
         const LISTEN_BACKLOG: libc::c_int = 1024;
         // SAFETY: a valid listening socket descriptor; listen() reads nothing from our memory.
         if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-            log::debug!("cannot raise the listen backlog: {}", io::Error::last_os_error());
+            log::debug!(
+                "cannot raise the listen backlog: {}",
+                io::Error::last_os_error()
+            );
         }
     }
     #[cfg(not(target_os = "linux"))]
