@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use serde::de::value::{BorrowedStrDeserializer, MapDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -240,7 +241,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 
 /// The top-level fields the server looks at; all others are skipped unparsed. serde's derive
 /// reports a repeated known key as a data error, which [`decode`] turns into `bad_request`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Fields<'a> {
     #[serde(rename = "type", default, borrow, deserialize_with = "present")]
     kind: Option<&'a RawValue>,
@@ -279,7 +280,19 @@ enum Kind {
 
 /// Decodes one text frame, applying the `bad_json` and `bad_request` checks.
 pub fn decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
-    let rejected = |code, reference| Rejected { code, reference };
+    let fields = match flat_fields(text) {
+        Some(fields) => fields,
+        None => parsed_fields(text)?,
+    };
+    frame_from(fields)
+}
+
+/// The fields as serde_json parses them: any valid JSON object.
+fn parsed_fields(text: &str) -> Result<Fields<'_>, Rejected<'_>> {
+    let rejected = |code| Rejected {
+        code,
+        reference: None,
+    };
     // serde would also accept a JSON array as a struct; only an object is a message.
     if text
         .trim_start_matches(is_json_whitespace)
@@ -287,14 +300,19 @@ pub fn decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
         .first()
         != Some(&b'{')
     {
-        return Err(rejected(ErrorCode::BadJson, None));
+        return Err(rejected(ErrorCode::BadJson));
     }
-    let fields: Fields<'_> = match serde_json::from_str(text) {
-        Ok(fields) => fields,
+    match serde_json::from_str(text) {
+        Ok(fields) => Ok(fields),
         // With every field a RawValue, the only data error left is a repeated key.
-        Err(error) if error.is_data() => return Err(rejected(ErrorCode::BadRequest, None)),
-        Err(_) => return Err(rejected(ErrorCode::BadJson, None)),
-    };
+        Err(error) if error.is_data() => Err(rejected(ErrorCode::BadRequest)),
+        Err(_) => Err(rejected(ErrorCode::BadJson)),
+    }
+}
+
+/// The checks of [`decode`] that come after parsing.
+fn frame_from(fields: Fields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
+    let rejected = |code, reference| Rejected { code, reference };
     let reference = match fields.reference {
         None => None,
         Some(raw) if is_valid_ref(raw) => Some(raw),
@@ -334,6 +352,140 @@ pub fn decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
     Ok(Frame { reference, request })
 }
 
+// ---------------------------------------------------------------------------------------------
+// The fast path for the frames clients send
+// ---------------------------------------------------------------------------------------------
+//
+// serde_json scans a string 8 bytes per step (about 3 instructions per byte), which made the
+// payload scan most of the cost of routing a MESSAGE (BENCHMARKS.md). Every client frame but
+// CONNECT with `resume` is a flat object of strings, which is decoded here with a SIMD search
+// instead. Anything else, including every invalid text, is left to serde_json: this path only
+// ever answers for texts serde_json accepts, with the same fields, so no client can tell the two
+// apart (src/protocol/decode_equivalence.rs checks that against the old decoder).
+
+/// The fields of `{"key":"string",...}` with no white space, no escape in a key and no known key
+/// twice: what `JSON.stringify` makes of every client frame but CONNECT with `resume`. `None`
+/// for anything else, which [`parsed_fields`] then decodes or rejects.
+fn flat_fields(text: &str) -> Option<Fields<'_>> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'{') {
+        return None;
+    }
+    let mut fields = Fields::default();
+    let mut key_start = 1;
+    loop {
+        let (key_end, key_escaped) = string_end(bytes, key_start)?;
+        if key_escaped || bytes.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let value_start = key_end + 1;
+        let (value_end, _) = string_end(bytes, value_start)?;
+        let slot = match bytes.get(key_start + 1..key_end - 1)? {
+            b"type" => Some(&mut fields.kind),
+            b"ref" => Some(&mut fields.reference),
+            b"to" => Some(&mut fields.to),
+            b"public_key" => Some(&mut fields.public_key),
+            b"payload" => Some(&mut fields.payload),
+            b"resume" => Some(&mut fields.resume),
+            // serde skips unknown keys after validating their value, as string_end did.
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            // A repeated known key is a `bad_request` only if serde_json meets it before any
+            // syntax error; serde_json decides.
+            if slot.is_some() {
+                return None;
+            }
+            *slot = Some(borrowed_raw_value(text.get(value_start..value_end)?)?);
+        }
+        match bytes.get(value_end) {
+            Some(b',') => key_start = value_end + 1,
+            Some(b'}') if value_end + 1 == bytes.len() => return Some(fields),
+            _ => return None,
+        }
+    }
+}
+
+/// For the JSON string whose opening quote is at `start`: the index just past its closing
+/// quote, and whether it holds an escape. `None` unless it is a string serde_json's `RawValue`
+/// accepts: no byte below 0x20, and after each `\` one of `" \ / b f n r t` or `u` and four
+/// hex digits. Like serde_json, an escaped lone surrogate (`\ud800`) passes: the text is
+/// forwarded as it came, and refusing it here would only send it to serde_json, which accepts it.
+fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
+    if bytes.get(start) != Some(&b'"') {
+        return None;
+    }
+    let mut position = start + 1;
+    let mut escaped = false;
+    loop {
+        position += next_quote_or_backslash(bytes.get(position..)?)?;
+        if bytes.get(position) == Some(&b'"') {
+            return Some((position + 1, escaped));
+        }
+        escaped = true;
+        position += 1 + escape_len(bytes.get(position + 1..)?)?;
+    }
+}
+
+/// Where the first `"` or `\` in `text` is; `None` when there is none or a byte below 0x20
+/// comes first (an error either way).
+fn next_quote_or_backslash(text: &[u8]) -> Option<usize> {
+    let found = memchr::memchr2(b'"', b'\\', text)?;
+    if has_control_byte(text.get(..found)?) {
+        return None;
+    }
+    Some(found)
+}
+
+/// How many bytes follow the `\` of a valid JSON escape at the start of `after_backslash`.
+fn escape_len(after_backslash: &[u8]) -> Option<usize> {
+    match after_backslash {
+        [b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't', ..] => Some(1),
+        [b'u', digits @ ..] => {
+            let digits = digits.get(..4)?;
+            digits.iter().all(u8::is_ascii_hexdigit).then_some(5)
+        }
+        _ => None,
+    }
+}
+
+/// Whether any byte is below 0x20, which JSON forbids unescaped in a string. A minimum per
+/// lane over 16-byte blocks with one reduction at the end, so that LLVM makes it one `pminub`
+/// per block; a control byte only ever ends in an error, so there is nothing to stop early for.
+fn has_control_byte(bytes: &[u8]) -> bool {
+    const BLOCK: usize = 16;
+    // The last block overlaps the others when the length is not a multiple of 16: a minimum
+    // does not mind.
+    let Some(&last) = bytes.last_chunk::<BLOCK>() else {
+        return bytes.iter().any(|&byte| byte < 0x20);
+    };
+    let (blocks, _) = bytes.as_chunks::<BLOCK>();
+    let mut lowest = last;
+    for block in blocks {
+        for (low, &byte) in lowest.iter_mut().zip(block) {
+            *low = (*low).min(byte);
+        }
+    }
+    lowest.iter().any(|&low| low < 0x20)
+}
+
+/// `json`, a JSON value already validated as serde_json would, as the borrowed `RawValue`
+/// serde_json would have made of it, without scanning it again.
+///
+/// serde_json has no public constructor for a borrowed `RawValue`; its `Deserialize` takes one
+/// from a one-entry map keyed by its marker name, which is what its own parser hands it. If a
+/// serde_json release changes that name this returns `None`, so [`flat_fields`] gives up and
+/// serde_json parses the frame itself: slower, never different (a unit test catches it).
+fn borrowed_raw_value(json: &str) -> Option<&RawValue> {
+    const SERDE_JSON_RAW_VALUE_MARKER: &str = "$serde_json::private::RawValue";
+    let entry = (
+        BorrowedStrDeserializer::new(SERDE_JSON_RAW_VALUE_MARKER),
+        BorrowedStrDeserializer::new(json),
+    );
+    let map = MapDeserializer::<_, serde::de::value::Error>::new(std::iter::once(entry));
+    <&RawValue>::deserialize(map).ok()
+}
+
 fn is_json_whitespace(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
 }
@@ -367,6 +519,9 @@ fn kind_of(raw: &RawValue) -> Option<Kind> {
     if !is_json_string(raw) {
         return None;
     }
+    if let Some(name) = unescaped_text(raw) {
+        return Some(kind_named(name));
+    }
     let mut name = [0u8; MAX_KIND_LEN];
     let mut len = 0;
     for unit in ascii_units(raw) {
@@ -377,7 +532,11 @@ fn kind_of(raw: &RawValue) -> Option<Kind> {
         }
         len += 1;
     }
-    Some(match name.get(..len).unwrap_or(&[]) {
+    Some(kind_named(name.get(..len).unwrap_or(&[])))
+}
+
+fn kind_named(name: &[u8]) -> Kind {
+    match name {
         b"CONNECT" => Kind::Connect,
         b"FRIEND_REQUEST" => Kind::FriendRequest,
         b"FRIEND_ACCEPT" => Kind::FriendAccept,
@@ -388,14 +547,31 @@ fn kind_of(raw: &RawValue) -> Option<Kind> {
         b"DISCONNECT" => Kind::Disconnect,
         // Undefined types and the server-only ACK, ERROR, PONG, PRESENCE, UNDELIVERED.
         _ => Kind::Unknown,
-    })
+    }
+}
+
+/// The text between the quotes of a short JSON string without escapes: then the raw bytes are
+/// the decoded text, and [`ascii_units`] is not needed. `None` with a `\`, or when longer than
+/// any type name (an ID that long is padded, and the slow path is fine for it).
+fn unescaped_text(raw: &RawValue) -> Option<&[u8]> {
+    let inner = string_inner(raw);
+    (inner.len() <= MAX_KIND_LEN && !inner.contains(&b'\\')).then_some(inner)
+}
+
+/// The bytes between the quotes of a JSON string's raw text.
+fn string_inner(raw: &RawValue) -> &[u8] {
+    let bytes = raw.get().as_bytes();
+    bytes.get(1..bytes.len().saturating_sub(1)).unwrap_or(&[])
 }
 
 /// A required `to`: outer `None` when missing or not a string (`bad_request`), inner `None` when
 /// it is not a valid ID (`bad_id`).
 fn target(raw: Option<&RawValue>) -> Option<Option<Id>> {
     let raw = raw.filter(|raw| is_json_string(raw))?;
-    Some(Id::parse_units(ascii_units(raw)))
+    Some(match unescaped_text(raw) {
+        Some(text) => Id::parse_units(text.iter().map(|&byte| byte.is_ascii().then_some(byte))),
+        None => Id::parse_units(ascii_units(raw)),
+    })
 }
 
 /// `None` when `resume` is not an object with string `id` and `token` (or repeats a key).
@@ -425,16 +601,19 @@ fn token_text(raw: &RawValue) -> Option<[u8; TOKEN_LEN]> {
 /// The raw field when it is a JSON string whose decoded text starts with `armor`.
 fn armored<'a>(raw: Option<&'a RawValue>, armor: &str) -> Option<&'a RawValue> {
     let raw = raw?;
-    let text = raw.get();
-    // Fast path: the header written without escapes, as every real client sends it.
-    let literal = text
-        .strip_prefix('"')
-        .is_some_and(|rest| rest.starts_with(armor));
-    if literal || (is_json_string(raw) && decoded_starts_with(raw, armor)) {
-        Some(raw)
-    } else {
-        None
+    if !is_json_string(raw) {
+        return None;
     }
+    let inner = string_inner(raw);
+    let head = inner.get(..armor.len()).unwrap_or(inner);
+    // Without a `\` among the first bytes, the decoded text starts with them: the header written
+    // as every real client sends it needs no decoding.
+    let armored = if head.contains(&b'\\') {
+        decoded_starts_with(raw, armor)
+    } else {
+        head == armor.as_bytes()
+    };
+    armored.then_some(raw)
 }
 
 /// Whether the decoded JSON string starts with the ASCII `prefix`, decoding only that far.
@@ -683,6 +862,9 @@ pub fn disconnect(id: Id) -> String {
 pub fn undelivered(to: Id, reference: &str) -> String {
     format!(r#"{{"type":"UNDELIVERED","to":"{to}","ref":{reference}}}"#)
 }
+
+#[cfg(test)]
+mod decode_equivalence;
 
 #[cfg(test)]
 mod tests {
