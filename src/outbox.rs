@@ -28,6 +28,9 @@ pub struct Outbox {
 /// loop iteration, so a burst to one connection does not grow its queue without need.
 const WRITE_EARLY: usize = 64 * 1024;
 
+/// What an empty queue allocates first.
+const FIRST_CAPACITY: usize = 4096;
+
 /// The first byte of an unfragmented text frame: FIN and opcode 1 (RFC 6455 §5.2).
 const FIN_TEXT: u8 = 0x81;
 
@@ -61,7 +64,14 @@ impl Outbox {
     /// Queues `text` as one unmasked text frame, the form every server-to-client frame takes.
     pub fn push_text(&mut self, text: &str) {
         let len = text.len();
-        self.queue.reserve(len + 10);
+        // An empty queue starts at a page rather than at one frame, which would take six doublings
+        // (six copies) to hold the ~20 KiB a busy connection gets per loop turn.
+        let frame_len = len + 10;
+        if self.queue.capacity() == 0 {
+            self.queue.reserve_exact(frame_len.max(FIRST_CAPACITY));
+        } else {
+            self.queue.reserve(frame_len);
+        }
         self.queue.push(FIN_TEXT);
         // Payload length: 7 bits, or 126 + 16 bits, or 127 + 64 bits, big-endian (RFC 6455 §5.2).
         if len < 126 {
