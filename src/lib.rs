@@ -16,6 +16,7 @@ pub mod config;
 pub mod connection;
 pub mod http;
 pub mod id;
+pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

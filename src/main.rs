@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         None => Assets::embedded(),
     };
     raise_open_file_limit();
+    secchat::memory::keep_freed_memory_for_reuse();
     let mut server = match Server::bind(&config, assets, acceptor) {
         Ok(server) => server,
         Err(error) => {

@@ -22,13 +22,17 @@ pub struct Outbox {
     queue: Vec<u8>,
     /// How much of `queue` is already on the socket.
     sent: usize,
+    /// How long the queue grew before its last complete flush: the next one starts at that
+    /// capacity, so a busy connection allocates once per loop turn instead of growing (and
+    /// copying) its queue several times.
+    last_len: u32,
 }
 
 /// An unsent backlog at this size is put on the socket at once rather than at the end of the
 /// loop iteration, so a burst to one connection does not grow its queue without need.
 const WRITE_EARLY: usize = 64 * 1024;
 
-/// What an empty queue allocates first.
+/// What an empty queue allocates at least.
 const FIRST_CAPACITY: usize = 4096;
 
 /// The first byte of an unfragmented text frame: FIN and opcode 1 (RFC 6455 §5.2).
@@ -40,6 +44,7 @@ impl Outbox {
             transport,
             queue: Vec::new(),
             sent: 0,
+            last_len: 0,
         }
     }
 
@@ -64,11 +69,10 @@ impl Outbox {
     /// Queues `text` as one unmasked text frame, the form every server-to-client frame takes.
     pub fn push_text(&mut self, text: &str) {
         let len = text.len();
-        // An empty queue starts at a page rather than at one frame, which would take six doublings
-        // (six copies) to hold the ~20 KiB a busy connection gets per loop turn.
         let frame_len = len + 10;
         if self.queue.capacity() == 0 {
-            self.queue.reserve_exact(frame_len.max(FIRST_CAPACITY));
+            let expected = (self.last_len as usize).clamp(FIRST_CAPACITY, WRITE_EARLY);
+            self.queue.reserve_exact(frame_len.max(expected));
         } else {
             self.queue.reserve(frame_len);
         }
@@ -111,6 +115,7 @@ impl Outbox {
             }
         }
         // Everything is out: give the memory back rather than keep the largest burst's capacity.
+        self.last_len = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
         self.queue = Vec::new();
         self.sent = 0;
         Ok(())

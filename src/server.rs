@@ -32,6 +32,7 @@ use crate::connection::{
     self, Connection, Endpoint, Flush, Inbound, Outcome, SendError, Settings, Tick,
 };
 use crate::http;
+use crate::memory::{self, Trimmer};
 use crate::metrics::{self, LoopCounters};
 use crate::router::fasthash::FastMap;
 use crate::router::{Action, ConnId, Entropy, Now, PeerKey, Router, RouterConfig};
@@ -131,8 +132,8 @@ pub struct Server {
     /// 0 = unlimited.
     max_per_ip: u32,
     shutdown_deadline: Option<Instant>,
-    /// The most connections open since memory was last handed back to the system.
-    peak_connections: usize,
+    /// When freed memory goes back to the system.
+    trimmer: Trimmer,
 }
 
 /// Both clocks, read once per iteration.
@@ -227,7 +228,7 @@ impl Server {
             nodelay_inherited,
             max_per_ip: config.max_connections_per_ip,
             shutdown_deadline: None,
-            peak_connections: 0,
+            trimmer: Trimmer::new(Instant::now()),
         })
     }
 
@@ -622,7 +623,12 @@ impl Server {
     /// Checks every connection's deadlines: O(connections) once per sweep period, never per
     /// event.
     fn sweep(&mut self, clock: Clock) {
-        self.return_freed_memory();
+        if self
+            .trimmer
+            .should_trim(self.conns.len(), self.counters.frames_out, clock.instant)
+        {
+            memory::trim();
+        }
         let mut advance = Vec::new();
         let mut closing = Vec::new();
         let mut expired = Vec::new();
@@ -658,22 +664,6 @@ impl Server {
             }
         }
         self.apply_actions(clock);
-    }
-
-    /// After most connections have left, hands the allocator's freed pages back to the system:
-    /// glibc keeps them otherwise, and a server that once held 10,000 connections would stay at
-    /// that size.
-    fn return_freed_memory(&mut self) {
-        let open = self.conns.len();
-        self.peak_connections = self.peak_connections.max(open);
-        if self.peak_connections >= 256 && open < self.peak_connections / 4 {
-            self.peak_connections = open;
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only walks the allocator's own free lists.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        }
     }
 
     /// Flushes each connection written to in this iteration, once.
