@@ -55,7 +55,8 @@ impl Trimmer {
             peak_connections: 0,
             frames_at_last_sweep: 0,
             frames_at_last_trim: 0,
-            last_trim: now,
+            // As if a trim had just aged out: the first quiet sweep after traffic may trim.
+            last_trim: now.checked_sub(QUIET_TRIM_EVERY).unwrap_or(now),
         }
     }
 
@@ -100,7 +101,9 @@ mod tests {
         let start = Instant::now();
         let second = |n| start + Duration::from_secs(n);
         let mut trimmer = Trimmer::new(start);
-        // A burst: busy sweeps do not trim, even ten seconds after the last trim.
+        // Nothing forwarded yet: nothing to hand back.
+        assert!(!trimmer.should_trim(10, 0, second(1)));
+        // A burst: busy sweeps do not trim.
         assert!(!trimmer.should_trim(10, 50_000, second(11)));
         assert!(!trimmer.should_trim(10, 100_000, second(12)));
         // It stops: the quiet sweep trims.

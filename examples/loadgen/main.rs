@@ -61,6 +61,8 @@ Flags:
                      latency scenario (the kernel still leaves other jobs 5 % of the core)
   --wait-quiet SECS  before each run, wait up to SECS for both cores to be 95 % idle (shared
                      machines); the background load seen is printed either way
+  --hold SECS        throughput runs: keep every connection open and idle for SECS after the
+                     run and print the server's RSS each second (does memory go back?)
 ";
 
 #[derive(Clone)]
@@ -82,6 +84,7 @@ struct Options {
     connecting: usize,
     nice: i32,
     fifo: bool,
+    hold: u64,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -103,6 +106,7 @@ fn parse_options() -> Result<Options, String> {
         connecting: 100,
         nice: 0,
         fifo: false,
+        hold: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -129,6 +133,7 @@ fn parse_options() -> Result<Options, String> {
             "--fifo" => options.fifo = true,
             "--nice" => options.nice = number(&arg, value(&arg)?)?,
             "--wait-quiet" => options.wait_quiet = number(&arg, value(&arg)?)?,
+            "--hold" => options.hold = number(&arg, value(&arg)?)?,
             // cargo bench passes this to every bench target; harmless here.
             "--bench" => {}
             scenario
@@ -568,6 +573,7 @@ fn throughput_rows(
     let senders = 2 * active_pairs.min(pairs);
     let messages = bench.messages_per_sender(senders, default_total);
     let expected = messages * senders as u64;
+    let hold = bench.options.hold;
     let (values, check, failed) = repeat(bench.options.runs, bench.options.wait_quiet, |run| {
         let mut stage = bench.stage(pairs, 0)?;
         let result = measure(
@@ -594,6 +600,7 @@ fn throughput_rows(
             result.server_core,
             result.loadgen_core,
         );
+        print_rss_while_idle(&stage.server, hold)?;
         Ok((
             vec![
                 rate,
@@ -649,6 +656,25 @@ fn throughput_rows(
         });
     }
     (!failed).then_some(median_rate)
+}
+
+/// Prints the server's RSS at the end of a run and then each second for `seconds`, with every
+/// connection still open and idle.
+fn print_rss_while_idle(server: &Server, seconds: u64) -> Result<(), String> {
+    if seconds == 0 {
+        return Ok(());
+    }
+    let mut samples = vec![server.rss_kib()?];
+    for _ in 0..seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        samples.push(server.rss_kib()?);
+    }
+    let listed: Vec<String> = samples.iter().map(|kib| format!("{kib}")).collect();
+    eprintln!(
+        "RSS with every connection open and idle, at the end of the run then each second: {} KiB",
+        listed.join(" / ")
+    );
+    Ok(())
 }
 
 fn median_of(values: &[f64]) -> f64 {
