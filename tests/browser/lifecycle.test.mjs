@@ -245,3 +245,65 @@ test('a hidden tab with notifications on: a notification names the sender, never
   await assertClean(alice);
   await assertClean(bob);
 });
+
+/** `from` asks `to` to be friends (by ID); resolves with the request card `to` sees. */
+async function sendFriendRequest(from, to) {
+  await from.page.fill('#add-friend-id', to.id);
+  await from.page.click('#add-friend-send');
+  const card = to.page.locator(`.request-card[data-request="${from.id}"]`);
+  await card.waitFor();
+  return card;
+}
+
+/** The armored public key `to` received in `from`'s FRIEND_REQUEST frame. */
+function receivedRequestKey(to, from) {
+  const [frame] = jsonFrames(to).filter((f) => f.direction === 'received' && f.json.type === 'FRIEND_REQUEST' && f.json.from === from.id);
+  assert.ok(frame, `${to.name} received no FRIEND_REQUEST from ${from.name}`);
+  return frame.json.public_key;
+}
+
+test('a hidden tab with notifications on: a friend request gets one notification naming the requester, no key material', { timeout: 45000 }, async () => {
+  const alice = await openUser(browser, server, { name: 'Alice' });
+  await alice.context.grantPermissions(['notifications'], { origin: new URL(server.url).origin });
+  await generateKey(alice);
+  await recordNotifications(alice.page);
+  await enterChat(alice);
+  const notifications = () => alice.page.evaluate(() => window.__notifications);
+
+  await alice.page.check('#notify-toggle');
+  await alice.page.waitForFunction(() => document.querySelector('#notify-toggle')?.checked === true);
+
+  const bob = await newChatUser(browser, server, { name: 'Bob' });
+  await sendFriendRequest(bob, alice);
+  assert.deepEqual(await notifications(), [], 'no notification for a friend request while the tab is visible');
+  assert.equal(await alice.page.title(), '(1) SecChat', 'the request is still counted in the title');
+
+  await setPageHidden(alice.page, true);
+  const carol = await newChatUser(browser, server, { name: 'Carol' });
+  const card = await sendFriendRequest(carol, alice);
+  await alice.page.waitForFunction(() => window.__notifications.length >= 1);
+  assert.equal(await alice.page.title(), '(2) SecChat');
+  const shown = await notifications();
+  assert.equal(shown.length, 1, 'exactly one notification for one friend request');
+  const [{ title, body }] = shown;
+  assert.equal(title, 'SecChat');
+  assert.match(body, /friend request/i, 'says it is a friend request');
+  assert.match(body, new RegExp(`\\b${carol.id}\\b`), 'names the requester');
+  assert.ok(!body.includes(bob.id), 'only the new request is announced');
+
+  // Nothing secret: no armor, no key material, no fingerprint.
+  const text = `${title} ${body}`;
+  const armored = receivedRequestKey(alice, carol);
+  assert.equal(await card.locator('[data-fingerprint]').getAttribute('data-fingerprint'), carol.fingerprint);
+  assert.ok(!/BEGIN|PGP|-----/.test(text), 'the notification holds armored text');
+  for (const line of armored.split(/\r?\n/).filter((l) => l.length >= 16 && !l.startsWith('-----'))) {
+    assert.ok(!text.includes(line.slice(0, 16)), 'the notification holds part of the public key');
+  }
+  assert.ok(!text.replace(/\s/g, '').toUpperCase().includes(carol.fingerprint.slice(-16)), 'the notification holds the key ID / fingerprint');
+
+  await setPageHidden(alice.page, false);
+  assert.equal((await notifications()).length, 1, 'still exactly one notification');
+  await assertClean(alice);
+  await assertClean(bob);
+  await assertClean(carol);
+});
