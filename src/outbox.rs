@@ -6,7 +6,8 @@
 //! tens of KiB each (300 MB measured), spread over memory the caches cannot hold, and it stays
 //! after the burst. Here the routed frames are encoded straight into [`Outbox`], which is freed
 //! as soon as everything is on the socket, so the allocator hands the same warm block to the
-//! next connection, and an idle connection holds no output buffer at all.
+//! next connection, and an idle connection holds no output buffer at all. (Freeing that often is
+//! cheap only because `memory.rs` keeps glibc from handing the heap back after every turn.)
 //!
 //! Tungstenite still writes its own control frames (pong, close) through [`Write`], into the
 //! same queue: one queue keeps every frame whole and in order (an ERROR before the close that
@@ -46,10 +47,6 @@ impl Outbox {
             sent: 0,
             last_len: 0,
         }
-    }
-
-    pub fn transport(&self) -> &Transport {
-        &self.transport
     }
 
     pub fn transport_mut(&mut self) -> &mut Transport {
