@@ -718,8 +718,6 @@ impl Server {
     }
 }
 
-/// Sets `TCP_NODELAY` on the listening socket, which Linux copies to every accepted socket;
-/// `false` where that is not so (then each accepted socket gets it itself).
 /// Raises the listen backlog (connections the kernel holds completed but not yet accepted) from
 /// mio's 128, the same as std's, to 1024.
 ///
@@ -745,6 +743,8 @@ fn deepen_backlog(listener: &TcpListener) {
     let _ = listener;
 }
 
+/// Sets `TCP_NODELAY` on the listening socket, which Linux copies to every accepted socket;
+/// `false` where that is not so (then each accepted socket gets it itself).
 fn set_nodelay_for_accepted(listener: &TcpListener) -> bool {
     #[cfg(target_os = "linux")]
     {
