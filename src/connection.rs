@@ -232,7 +232,9 @@ impl Connection {
             // TLS records (a handshake reply, the end of a response) may wait with no response
             // pending.
             State::Http(http) => http.output.is_some() || http.stream.wants_write(),
-            State::WebSocket(ws) => ws.want_write || ws.socket.get_ref().wants_write(),
+            // Not merely queued output: a queue the socket has not refused yet is flushed at the
+            // end of the loop turn, and WRITABLE interest for it would cost two `epoll_ctl`.
+            State::WebSocket(ws) => ws.want_write || ws.socket.get_ref().transport().wants_write(),
             State::Moving => false,
         }
     }
