@@ -38,6 +38,16 @@ async function newControlledUser(name) {
   return user;
 }
 
+/** A chat user who allowed notifications, whose page records every one it shows. */
+async function newNotifyingUser(name) {
+  const user = await openUser(browser, server, { name });
+  await user.context.grantPermissions(['notifications'], { origin: new URL(server.url).origin });
+  await generateKey(user);
+  await recordNotifications(user.page);
+  await enterChat(user);
+  return user;
+}
+
 const statusOf = (user) => user.page.getAttribute('#conn-status', 'data-status');
 
 function waitForOutgoingState(user, friendId, text, wanted, timeout = 15000) {
@@ -205,11 +215,7 @@ test('a friend whose ID comes back with a different key: loud "key changed", sen
 });
 
 test('a hidden tab with notifications on: a notification names the sender, never the text', { timeout: 45000 }, async () => {
-  const alice = await openUser(browser, server, { name: 'Alice' });
-  await alice.context.grantPermissions(['notifications'], { origin: new URL(server.url).origin });
-  await generateKey(alice);
-  await recordNotifications(alice.page);
-  await enterChat(alice);
+  const alice = await newNotifyingUser('Alice');
   const bob = await newChatUser(browser, server, { name: 'Bob' });
   await befriend(bob, alice);
   const notifications = () => alice.page.evaluate(() => window.__notifications);
@@ -263,11 +269,7 @@ function receivedRequestKey(to, from) {
 }
 
 test('a hidden tab with notifications on: a friend request gets one notification naming the requester, no key material', { timeout: 45000 }, async () => {
-  const alice = await openUser(browser, server, { name: 'Alice' });
-  await alice.context.grantPermissions(['notifications'], { origin: new URL(server.url).origin });
-  await generateKey(alice);
-  await recordNotifications(alice.page);
-  await enterChat(alice);
+  const alice = await newNotifyingUser('Alice');
   const notifications = () => alice.page.evaluate(() => window.__notifications);
 
   await alice.page.check('#notify-toggle');
