@@ -62,6 +62,59 @@ fn decoded_string(raw: &RawValue) -> String {
         .unwrap_or_else(|e| panic!("accepted field is not a string ({e}): {}", raw.get()))
 }
 
+/// An armored field's text, and whether it holds an escaped lone surrogate (`"\ud83d"`): valid
+/// JSON, accepted and forwarded byte for byte as serde_json's `RawValue` accepts it, but no Rust
+/// `String`. Such an escape is read as U+FFFD here, so the header is still checked; only the
+/// checks that parse a forwarded frame into a serde_json tree are skipped for it.
+fn decoded_armored(raw: &RawValue) -> (String, bool) {
+    let (literal, lone) = with_lone_surrogates_replaced(raw.get());
+    let text = serde_json::from_str::<String>(&literal)
+        .unwrap_or_else(|e| panic!("accepted field is not a string ({e}): {}", raw.get()));
+    (text, lone)
+}
+
+/// The JSON string literal with each `\uXXXX` surrogate escape that is not half of a pair
+/// replaced by `\ufffd`, and whether there was one.
+fn with_lone_surrogates_replaced(literal: &str) -> (String, bool) {
+    let bytes = literal.as_bytes();
+    let unit_at = |i: usize| {
+        let escape = bytes.get(i..i + 6)?;
+        if escape.get(..2)? != b"\\u" {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(escape.get(2..)?).ok()?, 16).ok()
+    };
+    let mut out = String::with_capacity(literal.len());
+    let mut lone = false;
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        if byte != b'\\' {
+            let end = bytes[i..]
+                .iter()
+                .position(|&b| b == b'\\')
+                .map_or(bytes.len(), |n| i + n);
+            out.push_str(&literal[i..end]);
+            i = end;
+            continue;
+        }
+        let taken = match unit_at(i) {
+            Some(0xD800..=0xDBFF) if matches!(unit_at(i + 6), Some(0xDC00..=0xDFFF)) => 12,
+            Some(0xD800..=0xDFFF) => {
+                lone = true;
+                out.push_str("\\ufffd");
+                i += 6;
+                continue;
+            }
+            Some(_) => 6,
+            None => 2,
+        };
+        let end = (i + taken).min(bytes.len());
+        out.push_str(&literal[i..end]);
+        i = end;
+    }
+    (out, lone)
+}
+
 fn check_ref(raw: &RawValue) {
     let text = decoded_string(raw);
     assert!(
@@ -86,30 +139,32 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
         Request::FriendRequest { to, public_key } | Request::FriendAccept { to, public_key } => {
             check_to(text, *to);
             if let Some(key) = public_key {
-                assert!(decoded_string(key).starts_with(PUBLIC_KEY_ARMOR));
-                let kind = match request {
-                    Request::FriendRequest { .. } => FriendKeyFrame::Request,
-                    _ => FriendKeyFrame::Accept,
-                };
-                let forwarded = parse(&protocol::friend_with_key(kind, from, key));
-                assert_eq!(forwarded["from"], "K7Q2ZD");
-                assert_eq!(
-                    forwarded["public_key"].as_str(),
-                    Some(&*decoded_string(key))
-                );
+                let (decoded, lone_surrogate) = decoded_armored(key);
+                assert!(decoded.starts_with(PUBLIC_KEY_ARMOR));
+                if !lone_surrogate {
+                    let kind = match request {
+                        Request::FriendRequest { .. } => FriendKeyFrame::Request,
+                        _ => FriendKeyFrame::Accept,
+                    };
+                    let forwarded = parse(&protocol::friend_with_key(kind, from, key));
+                    assert_eq!(forwarded["from"], "K7Q2ZD");
+                    assert_eq!(forwarded["public_key"].as_str(), Some(&*decoded));
+                }
             }
         }
         Request::FriendDecline { to } | Request::FriendRemove { to } => check_to(text, *to),
         Request::Message { to, payload } => {
             check_to(text, *to);
             if let Some(payload) = payload {
-                let decoded = decoded_string(payload);
+                let (decoded, lone_surrogate) = decoded_armored(payload);
                 assert!(decoded.starts_with(MESSAGE_ARMOR));
-                let ts = u64::from(text.len() as u32).wrapping_mul(1_000_003);
-                let forwarded = parse(&protocol::message(from, payload, ts));
-                assert_eq!(forwarded["type"], "MESSAGE");
-                assert_eq!(forwarded["payload"].as_str(), Some(&*decoded));
-                assert_eq!(forwarded["ts"].as_u64(), Some(ts));
+                if !lone_surrogate {
+                    let ts = u64::from(text.len() as u32).wrapping_mul(1_000_003);
+                    let forwarded = parse(&protocol::message(from, payload, ts));
+                    assert_eq!(forwarded["type"], "MESSAGE");
+                    assert_eq!(forwarded["payload"].as_str(), Some(&*decoded));
+                    assert_eq!(forwarded["ts"].as_u64(), Some(ts));
+                }
             }
             if let (Some(to), Some(reference)) = (to, reference) {
                 let undelivered = parse(&protocol::undelivered(*to, reference));
