@@ -22,4 +22,5 @@ pub mod outbox;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod socket_options;
 pub mod tls;

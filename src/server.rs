@@ -36,6 +36,7 @@ use crate::memory::{self, Trimmer};
 use crate::metrics::{self, LoopCounters};
 use crate::router::fasthash::FastMap;
 use crate::router::{Action, ConnId, Entropy, Now, PeerKey, Router, RouterConfig};
+use crate::socket_options;
 use crate::tls::{TlsAcceptor, Transport};
 
 const LISTENER: Token = Token(0);
@@ -149,8 +150,8 @@ impl Server {
     pub fn bind(config: &Config, assets: Assets, tls: Option<TlsAcceptor>) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
-        deepen_backlog(&listener);
-        let nodelay_inherited = set_nodelay_for_accepted(&listener);
+        socket_options::deepen_backlog(&listener);
+        let nodelay_inherited = socket_options::set_nodelay_for_accepted(&listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let metrics_listener = match config.metrics_listen {
@@ -360,6 +361,7 @@ impl Server {
             // Chat frames are small and latency matters more than packet count.
             let _ = stream.set_nodelay(true);
         }
+        socket_options::delay_first_acks(&stream);
         let token = Token(self.next_token);
         self.next_token += 1;
         if let Err(error) = self
@@ -718,57 +720,6 @@ impl Server {
     }
 }
 
-/// Raises the listen backlog (connections the kernel holds completed but not yet accepted) from
-/// mio's 128, the same as std's, to 1024.
-///
-/// When a restarted server is met by every client reconnecting at once, or a busy one turns slow
-/// for a moment, a full queue drops SYNs and each dropped client waits a whole second to
-/// retransmit. The kernel clamps the value to `net.core.somaxconn` (4096 by default since Linux
-/// 5.4), and the queue costs memory only while it holds connections. Linux takes a second
-/// `listen()` on a listening socket as a change of backlog; best effort, as 128 still works.
-fn deepen_backlog(listener: &TcpListener) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        const LISTEN_BACKLOG: libc::c_int = 1024;
-        // SAFETY: a valid listening socket descriptor; listen() reads nothing from our memory.
-        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-            log::debug!(
-                "cannot raise the listen backlog: {}",
-                io::Error::last_os_error()
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = listener;
-}
-
-/// Sets `TCP_NODELAY` on the listening socket, which Linux copies to every accepted socket;
-/// `false` where that is not so (then each accepted socket gets it itself).
-fn set_nodelay_for_accepted(listener: &TcpListener) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket descriptor and a pointer to a c_int of the given size.
-        let result = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        result == 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = listener;
-        false
-    }
-}
-
 /// One network peer for the per-address limits: an IPv4 address, or an IPv6 /64 (the smallest
 /// block a home or a server is usually given, so one attacker holds a whole /64).
 fn peer_key(ip: IpAddr) -> PeerKey {
@@ -795,49 +746,6 @@ fn duration_ms(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accepted_sockets_have_nodelay() {
-        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let inherited = set_nodelay_for_accepted(&listener);
-        assert_eq!(inherited, cfg!(target_os = "linux"));
-        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let accepted = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                Err(e) => panic!("{e}"),
-            }
-        };
-        if inherited {
-            assert!(accepted.nodelay().unwrap());
-        }
-    }
-
-    /// Fills the accept queue of a listener nobody accepts on: with mio's backlog of 128 the
-    /// 130th connection would hang in SYN retransmits; with the deeper one all of them complete.
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn the_listen_backlog_holds_a_reconnection_burst() {
-        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(0);
-        if somaxconn < 400 {
-            eprintln!("net.core.somaxconn is {somaxconn}: the kernel caps any backlog below 400");
-            return;
-        }
-        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        deepen_backlog(&listener);
-        let addr = listener.local_addr().unwrap();
-        let waiting: Vec<_> = (0..400)
-            .map(|n| {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-                    .unwrap_or_else(|e| panic!("connection {n} was not queued: {e}"))
-            })
-            .collect();
-        assert_eq!(waiting.len(), 400);
-    }
 
     #[test]
     fn peers_are_ipv4_addresses_and_ipv6_slash_64s() {
