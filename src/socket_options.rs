@@ -1,8 +1,6 @@
 //! Socket options the loop sets on the listener and on each accepted socket, with the kernel
 //! behaviour each one relies on. Linux only; elsewhere every function is a harmless no-op.
 
-use std::io;
-
 use mio::net::{TcpListener, TcpStream};
 
 /// Raises the listen backlog (connections the kernel holds completed but not yet accepted) from
@@ -22,7 +20,7 @@ pub fn deepen_backlog(listener: &TcpListener) {
         if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
             log::debug!(
                 "cannot raise the listen backlog: {}",
-                io::Error::last_os_error()
+                std::io::Error::last_os_error()
             );
         }
     }
@@ -61,7 +59,7 @@ pub fn set_nodelay_for_accepted(listener: &TcpListener) -> bool {
 /// answer follows within the delayed-ACK timeout (40 ms or less), the kernel sends the ACK and
 /// returns to its usual adaptation. Clients set `TCP_NODELAY` (browsers do), so no client waits
 /// for these ACKs before sending. Measured on loopback: 2 segments fewer per pair of friends set
-/// up (27 → 25) and the setup rate +16 % (BENCHMARKS.md). Best effort: a failure changes only
+/// up (27 → 25) and the setup rate +11 % (median of 9 alternating rounds, BENCHMARKS.md). Best effort: a failure changes only
 /// the packet count.
 pub fn delay_first_acks(stream: &TcpStream) {
     #[cfg(target_os = "linux")]
@@ -83,7 +81,7 @@ fn set_int_option(
     level: libc::c_int,
     name: libc::c_int,
     value: libc::c_int,
-) -> io::Result<()> {
+) -> std::io::Result<()> {
     // SAFETY: a socket descriptor the caller owns and a pointer to a c_int of the given size.
     let result = unsafe {
         libc::setsockopt(
@@ -97,13 +95,14 @@ fn set_int_option(
     if result == 0 {
         Ok(())
     } else {
-        Err(io::Error::last_os_error())
+        Err(std::io::Error::last_os_error())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
     use std::time::Duration;
 
     fn accept_one(listener: &TcpListener) -> TcpStream {
