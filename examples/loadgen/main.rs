@@ -5,6 +5,7 @@
 //! cargo run --release --example loadgen                 # every scenario, once
 //! cargo run --release --example loadgen -- --runs 2     # every scenario twice, medians
 //! cargo run --release --example loadgen -- throughput --size 4096 --ref
+//! cargo run --release --example loadgen -- setup --runs 5 --baseline old/secchat  # A/B
 //! cargo run --release --example loadgen -- --help
 //! ```
 //!
@@ -52,7 +53,13 @@ Flags:
   --server PATH      the secchat binary (default: target/release/secchat, built first)
   --source-ips N     spread connections over 127.0.0.1 .. 127.0.0.N
   --connecting N     connections between connect() and their CONNECT reply at most (default
-                     100, below the server's listen backlog of 128)
+                     100)
+  --baseline PATH    compare with another secchat binary (an older build): every round runs
+                     each scenario on both, alternating which goes first; prints both tables
+                     and, per measurement, this build's value over the baseline's in every
+                     round, their median, and in how many rounds this build did better. On a
+                     noisy machine, ratios from alternated runs hold where absolute figures
+                     drift
   --no-pin           do not pin the server and the load generator to cores
   --nice N           run the server and the load generator at nice value N (e.g. -10, needs
                      root): on a shared machine, keeps other jobs from taking their cores
@@ -85,6 +92,7 @@ struct Options {
     nice: i32,
     fifo: bool,
     hold: u64,
+    baseline: Option<PathBuf>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -107,6 +115,7 @@ fn parse_options() -> Result<Options, String> {
         nice: 0,
         fifo: false,
         hold: 0,
+        baseline: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -134,6 +143,7 @@ fn parse_options() -> Result<Options, String> {
             "--nice" => options.nice = number(&arg, value(&arg)?)?,
             "--wait-quiet" => options.wait_quiet = number(&arg, value(&arg)?)?,
             "--hold" => options.hold = number(&arg, value(&arg)?)?,
+            "--baseline" => options.baseline = Some(PathBuf::from(value(&arg)?)),
             // cargo bench passes this to every bench target; harmless here.
             "--bench" => {}
             scenario
@@ -176,6 +186,11 @@ enum Target {
 impl Row {
     fn median(&self) -> f64 {
         median_of(&self.values)
+    }
+
+    /// Latencies and memory: a smaller value is the better one.
+    fn lower_is_better(&self) -> bool {
+        matches!(self.unit, "µs" | "KiB" | "MiB")
     }
 
     fn verdict(&self) -> &'static str {
@@ -227,37 +242,91 @@ fn print_table(rows: &[Row]) {
         "met",
         "check",
     ];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            let runs = row
-                .values
-                .iter()
-                .map(|v| format_value(*v, "").trim().to_owned())
-                .collect::<Vec<_>>()
-                .join(" / ");
             let target = match row.target {
                 None => String::new(),
                 Some(Target::AtLeast(t)) => format!("≥ {}", format_value(t, row.unit)),
                 Some(Target::AtMost(t)) => format!("≤ {}", format_value(t, row.unit)),
             };
-            [
+            vec![
                 row.measurement.clone(),
                 row.parameters.clone(),
                 format_value(row.median(), row.unit),
-                runs,
+                joined(&row.values, |v| format_value(v, "").trim().to_owned()),
                 target,
                 row.verdict().to_owned(),
                 row.check.clone(),
             ]
         })
         .collect();
+    print_cells(&header, &cells);
+}
+
+/// The comparison with `--baseline`: per measurement, this build's value over the baseline's in
+/// each round (rounds pair up because they ran back to back), and how often this build did
+/// better.
+fn print_comparison(baseline: &[Row], under_test: &[Row]) {
+    let header = [
+        "measurement",
+        "parameters",
+        "baseline median",
+        "median",
+        "ratio per round",
+        "median ratio",
+        "better in",
+    ];
+    let cells: Vec<Vec<String>> = baseline
+        .iter()
+        .zip(under_test)
+        .map(|(before, after)| {
+            let ratios: Vec<f64> = before
+                .values
+                .iter()
+                .zip(&after.values)
+                .map(|(b, a)| a / b)
+                .collect();
+            let better = ratios
+                .iter()
+                .filter(|&&ratio| {
+                    if after.lower_is_better() {
+                        ratio < 1.0
+                    } else {
+                        ratio > 1.0
+                    }
+                })
+                .count();
+            vec![
+                after.measurement.clone(),
+                after.parameters.clone(),
+                format_value(before.median(), before.unit),
+                format_value(after.median(), after.unit),
+                joined(&ratios, |ratio| format!("{ratio:.2}")),
+                format!("{:.3}", median_of(&ratios)),
+                format!("{better} of {}", ratios.len()),
+            ]
+        })
+        .collect();
+    print_cells(&header, &cells);
+}
+
+fn joined(values: &[f64], format: impl Fn(f64) -> String) -> String {
+    values
+        .iter()
+        .map(|&value| format(value))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn print_cells(header: &[&str], cells: &[Vec<String>]) {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             cells
                 .iter()
-                .map(|c| c[i].chars().count())
-                .chain([header[i].len()])
+                .filter_map(|c| c.get(i))
+                .map(|cell| cell.chars().count())
+                .chain(header.get(i).map(|h| h.chars().count()))
                 .max()
                 .unwrap_or(0)
         })
@@ -271,7 +340,7 @@ fn print_table(rows: &[Row]) {
         println!("| {} |", padded.join(" | "));
     };
     println!();
-    line(&header.map(String::from));
+    line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     println!(
         "|{}|",
         widths
@@ -280,7 +349,7 @@ fn print_table(rows: &[Row]) {
             .collect::<Vec<_>>()
             .join("|")
     );
-    for row in &cells {
+    for row in cells {
         line(row);
     }
 }
@@ -872,6 +941,79 @@ fn scenario_custom(bench: &mut Bench, rows: &mut Vec<Row>) {
     );
 }
 
+fn run_scenarios(bench: &mut Bench, scenarios: &[String]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut base = None;
+    for scenario in scenarios {
+        eprintln!("loadgen: scenario {scenario} ({})", bench.binary.display());
+        match scenario.as_str() {
+            "setup" => scenario_setup(bench, &mut rows),
+            "rss" => scenario_rss(bench, &mut rows),
+            "throughput" => base = scenario_throughput(bench, &mut rows),
+            "scale" => scenario_scale(bench, &mut rows, base),
+            "latency" => {
+                let rate = bench.options.rate.unwrap_or(10_000.0);
+                let pairs = bench.options.pairs;
+                scenario_latency(bench, &mut rows, rate, pairs)
+            }
+            "custom" => scenario_custom(bench, &mut rows),
+            _ => {}
+        }
+    }
+    rows
+}
+
+/// `--runs` rounds, each running every scenario once on the baseline and once on the build under
+/// test, the first of the two alternating; returns (under test, baseline) with one value per
+/// round in every row.
+fn alternate_with(
+    bench: &mut Bench,
+    baseline: PathBuf,
+    scenarios: &[String],
+) -> (Vec<Row>, Vec<Row>) {
+    let under_test = bench.binary.clone();
+    let rounds = bench.options.runs;
+    bench.options.runs = 1;
+    let mut test_rows: Vec<Row> = Vec::new();
+    let mut baseline_rows: Vec<Row> = Vec::new();
+    for round in 0..rounds {
+        let baseline_first = round % 2 == 0;
+        for is_baseline in [baseline_first, !baseline_first] {
+            bench.binary = if is_baseline {
+                baseline.clone()
+            } else {
+                under_test.clone()
+            };
+            let rows = run_scenarios(bench, scenarios);
+            let into = if is_baseline {
+                &mut baseline_rows
+            } else {
+                &mut test_rows
+            };
+            append_round(into, rows);
+        }
+    }
+    bench.binary = under_test;
+    bench.options.runs = rounds;
+    (test_rows, baseline_rows)
+}
+
+/// Adds one round's rows to the rows of the rounds before (the same scenarios give the same rows
+/// in the same order).
+fn append_round(into: &mut Vec<Row>, round: Vec<Row>) {
+    if into.is_empty() {
+        *into = round;
+        return;
+    }
+    for (row, new) in into.iter_mut().zip(round) {
+        row.values.extend(new.values);
+        row.failed |= new.failed;
+        if !row.check.contains(&new.check) {
+            row.check = format!("{}; {}", row.check, new.check);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
@@ -891,6 +1033,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(baseline) = &options.baseline
+        && !baseline.is_file()
+    {
+        eprintln!(
+            "loadgen: --baseline {}: no such file (build the older commit first, e.g. in a git \
+             worktree, and pass its target/release/secchat)",
+            baseline.display()
+        );
+        return ExitCode::from(2);
+    }
     let open_files = system::raise_open_file_limit();
     if open_files < 12_000 {
         eprintln!(
@@ -913,23 +1065,14 @@ fn main() -> ExitCode {
         source_ips,
         pinned: None,
     };
-    let mut rows = Vec::new();
-    let mut base = None;
-    for scenario in &options.scenarios {
-        eprintln!("loadgen: scenario {scenario}");
-        match scenario.as_str() {
-            "setup" => scenario_setup(&mut bench, &mut rows),
-            "rss" => scenario_rss(&mut bench, &mut rows),
-            "throughput" => base = scenario_throughput(&mut bench, &mut rows),
-            "scale" => scenario_scale(&mut bench, &mut rows, base),
-            "latency" => {
-                let rate = options.rate.unwrap_or(10_000.0);
-                scenario_latency(&mut bench, &mut rows, rate, options.pairs)
-            }
-            "custom" => scenario_custom(&mut bench, &mut rows),
-            _ => {}
+    let (rows, baseline_rows) = match &options.baseline {
+        None => (run_scenarios(&mut bench, &options.scenarios), None),
+        Some(baseline) => {
+            let (under_test, baseline_rows) =
+                alternate_with(&mut bench, baseline.clone(), &options.scenarios);
+            (under_test, Some(baseline_rows))
         }
-    }
+    };
     println!(
         "\nserver: {} (pinned: {}), loadgen pinned to core {}: {}, nice {}{}, runs per measurement: {}",
         bench.binary.display(),
@@ -948,8 +1091,21 @@ fn main() -> ExitCode {
         },
         options.runs
     );
-    print_table(&rows);
-    if rows.iter().any(|row| row.failed) {
+    if let (Some(baseline), Some(baseline_rows)) = (&options.baseline, &baseline_rows) {
+        println!("\nbaseline: {}", baseline.display());
+        print_table(baseline_rows);
+        println!("\nunder test: {}", bench.binary.display());
+        print_table(&rows);
+        println!("\nunder test against baseline, round by round:");
+        print_comparison(baseline_rows, &rows);
+    } else {
+        print_table(&rows);
+    }
+    let failed = rows
+        .iter()
+        .chain(baseline_rows.iter().flatten())
+        .any(|row| row.failed);
+    if failed {
         eprintln!("loadgen: some runs FAILED their checks (see the check column)");
         return ExitCode::FAILURE;
     }
