@@ -281,22 +281,7 @@ fn print_comparison(baseline: &[Row], under_test: &[Row]) {
         .iter()
         .zip(under_test)
         .map(|(before, after)| {
-            let ratios: Vec<f64> = before
-                .values
-                .iter()
-                .zip(&after.values)
-                .map(|(b, a)| a / b)
-                .collect();
-            let better = ratios
-                .iter()
-                .filter(|&&ratio| {
-                    if after.lower_is_better() {
-                        ratio < 1.0
-                    } else {
-                        ratio > 1.0
-                    }
-                })
-                .count();
+            let (ratios, better) = compare_rounds(before, after);
             vec![
                 after.measurement.clone(),
                 after.parameters.clone(),
@@ -309,6 +294,28 @@ fn print_comparison(baseline: &[Row], under_test: &[Row]) {
         })
         .collect();
     print_cells(&header, &cells);
+}
+
+/// This build's value over the baseline's, round by round, and in how many rounds it was the
+/// better one (higher throughput, lower latency or memory).
+fn compare_rounds(before: &Row, after: &Row) -> (Vec<f64>, usize) {
+    let ratios: Vec<f64> = before
+        .values
+        .iter()
+        .zip(&after.values)
+        .map(|(b, a)| a / b)
+        .collect();
+    let better = ratios
+        .iter()
+        .filter(|&&ratio| {
+            if after.lower_is_better() {
+                ratio < 1.0
+            } else {
+                ratio > 1.0
+            }
+        })
+        .count();
+    (ratios, better)
 }
 
 fn joined(values: &[f64], format: impl Fn(f64) -> String) -> String {
@@ -1110,4 +1117,51 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(unit: &'static str, values: &[f64], check: &str) -> Row {
+        Row {
+            measurement: "m".into(),
+            parameters: "p".into(),
+            values: values.to_vec(),
+            unit,
+            target: None,
+            check: check.into(),
+            failed: false,
+        }
+    }
+
+    #[test]
+    fn rounds_append_values_in_order_and_keep_every_distinct_check() {
+        let mut rows = Vec::new();
+        append_round(&mut rows, vec![row("msgs/s", &[1.0], "ok")]);
+        append_round(&mut rows, vec![row("msgs/s", &[2.0], "ok")]);
+        let mut failing = row("msgs/s", &[3.0], "FAILED: 1 of 2 delivered");
+        failing.failed = true;
+        append_round(&mut rows, vec![failing]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].values, [1.0, 2.0, 3.0]);
+        assert_eq!(rows[0].check, "ok; FAILED: 1 of 2 delivered");
+        assert!(rows[0].failed);
+    }
+
+    #[test]
+    fn higher_throughput_and_lower_latency_count_as_better() {
+        let (ratios, better) = compare_rounds(
+            &row("msgs/s", &[100.0, 100.0, 100.0], "ok"),
+            &row("msgs/s", &[110.0, 90.0, 120.0], "ok"),
+        );
+        assert_eq!(ratios, [1.1, 0.9, 1.2]);
+        assert_eq!(better, 2);
+        let (ratios, better) = compare_rounds(
+            &row("µs", &[100.0, 100.0], "ok"),
+            &row("µs", &[80.0, 125.0], "ok"),
+        );
+        assert_eq!(ratios, [0.8, 1.25]);
+        assert_eq!(better, 1);
+    }
 }
