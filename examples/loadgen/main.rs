@@ -281,15 +281,26 @@ fn print_comparison(baseline: &[Row], under_test: &[Row]) {
         .iter()
         .zip(under_test)
         .map(|(before, after)| {
-            let (ratios, better) = compare_rounds(before, after);
+            let (per_round, median, better) = match compare_rounds(before, after) {
+                Some((ratios, better)) => (
+                    joined(&ratios, |ratio| format!("{ratio:.2}")),
+                    format!("{:.3}", median_of(&ratios)),
+                    format!("{better} of {}", ratios.len()),
+                ),
+                None => (
+                    "a run failed: rounds do not pair up".into(),
+                    "-".into(),
+                    "-".into(),
+                ),
+            };
             vec![
                 after.measurement.clone(),
                 after.parameters.clone(),
                 format_value(before.median(), before.unit),
                 format_value(after.median(), after.unit),
-                joined(&ratios, |ratio| format!("{ratio:.2}")),
-                format!("{:.3}", median_of(&ratios)),
-                format!("{better} of {}", ratios.len()),
+                per_round,
+                median,
+                better,
             ]
         })
         .collect();
@@ -297,8 +308,12 @@ fn print_comparison(baseline: &[Row], under_test: &[Row]) {
 }
 
 /// This build's value over the baseline's, round by round, and in how many rounds it was the
-/// better one (higher throughput, lower latency or memory).
-fn compare_rounds(before: &Row, after: &Row) -> (Vec<f64>, usize) {
+/// better one (higher throughput, lower latency or memory); `None` when a failed run left one
+/// side without its value for some round, so the values no longer pair up.
+fn compare_rounds(before: &Row, after: &Row) -> Option<(Vec<f64>, usize)> {
+    if before.values.len() != after.values.len() {
+        return None;
+    }
     let ratios: Vec<f64> = before
         .values
         .iter()
@@ -315,7 +330,7 @@ fn compare_rounds(before: &Row, after: &Row) -> (Vec<f64>, usize) {
             }
         })
         .count();
-    (ratios, better)
+    Some((ratios, better))
 }
 
 fn joined(values: &[f64], format: impl Fn(f64) -> String) -> String {
@@ -1154,14 +1169,18 @@ mod tests {
         let (ratios, better) = compare_rounds(
             &row("msgs/s", &[100.0, 100.0, 100.0], "ok"),
             &row("msgs/s", &[110.0, 90.0, 120.0], "ok"),
-        );
+        )
+        .unwrap();
         assert_eq!(ratios, [1.1, 0.9, 1.2]);
         assert_eq!(better, 2);
         let (ratios, better) = compare_rounds(
             &row("µs", &[100.0, 100.0], "ok"),
             &row("µs", &[80.0, 125.0], "ok"),
-        );
+        )
+        .unwrap();
         assert_eq!(ratios, [0.8, 1.25]);
         assert_eq!(better, 1);
+        let one_run_missing = row("µs", &[80.0], "FAILED: setup stalled");
+        assert!(compare_rounds(&row("µs", &[100.0, 100.0], "ok"), &one_run_missing).is_none());
     }
 }
