@@ -57,10 +57,11 @@ pub fn set_nodelay_for_accepted(listener: &TcpListener) -> bool {
 /// carries the acknowledgement anyway. `TCP_QUICKACK` = 0 starts the socket in the delayed-ACK
 /// ("ping-pong") mode the kernel would reach on its own after the first exchanges; where no
 /// answer follows within the delayed-ACK timeout (40 ms or less), the kernel sends the ACK and
-/// returns to its usual adaptation. Clients set `TCP_NODELAY` (browsers do), so no client waits
-/// for these ACKs before sending. Measured on loopback: 2 segments fewer per pair of friends set
-/// up (27 → 25) and the setup rate +11 % (median of 9 alternating rounds, BENCHMARKS.md). Best effort: a failure changes only
-/// the packet count.
+/// returns to its usual adaptation. A client with `TCP_NODELAY` (Chromium sets it) never waits
+/// for an ACK to send; one without it meets the Nagle/delayed-ACK wait it would meet anyway once
+/// the kernel had switched modes on its own. Measured on loopback: 2 segments fewer per pair of
+/// friends set up (27 → 25) and the setup rate +7 to +11 % in alternating runs (BENCHMARKS.md).
+/// Best effort: a failure changes only the packet count.
 pub fn delay_first_acks(stream: &TcpStream) {
     #[cfg(target_os = "linux")]
     {
