@@ -498,16 +498,15 @@ fn is_json_string(raw: &RawValue) -> bool {
 /// grammar allows in escapes) are refused too: echoing them would hand strict clients text they
 /// cannot decode.
 fn is_valid_ref(raw: &RawValue) -> bool {
-    let text = raw.get();
     if !is_json_string(raw) {
         return false;
     }
-    let inner = text.get(1..text.len().saturating_sub(1)).unwrap_or("");
+    let inner = string_inner(raw);
     if !inner.contains('\\') {
         return inner.len() <= MAX_REF_CHARS || inner.chars().count() <= MAX_REF_CHARS;
     }
     // Escaped refs are rare: decoding them into a String is fine.
-    serde_json::from_str::<String>(text)
+    serde_json::from_str::<String>(raw.get())
         .is_ok_and(|decoded| decoded.chars().count() <= MAX_REF_CHARS)
 }
 
@@ -554,14 +553,14 @@ fn kind_named(name: &[u8]) -> Kind {
 /// the decoded text, and [`ascii_units`] is not needed. `None` with a `\`, or when longer than
 /// any type name (an ID that long is padded, and the slow path is fine for it).
 fn unescaped_text(raw: &RawValue) -> Option<&[u8]> {
-    let inner = string_inner(raw);
+    let inner = string_inner(raw).as_bytes();
     (inner.len() <= MAX_KIND_LEN && !inner.contains(&b'\\')).then_some(inner)
 }
 
-/// The bytes between the quotes of a JSON string's raw text.
-fn string_inner(raw: &RawValue) -> &[u8] {
-    let bytes = raw.get().as_bytes();
-    bytes.get(1..bytes.len().saturating_sub(1)).unwrap_or(&[])
+/// The text between the quotes of a JSON string's raw text, escapes as written.
+fn string_inner(raw: &RawValue) -> &str {
+    let text = raw.get();
+    text.get(1..text.len().saturating_sub(1)).unwrap_or("")
 }
 
 /// A required `to`: outer `None` when missing or not a string (`bad_request`), inner `None` when
@@ -604,7 +603,7 @@ fn armored<'a>(raw: Option<&'a RawValue>, armor: &str) -> Option<&'a RawValue> {
     if !is_json_string(raw) {
         return None;
     }
-    let inner = string_inner(raw);
+    let inner = string_inner(raw).as_bytes();
     let head = inner.get(..armor.len()).unwrap_or(inner);
     // Without a `\` among the first bytes, the decoded text starts with them: the header written
     // as every real client sends it needs no decoding.
@@ -628,9 +627,8 @@ fn decoded_starts_with(raw: &RawValue, prefix: &str) -> bool {
 /// validated by serde_json) as `Some(byte)` for ASCII and `None` for anything else. A non-ASCII
 /// character yields at least one `None`, which is all that callers matching ASCII text need.
 pub fn ascii_units(raw: &RawValue) -> AsciiUnits<'_> {
-    let bytes = raw.get().as_bytes();
     AsciiUnits {
-        bytes: bytes.get(1..bytes.len().saturating_sub(1)).unwrap_or(&[]),
+        bytes: string_inner(raw).as_bytes(),
         position: 0,
     }
 }
