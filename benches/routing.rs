@@ -217,9 +217,9 @@ fn bench_routing(c: &mut Criterion) {
                         }
                         for k in 0..distinct_recipients {
                             let (sender, recipient, _) = &pairs[(first + k) % pairs.len()];
-                            router.flushed(*recipient);
+                            router.flushed(*recipient, 0);
                             if with_ref {
-                                router.flushed(*sender);
+                                router.flushed(*sender, 0);
                             }
                         }
                     })
@@ -267,8 +267,8 @@ fn bench_friends(c: &mut Criterion) {
                 router.text(b.0, black_box(&accept), NOW, out);
                 router.text(a.0, black_box(&remove), NOW, out);
                 out.clear();
-                router.flushed(a.0);
-                router.flushed(b.0);
+                router.flushed(a.0, 0);
+                router.flushed(b.0, 0);
             })
         });
     }

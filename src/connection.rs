@@ -285,9 +285,10 @@ impl Connection {
         }
     }
 
-    /// Queues one text frame; it reaches the socket at the next [`Connection::flush`] (or sooner
-    /// when 64 KiB wait, see [`crate::outbox`]).
-    pub fn send_text(&mut self, frame: &str) -> Result<(), SendError> {
+    /// Queues one text frame; it reaches the socket at the next [`Connection::flush`], or sooner
+    /// when 64 KiB wait (see [`crate::outbox`]): then `Ok(true)`, as [`Connection::unsent`]
+    /// changed.
+    pub fn send_text(&mut self, frame: &str) -> Result<bool, SendError> {
         let State::WebSocket(ws) = &mut self.state else {
             return Err(SendError::NotOpen);
         };
@@ -299,8 +300,7 @@ impl Connection {
         if outbox.unsent() + frame.len() > ws.outbox_ceiling {
             return Err(SendError::Full);
         }
-        outbox.push_text(frame);
-        Ok(())
+        Ok(outbox.push_text(frame))
     }
 
     /// Starts the closing handshake with `code`; the connection is dropped once the peer answers
@@ -308,6 +308,14 @@ impl Connection {
     pub fn close_websocket(&mut self, code: u16, reason: &'static str, now: Instant) {
         if let State::WebSocket(ws) = &mut self.state {
             ws.start_close(code, reason, now);
+        }
+    }
+
+    /// WebSocket output queued and not yet on the socket.
+    pub fn unsent(&self) -> usize {
+        match &self.state {
+            State::WebSocket(ws) => ws.socket.get_ref().unsent(),
+            _ => 0,
         }
     }
 

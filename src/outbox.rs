@@ -63,7 +63,9 @@ impl Outbox {
     }
 
     /// Queues `text` as one unmasked text frame, the form every server-to-client frame takes.
-    pub fn push_text(&mut self, text: &str) {
+    /// Returns whether the backlog reached [`WRITE_EARLY`] and was put on the socket (so
+    /// [`Outbox::unsent`] may have dropped).
+    pub fn push_text(&mut self, text: &str) -> bool {
         let len = text.len();
         let frame_len = len + 10;
         if self.queue.capacity() == 0 {
@@ -84,10 +86,12 @@ impl Outbox {
             self.queue.extend_from_slice(&(len as u64).to_be_bytes());
         }
         self.queue.extend_from_slice(text.as_bytes());
-        if self.unsent() >= WRITE_EARLY {
-            // WouldBlock leaves the rest for the flush; a failure surfaces there too.
-            let _ = self.write_queue();
+        if self.unsent() < WRITE_EARLY {
+            return false;
         }
+        // WouldBlock leaves the rest for the flush; a failure surfaces there too.
+        let _ = self.write_queue();
+        true
     }
 
     /// Puts the queue on the socket. `Ok(())` when all of it (and any TLS records) went out;
@@ -186,6 +190,19 @@ mod tests {
             client.read_exact(&mut received).unwrap();
             assert!(received == expected, "length {len}");
         }
+    }
+
+    #[test]
+    fn a_backlog_of_64_kib_goes_to_the_socket_early_and_says_so() {
+        let (mut outbox, _client) = pair();
+        // 1,000 bytes of text make a 1,004-byte frame: the 66th brings the backlog to 64 KiB.
+        let text = "x".repeat(1000);
+        for n in 1..66 {
+            assert!(!outbox.push_text(&text), "frame {n} went early");
+        }
+        assert_eq!(outbox.unsent(), 65 * 1004);
+        assert!(outbox.push_text(&text), "66 frames stayed queued");
+        assert!(outbox.unsent() < 66 * 1004, "nothing reached the socket");
     }
 
     #[test]

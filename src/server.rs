@@ -115,6 +115,9 @@ pub struct Server {
     actions: Vec<Action>,
     /// An empty vector kept for its capacity, swapped with `actions` while applying them.
     spare_actions: Vec<Action>,
+    /// Connections whose outbox went to the socket while actions were applied: the router's
+    /// count of their unsent bytes is corrected afterwards.
+    wrote_early: Vec<Token>,
     /// Connections written to in this iteration, flushed once at its end.
     dirty: Vec<Token>,
     read_again: Vec<Token>,
@@ -216,6 +219,7 @@ impl Server {
             settings,
             actions: Vec::new(),
             spare_actions: Vec::new(),
+            wrote_early: Vec::new(),
             dirty: Vec::new(),
             read_again: Vec::new(),
             next_token: FIRST_CONNECTION,
@@ -548,10 +552,13 @@ impl Server {
                         };
                         let len = frame.len() as u64;
                         match connection.send_text(&frame) {
-                            Ok(()) => {
+                            Ok(wrote_early) => {
                                 self.counters.frames_out += 1;
                                 self.counters.bytes_out += len;
                                 mark_dirty(&mut self.dirty, token, connection);
+                                if wrote_early {
+                                    self.wrote_early.push(token);
+                                }
                             }
                             Err(SendError::NotOpen) => {}
                             Err(SendError::Full) => {
@@ -573,6 +580,13 @@ impl Server {
             self.spare_actions = batch;
             for token in doomed.drain(..) {
                 self.drop_connection(token, clock);
+            }
+        }
+        // Only now is every frame the router counted in an outbox, so what is left there is
+        // exactly what it should count.
+        for token in self.wrote_early.drain(..) {
+            if let Some(connection) = self.conns.get(&token) {
+                self.router.flushed(token.0 as ConnId, connection.unsent());
             }
         }
     }
@@ -678,8 +692,8 @@ impl Server {
             };
             conn.dirty = false;
             match conn.flush() {
-                Flush::Done => self.router.flushed(token.0 as ConnId),
-                Flush::Blocked => {}
+                Flush::Done => self.router.flushed(token.0 as ConnId, 0),
+                Flush::Blocked => self.router.flushed(token.0 as ConnId, conn.unsent()),
                 Flush::Dead => dead.push(token),
             }
             self.sync_interest(token);

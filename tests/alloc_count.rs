@@ -182,8 +182,8 @@ fn allocations_for_one(pair: &mut Pair, text: &str, expect_ack: bool) -> usize {
     for _ in 0..1_000 {
         router.text(*sender, text, NOW, out);
         out.clear();
-        router.flushed(*recipient);
-        router.flushed(*sender);
+        router.flushed(*recipient, 0);
+        router.flushed(*sender, 0);
     }
     let count = allocations_in(|| router.text(*sender, text, NOW, out));
     let mut expected_frames = vec![(*recipient, "MESSAGE")];

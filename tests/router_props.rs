@@ -736,7 +736,7 @@ impl Model {
             }
             Op::Flushed { slot } => {
                 if let Some(conn) = self.slots[*slot] {
-                    self.router.flushed(conn);
+                    self.router.flushed(conn, 0);
                 }
             }
             Op::Advance { ms } => {

@@ -13,9 +13,10 @@
 //!
 //! # Memory bounds
 //! - Per connection ([`Conn`]): a few words, plus the error window (at most 101 timestamps, only
-//!   after the first ERROR; `limits.rs`). Bytes the router emitted but the loop has not flushed
-//!   are counted (`unsent`): a MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a connection with more
-//!   than `max_unsent_bytes` unsent is refused with `peer_busy`, so a peer can push at most
+//!   after the first ERROR; `limits.rs`). Bytes not yet on the socket are counted (`unsent`:
+//!   what the loop reported left after its last flush, plus every frame emitted since): a
+//!   MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a connection with more than
+//!   `max_unsent_bytes` unsent is refused with `peer_busy`, so a peer can push at most
 //!   `max_unsent_bytes` + one frame into a connection that does not read. Frames a connection
 //!   causes itself (replies) and small control frames are bounded by its outbox ceiling.
 //! - Per session ([`Session`]): `friends` and `pending_in` name distinct live sessions (fewer than
@@ -98,7 +99,7 @@ pub struct RouterConfig {
     pub rate_friend_requests_per_min: u32,
     /// Largest client message, reported to clients in the CONNECT reply's `limits`.
     pub max_message_bytes: usize,
-    /// A connected recipient with more unflushed bytes than this is `peer_busy`.
+    /// A connected recipient with more bytes than this not yet on its socket is `peer_busy`.
     pub max_unsent_bytes: usize,
     /// A recipient in its resume window whose queue holds more bytes than this is `peer_busy`.
     pub max_queue_bytes: usize,
@@ -177,7 +178,7 @@ const MS_PER_MINUTE: u64 = 60_000;
 struct Conn {
     session: Option<Id>,
     peer: PeerKey,
-    /// Bytes of frames emitted to this connection since the loop last reported it flushed.
+    /// Bytes the loop had left unsent at its last flush, plus the frames emitted since.
     unsent: usize,
     errors: ErrorWindow,
 }
@@ -298,10 +299,13 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Everything sent to `conn` so far has been written to the socket.
-    pub fn flushed(&mut self, conn: ConnId) {
+    /// The loop wrote what the socket took of `conn`'s output: `still_unsent` bytes of it are
+    /// left waiting (0 when all of it went). A connection whose reader keeps up but whose socket
+    /// is full now and then must not count what already reached the socket, or a healthy peer
+    /// under load would look busy.
+    pub fn flushed(&mut self, conn: ConnId, still_unsent: usize) {
         if let Some(state) = self.conns.get_mut(&conn) {
-            state.unsent = 0;
+            state.unsent = still_unsent;
         }
     }
 

@@ -105,9 +105,9 @@ impl Harness {
     /// Makes `a` and `b` friends through the real handshake.
     fn befriend(&mut self, a: &Session, b: &Session) {
         // Small unsent caps in some tests must not turn the handshake into peer_busy.
-        self.router.flushed(b.conn);
+        self.router.flushed(b.conn, 0);
         self.text(a.conn, &friend_request(&b.id, None));
-        self.router.flushed(a.conn);
+        self.router.flushed(a.conn, 0);
         let actions = self.text(b.conn, &friend_accept(&a.id, None));
         assert_eq!(only_frame_to(&actions, a.conn)["type"], "FRIEND_ACCEPT");
     }
@@ -246,7 +246,7 @@ fn events_for_unknown_connections_are_ignored() {
     assert!(h.closed(9).is_empty());
     let mut out = Vec::new();
     h.router.binary(9, h.now, &mut out);
-    h.router.flushed(9);
+    h.router.flushed(9, 0);
     assert!(out.is_empty());
 }
 
@@ -504,7 +504,7 @@ fn friend_request_check_order() {
         error_code(&h.text(a.conn, &friend_request(&c.id, None)), a.conn),
         "peer_busy"
     );
-    h.router.flushed(c.conn);
+    h.router.flushed(c.conn, 0);
     h.advance(60_000);
     let actions = h.text(a.conn, &friend_request(&c.id, None));
     assert_eq!(only_frame_to(&actions, c.conn)["type"], "FRIEND_REQUEST");
@@ -726,8 +726,8 @@ fn message_check_order() {
     let b = h.connect(2);
     let c = h.connect(3);
     h.befriend(&a, &b);
-    h.router.flushed(a.conn);
-    h.router.flushed(b.conn);
+    h.router.flushed(a.conn, 0);
+    h.router.flushed(b.conn, 0);
     let plain = |to: &str| format!(r#"{{"type":"MESSAGE","to":"{to}","payload":"hello"}}"#);
     assert_eq!(error_code(&h.text(a.conn, &plain("bad")), a.conn), "bad_id");
     assert_eq!(
@@ -780,7 +780,7 @@ fn peer_busy_via_unsent_bytes_until_flushed() {
     let a = h.connect(1);
     let b = h.connect(2);
     h.befriend(&a, &b);
-    h.router.flushed(b.conn);
+    h.router.flushed(b.conn, 0);
     let mut delivered = 0;
     loop {
         let actions = h.text(a.conn, &message(&b.id, Some("m")));
@@ -795,11 +795,41 @@ fn peer_busy_via_unsent_bytes_until_flushed() {
     }
     // Each forwarded frame is ~140 bytes: delivered while unsent <= 300, i.e. three of them.
     assert_eq!(delivered, 3);
-    h.router.flushed(b.conn);
+    h.router.flushed(b.conn, 0);
     assert_eq!(
         frames_to(&h.text(a.conn, &message(&b.id, None)), b.conn).len(),
         1
     );
+}
+
+#[test]
+fn a_partial_flush_counts_only_what_the_socket_did_not_take() {
+    let mut h = Harness::with(RouterConfig {
+        max_unsent_bytes: 300,
+        rate_messages_per_sec: 0,
+        ..RouterConfig::defaults()
+    });
+    let a = h.connect(1);
+    let b = h.connect(2);
+    h.befriend(&a, &b);
+    let forwarded = |h: &mut Harness| {
+        let actions = h.text(a.conn, &message(&b.id, None));
+        frames_to(&actions, b.conn).len()
+    };
+    // Over the cap until the loop reports how much is really left.
+    h.router.flushed(b.conn, 301);
+    assert_eq!(
+        forwarded(&mut h),
+        0,
+        "301 bytes unsent is over a 300-byte cap"
+    );
+    // The socket took most of it: 100 bytes left, so the peer is not busy.
+    h.router.flushed(b.conn, 100);
+    assert_eq!(forwarded(&mut h), 1);
+    // Each frame is ~140 bytes: at ~240 one more is taken (the check comes before the frame),
+    // at ~380 the peer is busy.
+    assert_eq!(forwarded(&mut h), 1);
+    assert_eq!(forwarded(&mut h), 0);
 }
 
 #[test]
@@ -1193,7 +1223,7 @@ fn message_rate_limit_refills_with_time() {
             frames_to(&h.text(a.conn, &message(&b.id, None)), b.conn).len(),
             1
         );
-        h.router.flushed(b.conn);
+        h.router.flushed(b.conn, 0);
     }
     assert_eq!(
         error_code(&h.text(a.conn, &message(&b.id, Some("r"))), a.conn),
