@@ -21,8 +21,6 @@ use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use tungstenite::handshake::machine::TryParse;
-use tungstenite::handshake::server::{Request as UpgradeRequest, create_response, write_response};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig};
@@ -388,8 +386,8 @@ impl Connection {
             }
             match http::parse_head(&http.input) {
                 http::Head::Complete(request) => {
-                    let rest = http.input.split_off(request.head_len.min(http.input.len()));
-                    let head = std::mem::replace(&mut http.input, rest);
+                    // What follows the head is the next request, or the WebSocket's first bytes.
+                    http.input.drain(..request.head_len.min(http.input.len()));
                     if self.endpoint == Endpoint::Metrics {
                         if request.method == "GET" && request.path() == "/metrics" {
                             return Outcome::MetricsRequested;
@@ -400,7 +398,7 @@ impl Connection {
                         );
                         continue;
                     }
-                    let (response, then) = answer(&request, &head, settings);
+                    let (response, then) = answer(&request, settings);
                     if matches!(then, AfterResponse::Upgrade(_)) {
                         // Bytes after the head belong to the WebSocket.
                         let leftover = std::mem::take(&mut http.input);
@@ -469,13 +467,9 @@ pub enum Tick {
 }
 
 /// The response to a complete request head, and what happens after it is written.
-fn answer(
-    request: &http::Request,
-    head: &[u8],
-    settings: &Settings<'_>,
-) -> (http::Response, AfterResponse) {
+fn answer(request: &http::Request, settings: &Settings<'_>) -> (http::Response, AfterResponse) {
     if request.path() == "/ws" && request.websocket_upgrade {
-        return match upgrade(request, head, settings) {
+        return match upgrade(request, settings) {
             Ok(response) => (response, AfterResponse::Upgrade(Vec::new())),
             Err(status) => (
                 http::error_response(status, settings.tls),
@@ -494,11 +488,7 @@ fn answer(
 
 /// Checks the Origin and builds the `101 Switching Protocols` response, or the HTTP status that
 /// refuses the upgrade.
-fn upgrade(
-    request: &http::Request,
-    head: &[u8],
-    settings: &Settings<'_>,
-) -> Result<http::Response, u16> {
+fn upgrade(request: &http::Request, settings: &Settings<'_>) -> Result<http::Response, u16> {
     if !http::origin_allowed(
         request.origin.as_deref(),
         request.host.as_deref(),
@@ -509,17 +499,9 @@ fn upgrade(
     if request.method != "GET" {
         return Err(405);
     }
-    // tungstenite validates the upgrade headers (version, key) and computes the accept hash.
-    let Ok(Some((_, parsed))) = UpgradeRequest::try_parse(head) else {
-        return Err(400);
-    };
-    let Ok(response) = create_response(&parsed) else {
-        return Err(400);
-    };
-    let mut bytes = Vec::with_capacity(160);
-    write_response(&mut bytes, &response).map_err(|_| 500u16)?;
+    let head = http::switching_protocols(request).map_err(http::Refusal::status)?;
     Ok(http::Response {
-        head: bytes,
+        head,
         body: &[],
         keep_alive: true,
     })

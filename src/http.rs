@@ -2,12 +2,13 @@
 //! Origin check for `/ws` (docs/PROTOCOL.md §1 and §7).
 //!
 //! Everything here is pure: bytes or a parsed request in, bytes out. The connection state
-//! machine owns the socket, the timers (408) and the WebSocket upgrade itself.
+//! machine owns the socket, the timers (408) and what happens after the WebSocket upgrade.
 
 mod head;
 mod origin;
 mod path;
 mod response;
+mod upgrade;
 
 pub use head::{Head, MAX_HEAD_BYTES, MAX_HEADERS, Request, parse_head};
 pub use origin::{is_valid_origin, origin_allowed};
@@ -15,6 +16,7 @@ pub use path::{PathError, resolve_path};
 pub use response::{
     CONTENT_SECURITY_POLICY, Response, error_response, generated_response, respond,
 };
+pub use upgrade::{Refusal, WEBSOCKET_VERSION, switching_protocols};
 
 #[cfg(test)]
 mod fuzz {

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::base64;
+
 /// The Crockford base32 alphabet (no I, L, O, U).
 pub const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Characters in an ID.
@@ -14,7 +16,7 @@ pub const ID_LEN: usize = 6;
 const ID_BITS: u32 = 30;
 const ID_MASK: u32 = (1 << ID_BITS) - 1;
 /// Characters in a resume token: 32 bytes in base64url without padding.
-pub const TOKEN_LEN: usize = 43;
+pub const TOKEN_LEN: usize = base64::unpadded_len(TOKEN_BYTES);
 /// Random bytes behind a token.
 pub const TOKEN_BYTES: usize = 32;
 
@@ -176,25 +178,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
-const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 fn base64url_encode(bytes: &[u8; TOKEN_BYTES]) -> [u8; TOKEN_LEN] {
     let mut text = [0u8; TOKEN_LEN];
-    let mut written = 0;
-    for group in bytes.chunks(3) {
-        let b0 = group.first().copied().unwrap_or(0);
-        let b1 = group.get(1).copied().unwrap_or(0);
-        let b2 = group.get(2).copied().unwrap_or(0);
-        let triple = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        // A group of n bytes gives n + 1 characters when padding is left out.
-        for index in 0..=group.len() {
-            let sextet = (triple >> (18 - 6 * index)) & 63;
-            if let Some(slot) = text.get_mut(written) {
-                *slot = BASE64URL[sextet as usize];
-            }
-            written += 1;
-        }
-    }
+    base64::encode_unpadded(base64::URL_SAFE, bytes, &mut text);
     text
 }
 
@@ -311,7 +297,7 @@ mod tests {
                     .iter()
                     .fold(0usize, |acc, bit| (acc << 1) | usize::from(*bit))
                     << (6 - chunk.len());
-                BASE64URL[value] as char
+                base64::URL_SAFE[value] as char
             })
             .collect()
     }

@@ -12,6 +12,7 @@
 //! - [`tls`]: HTTPS/WSS: a connection's byte stream (plain or TLS), certificates, `--tls-self-signed`.
 
 pub mod assets;
+pub mod base64;
 pub mod config;
 pub mod connection;
 pub mod http;

@@ -29,6 +29,12 @@ pub struct Request {
     pub origin: Option<String>,
     /// `Upgrade` lists `websocket` (case-insensitive).
     pub websocket_upgrade: bool,
+    /// HTTP/1.1 or later (a WebSocket upgrade needs it, RFC 6455 §4.1).
+    pub http_1_1: bool,
+    /// `Connection` lists `upgrade` (case-insensitive).
+    pub connection_upgrade: bool,
+    pub websocket_key: Option<String>,
+    pub websocket_version: Option<String>,
     /// Whether the connection may serve another request after this one: HTTP/1.1 unless
     /// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`, and never when the
     /// request declares a body (we do not read bodies, so its bytes would be taken for the
@@ -85,6 +91,10 @@ fn request_from(parsed: &httparse::Request<'_, '_>, head_len: usize) -> Head {
         host: fields.host,
         origin: fields.origin,
         websocket_upgrade: fields.websocket_upgrade,
+        http_1_1: minor_version >= 1,
+        connection_upgrade: fields.connection_upgrade,
+        websocket_key: fields.websocket_key,
+        websocket_version: fields.websocket_version,
         keep_alive,
         if_none_match: fields.if_none_match,
     })
@@ -99,6 +109,9 @@ struct HeaderFields {
     origin: Option<String>,
     if_none_match: Option<String>,
     websocket_upgrade: bool,
+    websocket_key: Option<String>,
+    websocket_version: Option<String>,
+    connection_upgrade: bool,
     connection_close: bool,
     connection_keep_alive: bool,
     declares_body: bool,
@@ -131,12 +144,17 @@ impl HeaderFields {
             for token in tokens(raw_value) {
                 self.connection_close |= token.eq_ignore_ascii_case(b"close");
                 self.connection_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                self.connection_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
             }
             Ok(())
         } else if is("upgrade") {
             self.websocket_upgrade |=
                 tokens(raw_value).any(|t| t.eq_ignore_ascii_case(b"websocket"));
             Ok(())
+        } else if is("sec-websocket-key") {
+            set_once(&mut self.websocket_key, text(raw_value)?)
+        } else if is("sec-websocket-version") {
+            set_once(&mut self.websocket_version, text(raw_value)?)
         } else if is("content-length") {
             self.declares_body |= raw_value.trim_ascii() != b"0";
             Ok(())
@@ -319,6 +337,28 @@ mod tests {
 
         let plain = complete(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n");
         assert!(!plain.websocket_upgrade);
+    }
+
+    #[test]
+    fn websocket_handshake_fields() {
+        let request = complete(
+            b"GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key:  k== \r\n\
+              sec-websocket-version: 13\r\n\r\n",
+        );
+        assert!(request.http_1_1);
+        assert!(request.connection_upgrade);
+        assert_eq!(request.websocket_key.as_deref(), Some("k=="));
+        assert_eq!(request.websocket_version.as_deref(), Some("13"));
+
+        let old = complete(b"GET /ws HTTP/1.0\r\nConnection: close\r\n\r\n");
+        assert!(!old.http_1_1);
+        assert!(!old.connection_upgrade);
+        assert_eq!(old.websocket_key, None);
+        // A repeated key would leave the accept hash ambiguous.
+        assert!(matches!(
+            parse_head(b"GET /ws HTTP/1.1\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Key: b\r\n\r\n"),
+            Head::Bad
+        ));
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub fn error_response(status: u16, tls: bool) -> Response {
     }
     if status == 426 {
         head.header("Upgrade", "websocket");
+        // The versions we speak, for a client that offered another (RFC 6455 §4.4).
+        head.header("Sec-WebSocket-Version", super::upgrade::WEBSOCKET_VERSION);
         // A sender of Upgrade must list it in Connection (RFC 9110 §7.8).
         head.header("Connection", "upgrade, close");
     } else {
