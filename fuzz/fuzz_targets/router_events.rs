@@ -202,8 +202,14 @@ impl Harness {
             }
             27..=30 => self.close(slot),
             31..=34 => {
+                // A complete flush, or a partial one leaving up to 512 KiB (twice the cap).
+                let still_unsent = if input.arbitrary()? {
+                    0
+                } else {
+                    input.int_in_range(0..=512 * 1024)?
+                };
                 if let Some(conn) = self.slots[slot] {
-                    self.router.flushed(conn);
+                    self.router.flushed(conn, still_unsent);
                 }
             }
             35..=39 => {
