@@ -286,10 +286,28 @@ fn upgrade_with_a_wrong_version_is_refused() {
     let request = upgrade_request(&addr, None)
         .replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
     let response = http_raw(&addr, request.as_bytes(), false);
-    assert!(
-        response.status == 400 || response.status == 426,
-        "status {}",
-        response.status
-    );
+    // RFC 6455 §4.4: 426, naming the version we speak.
+    assert_eq!(response.status, 426);
+    assert_eq!(response.header("Sec-WebSocket-Version"), Some("13"));
     response.assert_security_headers();
+}
+
+#[test]
+fn upgrade_without_a_valid_key_is_refused_and_the_server_keeps_serving() {
+    let server = Server::start(&[]);
+    let addr = server.addr();
+    for (from, to) in [
+        ("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ"),
+        ("dGhlIHNhbXBsZSBub25jZQ==", "not base64 at all!!!!!!="),
+        ("Sec-WebSocket-Key", "X-Not-The-Key"),
+        ("HTTP/1.1", "HTTP/1.0"),
+    ] {
+        let request = upgrade_request(&addr, None).replacen(from, to, 1);
+        let response = http_raw(&addr, request.as_bytes(), false);
+        assert_eq!(response.status, 400, "{from:?} -> {to:?}");
+        response.assert_security_headers();
+    }
+    let mut client = Client::connect(&server);
+    client.send_json(&json!({"type": "PING"}));
+    assert_eq!(client.recv_json(), json!({"type": "PONG"}));
 }
