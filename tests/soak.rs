@@ -582,6 +582,10 @@ impl Metrics {
     }
 }
 
+/// `memory::QUIET_TRIM_EVERY` (10 s) plus a sweep period (1 s with pings and idle timeouts off)
+/// plus slack.
+const QUIET_TRIM_WAIT: Duration = Duration::from_secs(12);
+
 #[test]
 fn thousands_of_clients_churn_and_every_message_is_accounted_for() {
     raise_open_file_limit();
@@ -624,6 +628,11 @@ fn thousands_of_clients_churn_and_every_message_is_accounted_for() {
             "messages routed vs acknowledged"
         );
         routed_before = routed;
+        // Memory goes back to the system at sweeps chosen by memory.rs: when most connections
+        // have left (during the wave's wind-down, at a moment that varies run to run) and at a
+        // quiet sweep at most every 10 s. Reading RSS after that quiet trim measures both waves
+        // in the same state instead of wherever the wind-down happened to leave them.
+        std::thread::sleep(QUIET_TRIM_WAIT);
         rss_after.push(rss_kib(server.pid()));
     }
     eprintln!("RSS: {rss_baseline} KiB at start, {rss_after:?} KiB after each wave");
