@@ -770,8 +770,9 @@ fn message_check_order() {
     );
 }
 
-#[test]
-fn peer_busy_via_unsent_bytes_until_flushed() {
+/// Two friends on a router that refuses a recipient with more than 300 bytes unsent, and no rate
+/// limit.
+fn friends_with_a_300_byte_unsent_cap() -> (Harness, Session, Session) {
     let mut h = Harness::with(RouterConfig {
         max_unsent_bytes: 300,
         rate_messages_per_sec: 0,
@@ -780,6 +781,12 @@ fn peer_busy_via_unsent_bytes_until_flushed() {
     let a = h.connect(1);
     let b = h.connect(2);
     h.befriend(&a, &b);
+    (h, a, b)
+}
+
+#[test]
+fn peer_busy_via_unsent_bytes_until_flushed() {
+    let (mut h, a, b) = friends_with_a_300_byte_unsent_cap();
     h.router.flushed(b.conn, 0);
     let mut delivered = 0;
     loop {
@@ -804,14 +811,7 @@ fn peer_busy_via_unsent_bytes_until_flushed() {
 
 #[test]
 fn a_partial_flush_counts_only_what_the_socket_did_not_take() {
-    let mut h = Harness::with(RouterConfig {
-        max_unsent_bytes: 300,
-        rate_messages_per_sec: 0,
-        ..RouterConfig::defaults()
-    });
-    let a = h.connect(1);
-    let b = h.connect(2);
-    h.befriend(&a, &b);
+    let (mut h, a, b) = friends_with_a_300_byte_unsent_cap();
     let forwarded = |h: &mut Harness| {
         let actions = h.text(a.conn, &message(&b.id, None));
         frames_to(&actions, b.conn).len()
