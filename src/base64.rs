@@ -114,6 +114,15 @@ mod tests {
     }
 
     #[test]
+    fn trailing_bits_must_be_zero_for_one_and_two_leftover_bytes() {
+        // One leftover byte leaves 4 unused bits, two leave 2.
+        assert!(is_canonical_standard(b"Zg==", 1));
+        assert!(!is_canonical_standard(b"Zh==", 1));
+        assert!(is_canonical_standard(b"Zm8=", 2));
+        assert!(!is_canonical_standard(b"Zm9=", 2));
+    }
+
+    #[test]
     fn canonical_checks_agree_with_encoding_for_every_length() {
         for len in 0..40 {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();

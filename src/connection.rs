@@ -388,6 +388,10 @@ impl Connection {
                 http::Head::Complete(request) => {
                     // What follows the head is the next request, or the WebSocket's first bytes.
                     http.input.drain(..request.head_len.min(http.input.len()));
+                    if http.input.is_empty() {
+                        // A keep-alive connection waiting for its next request holds no buffer.
+                        http.input = Vec::new();
+                    }
                     if self.endpoint == Endpoint::Metrics {
                         if request.method == "GET" && request.path() == "/metrics" {
                             return Outcome::MetricsRequested;

@@ -307,6 +307,11 @@ fn upgrade_without_a_valid_key_is_refused_and_the_server_keeps_serving() {
         assert_eq!(response.status, 400, "{from:?} -> {to:?}");
         response.assert_security_headers();
     }
+    // RFC 6455 §4.2.1: the opening handshake carries a Host.
+    let without_host = upgrade_request(&addr, None).replacen(&format!("Host: {addr}\r\n"), "", 1);
+    assert!(!without_host.contains("Host:"));
+    let response = http_raw(&addr, without_host.as_bytes(), false);
+    assert_eq!(response.status, 400, "no Host");
     let mut client = Client::connect(&server);
     client.send_json(&json!({"type": "PING"}));
     assert_eq!(client.recv_json(), json!({"type": "PONG"}));

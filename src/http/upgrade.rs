@@ -22,7 +22,8 @@ const ACCEPT_LEN: usize = 28;
 /// Why an upgrade request was refused, as the HTTP status to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// 400: not HTTP/1.1, no `Connection: upgrade`, or no valid key.
+    /// 400: not HTTP/1.1, no `Host`, no `Connection: upgrade`, no `Upgrade: websocket`, or no
+    /// valid key.
     BadRequest,
     /// 426 with `Sec-WebSocket-Version: 13`: a version we do not speak (RFC 6455 §4.4).
     UnsupportedVersion,
@@ -40,7 +41,12 @@ impl Refusal {
 /// The `101 Switching Protocols` head for a valid upgrade request (the method, path and Origin
 /// are the caller's to check).
 pub fn switching_protocols(request: &Request) -> Result<Vec<u8>, Refusal> {
-    if !request.http_1_1 || !request.connection_upgrade || !request.websocket_upgrade {
+    // RFC 6455 §4.2.1 lists what an opening handshake must carry, `Host` included.
+    let carries_the_basics = request.http_1_1
+        && request.host.is_some()
+        && request.connection_upgrade
+        && request.websocket_upgrade;
+    if !carries_the_basics {
         return Err(Refusal::BadRequest);
     }
     if request.websocket_version.as_deref() != Some(WEBSOCKET_VERSION) {
@@ -113,6 +119,7 @@ mod tests {
     fn each_missing_or_wrong_field_is_refused_with_its_status() {
         for (from, to, refusal) in [
             ("HTTP/1.1\r\n", "HTTP/1.0\r\n", Refusal::BadRequest),
+            ("Host: a\r\n", "", Refusal::BadRequest),
             (
                 "Connection: Upgrade",
                 "Connection: keep-alive",

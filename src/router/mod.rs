@@ -17,8 +17,9 @@
 //!   what the loop reported left after its last flush, plus every frame emitted since): a
 //!   MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a connection with more than
 //!   `max_unsent_bytes` unsent is refused with `peer_busy`, so a peer can push at most
-//!   `max_unsent_bytes` + one frame into a connection that does not read. Frames a connection
-//!   causes itself (replies) and small control frames are bounded by its outbox ceiling.
+//!   `max_unsent_bytes` + one frame into a connection that does not read (over TLS, plus what
+//!   `tls.rs` lets rustls hold). Frames a connection causes itself (replies) and small control
+//!   frames are bounded by its outbox ceiling.
 //! - Per session ([`Session`]): `friends` and `pending_in` name distinct live sessions (fewer than
 //!   `max_sessions`); `pending_out` holds at most `max_pending_requests` (beyond: `rate_limited`).
 //! - Resume queue: capped frames (MESSAGE, FRIEND_REQUEST, FRIEND_ACCEPT) enter only while the
