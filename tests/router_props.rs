@@ -105,8 +105,10 @@ enum Op {
     Closed {
         slot: usize,
     },
+    /// The loop flushed the slot's connection, leaving `left` bytes the socket did not take.
     Flushed {
         slot: usize,
+        left: usize,
     },
     /// The usual handshake in one step: `a` requests, `b` accepts.
     Befriend {
@@ -163,7 +165,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => slot.clone().prop_map(|slot| Op::Binary { slot }),
         5 => slot.clone().prop_map(|slot| Op::Closed { slot }),
         14 => (slot.clone(), slot.clone()).prop_map(|(a, b)| Op::Befriend { a, b }),
-        10 => slot.prop_map(|slot| Op::Flushed { slot }),
+        10 => (slot, prop_oneof![Just(0usize), 0..4_096usize])
+            .prop_map(|(slot, left)| Op::Flushed { slot, left }),
         8 => prop_oneof![0..50u64, 0..1_500u64, 0..70_000u64].prop_map(|ms| Op::Advance { ms }),
     ]
 }
@@ -734,9 +737,9 @@ impl Model {
                 )?;
                 self.friend_op(*b, "FRIEND_ACCEPT", &Target::Id(requester), Some(KEY), true)?;
             }
-            Op::Flushed { slot } => {
+            Op::Flushed { slot, left } => {
                 if let Some(conn) = self.slots[*slot] {
-                    self.router.flushed(conn, 0);
+                    self.router.flushed(conn, *left);
                 }
             }
             Op::Advance { ms } => {
