@@ -848,8 +848,8 @@ fn scenario_throughput(bench: &mut Bench, rows: &mut Vec<Row>) -> Option<f64> {
 /// - all 10,000 active, against 100 connections with as many messages in flight in total.
 ///
 /// The second pair is needed because all 10,000 active at the same window per sender also puts
-/// 100 times the data in flight; that row is printed too, against the 512 B row, without a
-/// target (BENCHMARKS.md: the kernel's copies of data that no cache holds).
+/// 100 times the data in flight, which costs the kernel's copies of data no cache holds
+/// (BENCHMARKS.md); the 512 B row stays in the table for that comparison too.
 fn scenario_scale(bench: &mut Bench, rows: &mut Vec<Row>, base: Option<f64>) {
     const PAIRS: usize = 5_000;
     let pairs = bench.options.pairs;
