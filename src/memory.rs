@@ -18,7 +18,7 @@ const TRIM_THRESHOLD_BYTES: libc::c_int = 32 * 1024 * 1024;
 const QUIET_FRAMES: u64 = 1000;
 
 /// Quiet periods trim at most this often, so a steady trickle of traffic never trims each second.
-const QUIET_TRIM_EVERY: Duration = Duration::from_secs(10);
+pub const QUIET_TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// Sets the allocator's trim threshold; call once, before serving.
 pub fn keep_freed_memory_for_reuse() {

@@ -692,8 +692,10 @@ impl Server {
             };
             conn.dirty = false;
             match conn.flush() {
-                Flush::Done => self.router.flushed(token.0 as ConnId, 0),
-                Flush::Blocked => self.router.flushed(token.0 as ConnId, conn.unsent()),
+                // A complete flush leaves 0 in the outbox; a blocked one, the rest.
+                Flush::Done | Flush::Blocked => {
+                    self.router.flushed(token.0 as ConnId, conn.unsent())
+                }
                 Flush::Dead => dead.push(token),
             }
             self.sync_interest(token);

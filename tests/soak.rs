@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::*;
+use secchat::memory::QUIET_TRIM_EVERY;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 2_000;
@@ -582,9 +583,8 @@ impl Metrics {
     }
 }
 
-/// `memory::QUIET_TRIM_EVERY` (10 s) plus a sweep period (1 s with pings and idle timeouts off)
-/// plus slack.
-const QUIET_TRIM_WAIT: Duration = Duration::from_secs(12);
+/// The quiet trim's period plus a sweep period (1 s with pings and idle timeouts off) plus slack.
+const QUIET_TRIM_WAIT: Duration = QUIET_TRIM_EVERY.saturating_add(Duration::from_secs(2));
 
 #[test]
 fn thousands_of_clients_churn_and_every_message_is_accounted_for() {
