@@ -9,7 +9,8 @@
 //!   FRIEND_REMOVE that resets them for the next iteration (three routed frames).
 //! - `friends/pair_lifecycle`: two connections opened, two CONNECTs, request, accept, and two
 //!   DISCONNECTs: what setting up (and tearing down) one pair of friends costs the router.
-//! - `frame/decode` and `frame/encode`: one client MESSAGE decoded, one server MESSAGE built.
+//! - `frame/decode` and `frame/encode`: one client MESSAGE decoded, one server MESSAGE written
+//!   into a buffer with room for it (as into an outbox).
 //!
 //! Every setup checks that the router answers what the bench assumes (a MESSAGE to the friend,
 //! an ACK to the sender): a bench that silently measured `peer_busy` errors would be worthless.
@@ -21,8 +22,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use secchat::id::Id;
-use secchat::protocol;
-use secchat::router::{Action, ConnId, Now, Router, RouterConfig, SeededEntropy};
+use secchat::protocol::{self, ServerFrame};
+use secchat::router::{Action, ConnId, FrameSink, Now, Router, RouterConfig, SeededEntropy};
 use serde_json::value::RawValue;
 
 /// Messages routed per iteration before the recipients are reported flushed.
@@ -95,6 +96,23 @@ fn frame_type(frame: &str) -> String {
         .ok()
         .and_then(|value| value.get("type")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| format!("not a JSON frame: {frame}"))
+}
+
+/// A sink like the server's outboxes, for the measured loops: frame texts are written into one
+/// buffer, emptied after each batch as the loop's flush empties the outboxes. (The harness's
+/// `Vec<Action>` would build every frame into a `String` of its own, which the server does not.)
+#[derive(Default)]
+struct Outboxes {
+    bytes: Vec<u8>,
+}
+
+impl FrameSink for Outboxes {
+    fn send(&mut self, _conn: ConnId, frame: ServerFrame<'_>) {
+        frame.write(&mut self.bytes);
+    }
+
+    // The measured loops close nothing: the harness checks their frames before and after.
+    fn close(&mut self, _conn: ConnId, _code: u16, _reason: &'static str) {}
 }
 
 /// A router driven by connection IDs 1, 2, 3, … with helpers that check every answer.
@@ -204,17 +222,18 @@ fn bench_routing(c: &mut Criterion) {
                 harness.expect(pairs[0].0, &texts[0], expected);
                 let distinct_recipients = BATCH.min(pairs.len());
                 let mut next_pair = 0usize;
-                let Harness { router, out, .. } = &mut harness;
+                let router = &mut harness.router;
+                let mut out = Outboxes::default();
                 group.bench_function(BenchmarkId::from_parameter(&name), |b| {
                     b.iter(|| {
                         let first = next_pair;
                         for text in texts.iter_mut() {
                             let (from, _, to_id) = &pairs[next_pair];
                             text.replace_range(TO_OFFSET..TO_OFFSET + 6, to_id);
-                            router.text(*from, black_box(text.as_str()), NOW, out);
-                            out.clear();
+                            router.text(*from, black_box(text.as_str()), NOW, &mut out);
                             next_pair = (next_pair + 1) % pairs.len();
                         }
+                        out.bytes.clear();
                         for k in 0..distinct_recipients {
                             let (sender, recipient, _) = &pairs[(first + k) % pairs.len()];
                             router.flushed(*recipient, 0);
@@ -260,13 +279,14 @@ fn bench_friends(c: &mut Criterion) {
     harness.expect(b.0, &accept, &[(a.0, "FRIEND_ACCEPT")]);
     harness.expect(a.0, &remove, &[(b.0, "FRIEND_REMOVE")]);
     {
-        let Harness { router, out, .. } = &mut harness;
+        let router = &mut harness.router;
+        let mut out = Outboxes::default();
         group.bench_function("handshake", |bench| {
             bench.iter(|| {
-                router.text(a.0, black_box(&request), NOW, out);
-                router.text(b.0, black_box(&accept), NOW, out);
-                router.text(a.0, black_box(&remove), NOW, out);
-                out.clear();
+                router.text(a.0, black_box(&request), NOW, &mut out);
+                router.text(b.0, black_box(&accept), NOW, &mut out);
+                router.text(a.0, black_box(&remove), NOW, &mut out);
+                out.bytes.clear();
                 router.flushed(a.0, 0);
                 router.flushed(b.0, 0);
             })
@@ -306,8 +326,19 @@ fn bench_frames(c: &mut Criterion) {
     });
     let raw: &RawValue = serde_json::from_str(&payload).expect("payload literal is JSON");
     let from = Id::parse("K7Q2ZD").expect("a valid ID");
+    // As the server encodes: into a buffer that already has room (an outbox).
+    let mut encoded = String::with_capacity(1024);
     group.bench_function("encode/512B", |b| {
-        b.iter(|| protocol::message(from, black_box(raw), NOW.unix_ms))
+        b.iter(|| {
+            encoded.clear();
+            let frame = ServerFrame::Message {
+                from,
+                payload: black_box(raw),
+                ts: NOW.unix_ms,
+            };
+            frame.write(&mut encoded);
+            encoded.len()
+        })
     });
     group.finish();
 }

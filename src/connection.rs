@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::{Error as WsError, Message, WebSocket};
+use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 
 use crate::assets::Assets;
 use crate::http;
 use crate::outbox::Outbox;
+use crate::protocol::ServerFrame;
 use crate::tls::Transport;
 
 /// A request head must arrive complete within this time (PROTOCOL.md §7: 408).
@@ -105,16 +106,21 @@ pub enum Endpoint {
     Metrics,
 }
 
-/// What arrived on an open WebSocket, handed to the loop's sink while reading.
-pub enum Inbound<'a> {
-    Text(&'a str),
+/// What one read of a connection gave the loop.
+pub enum Inbound {
+    /// A complete text message on an open WebSocket. It shares tungstenite's read buffer, so
+    /// routing it copies nothing until the payload is written into the recipient's outbox.
+    Text(Utf8Bytes),
     Binary,
     /// A frame arrived whose handling needs no router (ping, pong, close): the loop only needs to
     /// flush the automatic reply.
     Control,
     /// The connection failed at the WebSocket level and we started closing it with this code:
-    /// the router must treat the session as dropped.
+    /// the router must treat the session as dropped. Nothing more is read from it.
     Failed(u16),
+    /// Nothing (more) for the router: what the loop should do with the connection. An HTTP
+    /// connection always answers this.
+    Done(Outcome),
 }
 
 /// Why a frame could not be queued for sending.
@@ -252,17 +258,14 @@ impl Connection {
         }
     }
 
-    /// The socket is readable: advance the HTTP exchange, or read WebSocket messages into `sink`.
-    pub fn on_readable(
-        &mut self,
-        now: Instant,
-        settings: &Settings<'_>,
-        sink: &mut dyn FnMut(Inbound<'_>),
-    ) -> Outcome {
+    /// The socket is readable: advance the HTTP exchange, or read one WebSocket message. The
+    /// loop calls it again (up to [`READ_BUDGET`] times) until it answers [`Inbound::Done`] or
+    /// [`Inbound::Failed`], handing each message to the router in between.
+    pub fn read_next(&mut self, now: Instant, settings: &Settings<'_>) -> Inbound {
         match &mut self.state {
-            State::Http(_) => self.drive_http(now, settings),
-            State::WebSocket(ws) => ws.read_messages(now, sink),
-            State::Moving => Outcome::Drop,
+            State::Http(_) => Inbound::Done(self.drive_http(now, settings)),
+            State::WebSocket(ws) => ws.read_next(now),
+            State::Moving => Inbound::Done(Outcome::Drop),
         }
     }
 
@@ -286,7 +289,7 @@ impl Connection {
     /// Queues one text frame; it reaches the socket at the next [`Connection::flush`], or sooner
     /// when 64 KiB wait (see [`crate::outbox`]): then `Ok(true)`, as [`Connection::unsent`]
     /// changed.
-    pub fn send_text(&mut self, frame: &str) -> Result<bool, SendError> {
+    pub fn send_frame(&mut self, frame: &ServerFrame<'_>) -> Result<bool, SendError> {
         let State::WebSocket(ws) = &mut self.state else {
             return Err(SendError::NotOpen);
         };
@@ -298,7 +301,7 @@ impl Connection {
         if outbox.unsent() + frame.len() > ws.outbox_ceiling {
             return Err(SendError::Full);
         }
-        Ok(outbox.push_text(frame))
+        Ok(outbox.push_frame(frame))
     }
 
     /// Starts the closing handshake with `code`; the connection is dropped once the peer answers
@@ -576,64 +579,61 @@ impl HttpState {
 }
 
 impl WsState {
-    fn read_messages(&mut self, now: Instant, sink: &mut dyn FnMut(Inbound<'_>)) -> Outcome {
+    fn read_next(&mut self, now: Instant) -> Inbound {
         if !self.readable {
             // After some errors tungstenite must not be read again (ENGINEERING.md §3); wait for
             // the close frame to flush and the grace to pass.
-            return Outcome::Keep;
+            return Inbound::Done(Outcome::Keep);
         }
-        for _ in 0..READ_BUDGET {
+        loop {
             match self.socket.read() {
                 Ok(message) => {
                     self.last_heard = now;
                     self.pinged = false;
-                    match message {
-                        Message::Text(text) => sink(Inbound::Text(text.as_str())),
-                        Message::Binary(_) => sink(Inbound::Binary),
+                    return match message {
+                        Message::Text(text) => Inbound::Text(text),
+                        Message::Binary(_) => Inbound::Binary,
                         // The automatic pong or close echo goes out at the next flush.
-                        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {
-                            sink(Inbound::Control)
-                        }
-                        Message::Frame(_) => {}
-                    }
+                        Message::Ping(_)
+                        | Message::Pong(_)
+                        | Message::Close(_)
+                        | Message::Frame(_) => Inbound::Control,
+                    };
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Outcome::Keep;
+                    return Inbound::Done(Outcome::Keep);
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(WsError::Capacity(_)) => {
-                    self.readable = false;
-                    self.start_close(1009, "message too big", now);
-                    sink(Inbound::Failed(1009));
-                    return Outcome::Keep;
+                    return self.fail(1009, "message too big", now);
                 }
                 Err(WsError::Utf8(_)) => {
-                    self.readable = false;
-                    self.start_close(1007, "invalid UTF-8 in a text message", now);
-                    sink(Inbound::Failed(1007));
-                    return Outcome::Keep;
+                    return self.fail(1007, "invalid UTF-8 in a text message", now);
                 }
                 Err(WsError::Protocol(
                     tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
                 )) => {
-                    return Outcome::Drop;
+                    return Inbound::Done(Outcome::Drop);
                 }
                 Err(WsError::Protocol(_)) => {
-                    self.readable = false;
-                    self.start_close(1002, "protocol error", now);
-                    sink(Inbound::Failed(1002));
-                    return Outcome::Keep;
+                    return self.fail(1002, "protocol error", now);
                 }
                 // ConnectionClosed (the closing handshake finished), a reset, or anything else.
                 // The echo of a peer's close may still wait in the outbox: best effort, as the
                 // socket is closed right after.
                 Err(_) => {
                     let _ = self.socket.get_mut().flush_to_socket();
-                    return Outcome::Drop;
+                    return Inbound::Done(Outcome::Drop);
                 }
             }
         }
-        Outcome::ReadAgain
+    }
+
+    /// Stops reading and starts closing with `code` after an error tungstenite reported.
+    fn fail(&mut self, code: u16, reason: &'static str, now: Instant) -> Inbound {
+        self.readable = false;
+        self.start_close(code, reason, now);
+        Inbound::Failed(code)
     }
 
     fn start_close(&mut self, code: u16, reason: &'static str, now: Instant) {

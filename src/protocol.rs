@@ -7,7 +7,9 @@
 //! what later checks look at (`to` → [`Id`], armor headers); the router applies the rest in the
 //! order of §2.
 //!
-//! Encoding builds each server frame into one `String` whose capacity is computed up front.
+//! Encoding: the frames that forward what a client sent are [`ServerFrame`]s, written once,
+//! straight into the recipient's outbox; the rare control frames are built into one `String`
+//! whose capacity is computed up front.
 
 use std::fmt;
 
@@ -15,7 +17,7 @@ use serde::de::value::{BorrowedStrDeserializer, MapDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::id::{Id, TOKEN_LEN, Token};
+use crate::id::{ID_LEN, Id, TOKEN_LEN, Token};
 
 /// The longest `ref` a client may send, in Unicode code points.
 pub const MAX_REF_CHARS: usize = 64;
@@ -736,7 +738,7 @@ fn decimal_len(mut n: u64) -> usize {
     len
 }
 
-fn push_decimal(out: &mut String, mut n: u64) {
+fn push_decimal(out: &mut impl TextOut, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -752,42 +754,138 @@ fn push_decimal(out: &mut String, mut n: u64) {
     out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or(b"0")).unwrap_or("0"));
 }
 
-/// `{"type":"MESSAGE","from":"K7Q2ZD","payload":<raw>,"ts":<ms>}`: the hot path's one allocation.
-pub fn message(from: Id, payload: &RawValue, ts: u64) -> String {
-    const HEAD: &str = r#"{"type":"MESSAGE","from":""#;
-    const MIDDLE: &str = r#"","payload":"#;
-    const TS: &str = r#","ts":"#;
-    let payload = payload.get();
-    let capacity = HEAD.len() + 6 + MIDDLE.len() + payload.len() + TS.len() + decimal_len(ts) + 1;
-    let mut frame = String::with_capacity(capacity);
-    frame.push_str(HEAD);
-    frame.push_str(from.text().as_str());
-    frame.push_str(MIDDLE);
-    frame.push_str(payload);
-    frame.push_str(TS);
-    push_decimal(&mut frame, ts);
-    frame.push('}');
-    debug_assert_eq!(frame.len(), capacity);
-    frame
+/// Where a frame's JSON text is written: a `String`, or straight into a connection's outbox.
+/// Only whole `str`s go in, so what is written stays UTF-8.
+pub trait TextOut {
+    fn push_str(&mut self, text: &str);
 }
 
-/// `{"type":"FRIEND_REQUEST"|"FRIEND_ACCEPT","from":..,"public_key":<raw>}`.
-pub fn friend_with_key(kind: FriendKeyFrame, from: Id, public_key: &RawValue) -> String {
-    const HEAD: &str = r#"{"type":""#;
-    const FROM: &str = r#"","from":""#;
-    const KEY: &str = r#"","public_key":"#;
-    let kind = kind.as_str();
-    let key = public_key.get();
-    let capacity = HEAD.len() + kind.len() + FROM.len() + 6 + KEY.len() + key.len() + 1;
-    let mut frame = String::with_capacity(capacity);
-    frame.push_str(HEAD);
-    frame.push_str(kind);
-    frame.push_str(FROM);
-    frame.push_str(from.text().as_str());
-    frame.push_str(KEY);
-    frame.push_str(key);
-    frame.push('}');
-    frame
+impl TextOut for String {
+    fn push_str(&mut self, text: &str) {
+        String::push_str(self, text);
+    }
+}
+
+/// An outbox's queue: WebSocket headers are bytes, so it is not a `String`.
+impl TextOut for Vec<u8> {
+    fn push_str(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// A server frame the router sends, not yet written anywhere. The frames that carry what a
+/// client sent (a payload, a key, a `ref`) borrow it, so it is copied once: into the
+/// recipient's outbox, or into a `String` when the recipient's session is waiting to resume.
+#[derive(Clone, Copy, Debug)]
+pub enum ServerFrame<'a> {
+    /// `{"type":"MESSAGE","from":"K7Q2ZD","payload":<raw>,"ts":<ms>}`.
+    Message {
+        from: Id,
+        payload: &'a RawValue,
+        ts: u64,
+    },
+    /// `{"type":"FRIEND_REQUEST"|"FRIEND_ACCEPT","from":..,"public_key":<raw>}`.
+    FriendKey {
+        kind: FriendKeyFrame,
+        from: Id,
+        public_key: &'a RawValue,
+    },
+    /// `{"type":"ACK","ref":<raw>}`, plus `"queued":true` when the acknowledged frame was
+    /// queued.
+    Ack { reference: &'a str, queued: bool },
+    /// A frame already encoded: a queued one, or one of the rare control frames.
+    Encoded(&'a str),
+}
+
+const MESSAGE_HEAD: &str = r#"{"type":"MESSAGE","from":""#;
+const MESSAGE_PAYLOAD: &str = r#"","payload":"#;
+const MESSAGE_TS: &str = r#","ts":"#;
+const FRIEND_HEAD: &str = r#"{"type":""#;
+const FRIEND_FROM: &str = r#"","from":""#;
+const FRIEND_KEY: &str = r#"","public_key":"#;
+const ACK_HEAD: &str = r#"{"type":"ACK","ref":"#;
+const ACK_QUEUED: &str = r#","queued":true"#;
+
+impl ServerFrame<'_> {
+    /// The frame's length in bytes, exactly: outboxes size the WebSocket header from it before
+    /// the frame is written.
+    pub fn len(&self) -> usize {
+        match *self {
+            ServerFrame::Message { payload, ts, .. } => {
+                MESSAGE_HEAD.len()
+                    + ID_LEN
+                    + MESSAGE_PAYLOAD.len()
+                    + payload.get().len()
+                    + MESSAGE_TS.len()
+                    + decimal_len(ts)
+                    + 1
+            }
+            ServerFrame::FriendKey {
+                kind, public_key, ..
+            } => {
+                FRIEND_HEAD.len()
+                    + kind.as_str().len()
+                    + FRIEND_FROM.len()
+                    + ID_LEN
+                    + FRIEND_KEY.len()
+                    + public_key.get().len()
+                    + 1
+            }
+            ServerFrame::Ack { reference, queued } => {
+                ACK_HEAD.len() + reference.len() + if queued { ACK_QUEUED.len() } else { 0 } + 1
+            }
+            ServerFrame::Encoded(text) => text.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the frame's JSON text, [`ServerFrame::len`] bytes of it.
+    pub fn write(&self, out: &mut impl TextOut) {
+        match *self {
+            ServerFrame::Message { from, payload, ts } => {
+                out.push_str(MESSAGE_HEAD);
+                out.push_str(from.text().as_str());
+                out.push_str(MESSAGE_PAYLOAD);
+                out.push_str(payload.get());
+                out.push_str(MESSAGE_TS);
+                push_decimal(out, ts);
+                out.push_str("}");
+            }
+            ServerFrame::FriendKey {
+                kind,
+                from,
+                public_key,
+            } => {
+                out.push_str(FRIEND_HEAD);
+                out.push_str(kind.as_str());
+                out.push_str(FRIEND_FROM);
+                out.push_str(from.text().as_str());
+                out.push_str(FRIEND_KEY);
+                out.push_str(public_key.get());
+                out.push_str("}");
+            }
+            ServerFrame::Ack { reference, queued } => {
+                out.push_str(ACK_HEAD);
+                out.push_str(reference);
+                if queued {
+                    out.push_str(ACK_QUEUED);
+                }
+                out.push_str("}");
+            }
+            ServerFrame::Encoded(text) => out.push_str(text),
+        }
+    }
+
+    /// The frame as a `String` of its own, for a queue or a test.
+    pub fn to_text(&self) -> String {
+        let mut text = String::with_capacity(self.len());
+        self.write(&mut text);
+        debug_assert_eq!(text.len(), self.len());
+        text
+    }
 }
 
 /// The two forwarded frames that carry a public key.
@@ -814,20 +912,6 @@ pub fn friend_decline(from: Id) -> String {
 /// `{"type":"FRIEND_REMOVE","from":..}`.
 pub fn friend_remove(from: Id) -> String {
     format!(r#"{{"type":"FRIEND_REMOVE","from":"{from}"}}"#)
-}
-
-/// `{"type":"ACK","ref":<raw>}`, plus `"queued":true` when the acknowledged frame was queued.
-pub fn ack(reference: &str, queued: bool) -> String {
-    const HEAD: &str = r#"{"type":"ACK","ref":"#;
-    const QUEUED: &str = r#","queued":true"#;
-    let mut frame = String::with_capacity(HEAD.len() + reference.len() + QUEUED.len() + 1);
-    frame.push_str(HEAD);
-    frame.push_str(reference);
-    if queued {
-        frame.push_str(QUEUED);
-    }
-    frame.push('}');
-    frame
 }
 
 /// `{"type":"ERROR","code":..,"message":..}` plus `"ref"` when the request had a valid one.
@@ -1224,18 +1308,34 @@ mod tests {
         let Some(payload) = payload else {
             panic!("raw value")
         };
-        let frame = message(id, &payload, 1_795_000_000_000);
+        let message = |ts| {
+            ServerFrame::Message {
+                from: id,
+                payload: &payload,
+                ts,
+            }
+            .to_text()
+        };
+        let frame = message(1_795_000_000_000);
         assert_eq!(
             frame,
             format!(
                 r#"{{"type":"MESSAGE","from":"K7Q2ZD","payload":{raw_payload},"ts":1795000000000}}"#
             )
         );
-        assert_eq!(message(id, &payload, 0).len(), frame.len() - 12);
+        assert_eq!(message(0).len(), frame.len() - 12);
 
         let key = RawValue::from_string(format!("\"{KEY}\"")).ok();
         let Some(key) = key else { panic!("raw value") };
-        let request = parse(&friend_with_key(FriendKeyFrame::Request, id, &key));
+        let friend_with_key = |kind| {
+            ServerFrame::FriendKey {
+                kind,
+                from: id,
+                public_key: &key,
+            }
+            .to_text()
+        };
+        let request = parse(&friend_with_key(FriendKeyFrame::Request));
         assert_eq!(request["type"], "FRIEND_REQUEST");
         assert_eq!(request["from"], "K7Q2ZD");
         assert_eq!(
@@ -1243,7 +1343,7 @@ mod tests {
             "-----BEGIN PGP PUBLIC KEY BLOCK-----\nabc"
         );
         assert_eq!(
-            parse(&friend_with_key(FriendKeyFrame::Accept, id, &key))["type"],
+            parse(&friend_with_key(FriendKeyFrame::Accept))["type"],
             "FRIEND_ACCEPT"
         );
         assert_eq!(
@@ -1254,6 +1354,7 @@ mod tests {
             parse(&friend_remove(id)),
             serde_json::json!({"type":"FRIEND_REMOVE","from":"K7Q2ZD"})
         );
+        let ack = |reference, queued| ServerFrame::Ack { reference, queued }.to_text();
         assert_eq!(ack("\"17\"", false), r#"{"type":"ACK","ref":"17"}"#);
         assert_eq!(
             ack("\"17\"", true),

@@ -4,8 +4,8 @@
 //! 1. **poll** for readiness (the timeout is the nearest deadline; zero when a connection still
 //!    has unread input);
 //! 2. **dispatch**: accept new sockets; read each ready connection (up to its read budget),
-//!    handing complete messages to the router and applying the router's actions at once (frames
-//!    are encoded into the connection's outbox, not flushed);
+//!    handing each complete message to the router, whose frames are written at once into the
+//!    recipients' outboxes (`deliver.rs`), not flushed;
 //! 3. **read again** the connections whose budget ran out;
 //! 4. **timers**: the router's resume windows, then (once per sweep period) every connection's
 //!    head, CONNECT, ping and idle deadlines;
@@ -29,15 +29,19 @@ use signal_hook_mio::v1_0::Signals;
 use crate::assets::Assets;
 use crate::config::Config;
 use crate::connection::{
-    self, Connection, Endpoint, Flush, Inbound, Outcome, SendError, Settings, Tick,
+    self, Connection, Endpoint, Flush, Inbound, Outcome, READ_BUDGET, Settings, Tick,
 };
 use crate::http;
 use crate::memory::{self, Trimmer};
 use crate::metrics::{self, LoopCounters};
 use crate::router::fasthash::FastMap;
-use crate::router::{Action, ConnId, Entropy, Now, PeerKey, Router, RouterConfig};
+use crate::router::{ConnId, Entropy, Now, PeerKey, Router, RouterConfig};
 use crate::socket_options;
 use crate::tls::{TlsAcceptor, Transport};
+
+mod deliver;
+
+use deliver::{Deliver, Owed, mark_dirty};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -111,15 +115,7 @@ pub struct Server {
     conns: FastMap<Token, Connection>,
     router: Router<OsEntropy>,
     settings: Settings<'static>,
-    /// Actions the router produced and the loop has not applied yet.
-    actions: Vec<Action>,
-    /// An empty vector kept for its capacity, swapped with `actions` while applying them.
-    spare_actions: Vec<Action>,
-    /// Connections whose outbox went to the socket while actions were applied: the router's
-    /// count of their unsent bytes is corrected afterwards.
-    wrote_early: Vec<Token>,
-    /// Connections written to in this iteration, flushed once at its end.
-    dirty: Vec<Token>,
+    owed: Owed,
     read_again: Vec<Token>,
     next_token: usize,
     started: Instant,
@@ -217,10 +213,7 @@ impl Server {
             conns: FastMap::default(),
             router: Router::new(router_config, OsEntropy::new()),
             settings,
-            actions: Vec::new(),
-            spare_actions: Vec::new(),
-            wrote_early: Vec::new(),
-            dirty: Vec::new(),
+            owed: Owed::default(),
             read_again: Vec::new(),
             next_token: FIRST_CONNECTION,
             started,
@@ -433,48 +426,59 @@ impl Server {
             };
             if conn.is_websocket() {
                 conn.close_websocket(1001, "server shutting down", clock.instant);
-                mark_dirty(&mut self.dirty, token, conn);
+                mark_dirty(&mut self.owed.dirty, token, conn);
             } else {
                 self.drop_connection(token, clock);
             }
         }
     }
 
+    /// Reads up to [`READ_BUDGET`] messages from `token`, routing each as it comes: the router
+    /// writes what it forwards straight into the recipients' outboxes. A connection with more
+    /// to read after its budget is read again later in the turn.
     fn on_readable(&mut self, token: Token, clock: Clock) {
+        let id = token.0 as ConnId;
+        let mut outcome = Outcome::ReadAgain;
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
+            let inbound = conn.read_next(clock.instant, &self.settings);
+            let (router, mut out) = self.router_and_sink(clock);
+            let done = match inbound {
+                Inbound::Text(text) => {
+                    out.counters.frames_in += 1;
+                    out.counters.bytes_in += text.len() as u64;
+                    router.text(id, text.as_str(), clock.router, &mut out);
+                    None
+                }
+                Inbound::Binary => {
+                    out.counters.frames_in += 1;
+                    router.binary(id, clock.router, &mut out);
+                    None
+                }
+                Inbound::Control => None,
+                Inbound::Failed(code) => {
+                    log::debug!("connection {id} failed with close code {code}");
+                    router.closed(id, clock.router, &mut out);
+                    Some(Outcome::Keep)
+                }
+                Inbound::Done(outcome) => Some(outcome),
+            };
+            self.settle(clock);
+            if let Some(done) = done {
+                outcome = done;
+                break;
+            }
+        }
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let id = token.0 as ConnId;
-        let router = &mut self.router;
-        let actions = &mut self.actions;
-        let now = clock.router;
-        let counters = &mut self.counters;
-        let outcome = conn.on_readable(
-            clock.instant,
-            &self.settings,
-            &mut |inbound| match inbound {
-                Inbound::Text(text) => {
-                    counters.frames_in += 1;
-                    counters.bytes_in += text.len() as u64;
-                    router.text(id, text, now, actions)
-                }
-                Inbound::Binary => {
-                    counters.frames_in += 1;
-                    router.binary(id, now, actions)
-                }
-                Inbound::Control => {}
-                Inbound::Failed(code) => {
-                    log::debug!("connection {id} failed with close code {code}");
-                    router.closed(id, now, actions);
-                }
-            },
-        );
         if conn.is_websocket() {
             // Pongs and close echoes are queued by reading; the end-of-iteration flush sends them.
-            mark_dirty(&mut self.dirty, token, conn);
+            mark_dirty(&mut self.owed.dirty, token, conn);
         }
         self.after(token, outcome, clock);
-        self.apply_actions(clock);
     }
 
     fn on_writable(&mut self, token: Token, clock: Clock) {
@@ -482,7 +486,7 @@ impl Server {
             return;
         };
         if conn.is_websocket() {
-            mark_dirty(&mut self.dirty, token, conn);
+            mark_dirty(&mut self.owed.dirty, token, conn);
             return;
         }
         let outcome = conn.on_writable(clock.instant, &self.settings);
@@ -536,55 +540,27 @@ impl Server {
         )
     }
 
-    /// Applies the router's actions until it has nothing more to say (dropping a connection can
-    /// make it speak again: PRESENCE to friends).
-    fn apply_actions(&mut self, clock: Clock) {
-        let mut doomed = Vec::new();
-        while !self.actions.is_empty() {
-            let mut batch =
-                std::mem::replace(&mut self.actions, std::mem::take(&mut self.spare_actions));
-            for action in batch.drain(..) {
-                match action {
-                    Action::Send { conn, frame } => {
-                        let token = Token(conn as usize);
-                        let Some(connection) = self.conns.get_mut(&token) else {
-                            continue;
-                        };
-                        let len = frame.len() as u64;
-                        match connection.send_text(&frame) {
-                            Ok(wrote_early) => {
-                                self.counters.frames_out += 1;
-                                self.counters.bytes_out += len;
-                                mark_dirty(&mut self.dirty, token, connection);
-                                if wrote_early {
-                                    self.wrote_early.push(token);
-                                }
-                            }
-                            Err(SendError::NotOpen) => {}
-                            Err(SendError::Full) => {
-                                log::debug!("connection {conn} does not read its replies: dropped");
-                                doomed.push(token);
-                            }
-                        }
-                    }
-                    Action::Close { conn, code, reason } => {
-                        let token = Token(conn as usize);
-                        if let Some(connection) = self.conns.get_mut(&token) {
-                            log::debug!("closing connection {conn} with {code}");
-                            connection.close_websocket(code, reason, clock.instant);
-                            mark_dirty(&mut self.dirty, token, connection);
-                        }
-                    }
-                }
-            }
-            self.spare_actions = batch;
-            for token in doomed.drain(..) {
-                self.drop_connection(token, clock);
-            }
+    /// The router with a sink over the connections: split borrows of `self`.
+    fn router_and_sink(&mut self, clock: Clock) -> (&mut Router<OsEntropy>, Deliver<'_>) {
+        let out = Deliver {
+            conns: &mut self.conns,
+            owed: &mut self.owed,
+            counters: &mut self.counters,
+            now: clock.instant,
+        };
+        (&mut self.router, out)
+    }
+
+    /// Settles what a router call left owed: drops the connections whose outbox passed its
+    /// ceiling (which can make the router speak again: PRESENCE to friends), then corrects the
+    /// router's count of unsent bytes where an outbox went to the socket early. Only then is
+    /// every frame the router counted in an outbox, so what is left there is exactly what it
+    /// should count.
+    fn settle(&mut self, clock: Clock) {
+        while let Some(token) = self.owed.doomed.pop() {
+            self.drop_connection(token, clock);
         }
-        // Only now is every frame the router counted in an outbox, so what is left there is
-        // exactly what it should count.
-        for token in self.wrote_early.drain(..) {
+        while let Some(token) = self.owed.wrote_early.pop() {
             if let Some(connection) = self.conns.get(&token) {
                 self.router.flushed(token.0 as ConnId, connection.unsent());
             }
@@ -608,8 +584,9 @@ impl Server {
         log::debug!("connection {} closed", token.0);
         if conn.is_websocket() {
             self.counters.websockets = self.counters.websockets.saturating_sub(1);
-            self.router
-                .closed(token.0 as ConnId, clock.router, &mut self.actions);
+            let (router, mut out) = self.router_and_sink(clock);
+            router.closed(token.0 as ConnId, clock.router, &mut out);
+            self.settle(clock);
         }
     }
 
@@ -619,8 +596,9 @@ impl Server {
             .next_deadline_ms()
             .is_some_and(|ms| ms <= clock.router.mono_ms)
         {
-            self.router.tick(clock.router, &mut self.actions);
-            self.apply_actions(clock);
+            let (router, mut out) = self.router_and_sink(clock);
+            router.tick(clock.router, &mut out);
+            self.settle(clock);
         }
         if self
             .accept_paused_until
@@ -662,10 +640,11 @@ impl Server {
         }
         for (token, code) in closing {
             log::debug!("connection {} timed out: closing with {code}", token.0);
-            self.router
-                .closed(token.0 as ConnId, clock.router, &mut self.actions);
+            let (router, mut out) = self.router_and_sink(clock);
+            router.closed(token.0 as ConnId, clock.router, &mut out);
+            self.settle(clock);
             if let Some(conn) = self.conns.get_mut(&token) {
-                mark_dirty(&mut self.dirty, token, conn);
+                mark_dirty(&mut self.owed.dirty, token, conn);
             }
         }
         for token in advance {
@@ -673,18 +652,18 @@ impl Server {
                 continue;
             };
             if conn.is_websocket() {
-                mark_dirty(&mut self.dirty, token, conn);
+                mark_dirty(&mut self.owed.dirty, token, conn);
             } else {
                 let outcome = conn.on_writable(clock.instant, &self.settings);
                 self.after(token, outcome, clock);
             }
         }
-        self.apply_actions(clock);
+        self.settle(clock);
     }
 
     /// Flushes each connection written to in this iteration, once.
     fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
+        let dirty = std::mem::take(&mut self.owed.dirty);
         let mut dead = Vec::new();
         for &token in &dirty {
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -700,16 +679,15 @@ impl Server {
             }
             self.sync_interest(token);
         }
-        self.dirty = dirty;
-        self.dirty.clear();
+        self.owed.dirty = dirty;
+        self.owed.dirty.clear();
         if !dead.is_empty() {
             let clock = self.clock();
             for token in dead {
                 self.drop_connection(token, clock);
             }
-            self.apply_actions(clock);
             // Dropping may have produced frames for other connections (PRESENCE).
-            if !self.dirty.is_empty() {
+            if !self.owed.dirty.is_empty() {
                 self.flush_dirty();
             }
         }
@@ -757,13 +735,6 @@ fn peer_key(ip: IpAddr) -> PeerKey {
             Some(v4) => u128::from(v4.to_bits()),
             None => v6.to_bits() & !u128::from(u64::MAX),
         },
-    }
-}
-
-fn mark_dirty(dirty: &mut Vec<Token>, token: Token, conn: &mut Connection) {
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push(token);
     }
 }
 

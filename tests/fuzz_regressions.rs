@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use secchat::assets::Assets;
 use secchat::http::{Head, PathError, parse_head, resolve_path, respond};
 use secchat::id::{ALPHABET, Id};
-use secchat::protocol::{self, ErrorCode};
+use secchat::protocol::{self, ErrorCode, ServerFrame};
 
 /// Every file under `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`.
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -97,7 +97,11 @@ fn protocol_decode_inputs() {
         match protocol::decode(text) {
             Ok(frame) => {
                 if let Some(reference) = frame.reference {
-                    let ack = protocol::ack(reference.get(), true);
+                    let ack = ServerFrame::Ack {
+                        reference: reference.get(),
+                        queued: true,
+                    }
+                    .to_text();
                     serde_json::from_str::<serde_json::Value>(&ack)
                         .unwrap_or_else(|e| panic!("{}: ACK is not JSON: {e}", path.display()));
                 }

@@ -13,6 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use secchat::id::Id;
 use secchat::protocol::{
     self, ErrorCode, FriendKeyFrame, MAX_REF_CHARS, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, Request,
+    ServerFrame,
 };
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -48,6 +49,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// A server frame's text, checked against the length outboxes size its header from.
+fn encoded(frame: ServerFrame<'_>) -> String {
+    let text = frame.to_text();
+    assert_eq!(
+        text.len(),
+        frame.len(),
+        "ServerFrame::len is not the written length"
+    );
+    text
+}
 
 fn parse(frame: &str) -> Value {
     match serde_json::from_str::<Value>(frame) {
@@ -146,7 +158,11 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                         Request::FriendRequest { .. } => FriendKeyFrame::Request,
                         _ => FriendKeyFrame::Accept,
                     };
-                    let forwarded = parse(&protocol::friend_with_key(kind, from, key));
+                    let forwarded = parse(&encoded(ServerFrame::FriendKey {
+                        kind,
+                        from,
+                        public_key: key,
+                    }));
                     assert_eq!(forwarded["from"], "K7Q2ZD");
                     assert_eq!(forwarded["public_key"].as_str(), Some(&*decoded));
                 }
@@ -160,7 +176,7 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                 assert!(decoded.starts_with(MESSAGE_ARMOR));
                 if !lone_surrogate {
                     let ts = u64::from(text.len() as u32).wrapping_mul(1_000_003);
-                    let forwarded = parse(&protocol::message(from, payload, ts));
+                    let forwarded = parse(&encoded(ServerFrame::Message { from, payload, ts }));
                     assert_eq!(forwarded["type"], "MESSAGE");
                     assert_eq!(forwarded["payload"].as_str(), Some(&*decoded));
                     assert_eq!(forwarded["ts"].as_u64(), Some(ts));
@@ -177,7 +193,7 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
     if let Some(reference) = reference {
         let expected = parse_ref(reference);
         for queued in [false, true] {
-            let ack = parse(&protocol::ack(reference, queued));
+            let ack = parse(&encoded(ServerFrame::Ack { reference, queued }));
             assert_eq!(ack["ref"], expected);
             assert_eq!(ack.get("queued").is_some(), queued);
         }

@@ -1,15 +1,18 @@
 //! The pure routing core: sessions, friendships, pending requests, resume queues, rate limits.
 //!
 //! It owns no socket, reads no clock and draws no randomness of its own: the event loop hands it
-//! decoded events, the current time ([`Now`]) and an [`Entropy`] source, and it appends what must be
-//! sent or closed to an `out` vector of [`Action`]s. Unit tests, property tests and benches drive it
-//! directly.
+//! decoded events, the current time ([`Now`]) and an [`Entropy`] source, and it hands what must be
+//! sent or closed to a [`FrameSink`]: the loop's outboxes, or a vector of [`Action`]s in unit
+//! tests, property tests and benches, which drive it directly.
 //!
 //! # The MESSAGE path
 //! Decoding borrows from the frame ([`crate::protocol`]); then one lookup for the connection, one
 //! for the sender's session (friendship check, rate limit), one for the recipient's session and
-//! one for its connection (busy check, unsent count). The forwarded frame is the only allocation,
-//! plus the ACK when the request carried a `ref`. Nothing depends on the number of sessions.
+//! one for its connection (busy check, unsent count). The forwarded frame and the ACK are
+//! [`ServerFrame`]s that borrow the payload and the `ref` from the received text: the sink writes
+//! them where they go, so the payload is copied once and the router allocates nothing (a
+//! `String` only when the recipient's session waits to resume and the frame must be queued).
+//! Nothing depends on the number of sessions.
 //!
 //! # Memory bounds
 //! - Per connection ([`Conn`]): a few words, plus the error window (at most 101 timestamps, only
@@ -45,7 +48,7 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 
 use crate::id::{Id, TOKEN_BYTES, TOKEN_LEN, Token};
-use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume};
+use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume, ServerFrame};
 use fasthash::FastMap;
 use limits::{ErrorWindow, TokenBucket};
 use session::{QueuedFrame, QueuedKind, Session};
@@ -136,7 +139,16 @@ impl RouterConfig {
     }
 }
 
-/// What the event loop must do for the router.
+/// Where the router's frames and closes go, in the order it produces them.
+pub trait FrameSink {
+    /// Send `frame` on `conn`.
+    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>);
+    /// Send everything already sent to `conn`, then close it with this WebSocket close code.
+    /// The router has already forgotten `conn`: a later [`Router::closed`] for it is a no-op.
+    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str);
+}
+
+/// What the router asked for, recorded: how tests and benches see its output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send one text frame (a complete JSON object) on `conn`.
@@ -148,6 +160,19 @@ pub enum Action {
         code: u16,
         reason: &'static str,
     },
+}
+
+impl FrameSink for Vec<Action> {
+    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>) {
+        self.push(Action::Send {
+            conn,
+            frame: frame.to_text(),
+        });
+    }
+
+    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+        self.push(Action::Close { conn, code, reason });
+    }
 }
 
 /// Counters for logs and metrics. Never an ID, key or payload.
@@ -195,7 +220,7 @@ struct Caller<'r> {
 /// The routing core. One per server; driven by one thread (see the module docs).
 ///
 /// Events for a connection the router does not know (never opened, or already closed by an
-/// [`Action::Close`]) are ignored.
+/// [`FrameSink::close`]) are ignored.
 pub struct Router<E: Entropy> {
     config: RouterConfig,
     entropy: E,
@@ -246,7 +271,7 @@ impl<E: Entropy> Router<E> {
     }
 
     /// A complete text message arrived on `conn`.
-    pub fn text(&mut self, conn: ConnId, text: &str, now: Now, out: &mut Vec<Action>) {
+    pub fn text(&mut self, conn: ConnId, text: &str, now: Now, out: &mut impl FrameSink) {
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
@@ -262,7 +287,7 @@ impl<E: Entropy> Router<E> {
         let reference = frame.reference.map(RawValue::get);
         let outcome = match (frame.request, session) {
             (Request::Ping, _) => {
-                self.send(conn, protocol::pong(reference), out);
+                self.send(conn, ServerFrame::Encoded(&protocol::pong(reference)), out);
                 Ok(())
             }
             (Request::Connect { resume }, None) => self.connect(conn, resume, reference, now, out),
@@ -283,7 +308,7 @@ impl<E: Entropy> Router<E> {
     }
 
     /// A complete binary message arrived on `conn` (always `bad_json`).
-    pub fn binary(&mut self, conn: ConnId, now: Now, out: &mut Vec<Action>) {
+    pub fn binary(&mut self, conn: ConnId, now: Now, out: &mut impl FrameSink) {
         if self.conns.contains_key(&conn) {
             self.refuse(conn, ErrorCode::BadJson, None, now, out);
         }
@@ -291,7 +316,7 @@ impl<E: Entropy> Router<E> {
 
     /// `conn` is gone without DISCONNECT (dropped, idle, protocol error): its session, if any,
     /// enters the resume window. A no-op for a connection the router does not know.
-    pub fn closed(&mut self, conn: ConnId, now: Now, out: &mut Vec<Action>) {
+    pub fn closed(&mut self, conn: ConnId, now: Now, out: &mut impl FrameSink) {
         let Some(state) = self.conns.remove(&conn) else {
             return;
         };
@@ -311,7 +336,7 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Expire resume windows whose deadline passed.
-    pub fn tick(&mut self, now: Now, out: &mut Vec<Action>) {
+    pub fn tick(&mut self, now: Now, out: &mut impl FrameSink) {
         while let Some(deadline) = self.timers.pop_due(now.mono_ms) {
             if timer_is_live(&self.sessions, &deadline) {
                 self.end_session(deadline.id, out);
@@ -353,7 +378,7 @@ impl<E: Entropy> Router<E> {
         caller: Caller<'_>,
         request: Request<'_>,
         now: Now,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         match request {
             Request::Message { to, payload } => {
@@ -388,7 +413,7 @@ impl<E: Entropy> Router<E> {
         to: Id,
         payload: Option<&RawValue>,
         now: Now,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         let payload = payload.ok_or(ErrorCode::NotEncrypted)?;
         let rate = self.config.rate_messages_per_sec;
@@ -416,12 +441,13 @@ impl<E: Entropy> Router<E> {
                 if state.unsent > self.config.max_unsent_bytes {
                     return Err(ErrorCode::PeerBusy);
                 }
-                let frame = protocol::message(caller.id, payload, now.unix_ms);
+                let frame = ServerFrame::Message {
+                    from: caller.id,
+                    payload,
+                    ts: now.unix_ms,
+                };
                 state.unsent += frame.len();
-                out.push(Action::Send {
-                    conn: recipient_conn,
-                    frame,
-                });
+                out.send(recipient_conn, frame);
                 false
             }
             None => {
@@ -431,7 +457,12 @@ impl<E: Entropy> Router<E> {
                 {
                     return Err(ErrorCode::PeerBusy);
                 }
-                let frame = protocol::message(caller.id, payload, now.unix_ms);
+                let frame = ServerFrame::Message {
+                    from: caller.id,
+                    payload,
+                    ts: now.unix_ms,
+                }
+                .to_text();
                 let kind = QueuedKind::Message {
                     sender: caller.id,
                     reference: caller.reference.map(Box::from),
@@ -452,7 +483,7 @@ impl<E: Entropy> Router<E> {
         to: Id,
         public_key: Option<&RawValue>,
         now: Now,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         if to == caller.id {
             return Err(ErrorCode::SelfRequest);
@@ -494,7 +525,11 @@ impl<E: Entropy> Router<E> {
         if let Some(target) = self.sessions.get_mut(&to) {
             target.pending_in.insert(caller.id);
         }
-        let frame = protocol::friend_with_key(FriendKeyFrame::Request, caller.id, public_key);
+        let frame = ServerFrame::FriendKey {
+            kind: FriendKeyFrame::Request,
+            from: caller.id,
+            public_key,
+        };
         let queued = self.deliver(to, frame, QueuedKind::Capped, out);
         self.ack(caller, queued, out);
         Ok(())
@@ -505,7 +540,7 @@ impl<E: Entropy> Router<E> {
         caller: Caller<'_>,
         to: Id,
         public_key: Option<&RawValue>,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         let accepter = self
             .sessions
@@ -519,7 +554,11 @@ impl<E: Entropy> Router<E> {
             return Err(ErrorCode::PeerBusy);
         }
         self.befriend(caller.id, to);
-        let frame = protocol::friend_with_key(FriendKeyFrame::Accept, caller.id, public_key);
+        let frame = ServerFrame::FriendKey {
+            kind: FriendKeyFrame::Accept,
+            from: caller.id,
+            public_key,
+        };
         let queued = self.deliver(to, frame, QueuedKind::Capped, out);
         self.ack(caller, queued, out);
         Ok(())
@@ -529,7 +568,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         let decliner = self
             .sessions
@@ -543,7 +582,7 @@ impl<E: Entropy> Router<E> {
         }
         let queued = self.deliver(
             to,
-            protocol::friend_decline(caller.id),
+            ServerFrame::Encoded(&protocol::friend_decline(caller.id)),
             QueuedKind::Control,
             out,
         );
@@ -555,7 +594,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         let remover = self
             .sessions
@@ -569,7 +608,7 @@ impl<E: Entropy> Router<E> {
         }
         let queued = self.deliver(
             to,
-            protocol::friend_remove(caller.id),
+            ServerFrame::Encoded(&protocol::friend_remove(caller.id)),
             QueuedKind::Control,
             out,
         );
@@ -577,15 +616,11 @@ impl<E: Entropy> Router<E> {
         Ok(())
     }
 
-    fn disconnect(&mut self, caller: Caller<'_>, out: &mut Vec<Action>) {
+    fn disconnect(&mut self, caller: Caller<'_>, out: &mut impl FrameSink) {
         self.ack(caller, false, out);
         self.conns.remove(&caller.conn);
         self.end_session(caller.id, out);
-        out.push(Action::Close {
-            conn: caller.conn,
-            code: close_code::DISCONNECT,
-            reason: "disconnected",
-        });
+        out.close(caller.conn, close_code::DISCONNECT, "disconnected");
     }
 
     // -----------------------------------------------------------------------------------------
@@ -598,7 +633,7 @@ impl<E: Entropy> Router<E> {
         resume: Option<Resume>,
         reference: Option<&str>,
         now: Now,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         if let Some(resume) = resume {
             let id = resume.id.ok_or(ErrorCode::BadId)?;
@@ -613,13 +648,10 @@ impl<E: Entropy> Router<E> {
                 >= self.config.max_sessions_per_peer;
         if self.sessions.len() >= self.config.max_sessions || peer_full {
             self.count_error(ErrorCode::ServerFull);
-            self.send(conn, protocol::error(ErrorCode::ServerFull, reference), out);
+            let refusal = protocol::error(ErrorCode::ServerFull, reference);
+            self.send(conn, ServerFrame::Encoded(&refusal), out);
             self.conns.remove(&conn);
-            out.push(Action::Close {
-                conn,
-                code: close_code::SERVER_FULL,
-                reason: "server full",
-            });
+            out.close(conn, close_code::SERVER_FULL, "server full");
             return Ok(());
         }
         let id = self.fresh_id();
@@ -658,7 +690,7 @@ impl<E: Entropy> Router<E> {
             std::iter::empty(),
             self.config.max_message_bytes,
         );
-        self.send(conn, reply, out);
+        self.send(conn, ServerFrame::Encoded(&reply), out);
         Ok(())
     }
 
@@ -673,7 +705,7 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Hands session `id` to `conn`: new token, the reply, then everything queued, in order.
-    fn resume(&mut self, conn: ConnId, id: Id, out: &mut Vec<Action>) {
+    fn resume(&mut self, conn: ConnId, id: Id, out: &mut impl FrameSink) {
         let token = self.fresh_token();
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -685,11 +717,7 @@ impl<E: Entropy> Router<E> {
         match previous_conn {
             Some(old_conn) => {
                 self.conns.remove(&old_conn);
-                out.push(Action::Close {
-                    conn: old_conn,
-                    code: close_code::TAKEN_OVER,
-                    reason: "session taken over",
-                });
+                out.close(old_conn, close_code::TAKEN_OVER, "session taken over");
             }
             None => self.sessions_resuming -= 1,
         }
@@ -697,11 +725,11 @@ impl<E: Entropy> Router<E> {
             state.session = Some(id);
         }
         let reply = self.resume_reply(id, &token);
-        self.send(conn, reply, out);
+        self.send(conn, ServerFrame::Encoded(&reply), out);
         for entry in queued {
             self.queued_frames -= 1;
             self.queued_bytes -= entry.bytes();
-            self.send(conn, entry.frame, out);
+            self.send(conn, ServerFrame::Encoded(&entry.frame), out);
         }
         // A takeover never looked offline to friends, so it gets no PRESENCE.
         if previous_conn.is_none() {
@@ -733,7 +761,7 @@ impl<E: Entropy> Router<E> {
     }
 
     /// The session lost its connection: open its resume window (or end it when there is none).
-    fn session_dropped(&mut self, id: Id, now: Now, out: &mut Vec<Action>) {
+    fn session_dropped(&mut self, id: Id, now: Now, out: &mut impl FrameSink) {
         if self.config.resume_grace_ms == 0 {
             self.end_session(id, out);
             return;
@@ -759,25 +787,22 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Sends PRESENCE to every connected friend; friends in their window miss it by design.
-    fn tell_friends_presence(&mut self, id: Id, online: bool, out: &mut Vec<Action>) {
+    fn tell_friends_presence(&mut self, id: Id, online: bool, out: &mut impl FrameSink) {
         let Some(session) = self.sessions.get(&id) else {
             return;
         };
+        let presence = protocol::presence(id, online);
         for friend in &session.friends {
             let friend_conn = self.sessions.get(friend).and_then(|f| f.conn);
             if let Some(friend_conn) = friend_conn {
-                send_counted(
-                    &mut self.conns,
-                    friend_conn,
-                    protocol::presence(id, online),
-                    out,
-                );
+                let frame = ServerFrame::Encoded(&presence);
+                send_counted(&mut self.conns, friend_conn, frame, out);
             }
         }
     }
 
     /// Ends session `id` (window expired, or DISCONNECT): see PROTOCOL.md §4.
-    fn end_session(&mut self, id: Id, out: &mut Vec<Action>) {
+    fn end_session(&mut self, id: Id, out: &mut impl FrameSink) {
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
@@ -807,7 +832,7 @@ impl<E: Entropy> Router<E> {
                 if self.sessions.contains_key(&sender) {
                     self.deliver(
                         sender,
-                        protocol::undelivered(id, &reference),
+                        ServerFrame::Encoded(&protocol::undelivered(id, &reference)),
                         QueuedKind::Control,
                         out,
                     );
@@ -818,7 +843,13 @@ impl<E: Entropy> Router<E> {
             if let Some(friend_session) = self.sessions.get_mut(&friend) {
                 friend_session.friends.remove(&id);
             }
-            self.deliver(friend, protocol::disconnect(id), QueuedKind::Control, out);
+            let farewell = protocol::disconnect(id);
+            self.deliver(
+                friend,
+                ServerFrame::Encoded(&farewell),
+                QueuedKind::Control,
+                out,
+            );
         }
         // Pending requests involving the session vanish without a message.
         for target in session.pending_out {
@@ -869,9 +900,9 @@ impl<E: Entropy> Router<E> {
     fn deliver(
         &mut self,
         target: Id,
-        frame: String,
+        frame: ServerFrame<'_>,
         kind: QueuedKind,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) -> bool {
         let Some(session) = self.sessions.get_mut(&target) else {
             return false;
@@ -882,6 +913,7 @@ impl<E: Entropy> Router<E> {
                 false
             }
             None => {
+                let frame = frame.to_text();
                 self.queued_bytes += session.queue.push(QueuedFrame { frame, kind });
                 self.queued_frames += 1;
                 true
@@ -889,13 +921,13 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    fn send(&mut self, conn: ConnId, frame: String, out: &mut Vec<Action>) {
+    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>, out: &mut impl FrameSink) {
         send_counted(&mut self.conns, conn, frame, out);
     }
 
-    fn ack(&mut self, caller: Caller<'_>, queued: bool, out: &mut Vec<Action>) {
+    fn ack(&mut self, caller: Caller<'_>, queued: bool, out: &mut impl FrameSink) {
         if let Some(reference) = caller.reference {
-            self.send(caller.conn, protocol::ack(reference, queued), out);
+            self.send(caller.conn, ServerFrame::Ack { reference, queued }, out);
         }
     }
 
@@ -912,10 +944,14 @@ impl<E: Entropy> Router<E> {
         code: ErrorCode,
         reference: Option<&str>,
         now: Now,
-        out: &mut Vec<Action>,
+        out: &mut impl FrameSink,
     ) {
         self.count_error(code);
-        self.send(conn, protocol::error(code, reference), out);
+        self.send(
+            conn,
+            ServerFrame::Encoded(&protocol::error(code, reference)),
+            out,
+        );
         if !code.counts_toward_flood() {
             return;
         }
@@ -926,11 +962,7 @@ impl<E: Entropy> Router<E> {
         if !flooded {
             return;
         }
-        out.push(Action::Close {
-            conn,
-            code: close_code::POLICY,
-            reason: "too many errors",
-        });
+        out.close(conn, close_code::POLICY, "too many errors");
         // Like a dropped connection: the session may still be resumed from a well-behaved one.
         if let Some(state) = self.conns.remove(&conn)
             && let Some(id) = state.session
@@ -969,13 +1001,13 @@ impl<E: Entropy> Router<E> {
 fn send_counted(
     conns: &mut FastMap<ConnId, Conn>,
     conn: ConnId,
-    frame: String,
-    out: &mut Vec<Action>,
+    frame: ServerFrame<'_>,
+    out: &mut impl FrameSink,
 ) {
     if let Some(state) = conns.get_mut(&conn) {
         state.unsent += frame.len();
     }
-    out.push(Action::Send { conn, frame });
+    out.send(conn, frame);
 }
 
 /// A timer entry is live while its session is still in the window it was made for.

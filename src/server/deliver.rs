@@ -1,0 +1,76 @@
+//! The loop's side of [`FrameSink`]: the router's output is applied as it is produced. Frames
+//! are written straight into the outboxes of the connections they are for (the one copy of a
+//! forwarded payload); they reach the sockets at the end of the loop turn.
+
+use std::time::Instant;
+
+use mio::Token;
+
+use crate::connection::{Connection, SendError};
+use crate::metrics::LoopCounters;
+use crate::protocol::ServerFrame;
+use crate::router::fasthash::FastMap;
+use crate::router::{ConnId, FrameSink};
+
+/// What the loop owes connections after the router spoke; the loop settles the last two
+/// as soon as the router call returns (see `Server::settle`).
+#[derive(Default)]
+pub struct Owed {
+    /// Connections written to in this turn, flushed once at its end.
+    pub dirty: Vec<Token>,
+    /// Connections whose outbox went to the socket early (64 KiB waited): the router's count of
+    /// their unsent bytes is corrected.
+    pub wrote_early: Vec<Token>,
+    /// Connections that stopped reading their replies until their outbox passed its ceiling:
+    /// dropped.
+    pub doomed: Vec<Token>,
+}
+
+/// The router's sink for one call: borrows the connections and what is owed them.
+pub struct Deliver<'a> {
+    pub conns: &'a mut FastMap<Token, Connection>,
+    pub owed: &'a mut Owed,
+    pub counters: &'a mut LoopCounters,
+    pub now: Instant,
+}
+
+impl FrameSink for Deliver<'_> {
+    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>) {
+        let token = Token(conn as usize);
+        let Some(connection) = self.conns.get_mut(&token) else {
+            return;
+        };
+        match connection.send_frame(&frame) {
+            Ok(wrote_early) => {
+                self.counters.frames_out += 1;
+                self.counters.bytes_out += frame.len() as u64;
+                mark_dirty(&mut self.owed.dirty, token, connection);
+                if wrote_early {
+                    self.owed.wrote_early.push(token);
+                }
+            }
+            Err(SendError::NotOpen) => {}
+            Err(SendError::Full) => {
+                log::debug!("connection {conn} does not read its replies: dropped");
+                self.owed.doomed.push(token);
+            }
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+        let token = Token(conn as usize);
+        if let Some(connection) = self.conns.get_mut(&token) {
+            log::debug!("closing connection {conn} with {code}");
+            connection.close_websocket(code, reason, self.now);
+            mark_dirty(&mut self.owed.dirty, token, connection);
+        }
+    }
+}
+
+/// Adds `token` to the turn's flush list, once.
+pub fn mark_dirty(dirty: &mut Vec<Token>, token: Token, conn: &mut Connection) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(token);
+    }
+}
