@@ -24,18 +24,19 @@ pub struct Outbox {
     queue: Vec<u8>,
     /// How much of `queue` is already on the socket.
     sent: usize,
-    /// How long the queue grew before its last complete flush: the next one starts at that
-    /// capacity, so a busy connection allocates once per loop turn instead of growing (and
-    /// copying) its queue several times.
-    last_len: u32,
 }
 
 /// An unsent backlog at this size is put on the socket at once rather than at the end of the
 /// loop iteration, so a burst to one connection does not grow its queue without need.
 const WRITE_EARLY: usize = 64 * 1024;
 
-/// What an empty queue allocates at least.
-const FIRST_CAPACITY: usize = 4096;
+/// What an empty queue allocates, besides room for the frame that starts it: everything a loop
+/// turn can queue while the socket takes it all, since the queue goes to the socket at
+/// [`WRITE_EARLY`]. Growing the queue instead would copy every byte already in it (a `realloc`
+/// every 25 messages of 512 B when the queue started at its previous turn's size), and the
+/// payload is meant to be copied once. Only the bytes written are touched, so the untouched rest
+/// of the block is never made resident.
+const EMPTY_QUEUE_ROOM: usize = WRITE_EARLY;
 
 /// The first byte of an unfragmented text frame: FIN and opcode 1 (RFC 6455 §5.2).
 const FIN_TEXT: u8 = 0x81;
@@ -75,7 +76,6 @@ impl Outbox {
             transport,
             queue: Vec::new(),
             sent: 0,
-            last_len: 0,
         }
     }
 
@@ -98,13 +98,7 @@ impl Outbox {
     /// [`Outbox::unsent`] may have dropped).
     pub fn push_frame(&mut self, frame: &ServerFrame<'_>) -> bool {
         let len = frame.len();
-        let frame_len = len + MAX_HEADER;
-        if self.queue.capacity() == 0 {
-            let expected = (self.last_len as usize).clamp(FIRST_CAPACITY, WRITE_EARLY);
-            self.queue.reserve_exact(frame_len.max(expected));
-        } else {
-            self.queue.reserve(frame_len);
-        }
+        self.make_room(len + MAX_HEADER);
         let frame_start = self.queue.len();
         push_header(&mut self.queue, len);
         let text_start = self.queue.len();
@@ -119,6 +113,14 @@ impl Outbox {
         // WouldBlock leaves the rest for the flush; a failure surfaces there too.
         let _ = self.write_queue();
         true
+    }
+
+    fn make_room(&mut self, bytes: usize) {
+        if self.queue.capacity() == 0 {
+            self.queue.reserve_exact(EMPTY_QUEUE_ROOM + bytes);
+        } else {
+            self.queue.reserve(bytes);
+        }
     }
 
     /// Puts the queue on the socket. `Ok(())` when all of it (and any TLS records) went out;
@@ -142,7 +144,6 @@ impl Outbox {
             }
         }
         // Everything is out: give the memory back rather than keep the largest burst's capacity.
-        self.last_len = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
         self.queue = Vec::new();
         self.sent = 0;
         Ok(())
@@ -167,6 +168,7 @@ impl Read for Outbox {
 /// Tungstenite's control frames join the queue; they reach the socket at the next flush.
 impl Write for Outbox {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.make_room(buf.len());
         self.queue.extend_from_slice(buf);
         Ok(buf.len())
     }
@@ -236,6 +238,21 @@ mod tests {
             "66 frames stayed queued"
         );
         assert!(outbox.unsent() < 66 * 1004, "nothing reached the socket");
+    }
+
+    #[test]
+    fn a_queue_the_socket_keeps_up_with_never_grows() {
+        // Growing would copy every queued byte again: the first frame of an empty queue must
+        // bring room for all a turn can queue before the early write.
+        let (mut outbox, _client) = pair();
+        outbox.write_all(b"\x8a\x00").unwrap();
+        let block = (outbox.queue.as_ptr(), outbox.queue.capacity());
+        assert!(block.1 >= WRITE_EARLY);
+        let text = "x".repeat(4000);
+        while outbox.unsent() + text.len() + MAX_HEADER < WRITE_EARLY {
+            assert!(!outbox.push_frame(&ServerFrame::Encoded(&text)));
+        }
+        assert_eq!((outbox.queue.as_ptr(), outbox.queue.capacity()), block);
     }
 
     #[test]

@@ -56,6 +56,37 @@ fn payload_is_forwarded_byte_identical_with_its_escapes() {
 }
 
 #[test]
+fn forwarded_frames_of_every_header_size_arrive_whole() {
+    // The server writes a forwarded frame's WebSocket header before its text, from the length
+    // it computes: frames whose length straddles 125/126 and 65,535/65,536 (7-bit, 16-bit and
+    // 64-bit lengths) must still reach the client whole and in order.
+    let server = Server::start(&["--max-message-bytes", "70000", "--rate-messages", "0"]);
+    let (mut a, _, _) = connect_session(&server);
+    let (mut b, b_id, _) = connect_session(&server);
+    make_friends(&mut a, &mut b);
+    let small = 0..60;
+    let large = 65_420..65_520;
+    let mut lengths = Vec::new();
+    // One at a time: 100 frames of 64 KiB unread would make the sender peer_busy.
+    for padding in small.chain(large) {
+        let payload = format!("{PAYLOAD_HEADER}{}", "q".repeat(padding));
+        a.send_json(&message(&b_id, &payload, None));
+        let text = b.recv_text();
+        lengths.push(text.len());
+        let forwarded: Value = serde_json::from_str(&text).expect("a whole JSON frame");
+        assert_eq!(forwarded["payload"].as_str(), Some(payload.as_str()));
+    }
+    a.expect_nothing_pending();
+    for boundary in [125, 126, 65_535, 65_536] {
+        assert!(
+            lengths.iter().any(|&len| len <= boundary) && lengths.iter().any(|&len| len > boundary),
+            "no frames on both sides of {boundary}: {lengths:?}"
+        );
+    }
+    b.expect_nothing_pending();
+}
+
+#[test]
 fn message_without_ref_is_not_acknowledged() {
     let server = Server::start(&[]);
     let (mut a, _, _) = connect_session(&server);
