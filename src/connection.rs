@@ -152,6 +152,9 @@ pub struct Connection {
     pub registered_writable: bool,
     /// Whether the loop has this connection on its list to flush at the end of the iteration.
     pub dirty: bool,
+    /// Whether a frame for it was refused (its outbox passed the ceiling) and the loop will drop
+    /// it: nothing more is queued, so the client never sees a later frame without an earlier.
+    pub doomed: bool,
 }
 
 // Nearly every connection spends its life as a WebSocket, so boxing that variant would only add
@@ -223,6 +226,7 @@ impl Connection {
             }),
             registered_writable: false,
             dirty: false,
+            doomed: false,
         }
     }
 

@@ -558,7 +558,7 @@ impl Server {
     /// should count.
     fn settle(&mut self, clock: Clock) {
         while let Some(token) = self.owed.doomed.pop() {
-            self.drop_connection(token, clock);
+            self.forget_connection(token, clock);
         }
         while let Some(token) = self.owed.wrote_early.pop() {
             if let Some(connection) = self.conns.get(&token) {
@@ -567,7 +567,16 @@ impl Server {
         }
     }
 
+    /// Closes `token`'s socket and tells the router, then settles what that owes.
     fn drop_connection(&mut self, token: Token, clock: Clock) {
+        self.forget_connection(token, clock);
+        self.settle(clock);
+    }
+
+    /// Closes `token`'s socket and tells the router; what the router's answer owes other
+    /// connections (dropping those it pushed past their ceiling) is left to [`Server::settle`],
+    /// whose loop keeps a cascade of drops iterative rather than one stack frame per drop.
+    fn forget_connection(&mut self, token: Token, clock: Clock) {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
@@ -586,7 +595,6 @@ impl Server {
             self.counters.websockets = self.counters.websockets.saturating_sub(1);
             let (router, mut out) = self.router_and_sink(clock);
             router.closed(token.0 as ConnId, clock.router, &mut out);
-            self.settle(clock);
         }
     }
 

@@ -13,8 +13,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use secchat::id::Id;
+use secchat::outbox::Outbox;
 use secchat::protocol::ServerFrame;
 use secchat::router::{Action, ConnId, Entropy, FrameSink, Now, Router, RouterConfig};
+use secchat::tls::Transport;
+use serde_json::value::RawValue;
 
 struct CountingAllocator;
 
@@ -301,6 +305,43 @@ fn allocations_do_not_grow_with_sessions_or_payload_size() {
         let count = allocations_for_one(&mut pair, &with_ref, true);
         assert_eq!(count, 0, "allocations, {payload_len} B payload, ref");
     }
+}
+
+#[test]
+fn frames_written_into_an_outbox_allocate_nothing_after_its_first() {
+    // The server's side of the sink: each ServerFrame is written into the recipient's outbox.
+    // One block per loop turn, sized from the turn before; nothing per frame.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _client = std::net::TcpStream::connect(listener.local_addr().expect("address"));
+    let (socket, _) = listener.accept().expect("accept");
+    socket.set_nonblocking(true).expect("non-blocking");
+    let mut outbox = Outbox::new(Transport::plain(mio::net::TcpStream::from_std(socket)));
+    let raw = format!(r#""-----BEGIN PGP MESSAGE-----\n{}""#, "Q".repeat(512));
+    let payload = RawValue::from_string(raw).expect("JSON string");
+    let from = Id::parse("K7Q2ZD").expect("an ID");
+    let message = ServerFrame::Message {
+        from,
+        payload: &payload,
+        ts: NOW.unix_ms,
+    };
+    let ack = ServerFrame::Ack {
+        reference: r#""17""#,
+        queued: false,
+    };
+    let turn = |outbox: &mut Outbox| {
+        for _ in 0..20 {
+            outbox.push_frame(&message);
+            outbox.push_frame(&ack);
+        }
+    };
+    turn(&mut outbox);
+    outbox
+        .flush_to_socket()
+        .expect("12 KB fit in the socket buffer");
+    assert_eq!(outbox.unsent(), 0);
+    outbox.push_frame(&message);
+    let count = allocations_in(|| turn(&mut outbox));
+    assert_eq!(count, 0, "allocations for 40 more frames in the same turn");
 }
 
 #[test]

@@ -997,7 +997,7 @@ impl<E: Entropy> Router<E> {
     }
 }
 
-/// Pushes a Send and counts its bytes as unsent on `conn`.
+/// Sends `frame` on `conn` and counts its bytes as unsent there.
 fn send_counted(
     conns: &mut FastMap<ConnId, Conn>,
     conn: ConnId,

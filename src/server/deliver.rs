@@ -40,6 +40,9 @@ impl FrameSink for Deliver<'_> {
         let Some(connection) = self.conns.get_mut(&token) else {
             return;
         };
+        if connection.doomed {
+            return;
+        }
         match connection.send_frame(&frame) {
             Ok(wrote_early) => {
                 self.counters.frames_out += 1;
@@ -52,6 +55,7 @@ impl FrameSink for Deliver<'_> {
             Err(SendError::NotOpen) => {}
             Err(SendError::Full) => {
                 log::debug!("connection {conn} does not read its replies: dropped");
+                connection.doomed = true;
                 self.owed.doomed.push(token);
             }
         }
