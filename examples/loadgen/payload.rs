@@ -24,7 +24,7 @@ const MESSAGE_PAYLOAD: &[u8] = br#"","payload":""#;
 const MESSAGE_REF: &[u8] = br#"","ref":""#;
 const MESSAGE_END: &[u8] = br#""}"#;
 
-/// The start of a forwarded MESSAGE as `protocol::message` builds it.
+/// The start of a forwarded MESSAGE as the server writes it (`protocol::ServerFrame::Message`).
 const FORWARD_HEAD: &[u8] = br#"{"type":"MESSAGE","from":""#;
 const FORWARD_PAYLOAD: &[u8] = br#"","payload":""#;
 const ACK_HEAD: &[u8] = br#"{"type":"ACK","ref":""#;
