@@ -444,28 +444,26 @@ impl Server {
                 return;
             };
             let inbound = conn.read_next(clock.instant, &self.settings);
-            let (router, mut out) = self.router_and_sink(clock);
-            let done = match inbound {
+            let done = self.call_router(clock, |router, out| match inbound {
                 Inbound::Text(text) => {
                     out.counters.frames_in += 1;
                     out.counters.bytes_in += text.len() as u64;
-                    router.text(id, text.as_str(), clock.router, &mut out);
+                    router.text(id, text.as_str(), clock.router, out);
                     None
                 }
                 Inbound::Binary => {
                     out.counters.frames_in += 1;
-                    router.binary(id, clock.router, &mut out);
+                    router.binary(id, clock.router, out);
                     None
                 }
                 Inbound::Control => None,
                 Inbound::Failed(code) => {
                     log::debug!("connection {id} failed with close code {code}");
-                    router.closed(id, clock.router, &mut out);
+                    router.closed(id, clock.router, out);
                     Some(Outcome::Keep)
                 }
                 Inbound::Done(outcome) => Some(outcome),
-            };
-            self.settle(clock);
+            });
             if let Some(done) = done {
                 outcome = done;
                 break;
@@ -551,6 +549,18 @@ impl Server {
         (&mut self.router, out)
     }
 
+    /// Calls the router with a sink over the connections, then settles what the call left owed.
+    fn call_router<R>(
+        &mut self,
+        clock: Clock,
+        call: impl FnOnce(&mut Router<OsEntropy>, &mut Deliver<'_>) -> R,
+    ) -> R {
+        let (router, mut out) = self.router_and_sink(clock);
+        let result = call(router, &mut out);
+        self.settle(clock);
+        result
+    }
+
     /// Settles what a router call left owed: drops the connections whose outbox passed its
     /// ceiling (which can make the router speak again: PRESENCE to friends), then corrects the
     /// router's count of unsent bytes where an outbox went to the socket early. Only then is
@@ -604,9 +614,7 @@ impl Server {
             .next_deadline_ms()
             .is_some_and(|ms| ms <= clock.router.mono_ms)
         {
-            let (router, mut out) = self.router_and_sink(clock);
-            router.tick(clock.router, &mut out);
-            self.settle(clock);
+            self.call_router(clock, |router, out| router.tick(clock.router, out));
         }
         if self
             .accept_paused_until
@@ -648,9 +656,9 @@ impl Server {
         }
         for (token, code) in closing {
             log::debug!("connection {} timed out: closing with {code}", token.0);
-            let (router, mut out) = self.router_and_sink(clock);
-            router.closed(token.0 as ConnId, clock.router, &mut out);
-            self.settle(clock);
+            self.call_router(clock, |router, out| {
+                router.closed(token.0 as ConnId, clock.router, out)
+            });
             if let Some(conn) = self.conns.get_mut(&token) {
                 mark_dirty(&mut self.owed.dirty, token, conn);
             }
@@ -666,7 +674,6 @@ impl Server {
                 self.after(token, outcome, clock);
             }
         }
-        self.settle(clock);
     }
 
     /// Flushes each connection written to in this iteration, once.
