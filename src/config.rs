@@ -149,8 +149,14 @@ impl Config {
         let mut config = Config::default();
         let from_env = collect_env(env);
         let from_args = collect_args(args)?;
-        // Environment first, then flags, so that flags win.
-        for (name, value, source) in from_env.iter().chain(from_args.iter()) {
+        // A setting given as a flag ignores its variable altogether, so a stale or mistyped
+        // variable cannot stop a command line that corrects it, and a repeated flag
+        // (`--allow-origin`) replaces the variable's list instead of adding to it.
+        let flagged: Vec<&str> = from_args.iter().map(|(name, _, _)| name.as_str()).collect();
+        let from_env = from_env
+            .iter()
+            .filter(|(name, _, _)| !flagged.contains(&name.as_str()));
+        for (name, value, source) in from_env.chain(from_args.iter()) {
             config.set(name, value, source)?;
         }
         if config.tls_cert.is_some() != config.tls_key.is_some() {
@@ -358,6 +364,30 @@ mod tests {
             config.allow_origins,
             vec!["https://a.example", "https://b.example"]
         );
+    }
+
+    #[test]
+    fn a_flag_overrides_a_bad_or_listed_variable_entirely() {
+        let config = parse(
+            &[
+                "--listen",
+                "127.0.0.1:9000",
+                "--allow-origin",
+                "https://c.example",
+            ],
+            &[
+                ("SECCHAT_LISTEN", "bogus"),
+                ("SECCHAT_ALLOW_ORIGIN", "https://a.example"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.allow_origins, vec!["https://c.example"]);
+        // Without the flag the bad variable is still an error that names it.
+        match parse(&[], &[("SECCHAT_LISTEN", "bogus")]) {
+            Err(ConfigError::Invalid(message)) => assert!(message.contains("SECCHAT_LISTEN")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

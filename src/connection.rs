@@ -597,6 +597,13 @@ impl WsState {
                     return match message {
                         Message::Text(text) => Inbound::Text(text),
                         Message::Binary(_) => Inbound::Binary,
+                        // Tungstenite writes the pong for a ping into the outbox itself, where
+                        // `send_frame`'s ceiling check never sees it: a peer streaming pings
+                        // without reading would grow the outbox without limit.
+                        _ if self.socket.get_ref().unsent() > self.outbox_ceiling => {
+                            log::debug!("a connection does not read its pongs: dropped");
+                            Inbound::Done(Outcome::Drop)
+                        }
                         // The automatic pong or close echo goes out at the next flush.
                         Message::Ping(_)
                         | Message::Pong(_)

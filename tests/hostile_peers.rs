@@ -286,3 +286,43 @@ fn a_client_that_never_reads_its_own_replies_is_dropped_with_bounded_memory() {
     );
     during.assert_healthy("while a client does not read its replies", 1, RTT_BOUND);
 }
+
+/// The same greed with WebSocket pings: tungstenite answers each with a pong it writes into the
+/// outbox itself, past the router's ceiling check, so the ceiling must hold for those too.
+#[test]
+fn a_client_that_never_reads_its_pongs_is_dropped_with_bounded_memory() {
+    let server = Server::start(&[]);
+    let monitor = HealthyPair::new(&server).monitor();
+    let rss_before = rss_kib(server.pid());
+    let mut greedy = RawClient::connect(&server);
+    greedy.send_json(&json!({"type": "CONNECT"}));
+    let ping = encode_frame(true, OP_PING, &[b'p'; 125], Some([1, 2, 3, 4])).repeat(1_000);
+    let started = Instant::now();
+    let mut sent_bytes = 0usize;
+    let dropped = loop {
+        if greedy.send_bytes(&ping).is_err() {
+            break true;
+        }
+        sent_bytes += ping.len();
+        if started.elapsed() > Duration::from_secs(30) || sent_bytes > 512 << 20 {
+            break false;
+        }
+    };
+    let took = started.elapsed();
+    let rss_after = rss_kib(server.pid());
+    let (during, _pair) = monitor.stop();
+    eprintln!(
+        "dropped: {dropped} after {} MiB of pings in {took:?}; RSS {rss_before} -> {rss_after} KiB",
+        sent_bytes >> 20
+    );
+    assert!(
+        dropped,
+        "a client that never reads its pongs was kept for {took:?}"
+    );
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "it cost {} KiB",
+        rss_after - rss_before
+    );
+    during.assert_healthy("while a client does not read its pongs", 1, RTT_BOUND);
+}
