@@ -68,6 +68,12 @@ pub fn render(router: &RouterStats, counters: &LoopCounters, rss_bytes: Option<u
         gauge(router.queued_bytes),
     );
     metric(
+        "unsent_bytes",
+        "gauge",
+        "Bytes waiting for connections' sockets to take them.",
+        gauge(router.unsent_bytes),
+    );
+    metric(
         "connections_accepted_total",
         "counter",
         "TCP connections accepted.",

@@ -195,6 +195,7 @@ fn config() -> impl Strategy<Value = RouterConfig> {
         1..4usize,
         1..4usize,
         prop_oneof![Just(0usize), Just(1), Just(2)],
+        prop_oneof![Just(1_000usize), Just(64 << 20)],
     )
         .prop_map(
             |(
@@ -207,6 +208,7 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                 queue_len,
                 pending,
                 per_peer,
+                buffered,
             )| {
                 RouterConfig {
                     max_sessions: sessions,
@@ -217,6 +219,7 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                     max_unsent_bytes: unsent,
                     max_queue_bytes: queue_bytes,
                     max_queue_len: queue_len,
+                    max_buffered_bytes: buffered,
                     max_pending_requests: pending,
                     max_sessions_per_peer: per_peer,
                 }

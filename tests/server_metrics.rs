@@ -49,6 +49,8 @@ fn metrics_count_sessions_messages_and_errors_without_naming_anyone() {
         1
     );
     assert_eq!(metric(&page, "secchat_errors_total{code=\"peer_busy\"}"), 0);
+    // Both clients read everything they were sent.
+    assert_eq!(metric(&page, "secchat_unsent_bytes"), 0);
     assert!(metric(&page, "secchat_process_resident_memory_bytes") > 0);
     assert!(metric(&page, "secchat_received_bytes_total") > secret.len() as u64);
     for private in [

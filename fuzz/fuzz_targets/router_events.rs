@@ -95,6 +95,7 @@ impl Harness {
             max_queue_len: input.int_in_range(1..=5)?,
             max_pending_requests: input.int_in_range(1..=4)?,
             max_sessions_per_peer: *input.choose(&[0, 1, 3])?,
+            max_buffered_bytes: *input.choose(&[1_000, 64 << 20])?,
         };
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {

@@ -33,6 +33,10 @@
 //!   those pending requests, so these are ≤ friends + `max_pending_requests`; an UNDELIVERED
 //!   reports one of the session's own messages that sat in another session's (capped) queue.
 //! - Timers: at most `2 × sessions in the window + 32` heap entries (`timers.rs`).
+//! - All of it together: every connection's unsent bytes plus every resume queue. Past
+//!   `max_buffered_bytes` every capped frame is `peer_busy`, whoever it is for: the bounds above
+//!   are per connection, and without this one, enough connections that stop reading (from
+//!   enough addresses) would hold `max_unsent_bytes` each until the process runs out of memory.
 
 pub(crate) mod fasthash;
 mod invariants;
@@ -109,6 +113,9 @@ pub struct RouterConfig {
     pub max_queue_bytes: usize,
     /// ... or more frames than this.
     pub max_queue_len: usize,
+    /// Unsent bytes of all connections plus all resume queues together, past which every
+    /// capped frame (MESSAGE, FRIEND_REQUEST, FRIEND_ACCEPT) is `peer_busy`.
+    pub max_buffered_bytes: usize,
     /// Outgoing friend requests one session may have pending at once (beyond: `rate_limited`).
     pub max_pending_requests: usize,
     /// Sessions (connected or in their resume window) created from one [`PeerKey`]; beyond it a
@@ -133,6 +140,7 @@ impl RouterConfig {
             max_unsent_bytes: 256 * 1024,
             max_queue_bytes: 256 * 1024,
             max_queue_len: 1024,
+            max_buffered_bytes: 64 * 1024 * 1024,
             max_pending_requests: 256,
             max_sessions_per_peer: 0,
         }
@@ -183,6 +191,8 @@ pub struct RouterStats {
     pub sessions_resuming: usize,
     pub queued_frames: usize,
     pub queued_bytes: usize,
+    /// Bytes of all connections not yet on their sockets (see [`Router::flushed`]).
+    pub unsent_bytes: usize,
     pub messages_routed: u64,
     /// ERRORs sent, indexed like [`ErrorCode::ALL`].
     pub errors_sent: [u64; ErrorCode::ALL.len()],
@@ -233,6 +243,8 @@ pub struct Router<E: Entropy> {
     sessions_resuming: usize,
     queued_frames: usize,
     queued_bytes: usize,
+    /// The sum of every [`Conn::unsent`].
+    unsent_bytes: usize,
     messages_routed: u64,
     errors_sent: [u64; ErrorCode::ALL.len()],
 }
@@ -249,6 +261,7 @@ impl<E: Entropy> Router<E> {
             sessions_resuming: 0,
             queued_frames: 0,
             queued_bytes: 0,
+            unsent_bytes: 0,
             messages_routed: 0,
             errors_sent: [0; ErrorCode::ALL.len()],
         }
@@ -317,7 +330,7 @@ impl<E: Entropy> Router<E> {
     /// `conn` is gone without DISCONNECT (dropped, idle, protocol error): its session, if any,
     /// enters the resume window. A no-op for a connection the router does not know.
     pub fn closed(&mut self, conn: ConnId, now: Now, out: &mut impl FrameSink) {
-        let Some(state) = self.conns.remove(&conn) else {
+        let Some(state) = self.forget_conn(conn) else {
             return;
         };
         if let Some(id) = state.session {
@@ -331,6 +344,8 @@ impl<E: Entropy> Router<E> {
     /// under load would look busy.
     pub fn flushed(&mut self, conn: ConnId, still_unsent: usize) {
         if let Some(state) = self.conns.get_mut(&conn) {
+            // Saturating: a miscount must never wrap into a total that refuses everyone.
+            self.unsent_bytes = self.unsent_bytes.saturating_sub(state.unsent) + still_unsent;
             state.unsent = still_unsent;
         }
     }
@@ -364,6 +379,7 @@ impl<E: Entropy> Router<E> {
             sessions_resuming: self.sessions_resuming,
             queued_frames: self.queued_frames,
             queued_bytes: self.queued_bytes,
+            unsent_bytes: self.unsent_bytes,
             messages_routed: self.messages_routed,
             errors_sent: self.errors_sent,
         }
@@ -430,6 +446,9 @@ impl<E: Entropy> Router<E> {
         {
             return Err(ErrorCode::RateLimited);
         }
+        if self.over_budget() {
+            return Err(ErrorCode::PeerBusy);
+        }
         // Friendships only name live sessions, so the recipient exists.
         let recipient = self.sessions.get_mut(&to).ok_or(ErrorCode::NotFriends)?;
         let queued = match recipient.conn {
@@ -447,6 +466,7 @@ impl<E: Entropy> Router<E> {
                     ts: now.unix_ms,
                 };
                 state.unsent += frame.len();
+                self.unsent_bytes += frame.len();
                 out.send(recipient_conn, frame);
                 false
             }
@@ -618,7 +638,7 @@ impl<E: Entropy> Router<E> {
 
     fn disconnect(&mut self, caller: Caller<'_>, out: &mut impl FrameSink) {
         self.ack(caller, false, out);
-        self.conns.remove(&caller.conn);
+        self.forget_conn(caller.conn);
         self.end_session(caller.id, out);
         out.close(caller.conn, close_code::DISCONNECT, "disconnected");
     }
@@ -650,7 +670,7 @@ impl<E: Entropy> Router<E> {
             self.count_error(ErrorCode::ServerFull);
             let refusal = protocol::error(ErrorCode::ServerFull, reference);
             self.send(conn, ServerFrame::Encoded(&refusal), out);
-            self.conns.remove(&conn);
+            self.forget_conn(conn);
             out.close(conn, close_code::SERVER_FULL, "server full");
             return Ok(());
         }
@@ -716,7 +736,7 @@ impl<E: Entropy> Router<E> {
         let queued = session.queue.take_all();
         match previous_conn {
             Some(old_conn) => {
-                self.conns.remove(&old_conn);
+                self.forget_conn(old_conn);
                 out.close(old_conn, close_code::TAKEN_OVER, "session taken over");
             }
             None => self.sessions_resuming -= 1,
@@ -796,7 +816,13 @@ impl<E: Entropy> Router<E> {
             let friend_conn = self.sessions.get(friend).and_then(|f| f.conn);
             if let Some(friend_conn) = friend_conn {
                 let frame = ServerFrame::Encoded(&presence);
-                send_counted(&mut self.conns, friend_conn, frame, out);
+                send_counted(
+                    &mut self.conns,
+                    &mut self.unsent_bytes,
+                    friend_conn,
+                    frame,
+                    out,
+                );
             }
         }
     }
@@ -884,6 +910,9 @@ impl<E: Entropy> Router<E> {
         let Some(session) = self.sessions.get(&target) else {
             return false;
         };
+        if self.over_budget() {
+            return true;
+        }
         match session.conn {
             Some(conn) => self
                 .conns
@@ -893,6 +922,18 @@ impl<E: Entropy> Router<E> {
                 .queue
                 .is_over(self.config.max_queue_bytes, self.config.max_queue_len),
         }
+    }
+
+    /// Whether the server as a whole holds as much unsent output as it may (see the module docs).
+    fn over_budget(&self) -> bool {
+        self.unsent_bytes + self.queued_bytes > self.config.max_buffered_bytes
+    }
+
+    /// Removes a connection, and its unsent bytes from the total.
+    fn forget_conn(&mut self, conn: ConnId) -> Option<Conn> {
+        let state = self.conns.remove(&conn)?;
+        self.unsent_bytes = self.unsent_bytes.saturating_sub(state.unsent);
+        Some(state)
     }
 
     /// Sends `frame` to session `target`, or queues it when the session is in its window.
@@ -909,7 +950,7 @@ impl<E: Entropy> Router<E> {
         };
         match session.conn {
             Some(conn) => {
-                send_counted(&mut self.conns, conn, frame, out);
+                send_counted(&mut self.conns, &mut self.unsent_bytes, conn, frame, out);
                 false
             }
             None => {
@@ -922,7 +963,7 @@ impl<E: Entropy> Router<E> {
     }
 
     fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>, out: &mut impl FrameSink) {
-        send_counted(&mut self.conns, conn, frame, out);
+        send_counted(&mut self.conns, &mut self.unsent_bytes, conn, frame, out);
     }
 
     fn ack(&mut self, caller: Caller<'_>, queued: bool, out: &mut impl FrameSink) {
@@ -964,7 +1005,7 @@ impl<E: Entropy> Router<E> {
         }
         out.close(conn, close_code::POLICY, "too many errors");
         // Like a dropped connection: the session may still be resumed from a well-behaved one.
-        if let Some(state) = self.conns.remove(&conn)
+        if let Some(state) = self.forget_conn(conn)
             && let Some(id) = state.session
         {
             self.session_dropped(id, now, out);
@@ -1000,12 +1041,14 @@ impl<E: Entropy> Router<E> {
 /// Sends `frame` on `conn` and counts its bytes as unsent there.
 fn send_counted(
     conns: &mut FastMap<ConnId, Conn>,
+    unsent_bytes: &mut usize,
     conn: ConnId,
     frame: ServerFrame<'_>,
     out: &mut impl FrameSink,
 ) {
     if let Some(state) = conns.get_mut(&conn) {
         state.unsent += frame.len();
+        *unsent_bytes += frame.len();
     }
     out.send(conn, frame);
 }

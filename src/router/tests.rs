@@ -832,6 +832,83 @@ fn a_partial_flush_counts_only_what_the_socket_did_not_take() {
     assert_eq!(forwarded(&mut h), 0);
 }
 
+/// Messages from `a` to `to` until one is refused; returns how many were forwarded or queued.
+/// Without `ref`: no ACKs, so only the forwarded or queued frames count toward the cap.
+fn send_until_refused(h: &mut Harness, a: &Session, to: &Session) -> usize {
+    for sent in 0..100 {
+        let actions = h.text(a.conn, &message(&to.id, None));
+        let reply = frames_to(&actions, a.conn);
+        if let Some(refusal) = reply.iter().find(|frame| frame["type"] == "ERROR") {
+            assert_eq!(refusal["code"], "peer_busy");
+            return sent;
+        }
+    }
+    panic!("100 messages and no refusal");
+}
+
+#[test]
+fn unsent_output_of_all_connections_together_is_capped() {
+    let mut h = Harness::with(RouterConfig {
+        max_buffered_bytes: 1_000,
+        rate_messages_per_sec: 0,
+        ..RouterConfig::defaults()
+    });
+    let a = h.connect(1);
+    let b = h.connect(2);
+    let c = h.connect(3);
+    h.befriend(&a, &b);
+    h.befriend(&a, &c);
+    for conn in [a.conn, b.conn, c.conn] {
+        h.router.flushed(conn, 0);
+    }
+    // b never reads: each message (~140 bytes) stays unsent.
+    let forwarded = send_until_refused(&mut h, &a, &b);
+    h.router.flushed(a.conn, 0);
+    // Forwarded while the total was within the cap: the last one took it past.
+    let unsent = h.router.stats().unsent_bytes;
+    let frame_len = unsent / forwarded;
+    assert!(
+        unsent > 1_000 && unsent - frame_len <= 1_000,
+        "{forwarded} frames, {unsent} bytes"
+    );
+    // c has nothing unsent, yet the server holds all it may: c is refused too, and so is a
+    // friend request to a fourth session.
+    let actions = h.text(a.conn, &message(&c.id, Some("m")));
+    assert_eq!(error_code(&actions, a.conn), "peer_busy");
+    let d = h.connect(4);
+    let actions = h.text(a.conn, &friend_request(&d.id, Some("f")));
+    assert_eq!(error_code(&actions, a.conn), "peer_busy");
+    // Once b's socket took its output, there is room again.
+    h.router.flushed(b.conn, 0);
+    h.router.flushed(a.conn, 0);
+    let actions = h.text(a.conn, &message(&c.id, None));
+    assert_eq!(frames_to(&actions, c.conn).len(), 1);
+}
+
+#[test]
+fn resume_queues_count_toward_the_cap_on_all_output() {
+    let mut h = Harness::with(RouterConfig {
+        max_buffered_bytes: 1_000,
+        rate_messages_per_sec: 0,
+        ..RouterConfig::defaults()
+    });
+    let a = h.connect(1);
+    let b = h.connect(2);
+    let c = h.connect(3);
+    h.befriend(&a, &b);
+    h.befriend(&a, &c);
+    h.closed(b.conn);
+    for conn in [a.conn, c.conn] {
+        h.router.flushed(conn, 0);
+    }
+    // b waits to resume: its queue fills the budget (its own cap is 256 KiB).
+    let queued = send_until_refused(&mut h, &a, &b);
+    assert!(h.router.stats().queued_bytes > 1_000, "{queued} queued");
+    h.router.flushed(a.conn, 0);
+    let actions = h.text(a.conn, &message(&c.id, Some("m")));
+    assert_eq!(error_code(&actions, a.conn), "peer_busy");
+}
+
 #[test]
 fn peer_busy_does_not_count_toward_the_error_flood() {
     let mut h = Harness::with(RouterConfig {
