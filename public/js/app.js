@@ -3,14 +3,16 @@
 import * as keys from './keys.js';
 import { isCanonicalId, normalizeId } from './ids.js';
 import { inviteLink, parseInvite } from './invite.js';
-import { createMessaging } from './messaging.js';
+import { createMessaging, envelopeTextBytes, maxTextBytes } from './messaging.js';
 import { enableNotifications, notify, updateTitle } from './notify.js';
 import {
   createState, forgetRememberedData, loadRememberedKey, loadSettings, loadVerifiedFingerprints, newFriend,
   rememberKey, saveSettings, saveVerifiedFingerprints,
 } from './state.js';
 import { createTransport } from './transport.js';
-import { acceptChangedKey, canSendTo, markUnverified, markVerified, pinFriendKey } from './trust.js';
+import {
+  ASSESSMENT_TEXT, acceptChangedKey, canSendTo, markUnverified, markVerified, pinFriendKey,
+} from './trust.js';
 import { createChatArea } from './view/chat.js';
 import { confirmDialog, h } from './view/dom.js';
 import { createKeyScreen } from './view/keyscreen.js';
@@ -191,6 +193,8 @@ function onSession({ id, resumed, resumeAttempted, friends, limits }) {
     }
     state.notices = state.notices.filter((n) => n.kind !== 'session');
   }
+  // A session exists, so whatever "server full" said is over.
+  state.notices = state.notices.filter((n) => n.kind !== 'server');
   state.session.everConnected = true;
   messaging.pumpAll();
   changed();
@@ -253,19 +257,48 @@ async function onFriendRequest(from, publicArmored) {
   if (!from) return;
   const existing = state.friends.get(from);
   if (existing && existing.presence !== 'gone') return;
-  const request = { id: from, publicArmored, key: null, fingerprint: null, userId: '', error: null };
+  const request = { id: from, publicArmored, key: null, fingerprint: null, userId: '', error: null, otherKeys: [] };
   try {
     Object.assign(request, await keys.readFriendKey(publicArmored));
   } catch (error) {
     request.error = error.message;
+  }
+  const pending = state.incomingRequests.get(from);
+  if (pending) {
+    keepFirstKey(pending, request);
+    return;
   }
   state.incomingRequests.set(from, request);
   notify(state, 'SecChat', `Friend request from ${from}`);
   changed();
 }
 
+/**
+ * An honest server never forwards a repeated request (PROTOCOL FRIEND_REQUEST), so a repeat carrying another
+ * key is an attempt to swap the key while the user compares fingerprints: the first key stays, and the card
+ * names the other one. A repeat with the same key changes nothing and is ignored.
+ */
+function keepFirstKey(pending, repeat) {
+  const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : repeat.publicArmored === pending.publicArmored;
+  if (sameKey) return;
+  const other = repeat.fingerprint || 'unreadable';
+  if (!pending.otherKeys.includes(other)) pending.otherKeys = [...pending.otherKeys, other];
+  changed();
+}
+
 async function onFriendAccept(from, publicArmored) {
   if (!from) return;
+  // An honest server forwards FRIEND_ACCEPT only for our own pending request (PROTOCOL FRIEND_ACCEPT). Anything
+  // else would start a new friendship and reset `seq` both ways, letting the server replay a recorded
+  // conversation as verified (SECURITY.md): ignore it, and say so.
+  const live = state.friends.get(from);
+  const isLive = Boolean(live && live.presence !== 'gone');
+  if (state.outgoingRequests.get(from)?.state !== 'pending' || isLive) {
+    const text = `Ignored an unexpected friend acceptance from ${from}: ${isLive ? 'they are already your friend' : 'you have no pending request to them'}. The server may be misbehaving.`;
+    addNotice('warn', text, { kind: `unexpected-accept-${from}` });
+    if (isLive) addSystem(live, text, 'warn');
+    return;
+  }
   state.outgoingRequests.delete(from);
   state.incomingRequests.delete(from);
   let keyInfo;
@@ -295,10 +328,12 @@ function startFriendship(id, keyInfo) {
   friend.presence = 'online';
   const assessment = pinFriendKey(state, friend, keyInfo);
   persistVerified();
-  const fingerprintNote = assessment === 'invite_match'
-    ? 'Key matches your invite link: verified.'
-    : 'Key pinned. Compare fingerprints to verify it.';
-  addSystem(friend, `Friendship started. ${friend.trust === 'changed' ? 'WARNING: key differs from what you expected.' : fingerprintNote}`, friend.trust === 'changed' ? 'warn' : 'info');
+  const fingerprintNote = {
+    invite_match: 'Key matches your invite link: verified.',
+    name_reused: ASSESSMENT_TEXT.name_reused,
+  }[assessment] || 'Key pinned. Compare fingerprints to verify it.';
+  const warn = friend.trust === 'changed' || assessment === 'name_reused';
+  addSystem(friend, `Friendship started. ${friend.trust === 'changed' ? 'WARNING: key differs from what you expected.' : fingerprintNote}`, warn ? 'warn' : 'info');
   return friend;
 }
 
@@ -457,6 +492,7 @@ function chatActions() {
     sendMessage(id, text) {
       const friend = state.friends.get(id);
       if (!friend || !canSendTo(friend)) return false;
+      if (envelopeTextBytes(text) > maxTextBytes(state.session.limits.max_message_bytes)) return false;
       messaging.sendText(friend, text);
       return true;
     },

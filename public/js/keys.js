@@ -109,7 +109,9 @@ export async function openPayload({ payload, privateKey, friendKey }) {
       message: await read(),
       decryptionKeys: privateKey,
       verificationKeys: friendKey,
-      expectSigned: true, // throws unless every signature verifies with friendKey
+      // OpenPGP.js 6.3.2 throws unless at least ONE signature verifies with friendKey; others may fail or be
+      // by unknown keys. So every signature's issuer must also be the pinned key (below).
+      expectSigned: true,
       config,
     });
     const friendKeyIds = new Set(friendKey.getKeyIDs().map((id) => id.toHex()));

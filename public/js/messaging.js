@@ -7,6 +7,10 @@ import { canSendTo } from './trust.js';
 const BUSY_RETRIES = 4; // peer_busy / rate_limited: retry this often before showing the error
 const BUSY_RETRY_BASE_MS = 1000;
 const FRAME_OVERHEAD = 1024; // what the server adds to a forwarded MESSAGE (`from`, `ts`), PROTOCOL §3
+// A signed sender time this far from the server's receive time is shown: the only hint that a message was
+// replayed into a new friendship, where `seq` starts again at 1 (SECURITY.md). Queued delivery after a
+// resume does not count: the server's `ts` is when it received the message, not when it handed it over.
+const CLOCK_SKEW_MS = 10 * 60 * 1000;
 
 let nextLocalId = 1;
 
@@ -35,6 +39,33 @@ export const INCOMING_PROBLEM_TEXT = {
   oversized: 'payload too large',
   not_pgp: 'not an OpenPGP message',
 };
+
+// What sealing adds around the envelope text, measured with OpenPGP.js 6.3.2: about 700 bytes with
+// Curve25519 keys, 1,900 with RSA-4096 ones, plus the envelope's other fields; rounded up so that keys up to
+// RSA-8192 fit too. Armor then costs 4/3 (base64) × 62/60 (60-character lines, each `\n` escaped in JSON).
+const SEAL_OVERHEAD = 4096;
+const ARMOR_GROWTH = (4 / 3) * (62 / 60);
+
+/** Bytes a message text takes in the envelope: UTF-8 after JSON escaping, which is what the frame carries. */
+export function envelopeTextBytes(text) {
+  return new TextEncoder().encode(JSON.stringify(text)).length;
+}
+
+/**
+ * The most envelope text bytes that surely fit one MESSAGE frame. Checked before sending, so a text that
+ * could never go out stays in the composer instead of failing after it was cleared (seal() still checks
+ * the real size).
+ */
+export function maxTextBytes(maxMessageBytes) {
+  return Math.floor((maxMessageBytes - FRAME_OVERHEAD - SEAL_OVERHEAD) / ARMOR_GROWTH);
+}
+
+/** ECMAScript Dates hold ±8.64e15 ms; a server `ts` outside that would make rendering the message throw. */
+const MAX_DATE_MS = 8.64e15;
+
+export function isRepresentableTime(ms) {
+  return Number.isFinite(ms) && Math.abs(ms) <= MAX_DATE_MS;
+}
 
 export function createMessaging({ state, transport, changed, onIncoming }) {
   const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -185,10 +216,12 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
       localId: nextLocalId++,
       direction: 'in',
       text: null,
-      ts: typeof frame.ts === 'number' ? frame.ts : Date.now(),
+      ts: isRepresentableTime(frame.ts) ? frame.ts : Date.now(),
       sentTs: null,
+      skewed: false, // sentTs is more than CLOCK_SKEW_MS from ts
       seq: null,
       verified: false,
+      duplicate: false, // the same signed message received again (a re-send after a dropped connection)
       problems: [],
       missing: 0,
       hidden: false, // text withheld until the user asks (signature not by the pinned key)
@@ -201,8 +234,9 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
     } else {
       await check(friend, payload, incoming);
     }
+    if (incoming.sentTs !== null) incoming.skewed = !(Math.abs(incoming.sentTs - incoming.ts) <= CLOCK_SKEW_MS);
     friend.messages.push(incoming);
-    onIncoming(friend, incoming);
+    if (!incoming.duplicate) onIncoming(friend, incoming);
     changed();
   }
 
@@ -227,10 +261,21 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
     incoming.seq = envelope.seq;
     const order = classifySeq(friend.expectedSeq, envelope.seq);
     friend.expectedSeq = order.nextExpected;
+    if (order.kind === 'replay' && isCopyOfReceived(friend, envelope)) {
+      // At-least-once delivery re-sends a message whose ACK was lost with the connection: the same seq, time
+      // and text as one already shown as verified. Nothing new is claimed, so no REPLAY alarm.
+      incoming.duplicate = true;
+      return;
+    }
     if (order.kind === 'replay') incoming.problems.push('replay');
     if (order.kind === 'gap') incoming.missing = order.missing;
     if (friend.trust === 'changed') incoming.problems.push('key_changed');
     incoming.verified = incoming.problems.length === 0;
+  }
+
+  function isCopyOfReceived(friend, envelope) {
+    return friend.messages.some((m) => m.direction === 'in' && m.verified && m.seq === envelope.seq
+      && m.sentTs === envelope.ts && m.text === envelope.text);
   }
 
   /** The text of an envelope that failed the signature check, or the raw text when it is no envelope. */

@@ -15,9 +15,10 @@ export function createState() {
     session: { id: null, limits: { max_message_bytes: 65536 }, everConnected: false },
     friends: new Map(), // id -> friend, see newFriend()
     pins: new Map(), // id -> fingerprint pinned for that ID during this page's life (detects key changes)
+    pinnedNames: new Map(), // key user ID -> Set of fingerprints pinned with it during this page's life
     expectations: new Map(), // id -> fingerprint an invite link promised
     verifiedFingerprints: new Set(), // fingerprints the user verified (remembered when opted in)
-    incomingRequests: new Map(), // id -> {id, publicArmored, key|null, fingerprint|null, userId, error|null, previousFingerprint|null}
+    incomingRequests: new Map(), // id -> {id, publicArmored, key|null, fingerprint|null, userId, error|null, otherKeys: fingerprints of repeats}
     outgoingRequests: new Map(), // id -> {id, state:'pending'|'declined'}
     invite: null, // {id, fingerprint} from the URL fragment, until used or dismissed
     activeFriendId: null,

@@ -4,21 +4,32 @@
 
 /**
  * What we know about a key offered for `id` before the user accepts it:
- * 'invite_mismatch' | 'key_changed' | 'invite_match' | 'remembered' | 'new'.
+ * 'invite_mismatch' | 'key_changed' | 'invite_match' | 'remembered' | 'name_reused' | 'new'.
  */
-export function assessKey(state, id, fingerprint) {
+export function assessKey(state, id, fingerprint, userId = '') {
   const expected = state.expectations.get(id);
   const pinned = state.pins.get(id);
   if (expected && expected !== fingerprint) return 'invite_mismatch';
   if (pinned && pinned !== fingerprint) return 'key_changed';
   if (expected === fingerprint) return 'invite_match';
   if (state.verifiedFingerprints.has(fingerprint)) return 'remembered';
+  if (otherKeysNamed(state, userId, fingerprint).length > 0) return 'name_reused';
   return 'new';
+}
+
+/**
+ * Fingerprints other than `fingerprint` pinned in this page's life for a key with the same user ID. Pins are
+ * per ID, and the server can force an ID change (drop the socket, refuse the resume): a friend coming back
+ * under a new ID with a substituted key would otherwise look merely 'new'.
+ */
+export function otherKeysNamed(state, userId, fingerprint) {
+  if (!userId) return [];
+  return [...(state.pinnedNames.get(userId) || [])].filter((fp) => fp !== fingerprint);
 }
 
 /** Pins the key a new friendship brought and sets the friend's trust from what we knew of it. */
 export function pinFriendKey(state, friend, { key, fingerprint, userId, publicArmored }) {
-  const assessment = assessKey(state, friend.id, fingerprint);
+  const assessment = assessKey(state, friend.id, fingerprint, userId);
   const wasVerified = friend.fingerprint === fingerprint && friend.trust === 'verified';
   friend.key = key;
   friend.fingerprint = fingerprint;
@@ -43,6 +54,7 @@ export function pinFriendKey(state, friend, { key, fingerprint, userId, publicAr
     friend.trustSource = '';
   }
   state.pins.set(friend.id, fingerprint);
+  if (userId) state.pinnedNames.set(userId, new Set([...(state.pinnedNames.get(userId) || []), fingerprint]));
   state.expectations.delete(friend.id);
   return assessment;
 }
@@ -90,5 +102,6 @@ export const ASSESSMENT_TEXT = {
   key_changed: 'This ID used a different key earlier in this session. Compare fingerprints before trusting it.',
   invite_match: 'Matches the fingerprint in the invite link: verified.',
   remembered: 'You verified this key before.',
+  name_reused: 'WARNING: a key with the same name but a different key was used earlier in this session (under another ID). If this is that friend back under a new ID, the server may have swapped their key: compare fingerprints before trusting it.',
   new: 'New key: compare the fingerprint with your friend to verify it.',
 };

@@ -177,7 +177,8 @@ describe('two browsers chatting', { timeout: 90000 }, () => {
     await alice.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.presence === 'gone', bob.id);
     await openChat(alice, bob.id);
     await pane(alice, bob.id).getByText(`${bob.id} removed you as a friend`).first().waitFor();
-    assert.equal(await pane(alice, bob.id).locator('textarea').isDisabled(), true);
+    assert.equal(await pane(alice, bob.id).locator('textarea').isEditable(), false);
+    assert.equal(await pane(alice, bob.id).locator('.composer-send').isDisabled(), true);
 
     // Alice leaves; a new friend of hers (Dave) is told she is gone.
     const dave = await newChatUser(browser, server, { name: 'Dave' });

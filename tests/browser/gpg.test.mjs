@@ -175,8 +175,16 @@ describe('messages between the page and GnuPG', { timeout: 90000 }, () => {
     assert.equal(await message.getAttribute('data-verified'), 'true');
     assert.equal(await message.getAttribute('data-problems'), '');
 
-    // The same payload again is a replay.
+    // The same payload again (an at-least-once re-send) is a quiet duplicate, not a new message.
     await sendRaw(payload, 'g1-again');
+    const duplicate = pane(user, raw.id).locator('.msg-in[data-duplicate="true"]');
+    await duplicate.first().waitFor({ state: 'attached' });
+    assert.equal(await duplicate.first().getAttribute('data-verified'), 'false');
+    assert.equal(await duplicate.first().getAttribute('data-problems'), '');
+    assert.equal(await duplicate.first().locator('.msg-text').count(), 0);
+
+    // Another message under a seq already used is a replay.
+    await sendRaw(sealed(envelope({ seq: 1, text: 'a second message numbered 1' })), 'g1-other');
     const replays = pane(user, raw.id).locator('.msg-in[data-problems~="replay"]');
     await replays.first().waitFor({ state: 'attached' });
     assert.equal(await replays.first().getAttribute('data-verified'), 'false');

@@ -80,14 +80,15 @@ test('an invite whose fingerprint does not match the key blocks sending until th
   await chat.locator('.key-changed-banner').waitFor();
   assert.equal(await chat.getAttribute('data-trust'), 'changed');
   assert.match(await chat.locator('.key-changed-banner').textContent(), /DOES NOT MATCH THE INVITE LINK/);
-  assert.equal(await chat.locator('textarea').isDisabled(), true);
+  assert.equal(await chat.locator('textarea').isEditable(), false);
+  assert.equal(await chat.locator('.composer-send').isDisabled(), true);
   await mallory.page.click(`.friend[data-friend="${alice.id}"]`);
   await screenshot(mallory.page, 'key-changed-desktop');
 
   await chat.getByRole('button', { name: 'Continue with the new key' }).click();
   await mallory.page.getByRole('dialog').getByRole('button', { name: 'Use the new key' }).click();
   await mallory.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.trust === 'unverified', alice.id);
-  assert.equal(await chat.locator('textarea').isDisabled(), false);
+  assert.equal(await chat.locator('textarea').isEditable(), true);
   await sendMessage(mallory, alice.id, 'confirmed new key');
   await incomingMessage(alice, mallory.id, 'confirmed new key');
   await mallory.page.waitForFunction(() => document.querySelector('.msg-out')?.dataset.state === 'delivered');

@@ -1,12 +1,12 @@
 // One chat pane per friend: header with the trust mark and fingerprint, the key-changed banner, the message
 // log and the composer. Message text is attacker-controlled and only ever becomes text nodes (and <a>s
 // built by linkifiedText); trust marks live in the meta line we draw, never inside the text.
-import { confirmDialog, fingerprintElement, formatTime, h, linkifiedText, setText, toggleClass } from './dom.js';
-import { INCOMING_PROBLEM_TEXT, SEND_ERROR_TEXT } from '../messaging.js';
+import { confirmDialog, fingerprintElement, h, linkifiedText, setText, timeElement, toggleClass } from './dom.js';
+import {
+  INCOMING_PROBLEM_TEXT, SEND_ERROR_TEXT, envelopeTextBytes, isRepresentableTime, maxTextBytes,
+} from '../messaging.js';
 import { TRUST_LABELS } from '../trust.js';
 import { shownPresence } from '../state.js';
-
-const MAX_TEXT_CHARS = 16000;
 
 const OUT_STATE_TEXT = {
   waiting: 'waiting for connection',
@@ -81,7 +81,7 @@ function createPane(friend, actions) {
   const goneBanner = h('div', { className: 'banner banner-muted', role: 'status', hidden: true });
   const log = h('ol', { className: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': `chat-title-${id}` });
   const textarea = h('textarea', {
-    className: 'input composer-input', id: `composer-${id}`, rows: '1', maxlength: String(MAX_TEXT_CHARS),
+    className: 'input composer-input', id: `composer-${id}`, rows: '1',
     placeholder: 'Write a message…', autocomplete: 'off', 'aria-describedby': `composer-hint-${id}`,
   });
   const sendButton = h('button', { type: 'submit', className: 'btn btn-primary composer-send', text: 'Send', 'aria-label': `Send message to ${id}` });
@@ -122,12 +122,33 @@ function createPane(friend, actions) {
     if (ok) actions.markVerified(id);
   }
 
+  let blocked = false;
+  let statusNote = '';
+  let maxBytes = Infinity;
+
+  /** The text's size counts in UTF-8 bytes (a CJK character is 3), not in characters: see maxTextBytes. */
+  function tooLongNote() {
+    const bytes = envelopeTextBytes(textarea.value);
+    if (bytes <= maxBytes) return '';
+    const kb = (n) => (n / 1000).toFixed(1);
+    return `Too long to send: ${kb(bytes)} KB, at most ${kb(maxBytes)} KB (UTF-8). Shorten it or split it into several messages.`;
+  }
+
+  function refreshComposer() {
+    const tooLong = tooLongNote();
+    textarea.readOnly = blocked; // not disabled: a draft left there must stay selectable and copyable
+    sendButton.disabled = blocked || tooLong !== '';
+    setText(composerNote, tooLong || statusNote);
+    toggleClass(composerNote, 'composer-note-error', tooLong !== '');
+  }
+
   function send() {
     const text = textarea.value;
-    if (!text.trim()) return;
+    if (!text.trim() || blocked || tooLongNote()) return;
     if (actions.sendMessage(id, text)) {
       textarea.value = '';
       autoGrow();
+      refreshComposer();
     }
   }
 
@@ -146,7 +167,10 @@ function createPane(friend, actions) {
       send();
     }
   });
-  textarea.addEventListener('input', autoGrow);
+  textarea.addEventListener('input', () => {
+    autoGrow();
+    refreshComposer();
+  });
 
   function update(state, f) {
     currentFriend = f;
@@ -173,14 +197,13 @@ function createPane(friend, actions) {
     goneBanner.hidden = f.presence !== 'gone';
     if (f.presence === 'gone') setText(goneBanner, (GONE_TEXT[f.goneReason] || GONE_TEXT.left)(id));
 
-    const blocked = f.trust === 'changed' || f.presence === 'gone';
-    textarea.disabled = blocked;
-    sendButton.disabled = blocked;
-    let note = '';
-    if (f.trust === 'changed') note = 'Sending is blocked until you confirm the new key.';
-    else if (f.presence === 'away') note = `${id} is away: messages are queued for a short while.`;
-    else if (state.connection.status !== 'online' && f.presence !== 'gone') note = 'You are offline: messages will be sent when the connection is back.';
-    setText(composerNote, note);
+    blocked = f.trust === 'changed' || f.presence === 'gone';
+    maxBytes = maxTextBytes(state.session.limits.max_message_bytes);
+    statusNote = '';
+    if (f.trust === 'changed') statusNote = 'Sending is blocked until you confirm the new key.';
+    else if (f.presence === 'away') statusNote = `${id} is away: messages are queued for a short while.`;
+    else if (state.connection.status !== 'online' && f.presence !== 'gone') statusNote = 'You are offline: messages will be sent when the connection is back.';
+    refreshComposer();
 
     renderMessages(f, blocked);
   }
@@ -249,7 +272,7 @@ function createPane(friend, actions) {
     update,
     focusComposer: () => {
       log.scrollTop = log.scrollHeight;
-      if (!textarea.disabled) textarea.focus();
+      if (!blocked) textarea.focus();
     },
   };
 }
@@ -273,7 +296,7 @@ function outgoingView(message, friendId, actions) {
   const retry = h('button', { type: 'button', className: 'btn btn-tiny', text: 'retry', 'aria-label': 'Retry sending this message', onClick: () => actions.retryMessage(friendId, message) });
   const meta = h('div', { className: 'msg-meta' },
     h('span', { className: 'msg-who', text: 'you' }),
-    h('time', { className: 'msg-time', dateTime: new Date(message.ts).toISOString(), text: formatTime(message.ts) }),
+    timeElement(message.ts),
     state, retry);
   const element = h('li', { className: 'msg msg-out' }, meta, h('p', { className: 'msg-text' }, linkifiedText(message.text)));
   let last = '';
@@ -296,36 +319,50 @@ function incomingView(message, actions, friendId) {
   function update(m) {
     const key = `${m.hidden}|${m.problems.join(',')}`;
     if (key === rendered) return;
-    rendered = key;
     const flagged = m.problems.length > 0;
     toggleClass(element, 'msg-flagged', flagged);
     element.setAttribute('data-verified', String(m.verified));
     element.setAttribute('data-problems', m.problems.join(' '));
     if (m.seq !== null) element.setAttribute('data-seq', String(m.seq));
+    if (m.sentTs !== null) element.setAttribute('data-sent-ts', String(m.sentTs));
+    if (m.duplicate) element.setAttribute('data-duplicate', 'true');
     const mark = m.verified
       ? h('span', { className: 'msg-mark msg-mark-ok', title: 'Decrypted, signed by the pinned key, addressed to you', text: '✔ signed' })
-      : h('span', { className: 'msg-mark msg-mark-bad', text: '⚠ not trusted' });
+      : h('span', { className: 'msg-mark msg-mark-bad', text: m.duplicate ? 'duplicate' : '⚠ not trusted' });
     const children = [
-      h('div', { className: 'msg-meta' },
-        h('span', { className: 'msg-who', text: friendId }),
-        h('time', { className: 'msg-time', dateTime: new Date(m.ts).toISOString(), text: formatTime(m.ts) }),
-        mark),
+      h('div', { className: 'msg-meta' }, h('span', { className: 'msg-who', text: friendId }), timeElement(m.ts), mark),
     ];
+    if (m.duplicate) {
+      // The same signed message (seq, time and text) again: a re-send after a dropped connection. Nothing new
+      // to read or to fear, so it is not shown a second time.
+      children.push(h('p', { className: 'msg-duplicate small muted', text: `Received again: a copy of message #${m.seq} above, not shown twice.` }));
+    }
     if (m.missing > 0) {
       children.push(h('p', { className: 'msg-flag msg-flag-warn', text: `⚠ ${m.missing} earlier message${m.missing === 1 ? '' : 's'} missing (sequence gap)` }));
     }
+    if (m.skewed) children.push(h('p', { className: 'msg-flag msg-flag-warn', text: skewText(m) }));
     for (const problem of m.problems) {
       children.push(h('p', { className: 'msg-flag', text: `⚠ ${INCOMING_PROBLEM_TEXT[problem] || problem}` }));
     }
-    if (m.text !== null && !m.hidden) {
+    const hasText = m.text !== null && !m.duplicate; // a duplicate's text is shown with the original
+    if (hasText && !m.hidden) {
       children.push(h('p', { className: 'msg-text' }, linkifiedText(m.text)));
-    } else if (m.text !== null) {
+    } else if (hasText) {
       children.push(h('button', {
         type: 'button', className: 'btn btn-tiny', text: 'show the text anyway',
         onClick: () => actions.revealMessage(friendId, m),
       }));
     }
     element.replaceChildren(...children);
+    rendered = key; // only once drawn: a failed draw is tried again on the next render
   }
   return { element, update };
+}
+
+/** The sender's signed time, when it is far from the server's receive time (an old message, or a wrong clock). */
+function skewText(m) {
+  const sent = isRepresentableTime(m.sentTs) ? new Date(m.sentTs).toLocaleString() : 'an impossible time';
+  const minutes = Math.round(Math.abs(m.sentTs - m.ts) / 60000);
+  const distance = minutes >= 120 ? `${Math.round(minutes / 60)} hours` : `${minutes} minutes`;
+  return `⚠ Written ${sent} by the sender's clock, ${distance} from when the server received it: an old message replayed, or a wrong clock.`;
 }

@@ -104,7 +104,18 @@ export function copyButton(label, getText, getFallbackTarget) {
 
 export function formatTime(ms) {
   const date = new Date(ms);
+  if (Number.isNaN(date.getTime())) return '--:--';
   return `${String(date.getHours()).padStart(2, '0')}:${String(date.getMinutes()).padStart(2, '0')}`;
+}
+
+/**
+ * A <time> for a timestamp that may come from the network: an invalid one must not throw (toISOString
+ * does), or the message's row and every pane rendered after it would stay empty.
+ */
+export function timeElement(ms, className = 'msg-time') {
+  const date = new Date(ms);
+  const valid = !Number.isNaN(date.getTime());
+  return h('time', { className, dateTime: valid ? date.toISOString() : null, text: formatTime(ms) });
 }
 
 /** Fingerprint as 10 groups of 4 hex in a <code>, split in two rows of 5 for easy comparison. */

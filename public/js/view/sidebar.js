@@ -2,7 +2,7 @@
 // incoming and sent requests, and the friends list with presence, trust and unread counts.
 import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.js';
 import { shownPresence } from '../state.js';
-import { ASSESSMENT_TEXT, TRUST_LABELS, assessKey } from '../trust.js';
+import { ASSESSMENT_TEXT, TRUST_LABELS, assessKey, otherKeysNamed } from '../trust.js';
 
 const PRESENCE_LABEL = { online: 'online', away: 'away', gone: 'gone', unknown: '—' };
 
@@ -115,23 +115,25 @@ export function createSidebar({ actions }) {
 
   function updateRequests(state) {
     requests.hidden = state.incomingRequests.size === 0;
+    const assess = (request) => (request.fingerprint ? assessKey(state, request.id, request.fingerprint, request.userId) : '');
     for (const [id, view] of requestViews) {
       const request = state.incomingRequests.get(id);
-      if (!request || view.request !== request || view.assessment !== (request.fingerprint ? assessKey(state, id, request.fingerprint) : '')) {
+      if (!request || view.request !== request || view.otherKeys !== request.otherKeys || view.assessment !== assess(request)) {
         view.element.remove();
         requestViews.delete(id);
       }
     }
     for (const request of state.incomingRequests.values()) {
       if (requestViews.has(request.id)) continue;
-      const assessment = request.fingerprint ? assessKey(state, request.id, request.fingerprint) : '';
-      const element = requestCard(request, assessment);
-      requestViews.set(request.id, { element, request, assessment });
+      const assessment = assess(request);
+      const earlierNamed = assessment === 'name_reused' ? otherKeysNamed(state, request.userId, request.fingerprint) : [];
+      const element = requestCard(request, assessment, earlierNamed);
+      requestViews.set(request.id, { element, request, assessment, otherKeys: request.otherKeys });
       requestsList.append(element);
     }
   }
 
-  function requestCard(request, assessment) {
+  function requestCard(request, assessment, earlierNamed) {
     const accept = h('button', { type: 'button', className: 'btn btn-primary', text: 'Accept', 'aria-label': `Accept friend request from ${request.id}`, disabled: !request.key });
     const decline = h('button', { type: 'button', className: 'btn', text: 'Decline', 'aria-label': `Decline friend request from ${request.id}` });
     const error = h('p', { className: 'form-error small', role: 'alert' });
@@ -148,16 +150,33 @@ export function createSidebar({ actions }) {
     };
     accept.addEventListener('click', () => run(accept, () => actions.acceptRequest(request.id)));
     decline.addEventListener('click', () => run(decline, () => actions.declineRequest(request.id)));
-    const warn = assessment === 'invite_mismatch' || assessment === 'key_changed';
+    const swapped = request.otherKeys.length > 0;
+    const warn = assessment === 'invite_mismatch' || assessment === 'key_changed' || assessment === 'name_reused' || swapped;
     return h('li', { className: `request-card${warn ? ' request-warn' : ''}`, 'data-request': request.id },
       h('p', {}, 'From ', h('strong', { className: 'friend-id', text: request.id })),
       request.key
-        ? [h('span', { className: 'label small', text: 'Key fingerprint' }), fingerprintElement(request.fingerprint),
+        ? [h('div', { className: 'request-key' }, h('span', { className: 'label small', text: 'Key fingerprint' }), fingerprintElement(request.fingerprint)),
           request.userId ? h('p', { className: 'key-name muted small', text: `Name on key (chosen by its owner): ${request.userId}` }) : null,
-          h('p', { className: `assessment small${warn ? ' assessment-warn' : ''}`, role: warn ? 'alert' : null, text: ASSESSMENT_TEXT[assessment] })]
+          h('p', { className: `assessment small${warn ? ' assessment-warn' : ''}`, role: warn ? 'alert' : null, text: ASSESSMENT_TEXT[assessment] }),
+          earlierNamed.length > 0 ? keyList('request-name-clash', 'Earlier key with this name:', earlierNamed) : null]
         : h('p', { className: 'form-error small', text: `Unusable key: ${request.error}` }),
+      swapped ? swapWarning(request) : null,
       h('div', { className: 'actions' }, accept, decline),
       error);
+  }
+
+  /** A repeated request from the same ID brought another key: the first one is kept (app.js keepFirstKey). */
+  function swapWarning(request) {
+    const fingerprints = request.otherKeys.filter((fp) => fp !== 'unreadable');
+    return h('div', { className: 'banner banner-danger request-swap-warning', role: 'alert' },
+      h('strong', { text: '⚠ A second request from this ID came with a different key' }),
+      h('p', { className: 'small', text: 'The server should never send a request twice. Someone may be trying to swap the key while you compare it. The key shown above is the first one received; accept only if your friend confirms that fingerprint over another channel.' }),
+      fingerprints.length > 0 ? keyList('', 'The other key (ignored):', fingerprints) : null,
+      fingerprints.length < request.otherKeys.length ? h('p', { className: 'small', text: 'Another request carried an unreadable key.' }) : null);
+  }
+
+  function keyList(className, label, fingerprints) {
+    return h('div', { className }, h('span', { className: 'label small', text: label }), fingerprints.map((fp) => fingerprintElement(fp)));
   }
 
   function updateSent(state) {

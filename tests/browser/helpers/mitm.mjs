@@ -1,0 +1,40 @@
+// A malicious server in the middle: Playwright's routeWebSocket sits between one page and the real server,
+// records every frame both ways, and lets a test rewrite, drop or inject frames the page receives. The real
+// server never knows; the page cannot tell the difference, which is the point.
+
+/**
+ * Routes the page's WebSocket to `wsUrl` through a recorder. Call before the chat screen opens its socket.
+ * `mitm.rewrite(frame)` (optional) sees each parsed server frame for the page and returns the frame to
+ * deliver (maybe changed), or null to drop it. Reconnections are routed too; `inject` uses the latest socket.
+ */
+export async function interceptSocket(page, wsUrl) {
+  const mitm = {
+    toPage: [], // parsed server → page frames, as the server sent them (before any rewrite)
+    fromPage: [], // parsed page → server frames
+    rewrite: null,
+    route: null,
+    inject(frame) {
+      if (!mitm.route) throw new Error('no routed socket yet');
+      mitm.route.send(JSON.stringify(frame));
+    },
+    /** Server frames to the page of one type, optionally from one ID. */
+    received(type, from) {
+      return mitm.toPage.filter((f) => f.type === type && (from === undefined || f.from === from));
+    },
+  };
+  await page.routeWebSocket(wsUrl, (ws) => {
+    const server = ws.connectToServer();
+    mitm.route = ws;
+    ws.onMessage((message) => {
+      mitm.fromPage.push(JSON.parse(String(message)));
+      server.send(message);
+    });
+    server.onMessage((message) => {
+      const frame = JSON.parse(String(message));
+      mitm.toPage.push(frame);
+      const delivered = mitm.rewrite ? mitm.rewrite(structuredClone(frame)) : frame;
+      if (delivered) ws.send(JSON.stringify(delivered));
+    });
+  });
+  return mitm;
+}
