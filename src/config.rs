@@ -96,6 +96,9 @@ Every flag can also be set as an environment variable: SECCHAT_ and the flag's n
 with '-' as '_' (SECCHAT_LISTEN=0.0.0.0:8080); SECCHAT_ALLOW_ORIGIN is comma-separated. Flags win.
 ";
 
+/// How the server gets its certificate: `tls-cert` with `tls-key`, or `tls-self-signed`.
+const TLS_SETTINGS: [&str; 3] = ["tls-cert", "tls-key", "tls-self-signed"];
+
 /// The flags that take a value, in the order of USAGE. `allow-origin` may repeat.
 const VALUE_FLAGS: &[&str] = &[
     "listen",
@@ -151,11 +154,13 @@ impl Config {
         let from_args = collect_args(args)?;
         // A setting given as a flag ignores its variable altogether, so a stale or mistyped
         // variable cannot stop a command line that corrects it, and a repeated flag
-        // (`--allow-origin`) replaces the variable's list instead of adding to it.
+        // (`--allow-origin`) replaces the variable's list instead of adding to it. The three TLS
+        // settings are one choice: a flag for any of them ignores the variables of all three.
         let flagged: Vec<&str> = from_args.iter().map(|(name, _, _)| name.as_str()).collect();
-        let from_env = from_env
-            .iter()
-            .filter(|(name, _, _)| !flagged.contains(&name.as_str()));
+        let tls_flagged = flagged.iter().any(|name| TLS_SETTINGS.contains(name));
+        let overridden =
+            |name: &str| flagged.contains(&name) || (tls_flagged && TLS_SETTINGS.contains(&name));
+        let from_env = from_env.iter().filter(|(name, _, _)| !overridden(name));
         for (name, value, source) in from_env.chain(from_args.iter()) {
             config.set(name, value, source)?;
         }
@@ -383,6 +388,14 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(config.allow_origins, vec!["https://c.example"]);
+        // A certificate on the command line replaces a self-signed one from the environment.
+        let config = parse(
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &[("SECCHAT_TLS_SELF_SIGNED", "/var/lib/secchat")],
+        )
+        .unwrap();
+        assert_eq!(config.tls_self_signed, None);
+        assert!(config.tls_cert.is_some());
         // Without the flag the bad variable is still an error that names it.
         match parse(&[], &[("SECCHAT_LISTEN", "bogus")]) {
             Err(ConfigError::Invalid(message)) => assert!(message.contains("SECCHAT_LISTEN")),

@@ -33,10 +33,13 @@
 //!   those pending requests, so these are ≤ friends + `max_pending_requests`; an UNDELIVERED
 //!   reports one of the session's own messages that sat in another session's (capped) queue.
 //! - Timers: at most `2 × sessions in the window + 32` heap entries (`timers.rs`).
-//! - All of it together: every connection's unsent bytes plus every resume queue. Past
-//!   `max_buffered_bytes` every capped frame is `peer_busy`, whoever it is for: the bounds above
-//!   are per connection, and without this one, enough connections that stop reading (from
-//!   enough addresses) would hold `max_unsent_bytes` each until the process runs out of memory.
+//! - All of it together: every connection's unsent bytes plus every resume queue. While that
+//!   is over `max_buffered_bytes`, the two per-recipient caps above shrink to a sixteenth
+//!   ([`BUDGET_SQUEEZE`]): enough connections that stop reading (from enough addresses) would
+//!   otherwise hold `max_unsent_bytes` each until the process runs out of memory. Only recipients
+//!   that are behind are refused: one that keeps up (its output leaves at every flush) still
+//!   gets everything, so filling the budget does not stop anyone else's conversations. Refusing
+//!   everyone instead would hand a few non-reading connections a switch that stops the server.
 
 pub(crate) mod fasthash;
 mod invariants;
@@ -113,8 +116,8 @@ pub struct RouterConfig {
     pub max_queue_bytes: usize,
     /// ... or more frames than this.
     pub max_queue_len: usize,
-    /// Unsent bytes of all connections plus all resume queues together, past which every
-    /// capped frame (MESSAGE, FRIEND_REQUEST, FRIEND_ACCEPT) is `peer_busy`.
+    /// Unsent bytes of all connections plus all resume queues together, past which the two caps
+    /// above shrink to a sixteenth (see the module docs).
     pub max_buffered_bytes: usize,
     /// Outgoing friend requests one session may have pending at once (beyond: `rate_limited`).
     pub max_pending_requests: usize,
@@ -205,6 +208,10 @@ pub mod close_code {
     pub const SERVER_FULL: u16 = 1013;
     pub const TAKEN_OVER: u16 = 4001;
 }
+
+/// While all output together is over `max_buffered_bytes`, the per-recipient caps are divided
+/// by this (16 KiB of unsent output and of resume queue with the defaults).
+const BUDGET_SQUEEZE: usize = 16;
 
 const MS_PER_SECOND: u64 = 1_000;
 const MS_PER_MINUTE: u64 = 60_000;
@@ -344,7 +351,8 @@ impl<E: Entropy> Router<E> {
     /// under load would look busy.
     pub fn flushed(&mut self, conn: ConnId, still_unsent: usize) {
         if let Some(state) = self.conns.get_mut(&conn) {
-            // Saturating: a miscount must never wrap into a total that refuses everyone.
+            // Saturating: a miscount must never wrap into a huge total (the sum is checked as an
+            // invariant in tests and fuzzing).
             self.unsent_bytes = self.unsent_bytes.saturating_sub(state.unsent) + still_unsent;
             state.unsent = still_unsent;
         }
@@ -446,9 +454,7 @@ impl<E: Entropy> Router<E> {
         {
             return Err(ErrorCode::RateLimited);
         }
-        if self.over_budget() {
-            return Err(ErrorCode::PeerBusy);
-        }
+        let (max_unsent, max_queue_bytes) = self.recipient_caps();
         // Friendships only name live sessions, so the recipient exists.
         let recipient = self.sessions.get_mut(&to).ok_or(ErrorCode::NotFriends)?;
         let queued = match recipient.conn {
@@ -457,7 +463,7 @@ impl<E: Entropy> Router<E> {
                     .conns
                     .get_mut(&recipient_conn)
                     .ok_or(ErrorCode::PeerBusy)?;
-                if state.unsent > self.config.max_unsent_bytes {
+                if state.unsent > max_unsent {
                     return Err(ErrorCode::PeerBusy);
                 }
                 let frame = ServerFrame::Message {
@@ -473,7 +479,7 @@ impl<E: Entropy> Router<E> {
             None => {
                 if recipient
                     .queue
-                    .is_over(self.config.max_queue_bytes, self.config.max_queue_len)
+                    .is_over(max_queue_bytes, self.config.max_queue_len)
                 {
                     return Err(ErrorCode::PeerBusy);
                 }
@@ -910,23 +916,28 @@ impl<E: Entropy> Router<E> {
         let Some(session) = self.sessions.get(&target) else {
             return false;
         };
-        if self.over_budget() {
-            return true;
-        }
+        let (max_unsent, max_queue_bytes) = self.recipient_caps();
         match session.conn {
             Some(conn) => self
                 .conns
                 .get(&conn)
-                .is_some_and(|state| state.unsent > self.config.max_unsent_bytes),
+                .is_some_and(|state| state.unsent > max_unsent),
             None => session
                 .queue
-                .is_over(self.config.max_queue_bytes, self.config.max_queue_len),
+                .is_over(max_queue_bytes, self.config.max_queue_len),
         }
     }
 
-    /// Whether the server as a whole holds as much unsent output as it may (see the module docs).
-    fn over_budget(&self) -> bool {
-        self.unsent_bytes + self.queued_bytes > self.config.max_buffered_bytes
+    /// The caps on one recipient's unsent bytes and resume-queue bytes in force now: a sixteenth
+    /// of the configured ones while the server as a whole holds more than `max_buffered_bytes`
+    /// (see the module docs).
+    fn recipient_caps(&self) -> (usize, usize) {
+        let (unsent, queue) = (self.config.max_unsent_bytes, self.config.max_queue_bytes);
+        if self.unsent_bytes + self.queued_bytes > self.config.max_buffered_bytes {
+            (unsent / BUDGET_SQUEEZE, queue / BUDGET_SQUEEZE)
+        } else {
+            (unsent, queue)
+        }
     }
 
     /// Removes a connection, and its unsent bytes from the total.

@@ -846,9 +846,12 @@ fn send_until_refused(h: &mut Harness, a: &Session, to: &Session) -> usize {
     panic!("100 messages and no refusal");
 }
 
-#[test]
-fn unsent_output_of_all_connections_together_is_capped() {
+/// A router whose per-recipient caps are 1,600 bytes (100 while over budget) and whose budget for
+/// all output together is 1,000 bytes; `a` is friends with `b` and `c`, and nothing is unsent.
+fn friends_on_a_1000_byte_budget() -> (Harness, Session, Session, Session) {
     let mut h = Harness::with(RouterConfig {
+        max_unsent_bytes: 1_600,
+        max_queue_bytes: 1_600,
         max_buffered_bytes: 1_000,
         rate_messages_per_sec: 0,
         ..RouterConfig::defaults()
@@ -861,52 +864,54 @@ fn unsent_output_of_all_connections_together_is_capped() {
     for conn in [a.conn, b.conn, c.conn] {
         h.router.flushed(conn, 0);
     }
-    // b never reads: each message (~140 bytes) stays unsent.
+    (h, a, b, c)
+}
+
+#[test]
+fn over_the_budget_only_recipients_that_are_behind_are_refused() {
+    let (mut h, a, b, c) = friends_on_a_1000_byte_budget();
+    // b never reads: it takes messages (~140 bytes each) until all output passes 1,000 bytes,
+    // then its cap is 100 bytes and it is refused, long before its own 1,600.
     let forwarded = send_until_refused(&mut h, &a, &b);
     h.router.flushed(a.conn, 0);
-    // Forwarded while the total was within the cap: the last one took it past.
     let unsent = h.router.stats().unsent_bytes;
     let frame_len = unsent / forwarded;
     assert!(
         unsent > 1_000 && unsent - frame_len <= 1_000,
         "{forwarded} frames, {unsent} bytes"
     );
-    // c has nothing unsent, yet the server holds all it may: c is refused too, and so is a
-    // friend request to a fourth session.
-    let actions = h.text(a.conn, &message(&c.id, Some("m")));
-    assert_eq!(error_code(&actions, a.conn), "peer_busy");
-    let d = h.connect(4);
-    let actions = h.text(a.conn, &friend_request(&d.id, Some("f")));
-    assert_eq!(error_code(&actions, a.conn), "peer_busy");
-    // Once b's socket took its output, there is room again.
-    h.router.flushed(b.conn, 0);
+    // c keeps up: it still gets a message, and is refused only while that one is unsent.
+    let to_c = |h: &mut Harness| frames_to(&h.text(a.conn, &message(&c.id, None)), c.conn).len();
+    assert_eq!(to_c(&mut h), 1);
+    assert_eq!(to_c(&mut h), 0);
+    h.router.flushed(c.conn, 0);
     h.router.flushed(a.conn, 0);
-    let actions = h.text(a.conn, &message(&c.id, None));
-    assert_eq!(frames_to(&actions, c.conn).len(), 1);
+    assert_eq!(to_c(&mut h), 1);
+    // A friend request to a session with nothing unsent goes through too.
+    let d = h.connect(4);
+    h.router.flushed(d.conn, 0);
+    let actions = h.text(a.conn, &friend_request(&d.id, Some("f")));
+    assert_eq!(only_frame_to(&actions, d.conn)["type"], "FRIEND_REQUEST");
+    // Once every socket took its output, b gets as much as at first again.
+    for conn in [a.conn, b.conn, c.conn, d.conn] {
+        h.router.flushed(conn, 0);
+    }
+    assert_eq!(send_until_refused(&mut h, &a, &b), forwarded);
 }
 
 #[test]
-fn resume_queues_count_toward_the_cap_on_all_output() {
-    let mut h = Harness::with(RouterConfig {
-        max_buffered_bytes: 1_000,
-        rate_messages_per_sec: 0,
-        ..RouterConfig::defaults()
-    });
-    let a = h.connect(1);
-    let b = h.connect(2);
-    let c = h.connect(3);
-    h.befriend(&a, &b);
-    h.befriend(&a, &c);
+fn resume_queues_count_toward_the_budget_and_shrink_with_it() {
+    let (mut h, a, b, c) = friends_on_a_1000_byte_budget();
     h.closed(b.conn);
-    for conn in [a.conn, c.conn] {
-        h.router.flushed(conn, 0);
-    }
-    // b waits to resume: its queue fills the budget (its own cap is 256 KiB).
-    let queued = send_until_refused(&mut h, &a, &b);
-    assert!(h.router.stats().queued_bytes > 1_000, "{queued} queued");
     h.router.flushed(a.conn, 0);
-    let actions = h.text(a.conn, &message(&c.id, Some("m")));
-    assert_eq!(error_code(&actions, a.conn), "peer_busy");
+    // b waits to resume: its queue takes messages until all output passes 1,000 bytes.
+    send_until_refused(&mut h, &a, &b);
+    let queued = h.router.stats().queued_bytes;
+    assert!((1_000..1_600).contains(&queued), "{queued} bytes queued");
+    // c, also away, may queue only 100 bytes now: one message, then peer_busy.
+    h.closed(c.conn);
+    h.router.flushed(a.conn, 0);
+    assert_eq!(send_until_refused(&mut h, &a, &c), 1);
 }
 
 #[test]
