@@ -11,7 +11,7 @@ import {
 } from './state.js';
 import { createTransport } from './transport.js';
 import {
-  ASSESSMENT_TEXT, acceptChangedKey, canSendTo, markUnverified, markVerified, pinFriendKey,
+  ASSESSMENT_TEXT, acceptChangedKey, canSendTo, markUnverified, markVerified, pinFriendKey, recordOffer,
 } from './trust.js';
 import { createChatArea } from './view/chat.js';
 import { confirmDialog, h } from './view/dom.js';
@@ -41,6 +41,7 @@ let views = null;
 let renderQueued = false;
 let noticeCounter = 0;
 let eventChain = Promise.resolve();
+const warnedForgedAccept = new Set(); // IDs whose chat already has the "unexpected acceptance" line
 
 function changed() {
   if (renderQueued) return;
@@ -269,6 +270,7 @@ async function onFriendRequest(from, publicArmored) {
     return;
   }
   state.incomingRequests.set(from, request);
+  recordOffer(state, from, request.fingerprint);
   notify(state, 'SecChat', `Friend request from ${from}`);
   changed();
 }
@@ -296,7 +298,9 @@ async function onFriendAccept(from, publicArmored) {
   if (state.outgoingRequests.get(from)?.state !== 'pending' || isLive) {
     const text = `Ignored an unexpected friend acceptance from ${from}: ${isLive ? 'they are already your friend' : 'you have no pending request to them'}. The server may be misbehaving.`;
     addNotice('warn', text, { kind: `unexpected-accept-${from}` });
-    if (isLive) addSystem(live, text, 'warn');
+    // Once per ID: a server repeating the forgery must not flood the conversation.
+    if (isLive && !warnedForgedAccept.has(from)) addSystem(live, text, 'warn');
+    warnedForgedAccept.add(from);
     return;
   }
   state.outgoingRequests.delete(from);
@@ -309,6 +313,7 @@ async function onFriendAccept(from, publicArmored) {
     transport.request({ type: 'FRIEND_REMOVE', to: from }).catch(() => {});
     return;
   }
+  recordOffer(state, from, keyInfo.fingerprint);
   const friend = startFriendship(from, { ...keyInfo, publicArmored });
   addSystem(friend, `${from} accepted your friend request.`);
   if (!state.activeFriendId) state.activeFriendId = from;
@@ -326,6 +331,10 @@ function startFriendship(id, keyInfo) {
     Object.assign(friend, { sendSeq: 0, expectedSeq: 1, outbox: [], presence: 'online', goneReason: '' });
   }
   friend.presence = 'online';
+  // Replays into this friendship are told apart by these (messaging.js check).
+  friend.friendship += 1;
+  friend.friendshipStartedAt = Date.now();
+  friend.copiesShown = new Set();
   const assessment = pinFriendKey(state, friend, keyInfo);
   persistVerified();
   const fingerprintNote = {
@@ -340,6 +349,8 @@ function startFriendship(id, keyInfo) {
 function endFriendship(friend, reason) {
   friend.presence = 'gone';
   friend.goneReason = reason;
+  // Only the server says so: a faked end followed by a request "from" the same ID restarts `seq`.
+  if (reason === 'left' || reason === 'removed') state.endedFriendships.set(friend.id, { reason, at: Date.now() });
   messaging.abandonOutbox(friend, reason === 'session_lost' ? 'session_lost' : 'friend_gone');
   const text = {
     left: `${friend.id} left SecChat.`,
@@ -388,12 +399,16 @@ function chatActions() {
       if (id === state.session.id) throw new Error('That is your own ID.');
       const friend = state.friends.get(id);
       if (friend && friend.presence !== 'gone') throw new Error(`${id} is already your friend.`);
+      let unsure = false;
       try {
         await transport.request({ type: 'FRIEND_REQUEST', to: id, public_key: state.identity.publicArmored });
       } catch (error) {
-        throw requestError(error);
+        // Dropped before the ACK: the request may have reached them, and their accept must then count, or
+        // they would think us friends while we drop their messages.
+        if (error.code !== 'connection_lost') throw requestError(error);
+        unsure = true;
       }
-      state.outgoingRequests.set(id, { id, state: 'pending' });
+      state.outgoingRequests.set(id, { id, state: 'pending', unsure });
       changed();
     },
 

@@ -28,6 +28,9 @@ export function userIdOf(key) {
   return ids.length > 0 ? ids[0] : '';
 }
 
+/** The user ID a key gets when its owner left the name empty: shared by many keys, so it says nothing. */
+export const DEFAULT_KEY_NAME = 'SecChat user';
+
 /** New v4 Ed25519/Cv25519 pair, readable by GnuPG 2.2. The private key comes out passphrase-protected. */
 export async function generateKeyPair({ name, passphrase }) {
   if (!passphrase) throw new KeyError('no_passphrase', 'Choose a passphrase: it protects your private key.');
@@ -35,7 +38,7 @@ export async function generateKeyPair({ name, passphrase }) {
     type: 'ecc',
     curve: 'curve25519Legacy',
     // OpenPGP.js refuses a v4 key without a user ID; the name is optional for the user, so fill one in.
-    userIDs: [{ name: name && name.trim() ? name.trim() : 'SecChat user' }],
+    userIDs: [{ name: name && name.trim() ? name.trim() : DEFAULT_KEY_NAME }],
     passphrase,
     format: 'armored',
   });

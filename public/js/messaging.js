@@ -7,10 +7,12 @@ import { canSendTo } from './trust.js';
 const BUSY_RETRIES = 4; // peer_busy / rate_limited: retry this often before showing the error
 const BUSY_RETRY_BASE_MS = 1000;
 const FRAME_OVERHEAD = 1024; // what the server adds to a forwarded MESSAGE (`from`, `ts`), PROTOCOL §3
-// A signed sender time this far from the server's receive time is shown: the only hint that a message was
-// replayed into a new friendship, where `seq` starts again at 1 (SECURITY.md). Queued delivery after a
-// resume does not count: the server's `ts` is when it received the message, not when it handed it over.
+// How far the sender's clock may be from ours. The sender's signed time is compared with OUR receive time,
+// never with the server's `ts`: a replaying server would simply send the original `ts` again.
 const CLOCK_SKEW_MS = 10 * 60 * 1000;
+// A message may legitimately arrive this late: the server queues it while we are away for at most its
+// resume window (`--resume-grace`, 30 s by default; not announced to clients, so the default is assumed).
+const QUEUE_DELAY_MS = 30 * 1000;
 
 let nextLocalId = 1;
 
@@ -35,6 +37,8 @@ export const INCOMING_PROBLEM_TEXT = {
   version: 'unknown envelope version',
   wrong_recipient: 'addressed to another key (re-routed?)',
   replay: 'REPLAY: this sequence number was already received',
+  replay_copy: 'REPLAY: a copy of a message received in an earlier friendship',
+  replay_old: 'REPLAY: written before this friendship began (by the sender\'s signed clock)',
   key_changed: 'sent with a key you have not confirmed',
   oversized: 'payload too large',
   not_pgp: 'not an OpenPGP message',
@@ -65,6 +69,11 @@ const MAX_DATE_MS = 8.64e15;
 
 export function isRepresentableTime(ms) {
   return Number.isFinite(ms) && Math.abs(ms) <= MAX_DATE_MS;
+}
+
+/** The sender's signed time is further from our receive time than clocks and queueing explain. */
+export function isSkewed(sentTs, receivedAt) {
+  return sentTs < receivedAt - CLOCK_SKEW_MS - QUEUE_DELAY_MS || sentTs > receivedAt + CLOCK_SKEW_MS;
 }
 
 export function createMessaging({ state, transport, changed, onIncoming }) {
@@ -217,8 +226,10 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
       direction: 'in',
       text: null,
       ts: isRepresentableTime(frame.ts) ? frame.ts : Date.now(),
+      receivedAt: Date.now(), // our own clock: the server's `ts` proves nothing
+      friendship: friend.friendship, // which of this ID's friendships it arrived in
       sentTs: null,
-      skewed: false, // sentTs is more than CLOCK_SKEW_MS from ts
+      skewed: false, // sentTs is too far from receivedAt (see isSkewed)
       seq: null,
       verified: false,
       duplicate: false, // the same signed message received again (a re-send after a dropped connection)
@@ -234,7 +245,7 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
     } else {
       await check(friend, payload, incoming);
     }
-    if (incoming.sentTs !== null) incoming.skewed = !(Math.abs(incoming.sentTs - incoming.ts) <= CLOCK_SKEW_MS);
+    if (incoming.sentTs !== null) incoming.skewed = isSkewed(incoming.sentTs, incoming.receivedAt);
     friend.messages.push(incoming);
     if (!incoming.duplicate) onIncoming(friend, incoming);
     changed();
@@ -261,12 +272,21 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
     incoming.seq = envelope.seq;
     const order = classifySeq(friend.expectedSeq, envelope.seq);
     friend.expectedSeq = order.nextExpected;
-    if (order.kind === 'replay' && isCopyOfReceived(friend, envelope)) {
+    const firstSeenIn = rememberSigned(friend, envelope);
+    const thisFriendship = `${friend.id}#${friend.friendship}`;
+    if (order.kind === 'replay' && firstSeenIn === thisFriendship && friend.trust !== 'changed'
+      && !friend.copiesShown.has(envelope.seq) && isCopyOfReceived(friend, envelope)) {
       // At-least-once delivery re-sends a message whose ACK was lost with the connection: the same seq, time
-      // and text as one already shown as verified. Nothing new is claimed, so no REPLAY alarm.
+      // and text as one already shown as verified in this friendship. Quiet once per seq; a second copy is
+      // no longer explained by a re-send, and is a REPLAY.
+      friend.copiesShown.add(envelope.seq);
       incoming.duplicate = true;
       return;
     }
+    // `seq` restarts with each friendship, so a server that fakes the end of one and the start of the next
+    // can replay the recorded conversation in order: only the signed time and text give it away.
+    if (firstSeenIn !== thisFriendship) incoming.problems.push('replay_copy');
+    else if (envelope.ts < friend.friendshipStartedAt - CLOCK_SKEW_MS) incoming.problems.push('replay_old');
     if (order.kind === 'replay') incoming.problems.push('replay');
     if (order.kind === 'gap') incoming.missing = order.missing;
     if (friend.trust === 'changed') incoming.problems.push('key_changed');
@@ -274,8 +294,18 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
   }
 
   function isCopyOfReceived(friend, envelope) {
-    return friend.messages.some((m) => m.direction === 'in' && m.verified && m.seq === envelope.seq
-      && m.sentTs === envelope.ts && m.text === envelope.text);
+    return friend.messages.some((m) => m.direction === 'in' && m.verified && m.friendship === friend.friendship
+      && m.seq === envelope.seq && m.sentTs === envelope.ts && m.text === envelope.text);
+  }
+
+  /**
+   * Records a signed (key, time, text) for the page's life and returns the friendship (`id#n`) it was first
+   * received in. Kept apart from the conversations, which the user can close.
+   */
+  function rememberSigned(friend, envelope) {
+    const key = `${friend.fingerprint}\n${envelope.ts}\n${envelope.text}`;
+    if (!state.signedSeen.has(key)) state.signedSeen.set(key, `${friend.id}#${friend.friendship}`);
+    return state.signedSeen.get(key);
   }
 
   /** The text of an envelope that failed the signature check, or the raw text when it is no envelope. */

@@ -16,10 +16,13 @@ export function createState() {
     friends: new Map(), // id -> friend, see newFriend()
     pins: new Map(), // id -> fingerprint pinned for that ID during this page's life (detects key changes)
     pinnedNames: new Map(), // key user ID -> Set of fingerprints pinned with it during this page's life
+    offeredKeys: new Map(), // id -> Set of fingerprints offered for that ID (requests, acceptances) in this page's life
+    endedFriendships: new Map(), // id -> {reason:'left'|'removed', at}: the server said this ID ended a friendship
+    signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> "id#friendship" it first arrived in (replays across friendships)
     expectations: new Map(), // id -> fingerprint an invite link promised
     verifiedFingerprints: new Set(), // fingerprints the user verified (remembered when opted in)
     incomingRequests: new Map(), // id -> {id, publicArmored, key|null, fingerprint|null, userId, error|null, otherKeys: fingerprints of repeats}
-    outgoingRequests: new Map(), // id -> {id, state:'pending'|'declined'}
+    outgoingRequests: new Map(), // id -> {id, state:'pending'|'declined', unsure: true when the connection dropped before the ACK}
     invite: null, // {id, fingerprint} from the URL fragment, until used or dismissed
     activeFriendId: null,
     notices: [], // {id, tone:'info'|'warn'|'error', text}
@@ -41,6 +44,9 @@ export function newFriend(id) {
     changedFrom: '', // the fingerprint before a key change, or the invite's, while trust is 'changed'
     presence: 'online', // 'online' | 'away' | 'gone'
     goneReason: '', // 'left' | 'removed' | 'removed_by_you' | 'session_lost'
+    friendship: 0, // counts this ID's friendships in this page; each incoming message records its own
+    friendshipStartedAt: 0, // local time the current friendship started (Date.now())
+    copiesShown: new Set(), // seqs of this friendship already shown once as a quiet duplicate
     sendSeq: 0, // last seq used for this friendship (§6)
     expectedSeq: 1, // next seq expected from them
     messages: [],

@@ -1,6 +1,7 @@
 // Trust in friends' keys: pinning on acceptance, unverified → verified (compared, invite link, or remembered)
 // and the loud "key changed" state. Pins live for the page's life per friend ID; verified fingerprints
 // may be remembered on the device (they are public data).
+import { DEFAULT_KEY_NAME } from './keys.js';
 
 /**
  * What we know about a key offered for `id` before the user accepts it:
@@ -12,6 +13,7 @@ export function assessKey(state, id, fingerprint, userId = '') {
   if (expected && expected !== fingerprint) return 'invite_mismatch';
   if (pinned && pinned !== fingerprint) return 'key_changed';
   if (expected === fingerprint) return 'invite_match';
+  if (otherOfferedKeys(state, id, fingerprint).length > 0) return 'key_changed';
   if (state.verifiedFingerprints.has(fingerprint)) return 'remembered';
   if (otherKeysNamed(state, userId, fingerprint).length > 0) return 'name_reused';
   return 'new';
@@ -23,8 +25,24 @@ export function assessKey(state, id, fingerprint, userId = '') {
  * under a new ID with a substituted key would otherwise look merely 'new'.
  */
 export function otherKeysNamed(state, userId, fingerprint) {
-  if (!userId) return [];
+  // Every key made without a name carries the default one: a match on it means nothing.
+  if (!userId || userId === DEFAULT_KEY_NAME) return [];
   return [...(state.pinnedNames.get(userId) || [])].filter((fp) => fp !== fingerprint);
+}
+
+/**
+ * Remembers, for the page's life, a key offered for `id` (a request card, or an acceptance). A forged
+ * DISCONNECT deletes a pending card and a fresh request can bring another key; nothing would be pinned yet,
+ * so without this the new card would look merely 'new'.
+ */
+export function recordOffer(state, id, fingerprint) {
+  if (!fingerprint) return;
+  state.offeredKeys.set(id, new Set([...(state.offeredKeys.get(id) || []), fingerprint]));
+}
+
+/** Fingerprints other than `fingerprint` offered for `id` earlier in this page's life. */
+export function otherOfferedKeys(state, id, fingerprint) {
+  return [...(state.offeredKeys.get(id) || [])].filter((fp) => fp !== fingerprint);
 }
 
 /** Pins the key a new friendship brought and sets the friend's trust from what we knew of it. */
@@ -42,7 +60,7 @@ export function pinFriendKey(state, friend, { key, fingerprint, userId, publicAr
     friend.trustSource = 'invite';
   } else if (assessment === 'key_changed') {
     friend.trust = 'changed';
-    friend.changedFrom = state.pins.get(friend.id);
+    friend.changedFrom = state.pins.get(friend.id) || otherOfferedKeys(state, friend.id, fingerprint)[0];
     friend.trustSource = '';
   } else if (assessment === 'invite_match') {
     setVerified(state, friend, 'invite');
@@ -99,9 +117,10 @@ export const TRUST_LABELS = {
 
 export const ASSESSMENT_TEXT = {
   invite_mismatch: 'This key does NOT match the fingerprint in the invite link you opened. Someone may be intercepting.',
-  key_changed: 'This ID used a different key earlier in this session. Compare fingerprints before trusting it.',
+  key_changed: 'This ID used a different key earlier in this session, or offered one. Compare fingerprints before trusting it.',
   invite_match: 'Matches the fingerprint in the invite link: verified.',
   remembered: 'You verified this key before.',
-  name_reused: 'WARNING: a key with the same name but a different key was used earlier in this session (under another ID). If this is that friend back under a new ID, the server may have swapped their key: compare fingerprints before trusting it.',
+  // A notice, not an alarm: a friend who reloads without "remember" comes back with a new key and the same name.
+  name_reused: 'A key with this name was used earlier in this session under another ID, with a different fingerprint: compare fingerprints before trusting it.',
   new: 'New key: compare the fingerprint with your friend to verify it.',
 };

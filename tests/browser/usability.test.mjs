@@ -103,3 +103,24 @@ test('a draft left when the friendship ends can still be selected and copied', {
   await alice.context.close();
   await bob.context.close();
 });
+
+test('a server message limit too small for any message says sending is not possible, not a negative size', { timeout: 60000 }, async () => {
+  const srv = await server(['--max-message-bytes', '4000']);
+  const alice = await newChatUser(browser, srv, { name: 'Alice' });
+  const bob = await newChatUser(browser, srv, { name: 'Bob' });
+  await befriend(bob, alice);
+  await openChat(alice, bob.id);
+  const chat = pane(alice, bob.id);
+  const input = chat.locator('textarea');
+  await input.fill('hi');
+  const note = chat.locator('.composer-note');
+  await note.filter({ hasText: /sending is not possible/ }).waitFor();
+  assert.doesNotMatch(await note.textContent(), /-\d/);
+  assert.equal(await chat.locator('.composer-send').isDisabled(), true);
+  await input.press('Enter');
+  assert.equal(await input.inputValue(), 'hi');
+  assert.equal(await chat.locator('.msg-out').count(), 0);
+  await assertClean(alice);
+  await alice.context.close();
+  await bob.context.close();
+});

@@ -126,12 +126,33 @@ function createPane(friend, actions) {
   let statusNote = '';
   let maxBytes = Infinity;
 
+  let learnedMax = Infinity; // below the size of a text that failed as too_long once sealed (bigger keys)
+  const returned = new WeakSet(); // too_long messages whose text was put back in the composer
+
   /** The text's size counts in UTF-8 bytes (a CJK character is 3), not in characters: see maxTextBytes. */
   function tooLongNote() {
+    if (maxBytes <= 0) return 'The server\'s message size limit is too small for any message: sending is not possible.';
     const bytes = envelopeTextBytes(textarea.value);
-    if (bytes <= maxBytes) return '';
+    const limit = Math.min(maxBytes, learnedMax);
+    if (bytes <= limit) return '';
     const kb = (n) => (n / 1000).toFixed(1);
-    return `Too long to send: ${kb(bytes)} KB, at most ${kb(maxBytes)} KB (UTF-8). Shorten it or split it into several messages.`;
+    return `Too long to send: ${kb(bytes)} KB, at most ${kb(limit)} KB (UTF-8). Shorten it or split it into several messages.`;
+  }
+
+  /**
+   * The composer's limit assumes keys up to RSA-8192; with bigger ones a text can still fail once sealed,
+   * after the composer was cleared. Put it back (unless something new was typed) and lower the limit, so
+   * the text is never lost and the same mistake is caught before sending.
+   */
+  function returnTooLong(f) {
+    const failed = f.messages.findLast((m) => m.direction === 'out' && m.state === 'error' && m.error === 'too_long');
+    if (!failed || returned.has(failed)) return;
+    returned.add(failed);
+    learnedMax = Math.min(learnedMax, envelopeTextBytes(failed.text) - 1);
+    if (textarea.value === '') {
+      textarea.value = failed.text;
+      autoGrow();
+    }
   }
 
   function refreshComposer() {
@@ -198,7 +219,8 @@ function createPane(friend, actions) {
     if (f.presence === 'gone') setText(goneBanner, (GONE_TEXT[f.goneReason] || GONE_TEXT.left)(id));
 
     blocked = f.trust === 'changed' || f.presence === 'gone';
-    maxBytes = maxTextBytes(state.session.limits.max_message_bytes);
+    maxBytes = Math.max(0, maxTextBytes(state.session.limits.max_message_bytes));
+    returnTooLong(f);
     statusNote = '';
     if (f.trust === 'changed') statusNote = 'Sending is blocked until you confirm the new key.';
     else if (f.presence === 'away') statusNote = `${id} is away: messages are queued for a short while.`;
@@ -359,10 +381,11 @@ function incomingView(message, actions, friendId) {
   return { element, update };
 }
 
-/** The sender's signed time, when it is far from the server's receive time (an old message, or a wrong clock). */
+/** The sender's signed time, when it is far from when it arrived here (an old message, or a wrong clock). */
 function skewText(m) {
   const sent = isRepresentableTime(m.sentTs) ? new Date(m.sentTs).toLocaleString() : 'an impossible time';
-  const minutes = Math.round(Math.abs(m.sentTs - m.ts) / 60000);
+  const minutes = Math.round(Math.abs(m.sentTs - m.receivedAt) / 60000);
   const distance = minutes >= 120 ? `${Math.round(minutes / 60)} hours` : `${minutes} minutes`;
-  return `⚠ Written ${sent} by the sender's clock, ${distance} from when the server received it: an old message replayed, or a wrong clock.`;
+  const when = m.sentTs < m.receivedAt ? 'before' : 'after';
+  return `⚠ Written ${sent} by the sender's clock, ${distance} ${when} it arrived here: an old message replayed, or a wrong clock.`;
 }

@@ -105,7 +105,11 @@ export function copyButton(label, getText, getFallbackTarget) {
 export function formatTime(ms) {
   const date = new Date(ms);
   if (Number.isNaN(date.getTime())) return '--:--';
-  return `${String(date.getHours()).padStart(2, '0')}:${String(date.getMinutes()).padStart(2, '0')}`;
+  const pad = (n) => String(n).padStart(2, '0');
+  const time = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  // HH:MM alone would make a replayed message from another day look like one from today.
+  if (date.toDateString() === new Date().toDateString()) return time;
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${time}`;
 }
 
 /**

@@ -2,9 +2,10 @@
 // incoming and sent requests, and the friends list with presence, trust and unread counts.
 import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.js';
 import { shownPresence } from '../state.js';
-import { ASSESSMENT_TEXT, TRUST_LABELS, assessKey, otherKeysNamed } from '../trust.js';
+import { ASSESSMENT_TEXT, TRUST_LABELS, assessKey, otherKeysNamed, otherOfferedKeys } from '../trust.js';
 
 const PRESENCE_LABEL = { online: 'online', away: 'away', gone: 'gone', unknown: '—' };
+const SHOWN_OTHER_KEYS = 3; // a server can repeat a request without end: name the first few, count the rest
 
 export function createSidebar({ actions }) {
   const root = h('aside', { className: 'sidebar', id: 'sidebar', 'aria-label': 'Identity, requests and friends' });
@@ -118,22 +119,28 @@ export function createSidebar({ actions }) {
     const assess = (request) => (request.fingerprint ? assessKey(state, request.id, request.fingerprint, request.userId) : '');
     for (const [id, view] of requestViews) {
       const request = state.incomingRequests.get(id);
-      if (!request || view.request !== request || view.otherKeys !== request.otherKeys || view.assessment !== assess(request)) {
+      if (!request || view.request !== request || view.assessment !== assess(request)) {
         view.element.remove();
         requestViews.delete(id);
+      } else if (view.otherKeys !== request.otherKeys) {
+        // Only the warning changes: rebuilding the card would move the Accept button under the user's pointer.
+        view.swapSlot.replaceChildren(...swapWarning(request));
+        view.otherKeys = request.otherKeys;
       }
     }
     for (const request of state.incomingRequests.values()) {
       if (requestViews.has(request.id)) continue;
       const assessment = assess(request);
       const earlierNamed = assessment === 'name_reused' ? otherKeysNamed(state, request.userId, request.fingerprint) : [];
-      const element = requestCard(request, assessment, earlierNamed);
-      requestViews.set(request.id, { element, request, assessment, otherKeys: request.otherKeys });
+      const earlierOffered = request.fingerprint && !state.pins.has(request.id) ? otherOfferedKeys(state, request.id, request.fingerprint) : [];
+      const swapSlot = h('div', { className: 'request-swap-slot' }, ...swapWarning(request));
+      const element = requestCard(request, assessment, { earlierNamed, earlierOffered, ended: state.endedFriendships.get(request.id), swapSlot });
+      requestViews.set(request.id, { element, request, assessment, otherKeys: request.otherKeys, swapSlot });
       requestsList.append(element);
     }
   }
 
-  function requestCard(request, assessment, earlierNamed) {
+  function requestCard(request, assessment, { earlierNamed, earlierOffered, ended, swapSlot }) {
     const accept = h('button', { type: 'button', className: 'btn btn-primary', text: 'Accept', 'aria-label': `Accept friend request from ${request.id}`, disabled: !request.key });
     const decline = h('button', { type: 'button', className: 'btn', text: 'Decline', 'aria-label': `Decline friend request from ${request.id}` });
     const error = h('p', { className: 'form-error small', role: 'alert' });
@@ -150,29 +157,50 @@ export function createSidebar({ actions }) {
     };
     accept.addEventListener('click', () => run(accept, () => actions.acceptRequest(request.id)));
     decline.addEventListener('click', () => run(decline, () => actions.declineRequest(request.id)));
-    const swapped = request.otherKeys.length > 0;
-    const warn = assessment === 'invite_mismatch' || assessment === 'key_changed' || assessment === 'name_reused' || swapped;
-    return h('li', { className: `request-card${warn ? ' request-warn' : ''}`, 'data-request': request.id },
+    const warn = assessment === 'invite_mismatch' || assessment === 'key_changed' || request.otherKeys.length > 0;
+    // A reused name is a notice (amber), not an alarm: a friend who reloaded without "remember" causes it too.
+    const notice = assessment === 'name_reused' || Boolean(ended);
+    const assessmentClass = warn && assessment !== 'name_reused' ? ' assessment-warn' : assessment === 'name_reused' ? ' assessment-notice' : '';
+    return h('li', { className: `request-card${warn ? ' request-warn' : notice ? ' request-notice' : ''}`, 'data-request': request.id },
       h('p', {}, 'From ', h('strong', { className: 'friend-id', text: request.id })),
+      ended ? endedNotice(ended) : null,
       request.key
         ? [h('div', { className: 'request-key' }, h('span', { className: 'label small', text: 'Key fingerprint' }), fingerprintElement(request.fingerprint)),
           request.userId ? h('p', { className: 'key-name muted small', text: `Name on key (chosen by its owner): ${request.userId}` }) : null,
-          h('p', { className: `assessment small${warn ? ' assessment-warn' : ''}`, role: warn ? 'alert' : null, text: ASSESSMENT_TEXT[assessment] }),
-          earlierNamed.length > 0 ? keyList('request-name-clash', 'Earlier key with this name:', earlierNamed) : null]
+          h('p', { className: `assessment small${assessmentClass}`, role: assessmentClass === ' assessment-warn' ? 'alert' : 'status', text: ASSESSMENT_TEXT[assessment] }),
+          earlierNamed.length > 0 ? keyList('request-name-clash', 'Earlier key with this name:', earlierNamed) : null,
+          earlierOffered.length > 0 ? keyList('request-offered-before', 'Key offered earlier for this ID:', earlierOffered.slice(0, SHOWN_OTHER_KEYS)) : null]
         : h('p', { className: 'form-error small', text: `Unusable key: ${request.error}` }),
-      swapped ? swapWarning(request) : null,
+      swapSlot,
       h('div', { className: 'actions' }, accept, decline),
       error);
   }
 
+  /**
+   * The server told us, in this page, that this ID left or removed us. It can fake that, then forge a request
+   * from the same ID with the same key: the new friendship restarts `seq`, and the old messages could be
+   * replayed (messaging.js flags copies and old ones, but the user should know why the card is here).
+   */
+  function endedNotice({ reason, at }) {
+    const minutes = Math.max(0, Math.round((Date.now() - at) / 60000));
+    const ago = minutes === 0 ? 'less than a minute ago' : `${minutes} minute${minutes === 1 ? '' : 's'} ago`;
+    const what = reason === 'removed' ? 'removed you as a friend' : 'left SecChat';
+    return h('p', { className: 'request-ended small', role: 'status',
+      text: `⚠ The server said this ID ${what} ${ago}. A server can fake that to restart the conversation and replay old messages: ask your friend whether they really did.` });
+  }
+
   /** A repeated request from the same ID brought another key: the first one is kept (app.js keepFirstKey). */
   function swapWarning(request) {
+    if (request.otherKeys.length === 0) return [];
     const fingerprints = request.otherKeys.filter((fp) => fp !== 'unreadable');
-    return h('div', { className: 'banner banner-danger request-swap-warning', role: 'alert' },
+    const shown = fingerprints.slice(0, SHOWN_OTHER_KEYS);
+    const more = fingerprints.length - shown.length;
+    return [h('div', { className: 'banner banner-danger request-swap-warning', role: 'alert' },
       h('strong', { text: '⚠ A second request from this ID came with a different key' }),
       h('p', { className: 'small', text: 'The server should never send a request twice. Someone may be trying to swap the key while you compare it. The key shown above is the first one received; accept only if your friend confirms that fingerprint over another channel.' }),
-      fingerprints.length > 0 ? keyList('', 'The other key (ignored):', fingerprints) : null,
-      fingerprints.length < request.otherKeys.length ? h('p', { className: 'small', text: 'Another request carried an unreadable key.' }) : null);
+      shown.length > 0 ? keyList('', 'The other key (ignored):', shown) : null,
+      more > 0 ? h('p', { className: 'small request-more-keys', text: `…and ${more} more different key${more === 1 ? '' : 's'}.` }) : null,
+      fingerprints.length < request.otherKeys.length ? h('p', { className: 'small', text: 'Another request carried an unreadable key.' }) : null)];
   }
 
   function keyList(className, label, fingerprints) {
@@ -183,10 +211,16 @@ export function createSidebar({ actions }) {
     sent.hidden = state.outgoingRequests.size === 0;
     sentList.replaceChildren(...[...state.outgoingRequests.values()].map((request) => h('li', { className: 'sent-item', 'data-sent': request.id },
       h('span', { className: 'friend-id', text: request.id }),
-      h('span', { className: 'muted small', text: request.state === 'declined' ? ' declined' : ' waiting for them to accept' }),
-      request.state === 'declined'
-        ? h('button', { type: 'button', className: 'btn btn-tiny', text: 'dismiss', 'aria-label': `Dismiss the declined request to ${request.id}`, onClick: () => actions.dismissSent(request.id) })
+      h('span', { className: 'muted small', text: sentText(request) }),
+      request.state === 'declined' || request.unsure
+        ? h('button', { type: 'button', className: 'btn btn-tiny', text: 'dismiss', 'aria-label': `Dismiss the ${request.state === 'declined' ? 'declined' : 'unconfirmed'} request to ${request.id}`, onClick: () => actions.dismissSent(request.id) })
         : null)));
+  }
+
+  function sentText(request) {
+    if (request.state === 'declined') return ' declined';
+    if (request.unsure) return ' waiting for them to accept (the connection dropped while sending: it may not have arrived)';
+    return ' waiting for them to accept';
   }
 
   function updateFriends(state) {

@@ -5,7 +5,10 @@
 /**
  * Routes the page's WebSocket to `wsUrl` through a recorder. Call before the chat screen opens its socket.
  * `mitm.rewrite(frame)` (optional) sees each parsed server frame for the page and returns the frame to
- * deliver (maybe changed), or null to drop it. Reconnections are routed too; `inject` uses the latest socket.
+ * deliver (maybe changed), or null to drop it. `mitm.rewriteOnce(matches, change)` does that to the first
+ * matching frame only and returns a promise of the frame as delivered, so a test can assert that its rewrite
+ * fired (and it cannot linger onto later frames). Reconnections are routed too; `inject` and `closePage` use
+ * the latest socket.
  */
 export async function interceptSocket(page, wsUrl) {
   const mitm = {
@@ -13,6 +16,14 @@ export async function interceptSocket(page, wsUrl) {
     fromPage: [], // parsed page → server frames
     rewrite: null,
     route: null,
+    onceRewrites: [],
+    rewriteOnce(matches, change) {
+      return new Promise((resolve) => mitm.onceRewrites.push({ matches, change, resolve }));
+    },
+    /** Closes the page's socket as a network drop would (the server side follows). */
+    closePage() {
+      mitm.route.close({ code: 3000, reason: 'mitm' }); // not 4001 (taken over): the page reconnects
+    },
     inject(frame) {
       if (!mitm.route) throw new Error('no routed socket yet');
       mitm.route.send(JSON.stringify(frame));
@@ -32,7 +43,13 @@ export async function interceptSocket(page, wsUrl) {
     server.onMessage((message) => {
       const frame = JSON.parse(String(message));
       mitm.toPage.push(frame);
-      const delivered = mitm.rewrite ? mitm.rewrite(structuredClone(frame)) : frame;
+      let delivered = mitm.rewrite ? mitm.rewrite(structuredClone(frame)) : frame;
+      const once = delivered && mitm.onceRewrites.find((r) => r.matches(delivered));
+      if (once) {
+        mitm.onceRewrites.splice(mitm.onceRewrites.indexOf(once), 1);
+        delivered = once.change(structuredClone(delivered));
+        once.resolve(delivered);
+      }
       if (delivered) ws.send(JSON.stringify(delivered));
     });
   });
