@@ -285,6 +285,7 @@ function keepFirstKey(pending, repeat) {
   if (sameKey) return;
   const other = repeat.fingerprint || 'unreadable';
   if (!pending.otherKeys.includes(other)) pending.otherKeys = [...pending.otherKeys, other];
+  recordOffer(state, pending.id, repeat.fingerprint);
   changed();
 }
 
@@ -332,7 +333,11 @@ function startFriendship(id, keyInfo) {
   }
   friend.presence = 'online';
   // Replays into this friendship are told apart by these (messaging.js check).
-  friend.friendship += 1;
+  // Numbered page-wide, not per friend object: closing a chat deletes the object, and a per-friend count
+  // would start again and make the next friendship look like the one whose messages are being replayed.
+  state.friendshipsStarted += 1;
+  friend.friendship = state.friendshipsStarted;
+  state.endedFriendships.delete(id);
   friend.friendshipStartedAt = Date.now();
   friend.copiesShown = new Set();
   const assessment = pinFriendKey(state, friend, keyInfo);

@@ -18,6 +18,7 @@ export function createState() {
     pinnedNames: new Map(), // key user ID -> Set of fingerprints pinned with it during this page's life
     offeredKeys: new Map(), // id -> Set of fingerprints offered for that ID (requests, acceptances) in this page's life
     endedFriendships: new Map(), // id -> {reason:'left'|'removed', at}: the server said this ID ended a friendship
+    friendshipsStarted: 0, // page-wide, so a friendship's number outlives a closed chat (see friend.friendship)
     signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> "id#friendship" it first arrived in (replays across friendships)
     expectations: new Map(), // id -> fingerprint an invite link promised
     verifiedFingerprints: new Set(), // fingerprints the user verified (remembered when opted in)
@@ -44,7 +45,7 @@ export function newFriend(id) {
     changedFrom: '', // the fingerprint before a key change, or the invite's, while trust is 'changed'
     presence: 'online', // 'online' | 'away' | 'gone'
     goneReason: '', // 'left' | 'removed' | 'removed_by_you' | 'session_lost'
-    friendship: 0, // counts this ID's friendships in this page; each incoming message records its own
+    friendship: 0, // this friendship's number, unique in the page; each incoming message records its own
     friendshipStartedAt: 0, // local time the current friendship started (Date.now())
     copiesShown: new Set(), // seqs of this friendship already shown once as a quiet duplicate
     sendSeq: 0, // last seq used for this friendship (§6)
