@@ -285,7 +285,6 @@ function keepFirstKey(pending, repeat) {
   if (sameKey) return;
   const other = repeat.fingerprint || 'unreadable';
   if (!pending.otherKeys.includes(other)) pending.otherKeys = [...pending.otherKeys, other];
-  recordOffer(state, pending.id, repeat.fingerprint);
   changed();
 }
 
