@@ -249,21 +249,21 @@ fn probing_with_reconnects_runs_at_connection_setup_speed_and_others_are_unaffec
     during.assert_healthy("while a client probes at full speed", 10, RTT_BOUND);
 }
 
-#[test]
-fn a_client_that_never_reads_its_own_replies_is_dropped_with_bounded_memory() {
+/// Streams `batch` from a client that never reads, after `greeting` if given, until the server
+/// drops it (or 30 s or 512 MiB pass), then checks that it was dropped, that it cost the server
+/// under 8 MiB, and that a healthy pair kept its round trips meanwhile.
+fn assert_a_non_reader_is_dropped(greeting: Option<Value>, batch: &[u8], what: &str) {
     let server = Server::start(&[]);
     let monitor = HealthyPair::new(&server).monitor();
     let rss_before = rss_kib(server.pid());
     let mut greedy = RawClient::connect(&server);
-    // Each PING gets a PONG echoing its 64-character ref; the client never reads one. Once the
-    // socket buffers are full, the server's write buffer for it grows to its ceiling
-    // (connection::ws_config) and the connection is dropped.
-    let ping = json!({"type": "PING", "ref": "r".repeat(64)}).to_string();
-    let batch = encode_frame(true, OP_TEXT, ping.as_bytes(), Some([1, 2, 3, 4])).repeat(1_000);
+    if let Some(greeting) = greeting {
+        greedy.send_json(&greeting);
+    }
     let started = Instant::now();
     let mut sent_bytes = 0usize;
     let dropped = loop {
-        if greedy.send_bytes(&batch).is_err() {
+        if greedy.send_bytes(batch).is_err() {
             break true;
         }
         sent_bytes += batch.len();
@@ -275,54 +275,39 @@ fn a_client_that_never_reads_its_own_replies_is_dropped_with_bounded_memory() {
     let rss_after = rss_kib(server.pid());
     let (during, _pair) = monitor.stop();
     eprintln!(
-        "dropped: {dropped} after {} MiB of PINGs in {took:?}; RSS {rss_before} -> {rss_after} KiB",
+        "dropped: {dropped} after {} MiB of {what} in {took:?}; RSS {rss_before} -> {rss_after} KiB",
         sent_bytes >> 20
     );
-    assert!(dropped, "a client that never reads was kept for {took:?}");
+    assert!(
+        dropped,
+        "a client that never reads its {what} was kept for {took:?}"
+    );
     assert!(
         rss_after < rss_before + 8 * 1024,
         "it cost {} KiB",
         rss_after - rss_before
     );
-    during.assert_healthy("while a client does not read its replies", 1, RTT_BOUND);
+    during.assert_healthy(
+        &format!("while a client does not read its {what}"),
+        1,
+        RTT_BOUND,
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_its_own_replies_is_dropped_with_bounded_memory() {
+    // Each PING gets a PONG echoing its 64-character ref; the client never reads one. Once the
+    // socket buffers are full, the server's write buffer for it grows to its ceiling
+    // (connection::outbox_ceiling) and the connection is dropped.
+    let ping = json!({"type": "PING", "ref": "r".repeat(64)}).to_string();
+    let batch = encode_frame(true, OP_TEXT, ping.as_bytes(), Some([1, 2, 3, 4])).repeat(1_000);
+    assert_a_non_reader_is_dropped(None, &batch, "PONGs");
 }
 
 /// The same greed with WebSocket pings: tungstenite answers each with a pong it writes into the
 /// outbox itself, past the router's ceiling check, so the ceiling must hold for those too.
 #[test]
 fn a_client_that_never_reads_its_pongs_is_dropped_with_bounded_memory() {
-    let server = Server::start(&[]);
-    let monitor = HealthyPair::new(&server).monitor();
-    let rss_before = rss_kib(server.pid());
-    let mut greedy = RawClient::connect(&server);
-    greedy.send_json(&json!({"type": "CONNECT"}));
-    let ping = encode_frame(true, OP_PING, &[b'p'; 125], Some([1, 2, 3, 4])).repeat(1_000);
-    let started = Instant::now();
-    let mut sent_bytes = 0usize;
-    let dropped = loop {
-        if greedy.send_bytes(&ping).is_err() {
-            break true;
-        }
-        sent_bytes += ping.len();
-        if started.elapsed() > Duration::from_secs(30) || sent_bytes > 512 << 20 {
-            break false;
-        }
-    };
-    let took = started.elapsed();
-    let rss_after = rss_kib(server.pid());
-    let (during, _pair) = monitor.stop();
-    eprintln!(
-        "dropped: {dropped} after {} MiB of pings in {took:?}; RSS {rss_before} -> {rss_after} KiB",
-        sent_bytes >> 20
-    );
-    assert!(
-        dropped,
-        "a client that never reads its pongs was kept for {took:?}"
-    );
-    assert!(
-        rss_after < rss_before + 8 * 1024,
-        "it cost {} KiB",
-        rss_after - rss_before
-    );
-    during.assert_healthy("while a client does not read its pongs", 1, RTT_BOUND);
+    let batch = encode_frame(true, OP_PING, &[b'p'; 125], Some([1, 2, 3, 4])).repeat(1_000);
+    assert_a_non_reader_is_dropped(Some(json!({"type": "CONNECT"})), &batch, "WebSocket pongs");
 }
