@@ -471,8 +471,9 @@ impl<E: Entropy> Router<E> {
                     payload,
                     ts: now.unix_ms,
                 };
-                state.unsent += frame.len();
-                self.unsent_bytes += frame.len();
+                let len = frame.len();
+                state.unsent += len;
+                self.unsent_bytes += len;
                 out.send(recipient_conn, frame);
                 false
             }
@@ -1058,8 +1059,9 @@ fn send_counted(
     out: &mut impl FrameSink,
 ) {
     if let Some(state) = conns.get_mut(&conn) {
-        state.unsent += frame.len();
-        *unsent_bytes += frame.len();
+        let len = frame.len();
+        state.unsent += len;
+        *unsent_bytes += len;
     }
     out.send(conn, frame);
 }
