@@ -273,8 +273,7 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
     const order = classifySeq(friend.expectedSeq, envelope.seq);
     friend.expectedSeq = order.nextExpected;
     const firstSeenIn = rememberSigned(friend, envelope);
-    const thisFriendship = `${friend.id}#${friend.friendship}`;
-    if (order.kind === 'replay' && firstSeenIn === thisFriendship && friend.trust !== 'changed'
+    if (order.kind === 'replay' && firstSeenIn === friend.friendship && friend.trust !== 'changed'
       && !friend.copiesShown.has(envelope.seq) && isCopyOfReceived(friend, envelope)) {
       // At-least-once delivery re-sends a message whose ACK was lost with the connection: the same seq, time
       // and text as one already shown as verified in this friendship. Quiet once per seq; a second copy is
@@ -285,7 +284,7 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
     }
     // `seq` restarts with each friendship, so a server that fakes the end of one and the start of the next
     // can replay the recorded conversation in order: only the signed time and text give it away.
-    if (firstSeenIn !== thisFriendship) incoming.problems.push('replay_copy');
+    if (firstSeenIn !== friend.friendship) incoming.problems.push('replay_copy');
     else if (envelope.ts < friend.friendshipStartedAt - CLOCK_SKEW_MS) incoming.problems.push('replay_old');
     if (order.kind === 'replay') incoming.problems.push('replay');
     if (order.kind === 'gap') incoming.missing = order.missing;
@@ -299,12 +298,13 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
   }
 
   /**
-   * Records a signed (key, time, text) for the page's life and returns the friendship (`id#n`) it was first
-   * received in. Kept apart from the conversations, which the user can close.
+   * Records a signed (key, time, text) for the page's life and returns the number of the friendship it was
+   * first received in (numbers are unique in the page). Kept apart from the conversations, which the user can
+   * close.
    */
   function rememberSigned(friend, envelope) {
     const key = `${friend.fingerprint}\n${envelope.ts}\n${envelope.text}`;
-    if (!state.signedSeen.has(key)) state.signedSeen.set(key, `${friend.id}#${friend.friendship}`);
+    if (!state.signedSeen.has(key)) state.signedSeen.set(key, friend.friendship);
     return state.signedSeen.get(key);
   }
 

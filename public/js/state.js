@@ -19,7 +19,7 @@ export function createState() {
     offeredKeys: new Map(), // id -> Set of fingerprints offered for that ID (requests, acceptances) in this page's life
     endedFriendships: new Map(), // id -> {reason:'left'|'removed', at}: the server said this ID ended a friendship
     friendshipsStarted: 0, // page-wide, so a friendship's number outlives a closed chat (see friend.friendship)
-    signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> "id#friendship" it first arrived in (replays across friendships)
+    signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> number of the friendship it first arrived in (replays across friendships)
     expectations: new Map(), // id -> fingerprint an invite link promised
     verifiedFingerprints: new Set(), // fingerprints the user verified (remembered when opted in)
     incomingRequests: new Map(), // id -> {id, publicArmored, key|null, fingerprint|null, userId, error|null, otherKeys: fingerprints of repeats}

@@ -27,7 +27,7 @@ export function assessKey(state, id, fingerprint, userId = '') {
 export function otherKeysNamed(state, userId, fingerprint) {
   // Every key made without a name carries the default one: a match on it means nothing.
   if (!userId || userId === DEFAULT_KEY_NAME) return [];
-  return [...(state.pinnedNames.get(userId) || [])].filter((fp) => fp !== fingerprint);
+  return othersIn(state.pinnedNames, userId, fingerprint);
 }
 
 /**
@@ -36,13 +36,23 @@ export function otherKeysNamed(state, userId, fingerprint) {
  * so without this the new card would look merely 'new'.
  */
 export function recordOffer(state, id, fingerprint) {
-  if (!fingerprint) return;
-  state.offeredKeys.set(id, new Set([...(state.offeredKeys.get(id) || []), fingerprint]));
+  if (fingerprint) addTo(state.offeredKeys, id, fingerprint);
 }
 
 /** Fingerprints other than `fingerprint` offered for `id` earlier in this page's life. */
 export function otherOfferedKeys(state, id, fingerprint) {
-  return [...(state.offeredKeys.get(id) || [])].filter((fp) => fp !== fingerprint);
+  return othersIn(state.offeredKeys, id, fingerprint);
+}
+
+/** Adds `fingerprint` to the set `map` keeps under `key`. */
+function addTo(map, key, fingerprint) {
+  if (!map.has(key)) map.set(key, new Set());
+  map.get(key).add(fingerprint);
+}
+
+/** The fingerprints `map` keeps under `key`, but `fingerprint`. */
+function othersIn(map, key, fingerprint) {
+  return [...(map.get(key) || [])].filter((fp) => fp !== fingerprint);
 }
 
 /** Pins the key a new friendship brought and sets the friend's trust from what we knew of it. */
@@ -72,7 +82,7 @@ export function pinFriendKey(state, friend, { key, fingerprint, userId, publicAr
     friend.trustSource = '';
   }
   state.pins.set(friend.id, fingerprint);
-  if (userId) state.pinnedNames.set(userId, new Set([...(state.pinnedNames.get(userId) || []), fingerprint]));
+  if (userId) addTo(state.pinnedNames, userId, fingerprint);
   state.expectations.delete(friend.id);
   return assessment;
 }
