@@ -1,6 +1,7 @@
 //! SecChat: a zero-knowledge router for end-to-end encrypted chat.
 //!
 //! The crate is split so that each module has one job:
+//! - [`address`]: client addresses, nested IPv6 blocks and the per-address budgets.
 //! - [`id`]: session IDs and resume tokens (generation from handed-in entropy, parsing).
 //! - [`protocol`]: decoding client frames (borrowed, payload kept raw) and encoding server frames.
 //! - [`router`]: the pure routing core: events and the current time in, frames to send out. No I/O.
@@ -11,6 +12,7 @@
 //! - [`server`]: the single-threaded mio poll loop that moves bytes between sockets and the router.
 //! - [`tls`]: HTTPS/WSS: a connection's byte stream (plain or TLS), certificates, `--tls-self-signed`.
 
+pub mod address;
 pub mod assets;
 pub mod base64;
 pub mod config;
