@@ -87,7 +87,7 @@ fn level_limit(limit: u32, level: usize) -> u32 {
 /// Invariant: a block is in the map exactly while its count is above zero, so the map holds at
 /// most three entries per thing held, and the counts of an address's blocks are always equal to
 /// or greater than its own.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct BlockCounts {
     /// The /64's (or IPv4 address's) limit; 0 = unlimited (nothing is counted).
     limit: u32,
@@ -146,6 +146,29 @@ impl BlockCounts {
             .get(&addr.smallest_block())
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The counts `addrs` make, without refusing any: what a [`BlockCounts`] that acquired
+    /// each of them and released nothing must equal (for invariant checks).
+    pub fn recount(limit: u32, addrs: impl Iterator<Item = ClientAddr>) -> BlockCounts {
+        let mut counts = BlockCounts::new(limit);
+        if limit != 0 {
+            for addr in addrs {
+                for (_, block) in addr.blocks() {
+                    *counts.counts.entry(block).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// Whether every block is within its level's limit.
+    pub fn within_limits(&self) -> bool {
+        self.limit == 0
+            || self
+                .counts
+                .iter()
+                .all(|(block, &count)| count <= level_limit(self.limit, level_of(block)))
     }
 
     /// Blocks with something held (for invariants and tests).
@@ -353,7 +376,10 @@ mod tests {
         assert!(rates.try_take(a, 0));
         assert!(!rates.try_take(a, 0), "burst of 2");
         assert!(rates.try_take(addr("192.0.2.2"), 0), "another address");
-        assert!(rates.try_take(a, 30_000), "one token back after half a period");
+        assert!(
+            rates.try_take(a, 30_000),
+            "one token back after half a period"
+        );
         assert!(!rates.try_take(a, 30_000));
 
         let mut v6 = BlockRates::new(1, 60_000);

@@ -26,6 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::address::ClientAddr;
 use crate::assets::Assets;
 use crate::config::Config;
 use crate::connection::{
@@ -35,7 +36,7 @@ use crate::http;
 use crate::memory::{self, Trimmer};
 use crate::metrics::{self, LoopCounters};
 use crate::router::fasthash::FastMap;
-use crate::router::{ConnId, Entropy, Now, PeerKey, Router, RouterConfig};
+use crate::router::{ConnId, Entropy, Now, Router, RouterConfig};
 use crate::socket_options;
 use crate::tls::{TlsAcceptor, Transport};
 
@@ -128,7 +129,7 @@ pub struct Server {
     nodelay_inherited: bool,
     /// Open sockets per peer address, so one address cannot take the whole server. SipHash here:
     /// peers choose their addresses (an IPv6 /64 is plenty to aim collisions at a weak hash).
-    per_ip: HashMap<PeerKey, u32>,
+    per_ip: HashMap<u128, u32>,
     /// 0 = unlimited.
     max_per_ip: u32,
     shutdown_deadline: Option<Instant>,
@@ -173,7 +174,7 @@ impl Server {
             rate_friend_requests_per_min: config.rate_friend_requests,
             max_message_bytes: config.max_message_bytes,
             // The same per-address bound for sessions as for sockets: sessions outlive sockets.
-            max_sessions_per_peer: config.max_connections_per_ip as usize,
+            max_sessions_per_peer: config.max_connections_per_ip,
             ..RouterConfig::defaults()
         };
         let ws_config = connection::ws_config(config.max_message_bytes);
@@ -501,7 +502,10 @@ impl Server {
             }
             Outcome::Opened => {
                 log::debug!("connection {} opened a WebSocket", token.0);
-                let peer = self.conns.get(&token).map_or(0, |conn| peer_key(conn.peer));
+                let peer = self
+                    .conns
+                    .get(&token)
+                    .map_or(ClientAddr::UNSPECIFIED, |conn| ClientAddr::new(conn.peer));
                 self.router.open_from(token.0 as ConnId, peer, clock.router);
                 self.counters.websockets += 1;
                 self.sync_interest(token);
@@ -743,7 +747,7 @@ const EVENTS_PER_TURN: usize = 64;
 
 /// One network peer for the per-address limits: an IPv4 address, or an IPv6 /64 (the smallest
 /// block a home or a server is usually given, so one attacker holds a whole /64).
-fn peer_key(ip: IpAddr) -> PeerKey {
+fn peer_key(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u128::from(v4.to_bits()),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -221,7 +221,7 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                     max_queue_len: queue_len,
                     max_buffered_bytes: buffered,
                     max_pending_requests: pending,
-                    max_sessions_per_peer: per_peer,
+                    max_sessions_per_peer: per_peer as u32,
                 }
             },
         )
@@ -309,7 +309,7 @@ impl Model {
         }
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.router.open_from(conn, u128::from(conn % 2), self.now);
+        self.router.open_from(conn, peer_of(conn), self.now);
         self.open.insert(conn);
         self.slots[slot] = Some(conn);
         conn
@@ -960,7 +960,7 @@ impl Model {
         for id in live {
             let conn = self.next_conn;
             self.next_conn += 1;
-            self.router.open_from(conn, u128::from(conn % 2), self.now);
+            self.router.open_from(conn, peer_of(conn), self.now);
             self.open.insert(conn);
             let token = self.tokens.get(&id).cloned().unwrap_or_default();
             let text =
@@ -1042,4 +1042,14 @@ proptest! {
         }
         model.finish()?;
     }
+}
+
+/// Connections alternate between two client addresses, so per-address limits are exercised.
+fn peer_of(conn: u64) -> secchat::address::ClientAddr {
+    let host = if conn % 2 == 0 {
+        [192, 0, 2, 1]
+    } else {
+        [192, 0, 2, 2]
+    };
+    secchat::address::ClientAddr::new(std::net::IpAddr::from(host))
 }

@@ -243,7 +243,7 @@ impl Harness {
         }
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.router.open_from(conn, u128::from(conn % 2), self.now);
+        self.router.open_from(conn, peer_of(conn), self.now);
         self.open.insert(conn);
         self.slots[slot] = Some(conn);
         conn
@@ -614,7 +614,7 @@ impl Harness {
             let token = self.tokens.get(&id).cloned().unwrap_or_default();
             let conn = self.next_conn;
             self.next_conn += 1;
-            self.router.open_from(conn, u128::from(conn % 2), self.now);
+            self.router.open_from(conn, peer_of(conn), self.now);
             self.open.insert(conn);
             let frame = json!({"type": "CONNECT", "resume": {"id": id, "token": token}});
             let out = self.text(conn, &frame.to_string());
@@ -649,4 +649,10 @@ fn frames_to(out: &[Action], conn: ConnId) -> impl Iterator<Item = Value> + '_ {
         Action::Send { conn: to, frame } if *to == conn => serde_json::from_str(frame).ok(),
         _ => None,
     })
+}
+
+/// Connections alternate between two client addresses, so per-address limits are exercised.
+fn peer_of(conn: u64) -> secchat::address::ClientAddr {
+    let host = if conn % 2 == 0 { [192, 0, 2, 1] } else { [192, 0, 2, 2] };
+    secchat::address::ClientAddr::new(std::net::IpAddr::from(host))
 }

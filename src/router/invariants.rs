@@ -2,6 +2,7 @@
 
 use super::limits::FLOOD_ERRORS;
 use super::{Entropy, Router, timer_is_live};
+use crate::address::BlockCounts;
 use crate::id::Id;
 
 macro_rules! ensure {
@@ -23,31 +24,21 @@ impl<E: Entropy> Router<E> {
         self.check_timers()
     }
 
-    /// Each peer's session count is exactly its live sessions, and within the limit.
+    /// Each address block's session count is exactly its live sessions, and within the limit.
     fn check_peer_counts(&self) -> Result<(), String> {
-        if self.config.max_sessions_per_peer == 0 {
-            ensure!(
-                self.sessions_per_peer.is_empty(),
-                "peer counts kept without a limit"
-            );
-            return Ok(());
-        }
-        let mut counted = std::collections::HashMap::new();
-        for session in self.sessions.values() {
-            *counted.entry(session.peer).or_insert(0usize) += 1;
-        }
+        let counted = BlockCounts::recount(
+            self.config.max_sessions_per_peer,
+            self.sessions.values().map(|session| session.peer),
+        );
         ensure!(
             counted == self.sessions_per_peer,
-            "peer counts {:?} but sessions say {counted:?}",
+            "address counts {:?} but sessions say {counted:?}",
             self.sessions_per_peer
         );
-        for count in counted.values() {
-            ensure!(
-                *count <= self.config.max_sessions_per_peer,
-                "{count} sessions from one peer, over {}",
-                self.config.max_sessions_per_peer
-            );
-        }
+        ensure!(
+            counted.within_limits(),
+            "sessions over a block's limit: {counted:?}"
+        );
         Ok(())
     }
 

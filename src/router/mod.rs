@@ -52,8 +52,7 @@ mod tests;
 
 use serde_json::value::RawValue;
 
-use std::collections::HashMap;
-
+use crate::address::{BlockCounts, ClientAddr};
 use crate::id::{Id, TOKEN_BYTES, TOKEN_LEN, Token};
 use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume, ServerFrame};
 use fasthash::FastMap;
@@ -121,15 +120,13 @@ pub struct RouterConfig {
     pub max_buffered_bytes: usize,
     /// Outgoing friend requests one session may have pending at once (beyond: `rate_limited`).
     pub max_pending_requests: usize,
-    /// Sessions (connected or in their resume window) created from one [`PeerKey`]; beyond it a
-    /// new session is refused like a full server. 0 = unlimited. Without it, one address could
-    /// fill the server by connecting and dropping: sessions outlive their sockets.
-    pub max_sessions_per_peer: usize,
+    /// Sessions (connected or in their resume window) created from one client address (an IPv4
+    /// address or an IPv6 /64; its /56 and /48 hold [`crate::address::BLOCK_SHARES`] times as
+    /// many); beyond it a new session is refused like a full server. 0 = unlimited. Without it,
+    /// one address could fill the server by connecting and dropping: sessions outlive their
+    /// sockets.
+    pub max_sessions_per_peer: u32,
 }
-
-/// Groups the connections of one network peer (an IPv4 address, an IPv6 /64), chosen by the
-/// event loop; 0 for callers that do not group (tests, benches).
-pub type PeerKey = u128;
 
 impl RouterConfig {
     /// Defaults matching PROTOCOL.md §7 and docs/PROTOCOL.md.
@@ -217,10 +214,10 @@ const MS_PER_SECOND: u64 = 1_000;
 const MS_PER_MINUTE: u64 = 60_000;
 
 /// What the router knows about one open WebSocket connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Conn {
     session: Option<Id>,
-    peer: PeerKey,
+    peer: ClientAddr,
     /// Bytes the loop had left unsent at its last flush, plus the frames emitted since.
     unsent: usize,
     errors: ErrorWindow,
@@ -243,9 +240,9 @@ pub struct Router<E: Entropy> {
     entropy: E,
     conns: FastMap<ConnId, Conn>,
     sessions: FastMap<Id, Session>,
-    /// Live sessions per creating peer, only while `max_sessions_per_peer` is set. SipHash: the
-    /// peer chooses its address.
-    sessions_per_peer: HashMap<PeerKey, usize>,
+    /// Live sessions per block of the creating client's address (nothing while
+    /// `max_sessions_per_peer` is 0).
+    sessions_per_peer: BlockCounts,
     timers: ResumeTimers,
     sessions_resuming: usize,
     queued_frames: usize,
@@ -259,11 +256,11 @@ pub struct Router<E: Entropy> {
 impl<E: Entropy> Router<E> {
     pub fn new(config: RouterConfig, entropy: E) -> Self {
         Router {
+            sessions_per_peer: BlockCounts::new(config.max_sessions_per_peer),
             config,
             entropy,
             conns: FastMap::default(),
             sessions: FastMap::default(),
-            sessions_per_peer: HashMap::new(),
             timers: ResumeTimers::default(),
             sessions_resuming: 0,
             queued_frames: 0,
@@ -280,14 +277,22 @@ impl<E: Entropy> Router<E> {
 
     /// A WebSocket connection finished its handshake.
     pub fn open(&mut self, conn: ConnId, now: Now) {
-        self.open_from(conn, 0, now);
+        self.open_from(conn, ClientAddr::UNSPECIFIED, now);
     }
 
-    /// Like [`Router::open`], for a connection from `peer` (see
+    /// Like [`Router::open`], for a connection from the client at `peer` (see
     /// [`RouterConfig::max_sessions_per_peer`]).
-    pub fn open_from(&mut self, conn: ConnId, peer: PeerKey, now: Now) {
+    pub fn open_from(&mut self, conn: ConnId, peer: ClientAddr, now: Now) {
         let _ = now;
-        self.conns.entry(conn).or_default().peer = peer;
+        self.conns
+            .entry(conn)
+            .or_insert_with(|| Conn {
+                session: None,
+                peer,
+                unsent: 0,
+                errors: ErrorWindow::default(),
+            })
+            .peer = peer;
     }
 
     /// A complete text message arrived on `conn`.
@@ -669,11 +674,13 @@ impl<E: Entropy> Router<E> {
                 return Ok(());
             }
         }
-        let peer = self.conns.get(&conn).map_or(0, |state| state.peer);
-        let peer_full = self.config.max_sessions_per_peer != 0
-            && self.sessions_per_peer.get(&peer).copied().unwrap_or(0)
-                >= self.config.max_sessions_per_peer;
-        if self.sessions.len() >= self.config.max_sessions || peer_full {
+        let peer = self
+            .conns
+            .get(&conn)
+            .map_or(ClientAddr::UNSPECIFIED, |state| state.peer);
+        if self.sessions.len() >= self.config.max_sessions
+            || !self.sessions_per_peer.try_acquire(peer)
+        {
             self.count_error(ErrorCode::ServerFull);
             let refusal = protocol::error(ErrorCode::ServerFull, reference);
             self.send(conn, ServerFrame::Encoded(&refusal), out);
@@ -683,9 +690,6 @@ impl<E: Entropy> Router<E> {
         }
         let id = self.fresh_id();
         let token = self.fresh_token();
-        if self.config.max_sessions_per_peer != 0 {
-            *self.sessions_per_peer.entry(peer).or_insert(0) += 1;
-        }
         let session = Session {
             token,
             peer,
@@ -839,12 +843,7 @@ impl<E: Entropy> Router<E> {
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
-        if let Some(count) = self.sessions_per_peer.get_mut(&session.peer) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.sessions_per_peer.remove(&session.peer);
-            }
-        }
+        self.sessions_per_peer.release(session.peer);
         match session.conn {
             None => self.sessions_resuming -= 1,
             Some(conn) => {

@@ -16,7 +16,7 @@ pub struct Session {
     pub token: Token,
     /// The peer that created the session; it counts against that peer's session limit until
     /// the session ends, wherever it is resumed from.
-    pub peer: super::PeerKey,
+    pub peer: crate::address::ClientAddr,
     pub conn: Option<ConnId>,
     /// Which resume-window timer entry is live for this session (see `timers.rs`).
     pub timer_generation: u64,

@@ -334,7 +334,7 @@ fn one_peer_cannot_fill_the_server_with_sessions_in_their_resume_window() {
         max_sessions_per_peer: 2,
         ..RouterConfig::defaults()
     });
-    let peer_a: PeerKey = 7;
+    let peer_a = addr("192.0.2.7");
     let mut first = None;
     // Connect and drop twice: both sessions wait in their resume window, still counted.
     for conn in 1..=2 {
@@ -349,14 +349,14 @@ fn one_peer_cannot_fill_the_server_with_sessions_in_their_resume_window() {
     assert_eq!(error_code(&actions, 3), "server_full");
     assert_eq!(closes(&actions), vec![(3, close_code::SERVER_FULL)]);
     // Another peer is not affected.
-    h.router.open_from(4, 8, h.now);
+    h.router.open_from(4, addr("192.0.2.8"), h.now);
     assert_eq!(
         only_frame_to(&h.json(4, json!({"type":"CONNECT"})), 4)["type"],
         "CONNECT"
     );
     // Resuming is never refused, from anywhere; it stays counted for its creator.
     let first = first.unwrap();
-    h.router.open_from(5, 9, h.now);
+    h.router.open_from(5, addr("192.0.2.9"), h.now);
     let resumed = only_frame_to(
         &h.json(
             5,
@@ -1495,4 +1495,8 @@ fn repeated_drops_and_resumes_keep_the_timer_heap_small() {
         "stale entries never accumulated: compaction untested"
     );
     assert_eq!(h.router.next_deadline_ms(), Some(h.now.mono_ms + 30_000));
+}
+
+fn addr(text: &str) -> ClientAddr {
+    ClientAddr::new(text.parse().expect("a test address"))
 }
