@@ -54,7 +54,7 @@ impl ClientAddr {
     /// into [`BLOCK_SHARES`]).
     pub fn blocks(self) -> impl Iterator<Item = (usize, Block)> {
         let (bits, lens): (u128, &'static [u8]) = match self.0 {
-            IpAddr::V4(v4) => (u128::from(v4.to_ipv6_mapped().to_bits()), &[128]),
+            IpAddr::V4(v4) => (v4.to_ipv6_mapped().to_bits(), &[128]),
             IpAddr::V6(v6) => (v6.to_bits(), &IPV6_BLOCKS),
         };
         lens.iter().enumerate().map(move |(level, &len)| {
