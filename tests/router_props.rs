@@ -1046,7 +1046,7 @@ proptest! {
 
 /// Connections alternate between two client addresses, so per-address limits are exercised.
 fn peer_of(conn: u64) -> secchat::address::ClientAddr {
-    let host = if conn % 2 == 0 {
+    let host = if conn.is_multiple_of(2) {
         [192, 0, 2, 1]
     } else {
         [192, 0, 2, 2]

@@ -653,6 +653,6 @@ fn frames_to(out: &[Action], conn: ConnId) -> impl Iterator<Item = Value> + '_ {
 
 /// Connections alternate between two client addresses, so per-address limits are exercised.
 fn peer_of(conn: u64) -> secchat::address::ClientAddr {
-    let host = if conn % 2 == 0 { [192, 0, 2, 1] } else { [192, 0, 2, 2] };
+    let host = if conn.is_multiple_of(2) { [192, 0, 2, 1] } else { [192, 0, 2, 2] };
     secchat::address::ClientAddr::new(std::net::IpAddr::from(host))
 }
