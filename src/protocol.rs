@@ -45,10 +45,12 @@ pub enum ErrorCode {
     NotEncrypted,
     RateLimited,
     PeerBusy,
+    KeyTooLarge,
+    TooManyRequests,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -65,6 +67,8 @@ impl ErrorCode {
         ErrorCode::NotEncrypted,
         ErrorCode::RateLimited,
         ErrorCode::PeerBusy,
+        ErrorCode::KeyTooLarge,
+        ErrorCode::TooManyRequests,
     ];
 
     /// The `code` on the wire.
@@ -86,6 +90,8 @@ impl ErrorCode {
             ErrorCode::NotEncrypted => "not_encrypted",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::PeerBusy => "peer_busy",
+            ErrorCode::KeyTooLarge => "key_too_large",
+            ErrorCode::TooManyRequests => "too_many_requests",
         }
     }
 
@@ -125,12 +131,22 @@ impl ErrorCode {
             }
             ErrorCode::RateLimited => "You are sending too fast; wait a moment and try again.",
             ErrorCode::PeerBusy => "The recipient is not keeping up; wait a moment and try again.",
+            ErrorCode::KeyTooLarge => {
+                "public_key is larger than 16384 bytes; export the key without third-party signatures and old user IDs."
+            }
+            ErrorCode::TooManyRequests => {
+                "The recipient has too many pending friend requests or received too many recently; try again in a minute."
+            }
         }
     }
 
-    /// Whether this error counts toward closing the connection for an error flood (§5).
+    /// Whether this error counts toward closing the connection for an error flood (§5). Not
+    /// the ones that report someone else's state, which the sender cannot know in advance.
     pub fn counts_toward_flood(self) -> bool {
-        !matches!(self, ErrorCode::PeerBusy | ErrorCode::ServerFull)
+        !matches!(
+            self,
+            ErrorCode::PeerBusy | ErrorCode::ServerFull | ErrorCode::TooManyRequests
+        )
     }
 }
 
@@ -149,6 +165,9 @@ pub struct Frame<'a> {
 pub enum Request<'a> {
     Connect {
         resume: Option<Resume>,
+        /// The protocol version both sides speak: the client's `version` (1 when absent),
+        /// capped at [`PROTOCOL_VERSION`].
+        version: u8,
     },
     FriendRequest {
         /// `None`: not a valid ID (`bad_id`).
@@ -189,9 +208,11 @@ impl fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let present = |raw: &Option<&RawValue>| raw.map(|_| "<present>");
         match self {
-            Request::Connect { resume } => {
-                f.debug_struct("Connect").field("resume", resume).finish()
-            }
+            Request::Connect { resume, version } => f
+                .debug_struct("Connect")
+                .field("resume", resume)
+                .field("version", version)
+                .finish(),
             Request::FriendRequest { to, public_key } => f
                 .debug_struct("FriendRequest")
                 .field("to", to)
@@ -257,6 +278,8 @@ struct Fields<'a> {
     payload: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     resume: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    version: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +351,7 @@ fn frame_from(fields: Fields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
                 None => None,
                 Some(raw) => Some(decode_resume(raw).ok_or_else(bad_request)?),
             },
+            version: decode_version(fields.version).ok_or_else(bad_request)?,
         },
         Kind::FriendRequest => Request::FriendRequest {
             to: target(fields.to).ok_or_else(bad_request)?,
@@ -416,6 +440,7 @@ enum KnownKey {
     PublicKey,
     Payload,
     Resume,
+    Version,
 }
 
 impl<'a> Fields<'a> {
@@ -427,6 +452,7 @@ impl<'a> Fields<'a> {
             KnownKey::PublicKey => &mut self.public_key,
             KnownKey::Payload => &mut self.payload,
             KnownKey::Resume => &mut self.resume,
+            KnownKey::Version => &mut self.version,
         }
     }
 }
@@ -445,6 +471,7 @@ fn known_key(rest: &[u8]) -> Option<(usize, KnownKey)> {
             (b"\"ref\":", KnownKey::Ref),
             (b"\"resume\":", KnownKey::Resume),
         ],
+        b'v' => &[(b"\"version\":", KnownKey::Version)],
         _ => return None,
     };
     candidates
@@ -618,6 +645,19 @@ fn target(raw: Option<&RawValue>) -> Option<Option<Id>> {
         Some(text) => Id::parse_units(text.iter().map(|&byte| byte.is_ascii().then_some(byte))),
         None => Id::parse_units(ascii_units(raw)),
     })
+}
+
+/// The newest protocol version this server speaks (docs/PROTOCOL.md §9).
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// CONNECT's `version`: absent is 1; a positive integer is capped at [`PROTOCOL_VERSION`];
+/// anything else (`None`) is `bad_request`.
+fn decode_version(raw: Option<&RawValue>) -> Option<u8> {
+    let Some(raw) = raw else {
+        return Some(1);
+    };
+    let asked: u64 = serde_json::from_str(raw.get()).ok()?;
+    (asked >= 1).then(|| u8::try_from(asked.min(u64::from(PROTOCOL_VERSION))).unwrap_or(1))
 }
 
 /// `None` when `resume` is not an object with string `id` and `token` (or repeats a key).
@@ -905,6 +945,11 @@ pub fn friend_decline(from: Id) -> String {
     format!(r#"{{"type":"FRIEND_DECLINE","from":"{from}"}}"#)
 }
 
+/// `{"type":"FRIEND_CANCEL","from":..}`: a pending request from `from` is gone (version 2).
+pub fn friend_cancel(from: Id) -> String {
+    format!(r#"{{"type":"FRIEND_CANCEL","from":"{from}"}}"#)
+}
+
 /// `{"type":"FRIEND_REMOVE","from":..}`.
 pub fn friend_remove(from: Id) -> String {
     format!(r#"{{"type":"FRIEND_REMOVE","from":"{from}"}}"#)
@@ -941,6 +986,7 @@ pub fn connect_reply(
     resumed: bool,
     friends: impl ExactSizeIterator<Item = (Id, bool)>,
     max_message_bytes: usize,
+    version: u8,
 ) -> String {
     const FRIEND_ENTRY_MAX: usize = r#"{"id":"XXXXXX","online":false},"#.len();
     let mut frame = String::with_capacity(160 + friends.len() * FRIEND_ENTRY_MAX);
@@ -967,7 +1013,13 @@ pub fn connect_reply(
     }
     frame.push_str(r#"],"limits":{"max_message_bytes":"#);
     push_decimal(&mut frame, max_message_bytes as u64);
-    frame.push_str("}}");
+    frame.push('}');
+    // A version-1 reply stays exactly as version 1 defined it.
+    if version >= 2 {
+        frame.push_str(r#","version":"#);
+        push_decimal(&mut frame, u64::from(version));
+    }
+    frame.push('}');
     frame
 }
 
@@ -1198,6 +1250,7 @@ mod tests {
         match decode(&text).map(|f| f.request) {
             Ok(Request::Connect {
                 resume: Some(resume),
+                ..
             }) => {
                 assert_eq!(resume.id, Id::parse("K7Q2ZD"));
                 assert_eq!(
@@ -1211,6 +1264,7 @@ mod tests {
         match decode(text).map(|f| f.request) {
             Ok(Request::Connect {
                 resume: Some(resume),
+                ..
             }) => {
                 assert_eq!(resume.id, None);
                 assert_eq!(resume.token, None);
@@ -1377,6 +1431,7 @@ mod tests {
             true,
             [(friend, true), (id, false)].into_iter(),
             65536,
+            1,
         ));
         assert_eq!(
             reply,
@@ -1384,9 +1439,37 @@ mod tests {
                 "friends":[{"id":friend.to_string(),"online":true},{"id":"K7Q2ZD","online":false}],
                 "limits":{"max_message_bytes":65536}})
         );
-        let empty = parse(&connect_reply(id, &token, false, std::iter::empty(), 1));
+        let empty = parse(&connect_reply(id, &token, false, std::iter::empty(), 1, 2));
         assert_eq!(empty["friends"], serde_json::json!([]));
         assert_eq!(empty["resumed"], false);
+        assert_eq!(empty["version"], 2, "a version-2 reply says so");
+        assert_eq!(
+            reply.get("version"),
+            None,
+            "a version-1 reply is as v1 defined it"
+        );
+    }
+
+    #[test]
+    fn connect_version_is_a_positive_integer_capped_at_ours() {
+        let version = |text: &str| match decode(text).map(|frame| frame.request) {
+            Ok(Request::Connect { version, .. }) => Ok(version),
+            Ok(other) => panic!("not a CONNECT: {other:?}"),
+            Err(rejected) => Err(rejected.code),
+        };
+        assert_eq!(version(r#"{"type":"CONNECT"}"#), Ok(1));
+        assert_eq!(version(r#"{"type":"CONNECT","version":1}"#), Ok(1));
+        assert_eq!(version(r#"{"type":"CONNECT","version":2}"#), Ok(2));
+        assert_eq!(version(r#"{"type":"CONNECT","version":99}"#), Ok(2));
+        for bad in ["0", "-1", "1.5", "\"2\"", "null", "[2]", "1e400"] {
+            let text = format!(r#"{{"type":"CONNECT","version":{bad}}}"#);
+            assert_eq!(version(&text), Err(ErrorCode::BadRequest), "{text}");
+        }
+        assert_eq!(
+            version(r#"{"type":"CONNECT","version":2,"version":2}"#),
+            Err(ErrorCode::BadRequest),
+            "a repeated known key"
+        );
     }
 
     #[test]

@@ -175,6 +175,15 @@ impl Server {
             max_message_bytes: config.max_message_bytes,
             // The same per-address bound for sessions as for sockets: sessions outlive sockets.
             max_sessions_per_peer: config.max_connections_per_ip,
+            // Over time, one address may start twice as many sessions per minute as it may
+            // hold, and send twice one session's friend requests; `--max-connections-per-ip 0`
+            // turns every per-address limit off.
+            rate_sessions_per_address_per_min: config.max_connections_per_ip.saturating_mul(2),
+            rate_friend_requests_per_address_per_min: if config.max_connections_per_ip == 0 {
+                0
+            } else {
+                config.rate_friend_requests.saturating_mul(2)
+            },
             ..RouterConfig::defaults()
         };
         let ws_config = connection::ws_config(config.max_message_bytes);

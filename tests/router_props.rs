@@ -196,6 +196,14 @@ fn config() -> impl Strategy<Value = RouterConfig> {
         1..4usize,
         prop_oneof![Just(0usize), Just(1), Just(2)],
         prop_oneof![Just(1_000usize), Just(64 << 20)],
+        (
+            prop_oneof![Just(0u32), Just(3)],
+            prop_oneof![Just(0u32), Just(3)],
+            prop_oneof![Just(40usize), Just(16_384)],
+            1..4usize,
+            1..3usize,
+            prop_oneof![Just(0u32), Just(2)],
+        ),
     )
         .prop_map(
             |(
@@ -209,6 +217,14 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                 pending,
                 per_peer,
                 buffered,
+                (
+                    session_rate,
+                    request_rate,
+                    max_key,
+                    pending_in,
+                    pending_in_per_address,
+                    incoming_rate,
+                ),
             )| {
                 RouterConfig {
                     max_sessions: sessions,
@@ -222,6 +238,12 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                     max_buffered_bytes: buffered,
                     max_pending_requests: pending,
                     max_sessions_per_peer: per_peer as u32,
+                    rate_sessions_per_address_per_min: session_rate,
+                    rate_friend_requests_per_address_per_min: request_rate,
+                    max_public_key_bytes: max_key,
+                    max_pending_incoming: pending_in,
+                    max_pending_incoming_per_address: pending_in_per_address,
+                    rate_incoming_requests_per_min: incoming_rate,
                 }
             },
         )
@@ -256,6 +278,9 @@ struct Model {
     friends: HashSet<(String, String)>,
     /// Pending friend requests as (requester, target).
     pending: HashSet<(String, String)>,
+    /// Pending requests whose requester the model saw die, until their FRIEND_CANCEL arrives
+    /// (the model may learn of a death before it observes the frames it caused).
+    cancelled: HashSet<(String, String)>,
     ledger: Vec<Entry>,
     by_marker: HashMap<u64, usize>,
     by_ref: HashMap<String, usize>,
@@ -295,6 +320,7 @@ impl Model {
             issued: Vec::new(),
             friends: HashSet::new(),
             pending: HashSet::new(),
+            cancelled: HashSet::new(),
             ledger: Vec::new(),
             by_marker: HashMap::new(),
             by_ref: HashMap::new(),
@@ -320,7 +346,7 @@ impl Model {
     fn session_conn(&mut self, slot: usize) -> Result<Option<ConnId>, TestCaseError> {
         let conn = self.conn_of(slot);
         if !self.conn_session.contains_key(&conn) {
-            self.text(conn, r#"{"type":"CONNECT"}"#)?;
+            self.text(conn, connect_of(conn))?;
         }
         Ok(self.conn_session.contains_key(&conn).then_some(conn))
     }
@@ -394,6 +420,11 @@ impl Model {
         self.alive.remove(id);
         self.window.remove(id);
         self.friends.retain(|(a, b)| a != id && b != id);
+        for request in &self.pending {
+            if request.0 == id {
+                self.cancelled.insert(request.clone());
+            }
+        }
         self.pending.retain(|(a, b)| a != id && b != id);
     }
 
@@ -537,6 +568,21 @@ impl Model {
                     );
                 }
             }
+            "FRIEND_CANCEL" => {
+                prop_assert!(
+                    conn.is_multiple_of(2),
+                    "FRIEND_CANCEL to a version-1 client"
+                );
+                // Sent while the requester's session ends, before the model sees it end.
+                let request = (
+                    field(value, "from").to_owned(),
+                    receiver.unwrap_or_default(),
+                );
+                prop_assert!(
+                    self.pending.remove(&request) || self.cancelled.remove(&request),
+                    "FRIEND_CANCEL for no pending request"
+                );
+            }
             "DISCONNECT" | "ACK" | "ERROR" | "PONG" | "FRIEND_REQUEST" | "FRIEND_ACCEPT"
             | "FRIEND_DECLINE" | "FRIEND_REMOVE" => {}
             other => prop_assert!(false, "unexpected frame type {other}"),
@@ -615,7 +661,11 @@ impl Model {
             Op::Connect { slot, with_ref } => {
                 let conn = self.conn_of(*slot);
                 let reference = self.fresh_ref(*with_ref);
-                let text = with(r#"{"type":"CONNECT""#.to_owned(), reference.as_deref());
+                let connect = connect_of(conn);
+                let text = with(
+                    connect[..connect.len() - 1].to_owned(),
+                    reference.as_deref(),
+                );
                 self.text(conn, &text)?;
             }
             Op::Resume { slot, who, corrupt } => {
@@ -1052,4 +1102,13 @@ fn peer_of(conn: u64) -> secchat::address::ClientAddr {
         [192, 0, 2, 2]
     };
     secchat::address::ClientAddr::new(std::net::IpAddr::from(host))
+}
+
+/// Even connections speak version 2 (and get FRIEND_CANCEL), odd ones version 1.
+fn connect_of(conn: ConnId) -> &'static str {
+    if conn.is_multiple_of(2) {
+        r#"{"type":"CONNECT","version":2}"#
+    } else {
+        r#"{"type":"CONNECT"}"#
+    }
 }

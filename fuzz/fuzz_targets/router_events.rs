@@ -96,6 +96,12 @@ impl Harness {
             max_pending_requests: input.int_in_range(1..=4)?,
             max_sessions_per_peer: *input.choose(&[0, 1, 3])?,
             max_buffered_bytes: *input.choose(&[1_000, 64 << 20])?,
+            rate_sessions_per_address_per_min: *input.choose(&[0, 3])?,
+            rate_friend_requests_per_address_per_min: *input.choose(&[0, 3])?,
+            max_public_key_bytes: *input.choose(&[40, 16_384])?,
+            max_pending_incoming: input.int_in_range(1..=3)?,
+            max_pending_incoming_per_address: input.int_in_range(1..=2)?,
+            rate_incoming_requests_per_min: *input.choose(&[0, 2])?,
         };
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {
@@ -134,6 +140,9 @@ impl Harness {
             1 => {
                 let with_ref = input.arbitrary()?;
                 let mut frame = json!({"type": "CONNECT"});
+                if input.arbitrary()? {
+                    frame["version"] = json!(2);
+                }
                 if with_ref {
                     frame["ref"] = json!("c");
                 }
@@ -521,6 +530,13 @@ impl Harness {
         let receiver = self.conn_session.get(&conn).cloned();
         match value["type"].as_str().unwrap_or("") {
             "CONNECT" => self.observe_connect(conn, value),
+            "FRIEND_CANCEL" => {
+                let from = value["from"].as_str().unwrap_or("");
+                assert!(
+                    !self.conn_session.values().any(|id| id == from),
+                    "FRIEND_CANCEL while the requester is connected"
+                );
+            }
             "MESSAGE" => {
                 let payload = value["payload"].as_str().unwrap_or("");
                 let marker = payload.strip_prefix(ARMOR).and_then(|m| m.parse().ok());

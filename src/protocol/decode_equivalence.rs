@@ -48,6 +48,7 @@ fn reference_decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
                 None => None,
                 Some(raw) => Some(decode_resume(raw).ok_or_else(bad_request)?),
             },
+            version: decode_version(fields.version).ok_or_else(bad_request)?,
         },
         Kind::FriendRequest => Request::FriendRequest {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
@@ -134,8 +135,8 @@ fn outcome(text: &str, result: &Result<Frame<'_>, Rejected<'_>>) -> String {
         ),
         Ok(frame) => {
             let request = match &frame.request {
-                Request::Connect { resume } => format!(
-                    "Connect {:?}",
+                Request::Connect { resume, version } => format!(
+                    "Connect {:?} v{version}",
                     resume.as_ref().map(|r| (r.id, r.token.map(|t| t.to_vec())))
                 ),
                 Request::FriendRequest { to, public_key } => {

@@ -52,7 +52,7 @@ mod tests;
 
 use serde_json::value::RawValue;
 
-use crate::address::{BlockCounts, ClientAddr};
+use crate::address::{BlockCounts, BlockRates, ClientAddr};
 use crate::id::{Id, TOKEN_BYTES, TOKEN_LEN, Token};
 use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume, ServerFrame};
 use fasthash::FastMap;
@@ -126,6 +126,24 @@ pub struct RouterConfig {
     /// one address could fill the server by connecting and dropping: sessions outlive their
     /// sockets.
     pub max_sessions_per_peer: u32,
+    /// New sessions per minute created from one client address (burst the same; nested blocks
+    /// as above). 0 = unlimited. Bounds churn: sessions that connect, act and leave at once.
+    pub rate_sessions_per_address_per_min: u32,
+    /// FRIEND_REQUESTs per minute from one client address across all its sessions (burst the
+    /// same; nested blocks). 0 = unlimited. Without it, a new session per request would bypass
+    /// the per-session rate.
+    pub rate_friend_requests_per_address_per_min: u32,
+    /// Largest `public_key` in FRIEND_REQUEST and FRIEND_ACCEPT: the JSON string as received,
+    /// without its quotes (beyond: `key_too_large`).
+    pub max_public_key_bytes: usize,
+    /// Pending friend requests one session may have received at once (beyond:
+    /// `too_many_requests` to the sender).
+    pub max_pending_incoming: usize,
+    /// ... of which at most this many from sessions created by one address (an IPv4 address or
+    /// an IPv6 /64), so one address cannot take all of them.
+    pub max_pending_incoming_per_address: usize,
+    /// FRIEND_REQUESTs one session may receive per minute (burst the same). 0 = unlimited.
+    pub rate_incoming_requests_per_min: u32,
 }
 
 impl RouterConfig {
@@ -143,6 +161,12 @@ impl RouterConfig {
             max_buffered_bytes: 64 * 1024 * 1024,
             max_pending_requests: 256,
             max_sessions_per_peer: 0,
+            rate_sessions_per_address_per_min: 0,
+            rate_friend_requests_per_address_per_min: 0,
+            max_public_key_bytes: 16 * 1024,
+            max_pending_incoming: 32,
+            max_pending_incoming_per_address: 8,
+            rate_incoming_requests_per_min: 60,
         }
     }
 }
@@ -210,6 +234,10 @@ pub mod close_code {
 /// by this (16 KiB of unsent output and of resume queue with the defaults).
 const BUDGET_SQUEEZE: usize = 16;
 
+/// A FRIEND_REQUEST may fill only this fraction of a recipient's caps (unsent bytes, resume
+/// queue): the rest stays for its friends' messages, whoever sends requests.
+const REQUEST_ROOM_SHARE: usize = 4;
+
 const MS_PER_SECOND: u64 = 1_000;
 const MS_PER_MINUTE: u64 = 60_000;
 
@@ -243,6 +271,10 @@ pub struct Router<E: Entropy> {
     /// Live sessions per block of the creating client's address (nothing while
     /// `max_sessions_per_peer` is 0).
     sessions_per_peer: BlockCounts,
+    /// New sessions per address block over time.
+    session_starts: BlockRates,
+    /// Friend requests per address block over time.
+    requests_per_address: BlockRates,
     timers: ResumeTimers,
     sessions_resuming: usize,
     queued_frames: usize,
@@ -257,6 +289,14 @@ impl<E: Entropy> Router<E> {
     pub fn new(config: RouterConfig, entropy: E) -> Self {
         Router {
             sessions_per_peer: BlockCounts::new(config.max_sessions_per_peer),
+            session_starts: BlockRates::new(
+                config.rate_sessions_per_address_per_min,
+                MS_PER_MINUTE,
+            ),
+            requests_per_address: BlockRates::new(
+                config.rate_friend_requests_per_address_per_min,
+                MS_PER_MINUTE,
+            ),
             config,
             entropy,
             conns: FastMap::default(),
@@ -315,7 +355,9 @@ impl<E: Entropy> Router<E> {
                 self.send(conn, ServerFrame::Encoded(&protocol::pong(reference)), out);
                 Ok(())
             }
-            (Request::Connect { resume }, None) => self.connect(conn, resume, reference, now, out),
+            (Request::Connect { resume, version }, None) => {
+                self.connect(conn, resume, version, reference, now, out)
+            }
             (Request::Connect { .. }, Some(_)) => Err(ErrorCode::AlreadyConnected),
             (_, None) => Err(ErrorCode::NotConnected),
             (request, Some(id)) => {
@@ -525,6 +567,7 @@ impl<E: Entropy> Router<E> {
         }
         let rate = self.config.rate_friend_requests_per_min;
         let max_pending = self.config.max_pending_requests;
+        let max_key = self.config.max_public_key_bytes;
         let sender = self
             .sessions
             .get_mut(&caller.id)
@@ -532,7 +575,7 @@ impl<E: Entropy> Router<E> {
         if sender.friends.contains(&to) {
             return Err(ErrorCode::AlreadyFriends);
         }
-        let public_key = public_key.ok_or(ErrorCode::BadKey)?;
+        let public_key = checked_key(public_key, max_key)?;
         let repeated = sender.pending_out.contains(&to);
         if !repeated && sender.pending_out.len() >= max_pending {
             return Err(ErrorCode::RateLimited);
@@ -548,7 +591,15 @@ impl<E: Entropy> Router<E> {
             self.ack(caller, false, out);
             return Ok(());
         }
-        if self.is_busy(to) {
+        let address = self
+            .conns
+            .get(&caller.conn)
+            .map_or(ClientAddr::UNSPECIFIED, |state| state.peer);
+        if !self.requests_per_address.try_take(address, now.mono_ms) {
+            return Err(ErrorCode::RateLimited);
+        }
+        self.check_room_for_request(caller.id, to, now)?;
+        if self.is_busy(to, REQUEST_ROOM_SHARE) {
             return Err(ErrorCode::PeerBusy);
         }
         if let Some(sender) = self.sessions.get_mut(&caller.id) {
@@ -567,6 +618,43 @@ impl<E: Entropy> Router<E> {
         Ok(())
     }
 
+    /// What one recipient may be sent: `too_many_requests` when it holds
+    /// `max_pending_incoming` requests, or `max_pending_incoming_per_address` from sessions
+    /// created by the sender's address, or has received its rate this minute. The recipient's
+    /// token is taken only when the request passes the first two.
+    fn check_room_for_request(&mut self, from: Id, to: Id, now: Now) -> Result<(), ErrorCode> {
+        let sender_block = self
+            .sessions
+            .get(&from)
+            .map(|sender| sender.peer.smallest_block());
+        let target = self.sessions.get(&to).ok_or(ErrorCode::UnknownPeer)?;
+        if target.pending_in.len() >= self.config.max_pending_incoming {
+            return Err(ErrorCode::TooManyRequests);
+        }
+        let from_same_address = target
+            .pending_in
+            .iter()
+            .filter(|requester| {
+                self.sessions
+                    .get(requester)
+                    .map(|requester| requester.peer.smallest_block())
+                    == sender_block
+            })
+            .count();
+        if from_same_address >= self.config.max_pending_incoming_per_address {
+            return Err(ErrorCode::TooManyRequests);
+        }
+        let rate = self.config.rate_incoming_requests_per_min;
+        let target = self.sessions.get_mut(&to).ok_or(ErrorCode::UnknownPeer)?;
+        if !target
+            .incoming_request_rate
+            .try_take(rate, MS_PER_MINUTE, now.mono_ms)
+        {
+            return Err(ErrorCode::TooManyRequests);
+        }
+        Ok(())
+    }
+
     fn friend_accept(
         &mut self,
         caller: Caller<'_>,
@@ -581,8 +669,8 @@ impl<E: Entropy> Router<E> {
         if !accepter.pending_in.contains(&to) {
             return Err(ErrorCode::NoPendingRequest);
         }
-        let public_key = public_key.ok_or(ErrorCode::BadKey)?;
-        if self.is_busy(to) {
+        let public_key = checked_key(public_key, self.config.max_public_key_bytes)?;
+        if self.is_busy(to, 1) {
             return Err(ErrorCode::PeerBusy);
         }
         self.befriend(caller.id, to);
@@ -663,6 +751,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         conn: ConnId,
         resume: Option<Resume>,
+        version: u8,
         reference: Option<&str>,
         now: Now,
         out: &mut impl FrameSink,
@@ -670,7 +759,7 @@ impl<E: Entropy> Router<E> {
         if let Some(resume) = resume {
             let id = resume.id.ok_or(ErrorCode::BadId)?;
             if self.resume_matches(id, resume.token.as_ref()) {
-                self.resume(conn, id, out);
+                self.resume(conn, id, version, out);
                 return Ok(());
             }
         }
@@ -678,8 +767,10 @@ impl<E: Entropy> Router<E> {
             .conns
             .get(&conn)
             .map_or(ClientAddr::UNSPECIFIED, |state| state.peer);
+        // The rate is checked last: a CONNECT refused for another reason costs no token.
         if self.sessions.len() >= self.config.max_sessions
             || !self.sessions_per_peer.try_acquire(peer)
+            || !self.start_allowed(peer, now)
         {
             self.count_error(ErrorCode::ServerFull);
             let refusal = protocol::error(ErrorCode::ServerFull, reference);
@@ -694,6 +785,7 @@ impl<E: Entropy> Router<E> {
             token,
             peer,
             conn: Some(conn),
+            version,
             timer_generation: 0,
             friends: Default::default(),
             pending_out: Default::default(),
@@ -709,6 +801,11 @@ impl<E: Entropy> Router<E> {
                 MS_PER_MINUTE,
                 now.mono_ms,
             ),
+            incoming_request_rate: TokenBucket::full(
+                self.config.rate_incoming_requests_per_min,
+                MS_PER_MINUTE,
+                now.mono_ms,
+            ),
         };
         self.sessions.insert(id, session);
         if let Some(state) = self.conns.get_mut(&conn) {
@@ -720,6 +817,7 @@ impl<E: Entropy> Router<E> {
             false,
             std::iter::empty(),
             self.config.max_message_bytes,
+            version,
         );
         self.send(conn, ServerFrame::Encoded(&reply), out);
         Ok(())
@@ -736,12 +834,14 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Hands session `id` to `conn`: new token, the reply, then everything queued, in order.
-    fn resume(&mut self, conn: ConnId, id: Id, out: &mut impl FrameSink) {
+    fn resume(&mut self, conn: ConnId, id: Id, version: u8, out: &mut impl FrameSink) {
         let token = self.fresh_token();
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
         session.token = token;
+        // The resuming client may be newer (a reload): it speaks what its CONNECT said.
+        session.version = version;
         session.timer_generation = 0;
         let previous_conn = session.conn.replace(conn);
         let queued = session.queue.take_all();
@@ -760,6 +860,9 @@ impl<E: Entropy> Router<E> {
         for entry in queued {
             self.queued_frames -= 1;
             self.queued_bytes -= entry.bytes();
+            if entry.kind == QueuedKind::Cancel && version < 2 {
+                continue;
+            }
             self.send(conn, ServerFrame::Encoded(&entry.frame), out);
         }
         // A takeover never looked offline to friends, so it gets no PRESENCE.
@@ -771,9 +874,8 @@ impl<E: Entropy> Router<E> {
 
     fn resume_reply(&self, id: Id, token: &Token) -> String {
         let is_online = |friend: &Id| self.sessions.get(friend).is_some_and(|f| f.conn.is_some());
-        let friends: Vec<(Id, bool)> = self
-            .sessions
-            .get(&id)
+        let session = self.sessions.get(&id);
+        let friends: Vec<(Id, bool)> = session
             .map(|session| {
                 session
                     .friends
@@ -788,6 +890,7 @@ impl<E: Entropy> Router<E> {
             true,
             friends.into_iter(),
             self.config.max_message_bytes,
+            session.map_or(1, |session| session.version),
         )
     }
 
@@ -883,10 +986,21 @@ impl<E: Entropy> Router<E> {
                 out,
             );
         }
-        // Pending requests involving the session vanish without a message.
+        // A pending request the session made is gone: a version-2 target is told, so its card
+        // goes away (version 1 defined no frame for it). The requester of a pending request the
+        // session received is not told: its own request simply never gets an answer.
         for target in session.pending_out {
-            if let Some(target_session) = self.sessions.get_mut(&target) {
-                target_session.pending_in.remove(&id);
+            let Some(target_session) = self.sessions.get_mut(&target) else {
+                continue;
+            };
+            target_session.pending_in.remove(&id);
+            if target_session.version >= 2 {
+                self.deliver(
+                    target,
+                    ServerFrame::Encoded(&protocol::friend_cancel(id)),
+                    QueuedKind::Cancel,
+                    out,
+                );
             }
         }
         for requester in session.pending_in {
@@ -911,8 +1025,9 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Whether a capped frame to `target` must be refused with `peer_busy`.
-    fn is_busy(&self, target: Id) -> bool {
+    /// Whether a capped frame to `target` must be refused with `peer_busy`, with the
+    /// recipient caps divided by `share` (1 for the full caps).
+    fn is_busy(&self, target: Id, share: usize) -> bool {
         let Some(session) = self.sessions.get(&target) else {
             return false;
         };
@@ -921,11 +1036,21 @@ impl<E: Entropy> Router<E> {
             Some(conn) => self
                 .conns
                 .get(&conn)
-                .is_some_and(|state| state.unsent > max_unsent),
+                .is_some_and(|state| state.unsent > max_unsent / share),
             None => session
                 .queue
-                .is_over(max_queue_bytes, self.config.max_queue_len),
+                .is_over(max_queue_bytes / share, self.config.max_queue_len / share),
         }
+    }
+
+    /// Whether `peer` may start a new session now (its address blocks' rates).
+    fn start_allowed(&mut self, peer: ClientAddr, now: Now) -> bool {
+        if self.session_starts.try_take(peer, now.mono_ms) {
+            return true;
+        }
+        // The live count was taken just before; give it back.
+        self.sessions_per_peer.release(peer);
+        false
     }
 
     /// The caps on one recipient's unsent bytes and resume-queue bytes in force now: a sixteenth
@@ -1047,6 +1172,17 @@ impl<E: Entropy> Router<E> {
         self.timers
             .drop_stale_top(|deadline| timer_is_live(sessions, deadline));
     }
+}
+
+/// The `public_key` of FRIEND_REQUEST / FRIEND_ACCEPT: `bad_key` when absent or not armored,
+/// `key_too_large` past `max_bytes`.
+fn checked_key(public_key: Option<&RawValue>, max_bytes: usize) -> Result<&RawValue, ErrorCode> {
+    let public_key = public_key.ok_or(ErrorCode::BadKey)?;
+    // The raw value is the JSON string with its two quotes.
+    if public_key.get().len().saturating_sub(2) > max_bytes {
+        return Err(ErrorCode::KeyTooLarge);
+    }
+    Ok(public_key)
 }
 
 /// Sends `frame` on `conn` and counts its bytes as unsent there.

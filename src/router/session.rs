@@ -9,15 +9,17 @@ use crate::id::{Id, Token};
 
 /// A live session: connected, or in its resume window (`conn == None`).
 ///
-/// Bounds: `friends` and `pending_in` name distinct other live sessions, so each holds fewer than
-/// `max_sessions` entries; `pending_out` holds at most `max_pending_requests`; the queue is
-/// bounded as [`ResumeQueue`] says.
+/// Bounds: `friends` names distinct other live sessions, so it holds fewer than `max_sessions`
+/// entries; `pending_in` holds at most `max_pending_incoming`, `pending_out` at most
+/// `max_pending_requests`; the queue is bounded as [`ResumeQueue`] says.
 pub struct Session {
     pub token: Token,
     /// The peer that created the session; it counts against that peer's session limit until
     /// the session ends, wherever it is resumed from.
     pub peer: crate::address::ClientAddr,
     pub conn: Option<ConnId>,
+    /// The protocol version of the client holding the session (its last CONNECT).
+    pub version: u8,
     /// Which resume-window timer entry is live for this session (see `timers.rs`).
     pub timer_generation: u64,
     pub friends: FastSet<Id>,
@@ -28,6 +30,8 @@ pub struct Session {
     pub queue: ResumeQueue,
     pub message_rate: TokenBucket,
     pub request_rate: TokenBucket,
+    /// FRIEND_REQUESTs this session may still receive (`rate_incoming_requests_per_min`).
+    pub incoming_request_rate: TokenBucket,
 }
 
 /// What a queued frame is, for the caps and for UNDELIVERED.
@@ -36,6 +40,9 @@ pub enum QueuedKind {
     /// Refused with `peer_busy` when the queue is over its caps: MESSAGE, FRIEND_REQUEST and
     /// FRIEND_ACCEPT (the frames a peer can send at will, and the large ones).
     Capped,
+    /// FRIEND_CANCEL: a control frame of version 2, dropped when the session is resumed by a
+    /// version-1 client, which has no such frame.
+    Cancel,
     /// A queued MESSAGE: capped, and reported to its sender with UNDELIVERED when dropped.
     Message {
         sender: Id,
@@ -49,7 +56,7 @@ pub enum QueuedKind {
 
 impl QueuedKind {
     pub fn is_capped(&self) -> bool {
-        !matches!(self, QueuedKind::Control)
+        !matches!(self, QueuedKind::Control | QueuedKind::Cancel)
     }
 }
 

@@ -1500,3 +1500,5 @@ fn repeated_drops_and_resumes_keep_the_timer_heap_small() {
 fn addr(text: &str) -> ClientAddr {
     ClientAddr::new(text.parse().expect("a test address"))
 }
+
+mod request_bounds;

@@ -1,0 +1,312 @@
+//! What one recipient can be sent, what one address can start and send, and FRIEND_CANCEL
+//! (docs/PROTOCOL.md §9, docs/SECURITY.md "Friend requests").
+
+use super::*;
+
+fn connect_v2(h: &mut Harness, conn: ConnId) -> Session {
+    h.open(conn);
+    let reply = only_frame_to(&h.json(conn, json!({"type":"CONNECT","version":2})), conn);
+    assert_eq!(reply["version"], 2, "{reply}");
+    Session {
+        conn,
+        id: reply["id"].as_str().unwrap_or_default().to_owned(),
+        token: reply["token"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+fn connect_from(h: &mut Harness, conn: ConnId, address: &str) -> Option<Session> {
+    h.router.open_from(conn, addr(address), h.now);
+    let reply = frames_to(&h.json(conn, json!({"type":"CONNECT","version":2})), conn)
+        .into_iter()
+        .next()?;
+    (reply["type"] == "CONNECT").then(|| Session {
+        conn,
+        id: reply["id"].as_str().unwrap_or_default().to_owned(),
+        token: reply["token"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+fn key_of_len(len: usize) -> String {
+    let header = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+    format!("{header}{}", "A".repeat(len - header.len()))
+}
+
+#[test]
+fn a_version_1_connect_reply_is_unchanged_and_version_2_is_announced() {
+    let mut h = Harness::new();
+    h.open(1);
+    let v1 = only_frame_to(&h.json(1, json!({"type":"CONNECT"})), 1);
+    assert_eq!(v1.get("version"), None);
+    let mut b = connect_v2(&mut h, 2);
+    h.closed(2);
+    h.open(3);
+    let resumed = only_frame_to(
+        &h.json(
+            3,
+            json!({"type":"CONNECT","version":2,"resume":{"id":b.id,"token":b.token}}),
+        ),
+        3,
+    );
+    assert_eq!(
+        (resumed["resumed"].clone(), resumed["version"].clone()),
+        (json!(true), json!(2))
+    );
+    b.conn = 3;
+}
+
+#[test]
+fn a_public_key_over_the_cap_is_key_too_large_in_request_and_accept() {
+    let mut h = Harness::new();
+    let a = h.connect(1);
+    let b = h.connect(2);
+    let max = RouterConfig::defaults().max_public_key_bytes;
+    let request =
+        |key: &str| json!({"type":"FRIEND_REQUEST","to":b.id,"public_key":key}).to_string();
+    assert_eq!(
+        error_code(&h.text(1, &request(&key_of_len(max + 1))), 1),
+        "key_too_large"
+    );
+    let fits = h.text(1, &request(&key_of_len(max)));
+    assert_eq!(only_frame_to(&fits, 2)["type"], "FRIEND_REQUEST");
+    let accept = json!({"type":"FRIEND_ACCEPT","to":a.id,"public_key":key_of_len(max + 1)});
+    assert_eq!(error_code(&h.json(2, accept), 2), "key_too_large");
+    let accept = json!({"type":"FRIEND_ACCEPT","to":a.id,"public_key":key_of_len(max)});
+    assert_eq!(
+        only_frame_to(&h.json(2, accept), 1)["type"],
+        "FRIEND_ACCEPT"
+    );
+}
+
+#[test]
+fn one_recipient_holds_a_bounded_number_of_pending_requests() {
+    let mut h = Harness::with(RouterConfig {
+        max_pending_incoming: 3,
+        max_pending_incoming_per_address: 2,
+        ..RouterConfig::defaults()
+    });
+    let victim = connect_from(&mut h, 1, "198.51.100.1").expect("victim");
+    let mut conn = 10;
+    let mut outcome = |h: &mut Harness, address: &str| {
+        conn += 1;
+        let sender = connect_from(h, conn, address).expect("sender");
+        let actions = h.text(sender.conn, &friend_request(&victim.id, Some("r")));
+        let reached = !frames_to(&actions, victim.conn).is_empty();
+        let answer = only_frame_to(&actions, sender.conn);
+        (reached, answer["code"].as_str().unwrap_or("ack").to_owned())
+    };
+    assert_eq!(outcome(&mut h, "192.0.2.1"), (true, "ack".to_owned()));
+    assert_eq!(outcome(&mut h, "192.0.2.1"), (true, "ack".to_owned()));
+    assert_eq!(
+        outcome(&mut h, "192.0.2.1"),
+        (false, "too_many_requests".to_owned()),
+        "a third from one address"
+    );
+    assert_eq!(outcome(&mut h, "192.0.2.2"), (true, "ack".to_owned()));
+    assert_eq!(
+        outcome(&mut h, "192.0.2.3"),
+        (false, "too_many_requests".to_owned()),
+        "a fourth in all"
+    );
+}
+
+#[test]
+fn one_recipient_receives_a_bounded_number_of_requests_per_minute() {
+    let mut h = Harness::with(RouterConfig {
+        rate_incoming_requests_per_min: 3,
+        max_pending_incoming_per_address: 100,
+        ..RouterConfig::defaults()
+    });
+    let victim = h.connect(1);
+    let mut received = 0;
+    let mut refused = 0;
+    for conn in 10..20 {
+        let sender = h.connect(conn);
+        let actions = h.text(sender.conn, &friend_request(&victim.id, Some("r")));
+        if frames_to(&actions, victim.conn).is_empty() {
+            assert_eq!(error_code(&actions, sender.conn), "too_many_requests");
+            refused += 1;
+        } else {
+            received += 1;
+        }
+        // The sender leaves: its request goes, but the minute's budget stays spent.
+        h.json(sender.conn, json!({"type":"DISCONNECT"}));
+    }
+    assert_eq!((received, refused), (3, 7));
+    h.advance(20_000);
+    let sender = h.connect(30);
+    let actions = h.text(sender.conn, &friend_request(&victim.id, None));
+    assert_eq!(
+        frames_to(&actions, victim.conn).len(),
+        1,
+        "one back after 20 s"
+    );
+}
+
+#[test]
+fn too_many_requests_does_not_count_toward_the_error_flood() {
+    assert!(!ErrorCode::TooManyRequests.counts_toward_flood());
+    assert!(ErrorCode::KeyTooLarge.counts_toward_flood());
+}
+
+#[test]
+fn requests_fill_only_a_quarter_of_a_recipients_room_messages_the_rest() {
+    let mut h = Harness::with(RouterConfig {
+        max_unsent_bytes: 4_000,
+        max_pending_incoming: 100,
+        max_pending_incoming_per_address: 100,
+        ..RouterConfig::defaults()
+    });
+    let victim = h.connect(1);
+    let friend = h.connect(2);
+    h.befriend(&friend, &victim);
+    // The victim stops reading: unsent bytes grow with every frame it is sent.
+    let mut requests = 0;
+    for conn in 10..40 {
+        let sender = h.connect(conn);
+        let actions = h.text(sender.conn, &friend_request(&victim.id, Some("r")));
+        if frames_to(&actions, victim.conn).is_empty() {
+            assert_eq!(error_code(&actions, sender.conn), "peer_busy");
+            break;
+        }
+        requests += 1;
+    }
+    let request_len = friend_request(&victim.id, None).len();
+    assert!(
+        requests <= 4_000 / 4 / request_len + 1,
+        "{requests} requests of about {request_len} bytes reached a quarter of 4,000"
+    );
+    // The friend's messages still go through, up to the full cap.
+    let mut delivered = 0;
+    while frames_to(
+        &h.text(friend.conn, &message(&victim.id, None)),
+        victim.conn,
+    )
+    .len()
+        == 1
+    {
+        delivered += 1;
+        assert!(delivered < 100);
+    }
+    assert!(
+        delivered >= 10,
+        "only {delivered} messages fit after the requests"
+    );
+}
+
+#[test]
+fn a_version_2_recipient_is_told_when_a_pending_request_goes() {
+    let mut h = Harness::new();
+    let v2 = connect_v2(&mut h, 1);
+    let v1 = h.connect(2);
+    let requester = h.connect(3);
+    h.text(3, &friend_request(&v2.id, None));
+    h.text(3, &friend_request(&v1.id, None));
+    let actions = h.json(3, json!({"type":"DISCONNECT"}));
+    assert_eq!(
+        only_frame_to(&actions, 1),
+        json!({"type":"FRIEND_CANCEL","from":requester.id})
+    );
+    assert!(
+        frames_to(&actions, 2).is_empty(),
+        "version 1 has no FRIEND_CANCEL"
+    );
+    // After the cancel, the ID's old request cannot be accepted.
+    let accept = h.text(1, &friend_accept(&requester.id, None));
+    assert_eq!(error_code(&accept, 1), "no_pending_request");
+}
+
+#[test]
+fn a_queued_cancel_is_delivered_on_a_version_2_resume_and_dropped_on_a_version_1_one() {
+    for (resume_version, expected) in [(2, 1), (1, 0)] {
+        let mut h = Harness::new();
+        let away = connect_v2(&mut h, 1);
+        let requester = h.connect(2);
+        h.closed(1);
+        h.text(2, &friend_request(&away.id, None));
+        h.json(2, json!({"type":"DISCONNECT"}));
+        assert_eq!(
+            h.router.stats().queued_frames,
+            2,
+            "request and cancel queued"
+        );
+        h.open(5);
+        let mut connect = json!({"type":"CONNECT","resume":{"id":away.id,"token":away.token}});
+        if resume_version == 2 {
+            connect["version"] = json!(2);
+        }
+        let frames = frames_to(&h.json(5, connect), 5);
+        let cancels = frames
+            .iter()
+            .filter(|frame| {
+                frame["type"] == "FRIEND_CANCEL" && frame["from"] == requester.id.as_str()
+            })
+            .count();
+        assert_eq!(
+            cancels, expected,
+            "resumed as version {resume_version}: {frames:?}"
+        );
+        assert_eq!(h.router.stats().queued_frames, 0);
+    }
+}
+
+#[test]
+fn one_address_has_a_budget_of_requests_across_its_sessions() {
+    let mut h = Harness::with(RouterConfig {
+        rate_friend_requests_per_address_per_min: 4,
+        max_pending_incoming_per_address: 100,
+        ..RouterConfig::defaults()
+    });
+    let mut targets = Vec::new();
+    for conn in 1..=6 {
+        targets.push(connect_from(&mut h, conn, "203.0.113.9").expect("target"));
+    }
+    let mut sent = 0;
+    for conn in 10..20 {
+        let sender = connect_from(&mut h, conn, "192.0.2.50").expect("sender");
+        let target = &targets[conn as usize % targets.len()];
+        let actions = h.text(sender.conn, &friend_request(&target.id, Some("r")));
+        match frames_to(&actions, target.conn).len() {
+            1 => sent += 1,
+            _ => assert_eq!(error_code(&actions, sender.conn), "rate_limited"),
+        }
+        h.json(sender.conn, json!({"type":"DISCONNECT"}));
+    }
+    assert_eq!(
+        sent, 4,
+        "a new session per request does not reset the budget"
+    );
+    let other = connect_from(&mut h, 30, "192.0.2.51").expect("another address");
+    let actions = h.text(other.conn, &friend_request(&targets[0].id, None));
+    assert_eq!(frames_to(&actions, targets[0].conn).len(), 1);
+}
+
+#[test]
+fn one_address_starts_a_bounded_number_of_sessions_per_minute() {
+    let mut h = Harness::with(RouterConfig {
+        rate_sessions_per_address_per_min: 3,
+        ..RouterConfig::defaults()
+    });
+    let mut started = 0;
+    for conn in 1..=10 {
+        if let Some(session) = connect_from(&mut h, conn, "2001:db8:5:1::1") {
+            started += 1;
+            h.json(session.conn, json!({"type":"DISCONNECT"}));
+        }
+    }
+    assert_eq!(started, 3);
+    // Another /64 of the same /48 shares the /48's budget (four /64s' worth)...
+    let others = (0..20u32)
+        .filter(|n| {
+            connect_from(
+                &mut h,
+                100 + u64::from(*n),
+                &format!("2001:db8:5:{n:x}00::1"),
+            )
+            .is_some()
+        })
+        .count();
+    assert_eq!(others, 12 - 3, "the /48 holds 4 × 3 starts a minute");
+    // ...and a minute later the budget is back.
+    h.advance(60_000);
+    assert!(connect_from(&mut h, 200, "2001:db8:5:1::1").is_some());
+}
