@@ -33,6 +33,13 @@
 //!   those pending requests, so these are ≤ friends + `max_pending_requests`; an UNDELIVERED
 //!   reports one of the session's own messages that sat in another session's (capped) queue.
 //! - Timers: at most `2 × sessions in the window + 32` heap entries (`timers.rs`).
+//! - Per client address: live sessions per address block (three blocks per session at most,
+//!   dropped with the session), and two tables of rate buckets (new sessions, friend requests)
+//!   holding only blocks active within the last minute, at most
+//!   [`crate::address::BlockRates::MAX_BLOCKS`] each.
+//! - FRIEND_CANCEL frames queued for a session in its window: one per pending request it held,
+//!   and requests reach it at most `rate_incoming_requests_per_min` a minute (or, unlimited,
+//!   each one took a capped queue place first).
 //! - All of it together: every connection's unsent bytes plus every resume queue. While that
 //!   is over `max_buffered_bytes`, the two per-recipient caps above shrink to a sixteenth
 //!   ([`BUDGET_SQUEEZE`]): enough connections that stop reading (from enough addresses) would
