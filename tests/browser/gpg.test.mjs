@@ -152,7 +152,12 @@ describe('messages between the page and GnuPG', { timeout: 90000 }, () => {
     assert.ok(pageKeyImported);
     await sendMessage(user, raw.id, 'hello from the browser');
     const delivered = await raw.next((f) => f.type === 'MESSAGE');
-    const sentFrame = jsonFrames(user).find((f) => f.direction === 'sent' && f.json.type === 'MESSAGE');
+    // Playwright reports the page's frames asynchronously: the server's copy can reach the raw client first.
+    let sentFrame;
+    for (let waited = 0; !sentFrame && waited < 5000; waited += 50) {
+      sentFrame = jsonFrames(user).find((f) => f.direction === 'sent' && f.json.type === 'MESSAGE');
+      if (!sentFrame) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     assert.equal(delivered.payload, sentFrame.json.payload, 'the server forwards the payload unchanged');
     assert.equal(delivered.from, user.id);
     assert.equal(typeof delivered.ts, 'number');
