@@ -34,7 +34,7 @@ const REQUEST_ERROR_TEXT = {
   rate_limited: 'Too many requests: wait a minute and try again.',
   no_pending_request: 'This request is no longer valid (they may have left).',
   too_many_requests: 'That person has too many pending requests right now; try again in a minute.',
-  key_too_large: 'The server refused your public key as too large (it accepts at most 16 KB). Import a smaller export of your key (gpg --export-options export-minimal).',
+  key_too_large: 'The server refused your public key as too large. Import a smaller export of it (gpg --export-options export-minimal).',
   not_friends: 'You are not friends any more.',
   offline: 'You are offline. Wait for the connection to come back.',
   connection_lost: 'The connection dropped. Try again when it is back.',

@@ -56,9 +56,9 @@ export function checkArmoredSize(text) {
   return bytes > MAX_PUBLIC_KEY_BYTES ? { ok: false, code: 'key_too_large', bytes } : { ok: true, bytes };
 }
 
-/** "16 KB" style sizes for messages, in whole kilobytes (1,000 bytes) rounded up. */
-export function kilobytes(bytes) {
-  return `${Math.ceil(bytes / 1000)} KB`;
+/** "16,384 bytes": sizes in messages, grouped so they read at a glance. */
+export function byteCount(bytes) {
+  return `${bytes.toLocaleString('en-US')} bytes`;
 }
 
 /**

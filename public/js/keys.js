@@ -3,7 +3,7 @@
 // passes keypolicy.js before OpenPGP.js reads it. The page uses this module for the user's own key (key
 // screen); friends' keys and payloads are handled by the same functions inside the crypto worker.
 import * as openpgp from '../vendor/openpgp.min.mjs';
-import { MAX_PUBLIC_KEY_BYTES, checkArmoredSize, checkKeyPackets, kilobytes } from './keypolicy.js';
+import { MAX_PUBLIC_KEY_BYTES, byteCount, checkArmoredSize, checkKeyPackets } from './keypolicy.js';
 
 /** Largest plaintext OpenPGP.js may inflate from one payload: a compressed bomb stops here. */
 export const MAX_DECOMPRESSED_BYTES = 1 << 20;
@@ -72,7 +72,7 @@ export async function unlockKeyPair({ privateSource, publicSource, passphrase })
   const size = checkArmoredSize(publicArmored);
   if (!size.ok) {
     throw new KeyError('key_too_large',
-      `Your public key is ${kilobytes(size.bytes)}; SecChat sends keys of at most ${kilobytes(MAX_PUBLIC_KEY_BYTES)} (${MAX_PUBLIC_KEY_BYTES.toLocaleString('en-US')} bytes). Export it without other people's signatures (gpg --export-options export-minimal --armor --export YOU) and paste that as the public key.`);
+      `Your public key is ${byteCount(size.bytes)}; SecChat sends keys of at most ${byteCount(MAX_PUBLIC_KEY_BYTES)}. Export it without other people's signatures (gpg --export-options export-minimal --armor --export YOU) and paste that as the public key.`);
   }
   return {
     publicArmored,
@@ -95,7 +95,7 @@ export async function readFriendKey(armored) {
   const size = checkArmoredSize(armored);
   if (!size.ok) {
     throw new KeyError('key_too_large',
-      `This key is ${kilobytes(size.bytes)}; SecChat accepts keys of at most ${kilobytes(MAX_PUBLIC_KEY_BYTES)} (${MAX_PUBLIC_KEY_BYTES.toLocaleString('en-US')} bytes).`);
+      `This key is ${byteCount(size.bytes)}; SecChat accepts keys of at most ${byteCount(MAX_PUBLIC_KEY_BYTES)}.`);
   }
   let bytes;
   try {
