@@ -230,8 +230,7 @@ function onSession({ id, version, resumed, resumeAttempted, friends, limits }) {
   if (resumeAttempted && !resumed) {
     sessionEpoch += 1;
     endAllFriendships('session_lost');
-    state.incomingRequests.clear();
-    state.outgoingRequests.clear();
+    clearRequests();
     addNotice('warn', `Your session could not be resumed (the connection was down too long), so your ID changed from ${previousId} to ${id}. Friends must add you again: share your new ID or invite link.`, { kind: 'session' });
   } else if (resumed) {
     const present = new Map(friends.map((f) => [f.id, f.online === true]));
@@ -402,11 +401,18 @@ function onIncoming(friend, message) {
   }
 }
 
+/** Requests belong to a session: a new one starts without any. */
+function clearRequests() {
+  state.incomingRequests.clear();
+  state.outgoingRequests.clear();
+  state.requestsIgnored = 0;
+  state.withdrawnRequests.clear();
+}
+
 function startNewSession() {
   sessionEpoch += 1;
   state.notices = state.notices.filter((n) => n.kind !== 'session');
-  state.incomingRequests.clear();
-  state.outgoingRequests.clear();
+  clearRequests();
   state.session.id = null;
   transport.restart();
   changed();

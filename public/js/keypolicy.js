@@ -4,7 +4,8 @@
 // in OpenPGP.js's pure-JS fallback. Within this policy every key costs milliseconds. Pure: no DOM, no
 // OpenPGP.js, so it runs the same in the page, the crypto worker and Node.
 
-/** The largest armored public key sent or accepted (the server refuses bigger ones with `key_too_large`). */
+/** The largest armored public key sent or accepted, counted as checkArmoredSize does (the server refuses
+ * bigger ones with `key_too_large`, PROTOCOL §8). */
 export const MAX_PUBLIC_KEY_BYTES = 16384;
 
 /** RSA modulus sizes accepted; the public exponent must be small (65537 is the usual one). */
@@ -49,10 +50,14 @@ const MAX_POINT_BITS = 263;
 
 const ACCEPTED = 'SecChat accepts Ed25519/Curve25519 keys, or RSA keys of 2,048 to 4,096 bits with a small public exponent such as 65537';
 
-/** The size an armored public key may have: {ok:true} or {ok:false, code:'key_too_large', bytes}. */
+/**
+ * The size of an armored public key as the server counts it (PROTOCOL §8): the UTF-8 bytes of the JSON string
+ * as sent, escapes included (each line break is `\n`, two bytes), quotes excluded.
+ * Returns {ok:true, bytes} or {ok:false, code:'key_too_large', bytes}.
+ */
 export function checkArmoredSize(text) {
-  // UTF-8 never has fewer bytes than UTF-16 code units, so a long string is refused without encoding it.
-  const bytes = text.length > MAX_PUBLIC_KEY_BYTES ? text.length : new TextEncoder().encode(text).length;
+  // Escaping and UTF-8 never make a string shorter than its UTF-16 length: a long one is refused unencoded.
+  const bytes = text.length > MAX_PUBLIC_KEY_BYTES ? text.length : new TextEncoder().encode(JSON.stringify(text)).length - 2;
   return bytes > MAX_PUBLIC_KEY_BYTES ? { ok: false, code: 'key_too_large', bytes } : { ok: true, bytes };
 }
 

@@ -99,10 +99,13 @@ test('key policy: Ed25519/Cv25519 and RSA 2048-4096 with a small exponent pass; 
   assert.equal((await refusal(new Uint8Array([0xc6, 0xe1, 0x00]))).code, 'not_a_key', 'a partial length');
 });
 
-test('the armored key size limit counts UTF-8 bytes', () => {
+test('the armored key size limit counts as the server does: UTF-8 bytes of the JSON string as sent, without quotes', () => {
   assert.deepEqual(checkArmoredSize('x'.repeat(16384)), { ok: true, bytes: 16384 });
   assert.deepEqual(checkArmoredSize('x'.repeat(16385)), { ok: false, code: 'key_too_large', bytes: 16385 });
   assert.deepEqual(checkArmoredSize('é'.repeat(8193)), { ok: false, code: 'key_too_large', bytes: 16386 });
+  // Each line break goes out as the two bytes `\n`.
+  assert.deepEqual(checkArmoredSize(`${'x'.repeat(64)}\n`.repeat(248)), { ok: true, bytes: 66 * 248 });
+  assert.deepEqual(checkArmoredSize(`${'x'.repeat(64)}\n`.repeat(249)), { ok: false, code: 'key_too_large', bytes: 66 * 249 });
 });
 
 test('the peer queue keeps one peer\'s events in order and lets other peers pass a slow one', async () => {

@@ -264,7 +264,7 @@ export function createSidebar({ actions }) {
       text: `⚠ The server said this ID ${what} ${ago}. A server can fake that to restart the conversation and replay old messages: ask your friend whether they really did.` });
   }
 
-  /** A repeated request from the same ID brought another key: the first one is kept (app.js keepFirstKey). */
+  /** A repeated request from the same ID brought another key: the first one is kept (requests.js keepFirstKey). */
   function swapWarning(request) {
     if (request.otherKeys.length === 0) return [];
     const fingerprints = request.otherKeys.filter((fp) => fp !== 'unreadable');
