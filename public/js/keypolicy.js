@@ -8,6 +8,9 @@
  * bigger ones with `key_too_large`, PROTOCOL §8). */
 export const MAX_PUBLIC_KEY_BYTES = 16384;
 
+// Longer texts are measured by their UTF-16 length only (see checkArmoredSize).
+const MAX_MEASURED_TEXT = 1 << 20;
+
 /** RSA modulus sizes accepted; the public exponent must be small (65537 is the usual one). */
 export const RSA_MIN_BITS = 2048;
 export const RSA_MAX_BITS = 4096;
@@ -56,10 +59,12 @@ const ACCEPTED = 'SecChat accepts Ed25519/Curve25519 keys, or RSA keys of 2,048 
  * Returns {ok:true, bytes} or {ok:false, code:'key_too_large', bytes}.
  */
 export function checkArmoredSize(text) {
-  // Escaping and UTF-8 never make a string shorter than its UTF-16 length: a long one is refused unencoded.
-  const bytes = text.length > MAX_PUBLIC_KEY_BYTES ? text.length : new TextEncoder().encode(JSON.stringify(text)).length - 2;
+  // Escaping and UTF-8 never make a string shorter than its UTF-16 length, so a huge one (only a lying server
+  // sends those) is refused without encoding it, and its length is what the refusal says.
+  const bytes = text.length > MAX_MEASURED_TEXT ? text.length : new TextEncoder().encode(JSON.stringify(text)).length - 2;
   return bytes > MAX_PUBLIC_KEY_BYTES ? { ok: false, code: 'key_too_large', bytes } : { ok: true, bytes };
 }
+
 
 /** "16,384 bytes": sizes in messages, grouped so they read at a glance. */
 export function byteCount(bytes) {

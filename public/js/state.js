@@ -12,6 +12,7 @@ export function createState() {
     identity: null, // {publicArmored, protectedArmored, fingerprint, userId, privateBinary (unlocked, for the crypto worker)}
     remember: false,
     connection: { status: 'idle', retryAt: 0 }, // retryAt: when the next reconnect attempt happens
+    // version: what the server's CONNECT reply said (PROTOCOL §9); 2 means vanished requests are withdrawn (FRIEND_CANCEL)
     session: { id: null, version: 1, limits: { max_message_bytes: 65536 }, everConnected: false },
     friends: new Map(), // id -> friend, see newFriend()
     pins: new Map(), // id -> fingerprint pinned for that ID during this page's life (detects key changes)

@@ -8,7 +8,7 @@ import { randomInt } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import * as openpgp from 'openpgp';
 import {
-  PHONE, assertClean, befriend, enterChat, generateKey, incomingMessage, launchBrowser, newChatUser, openUser, pane,
+  DESKTOP, PHONE, assertClean, befriend, enterChat, generateKey, incomingMessage, launchBrowser, newChatUser, openUser, pane,
   screenshot, sendMessage, watchResponsiveness,
 } from './helpers/browser.mjs';
 import { interceptSocket } from './helpers/mitm.mjs';
@@ -182,7 +182,7 @@ describe('request floods and withdrawals', { timeout: 120000 }, () => {
     assert.equal(await alice.page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), true, 'the page scrolls sideways');
     await screenshot(alice.page, 'request-flood-phone');
     await alice.page.click('.drawer-close');
-    await alice.page.setViewportSize({ width: 1280, height: 800 });
+    await alice.page.setViewportSize(DESKTOP);
   });
 
   test(`beyond ${KEPT_REQUESTS} pending requests, more are ignored unread and counted`, async () => {
