@@ -1,10 +1,15 @@
-// Wiring: one state object, the transport's events applied to it in arrival order, user actions, and a
-// render after every change. Cryptography is in keys.js, delivery in messaging.js, trust in trust.js.
+// Wiring: one state object, the transport's events applied to it (in arrival order per peer ID), user
+// actions, and a render after every change (at most one per animation frame). The user's own key is handled
+// here with keys.js; friends' keys and payloads only in the crypto worker (cryptoclient.js). Delivery is in
+// messaging.js, incoming requests in requests.js, trust in trust.js.
+import { createCrypto } from './cryptoclient.js';
 import * as keys from './keys.js';
 import { isCanonicalId, normalizeId } from './ids.js';
 import { inviteLink, parseInvite } from './invite.js';
 import { createMessaging, envelopeTextBytes, maxTextBytes } from './messaging.js';
 import { enableNotifications, notify, updateTitle } from './notify.js';
+import { createPeerQueue } from './peerqueue.js';
+import { createIncomingRequests, refusalText } from './requests.js';
 import {
   createState, forgetRememberedData, loadRememberedKey, loadSettings, loadVerifiedFingerprints, newFriend,
   rememberKey, saveSettings, saveVerifiedFingerprints,
@@ -28,6 +33,8 @@ const REQUEST_ERROR_TEXT = {
   bad_key: 'The server did not accept your public key.',
   rate_limited: 'Too many requests: wait a minute and try again.',
   no_pending_request: 'This request is no longer valid (they may have left).',
+  too_many_requests: 'That person has too many pending requests right now; try again in a minute.',
+  key_too_large: 'The server refused your public key as too large. Import a smaller export of it (gpg --export-options export-minimal).',
   not_friends: 'You are not friends any more.',
   offline: 'You are offline. Wait for the connection to come back.',
   connection_lost: 'The connection dropped. Try again when it is back.',
@@ -38,15 +45,32 @@ const appRoot = document.getElementById('app');
 let transport = null;
 let messaging = null;
 let views = null;
+let pgp = null; // the crypto workers (cryptoclient.js)
+let requests = null;
 let renderQueued = false;
 let noticeCounter = 0;
-let eventChain = Promise.resolve();
+// Bumped when our session ends: work begun for the old session (a key check) must not land in the new one.
+let sessionEpoch = 0;
 const warnedForgedAccept = new Set(); // IDs whose chat already has the "unexpected acceptance" line
+const peerQueue = createPeerQueue(reportInternalError);
+
+function reportInternalError(error) {
+  addNotice('error', `Internal error while handling a server message: ${error && error.message}`);
+}
+
+// A render draws every change since the last one: one per animation frame however many frames arrive. Hidden
+// tabs get no animation frames, so a timer draws there (the tab title counts unread messages).
+const RENDER_FALLBACK_MS = 100;
 
 function changed() {
   if (renderQueued) return;
   renderQueued = true;
-  queueMicrotask(render);
+  requestAnimationFrame(renderIfQueued);
+  setTimeout(renderIfQueued, RENDER_FALLBACK_MS);
+}
+
+function renderIfQueued() {
+  if (renderQueued) render(); // else the other of the two callbacks, or a direct render, already drew
 }
 
 function render() {
@@ -144,20 +168,42 @@ function showChatScreen() {
   if (state.invite) views.sidebar.prefillAdd(state.invite.id);
 
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  pgp = createCrypto();
+  pgp.start(state.identity.privateBinary);
   transport = createTransport({ url: `${scheme}//${location.host}/ws`, onEvent: (event) => enqueueEvent(event) });
-  messaging = createMessaging({ state, transport, changed, onIncoming });
+  messaging = createMessaging({ state, transport, pgp, changed, onIncoming });
+  requests = createIncomingRequests({
+    state, pgp, changed, onNew: (request) => notify(state, 'SecChat', `Friend request from ${request.id}`),
+  });
   transport.start();
   render();
 }
 
-/** Server events are applied strictly in order: decrypting is async, and `seq` checks depend on order. */
+/**
+ * Frames about one peer ID are applied in arrival order (decrypting is async, and `seq` checks depend on
+ * order); frames about different IDs, and everything else, do not wait for each other (peerqueue.js).
+ */
 function enqueueEvent(event) {
-  eventChain = eventChain.then(() => handleEvent(event)).catch((error) => {
-    addNotice('error', `Internal error while handling a server message: ${error && error.message}`);
-  });
+  const peer = event.kind === 'frame' ? peerOf(event.frame) : null;
+  const epoch = sessionEpoch;
+  if (peer) {
+    peerQueue.run(peer, () => onFrame(event.frame, () => epoch === sessionEpoch));
+    return;
+  }
+  try {
+    handleEvent(event);
+  } catch (error) {
+    reportInternalError(error);
+  }
 }
 
-async function handleEvent(event) {
+/** The peer ID a server frame is about, or null for frames about none (ERROR, UNDELIVERED, unknown ones). */
+function peerOf(frame) {
+  const id = ['DISCONNECT', 'PRESENCE'].includes(frame.type) ? frame.id : frame.from;
+  return isCanonicalId(id) && typeof frame.type === 'string' ? id : null;
+}
+
+function handleEvent(event) {
   if (event.kind === 'status') {
     state.connection = { status: event.status, retryAt: event.retryInMs ? Date.now() + event.retryInMs : 0 };
     if (event.status === 'taken_over') {
@@ -173,17 +219,18 @@ async function handleEvent(event) {
     onSession(event);
     return;
   }
-  await onFrame(event.frame);
+  onFrame(event.frame, () => true).catch(reportInternalError);
 }
 
-function onSession({ id, resumed, resumeAttempted, friends, limits }) {
+function onSession({ id, version, resumed, resumeAttempted, friends, limits }) {
   const previousId = state.session.id;
   state.session.id = id;
+  state.session.version = version;
   if (limits && Number.isSafeInteger(limits.max_message_bytes)) state.session.limits.max_message_bytes = limits.max_message_bytes;
   if (resumeAttempted && !resumed) {
+    sessionEpoch += 1;
     endAllFriendships('session_lost');
-    state.incomingRequests.clear();
-    state.outgoingRequests.clear();
+    clearRequests();
     addNotice('warn', `Your session could not be resumed (the connection was down too long), so your ID changed from ${previousId} to ${id}. Friends must add you again: share your new ID or invite link.`, { kind: 'session' });
   } else if (resumed) {
     const present = new Map(friends.map((f) => [f.id, f.online === true]));
@@ -201,11 +248,16 @@ function onSession({ id, resumed, resumeAttempted, friends, limits }) {
   changed();
 }
 
-async function onFrame(frame) {
+/** `isCurrent()` says whether our session is still the one the frame arrived in (see sessionEpoch). */
+async function onFrame(frame, isCurrent) {
   const from = isCanonicalId(frame.from) ? frame.from : null;
   switch (frame.type) {
-    case 'FRIEND_REQUEST': return onFriendRequest(from, frame.public_key);
-    case 'FRIEND_ACCEPT': return onFriendAccept(from, frame.public_key);
+    case 'FRIEND_REQUEST': return from ? requests.receive(from, frame.public_key, isCurrent) : undefined;
+    case 'FRIEND_ACCEPT': return onFriendAccept(from, frame.public_key, isCurrent);
+    // Version 2 servers: a pending request from this ID went away unanswered (its sender's session ended).
+    case 'FRIEND_CANCEL':
+      if (from) requests.withdraw(from);
+      return undefined;
     case 'FRIEND_DECLINE': {
       const request = state.outgoingRequests.get(from);
       if (request) request.state = 'declined';
@@ -220,7 +272,7 @@ async function onFrame(frame) {
     case 'DISCONNECT': {
       const friend = state.friends.get(frame.id);
       if (friend && friend.presence !== 'gone') endFriendship(friend, 'left');
-      state.incomingRequests.delete(frame.id);
+      requests.withdraw(frame.id);
       state.outgoingRequests.delete(frame.id);
       changed();
       return undefined;
@@ -239,7 +291,7 @@ async function onFrame(frame) {
     case 'MESSAGE': {
       const friend = state.friends.get(from);
       // The server only forwards between friends; anything else is not ours to show.
-      if (!friend || friend.presence === 'gone' || !friend.key) return undefined;
+      if (!friend || friend.presence === 'gone' || !friend.publicArmored) return undefined;
       return messaging.receive(friend, frame);
     }
     case 'UNDELIVERED':
@@ -247,48 +299,14 @@ async function onFrame(frame) {
       return undefined;
     case 'ERROR':
       if (frame.code === 'server_full') addNotice('warn', 'The server is full. Retrying…', { kind: 'server' });
-      else addNotice('error', `Server error: ${frame.code}`);
+      else addNotice('error', `Server error: ${REQUEST_ERROR_TEXT[frame.code] || frame.code}`);
       return undefined;
     default:
       return undefined;
   }
 }
 
-async function onFriendRequest(from, publicArmored) {
-  if (!from) return;
-  const existing = state.friends.get(from);
-  if (existing && existing.presence !== 'gone') return;
-  const request = { id: from, publicArmored, key: null, fingerprint: null, userId: '', error: null, otherKeys: [] };
-  try {
-    Object.assign(request, await keys.readFriendKey(publicArmored));
-  } catch (error) {
-    request.error = error.message;
-  }
-  const pending = state.incomingRequests.get(from);
-  if (pending) {
-    keepFirstKey(pending, request);
-    return;
-  }
-  state.incomingRequests.set(from, request);
-  recordOffer(state, from, request.fingerprint);
-  notify(state, 'SecChat', `Friend request from ${from}`);
-  changed();
-}
-
-/**
- * An honest server never forwards a repeated request (PROTOCOL FRIEND_REQUEST), so a repeat carrying another
- * key is an attempt to swap the key while the user compares fingerprints: the first key stays, and the card
- * names the other one. A repeat with the same key changes nothing and is ignored.
- */
-function keepFirstKey(pending, repeat) {
-  const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : repeat.publicArmored === pending.publicArmored;
-  if (sameKey) return;
-  const other = repeat.fingerprint || 'unreadable';
-  if (!pending.otherKeys.includes(other)) pending.otherKeys = [...pending.otherKeys, other];
-  changed();
-}
-
-async function onFriendAccept(from, publicArmored) {
+async function onFriendAccept(from, publicArmored, isCurrent) {
   if (!from) return;
   // An honest server forwards FRIEND_ACCEPT only for our own pending request (PROTOCOL FRIEND_ACCEPT). Anything
   // else would start a new friendship and reset `seq` both ways, letting the server replay a recorded
@@ -307,12 +325,14 @@ async function onFriendAccept(from, publicArmored) {
   state.incomingRequests.delete(from);
   let keyInfo;
   try {
-    keyInfo = await keys.readFriendKey(publicArmored);
+    keyInfo = await pgp.readFriendKey(publicArmored);
   } catch (error) {
-    addNotice('error', `${from} accepted your request, but their key is unusable (${error.message}). The friendship was ended.`);
+    if (!isCurrent()) return;
+    addNotice('error', `${from} accepted your request, but SecChat refused their key. ${refusalText(error)} The friendship was ended.`);
     transport.request({ type: 'FRIEND_REMOVE', to: from }).catch(() => {});
     return;
   }
+  if (!isCurrent()) return; // our session ended while the key was checked: this acceptance was for the old one
   recordOffer(state, from, keyInfo.fingerprint);
   const friend = startFriendship(from, { ...keyInfo, publicArmored });
   addSystem(friend, `${from} accepted your friend request.`);
@@ -344,8 +364,9 @@ function startFriendship(id, keyInfo) {
   const fingerprintNote = {
     invite_match: 'Key matches your invite link: verified.',
     name_reused: ASSESSMENT_TEXT.name_reused,
+    pinned_before: ASSESSMENT_TEXT.pinned_before,
   }[assessment] || 'Key pinned. Compare fingerprints to verify it.';
-  const warn = friend.trust === 'changed' || assessment === 'name_reused';
+  const warn = friend.trust === 'changed' || assessment === 'name_reused' || assessment === 'pinned_before';
   addSystem(friend, `Friendship started. ${friend.trust === 'changed' ? 'WARNING: key differs from what you expected.' : fingerprintNote}`, warn ? 'warn' : 'info');
   return friend;
 }
@@ -380,10 +401,18 @@ function onIncoming(friend, message) {
   }
 }
 
-function startNewSession() {
-  state.notices = state.notices.filter((n) => n.kind !== 'session');
+/** Requests belong to a session: a new one starts without any. */
+function clearRequests() {
   state.incomingRequests.clear();
   state.outgoingRequests.clear();
+  state.requestsIgnored = 0;
+  state.withdrawnRequests.clear();
+}
+
+function startNewSession() {
+  sessionEpoch += 1;
+  state.notices = state.notices.filter((n) => n.kind !== 'session');
+  clearRequests();
   state.session.id = null;
   transport.restart();
   changed();
@@ -396,6 +425,7 @@ function requestError(error) {
 function chatActions() {
   const actions = {
     inviteLink: () => inviteLink(location, state.session.id, state.identity.fingerprint),
+    redraw: changed,
 
     async addFriend(text) {
       const id = normalizeId(text);
@@ -419,11 +449,9 @@ function chatActions() {
     async useInvite() {
       const invite = state.invite;
       if (!invite) return;
-      state.expectations.set(invite.id, invite.fingerprint);
       try {
         await actions.addFriend(invite.id);
       } catch (error) {
-        state.expectations.delete(invite.id);
         addNotice('error', `Could not send the request to ${invite.id}: ${error.message}`, { kind: 'invite' });
         return;
       }
@@ -439,7 +467,7 @@ function chatActions() {
 
     async acceptRequest(id) {
       const request = state.incomingRequests.get(id);
-      if (!request || !request.key) return;
+      if (!request || !request.fingerprint) return;
       try {
         await transport.request({ type: 'FRIEND_ACCEPT', to: id, public_key: state.identity.publicArmored });
       } catch (error) {
@@ -590,6 +618,9 @@ function readInviteFromUrl() {
   const invite = parseInvite(location.hash);
   if (invite) {
     state.invite = invite;
+    // From now on, whatever path befriends this ID (the card, the add-friend form it prefills, a request
+    // from it, an acceptance after a reconnect) is checked against the link's fingerprint (trust.js).
+    state.expectations.set(invite.id, invite.fingerprint);
     if (views) views.sidebar.prefillAdd(invite.id);
     changed();
   }

@@ -1,6 +1,9 @@
 // Everything OpenPGP: making and unlocking the user's key pair, reading friends' keys, and sealing /
-// opening the §6 payloads. Nothing here touches the DOM or the network.
+// opening the §6 payloads. Nothing here touches the DOM or the network. Every key, the user's own included,
+// passes keypolicy.js before OpenPGP.js reads it. The page uses this module for the user's own key (key
+// screen); friends' keys and payloads are handled by the same functions inside the crypto worker.
 import * as openpgp from '../vendor/openpgp.min.mjs';
+import { MAX_PUBLIC_KEY_BYTES, byteCount, checkArmoredSize, checkKeyPackets } from './keypolicy.js';
 
 /** Largest plaintext OpenPGP.js may inflate from one payload: a compressed bomb stops here. */
 export const MAX_DECOMPRESSED_BYTES = 1 << 20;
@@ -65,24 +68,47 @@ export async function unlockKeyPair({ privateSource, publicSource, passphrase })
   await checkUsable(privateKey, 'Your key');
   await checkCapability(() => privateKey.getSigningKey(), 'cannot_sign', 'Your key has no usable signing key, so your messages could not be signed.');
   await checkCapability(() => publicKey.getEncryptionKey(), 'cannot_encrypt', 'Your key has no usable encryption subkey, so friends could not write to you.');
+  const publicArmored = publicKey.armor();
+  const size = checkArmoredSize(publicArmored);
+  if (!size.ok) {
+    throw new KeyError('key_too_large',
+      `Your public key is ${byteCount(size.bytes)}; SecChat sends keys of at most ${byteCount(MAX_PUBLIC_KEY_BYTES)}. Export it without other people's signatures (gpg --export-options export-minimal --armor --export YOU) and paste that as the public key.`);
+  }
   return {
-    privateKey,
-    publicKey,
-    publicArmored: publicKey.armor(),
+    publicArmored,
     // Stored only on "remember": always the passphrase-protected form.
     protectedArmored: await protectedArmor(encryptedKey, passphrase),
     fingerprint: fingerprintOf(privateKey),
     userId: userIdOf(privateKey),
+    // The unlocked key, for the crypto worker (which needs it again whenever it is restarted). Memory only.
+    privateBinary: privateKey.write(),
   };
 }
 
-/** A friend's key from a FRIEND_REQUEST / FRIEND_ACCEPT, checked to be usable for encrypting and verifying. */
+/**
+ * A friend's key from a FRIEND_REQUEST / FRIEND_ACCEPT, checked to be usable for encrypting and verifying.
+ * Size and algorithms are checked (keypolicy.js) before OpenPGP.js parses a single signature.
+ */
 export async function readFriendKey(armored) {
+  const notAKey = () => new KeyError('not_a_key', 'The friend sent something that is not a readable OpenPGP public key.');
+  if (typeof armored !== 'string') throw notAKey();
+  const size = checkArmoredSize(armored);
+  if (!size.ok) {
+    throw new KeyError('key_too_large',
+      `This key is ${byteCount(size.bytes)}; SecChat accepts keys of at most ${byteCount(MAX_PUBLIC_KEY_BYTES)}.`);
+  }
+  let bytes;
+  try {
+    bytes = (await openpgp.unarmor(armored)).data;
+  } catch {
+    throw notAKey();
+  }
+  enforcePolicy(bytes, 'This key');
   let key;
   try {
-    key = await openpgp.readKey({ armoredKey: armored });
+    key = await openpgp.readKey({ binaryKey: bytes });
   } catch {
-    throw new KeyError('not_a_key', 'The friend sent something that is not a readable OpenPGP public key.');
+    throw notAKey();
   }
   if (key.isPrivate()) throw new KeyError('not_a_key', 'The friend sent a private key instead of a public key.');
   await checkUsable(key, 'Their key');
@@ -151,12 +177,20 @@ async function readPrivate(source) {
       }
       throw new KeyError('not_a_key', 'That is not an OpenPGP private key (expected "-----BEGIN PGP PRIVATE KEY BLOCK-----").');
     }
+    let bytes;
     try {
-      return await openpgp.readPrivateKey({ armoredKey: block[0] });
+      bytes = (await openpgp.unarmor(block[0])).data;
+    } catch (error) {
+      throw new KeyError('not_a_key', `The private key block could not be read: ${error.message}`);
+    }
+    enforcePolicy(bytes, 'Your key');
+    try {
+      return await openpgp.readPrivateKey({ binaryKey: bytes });
     } catch (error) {
       throw new KeyError('not_a_key', `The private key block could not be read: ${error.message}`);
     }
   }
+  enforcePolicy(source, 'Your key', 'That file is not an OpenPGP key.');
   try {
     return await openpgp.readPrivateKey({ binaryKey: source });
   } catch {
@@ -167,19 +201,35 @@ async function readPrivate(source) {
 }
 
 async function readPublic(source) {
+  const notAKey = () => new KeyError('not_a_key', 'The public key is not an OpenPGP key (expected "-----BEGIN PGP PUBLIC KEY BLOCK-----").');
+  let bytes = source;
+  if (isArmoredText(source)) {
+    const block = source.match(PUBLIC_BLOCK) || source.match(PRIVATE_BLOCK);
+    if (!block) throw notAKey();
+    try {
+      bytes = (await openpgp.unarmor(block[0])).data;
+    } catch {
+      throw notAKey();
+    }
+  }
+  enforcePolicy(bytes, 'Your public key', notAKey().message);
   let key;
   try {
-    if (isArmoredText(source)) {
-      const block = source.match(PUBLIC_BLOCK) || source.match(PRIVATE_BLOCK);
-      if (!block) throw new Error('no key block');
-      key = await openpgp.readKey({ armoredKey: block[0] });
-    } else {
-      key = await openpgp.readKey({ binaryKey: source });
-    }
+    key = await openpgp.readKey({ binaryKey: bytes });
   } catch {
-    throw new KeyError('not_a_key', 'The public key is not an OpenPGP key (expected "-----BEGIN PGP PUBLIC KEY BLOCK-----").');
+    throw notAKey();
   }
   return key.isPrivate() ? key.toPublic() : key;
+}
+
+/**
+ * Throws the policy's refusal (keypolicy.js) as a KeyError, with `notAKeyText` instead of the policy's own
+ * words when the bytes are no key at all. Nothing is handed to OpenPGP.js before this passed.
+ */
+function enforcePolicy(bytes, who, notAKeyText) {
+  const policy = checkKeyPackets(bytes, who);
+  if (policy.ok) return;
+  throw new KeyError(policy.code, policy.code === 'not_a_key' && notAKeyText ? notAKeyText : policy.message);
 }
 
 async function decryptPrivate(encryptedKey, passphrase) {

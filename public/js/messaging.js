@@ -1,7 +1,7 @@
 // Chat messages: the outbox per friend (one MESSAGE in flight, so `seq` never skips or repeats on the
 // wire), delivery states from ACK / ERROR / UNDELIVERED, and checking what arrives (§6).
+import { JOB_BUDGET_MS } from './cryptoclient.js';
 import { buildEnvelope, classifySeq, parseEnvelope } from './envelope.js';
-import { openPayload, sealPayload } from './keys.js';
 import { canSendTo } from './trust.js';
 
 const BUSY_RETRIES = 4; // peer_busy / rate_limited: retry this often before showing the error
@@ -25,6 +25,7 @@ export const SEND_ERROR_TEXT = {
   bad_id: 'invalid recipient ID',
   too_long: 'message too long for the server',
   encrypt_failed: 'could not encrypt',
+  too_slow: `encrypting took more than ${JOB_BUDGET_MS / 1000} seconds`,
   session_lost: 'your session ended before it was sent',
   friend_gone: 'your friend has left',
   bad_request: 'the server rejected the request',
@@ -42,6 +43,7 @@ export const INCOMING_PROBLEM_TEXT = {
   key_changed: 'sent with a key you have not confirmed',
   oversized: 'payload too large',
   not_pgp: 'not an OpenPGP message',
+  too_slow: `REFUSED: decrypting and checking it took more than ${JOB_BUDGET_MS / 1000} seconds`,
 };
 
 // What sealing adds around the envelope text, measured with OpenPGP.js 6.3.2: about 700 bytes with
@@ -76,7 +78,11 @@ export function isSkewed(sentTs, receivedAt) {
   return sentTs < receivedAt - CLOCK_SKEW_MS - QUEUE_DELAY_MS || sentTs > receivedAt + CLOCK_SKEW_MS;
 }
 
-export function createMessaging({ state, transport, changed, onIncoming }) {
+/**
+ * @param {object} options
+ * @param {{seal: Function, open: Function}} options.pgp  the crypto worker (cryptoclient.js createCrypto)
+ */
+export function createMessaging({ state, transport, pgp, changed, onIncoming }) {
   const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   function sendText(friend, text) {
@@ -169,9 +175,9 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
     const envelopeText = buildEnvelope({ to: friend.fingerprint, seq, ts: message.ts, text: message.text });
     let payload;
     try {
-      payload = await sealPayload({ envelopeText, friendKey: friend.key, privateKey: state.identity.privateKey });
-    } catch {
-      fail(friend, message, 'encrypt_failed');
+      payload = await pgp.seal(envelopeText, friend.publicArmored);
+    } catch (error) {
+      fail(friend, message, error.code === 'too_slow' ? 'too_slow' : 'encrypt_failed');
       return false;
     }
     const frameBytes = new TextEncoder().encode(JSON.stringify({ type: 'MESSAGE', to: friend.id, payload, ref: 'm0000000.0' })).length;
@@ -252,7 +258,9 @@ export function createMessaging({ state, transport, changed, onIncoming }) {
   }
 
   async function check(friend, payload, incoming) {
-    const opened = await openPayload({ payload, privateKey: state.identity.privateKey, friendKey: friend.key });
+    const opened = await pgp.open(payload, friend.publicArmored).catch((error) => ({
+      ok: false, problem: error.code === 'too_slow' ? 'too_slow' : 'undecryptable', detail: error.message,
+    }));
     if (!opened.ok) {
       incoming.problems.push(opened.problem);
       // Not from the pinned key: shown only on the user's explicit "show anyway", and then still flagged.

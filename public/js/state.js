@@ -9,10 +9,11 @@ const SETTINGS_STORE = 'secchat.settings.v1';
 export function createState() {
   return {
     screen: 'keys', // 'keys' | 'chat'
-    identity: null, // {privateKey, publicKey, publicArmored, protectedArmored, fingerprint, userId}
+    identity: null, // {publicArmored, protectedArmored, fingerprint, userId, privateBinary (unlocked, for the crypto worker)}
     remember: false,
     connection: { status: 'idle', retryAt: 0 }, // retryAt: when the next reconnect attempt happens
-    session: { id: null, limits: { max_message_bytes: 65536 }, everConnected: false },
+    // version: what the server's CONNECT reply said (PROTOCOL §9); 2 means vanished requests are withdrawn (FRIEND_CANCEL)
+    session: { id: null, version: 1, limits: { max_message_bytes: 65536 }, everConnected: false },
     friends: new Map(), // id -> friend, see newFriend()
     pins: new Map(), // id -> fingerprint pinned for that ID during this page's life (detects key changes)
     pinnedNames: new Map(), // key user ID -> Set of fingerprints pinned with it during this page's life
@@ -20,9 +21,11 @@ export function createState() {
     endedFriendships: new Map(), // id -> {reason:'left'|'removed', at}: the server said this ID ended a friendship
     friendshipsStarted: 0, // page-wide, so a friendship's number outlives a closed chat (see friend.friendship)
     signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> number of the friendship it first arrived in (replays across friendships)
-    expectations: new Map(), // id -> fingerprint an invite link promised
+    expectations: new Map(), // id -> fingerprint an invite link promised; set when the link is read, until a key is pinned for that ID
     verifiedFingerprints: new Set(), // fingerprints the user verified (remembered when opted in)
-    incomingRequests: new Map(), // id -> {id, publicArmored, key|null, fingerprint|null, userId, error|null, otherKeys: fingerprints of repeats}
+    incomingRequests: new Map(), // id -> {id, publicArmored, fingerprint|null (null: unusable), userId, error|null, otherKeys: fingerprints of repeats}
+    requestsIgnored: 0, // requests dropped unread because MAX_KEPT_REQUESTS were already pending (requests.js)
+    withdrawnRequests: new Map(), // id -> when its pending request was withdrawn (FRIEND_CANCEL), for the card's short note
     outgoingRequests: new Map(), // id -> {id, state:'pending'|'declined', unsure: true when the connection dropped before the ACK}
     invite: null, // {id, fingerprint} from the URL fragment, until used or dismissed
     activeFriendId: null,
@@ -36,13 +39,13 @@ export function createState() {
 export function newFriend(id) {
   return {
     id,
-    key: null,
-    publicArmored: '',
+    publicArmored: '', // the pinned key (armored); the crypto worker reads it for every seal/open
     fingerprint: '',
     userId: '',
     trust: 'unverified', // 'unverified' | 'verified' | 'changed'
-    trustSource: '', // 'compared' | 'invite' | 'remembered'
+    trustSource: '', // 'compared' | 'invite' | 'remembered'; while 'changed': 'invite' | 'own_key' | 'pinned_elsewhere' | ''
     changedFrom: '', // the fingerprint before a key change, or the invite's, while trust is 'changed'
+    sharedWith: '', // while trust is 'changed' with 'pinned_elsewhere': the live friend ID pinned to the same key
     presence: 'online', // 'online' | 'away' | 'gone'
     goneReason: '', // 'left' | 'removed' | 'removed_by_you' | 'session_lost'
     friendship: 0, // this friendship's number, unique in the page; each incoming message records its own

@@ -10,6 +10,9 @@ const PROBE_TIMEOUT_MS = 5000;
 const TICK_MS = 5000;
 const OFFLINE_RETRY_MS = 15000;
 const TIMER_JUMP_MS = 20000; // the page slept (laptop lid, background tab): check the socket
+// Announced in CONNECT. A version 2 server says so in its reply and sends FRIEND_CANCEL; a version 1 server
+// ignores the field (unknown fields are ignored, PROTOCOL §2) and the client works with it as before.
+const PROTOCOL_VERSION = 2;
 
 /** Error carried by a rejected request: a server ERROR code, or `offline` / `connection_lost`. */
 export class RequestError extends Error {
@@ -24,7 +27,8 @@ export class RequestError extends Error {
  * @param {object} options
  * @param {string} options.url  ws(s)://host/ws
  * @param {(event: object) => void} options.onEvent  called in arrival order with
- *   {kind:'session', id, resumed, resumeAttempted, friends, limits} after each CONNECT reply,
+ *   {kind:'session', id, version, resumed, resumeAttempted, friends, limits} after each CONNECT reply
+ *   (version: 2 when the server said so, else 1),
  *   {kind:'frame', frame} for every other server message that is not a matched ACK/ERROR/PONG,
  *   {kind:'status', status, retryInMs?, closeCode?} when the connection status changes.
  */
@@ -65,7 +69,7 @@ export function createTransport({ url, onEvent, WebSocketImpl = globalThis.WebSo
     socket = ws;
     ws.onopen = () => {
       lastFrameAt = Date.now();
-      const connect = { type: 'CONNECT' };
+      const connect = { type: 'CONNECT', version: PROTOCOL_VERSION };
       if (session) connect.resume = { id: session.id, token: session.token };
       ws.send(JSON.stringify(connect));
     };
@@ -98,6 +102,7 @@ export function createTransport({ url, onEvent, WebSocketImpl = globalThis.WebSo
       onEvent({
         kind: 'session',
         id: frame.id,
+        version: frame.version === 2 ? 2 : 1,
         resumed: frame.resumed === true,
         resumeAttempted,
         friends: Array.isArray(frame.friends) ? frame.friends : [],

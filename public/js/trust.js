@@ -4,19 +4,47 @@
 import { DEFAULT_KEY_NAME } from './keys.js';
 
 /**
- * What we know about a key offered for `id` before the user accepts it:
- * 'invite_mismatch' | 'key_changed' | 'invite_match' | 'remembered' | 'name_reused' | 'new'.
+ * What we know about a key offered for `id` before the user accepts it: 'invite_mismatch' | 'key_changed' |
+ * 'own_key' | 'pinned_elsewhere' | 'invite_match' | 'remembered' | 'pinned_before' | 'name_reused' | 'new'.
+ * The first four are alarms: accepting makes the friend *key changed* (sending blocked until confirmed).
  */
 export function assessKey(state, id, fingerprint, userId = '') {
   const expected = state.expectations.get(id);
   const pinned = state.pins.get(id);
   if (expected && expected !== fingerprint) return 'invite_mismatch';
   if (pinned && pinned !== fingerprint) return 'key_changed';
+  // Our own key as a friend's: everything we send could be reflected back as "signed by this friend".
+  if (state.identity && fingerprint === state.identity.fingerprint) return 'own_key';
+  // One key, two live IDs: a server re-using a friend's public key to pose as someone new.
+  if (otherIdsPinnedTo(state, id, fingerprint).some((other) => isLive(state, other))) return 'pinned_elsewhere';
   if (expected === fingerprint) return 'invite_match';
   if (otherOfferedKeys(state, id, fingerprint).length > 0) return 'key_changed';
   if (state.verifiedFingerprints.has(fingerprint)) return 'remembered';
+  // A friend whose ID ended, back under a new one (or their public key re-used): a notice, not an alarm.
+  if (otherIdsPinnedTo(state, id, fingerprint).length > 0) return 'pinned_before';
   if (otherKeysNamed(state, userId, fingerprint).length > 0) return 'name_reused';
   return 'new';
+}
+
+/** Assessments that make an accepted key *key changed* (blocking) rather than merely unverified. */
+const ALARMS = new Set(['invite_mismatch', 'key_changed', 'own_key', 'pinned_elsewhere']);
+
+export function isAlarm(assessment) {
+  return ALARMS.has(assessment);
+}
+
+/** IDs other than `id` that had `fingerprint` pinned in this page's life. */
+export function otherIdsPinnedTo(state, id, fingerprint) {
+  const ids = [];
+  for (const [other, pinned] of state.pins) {
+    if (other !== id && pinned === fingerprint) ids.push(other);
+  }
+  return ids;
+}
+
+function isLive(state, id) {
+  const friend = state.friends.get(id);
+  return Boolean(friend && friend.presence !== 'gone');
 }
 
 /**
@@ -56,14 +84,14 @@ function othersIn(map, key, fingerprint) {
 }
 
 /** Pins the key a new friendship brought and sets the friend's trust from what we knew of it. */
-export function pinFriendKey(state, friend, { key, fingerprint, userId, publicArmored }) {
+export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored }) {
   const assessment = assessKey(state, friend.id, fingerprint, userId);
   const wasVerified = friend.fingerprint === fingerprint && friend.trust === 'verified';
-  friend.key = key;
   friend.fingerprint = fingerprint;
   friend.userId = userId;
   friend.publicArmored = publicArmored;
   friend.changedFrom = '';
+  friend.sharedWith = '';
   if (assessment === 'invite_mismatch') {
     friend.trust = 'changed';
     friend.changedFrom = state.expectations.get(friend.id);
@@ -72,6 +100,10 @@ export function pinFriendKey(state, friend, { key, fingerprint, userId, publicAr
     friend.trust = 'changed';
     friend.changedFrom = state.pins.get(friend.id) || otherOfferedKeys(state, friend.id, fingerprint)[0];
     friend.trustSource = '';
+  } else if (assessment === 'own_key' || assessment === 'pinned_elsewhere') {
+    friend.trust = 'changed';
+    friend.trustSource = assessment;
+    friend.sharedWith = assessment === 'own_key' ? '' : otherIdsPinnedTo(state, friend.id, fingerprint).find((other) => isLive(state, other));
   } else if (assessment === 'invite_match') {
     setVerified(state, friend, 'invite');
   } else if (assessment === 'remembered' || wasVerified) {
@@ -112,11 +144,12 @@ export function acceptChangedKey(friend) {
   friend.trust = 'unverified';
   friend.trustSource = '';
   friend.changedFrom = '';
+  friend.sharedWith = '';
 }
 
 /** Sending is blocked while a key change is unconfirmed. */
 export function canSendTo(friend) {
-  return friend.trust !== 'changed' && friend.presence !== 'gone' && friend.key !== null;
+  return friend.trust !== 'changed' && friend.presence !== 'gone' && friend.publicArmored !== '';
 }
 
 export const TRUST_LABELS = {
@@ -128,8 +161,11 @@ export const TRUST_LABELS = {
 export const ASSESSMENT_TEXT = {
   invite_mismatch: 'This key does NOT match the fingerprint in the invite link you opened. Someone may be intercepting.',
   key_changed: 'This ID used a different key earlier in this session, or offered one. Compare fingerprints before trusting it.',
+  own_key: 'This is YOUR OWN key. Someone, maybe the server, is sending your key back to you: accepting would let your own messages show up as if this ID wrote them. Accept only if this is you in another tab.',
+  pinned_elsewhere: 'This key already belongs to another friend of yours under a different ID. Someone, maybe the server, may be re-using their key to pose as a new contact. Ask that friend before accepting.',
   invite_match: 'Matches the fingerprint in the invite link: verified.',
   remembered: 'You verified this key before.',
+  pinned_before: 'This key belonged to an ID earlier in this session that is gone now: your friend back under a new ID, or someone re-using their public key. Compare fingerprints before trusting it.',
   // A notice, not an alarm: a friend who reloads without "remember" comes back with a new key and the same name.
   name_reused: 'A key with this name was used earlier in this session under another ID, with a different fingerprint: compare fingerprints before trusting it.',
   new: 'New key: compare the fingerprint with your friend to verify it.',

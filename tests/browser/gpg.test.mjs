@@ -119,6 +119,39 @@ describe('keys made by GnuPG', { timeout: 60000 }, () => {
   });
 });
 
+describe('keys SecChat does not accept', { timeout: 60000 }, () => {
+  test('a GnuPG key on NIST P-256, an RSA-1024 key file, and a key too big to send are refused at import in plain words', async () => {
+    const nist = generateGpgKey(gpg, { name: 'Nina Nist', passphrase: GPG_PASSPHRASE, algorithms: ['nistp256', 'nistp256'] });
+    const small = generateGpgKey(gpg, { name: 'Sam Small', passphrase: GPG_PASSPHRASE, algorithms: ['rsa1024', 'rsa1024'] });
+    // Within the policy (31 user IDs, RSA-2048), but its public key is over the 16,384 bytes the server accepts.
+    const big = generateGpgKey(gpg, { name: 'Bea Big', passphrase: GPG_PASSPHRASE, kind: 'rsa' });
+    for (let i = 0; i < 30; i += 1) {
+      const result = gpg.run(['--pinentry-mode', 'loopback', '--passphrase', GPG_PASSPHRASE, '--quick-add-uid', big.fingerprint,
+        `Bea Big, alias number ${i}, with a long comment to make the key large ${'x'.repeat(160)}`]);
+      assert.equal(result.status, 0, result.stderr);
+    }
+    const bigExport = exportKeys(gpg, big.fingerprint, GPG_PASSPHRASE);
+    assert.ok(JSON.stringify(bigExport.publicArmored).length - 2 > 16384);
+
+    const user = await openUser(browser, server, { name: 'Nina' });
+    const { page } = user;
+    await importWith(page, { privateKey: nist.privateArmored, publicKey: nist.publicArmored, passphrase: GPG_PASSPHRASE });
+    await expectImportError(page, /^Your key uses an algorithm or size SecChat does not accept: ECDSA on NIST P-256\. SecChat accepts Ed25519\/Curve25519 keys, or RSA keys of 2,048 to 4,096 bits/);
+
+    await page.setInputFiles('#import-private-file', { name: 'sam.gpg', mimeType: 'application/octet-stream', buffer: small.privateBinary });
+    await page.getByText('Loaded binary key file sam.gpg').waitFor();
+    await page.fill('#import-public', '');
+    await page.fill('#import-passphrase', GPG_PASSPHRASE);
+    await page.click('#import');
+    await expectImportError(page, /^Your key uses an algorithm or size SecChat does not accept: RSA with a 1,024-bit modulus\./);
+
+    await importWith(page, { privateKey: bigExport.privateArmored, passphrase: GPG_PASSPHRASE });
+    await expectImportError(page, /^Your public key is \d{2},\d{3} bytes; SecChat sends keys of at most 16,384 bytes\. Export it without other people's signatures/);
+    await assertClean(user);
+    await user.context.close();
+  });
+});
+
 describe('messages between the page and GnuPG', { timeout: 90000 }, () => {
   let page;
   let user;
@@ -152,7 +185,12 @@ describe('messages between the page and GnuPG', { timeout: 90000 }, () => {
     assert.ok(pageKeyImported);
     await sendMessage(user, raw.id, 'hello from the browser');
     const delivered = await raw.next((f) => f.type === 'MESSAGE');
-    const sentFrame = jsonFrames(user).find((f) => f.direction === 'sent' && f.json.type === 'MESSAGE');
+    // Playwright reports the page's frames asynchronously: the server's copy can reach the raw client first.
+    let sentFrame;
+    for (let waited = 0; !sentFrame && waited < 5000; waited += 50) {
+      sentFrame = jsonFrames(user).find((f) => f.direction === 'sent' && f.json.type === 'MESSAGE');
+      if (!sentFrame) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     assert.equal(delivered.payload, sentFrame.json.payload, 'the server forwards the payload unchanged');
     assert.equal(delivered.from, user.id);
     assert.equal(typeof delivered.ts, 'number');

@@ -289,6 +289,45 @@ describe('a malicious server', { timeout: 90000 }, () => {
     await impostor.context.close();
   });
 
+  test('a request carrying the user\'s own key is flagged as such, not shown as a new stranger', async () => {
+    // Accepted, it would let the server reflect Alice's own signed messages back as this "friend's".
+    const ownKey = mitm.fromPage.find((frame) => frame.type === 'FRIEND_ACCEPT' && frame.public_key).public_key;
+    mitm.inject({ type: 'FRIEND_REQUEST', from: 'MYKEY1', public_key: ownKey });
+    const card = alice.page.locator('.request-card[data-request="MYKEY1"]');
+    await card.waitFor();
+    assert.equal(await card.locator('.request-key [data-fingerprint]').getAttribute('data-fingerprint'), alice.fingerprint);
+    const assessment = card.locator('.assessment');
+    assert.match(await assessment.textContent(), /This is YOUR OWN key/);
+    assert.equal(await assessment.getAttribute('role'), 'alert');
+    assert.match(await card.getAttribute('class'), /request-warn/);
+    await card.getByRole('button', { name: 'Decline friend request from MYKEY1' }).click();
+    await card.waitFor({ state: 'detached' });
+  });
+
+  test('a request with the key of a live friend under another ID is flagged, and accepting it blocks sending until confirmed', async () => {
+    const twin = 'TW1NB0';
+    mitm.inject({ type: 'FRIEND_REQUEST', from: twin, public_key: forwardedKey(bob.id) });
+    const card = alice.page.locator(`.request-card[data-request="${twin}"]`);
+    await card.waitFor();
+    const assessment = card.locator('.assessment');
+    assert.match(await assessment.textContent(), /already belongs to another friend of yours under a different ID/);
+    assert.equal(await assessment.getAttribute('role'), 'alert');
+    assert.match(await card.locator('.request-shared-with').textContent(), new RegExp(bob.id));
+
+    // The real server knows of no such request; the hostile one acknowledges the acceptance anyway.
+    const acked = mitm.rewriteOnce(
+      (frame) => frame.type === 'ERROR' && mitm.fromPage.some((f) => f.type === 'FRIEND_ACCEPT' && f.to === twin && f.ref === frame.ref),
+      (frame) => ({ type: 'ACK', ref: frame.ref }));
+    await card.getByRole('button', { name: `Accept friend request from ${twin}` }).click();
+    await acked;
+    const chat = pane(alice, twin);
+    const banner = chat.locator('.key-changed-banner');
+    await banner.waitFor({ state: 'attached' });
+    assert.equal(await chat.getAttribute('data-trust'), 'changed');
+    assert.match(await banner.textContent(), new RegExp(`KEY ALREADY USED BY ANOTHER FRIEND.*key of your friend ${bob.id}`));
+    assert.equal(await chat.locator('textarea').isEditable(), false, 'sending is blocked');
+  });
+
   test('two keys made without a name are not a name clash', async () => {
     const first = await newChatUser(browser, server, { name: '' });
     await befriend(first, alice);

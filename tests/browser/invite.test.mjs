@@ -1,11 +1,15 @@
 // Invite links: the fragment carries ID + fingerprint, fills in the request, and proves the key; a link
-// whose fingerprint does not match the key that comes back gives the loud "key changed" state.
+// whose fingerprint does not match the key that comes back gives the loud "key changed" state, on every path
+// that can befriend the link's ID (the card, the add-friend form it prefills, a request from that ID, an
+// acceptance after a reconnect), with a man in the middle (helpers/mitm.mjs) swapping the key.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import * as openpgp from 'openpgp';
 import {
   assertClean, assertWireIsOpaque, enterChat, generateKey, incomingMessage, launchBrowser, newChatUser, openUser,
   outgoingState, pane, screenshot, sendMessage,
 } from './helpers/browser.mjs';
+import { interceptSocket } from './helpers/mitm.mjs';
 import { startServer } from './helpers/server.mjs';
 
 let server;
@@ -95,4 +99,91 @@ test('an invite whose fingerprint does not match the key blocks sending until th
   assert.equal(await outgoingState(mallory, alice.id, 'confirmed new key'), 'delivered');
   await assertClean(alice);
   await assertClean(mallory);
+});
+
+/** Opens `link` with a man in the middle on the page's socket, makes a key and enters the chat. */
+async function openInviteBehindMitm(name, link) {
+  const user = await openUser(browser, server, { name, hash: new URL(link).hash });
+  const mitm = await interceptSocket(user.page, server.wsUrl);
+  await generateKey(user);
+  await enterChat(user);
+  await user.page.locator('.invite-card').waitFor();
+  return { user, mitm };
+}
+
+/** A fresh armored public key, made here: the server's substitute. */
+async function substituteKey() {
+  const { publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name: 'Mallory' }], format: 'armored' });
+  const key = await openpgp.readKey({ armoredKey: publicKey });
+  return { armored: publicKey, fingerprint: key.getFingerprint().toUpperCase() };
+}
+
+/** The chat shows the invite mismatch: link's fingerprint, then the key pinned; sending blocked. */
+async function assertInviteMismatch(user, friendId, expected, pinned) {
+  const chat = pane(user, friendId);
+  const banner = chat.locator('.key-changed-banner');
+  await banner.waitFor({ state: 'attached' });
+  assert.equal(await chat.getAttribute('data-trust'), 'changed');
+  assert.match(await banner.textContent(), /KEY DOES NOT MATCH THE INVITE LINK/);
+  assert.deepEqual(await banner.locator('[data-fingerprint]').evaluateAll((els) => els.map((el) => el.dataset.fingerprint)), [expected, pinned]);
+  assert.equal(await chat.locator('textarea').isEditable(), false, 'sending is blocked');
+}
+
+const swapKeyOnce = (mitm, type, from, substitute) => mitm.rewriteOnce(
+  (frame) => frame.type === type && frame.from === from, (frame) => ({ ...frame, public_key: substitute.armored }));
+
+test('Enter in the add-friend field the invite prefilled still checks the link: a key swapped in the acceptance is "key changed"', { timeout: 60000 }, async () => {
+  const alice = await newChatUser(browser, server, { name: 'Alice3' });
+  const { user: bob, mitm } = await openInviteBehindMitm('Bob3', await alice.page.textContent('#invite-link'));
+  assert.equal(await bob.page.inputValue('#add-friend-id'), alice.id);
+  const substitute = await substituteKey();
+  const swapped = swapKeyOnce(mitm, 'FRIEND_ACCEPT', alice.id, substitute);
+  await bob.page.press('#add-friend-id', 'Enter');
+  await alice.page.getByRole('button', { name: `Accept friend request from ${bob.id}` }).click();
+  await swapped;
+  await assertInviteMismatch(bob, alice.id, alice.fingerprint, substitute.fingerprint);
+  await assertClean(bob);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test('a request from the invite link\'s ID is checked against the link: a swapped key is flagged on the card and "key changed" once accepted', { timeout: 60000 }, async () => {
+  const alice = await newChatUser(browser, server, { name: 'Alice4' });
+  const { user: bob, mitm } = await openInviteBehindMitm('Bob4', await alice.page.textContent('#invite-link'));
+  const substitute = await substituteKey();
+  const swapped = swapKeyOnce(mitm, 'FRIEND_REQUEST', alice.id, substitute);
+  await alice.page.fill('#add-friend-id', bob.id);
+  await alice.page.click('#add-friend-send');
+  await swapped;
+  const card = bob.page.locator(`.request-card[data-request="${alice.id}"]`);
+  await card.waitFor();
+  const assessment = card.locator('.assessment');
+  assert.match(await assessment.textContent(), /does NOT match the fingerprint in the invite link/);
+  assert.equal(await assessment.getAttribute('role'), 'alert');
+  await card.getByRole('button', { name: `Accept friend request from ${alice.id}` }).click();
+  await assertInviteMismatch(bob, alice.id, alice.fingerprint, substitute.fingerprint);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test('"Send request" in the prefilled form, then a reconnect: the acceptance that arrives afterwards is still checked against the link', { timeout: 60000 }, async () => {
+  const alice = await newChatUser(browser, server, { name: 'Alice5' });
+  const { user: bob, mitm } = await openInviteBehindMitm('Bob5', await alice.page.textContent('#invite-link'));
+  await bob.page.click('#add-friend-send');
+  const card = alice.page.locator(`.request-card[data-request="${bob.id}"]`);
+  await card.waitFor();
+  mitm.closePage();
+  const resumed = () => mitm.toPage.some((frame) => frame.type === 'CONNECT' && frame.resumed === true);
+  for (let waited = 0; !resumed() && waited < 15000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.ok(resumed(), 'the page resumed its session');
+  await bob.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'online', null, { timeout: 15000 });
+  assert.equal(await bob.page.textContent('#my-id'), bob.id, 'with the same ID');
+
+  const substitute = await substituteKey();
+  const swapped = swapKeyOnce(mitm, 'FRIEND_ACCEPT', alice.id, substitute);
+  await card.getByRole('button', { name: `Accept friend request from ${bob.id}` }).click();
+  await swapped;
+  await assertInviteMismatch(bob, alice.id, alice.fingerprint, substitute.fingerprint);
+  await alice.context.close();
+  await bob.context.close();
 });

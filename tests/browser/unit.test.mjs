@@ -1,9 +1,14 @@
-// The client's pure modules (no DOM, no crypto) run under Node too: IDs, invite links, the §6 envelope.
+// The client's pure modules (no DOM, no crypto) run under Node too: IDs, invite links, the §6 envelope, the
+// key policy (fed with keys made here by OpenPGP.js and helpers/hostilekey.mjs), the per-peer event order.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import * as openpgp from 'openpgp';
 import { buildEnvelope, classifySeq, parseEnvelope } from '../../public/js/envelope.js';
 import { groupFingerprint, normalizeFingerprint, normalizeId } from '../../public/js/ids.js';
 import { inviteLink, parseInvite } from '../../public/js/invite.js';
+import { checkArmoredSize, checkKeyPackets } from '../../public/js/keypolicy.js';
+import { createPeerQueue } from '../../public/js/peerqueue.js';
+import { hostileRsaKey } from './helpers/hostilekey.mjs';
 
 const FPR = '0123456789ABCDEF0123456789ABCDEF01234567';
 
@@ -58,4 +63,69 @@ test('seq: in order moves on, a gap counts what is missing, a replay changes not
   assert.deepEqual(classifySeq(2, 5), { kind: 'gap', missing: 3, nextExpected: 6 });
   assert.deepEqual(classifySeq(6, 5), { kind: 'replay', missing: 0, nextExpected: 6 });
   assert.deepEqual(classifySeq(6, 1), { kind: 'replay', missing: 0, nextExpected: 6 });
+});
+
+test('key policy: Ed25519/Cv25519 and RSA 2048-4096 with a small exponent pass; other algorithms, sizes and counts are refused in words', async () => {
+  const bytesOf = async (armored) => (await openpgp.unarmor(armored)).data;
+  const ecc = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name: 'E' }], passphrase: 'abcdefgh', format: 'armored' });
+  assert.deepEqual(checkKeyPackets(await bytesOf(ecc.publicKey)), { ok: true, primary: 'Ed25519', subkeys: ['Curve25519'] });
+  assert.equal(checkKeyPackets(await bytesOf(ecc.privateKey)).ok, true, 'secret key packets are judged by their public part');
+  const v6 = await openpgp.generateKey({ type: 'curve25519', userIDs: [{ name: 'E' }], format: 'armored', config: { v6Keys: true } });
+  assert.deepEqual(checkKeyPackets(await bytesOf(v6.publicKey)), { ok: true, primary: 'Ed25519', subkeys: ['X25519'] });
+  const rsa = await openpgp.generateKey({ type: 'rsa', rsaBits: 2048, userIDs: [{ name: 'R' }], format: 'armored' });
+  assert.deepEqual(checkKeyPackets(await bytesOf(rsa.publicKey)), { ok: true, primary: 'RSA 2048', subkeys: ['RSA 2048'] });
+  // The crafted keys' signatures are garbage, which the policy never looks at: only sizes and counts.
+  const crafted = async (options) => bytesOf(hostileRsaKey({ certifications: 1, ...options }).armored);
+  assert.equal(checkKeyPackets(await crafted({ modulusBits: 4096, exponentBits: 33 })).ok, true);
+
+  const refusal = async (bytes, who) => checkKeyPackets(bytes, who);
+  assert.deepEqual(await refusal(await crafted({ modulusBits: 16384, exponentBits: 16384 })), {
+    ok: false,
+    code: 'unsupported_key',
+    message: 'This key uses an algorithm or size SecChat does not accept: RSA with a 16,384-bit modulus and a 16,384-bit public exponent. SecChat accepts Ed25519/Curve25519 keys, or RSA keys of 2,048 to 4,096 bits with a small public exponent such as 65537.',
+  });
+  assert.match((await refusal(await crafted({ modulusBits: 4096, exponentBits: 34 }), 'Your key')).message, /^Your key uses .*: RSA with a 34-bit public exponent\./);
+  assert.match((await refusal(await crafted({ modulusBits: 1024, exponentBits: 17 }))).message, /: RSA with a 1,024-bit modulus\./);
+  assert.match((await refusal(await crafted({ modulusBits: 8192, exponentBits: 17 }))).message, /: RSA with a 8,192-bit modulus\./);
+  const nist = await openpgp.generateKey({ type: 'ecc', curve: 'nistP256', userIDs: [{ name: 'N' }], format: 'armored' });
+  assert.match((await refusal(await bytesOf(nist.publicKey))).message, /: ECDSA on NIST P-256\./);
+  assert.deepEqual(await refusal(await crafted({ modulusBits: 2048, exponentBits: 17, certifications: 129 })),
+    { ok: false, code: 'too_many_parts', message: 'This key has too many signatures (129; SecChat accepts at most 128).' });
+
+  const good = await bytesOf(ecc.publicKey);
+  assert.equal((await refusal(good.subarray(0, good.length - 5))).code, 'not_a_key', 'truncated');
+  assert.equal((await refusal(new Uint8Array([...good, ...good]))).code, 'not_a_key', 'two keys');
+  assert.equal((await refusal(new Uint8Array([0xcb, 0x03, 0x62, 0x00, 0x00]))).code, 'not_a_key', 'a literal data packet');
+  assert.equal((await refusal(new Uint8Array([0xc6, 0xe1, 0x00]))).code, 'not_a_key', 'a partial length');
+});
+
+test('the armored key size limit counts as the server does: UTF-8 bytes of the JSON string as sent, without quotes', () => {
+  assert.deepEqual(checkArmoredSize('x'.repeat(16384)), { ok: true, bytes: 16384 });
+  assert.deepEqual(checkArmoredSize('x'.repeat(16385)), { ok: false, code: 'key_too_large', bytes: 16385 });
+  assert.deepEqual(checkArmoredSize('é'.repeat(8193)), { ok: false, code: 'key_too_large', bytes: 16386 });
+  // Each line break goes out as the two bytes `\n`.
+  assert.deepEqual(checkArmoredSize(`${'x'.repeat(64)}\n`.repeat(248)), { ok: true, bytes: 66 * 248 });
+  assert.deepEqual(checkArmoredSize(`${'x'.repeat(64)}\n`.repeat(249)), { ok: false, code: 'key_too_large', bytes: 66 * 249 });
+});
+
+test('the peer queue keeps one peer\'s events in order and lets other peers pass a slow one', async () => {
+  const log = [];
+  const errors = [];
+  const queue = createPeerQueue((error) => errors.push(error.message));
+  let releaseSlow;
+  const slow = new Promise((resolve) => { releaseSlow = resolve; });
+  queue.run('A', async () => { await slow; log.push('A1'); });
+  queue.run('A', () => { log.push('A2'); });
+  const bDone = queue.run('B', () => { log.push('B1'); });
+  queue.run('B', () => { throw new Error('B2 failed'); });
+  const b3 = queue.run('B', () => { log.push('B3'); });
+  await bDone;
+  await b3;
+  assert.deepEqual(log, ['B1', 'B3'], 'B ran while A waited; a failing task does not stop its peer');
+  assert.deepEqual(errors, ['B2 failed']);
+  assert.equal(queue.pending, 1);
+  releaseSlow();
+  await queue.run('A', () => { log.push('A3'); });
+  assert.deepEqual(log, ['B1', 'B3', 'A1', 'A2', 'A3']);
+  assert.equal(queue.pending, 0);
 });

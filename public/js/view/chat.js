@@ -232,15 +232,11 @@ function createPane(friend, actions) {
 
   function renderChangedBanner(f) {
     const fromInvite = f.trustSource === 'invite';
+    const { title, text, earlierLabel } = changedText(f, id);
     banner.replaceChildren(
-      h('strong', { className: 'banner-title', text: fromInvite ? '⚠ KEY DOES NOT MATCH THE INVITE LINK' : '⚠ KEY CHANGED' }),
-      h('p', {
-        text: fromInvite
-          ? `The key ${id} sent is not the one named in the invite link you opened. Someone (even the server) may be intercepting. Compare fingerprints over another channel before continuing.`
-          : `${id} now uses a different key than before. This can mean a new device — or an attacker. Compare fingerprints over another channel before continuing.`,
-      }),
-      h('p', { className: 'label small', text: fromInvite ? 'Expected (invite link):' : 'Previous key:' }),
-      fingerprintElement(f.changedFrom || ''),
+      h('strong', { className: 'banner-title', text: title }),
+      h('p', { text }),
+      ...(earlierLabel ? [h('p', { className: 'label small', text: earlierLabel }), fingerprintElement(f.changedFrom || '')] : []),
       h('p', { className: 'label small', text: 'Key now pinned:' }),
       fingerprintElement(f.fingerprint),
       h('div', { className: 'actions' },
@@ -297,6 +293,34 @@ function createPane(friend, actions) {
       if (!blocked) textarea.focus();
     },
   };
+}
+
+/** What the key-changed banner says, by why the key is not trusted (trust.js pinFriendKey). */
+function changedText(f, id) {
+  switch (f.trustSource) {
+    case 'invite':
+      return {
+        title: '⚠ KEY DOES NOT MATCH THE INVITE LINK',
+        text: `The key ${id} sent is not the one named in the invite link you opened. Someone (even the server) may be intercepting. Compare fingerprints over another channel before continuing.`,
+        earlierLabel: 'Expected (invite link):',
+      };
+    case 'own_key':
+      return {
+        title: '⚠ THIS IS YOUR OWN KEY',
+        text: `${id} came with your own public key. Someone, maybe the server, could use that to show your own messages as if ${id} wrote them. Continue only if ${id} is you in another tab.`,
+      };
+    case 'pinned_elsewhere':
+      return {
+        title: '⚠ KEY ALREADY USED BY ANOTHER FRIEND',
+        text: `${id} came with the key of your friend ${f.sharedWith || 'under another ID'}. Someone, maybe the server, may be re-using that key to pose as a new contact. Ask ${f.sharedWith || 'that friend'} over another channel before continuing.`,
+      };
+    default:
+      return {
+        title: '⚠ KEY CHANGED',
+        text: `${id} now uses a different key than before. This can mean a new device — or an attacker. Compare fingerprints over another channel before continuing.`,
+        earlierLabel: 'Previous key:',
+      };
+  }
 }
 
 function trustMark(trust) {

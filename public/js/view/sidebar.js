@@ -2,10 +2,16 @@
 // incoming and sent requests, and the friends list with presence, trust and unread counts.
 import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.js';
 import { shownPresence } from '../state.js';
-import { ASSESSMENT_TEXT, TRUST_LABELS, assessKey, otherKeysNamed, otherOfferedKeys } from '../trust.js';
+import { WITHDRAWN_NOTE_MS } from '../requests.js';
+import {
+  ASSESSMENT_TEXT, TRUST_LABELS, assessKey, isAlarm, otherIdsPinnedTo, otherKeysNamed, otherOfferedKeys,
+} from '../trust.js';
 
 const PRESENCE_LABEL = { online: 'online', away: 'away', gone: 'gone', unknown: '—' };
 const SHOWN_OTHER_KEYS = 3; // a server can repeat a request without end: name the first few, count the rest
+// Any ID can send requests: at most this many cards are in the DOM, the rest are counted ("Show more" adds as
+// many again). Requests from IDs an invite link named come first.
+export const REQUEST_CARDS_SHOWN = 20;
 
 export function createSidebar({ actions }) {
   const root = h('aside', { className: 'sidebar', id: 'sidebar', 'aria-label': 'Identity, requests and friends' });
@@ -57,8 +63,18 @@ export function createSidebar({ actions }) {
 
   // --- requests ---------------------------------------------------------------------------------------
   const requestsList = h('ul', { className: 'request-list', 'aria-labelledby': 'requests-title' });
+  const moreText = h('span', { className: 'muted small' });
+  const moreButton = h('button', {
+    type: 'button', className: 'btn btn-small', text: `Show ${REQUEST_CARDS_SHOWN} more`,
+    onClick: () => {
+      cardLimit += REQUEST_CARDS_SHOWN;
+      actions.redraw();
+    },
+  });
+  const moreLine = h('p', { className: 'request-more', hidden: true }, moreText, ' ', moreButton);
+  const ignoredLine = h('p', { className: 'request-ignored small', role: 'status', hidden: true });
   const requests = h('section', { className: 'panel requests', hidden: true },
-    h('h2', { className: 'panel-title', id: 'requests-title', text: 'Friend requests' }), requestsList);
+    h('h2', { className: 'panel-title', id: 'requests-title', text: 'Friend requests' }), requestsList, moreLine, ignoredLine);
   const sentList = h('ul', { className: 'sent-list', 'aria-labelledby': 'sent-title' });
   const sent = h('section', { className: 'panel sent', hidden: true },
     h('h2', { className: 'panel-title', id: 'sent-title', text: 'Sent requests' }), sentList);
@@ -75,7 +91,9 @@ export function createSidebar({ actions }) {
   });
   root.append(close, identity, inviteCard, addForm, requests, sent, friends);
 
-  const requestViews = new Map(); // id -> element (rebuilt only when the request changes)
+  const requestViews = new Map(); // id -> {element, request, assessment, otherKeys, swapSlot}: the cards in the DOM
+  const withdrawnNotes = new Map(); // id -> note element standing where a withdrawn request's card was
+  let cardLimit = REQUEST_CARDS_SHOWN;
   const friendViews = new Map(); // id -> {element, update}
   let shownFingerprint = '';
   let shownInvite = '';
@@ -114,13 +132,18 @@ export function createSidebar({ actions }) {
     );
   }
 
+  /**
+   * Draws at most `cardLimit` cards. Only cards that appear, disappear or change are touched: a flood of
+   * requests costs one pass over the pending requests per animation frame, not a rebuilt list per request.
+   */
   function updateRequests(state) {
-    requests.hidden = state.incomingRequests.size === 0;
+    const visible = visibleRequests(state);
     const assess = (request) => (request.fingerprint ? assessKey(state, request.id, request.fingerprint, request.userId) : '');
     for (const [id, view] of requestViews) {
       const request = state.incomingRequests.get(id);
-      if (!request || view.request !== request || view.assessment !== assess(request)) {
-        view.element.remove();
+      if (!request || !visible.includes(request) || view.request !== request || view.assessment !== assess(request)) {
+        if (!request && state.withdrawnRequests.has(id)) showWithdrawn(id, view.element);
+        else view.element.remove();
         requestViews.delete(id);
       } else if (view.otherKeys !== request.otherKeys) {
         // Only the warning changes: rebuilding the card would move the Accept button under the user's pointer.
@@ -128,20 +151,69 @@ export function createSidebar({ actions }) {
         view.otherKeys = request.otherKeys;
       }
     }
-    for (const request of state.incomingRequests.values()) {
-      if (requestViews.has(request.id)) continue;
-      const assessment = assess(request);
-      const earlierNamed = assessment === 'name_reused' ? otherKeysNamed(state, request.userId, request.fingerprint) : [];
-      const earlierOffered = request.fingerprint && !state.pins.has(request.id) ? otherOfferedKeys(state, request.id, request.fingerprint) : [];
-      const swapSlot = h('div', { className: 'request-swap-slot' }, ...swapWarning(request));
-      const element = requestCard(request, assessment, { earlierNamed, earlierOffered, ended: state.endedFriendships.get(request.id), swapSlot });
-      requestViews.set(request.id, { element, request, assessment, otherKeys: request.otherKeys, swapSlot });
-      requestsList.append(element);
+    for (const request of visible) {
+      // The ID asked again: its card replaces the note.
+      withdrawnNotes.get(request.id)?.remove();
+      withdrawnNotes.delete(request.id);
     }
+    let cursor = requestsList.firstChild;
+    for (const request of visible) {
+      let view = requestViews.get(request.id);
+      if (!view) {
+        const assessment = assess(request);
+        const earlierNamed = assessment === 'name_reused' ? otherKeysNamed(state, request.userId, request.fingerprint) : [];
+        const earlierOffered = request.fingerprint && !state.pins.has(request.id) ? otherOfferedKeys(state, request.id, request.fingerprint) : [];
+        const sharedWith = assessment === 'pinned_elsewhere' || assessment === 'pinned_before' ? otherIdsPinnedTo(state, request.id, request.fingerprint) : [];
+        const swapSlot = h('div', { className: 'request-swap-slot' }, ...swapWarning(request));
+        const element = requestCard(request, assessment, { earlierNamed, earlierOffered, sharedWith, ended: state.endedFriendships.get(request.id), swapSlot });
+        view = { element, request, assessment, otherKeys: request.otherKeys, swapSlot };
+        requestViews.set(request.id, view);
+      }
+      // Withdrawal notes stay where they are; cards keep their order, and only a new card is inserted.
+      while (cursor && withdrawnNotes.has(cursor.dataset.withdrawn)) cursor = cursor.nextSibling;
+      if (view.element !== cursor) requestsList.insertBefore(view.element, cursor);
+      else cursor = cursor.nextSibling;
+    }
+    const hiddenCount = state.incomingRequests.size - visible.length;
+    moreLine.hidden = hiddenCount <= 0;
+    setText(moreText, `…and ${hiddenCount} more request${hiddenCount === 1 ? '' : 's'}.`);
+    ignoredLine.hidden = state.requestsIgnored === 0;
+    setText(ignoredLine, `${state.requestsIgnored} more request${state.requestsIgnored === 1 ? ' was' : 's were'} ignored: too many are pending.`);
+    requests.hidden = state.incomingRequests.size === 0 && withdrawnNotes.size === 0 && state.requestsIgnored === 0;
   }
 
-  function requestCard(request, assessment, { earlierNamed, earlierOffered, ended, swapSlot }) {
-    const accept = h('button', { type: 'button', className: 'btn btn-primary', text: 'Accept', 'aria-label': `Accept friend request from ${request.id}`, disabled: !request.key });
+  /** The first `cardLimit` pending requests: those from IDs an invite link named first, then by arrival. */
+  function visibleRequests(state) {
+    const visible = [];
+    for (const id of state.expectations.keys()) {
+      const request = state.incomingRequests.get(id);
+      if (request && visible.length < cardLimit) visible.push(request);
+    }
+    for (const request of state.incomingRequests.values()) {
+      if (visible.length >= cardLimit) break;
+      if (!state.expectations.has(request.id)) visible.push(request);
+    }
+    return visible;
+  }
+
+  /** A short note where a card was, when its request was withdrawn while the user could see it. */
+  function showWithdrawn(id, card) {
+    const note = h('li', { className: 'request-withdrawn muted small', role: 'status', 'data-withdrawn': id,
+      text: `${id} withdrew the friend request (their session ended).` });
+    withdrawnNotes.get(id)?.remove();
+    withdrawnNotes.set(id, note);
+    card.replaceWith(note);
+    setTimeout(() => {
+      if (withdrawnNotes.get(id) !== note) return;
+      note.remove();
+      withdrawnNotes.delete(id);
+      actions.redraw();
+    }, WITHDRAWN_NOTE_MS);
+  }
+
+  function requestCard(request, assessment, { earlierNamed, earlierOffered, sharedWith, ended, swapSlot }) {
+    const usable = Boolean(request.fingerprint);
+    const accept = h('button', { type: 'button', className: 'btn btn-primary', text: 'Accept', 'aria-label': `Accept friend request from ${request.id}`, disabled: !usable });
     const decline = h('button', { type: 'button', className: 'btn', text: 'Decline', 'aria-label': `Decline friend request from ${request.id}` });
     const error = h('p', { className: 'form-error small', role: 'alert' });
     const run = async (button, work) => {
@@ -151,26 +223,29 @@ export function createSidebar({ actions }) {
         await work();
       } catch (failure) {
         setText(error, failure.message);
-        accept.disabled = !request.key;
+        accept.disabled = !usable;
         decline.disabled = false;
       }
     };
     accept.addEventListener('click', () => run(accept, () => actions.acceptRequest(request.id)));
     decline.addEventListener('click', () => run(decline, () => actions.declineRequest(request.id)));
-    const warn = assessment === 'invite_mismatch' || assessment === 'key_changed' || request.otherKeys.length > 0;
-    // A reused name is a notice (amber), not an alarm: a friend who reloaded without "remember" causes it too.
-    const notice = assessment === 'name_reused' || Boolean(ended);
-    const assessmentClass = warn && assessment !== 'name_reused' ? ' assessment-warn' : assessment === 'name_reused' ? ' assessment-notice' : '';
-    return h('li', { className: `request-card${warn ? ' request-warn' : notice ? ' request-notice' : ''}`, 'data-request': request.id },
+    const warn = isAlarm(assessment) || request.otherKeys.length > 0 || !usable;
+    // A reused name or key is a notice (amber), not an alarm: a friend back after a reload or an ID change
+    // causes it too.
+    const noticeOnly = assessment === 'name_reused' || assessment === 'pinned_before';
+    const notice = noticeOnly || Boolean(ended);
+    const assessmentClass = isAlarm(assessment) ? ' assessment-warn' : noticeOnly ? ' assessment-notice' : '';
+    return h('li', { className: `request-card${warn ? ' request-warn' : notice ? ' request-notice' : ''}`, 'data-request': request.id, 'data-assessment': assessment || 'refused' },
       h('p', {}, 'From ', h('strong', { className: 'friend-id', text: request.id })),
       ended ? endedNotice(ended) : null,
-      request.key
+      usable
         ? [h('div', { className: 'request-key' }, h('span', { className: 'label small', text: 'Key fingerprint' }), fingerprintElement(request.fingerprint)),
           request.userId ? h('p', { className: 'key-name muted small', text: `Name on key (chosen by its owner): ${request.userId}` }) : null,
           h('p', { className: `assessment small${assessmentClass}`, role: assessmentClass === ' assessment-warn' ? 'alert' : 'status', text: ASSESSMENT_TEXT[assessment] }),
+          sharedWith.length > 0 ? h('p', { className: 'request-shared-with small', text: `Pinned to: ${sharedWith.slice(0, SHOWN_OTHER_KEYS).join(', ')}` }) : null,
           earlierNamed.length > 0 ? keyList('request-name-clash', 'Earlier key with this name:', earlierNamed) : null,
           earlierOffered.length > 0 ? keyList('request-offered-before', 'Key offered earlier for this ID:', earlierOffered.slice(0, SHOWN_OTHER_KEYS)) : null]
-        : h('p', { className: 'form-error small', text: `Unusable key: ${request.error}` }),
+        : h('p', { className: 'form-error small request-refused', role: 'alert', text: `Key refused. ${request.error}` }),
       swapSlot,
       h('div', { className: 'actions' }, accept, decline),
       error);
@@ -189,7 +264,7 @@ export function createSidebar({ actions }) {
       text: `⚠ The server said this ID ${what} ${ago}. A server can fake that to restart the conversation and replay old messages: ask your friend whether they really did.` });
   }
 
-  /** A repeated request from the same ID brought another key: the first one is kept (app.js keepFirstKey). */
+  /** A repeated request from the same ID brought another key: the first one is kept (requests.js keepFirstKey). */
   function swapWarning(request) {
     if (request.otherKeys.length === 0) return [];
     const fingerprints = request.otherKeys.filter((fp) => fp !== 'unreadable');

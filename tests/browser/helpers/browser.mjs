@@ -125,6 +125,34 @@ export async function outgoingState(user, friendId, text) {
   return pane(user, friendId).locator('.msg-out').filter({ hasText: text }).first().getAttribute('data-state');
 }
 
+/**
+ * Times a round trip into the page (`page.evaluate`) every `everyMs` until `stop()`, which resolves the slowest
+ * one in ms. A page whose main thread is busy answers only when it is done, so this is how long it froze.
+ */
+export function watchResponsiveness(page, everyMs = 100) {
+  let running = true;
+  let slowest = 0;
+  const loop = (async () => {
+    while (running) {
+      const start = Date.now();
+      try {
+        await page.evaluate(() => 0);
+      } catch {
+        return; // the page or browser closed (a failed test's cleanup)
+      }
+      slowest = Math.max(slowest, Date.now() - start);
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return slowest;
+    },
+  };
+}
+
 /** Console errors, page errors, dialogs and CSP violations seen so far (should be none). */
 export async function problemsOf(user) {
   const violations = await user.page.evaluate(() => window.__cspViolations || []).catch(() => []);

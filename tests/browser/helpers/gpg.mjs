@@ -41,11 +41,12 @@ function withPassphrase(passphrase) {
 
 /**
  * Makes a key pair protected by `passphrase`: kind 'ecc' (ed25519 primary + cv25519 subkey, GnuPG's
- * default) or 'rsa' (RSA primary + RSA encryption subkey). Returns {fingerprint, publicArmored, privateArmored}.
+ * default) or 'rsa' (RSA primary + RSA encryption subkey), or the GnuPG algorithm names in `algorithms`
+ * ([primary, encryption subkey], e.g. ['nistp256', 'nistp256']). Returns {fingerprint, publicArmored, privateArmored}.
  */
-export function generateGpgKey(gpg, { name, passphrase, kind, expire = 'never', createdAt = null }) {
+export function generateGpgKey(gpg, { name, passphrase, kind, algorithms = null, expire = 'never', createdAt = null }) {
   const uid = `${name} <${name.toLowerCase().replace(/\W+/g, '')}@example.org>`;
-  const [primary, sub] = kind === 'rsa' ? ['rsa2048', 'rsa2048'] : ['ed25519', 'cv25519'];
+  const [primary, sub] = algorithms || (kind === 'rsa' ? ['rsa2048', 'rsa2048'] : ['ed25519', 'cv25519']);
   // A frozen fake clock makes a key that was created (and expired) in the past.
   const clock = createdAt ? ['--faked-system-time', `${createdAt}!`, '--ignore-time-conflict'] : [];
   must(gpg.run([...clock, ...withPassphrase(passphrase), '--quick-gen-key', uid, primary, 'sign,cert', expire]), 'quick-gen-key');

@@ -1,0 +1,125 @@
+// The page's side of the crypto worker (cryptoworker.js). A lane is one worker with a queue: one job at a
+// time, each with a time budget. A job that overruns it is refused (`too_slow`), the worker is terminated
+// (whatever it was computing stops with it) and the next job gets a fresh one. So the cost of any single key or
+// payload to the page is bounded by the budget, and the main thread never computes on them at all.
+
+const WORKER_URL = new URL('./cryptoworker.js', import.meta.url);
+
+/** Honest jobs take milliseconds (a key check, a message): seconds mean a crafted input or a stuck worker. */
+export const JOB_BUDGET_MS = 5000;
+
+/** A refused job: `code` is the worker's KeyError code, `too_slow`, or `worker_failed`. */
+export class CryptoError extends Error {
+  constructor(code, message) {
+    super(message || code);
+    this.name = 'CryptoError';
+    this.code = code;
+  }
+}
+
+/**
+ * @param {object} options
+ * @param {string} options.name  the worker's name (shown in the browser's devtools)
+ * @param {number} [options.budgetMs]  default budget per job, measured from when the worker is given the job
+ */
+export function createLane({ name, budgetMs = JOB_BUDGET_MS, url = WORKER_URL, WorkerImpl = globalThis.Worker }) {
+  let worker = null;
+  let init = null; // {op, args}: posted first to every new worker (the user's key)
+  const queue = []; // {op, args, budgetMs, resolve, reject}, in submission order
+  let current = null; // {id, job, timer}: the one job the worker has
+  let nextId = 1;
+  let restarts = 0;
+
+  function spawn() {
+    worker = new WorkerImpl(url, { type: 'module', name });
+    worker.onmessage = (event) => settle(event.data);
+    // Only a worker that could not load (or threw outside a job) gets here: the job it had is lost with it.
+    worker.onerror = (event) => {
+      event.preventDefault();
+      replace(new CryptoError('worker_failed', 'The crypto worker failed.'));
+    };
+    if (init) worker.postMessage({ id: 0, ...init });
+  }
+
+  function pump() {
+    if (current || queue.length === 0) return;
+    const job = queue.shift();
+    if (!worker) spawn();
+    const id = nextId++;
+    current = { id, job, timer: setTimeout(() => replace(new CryptoError('too_slow', `took longer than ${job.budgetMs / 1000} s`)), job.budgetMs) };
+    worker.postMessage({ id, op: job.op, args: job.args });
+  }
+
+  function settle({ id, ok, result, error }) {
+    // Replies to `init` (id 0) need no answer: a failed init shows up as failing jobs.
+    if (!current || id !== current.id) return;
+    const { job, timer } = current;
+    clearTimeout(timer);
+    current = null;
+    if (ok) job.resolve(result);
+    else job.reject(new CryptoError(error.code, error.message));
+    pump();
+  }
+
+  /** Ends the worker with the job it holds (refused with `error`); queued jobs go to a new worker. */
+  function replace(error) {
+    if (worker) {
+      worker.onmessage = null;
+      worker.onerror = null;
+      worker.terminate();
+      worker = null;
+      restarts += 1;
+    }
+    if (current) {
+      clearTimeout(current.timer);
+      current.job.reject(error);
+      current = null;
+    }
+    pump();
+  }
+
+  return {
+    /** Queues a job; resolves with its result, rejects with a CryptoError. */
+    run(op, args, { budgetMs: budget = budgetMs } = {}) {
+      return new Promise((resolve, reject) => {
+        queue.push({ op, args, budgetMs: budget, resolve, reject });
+        pump();
+      });
+    },
+    /** Sets the job every worker of this lane starts with, and starts one now so the first real job is quick. */
+    setInit(op, args) {
+      init = { op, args };
+      if (worker) worker.postMessage({ id: 0, ...init });
+      else spawn();
+    },
+    /** Starts the worker ahead of the first job (loading OpenPGP.js takes a moment). */
+    warm() {
+      if (!worker) spawn();
+    },
+    /** How often a worker was terminated (overrun or failure): for tests and diagnostics. */
+    get restarts() { return restarts; },
+  };
+}
+
+/**
+ * The two lanes the app uses. Friends' keys come from anyone who knows our ID; payloads only from friends
+ * (or a lying server). Separate workers, so a flood of requests never delays a friend's message.
+ */
+export function createCrypto({ budgetMs = JOB_BUDGET_MS } = {}) {
+  const keyLane = createLane({ name: 'secchat-keys', budgetMs });
+  const messageLane = createLane({ name: 'secchat-messages', budgetMs });
+  return {
+    /** Gives the message worker the user's unlocked key (kept for restarts) and warms both workers up. */
+    start(privateBinary) {
+      messageLane.setInit('init', { privateBinary });
+      keyLane.warm();
+    },
+    /** {fingerprint, userId} of a usable friend's key; rejects with the reason it is not. */
+    readFriendKey: (armored) => keyLane.run('readFriendKey', { armored }),
+    /** The armored payload: the envelope text encrypted to the friend's key and signed with ours. */
+    seal: (envelopeText, friendArmored) => messageLane.run('seal', { envelopeText, friendArmored }),
+    /** keys.openPayload's answer for a payload from the friend with this key. */
+    open: (payload, friendArmored) => messageLane.run('open', { payload, friendArmored }),
+    lanes: { keys: keyLane, messages: messageLane },
+  };
+}

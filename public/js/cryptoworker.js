@@ -1,0 +1,65 @@
+// The crypto worker: reads friends' keys and opens and seals payloads off the page's main thread, so no
+// key or message, however crafted, can freeze the page. cryptoclient.js runs one job at a time here and
+// terminates the worker when a job overruns its time budget; nothing here needs to survive that.
+//
+// Messages in: {id, op, args}; out: {id, ok:true, result} or {id, ok:false, error:{code, message}}.
+// Jobs run strictly one after the other, in the order they were posted (`init` before the jobs after it).
+import { KeyError, openPayload, readFriendKey, sealPayload } from './keys.js';
+import * as openpgp from '../vendor/openpgp.min.mjs';
+
+const FRIEND_KEY_CACHE = 64; // parsed keys kept, by armored text; a friend's key is read once, not per message
+
+let privateKey = null;
+const friendKeys = new Map(); // armored -> key object, oldest first
+
+/** A friend's key, read (and checked against the policy) once. */
+async function friendKey(armored) {
+  let key = friendKeys.get(armored);
+  if (key) {
+    friendKeys.delete(armored);
+  } else {
+    ({ key } = await readFriendKey(armored));
+    if (friendKeys.size >= FRIEND_KEY_CACHE) friendKeys.delete(friendKeys.keys().next().value);
+  }
+  friendKeys.set(armored, key);
+  return key;
+}
+
+function needIdentity() {
+  if (!privateKey) throw new KeyError('no_identity', 'The crypto worker has no key to work with.');
+  return privateKey;
+}
+
+const OPS = {
+  /** The user's unlocked private key (binary, as keys.unlockKeyPair made it). */
+  async init({ privateBinary }) {
+    privateKey = await openpgp.readPrivateKey({ binaryKey: privateBinary });
+    return true;
+  },
+  async readFriendKey({ armored }) {
+    const { fingerprint, userId } = await readFriendKey(armored);
+    return { fingerprint, userId };
+  },
+  async seal({ envelopeText, friendArmored }) {
+    return sealPayload({ envelopeText, friendKey: await friendKey(friendArmored), privateKey: needIdentity() });
+  },
+  async open({ payload, friendArmored }) {
+    const friend = await friendKey(friendArmored).catch(() => null);
+    if (!friend) return { ok: false, problem: 'undecryptable', detail: 'the pinned key could not be read' };
+    return openPayload({ payload, privateKey: needIdentity(), friendKey: friend });
+  },
+};
+
+let chain = Promise.resolve();
+
+self.onmessage = (event) => {
+  const { id, op, args } = event.data;
+  chain = chain.then(async () => {
+    try {
+      if (!Object.hasOwn(OPS, op)) throw new KeyError('bad_op', `unknown crypto job ${op}`);
+      self.postMessage({ id, ok: true, result: await OPS[op](args) });
+    } catch (error) {
+      self.postMessage({ id, ok: false, error: { code: error.code || 'failed', message: error.message || String(error) } });
+    }
+  });
+};
