@@ -472,8 +472,14 @@ mod tests {
             (&["--allow-origin", "evil"][..], "--allow-origin"),
             (&["--trusted-proxy", "localhost"][..], "--trusted-proxy"),
             (&["--trusted-proxy", "10.0.0.0/33"][..], "--trusted-proxy"),
-            (&["--public-host", "chat.example.org:443"][..], "--public-host"),
-            (&["--public-host", "https://chat.example.org"][..], "--public-host"),
+            (
+                &["--public-host", "chat.example.org:443"][..],
+                "--public-host",
+            ),
+            (
+                &["--public-host", "https://chat.example.org"][..],
+                "--public-host",
+            ),
         ] {
             match parse(args, &[]) {
                 Err(ConfigError::Invalid(message)) => {
@@ -510,7 +516,11 @@ mod tests {
         assert_eq!(shown, ["127.0.0.1/32", "::1/128", "10.0.0.0/8"]);
         assert_eq!(config.public_hosts, ["chat.example.org", "pi.local"]);
         let config = parse(
-            &["--trusted-proxy", "192.0.2.1", "--trusted-proxy=2001:db8::/48"],
+            &[
+                "--trusted-proxy",
+                "192.0.2.1",
+                "--trusted-proxy=2001:db8::/48",
+            ],
             &[("SECCHAT_TRUSTED_PROXY", "bogus")],
         )
         .unwrap();

@@ -556,7 +556,9 @@ fn answer(request: &http::Request, settings: &Settings<'_>) -> (http::Response, 
 fn upgrade(request: &http::Request, settings: &Settings<'_>) -> Result<http::Response, u16> {
     if !settings.hosts.allows(request.host.as_deref()) {
         // The name is the client's text: not logged.
-        log::debug!("refusing a WebSocket upgrade (421): Host is not a name this server answers to");
+        log::debug!(
+            "refusing a WebSocket upgrade (421): Host is not a name this server answers to"
+        );
         return Err(421);
     }
     if !http::origin_allowed(

@@ -562,7 +562,8 @@ impl Server {
                     .conns
                     .get(&token)
                     .map_or(ClientAddr::UNSPECIFIED, |conn| conn.client);
-                self.router.open_from(token.0 as ConnId, client, clock.router);
+                self.router
+                    .open_from(token.0 as ConnId, client, clock.router);
                 self.counters.websockets += 1;
                 self.sync_interest(token);
                 // Frames may have arrived with the upgrade or while the 101 was written; with

@@ -105,7 +105,10 @@ fn a_half_open_flood_from_one_address_is_capped_per_address() {
     let kept: Vec<TcpStream> = flood.into_iter().filter(|s| !closed_already(s)).collect();
     assert_eq!(kept.len(), HALF_OPEN_PER_ADDRESS);
     for stream in &served {
-        assert!(!closed_already(stream), "a served keep-alive socket was closed");
+        assert!(
+            !closed_already(stream),
+            "a served keep-alive socket was closed"
+        );
     }
 
     // Other addresses are served at once.

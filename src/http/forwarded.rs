@@ -256,17 +256,17 @@ mod tests {
         assert_eq!(from_proxy(Some("2001:db8::7")), addr("2001:db8::7"));
         assert_eq!(from_proxy(Some("[2001:db8::7]:443")), addr("2001:db8::7"));
         assert_eq!(from_proxy(Some("198.51.100.3:5555")), addr("198.51.100.3"));
-        assert_eq!(from_proxy(Some("::ffff:198.51.100.4")), addr("198.51.100.4"));
+        assert_eq!(
+            from_proxy(Some("::ffff:198.51.100.4")),
+            addr("198.51.100.4")
+        );
         // No header, or an empty one: the proxy's own address.
         assert_eq!(from_proxy(None), addr("127.0.0.1"));
         assert_eq!(from_proxy(Some("")), addr("127.0.0.1"));
         // Only trusted hops: the leftmost of them.
         assert_eq!(from_proxy(Some("10.0.0.1, 10.0.0.2")), addr("10.0.0.1"));
         // Malformed entries stop the walk at the last address reached.
-        assert_eq!(
-            from_proxy(Some("198.51.100.1, unknown")),
-            addr("127.0.0.1")
-        );
+        assert_eq!(from_proxy(Some("198.51.100.1, unknown")), addr("127.0.0.1"));
         assert_eq!(
             from_proxy(Some("198.51.100.1, bogus, 10.0.0.3")),
             addr("10.0.0.3")

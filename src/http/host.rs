@@ -169,7 +169,10 @@ mod tests {
 
     #[test]
     fn host_names_are_checked_and_normalised() {
-        assert_eq!(host_name("Chat.Example.ORG").as_deref(), Some("chat.example.org"));
+        assert_eq!(
+            host_name("Chat.Example.ORG").as_deref(),
+            Some("chat.example.org")
+        );
         assert_eq!(host_name("pi.local.").as_deref(), Some("pi.local"));
         assert_eq!(host_name("*.example.org").as_deref(), Some("*.example.org"));
         assert_eq!(host_name("::1").as_deref(), Some("::1"));
