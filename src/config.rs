@@ -84,8 +84,8 @@ Usage: secchat [FLAGS]
   --public DIR                 serve the web client from DIR instead of the built-in files
   --max-message-bytes N        largest WebSocket message (default 65536)
   --max-connections N          sessions at once (default 10000)
-  --max-connections-per-ip N   sockets and sessions per address (IPv6: per /64; a /56 twice,
-                               a /48 four times as many); 0 = unlimited (default 64)
+  --max-connections-per-ip N   sockets and sessions per address (default 64; IPv6: per /64,
+                               a /56 twice and a /48 four times as many); 0 = unlimited
   --resume-grace SECS          resume window after a dropped connection; 0 = off (default 30)
   --ping-interval SECS         ping a silent connection after SECS; 0 = off (default 20)
   --idle-timeout SECS          close a connection silent for SECS; 0 = off (default 60)
