@@ -7,8 +7,9 @@
 //! ```
 //!
 //! A [`Connection`] owns its socket and never touches the router or the poll registry: every
-//! method returns an [`Outcome`] that tells the loop what to do next (nothing, tell the router a
-//! WebSocket opened, read again later, or drop the connection). Deadlines are checked by
+//! method returns an [`Outcome`] that tells the loop what to do next (nothing, admit a WebSocket
+//! upgrade against the per-address limits, tell the router a WebSocket opened, read again later,
+//! or drop the connection). Deadlines are checked by
 //! [`Connection::tick`], called from the loop's periodic sweep.
 //!
 //! Memory per connection is bounded: the request head buffer by [`http::MAX_HEAD_BYTES`], static

@@ -514,7 +514,10 @@ fn caddy_example_proxies_ws_keeps_host_and_outlasts_the_ping() {
         directive_values(&config, "header_up").is_empty(),
         "Host and X-Forwarded-For must reach secchat as Caddy sets them"
     );
-    assert!(config.contains("X-Forwarded-For"), "the comment says who sets it");
+    assert!(
+        config.contains("X-Forwarded-For"),
+        "the comment says who sets it"
+    );
 }
 
 /// The active (uncommented) `SECCHAT_*` settings of set-up A in `deploy/secchat.env`.

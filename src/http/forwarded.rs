@@ -114,12 +114,12 @@ impl TrustedProxies {
     ///
     /// From an untrusted peer, the header is ignored: the client is the peer. From a trusted one,
     /// the entries are walked right to left: the first address that is not itself a trusted
-    /// proxy is the client. A malformed entry (not an IP address, optionally with a port; `unknown`;
-    /// an empty one) ends the walk, as does the start of the list: the client is then the last
-    /// address reached, i.e. the leftmost trusted hop walked over, or the peer itself when none
-    /// was. So what a client wrote itself (to the left of what our proxies appended) is never
-    /// believed, and a proxy that forwards nothing usable has its requests counted against its
-    /// own address rather than against nobody.
+    /// proxy is the client. A malformed entry (not an IP address, optionally with a port;
+    /// `unknown`; an empty one) ends the walk, as does the start of the list: the client is then
+    /// the last address reached, i.e. the leftmost trusted hop walked over, or the peer itself
+    /// when none was. So what a client wrote itself (to the left of what our proxies appended)
+    /// is never believed, and a proxy that forwards nothing usable has its requests counted
+    /// against its own address rather than against nobody.
     ///
     /// The walk is bounded by the request head (16 KiB, `http::MAX_HEAD_BYTES`).
     pub fn client(&self, peer: IpAddr, forwarded_for: Option<&str>) -> ClientAddr {
