@@ -47,7 +47,19 @@ mod fuzz {
                 request.host.as_deref(),
                 &["https://x.example".to_owned()],
             );
+            let _ = HostRule::names(["x.example", "*.y.example"]).allows(request.host.as_deref());
+            let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+            let _ = proxies().client(peer, request.forwarded_for.as_deref());
         }
+    }
+
+    fn proxies() -> TrustedProxies {
+        TrustedProxies::new(
+            ["127.0.0.1", "10.0.0.0/8", "::1"]
+                .iter()
+                .filter_map(|block| Cidr::parse(block))
+                .collect(),
+        )
     }
 
     proptest! {

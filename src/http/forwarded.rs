@@ -172,6 +172,39 @@ fn is_port(digits: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the header holds, the client is the peer or one of its entries, and an
+        /// untrusted valid last entry (what a proxy appends) is always the one believed.
+        #[test]
+        fn the_client_is_the_peer_or_an_entry_never_an_invented_address(
+            hops in proptest::collection::vec(
+                "(127\\.0\\.0\\.1|10\\.[0-9]\\.0\\.1|192\\.0\\.2\\.[0-9]{1,3}|::1|\
+                 2001:db8::[0-9a-f]{1,4}|\\[::1\\]:[0-9]{1,6}|unknown|[ -~]{0,8})",
+                0..6,
+            ),
+        ) {
+            let proxies = trusted(&["127.0.0.1", "10.0.0.0/8", "::1"]);
+            let header = hops.join(",");
+            let peer = ip("127.0.0.1");
+            let client = proxies.client(peer, Some(&header));
+            let entries: Vec<ClientAddr> = header
+                .split(',')
+                .filter_map(|hop| parse_hop(hop.trim()))
+                .map(ClientAddr::new)
+                .collect();
+            prop_assert!(
+                client == ClientAddr::new(peer) || entries.contains(&client),
+                "{header:?} gave {client:?}"
+            );
+            if let Some(last) = header.rsplit(',').next().and_then(|hop| parse_hop(hop.trim()))
+                && !proxies.contains(last)
+            {
+                prop_assert_eq!(client, ClientAddr::new(last));
+            }
+        }
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
