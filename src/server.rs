@@ -145,6 +145,7 @@ pub struct Server {
     /// `--public-host`, kept to rebuild the Host rule when SIGHUP brings a certificate with
     /// other names.
     public_hosts: Vec<String>,
+    /// `--listen`: without names, a loopback address still checks `Host`, another does not.
     listen: SocketAddr,
     shutdown_deadline: Option<Instant>,
     /// When freed memory goes back to the system.
@@ -376,9 +377,11 @@ impl Server {
             log::debug!("refusing a connection: {} sockets open", self.conns.len());
             return;
         }
-        // A trusted proxy's connections carry many clients' requests: each is counted against
-        // its client once one is known (the upgrade), never against the proxy, which would
-        // otherwise throttle everyone behind it.
+        // A trusted proxy's connections to the public port carry many clients' requests: each
+        // is counted against its client once one is known (the upgrade), never against the
+        // proxy, which would otherwise throttle everyone behind it. Every count held here is
+        // given back in `forget_connection`, so the tables hold at most three blocks per open
+        // socket.
         let addr = ClientAddr::new(ip);
         let counted = endpoint == Endpoint::Metrics || !self.settings.trusted_proxies.contains(ip);
         if counted {
