@@ -526,6 +526,8 @@ impl Server {
         if conn.is_websocket() {
             // Pongs and close echoes are queued by reading; the end-of-iteration flush sends them.
             mark_dirty(&mut self.owed.dirty, token, conn);
+        } else {
+            release_finished_head(&mut self.heads, conn);
         }
         self.after(token, outcome, clock);
     }
@@ -539,19 +541,12 @@ impl Server {
             return;
         }
         let outcome = conn.on_writable(clock.instant, &self.settings);
+        release_finished_head(&mut self.heads, conn);
         self.after(token, outcome, clock);
     }
 
     /// Carries out what a connection asked for after it was driven.
     fn after(&mut self, token: Token, outcome: Outcome, clock: Clock) {
-        // Every drive of an HTTP connection ends here, so a first head completed by it gives its
-        // half-open place back now.
-        if let Some(conn) = self.conns.get_mut(&token)
-            && !conn.half_open()
-            && let Some(addr) = conn.holds_head.take()
-        {
-            self.heads.release(addr);
-        }
         match outcome {
             Outcome::Keep => self.sync_interest(token),
             Outcome::ReadAgain => {
@@ -761,6 +756,7 @@ impl Server {
                 mark_dirty(&mut self.owed.dirty, token, conn);
             } else {
                 let outcome = conn.on_writable(clock.instant, &self.settings);
+                release_finished_head(&mut self.heads, conn);
                 self.after(token, outcome, clock);
             }
         }
@@ -830,6 +826,18 @@ impl Server {
 /// (BENCHMARKS.md): all 10,000 active +9 % (median of 12 alternating rounds), 100 connections
 /// unchanged, as are their system calls: a turn rarely has more than 64 events there.
 const EVENTS_PER_TURN: usize = 64;
+
+/// Gives back `conn`'s half-open place once its first request head has ended. Called after each
+/// drive of an HTTP connection that can end a head (a read, a write that continues a keep-alive
+/// exchange, a deadline's 408), before its outcome is carried out; closing gives back whatever is
+/// still held. Not on the WebSocket path, which holds none.
+fn release_finished_head(heads: &mut BlockCounts, conn: &mut Connection) {
+    if !conn.half_open()
+        && let Some(addr) = conn.holds_head.take()
+    {
+        heads.release(addr);
+    }
+}
 
 /// Which `Host` values open `/ws` (see [`HostRule`]): the `--public-host` names and the
 /// certificate's; every `Host` when neither exists and the server listens beyond loopback

@@ -102,6 +102,22 @@ fn kept_open(server: &Server, streams: &[TcpStream], barrier: IpAddr, expected: 
     }
 }
 
+/// Closes our side of `stream` and waits until the server has closed its side: by then it has
+/// given back whatever the connection held.
+fn close_and_wait(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(RECV_TIMEOUT));
+    let mut sink = [0u8; 1024];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("the server did not close a connection we closed: {e}"),
+        }
+    }
+}
+
 fn healthz_from(server: &Server, source: IpAddr) -> u16 {
     let mut stream = connect_tcp_from_ip(source, server).expect("connect");
     stream
@@ -221,7 +237,9 @@ fn half_open_connections_of_one_ipv6_48_are_capped_at_64() {
         // Others are served; the full /48 gets no new connection until one of its own goes.
         assert_eq!(healthz_from(&server, v6(3, 0, 1)), 200, "another /48");
         assert_eq!(healthz_from(&server, barrier), 200, "::1");
-        drop(flood);
+        for stream in flood {
+            close_and_wait(stream);
+        }
         assert_eq!(
             healthz_from(&server, v6(1, 0, 9)),
             200,

@@ -75,7 +75,10 @@ fn served_keep_alive_from(server: &Server, source: Ipv4Addr) -> TcpStream {
         .expect("timeout");
     // The whole response, body included: nothing may be left to read on the socket.
     let response = read_http_response(&mut stream, false).expect("response");
-    assert_eq!((response.status, response.body.as_slice()), (200, &b"ok"[..]));
+    assert_eq!(
+        (response.status, response.body.as_slice()),
+        (200, &b"ok"[..])
+    );
     stream
 }
 
