@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::{Cidr, TrustedProxies};
+
 /// Everything the server can be told at start-up.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -16,7 +18,9 @@ pub struct Config {
     pub public_dir: Option<PathBuf>,
     pub max_message_bytes: usize,
     pub max_connections: usize,
-    /// Open sockets from one peer address; 0 = unlimited.
+    /// Open sockets, half-open request heads and sessions per client address (an IPv6 /64, with
+    /// its /56 and /48 allowed twice and four times as many: `address::BLOCK_SHARES`);
+    /// 0 = unlimited.
     pub max_connections_per_ip: u32,
     pub resume_grace: Duration,
     /// Zero turns server pings off.
@@ -26,6 +30,11 @@ pub struct Config {
     pub rate_messages: u32,
     pub rate_friend_requests: u32,
     pub allow_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy`, repeatable).
+    pub trusted_proxies: TrustedProxies,
+    /// Names `/ws` answers to besides IP literals, `localhost` and the certificate's names
+    /// (`--public-host`, repeatable; normalised by `http::host_name`).
+    pub public_hosts: Vec<String>,
     pub log_level: log::LevelFilter,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -55,9 +64,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Default open sockets per peer address: a household or office behind one NAT address fits,
-/// one host cannot take the whole server. Behind a reverse proxy every peer is the proxy: set 0
-/// there and limit at the proxy.
+/// Default open sockets (and sessions) per client address: a household or office behind one NAT
+/// address fits, one host cannot take the whole server. Behind a reverse proxy, name it with
+/// `--trusted-proxy` so that the limit applies to the client addresses it forwards.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 64;
 /// Default MESSAGEs per second per session: far above human typing, low enough that one client
 /// cannot keep the single routing thread busy on its own.
@@ -75,14 +84,18 @@ Usage: secchat [FLAGS]
   --public DIR                 serve the web client from DIR instead of the built-in files
   --max-message-bytes N        largest WebSocket message (default 65536)
   --max-connections N          sessions at once (default 10000)
-  --max-connections-per-ip N   sockets and sessions per address (IPv6: /64); 0 = unlimited
-                               (default 64)
+  --max-connections-per-ip N   sockets and sessions per address (default 64; IPv6: per /64,
+                               a /56 twice and a /48 four times as many); 0 = unlimited
   --resume-grace SECS          resume window after a dropped connection; 0 = off (default 30)
   --ping-interval SECS         ping a silent connection after SECS; 0 = off (default 20)
   --idle-timeout SECS          close a connection silent for SECS; 0 = off (default 60)
   --rate-messages N            MESSAGEs per second per session; 0 = unlimited (default 50)
   --rate-friend-requests N     FRIEND_REQUESTs per minute per session; 0 = unlimited (default 20)
   --allow-origin ORIGIN        another origin allowed to open /ws (repeatable)
+  --public-host NAME           a name /ws answers to besides IP addresses, localhost and the
+                               TLS certificate's names; needed behind a proxy (repeatable)
+  --trusted-proxy CIDR         a reverse proxy (address or block) whose X-Forwarded-For names
+                               the client for the per-address limits (repeatable)
   --log-level LEVEL            error, warn, info, debug, trace (default info)
   --metrics-listen ADDR:PORT   serve Prometheus metrics at /metrics there (default: off)
   --tls-cert FILE              PEM certificate chain: serve HTTPS and WSS (needs --tls-key)
@@ -93,13 +106,14 @@ Usage: secchat [FLAGS]
   -V, --version                print the version
 
 Every flag can also be set as an environment variable: SECCHAT_ and the flag's name upper-cased
-with '-' as '_' (SECCHAT_LISTEN=0.0.0.0:8080); SECCHAT_ALLOW_ORIGIN is comma-separated. Flags win.
+with '-' as '_' (SECCHAT_LISTEN=0.0.0.0:8080); SECCHAT_ALLOW_ORIGIN, SECCHAT_PUBLIC_HOST and
+SECCHAT_TRUSTED_PROXY are comma-separated. Flags win.
 ";
 
 /// How the server gets its certificate: `tls-cert` with `tls-key`, or `tls-self-signed`.
 const TLS_SETTINGS: [&str; 3] = ["tls-cert", "tls-key", "tls-self-signed"];
 
-/// The flags that take a value, in the order of USAGE. `allow-origin` may repeat.
+/// The flags that take a value, in the order of USAGE. [`LIST_FLAGS`] may repeat.
 const VALUE_FLAGS: &[&str] = &[
     "listen",
     "public",
@@ -112,12 +126,17 @@ const VALUE_FLAGS: &[&str] = &[
     "rate-messages",
     "rate-friend-requests",
     "allow-origin",
+    "public-host",
+    "trusted-proxy",
     "log-level",
     "metrics-listen",
     "tls-cert",
     "tls-key",
     "tls-self-signed",
 ];
+
+/// The flags that may repeat, each adding to a list; their variables are comma-separated.
+const LIST_FLAGS: [&str; 3] = ["allow-origin", "public-host", "trusted-proxy"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -133,6 +152,8 @@ impl Default for Config {
             rate_messages: DEFAULT_RATE_MESSAGES,
             rate_friend_requests: DEFAULT_RATE_FRIEND_REQUESTS,
             allow_origins: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
+            public_hosts: Vec::new(),
             log_level: log::LevelFilter::Info,
             tls_cert: None,
             tls_key: None,
@@ -154,7 +175,8 @@ impl Config {
         let from_args = collect_args(args)?;
         // A setting given as a flag ignores its variable altogether, so a stale or mistyped
         // variable cannot stop a command line that corrects it, and a repeated flag
-        // (`--allow-origin`) replaces the variable's list instead of adding to it. The three TLS
+        // (`--allow-origin` and the other LIST_FLAGS) replaces the variable's list instead of
+        // adding to it. The three TLS
         // settings are one choice: a flag for any of them ignores the variables of all three.
         let flagged: Vec<&str> = from_args.iter().map(|(name, _, _)| name.as_str()).collect();
         let tls_flagged = flagged.iter().any(|name| TLS_SETTINGS.contains(name));
@@ -219,6 +241,20 @@ impl Config {
                 self.allow_origins
                     .push(origin.trim_end_matches('/').to_string());
             }
+            "public-host" => {
+                let name = crate::http::host_name(value).ok_or_else(|| {
+                    bad("expected a host name such as chat.example.org (no scheme, no port)")
+                })?;
+                self.public_hosts.push(name);
+            }
+            "trusted-proxy" => {
+                let block = Cidr::parse(value).ok_or_else(|| {
+                    bad("expected an address or CIDR block such as 127.0.0.1 or 10.0.0.0/8")
+                })?;
+                let mut blocks = self.trusted_proxies.blocks().to_vec();
+                blocks.push(block);
+                self.trusted_proxies = TrustedProxies::new(blocks);
+            }
             "log-level" => {
                 self.log_level = value
                     .parse()
@@ -243,8 +279,8 @@ impl Config {
 const SECS: &str = "expected a non-negative number of seconds";
 const RATE: &str = "expected a non-negative whole number (0 = unlimited)";
 
-/// `(flag name, value, where it came from)` from `SECCHAT_*` variables. `SECCHAT_ALLOW_ORIGIN`
-/// is a comma-separated list.
+/// `(flag name, value, where it came from)` from `SECCHAT_*` variables. The variables of
+/// [`LIST_FLAGS`] are comma-separated lists.
 fn collect_env<E>(env: E) -> Vec<(String, String, String)>
 where
     E: IntoIterator<Item = (String, String)>,
@@ -261,9 +297,9 @@ where
         let Some((flag, var)) = found.iter().find(|(_, var)| *var == key) else {
             continue;
         };
-        if *flag == "allow-origin" {
-            for origin in value.split(',').filter(|o| !o.trim().is_empty()) {
-                settings.push((flag.to_string(), origin.to_string(), var.clone()));
+        if LIST_FLAGS.contains(flag) {
+            for item in value.split(',').filter(|item| !item.trim().is_empty()) {
+                settings.push((flag.to_string(), item.to_string(), var.clone()));
             }
         } else {
             settings.push((flag.to_string(), value, var.clone()));
@@ -434,6 +470,16 @@ mod tests {
                 "--tls-self-signed",
             ),
             (&["--allow-origin", "evil"][..], "--allow-origin"),
+            (&["--trusted-proxy", "localhost"][..], "--trusted-proxy"),
+            (&["--trusted-proxy", "10.0.0.0/33"][..], "--trusted-proxy"),
+            (
+                &["--public-host", "chat.example.org:443"][..],
+                "--public-host",
+            ),
+            (
+                &["--public-host", "https://chat.example.org"][..],
+                "--public-host",
+            ),
         ] {
             match parse(args, &[]) {
                 Err(ConfigError::Invalid(message)) => {
@@ -446,6 +492,42 @@ mod tests {
         match parse(&[], &[("SECCHAT_MAX_MESSAGE_BYTES", "x")]) {
             Err(ConfigError::Invalid(message)) => {
                 assert!(message.contains("SECCHAT_MAX_MESSAGE_BYTES"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn proxies_and_public_hosts_repeat_and_come_from_comma_separated_variables() {
+        let config = parse(
+            &[],
+            &[
+                ("SECCHAT_TRUSTED_PROXY", "127.0.0.1, ::1,10.0.0.0/8"),
+                ("SECCHAT_PUBLIC_HOST", "Chat.Example.org,pi.local."),
+            ],
+        )
+        .unwrap();
+        let shown: Vec<String> = config
+            .trusted_proxies
+            .blocks()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["127.0.0.1/32", "::1/128", "10.0.0.0/8"]);
+        assert_eq!(config.public_hosts, ["chat.example.org", "pi.local"]);
+        let config = parse(
+            &[
+                "--trusted-proxy",
+                "192.0.2.1",
+                "--trusted-proxy=2001:db8::/48",
+            ],
+            &[("SECCHAT_TRUSTED_PROXY", "bogus")],
+        )
+        .unwrap();
+        assert_eq!(config.trusted_proxies.blocks().len(), 2);
+        match parse(&[], &[("SECCHAT_TRUSTED_PROXY", "127.0.0.1,nope")]) {
+            Err(ConfigError::Invalid(message)) => {
+                assert!(message.contains("SECCHAT_TRUSTED_PROXY") && message.contains("nope"))
             }
             other => panic!("{other:?}"),
         }

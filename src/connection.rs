@@ -7,8 +7,9 @@
 //! ```
 //!
 //! A [`Connection`] owns its socket and never touches the router or the poll registry: every
-//! method returns an [`Outcome`] that tells the loop what to do next (nothing, tell the router a
-//! WebSocket opened, read again later, or drop the connection). Deadlines are checked by
+//! method returns an [`Outcome`] that tells the loop what to do next (nothing, admit a WebSocket
+//! upgrade against the per-address limits, tell the router a WebSocket opened, read again later,
+//! or drop the connection). Deadlines are checked by
 //! [`Connection::tick`], called from the loop's periodic sweep.
 //!
 //! Memory per connection is bounded: the request head buffer by [`http::MAX_HEAD_BYTES`], static
@@ -26,6 +27,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 
+use crate::address::ClientAddr;
 use crate::assets::Assets;
 use crate::http;
 use crate::outbox::Outbox;
@@ -48,6 +50,10 @@ pub const READ_BUDGET: usize = 64;
 pub struct Settings<'a> {
     pub assets: &'a Assets,
     pub allow_origins: &'a [String],
+    /// Which `Host` values may open `/ws` (DNS rebinding).
+    pub hosts: http::HostRule,
+    /// Peers whose `X-Forwarded-For` names the client of a WebSocket.
+    pub trusted_proxies: http::TrustedProxies,
     pub ws_config: WebSocketConfig,
     /// Unsent output bytes past which a WebSocket is dropped ([`outbox_ceiling`]).
     pub outbox_ceiling: usize,
@@ -86,6 +92,10 @@ pub fn outbox_ceiling(
 pub enum Outcome {
     /// Nothing; wait for the next readiness event or deadline.
     Keep,
+    /// A valid WebSocket upgrade arrived and its `101` is queued but not written: the loop
+    /// admits it (the per-address socket limit, for the client [`Connection::client`] names)
+    /// and drives the connection on, or refuses it with [`Connection::refuse_upgrade`] first.
+    UpgradeRequested,
     /// The WebSocket handshake completed: tell the router.
     Opened,
     /// The read budget ran out with input possibly left: read again before polling.
@@ -146,8 +156,18 @@ pub enum Flush {
 pub struct Connection {
     state: State,
     endpoint: Endpoint,
-    /// The peer's address, for the per-address connection count.
+    /// The socket's peer address.
     pub peer: IpAddr,
+    /// Who the per-address limits and the router count this connection against: the peer, or,
+    /// from the upgrade on, the client a trusted proxy named in `X-Forwarded-For`.
+    pub client: ClientAddr,
+    /// The address whose open-socket budget this connection holds, released when it closes.
+    /// `None` while a trusted proxy's connection is still HTTP (it may carry several clients'
+    /// requests in turn) and when no budget was taken.
+    pub holds_socket: Option<ClientAddr>,
+    /// The address whose half-open budget this connection holds, released once its first
+    /// request head is complete ([`Connection::half_open`]) or when it closes.
+    pub holds_head: Option<ClientAddr>,
     /// Whether WRITABLE interest is registered; the loop re-registers only when this changes.
     pub registered_writable: bool,
     /// Whether the loop has this connection on its list to flush at the end of the iteration.
@@ -176,6 +196,9 @@ struct HttpState {
     /// Whether this connection already completed a request (then a silent keep-alive connection
     /// that times out is closed without a 408).
     served_one: bool,
+    /// Whether its first request head ended (complete, refused, or timed out): from then on the
+    /// connection is no longer half-open.
+    head_seen: bool,
 }
 
 struct Pending {
@@ -217,12 +240,16 @@ impl Connection {
         Connection {
             endpoint,
             peer,
+            client: ClientAddr::new(peer),
+            holds_socket: None,
+            holds_head: None,
             state: State::Http(HttpState {
                 stream,
                 input: Vec::new(),
                 output: None,
                 head_started: now,
                 served_one: false,
+                head_seen: false,
             }),
             registered_writable: false,
             dirty: false,
@@ -232,6 +259,23 @@ impl Connection {
 
     pub fn is_websocket(&self) -> bool {
         matches!(self.state, State::WebSocket(_))
+    }
+
+    /// Accepted and still without a complete first request head (a TLS handshake included).
+    pub fn half_open(&self) -> bool {
+        matches!(&self.state, State::Http(http) if !http.head_seen)
+    }
+
+    /// Replaces the `101` of an [`Outcome::UpgradeRequested`] with an error `status` that closes
+    /// the connection. Does nothing once the `101` has started going out.
+    pub fn refuse_upgrade(&mut self, status: u16, tls: bool) {
+        if let State::Http(http) = &mut self.state
+            && let Some(pending) = &http.output
+            && matches!(pending.then, AfterResponse::Upgrade(_))
+            && pending.written == 0
+        {
+            http.respond(http::error_response(status, tls), AfterResponse::Close);
+        }
     }
 
     /// Whether the loop should keep WRITABLE interest registered.
@@ -354,6 +398,7 @@ impl Connection {
                 if http.served_one && http.input.is_empty() {
                     return Tick::Drop;
                 }
+                http.head_seen = true;
                 http.respond(
                     http::error_response(408, settings.tls),
                     AfterResponse::Close,
@@ -391,7 +436,11 @@ impl Connection {
                     }
                 }
             }
-            match http::parse_head(&http.input) {
+            let head = http::parse_head(&http.input);
+            if !matches!(head, http::Head::Partial) {
+                http.head_seen = true;
+            }
+            match head {
                 http::Head::Complete(request) => {
                     // What follows the head is the next request, or the WebSocket's first bytes.
                     http.input.drain(..request.head_len.min(http.input.len()));
@@ -414,6 +463,12 @@ impl Connection {
                         // Bytes after the head belong to the WebSocket.
                         let leftover = std::mem::take(&mut http.input);
                         http.respond(response, AfterResponse::Upgrade(leftover));
+                        // The upgrade decides who the connection belongs to for its whole life:
+                        // through a trusted proxy, the client of this request.
+                        self.client = settings
+                            .trusted_proxies
+                            .client(self.peer, request.forwarded_for.as_deref());
+                        return Outcome::UpgradeRequested;
                     } else {
                         http.respond(response, then);
                     }
@@ -497,9 +552,16 @@ fn answer(request: &http::Request, settings: &Settings<'_>) -> (http::Response, 
     (response, then)
 }
 
-/// Checks the Origin and builds the `101 Switching Protocols` response, or the HTTP status that
-/// refuses the upgrade.
+/// Checks the Host and the Origin and builds the `101 Switching Protocols` response, or the HTTP
+/// status that refuses the upgrade.
 fn upgrade(request: &http::Request, settings: &Settings<'_>) -> Result<http::Response, u16> {
+    if !settings.hosts.allows(request.host.as_deref()) {
+        // The name is the client's text: not logged.
+        log::debug!(
+            "refusing a WebSocket upgrade (421): Host is not a name this server answers to"
+        );
+        return Err(421);
+    }
     if !http::origin_allowed(
         request.origin.as_deref(),
         request.host.as_deref(),

@@ -1,16 +1,21 @@
-//! HTTP/1.1 for the web client: request heads, static responses, security headers and the
-//! Origin check for `/ws` (docs/PROTOCOL.md §1 and §7).
+//! HTTP/1.1 for the web client: request heads, static responses, security headers, the Origin
+//! and Host checks for `/ws` (docs/PROTOCOL.md §1 and §7), and who a request forwarded by a
+//! trusted proxy comes from.
 //!
 //! Everything here is pure: bytes or a parsed request in, bytes out. The connection state
 //! machine owns the socket, the timers (408) and what happens after the WebSocket upgrade.
 
+mod forwarded;
 mod head;
+mod host;
 mod origin;
 mod path;
 mod response;
 mod upgrade;
 
+pub use forwarded::{Cidr, TrustedProxies};
 pub use head::{Head, MAX_HEAD_BYTES, MAX_HEADERS, Request, parse_head};
+pub use host::{HostRule, host_name};
 pub use origin::{is_valid_origin, origin_allowed};
 pub use path::{PathError, resolve_path};
 pub use response::{
@@ -42,7 +47,19 @@ mod fuzz {
                 request.host.as_deref(),
                 &["https://x.example".to_owned()],
             );
+            let _ = HostRule::names(["x.example", "*.y.example"]).allows(request.host.as_deref());
+            let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+            let _ = proxies().client(peer, request.forwarded_for.as_deref());
         }
+    }
+
+    fn proxies() -> TrustedProxies {
+        TrustedProxies::new(
+            ["127.0.0.1", "10.0.0.0/8", "::1"]
+                .iter()
+                .filter_map(|block| Cidr::parse(block))
+                .collect(),
+        )
     }
 
     proptest! {

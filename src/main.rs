@@ -61,6 +61,7 @@ fn main() -> ExitCode {
     };
     let addr = server.local_addr().unwrap_or(config.listen);
     announce(addr, tls_on, self_signed.as_ref());
+    warn_about_names(&config, server.accepts_any_host());
     if let Some(metrics) = config.metrics_listen {
         println!("Metrics: http://{metrics}/metrics");
     }
@@ -137,6 +138,23 @@ fn announce(addr: SocketAddr, tls_on: bool, self_signed: Option<&SelfSigned>) {
         log::warn!(
             "listening on {addr} without TLS: browsers on other machines will refuse to encrypt \
              (Web Crypto needs https:// or localhost); use --tls-cert/--tls-key or a TLS proxy"
+        );
+    }
+}
+
+/// Warns when the Host check on `/ws` (docs/SECURITY.md, "Addresses, proxies and Host") is off,
+/// or when it will refuse the name a reverse proxy forwards.
+fn warn_about_names(config: &Config, accepts_any_host: bool) {
+    if accepts_any_host {
+        log::warn!(
+            "no --public-host: /ws accepts every Host name, so a web page elsewhere can reach \
+             this server through DNS rebinding; set --public-host to the names users open"
+        );
+    }
+    if !config.trusted_proxies.is_empty() && config.public_hosts.is_empty() {
+        log::warn!(
+            "--trusted-proxy without --public-host: /ws answers 421 to every name but localhost, \
+             IP addresses and the certificate's; set --public-host to the name the proxy serves"
         );
     }
 }

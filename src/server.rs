@@ -16,7 +16,6 @@
 //! event for a closed connection finds nothing. The routing core sees connections only as
 //! [`ConnId`]s (the token's number).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,13 +25,13 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::address::ClientAddr;
+use crate::address::{BlockCounts, ClientAddr};
 use crate::assets::Assets;
 use crate::config::Config;
 use crate::connection::{
     self, Connection, Endpoint, Flush, Inbound, Outcome, READ_BUDGET, Settings, Tick,
 };
-use crate::http;
+use crate::http::{self, HostRule};
 use crate::memory::{self, Trimmer};
 use crate::metrics::{self, LoopCounters};
 use crate::router::fasthash::FastMap;
@@ -53,6 +52,14 @@ const FIRST_CONNECTION: usize = 3;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait before accepting again after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Half-open connections (accepted, first request head not complete yet: a TLS handshake
+/// included) that one IPv4 address or IPv6 /64 may hold, when per-address limits are on; its
+/// /56 may hold twice and its /48 four times as many (`address::BLOCK_SHARES`). A browser opens
+/// about six connections to a site at once, so a few people behind one NAT address loading the
+/// page at the same moment fit; `connection::HEAD_DEADLINE` (10 s) frees what a slow client
+/// holds. Without this, heads that never complete hold sockets the server-wide cap counts.
+pub const HALF_OPEN_PER_ADDRESS: u32 = 16;
 
 /// IDs and tokens come from the operating system's CSPRNG, drawn 4 KiB at a time: each CONNECT
 /// needs two draws, and one system call per draw was a tenth of the cost of setting up a session.
@@ -127,11 +134,19 @@ pub struct Server {
     /// Accepted sockets already have `TCP_NODELAY` from the listener (Linux): one system call
     /// fewer per connection.
     nodelay_inherited: bool,
-    /// Open sockets per peer address, so one address cannot take the whole server. SipHash here:
-    /// peers choose their addresses (an IPv6 /64 is plenty to aim collisions at a weak hash).
-    per_ip: HashMap<u128, u32>,
-    /// 0 = unlimited.
-    max_per_ip: u32,
+    /// Open sockets per client address block (`--max-connections-per-ip` per /64 or IPv4
+    /// address, nested), so one address or one /48 cannot take the whole server. A connection
+    /// holds its place from `accept` (or, through a trusted proxy, from its upgrade) until it
+    /// closes: [`Connection::holds_socket`].
+    sockets: BlockCounts,
+    /// Half-open connections per client address block ([`HALF_OPEN_PER_ADDRESS`], nested),
+    /// from `accept` until the first request head is complete: [`Connection::holds_head`].
+    heads: BlockCounts,
+    /// `--public-host`, kept to rebuild the Host rule when SIGHUP brings a certificate with
+    /// other names.
+    public_hosts: Vec<String>,
+    /// `--listen`: without names, a loopback address still checks `Host`, another does not.
+    listen: SocketAddr,
     shutdown_deadline: Option<Instant>,
     /// When freed memory goes back to the system.
     trimmer: Trimmer,
@@ -196,6 +211,8 @@ impl Server {
         let settings = Settings {
             assets: Box::leak(Box::new(assets)),
             allow_origins: Box::leak(config.allow_origins.clone().into_boxed_slice()),
+            hosts: host_rule(&config.public_hosts, config.listen, tls.as_ref()),
+            trusted_proxies: config.trusted_proxies.clone(),
             ws_config,
             outbox_ceiling,
             tls: tls.is_some(),
@@ -232,9 +249,15 @@ impl Server {
             accept_paused_until: None,
             // Room for every session plus HTTP requests and connections not yet CONNECTed.
             max_open_sockets: config.max_connections.saturating_mul(2).saturating_add(64),
-            per_ip: HashMap::new(),
+            sockets: BlockCounts::new(config.max_connections_per_ip),
+            heads: BlockCounts::new(if config.max_connections_per_ip == 0 {
+                0
+            } else {
+                HALF_OPEN_PER_ADDRESS
+            }),
+            public_hosts: config.public_hosts.clone(),
+            listen: config.listen,
             nodelay_inherited,
-            max_per_ip: config.max_connections_per_ip,
             shutdown_deadline: None,
             trimmer: Trimmer::new(Instant::now()),
         })
@@ -242,6 +265,11 @@ impl Server {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Whether `/ws` opens for any `Host` (no names known: see [`HostRule`]); `main` warns then.
+    pub fn accepts_any_host(&self) -> bool {
+        self.settings.hosts.accepts_any()
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every WebSocket with 1001 and returns.
@@ -358,11 +386,25 @@ impl Server {
             log::debug!("refusing a connection: {} sockets open", self.conns.len());
             return;
         }
-        let open_from_ip = self.per_ip.get(&peer_key(ip)).copied().unwrap_or(0);
-        if self.max_per_ip != 0 && open_from_ip >= self.max_per_ip {
-            self.counters.refused += 1;
-            log::debug!("refusing a connection: {open_from_ip} open from one address");
-            return;
+        // A trusted proxy's connections to the public port carry many clients' requests: each
+        // is counted against its client once one is known (the upgrade), never against the
+        // proxy, which would otherwise throttle everyone behind it. Every count held here is
+        // given back in `forget_connection`, so the tables hold at most three blocks per open
+        // socket.
+        let addr = ClientAddr::new(ip);
+        let counted = endpoint == Endpoint::Metrics || !self.settings.trusted_proxies.contains(ip);
+        if counted {
+            if !self.sockets.try_acquire(addr) {
+                self.counters.refused += 1;
+                log::debug!("refusing a connection: its address is at its socket limit");
+                return;
+            }
+            if !self.heads.try_acquire(addr) {
+                self.sockets.release(addr);
+                self.counters.refused += 1;
+                log::debug!("refusing a connection: its address is at its half-open limit");
+                return;
+            }
         }
         if !self.nodelay_inherited {
             // Chat frames are small and latency matters more than packet count.
@@ -377,18 +419,23 @@ impl Server {
             .register(&mut stream, token, Interest::READABLE)
         {
             log::warn!("cannot register a connection: {error}");
+            if counted {
+                self.sockets.release(addr);
+                self.heads.release(addr);
+            }
             return;
         }
-        *self.per_ip.entry(peer_key(ip)).or_insert(0) += 1;
         log::debug!("connection {} accepted from {ip}", token.0);
         let transport = match (&self.tls, endpoint) {
             (Some(acceptor), Endpoint::Public) => acceptor.accept(stream),
             _ => Transport::plain(stream),
         };
-        self.conns.insert(
-            token,
-            Connection::accepted(transport, ip, endpoint, clock.instant),
-        );
+        let mut conn = Connection::accepted(transport, ip, endpoint, clock.instant);
+        if counted {
+            conn.holds_socket = Some(addr);
+            conn.holds_head = Some(addr);
+        }
+        self.conns.insert(token, conn);
     }
 
     fn on_signals(&mut self, clock: Clock) {
@@ -410,11 +457,14 @@ impl Server {
             return;
         };
         match acceptor.reload() {
-            Ok(()) => log::info!(
-                "SIGHUP: reloaded {} (SHA-256 {})",
-                acceptor.cert_path().display(),
-                acceptor.fingerprint()
-            ),
+            Ok(()) => {
+                log::info!(
+                    "SIGHUP: reloaded {} (SHA-256 {})",
+                    acceptor.cert_path().display(),
+                    acceptor.fingerprint()
+                );
+                self.settings.hosts = host_rule(&self.public_hosts, self.listen, Some(acceptor));
+            }
             Err(error) => log::error!("SIGHUP: keeping the current certificate: {error}"),
         }
     }
@@ -485,6 +535,8 @@ impl Server {
         if conn.is_websocket() {
             // Pongs and close echoes are queued by reading; the end-of-iteration flush sends them.
             mark_dirty(&mut self.owed.dirty, token, conn);
+        } else {
+            release_finished_head(&mut self.heads, conn);
         }
         self.after(token, outcome, clock);
     }
@@ -498,6 +550,7 @@ impl Server {
             return;
         }
         let outcome = conn.on_writable(clock.instant, &self.settings);
+        release_finished_head(&mut self.heads, conn);
         self.after(token, outcome, clock);
     }
 
@@ -509,13 +562,15 @@ impl Server {
                 self.read_again.push(token);
                 self.sync_interest(token);
             }
+            Outcome::UpgradeRequested => self.admit_upgrade(token, clock),
             Outcome::Opened => {
                 log::debug!("connection {} opened a WebSocket", token.0);
-                let peer = self
+                let client = self
                     .conns
                     .get(&token)
-                    .map_or(ClientAddr::UNSPECIFIED, |conn| ClientAddr::new(conn.peer));
-                self.router.open_from(token.0 as ConnId, peer, clock.router);
+                    .map_or(ClientAddr::UNSPECIFIED, |conn| conn.client);
+                self.router
+                    .open_from(token.0 as ConnId, client, clock.router);
                 self.counters.websockets += 1;
                 self.sync_interest(token);
                 // Frames may have arrived with the upgrade or while the 101 was written; with
@@ -537,6 +592,33 @@ impl Server {
                 self.after(token, outcome, clock);
             }
         }
+    }
+
+    /// A valid upgrade is about to be answered with `101`. A connection that holds no socket
+    /// budget yet (a trusted proxy's) now takes its client's, or gets `429 Too Many Requests`
+    /// when that client is at its limit; then the answer goes out.
+    fn admit_upgrade(&mut self, token: Token, clock: Clock) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.holds_socket.is_none() {
+            let client = conn.client;
+            log::debug!(
+                "connection {} is for client {} (forwarded by {})",
+                token.0,
+                client.ip(),
+                conn.peer
+            );
+            if self.sockets.try_acquire(client) {
+                conn.holds_socket = Some(client);
+            } else {
+                self.counters.refused += 1;
+                log::debug!("refusing a WebSocket (429): its client is at its socket limit");
+                conn.refuse_upgrade(429, self.settings.tls);
+            }
+        }
+        let outcome = conn.on_writable(clock.instant, &self.settings);
+        self.after(token, outcome, clock);
     }
 
     fn metrics_page(&self) -> String {
@@ -603,12 +685,11 @@ impl Server {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
-        let peer = peer_key(conn.peer);
-        if let Some(count) = self.per_ip.get_mut(&peer) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_ip.remove(&peer);
-            }
+        if let Some(addr) = conn.holds_socket.take() {
+            self.sockets.release(addr);
+        }
+        if let Some(addr) = conn.holds_head.take() {
+            self.heads.release(addr);
         }
         if let Some(source) = conn.source() {
             let _ = self.poll.registry().deregister(source);
@@ -684,6 +765,7 @@ impl Server {
                 mark_dirty(&mut self.owed.dirty, token, conn);
             } else {
                 let outcome = conn.on_writable(clock.instant, &self.settings);
+                release_finished_head(&mut self.heads, conn);
                 self.after(token, outcome, clock);
             }
         }
@@ -754,16 +836,32 @@ impl Server {
 /// unchanged, as are their system calls: a turn rarely has more than 64 events there.
 const EVENTS_PER_TURN: usize = 64;
 
-/// One network peer for the per-address limits: an IPv4 address, or an IPv6 /64 (the smallest
-/// block a home or a server is usually given, so one attacker holds a whole /64).
-fn peer_key(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(v4.to_bits()),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => u128::from(v4.to_bits()),
-            None => v6.to_bits() & !u128::from(u64::MAX),
-        },
+/// Gives back `conn`'s half-open place once its first request head has ended. Called after each
+/// drive of an HTTP connection that can end a head (a read, a write that continues a keep-alive
+/// exchange, a deadline's 408), before its outcome is carried out; closing gives back whatever is
+/// still held. Not on the WebSocket path, which holds none.
+fn release_finished_head(heads: &mut BlockCounts, conn: &mut Connection) {
+    if !conn.half_open()
+        && let Some(addr) = conn.holds_head.take()
+    {
+        heads.release(addr);
     }
+}
+
+/// Which `Host` values open `/ws` (see [`HostRule`]): the `--public-host` names and the
+/// certificate's; every `Host` when neither exists and the server listens beyond loopback
+/// without TLS (its names are unknown; `main` warns).
+fn host_rule(public_hosts: &[String], listen: SocketAddr, tls: Option<&TlsAcceptor>) -> HostRule {
+    if tls.is_none() && public_hosts.is_empty() && !listen.ip().is_loopback() {
+        return HostRule::any();
+    }
+    let certificate_names = tls.into_iter().flat_map(|acceptor| acceptor.dns_names());
+    HostRule::names(
+        public_hosts
+            .iter()
+            .chain(certificate_names)
+            .map(String::as_str),
+    )
 }
 
 fn duration_ms(duration: Duration) -> u64 {
@@ -775,16 +873,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peers_are_ipv4_addresses_and_ipv6_slash_64s() {
-        let v4: IpAddr = "192.0.2.7".parse().unwrap();
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(peer_key(v4), peer_key(mapped));
-        assert_ne!(peer_key(v4), peer_key("192.0.2.8".parse().unwrap()));
-        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(peer_key(a), peer_key(b));
-        assert_ne!(peer_key(a), peer_key(c));
+    fn host_check_is_off_only_beyond_loopback_without_tls_or_names() {
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let everywhere: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let named = ["chat.example.org".to_string()];
+        assert!(!host_rule(&[], loopback, None).accepts_any());
+        assert!(host_rule(&[], everywhere, None).accepts_any());
+        let rule = host_rule(&named, everywhere, None);
+        assert!(!rule.accepts_any());
+        assert!(rule.allows(Some("chat.example.org:443")));
+        assert!(!rule.allows(Some("evil.example")));
     }
 
     #[test]

@@ -450,18 +450,21 @@ pub struct TlsAcceptor {
     cert_path: PathBuf,
     key_path: PathBuf,
     fingerprint: String,
+    /// The DNS names (wildcards included) of the end-entity certificate's subjectAltName.
+    dns_names: Vec<String>,
 }
 
 impl TlsAcceptor {
     /// Reads a PEM certificate chain (end-entity first) and its PEM private key (PKCS#8, PKCS#1
     /// or SEC1; RSA, ECDSA or Ed25519). Errors name the file and what is wrong with it.
     pub fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-        let (config, fingerprint) = server_config(cert, key)?;
+        let (config, fingerprint, dns_names) = server_config(cert, key)?;
         Ok(TlsAcceptor {
             config: Arc::new(config),
             cert_path: cert.to_path_buf(),
             key_path: key.to_path_buf(),
             fingerprint,
+            dns_names,
         })
     }
 
@@ -469,9 +472,10 @@ impl TlsAcceptor {
     /// use. Connections that exist keep the configuration they started with; new ones get the
     /// new one.
     pub fn reload(&mut self) -> Result<(), String> {
-        let (config, fingerprint) = server_config(&self.cert_path, &self.key_path)?;
+        let (config, fingerprint, dns_names) = server_config(&self.cert_path, &self.key_path)?;
         self.config = Arc::new(config);
         self.fingerprint = fingerprint;
+        self.dns_names = dns_names;
         Ok(())
     }
 
@@ -491,15 +495,39 @@ impl TlsAcceptor {
     pub fn cert_path(&self) -> &Path {
         &self.cert_path
     }
+
+    /// The DNS names the certificate being served is for (its IP addresses are left out: the
+    /// Host check accepts every IP literal anyway).
+    pub fn dns_names(&self) -> &[String] {
+        &self.dns_names
+    }
 }
 
-fn server_config(cert_path: &Path, key_path: &Path) -> Result<(ServerConfig, String), String> {
+/// The DNS names in the subjectAltName of `cert`, lower-cased; none when it cannot be parsed
+/// (rustls then refuses it anyway, or the Host check falls back to `--public-host`).
+fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    match webpki::EndEntityCert::try_from(cert) {
+        Ok(parsed) => parsed
+            .valid_dns_names()
+            .map(str::to_ascii_lowercase)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The server configuration for a certificate chain and key, with the end-entity certificate's
+/// fingerprint and DNS names.
+fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(ServerConfig, String, Vec<String>), String> {
     let chain = read_certificates(cert_path)?;
     let key = read_private_key(key_path)?;
     let fingerprint = chain
         .first()
         .map(|cert| fingerprint(cert.as_ref()))
         .unwrap_or_default();
+    let names = chain.first().map(dns_names).unwrap_or_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -508,7 +536,7 @@ fn server_config(cert_path: &Path, key_path: &Path) -> Result<(ServerConfig, Str
         .with_single_cert(chain, key)
         .map_err(|e| describe_key_error(&e, cert_path, key_path))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((config, fingerprint))
+    Ok((config, fingerprint, names))
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -874,6 +902,17 @@ mod tests {
             }
             assert!(!error.contains('\n'), "{error:?}");
         }
+    }
+
+    #[test]
+    fn the_certificate_s_dns_names_are_known_and_follow_a_reload() {
+        let dir = temp_dir("names");
+        let (cert, key) = write_pair(&dir, &["Chat.Example.org", "*.pi.example", "192.0.2.1"]);
+        let mut acceptor = TlsAcceptor::load(&cert, &key).unwrap();
+        assert_eq!(acceptor.dns_names(), ["chat.example.org", "*.pi.example"]);
+        write_pair(&dir, &["other.example"]);
+        acceptor.reload().unwrap();
+        assert_eq!(acceptor.dns_names(), ["other.example"]);
     }
 
     #[test]

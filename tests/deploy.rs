@@ -2,8 +2,10 @@
 //!
 //! - the systemd unit passes `systemd-analyze verify`, alone and with each drop-in, and keeps the
 //!   sandboxing and limits the docs promise;
-//! - the Caddy and nginx examples forward the WebSocket upgrade on `/ws`, keep `Host`, and time
-//!   out later than the server's ping interval and idle timeout;
+//! - the Caddy and nginx examples forward the WebSocket upgrade on `/ws`, keep `Host`, time out
+//!   later than the server's ping interval and idle timeout, and pass the client's address in
+//!   `X-Forwarded-For` to a secchat that trusts the proxy and keeps its per-address limits on
+//!   (issue 14); nginx limits connections and requests per client itself;
 //! - every `secchat --flag value` and every `SECCHAT_*` variable written in the docs and examples
 //!   is one the binary accepts, with that value: the docs' commands are the tested ones.
 
@@ -369,30 +371,51 @@ fn block<'a>(config: &'a str, header: &str) -> &'a str {
     panic!("{header:?} block is not closed")
 }
 
-/// The `--listen` address in the example's `secchat ...` command line.
-fn proxied_listen_address(config: &str) -> String {
+/// The value after `flag` in `invocation`, if any.
+fn flag_value<'a>(invocation: &'a [String], flag: &str) -> Option<&'a str> {
+    invocation
+        .windows(2)
+        .find(|pair| pair[0] == flag)
+        .map(|pair| pair[1].as_str())
+}
+
+/// The `--listen` address in the example's `secchat ...` command line, which must trust the
+/// proxy on loopback (so that the per-address limits count the clients it forwards), keep those
+/// limits on and name `public_name` with `--public-host` (the proxy passes Host on).
+fn proxied_listen_address(config: &str, public_name: &str) -> String {
     let invocation = secchat_invocations(config)
         .into_iter()
         .next()
         .expect("the example shows the secchat command it fronts");
-    let at = invocation
-        .iter()
-        .position(|arg| arg == "--listen")
-        .expect("the command has --listen");
-    assert!(
-        invocation
-            .windows(2)
-            .any(|pair| pair[0] == "--max-connections-per-ip" && pair[1] == "0"),
-        "behind a proxy every peer is the proxy: --max-connections-per-ip 0"
+    assert_eq!(
+        flag_value(&invocation, "--max-connections-per-ip"),
+        None,
+        "behind a trusted proxy the per-address limits stay on: {invocation:?}"
     );
-    invocation[at + 1].clone()
+    let trusted = flag_value(&invocation, "--trusted-proxy")
+        .expect("the command trusts the proxy's X-Forwarded-For: --trusted-proxy");
+    assert!(
+        trusted.split(',').any(|block| block.trim() == "127.0.0.1"),
+        "--trusted-proxy {trusted} does not cover the proxy on 127.0.0.1"
+    );
+    assert_eq!(
+        flag_value(&invocation, "--public-host"),
+        Some(public_name),
+        "the /ws Host check needs the site's name"
+    );
+    flag_value(&invocation, "--listen")
+        .expect("the command has --listen")
+        .to_string()
 }
+
+/// The domain the examples use, to be replaced by the operator's everywhere.
+const EXAMPLE_DOMAIN: &str = "chat.example.org";
 
 #[test]
 fn nginx_example_upgrades_ws_keeps_host_and_outlasts_the_ping() {
     let config = read("deploy/nginx.conf");
     let liveness = server_liveness_seconds();
-    let listen = proxied_listen_address(&config);
+    let listen = proxied_listen_address(&config, EXAMPLE_DOMAIN);
     let ws = block(&config, "location = /ws {");
     assert_eq!(
         directive_values(ws, "proxy_pass"),
@@ -420,13 +443,62 @@ fn nginx_example_upgrades_ws_keeps_host_and_outlasts_the_ping() {
     let host_lines = config.matches("proxy_set_header Host $http_host;").count();
     assert!(proxied >= 2);
     assert_eq!(proxied, host_lines, "each proxy_pass needs Host $http_host");
+    // And X-Forwarded-For, which secchat believes from the proxy: the client's address last.
+    let forwarded = config
+        .matches("proxy_set_header X-Forwarded-For $remote_addr;")
+        .count()
+        + config
+            .matches("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
+            .count();
+    assert_eq!(proxied, forwarded, "each proxy_pass needs X-Forwarded-For");
+}
+
+#[test]
+fn nginx_example_limits_connections_and_requests_per_client() {
+    let config = read("deploy/nginx.conf");
+    let zone_of = |directive: &str| -> String {
+        let values = directive_values(&config, directive);
+        assert_eq!(values.len(), 1, "one {directive}: {values:?}");
+        assert!(
+            values[0].starts_with("$binary_remote_addr "),
+            "{directive} keys on the client's address: {values:?}"
+        );
+        values[0]
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("zone="))
+            .and_then(|zone| zone.split(':').next())
+            .unwrap_or_else(|| panic!("{directive} names no zone"))
+            .to_string()
+    };
+    let conn_zone = zone_of("limit_conn_zone");
+    let req_zone = zone_of("limit_req_zone");
+    let tls_server = block(&config, "listen 443 ssl;");
+    let limit_conn = directive_values(tls_server, "limit_conn");
+    assert_eq!(limit_conn.len(), 1, "{limit_conn:?}");
+    let per_client: u64 = limit_conn[0]
+        .trim_end_matches(';')
+        .strip_prefix(&format!("{conn_zone} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("limit_conn {conn_zone} N: {limit_conn:?}"));
+    // Not below secchat's own default, or honest browsers behind one address hit nginx first.
+    assert!(per_client >= help_default("--max-connections-per-ip"));
+    let limit_req = directive_values(tls_server, "limit_req");
+    assert_eq!(limit_req.len(), 1, "{limit_req:?}");
+    assert!(
+        limit_req[0].starts_with(&format!("zone={req_zone} ")) && limit_req[0].contains("burst="),
+        "limit_req with the zone and a burst for the page's files: {limit_req:?}"
+    );
 }
 
 #[test]
 fn caddy_example_proxies_ws_keeps_host_and_outlasts_the_ping() {
     let config = read("deploy/Caddyfile");
     let liveness = server_liveness_seconds();
-    let listen = proxied_listen_address(&config);
+    let listen = proxied_listen_address(&config, EXAMPLE_DOMAIN);
+    assert!(
+        config.contains(&format!("{EXAMPLE_DOMAIN} {{")),
+        "the site is {EXAMPLE_DOMAIN}"
+    );
     let proxy = block(&config, &format!("reverse_proxy {listen} {{"));
     // Caddy forwards upgrades on every path by itself; the comment must say /ws is covered.
     assert!(config.contains("/ws") && config.contains("Upgrade: websocket"));
@@ -437,10 +509,67 @@ fn caddy_example_proxies_ws_keeps_host_and_outlasts_the_ping() {
         let seconds = duration_seconds(values[0]).unwrap();
         assert!(seconds > liveness, "{timeout} {seconds}s <= {liveness}s");
     }
+    // Caddy sets X-Forwarded-For itself: nothing may rewrite or drop it, nor Host.
     assert!(
         directive_values(&config, "header_up").is_empty(),
-        "Host must reach secchat unchanged"
+        "Host and X-Forwarded-For must reach secchat as Caddy sets them"
     );
+    assert!(
+        config.contains("X-Forwarded-For"),
+        "the comment says who sets it"
+    );
+}
+
+/// The active (uncommented) `SECCHAT_*` settings of set-up A in `deploy/secchat.env`.
+fn env_setup_a() -> Vec<(String, String)> {
+    let env = read("deploy/secchat.env");
+    let start = env.find("# --- A.").expect("set-up A");
+    let end = env.find("# --- B.").expect("set-up B");
+    env[start..end]
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_shipped_proxy_setup_trusts_the_proxy_and_keeps_per_address_limits_on() {
+    let setup = env_setup_a();
+    let value = |name: &str| {
+        setup
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(value("SECCHAT_LISTEN"), Some("127.0.0.1:8080"), "{setup:?}");
+    let trusted = value("SECCHAT_TRUSTED_PROXY").expect("set-up A trusts the proxy");
+    let blocks: Vec<&str> = trusted.split(',').map(str::trim).collect();
+    assert!(
+        blocks.contains(&"127.0.0.1") && blocks.contains(&"::1"),
+        "the proxy connects from loopback: {trusted}"
+    );
+    assert_eq!(value("SECCHAT_PUBLIC_HOST"), Some(EXAMPLE_DOMAIN));
+    // The limit is on in every set-up, docs included: nowhere is it switched off.
+    for (name, text) in documented_files() {
+        for (variable, value) in secchat_variables(&text) {
+            assert!(
+                !(variable == "SECCHAT_MAX_CONNECTIONS_PER_IP" && value.as_deref() == Some("0")),
+                "{name} turns the per-address limit off"
+            );
+        }
+        for invocation in secchat_invocations(&text) {
+            assert_ne!(
+                flag_value(&invocation, "--max-connections-per-ip"),
+                Some("0"),
+                "{name}: secchat {}",
+                invocation.join(" ")
+            );
+        }
+    }
+    // And the binary takes set-up A as it stands.
+    parses(&[], &setup).unwrap_or_else(|e| panic!("set-up A is refused: {e}"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! Floods of connections: half-open TCP connections that send nothing, with and without the
-//! per-address limit, and `--max-connections-per-ip` itself. The hostile sockets come from
+//! per-address limits, and `--max-connections-per-ip` itself. The hostile sockets come from
 //! other loopback addresses (127.0.0.2, 127.0.0.3: Linux routes all of 127/8 to `lo`) than the
 //! healthy pair (127.0.0.1), which keeps chatting with fast round trips throughout.
 
@@ -61,9 +61,30 @@ fn healthz_from(server: &Server, source: Ipv4Addr) -> std::io::Result<HttpRespon
     read_http_response(&mut stream, false)
 }
 
+/// A socket that sent nothing, or not a complete request head, is half-open: one address may
+/// hold 16 of them (`server::HALF_OPEN_PER_ADDRESS`) within its 64 sockets.
+const HALF_OPEN_PER_ADDRESS: usize = 16;
+
+/// A keep-alive connection from `source` that has been served once: no longer half-open.
+fn served_keep_alive_from(server: &Server, source: Ipv4Addr) -> TcpStream {
+    let mut stream = connect_tcp_from(source, &server.addr()).expect("connect");
+    std::io::Write::write_all(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    stream
+        .set_read_timeout(Some(RECV_TIMEOUT))
+        .expect("timeout");
+    // The whole response, body included: nothing may be left to read on the socket.
+    let response = read_http_response(&mut stream, false).expect("response");
+    assert_eq!(
+        (response.status, response.body.as_slice()),
+        (200, &b"ok"[..])
+    );
+    stream
+}
+
 #[test]
-fn a_half_open_flood_from_one_address_is_capped_at_the_per_address_limit() {
-    // The default limit: 64 sockets per address.
+fn a_half_open_flood_from_one_address_is_capped_per_address() {
+    // The default limit: 64 sockets per address, 16 of them half-open.
     let server = Server::start(&[]);
     let mut pair = HealthyPair::new(&server);
     let before = RttStats {
@@ -71,35 +92,41 @@ fn a_half_open_flood_from_one_address_is_capped_at_the_per_address_limit() {
     };
     let monitor = pair.monitor();
 
+    // 48 sockets that were served and wait, keep-alive, for their next request.
+    let mut served: Vec<TcpStream> = (0..48)
+        .map(|_| served_keep_alive_from(&server, FLOOD_SOURCE))
+        .collect();
     let flood: Vec<TcpStream> = (0..300)
         .map(|_| connect_tcp_from(FLOOD_SOURCE, &server.addr()).expect("connect"))
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let (closed, open) = closed_and_open(&flood);
-    assert_eq!((closed, open), (236, 64), "(closed at once, kept) of 300");
+    assert_eq!(
+        (closed, open),
+        (300 - HALF_OPEN_PER_ADDRESS, HALF_OPEN_PER_ADDRESS),
+        "(closed at once, kept) of 300 silent sockets"
+    );
     let kept: Vec<TcpStream> = flood.into_iter().filter(|s| !closed_already(s)).collect();
-    assert_eq!(kept.len(), 64);
+    assert_eq!(kept.len(), HALF_OPEN_PER_ADDRESS);
+    for stream in &served {
+        assert!(
+            !closed_already(stream),
+            "a served keep-alive socket was closed"
+        );
+    }
 
     // Other addresses are served at once.
     let started = Instant::now();
     assert_eq!(http_get(&server, "/healthz").body, b"ok");
     assert!(started.elapsed() < Duration::from_secs(1));
 
-    // A closed socket frees its place: ten close, ten new ones are served, the eleventh is not.
+    // A closed socket frees its place: ten half-open ones close, ten new ones are served, and
+    // the eleventh finds the address at its 64 sockets.
     let mut kept = kept;
-    kept.truncate(54);
+    kept.truncate(HALF_OPEN_PER_ADDRESS - 10);
     std::thread::sleep(Duration::from_millis(200));
-    let mut served = Vec::new();
     for _ in 0..10 {
-        let mut stream = connect_tcp_from(FLOOD_SOURCE, &server.addr()).expect("connect");
-        std::io::Write::write_all(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
-            .expect("send");
-        stream
-            .set_read_timeout(Some(RECV_TIMEOUT))
-            .expect("timeout");
-        let response = read_http_response(&mut stream, true).expect("response");
-        assert_eq!(response.status, 200);
-        served.push(stream);
+        served.push(served_keep_alive_from(&server, FLOOD_SOURCE));
     }
     let mut eleventh = connect_tcp_from(FLOOD_SOURCE, &server.addr()).expect("connect");
     assert!(

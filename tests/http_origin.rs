@@ -47,7 +47,8 @@ fn foreign_origin_is_403_at_the_upgrade() {
 
 #[test]
 fn same_origin_is_allowed_whatever_the_scheme() {
-    let server = Server::start(&[]);
+    // chat.example is a name the server answers to (the Host check, tests/http_host.rs).
+    let server = Server::start(&["--public-host", "chat.example"]);
     let host = server.addr();
     let port = server.port;
     assert_allowed(&server, &host, Some(&format!("http://127.0.0.1:{port}")));

@@ -60,13 +60,17 @@ impl TestCa {
         }
     }
 
-    /// A new key and certificate written as `cert.pem`/`key.pem` (atomically, as certbot does)
-    /// in `dir`; returns the certificate.
+    /// A new key and certificate for `localhost` and 127.0.0.1 written as `cert.pem`/`key.pem`
+    /// (atomically, as certbot does) in `dir`; returns the certificate.
     fn issue_into(&self, dir: &Path) -> CertificateDer<'static> {
+        self.issue_for_into(&["localhost", "127.0.0.1"], dir)
+    }
+
+    /// Like [`TestCa::issue_into`], for `names` (DNS names or IP addresses).
+    fn issue_for_into(&self, names: &[&str], dir: &Path) -> CertificateDer<'static> {
         let key = KeyPair::generate().expect("server key");
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("server params");
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("server params");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -354,6 +358,32 @@ fn https_get(server: &Server, config: &Arc<ClientConfig>, path: &str) -> HttpRes
     read_response(&mut stream)
 }
 
+/// The status of a `/ws` upgrade over TLS with `Host: host` (the certificate is checked for
+/// `localhost`: the TLS name and the HTTP one are independent).
+fn wss_upgrade_status(server: &Server, config: &Arc<ClientConfig>, host: &str) -> u16 {
+    let mut stream = tls_connect(server, config);
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: https://{host}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).expect("send upgrade");
+    stream.flush().expect("flush upgrade");
+    // A 101 leaves the connection open: read up to the end of the head only.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!(
+                "no complete answer for Host {host} ({other:?}): {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    parse_response(&head).status
+}
+
 /// A blocking WSS client: tungstenite over rustls.
 struct WssClient {
     ws: WebSocket<TlsStream>,
@@ -602,6 +632,60 @@ fn sighup_reload_serves_the_new_certificate_to_new_connections_only() {
     let after_bad = tls_connect(&server, &config);
     assert_eq!(peer_certificate(&after_bad), second);
     old.ping("after-bad-reload");
+}
+
+/// Issue 14, item 6: with TLS, `/ws` opens for the certificate's DNS names (wildcards for one
+/// label), `--public-host` names, `localhost` and IP literals, with any port; other names get 421
+/// (DNS rebinding). A renewed certificate's names replace the old ones on SIGHUP.
+#[test]
+fn wss_opens_for_the_certificate_s_names_and_public_hosts_only() {
+    let ca = TestCa::new();
+    let dir = fresh_dir("names");
+    ca.issue_for_into(&["localhost", "127.0.0.1", "chat.test", "*.pi.test"], &dir);
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let mut server = Server::start(&[
+        "--tls-cert",
+        cert.to_str().expect("utf-8 path"),
+        "--tls-key",
+        key.to_str().expect("utf-8 path"),
+        "--public-host",
+        "proxy.test",
+    ]);
+    let config = ca.client_config();
+    let port = server.port;
+    let status = |host: &str| wss_upgrade_status(&server, &config, host);
+    for host in [
+        format!("chat.test:{port}"),
+        "chat.test".to_string(),
+        "a.pi.test".to_string(),
+        "proxy.test:443".to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "192.0.2.1".to_string(),
+    ] {
+        assert_eq!(status(&host), 101, "Host {host}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "pi.test".to_string(),
+        "b.a.pi.test".to_string(),
+        "renamed.test".to_string(),
+    ] {
+        assert_eq!(status(&host), 421, "Host {host}");
+    }
+
+    ca.issue_for_into(&["localhost", "renamed.test"], &dir);
+    server.signal("HUP");
+    assert!(
+        server.wait_for_log("reloaded", RECV_TIMEOUT),
+        "no reload logged: {}",
+        server.logs()
+    );
+    let status = |host: &str| wss_upgrade_status(&server, &config, host);
+    assert_eq!(status("renamed.test"), 101);
+    assert_eq!(status("proxy.test"), 101, "--public-host stays");
+    assert_eq!(status("chat.test"), 421, "the old certificate's name");
 }
 
 #[test]

@@ -6,6 +6,9 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 
 /// The outcome of parsing the bytes received so far.
+// Returned by value and matched at once, never stored: boxing `Complete` would only add an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Head {
     /// No complete head yet and still under [`MAX_HEAD_BYTES`]: read more.
@@ -42,6 +45,10 @@ pub struct Request {
     pub keep_alive: bool,
     /// `If-None-Match` values, joined with `, ` when the field is repeated.
     pub if_none_match: Option<String>,
+    /// `X-Forwarded-For` values in order, joined with `, ` when the field is repeated; bytes
+    /// that are not UTF-8 become U+FFFD, which no address parses as. Believed only from a
+    /// trusted proxy (`http::TrustedProxies::client`).
+    pub forwarded_for: Option<String>,
 }
 
 impl Request {
@@ -97,6 +104,7 @@ fn request_from(parsed: &httparse::Request<'_, '_>, head_len: usize) -> Head {
         websocket_version: fields.websocket_version,
         keep_alive,
         if_none_match: fields.if_none_match,
+        forwarded_for: fields.forwarded_for,
     })
 }
 
@@ -108,6 +116,7 @@ struct HeaderFields {
     host: Option<String>,
     origin: Option<String>,
     if_none_match: Option<String>,
+    forwarded_for: Option<String>,
     websocket_upgrade: bool,
     websocket_key: Option<String>,
     websocket_version: Option<String>,
@@ -138,6 +147,15 @@ impl HeaderFields {
             self.if_none_match = Some(match self.if_none_match.take() {
                 Some(earlier) => format!("{earlier}, {value}"),
                 None => value,
+            });
+            Ok(())
+        } else if is("x-forwarded-for") {
+            // Not `text`: a header that is not UTF-8 must not make the request a 400 for a peer
+            // whose header is ignored anyway.
+            let value = String::from_utf8_lossy(raw_value.trim_ascii());
+            self.forwarded_for = Some(match self.forwarded_for.take() {
+                Some(earlier) => format!("{earlier}, {value}"),
+                None => value.into_owned(),
             });
             Ok(())
         } else if is("connection") {
@@ -334,9 +352,22 @@ mod tests {
         assert_eq!(request.if_none_match.as_deref(), Some("\"a\", W/\"b\""));
         assert_eq!(request.host, None);
         assert_eq!(request.origin, None);
+        assert_eq!(request.forwarded_for, None);
 
         let plain = complete(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n");
         assert!(!plain.websocket_upgrade);
+    }
+
+    #[test]
+    fn forwarded_for_values_are_joined_in_order() {
+        let request = complete(
+            b"GET /ws HTTP/1.1\r\nX-Forwarded-For: 203.0.113.7, 198.51.100.1\r\n\
+              x-forwarded-for:  10.0.0.1 \r\nX-Forwarded-For: \xff\r\n\r\n",
+        );
+        assert_eq!(
+            request.forwarded_for.as_deref(),
+            Some("203.0.113.7, 198.51.100.1, 10.0.0.1, \u{fffd}")
+        );
     }
 
     #[test]

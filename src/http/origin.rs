@@ -73,7 +73,7 @@ fn parse_origin(origin: &str) -> Option<Origin> {
 }
 
 /// `host[:port]` or `[ipv6][:port]` → (normalised host, port). No userinfo, path or spaces.
-fn parse_authority(authority: &str, default_port: u16) -> Option<(String, u16)> {
+pub(super) fn parse_authority(authority: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
         let (literal, after) = bracketed.split_once(']')?;
         let address: Ipv6Addr = literal.parse().ok()?;

@@ -156,6 +156,7 @@ fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        421 => "Misdirected Request",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -174,6 +175,7 @@ fn error_body(status: u16) -> &'static [u8] {
         405 => b"405 Method Not Allowed\n",
         408 => b"408 Request Timeout\n",
         413 => b"413 Content Too Large\n",
+        421 => b"421 Misdirected Request: this server does not answer to that host name\n",
         426 => b"426 Upgrade Required: use a WebSocket client\n",
         429 => b"429 Too Many Requests\n",
         431 => b"431 Request Header Fields Too Large\n",
@@ -319,7 +321,7 @@ mod tests {
 
     #[test]
     fn every_error_status_closes_and_carries_security_headers() {
-        for status in [400, 403, 404, 405, 408, 426, 431, 500, 503] {
+        for status in [400, 403, 404, 405, 408, 421, 426, 429, 431, 500, 503] {
             for tls in [false, true] {
                 let response = error_response(status, tls);
                 let parsed = Parsed::of(&response);

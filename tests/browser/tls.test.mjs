@@ -18,7 +18,9 @@ let httpServer;
 let browser;
 
 before(async () => {
-  [httpsServer, httpServer] = await Promise.all([startSelfSignedServer(), startServer()]);
+  // The self-signed certificate names this machine, not chat.test: /ws answers to chat.test only
+  // as a --public-host (the Host check against DNS rebinding, docs/SECURITY.md).
+  [httpsServer, httpServer] = await Promise.all([startSelfSignedServer(['--public-host', HOST]), startServer()]);
   browser = await launchBrowser([`--host-resolver-rules=MAP ${HOST} 127.0.0.1`]);
 });
 

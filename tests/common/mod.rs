@@ -84,6 +84,8 @@ pub struct ServerBuilder {
     flags: Vec<String>,
     env: Vec<(String, String)>,
     listen_via_env: bool,
+    /// The host part of `--listen` (default `127.0.0.1`), e.g. `[::1]` or `0.0.0.0`.
+    listen_host: Option<String>,
 }
 
 impl ServerBuilder {
@@ -104,6 +106,13 @@ impl ServerBuilder {
     /// Pass the listen address as `SECCHAT_LISTEN` instead of `--listen`.
     pub fn listen_via_env(mut self) -> Self {
         self.listen_via_env = true;
+        self
+    }
+
+    /// Listen on `host` (an IPv4 address or a bracketed IPv6 one) instead of 127.0.0.1; clients
+    /// connect to the same address (`0.0.0.0` reaches this machine on Linux).
+    pub fn listen_on(mut self, host: &str) -> Self {
+        self.listen_host = Some(host.to_string());
         self
     }
 
@@ -134,7 +143,11 @@ impl ServerBuilder {
                 command.env_remove(key);
             }
         }
-        let listen = format!("127.0.0.1:{port}");
+        let host = self
+            .listen_host
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let listen = format!("{host}:{port}");
         if self.listen_via_env {
             command.env("SECCHAT_LISTEN", &listen);
         } else {
@@ -152,6 +165,7 @@ impl ServerBuilder {
             .expect("spawn secchat");
         Server {
             child,
+            host,
             port,
             log_dir,
             exit: None,
@@ -162,6 +176,7 @@ impl ServerBuilder {
 /// A running `secchat` process, killed on drop.
 pub struct Server {
     child: Child,
+    host: String,
     pub port: u16,
     log_dir: PathBuf,
     exit: Option<ExitStatus>,
@@ -174,11 +189,11 @@ impl Server {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
+        format!("ws://{}:{}/ws", self.host, self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -1314,3 +1329,13 @@ mod hostile {
         }
     }
 }
+
+// =============================================================================================
+// Client addresses (tests/hostile_addresses.rs, tests/http_host.rs): IPv6 sources in a network
+// namespace of the test's own, and WebSocket upgrades with extra headers (X-Forwarded-For).
+// =============================================================================================
+
+#[allow(unused_imports)]
+pub use addresses::*;
+
+mod addresses;
