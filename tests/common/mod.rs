@@ -67,7 +67,14 @@ pub fn is_valid_token(token: &str) -> bool {
 static NEXT_LOG_DIR: AtomicU64 = AtomicU64::new(0);
 
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    free_port_on("127.0.0.1")
+}
+
+/// A port free on `host` now (for `0.0.0.0`, free on every address, which a port free on
+/// 127.0.0.1 need not be).
+pub fn free_port_on(host: &str) -> u16 {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let listener = TcpListener::bind((host, 0)).expect("bind a free port");
     listener.local_addr().expect("local_addr").port()
 }
 
@@ -121,7 +128,7 @@ impl ServerBuilder {
         // A port found free can be taken by someone else before the server binds it (our own
         // clients' ephemeral ports included), so a failed start is retried on another port.
         for _ in 0..4 {
-            let port = free_port();
+            let port = free_port_on(self.listen_host.as_deref().unwrap_or("127.0.0.1"));
             let mut server = self.spawn(port);
             match server.wait_ready(Duration::from_secs(10)) {
                 Ok(()) => return server,
