@@ -69,6 +69,13 @@ impl ClientAddr {
         })
     }
 
+    /// The largest block: the one IPv4 address, or the IPv6 /48.
+    pub fn largest_block(self) -> Block {
+        self.blocks()
+            .last()
+            .map_or(Block { bits: 0, len: 0 }, |(_, block)| block)
+    }
+
     /// The smallest block: the one address, or the /64.
     pub fn smallest_block(self) -> Block {
         self.blocks()
@@ -259,26 +266,25 @@ impl BlockRates {
         true
     }
 
-    /// The bucket's units at `now_ms`, capped at its level's capacity.
+    /// The bucket's units at `now_ms`, capped at its level's capacity. A level's bucket also
+    /// refills at its level's rate (a /48 gains four /64s' worth a period), so burst and
+    /// sustained rate are nested alike.
     fn refilled(&self, bucket: Bucket, level: usize, now_ms: u64) -> u64 {
-        let elapsed = now_ms.saturating_sub(bucket.updated_ms);
-        bucket
-            .units
-            .saturating_add(elapsed.saturating_mul(u64::from(self.rate)))
-            .min(self.capacity(level))
+        refilled_units(
+            bucket,
+            level_limit(self.rate, level),
+            self.period_ms,
+            now_ms,
+        )
     }
 
     /// Drops every bucket that has refilled completely: it behaves exactly like an absent one.
     pub fn sweep(&mut self, now_ms: u64) {
         let (rate, period_ms) = (self.rate, self.period_ms);
         self.buckets.retain(|block, bucket| {
-            let level = level_of(block);
-            let capacity = u64::from(level_limit(rate, level)).saturating_mul(period_ms);
-            let elapsed = now_ms.saturating_sub(bucket.updated_ms);
-            bucket
-                .units
-                .saturating_add(elapsed.saturating_mul(u64::from(rate)))
-                < capacity
+            let level_rate = level_limit(rate, level_of(block));
+            refilled_units(*bucket, level_rate, period_ms, now_ms)
+                < u64::from(level_rate).saturating_mul(period_ms)
         });
         self.sweep_at_len = (self.buckets.len() * 2).max(Self::FIRST_SWEEP_AT);
     }
@@ -287,6 +293,16 @@ impl BlockRates {
     pub fn tracked(&self) -> usize {
         self.buckets.len()
     }
+}
+
+/// A bucket of `rate` tokens per `period_ms` (in units of `1 / period_ms` token), refilled up to
+/// `now_ms` and capped at its capacity, `rate` tokens.
+fn refilled_units(bucket: Bucket, rate: u32, period_ms: u64, now_ms: u64) -> u64 {
+    let elapsed = now_ms.saturating_sub(bucket.updated_ms);
+    bucket
+        .units
+        .saturating_add(elapsed.saturating_mul(u64::from(rate)))
+        .min(u64::from(rate).saturating_mul(period_ms))
 }
 
 /// The nesting level of a block from its prefix length.
@@ -387,6 +403,25 @@ mod tests {
             .filter(|subnet| v6.try_take(addr(&format!("2001:db8:1:{subnet:x}00::1")), 0))
             .count();
         assert_eq!(taken, 4, "a /48 gets four /64s' worth");
+    }
+
+    #[test]
+    fn a_48_refills_at_four_times_the_rate_of_a_64() {
+        let mut rates = BlockRates::new(1, 60_000);
+        let subnet = |n: u32| addr(&format!("2001:db8:7:{n:x}00::1"));
+        let takes = |rates: &mut BlockRates, now| {
+            (0..16u32)
+                .filter(|&n| rates.try_take(subnet(n), now))
+                .count()
+        };
+        assert_eq!(takes(&mut rates, 0), 4, "the burst");
+        for minute in 1..=3 {
+            assert_eq!(
+                takes(&mut rates, minute * 60_000),
+                4,
+                "minute {minute}: the /48 gains four a minute, not one"
+            );
+        }
     }
 
     #[test]

@@ -101,7 +101,8 @@ impl Harness {
             max_public_key_bytes: *input.choose(&[40, 16_384])?,
             max_pending_incoming: input.int_in_range(1..=3)?,
             max_pending_incoming_per_address: input.int_in_range(1..=2)?,
-            rate_incoming_requests_per_min: *input.choose(&[0, 2])?,
+            rate_incoming_requests_per_min: *input.choose(&[0, 2, 4])?,
+            rate_incoming_requests_per_address_per_min: *input.choose(&[0, 1, 3])?,
         };
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {

@@ -118,7 +118,7 @@ impl<E: Entropy> Router<E> {
                 "friendship {id:?}-{friend:?} is one-way"
             );
             ensure!(
-                !session.pending_out.contains(friend) && !session.pending_in.contains(friend),
+                !session.pending_out.contains(friend) && !session.pending_in.contains_key(friend),
                 "{id:?} has a request pending with friend {friend:?}"
             );
         }
@@ -126,11 +126,11 @@ impl<E: Entropy> Router<E> {
             ensure!(*target != id, "{id:?} has a request pending to itself");
             let other = self.sessions.get(target);
             ensure!(
-                other.is_some_and(|o| o.pending_in.contains(&id)),
+                other.is_some_and(|o| o.pending_in.contains_key(&id)),
                 "request {id:?}->{target:?} is not mirrored (or names a dead session)"
             );
         }
-        for requester in &session.pending_in {
+        for requester in session.pending_in.keys() {
             let other = self.sessions.get(requester);
             ensure!(
                 other.is_some_and(|o| o.pending_out.contains(&id)),

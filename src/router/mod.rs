@@ -37,6 +37,9 @@
 //!   dropped with the session), and two tables of rate buckets (new sessions, friend requests)
 //!   holding only blocks active within the last minute, at most
 //!   [`crate::address::BlockRates::MAX_BLOCKS`] each.
+//! - Per session that received friend requests in the last minute: one (address block, time)
+//!   pair per request, at most `rate_incoming_requests_per_min`, dropped as they age past a
+//!   minute.
 //! - FRIEND_CANCEL frames queued for a session in its window: one per pending request it held,
 //!   and requests reach it at most `rate_incoming_requests_per_min` a minute (or, unlimited,
 //!   each one took a capped queue place first).
@@ -59,7 +62,7 @@ mod tests;
 
 use serde_json::value::RawValue;
 
-use crate::address::{BlockCounts, BlockRates, ClientAddr};
+use crate::address::{Block, BlockCounts, BlockRates, ClientAddr};
 use crate::id::{Id, TOKEN_BYTES, TOKEN_LEN, Token};
 use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume, ServerFrame};
 use fasthash::FastMap;
@@ -147,10 +150,13 @@ pub struct RouterConfig {
     /// `too_many_requests` to the sender).
     pub max_pending_incoming: usize,
     /// ... of which at most this many from sessions created by one address (an IPv4 address or
-    /// an IPv6 /64), so one address cannot take all of them.
+    /// an IPv6 /48), so one address cannot take all of them.
     pub max_pending_incoming_per_address: usize,
-    /// FRIEND_REQUESTs one session may receive per minute (burst the same). 0 = unlimited.
+    /// FRIEND_REQUESTs one session may receive within a minute. 0 = unlimited.
     pub rate_incoming_requests_per_min: u32,
+    /// ... of which at most this many from sessions created by one address (IPv4 address or
+    /// IPv6 /48), so a few addresses cannot spend the whole minute's budget.
+    pub rate_incoming_requests_per_address_per_min: u32,
 }
 
 impl RouterConfig {
@@ -173,7 +179,8 @@ impl RouterConfig {
             max_public_key_bytes: 16 * 1024,
             max_pending_incoming: 32,
             max_pending_incoming_per_address: 8,
-            rate_incoming_requests_per_min: 60,
+            rate_incoming_requests_per_min: 120,
+            rate_incoming_requests_per_address_per_min: 10,
         }
     }
 }
@@ -289,6 +296,8 @@ pub struct Router<E: Entropy> {
     /// The sum of every [`Conn::unsent`].
     unsent_bytes: usize,
     messages_routed: u64,
+    /// FRIEND_REQUESTs forwarded so far: the arrival number of each pending request.
+    requests_forwarded: u64,
     errors_sent: [u64; ErrorCode::ALL.len()],
 }
 
@@ -314,6 +323,7 @@ impl<E: Entropy> Router<E> {
             queued_bytes: 0,
             unsent_bytes: 0,
             messages_routed: 0,
+            requests_forwarded: 0,
             errors_sent: [0; ErrorCode::ALL.len()],
         }
     }
@@ -605,7 +615,7 @@ impl<E: Entropy> Router<E> {
         if !self.requests_per_address.try_take(address, now.mono_ms) {
             return Err(ErrorCode::RateLimited);
         }
-        self.check_room_for_request(caller.id, to, now)?;
+        self.check_room_for_request(caller.id, to, now, out)?;
         if self.is_busy(to, REQUEST_ROOM_SHARE) {
             return Err(ErrorCode::PeerBusy);
         }
@@ -613,7 +623,8 @@ impl<E: Entropy> Router<E> {
             sender.pending_out.insert(to);
         }
         if let Some(target) = self.sessions.get_mut(&to) {
-            target.pending_in.insert(caller.id);
+            self.requests_forwarded += 1;
+            target.pending_in.insert(caller.id, self.requests_forwarded);
         }
         let frame = ServerFrame::FriendKey {
             kind: FriendKeyFrame::Request,
@@ -625,41 +636,107 @@ impl<E: Entropy> Router<E> {
         Ok(())
     }
 
-    /// What one recipient may be sent: `too_many_requests` when it holds
-    /// `max_pending_incoming` requests, or `max_pending_incoming_per_address` from sessions
-    /// created by the sender's address, or has received its rate this minute. The recipient's
-    /// token is taken only when the request passes the first two.
-    fn check_room_for_request(&mut self, from: Id, to: Id, now: Now) -> Result<(), ErrorCode> {
+    /// What one recipient may be sent (see the module docs): `too_many_requests` when the
+    /// sender's address already has `max_pending_incoming_per_address` requests pending there,
+    /// or sent `rate_incoming_requests_per_address_per_min` in the last minute, or the recipient
+    /// received `rate_incoming_requests_per_min`. When the recipient holds
+    /// `max_pending_incoming` requests, the oldest of the address with the most is withdrawn to
+    /// make room, if that address has at least two more than the sender's: so that a few
+    /// addresses cannot fill the list and keep everyone else out.
+    fn check_room_for_request(
+        &mut self,
+        from: Id,
+        to: Id,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
         let sender_block = self
             .sessions
             .get(&from)
-            .map(|sender| sender.peer.smallest_block());
+            .map_or(ClientAddr::UNSPECIFIED, |sender| sender.peer)
+            .largest_block();
         let target = self.sessions.get(&to).ok_or(ErrorCode::UnknownPeer)?;
-        if target.pending_in.len() >= self.config.max_pending_incoming {
-            return Err(ErrorCode::TooManyRequests);
+        // Per block: how many pending, and the oldest of them.
+        let mut pending_by_block: Vec<(Block, usize, u64, Id)> = Vec::new();
+        for (requester, &arrival) in &target.pending_in {
+            let block = self
+                .sessions
+                .get(requester)
+                .map_or(ClientAddr::UNSPECIFIED, |session| session.peer)
+                .largest_block();
+            match pending_by_block.iter_mut().find(|entry| entry.0 == block) {
+                Some(entry) => {
+                    entry.1 += 1;
+                    if arrival < entry.2 {
+                        (entry.2, entry.3) = (arrival, *requester);
+                    }
+                }
+                None => pending_by_block.push((block, 1, arrival, *requester)),
+            }
         }
-        let from_same_address = target
-            .pending_in
+        let from_sender_block = pending_by_block
             .iter()
-            .filter(|requester| {
-                self.sessions
-                    .get(requester)
-                    .map(|requester| requester.peer.smallest_block())
-                    == sender_block
-            })
-            .count();
-        if from_same_address >= self.config.max_pending_incoming_per_address {
+            .find(|entry| entry.0 == sender_block)
+            .map_or(0, |entry| entry.1);
+        if from_sender_block >= self.config.max_pending_incoming_per_address {
             return Err(ErrorCode::TooManyRequests);
         }
-        let rate = self.config.rate_incoming_requests_per_min;
-        let target = self.sessions.get_mut(&to).ok_or(ErrorCode::UnknownPeer)?;
-        if !target
-            .incoming_request_rate
-            .try_take(rate, MS_PER_MINUTE, now.mono_ms)
+        let full = target.pending_in.len() >= self.config.max_pending_incoming;
+        let evict = match pending_by_block
+            .iter()
+            .max_by_key(|entry| (entry.1, std::cmp::Reverse(entry.2)))
         {
-            return Err(ErrorCode::TooManyRequests);
+            Some(&(_, most, _, oldest)) if full && most >= from_sender_block + 2 => Some(oldest),
+            _ if full => return Err(ErrorCode::TooManyRequests),
+            _ => None,
+        };
+        let (total_rate, block_rate) = (
+            self.config.rate_incoming_requests_per_min as usize,
+            self.config.rate_incoming_requests_per_address_per_min as usize,
+        );
+        let target = self.sessions.get_mut(&to).ok_or(ErrorCode::UnknownPeer)?;
+        if total_rate != 0 {
+            let recent = &mut target.recent_requests;
+            while recent
+                .front()
+                .is_some_and(|&(_, at)| now.mono_ms.saturating_sub(at) >= MS_PER_MINUTE)
+            {
+                recent.pop_front();
+            }
+            if recent.is_empty() {
+                // A deque keeps its capacity: give back what a past flood made it hold.
+                *recent = Default::default();
+            }
+            let from_block = recent.iter().filter(|(block, _)| *block == sender_block);
+            if recent.len() >= total_rate || (block_rate != 0 && from_block.count() >= block_rate) {
+                return Err(ErrorCode::TooManyRequests);
+            }
+            recent.push_back((sender_block, now.mono_ms));
+        }
+        if let Some(oldest) = evict {
+            self.withdraw_request(oldest, to, out);
         }
         Ok(())
+    }
+
+    /// Removes the pending request of `requester` to `target`; a version-2 target is told. The
+    /// requester is not: its request simply never gets an answer, as when the target leaves.
+    fn withdraw_request(&mut self, requester: Id, target: Id, out: &mut impl FrameSink) {
+        if let Some(session) = self.sessions.get_mut(&requester) {
+            session.pending_out.remove(&target);
+        }
+        let Some(target_session) = self.sessions.get_mut(&target) else {
+            return;
+        };
+        target_session.pending_in.remove(&requester);
+        if target_session.version >= 2 {
+            self.deliver(
+                target,
+                ServerFrame::Encoded(&protocol::friend_cancel(requester)),
+                QueuedKind::Cancel,
+                out,
+            );
+        }
     }
 
     fn friend_accept(
@@ -673,7 +750,7 @@ impl<E: Entropy> Router<E> {
             .sessions
             .get(&caller.id)
             .ok_or(ErrorCode::NotConnected)?;
-        if !accepter.pending_in.contains(&to) {
+        if !accepter.pending_in.contains_key(&to) {
             return Err(ErrorCode::NoPendingRequest);
         }
         let public_key = checked_key(public_key, self.config.max_public_key_bytes)?;
@@ -701,7 +778,7 @@ impl<E: Entropy> Router<E> {
             .sessions
             .get_mut(&caller.id)
             .ok_or(ErrorCode::NotConnected)?;
-        if !decliner.pending_in.remove(&to) {
+        if decliner.pending_in.remove(&to).is_none() {
             return Err(ErrorCode::NoPendingRequest);
         }
         if let Some(requester) = self.sessions.get_mut(&to) {
@@ -808,11 +885,7 @@ impl<E: Entropy> Router<E> {
                 MS_PER_MINUTE,
                 now.mono_ms,
             ),
-            incoming_request_rate: TokenBucket::full(
-                self.config.rate_incoming_requests_per_min,
-                MS_PER_MINUTE,
-                now.mono_ms,
-            ),
+            recent_requests: Default::default(),
         };
         self.sessions.insert(id, session);
         if let Some(state) = self.conns.get_mut(&conn) {
@@ -1010,7 +1083,7 @@ impl<E: Entropy> Router<E> {
                 );
             }
         }
-        for requester in session.pending_in {
+        for requester in session.pending_in.into_keys() {
             if let Some(requester_session) = self.sessions.get_mut(&requester) {
                 requester_session.pending_out.remove(&id);
             }

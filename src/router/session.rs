@@ -3,8 +3,9 @@
 use std::collections::VecDeque;
 
 use super::ConnId;
-use super::fasthash::FastSet;
+use super::fasthash::{FastMap, FastSet};
 use super::limits::TokenBucket;
+use crate::address::Block;
 use crate::id::{Id, Token};
 
 /// A live session: connected, or in its resume window (`conn == None`).
@@ -25,13 +26,16 @@ pub struct Session {
     pub friends: FastSet<Id>,
     /// Sessions this one sent a friend request that is still pending.
     pub pending_out: FastSet<Id>,
-    /// Sessions with a pending friend request to this one.
-    pub pending_in: FastSet<Id>,
+    /// Sessions with a pending friend request to this one, each with the request's arrival
+    /// number (router-wide, rising), so the oldest can be found.
+    pub pending_in: FastMap<Id, u64>,
     pub queue: ResumeQueue,
     pub message_rate: TokenBucket,
     pub request_rate: TokenBucket,
-    /// FRIEND_REQUESTs this session may still receive (`rate_incoming_requests_per_min`).
-    pub incoming_request_rate: TokenBucket,
+    /// The address block and time of each FRIEND_REQUEST forwarded to this session in the last
+    /// minute, oldest first: at most `rate_incoming_requests_per_min` entries, nothing
+    /// allocated until the first request.
+    pub recent_requests: VecDeque<(Block, u64)>,
 }
 
 /// What a queued frame is, for the caps and for UNDELIVERED.

@@ -77,68 +77,121 @@ fn a_public_key_over_the_cap_is_key_too_large_in_request_and_accept() {
     );
 }
 
+/// Sends a request from a new session at `address`: whether it reached the victim, the answer
+/// (`ack` or the error code), and the IDs the victim was told withdrew theirs.
+fn request_from(
+    h: &mut Harness,
+    conn: ConnId,
+    address: &str,
+    victim: &Session,
+) -> (bool, String, Vec<String>) {
+    let sender = connect_from(h, conn, address).expect("sender");
+    let actions = h.text(sender.conn, &friend_request(&victim.id, Some("r")));
+    let to_victim = frames_to(&actions, victim.conn);
+    let cancelled = to_victim
+        .iter()
+        .filter(|frame| frame["type"] == "FRIEND_CANCEL")
+        .map(|frame| frame["from"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let reached = to_victim
+        .iter()
+        .any(|frame| frame["type"] == "FRIEND_REQUEST");
+    let answer = only_frame_to(&actions, sender.conn);
+    let answer = answer["code"].as_str().unwrap_or("ack").to_owned();
+    (reached, answer, cancelled)
+}
+
 #[test]
-fn one_recipient_holds_a_bounded_number_of_pending_requests() {
+fn one_recipient_holds_a_bounded_number_of_pending_requests_and_few_addresses_cannot_fill_them() {
     let mut h = Harness::with(RouterConfig {
         max_pending_incoming: 3,
         max_pending_incoming_per_address: 2,
         ..RouterConfig::defaults()
     });
-    let victim = connect_from(&mut h, 1, "198.51.100.1").expect("victim");
-    let mut conn = 10;
-    let mut outcome = |h: &mut Harness, address: &str| {
-        conn += 1;
-        let sender = connect_from(h, conn, address).expect("sender");
-        let actions = h.text(sender.conn, &friend_request(&victim.id, Some("r")));
-        let reached = !frames_to(&actions, victim.conn).is_empty();
-        let answer = only_frame_to(&actions, sender.conn);
-        (reached, answer["code"].as_str().unwrap_or("ack").to_owned())
-    };
-    assert_eq!(outcome(&mut h, "192.0.2.1"), (true, "ack".to_owned()));
-    assert_eq!(outcome(&mut h, "192.0.2.1"), (true, "ack".to_owned()));
+    let victim = connect_v2(&mut h, 1);
+    let ok = |cancelled: Vec<String>| (true, "ack".to_owned(), cancelled);
+    let first = connect_from(&mut h, 11, "192.0.2.1").expect("first");
+    let actions = h.text(first.conn, &friend_request(&victim.id, None));
+    assert_eq!(frames_to(&actions, victim.conn).len(), 1);
+    assert_eq!(request_from(&mut h, 12, "192.0.2.1", &victim), ok(vec![]));
     assert_eq!(
-        outcome(&mut h, "192.0.2.1"),
-        (false, "too_many_requests".to_owned()),
+        request_from(&mut h, 13, "192.0.2.1", &victim),
+        (false, "too_many_requests".to_owned(), vec![]),
         "a third from one address"
     );
-    assert_eq!(outcome(&mut h, "192.0.2.2"), (true, "ack".to_owned()));
+    // One IPv6 /48 is one address here, however many /64s it uses.
     assert_eq!(
-        outcome(&mut h, "192.0.2.3"),
-        (false, "too_many_requests".to_owned()),
-        "a fourth in all"
+        request_from(&mut h, 14, "2001:db8:9:100::1", &victim),
+        ok(vec![])
+    );
+    assert_eq!(
+        request_from(&mut h, 17, "2001:db8:9:200::1", &victim),
+        (false, "too_many_requests".to_owned(), vec![]),
+        "the list is full, and this /48 has as many as any other"
+    );
+    assert_eq!(
+        request_from(&mut h, 15, "198.51.100.1", &victim),
+        ok(vec![first.id.clone()]),
+        "the list is full: the oldest request of the address with the most makes room"
+    );
+    let accept = h.text(victim.conn, &friend_accept(&first.id, None));
+    assert_eq!(error_code(&accept, victim.conn), "no_pending_request");
+    // Now every address holds one: nobody has more to give up.
+    assert_eq!(
+        request_from(&mut h, 16, "192.0.2.9", &victim),
+        (false, "too_many_requests".to_owned(), vec![]),
     );
 }
 
 #[test]
-fn one_recipient_receives_a_bounded_number_of_requests_per_minute() {
+fn one_recipient_receives_a_bounded_number_of_requests_per_minute_and_per_address() {
     let mut h = Harness::with(RouterConfig {
-        rate_incoming_requests_per_min: 3,
+        rate_incoming_requests_per_min: 5,
+        rate_incoming_requests_per_address_per_min: 3,
         max_pending_incoming_per_address: 100,
         ..RouterConfig::defaults()
     });
     let victim = h.connect(1);
-    let mut received = 0;
-    let mut refused = 0;
-    for conn in 10..20 {
-        let sender = h.connect(conn);
-        let actions = h.text(sender.conn, &friend_request(&victim.id, Some("r")));
-        if frames_to(&actions, victim.conn).is_empty() {
-            assert_eq!(error_code(&actions, sender.conn), "too_many_requests");
-            refused += 1;
-        } else {
-            received += 1;
-        }
-        // The sender leaves: its request goes, but the minute's budget stays spent.
-        h.json(sender.conn, json!({"type":"DISCONNECT"}));
-    }
-    assert_eq!((received, refused), (3, 7));
-    h.advance(20_000);
-    let sender = h.connect(30);
-    let actions = h.text(sender.conn, &friend_request(&victim.id, None));
+    let mut conn = 10;
+    let mut outcomes = |h: &mut Harness, address: &str, count: usize| -> Vec<String> {
+        (0..count)
+            .map(|_| {
+                conn += 1;
+                let (reached, answer, _) = request_from(h, conn, address, &victim);
+                assert_eq!(reached, answer == "ack");
+                // The sender leaves: its request goes, but it was received this minute.
+                h.json(conn, json!({"type":"DISCONNECT"}));
+                answer
+            })
+            .collect()
+    };
+    let refused = |answers: &[String]| answers.iter().filter(|a| *a != "ack").count();
+    let from_one = outcomes(&mut h, "192.0.2.1", 5);
     assert_eq!(
-        frames_to(&actions, victim.conn).len(),
+        refused(&from_one),
+        2,
+        "3 a minute from one address: {from_one:?}"
+    );
+    assert!(
+        from_one
+            .iter()
+            .all(|a| a == "ack" || a == "too_many_requests")
+    );
+    let from_others = outcomes(&mut h, "192.0.2.2", 1);
+    assert_eq!(refused(&from_others), 0, "another address still gets in");
+    let more = outcomes(&mut h, "192.0.2.3", 2);
+    assert_eq!(refused(&more), 1, "5 a minute in all: {more:?}");
+    h.advance(30_000);
+    assert_eq!(
+        refused(&outcomes(&mut h, "192.0.2.3", 1)),
         1,
-        "one back after 20 s"
+        "a minute is not over"
+    );
+    h.advance(30_000);
+    assert_eq!(
+        refused(&outcomes(&mut h, "192.0.2.1", 3)),
+        0,
+        "the minute has passed"
     );
 }
 
