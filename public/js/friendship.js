@@ -33,9 +33,13 @@ export function requestProblem(state, typed) {
 
 // --- our session -------------------------------------------------------------------------------------------
 
-/** The user's key is ready (and, when remembered, the fingerprints verified on an earlier visit). */
+/** The user's key is ready, and (when the user opted in to remembering) the fingerprints verified on earlier visits. */
 export function identityReady(next, { fingerprint, verifiedFingerprints }) {
-  next.state = { ...next.state, ownFingerprint: fingerprint, verifiedFingerprints: new Set(verifiedFingerprints) };
+  next.state = {
+    ...next.state,
+    ownFingerprint: fingerprint,
+    verifiedFingerprints: verifiedFingerprints ? new Set(verifiedFingerprints) : next.state.verifiedFingerprints,
+  };
 }
 
 /**
