@@ -25,7 +25,6 @@ import { createNotices, createTopbar } from './view/topbar.js';
 
 /** What only the page knows: not part of any friendship, and not in the domain's tests. */
 const ui = {
-  screen: 'keys', // 'keys' | 'chat'
   identity: null, // {publicArmored, protectedArmored, fingerprint, userId, privateBinary (unlocked, for the crypto worker)}
   remember: false,
   connection: { status: 'idle', retryAt: 0 }, // retryAt: when the next reconnect attempt happens
@@ -111,7 +110,6 @@ function addNotice({ tone, text, kind }, action) {
 // --- key screen ---------------------------------------------------------------------------------------
 
 function showKeyScreen() {
-  ui.screen = 'keys';
   const remembered = loadRememberedKey();
   const screen = createKeyScreen({ actions: keyActions(remembered), remembered });
   appRoot.replaceChildren(screen.root);
@@ -162,7 +160,6 @@ function keyActions(remembered) {
 // --- chat screen --------------------------------------------------------------------------------------
 
 function showChatScreen() {
-  ui.screen = 'chat';
   const actions = createChatActions(app);
   const views = {
     topbar: createTopbar({ actions }),
