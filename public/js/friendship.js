@@ -94,7 +94,7 @@ export function newSession(next) {
 // --- friendships -----------------------------------------------------------------------------------------
 
 /** Starts (or starts again) the friendship with `id` under the key `keyInfo` {fingerprint, userId, publicArmored}. */
-export function startFriendship(next, id, keyInfo, now) {
+function startFriendship(next, id, keyInfo, now) {
   const existing = next.state.friends.get(id);
   const friend = existing
     // A new friendship: §6 seq restarts at 1 both ways; the conversation so far stays on screen.
@@ -117,7 +117,7 @@ export function startFriendship(next, id, keyInfo, now) {
 }
 
 /** Ends the live friendship with `id`: 'left' | 'removed' | 'removed_by_you' | 'session_lost'. */
-export function endFriendship(next, id, reason, now) {
+function endFriendship(next, id, reason, now) {
   const friend = liveFriend(next.state, id);
   if (!friend) return;
   // Only the server says so: a faked end followed by a request "from" the same ID restarts `seq`.

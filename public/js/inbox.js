@@ -22,7 +22,7 @@ export function isRepresentableTime(ms) {
 }
 
 /** The sender's signed time is further from our receive time than clocks and queueing explain. */
-export function isSkewed(sentTs, receivedAt) {
+function isSkewed(sentTs, receivedAt) {
   return sentTs < receivedAt - CLOCK_SKEW_MS - QUEUE_DELAY_MS || sentTs > receivedAt + CLOCK_SKEW_MS;
 }
 

@@ -4,7 +4,7 @@
 import { JOB_BUDGET_MS } from './cryptoclient.js';
 
 /** ERROR codes answering friend requests, accepts and removals (and our own checks before sending one). */
-export const REQUEST_ERROR_TEXT = {
+const REQUEST_ERROR_TEXT = {
   bad_id: 'That is not a valid ID.',
   self_request: 'That is your own ID.',
   unknown_peer: 'Nobody is online with that ID. IDs change each session: ask your friend for the current one.',
