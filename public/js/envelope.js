@@ -1,7 +1,30 @@
-// The §6 envelope inside each payload: building it, checking it, and the per-friendship `seq` rules.
-// Pure functions, so they are tested directly under Node as well.
+// The §6 envelope inside each payload: building it, checking it, the per-friendship `seq` rules, and how much
+// text fits one MESSAGE frame. Pure functions, so they are tested directly under Node as well.
 
 const FINGERPRINT = /^[0-9A-F]{40}$/;
+
+/** What the server adds to a forwarded MESSAGE (`from`, `ts`), PROTOCOL §3: the friend's copy is this much bigger. */
+export const FRAME_OVERHEAD = 1024;
+
+// What sealing adds around the envelope text, measured with OpenPGP.js 6.3.2: about 700 bytes with
+// Curve25519 keys, 1,900 with RSA-4096 ones, plus the envelope's other fields; rounded up so that keys up to
+// RSA-8192 fit too. Armor then costs 4/3 (base64) × 62/60 (60-character lines, each `\n` escaped in JSON).
+const SEAL_OVERHEAD = 4096;
+const ARMOR_GROWTH = (4 / 3) * (62 / 60);
+
+/** Bytes a message text takes in the envelope: UTF-8 after JSON escaping, which is what the frame carries. */
+export function envelopeTextBytes(text) {
+  return new TextEncoder().encode(JSON.stringify(text)).length;
+}
+
+/**
+ * The most envelope text bytes that surely fit one MESSAGE frame. Checked before sending, so a text that
+ * could never go out stays in the composer instead of failing after it was cleared (outbox.js still checks
+ * the sealed size).
+ */
+export function maxTextBytes(maxMessageBytes) {
+  return Math.floor((maxMessageBytes - FRAME_OVERHEAD - SEAL_OVERHEAD) / ARMOR_GROWTH);
+}
 
 /** JSON text of the envelope {v:1,to,seq,ts,text}. */
 export function buildEnvelope({ to, seq, ts, text }) {

@@ -4,9 +4,8 @@
 const BASE_TITLE = 'SecChat';
 
 export function updateTitle(state) {
-  let unread = 0;
-  for (const friend of state.friends.values()) unread += friend.unread;
-  unread += state.incomingRequests.size;
+  let unread = state.incomingRequests.size;
+  for (const count of state.unread.values()) unread += count;
   const title = unread > 0 ? `(${unread}) ${BASE_TITLE}` : BASE_TITLE;
   if (document.title !== title) document.title = title;
 }

@@ -1,7 +1,8 @@
-// Incoming friend requests: a card per requesting ID once the crypto worker checked its key, the first key kept
-// against repeats, withdrawals (FRIEND_CANCEL, DISCONNECT), and a bound on how many are kept. Any ID can send
-// requests, so everything here is bounded and the key work happens off the main thread.
-import { JOB_BUDGET_MS } from './cryptoclient.js';
+// Incoming friend requests: a request becomes a card once the crypto worker checked its key, the first key is
+// kept against repeats, withdrawals (FRIEND_CANCEL, DISCONNECT) remove cards, and a cap bounds how many are kept.
+// Any ID can send requests, so everything here is bounded and the key work happens off the main thread (the
+// `checkKey` effect). Pure transitions on model.js state.
+import { isLive, withEntry, withoutEntry } from './model.js';
 import { recordOffer } from './trust.js';
 
 /**
@@ -14,91 +15,95 @@ export const MAX_KEPT_REQUESTS = 500;
 /** How long a withdrawn request is remembered for its card's short note. */
 export const WITHDRAWN_NOTE_MS = 10000;
 
-/** Why a key was refused, in words for its card or a notice. */
-export function refusalText(error) {
-  if (error && error.code === 'too_slow') {
-    return `Checking this key took too long (more than ${JOB_BUDGET_MS / 1000} seconds), so SecChat refused it.`;
+/**
+ * A FRIEND_REQUEST from `from`. Its key is checked by the `checkKey` effect, whose answer is requestKeyChecked();
+ * the wiring applies both in `from`'s turn of the event order (peerqueue.js), so a withdrawal or a repeat from
+ * the same ID is applied after it. `epoch` is the session the frame arrived in.
+ */
+export function receiveRequest(next, from, publicArmored, epoch) {
+  const { state } = next;
+  if (isLive(state.friends.get(from))) return;
+  const pending = state.incomingRequests.get(from);
+  // The same text again changes nothing (keepFirstKey): no need to check it again.
+  if (pending && pending.publicArmored === publicArmored) return;
+  if (!pending && state.incomingRequests.size + state.requestsChecking >= MAX_KEPT_REQUESTS) {
+    next.state = { ...state, requestsIgnored: state.requestsIgnored + 1 };
+    return;
   }
-  if (error && error.code === 'worker_failed') return 'The key could not be checked: the browser stopped the crypto worker.';
-  return (error && error.message) || 'The key could not be read.';
+  next.state = { ...state, requestsChecking: state.requestsChecking + 1 };
+  next.effects.push({ type: 'checkKey', purpose: 'request', from, publicArmored, epoch });
 }
 
 /**
- * @param {object} options
- * @param {object} options.state  the app state (incomingRequests, requestsIgnored, withdrawnRequests, friends)
- * @param {{readFriendKey: (armored: string) => Promise<{fingerprint: string, userId: string}>}} options.pgp
- * @param {() => void} options.changed
- * @param {(request: object) => void} options.onNew  a new card was added
+ * The crypto worker's answer for a request's key: `key` {fingerprint, userId}, or `refusal` {code, message}.
+ * A request whose session ended meanwhile is dropped.
  */
-export function createIncomingRequests({ state, pgp, changed, onNew }) {
-  let checking = 0; // new requests whose key the worker is checking: they count against MAX_KEPT_REQUESTS
-
-  /**
-   * A FRIEND_REQUEST from `from`. Runs in `from`'s turn of the event order (peerqueue.js), so a withdrawal or a
-   * repeat from the same ID is applied after it; `isCurrent()` is false once our session ended meanwhile.
-   */
-  async function receive(from, publicArmored, isCurrent) {
-    const existing = state.friends.get(from);
-    if (existing && existing.presence !== 'gone') return;
-    const pending = state.incomingRequests.get(from);
-    // The same text again changes nothing (keepFirstKey): no need to check it again.
-    if (pending && pending.publicArmored === publicArmored) return;
-    if (!pending && state.incomingRequests.size + checking >= MAX_KEPT_REQUESTS) {
-      state.requestsIgnored += 1;
-      changed();
-      return;
-    }
-    const request = { id: from, publicArmored, fingerprint: null, userId: '', error: null, otherKeys: [] };
-    checking += 1;
-    try {
-      Object.assign(request, await pgp.readFriendKey(publicArmored));
-    } catch (error) {
-      request.error = refusalText(error);
-    } finally {
-      checking -= 1;
-    }
-    if (!isCurrent()) return;
-    const first = state.incomingRequests.get(from); // the user may have declined the first one meanwhile
-    if (first) {
-      keepFirstKey(first, request);
-      return;
-    }
-    state.withdrawnRequests.delete(from);
-    state.incomingRequests.set(from, request);
-    recordOffer(state, from, request.fingerprint);
-    onNew(request);
-    changed();
+export function requestKeyChecked(next, { from, publicArmored, key, refusal, epoch }) {
+  next.state = { ...next.state, requestsChecking: next.state.requestsChecking - 1 };
+  const { state } = next;
+  if (epoch !== state.session.epoch) return;
+  const request = {
+    id: from,
+    number: 0,
+    publicArmored,
+    fingerprint: key ? key.fingerprint : null, // null: the key is refused, and the card says why
+    userId: key ? key.userId : '',
+    refusal: key ? null : refusal,
+    otherKeys: [], // fingerprints of repeats that brought another key ('unreadable' for a refused one)
+  };
+  const first = state.incomingRequests.get(from); // the user may have declined the first one meanwhile
+  if (first) {
+    keepFirstKey(next, first, request);
+    return;
   }
+  const number = state.requestsReceived + 1;
+  next.state = recordOffer({
+    ...state,
+    requestsReceived: number,
+    withdrawnRequests: withoutEntry(state.withdrawnRequests, from),
+    incomingRequests: withEntry(state.incomingRequests, from, { ...request, number }),
+  }, from, request.fingerprint);
+  next.effects.push({ type: 'notify', what: 'request', from });
+}
 
-  /**
-   * An honest server never forwards a repeated request (PROTOCOL FRIEND_REQUEST), so a repeat carrying another
-   * key is an attempt to swap the key while the user compares fingerprints: the first key stays, and the card
-   * names the other one. A repeat with the same key changes nothing and is ignored.
-   */
-  function keepFirstKey(pending, repeat) {
-    const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : repeat.publicArmored === pending.publicArmored;
-    if (sameKey) return;
-    const other = repeat.fingerprint || 'unreadable';
-    if (!pending.otherKeys.includes(other)) pending.otherKeys = [...pending.otherKeys, other];
-    changed();
+/**
+ * An honest server never forwards a repeated request (PROTOCOL FRIEND_REQUEST), so a repeat carrying another
+ * key is an attempt to swap the key while the user compares fingerprints: the first key stays, and the card
+ * names the other one. A repeat with the same key changes nothing and is ignored.
+ */
+function keepFirstKey(next, pending, repeat) {
+  const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : repeat.publicArmored === pending.publicArmored;
+  if (sameKey) return;
+  const other = repeat.fingerprint || 'unreadable';
+  if (pending.otherKeys.includes(other)) return;
+  const updated = { ...pending, otherKeys: [...pending.otherKeys, other] };
+  next.state = { ...next.state, incomingRequests: withEntry(next.state.incomingRequests, pending.id, updated) };
+}
+
+/**
+ * The pending request from `from` went away unanswered (FRIEND_CANCEL, or DISCONNECT of the requester). Only
+ * a card is removed: friends, sent requests and anything else are untouched, and an ID with no card is
+ * ignored. The key it offered stays recorded (trust.js recordOffer), so a server that forges the withdrawal
+ * and then a new request from the same ID with another key is still caught.
+ */
+export function withdrawRequest(next, from, now) {
+  const { state } = next;
+  if (!state.incomingRequests.has(from)) return;
+  const withdrawn = new Map();
+  for (const [id, at] of state.withdrawnRequests) {
+    if (now - at <= WITHDRAWN_NOTE_MS) withdrawn.set(id, at);
   }
+  withdrawn.set(from, now);
+  next.state = { ...state, incomingRequests: withoutEntry(state.incomingRequests, from), withdrawnRequests: withdrawn };
+}
 
-  /**
-   * The pending request from `from` went away unanswered (FRIEND_CANCEL, or DISCONNECT of the requester). Only
-   * a card is removed: friends, sent requests and anything else are untouched, and an ID with no card is
-   * ignored. The key it offered stays recorded (trust.js recordOffer), so a server that forges the withdrawal
-   * and then a new request from the same ID with another key is still caught.
-   */
-  function withdraw(from) {
-    if (!state.incomingRequests.has(from)) return;
-    state.incomingRequests.delete(from);
-    const now = Date.now();
-    for (const [id, at] of state.withdrawnRequests) {
-      if (now - at > WITHDRAWN_NOTE_MS) state.withdrawnRequests.delete(id);
-    }
-    state.withdrawnRequests.set(from, now);
-    changed();
-  }
-
-  return { receive, withdraw };
+/** Requests belong to a session: a new one starts without any. */
+export function clearRequests(next) {
+  next.state = {
+    ...next.state,
+    incomingRequests: new Map(),
+    outgoingRequests: new Map(),
+    requestsIgnored: 0,
+    withdrawnRequests: new Map(),
+  };
 }

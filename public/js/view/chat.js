@@ -2,11 +2,10 @@
 // log and the composer. Message text is attacker-controlled and only ever becomes text nodes (and <a>s
 // built by linkifiedText); trust marks live in the meta line we draw, never inside the text.
 import { confirmDialog, fingerprintElement, h, linkifiedText, setText, timeElement, toggleClass } from './dom.js';
-import {
-  INCOMING_PROBLEM_TEXT, SEND_ERROR_TEXT, envelopeTextBytes, isRepresentableTime, maxTextBytes,
-} from '../messaging.js';
-import { TRUST_LABELS } from '../trust.js';
-import { shownPresence } from '../state.js';
+import { envelopeTextBytes, maxTextBytes } from '../envelope.js';
+import { isRepresentableTime } from '../inbox.js';
+import { isLive, shownPresence } from '../model.js';
+import { INCOMING_PROBLEM_TEXT, SEND_ERROR_TEXT, TRUST_LABELS, systemLineText } from '../text.js';
 
 const OUT_STATE_TEXT = {
   waiting: 'waiting for connection',
@@ -103,7 +102,7 @@ function createPane(friend, actions) {
 
   let currentFriend = friend;
   let shownFingerprint = '';
-  const messageViews = new Map(); // message object -> {element, update}
+  const messageViews = new Map(); // message localId -> {element, update}
 
   async function onVerifyClick() {
     const f = currentFriend;
@@ -127,7 +126,7 @@ function createPane(friend, actions) {
   let maxBytes = Infinity;
 
   let learnedMax = Infinity; // below the size of a text that failed as too_long once sealed (bigger keys)
-  const returned = new WeakSet(); // too_long messages whose text was put back in the composer
+  const returned = new Set(); // localIds of too_long messages whose text was put back in the composer
 
   /** The text's size counts in UTF-8 bytes (a CJK character is 3), not in characters: see maxTextBytes. */
   function tooLongNote() {
@@ -146,8 +145,8 @@ function createPane(friend, actions) {
    */
   function returnTooLong(f) {
     const failed = f.messages.findLast((m) => m.direction === 'out' && m.state === 'error' && m.error === 'too_long');
-    if (!failed || returned.has(failed)) return;
-    returned.add(failed);
+    if (!failed || returned.has(failed.localId)) return;
+    returned.add(failed.localId);
     learnedMax = Math.min(learnedMax, envelopeTextBytes(failed.text) - 1);
     if (textarea.value === '') {
       textarea.value = failed.text;
@@ -199,8 +198,10 @@ function createPane(friend, actions) {
     trustBadge.className = `trust-badge trust-${f.trust}`;
     trustBadge.setAttribute('data-trust', f.trust);
     root.setAttribute('data-trust', f.trust);
-    root.setAttribute('data-presence', f.presence);
-    const presenceShown = shownPresence(state, f);
+    const live = isLive(f);
+    root.setAttribute('data-friendship', f.status);
+    root.setAttribute('data-presence', live ? f.presence : 'gone');
+    const presenceShown = shownPresence(f, state.connection.status);
     presence.className = `presence presence-${presenceShown}`;
     setText(presence.lastChild, PRESENCE_TEXT[presenceShown]);
     if (shownFingerprint !== f.fingerprint) {
@@ -209,22 +210,22 @@ function createPane(friend, actions) {
     }
     setText(keyName, f.userId ? `Name on key (unverified, chosen by its owner): ${f.userId}` : '');
     setText(verifyButton, f.trust === 'verified' ? 'Mark unverified' : 'Verify fingerprint…');
-    verifyButton.hidden = f.trust === 'changed' || f.presence === 'gone';
-    removeButton.hidden = f.presence === 'gone';
-    dismissButton.hidden = f.presence !== 'gone';
+    verifyButton.hidden = f.trust === 'changed' || !live;
+    removeButton.hidden = !live;
+    dismissButton.hidden = live;
 
     banner.hidden = f.trust !== 'changed';
     if (f.trust === 'changed') renderChangedBanner(f);
-    goneBanner.hidden = f.presence !== 'gone';
-    if (f.presence === 'gone') setText(goneBanner, (GONE_TEXT[f.goneReason] || GONE_TEXT.left)(id));
+    goneBanner.hidden = live;
+    if (!live) setText(goneBanner, (GONE_TEXT[f.endedReason] || GONE_TEXT.left)(id));
 
-    blocked = f.trust === 'changed' || f.presence === 'gone';
+    blocked = f.trust === 'changed' || !live;
     maxBytes = Math.max(0, maxTextBytes(state.session.limits.max_message_bytes));
     returnTooLong(f);
     statusNote = '';
     if (f.trust === 'changed') statusNote = 'Sending is blocked until you confirm the new key.';
-    else if (f.presence === 'away') statusNote = `${id} is away: messages are queued for a short while.`;
-    else if (state.connection.status !== 'online' && f.presence !== 'gone') statusNote = 'You are offline: messages will be sent when the connection is back.';
+    else if (live && f.presence === 'away') statusNote = `${id} is away: messages are queued for a short while.`;
+    else if (state.connection.status !== 'online' && live) statusNote = 'You are offline: messages will be sent when the connection is back.';
     refreshComposer();
 
     renderMessages(f, blocked);
@@ -263,21 +264,21 @@ function createPane(friend, actions) {
     let appended = false;
     const seen = new Set();
     for (const message of f.messages) {
-      seen.add(message);
-      let view = messageViews.get(message);
+      seen.add(message.localId);
+      let view = messageViews.get(message.localId);
       if (!view) {
         view = createMessageView(message, id, actions);
-        messageViews.set(message, view);
+        messageViews.set(message.localId, view);
         appended = true;
       }
       view.update(message, !blocked);
       if (view.element !== cursor) log.insertBefore(view.element, cursor);
       else cursor = cursor.nextSibling;
     }
-    for (const [message, view] of messageViews) {
-      if (!seen.has(message)) {
+    for (const [localId, view] of messageViews) {
+      if (!seen.has(localId)) {
         view.element.remove();
-        messageViews.delete(message);
+        messageViews.delete(localId);
       }
     }
     // Follow new messages unless the user scrolled up to read older ones (then stay put).
@@ -331,7 +332,8 @@ function trustMark(trust) {
 
 function createMessageView(message, friendId, actions) {
   if (message.direction === 'system') {
-    const element = h('li', { className: `msg-system msg-system-${message.tone || 'info'}` }, h('span', { text: message.text }));
+    const { text, tone } = systemLineText(message, friendId);
+    const element = h('li', { className: `msg-system msg-system-${tone}` }, h('span', { text }));
     return { element, update: () => {} };
   }
   return message.direction === 'out' ? outgoingView(message, friendId, actions) : incomingView(message, actions, friendId);
@@ -339,7 +341,7 @@ function createMessageView(message, friendId, actions) {
 
 function outgoingView(message, friendId, actions) {
   const state = h('span', { className: 'msg-state' });
-  const retry = h('button', { type: 'button', className: 'btn btn-tiny', text: 'retry', 'aria-label': 'Retry sending this message', onClick: () => actions.retryMessage(friendId, message) });
+  const retry = h('button', { type: 'button', className: 'btn btn-tiny', text: 'retry', 'aria-label': 'Retry sending this message', onClick: () => actions.retryMessage(friendId, message.localId) });
   const meta = h('div', { className: 'msg-meta' },
     h('span', { className: 'msg-who', text: 'you' }),
     timeElement(message.ts),
@@ -396,7 +398,7 @@ function incomingView(message, actions, friendId) {
     } else if (hasText) {
       children.push(h('button', {
         type: 'button', className: 'btn btn-tiny', text: 'show the text anyway',
-        onClick: () => actions.revealMessage(friendId, m),
+        onClick: () => actions.revealMessage(friendId, m.localId),
       }));
     }
     element.replaceChildren(...children);

@@ -1,11 +1,10 @@
 // The side panel (a drawer on phones): who I am and my invite link, an opened invite, adding a friend,
 // incoming and sent requests, and the friends list with presence, trust and unread counts.
 import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.js';
-import { shownPresence } from '../state.js';
+import { shownPresence } from '../model.js';
 import { WITHDRAWN_NOTE_MS } from '../requests.js';
-import {
-  ASSESSMENT_TEXT, TRUST_LABELS, assessKey, isAlarm, otherIdsPinnedTo, otherKeysNamed, otherOfferedKeys,
-} from '../trust.js';
+import { ASSESSMENT_TEXT, TRUST_LABELS, refusalText } from '../text.js';
+import { assessKey, isAlarm, otherIdsPinnedTo, otherKeysNamed, otherOfferedKeys } from '../trust.js';
 
 const PRESENCE_LABEL = { online: 'online', away: 'away', gone: 'gone', unknown: '—' };
 const SHOWN_OTHER_KEYS = 3; // a server can repeat a request without end: name the first few, count the rest
@@ -91,7 +90,7 @@ export function createSidebar({ actions }) {
   });
   root.append(close, identity, inviteCard, addForm, requests, sent, friends);
 
-  const requestViews = new Map(); // id -> {element, request, assessment, otherKeys, swapSlot}: the cards in the DOM
+  const requestViews = new Map(); // id -> {element, number, assessment, otherKeys, swapSlot}: the cards in the DOM
   const withdrawnNotes = new Map(); // id -> note element standing where a withdrawn request's card was
   let cardLimit = REQUEST_CARDS_SHOWN;
   const friendViews = new Map(); // id -> {element, update}
@@ -141,7 +140,8 @@ export function createSidebar({ actions }) {
     const assess = (request) => (request.fingerprint ? assessKey(state, request.id, request.fingerprint, request.userId) : '');
     for (const [id, view] of requestViews) {
       const request = state.incomingRequests.get(id);
-      if (!request || !visible.includes(request) || view.request !== request || view.assessment !== assess(request)) {
+      // A request's number tells it from a later request by the same ID; only its otherKeys ever change.
+      if (!request || !visible.includes(request) || view.number !== request.number || view.assessment !== assess(request)) {
         if (!request && state.withdrawnRequests.has(id)) showWithdrawn(id, view.element);
         else view.element.remove();
         requestViews.delete(id);
@@ -166,7 +166,7 @@ export function createSidebar({ actions }) {
         const sharedWith = assessment === 'pinned_elsewhere' || assessment === 'pinned_before' ? otherIdsPinnedTo(state, request.id, request.fingerprint) : [];
         const swapSlot = h('div', { className: 'request-swap-slot' }, ...swapWarning(request));
         const element = requestCard(request, assessment, { earlierNamed, earlierOffered, sharedWith, ended: state.endedFriendships.get(request.id), swapSlot });
-        view = { element, request, assessment, otherKeys: request.otherKeys, swapSlot };
+        view = { element, number: request.number, assessment, otherKeys: request.otherKeys, swapSlot };
         requestViews.set(request.id, view);
       }
       // Withdrawal notes stay where they are; cards keep their order, and only a new card is inserted.
@@ -245,7 +245,7 @@ export function createSidebar({ actions }) {
           sharedWith.length > 0 ? h('p', { className: 'request-shared-with small', text: `Pinned to: ${sharedWith.slice(0, SHOWN_OTHER_KEYS).join(', ')}` }) : null,
           earlierNamed.length > 0 ? keyList('request-name-clash', 'Earlier key with this name:', earlierNamed) : null,
           earlierOffered.length > 0 ? keyList('request-offered-before', 'Key offered earlier for this ID:', earlierOffered.slice(0, SHOWN_OTHER_KEYS)) : null]
-        : h('p', { className: 'form-error small request-refused', role: 'alert', text: `Key refused. ${request.error}` }),
+        : h('p', { className: 'form-error small request-refused', role: 'alert', text: `Key refused. ${refusalText(request.refusal)}` }),
       swapSlot,
       h('div', { className: 'actions' }, accept, decline),
       error);
@@ -254,7 +254,7 @@ export function createSidebar({ actions }) {
   /**
    * The server told us, in this page, that this ID left or removed us. It can fake that, then forge a request
    * from the same ID with the same key: the new friendship restarts `seq`, and the old messages could be
-   * replayed (messaging.js flags copies and old ones, but the user should know why the card is here).
+   * replayed (inbox.js flags copies and old ones, but the user should know why the card is here).
    */
   function endedNotice({ reason, at }) {
     const minutes = Math.max(0, Math.round((Date.now() - at) / 60000));
@@ -313,7 +313,7 @@ export function createSidebar({ actions }) {
         friendViews.set(friend.id, view);
         friendsList.append(view.element);
       }
-      view.update(friend, friend.id === state.activeFriendId, shownPresence(state, friend));
+      view.update(friend, friend.id === state.activeFriendId, shownPresence(friend, state.connection.status), state.unread.get(friend.id) || 0);
     }
   }
 
@@ -325,21 +325,21 @@ export function createSidebar({ actions }) {
     const button = h('button', { type: 'button', className: 'friend', 'data-friend': id, onClick: () => actions.selectFriend(id) },
       dot, h('span', { className: 'friend-id', text: id }), trust, presence, unread);
     const element = h('li', {}, button);
-    function update(friend, active, presenceShown) {
+    function update(friend, active, presenceShown, unreadCount) {
       const trustText = TRUST_LABELS[friend.trust];
       setText(trust, friend.trust === 'verified' ? '✔' : friend.trust === 'changed' ? '⚠' : '?');
       trust.className = `trust-badge trust-${friend.trust}`;
       button.className = `friend presence-${presenceShown}`;
       setText(presence, PRESENCE_LABEL[presenceShown]);
-      setText(unread, friend.unread > 99 ? '99+' : String(friend.unread));
-      unread.hidden = friend.unread === 0;
+      setText(unread, unreadCount > 99 ? '99+' : String(unreadCount));
+      unread.hidden = unreadCount === 0;
       toggleClass(button, 'active', active);
       if (active) button.setAttribute('aria-current', 'true');
       else button.removeAttribute('aria-current');
       button.setAttribute('data-trust', friend.trust);
-      button.setAttribute('data-unread', String(friend.unread));
+      button.setAttribute('data-unread', String(unreadCount));
       const presenceText = presenceShown === 'unknown' ? 'presence unknown while you are offline' : PRESENCE_LABEL[presenceShown];
-      button.setAttribute('aria-label', `${id}, ${trustText}, ${presenceText}${friend.unread ? `, ${friend.unread} unread` : ''}`);
+      button.setAttribute('aria-label', `${id}, ${trustText}, ${presenceText}${unreadCount ? `, ${unreadCount} unread` : ''}`);
     }
     return { element, update };
   }

@@ -52,8 +52,7 @@ export function createTopbar({ actions }) {
     }
     setText(myId.lastChild, state.session.id || '······');
     leave.hidden = connection === 'left' || connection === 'taken_over';
-    const unread = [...state.friends.values()].reduce((sum, friend) => sum + friend.unread, 0)
-      + state.incomingRequests.size;
+    const unread = [...state.unread.values()].reduce((sum, count) => sum + count, 0) + state.incomingRequests.size;
     setText(unreadBadge, String(unread));
     unreadBadge.hidden = unread === 0;
     toggle.setAttribute('aria-expanded', String(state.drawerOpen));

@@ -1,0 +1,182 @@
+// What the chat screen's controls do. Each action checks what it can against the current state, talks to the
+// server when it must (awaiting its answer, so a refusal can be shown where the user acted), and hands the
+// outcome to the domain as an event (transition.js). Page-only state (the open chat, the drawer, notices)
+// is the wiring's `ui` object.
+import { requestProblem } from './friendship.js';
+import { envelopeTextBytes, maxTextBytes } from './envelope.js';
+import { inviteLink } from './invite.js';
+import { isLive } from './model.js';
+import { enableNotifications } from './notify.js';
+import { saveSettings } from './storage.js';
+import { noticeText, requestError, requestProblemText } from './text.js';
+import { canSendTo } from './trust.js';
+import { confirmDialog } from './view/dom.js';
+
+/**
+ * @param {object} app  the wiring (app.js): `model` (current domain state), `ui`, `transport`, `views`,
+ *   dispatch(event), changed(), render(), addNotice(notice, action?), startNewSession()
+ */
+export function createChatActions(app) {
+  const { ui } = app;
+  const publicKey = () => ui.identity.publicArmored;
+
+  const actions = {
+    inviteLink: () => inviteLink(location, app.model.session.id, ui.identity.fingerprint),
+    redraw: () => app.changed(),
+
+    async addFriend(text) {
+      const { problem, id } = requestProblem(app.model, text);
+      if (problem) throw new Error(requestProblemText(problem, id));
+      let unsure = false;
+      try {
+        await app.transport.request({ type: 'FRIEND_REQUEST', to: id, public_key: publicKey() });
+      } catch (error) {
+        // Dropped before the ACK: the request may have arrived (friendship.js requestSent).
+        if (error.code !== 'connection_lost') throw requestError(error);
+        unsure = true;
+      }
+      app.dispatch({ type: 'requestSent', id, unsure });
+    },
+
+    async useInvite() {
+      const invite = ui.invite;
+      if (!invite) return;
+      try {
+        await actions.addFriend(invite.id);
+      } catch (error) {
+        app.addNotice(noticeText('invite_failed', { id: invite.id, message: error.message }));
+        return;
+      }
+      app.views.sidebar.prefillAdd('');
+      actions.dismissInvite();
+    },
+
+    dismissInvite() {
+      ui.invite = null;
+      history.replaceState(null, '', `${location.pathname}${location.search}`);
+      app.changed();
+    },
+
+    async acceptRequest(id) {
+      const request = app.model.incomingRequests.get(id);
+      if (!request || !request.fingerprint) return;
+      try {
+        await app.transport.request({ type: 'FRIEND_ACCEPT', to: id, public_key: publicKey() });
+      } catch (error) {
+        if (error.code === 'no_pending_request') app.dispatch({ type: 'requestClosed', id });
+        throw requestError(error);
+      }
+      const { fingerprint, userId, publicArmored } = request;
+      app.dispatch({ type: 'requestAccepted', id, key: { fingerprint, userId, publicArmored } });
+      actions.selectFriend(id);
+    },
+
+    async declineRequest(id) {
+      try {
+        await app.transport.request({ type: 'FRIEND_DECLINE', to: id });
+      } catch (error) {
+        if (error.code !== 'no_pending_request') throw requestError(error);
+      }
+      app.dispatch({ type: 'requestClosed', id });
+    },
+
+    dismissSent(id) {
+      app.dispatch({ type: 'sentRequestDismissed', id });
+    },
+
+    async removeFriend(id) {
+      if (!isLive(app.model.friends.get(id))) return;
+      const ok = await confirmDialog({
+        title: `Remove ${id}?`,
+        body: 'The friendship ends for both of you. To chat again, one of you has to send a new request.',
+        confirmText: 'Remove friend',
+        danger: true,
+      });
+      if (!ok) return;
+      try {
+        await app.transport.request({ type: 'FRIEND_REMOVE', to: id });
+      } catch (error) {
+        if (error.code !== 'not_friends') {
+          app.addNotice(noticeText('remove_failed', { id, message: requestError(error).message }));
+          return;
+        }
+      }
+      app.dispatch({ type: 'friendRemoved', id });
+    },
+
+    dismissFriend(id) {
+      app.dispatch({ type: 'chatClosed', id });
+      ui.unread.delete(id);
+      if (ui.activeFriendId === id) ui.activeFriendId = null;
+      app.changed();
+    },
+
+    selectFriend(id) {
+      if (!app.model.friends.has(id)) return;
+      ui.activeFriendId = id;
+      ui.unread.delete(id);
+      ui.drawerOpen = false;
+      ui.notices = ui.notices.filter((n) => n.kind !== `flag-${id}`);
+      app.render();
+      app.views.chat.focusComposer(id);
+    },
+
+    sendMessage(id, text) {
+      const friend = app.model.friends.get(id);
+      if (!friend || !canSendTo(friend)) return false;
+      if (envelopeTextBytes(text) > maxTextBytes(app.model.session.limits.max_message_bytes)) return false;
+      app.dispatch({ type: 'messageWritten', id, text });
+      return true;
+    },
+
+    retryMessage(id, localId) {
+      app.dispatch({ type: 'messageRetried', id, localId });
+    },
+
+    revealMessage(id, localId) {
+      app.dispatch({ type: 'messageRevealed', id, localId });
+    },
+
+    markVerified(id) {
+      app.dispatch({ type: 'keyVerified', id });
+    },
+
+    markUnverified(id) {
+      app.dispatch({ type: 'keyUnverified', id });
+    },
+
+    acceptChangedKey(id) {
+      app.dispatch({ type: 'changedKeyAccepted', id });
+    },
+
+    async setNotifications(on) {
+      ui.notifications = on ? await enableNotifications() : false;
+      if (on && !ui.notifications) app.addNotice(noticeText('notifications_blocked'));
+      if (ui.remember) saveSettings({ notifications: ui.notifications });
+      app.changed();
+    },
+
+    async leave() {
+      const ok = await confirmDialog({
+        title: 'Leave SecChat?',
+        body: 'Your ID ends now and your friends are told you left. Your key stays usable; a new session gets a new ID.',
+        confirmText: 'Leave',
+        danger: true,
+      });
+      if (!ok) return;
+      await app.transport.leave();
+      app.dispatch({ type: 'left' });
+      app.addNotice(noticeText('left'), { label: 'Start a new session', run: app.startNewSession });
+    },
+
+    dismissNotice(noticeId) {
+      ui.notices = ui.notices.filter((n) => n.id !== noticeId);
+      app.changed();
+    },
+
+    toggleDrawer(open) {
+      app.setDrawer(typeof open === 'boolean' ? open : !ui.drawerOpen);
+    },
+  };
+  return actions;
+}

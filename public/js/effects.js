@@ -1,0 +1,84 @@
+// Carries out the effects the domain's transitions ask for (transition.js): frames through the transport, key
+// checks and payloads through the crypto workers, timers, and the page's reactions (notices, notifications,
+// unread counts), which `page` supplies. Each outcome goes back in as an event through `dispatch`.
+//
+// `checkKey` and `open` are ordered: run() resolves only once they, and the events they lead to, are done, so the
+// per-peer event queue (peerqueue.js) holds a peer's next frame until its key or message is handled. Sealing
+// and sending are not: a friend's busy backoff must never hold up the frames that friend sends us.
+import { noticeText, notificationText } from './text.js';
+
+/**
+ * @param {object} options
+ * @param {{request: (frame: object) => Promise<object>}} options.transport
+ * @param {{readFriendKey: Function, seal: Function, open: Function}} options.pgp  the crypto workers (cryptoclient.js)
+ * @param {(event: object) => Promise<void>} options.dispatch
+ * @param {{notice: Function, notify: Function, incoming: Function, show: Function, error: Function}} options.page
+ */
+export function createEffects({ transport, pgp, dispatch, page }) {
+  const later = (promise) => promise.catch(page.error);
+
+  const ORDERED = {
+    async checkKey({ purpose, from, publicArmored, epoch }) {
+      let key = null;
+      let refusal = null;
+      try {
+        const { fingerprint, userId } = await pgp.readFriendKey(publicArmored);
+        key = { fingerprint, userId };
+      } catch (error) {
+        refusal = { code: error && error.code, message: error && error.message };
+      }
+      await dispatch({ type: 'keyChecked', purpose, from, publicArmored, key, refusal, epoch });
+    },
+    async open({ peer, payload, publicArmored, incoming }) {
+      const opened = await pgp.open(payload, publicArmored).catch((error) => ({
+        ok: false, problem: error.code === 'too_slow' ? 'too_slow' : 'undecryptable', detail: error.message,
+      }));
+      await dispatch({ type: 'opened', peer, incoming, opened });
+    },
+  };
+
+  const BACKGROUND = {
+    send({ frame }) {
+      transport.request(frame).catch(() => {});
+    },
+    seal({ peer, localId, friendship, seq, envelope, publicArmored }) {
+      later(pgp.seal(envelope, publicArmored).then(
+        (payload) => dispatch({ type: 'sealed', peer, localId, friendship, seq, payload }),
+        (error) => dispatch({ type: 'sealFailed', peer, localId, code: error.code === 'too_slow' ? 'too_slow' : 'encrypt_failed' }),
+      ));
+    },
+    transmit({ peer, localId, frame }) {
+      later(transport.request(frame).then(
+        (ack) => dispatch({ type: 'acked', peer, localId, queued: ack.queued === true }),
+        (error) => dispatch({ type: 'sendFailed', peer, localId, code: error.code }),
+      ));
+    },
+    retryLater({ peer, localId, ms }) {
+      setTimeout(() => later(dispatch({ type: 'backoffOver', peer, localId })), ms);
+    },
+    notice({ code, ...details }) {
+      page.notice(noticeText(code, details));
+    },
+    notify({ what, from }) {
+      page.notify(notificationText(what, from));
+    },
+    incoming({ from, flagged }) {
+      page.incoming(from, flagged);
+    },
+    show({ id }) {
+      page.show(id);
+    },
+  };
+
+  /** Starts the background effects at once, then runs the ordered ones one after the other; resolves when those are done. */
+  async function run(effects) {
+    const ordered = [];
+    for (const effect of effects) {
+      if (ORDERED[effect.type]) ordered.push(effect);
+      else BACKGROUND[effect.type](effect);
+    }
+    for (const effect of ordered) await ORDERED[effect.type](effect);
+  }
+
+  return { run };
+}

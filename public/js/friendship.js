@@ -1,0 +1,306 @@
+// The friendship lifecycle as pure transitions on model.js state: our session (CONNECT replies, resume, its
+// end), requests we send and their answers, acceptances, removals, a friend's DISCONNECT and PRESENCE.
+//
+// A friend is live ('friends') from an accepted request until the friendship ends ('ended', with the reason);
+// an ended friend stays in the list, history kept, until the user closes the chat. A new friendship with the
+// same ID starts over: `seq` at 1 both ways, a new page-wide friendship number, its key pinned afresh (trust.js).
+import { isCanonicalId, normalizeId } from './ids.js';
+import { receiveMessage } from './inbox.js';
+import {
+  appendSystemLine, isLive, liveFriend, newFriend, putFriend, withEntry, withMember, withoutEntry,
+} from './model.js';
+import { abandonOutbox, markUndelivered, pump, pumpAll, queuedDelivered } from './outbox.js';
+import { clearRequests, receiveRequest, requestKeyChecked, withdrawRequest } from './requests.js';
+import { acceptChangedKey, markUnverified, markVerified, pinFriendKey, recordOffer } from './trust.js';
+
+/** The peer ID a server frame is about, or null for frames about none (ERROR, UNDELIVERED, unknown ones). */
+export function peerOf(frame) {
+  const id = ['DISCONNECT', 'PRESENCE'].includes(frame.type) ? frame.id : frame.from;
+  return isCanonicalId(id) && typeof frame.type === 'string' ? id : null;
+}
+
+/**
+ * Why a friend request to what the user typed cannot be sent: 'not_an_id' | 'own_id' | 'already_friends', or
+ * null with `id` the canonical ID.
+ */
+export function requestProblem(state, typed) {
+  const id = normalizeId(typed);
+  if (!id) return { problem: 'not_an_id', id: null };
+  if (id === state.session.id) return { problem: 'own_id', id };
+  if (isLive(state.friends.get(id))) return { problem: 'already_friends', id };
+  return { problem: null, id };
+}
+
+// --- our session -------------------------------------------------------------------------------------------
+
+/** The user's key is ready, and (when the user opted in to remembering) the fingerprints verified on earlier visits. */
+export function identityReady(next, { fingerprint, verifiedFingerprints }) {
+  next.state = {
+    ...next.state,
+    ownFingerprint: fingerprint,
+    verifiedFingerprints: verifiedFingerprints ? new Set(verifiedFingerprints) : next.state.verifiedFingerprints,
+  };
+}
+
+/**
+ * A CONNECT reply. `resumeAttempted` without `resumed`: the old session is gone, and with it every friendship
+ * and request. `resumed`: `friends` lists who is still a friend and whether they are online.
+ */
+export function connected(next, { id, version, resumed, resumeAttempted, friends, limits, now }) {
+  const previousId = next.state.session.id;
+  const session = { ...next.state.session, id, version, online: true };
+  if (limits && Number.isSafeInteger(limits.max_message_bytes)) session.limits = { max_message_bytes: limits.max_message_bytes };
+  next.state = { ...next.state, session };
+  if (resumeAttempted && !resumed) {
+    sessionLost(next, now);
+    next.effects.push({ type: 'notice', code: 'resume_failed', previousId, id });
+  } else if (resumed) {
+    const present = new Map(friends.map((f) => [f.id, f.online === true]));
+    for (const friend of next.state.friends.values()) {
+      if (!isLive(friend)) continue;
+      if (!present.has(friend.id)) endFriendship(next, friend.id, 'left', now);
+      else putFriend(next, { ...friend, presence: present.get(friend.id) ? 'online' : 'away' });
+    }
+  }
+  pumpAll(next);
+}
+
+/** The socket's status changed (transport.js). Anything but 'online' means nothing can be sent now. */
+export function statusChanged(next, { status, now }) {
+  if (status !== 'online') next.state = { ...next.state, session: { ...next.state.session, online: false } };
+  // Another tab resumed our session: it is that tab's now.
+  if (status === 'taken_over') endAllFriendships(next, 'session_lost', now);
+}
+
+/** Our session is over for good (after leaving): every friendship ends with it. */
+export function left(next, { now }) {
+  endAllFriendships(next, 'session_lost', now);
+}
+
+/** The session could not be resumed: what belonged to it is over, and work begun for it must not land. */
+function sessionLost(next, now) {
+  next.state = { ...next.state, session: { ...next.state.session, epoch: next.state.session.epoch + 1 } };
+  endAllFriendships(next, 'session_lost', now);
+  clearRequests(next);
+}
+
+/** The user starts a new session (after leaving, or after a takeover). */
+export function newSession(next) {
+  const { session } = next.state;
+  next.state = { ...next.state, session: { ...session, id: null, epoch: session.epoch + 1 } };
+  clearRequests(next);
+}
+
+// --- friendships -----------------------------------------------------------------------------------------
+
+/** Starts (or starts again) the friendship with `id` under the key `keyInfo` {fingerprint, userId, publicArmored}. */
+function startFriendship(next, id, keyInfo, now) {
+  const existing = next.state.friends.get(id);
+  const friend = existing
+    // A new friendship: §6 seq restarts at 1 both ways; the conversation so far stays on screen.
+    ? { ...existing, sendSeq: 0, expectedSeq: 1, outbox: [], sending: null, status: 'friends', endedReason: '' }
+    : newFriend(id);
+  // Replays into this friendship are told apart by these (inbox.js). Numbered page-wide, not per friend: closing
+  // a chat deletes the friend, and a per-friend count would start again and make the next friendship look like
+  // the one whose messages are being replayed.
+  const number = next.state.friendshipsStarted + 1;
+  next.state = {
+    ...next.state,
+    friendshipsStarted: number,
+    endedFriendships: withoutEntry(next.state.endedFriendships, id),
+  };
+  const started = { ...friend, presence: 'online', friendship: number, friendshipStartedAt: now, copiesShown: new Set() };
+  const pinned = pinFriendKey(next.state, started, keyInfo);
+  next.state = pinned.state;
+  putFriend(next, pinned.friend);
+  appendSystemLine(next, id, 'started', { assessment: pinned.assessment, keyChanged: pinned.friend.trust === 'changed' });
+}
+
+/** Ends the live friendship with `id`: 'left' | 'removed' | 'removed_by_you' | 'session_lost'. */
+function endFriendship(next, id, reason, now) {
+  const friend = liveFriend(next.state, id);
+  if (!friend) return;
+  // Only the server says so: a faked end followed by a request "from" the same ID restarts `seq`.
+  if (reason === 'left' || reason === 'removed') {
+    next.state = { ...next.state, endedFriendships: withEntry(next.state.endedFriendships, id, { reason, at: now }) };
+  }
+  const ended = { ...friend, status: 'ended', endedReason: reason };
+  putFriend(next, abandonOutbox(ended, reason === 'session_lost' ? 'session_lost' : 'friend_gone'));
+  appendSystemLine(next, id, 'ended', { reason });
+}
+
+function endAllFriendships(next, reason, now) {
+  for (const id of next.state.friends.keys()) endFriendship(next, id, reason, now);
+}
+
+// --- server frames ---------------------------------------------------------------------------------------
+
+/** A server frame that is not an ACK/ERROR/PONG answering us. `epoch`: the session it arrived in. */
+export function frameArrived(next, { frame, now, epoch }) {
+  const from = isCanonicalId(frame.from) ? frame.from : null;
+  switch (frame.type) {
+    case 'FRIEND_REQUEST':
+      if (from) receiveRequest(next, from, frame.public_key, epoch);
+      return;
+    case 'FRIEND_ACCEPT':
+      if (from) friendAccepted(next, from, frame.public_key, epoch);
+      return;
+    // Version 2 servers: a pending request from this ID went away unanswered (its sender's session ended).
+    case 'FRIEND_CANCEL':
+      if (from) withdrawRequest(next, from, now);
+      return;
+    case 'FRIEND_DECLINE': {
+      const request = next.state.outgoingRequests.get(from);
+      if (request) next.state = { ...next.state, outgoingRequests: withEntry(next.state.outgoingRequests, from, { ...request, state: 'declined' }) };
+      return;
+    }
+    case 'FRIEND_REMOVE':
+      endFriendship(next, from, 'removed', now);
+      return;
+    case 'DISCONNECT':
+      endFriendship(next, frame.id, 'left', now);
+      withdrawRequest(next, frame.id, now);
+      next.state = { ...next.state, outgoingRequests: withoutEntry(next.state.outgoingRequests, frame.id) };
+      return;
+    case 'PRESENCE': {
+      const friend = liveFriend(next.state, frame.id);
+      if (!friend) return;
+      const online = frame.online === true;
+      // Back within its resume window: the server has handed over what it queued for the friend.
+      putFriend(next, online ? queuedDelivered({ ...friend, presence: 'online' }) : { ...friend, presence: 'away' });
+      if (online) pump(next, friend.id);
+      return;
+    }
+    case 'MESSAGE': {
+      const friend = liveFriend(next.state, from);
+      // The server only forwards between friends; anything else is not ours to show.
+      if (friend && friend.publicArmored) receiveMessage(next, friend, frame, now);
+      return;
+    }
+    case 'UNDELIVERED':
+      markUndelivered(next, frame.ref);
+      return;
+    default:
+      // ERROR frames without our ref are the wiring's (a notice); anything else is not ours to interpret.
+  }
+}
+
+/**
+ * An honest server forwards FRIEND_ACCEPT only for our own pending request (PROTOCOL FRIEND_ACCEPT). Anything
+ * else would start a new friendship and reset `seq` both ways, letting the server replay a recorded
+ * conversation as verified (SECURITY.md): ignore it, and say so.
+ */
+function friendAccepted(next, from, publicArmored, epoch) {
+  const live = liveFriend(next.state, from);
+  if (next.state.outgoingRequests.get(from)?.state !== 'pending' || live) {
+    next.effects.push({ type: 'notice', code: 'unexpected_accept', from, live: Boolean(live) });
+    // Once per ID: a server repeating the forgery must not flood the conversation.
+    if (live && !next.state.warnedForgedAccept.has(from)) appendSystemLine(next, from, 'unexpected_accept');
+    next.state = { ...next.state, warnedForgedAccept: withMember(next.state.warnedForgedAccept, from) };
+    return;
+  }
+  next.state = {
+    ...next.state,
+    outgoingRequests: withoutEntry(next.state.outgoingRequests, from),
+    incomingRequests: withoutEntry(next.state.incomingRequests, from),
+  };
+  next.effects.push({ type: 'checkKey', purpose: 'accept', from, publicArmored, epoch });
+}
+
+/** The crypto worker's answer for the key an acceptance brought. */
+function acceptKeyChecked(next, { from, publicArmored, key, refusal, epoch, now }) {
+  if (epoch !== next.state.session.epoch) return; // our session ended meanwhile: this acceptance was for the old one
+  if (!key) {
+    // We are friends on the server now; a friendship we cannot use is ended there too.
+    next.effects.push({ type: 'notice', code: 'accept_key_refused', from, refusal });
+    next.effects.push({ type: 'send', frame: { type: 'FRIEND_REMOVE', to: from } });
+    return;
+  }
+  next.state = recordOffer(next.state, from, key.fingerprint);
+  startFriendship(next, from, { ...key, publicArmored }, now);
+  appendSystemLine(next, from, 'accepted');
+  next.effects.push({ type: 'show', id: from }, { type: 'notify', what: 'accepted', from });
+}
+
+/** A key checked by the crypto worker, for a request card or for an acceptance. */
+export function keyChecked(next, event) {
+  if (event.purpose === 'accept') acceptKeyChecked(next, event);
+  else requestKeyChecked(next, event);
+}
+
+// --- the user's answers and requests ---------------------------------------------------------------------
+
+/**
+ * Our FRIEND_REQUEST was acknowledged, or (`unsure`) the connection dropped before the ACK: it may have reached
+ * them, and their accept must then count, or they would think us friends while we drop their messages.
+ */
+export function requestSent(next, { id, unsure }) {
+  next.state = { ...next.state, outgoingRequests: withEntry(next.state.outgoingRequests, id, { id, state: 'pending', unsure }) };
+}
+
+export function sentRequestDismissed(next, { id }) {
+  next.state = { ...next.state, outgoingRequests: withoutEntry(next.state.outgoingRequests, id) };
+}
+
+/**
+ * The server acknowledged our FRIEND_ACCEPT for the request from `id`. `key` is the key of the card the user
+ * accepted: the one they compared, even if the card was withdrawn while the answer was on its way.
+ */
+export function requestAccepted(next, { id, key, now }) {
+  next.state = {
+    ...next.state,
+    incomingRequests: withoutEntry(next.state.incomingRequests, id),
+    outgoingRequests: withoutEntry(next.state.outgoingRequests, id),
+  };
+  startFriendship(next, id, key, now);
+}
+
+/** The request from `id` is answered (declined) or no longer exists on the server. */
+export function requestClosed(next, { id }) {
+  next.state = { ...next.state, incomingRequests: withoutEntry(next.state.incomingRequests, id) };
+}
+
+/** We removed `id` (the server acknowledged FRIEND_REMOVE, or said we were not friends any more). */
+export function friendRemoved(next, { id, now }) {
+  endFriendship(next, id, 'removed_by_you', now);
+}
+
+/** "Close chat" on an ended friendship: the conversation goes; what this page learned about the ID stays. */
+export function chatClosed(next, { id }) {
+  next.state = { ...next.state, friends: withoutEntry(next.state.friends, id) };
+}
+
+/** An invite link was read: whatever path befriends this ID is checked against its fingerprint (trust.js). */
+export function inviteOpened(next, { id, fingerprint }) {
+  next.state = { ...next.state, expectations: withEntry(next.state.expectations, id, fingerprint) };
+}
+
+// --- the user's decisions about a friend's key -------------------------------------------------------------
+
+/** The user compared fingerprints over another channel and they match. */
+export function keyVerified(next, { id }) {
+  const friend = next.state.friends.get(id);
+  if (!friend) return;
+  const verified = markVerified(next.state, friend);
+  next.state = verified.state;
+  putFriend(next, verified.friend);
+  appendSystemLine(next, id, 'verified');
+}
+
+export function keyUnverified(next, { id }) {
+  const friend = next.state.friends.get(id);
+  if (!friend) return;
+  const unverified = markUnverified(next.state, friend);
+  next.state = unverified.state;
+  putFriend(next, unverified.friend);
+  appendSystemLine(next, id, 'unverified');
+}
+
+/** The user confirmed a changed key: it becomes unverified, and what waited in the outbox goes out. */
+export function changedKeyAccepted(next, { id }) {
+  const friend = next.state.friends.get(id);
+  if (!friend) return;
+  putFriend(next, acceptChangedKey(friend));
+  appendSystemLine(next, id, 'key_accepted');
+  pump(next, id);
+}

@@ -1,0 +1,163 @@
+// The client's domain state as plain data: the session, friendships, friend requests both ways, what is known
+// about keys, and the conversations. Transitions (transition.js and the modules it routes to) never change a
+// state they are given: they return a new one that shares every part that did not change. So the wiring can
+// tell what changed by identity, and a test can hold the state before and after a step side by side.
+//
+// Invariants: a friend's `status` says whether the friendship is live ('friends') or over ('ended', with
+// `endedReason`); `presence` ('online' | 'away') only means something while it is live. Every entry of a
+// friend's `outbox` is the localId of one of its outgoing messages, oldest first; at most one of them is in
+// `sending` (sealing, waiting for its ACK, or backing off), and it is the first.
+
+export function createModel() {
+  return {
+    ownFingerprint: '', // the user's key: messages must be addressed to it, and a friend offering it is an alarm
+    // version: what the server's CONNECT reply said (PROTOCOL §9). online: a CONNECT reply arrived and no
+    // status change since said otherwise. epoch: bumped when our session ends, so work begun for the old
+    // session (a key check) is dropped when it finishes.
+    session: { id: null, version: 1, limits: { max_message_bytes: 65536 }, online: false, epoch: 0 },
+    friends: new Map(), // id -> friend, see newFriend()
+    incomingRequests: new Map(), // id -> request, see requests.js; in arrival order
+    requestsChecking: 0, // new requests whose key the crypto worker is checking: they count against the cap
+    requestsReceived: 0, // numbers the requests, so a card can tell its request from a later one by the same ID
+    requestsIgnored: 0, // requests dropped unread because the cap was reached (requests.js)
+    withdrawnRequests: new Map(), // id -> when its pending request was withdrawn, for the card's short note
+    outgoingRequests: new Map(), // id -> {id, state:'pending'|'declined', unsure: true when the connection dropped before the ACK}
+    pins: new Map(), // id -> fingerprint pinned for that ID during this page's life (detects key changes)
+    pinnedNames: new Map(), // key user ID -> Set of fingerprints pinned with it during this page's life
+    offeredKeys: new Map(), // id -> Set of fingerprints offered for that ID (requests, acceptances) in this page's life
+    endedFriendships: new Map(), // id -> {reason:'left'|'removed', at}: the server said this ID ended a friendship
+    friendshipsStarted: 0, // page-wide, so a friendship's number outlives a closed chat (see friend.friendship)
+    signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> number of the friendship it first arrived in
+    expectations: new Map(), // id -> fingerprint an invite link promised; from when the link is read until a key is pinned
+    verifiedFingerprints: new Set(), // fingerprints the user verified (the wiring stores them when opted in)
+    warnedForgedAccept: new Set(), // IDs whose chat already has the "unexpected acceptance" line
+    nextLocalId: 1, // numbers every line of every conversation: views key their elements by it
+  };
+}
+
+/** A friend as the chat pane and the friends list see it. */
+export function newFriend(id) {
+  return {
+    id,
+    status: 'friends', // 'friends' | 'ended'
+    endedReason: '', // while ended: 'left' | 'removed' | 'removed_by_you' | 'session_lost'
+    presence: 'online', // 'online' | 'away'
+    publicArmored: '', // the pinned key (armored); the crypto worker reads it for every seal/open
+    fingerprint: '',
+    userId: '',
+    trust: 'unverified', // 'unverified' | 'verified' | 'changed'
+    trustSource: '', // 'compared' | 'invite' | 'remembered'; while 'changed': 'invite' | 'own_key' | 'pinned_elsewhere' | ''
+    changedFrom: '', // the fingerprint before a key change, or the invite's, while trust is 'changed'
+    sharedWith: '', // while trust is 'changed' with 'pinned_elsewhere': the live friend ID pinned to the same key
+    friendship: 0, // this friendship's number, unique in the page; each incoming message records its own
+    friendshipStartedAt: 0, // local time the current friendship started
+    copiesShown: new Set(), // seqs of this friendship already shown once as a quiet duplicate
+    sendSeq: 0, // last seq used for this friendship (§6)
+    expectedSeq: 1, // next seq expected from them
+    messages: [], // {localId, direction:'out'|'in'|'system', …}, oldest first
+    outbox: [], // localIds of outgoing messages not yet acknowledged, oldest first
+    sending: null, // {localId, phase:'sealing'|'sending'|'backoff'}: the outbox head being worked on
+  };
+}
+
+export function isLive(friend) {
+  return Boolean(friend && friend.status === 'friends');
+}
+
+/** The friend with this ID while the friendship is live, else undefined. */
+export function liveFriend(state, id) {
+  const friend = state.friends.get(id);
+  return isLive(friend) ? friend : undefined;
+}
+
+/**
+ * What the friends list and chat header show: 'gone' once the friendship ended, 'unknown' while we are offline
+ * (we cannot know then), else the friend's presence.
+ */
+export function shownPresence(friend, connectionStatus) {
+  if (!isLive(friend)) return 'gone';
+  return connectionStatus === 'online' ? friend.presence : 'unknown';
+}
+
+// --- building a transition's result ----------------------------------------------------------------------
+// A transition starts with begin(state) and replaces `next.state` step by step; `next` is its own
+// accumulator, so handlers can be composed without threading two values through every call.
+
+/** A transition's result under construction: the new state so far and the effects it asks for. */
+export function begin(state) {
+  return { state, effects: [] };
+}
+
+export function withEntry(map, key, value) {
+  return new Map(map).set(key, value);
+}
+
+export function withoutEntry(map, key) {
+  if (!map.has(key)) return map;
+  const copy = new Map(map);
+  copy.delete(key);
+  return copy;
+}
+
+export function withMember(set, value) {
+  return set.has(value) ? set : new Set(set).add(value);
+}
+
+export function withoutMember(set, value) {
+  if (!set.has(value)) return set;
+  const copy = new Set(set);
+  copy.delete(value);
+  return copy;
+}
+
+/** Adds `value` to the set `map` keeps under `key`. */
+export function withMemberAt(map, key, value) {
+  const set = map.get(key) || new Set();
+  return set.has(value) ? map : withEntry(map, key, new Set(set).add(value));
+}
+
+/** Replaces the friend with the same ID. */
+export function putFriend(next, friend) {
+  next.state = { ...next.state, friends: withEntry(next.state.friends, friend.id, friend) };
+  return friend;
+}
+
+/** Applies `change(friend) → friend` to friend `id`, if there is one; returns the new friend. */
+export function updateFriend(next, id, change) {
+  const friend = next.state.friends.get(id);
+  return friend ? putFriend(next, change(friend)) : undefined;
+}
+
+/** A new localId for a line of a conversation. */
+export function takeLocalId(next) {
+  const localId = next.state.nextLocalId;
+  next.state = { ...next.state, nextLocalId: localId + 1 };
+  return localId;
+}
+
+/** Appends a line numbered by takeLocalId() to friend `id`'s conversation. */
+export function pushLine(next, id, line) {
+  updateFriend(next, id, (friend) => ({ ...friend, messages: [...friend.messages, line] }));
+}
+
+/** A system line (the view words it, text.js): `what` names the event, the rest are its details. */
+export function appendSystemLine(next, id, what, details = {}) {
+  pushLine(next, id, { localId: takeLocalId(next), direction: 'system', what, ...details });
+}
+
+/** The friend's line with this localId, or undefined. */
+export function findLine(friend, localId) {
+  for (let i = friend.messages.length - 1; i >= 0; i -= 1) {
+    if (friend.messages[i].localId === localId) return friend.messages[i];
+  }
+  return undefined;
+}
+
+/** The friend with line `localId` replaced by `change(line)` (unchanged when there is no such line). */
+export function withLine(friend, localId, change) {
+  const index = friend.messages.findLastIndex((line) => line.localId === localId);
+  if (index < 0) return friend;
+  const messages = friend.messages.slice();
+  messages[index] = change(messages[index]);
+  return { ...friend, messages };
+}

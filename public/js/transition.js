@@ -1,0 +1,64 @@
+// The one entry to the client's domain logic: transition(state, event) → {state, effects}. Pure: no DOM, no
+// network, no crypto, no clock (events carry `now`); the state given is never changed (model.js). The wiring
+// (app.js, effects.js) applies the new state, renders it, and carries out the effects, whose outcomes come
+// back as further events.
+//
+// Events, by where they come from:
+// - the transport: connected {id, version, resumed, resumeAttempted, friends, limits}, status {status},
+//   frame {frame, epoch} (a server frame about a peer or UNDELIVERED; `epoch` is the session it arrived in)
+// - effects done: keyChecked {purpose:'request'|'accept', from, publicArmored, key|refusal, epoch},
+//   opened {peer, incoming, opened}, sealed {peer, localId, friendship, seq, payload},
+//   sealFailed {peer, localId, code}, acked {peer, localId, queued}, sendFailed {peer, localId, code},
+//   backoffOver {peer, localId}
+// - the user: identityReady, inviteOpened, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
+//   friendRemoved, chatClosed, messageWritten {id, text}, messageRetried {id, localId}, messageRevealed,
+//   keyVerified, keyUnverified, changedKeyAccepted, left, newSession
+// Events that depend on time carry `now` (ms, the page's clock).
+//
+// Effects (data; effects.js carries them out): send {frame} (no answer awaited), checkKey {purpose, from,
+// publicArmored, epoch}, open {peer, payload, publicArmored, incoming}, seal {peer, localId, friendship, seq,
+// envelope, publicArmored}, transmit {peer, localId, frame}, retryLater {peer, localId, ms},
+// notice {code, …} (text.js noticeText), notify {what, from}, incoming {from, flagged}, show {id}.
+import * as friendship from './friendship.js';
+import { messageOpened, revealMessage } from './inbox.js';
+import { begin } from './model.js';
+import {
+  acked, backoffOver, retryMessage, sealFailed, sealed, sendFailed, writeMessage,
+} from './outbox.js';
+
+const HANDLERS = {
+  connected: friendship.connected,
+  status: friendship.statusChanged,
+  frame: friendship.frameArrived,
+  keyChecked: friendship.keyChecked,
+  opened: messageOpened,
+  sealed,
+  sealFailed,
+  acked,
+  sendFailed,
+  backoffOver,
+  identityReady: friendship.identityReady,
+  inviteOpened: friendship.inviteOpened,
+  requestSent: friendship.requestSent,
+  sentRequestDismissed: friendship.sentRequestDismissed,
+  requestAccepted: friendship.requestAccepted,
+  requestClosed: friendship.requestClosed,
+  friendRemoved: friendship.friendRemoved,
+  chatClosed: friendship.chatClosed,
+  messageWritten: (next, { id, text, now }) => writeMessage(next, id, text, now),
+  messageRetried: (next, { id, localId, now }) => retryMessage(next, id, localId, now),
+  messageRevealed: revealMessage,
+  keyVerified: friendship.keyVerified,
+  keyUnverified: friendship.keyUnverified,
+  changedKeyAccepted: friendship.changedKeyAccepted,
+  left: friendship.left,
+  newSession: friendship.newSession,
+};
+
+/** Applies `event` to `state`. An event of an unknown type changes nothing. */
+export function transition(state, event) {
+  const next = begin(state);
+  const handler = HANDLERS[event.type];
+  if (handler) handler(next, event);
+  return next;
+}
