@@ -14,7 +14,6 @@
 
 pub mod address;
 pub mod assets;
-pub mod base64;
 pub mod config;
 pub mod connection;
 pub mod http;
