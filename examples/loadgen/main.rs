@@ -1,5 +1,5 @@
 //! Load generator for SecChat: drives the real release `secchat` over loopback and prints a
-//! table of what it measured against the targets of issue 4.
+//! table of what it measured against each scenario's target.
 //!
 //! ```sh
 //! cargo run --release --example loadgen                 # every scenario, once

@@ -3,8 +3,8 @@
 //!
 //! Why not tungstenite's `handshake` feature: it parses the head a second time into an
 //! `http::Request` (a header map, several allocations) and builds an `http::Response` to print
-//! it, about 3 % of the server's CPU per connection set up (BENCHMARKS.md), for four header
-//! checks and one SHA-1.
+//! it, a measurable share of the CPU each connection set-up costs (BENCHMARKS.md), for four
+//! header checks and one SHA-1.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
