@@ -238,32 +238,19 @@ mod tests {
 
     #[test]
     fn validity_starts_a_day_back_and_lasts_ten_years() {
-        let date = |year, month, day| Date::from_calendar_date(year, month, day).unwrap();
+        let date = |(year, month, day): (i32, u8, u8)| {
+            Date::from_calendar_date(year, Month::try_from(month).unwrap(), day).unwrap()
+        };
+        // (today, first day, last day), each as (year, month, day).
         for (today, first, last) in [
-            (
-                date(1970, Month::January, 1),
-                date(1969, Month::December, 31),
-                date(1979, Month::December, 28),
-            ),
-            (
-                date(2000, Month::March, 1),
-                date(2000, Month::February, 29),
-                date(2010, Month::February, 28),
-            ),
-            (
-                date(2026, Month::January, 1),
-                date(2025, Month::December, 31),
-                date(2035, Month::December, 28),
-            ),
-            (
-                date(2026, Month::July, 16),
-                date(2026, Month::July, 15),
-                date(2036, Month::July, 15),
-            ),
+            ((1970, 1, 1), (1969, 12, 31), (1979, 12, 28)),
+            ((2000, 3, 1), (2000, 2, 29), (2010, 2, 28)),
+            ((2026, 1, 1), (2025, 12, 31), (2035, 12, 28)),
+            ((2026, 7, 16), (2026, 7, 15), (2036, 7, 15)),
         ] {
-            let (not_before, not_after) = validity(today).unwrap();
-            assert_eq!(not_before, first.midnight().assume_utc(), "{today}");
-            assert_eq!(not_after, last.midnight().assume_utc(), "{today}");
+            let (not_before, not_after) = validity(date(today)).unwrap();
+            assert_eq!(not_before, date(first).midnight().assume_utc(), "{today:?}");
+            assert_eq!(not_after, date(last).midnight().assume_utc(), "{today:?}");
         }
     }
 
