@@ -14,12 +14,13 @@ mod response;
 mod upgrade;
 
 pub use forwarded::{Cidr, TrustedProxies};
-pub use head::{Head, MAX_HEAD_BYTES, MAX_HEADERS, Request, parse_head};
+pub use head::{Head, MAX_HEAD_BYTES, MAX_HEADERS, Request, parse_head, requested_host};
 pub use host::{HostRule, host_name};
 pub use origin::{is_valid_origin, origin_allowed};
 pub use path::{PathError, resolve_path};
 pub use response::{
-    CONTENT_SECURITY_POLICY, Response, error_response, generated_response, respond,
+    CONTENT_SECURITY_POLICY, Response, SECURITY_HEADERS, error_response, generated_response,
+    https_required, respond,
 };
 pub use upgrade::{Refusal, WEBSOCKET_VERSION, switching_protocols};
 

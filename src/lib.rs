@@ -10,11 +10,11 @@
 //! - [`config`]: flags and `SECCHAT_*` environment variables.
 //! - [`connection`]: one TCP connection's lifecycle (HTTP head → static file or WebSocket → closing).
 //! - [`server`]: the single-threaded mio poll loop that moves bytes between sockets and the router.
+//! - [`process_limits`]: the open-file limit, raised at start-up (each connection is a file).
 //! - [`tls`]: HTTPS/WSS: a connection's byte stream (plain or TLS), certificates, `--tls-self-signed`.
 
 pub mod address;
 pub mod assets;
-pub mod base64;
 pub mod config;
 pub mod connection;
 pub mod http;
@@ -22,6 +22,7 @@ pub mod id;
 pub mod memory;
 pub mod metrics;
 pub mod outbox;
+pub mod process_limits;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         },
         None => Assets::embedded(),
     };
-    raise_open_file_limit();
+    secchat::process_limits::raise_open_file_limit();
     secchat::memory::keep_freed_memory_for_reuse();
     let mut server = match Server::bind(&config, assets, acceptor) {
         Ok(server) => server,
@@ -164,24 +164,5 @@ fn url_host(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
-/// Each connection is a file descriptor: lift the soft limit to the hard one so the default
-/// `ulimit -n` of 1024 does not cap the server far below `--max-connections`.
-fn raise_open_file_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                log::warn!("could not raise the open-file limit; see `ulimit -n`");
-            }
-        }
     }
 }

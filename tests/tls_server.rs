@@ -1,4 +1,4 @@
-//! HTTPS and WSS built into `secchat` (issue 6, docs/PROTOCOL.md §7): the real binary with a
+//! HTTPS and WSS built into `secchat` (docs/PROTOCOL.md §7): the real binary with a
 //! certificate made at test time, driven by a rustls client that trusts only the test's own CA.
 
 use std::fs;
@@ -634,9 +634,9 @@ fn sighup_reload_serves_the_new_certificate_to_new_connections_only() {
     old.ping("after-bad-reload");
 }
 
-/// Issue 14, item 6: with TLS, `/ws` opens for the certificate's DNS names (wildcards for one
-/// label), `--public-host` names, `localhost` and IP literals, with any port; other names get 421
-/// (DNS rebinding). A renewed certificate's names replace the old ones on SIGHUP.
+/// With TLS, `/ws` opens for the certificate's DNS names (wildcards for one label),
+/// `--public-host` names, `localhost` and IP literals, with any port; other names get 421 (DNS
+/// rebinding). A renewed certificate's names replace the old ones on SIGHUP.
 #[test]
 fn wss_opens_for_the_certificate_s_names_and_public_hosts_only() {
     let ca = TestCa::new();
@@ -712,7 +712,11 @@ fn plain_http_to_the_tls_port_gets_a_400_that_names_the_https_url() {
         format!("This port speaks HTTPS: use https://{}/\n", server.addr())
     );
     assert_eq!(response.header("Connection"), Some("close"));
-    assert!(response.header("Content-Security-Policy").is_some());
+    // Every header the server promises on every response; HSTS is ignored over plain HTTP.
+    for (name, value) in secchat::http::SECURITY_HEADERS {
+        assert_eq!(response.header(name), Some(*value), "{name} on the refusal");
+    }
+    assert_eq!(response.header("Strict-Transport-Security"), None);
     // The port still speaks TLS to everyone else.
     let health = https_get(&server, &ca.client_config(), "/healthz");
     assert_eq!(health.status, 200);

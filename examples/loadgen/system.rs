@@ -221,30 +221,6 @@ pub fn pin_current_thread(core: usize) -> bool {
     }
 }
 
-/// Lifts the soft open-file limit to the hard limit; returns the soft limit now in force.
-pub fn raise_open_file_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
-        }
-        limit.rlim_cur
-    }
-}
-
 /// CPU time (user + system) this process has used so far.
 pub fn own_cpu_time() -> Duration {
     process_cpu_time("/proc/self/stat").unwrap_or_default()

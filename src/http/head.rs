@@ -1,4 +1,4 @@
-//! Parsing a request head with `httparse`.
+//! Parsing a request head with `httparse`, and finding the `Host` in the start of one.
 
 /// A request head longer than this is refused with 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -207,6 +207,29 @@ fn tokens(raw_value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|token| !token.is_empty())
 }
 
+/// The `Host` of a request head that may be cut short (the start of plain HTTP sent to the TLS
+/// port, read once), lower-cased, when it is a plausible host: it is echoed in the answer
+/// ([`https_required`](super::https_required)), so anything unusual is left out.
+pub fn requested_host(head: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(head).ok().or_else(|| {
+        // A cut in the middle of a character: the valid prefix still holds the early headers.
+        let valid = std::str::from_utf8(head).err()?.valid_up_to();
+        std::str::from_utf8(head.get(..valid)?).ok()
+    })?;
+    let value = text.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("host")
+            .then(|| value.trim())
+    })?;
+    let plausible = !value.is_empty()
+        && value.len() <= 261
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    plausible.then(|| value.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +423,27 @@ mod tests {
         assert_eq!(request.path(), "/c");
         request.target = "?".to_owned();
         assert_eq!(request.path(), "");
+    }
+
+    #[test]
+    fn host_is_taken_from_a_plain_request_only_when_plausible() {
+        let request = b"GET / HTTP/1.1\r\nUser-Agent: x\r\nhOsT:  Pi.Local:8443 \r\n\r\n";
+        assert_eq!(requested_host(request).as_deref(), Some("pi.local:8443"));
+        let v6 = b"GET / HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n";
+        assert_eq!(requested_host(v6).as_deref(), Some("[::1]:8443"));
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: <script>\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"Host: evil\r\n",
+            b"",
+        ] {
+            assert_eq!(
+                requested_host(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -13,8 +13,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
     worker-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'; object-src 'none'";
 
-/// Headers sent on every response, errors included.
-const SECURITY_HEADERS: &[(&str, &str)] = &[
+/// Headers sent on every response, errors included (`Strict-Transport-Security` too over TLS).
+pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
@@ -99,7 +99,26 @@ pub fn error_response(status: u16, tls: bool) -> Response {
 /// A `200` with a body made at request time (the metrics page): the body is appended to `head`
 /// and the connection closes after it.
 pub fn generated_response(content_type: &str, body: &str, tls: bool) -> Response {
-    let mut head = HeadBuilder::new(200, "OK");
+    generated(200, content_type, body, tls)
+}
+
+/// The `400 Bad Request` for plain HTTP sent to the TLS port: its body names the `https://` URL
+/// of `host` (from [`requested_host`](super::requested_host)), it is appended to `head`, and the
+/// connection closes after it. It travels in plain text, so it carries no
+/// `Strict-Transport-Security` (RFC 6797 §7.2).
+pub fn https_required(host: Option<&str>) -> Response {
+    let body = match host {
+        Some(host) => format!("This port speaks HTTPS: use https://{host}/\n"),
+        None => "This port speaks HTTPS: use https://HOST/ (this server's name or address)\n"
+            .to_string(),
+    };
+    generated(400, "text/plain; charset=utf-8", &body, false)
+}
+
+/// A response whose body is made at request time, appended to `head`; the connection closes
+/// after it.
+fn generated(status: u16, content_type: &str, body: &str, tls: bool) -> Response {
+    let mut head = HeadBuilder::new(status, reason_phrase(status));
     head.header("Content-Type", content_type);
     head.header("Content-Length", body.len());
     head.header("Cache-Control", "no-store");
@@ -150,6 +169,7 @@ fn etag_matches(condition: &str, etag: &str) -> bool {
 
 fn reason_phrase(status: u16) -> &'static str {
     match status {
+        200 => "OK",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -279,6 +299,22 @@ mod tests {
                 status: parsed.code.expect("status code"),
                 headers,
             }
+        }
+
+        /// A response whose body was made at request time and appended to its head.
+        fn of_generated(response: &Response) -> (Parsed, String) {
+            assert!(response.body.is_empty(), "the body is part of the head");
+            let blank_line = response.head.windows(4).position(|w| w == b"\r\n\r\n");
+            let (head, body) = response
+                .head
+                .split_at(blank_line.expect("a blank line") + 4);
+            let head_only = Response {
+                head: head.to_vec(),
+                body: &[],
+                keep_alive: response.keep_alive,
+            };
+            let body = String::from_utf8(body.to_vec()).expect("UTF-8 body");
+            (Parsed::of(&head_only), body)
         }
 
         fn get(&self, name: &str) -> Option<&str> {
@@ -493,5 +529,28 @@ mod tests {
         let response = respond(&req, &assets(), false);
         assert!(!response.keep_alive);
         assert_eq!(Parsed::of(&response).get("connection"), Some("close"));
+    }
+
+    #[test]
+    fn https_required_is_a_complete_400_with_the_https_url_and_every_security_header() {
+        let response = https_required(Some("chat.example:8443"));
+        let (parsed, body) = Parsed::of_generated(&response);
+        assert_eq!(parsed.status, 400);
+        assert_eq!(
+            body,
+            "This port speaks HTTPS: use https://chat.example:8443/\n"
+        );
+        assert_eq!(parsed.content_length(), body.len());
+        assert_eq!(
+            parsed.get("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(parsed.get("connection"), Some("close"));
+        assert!(!response.keep_alive);
+        // Sent in plain text: no HSTS.
+        parsed.assert_security_headers(false);
+        let (unnamed, body) = Parsed::of_generated(&https_required(None));
+        assert!(body.contains("use https://HOST/"), "{body}");
+        unnamed.assert_security_headers(false);
     }
 }

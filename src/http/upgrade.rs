@@ -3,18 +3,21 @@
 //!
 //! Why not tungstenite's `handshake` feature: it parses the head a second time into an
 //! `http::Request` (a header map, several allocations) and builds an `http::Response` to print
-//! it, about 3 % of the server's CPU per connection set up (BENCHMARKS.md), for four header
-//! checks and one SHA-1.
+//! it, a measurable share of the CPU each connection set-up costs (BENCHMARKS.md), for four
+//! header checks and one SHA-1.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 use super::head::Request;
-use crate::base64;
 
 /// The GUID every accept key is derived with (RFC 6455 §1.3).
 const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// The only protocol version there is (RFC 6455 §4.1).
 pub const WEBSOCKET_VERSION: &str = "13";
-/// A key is 16 random bytes (RFC 6455 §4.1).
+/// A key is 16 random bytes (RFC 6455 §4.1), sent as 24 characters of padded base64.
 const KEY_BYTES: usize = 16;
+const KEY_LEN: usize = 24;
 /// SHA-1's output in bytes, and its padded base64.
 const SHA1_BYTES: usize = 20;
 const ACCEPT_LEN: usize = 28;
@@ -53,7 +56,7 @@ pub fn switching_protocols(request: &Request) -> Result<Vec<u8>, Refusal> {
         return Err(Refusal::UnsupportedVersion);
     }
     let key = request.websocket_key.as_deref().unwrap_or_default();
-    if !base64::is_canonical_standard(key.as_bytes(), KEY_BYTES) {
+    if !is_valid_key(key.as_bytes()) {
         return Err(Refusal::BadRequest);
     }
     let accept = accept_key(key.as_bytes());
@@ -67,15 +70,25 @@ pub fn switching_protocols(request: &Request) -> Result<Vec<u8>, Refusal> {
     Ok(head)
 }
 
+/// Whether `key` is the canonical base64 of exactly [`KEY_BYTES`] bytes: standard alphabet,
+/// padded, unused trailing bits zero. That is the one spelling of 16 bytes, so no two keys a
+/// client may send decode alike.
+fn is_valid_key(key: &[u8]) -> bool {
+    // The decoder wants room for 3 bytes per 4 characters; padding makes the last group 1 byte.
+    let mut decoded = [0u8; KEY_LEN / 4 * 3];
+    key.len() == KEY_LEN && matches!(STANDARD.decode_slice(key, &mut decoded), Ok(KEY_BYTES))
+}
+
 /// `Sec-WebSocket-Accept` for `key`: base64 of SHA-1 over the key and the GUID.
 fn accept_key(key: &[u8]) -> [u8; ACCEPT_LEN] {
     let mut context = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
     context.update(key);
     context.update(WEBSOCKET_GUID);
     let digest = context.finish();
-    let mut accept = [b'='; ACCEPT_LEN];
+    let mut accept = [0u8; ACCEPT_LEN];
     let hash = digest.as_ref().get(..SHA1_BYTES).unwrap_or_default();
-    base64::encode_unpadded(base64::STANDARD, hash, &mut accept);
+    // ACCEPT_LEN is exactly the padded length of SHA1_BYTES: the buffer is never too small.
+    let _ = STANDARD.encode_slice(hash, &mut accept);
     accept
 }
 
@@ -156,6 +169,32 @@ mod tests {
             let head = SAMPLE.replace(from, to);
             assert_ne!(head, SAMPLE, "{from:?} is not in the sample");
             assert_eq!(answer(&head), Err(refusal), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn keys_must_be_the_canonical_base64_of_16_bytes() {
+        // RFC 6455 §1.3's sample key, and the extremes.
+        for good in [
+            &b"dGhlIHNhbXBsZSBub25jZQ=="[..],
+            b"AAAAAAAAAAAAAAAAAAAAAA==",
+            b"/////////////////////w==",
+        ] {
+            assert!(is_valid_key(good), "{}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b"dGhlIHNhbXBsZSBub25jZQ="[..], // one padding character short
+            b"dGhlIHNhbXBsZSBub25jZQ===",    // one too many
+            b"dGhlIHNhbXBsZSBub25jZR==",     // non-zero trailing bits
+            b"dGhlIHNhbXBsZSBub25jZQAA",     // no padding: 18 bytes
+            b"dGhlIHNhbXBsZSBub25jZ-==",     // URL-safe character
+            b"dGhlIHNhbXBsZSBub25j ZQ=",     // space
+            b"dGhlIHNhbXBsZSBub25jZQ=A",     // data after padding
+            b"AAAAAAAAAAAAAAAAAAAAAAAAAAA=", // 20 bytes
+            b"AAAAAAAAAAAAAAAAAAAAAAA=",     // 17 bytes
+            b"",
+        ] {
+            assert!(!is_valid_key(bad), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -1079,19 +1079,7 @@ mod hostile {
     /// Lifts this process's open-file soft limit to the hard limit (tests holding thousands of
     /// sockets).
     pub fn raise_open_file_limit() {
-        // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-        unsafe {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
-                && limit.rlim_cur < limit.rlim_max
-            {
-                limit.rlim_cur = limit.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            }
-        }
+        secchat::process_limits::raise_open_file_limit();
     }
 
     fn sockaddr_in(address: SocketAddrV4) -> libc::sockaddr_in {
