@@ -17,7 +17,7 @@ use serde::de::value::{BorrowedStrDeserializer, MapDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::id::{ID_LEN, Id, TOKEN_LEN, Token};
+use crate::id::{ID_LEN, Id, ResumeToken, TOKEN_LEN};
 
 /// The longest `ref` a client may send, in Unicode code points.
 pub const MAX_REF_CHARS: usize = 64;
@@ -982,7 +982,7 @@ pub fn pong(reference: Option<&str>) -> String {
 /// The reply to a successful CONNECT. `friends` yields each friend's ID and whether it is online.
 pub fn connect_reply(
     id: Id,
-    token: &Token,
+    token: &ResumeToken,
     resumed: bool,
     friends: impl ExactSizeIterator<Item = (Id, bool)>,
     max_message_bytes: usize,
@@ -1424,7 +1424,7 @@ mod tests {
             parse(&undelivered(id, "\"r\\\"1\"")),
             serde_json::json!({"type":"UNDELIVERED","to":"K7Q2ZD","ref":"r\"1"})
         );
-        let token = Token::from_random_bytes(&[0; 32]);
+        let token = ResumeToken::from_random_bytes(&[0; 32]);
         let reply = parse(&connect_reply(
             id,
             &token,

@@ -60,7 +60,7 @@ mod tests;
 use serde_json::value::RawValue;
 
 use crate::address::{BlockCounts, BlockRates, ClientAddr};
-use crate::id::{Id, TOKEN_BYTES, TOKEN_LEN, Token};
+use crate::id::{Id, ResumeToken, TOKEN_BYTES, TOKEN_LEN};
 use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume, ServerFrame};
 use fasthash::FastMap;
 use limits::{ErrorWindow, TokenBucket};
@@ -879,7 +879,7 @@ impl<E: Entropy> Router<E> {
         self.drop_stale_timers();
     }
 
-    fn resume_reply(&self, id: Id, token: &Token) -> String {
+    fn resume_reply(&self, id: Id, token: &ResumeToken) -> String {
         let is_online = |friend: &Id| self.sessions.get(friend).is_some_and(|f| f.conn.is_some());
         let session = self.sessions.get(&id);
         let friends: Vec<(Id, bool)> = session
@@ -1168,10 +1168,10 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    fn fresh_token(&mut self) -> Token {
+    fn fresh_token(&mut self) -> ResumeToken {
         let mut bytes = [0u8; TOKEN_BYTES];
         self.entropy.fill(&mut bytes);
-        Token::from_random_bytes(&bytes)
+        ResumeToken::from_random_bytes(&bytes)
     }
 
     fn drop_stale_timers(&mut self) {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use super::ConnId;
 use super::fasthash::FastSet;
 use super::limits::TokenBucket;
-use crate::id::{Id, Token};
+use crate::id::{Id, ResumeToken};
 
 /// A live session: connected, or in its resume window (`conn == None`).
 ///
@@ -13,7 +13,7 @@ use crate::id::{Id, Token};
 /// entries; `pending_in` holds at most `max_pending_incoming`, `pending_out` at most
 /// `max_pending_requests`; the queue is bounded as [`ResumeQueue`] says.
 pub struct Session {
-    pub token: Token,
+    pub token: ResumeToken,
     /// The peer that created the session; it counts against that peer's session limit until
     /// the session ends, wherever it is resumed from.
     pub peer: crate::address::ClientAddr,
