@@ -10,7 +10,15 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use super::*;
+use serde_json::value::RawValue;
+
+use super::decode::{
+    Fields, Kind, MAX_KIND_LEN, decode_resume, decode_version, is_json_whitespace, is_valid_ref,
+};
+use super::fast_path::{borrowed_raw_value, flat_fields, has_control_byte, string_end};
+use super::json_string::{ascii_units, decoded_starts_with, is_json_string};
+use super::{ErrorCode, Frame, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, Rejected, Request, decode};
+use crate::id::Id;
 
 // ---------------------------------------------------------------------------------------------
 // The old decoder, unchanged apart from the names. `Fields`, `is_valid_ref`, `decode_resume`,

@@ -1,0 +1,452 @@
+//! Encoding server frames.
+
+use serde_json::value::RawValue;
+
+use super::ErrorCode;
+use crate::id::{ID_LEN, Id, ResumeToken};
+
+/// Digits in `n`. A frame's length is asked for several times on its way to an outbox (the
+/// router's unsent count, the outbox's ceiling, the header): `ilog10` is a few instructions where
+/// dividing digit by digit was thirteen divisions for a timestamp.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+fn push_decimal(out: &mut impl TextOut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(slot) = digits.get_mut(start) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or(b"0")).unwrap_or("0"));
+}
+
+/// Where a frame's JSON text is written: a `String`, or straight into a connection's outbox.
+/// Only whole `str`s go in, so what is written stays UTF-8.
+pub trait TextOut {
+    fn push_str(&mut self, text: &str);
+}
+
+impl TextOut for String {
+    fn push_str(&mut self, text: &str) {
+        String::push_str(self, text);
+    }
+}
+
+/// An outbox's queue: WebSocket headers are bytes, so it is not a `String`.
+impl TextOut for Vec<u8> {
+    fn push_str(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// A server frame the router sends, not yet written anywhere. The frames that carry what a
+/// client sent (a payload, a key, a `ref`) borrow it, so it is copied once: into the
+/// recipient's outbox, or into a `String` when the recipient's session is waiting to resume.
+#[derive(Clone, Copy, Debug)]
+pub enum ServerFrame<'a> {
+    /// `{"type":"MESSAGE","from":"K7Q2ZD","payload":<raw>,"ts":<ms>}`.
+    Message {
+        from: Id,
+        payload: &'a RawValue,
+        ts: u64,
+    },
+    /// `{"type":"FRIEND_REQUEST"|"FRIEND_ACCEPT","from":..,"public_key":<raw>}`.
+    FriendKey {
+        kind: FriendKeyFrame,
+        from: Id,
+        public_key: &'a RawValue,
+    },
+    /// `{"type":"ACK","ref":<raw>}`, plus `"queued":true` when the acknowledged frame was
+    /// queued.
+    Ack { reference: &'a str, queued: bool },
+    /// A frame already encoded: a queued one, or one of the rare control frames.
+    Encoded(&'a str),
+}
+
+const MESSAGE_HEAD: &str = r#"{"type":"MESSAGE","from":""#;
+const MESSAGE_PAYLOAD: &str = r#"","payload":"#;
+const MESSAGE_TS: &str = r#","ts":"#;
+const FRIEND_HEAD: &str = r#"{"type":""#;
+const FRIEND_FROM: &str = r#"","from":""#;
+const FRIEND_KEY: &str = r#"","public_key":"#;
+const ACK_HEAD: &str = r#"{"type":"ACK","ref":"#;
+const ACK_QUEUED: &str = r#","queued":true"#;
+
+impl ServerFrame<'_> {
+    /// The frame's length in bytes, exactly: outboxes size the WebSocket header from it before
+    /// the frame is written.
+    // Nothing asks whether a frame is empty: every frame is a JSON object.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        match *self {
+            ServerFrame::Message { payload, ts, .. } => {
+                MESSAGE_HEAD.len()
+                    + ID_LEN
+                    + MESSAGE_PAYLOAD.len()
+                    + payload.get().len()
+                    + MESSAGE_TS.len()
+                    + decimal_len(ts)
+                    + 1
+            }
+            ServerFrame::FriendKey {
+                kind, public_key, ..
+            } => {
+                FRIEND_HEAD.len()
+                    + kind.as_str().len()
+                    + FRIEND_FROM.len()
+                    + ID_LEN
+                    + FRIEND_KEY.len()
+                    + public_key.get().len()
+                    + 1
+            }
+            ServerFrame::Ack { reference, queued } => {
+                ACK_HEAD.len() + reference.len() + if queued { ACK_QUEUED.len() } else { 0 } + 1
+            }
+            ServerFrame::Encoded(text) => text.len(),
+        }
+    }
+
+    /// Writes the frame's JSON text, [`ServerFrame::len`] bytes of it.
+    pub fn write(&self, out: &mut impl TextOut) {
+        match *self {
+            ServerFrame::Message { from, payload, ts } => {
+                out.push_str(MESSAGE_HEAD);
+                out.push_str(from.text().as_str());
+                out.push_str(MESSAGE_PAYLOAD);
+                out.push_str(payload.get());
+                out.push_str(MESSAGE_TS);
+                push_decimal(out, ts);
+                out.push_str("}");
+            }
+            ServerFrame::FriendKey {
+                kind,
+                from,
+                public_key,
+            } => {
+                out.push_str(FRIEND_HEAD);
+                out.push_str(kind.as_str());
+                out.push_str(FRIEND_FROM);
+                out.push_str(from.text().as_str());
+                out.push_str(FRIEND_KEY);
+                out.push_str(public_key.get());
+                out.push_str("}");
+            }
+            ServerFrame::Ack { reference, queued } => {
+                out.push_str(ACK_HEAD);
+                out.push_str(reference);
+                if queued {
+                    out.push_str(ACK_QUEUED);
+                }
+                out.push_str("}");
+            }
+            ServerFrame::Encoded(text) => out.push_str(text),
+        }
+    }
+
+    /// The frame as a `String` of its own, for a queue or a test.
+    pub fn to_text(&self) -> String {
+        let mut text = String::with_capacity(self.len());
+        self.write(&mut text);
+        debug_assert_eq!(text.len(), self.len());
+        text
+    }
+}
+
+/// The two forwarded frames that carry a public key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FriendKeyFrame {
+    Request,
+    Accept,
+}
+
+impl FriendKeyFrame {
+    fn as_str(self) -> &'static str {
+        match self {
+            FriendKeyFrame::Request => "FRIEND_REQUEST",
+            FriendKeyFrame::Accept => "FRIEND_ACCEPT",
+        }
+    }
+}
+
+/// `{"type":"FRIEND_DECLINE","from":..}`.
+pub fn friend_decline(from: Id) -> String {
+    format!(r#"{{"type":"FRIEND_DECLINE","from":"{from}"}}"#)
+}
+
+/// `{"type":"FRIEND_CANCEL","from":..}`: a pending request from `from` is gone (version 2).
+pub fn friend_cancel(from: Id) -> String {
+    format!(r#"{{"type":"FRIEND_CANCEL","from":"{from}"}}"#)
+}
+
+/// `{"type":"FRIEND_REMOVE","from":..}`.
+pub fn friend_remove(from: Id) -> String {
+    format!(r#"{{"type":"FRIEND_REMOVE","from":"{from}"}}"#)
+}
+
+/// `{"type":"ERROR","code":..,"message":..}` plus `"ref"` when the request had a valid one.
+pub fn error(code: ErrorCode, reference: Option<&str>) -> String {
+    match reference {
+        Some(reference) => format!(
+            r#"{{"type":"ERROR","code":"{}","message":"{}","ref":{reference}}}"#,
+            code.as_str(),
+            code.message()
+        ),
+        None => format!(
+            r#"{{"type":"ERROR","code":"{}","message":"{}"}}"#,
+            code.as_str(),
+            code.message()
+        ),
+    }
+}
+
+/// `{"type":"PONG"}`, echoing the PING's `ref` when it had one.
+pub fn pong(reference: Option<&str>) -> String {
+    match reference {
+        Some(reference) => format!(r#"{{"type":"PONG","ref":{reference}}}"#),
+        None => r#"{"type":"PONG"}"#.to_owned(),
+    }
+}
+
+/// The reply to a successful CONNECT. `friends` yields each friend's ID and whether it is online.
+pub fn connect_reply(
+    id: Id,
+    token: &ResumeToken,
+    resumed: bool,
+    friends: impl ExactSizeIterator<Item = (Id, bool)>,
+    max_message_bytes: usize,
+    version: u8,
+) -> String {
+    const FRIEND_ENTRY_MAX: usize = r#"{"id":"XXXXXX","online":false},"#.len();
+    let mut frame = String::with_capacity(160 + friends.len() * FRIEND_ENTRY_MAX);
+    frame.push_str(r#"{"type":"CONNECT","id":""#);
+    frame.push_str(id.text().as_str());
+    frame.push_str(r#"","token":""#);
+    frame.push_str(token.as_str());
+    frame.push_str(if resumed {
+        r#"","resumed":true,"friends":["#
+    } else {
+        r#"","resumed":false,"friends":["#
+    });
+    for (index, (friend, online)) in friends.enumerate() {
+        if index > 0 {
+            frame.push(',');
+        }
+        frame.push_str(r#"{"id":""#);
+        frame.push_str(friend.text().as_str());
+        frame.push_str(if online {
+            r#"","online":true}"#
+        } else {
+            r#"","online":false}"#
+        });
+    }
+    frame.push_str(r#"],"limits":{"max_message_bytes":"#);
+    push_decimal(&mut frame, max_message_bytes as u64);
+    frame.push('}');
+    // A version-1 reply stays exactly as version 1 defined it.
+    if version >= 2 {
+        frame.push_str(r#","version":"#);
+        push_decimal(&mut frame, u64::from(version));
+    }
+    frame.push('}');
+    frame
+}
+
+/// `{"type":"PRESENCE","id":..,"online":bool}`.
+pub fn presence(id: Id, online: bool) -> String {
+    format!(r#"{{"type":"PRESENCE","id":"{id}","online":{online}}}"#)
+}
+
+/// `{"type":"DISCONNECT","id":..}`: a friend's session ended.
+pub fn disconnect(id: Id) -> String {
+    format!(r#"{{"type":"DISCONNECT","id":"{id}"}}"#)
+}
+
+/// `{"type":"UNDELIVERED","to":..,"ref":<raw>}`.
+pub fn undelivered(to: Id, reference: &str) -> String {
+    format!(r#"{{"type":"UNDELIVERED","to":"{to}","ref":{reference}}}"#)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ResumeToken;
+    use serde_json::Value;
+
+    const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\\nabc";
+    const PAYLOAD: &str = "-----BEGIN PGP MESSAGE-----\\nabc";
+
+    fn parse(frame: &str) -> Value {
+        serde_json::from_str(frame).unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn server_frames_are_valid_json_with_the_right_fields() {
+        let id = Id::parse("K7Q2ZD").unwrap_or_else(|| Id::from_random_bytes([0; 4]));
+        let friend = Id::from_random_bytes([1, 2, 3, 4]);
+        let raw_payload = format!("\"{PAYLOAD}\\u00e9\"");
+        let payload = RawValue::from_string(raw_payload.clone()).ok();
+        let Some(payload) = payload else {
+            panic!("raw value")
+        };
+        let message = |ts| {
+            ServerFrame::Message {
+                from: id,
+                payload: &payload,
+                ts,
+            }
+            .to_text()
+        };
+        let frame = message(1_795_000_000_000);
+        assert_eq!(
+            frame,
+            format!(
+                r#"{{"type":"MESSAGE","from":"K7Q2ZD","payload":{raw_payload},"ts":1795000000000}}"#
+            )
+        );
+        assert_eq!(message(0).len(), frame.len() - 12);
+
+        let key = RawValue::from_string(format!("\"{KEY}\"")).ok();
+        let Some(key) = key else { panic!("raw value") };
+        let friend_with_key = |kind| {
+            ServerFrame::FriendKey {
+                kind,
+                from: id,
+                public_key: &key,
+            }
+            .to_text()
+        };
+        let request = parse(&friend_with_key(FriendKeyFrame::Request));
+        assert_eq!(request["type"], "FRIEND_REQUEST");
+        assert_eq!(request["from"], "K7Q2ZD");
+        assert_eq!(
+            request["public_key"],
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nabc"
+        );
+        assert_eq!(
+            parse(&friend_with_key(FriendKeyFrame::Accept))["type"],
+            "FRIEND_ACCEPT"
+        );
+        assert_eq!(
+            parse(&friend_decline(id)),
+            serde_json::json!({"type":"FRIEND_DECLINE","from":"K7Q2ZD"})
+        );
+        assert_eq!(
+            parse(&friend_remove(id)),
+            serde_json::json!({"type":"FRIEND_REMOVE","from":"K7Q2ZD"})
+        );
+        let ack = |reference, queued| ServerFrame::Ack { reference, queued }.to_text();
+        assert_eq!(ack("\"17\"", false), r#"{"type":"ACK","ref":"17"}"#);
+        assert_eq!(
+            ack("\"17\"", true),
+            r#"{"type":"ACK","ref":"17","queued":true}"#
+        );
+        assert_eq!(pong(None), r#"{"type":"PONG"}"#);
+        assert_eq!(pong(Some("\"p\"")), r#"{"type":"PONG","ref":"p"}"#);
+        assert_eq!(
+            parse(&presence(id, false)),
+            serde_json::json!({"type":"PRESENCE","id":"K7Q2ZD","online":false})
+        );
+        assert_eq!(
+            parse(&disconnect(id)),
+            serde_json::json!({"type":"DISCONNECT","id":"K7Q2ZD"})
+        );
+        assert_eq!(
+            parse(&undelivered(id, "\"r\\\"1\"")),
+            serde_json::json!({"type":"UNDELIVERED","to":"K7Q2ZD","ref":"r\"1"})
+        );
+        let token = ResumeToken::from_random_bytes(&[0; 32]);
+        let reply = parse(&connect_reply(
+            id,
+            &token,
+            true,
+            [(friend, true), (id, false)].into_iter(),
+            65536,
+            1,
+        ));
+        assert_eq!(
+            reply,
+            serde_json::json!({"type":"CONNECT","id":"K7Q2ZD","token":token.as_str(),"resumed":true,
+                "friends":[{"id":friend.to_string(),"online":true},{"id":"K7Q2ZD","online":false}],
+                "limits":{"max_message_bytes":65536}})
+        );
+        let empty = parse(&connect_reply(id, &token, false, std::iter::empty(), 1, 2));
+        assert_eq!(empty["friends"], serde_json::json!([]));
+        assert_eq!(empty["resumed"], false);
+        assert_eq!(empty["version"], 2, "a version-2 reply says so");
+        assert_eq!(
+            reply.get("version"),
+            None,
+            "a version-1 reply is as v1 defined it"
+        );
+    }
+
+    #[test]
+    fn every_error_frame_is_valid_json() {
+        for code in ErrorCode::ALL {
+            let with_ref = parse(&error(code, Some("\"x\"")));
+            assert_eq!(with_ref["type"], "ERROR");
+            assert_eq!(with_ref["code"], code.as_str());
+            assert_eq!(with_ref["ref"], "x");
+            assert!(with_ref["message"].as_str().is_some_and(|m| m.len() > 10));
+            let without = parse(&error(code, None));
+            assert_eq!(without["code"], code.as_str());
+            assert!(without.get("ref").is_none());
+        }
+    }
+
+    #[test]
+    fn a_server_frame_is_as_long_as_it_says() {
+        // Outboxes write the WebSocket header from `len` before the text: one byte off and the
+        // client reads a broken frame. Lengths around the header's size classes (126, 65,536)
+        // and multi-byte text included.
+        let from = Id::from_random_bytes([9, 8, 7, 6]);
+        for body_len in [0, 1, 60, 126, 200, 65_400, 65_536, 70_000] {
+            let raw = format!("\"{PAYLOAD}{}é\"", "x".repeat(body_len));
+            let Ok(raw) = RawValue::from_string(raw) else {
+                panic!("raw value")
+            };
+            for ts in [0, 9, 10, 1_795_000_000_000, u64::MAX] {
+                let payload = &*raw;
+                let frame = ServerFrame::Message { from, payload, ts };
+                assert_eq!(frame.to_text().len(), frame.len(), "{body_len} {ts}");
+            }
+            for kind in [FriendKeyFrame::Request, FriendKeyFrame::Accept] {
+                let public_key = &*raw;
+                let frame = ServerFrame::FriendKey {
+                    kind,
+                    from,
+                    public_key,
+                };
+                assert_eq!(frame.to_text().len(), frame.len(), "{body_len}");
+            }
+        }
+        for reference in ["\"\"", "\"17\"", "\"ü-€-😀\""] {
+            for queued in [false, true] {
+                let frame = ServerFrame::Ack { reference, queued };
+                assert_eq!(frame.to_text().len(), frame.len());
+            }
+        }
+        let encoded = ServerFrame::Encoded("{\"type\":\"PONG\"}");
+        assert_eq!(encoded.to_text(), "{\"type\":\"PONG\"}");
+        assert_eq!(encoded.len(), 15);
+    }
+
+    #[test]
+    fn decimal_formatting() {
+        let powers = (0..20).map(|e| 10u64.pow(e));
+        let around = powers.flat_map(|p| [p - 1, p, p + 1]);
+        for n in around.chain([12345, 1_795_000_000_000, u64::MAX]) {
+            let mut text = String::new();
+            push_decimal(&mut text, n);
+            assert_eq!(text, n.to_string());
+            assert_eq!(decimal_len(n), text.len());
+        }
+    }
+}
