@@ -16,6 +16,7 @@ mod decode;
 mod encode;
 mod fast_path;
 mod json_string;
+mod raw_json;
 mod request;
 
 pub use codes::ErrorCode;
@@ -25,6 +26,7 @@ pub use encode::{
     friend_decline, friend_remove, pong, presence, undelivered,
 };
 pub use json_string::{AsciiUnits, ascii_units};
+pub use raw_json::RawJson;
 pub use request::{Frame, Rejected, Request, Resume};
 
 /// The longest `ref` a client may send, in Unicode code points.

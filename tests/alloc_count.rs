@@ -15,10 +15,9 @@ use std::cell::Cell;
 
 use secchat::id::Id;
 use secchat::outbox::Outbox;
-use secchat::protocol::ServerFrame;
+use secchat::protocol::{RawJson, ServerFrame};
 use secchat::router::{Action, ConnId, Entropy, FrameSink, Now, Router, RouterConfig};
 use secchat::tls::Transport;
-use serde_json::value::RawValue;
 
 struct CountingAllocator;
 
@@ -317,11 +316,11 @@ fn frames_written_into_an_outbox_allocate_nothing_after_its_first() {
     socket.set_nonblocking(true).expect("non-blocking");
     let mut outbox = Outbox::new(Transport::plain(mio::net::TcpStream::from_std(socket)));
     let raw = format!(r#""-----BEGIN PGP MESSAGE-----\n{}""#, "Q".repeat(512));
-    let payload = RawValue::from_string(raw).expect("JSON string");
+    let payload = RawJson::parse(&raw).expect("JSON string");
     let from = Id::parse("K7Q2ZD").expect("an ID");
     let message = ServerFrame::Message {
         from,
-        payload: &payload,
+        payload,
         ts: NOW.unix_ms,
     };
     let ack = ServerFrame::Ack {

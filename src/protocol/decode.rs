@@ -5,19 +5,17 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::fast_path::flat_fields;
-use super::json_string::{
-    ascii_units, decoded_starts_with, is_json_string, string_inner, unescaped_text,
-};
+use super::json_string::{ascii_units, decoded_starts_with, string_inner, unescaped_text};
 use super::{
-    ErrorCode, Frame, MAX_REF_CHARS, MESSAGE_ARMOR, PROTOCOL_VERSION, PUBLIC_KEY_ARMOR, Rejected,
-    Request, Resume,
+    ErrorCode, Frame, MAX_REF_CHARS, MESSAGE_ARMOR, PROTOCOL_VERSION, PUBLIC_KEY_ARMOR, RawJson,
+    Rejected, Request, Resume,
 };
 use crate::id::{Id, TOKEN_LEN};
 
 /// Deserializes a field that is present as `Some(raw)`, also when it is `null`: the default
 /// `Option` handling would turn `"ref":null` into an absent `ref` instead of a `bad_request`.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&'de RawValue>::deserialize(deserializer).map(Some)
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RawJson<'de>>, D::Error> {
+    <&'de RawValue>::deserialize(deserializer).map(|raw| Some(RawJson::from_serde(raw)))
 }
 
 /// The top-level fields the server looks at; all others are skipped unparsed. serde's derive
@@ -25,27 +23,27 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 #[derive(Deserialize, Default)]
 pub(super) struct Fields<'a> {
     #[serde(rename = "type", default, borrow, deserialize_with = "present")]
-    pub(super) kind: Option<&'a RawValue>,
+    pub(super) kind: Option<RawJson<'a>>,
     #[serde(rename = "ref", default, borrow, deserialize_with = "present")]
-    pub(super) reference: Option<&'a RawValue>,
+    pub(super) reference: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub(super) to: Option<&'a RawValue>,
+    pub(super) to: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub(super) public_key: Option<&'a RawValue>,
+    pub(super) public_key: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub(super) payload: Option<&'a RawValue>,
+    pub(super) payload: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub(super) resume: Option<&'a RawValue>,
+    pub(super) resume: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
-    pub(super) version: Option<&'a RawValue>,
+    pub(super) version: Option<RawJson<'a>>,
 }
 
 #[derive(Deserialize)]
 struct ResumeFields<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
+    id: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
-    token: Option<&'a RawValue>,
+    token: Option<RawJson<'a>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,7 +85,7 @@ fn parsed_fields(text: &str) -> Result<Fields<'_>, Rejected<'_>> {
     }
     match serde_json::from_str(text) {
         Ok(fields) => Ok(fields),
-        // With every field a RawValue, the only data error left is a repeated key.
+        // With every field kept raw, the only data error left is a repeated key.
         Err(error) if error.is_data() => Err(rejected(ErrorCode::BadRequest)),
         Err(_) => Err(rejected(ErrorCode::BadJson)),
     }
@@ -143,8 +141,8 @@ pub(super) fn is_json_whitespace(c: char) -> bool {
 /// A `ref` must be a JSON string of at most 64 code points. Lone surrogates (which JSON's
 /// grammar allows in escapes) are refused too: echoing them would hand strict clients text they
 /// cannot decode.
-pub(super) fn is_valid_ref(raw: &RawValue) -> bool {
-    if !is_json_string(raw) {
+pub(super) fn is_valid_ref(raw: RawJson<'_>) -> bool {
+    if !raw.is_string() {
         return false;
     }
     let inner = string_inner(raw);
@@ -160,8 +158,8 @@ pub(super) fn is_valid_ref(raw: &RawValue) -> bool {
 pub(super) const MAX_KIND_LEN: usize = 16;
 
 /// The message type, `None` when `type` is not a string.
-fn kind_of(raw: &RawValue) -> Option<Kind> {
-    if !is_json_string(raw) {
+fn kind_of(raw: RawJson<'_>) -> Option<Kind> {
+    if !raw.is_string() {
         return None;
     }
     if let Some(name) = unescaped_text(raw) {
@@ -197,8 +195,8 @@ fn kind_named(name: &[u8]) -> Kind {
 
 /// A required `to`: outer `None` when missing or not a string (`bad_request`), inner `None` when
 /// it is not a valid ID (`bad_id`).
-fn target(raw: Option<&RawValue>) -> Option<Option<Id>> {
-    let raw = raw.filter(|raw| is_json_string(raw))?;
+fn target(raw: Option<RawJson<'_>>) -> Option<Option<Id>> {
+    let raw = raw.filter(|raw| raw.is_string())?;
     Some(match unescaped_text(raw) {
         Some(text) => Id::parse_units(text.iter().map(|&byte| byte.is_ascii().then_some(byte))),
         None => Id::parse_units(ascii_units(raw)),
@@ -207,7 +205,7 @@ fn target(raw: Option<&RawValue>) -> Option<Option<Id>> {
 
 /// CONNECT's `version`: absent is 1; a positive integer is capped at [`PROTOCOL_VERSION`];
 /// anything else (`None`) is `bad_request`.
-pub(super) fn decode_version(raw: Option<&RawValue>) -> Option<u8> {
+pub(super) fn decode_version(raw: Option<RawJson<'_>>) -> Option<u8> {
     let Some(raw) = raw else {
         return Some(1);
     };
@@ -216,20 +214,20 @@ pub(super) fn decode_version(raw: Option<&RawValue>) -> Option<u8> {
 }
 
 /// `None` when `resume` is not an object with string `id` and `token` (or repeats a key).
-pub(super) fn decode_resume(raw: &RawValue) -> Option<Resume> {
+pub(super) fn decode_resume(raw: RawJson<'_>) -> Option<Resume> {
     if !raw.get().starts_with('{') {
         return None;
     }
     let fields: ResumeFields<'_> = serde_json::from_str(raw.get()).ok()?;
-    let id = fields.id.filter(|raw| is_json_string(raw))?;
-    let token = fields.token.filter(|raw| is_json_string(raw))?;
+    let id = fields.id.filter(|raw| raw.is_string())?;
+    let token = fields.token.filter(|raw| raw.is_string())?;
     Some(Resume {
         id: Id::parse_units(ascii_units(id)),
         token: token_text(token),
     })
 }
 
-fn token_text(raw: &RawValue) -> Option<[u8; TOKEN_LEN]> {
+fn token_text(raw: RawJson<'_>) -> Option<[u8; TOKEN_LEN]> {
     let mut text = [0u8; TOKEN_LEN];
     let mut len = 0;
     for unit in ascii_units(raw) {
@@ -240,9 +238,9 @@ fn token_text(raw: &RawValue) -> Option<[u8; TOKEN_LEN]> {
 }
 
 /// The raw field when it is a JSON string whose decoded text starts with `armor`.
-fn armored<'a>(raw: Option<&'a RawValue>, armor: &str) -> Option<&'a RawValue> {
+fn armored<'a>(raw: Option<RawJson<'a>>, armor: &str) -> Option<RawJson<'a>> {
     let raw = raw?;
-    if !is_json_string(raw) {
+    if !raw.is_string() {
         return None;
     }
     let inner = string_inner(raw).as_bytes();

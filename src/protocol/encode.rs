@@ -1,6 +1,6 @@
 //! Encoding server frames.
 
-use serde_json::value::RawValue;
+use super::RawJson;
 
 use super::ErrorCode;
 use crate::id::{ID_LEN, Id, ResumeToken};
@@ -55,14 +55,14 @@ pub enum ServerFrame<'a> {
     /// `{"type":"MESSAGE","from":"K7Q2ZD","payload":<raw>,"ts":<ms>}`.
     Message {
         from: Id,
-        payload: &'a RawValue,
+        payload: RawJson<'a>,
         ts: u64,
     },
     /// `{"type":"FRIEND_REQUEST"|"FRIEND_ACCEPT","from":..,"public_key":<raw>}`.
     FriendKey {
         kind: FriendKeyFrame,
         from: Id,
-        public_key: &'a RawValue,
+        public_key: RawJson<'a>,
     },
     /// `{"type":"ACK","ref":<raw>}`, plus `"queued":true` when the acknowledged frame was
     /// queued.
@@ -291,14 +291,14 @@ mod tests {
         let id = Id::parse("K7Q2ZD").unwrap_or_else(|| Id::from_random_bytes([0; 4]));
         let friend = Id::from_random_bytes([1, 2, 3, 4]);
         let raw_payload = format!("\"{PAYLOAD}\\u00e9\"");
-        let payload = RawValue::from_string(raw_payload.clone()).ok();
+        let payload = RawJson::parse(&raw_payload);
         let Some(payload) = payload else {
             panic!("raw value")
         };
         let message = |ts| {
             ServerFrame::Message {
                 from: id,
-                payload: &payload,
+                payload,
                 ts,
             }
             .to_text()
@@ -312,13 +312,15 @@ mod tests {
         );
         assert_eq!(message(0).len(), frame.len() - 12);
 
-        let key = RawValue::from_string(format!("\"{KEY}\"")).ok();
-        let Some(key) = key else { panic!("raw value") };
+        let key_text = format!("\"{KEY}\"");
+        let Some(key) = RawJson::parse(&key_text) else {
+            panic!("raw value")
+        };
         let friend_with_key = |kind| {
             ServerFrame::FriendKey {
                 kind,
                 from: id,
-                public_key: &key,
+                public_key: key,
             }
             .to_text()
         };
@@ -409,16 +411,16 @@ mod tests {
         let from = Id::from_random_bytes([9, 8, 7, 6]);
         for body_len in [0, 1, 60, 126, 200, 65_400, 65_536, 70_000] {
             let raw = format!("\"{PAYLOAD}{}é\"", "x".repeat(body_len));
-            let Ok(raw) = RawValue::from_string(raw) else {
+            let Some(raw) = RawJson::parse(&raw) else {
                 panic!("raw value")
             };
             for ts in [0, 9, 10, 1_795_000_000_000, u64::MAX] {
-                let payload = &*raw;
+                let payload = raw;
                 let frame = ServerFrame::Message { from, payload, ts };
                 assert_eq!(frame.to_text().len(), frame.len(), "{body_len} {ts}");
             }
             for kind in [FriendKeyFrame::Request, FriendKeyFrame::Accept] {
-                let public_key = &*raw;
+                let public_key = raw;
                 let frame = ServerFrame::FriendKey {
                     kind,
                     from,

@@ -1,9 +1,6 @@
 //! The fast path for the frames clients send.
 
-use serde::Deserialize;
-use serde::de::value::{BorrowedStrDeserializer, MapDeserializer};
-use serde_json::value::RawValue;
-
+use super::RawJson;
 use super::decode::Fields;
 
 //
@@ -46,7 +43,7 @@ pub(super) fn flat_fields(text: &str) -> Option<Fields<'_>> {
             if slot.is_some() {
                 return None;
             }
-            *slot = Some(borrowed_raw_value(text.get(value_start..value_end)?)?);
+            *slot = Some(RawJson::validated(text.get(value_start..value_end)?));
         }
         match bytes.get(value_end) {
             Some(b',') => key_start = value_end + 1,
@@ -69,7 +66,7 @@ enum KnownKey {
 }
 
 impl<'a> Fields<'a> {
-    fn slot(&mut self, key: KnownKey) -> &mut Option<&'a RawValue> {
+    fn slot(&mut self, key: KnownKey) -> &mut Option<RawJson<'a>> {
         match key {
             KnownKey::Type => &mut self.kind,
             KnownKey::Ref => &mut self.reference,
@@ -166,21 +163,4 @@ pub(super) fn has_control_byte(bytes: &[u8]) -> bool {
         }
     }
     lowest.iter().any(|&low| low < 0x20)
-}
-
-/// `json`, a JSON value already validated as serde_json would, as the borrowed `RawValue`
-/// serde_json would have made of it, without scanning it again.
-///
-/// serde_json has no public constructor for a borrowed `RawValue`; its `Deserialize` takes one
-/// from a one-entry map keyed by its marker name, which is what its own parser hands it. If a
-/// serde_json release changes that name this returns `None`, so [`flat_fields`] gives up and
-/// serde_json parses the frame itself: slower, never different (a unit test catches it).
-pub(super) fn borrowed_raw_value(json: &str) -> Option<&RawValue> {
-    const SERDE_JSON_RAW_VALUE_MARKER: &str = "$serde_json::private::RawValue";
-    let entry = (
-        BorrowedStrDeserializer::new(SERDE_JSON_RAW_VALUE_MARKER),
-        BorrowedStrDeserializer::new(json),
-    );
-    let map = MapDeserializer::<_, serde::de::value::Error>::new(std::iter::once(entry));
-    <&RawValue>::deserialize(map).ok()
 }

@@ -1,27 +1,24 @@
 //! Reading a JSON string's raw text without decoding it into a `String`.
 
-use serde_json::value::RawValue;
-
+use super::RawJson;
 use super::decode::MAX_KIND_LEN;
 
-pub(super) fn is_json_string(raw: &RawValue) -> bool {
-    raw.get().starts_with('"')
-}
 /// The text between the quotes of a short JSON string without escapes: then the raw bytes are
 /// the decoded text, and [`ascii_units`] is not needed. `None` with a `\`, or when longer than
 /// any type name (an ID that long is padded, and the slow path is fine for it).
-pub(super) fn unescaped_text(raw: &RawValue) -> Option<&[u8]> {
+pub(super) fn unescaped_text(raw: RawJson<'_>) -> Option<&[u8]> {
     let inner = string_inner(raw).as_bytes();
     (inner.len() <= MAX_KIND_LEN && !inner.contains(&b'\\')).then_some(inner)
 }
 
 /// The text between the quotes of a JSON string's raw text, escapes as written.
-pub(super) fn string_inner(raw: &RawValue) -> &str {
+pub(super) fn string_inner(raw: RawJson<'_>) -> &str {
     let text = raw.get();
     text.get(1..text.len().saturating_sub(1)).unwrap_or("")
 }
+
 /// Whether the decoded JSON string starts with the ASCII `prefix`, decoding only that far.
-pub(super) fn decoded_starts_with(raw: &RawValue, prefix: &str) -> bool {
+pub(super) fn decoded_starts_with(raw: RawJson<'_>, prefix: &str) -> bool {
     let mut units = ascii_units(raw);
     prefix
         .bytes()
@@ -31,7 +28,7 @@ pub(super) fn decoded_starts_with(raw: &RawValue, prefix: &str) -> bool {
 /// Iterates the characters of a JSON string literal (its raw text, quotes included, already
 /// validated by serde_json) as `Some(byte)` for ASCII and `None` for anything else. A non-ASCII
 /// character yields at least one `None`, which is all that callers matching ASCII text need.
-pub fn ascii_units(raw: &RawValue) -> AsciiUnits<'_> {
+pub fn ascii_units(raw: RawJson<'_>) -> AsciiUnits<'_> {
     AsciiUnits {
         bytes: string_inner(raw).as_bytes(),
         position: 0,

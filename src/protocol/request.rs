@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde_json::value::RawValue;
+use super::RawJson;
 
 use super::ErrorCode;
 use crate::id::{Id, TOKEN_LEN};
@@ -11,7 +11,7 @@ use crate::id::{Id, TOKEN_LEN};
 #[derive(Debug)]
 pub struct Frame<'a> {
     /// The valid `ref`, as its raw JSON text (already a JSON string, echoed unchanged).
-    pub reference: Option<&'a RawValue>,
+    pub reference: Option<RawJson<'a>>,
     pub request: Request<'a>,
 }
 
@@ -30,11 +30,11 @@ pub enum Request<'a> {
         /// `None`: not a valid ID (`bad_id`).
         to: Option<Id>,
         /// The raw `public_key` when it is an armored public key, else `None` (`bad_key`).
-        public_key: Option<&'a RawValue>,
+        public_key: Option<RawJson<'a>>,
     },
     FriendAccept {
         to: Option<Id>,
-        public_key: Option<&'a RawValue>,
+        public_key: Option<RawJson<'a>>,
     },
     FriendDecline {
         to: Option<Id>,
@@ -45,7 +45,7 @@ pub enum Request<'a> {
     Message {
         to: Option<Id>,
         /// The raw `payload` when it is an armored message, else `None` (`not_encrypted`).
-        payload: Option<&'a RawValue>,
+        payload: Option<RawJson<'a>>,
     },
     Ping,
     Disconnect,
@@ -63,7 +63,7 @@ pub struct Resume {
 
 impl fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let present = |raw: &Option<&RawValue>| raw.map(|_| "<present>");
+        let present = |raw: &Option<RawJson<'_>>| raw.map(|_| "<present>");
         match self {
             Request::Connect { resume, version } => f
                 .debug_struct("Connect")
@@ -110,5 +110,5 @@ impl fmt::Debug for Resume {
 pub struct Rejected<'a> {
     pub code: ErrorCode,
     /// The `ref` to echo: only a valid one, and never for a `ref` that is itself the problem.
-    pub reference: Option<&'a RawValue>,
+    pub reference: Option<RawJson<'a>>,
 }

@@ -57,11 +57,9 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-use serde_json::value::RawValue;
-
 use crate::address::{BlockCounts, BlockRates, ClientAddr};
 use crate::id::{Id, ResumeToken, TOKEN_BYTES, TOKEN_LEN};
-use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume, ServerFrame};
+use crate::protocol::{self, ErrorCode, FriendKeyFrame, RawJson, Request, Resume, ServerFrame};
 use fasthash::FastMap;
 use limits::{ErrorWindow, TokenBucket};
 use session::{QueuedFrame, QueuedKind, Session};
@@ -351,12 +349,12 @@ impl<E: Entropy> Router<E> {
         let frame = match protocol::decode(text) {
             Ok(frame) => frame,
             Err(rejected) => {
-                let reference = rejected.reference.map(RawValue::get);
+                let reference = rejected.reference.map(RawJson::get);
                 self.refuse(conn, rejected.code, reference, now, out);
                 return;
             }
         };
-        let reference = frame.reference.map(RawValue::get);
+        let reference = frame.reference.map(RawJson::get);
         let outcome = match (frame.request, session) {
             (Request::Ping, _) => {
                 self.send(conn, ServerFrame::Encoded(&protocol::pong(reference)), out);
@@ -489,7 +487,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        payload: Option<&RawValue>,
+        payload: Option<RawJson<'_>>,
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
@@ -562,7 +560,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        public_key: Option<&RawValue>,
+        public_key: Option<RawJson<'_>>,
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
@@ -666,7 +664,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        public_key: Option<&RawValue>,
+        public_key: Option<RawJson<'_>>,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         let accepter = self
@@ -1183,7 +1181,10 @@ impl<E: Entropy> Router<E> {
 
 /// The `public_key` of FRIEND_REQUEST / FRIEND_ACCEPT: `bad_key` when absent or not armored,
 /// `key_too_large` past `max_bytes`.
-fn checked_key(public_key: Option<&RawValue>, max_bytes: usize) -> Result<&RawValue, ErrorCode> {
+fn checked_key(
+    public_key: Option<RawJson<'_>>,
+    max_bytes: usize,
+) -> Result<RawJson<'_>, ErrorCode> {
     let public_key = public_key.ok_or(ErrorCode::BadKey)?;
     // The raw value is the JSON string with its two quotes.
     if public_key.get().len().saturating_sub(2) > max_bytes {
