@@ -1,32 +1,16 @@
 //! Encoding server frames.
+//!
+//! Each frame is described once, as the pieces of its JSON text in order ([`Piece`]); its length
+//! and its bytes are both read off that one description, so they cannot disagree. They must
+//! not: an outbox writes the WebSocket header from the length before the text, and one byte off
+//! breaks the client's stream.
+//!
+//! The frames that forward what a client sent are [`ServerFrame`]s, written once, straight into
+//! the recipient's outbox. The rare control frames ([`error`], [`pong`], [`connect_reply`], ...)
+//! are built into a `String` of exactly their length.
 
-use super::RawJson;
-
-use super::ErrorCode;
+use super::{ErrorCode, RawJson};
 use crate::id::{ID_LEN, Id, ResumeToken};
-
-/// Digits in `n`. A frame's length is asked for several times on its way to an outbox (the
-/// router's unsent count, the outbox's ceiling, the header): `ilog10` is a few instructions where
-/// dividing digit by digit was thirteen divisions for a timestamp.
-fn decimal_len(n: u64) -> usize {
-    n.checked_ilog10().map_or(1, |log| log as usize + 1)
-}
-
-fn push_decimal(out: &mut impl TextOut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        if let Some(slot) = digits.get_mut(start) {
-            *slot = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or(b"0")).unwrap_or("0"));
-}
 
 /// Where a frame's JSON text is written: a `String`, or straight into a connection's outbox.
 /// Only whole `str`s go in, so what is written stays UTF-8.
@@ -45,6 +29,61 @@ impl TextOut for Vec<u8> {
     fn push_str(&mut self, text: &str) {
         self.extend_from_slice(text.as_bytes());
     }
+}
+
+/// One piece of a frame's JSON text. Each knows its length without being written, so a frame's
+/// length costs no formatting.
+#[derive(Clone, Copy)]
+enum Piece<'a> {
+    /// Copied as is: JSON syntax, a name, or JSON text a client sent.
+    Text(&'a str),
+    /// An ID's 6 characters (the quotes around it are `Text`).
+    Id(Id),
+    /// A number in decimal.
+    Decimal(u64),
+}
+
+impl Piece<'_> {
+    #[inline]
+    fn len(self) -> usize {
+        match self {
+            Piece::Text(text) => text.len(),
+            Piece::Id(_) => ID_LEN,
+            Piece::Decimal(n) => decimal_len(n),
+        }
+    }
+
+    #[inline]
+    fn write(self, out: &mut impl TextOut) {
+        match self {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Id(id) => out.push_str(id.text().as_str()),
+            Piece::Decimal(n) => push_decimal(out, n),
+        }
+    }
+}
+
+/// Digits in `n`. A frame's length is asked for several times on its way to an outbox (the
+/// router's unsent count, the outbox's ceiling, the header): `ilog10` is a few instructions,
+/// where dividing digit by digit is thirteen divisions for a timestamp.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+fn push_decimal(out: &mut impl TextOut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(slot) = digits.get_mut(start) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or(b"0")).unwrap_or("0"));
 }
 
 /// A server frame the router sends, not yet written anywhere. The frames that carry what a
@@ -71,84 +110,61 @@ pub enum ServerFrame<'a> {
     Encoded(&'a str),
 }
 
-const MESSAGE_HEAD: &str = r#"{"type":"MESSAGE","from":""#;
-const MESSAGE_PAYLOAD: &str = r#"","payload":"#;
-const MESSAGE_TS: &str = r#","ts":"#;
-const FRIEND_HEAD: &str = r#"{"type":""#;
-const FRIEND_FROM: &str = r#"","from":""#;
-const FRIEND_KEY: &str = r#"","public_key":"#;
-const ACK_HEAD: &str = r#"{"type":"ACK","ref":"#;
-const ACK_QUEUED: &str = r#","queued":true"#;
-
 impl ServerFrame<'_> {
-    /// The frame's length in bytes, exactly: outboxes size the WebSocket header from it before
-    /// the frame is written.
-    // Nothing asks whether a frame is empty: every frame is a JSON object.
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        match *self {
-            ServerFrame::Message { payload, ts, .. } => {
-                MESSAGE_HEAD.len()
-                    + ID_LEN
-                    + MESSAGE_PAYLOAD.len()
-                    + payload.get().len()
-                    + MESSAGE_TS.len()
-                    + decimal_len(ts)
-                    + 1
-            }
-            ServerFrame::FriendKey {
-                kind, public_key, ..
-            } => {
-                FRIEND_HEAD.len()
-                    + kind.as_str().len()
-                    + FRIEND_FROM.len()
-                    + ID_LEN
-                    + FRIEND_KEY.len()
-                    + public_key.get().len()
-                    + 1
-            }
-            ServerFrame::Ack { reference, queued } => {
-                ACK_HEAD.len() + reference.len() + if queued { ACK_QUEUED.len() } else { 0 } + 1
-            }
-            ServerFrame::Encoded(text) => text.len(),
-        }
-    }
-
-    /// Writes the frame's JSON text, [`ServerFrame::len`] bytes of it.
-    pub fn write(&self, out: &mut impl TextOut) {
+    /// Calls `piece` with each piece of the frame's text, in order: the one description that
+    /// [`ServerFrame::len`] and [`ServerFrame::write`] both follow.
+    #[inline]
+    fn pieces(&self, mut piece: impl FnMut(Piece<'_>)) {
         match *self {
             ServerFrame::Message { from, payload, ts } => {
-                out.push_str(MESSAGE_HEAD);
-                out.push_str(from.text().as_str());
-                out.push_str(MESSAGE_PAYLOAD);
-                out.push_str(payload.get());
-                out.push_str(MESSAGE_TS);
-                push_decimal(out, ts);
-                out.push_str("}");
+                piece(Piece::Text(r#"{"type":"MESSAGE","from":""#));
+                piece(Piece::Id(from));
+                piece(Piece::Text(r#"","payload":"#));
+                piece(Piece::Text(payload.get()));
+                piece(Piece::Text(r#","ts":"#));
+                piece(Piece::Decimal(ts));
+                piece(Piece::Text("}"));
             }
             ServerFrame::FriendKey {
                 kind,
                 from,
                 public_key,
             } => {
-                out.push_str(FRIEND_HEAD);
-                out.push_str(kind.as_str());
-                out.push_str(FRIEND_FROM);
-                out.push_str(from.text().as_str());
-                out.push_str(FRIEND_KEY);
-                out.push_str(public_key.get());
-                out.push_str("}");
+                piece(Piece::Text(r#"{"type":""#));
+                piece(Piece::Text(kind.as_str()));
+                piece(Piece::Text(r#"","from":""#));
+                piece(Piece::Id(from));
+                piece(Piece::Text(r#"","public_key":"#));
+                piece(Piece::Text(public_key.get()));
+                piece(Piece::Text("}"));
             }
             ServerFrame::Ack { reference, queued } => {
-                out.push_str(ACK_HEAD);
-                out.push_str(reference);
+                piece(Piece::Text(r#"{"type":"ACK","ref":"#));
+                piece(Piece::Text(reference));
                 if queued {
-                    out.push_str(ACK_QUEUED);
+                    piece(Piece::Text(r#","queued":true"#));
                 }
-                out.push_str("}");
+                piece(Piece::Text("}"));
             }
-            ServerFrame::Encoded(text) => out.push_str(text),
+            ServerFrame::Encoded(text) => piece(Piece::Text(text)),
         }
+    }
+
+    /// The frame's length in bytes, exactly: outboxes size the WebSocket header from it before
+    /// the frame is written.
+    // Nothing asks whether a frame is empty: every frame is a JSON object.
+    #[allow(clippy::len_without_is_empty)]
+    #[inline]
+    pub fn len(&self) -> usize {
+        let mut len = 0;
+        self.pieces(|piece| len += piece.len());
+        len
+    }
+
+    /// Writes the frame's JSON text, [`ServerFrame::len`] bytes of it.
+    #[inline]
+    pub fn write(&self, out: &mut impl TextOut) {
+        self.pieces(|piece| piece.write(out));
     }
 
     /// The frame as a `String` of its own, for a queue or a test.
@@ -176,103 +192,149 @@ impl FriendKeyFrame {
     }
 }
 
+/// The text of a control frame that `describe` lays out piece by piece, in a `String` of exactly
+/// its length: `describe` runs twice, once to measure and once to write.
+fn control_frame(describe: impl Fn(&mut dyn FnMut(Piece<'_>))) -> String {
+    let mut len = 0;
+    describe(&mut |piece| len += piece.len());
+    let mut text = String::with_capacity(len);
+    describe(&mut |piece| piece.write(&mut text));
+    debug_assert_eq!(text.len(), len);
+    text
+}
+
+/// `{"type":<kind>,"from":<id>}`: the friendship frames that name only the other side.
+fn from_frame(kind: &str, from: Id) -> String {
+    control_frame(|piece| {
+        piece(Piece::Text(r#"{"type":""#));
+        piece(Piece::Text(kind));
+        piece(Piece::Text(r#"","from":""#));
+        piece(Piece::Id(from));
+        piece(Piece::Text(r#""}"#));
+    })
+}
+
 /// `{"type":"FRIEND_DECLINE","from":..}`.
 pub fn friend_decline(from: Id) -> String {
-    format!(r#"{{"type":"FRIEND_DECLINE","from":"{from}"}}"#)
+    from_frame("FRIEND_DECLINE", from)
 }
 
 /// `{"type":"FRIEND_CANCEL","from":..}`: a pending request from `from` is gone (version 2).
 pub fn friend_cancel(from: Id) -> String {
-    format!(r#"{{"type":"FRIEND_CANCEL","from":"{from}"}}"#)
+    from_frame("FRIEND_CANCEL", from)
 }
 
 /// `{"type":"FRIEND_REMOVE","from":..}`.
 pub fn friend_remove(from: Id) -> String {
-    format!(r#"{{"type":"FRIEND_REMOVE","from":"{from}"}}"#)
+    from_frame("FRIEND_REMOVE", from)
 }
 
 /// `{"type":"ERROR","code":..,"message":..}` plus `"ref"` when the request had a valid one.
 pub fn error(code: ErrorCode, reference: Option<&str>) -> String {
-    match reference {
-        Some(reference) => format!(
-            r#"{{"type":"ERROR","code":"{}","message":"{}","ref":{reference}}}"#,
-            code.as_str(),
-            code.message()
-        ),
-        None => format!(
-            r#"{{"type":"ERROR","code":"{}","message":"{}"}}"#,
-            code.as_str(),
-            code.message()
-        ),
-    }
+    control_frame(|piece| {
+        piece(Piece::Text(r#"{"type":"ERROR","code":""#));
+        piece(Piece::Text(code.as_str()));
+        piece(Piece::Text(r#"","message":""#));
+        // Plain ASCII that JSON does not escape (ErrorCode::message), so copied as is.
+        piece(Piece::Text(code.message()));
+        piece(Piece::Text("\""));
+        if let Some(reference) = reference {
+            piece(Piece::Text(r#","ref":"#));
+            piece(Piece::Text(reference));
+        }
+        piece(Piece::Text("}"));
+    })
 }
 
 /// `{"type":"PONG"}`, echoing the PING's `ref` when it had one.
 pub fn pong(reference: Option<&str>) -> String {
-    match reference {
-        Some(reference) => format!(r#"{{"type":"PONG","ref":{reference}}}"#),
-        None => r#"{"type":"PONG"}"#.to_owned(),
-    }
+    control_frame(|piece| {
+        piece(Piece::Text(r#"{"type":"PONG""#));
+        if let Some(reference) = reference {
+            piece(Piece::Text(r#","ref":"#));
+            piece(Piece::Text(reference));
+        }
+        piece(Piece::Text("}"));
+    })
 }
 
-/// The reply to a successful CONNECT. `friends` yields each friend's ID and whether it is online.
+/// The reply to a successful CONNECT. `friends` yields each friend's ID and whether it is
+/// online; it is walked twice (once to measure, once to write), hence `Clone`.
 pub fn connect_reply(
     id: Id,
     token: &ResumeToken,
     resumed: bool,
-    friends: impl ExactSizeIterator<Item = (Id, bool)>,
+    friends: impl Iterator<Item = (Id, bool)> + Clone,
     max_message_bytes: usize,
     version: u8,
 ) -> String {
-    const FRIEND_ENTRY_MAX: usize = r#"{"id":"XXXXXX","online":false},"#.len();
-    let mut frame = String::with_capacity(160 + friends.len() * FRIEND_ENTRY_MAX);
-    frame.push_str(r#"{"type":"CONNECT","id":""#);
-    frame.push_str(id.text().as_str());
-    frame.push_str(r#"","token":""#);
-    frame.push_str(token.as_str());
-    frame.push_str(if resumed {
-        r#"","resumed":true,"friends":["#
-    } else {
-        r#"","resumed":false,"friends":["#
-    });
-    for (index, (friend, online)) in friends.enumerate() {
-        if index > 0 {
-            frame.push(',');
-        }
-        frame.push_str(r#"{"id":""#);
-        frame.push_str(friend.text().as_str());
-        frame.push_str(if online {
-            r#"","online":true}"#
+    control_frame(|piece| {
+        piece(Piece::Text(r#"{"type":"CONNECT","id":""#));
+        piece(Piece::Id(id));
+        piece(Piece::Text(r#"","token":""#));
+        piece(Piece::Text(token.as_str()));
+        piece(Piece::Text(if resumed {
+            r#"","resumed":true,"friends":["#
         } else {
-            r#"","online":false}"#
-        });
-    }
-    frame.push_str(r#"],"limits":{"max_message_bytes":"#);
-    push_decimal(&mut frame, max_message_bytes as u64);
-    frame.push('}');
-    // A version-1 reply stays exactly as version 1 defined it.
-    if version >= 2 {
-        frame.push_str(r#","version":"#);
-        push_decimal(&mut frame, u64::from(version));
-    }
-    frame.push('}');
-    frame
+            r#"","resumed":false,"friends":["#
+        }));
+        for (index, (friend, online)) in friends.clone().enumerate() {
+            if index > 0 {
+                piece(Piece::Text(","));
+            }
+            piece(Piece::Text(r#"{"id":""#));
+            piece(Piece::Id(friend));
+            piece(Piece::Text(if online {
+                r#"","online":true}"#
+            } else {
+                r#"","online":false}"#
+            }));
+        }
+        piece(Piece::Text(r#"],"limits":{"max_message_bytes":"#));
+        piece(Piece::Decimal(max_message_bytes as u64));
+        piece(Piece::Text("}"));
+        // A version-1 reply stays exactly as version 1 defined it.
+        if version >= 2 {
+            piece(Piece::Text(r#","version":"#));
+            piece(Piece::Decimal(u64::from(version)));
+        }
+        piece(Piece::Text("}"));
+    })
 }
 
 /// `{"type":"PRESENCE","id":..,"online":bool}`.
 pub fn presence(id: Id, online: bool) -> String {
-    format!(r#"{{"type":"PRESENCE","id":"{id}","online":{online}}}"#)
+    control_frame(|piece| {
+        piece(Piece::Text(r#"{"type":"PRESENCE","id":""#));
+        piece(Piece::Id(id));
+        piece(Piece::Text(if online {
+            r#"","online":true}"#
+        } else {
+            r#"","online":false}"#
+        }));
+    })
 }
 
 /// `{"type":"DISCONNECT","id":..}`: a friend's session ended.
 pub fn disconnect(id: Id) -> String {
-    format!(r#"{{"type":"DISCONNECT","id":"{id}"}}"#)
+    control_frame(|piece| {
+        piece(Piece::Text(r#"{"type":"DISCONNECT","id":""#));
+        piece(Piece::Id(id));
+        piece(Piece::Text(r#""}"#));
+    })
 }
 
 /// `{"type":"UNDELIVERED","to":..,"ref":<raw>}`.
 pub fn undelivered(to: Id, reference: &str) -> String {
-    format!(r#"{{"type":"UNDELIVERED","to":"{to}","ref":{reference}}}"#)
+    control_frame(|piece| {
+        piece(Piece::Text(r#"{"type":"UNDELIVERED","to":""#));
+        piece(Piece::Id(to));
+        piece(Piece::Text(r#"","ref":"#));
+        piece(Piece::Text(reference));
+        piece(Piece::Text("}"));
+    })
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +500,62 @@ mod tests {
         let encoded = ServerFrame::Encoded("{\"type\":\"PONG\"}");
         assert_eq!(encoded.to_text(), "{\"type\":\"PONG\"}");
         assert_eq!(encoded.len(), 15);
+    }
+
+    #[test]
+    fn control_frames_are_spelled_exactly_and_built_at_their_length() {
+        let id = Id::parse("K7Q2ZD").unwrap_or_else(|| Id::from_random_bytes([0; 4]));
+        let token = ResumeToken::from_random_bytes(&[0; 32]);
+        let a_token = "A".repeat(43);
+        let exact = [
+            (friend_decline(id), r#"{"type":"FRIEND_DECLINE","from":"K7Q2ZD"}"#.to_owned()),
+            (friend_cancel(id), r#"{"type":"FRIEND_CANCEL","from":"K7Q2ZD"}"#.to_owned()),
+            (friend_remove(id), r#"{"type":"FRIEND_REMOVE","from":"K7Q2ZD"}"#.to_owned()),
+            (pong(None), r#"{"type":"PONG"}"#.to_owned()),
+            (pong(Some(r#""p""#)), r#"{"type":"PONG","ref":"p"}"#.to_owned()),
+            (presence(id, true), r#"{"type":"PRESENCE","id":"K7Q2ZD","online":true}"#.to_owned()),
+            (disconnect(id), r#"{"type":"DISCONNECT","id":"K7Q2ZD"}"#.to_owned()),
+            (
+                undelivered(id, r#""r""#),
+                r#"{"type":"UNDELIVERED","to":"K7Q2ZD","ref":"r"}"#.to_owned(),
+            ),
+            (
+                error(ErrorCode::BadJson, Some(r#""x""#)),
+                r#"{"type":"ERROR","code":"bad_json","message":"Send each message as one text frame holding a JSON object.","ref":"x"}"#.to_owned(),
+            ),
+            (
+                connect_reply(id, &token, false, std::iter::empty(), 65536, 2),
+                format!(
+                    r#"{{"type":"CONNECT","id":"K7Q2ZD","token":"{a_token}","resumed":false,"friends":[],"limits":{{"max_message_bytes":65536}},"version":2}}"#
+                ),
+            ),
+            (
+                connect_reply(id, &token, true, [(id, true), (id, false)].into_iter(), 7, 1),
+                format!(
+                    r#"{{"type":"CONNECT","id":"K7Q2ZD","token":"{a_token}","resumed":true,"friends":[{{"id":"K7Q2ZD","online":true}},{{"id":"K7Q2ZD","online":false}}],"limits":{{"max_message_bytes":7}}}}"#
+                ),
+            ),
+        ];
+        let mut built = Vec::new();
+        for (frame, expected) in exact {
+            assert_eq!(frame, expected);
+            built.push(frame);
+        }
+        for code in ErrorCode::ALL {
+            built.push(error(code, None));
+            built.push(error(code, Some(r#""ü-€-😀""#)));
+        }
+        for friends in [0u8, 1, 2, 9] {
+            for version in [1, 2] {
+                let list = (0..friends).map(|n| (Id::from_random_bytes([n; 4]), n % 3 == 0));
+                built.push(connect_reply(id, &token, true, list, 65536, version));
+            }
+        }
+        for frame in built {
+            // `with_capacity` gives exactly what it is asked for, and a frame that outgrew its
+            // measured length would have reallocated.
+            assert_eq!(frame.capacity(), frame.len(), "{frame}");
+        }
     }
 
     #[test]

@@ -893,7 +893,7 @@ impl<E: Entropy> Router<E> {
             id,
             token,
             true,
-            friends.into_iter(),
+            friends.iter().copied(),
             self.config.max_message_bytes,
             session.map_or(1, |session| session.version),
         )
