@@ -1,15 +1,41 @@
-//! Decoding client frames and encoding server frames (PROTOCOL.md §2, §3, §5).
+//! The wire protocol of docs/PROTOCOL.md (§2 requests, §3 IDs, §5 errors): decoding what
+//! clients send, encoding what the server sends.
 //!
-//! Decoding borrows from the received text: every field is kept as a `&RawValue` (validated JSON
-//! text, never a `Value` tree), so a field of the wrong JSON type is our error code rather than a
-//! serde error, and keys and payloads are forwarded byte for byte, never re-escaped. [`decode`]
-//! applies the checks that need nothing but the frame (`bad_json`, `bad_request`) and pre-parses
-//! what later checks look at (`to` → [`Id`], armor headers); the router applies the rest in the
-//! order of §2.
+//! # Decoding
+//! [`decode`] turns one text frame into a [`Frame`] (the [`Request`] and its `ref`), or into a
+//! [`Rejected`] with `bad_json` or `bad_request`: the checks that need nothing but the frame. It
+//! borrows from the text: every field the server looks at is kept as a [`RawJson`], the raw text
+//! of one validated JSON value, never a `Value` tree. So a field of the wrong JSON type is our
+//! error code rather than a serde error, and keys, payloads and `ref`s are forwarded byte for
+//! byte, never re-escaped. What later checks look at is pre-parsed (`to` into an
+//! [`Id`](crate::id::Id), the armor headers); the router applies the rest, in the order of §2.
 //!
-//! Encoding: the frames that forward what a client sent are [`ServerFrame`]s, written once,
-//! straight into the recipient's outbox; the rare control frames are built into one `String`
-//! whose capacity is computed up front.
+//! Two paths find the fields, and for every text they find the same ones:
+//! - `fast_path`: the flat object of strings that `JSON.stringify` makes of every frame a client
+//!   sends but CONNECT with `resume`, scanned with a SIMD search. It answers only for texts
+//!   serde_json accepts, and gives up on anything else.
+//! - the serde path in `decode`: serde_json, for everything the fast path gives up on, every
+//!   invalid text included.
+//!
+//! `decode_equivalence` (tests) holds [`decode`] to a reference decoder that uses serde_json for
+//! every frame: same result for every input, down to which bytes a forwarded field borrows.
+//!
+//! # Encoding
+//! Each server frame is described once, as the pieces of its text in order (`encode`); its exact
+//! length and its bytes both follow that one description. The frames that forward what a client
+//! sent are [`ServerFrame`]s, written once, straight into the recipient's outbox; the rare
+//! control frames ([`error`], [`connect_reply`], [`presence`], ...) are `String`s built at
+//! exactly their length.
+//!
+//! # Modules
+//! - `codes`: [`ErrorCode`], with its name and message on the wire.
+//! - `request`: [`Frame`], [`Request`], [`Resume`], [`Rejected`]: what decoding hands the router.
+//! - `raw_json`: [`RawJson`].
+//! - `decode`: [`decode`], the serde path, and the checks after either path has found the fields.
+//! - `fast_path`: the fields of a flat object of strings, without serde_json.
+//! - `json_string`: reading a JSON string's raw text (its decoded ASCII, its start) without
+//!   decoding it into a `String`.
+//! - `encode`: [`ServerFrame`], [`TextOut`] and the control frames.
 
 mod codes;
 mod decode;

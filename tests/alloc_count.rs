@@ -1,12 +1,10 @@
 //! Allocations on the routing hot path, counted by a global allocator.
 //!
-//! ENGINEERING.md §5 and issue 4 allow one allocation per routed MESSAGE, the outgoing frame. The
-//! router does better: it hands the forwarded frame and the ACK to its sink as
-//! [`ServerFrame`]s that borrow from the received text, and the server's sink writes them into
-//! the recipients' outboxes. So with a sink that works like those outboxes (buffers that keep
-//! their capacity), routing one MESSAGE after warm-up allocates nothing, with or without `ref`.
-//! Anything more (a parsed `Value`, a copied payload, a formatted ID, a growing map, a frame
-//! built into a `String`) shows up here as a failure.
+//! Routing one MESSAGE after warm-up allocates nothing, with or without `ref`: the router hands
+//! the forwarded frame and the ACK to its sink as [`ServerFrame`]s that borrow from the received
+//! text, and the server's sink writes them into the recipients' outboxes, buffers that keep their
+//! capacity (the sink here works like them). Anything more (a parsed `Value`, a copied payload,
+//! a formatted ID, a growing map, a frame built into a `String`) shows up here as a failure.
 //!
 //! The counter is per thread, so the test harness's other threads do not disturb it.
 

@@ -1,5 +1,8 @@
-//! Decoding one client frame: the fields the server looks at, then the checks that need nothing
-//! but the frame.
+//! Decoding one client frame: find the fields the server looks at (the fast path, else
+//! serde_json), then apply the checks that need nothing but the frame, in the order of
+//! PROTOCOL.md §2: the JSON itself (`bad_json`), a repeated known key, the `ref`, the `type`,
+//! then the fields that type requires (`bad_request`). Checks that need the router's state come
+//! later, in the router; for them this pre-parses what they look at (`None` = fails).
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -21,9 +24,9 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RawJson<
 /// The top-level fields the server looks at; all others are skipped unparsed. serde's derive
 /// reports a repeated known key as a data error, which [`decode`] turns into `bad_request`.
 #[derive(Deserialize, Default)]
-pub(super) struct Fields<'a> {
+pub(super) struct KnownFields<'a> {
     #[serde(rename = "type", default, borrow, deserialize_with = "present")]
-    pub(super) kind: Option<RawJson<'a>>,
+    pub(super) frame_type: Option<RawJson<'a>>,
     #[serde(rename = "ref", default, borrow, deserialize_with = "present")]
     pub(super) reference: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -38,6 +41,7 @@ pub(super) struct Fields<'a> {
     pub(super) version: Option<RawJson<'a>>,
 }
 
+/// The fields of CONNECT's `resume` object.
 #[derive(Deserialize)]
 struct ResumeFields<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
@@ -46,8 +50,9 @@ struct ResumeFields<'a> {
     token: Option<RawJson<'a>>,
 }
 
+/// The `type` of a client frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(super) enum FrameType {
     Connect,
     FriendRequest,
     FriendAccept,
@@ -63,13 +68,13 @@ pub(super) enum Kind {
 pub fn decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
     let fields = match flat_fields(text) {
         Some(fields) => fields,
-        None => parsed_fields(text)?,
+        None => serde_fields(text)?,
     };
-    frame_from(fields)
+    checked_frame(fields)
 }
 
-/// The fields as serde_json parses them: any valid JSON object.
-fn parsed_fields(text: &str) -> Result<Fields<'_>, Rejected<'_>> {
+/// The serde path: the fields as serde_json parses them, from any valid JSON object.
+fn serde_fields(text: &str) -> Result<KnownFields<'_>, Rejected<'_>> {
     let rejected = |code| Rejected {
         code,
         reference: None,
@@ -91,8 +96,8 @@ fn parsed_fields(text: &str) -> Result<Fields<'_>, Rejected<'_>> {
     }
 }
 
-/// The checks of [`decode`] that come after parsing.
-fn frame_from(fields: Fields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
+/// The checks of [`decode`] that come after either path has found the fields.
+fn checked_frame(fields: KnownFields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
     let rejected = |code, reference| Rejected { code, reference };
     let reference = match fields.reference {
         None => None,
@@ -100,40 +105,44 @@ fn frame_from(fields: Fields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
         Some(_) => return Err(rejected(ErrorCode::BadRequest, None)),
     };
     let bad_request = || rejected(ErrorCode::BadRequest, reference);
-    let kind = fields.kind.and_then(kind_of).ok_or_else(bad_request)?;
-    let request = match kind {
-        Kind::Connect => Request::Connect {
+    let frame_type = fields
+        .frame_type
+        .and_then(frame_type_of)
+        .ok_or_else(bad_request)?;
+    let request = match frame_type {
+        FrameType::Connect => Request::Connect {
             resume: match fields.resume {
                 None => None,
                 Some(raw) => Some(decode_resume(raw).ok_or_else(bad_request)?),
             },
             version: decode_version(fields.version).ok_or_else(bad_request)?,
         },
-        Kind::FriendRequest => Request::FriendRequest {
+        FrameType::FriendRequest => Request::FriendRequest {
             to: target(fields.to).ok_or_else(bad_request)?,
             public_key: armored(fields.public_key, PUBLIC_KEY_ARMOR),
         },
-        Kind::FriendAccept => Request::FriendAccept {
+        FrameType::FriendAccept => Request::FriendAccept {
             to: target(fields.to).ok_or_else(bad_request)?,
             public_key: armored(fields.public_key, PUBLIC_KEY_ARMOR),
         },
-        Kind::FriendDecline => Request::FriendDecline {
+        FrameType::FriendDecline => Request::FriendDecline {
             to: target(fields.to).ok_or_else(bad_request)?,
         },
-        Kind::FriendRemove => Request::FriendRemove {
+        FrameType::FriendRemove => Request::FriendRemove {
             to: target(fields.to).ok_or_else(bad_request)?,
         },
-        Kind::Message => Request::Message {
+        FrameType::Message => Request::Message {
             to: target(fields.to).ok_or_else(bad_request)?,
             payload: armored(fields.payload, MESSAGE_ARMOR),
         },
-        Kind::Ping => Request::Ping,
-        Kind::Disconnect => Request::Disconnect,
-        Kind::Unknown => Request::Unknown,
+        FrameType::Ping => Request::Ping,
+        FrameType::Disconnect => Request::Disconnect,
+        FrameType::Unknown => Request::Unknown,
     };
     Ok(Frame { reference, request })
 }
 
+/// The white space JSON allows around values.
 pub(super) fn is_json_whitespace(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
 }
@@ -155,41 +164,41 @@ pub(super) fn is_valid_ref(raw: RawJson<'_>) -> bool {
 }
 
 /// The longest type name a client sends.
-pub(super) const MAX_KIND_LEN: usize = 16;
+pub(super) const MAX_TYPE_NAME_LEN: usize = 16;
 
 /// The message type, `None` when `type` is not a string.
-fn kind_of(raw: RawJson<'_>) -> Option<Kind> {
+fn frame_type_of(raw: RawJson<'_>) -> Option<FrameType> {
     if !raw.is_string() {
         return None;
     }
     if let Some(name) = unescaped_text(raw) {
-        return Some(kind_named(name));
+        return Some(frame_type_named(name));
     }
-    let mut name = [0u8; MAX_KIND_LEN];
+    let mut name = [0u8; MAX_TYPE_NAME_LEN];
     let mut len = 0;
     for unit in ascii_units(raw) {
         match (unit, name.get_mut(len)) {
             (Some(byte), Some(slot)) => *slot = byte,
             // Non-ASCII or too long: no type has such a name.
-            _ => return Some(Kind::Unknown),
+            _ => return Some(FrameType::Unknown),
         }
         len += 1;
     }
-    Some(kind_named(name.get(..len).unwrap_or(&[])))
+    Some(frame_type_named(name.get(..len).unwrap_or(&[])))
 }
 
-fn kind_named(name: &[u8]) -> Kind {
+fn frame_type_named(name: &[u8]) -> FrameType {
     match name {
-        b"CONNECT" => Kind::Connect,
-        b"FRIEND_REQUEST" => Kind::FriendRequest,
-        b"FRIEND_ACCEPT" => Kind::FriendAccept,
-        b"FRIEND_DECLINE" => Kind::FriendDecline,
-        b"FRIEND_REMOVE" => Kind::FriendRemove,
-        b"MESSAGE" => Kind::Message,
-        b"PING" => Kind::Ping,
-        b"DISCONNECT" => Kind::Disconnect,
+        b"CONNECT" => FrameType::Connect,
+        b"FRIEND_REQUEST" => FrameType::FriendRequest,
+        b"FRIEND_ACCEPT" => FrameType::FriendAccept,
+        b"FRIEND_DECLINE" => FrameType::FriendDecline,
+        b"FRIEND_REMOVE" => FrameType::FriendRemove,
+        b"MESSAGE" => FrameType::Message,
+        b"PING" => FrameType::Ping,
+        b"DISCONNECT" => FrameType::Disconnect,
         // Undefined types and the server-only ACK, ERROR, PONG, PRESENCE, UNDELIVERED.
-        _ => Kind::Unknown,
+        _ => FrameType::Unknown,
     }
 }
 
@@ -223,11 +232,13 @@ pub(super) fn decode_resume(raw: RawJson<'_>) -> Option<Resume> {
     let token = fields.token.filter(|raw| raw.is_string())?;
     Some(Resume {
         id: Id::parse_units(ascii_units(id)),
-        token: token_text(token),
+        token: resume_token_text(token),
     })
 }
 
-fn token_text(raw: RawJson<'_>) -> Option<[u8; TOKEN_LEN]> {
+/// The token text when it is [`TOKEN_LEN`] ASCII characters (escapes decoded), else `None`: no
+/// token could match it.
+fn resume_token_text(raw: RawJson<'_>) -> Option<[u8; TOKEN_LEN]> {
     let mut text = [0u8; TOKEN_LEN];
     let mut len = 0;
     for unit in ascii_units(raw) {

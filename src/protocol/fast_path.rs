@@ -1,25 +1,27 @@
-//! The fast path for the frames clients send.
+//! The fast path: the fields of a client frame found without serde_json.
+//!
+//! Every frame a client sends but CONNECT with `resume` is a flat object of strings as
+//! `JSON.stringify` writes it. The cost of routing a MESSAGE is mostly the scan of its payload
+//! for the closing quote; serde_json scans a string 8 bytes per step, this path with a SIMD
+//! search (`memchr2`) and a 16-byte-block check for control bytes.
+//!
+//! Invariant: this path answers only for texts serde_json accepts, with the same fields, and
+//! gives up (`None`) on everything else, every invalid text included, which the serde path then
+//! decodes or rejects. No client can tell the two paths apart; `decode_equivalence` checks that
+//! against the reference decoder.
 
 use super::RawJson;
-use super::decode::Fields;
-
-//
-// serde_json scans a string 8 bytes per step (about 3 instructions per byte), which made the
-// payload scan most of the cost of routing a MESSAGE (BENCHMARKS.md). Every client frame but
-// CONNECT with `resume` is a flat object of strings, which is decoded here with a SIMD search
-// instead. Anything else, including every invalid text, is left to serde_json: this path only
-// ever answers for texts serde_json accepts, with the same fields, so no client can tell the two
-// apart (src/protocol/decode_equivalence.rs checks that against the old decoder).
+use super::decode::KnownFields;
 
 /// The fields of `{"key":"string",...}` with no white space, no escape in a key and no known key
 /// twice: what `JSON.stringify` makes of every client frame but CONNECT with `resume`. `None`
-/// for anything else, which [`parsed_fields`] then decodes or rejects.
-pub(super) fn flat_fields(text: &str) -> Option<Fields<'_>> {
+/// for anything else, which the serde path then decodes or rejects.
+pub(super) fn flat_fields(text: &str) -> Option<KnownFields<'_>> {
     let bytes = text.as_bytes();
     if bytes.first() != Some(&b'{') {
         return None;
     }
-    let mut fields = Fields::default();
+    let mut fields = KnownFields::default();
     let mut key_start = 1;
     loop {
         let rest = bytes.get(key_start..)?;
@@ -65,10 +67,10 @@ enum KnownKey {
     Version,
 }
 
-impl<'a> Fields<'a> {
+impl<'a> KnownFields<'a> {
     fn slot(&mut self, key: KnownKey) -> &mut Option<RawJson<'a>> {
         match key {
-            KnownKey::Type => &mut self.kind,
+            KnownKey::Type => &mut self.frame_type,
             KnownKey::Ref => &mut self.reference,
             KnownKey::To => &mut self.to,
             KnownKey::PublicKey => &mut self.public_key,
@@ -103,11 +105,11 @@ fn known_key(rest: &[u8]) -> Option<(usize, KnownKey)> {
 }
 
 /// For the JSON string whose opening quote is at `start`: the index just past its closing
-/// quote, and whether it holds an escape. `None` unless it is a string serde_json's `RawValue`
-/// accepts: no byte below 0x20, and after each `\` one of `" \ / b f n r t` or `u` and four
-/// hex digits. Like serde_json, an escaped lone surrogate (`\ud800`) passes: the text is
-/// forwarded as it came, and refusing it here would only send it to serde_json, which accepts it.
-pub(super) fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
+/// quote, and whether it holds an escape. `None` unless it is a string serde_json accepts: no
+/// byte below 0x20, and after each `\` one of `" \ / b f n r t` or `u` and four hex digits.
+/// Like serde_json, an escaped lone surrogate (`\ud800`) passes: the text is forwarded as it
+/// came, and refusing it here would only send it to serde_json, which accepts it.
+fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
     if bytes.get(start) != Some(&b'"') {
         return None;
     }
@@ -148,7 +150,7 @@ fn escape_len(after_backslash: &[u8]) -> Option<usize> {
 /// Whether any byte is below 0x20, which JSON forbids unescaped in a string. A minimum per
 /// lane over 16-byte blocks with one reduction at the end, so that LLVM makes it one `pminub`
 /// per block; a control byte only ever ends in an error, so there is nothing to stop early for.
-pub(super) fn has_control_byte(bytes: &[u8]) -> bool {
+fn has_control_byte(bytes: &[u8]) -> bool {
     const BLOCK: usize = 16;
     // The last block overlaps the others when the length is not a multiple of 16: a minimum
     // does not mind.
@@ -163,4 +165,53 @@ pub(super) fn has_control_byte(bytes: &[u8]) -> bool {
         }
     }
     lowest.iter().any(|&low| low < 0x20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_end_follows_json_string_rules() {
+        let end = |text: &str| string_end(text.as_bytes(), 0);
+        assert_eq!(end(r#""""#), Some((2, false)));
+        assert_eq!(end(r#""abc"x"#), Some((5, false)));
+        assert_eq!(end(r#""a\"b"x"#), Some((6, true)));
+        assert_eq!(end(r#""\\""#), Some((4, true)));
+        for escape in [
+            "\\\"", "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u00aF",
+        ] {
+            assert!(end(&format!("\"x{escape}y\"")).is_some(), "{escape}");
+        }
+        // Lone surrogates pass, as serde_json accepts them.
+        assert!(end(r#""\ud800""#).is_some());
+        assert!(end(r#""\udc00\ud800""#).is_some());
+        for bad in [
+            "\"",
+            "\"abc",
+            "\"a\\\"",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"\\u12g4\"",
+            "\"\\U0041\"",
+            "\"\\",
+            "abc\"",
+            "\"a\u{1}b\"",
+            "\"a\nb\"",
+            "\"a\tb\"",
+            "\"\u{1f}\"",
+        ] {
+            assert_eq!(end(bad), None, "{bad:?}");
+        }
+        // A control byte is found anywhere in a long run, including the overlapping last block.
+        for length in [15, 16, 17, 31, 32, 33, 100] {
+            for at in 0..length {
+                let mut bytes = vec![b'a'; length];
+                bytes[at] = 0x1F;
+                assert!(has_control_byte(&bytes), "{length} {at}");
+                bytes[at] = 0x20;
+                assert!(!has_control_byte(&bytes), "{length} {at}");
+            }
+        }
+    }
 }

@@ -1,17 +1,21 @@
-//! Reading a JSON string's raw text without decoding it into a `String`.
+//! Reading the raw text of a JSON string (a [`RawJson`] that starts with a quote) without
+//! decoding it into a `String`: the text between its quotes, whether its decoded text starts
+//! with a prefix, its decoded ASCII characters one by one. IDs, type names, tokens and armor
+//! headers are all ASCII, so nothing here needs more than ASCII.
 
 use super::RawJson;
-use super::decode::MAX_KIND_LEN;
+use super::decode::MAX_TYPE_NAME_LEN;
 
 /// The text between the quotes of a short JSON string without escapes: then the raw bytes are
 /// the decoded text, and [`ascii_units`] is not needed. `None` with a `\`, or when longer than
 /// any type name (an ID that long is padded, and the slow path is fine for it).
 pub(super) fn unescaped_text(raw: RawJson<'_>) -> Option<&[u8]> {
     let inner = string_inner(raw).as_bytes();
-    (inner.len() <= MAX_KIND_LEN && !inner.contains(&b'\\')).then_some(inner)
+    (inner.len() <= MAX_TYPE_NAME_LEN && !inner.contains(&b'\\')).then_some(inner)
 }
 
-/// The text between the quotes of a JSON string's raw text, escapes as written.
+/// The text between the quotes of a JSON string's raw text, escapes as written; empty for a
+/// value that is not a string (callers check [`RawJson::is_string`] first).
 pub(super) fn string_inner(raw: RawJson<'_>) -> &str {
     let text = raw.get();
     text.get(1..text.len().saturating_sub(1)).unwrap_or("")
@@ -25,9 +29,9 @@ pub(super) fn decoded_starts_with(raw: RawJson<'_>, prefix: &str) -> bool {
         .all(|expected| units.next() == Some(Some(expected)))
 }
 
-/// Iterates the characters of a JSON string literal (its raw text, quotes included, already
-/// validated by serde_json) as `Some(byte)` for ASCII and `None` for anything else. A non-ASCII
-/// character yields at least one `None`, which is all that callers matching ASCII text need.
+/// Iterates the characters of a JSON string (its validated raw text, quotes included) as
+/// `Some(byte)` for ASCII and `None` for anything else. A non-ASCII character yields at least one
+/// `None`, which is all that callers matching ASCII text need.
 pub fn ascii_units(raw: RawJson<'_>) -> AsciiUnits<'_> {
     AsciiUnits {
         bytes: string_inner(raw).as_bytes(),
@@ -35,6 +39,7 @@ pub fn ascii_units(raw: RawJson<'_>) -> AsciiUnits<'_> {
     }
 }
 
+/// The iterator of [`ascii_units`]: escapes decoded, each non-ASCII character as `None`.
 pub struct AsciiUnits<'a> {
     bytes: &'a [u8],
     position: usize,

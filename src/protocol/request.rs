@@ -2,9 +2,7 @@
 
 use std::fmt;
 
-use super::RawJson;
-
-use super::ErrorCode;
+use super::{ErrorCode, RawJson};
 use crate::id::{Id, TOKEN_LEN};
 
 /// A decoded client frame.
@@ -23,7 +21,7 @@ pub enum Request<'a> {
     Connect {
         resume: Option<Resume>,
         /// The protocol version both sides speak: the client's `version` (1 when absent),
-        /// capped at [`PROTOCOL_VERSION`].
+        /// capped at [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
         version: u8,
     },
     FriendRequest {
