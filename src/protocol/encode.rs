@@ -1,9 +1,10 @@
 //! Encoding server frames.
 //!
-//! Each frame is described once, as the pieces of its JSON text in order ([`Piece`]); its length
-//! and its bytes are both read off that one description, so they cannot disagree. They must
-//! not: an outbox writes the WebSocket header from the length before the text, and one byte off
-//! breaks the client's stream.
+//! Each frame is described once, as the pieces of its JSON text in order: a frame's `describe`
+//! hands each piece to a [`PieceSink`]. Its length is that description read by [`Measure`], its
+//! bytes the same description read by [`WriteTo`], so the two cannot disagree. They must not: an
+//! outbox writes the WebSocket header from the length before the text, and one byte off breaks
+//! the client's stream.
 //!
 //! The frames that forward what a client sent are [`ServerFrame`]s, written once, straight into
 //! the recipient's outbox. The rare control frames ([`error`], [`pong`], [`connect_reply`], ...)
@@ -31,35 +32,56 @@ impl TextOut for Vec<u8> {
     }
 }
 
-/// One piece of a frame's JSON text. Each knows its length without being written, so a frame's
-/// length costs no formatting.
-#[derive(Clone, Copy)]
-enum Piece<'a> {
+/// Reads a frame's description: one call per piece of its text, in order. Each kind of piece is
+/// its own method, so a description read for its length does no formatting, and one read for its
+/// text compiles to the writes alone (one method per kind, not a piece value matched at run time).
+trait PieceSink {
     /// Copied as is: JSON syntax, a name, or JSON text a client sent.
-    Text(&'a str),
-    /// An ID's 6 characters (the quotes around it are `Text`).
-    Id(Id),
+    fn text(&mut self, text: &str);
+    /// An ID's 6 characters (the quotes around it are `text`).
+    fn id(&mut self, id: Id);
     /// A number in decimal.
-    Decimal(u64),
+    fn decimal(&mut self, n: u64);
 }
 
-impl Piece<'_> {
-    #[inline]
-    fn len(self) -> usize {
-        match self {
-            Piece::Text(text) => text.len(),
-            Piece::Id(_) => ID_LEN,
-            Piece::Decimal(n) => decimal_len(n),
-        }
+/// Reads a description for its length in bytes.
+#[derive(Default)]
+struct Measure(usize);
+
+impl PieceSink for Measure {
+    #[inline(always)]
+    fn text(&mut self, text: &str) {
+        self.0 += text.len();
     }
 
-    #[inline]
-    fn write(self, out: &mut impl TextOut) {
-        match self {
-            Piece::Text(text) => out.push_str(text),
-            Piece::Id(id) => out.push_str(id.text().as_str()),
-            Piece::Decimal(n) => push_decimal(out, n),
-        }
+    #[inline(always)]
+    fn id(&mut self, _: Id) {
+        self.0 += ID_LEN;
+    }
+
+    #[inline(always)]
+    fn decimal(&mut self, n: u64) {
+        self.0 += decimal_len(n);
+    }
+}
+
+/// Reads a description into its text.
+struct WriteTo<'o, O: TextOut>(&'o mut O);
+
+impl<O: TextOut> PieceSink for WriteTo<'_, O> {
+    #[inline(always)]
+    fn text(&mut self, text: &str) {
+        self.0.push_str(text);
+    }
+
+    #[inline(always)]
+    fn id(&mut self, id: Id) {
+        self.0.push_str(id.text().as_str());
+    }
+
+    #[inline(always)]
+    fn decimal(&mut self, n: u64) {
+        push_decimal(self.0, n);
     }
 }
 
@@ -111,42 +133,42 @@ pub enum ServerFrame<'a> {
 }
 
 impl ServerFrame<'_> {
-    /// Calls `piece` with each piece of the frame's text, in order: the one description that
-    /// [`ServerFrame::len`] and [`ServerFrame::write`] both follow.
-    #[inline]
-    fn pieces(&self, mut piece: impl FnMut(Piece<'_>)) {
+    /// The frame's text, piece by piece: the one description that [`ServerFrame::len`] and
+    /// [`ServerFrame::write`] both read.
+    #[inline(always)]
+    fn describe(&self, out: &mut impl PieceSink) {
         match *self {
             ServerFrame::Message { from, payload, ts } => {
-                piece(Piece::Text(r#"{"type":"MESSAGE","from":""#));
-                piece(Piece::Id(from));
-                piece(Piece::Text(r#"","payload":"#));
-                piece(Piece::Text(payload.get()));
-                piece(Piece::Text(r#","ts":"#));
-                piece(Piece::Decimal(ts));
-                piece(Piece::Text("}"));
+                out.text(r#"{"type":"MESSAGE","from":""#);
+                out.id(from);
+                out.text(r#"","payload":"#);
+                out.text(payload.get());
+                out.text(r#","ts":"#);
+                out.decimal(ts);
+                out.text("}");
             }
             ServerFrame::FriendKey {
                 kind,
                 from,
                 public_key,
             } => {
-                piece(Piece::Text(r#"{"type":""#));
-                piece(Piece::Text(kind.as_str()));
-                piece(Piece::Text(r#"","from":""#));
-                piece(Piece::Id(from));
-                piece(Piece::Text(r#"","public_key":"#));
-                piece(Piece::Text(public_key.get()));
-                piece(Piece::Text("}"));
+                out.text(r#"{"type":""#);
+                out.text(kind.as_str());
+                out.text(r#"","from":""#);
+                out.id(from);
+                out.text(r#"","public_key":"#);
+                out.text(public_key.get());
+                out.text("}");
             }
             ServerFrame::Ack { reference, queued } => {
-                piece(Piece::Text(r#"{"type":"ACK","ref":"#));
-                piece(Piece::Text(reference));
+                out.text(r#"{"type":"ACK","ref":"#);
+                out.text(reference);
                 if queued {
-                    piece(Piece::Text(r#","queued":true"#));
+                    out.text(r#","queued":true"#);
                 }
-                piece(Piece::Text("}"));
+                out.text("}");
             }
-            ServerFrame::Encoded(text) => piece(Piece::Text(text)),
+            ServerFrame::Encoded(text) => out.text(text),
         }
     }
 
@@ -156,15 +178,15 @@ impl ServerFrame<'_> {
     #[allow(clippy::len_without_is_empty)]
     #[inline]
     pub fn len(&self) -> usize {
-        let mut len = 0;
-        self.pieces(|piece| len += piece.len());
-        len
+        let mut measure = Measure::default();
+        self.describe(&mut measure);
+        measure.0
     }
 
     /// Writes the frame's JSON text, [`ServerFrame::len`] bytes of it.
     #[inline]
     pub fn write(&self, out: &mut impl TextOut) {
-        self.pieces(|piece| piece.write(out));
+        self.describe(&mut WriteTo(out));
     }
 
     /// The frame as a `String` of its own, for a queue or a test.
@@ -193,24 +215,24 @@ impl FriendKeyFrame {
 }
 
 /// The text of a control frame that `describe` lays out piece by piece, in a `String` of exactly
-/// its length: `describe` runs twice, once to measure and once to write.
-fn control_frame(describe: impl Fn(&mut dyn FnMut(Piece<'_>))) -> String {
-    let mut len = 0;
-    describe(&mut |piece| len += piece.len());
-    let mut text = String::with_capacity(len);
-    describe(&mut |piece| piece.write(&mut text));
-    debug_assert_eq!(text.len(), len);
+/// its length: `describe` is read twice, once to measure and once to write.
+fn control_frame(describe: impl Fn(&mut dyn PieceSink)) -> String {
+    let mut measure = Measure::default();
+    describe(&mut measure);
+    let mut text = String::with_capacity(measure.0);
+    describe(&mut WriteTo(&mut text));
+    debug_assert_eq!(text.len(), measure.0);
     text
 }
 
 /// `{"type":<kind>,"from":<id>}`: the friendship frames that name only the other side.
 fn from_frame(kind: &str, from: Id) -> String {
-    control_frame(|piece| {
-        piece(Piece::Text(r#"{"type":""#));
-        piece(Piece::Text(kind));
-        piece(Piece::Text(r#"","from":""#));
-        piece(Piece::Id(from));
-        piece(Piece::Text(r#""}"#));
+    control_frame(|out| {
+        out.text(r#"{"type":""#);
+        out.text(kind);
+        out.text(r#"","from":""#);
+        out.id(from);
+        out.text(r#""}"#);
     })
 }
 
@@ -231,30 +253,30 @@ pub fn friend_remove(from: Id) -> String {
 
 /// `{"type":"ERROR","code":..,"message":..}` plus `"ref"` when the request had a valid one.
 pub fn error(code: ErrorCode, reference: Option<&str>) -> String {
-    control_frame(|piece| {
-        piece(Piece::Text(r#"{"type":"ERROR","code":""#));
-        piece(Piece::Text(code.as_str()));
-        piece(Piece::Text(r#"","message":""#));
+    control_frame(|out| {
+        out.text(r#"{"type":"ERROR","code":""#);
+        out.text(code.as_str());
+        out.text(r#"","message":""#);
         // Plain ASCII that JSON does not escape (ErrorCode::message), so copied as is.
-        piece(Piece::Text(code.message()));
-        piece(Piece::Text("\""));
+        out.text(code.message());
+        out.text("\"");
         if let Some(reference) = reference {
-            piece(Piece::Text(r#","ref":"#));
-            piece(Piece::Text(reference));
+            out.text(r#","ref":"#);
+            out.text(reference);
         }
-        piece(Piece::Text("}"));
+        out.text("}");
     })
 }
 
 /// `{"type":"PONG"}`, echoing the PING's `ref` when it had one.
 pub fn pong(reference: Option<&str>) -> String {
-    control_frame(|piece| {
-        piece(Piece::Text(r#"{"type":"PONG""#));
+    control_frame(|out| {
+        out.text(r#"{"type":"PONG""#);
         if let Some(reference) = reference {
-            piece(Piece::Text(r#","ref":"#));
-            piece(Piece::Text(reference));
+            out.text(r#","ref":"#);
+            out.text(reference);
         }
-        piece(Piece::Text("}"));
+        out.text("}");
     })
 }
 
@@ -268,70 +290,70 @@ pub fn connect_reply(
     max_message_bytes: usize,
     version: u8,
 ) -> String {
-    control_frame(|piece| {
-        piece(Piece::Text(r#"{"type":"CONNECT","id":""#));
-        piece(Piece::Id(id));
-        piece(Piece::Text(r#"","token":""#));
-        piece(Piece::Text(token.as_str()));
-        piece(Piece::Text(if resumed {
+    control_frame(|out| {
+        out.text(r#"{"type":"CONNECT","id":""#);
+        out.id(id);
+        out.text(r#"","token":""#);
+        out.text(token.as_str());
+        out.text(if resumed {
             r#"","resumed":true,"friends":["#
         } else {
             r#"","resumed":false,"friends":["#
-        }));
+        });
         for (index, (friend, online)) in friends.clone().enumerate() {
             if index > 0 {
-                piece(Piece::Text(","));
+                out.text(",");
             }
-            piece(Piece::Text(r#"{"id":""#));
-            piece(Piece::Id(friend));
-            piece(Piece::Text(if online {
+            out.text(r#"{"id":""#);
+            out.id(friend);
+            out.text(if online {
                 r#"","online":true}"#
             } else {
                 r#"","online":false}"#
-            }));
+            });
         }
-        piece(Piece::Text(r#"],"limits":{"max_message_bytes":"#));
-        piece(Piece::Decimal(max_message_bytes as u64));
-        piece(Piece::Text("}"));
+        out.text(r#"],"limits":{"max_message_bytes":"#);
+        out.decimal(max_message_bytes as u64);
+        out.text("}");
         // A version-1 reply stays exactly as version 1 defined it.
         if version >= 2 {
-            piece(Piece::Text(r#","version":"#));
-            piece(Piece::Decimal(u64::from(version)));
+            out.text(r#","version":"#);
+            out.decimal(u64::from(version));
         }
-        piece(Piece::Text("}"));
+        out.text("}");
     })
 }
 
 /// `{"type":"PRESENCE","id":..,"online":bool}`.
 pub fn presence(id: Id, online: bool) -> String {
-    control_frame(|piece| {
-        piece(Piece::Text(r#"{"type":"PRESENCE","id":""#));
-        piece(Piece::Id(id));
-        piece(Piece::Text(if online {
+    control_frame(|out| {
+        out.text(r#"{"type":"PRESENCE","id":""#);
+        out.id(id);
+        out.text(if online {
             r#"","online":true}"#
         } else {
             r#"","online":false}"#
-        }));
+        });
     })
 }
 
 /// `{"type":"DISCONNECT","id":..}`: a friend's session ended.
 pub fn disconnect(id: Id) -> String {
-    control_frame(|piece| {
-        piece(Piece::Text(r#"{"type":"DISCONNECT","id":""#));
-        piece(Piece::Id(id));
-        piece(Piece::Text(r#""}"#));
+    control_frame(|out| {
+        out.text(r#"{"type":"DISCONNECT","id":""#);
+        out.id(id);
+        out.text(r#""}"#);
     })
 }
 
 /// `{"type":"UNDELIVERED","to":..,"ref":<raw>}`.
 pub fn undelivered(to: Id, reference: &str) -> String {
-    control_frame(|piece| {
-        piece(Piece::Text(r#"{"type":"UNDELIVERED","to":""#));
-        piece(Piece::Id(to));
-        piece(Piece::Text(r#"","ref":"#));
-        piece(Piece::Text(reference));
-        piece(Piece::Text("}"));
+    control_frame(|out| {
+        out.text(r#"{"type":"UNDELIVERED","to":""#);
+        out.id(to);
+        out.text(r#"","ref":"#);
+        out.text(reference);
+        out.text("}");
     })
 }
 

@@ -28,22 +28,26 @@ impl<'a> RawJson<'a> {
     }
 
     /// The value's text, as it was received.
+    #[inline]
     pub fn get(self) -> &'a str {
         self.0
     }
 
     /// Whether the value is a JSON string (its text starts with a quote).
+    #[inline]
     pub fn is_string(self) -> bool {
         self.0.starts_with('"')
     }
 
     /// A value serde_json has parsed.
+    #[inline]
     pub(super) fn from_serde(raw: &'a RawValue) -> RawJson<'a> {
         RawJson(raw.get())
     }
 
     /// `text`, which the caller has checked is one JSON value (the fast path: a string that
     /// `string_end` accepted, quotes included).
+    #[inline]
     pub(super) fn validated(text: &'a str) -> RawJson<'a> {
         RawJson(text)
     }
