@@ -22,9 +22,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use secchat::id::Id;
-use secchat::protocol::{self, ServerFrame};
+use secchat::protocol::{self, RawJson, ServerFrame};
 use secchat::router::{Action, ConnId, FrameSink, Now, Router, RouterConfig, SeededEntropy};
-use serde_json::value::RawValue;
 
 /// Messages routed per iteration before the recipients are reported flushed.
 const BATCH: usize = 64;
@@ -324,7 +323,7 @@ fn bench_frames(c: &mut Criterion) {
     group.bench_function("decode/512B", |b| {
         b.iter(|| protocol::decode(black_box(&text)).is_ok())
     });
-    let raw: &RawValue = serde_json::from_str(&payload).expect("payload literal is JSON");
+    let raw = RawJson::parse(&payload).expect("payload literal is JSON");
     let from = Id::parse("K7Q2ZD").expect("a valid ID");
     // As the server encodes: into a buffer that already has room (an outbox).
     let mut encoded = String::with_capacity(1024);

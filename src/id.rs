@@ -146,11 +146,11 @@ impl IdText {
 
 /// A resume token in its text form. `Debug` never shows it: tokens must not reach logs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Token([u8; TOKEN_LEN]);
+pub struct ResumeToken([u8; TOKEN_LEN]);
 
-impl Token {
-    pub fn from_random_bytes(bytes: &[u8; TOKEN_BYTES]) -> Token {
-        Token(base64url_encode(bytes))
+impl ResumeToken {
+    pub fn from_random_bytes(bytes: &[u8; TOKEN_BYTES]) -> ResumeToken {
+        ResumeToken(base64url_encode(bytes))
     }
 
     pub fn as_str(&self) -> &str {
@@ -165,9 +165,9 @@ impl Token {
     }
 }
 
-impl fmt::Debug for Token {
+impl fmt::Debug for ResumeToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
+        f.write_str("ResumeToken(<redacted>)")
     }
 }
 
@@ -277,16 +277,16 @@ mod tests {
 
     #[test]
     fn token_encoding_matches_rfc4648_base64url() {
-        let zeros = Token::from_random_bytes(&[0; TOKEN_BYTES]);
+        let zeros = ResumeToken::from_random_bytes(&[0; TOKEN_BYTES]);
         assert_eq!(zeros.as_str(), "A".repeat(TOKEN_LEN));
-        let ones = Token::from_random_bytes(&[0xFF; TOKEN_BYTES]);
+        let ones = ResumeToken::from_random_bytes(&[0xFF; TOKEN_BYTES]);
         // 256 one-bits: 42 full sextets of '_' and a last one holding 4 bits: 0b111100 = '8'.
         assert_eq!(ones.as_str(), format!("{}8", "_".repeat(42)));
         let mut counting = [0u8; TOKEN_BYTES];
         for (index, byte) in counting.iter_mut().enumerate() {
             *byte = (index as u8).wrapping_mul(37).wrapping_add(11);
         }
-        let token = Token::from_random_bytes(&counting);
+        let token = ResumeToken::from_random_bytes(&counting);
         assert_eq!(token.as_str(), reference_base64url(&counting));
     }
 
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn token_debug_hides_the_token() {
-        let token = Token::from_random_bytes(&[7; TOKEN_BYTES]);
+        let token = ResumeToken::from_random_bytes(&[7; TOKEN_BYTES]);
         assert!(!format!("{token:?}").contains(token.as_str()));
     }
 
@@ -322,7 +322,7 @@ mod tests {
         assert!(!constant_time_eq(b"xbc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"ab"));
         assert!(constant_time_eq(b"", b""));
-        let token = Token::from_random_bytes(&[9; TOKEN_BYTES]);
+        let token = ResumeToken::from_random_bytes(&[9; TOKEN_BYTES]);
         assert!(token.matches(token.as_str().as_bytes()));
         let mut wrong = token.as_str().as_bytes().to_vec();
         wrong[TOKEN_LEN - 1] ^= 1;

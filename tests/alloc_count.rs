@@ -1,12 +1,10 @@
 //! Allocations on the routing hot path, counted by a global allocator.
 //!
-//! ENGINEERING.md §5 and issue 4 allow one allocation per routed MESSAGE, the outgoing frame. The
-//! router does better: it hands the forwarded frame and the ACK to its sink as
-//! [`ServerFrame`]s that borrow from the received text, and the server's sink writes them into
-//! the recipients' outboxes. So with a sink that works like those outboxes (buffers that keep
-//! their capacity), routing one MESSAGE after warm-up allocates nothing, with or without `ref`.
-//! Anything more (a parsed `Value`, a copied payload, a formatted ID, a growing map, a frame
-//! built into a `String`) shows up here as a failure.
+//! Routing one MESSAGE after warm-up allocates nothing, with or without `ref`: the router hands
+//! the forwarded frame and the ACK to its sink as [`ServerFrame`]s that borrow from the received
+//! text, and the server's sink writes them into the recipients' outboxes, buffers that keep their
+//! capacity (the sink here works like them). Anything more (a parsed `Value`, a copied payload,
+//! a formatted ID, a growing map, a frame built into a `String`) shows up here as a failure.
 //!
 //! The counter is per thread, so the test harness's other threads do not disturb it.
 
@@ -15,10 +13,9 @@ use std::cell::Cell;
 
 use secchat::id::Id;
 use secchat::outbox::Outbox;
-use secchat::protocol::ServerFrame;
+use secchat::protocol::{RawJson, ServerFrame};
 use secchat::router::{Action, ConnId, Entropy, FrameSink, Now, Router, RouterConfig};
 use secchat::tls::Transport;
-use serde_json::value::RawValue;
 
 struct CountingAllocator;
 
@@ -317,11 +314,11 @@ fn frames_written_into_an_outbox_allocate_nothing_after_its_first() {
     socket.set_nonblocking(true).expect("non-blocking");
     let mut outbox = Outbox::new(Transport::plain(mio::net::TcpStream::from_std(socket)));
     let raw = format!(r#""-----BEGIN PGP MESSAGE-----\n{}""#, "Q".repeat(512));
-    let payload = RawValue::from_string(raw).expect("JSON string");
+    let payload = RawJson::parse(&raw).expect("JSON string");
     let from = Id::parse("K7Q2ZD").expect("an ID");
     let message = ServerFrame::Message {
         from,
-        payload: &payload,
+        payload,
         ts: NOW.unix_ms,
     };
     let ack = ServerFrame::Ack {

@@ -12,11 +12,10 @@
 use libfuzzer_sys::fuzz_target;
 use secchat::id::Id;
 use secchat::protocol::{
-    self, ErrorCode, FriendKeyFrame, MAX_REF_CHARS, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, Request,
-    ServerFrame,
+    self, ErrorCode, FriendKeyFrame, MAX_REF_CHARS, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, RawJson,
+    Request, ServerFrame,
 };
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -24,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match protocol::decode(text) {
         Ok(frame) => {
-            let reference = frame.reference.map(RawValue::get);
+            let reference = frame.reference.map(RawJson::get);
             if let Some(raw) = frame.reference {
                 check_ref(raw);
             }
@@ -43,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             }
             let reply = parse(&protocol::error(
                 rejected.code,
-                rejected.reference.map(RawValue::get),
+                rejected.reference.map(RawJson::get),
             ));
             assert_eq!(reply["code"], rejected.code.as_str());
         }
@@ -69,16 +68,16 @@ fn parse(frame: &str) -> Value {
     }
 }
 
-fn decoded_string(raw: &RawValue) -> String {
+fn decoded_string(raw: RawJson<'_>) -> String {
     serde_json::from_str::<String>(raw.get())
         .unwrap_or_else(|e| panic!("accepted field is not a string ({e}): {}", raw.get()))
 }
 
 /// An armored field's text, and whether it holds an escaped lone surrogate (`"\ud83d"`): valid
-/// JSON, accepted and forwarded byte for byte as serde_json's `RawValue` accepts it, but no Rust
+/// JSON, accepted and forwarded byte for byte as serde_json's parser accepts it, but no Rust
 /// `String`. Such an escape is read as U+FFFD here, so the header is still checked; only the
 /// checks that parse a forwarded frame into a serde_json tree are skipped for it.
-fn decoded_armored(raw: &RawValue) -> (String, bool) {
+fn decoded_armored(raw: RawJson<'_>) -> (String, bool) {
     let (literal, lone) = with_lone_surrogates_replaced(raw.get());
     let text = serde_json::from_str::<String>(&literal)
         .unwrap_or_else(|e| panic!("accepted field is not a string ({e}): {}", raw.get()));
@@ -127,7 +126,7 @@ fn with_lone_surrogates_replaced(literal: &str) -> (String, bool) {
     (out, lone)
 }
 
-fn check_ref(raw: &RawValue) {
+fn check_ref(raw: RawJson<'_>) {
     let text = decoded_string(raw);
     assert!(
         text.chars().count() <= MAX_REF_CHARS,
@@ -150,7 +149,7 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
     match request {
         Request::FriendRequest { to, public_key } | Request::FriendAccept { to, public_key } => {
             check_to(text, *to);
-            if let Some(key) = public_key {
+            if let Some(key) = *public_key {
                 let (decoded, lone_surrogate) = decoded_armored(key);
                 assert!(decoded.starts_with(PUBLIC_KEY_ARMOR));
                 if !lone_surrogate {
@@ -171,7 +170,7 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
         Request::FriendDecline { to } | Request::FriendRemove { to } => check_to(text, *to),
         Request::Message { to, payload } => {
             check_to(text, *to);
-            if let Some(payload) = payload {
+            if let Some(payload) = *payload {
                 let (decoded, lone_surrogate) = decoded_armored(payload);
                 assert!(decoded.starts_with(MESSAGE_ARMOR));
                 if !lone_surrogate {

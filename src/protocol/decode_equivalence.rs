@@ -1,7 +1,8 @@
-//! The decoder as it was before the fast path (commit 58c07a3, serde_json for every frame), and
-//! the differential tests that hold [`decode`] to it: for every input both must give the same
-//! result, down to which bytes of the text a forwarded field borrows. The fast path forwards
-//! payloads byte for byte and answers errors with the old codes, so any difference is a bug.
+//! The reference decoder (serde_json for every frame, and the checks after parsing in their
+//! plainest form), and the differential tests that hold [`decode`] to it: for every input both
+//! must give the same result, down to which bytes of the text a forwarded field borrows. The
+//! fast path and the shortcuts for unescaped text exist for speed alone, so any difference is a
+//! bug.
 
 use std::fs;
 use std::path::Path;
@@ -10,11 +11,22 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use super::*;
+use super::decode::{
+    FrameType, KnownFields, MAX_TYPE_NAME_LEN, decode_resume, decode_version, is_json_whitespace,
+    is_valid_ref,
+};
+use super::fast_path::flat_fields;
+use super::json_string::{ascii_units, decoded_starts_with};
+use super::{
+    ErrorCode, Frame, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request, decode,
+};
+use crate::id::Id;
 
 // ---------------------------------------------------------------------------------------------
-// The old decoder, unchanged apart from the names. `Fields`, `is_valid_ref`, `decode_resume`,
-// `decoded_starts_with` and `ascii_units` are shared: the fast path did not touch them.
+// The reference decoder: serde_json parses every frame, and `type` and `to` are read through
+// `ascii_units` alone, without the shortcut for unescaped text. `KnownFields`, `is_valid_ref`,
+// `decode_resume`, `decode_version`, `decoded_starts_with` and `ascii_units` are shared with
+// `decode`: they have no fast variant to hold to anything.
 // ---------------------------------------------------------------------------------------------
 
 fn reference_decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
@@ -27,7 +39,7 @@ fn reference_decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
     {
         return Err(rejected(ErrorCode::BadJson, None));
     }
-    let fields: Fields<'_> = match serde_json::from_str(text) {
+    let fields: KnownFields<'_> = match serde_json::from_str(text) {
         Ok(fields) => fields,
         Err(error) if error.is_data() => return Err(rejected(ErrorCode::BadRequest, None)),
         Err(_) => return Err(rejected(ErrorCode::BadJson, None)),
@@ -38,81 +50,81 @@ fn reference_decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
         Some(_) => return Err(rejected(ErrorCode::BadRequest, None)),
     };
     let bad_request = || rejected(ErrorCode::BadRequest, reference);
-    let kind = fields
-        .kind
-        .and_then(reference_kind_of)
+    let frame_type = fields
+        .frame_type
+        .and_then(reference_frame_type_of)
         .ok_or_else(bad_request)?;
-    let request = match kind {
-        Kind::Connect => Request::Connect {
+    let request = match frame_type {
+        FrameType::Connect => Request::Connect {
             resume: match fields.resume {
                 None => None,
                 Some(raw) => Some(decode_resume(raw).ok_or_else(bad_request)?),
             },
             version: decode_version(fields.version).ok_or_else(bad_request)?,
         },
-        Kind::FriendRequest => Request::FriendRequest {
+        FrameType::FriendRequest => Request::FriendRequest {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
             public_key: reference_armored(fields.public_key, PUBLIC_KEY_ARMOR),
         },
-        Kind::FriendAccept => Request::FriendAccept {
+        FrameType::FriendAccept => Request::FriendAccept {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
             public_key: reference_armored(fields.public_key, PUBLIC_KEY_ARMOR),
         },
-        Kind::FriendDecline => Request::FriendDecline {
+        FrameType::FriendDecline => Request::FriendDecline {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
         },
-        Kind::FriendRemove => Request::FriendRemove {
+        FrameType::FriendRemove => Request::FriendRemove {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
         },
-        Kind::Message => Request::Message {
+        FrameType::Message => Request::Message {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
             payload: reference_armored(fields.payload, MESSAGE_ARMOR),
         },
-        Kind::Ping => Request::Ping,
-        Kind::Disconnect => Request::Disconnect,
-        Kind::Unknown => Request::Unknown,
+        FrameType::Ping => Request::Ping,
+        FrameType::Disconnect => Request::Disconnect,
+        FrameType::Unknown => Request::Unknown,
     };
     Ok(Frame { reference, request })
 }
 
-fn reference_kind_of(raw: &RawValue) -> Option<Kind> {
-    if !is_json_string(raw) {
+fn reference_frame_type_of(raw: RawJson<'_>) -> Option<FrameType> {
+    if !raw.is_string() {
         return None;
     }
-    let mut name = [0u8; MAX_KIND_LEN];
+    let mut name = [0u8; MAX_TYPE_NAME_LEN];
     let mut len = 0;
     for unit in ascii_units(raw) {
         match (unit, name.get_mut(len)) {
             (Some(byte), Some(slot)) => *slot = byte,
-            _ => return Some(Kind::Unknown),
+            _ => return Some(FrameType::Unknown),
         }
         len += 1;
     }
     Some(match name.get(..len).unwrap_or(&[]) {
-        b"CONNECT" => Kind::Connect,
-        b"FRIEND_REQUEST" => Kind::FriendRequest,
-        b"FRIEND_ACCEPT" => Kind::FriendAccept,
-        b"FRIEND_DECLINE" => Kind::FriendDecline,
-        b"FRIEND_REMOVE" => Kind::FriendRemove,
-        b"MESSAGE" => Kind::Message,
-        b"PING" => Kind::Ping,
-        b"DISCONNECT" => Kind::Disconnect,
-        _ => Kind::Unknown,
+        b"CONNECT" => FrameType::Connect,
+        b"FRIEND_REQUEST" => FrameType::FriendRequest,
+        b"FRIEND_ACCEPT" => FrameType::FriendAccept,
+        b"FRIEND_DECLINE" => FrameType::FriendDecline,
+        b"FRIEND_REMOVE" => FrameType::FriendRemove,
+        b"MESSAGE" => FrameType::Message,
+        b"PING" => FrameType::Ping,
+        b"DISCONNECT" => FrameType::Disconnect,
+        _ => FrameType::Unknown,
     })
 }
 
-fn reference_target(raw: Option<&RawValue>) -> Option<Option<Id>> {
-    let raw = raw.filter(|raw| is_json_string(raw))?;
+fn reference_target(raw: Option<RawJson<'_>>) -> Option<Option<Id>> {
+    let raw = raw.filter(|raw| raw.is_string())?;
     Some(Id::parse_units(ascii_units(raw)))
 }
 
-fn reference_armored<'a>(raw: Option<&'a RawValue>, armor: &str) -> Option<&'a RawValue> {
+fn reference_armored<'a>(raw: Option<RawJson<'a>>, armor: &str) -> Option<RawJson<'a>> {
     let raw = raw?;
     let text = raw.get();
     let literal = text
         .strip_prefix('"')
         .is_some_and(|rest| rest.starts_with(armor));
-    if literal || (is_json_string(raw) && decoded_starts_with(raw, armor)) {
+    if literal || (raw.is_string() && decoded_starts_with(raw, armor)) {
         Some(raw)
     } else {
         None
@@ -126,7 +138,7 @@ fn reference_armored<'a>(raw: Option<&'a RawValue>, armor: &str) -> Option<&'a R
 /// Everything a decode result tells the router, with each raw field as the byte range of `text`
 /// it borrows: equal outcomes mean equal frames, equal errors and byte-identical forwarding.
 fn outcome(text: &str, result: &Result<Frame<'_>, Rejected<'_>>) -> String {
-    let span = |raw: Option<&RawValue>| raw.map(|raw| borrowed_span(text, raw));
+    let span = |raw: Option<RawJson<'_>>| raw.map(|raw| borrowed_span(text, raw));
     match result {
         Err(rejected) => format!(
             "rejected {:?} ref {:?}",
@@ -158,7 +170,7 @@ fn outcome(text: &str, result: &Result<Frame<'_>, Rejected<'_>>) -> String {
 }
 
 /// Where in `text` the raw value lies; `usize::MAX` if it does not borrow from `text` at all.
-fn borrowed_span(text: &str, raw: &RawValue) -> (usize, usize) {
+fn borrowed_span(text: &str, raw: RawJson<'_>) -> (usize, usize) {
     let whole = text.as_bytes().as_ptr_range();
     let part = raw.get().as_bytes().as_ptr_range();
     if whole.start <= part.start && part.end <= whole.end {
@@ -170,15 +182,18 @@ fn borrowed_span(text: &str, raw: &RawValue) -> (usize, usize) {
 }
 
 fn assert_same(text: &str) {
-    let new = outcome(text, &decode(text));
-    let old = outcome(text, &reference_decode(text));
-    assert_eq!(new, old, "decode differs from the old decoder for {text:?}");
+    let decoded = outcome(text, &decode(text));
+    let reference = outcome(text, &reference_decode(text));
+    assert_eq!(
+        decoded, reference,
+        "decode differs from the reference decoder for {text:?}"
+    );
 }
 
 fn check_same(text: &str) -> Result<(), TestCaseError> {
-    let new = outcome(text, &decode(text));
-    let old = outcome(text, &reference_decode(text));
-    prop_assert_eq!(new, old, "for {:?}", text);
+    let decoded = outcome(text, &decode(text));
+    let reference = outcome(text, &reference_decode(text));
+    prop_assert_eq!(decoded, reference, "for {:?}", text);
     Ok(())
 }
 
@@ -209,13 +224,13 @@ fn client_frames_take_the_fast_path_and_borrow_from_the_text() {
     for text in client_frames() {
         let fields = flat_fields(&text);
         assert!(fields.is_some(), "fast path refused {text}");
-        let parsed: Result<Fields<'_>, _> = serde_json::from_str(&text);
+        let parsed: Result<KnownFields<'_>, _> = serde_json::from_str(&text);
         let (Some(fast), Ok(parsed)) = (fields, parsed) else {
             panic!("{text}")
         };
-        let span = |raw: Option<&RawValue>| raw.map(|raw| borrowed_span(&text, raw));
+        let span = |raw: Option<RawJson<'_>>| raw.map(|raw| borrowed_span(&text, raw));
         for (fast, parsed) in [
-            (fast.kind, parsed.kind),
+            (fast.frame_type, parsed.frame_type),
             (fast.reference, parsed.reference),
             (fast.to, parsed.to),
             (fast.public_key, parsed.public_key),
@@ -228,59 +243,6 @@ fn client_frames_take_the_fast_path_and_borrow_from_the_text() {
     }
 }
 
-#[test]
-fn borrowed_raw_value_borrows_without_copying() {
-    // This fails if serde_json renames the marker its RawValue deserializer expects.
-    let json = r#""a\"b""#;
-    let raw = borrowed_raw_value(json).map(RawValue::get);
-    assert_eq!(raw.map(str::as_ptr), Some(json.as_ptr()));
-    assert_eq!(raw, Some(json));
-}
-
-#[test]
-fn string_end_follows_json_string_rules() {
-    let end = |text: &str| string_end(text.as_bytes(), 0);
-    assert_eq!(end(r#""""#), Some((2, false)));
-    assert_eq!(end(r#""abc"x"#), Some((5, false)));
-    assert_eq!(end(r#""a\"b"x"#), Some((6, true)));
-    assert_eq!(end(r#""\\""#), Some((4, true)));
-    for escape in [
-        "\\\"", "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u00aF",
-    ] {
-        assert!(end(&format!("\"x{escape}y\"")).is_some(), "{escape}");
-    }
-    // Lone surrogates pass, as in serde_json's RawValue.
-    assert!(end(r#""\ud800""#).is_some());
-    assert!(end(r#""\udc00\ud800""#).is_some());
-    for bad in [
-        "\"",
-        "\"abc",
-        "\"a\\\"",
-        "\"\\x\"",
-        "\"\\u12\"",
-        "\"\\u12g4\"",
-        "\"\\U0041\"",
-        "\"\\",
-        "abc\"",
-        "\"a\u{1}b\"",
-        "\"a\nb\"",
-        "\"a\tb\"",
-        "\"\u{1f}\"",
-    ] {
-        assert_eq!(end(bad), None, "{bad:?}");
-    }
-    // A control byte is found anywhere in a long run, including the overlapping last block.
-    for length in [15, 16, 17, 31, 32, 33, 100] {
-        for at in 0..length {
-            let mut bytes = vec![b'a'; length];
-            bytes[at] = 0x1F;
-            assert!(has_control_byte(&bytes), "{length} {at}");
-            bytes[at] = 0x20;
-            assert!(!has_control_byte(&bytes), "{length} {at}");
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Differential tests
 // ---------------------------------------------------------------------------------------------
@@ -288,7 +250,7 @@ fn string_end_follows_json_string_rules() {
 /// Every file of the committed fuzz corpus and regressions, and of the fuzzer's scratch corpus
 /// (`fuzz/work/`, not committed) when it is there; each also cut at every length.
 #[test]
-fn fuzz_inputs_decode_as_before() {
+fn fuzz_inputs_decode_as_the_reference_does() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut committed = 0;
     for (directory, is_committed) in [
@@ -324,7 +286,7 @@ const INTERESTING: &[&str] = &[
 
 /// Every deletion, replacement and insertion of one interesting character in client frames.
 #[test]
-fn every_single_edit_of_client_frames_decodes_as_before() {
+fn every_single_edit_of_client_frames_decodes_as_the_reference_does() {
     let mut frames = client_frames();
     frames.push(r#"{"type":"MESSAGE","to":"\u004b7Q2ZD","payload":"\u002d----BEGIN PGP MESSAGE-----\n","ref":"\u00e9"}"#.to_owned());
     frames.push(r#"{"type":"CONNECT","resume":{"id":"K7Q2ZD","token":"x"},"ref":"c"}"#.to_owned());
@@ -555,7 +517,7 @@ proptest! {
     })]
 
     #[test]
-    fn generated_objects_decode_as_before(text in object(), cut in any::<prop::sample::Index>()) {
+    fn generated_objects_decode_as_the_reference_does(text in object(), cut in any::<prop::sample::Index>()) {
         check_same(&text)?;
         let boundaries: Vec<usize> = text.char_indices().map(|(at, _)| at).collect();
         if !boundaries.is_empty() {
@@ -564,12 +526,12 @@ proptest! {
     }
 
     #[test]
-    fn generated_messages_decode_as_before(text in message_object()) {
+    fn generated_messages_decode_as_the_reference_does(text in message_object()) {
         check_same(&text)?;
     }
 
     #[test]
-    fn mutated_client_frames_decode_as_before(text in mutated_frame()) {
+    fn mutated_client_frames_decode_as_the_reference_does(text in mutated_frame()) {
         check_same(&text)?;
     }
 }

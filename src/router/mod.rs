@@ -60,11 +60,9 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-use serde_json::value::RawValue;
-
 use crate::address::{Block, BlockCounts, BlockRates, ClientAddr};
-use crate::id::{Id, TOKEN_BYTES, TOKEN_LEN, Token};
-use crate::protocol::{self, ErrorCode, FriendKeyFrame, Request, Resume, ServerFrame};
+use crate::id::{Id, ResumeToken, TOKEN_BYTES, TOKEN_LEN};
+use crate::protocol::{self, ErrorCode, FriendKeyFrame, RawJson, Request, Resume, ServerFrame};
 use fasthash::FastMap;
 use limits::{ErrorWindow, TokenBucket};
 use session::{QueuedFrame, QueuedKind, Session};
@@ -361,12 +359,12 @@ impl<E: Entropy> Router<E> {
         let frame = match protocol::decode(text) {
             Ok(frame) => frame,
             Err(rejected) => {
-                let reference = rejected.reference.map(RawValue::get);
+                let reference = rejected.reference.map(RawJson::get);
                 self.refuse(conn, rejected.code, reference, now, out);
                 return;
             }
         };
-        let reference = frame.reference.map(RawValue::get);
+        let reference = frame.reference.map(RawJson::get);
         let outcome = match (frame.request, session) {
             (Request::Ping, _) => {
                 self.send(conn, ServerFrame::Encoded(&protocol::pong(reference)), out);
@@ -499,7 +497,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        payload: Option<&RawValue>,
+        payload: Option<RawJson<'_>>,
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
@@ -572,7 +570,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        public_key: Option<&RawValue>,
+        public_key: Option<RawJson<'_>>,
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
@@ -743,7 +741,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        public_key: Option<&RawValue>,
+        public_key: Option<RawJson<'_>>,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         let accepter = self
@@ -952,7 +950,7 @@ impl<E: Entropy> Router<E> {
         self.drop_stale_timers();
     }
 
-    fn resume_reply(&self, id: Id, token: &Token) -> String {
+    fn resume_reply(&self, id: Id, token: &ResumeToken) -> String {
         let is_online = |friend: &Id| self.sessions.get(friend).is_some_and(|f| f.conn.is_some());
         let session = self.sessions.get(&id);
         let friends: Vec<(Id, bool)> = session
@@ -968,7 +966,7 @@ impl<E: Entropy> Router<E> {
             id,
             token,
             true,
-            friends.into_iter(),
+            friends.iter().copied(),
             self.config.max_message_bytes,
             session.map_or(1, |session| session.version),
         )
@@ -1241,10 +1239,10 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    fn fresh_token(&mut self) -> Token {
+    fn fresh_token(&mut self) -> ResumeToken {
         let mut bytes = [0u8; TOKEN_BYTES];
         self.entropy.fill(&mut bytes);
-        Token::from_random_bytes(&bytes)
+        ResumeToken::from_random_bytes(&bytes)
     }
 
     fn drop_stale_timers(&mut self) {
@@ -1256,7 +1254,10 @@ impl<E: Entropy> Router<E> {
 
 /// The `public_key` of FRIEND_REQUEST / FRIEND_ACCEPT: `bad_key` when absent or not armored,
 /// `key_too_large` past `max_bytes`.
-fn checked_key(public_key: Option<&RawValue>, max_bytes: usize) -> Result<&RawValue, ErrorCode> {
+fn checked_key(
+    public_key: Option<RawJson<'_>>,
+    max_bytes: usize,
+) -> Result<RawJson<'_>, ErrorCode> {
     let public_key = public_key.ok_or(ErrorCode::BadKey)?;
     // The raw value is the JSON string with its two quotes.
     if public_key.get().len().saturating_sub(2) > max_bytes {

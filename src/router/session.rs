@@ -6,7 +6,7 @@ use super::ConnId;
 use super::fasthash::{FastMap, FastSet};
 use super::limits::TokenBucket;
 use crate::address::Block;
-use crate::id::{Id, Token};
+use crate::id::{Id, ResumeToken};
 
 /// A live session: connected, or in its resume window (`conn == None`).
 ///
@@ -14,7 +14,7 @@ use crate::id::{Id, Token};
 /// entries; `pending_in` holds at most `max_pending_incoming`, `pending_out` at most
 /// `max_pending_requests`; the queue is bounded as [`ResumeQueue`] says.
 pub struct Session {
-    pub token: Token,
+    pub token: ResumeToken,
     /// The peer that created the session; it counts against that peer's session limit until
     /// the session ends, wherever it is resumed from.
     pub peer: crate::address::ClientAddr,

@@ -1,0 +1,112 @@
+//! What [`decode`](super::decode) makes of a client frame: the request, or why it was refused.
+
+use std::fmt;
+
+use super::{ErrorCode, RawJson};
+use crate::id::{Id, TOKEN_LEN};
+
+/// A decoded client frame.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    /// The valid `ref`, as its raw JSON text (already a JSON string, echoed unchanged).
+    pub reference: Option<RawJson<'a>>,
+    pub request: Request<'a>,
+}
+
+/// What the client asks for. Fields the router checks later are pre-parsed here, with `None`
+/// meaning "fails its check" (the router decides when that check's turn comes).
+///
+/// `Debug` shows whether a key or payload is present, never its text.
+pub enum Request<'a> {
+    Connect {
+        resume: Option<Resume>,
+        /// The protocol version both sides speak: the client's `version` (1 when absent),
+        /// capped at [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
+        version: u8,
+    },
+    FriendRequest {
+        /// `None`: not a valid ID (`bad_id`).
+        to: Option<Id>,
+        /// The raw `public_key` when it is an armored public key, else `None` (`bad_key`).
+        public_key: Option<RawJson<'a>>,
+    },
+    FriendAccept {
+        to: Option<Id>,
+        public_key: Option<RawJson<'a>>,
+    },
+    FriendDecline {
+        to: Option<Id>,
+    },
+    FriendRemove {
+        to: Option<Id>,
+    },
+    Message {
+        to: Option<Id>,
+        /// The raw `payload` when it is an armored message, else `None` (`not_encrypted`).
+        payload: Option<RawJson<'a>>,
+    },
+    Ping,
+    Disconnect,
+    /// A type a client may not send: undefined, or one only the server sends.
+    Unknown,
+}
+
+/// `CONNECT`'s `resume` object. `Debug` never shows the token.
+pub struct Resume {
+    /// `None`: `resume.id` is not a valid ID (`bad_id`).
+    pub id: Option<Id>,
+    /// The token text when it is 43 ASCII characters; anything else can never match.
+    pub token: Option<[u8; TOKEN_LEN]>,
+}
+
+impl fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let present = |raw: &Option<RawJson<'_>>| raw.map(|_| "<present>");
+        match self {
+            Request::Connect { resume, version } => f
+                .debug_struct("Connect")
+                .field("resume", resume)
+                .field("version", version)
+                .finish(),
+            Request::FriendRequest { to, public_key } => f
+                .debug_struct("FriendRequest")
+                .field("to", to)
+                .field("public_key", &present(public_key))
+                .finish(),
+            Request::FriendAccept { to, public_key } => f
+                .debug_struct("FriendAccept")
+                .field("to", to)
+                .field("public_key", &present(public_key))
+                .finish(),
+            Request::FriendDecline { to } => {
+                f.debug_struct("FriendDecline").field("to", to).finish()
+            }
+            Request::FriendRemove { to } => f.debug_struct("FriendRemove").field("to", to).finish(),
+            Request::Message { to, payload } => f
+                .debug_struct("Message")
+                .field("to", to)
+                .field("payload", &present(payload))
+                .finish(),
+            Request::Ping => f.write_str("Ping"),
+            Request::Disconnect => f.write_str("Disconnect"),
+            Request::Unknown => f.write_str("Unknown"),
+        }
+    }
+}
+
+impl fmt::Debug for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resume")
+            .field("id", &self.id)
+            .field("token", &self.token.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A frame that failed `bad_json` or `bad_request`.
+#[derive(Debug)]
+pub struct Rejected<'a> {
+    pub code: ErrorCode,
+    /// The `ref` to echo: only a valid one, and never for a `ref` that is itself the problem.
+    pub reference: Option<RawJson<'a>>,
+}
