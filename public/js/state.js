@@ -21,7 +21,7 @@ export function createState() {
     endedFriendships: new Map(), // id -> {reason:'left'|'removed', at}: the server said this ID ended a friendship
     friendshipsStarted: 0, // page-wide, so a friendship's number outlives a closed chat (see friend.friendship)
     signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> number of the friendship it first arrived in (replays across friendships)
-    expectations: new Map(), // id -> fingerprint an invite link promised; set when the link is read, until a key is pinned for that ID
+    expectations: new Map(), // id -> fingerprint an invite link promised; set when the link is read, until the key pinned for that ID is that one
     verifiedFingerprints: new Set(), // fingerprints the user verified (remembered when opted in)
     incomingRequests: new Map(), // id -> {id, publicArmored, fingerprint|null (null: unusable), userId, error|null, otherKeys: fingerprints of repeats}
     requestsIgnored: 0, // requests dropped unread because MAX_KEPT_REQUESTS were already pending (requests.js)

@@ -115,7 +115,10 @@ export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored
   }
   state.pins.set(friend.id, fingerprint);
   if (userId) addTo(state.pinnedNames, userId, fingerprint);
-  state.expectations.delete(friend.id);
+  // The link's fingerprint is checked for as long as the page lives, unless the key pinned now is the one it
+  // named (then the pin says the same). Forgetting it after a mismatching pin would let a server fake the end of
+  // that friendship and offer the swapped key again as merely 'new'.
+  if (state.expectations.get(friend.id) === fingerprint) state.expectations.delete(friend.id);
   return assessment;
 }
 
