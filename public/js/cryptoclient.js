@@ -3,6 +3,8 @@
 // (whatever it was computing stops with it) and the next job gets a fresh one. So the cost of any single key or
 // payload to the page is bounded by the budget, and the main thread never computes on them at all.
 
+import { MAX_PUBLIC_KEY_BYTES, byteCount, checkArmoredSize } from './keypolicy.js';
+
 const WORKER_URL = new URL('./cryptoworker.js', import.meta.url);
 
 /** Honest jobs take milliseconds (a key check, a message): seconds mean a crafted input or a stuck worker. */
@@ -115,11 +117,26 @@ export function createCrypto({ budgetMs = JOB_BUDGET_MS } = {}) {
       keyLane.warm();
     },
     /** {fingerprint, userId} of a usable friend's key; rejects with the reason it is not. */
-    readFriendKey: (armored) => keyLane.run('readFriendKey', { armored }),
+    readFriendKey(armored) {
+      // Checked here, before the text is copied to the worker: only keys the server could have accepted go there.
+      const refused = refuseUnsent(armored);
+      return refused ? Promise.reject(refused) : keyLane.run('readFriendKey', { armored });
+    },
     /** The armored payload: the envelope text encrypted to the friend's key and signed with ours. */
     seal: (envelopeText, friendArmored) => messageLane.run('seal', { envelopeText, friendArmored }),
     /** keys.openPayload's answer for a payload from the friend with this key. */
     open: (payload, friendArmored) => messageLane.run('open', { payload, friendArmored }),
     lanes: { keys: keyLane, messages: messageLane },
   };
+}
+
+/**
+ * Why a friend's armored key is refused without reading it (not text, or over the size the server accepts, as
+ * keys.readFriendKey says it too), or null. Cheap: a text over 1 MiB is measured by its length only.
+ */
+export function refuseUnsent(armored) {
+  if (typeof armored !== 'string') return new CryptoError('not_a_key', 'The friend sent something that is not a readable OpenPGP public key.');
+  const size = checkArmoredSize(armored);
+  if (size.ok) return null;
+  return new CryptoError('key_too_large', `This key is ${byteCount(size.bytes)}; SecChat accepts keys of at most ${byteCount(MAX_PUBLIC_KEY_BYTES)}.`);
 }

@@ -2,11 +2,11 @@
 // wire), delivery states from ACK / ERROR / UNDELIVERED, and checking what arrives (§6).
 import { JOB_BUDGET_MS } from './cryptoclient.js';
 import { buildEnvelope, classifySeq, parseEnvelope } from './envelope.js';
+import { FRAME_OVERHEAD } from './transport.js';
 import { canSendTo } from './trust.js';
 
 const BUSY_RETRIES = 4; // peer_busy / rate_limited: retry this often before showing the error
 const BUSY_RETRY_BASE_MS = 1000;
-const FRAME_OVERHEAD = 1024; // what the server adds to a forwarded MESSAGE (`from`, `ts`), PROTOCOL §3
 // How far the sender's clock may be from ours. The sender's signed time is compared with OUR receive time,
 // never with the server's `ts`: a replaying server would simply send the original `ts` again.
 const CLOCK_SKEW_MS = 10 * 60 * 1000;

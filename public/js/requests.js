@@ -54,6 +54,8 @@ export function createIncomingRequests({ state, pgp, changed, onNew }) {
       Object.assign(request, await pgp.readFriendKey(publicArmored));
     } catch (error) {
       request.error = refusalText(error);
+      // A refused key is never used (Accept stays disabled): its text, up to a frame's size, is not kept.
+      request.publicArmored = '';
     } finally {
       checking -= 1;
     }
@@ -76,7 +78,8 @@ export function createIncomingRequests({ state, pgp, changed, onNew }) {
    * names the other one. A repeat with the same key changes nothing and is ignored.
    */
   function keepFirstKey(pending, repeat) {
-    const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : repeat.publicArmored === pending.publicArmored;
+    // A refused key after a refused one changes nothing either: that card can only be declined.
+    const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : !pending.fingerprint;
     if (sameKey) return;
     const other = repeat.fingerprint || 'unreadable';
     if (!pending.otherKeys.includes(other)) pending.otherKeys = [...pending.otherKeys, other];

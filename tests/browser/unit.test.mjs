@@ -7,7 +7,9 @@ import { buildEnvelope, classifySeq, parseEnvelope } from '../../public/js/envel
 import { groupFingerprint, normalizeFingerprint, normalizeId } from '../../public/js/ids.js';
 import { inviteLink, parseInvite } from '../../public/js/invite.js';
 import { checkArmoredSize, checkKeyPackets } from '../../public/js/keypolicy.js';
+import { CryptoError, createLane, refuseUnsent } from '../../public/js/cryptoclient.js';
 import { createPeerQueue } from '../../public/js/peerqueue.js';
+import { CLIENT_MAX_MESSAGE_BYTES, clampLimits, frameCeiling } from '../../public/js/transport.js';
 import { hostileRsaKey } from './helpers/hostilekey.mjs';
 
 const FPR = '0123456789ABCDEF0123456789ABCDEF01234567';
@@ -128,4 +130,30 @@ test('the peer queue keeps one peer\'s events in order and lets other peers pass
   await queue.run('A', () => { log.push('A3'); });
   assert.deepEqual(log, ['B1', 'B3', 'A1', 'A2', 'A3']);
   assert.equal(queue.pending, 0);
+});
+
+test('a server\'s max_message_bytes is clamped to the client maximum, and frames are read up to that plus 1024', () => {
+  assert.equal(CLIENT_MAX_MESSAGE_BYTES, 1048576);
+  assert.deepEqual(clampLimits({ max_message_bytes: 65536 }), { max_message_bytes: 65536 });
+  assert.deepEqual(clampLimits({ max_message_bytes: 16 * 1024 * 1024 }), { max_message_bytes: 1048576 });
+  assert.deepEqual(clampLimits({ max_message_bytes: Number.MAX_SAFE_INTEGER }), { max_message_bytes: 1048576 });
+  assert.deepEqual(clampLimits({ max_message_bytes: -5 }), { max_message_bytes: 0 });
+  for (const odd of [undefined, null, 'x', {}, { max_message_bytes: 1.5 }, { max_message_bytes: '65536' }, { max_message_bytes: 2 ** 60 }]) {
+    assert.deepEqual(clampLimits(odd), {}, JSON.stringify(odd));
+  }
+  assert.equal(frameCeiling(65536), 132096, 'twice the default: room for a long friend list in the CONNECT reply');
+  assert.equal(frameCeiling(4096), 132096);
+  assert.equal(frameCeiling(524288), 525312);
+  assert.equal(frameCeiling(16 * 1024 * 1024), 1049600, 'a larger announced limit does not raise it past the clamp');
+  assert.equal(frameCeiling(undefined), 132096);
+});
+
+test('a friend\'s key over the size the server accepts, or not text, is refused before it is posted to the worker', async () => {
+  assert.equal(refuseUnsent('x'.repeat(16384)), null);
+  const big = refuseUnsent('x'.repeat(100000));
+  assert.ok(big instanceof CryptoError);
+  assert.equal(big.code, 'key_too_large');
+  assert.equal(big.message, 'This key is 100,000 bytes; SecChat accepts keys of at most 16,384 bytes.');
+  assert.equal(refuseUnsent({ length: 1 }).code, 'not_a_key');
+  assert.equal(refuseUnsent(['x']).code, 'not_a_key');
 });
