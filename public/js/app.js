@@ -8,7 +8,7 @@ import { isCanonicalId, normalizeId } from './ids.js';
 import { inviteLink, parseInvite } from './invite.js';
 import { createMessaging, envelopeTextBytes, maxTextBytes } from './messaging.js';
 import { enableNotifications, notify, updateTitle } from './notify.js';
-import { createPeerQueue } from './peerqueue.js';
+import { createPeerQueue, droppedText } from './peerqueue.js';
 import { createIncomingRequests, refusalText } from './requests.js';
 import {
   createState, forgetRememberedData, loadRememberedKey, loadSettings, loadVerifiedFingerprints, newFriend,
@@ -52,7 +52,11 @@ let noticeCounter = 0;
 // Bumped when our session ends: work begun for the old session (a key check) must not land in the new one.
 let sessionEpoch = 0;
 const warnedForgedAccept = new Set(); // IDs whose chat already has the "unexpected acceptance" line
-const peerQueue = createPeerQueue(reportInternalError);
+const peerQueue = createPeerQueue(reportInternalError, { onDropped: (peer, count) => {
+  const friend = state.friends.get(peer); // in that chat; for any other ID, one notice naming it
+  if (friend) addSystem(friend, droppedText(count), 'warn');
+  else addNotice('warn', `${peer}: ${droppedText(count)}`, { kind: 'dropped' });
+} });
 
 function reportInternalError(error) {
   addNotice('error', `Internal error while handling a server message: ${error && error.message}`);

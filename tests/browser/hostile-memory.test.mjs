@@ -135,3 +135,45 @@ describe('a server exhausting memory', { timeout: 120000 }, () => {
     await incomingMessage(bob, alice.id, 'still fine');
   });
 });
+
+describe('a server flooding one friend\'s queue', { timeout: 120000 }, () => {
+  test('frames "from" one friend beyond 256 waiting are dropped with a notice in that chat; the friend\'s real message still arrives', async () => {
+    await sendMessage(bob, alice.id, 'the one to copy');
+    await incomingMessage(alice, bob.id, 'the one to copy');
+    const recorded = mitm.received('MESSAGE', bob.id).at(-1);
+    // Alice's message worker takes its time: jobs to open a payload wait until the test lets them go (within
+    // the 5 s budget), as a payload crafted to be slow would.
+    await alice.page.evaluate(() => {
+      window.__held = [];
+      window.__hold = true;
+      const post = Worker.prototype.postMessage;
+      window.__releaseHeld = () => {
+        window.__hold = false;
+        for (const [worker, message] of window.__held.splice(0)) post.call(worker, message);
+      };
+      Worker.prototype.postMessage = function held(message, ...rest) {
+        if (window.__hold && message && message.op === 'open') window.__held.push([this, message]);
+        else post.call(this, message, ...rest);
+      };
+    });
+    const shownBefore = await pane(alice, bob.id).locator('.msg-in').count();
+    const copies = 400;
+    for (let i = 0; i < copies; i += 1) mitm.inject(recorded);
+    const lines = pane(alice, bob.id).locator('.msg-system-warn', { hasText: /from the server were dropped: too many waiting/ });
+    await lines.first().waitFor({ state: 'attached', timeout: 5000 });
+    await alice.page.evaluate(() => window.__releaseHeld());
+    // One running and 255 waiting were kept; the rest are counted, in one line or a few (rate-limited).
+    const droppedSoFar = async () => (await lines.allTextContents()).reduce((sum, text) => sum + Number(/^(\d+) messages/.exec(text)[1]), 0);
+    for (let waited = 0; (await droppedSoFar()) < copies - 256 && waited < 15000; waited += 250) await sleep(250);
+    assert.equal(await droppedSoFar(), copies - 256);
+    assert.ok((await lines.count()) <= 2, 'the notice is rate-limited');
+
+    await sendMessage(bob, alice.id, 'the real one after the flood');
+    const real = await incomingMessage(alice, bob.id, 'the real one after the flood', 30000);
+    assert.equal(await real.getAttribute('data-verified'), 'true');
+    // Every kept copy was checked and shown (one quiet duplicate, then REPLAYs), none dropped silently.
+    assert.equal(await pane(alice, bob.id).locator('.msg-in').count(), shownBefore + 256 + 1);
+    assert.equal(await pane(alice, bob.id).locator('.msg-in[data-verified="true"]').count(), 2, 'the copied one and the real one');
+    await assertClean(alice);
+  });
+});

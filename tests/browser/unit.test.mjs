@@ -8,7 +8,7 @@ import { groupFingerprint, normalizeFingerprint, normalizeId } from '../../publi
 import { inviteLink, parseInvite } from '../../public/js/invite.js';
 import { checkArmoredSize, checkKeyPackets } from '../../public/js/keypolicy.js';
 import { CryptoError, createLane, refuseUnsent } from '../../public/js/cryptoclient.js';
-import { createPeerQueue } from '../../public/js/peerqueue.js';
+import { createPeerQueue, droppedText } from '../../public/js/peerqueue.js';
 import { CLIENT_MAX_MESSAGE_BYTES, clampLimits, frameCeiling } from '../../public/js/transport.js';
 import { hostileRsaKey } from './helpers/hostilekey.mjs';
 
@@ -130,6 +130,37 @@ test('the peer queue keeps one peer\'s events in order and lets other peers pass
   await queue.run('A', () => { log.push('A3'); });
   assert.deepEqual(log, ['B1', 'B3', 'A1', 'A2', 'A3']);
   assert.equal(queue.pending, 0);
+});
+
+test('the peer queue holds at most maxPerPeer tasks per ID and maxTotal in all; drops are reported gathered and rate-limited', async () => {
+  const reports = [];
+  const queue = createPeerQueue(() => {}, {
+    maxPerPeer: 3, maxTotal: 5, gatherMs: 20, reportEveryMs: 200, onDropped: (peer, count) => reports.push([peer, count]),
+  });
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  const ran = [];
+  const results = [];
+  for (let i = 0; i < 10; i += 1) results.push(queue.run('A', async () => { await gate; ran.push(`A${i}`); }));
+  assert.equal(queue.queued, 3, 'one running and two waiting');
+  results.push(queue.run('B', () => gate), queue.run('B', () => gate), queue.run('C', () => ran.push('C')));
+  assert.equal(queue.queued, 5);
+  assert.equal(await results.at(-1), false, 'over the total: dropped, not run');
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(reports, [['A', 7], ['C', 1]], 'one report per ID for the burst');
+  for (let i = 0; i < 4; i += 1) queue.run('A', () => {});
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(reports.length, 2, 'no second report within the window');
+  release();
+  assert.deepEqual((await Promise.all(results.slice(0, 10))).map(Boolean), [true, true, true, false, false, false, false, false, false, false]);
+  assert.deepEqual(ran, ['A0', 'A1', 'A2']);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.deepEqual(reports, [['A', 7], ['C', 1], ['A', 4]], 'the drops of the window, reported when it ends');
+  assert.equal(queue.queued, 0);
+  assert.equal(queue.pending, 0);
+  assert.equal(await queue.run('A', () => {}), true, 'room again');
+  assert.equal(droppedText(1), '1 message from the server was dropped: too many waiting.');
+  assert.equal(droppedText(144), '144 messages from the server were dropped: too many waiting.');
 });
 
 test('a server\'s max_message_bytes is clamped to the client maximum, and frames are read up to that plus 1024', () => {
