@@ -188,3 +188,67 @@ test('a friend\'s key over the size the server accepts, or not text, is refused 
   assert.equal(refuseUnsent({ length: 1 }).code, 'not_a_key');
   assert.equal(refuseUnsent(['x']).code, 'not_a_key');
 });
+
+/**
+ * A stand-in for the crypto worker: says it is ready `startupMs` after it is made (never, for Infinity), then
+ * answers jobs in order, each after `jobMs` (op 'hang': never). `made` counts the workers.
+ */
+function fakeWorker({ startupMs, jobMs = 5, initMs = 5 }) {
+  const made = [];
+  class FakeWorker {
+    constructor() {
+      made.push(this);
+      this.terminated = false;
+      this.chain = startupMs === Infinity ? new Promise(() => {}) : sleep(startupMs).then(() => this.emit({ ready: true }));
+    }
+
+    emit(data) {
+      if (!this.terminated && this.onmessage) this.onmessage({ data });
+    }
+
+    postMessage({ id, op, args }) {
+      this.chain = this.chain.then(async () => {
+        if (op === 'hang') return new Promise(() => {});
+        await sleep(op === 'init' ? initMs : jobMs);
+        this.emit({ id, ok: true, result: { op, args } });
+      });
+    }
+
+    terminate() {
+      this.terminated = true;
+    }
+  }
+  return { FakeWorker, made };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('a crypto job\'s time budget starts when its worker is ready, so start-up (also after a restart) is not counted', async () => {
+  // Start-up takes three budgets; the job itself a fraction of one.
+  const slowStart = fakeWorker({ startupMs: 300 });
+  const lane = createLane({ name: 't', budgetMs: 100, WorkerImpl: slowStart.FakeWorker });
+  assert.deepEqual(await lane.run('readFriendKey', { armored: 'k' }), { op: 'readFriendKey', args: { armored: 'k' } });
+  // A job over its budget is refused and its worker replaced; the next job waits for the new worker's start-up
+  // without spending its budget on it.
+  const hung = lane.run('hang', {}).then(() => 'answered', (error) => error.code);
+  const next = lane.run('readFriendKey', { armored: 'k2' });
+  assert.equal(await hung, 'too_slow');
+  assert.deepEqual(await next, { op: 'readFriendKey', args: { armored: 'k2' } });
+  assert.equal(lane.restarts, 1);
+  assert.equal(slowStart.made.length, 2);
+
+  // Reading the user's key (`init`) is start-up too.
+  const slowInit = fakeWorker({ startupMs: 50, initMs: 300 });
+  const messages = createLane({ name: 'm', budgetMs: 100, WorkerImpl: slowInit.FakeWorker });
+  messages.setInit('init', { privateBinary: 1 });
+  assert.equal((await messages.run('open', {})).op, 'open');
+  assert.equal(messages.restarts, 0);
+
+  // A worker that never gets ready fails its job after the start-up budget, and the next job gets a new one.
+  const never = fakeWorker({ startupMs: Infinity });
+  const stuck = createLane({ name: 's', budgetMs: 100, startupMs: 200, WorkerImpl: never.FakeWorker });
+  const started = Date.now();
+  await assert.rejects(stuck.run('readFriendKey', {}), (error) => error instanceof CryptoError && error.code === 'worker_failed');
+  assert.ok(Date.now() - started >= 190, 'failed before the start-up budget was spent');
+  assert.equal(stuck.restarts, 1);
+});
