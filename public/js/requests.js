@@ -14,6 +14,12 @@ export const MAX_KEPT_REQUESTS = 500;
 /** How long a withdrawn request is remembered for its card's short note. */
 export const WITHDRAWN_NOTE_MS = 10000;
 
+/**
+ * Other keys named on a card whose ID repeated its request (the card shows them); further repeats with yet
+ * another key are only counted. A lying server can repeat a request without end.
+ */
+export const OTHER_KEYS_KEPT = 3;
+
 /** Why a key was refused, in words for its card or a notice. */
 export function refusalText(error) {
   if (error && error.code === 'too_slow') {
@@ -48,7 +54,7 @@ export function createIncomingRequests({ state, pgp, changed, onNew }) {
       changed();
       return;
     }
-    const request = { id: from, publicArmored, fingerprint: null, userId: '', error: null, otherKeys: [] };
+    const request = { id: from, publicArmored, fingerprint: null, userId: '', error: null, otherKeys: [], moreOtherKeys: 0 };
     checking += 1;
     try {
       Object.assign(request, await pgp.readFriendKey(publicArmored));
@@ -75,14 +81,18 @@ export function createIncomingRequests({ state, pgp, changed, onNew }) {
   /**
    * An honest server never forwards a repeated request (PROTOCOL FRIEND_REQUEST), so a repeat carrying another
    * key is an attempt to swap the key while the user compares fingerprints: the first key stays, and the card
-   * names the other one. A repeat with the same key changes nothing and is ignored.
+   * names the other one (the first OTHER_KEYS_KEPT; later repeats with other keys are counted, not told apart).
+   * A repeat with the same key changes nothing and is ignored.
    */
   function keepFirstKey(pending, repeat) {
     // A refused key after a refused one changes nothing either: that card can only be declined.
     const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : !pending.fingerprint;
     if (sameKey) return;
     const other = repeat.fingerprint || 'unreadable';
-    if (!pending.otherKeys.includes(other)) pending.otherKeys = [...pending.otherKeys, other];
+    if (pending.otherKeys.includes(other)) return;
+    // A new array (of at most OTHER_KEYS_KEPT) tells the view to redraw the warning; past that, a count.
+    if (pending.otherKeys.length < OTHER_KEYS_KEPT) pending.otherKeys = [...pending.otherKeys, other];
+    else pending.moreOtherKeys += 1;
     changed();
   }
 

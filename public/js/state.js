@@ -23,7 +23,7 @@ export function createState() {
     signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> number of the friendship it first arrived in (replays across friendships)
     expectations: new Map(), // id -> fingerprint an invite link promised; set when the link is read, until the key pinned for that ID is that one
     verifiedFingerprints: new Set(), // fingerprints the user verified (remembered when opted in)
-    incomingRequests: new Map(), // id -> {id, publicArmored ('' once refused), fingerprint|null (null: unusable), userId, error|null, otherKeys: fingerprints of repeats}
+    incomingRequests: new Map(), // id -> {id, publicArmored ('' once refused), fingerprint|null (null: unusable), userId, error|null, otherKeys: up to 3 fingerprints of repeats with other keys ('unreadable' for a refused one), moreOtherKeys: further such repeats counted}
     requestsIgnored: 0, // requests dropped unread because MAX_KEPT_REQUESTS were already pending (requests.js)
     withdrawnRequests: new Map(), // id -> when its pending request was withdrawn (FRIEND_CANCEL), for the card's short note
     outgoingRequests: new Map(), // id -> {id, state:'pending'|'declined', unsure: true when the connection dropped before the ACK}

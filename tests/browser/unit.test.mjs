@@ -9,6 +9,8 @@ import { inviteLink, parseInvite } from '../../public/js/invite.js';
 import { checkArmoredSize, checkKeyPackets } from '../../public/js/keypolicy.js';
 import { CryptoError, createLane, refuseUnsent } from '../../public/js/cryptoclient.js';
 import { createPeerQueue, droppedText } from '../../public/js/peerqueue.js';
+import { OTHER_KEYS_KEPT, createIncomingRequests } from '../../public/js/requests.js';
+import { createState } from '../../public/js/state.js';
 import { CLIENT_MAX_MESSAGE_BYTES, clampLimits, frameCeiling } from '../../public/js/transport.js';
 import { hostileRsaKey } from './helpers/hostilekey.mjs';
 
@@ -251,4 +253,58 @@ test('a crypto job\'s time budget starts when its worker is ready, so start-up (
   await assert.rejects(stuck.run('readFriendKey', {}), (error) => error instanceof CryptoError && error.code === 'worker_failed');
   assert.ok(Date.now() - started >= 190, 'failed before the start-up budget was spent');
   assert.equal(stuck.restarts, 1);
+});
+
+test('a request repeated with other keys names the first three and counts the rest, without growing or copying a list per repeat', async () => {
+  const state = createState();
+  const fingerprintOf = (armored) => armored.replace('key-', '').padStart(40, '0');
+  let changes = 0;
+  const requests = createIncomingRequests({
+    state,
+    pgp: { readFriendKey: async (armored) => (armored === 'bad' ? Promise.reject(new Error('refused')) : { fingerprint: fingerprintOf(armored), userId: '' }) },
+    changed: () => { changes += 1; },
+    onNew: () => {},
+  });
+  const current = () => true;
+  await requests.receive('K7Q2ZD', 'key-0', current);
+  const card = state.incomingRequests.get('K7Q2ZD');
+  for (let i = 1; i <= 1000; i += 1) await requests.receive('K7Q2ZD', `key-${i}`, current);
+  await requests.receive('K7Q2ZD', 'key-2', current); // a repeat of a key already named: nothing new
+  await requests.receive('K7Q2ZD', 'key-0', current); // the first key again: nothing new
+  assert.equal(OTHER_KEYS_KEPT, 3);
+  assert.deepEqual(card.otherKeys, ['key-1', 'key-2', 'key-3'].map(fingerprintOf));
+  assert.equal(card.moreOtherKeys, 997);
+  assert.equal(card.fingerprint, fingerprintOf('key-0'), 'the first key stays');
+  const before = changes;
+  const kept = card.otherKeys;
+  await requests.receive('K7Q2ZD', 'key-1001', current);
+  assert.equal(card.otherKeys, kept, 'no new list once three are named');
+  assert.equal(changes, before + 1);
+
+  // A refused key keeps its reason, not its text; a refused repeat of it changes nothing.
+  await requests.receive('M0RR15', 'bad', current);
+  const refused = state.incomingRequests.get('M0RR15');
+  assert.equal(refused.publicArmored, '');
+  assert.equal(refused.error, 'refused');
+  await requests.receive('M0RR15', 'bad', current);
+  assert.deepEqual(refused.otherKeys, []);
+});
+
+test('the message worker serves peer IDs in turn: each ID has one job queued at a time, so a backlog from one waits behind one job of each other', async () => {
+  const seen = [];
+  const { FakeWorker } = fakeWorker({ startupMs: 1, jobMs: 2 });
+  class Recording extends FakeWorker {
+    postMessage(message) {
+      if (message.op === 'open') seen.push(message.args.who);
+      super.postMessage(message);
+    }
+  }
+  const lane = createLane({ name: 'm', WorkerImpl: Recording });
+  const queue = createPeerQueue((error) => { throw error; });
+  const done = [];
+  // A lying server's backlog "from" A arrives first, then one message each from B and C.
+  for (let i = 0; i < 4; i += 1) done.push(queue.run('A', () => lane.run('open', { who: `A${i}` })));
+  done.push(queue.run('B', () => lane.run('open', { who: 'B0' })), queue.run('C', () => lane.run('open', { who: 'C0' })));
+  await Promise.all(done);
+  assert.deepEqual(seen, ['A0', 'B0', 'C0', 'A1', 'A2', 'A3']);
 });
