@@ -40,7 +40,10 @@ const appRoot = document.getElementById('app');
 let model = createModel();
 let renderQueued = false;
 let noticeCounter = 0;
-const peerQueue = createPeerQueue(reportInternalError);
+// A peer ID with too many frames waiting gets the rest dropped; the domain says so in its chat or a notice.
+const peerQueue = createPeerQueue(reportInternalError, {
+  onDropped: (from, count) => dispatch({ type: 'framesDropped', from, count }).catch(reportInternalError),
+});
 
 /** What actions.js works with. `transport`, `views` and `effects` exist once the chat screen is shown. */
 const app = {

@@ -2,11 +2,20 @@
 // time, each with a time budget. A job that overruns it is refused (`too_slow`), the worker is terminated
 // (whatever it was computing stops with it) and the next job gets a fresh one. So the cost of any single key or
 // payload to the page is bounded by the budget, and the main thread never computes on them at all.
+//
+// A job's budget starts when its worker is ready: loaded (it says so) and, for a lane with an `init` job, done
+// with it. Starting a worker (spawning it, loading OpenPGP.js, reading the user's key) is not the job's doing,
+// and on a slow phone could take longer than a budget: counted against the job after every restart, it would
+// make each next job overrun too. Start-up has its own, longer budget.
+
+import { MAX_PUBLIC_KEY_BYTES, byteCount, checkArmoredSize } from './keypolicy.js';
 
 const WORKER_URL = new URL('./cryptoworker.js', import.meta.url);
 
 /** Honest jobs take milliseconds (a key check, a message): seconds mean a crafted input or a stuck worker. */
 export const JOB_BUDGET_MS = 5000;
+/** A worker not ready this long after it was started (or given a new `init`) is replaced. */
+export const STARTUP_BUDGET_MS = 30000;
 
 /** A refused job: `code` is the worker's KeyError code, `too_slow`, or `worker_failed`. */
 export class CryptoError extends Error {
@@ -21,24 +30,56 @@ export class CryptoError extends Error {
  * @param {object} options
  * @param {string} options.name  the worker's name (shown in the browser's devtools)
  * @param {number} [options.budgetMs]  default budget per job, measured from when the worker is given the job
+ *   and is ready (a job posted to a worker still starting waits for it first)
+ * @param {number} [options.startupMs]  how long a worker may take to be ready
  */
-export function createLane({ name, budgetMs = JOB_BUDGET_MS, url = WORKER_URL, WorkerImpl = globalThis.Worker }) {
+export function createLane({
+  name, budgetMs = JOB_BUDGET_MS, startupMs = STARTUP_BUDGET_MS, url = WORKER_URL, WorkerImpl = globalThis.Worker,
+}) {
   let worker = null;
   let init = null; // {op, args}: posted first to every new worker (the user's key)
   const queue = []; // {op, args, budgetMs, resolve, reject}, in submission order
-  let current = null; // {id, job, timer}: the one job the worker has
+  let current = null; // {id, job, timer}: the one job the worker has; timer null until the worker is ready
   let nextId = 1;
   let restarts = 0;
+  let loaded = false; // the worker said it is loaded
+  let initPending = false; // an `init` was posted and not answered yet
+  let startupTimer = null;
 
   function spawn() {
     worker = new WorkerImpl(url, { type: 'module', name });
-    worker.onmessage = (event) => settle(event.data);
+    worker.onmessage = (event) => received(event.data);
     // Only a worker that could not load (or threw outside a job) gets here: the job it had is lost with it.
     worker.onerror = (event) => {
       event.preventDefault();
       replace(new CryptoError('worker_failed', 'The crypto worker failed.'));
     };
-    if (init) worker.postMessage({ id: 0, ...init });
+    loaded = false;
+    initPending = false;
+    if (init) postInit();
+    else startingUp();
+  }
+
+  function postInit() {
+    initPending = true;
+    worker.postMessage({ id: 0, ...init });
+    startingUp();
+  }
+
+  function isReady() {
+    return loaded && !initPending;
+  }
+
+  /** The worker is not ready yet: jobs wait for it without spending their budget, within the start-up budget. */
+  function startingUp() {
+    clearTimeout(startupTimer);
+    startupTimer = setTimeout(() => replace(new CryptoError('worker_failed', 'The crypto worker did not start.')), startupMs);
+  }
+
+  function startBudget() {
+    if (!current || current.timer || !isReady()) return;
+    const { job } = current;
+    current.timer = setTimeout(() => replace(new CryptoError('too_slow', `took longer than ${job.budgetMs / 1000} s`)), job.budgetMs);
   }
 
   function pump() {
@@ -46,12 +87,29 @@ export function createLane({ name, budgetMs = JOB_BUDGET_MS, url = WORKER_URL, W
     const job = queue.shift();
     if (!worker) spawn();
     const id = nextId++;
-    current = { id, job, timer: setTimeout(() => replace(new CryptoError('too_slow', `took longer than ${job.budgetMs / 1000} s`)), job.budgetMs) };
+    current = { id, job, timer: null };
     worker.postMessage({ id, op: job.op, args: job.args });
+    startBudget();
+  }
+
+  function received(data) {
+    if (data && data.ready === true) {
+      loaded = true;
+    } else if (data && data.id === 0) {
+      // The answer to `init` needs none: a failed init shows up as failing jobs.
+      initPending = false;
+    } else {
+      settle(data);
+      return;
+    }
+    if (isReady()) {
+      clearTimeout(startupTimer);
+      startupTimer = null;
+      startBudget();
+    }
   }
 
   function settle({ id, ok, result, error }) {
-    // Replies to `init` (id 0) need no answer: a failed init shows up as failing jobs.
     if (!current || id !== current.id) return;
     const { job, timer } = current;
     clearTimeout(timer);
@@ -63,6 +121,8 @@ export function createLane({ name, budgetMs = JOB_BUDGET_MS, url = WORKER_URL, W
 
   /** Ends the worker with the job it holds (refused with `error`); queued jobs go to a new worker. */
   function replace(error) {
+    clearTimeout(startupTimer);
+    startupTimer = null;
     if (worker) {
       worker.onmessage = null;
       worker.onerror = null;
@@ -89,7 +149,7 @@ export function createLane({ name, budgetMs = JOB_BUDGET_MS, url = WORKER_URL, W
     /** Sets the job every worker of this lane starts with, and starts one now so the first real job is quick. */
     setInit(op, args) {
       init = { op, args };
-      if (worker) worker.postMessage({ id: 0, ...init });
+      if (worker) postInit();
       else spawn();
     },
     /** Starts the worker ahead of the first job (loading OpenPGP.js takes a moment). */
@@ -115,11 +175,26 @@ export function createCrypto({ budgetMs = JOB_BUDGET_MS } = {}) {
       keyLane.warm();
     },
     /** {fingerprint, userId} of a usable friend's key; rejects with the reason it is not. */
-    readFriendKey: (armored) => keyLane.run('readFriendKey', { armored }),
+    readFriendKey(armored) {
+      // Checked here, before the text is copied to the worker: only keys the server could have accepted go there.
+      const refused = refuseUnsent(armored);
+      return refused ? Promise.reject(refused) : keyLane.run('readFriendKey', { armored });
+    },
     /** The armored payload: the envelope text encrypted to the friend's key and signed with ours. */
     seal: (envelopeText, friendArmored) => messageLane.run('seal', { envelopeText, friendArmored }),
     /** keys.openPayload's answer for a payload from the friend with this key. */
     open: (payload, friendArmored) => messageLane.run('open', { payload, friendArmored }),
     lanes: { keys: keyLane, messages: messageLane },
   };
+}
+
+/**
+ * Why a friend's armored key is refused without reading it (not text, or over the size the server accepts, as
+ * keys.readFriendKey says it too), or null. Cheap: a text over 1 MiB is measured by its length only.
+ */
+export function refuseUnsent(armored) {
+  if (typeof armored !== 'string') return new CryptoError('not_a_key', 'The friend sent something that is not a readable OpenPGP public key.');
+  const size = checkArmoredSize(armored);
+  if (size.ok) return null;
+  return new CryptoError('key_too_large', `This key is ${byteCount(size.bytes)}; SecChat accepts keys of at most ${byteCount(MAX_PUBLIC_KEY_BYTES)}.`);
 }

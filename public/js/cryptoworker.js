@@ -2,7 +2,8 @@
 // key or message, however crafted, can freeze the page. cryptoclient.js runs one job at a time here and
 // terminates the worker when a job overruns its time budget; nothing here needs to survive that.
 //
-// Messages in: {id, op, args}; out: {id, ok:true, result} or {id, ok:false, error:{code, message}}.
+// Messages in: {id, op, args}; out: {id, ok:true, result} or {id, ok:false, error:{code, message}}, and once,
+// when this module (with OpenPGP.js) is loaded, {ready:true}: the page starts a job's time budget only then.
 // Jobs run strictly one after the other, in the order they were posted (`init` before the jobs after it).
 import { KeyError, openPayload, readFriendKey, sealPayload } from './keys.js';
 import * as openpgp from '../vendor/openpgp.min.mjs';
@@ -63,3 +64,6 @@ self.onmessage = (event) => {
     }
   });
 };
+
+// Loaded: messages posted meanwhile are delivered from now on, after this one.
+self.postMessage({ ready: true });

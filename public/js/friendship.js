@@ -186,6 +186,16 @@ export function frameArrived(next, { frame, now, epoch }) {
 }
 
 /**
+ * `count` frames about `from` were dropped unread: too many were waiting (peerqueue.js), as only a lying server
+ * (or a friend's client sending crafted slow payloads) makes happen. One line in that friend's chat; for any
+ * other ID, a notice naming it.
+ */
+export function framesDropped(next, { from, count }) {
+  if (next.state.friends.has(from)) appendSystemLine(next, from, 'frames_dropped', { count });
+  else next.effects.push({ type: 'notice', code: 'frames_dropped', from, count });
+}
+
+/**
  * An honest server forwards FRIEND_ACCEPT only for our own pending request (PROTOCOL FRIEND_ACCEPT). Anything
  * else would start a new friendship and reset `seq` both ways, letting the server replay a recorded
  * conversation as verified (SECURITY.md): ignore it, and say so.

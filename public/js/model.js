@@ -28,7 +28,7 @@ export function createModel() {
     endedFriendships: new Map(), // id -> {reason:'left'|'removed', at}: the server said this ID ended a friendship
     friendshipsStarted: 0, // page-wide, so a friendship's number outlives a closed chat (see friend.friendship)
     signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> number of the friendship it first arrived in
-    expectations: new Map(), // id -> fingerprint an invite link promised; from when the link is read until a key is pinned
+    expectations: new Map(), // id -> fingerprint an invite link promised; from when the link is read until the key pinned for that ID is that one
     verifiedFingerprints: new Set(), // fingerprints the user verified (the wiring stores them when opted in)
     warnedForgedAccept: new Set(), // IDs whose chat already has the "unexpected acceptance" line
     nextLocalId: 1, // numbers every line of every conversation: views key their elements by it

@@ -16,6 +16,12 @@ export const MAX_KEPT_REQUESTS = 500;
 export const WITHDRAWN_NOTE_MS = 10000;
 
 /**
+ * Other keys named on a card whose ID repeated its request (the card shows them); further repeats with yet
+ * another key are only counted. A lying server can repeat a request without end.
+ */
+export const OTHER_KEYS_KEPT = 3;
+
+/**
  * A FRIEND_REQUEST from `from`. Its key is checked by the `checkKey` effect, whose answer is requestKeyChecked();
  * the wiring applies both in `from`'s turn of the event order (peerqueue.js), so a withdrawal or a repeat from
  * the same ID is applied after it. `epoch` is the session the frame arrived in.
@@ -45,11 +51,15 @@ export function requestKeyChecked(next, { from, publicArmored, key, refusal, epo
   const request = {
     id: from,
     number: 0,
-    publicArmored,
+    // A refused key is never used (Accept stays disabled): its text, up to a frame's size, is not kept.
+    publicArmored: key ? publicArmored : '',
     fingerprint: key ? key.fingerprint : null, // null: the key is refused, and the card says why
     userId: key ? key.userId : '',
     refusal: key ? null : refusal,
-    otherKeys: [], // fingerprints of repeats that brought another key ('unreadable' for a refused one)
+    // Up to OTHER_KEYS_KEPT fingerprints of repeats that brought another key ('unreadable' for a refused one),
+    // and how many further such repeats came.
+    otherKeys: [],
+    moreOtherKeys: 0,
   };
   const first = state.incomingRequests.get(from); // the user may have declined the first one meanwhile
   if (first) {
@@ -69,14 +79,19 @@ export function requestKeyChecked(next, { from, publicArmored, key, refusal, epo
 /**
  * An honest server never forwards a repeated request (PROTOCOL FRIEND_REQUEST), so a repeat carrying another
  * key is an attempt to swap the key while the user compares fingerprints: the first key stays, and the card
- * names the other one. A repeat with the same key changes nothing and is ignored.
+ * names the other one (the first OTHER_KEYS_KEPT; later repeats with other keys are counted, not told apart).
+ * A repeat with the same key changes nothing and is ignored.
  */
 function keepFirstKey(next, pending, repeat) {
-  const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : repeat.publicArmored === pending.publicArmored;
+  // A refused key after a refused one changes nothing either: that card can only be declined.
+  const sameKey = repeat.fingerprint ? repeat.fingerprint === pending.fingerprint : !pending.fingerprint;
   if (sameKey) return;
   const other = repeat.fingerprint || 'unreadable';
   if (pending.otherKeys.includes(other)) return;
-  const updated = { ...pending, otherKeys: [...pending.otherKeys, other] };
+  // A new list (of at most OTHER_KEYS_KEPT) tells the view to redraw the warning; past that, a count.
+  const updated = pending.otherKeys.length < OTHER_KEYS_KEPT
+    ? { ...pending, otherKeys: [...pending.otherKeys, other] }
+    : { ...pending, moreOtherKeys: pending.moreOtherKeys + 1 };
   next.state = { ...next.state, incomingRequests: withEntry(next.state.incomingRequests, pending.id, updated) };
 }
 

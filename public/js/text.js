@@ -92,6 +92,11 @@ export function refusalText(error) {
   return (error && error.message) || 'The key could not be read.';
 }
 
+/** Frames about one ID dropped unread because too many waited (peerqueue.js): "3 messages from the server were dropped: too many waiting." */
+export function droppedText(count) {
+  return `${count} message${count === 1 ? '' : 's'} from the server ${count === 1 ? 'was' : 'were'} dropped: too many waiting.`;
+}
+
 function unexpectedAcceptText(from, live) {
   return `Ignored an unexpected friend acceptance from ${from}: ${live ? 'they are already your friend' : 'you have no pending request to them'}. The server may be misbehaving.`;
 }
@@ -124,6 +129,7 @@ export function systemLineText(line, friendId) {
     case 'verified': return { text: 'You marked this key as verified.', tone: 'info' };
     case 'unverified': return { text: 'You marked this key as unverified.', tone: 'info' };
     case 'key_accepted': return { text: 'You chose to continue with the new key (unverified).', tone: 'warn' };
+    case 'frames_dropped': return { text: droppedText(line.count), tone: 'warn' };
     default: return { text: String(line.what), tone: 'info' };
   }
 }
@@ -158,6 +164,8 @@ export function noticeText(code, details = {}) {
       return { tone: 'warn', text: 'Your key was not remembered: a key without a passphrase is never stored.' };
     case 'notifications_blocked':
       return { tone: 'warn', kind: 'notifications', text: 'Notifications are blocked by the browser for this site.' };
+    case 'frames_dropped':
+      return { tone: 'warn', kind: 'dropped', text: `${details.from}: ${droppedText(details.count)}` };
     case 'internal_error':
       return { tone: 'error', text: `Internal error while handling a server message: ${details.message}` };
     default:

@@ -6,6 +6,7 @@
 // Events, by where they come from:
 // - the transport: connected {id, version, resumed, resumeAttempted, friends, limits}, status {status},
 //   frame {frame, epoch} (a server frame about a peer or UNDELIVERED; `epoch` is the session it arrived in)
+// - the event order (peerqueue.js): framesDropped {from, count} (frames about `from` dropped unread: too many waited)
 // - effects done: keyChecked {purpose:'request'|'accept', from, publicArmored, key|refusal, epoch},
 //   opened {peer, incoming, opened}, sealed {peer, localId, friendship, seq, payload},
 //   sealFailed {peer, localId, code}, acked {peer, localId, queued}, sendFailed {peer, localId, code},
@@ -30,6 +31,7 @@ const HANDLERS = {
   connected: friendship.connected,
   status: friendship.statusChanged,
   frame: friendship.frameArrived,
+  framesDropped: friendship.framesDropped,
   keyChecked: friendship.keyChecked,
   opened: messageOpened,
   sealed,

@@ -1,5 +1,6 @@
 // The WebSocket to /ws: CONNECT and resume, reconnection with backoff and jitter, `ref`s matched to their
 // ACK / ERROR, keepalive PINGs, and liveness checks when the page wakes up. It knows nothing of keys or chat.
+import { FRAME_OVERHEAD } from './envelope.js';
 
 const BACKOFF_BASE_MS = 500;
 // Below the server's default 30 s resume window, so a few attempts fit inside it.
@@ -13,6 +14,36 @@ const TIMER_JUMP_MS = 20000; // the page slept (laptop lid, background tab): che
 // Announced in CONNECT. A version 2 server says so in its reply and sends FRIEND_CANCEL; a version 1 server
 // ignores the field (unknown fields are ignored, PROTOCOL §2) and the client works with it as before.
 const PROTOCOL_VERSION = 2;
+
+/**
+ * The largest `max_message_bytes` the client takes from a server's CONNECT reply. A server may be run with up
+ * to 16 MiB; a larger limit than this is used as this (the composer and incoming messages both follow it), so
+ * a server cannot announce its way past the frame ceiling below.
+ */
+export const CLIENT_MAX_MESSAGE_BYTES = 1 << 20;
+/** The server's default `max_message_bytes`, assumed until a CONNECT reply says otherwise (as model.js does). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 65536;
+
+/**
+ * The limits the client takes from a CONNECT reply: `max_message_bytes` kept within 0..CLIENT_MAX_MESSAGE_BYTES,
+ * or nothing when the reply has no whole number there (the limit known before stays).
+ */
+export function clampLimits(limits) {
+  const announced = limits && typeof limits === 'object' ? limits.max_message_bytes : undefined;
+  if (!Number.isSafeInteger(announced)) return {};
+  return { max_message_bytes: Math.min(Math.max(announced, 0), CLIENT_MAX_MESSAGE_BYTES) };
+}
+
+/**
+ * The longest incoming frame read, in UTF-16 code units (a string's length; never more than its UTF-8 bytes):
+ * the clamped limit plus the forwarding overhead, and never less than twice the default limit plus it (the
+ * CONNECT reply's friend list is not bounded by the limit: 132,096 holds about 4,500 friends). Anything longer
+ * is dropped before JSON.parse: a lying server's frame of any size would otherwise be parsed and held.
+ */
+export function frameCeiling(maxMessageBytes) {
+  const limit = Number.isSafeInteger(maxMessageBytes) ? Math.min(maxMessageBytes, CLIENT_MAX_MESSAGE_BYTES) : DEFAULT_MAX_MESSAGE_BYTES;
+  return Math.max(2 * DEFAULT_MAX_MESSAGE_BYTES, limit) + FRAME_OVERHEAD;
+}
 
 /** Error carried by a rejected request: a server ERROR code, or `offline` / `connection_lost`. */
 export class RequestError extends Error {
@@ -42,6 +73,8 @@ export function createTransport({ url, onEvent, WebSocketImpl = globalThis.WebSo
   let lastFrameAt = 0;
   let lastTickAt = Date.now();
   let nextRef = 1;
+  let ceiling = frameCeiling(DEFAULT_MAX_MESSAGE_BYTES); // follows the last CONNECT reply's (clamped) limit
+  let droppedFrames = 0;
   let leaving = false;
   let stopped = false;
   const pending = new Map(); // ref -> {resolve, reject}
@@ -87,6 +120,16 @@ export function createTransport({ url, onEvent, WebSocketImpl = globalThis.WebSo
   }
 
   function handleFrame(data) {
+    // The server sends text frames of at most max_message_bytes + 1024 bytes (PROTOCOL §1, §3). A longer one, or
+    // a binary one, is not parsed at all: only its length is looked at.
+    if (typeof data !== 'string' || data.length > ceiling) {
+      droppedFrames += 1;
+      if (droppedFrames === 1) {
+        const size = typeof data === 'string' ? `of ${data.length.toLocaleString('en-US')} characters` : 'in binary';
+        console.warn(`SecChat dropped a server frame ${size} unread (the most it reads is ${ceiling.toLocaleString('en-US')}). Later ones are only counted.`);
+      }
+      return;
+    }
     let frame;
     try {
       frame = JSON.parse(data);
@@ -99,6 +142,8 @@ export function createTransport({ url, onEvent, WebSocketImpl = globalThis.WebSo
       session = { id: frame.id, token: frame.token };
       attempts = 0;
       status = 'online';
+      const limits = clampLimits(frame.limits);
+      if (limits.max_message_bytes !== undefined) ceiling = frameCeiling(limits.max_message_bytes);
       onEvent({
         kind: 'session',
         id: frame.id,
@@ -106,7 +151,7 @@ export function createTransport({ url, onEvent, WebSocketImpl = globalThis.WebSo
         resumed: frame.resumed === true,
         resumeAttempted,
         friends: Array.isArray(frame.friends) ? frame.friends : [],
-        limits: frame.limits || {},
+        limits,
       });
       onEvent({ kind: 'status', status: 'online' });
       return;
@@ -283,5 +328,7 @@ export function createTransport({ url, onEvent, WebSocketImpl = globalThis.WebSo
     isOnline: isOpen,
     get status() { return status; },
     get sessionId() { return session ? session.id : null; },
+    /** Server frames dropped unread for their size or type (see frameCeiling). */
+    get droppedFrames() { return droppedFrames; },
   };
 }

@@ -77,7 +77,7 @@ function othersIn(map, key, fingerprint) {
 /**
  * Pins the key a new friendship brought and sets the friend's trust from what we knew of it.
  * Returns {state, friend, assessment}: the state with the pin recorded (and the invite's expectation for the ID
- * ended: the pin takes over), and the friend with the key and its trust.
+ * ended when this is the key it named), and the friend with the key and its trust.
  */
 export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored }) {
   const assessment = assessKey(state, friend.id, fingerprint, userId);
@@ -104,7 +104,10 @@ export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored
     ...next,
     pins: withEntry(next.pins, friend.id, fingerprint),
     pinnedNames: userId ? withMemberAt(next.pinnedNames, userId, fingerprint) : next.pinnedNames,
-    expectations: withoutEntry(next.expectations, friend.id),
+    // The link's fingerprint is checked for as long as the page lives, unless the key pinned now is the one it
+    // named (then the pin says the same). Forgetting it after a mismatching pin would let a server fake the end
+    // of that friendship and offer the swapped key again as merely 'new'.
+    expectations: next.expectations.get(friend.id) === fingerprint ? withoutEntry(next.expectations, friend.id) : next.expectations,
   };
   return { state: next, friend: pinned, assessment };
 }

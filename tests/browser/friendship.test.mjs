@@ -6,10 +6,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { peerOf, requestProblem } from '../../public/js/friendship.js';
 import { createModel, shownPresence } from '../../public/js/model.js';
-import { MAX_KEPT_REQUESTS, WITHDRAWN_NOTE_MS } from '../../public/js/requests.js';
+import { MAX_KEPT_REQUESTS, OTHER_KEYS_KEPT, WITHDRAWN_NOTE_MS } from '../../public/js/requests.js';
+import { assessKey } from '../../public/js/trust.js';
 import {
-  BOB, BOB_KEY, CAROL, CAROL_KEY, DAN, DAN_KEY, ME, NOW, OWN_FP, befriend, effectsOf, frame, keyChecked, keyOf, online, step,
-  steps, systemLines,
+  BOB, BOB_KEY, CAROL, CAROL_KEY, DAN, DAN_KEY, ME, NOW, OWN_FP, befriend, effectsOf, frame, keyChecked, keyOf, lastLine, online,
+  step, steps, systemLines,
 } from './helpers/model.mjs';
 
 /** A FRIEND_REQUEST from `id` with `key` (null: refused by the worker), checked; returns the result of the check. */
@@ -104,6 +105,7 @@ test('request in → a card once its key is checked; accepting starts the friend
   assert.equal(card.state.requestsChecking, 0);
   assert.deepEqual(card.state.incomingRequests.get(BOB), {
     id: BOB, number: 1, publicArmored: BOB_KEY.publicArmored, fingerprint: BOB_KEY.fingerprint, userId: 'Bob', refusal: null, otherKeys: [],
+    moreOtherKeys: 0,
   });
   assert.deepEqual([...card.state.offeredKeys.get(BOB)], [BOB_KEY.fingerprint]);
   assert.deepEqual(card.effects, [{ type: 'notify', what: 'request', from: BOB }]);
@@ -124,12 +126,19 @@ test('request in → declined, or gone on the server: the card goes and nothing 
   assert.equal(closed.state.withdrawnRequests.size, 0, 'an answered request is not "withdrawn"');
 });
 
-test('a request with a refused key is a card that says why, with no fingerprint to accept', () => {
+test('a request with a refused key is a card that says why, with no fingerprint to accept and no key text kept', () => {
   const { state } = requestFrom(online(), BOB, null, 'not a key');
   const card = state.incomingRequests.get(BOB);
   assert.equal(card.fingerprint, null);
   assert.equal(card.refusal.code, 'policy');
+  assert.equal(card.publicArmored, '', 'a refused key is never used: its text (up to a frame\'s size) is not held');
   assert.equal(state.offeredKeys.has(BOB), false);
+  // A refused key again, the same text or another: the card can only be declined, and nothing changes.
+  for (const armored of ['not a key', 'not a key either']) {
+    const again = requestFrom(state, BOB, null, armored).state;
+    assert.equal(again.incomingRequests.get(BOB), card, armored);
+    assert.equal(again.requestsChecking, 0);
+  }
 });
 
 test('crossing requests: either acceptance makes us friends and clears both requests', () => {
@@ -164,6 +173,30 @@ test('a repeated request keeps the first key: the same text is not even checked,
   assert.deepEqual(swapped.otherKeys, [mallory.fingerprint]);
 });
 
+test('a request repeated with other keys names the first OTHER_KEYS_KEPT and counts the rest, without a new list per repeat', () => {
+  let { state } = requestFrom(online(), BOB, BOB_KEY);
+  const otherKey = (i) => ({ ...keyOf('Bob', 'F'), fingerprint: `${'F'.repeat(30)}${String(i).padStart(10, '0')}`, publicArmored: `key ${i}` });
+  for (let i = 1; i <= 1000; i += 1) ({ state } = requestFrom(state, BOB, otherKey(i)));
+  // Keys seen already: the first one, and one already named.
+  for (const key of [BOB_KEY, otherKey(2)]) {
+    const again = requestFrom(state, BOB, { ...key, publicArmored: `${key.publicArmored}\n` });
+    assert.equal(again.state.incomingRequests, state.incomingRequests, key.fingerprint);
+  }
+  const card = state.incomingRequests.get(BOB);
+  assert.equal(OTHER_KEYS_KEPT, 3);
+  assert.deepEqual(card.otherKeys, [1, 2, 3].map((i) => otherKey(i).fingerprint));
+  assert.equal(card.moreOtherKeys, 997);
+  assert.equal(card.fingerprint, BOB_KEY.fingerprint, 'the first key stays');
+  assert.equal(card.number, 1, 'still the first card');
+  const more = requestFrom(state, BOB, otherKey(1001)).state.incomingRequests.get(BOB);
+  assert.equal(more.otherKeys, card.otherKeys, 'no new list once three are named: only the count changes');
+  assert.equal(more.moreOtherKeys, 998);
+  // A refused key in a repeat is named once, as unreadable.
+  let refused = requestFrom(requestFrom(online(), CAROL, CAROL_KEY).state, CAROL, null, 'bad').state;
+  refused = requestFrom(refused, CAROL, null, 'bad too').state;
+  assert.deepEqual(refused.incomingRequests.get(CAROL).otherKeys, ['unreadable']);
+});
+
 test('FRIEND_CANCEL removes a pending card only; for a friend or an unknown ID it changes nothing', () => {
   let { state } = requestFrom(online(), CAROL, CAROL_KEY);
   state = befriend(state, BOB, BOB_KEY);
@@ -188,8 +221,7 @@ test('FRIEND_CANCEL removes a pending card only; for a friend or an unknown ID i
   assert.equal(again.incomingRequests.get(CAROL).number, 2);
 });
 
-test('a new request from an ID that offered another key before is assessed against it', async () => {
-  const { assessKey } = await import('../../public/js/trust.js');
+test('a new request from an ID that offered another key before is assessed against it', () => {
   let { state } = requestFrom(online(), CAROL, CAROL_KEY);
   ({ state } = step(state, frame({ type: 'DISCONNECT', id: CAROL })));
   const mallory = keyOf('Carol', 'D');
@@ -201,8 +233,7 @@ test('a new request from an ID that offered another key before is assessed again
   assert.equal(carol.changedFrom, CAROL_KEY.fingerprint);
 });
 
-test('keys the page knows already: our own, a live friend\'s under another ID, a gone ID\'s, one with a known name', async () => {
-  const { assessKey } = await import('../../public/js/trust.js');
+test('keys the page knows already: our own, a live friend\'s under another ID, a gone ID\'s, one with a known name', () => {
   let state = befriend(online(), BOB, BOB_KEY);
   const own = { fingerprint: OWN_FP, userId: 'Me', publicArmored: 'own' };
   assert.equal(assessKey(state, CAROL, OWN_FP, 'Me'), 'own_key');
@@ -364,7 +395,7 @@ test('PRESENCE: away and back for a live friend', () => {
   assert.equal(step(state, frame({ type: 'PRESENCE', id: CAROL, online: true })).state, state, 'not a friend');
 });
 
-test('an invite link\'s fingerprint is expected for its ID until a key is pinned; a match is verified, a mismatch "changed"', () => {
+test('an invite link\'s fingerprint is expected for its ID until the key it named is pinned; a match is verified, a mismatch "changed"', () => {
   let state = step(online(), { type: 'inviteOpened', id: BOB, fingerprint: BOB_KEY.fingerprint }).state;
   assert.equal(befriend(state, BOB, BOB_KEY).friends.get(BOB).trust, 'verified');
   assert.equal(befriend(state, BOB, BOB_KEY).expectations.has(BOB), false);
@@ -373,6 +404,43 @@ test('an invite link\'s fingerprint is expected for its ID until a key is pinned
   assert.deepEqual([swapped.trust, swapped.trustSource, swapped.changedFrom], ['changed', 'invite', BOB_KEY.fingerprint]);
   state = step(createModel(), { type: 'identityReady', fingerprint: OWN_FP, verifiedFingerprints: [CAROL_KEY.fingerprint] }).state;
   assert.ok(state.verifiedFingerprints.has(CAROL_KEY.fingerprint));
+});
+
+test('after a key that does not match the invite link was pinned, the link still checks every later key for that ID', () => {
+  const mallory = keyOf('Bob', 'D');
+  let state = step(online(), { type: 'inviteOpened', id: BOB, fingerprint: BOB_KEY.fingerprint }).state;
+  state = befriend(state, BOB, mallory);
+  assert.equal(state.expectations.get(BOB), BOB_KEY.fingerprint, 'kept after a mismatching pin');
+  // The user continues with the swapped key; then the server fakes the end and offers the same key again.
+  for (let round = 0; round < 2; round += 1) {
+    ({ state } = steps(state, { type: 'changedKeyAccepted', id: BOB }, frame({ type: 'FRIEND_REMOVE', from: BOB })));
+    assert.equal(state.friends.get(BOB).trust, 'unverified');
+    ({ state } = requestFrom(state, BOB, mallory));
+    assert.equal(assessKey(state, BOB, mallory.fingerprint, 'Bob'), 'invite_mismatch', 'not merely "new"');
+    ({ state } = step(state, { type: 'requestAccepted', id: BOB, key: mallory }));
+    const again = state.friends.get(BOB);
+    assert.deepEqual([again.trust, again.trustSource, again.changedFrom], ['changed', 'invite', BOB_KEY.fingerprint], `round ${round}`);
+  }
+  // The key the link named, pinned at last, ends the expectation (the pin says the same from then on); it
+  // differs from the key pinned before, so it too must be confirmed.
+  ({ state } = steps(state, frame({ type: 'FRIEND_REMOVE', from: BOB })));
+  ({ state } = requestFrom(state, BOB, BOB_KEY));
+  ({ state } = step(state, { type: 'requestAccepted', id: BOB, key: BOB_KEY }));
+  assert.deepEqual([state.friends.get(BOB).trust, state.friends.get(BOB).changedFrom], ['changed', mallory.fingerprint]);
+  assert.equal(state.expectations.has(BOB), false);
+});
+
+test('frames dropped from a full per-peer queue: one line in that friend\'s chat, a notice for any other ID', () => {
+  const state = befriend(online(), BOB, BOB_KEY);
+  const friend = step(state, { type: 'framesDropped', from: BOB, count: 144 });
+  assert.deepEqual(friend.effects, []);
+  const line = lastLine(friend.state, BOB);
+  assert.deepEqual([line.direction, line.what, line.count], ['system', 'frames_dropped', 144]);
+  const gone = step(step(state, frame({ type: 'FRIEND_REMOVE', from: BOB })).state, { type: 'framesDropped', from: BOB, count: 3 });
+  assert.equal(lastLine(gone.state, BOB).what, 'frames_dropped', 'an ended friend\'s chat is still there');
+  const stranger = step(state, { type: 'framesDropped', from: CAROL, count: 7 });
+  assert.deepEqual(stranger.effects, [{ type: 'notice', code: 'frames_dropped', from: CAROL, count: 7 }]);
+  assert.equal(stranger.state.friends, state.friends);
 });
 
 test('the add-friend form: what is not an ID, our own ID and a live friend are refused before anything is sent', () => {

@@ -136,14 +136,17 @@ describe('crafted keys', { timeout: 90000 }, () => {
   });
 
   test('a crypto job over its time budget is refused, its worker replaced, and the next job runs; no console error or CSP violation', async () => {
-    const result = await alice.page.evaluate(async (armored) => {
+    // Within the policy and the size limit, but with 19 certifications to check: several milliseconds of work,
+    // more than a 1 ms budget (which starts once the worker is loaded, so loading it does not count).
+    const slow = hostileRsaKey({ modulusBits: 4096, exponentBits: 33, certifications: 19 });
+    assert.ok(sentSize(slow.armored) <= SERVER_KEY_CAP);
+    const result = await alice.page.evaluate(async ([slowKey, armored]) => {
       const { createLane } = await import('/js/cryptoclient.js');
       const lane = createLane({ name: 'budget-test' });
-      // Loading the worker alone takes longer than 1 ms, so this job cannot make it.
-      const late = lane.run('readFriendKey', { armored }, { budgetMs: 1 }).then(() => 'answered', (error) => error.code);
+      const late = lane.run('readFriendKey', { armored: slowKey }, { budgetMs: 1 }).then(() => 'answered', (error) => error.code);
       const next = lane.run('readFriendKey', { armored }).then((key) => key.fingerprint, (error) => error.code);
       return { late: await late, next: await next, restarts: lane.restarts };
-    }, mitm.received('FRIEND_REQUEST', bob.id)[0].public_key);
+    }, [slow.armored, mitm.received('FRIEND_REQUEST', bob.id)[0].public_key]);
     assert.equal(result.late, 'too_slow');
     assert.match(result.next, /^[0-9A-F]{40}$/);
     assert.equal(result.restarts, 1);

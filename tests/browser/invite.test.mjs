@@ -187,3 +187,38 @@ test('"Send request" in the prefilled form, then a reconnect: the acceptance tha
   await alice.context.close();
   await bob.context.close();
 });
+
+test('the link stays checked after a mismatching key was pinned: a faked removal and a request with the same swapped key is "key changed" again', { timeout: 60000 }, async () => {
+  const alice = await newChatUser(browser, server, { name: 'Alice6' });
+  const { user: bob, mitm } = await openInviteBehindMitm('Bob6', await alice.page.textContent('#invite-link'));
+  const substitute = await substituteKey();
+  const swapped = swapKeyOnce(mitm, 'FRIEND_ACCEPT', alice.id, substitute);
+  await bob.page.locator('.invite-card').getByRole('button', { name: 'Send friend request' }).click();
+  await alice.page.getByRole('button', { name: `Accept friend request from ${bob.id}` }).click();
+  await swapped;
+  await assertInviteMismatch(bob, alice.id, alice.fingerprint, substitute.fingerprint);
+
+  // The server fakes the end of that friendship and offers the same swapped key again "from" Alice.
+  mitm.inject({ type: 'FRIEND_REMOVE', from: alice.id });
+  await pane(bob, alice.id).locator('.banner', { hasText: /removed you/ }).waitFor();
+  mitm.inject({ type: 'FRIEND_REQUEST', from: alice.id, public_key: substitute.armored });
+  const card = bob.page.locator(`.request-card[data-request="${alice.id}"]`);
+  await card.waitFor();
+  assert.equal(await card.locator('.request-key [data-fingerprint]').getAttribute('data-fingerprint'), substitute.fingerprint);
+  const assessment = card.locator('.assessment');
+  assert.match(await assessment.textContent(), /does NOT match the fingerprint in the invite link/);
+  assert.equal(await assessment.getAttribute('role'), 'alert');
+  assert.match(await card.getAttribute('class'), /request-warn/);
+
+  // The real server knows of no such request; the hostile one acknowledges the acceptance anyway.
+  const acked = mitm.rewriteOnce(
+    (frame) => frame.type === 'ERROR' && mitm.fromPage.some((f) => f.type === 'FRIEND_ACCEPT' && f.to === alice.id && f.ref === frame.ref),
+    (frame) => ({ type: 'ACK', ref: frame.ref }));
+  await card.getByRole('button', { name: `Accept friend request from ${alice.id}` }).click();
+  await acked;
+  await bob.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.presence === 'online', alice.id);
+  await assertInviteMismatch(bob, alice.id, alice.fingerprint, substitute.fingerprint);
+  assert.equal(await pane(bob, alice.id).locator('.composer-send').isDisabled(), true, 'sending is blocked');
+  await alice.context.close();
+  await bob.context.close();
+});

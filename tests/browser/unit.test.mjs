@@ -7,7 +7,10 @@ import { buildEnvelope, classifySeq, parseEnvelope } from '../../public/js/envel
 import { groupFingerprint, normalizeFingerprint, normalizeId } from '../../public/js/ids.js';
 import { inviteLink, parseInvite } from '../../public/js/invite.js';
 import { checkArmoredSize, checkKeyPackets } from '../../public/js/keypolicy.js';
+import { CryptoError, createLane, refuseUnsent } from '../../public/js/cryptoclient.js';
 import { createPeerQueue } from '../../public/js/peerqueue.js';
+import { droppedText } from '../../public/js/text.js';
+import { CLIENT_MAX_MESSAGE_BYTES, clampLimits, frameCeiling } from '../../public/js/transport.js';
 import { hostileRsaKey } from './helpers/hostilekey.mjs';
 
 const FPR = '0123456789ABCDEF0123456789ABCDEF01234567';
@@ -128,4 +131,144 @@ test('the peer queue keeps one peer\'s events in order and lets other peers pass
   await queue.run('A', () => { log.push('A3'); });
   assert.deepEqual(log, ['B1', 'B3', 'A1', 'A2', 'A3']);
   assert.equal(queue.pending, 0);
+});
+
+test('the peer queue holds at most maxPerPeer tasks per ID and maxTotal in all; drops are reported gathered and rate-limited', async () => {
+  const reports = [];
+  const queue = createPeerQueue(() => {}, {
+    maxPerPeer: 3, maxTotal: 5, gatherMs: 20, reportEveryMs: 200, onDropped: (peer, count) => reports.push([peer, count]),
+  });
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  const ran = [];
+  const results = [];
+  for (let i = 0; i < 10; i += 1) results.push(queue.run('A', async () => { await gate; ran.push(`A${i}`); }));
+  assert.equal(queue.queued, 3, 'one running and two waiting');
+  results.push(queue.run('B', () => gate), queue.run('B', () => gate), queue.run('C', () => ran.push('C')));
+  assert.equal(queue.queued, 5);
+  assert.equal(await results.at(-1), false, 'over the total: dropped, not run');
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(reports, [['A', 7], ['C', 1]], 'one report per ID for the burst');
+  for (let i = 0; i < 4; i += 1) queue.run('A', () => {});
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(reports.length, 2, 'no second report within the window');
+  release();
+  assert.deepEqual((await Promise.all(results.slice(0, 10))).map(Boolean), [true, true, true, false, false, false, false, false, false, false]);
+  assert.deepEqual(ran, ['A0', 'A1', 'A2']);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.deepEqual(reports, [['A', 7], ['C', 1], ['A', 4]], 'the drops of the window, reported when it ends');
+  assert.equal(queue.queued, 0);
+  assert.equal(queue.pending, 0);
+  assert.equal(await queue.run('A', () => {}), true, 'room again');
+  assert.equal(droppedText(1), '1 message from the server was dropped: too many waiting.');
+  assert.equal(droppedText(144), '144 messages from the server were dropped: too many waiting.');
+});
+
+test('a server\'s max_message_bytes is clamped to the client maximum, and frames are read up to that plus 1024', () => {
+  assert.equal(CLIENT_MAX_MESSAGE_BYTES, 1048576);
+  assert.deepEqual(clampLimits({ max_message_bytes: 65536 }), { max_message_bytes: 65536 });
+  assert.deepEqual(clampLimits({ max_message_bytes: 16 * 1024 * 1024 }), { max_message_bytes: 1048576 });
+  assert.deepEqual(clampLimits({ max_message_bytes: Number.MAX_SAFE_INTEGER }), { max_message_bytes: 1048576 });
+  assert.deepEqual(clampLimits({ max_message_bytes: -5 }), { max_message_bytes: 0 });
+  for (const odd of [undefined, null, 'x', {}, { max_message_bytes: 1.5 }, { max_message_bytes: '65536' }, { max_message_bytes: 2 ** 60 }]) {
+    assert.deepEqual(clampLimits(odd), {}, JSON.stringify(odd));
+  }
+  assert.equal(frameCeiling(65536), 132096, 'twice the default: room for a long friend list in the CONNECT reply');
+  assert.equal(frameCeiling(4096), 132096);
+  assert.equal(frameCeiling(524288), 525312);
+  assert.equal(frameCeiling(16 * 1024 * 1024), 1049600, 'a larger announced limit does not raise it past the clamp');
+  assert.equal(frameCeiling(undefined), 132096);
+});
+
+test('a friend\'s key over the size the server accepts, or not text, is refused before it is posted to the worker', async () => {
+  assert.equal(refuseUnsent('x'.repeat(16384)), null);
+  const big = refuseUnsent('x'.repeat(100000));
+  assert.ok(big instanceof CryptoError);
+  assert.equal(big.code, 'key_too_large');
+  assert.equal(big.message, 'This key is 100,000 bytes; SecChat accepts keys of at most 16,384 bytes.');
+  assert.equal(refuseUnsent({ length: 1 }).code, 'not_a_key');
+  assert.equal(refuseUnsent(['x']).code, 'not_a_key');
+});
+
+/**
+ * A stand-in for the crypto worker: says it is ready `startupMs` after it is made (never, for Infinity), then
+ * answers jobs in order, each after `jobMs` (op 'hang': never). `made` counts the workers.
+ */
+function fakeWorker({ startupMs, jobMs = 5, initMs = 5 }) {
+  const made = [];
+  class FakeWorker {
+    constructor() {
+      made.push(this);
+      this.terminated = false;
+      this.chain = startupMs === Infinity ? new Promise(() => {}) : sleep(startupMs).then(() => this.emit({ ready: true }));
+    }
+
+    emit(data) {
+      if (!this.terminated && this.onmessage) this.onmessage({ data });
+    }
+
+    postMessage({ id, op, args }) {
+      this.chain = this.chain.then(async () => {
+        if (op === 'hang') return new Promise(() => {});
+        await sleep(op === 'init' ? initMs : jobMs);
+        this.emit({ id, ok: true, result: { op, args } });
+      });
+    }
+
+    terminate() {
+      this.terminated = true;
+    }
+  }
+  return { FakeWorker, made };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('a crypto job\'s time budget starts when its worker is ready, so start-up (also after a restart) is not counted', async () => {
+  // Start-up takes three budgets; the job itself a fraction of one.
+  const slowStart = fakeWorker({ startupMs: 300 });
+  const lane = createLane({ name: 't', budgetMs: 100, WorkerImpl: slowStart.FakeWorker });
+  assert.deepEqual(await lane.run('readFriendKey', { armored: 'k' }), { op: 'readFriendKey', args: { armored: 'k' } });
+  // A job over its budget is refused and its worker replaced; the next job waits for the new worker's start-up
+  // without spending its budget on it.
+  const hung = lane.run('hang', {}).then(() => 'answered', (error) => error.code);
+  const next = lane.run('readFriendKey', { armored: 'k2' });
+  assert.equal(await hung, 'too_slow');
+  assert.deepEqual(await next, { op: 'readFriendKey', args: { armored: 'k2' } });
+  assert.equal(lane.restarts, 1);
+  assert.equal(slowStart.made.length, 2);
+
+  // Reading the user's key (`init`) is start-up too.
+  const slowInit = fakeWorker({ startupMs: 50, initMs: 300 });
+  const messages = createLane({ name: 'm', budgetMs: 100, WorkerImpl: slowInit.FakeWorker });
+  messages.setInit('init', { privateBinary: 1 });
+  assert.equal((await messages.run('open', {})).op, 'open');
+  assert.equal(messages.restarts, 0);
+
+  // A worker that never gets ready fails its job after the start-up budget, and the next job gets a new one.
+  const never = fakeWorker({ startupMs: Infinity });
+  const stuck = createLane({ name: 's', budgetMs: 100, startupMs: 200, WorkerImpl: never.FakeWorker });
+  const started = Date.now();
+  await assert.rejects(stuck.run('readFriendKey', {}), (error) => error instanceof CryptoError && error.code === 'worker_failed');
+  assert.ok(Date.now() - started >= 190, 'failed before the start-up budget was spent');
+  assert.equal(stuck.restarts, 1);
+});
+
+test('the message worker serves peer IDs in turn: each ID has one job queued at a time, so a backlog from one waits behind one job of each other', async () => {
+  const seen = [];
+  const { FakeWorker } = fakeWorker({ startupMs: 1, jobMs: 2 });
+  class Recording extends FakeWorker {
+    postMessage(message) {
+      if (message.op === 'open') seen.push(message.args.who);
+      super.postMessage(message);
+    }
+  }
+  const lane = createLane({ name: 'm', WorkerImpl: Recording });
+  const queue = createPeerQueue((error) => { throw error; });
+  const done = [];
+  // A lying server's backlog "from" A arrives first, then one message each from B and C.
+  for (let i = 0; i < 4; i += 1) done.push(queue.run('A', () => lane.run('open', { who: `A${i}` })));
+  done.push(queue.run('B', () => lane.run('open', { who: 'B0' })), queue.run('C', () => lane.run('open', { who: 'C0' })));
+  await Promise.all(done);
+  assert.deepEqual(seen, ['A0', 'B0', 'C0', 'A1', 'A2', 'A3']);
 });

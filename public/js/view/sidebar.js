@@ -90,7 +90,7 @@ export function createSidebar({ actions }) {
   });
   root.append(close, identity, inviteCard, addForm, requests, sent, friends);
 
-  const requestViews = new Map(); // id -> {element, number, assessment, otherKeys, swapSlot}: the cards in the DOM
+  const requestViews = new Map(); // id -> {element, number, assessment, otherKeys, moreOtherKeys, swapSlot}: the cards in the DOM
   const withdrawnNotes = new Map(); // id -> note element standing where a withdrawn request's card was
   let cardLimit = REQUEST_CARDS_SHOWN;
   const friendViews = new Map(); // id -> {element, update}
@@ -140,15 +140,16 @@ export function createSidebar({ actions }) {
     const assess = (request) => (request.fingerprint ? assessKey(state, request.id, request.fingerprint, request.userId) : '');
     for (const [id, view] of requestViews) {
       const request = state.incomingRequests.get(id);
-      // A request's number tells it from a later request by the same ID; only its otherKeys ever change.
+      // A request's number tells it from a later request by the same ID; only its other keys ever change.
       if (!request || !visible.includes(request) || view.number !== request.number || view.assessment !== assess(request)) {
         if (!request && state.withdrawnRequests.has(id)) showWithdrawn(id, view.element);
         else view.element.remove();
         requestViews.delete(id);
-      } else if (view.otherKeys !== request.otherKeys) {
+      } else if (view.otherKeys !== request.otherKeys || view.moreOtherKeys !== request.moreOtherKeys) {
         // Only the warning changes: rebuilding the card would move the Accept button under the user's pointer.
         view.swapSlot.replaceChildren(...swapWarning(request));
         view.otherKeys = request.otherKeys;
+        view.moreOtherKeys = request.moreOtherKeys;
       }
     }
     for (const request of visible) {
@@ -166,7 +167,7 @@ export function createSidebar({ actions }) {
         const sharedWith = assessment === 'pinned_elsewhere' || assessment === 'pinned_before' ? otherIdsPinnedTo(state, request.id, request.fingerprint) : [];
         const swapSlot = h('div', { className: 'request-swap-slot' }, ...swapWarning(request));
         const element = requestCard(request, assessment, { earlierNamed, earlierOffered, sharedWith, ended: state.endedFriendships.get(request.id), swapSlot });
-        view = { element, number: request.number, assessment, otherKeys: request.otherKeys, swapSlot };
+        view = { element, number: request.number, assessment, otherKeys: request.otherKeys, moreOtherKeys: request.moreOtherKeys, swapSlot };
         requestViews.set(request.id, view);
       }
       // Withdrawal notes stay where they are; cards keep their order, and only a new card is inserted.
@@ -268,13 +269,13 @@ export function createSidebar({ actions }) {
   function swapWarning(request) {
     if (request.otherKeys.length === 0) return [];
     const fingerprints = request.otherKeys.filter((fp) => fp !== 'unreadable');
-    const shown = fingerprints.slice(0, SHOWN_OTHER_KEYS);
-    const more = fingerprints.length - shown.length;
+    const shown = fingerprints.slice(0, SHOWN_OTHER_KEYS); // requests.js keeps no more than these
+    const more = fingerprints.length - shown.length + request.moreOtherKeys;
     return [h('div', { className: 'banner banner-danger request-swap-warning', role: 'alert' },
       h('strong', { text: '⚠ A second request from this ID came with a different key' }),
       h('p', { className: 'small', text: 'The server should never send a request twice. Someone may be trying to swap the key while you compare it. The key shown above is the first one received; accept only if your friend confirms that fingerprint over another channel.' }),
       shown.length > 0 ? keyList('', 'The other key (ignored):', shown) : null,
-      more > 0 ? h('p', { className: 'small request-more-keys', text: `…and ${more} more different key${more === 1 ? '' : 's'}.` }) : null,
+      more > 0 ? h('p', { className: 'small request-more-keys', text: `…and ${more} more request${more === 1 ? '' : 's'} with other keys.` }) : null,
       fingerprints.length < request.otherKeys.length ? h('p', { className: 'small', text: 'Another request carried an unreadable key.' }) : null)];
   }
 
