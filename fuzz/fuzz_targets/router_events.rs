@@ -539,7 +539,10 @@ impl Harness {
                     self.issued.iter().any(|id| id == from),
                     "FRIEND_CANCEL naming an ID never issued: {value}"
                 );
-                assert!(receiver.is_some(), "FRIEND_CANCEL to a connection without a session");
+                assert!(
+                    receiver.is_some(),
+                    "FRIEND_CANCEL to a connection without a session"
+                );
             }
             "MESSAGE" => {
                 let payload = value["payload"].as_str().unwrap_or("");
@@ -673,6 +676,10 @@ fn frames_to(out: &[Action], conn: ConnId) -> impl Iterator<Item = Value> + '_ {
 
 /// Connections alternate between two client addresses, so per-address limits are exercised.
 fn peer_of(conn: u64) -> secchat::address::ClientAddr {
-    let host = if conn.is_multiple_of(2) { [192, 0, 2, 1] } else { [192, 0, 2, 2] };
+    let host = if conn.is_multiple_of(2) {
+        [192, 0, 2, 1]
+    } else {
+        [192, 0, 2, 2]
+    };
     secchat::address::ClientAddr::new(std::net::IpAddr::from(host))
 }
