@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::http::try_http_get;
 
+/// What the server logs once it listens.
+const BANNER: &str = "SecChat is running";
+
 static NEXT_LOG_DIR: AtomicU64 = AtomicU64::new(0);
 
 pub fn free_port() -> u16 {
@@ -38,6 +41,9 @@ pub struct ServerBuilder {
     listen_via_env: bool,
     /// The host part of `--listen` (default `127.0.0.1`), e.g. `[::1]` or `0.0.0.0`.
     listen_host: Option<String>,
+    /// Ready once the start-up banner is logged instead of once `/healthz` answers over plain
+    /// HTTP (which a TLS port refuses).
+    ready_on_banner: bool,
 }
 
 impl ServerBuilder {
@@ -68,6 +74,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Wait for the start-up banner rather than `/healthz`: for servers whose port speaks TLS.
+    pub fn ready_on_banner(mut self) -> Self {
+        self.ready_on_banner = true;
+        self
+    }
+
     pub fn start(self) -> Server {
         let mut last_logs = String::new();
         // A port found free can be taken by someone else before the server binds it (our own
@@ -75,7 +87,12 @@ impl ServerBuilder {
         for _ in 0..4 {
             let port = free_port_on(self.listen_host.as_deref().unwrap_or("127.0.0.1"));
             let mut server = self.spawn(port);
-            match server.wait_ready(Duration::from_secs(10)) {
+            let ready = if self.ready_on_banner {
+                server.wait_for_banner(Duration::from_secs(10))
+            } else {
+                server.wait_ready(Duration::from_secs(10))
+            };
+            match ready {
                 Ok(()) => return server,
                 Err(why) => {
                     last_logs = format!("{why}\n{}", server.logs());
@@ -187,6 +204,37 @@ impl Server {
         format!("{}{}", read("stdout"), read("stderr"))
     }
 
+    /// Whether `needle` appears in the logs within `timeout` (or by the time the process exits).
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status);
+                return self.logs().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        false
+    }
+
+    /// `SIGTERM`, up to 5 s for the exit, and everything logged.
+    pub fn stop(mut self) -> String {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(5));
+        self.logs()
+    }
+
+    fn wait_for_banner(&mut self, timeout: Duration) -> Result<(), String> {
+        if self.wait_for_log(BANNER, timeout) {
+            Ok(())
+        } else {
+            Err(format!("no {BANNER:?} in the logs in time"))
+        }
+    }
+
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -219,4 +267,20 @@ impl Drop for Server {
             eprintln!("server logs kept in {}", self.log_dir.display());
         }
     }
+}
+
+/// Runs the binary with `--listen 127.0.0.1:PORT FLAGS` to completion (for start-up errors); its
+/// exit status and stderr.
+pub fn run_to_exit(flags: &[&str]) -> (ExitStatus, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_secchat"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(flags)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run secchat");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
