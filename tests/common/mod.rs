@@ -1,6 +1,14 @@
 //! Support for the integration tests: start the real `secchat` binary on a free port and drive it
 //! over real TCP sockets, with tungstenite as the WebSocket client ([`Client`]) or with hand-made
 //! frames ([`RawClient`]) where a test needs what a well-behaved client library refuses to send.
+//!
+//! - `server`: starting and stopping the binary ([`ServerBuilder`], [`Server`], logs, signals)
+//! - `http`: raw HTTP requests and responses, the security-header checks
+//! - `client`: the WebSocket [`Client`], sessions, friendships, message helpers
+//! - `frames`: hand-made frames and [`RawClient`]
+//! - `load`: a healthy pair's round trips under stress, TCP from many sources, memory, file limit
+//! - `addresses`: IPv6 sources in a network namespace, upgrades with extra headers
+//!
 //! Each test binary uses only part of these helpers, so unused ones are not warned about.
 #![allow(dead_code)]
 
