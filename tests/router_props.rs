@@ -18,9 +18,11 @@ use serde_json::Value;
 
 use secchat::router::{Action, ConnId, Now, Router, RouterConfig, SeededEntropy};
 
+mod router_model;
+use router_model::{ARMOR, Ledger, START, field, frames_to, peer_of};
+
 const SLOTS: usize = 4;
 const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\\nkey";
-const ARMOR: &str = "-----BEGIN PGP MESSAGE-----\n";
 
 #[derive(Clone, Debug)]
 enum Target {
@@ -250,14 +252,10 @@ fn config() -> impl Strategy<Value = RouterConfig> {
         )
 }
 
-/// One MESSAGE request; only accepted ones are owed anything.
-struct Entry {
+/// What the property test adds to a ledger entry: only accepted MESSAGEs are owed anything.
+struct Owed {
     accepted: bool,
-    sender: String,
-    recipient: String,
     reference: Option<String>,
-    delivered: u32,
-    undelivered: u32,
 }
 
 /// What clients can observe, tracked independently of the router.
@@ -282,9 +280,7 @@ struct Model {
     /// Pending requests whose requester the model saw die, until their FRIEND_CANCEL arrives
     /// (the model may learn of a death before it observes the frames it caused).
     cancelled: HashSet<(String, String)>,
-    ledger: Vec<Entry>,
-    by_marker: HashMap<u64, usize>,
-    by_ref: HashMap<String, usize>,
+    ledger: Ledger<Owed>,
     next_ref: u64,
     next_marker: u64,
 }
@@ -297,19 +293,12 @@ fn pair(a: &str, b: &str) -> (String, String) {
     }
 }
 
-fn field<'v>(value: &'v Value, name: &str) -> &'v str {
-    value.get(name).and_then(Value::as_str).unwrap_or("")
-}
-
 impl Model {
     fn new(config: RouterConfig, seed: u64) -> Model {
         Model {
             grace: config.resume_grace_ms,
             router: Router::new(config, SeededEntropy(seed)),
-            now: Now {
-                mono_ms: 10_000,
-                unix_ms: 1_795_000_000_000,
-            },
+            now: START,
             next_conn: 1,
             slots: [None; SLOTS],
             slot_ids: Default::default(),
@@ -322,9 +311,7 @@ impl Model {
             friends: HashSet::new(),
             pending: HashSet::new(),
             cancelled: HashSet::new(),
-            ledger: Vec::new(),
-            by_marker: HashMap::new(),
-            by_ref: HashMap::new(),
+            ledger: Ledger::new(),
             next_ref: 0,
             next_marker: 0,
         }
@@ -491,55 +478,22 @@ impl Model {
         let receiver = self.conn_session.get(&conn).cloned();
         match field(value, "type") {
             "CONNECT" => self.observe_connect(conn, value)?,
-            "MESSAGE" => {
-                let payload = field(value, "payload");
-                let marker = payload
-                    .strip_prefix(ARMOR)
-                    .and_then(|m| m.parse::<u64>().ok());
-                let index = marker.and_then(|m| self.by_marker.get(&m)).copied();
-                let Some(index) = index else {
-                    return Err(TestCaseError::fail(format!(
-                        "unknown MESSAGE delivered: {value}"
-                    )));
-                };
-                let entry = &mut self.ledger[index];
-                prop_assert_eq!(
-                    Some(&entry.recipient),
-                    receiver.as_ref(),
-                    "delivered to the wrong session"
-                );
-                prop_assert_eq!(field(value, "from"), entry.sender.as_str());
-                entry.delivered += 1;
-                prop_assert_eq!(
-                    entry.delivered + entry.undelivered,
-                    1,
-                    "message resolved twice"
-                );
-            }
+            "MESSAGE" => self
+                .ledger
+                .delivered(value, receiver.as_ref())
+                .map_err(TestCaseError::fail)?,
             "UNDELIVERED" => {
-                let reference = field(value, "ref");
-                let Some(&index) = self.by_ref.get(reference) else {
-                    return Err(TestCaseError::fail(format!(
-                        "UNDELIVERED for an unknown ref: {value}"
-                    )));
-                };
-                let entry = &mut self.ledger[index];
-                prop_assert_eq!(
-                    Some(&entry.sender),
-                    receiver.as_ref(),
-                    "UNDELIVERED to a non-sender"
-                );
-                prop_assert_eq!(field(value, "to"), entry.recipient.as_str());
+                let index = self
+                    .ledger
+                    .undelivered_index(value)
+                    .map_err(TestCaseError::fail)?;
                 prop_assert!(
-                    !self.alive.contains(&entry.recipient),
+                    !self.alive.contains(&self.ledger.entry(index).recipient),
                     "UNDELIVERED while the recipient lives"
                 );
-                entry.undelivered += 1;
-                prop_assert_eq!(
-                    entry.delivered + entry.undelivered,
-                    1,
-                    "message resolved twice"
-                );
+                self.ledger
+                    .undelivered(index, value, receiver.as_ref())
+                    .map_err(TestCaseError::fail)?;
             }
             "PRESENCE" => {
                 let id = field(value, "id");
@@ -637,24 +591,14 @@ impl Model {
     }
 
     fn error_to(actions: &[Action], conn: ConnId) -> Option<String> {
-        actions.iter().find_map(|action| match action {
-            Action::Send { conn: to, frame } if *to == conn => {
-                let value: Value = serde_json::from_str(frame).ok()?;
-                (field(&value, "type") == "ERROR").then(|| field(&value, "code").to_owned())
-            }
-            _ => None,
+        frames_to(actions, conn).find_map(|value| {
+            (field(&value, "type") == "ERROR").then(|| field(&value, "code").to_owned())
         })
     }
 
     fn ack_to(actions: &[Action], conn: ConnId, reference: &str) -> Option<Value> {
-        actions.iter().find_map(|action| match action {
-            Action::Send { conn: to, frame } if *to == conn => {
-                let value: Value = serde_json::from_str(frame).ok()?;
-                (field(&value, "type") == "ACK" && field(&value, "ref") == reference)
-                    .then_some(value)
-            }
-            _ => None,
-        })
+        frames_to(actions, conn)
+            .find(|value| field(value, "type") == "ACK" && field(value, "ref") == reference)
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -919,19 +863,16 @@ impl Model {
         };
         let sender = self.conn_session.get(&conn).cloned();
         // Registered before sending, so a delivery in this very batch is recognised.
-        let index = self.ledger.len();
-        self.ledger.push(Entry {
-            accepted: false,
-            sender: sender.clone().unwrap_or_default(),
-            recipient: target.clone().unwrap_or_default(),
-            reference: reference.clone(),
-            delivered: 0,
-            undelivered: 0,
-        });
-        self.by_marker.insert(marker, index);
-        if let Some(reference) = &reference {
-            self.by_ref.insert(reference.clone(), index);
-        }
+        let index = self.ledger.record(
+            marker,
+            reference.as_deref(),
+            sender.clone().unwrap_or_default(),
+            target.clone().unwrap_or_default(),
+            Owed {
+                accepted: false,
+                reference: reference.clone(),
+            },
+        );
         let text = format!(r#"{{"type":"MESSAGE","to":"{to_text}","payload":"{payload}""#);
         let actions = self.text(conn, &with(text, reference.as_deref()))?;
         if let Some(code) = Self::error_to(&actions, conn) {
@@ -941,11 +882,12 @@ impl Model {
                     "friends refused as not_friends"
                 );
             }
-            prop_assert_eq!(self.ledger[index].delivered, 0, "refused but delivered");
-            self.by_marker.remove(&marker);
-            if let Some(reference) = &reference {
-                self.by_ref.remove(reference);
-            }
+            prop_assert_eq!(
+                self.ledger.entry(index).delivered,
+                0,
+                "refused but delivered"
+            );
+            self.ledger.forget(marker, reference.as_deref());
             return Ok(());
         }
         let (Some(sender), Some(target)) = (sender, target) else {
@@ -954,12 +896,12 @@ impl Model {
             ));
         };
         prop_assert!(encrypted, "plain payload accepted");
-        self.ledger[index].accepted = true;
+        self.ledger.entry_mut(index).extra.accepted = true;
         prop_assert!(
             self.friends.contains(&pair(&sender, &target)),
             "MESSAGE accepted between non-friends"
         );
-        let delivered_now = self.ledger[index].delivered == 1;
+        let delivered_now = self.ledger.entry(index).delivered == 1;
         let recipient_away = self.window.contains_key(&target);
         prop_assert_eq!(
             delivered_now,
@@ -1029,7 +971,7 @@ impl Model {
     }
 
     fn check_ledger(&self) -> Result<(), TestCaseError> {
-        for entry in self.ledger.iter().filter(|entry| entry.accepted) {
+        for entry in self.ledger.entries().filter(|entry| entry.extra.accepted) {
             let resolved = entry.delivered + entry.undelivered;
             if self.alive.contains(&entry.recipient) {
                 prop_assert_eq!(
@@ -1037,7 +979,7 @@ impl Model {
                     1,
                     "message to a live recipient not delivered"
                 );
-            } else if entry.reference.is_some() && self.alive.contains(&entry.sender) {
+            } else if entry.extra.reference.is_some() && self.alive.contains(&entry.sender) {
                 prop_assert_eq!(
                     resolved,
                     1,
@@ -1093,16 +1035,6 @@ proptest! {
         }
         model.finish()?;
     }
-}
-
-/// Connections alternate between two client addresses, so per-address limits are exercised.
-fn peer_of(conn: u64) -> secchat::address::ClientAddr {
-    let host = if conn.is_multiple_of(2) {
-        [192, 0, 2, 1]
-    } else {
-        [192, 0, 2, 2]
-    };
-    secchat::address::ClientAddr::new(std::net::IpAddr::from(host))
 }
 
 /// Even connections speak version 2 (and get FRIEND_CANCEL), odd ones version 1.

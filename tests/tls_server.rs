@@ -3,9 +3,8 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,9 +18,10 @@ use rustls::{ClientConfig, ClientConnection, ProtocolVersion, RootCertStore, Str
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
-const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxjMEtlstestkey\n=AbCd\n-----END PGP PUBLIC KEY BLOCK-----\n";
-const PAYLOAD_HEADER: &str = "-----BEGIN PGP MESSAGE-----";
-const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+mod common;
+use common::{
+    HttpResponse, RECV_TIMEOUT, Server, ServerBuilder, TEST_KEY, payload_with, run_to_exit,
+};
 
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
@@ -119,128 +119,10 @@ fn sha256_fingerprint(der: &[u8]) -> String {
 // The server process
 // ---------------------------------------------------------------------------------------------
 
-struct Server {
-    child: Child,
-    port: u16,
-    log_dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
-impl Server {
-    /// Starts `secchat --listen 127.0.0.1:PORT FLAGS` and waits for its start-up banner.
-    fn start(flags: &[&str]) -> Server {
-        let mut last = String::new();
-        // A port found free can be taken before the server binds it: retry on another.
-        for _ in 0..4 {
-            let mut server = Server::spawn(free_port(), flags);
-            if server.wait_for_log("SecChat is running", Duration::from_secs(10)) {
-                return server;
-            }
-            last = server.logs();
-        }
-        panic!("secchat did not start: {last}");
-    }
-
-    fn spawn(port: u16, flags: &[&str]) -> Server {
-        let log_dir = fresh_dir("logs");
-        let stdout = fs::File::create(log_dir.join("stdout")).expect("stdout file");
-        let stderr = fs::File::create(log_dir.join("stderr")).expect("stderr file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_secchat"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("SECCHAT_") {
-                command.env_remove(key);
-            }
-        }
-        let child = command
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn secchat");
-        Server {
-            child,
-            port,
-            log_dir,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn logs(&self) -> String {
-        let read = |name: &str| fs::read_to_string(self.log_dir.join(name)).unwrap_or_default();
-        format!("{}{}", read("stdout"), read("stderr"))
-    }
-
-    fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return self.logs().contains(needle);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        false
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    fn stop(mut self) -> String {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.logs()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("server logs kept in {}", self.log_dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.log_dir);
-        }
-    }
-}
-
-/// Runs the binary to completion (for start-up errors).
-fn run_to_exit(flags: &[&str]) -> (ExitStatus, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_secchat"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .args(flags)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run secchat");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+/// Starts `secchat --listen 127.0.0.1:PORT FLAGS`; ready once it logs its banner (the port
+/// speaks TLS, so plain `/healthz` cannot tell).
+fn start_server(flags: &[&str]) -> Server {
+    ServerBuilder::new().flags(flags).ready_on_banner().start()
 }
 
 /// Starts a server with a fresh certificate from `ca` in a fresh directory.
@@ -256,7 +138,7 @@ fn start_tls_server(ca: &TestCa, extra: &[&str]) -> (Server, PathBuf, Certificat
         key.to_str().expect("utf-8 path"),
     ];
     flags.extend_from_slice(extra);
-    (Server::start(&flags), dir, served)
+    (start_server(&flags), dir, served)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,21 +171,6 @@ fn peer_certificate(stream: &TlsStream) -> CertificateDer<'static> {
         .expect("a server certificate")
         .clone()
         .into_owned()
-}
-
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// Reads one response up to the end of the stream (the requests say `Connection: close`).
@@ -466,19 +333,19 @@ impl WssClient {
 }
 
 fn make_friends(a: &mut WssClient, b: &mut WssClient) {
-    a.send_json(&json!({"type": "FRIEND_REQUEST", "to": b.id, "public_key": KEY, "ref": "req"}));
+    a.send_json(
+        &json!({"type": "FRIEND_REQUEST", "to": b.id, "public_key": TEST_KEY, "ref": "req"}),
+    );
     a.expect_ack("req");
     let request = b.expect_type("FRIEND_REQUEST");
     assert_eq!(request["from"], a.id.as_str());
-    assert_eq!(request["public_key"], KEY);
-    b.send_json(&json!({"type": "FRIEND_ACCEPT", "to": a.id, "public_key": KEY, "ref": "acc"}));
+    assert_eq!(request["public_key"], TEST_KEY);
+    b.send_json(
+        &json!({"type": "FRIEND_ACCEPT", "to": a.id, "public_key": TEST_KEY, "ref": "acc"}),
+    );
     b.expect_ack("acc");
     let accept = a.expect_type("FRIEND_ACCEPT");
     assert_eq!(accept["from"], b.id.as_str());
-}
-
-fn payload(marker: &str) -> String {
-    format!("{PAYLOAD_HEADER}\n\n{marker}\n=XyZw\n-----END PGP MESSAGE-----\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,15 +364,17 @@ fn wss_carries_the_protocol_end_to_end() {
     b.connect_session();
     make_friends(&mut a, &mut b);
 
-    a.send_json(&json!({"type": "MESSAGE", "to": b.id, "payload": payload("hello"), "ref": "m1"}));
+    a.send_json(
+        &json!({"type": "MESSAGE", "to": b.id, "payload": payload_with("hello"), "ref": "m1"}),
+    );
     a.expect_ack("m1");
     let message = b.expect_type("MESSAGE");
     assert_eq!(message["from"], a.id.as_str());
-    assert_eq!(message["payload"], payload("hello"));
+    assert_eq!(message["payload"], payload_with("hello"));
     assert!(message["ts"].as_u64().is_some(), "{message}");
 
     // Larger than one TLS record (16 KiB): the server must reassemble it from several.
-    let big = payload(&"Q".repeat(50_000));
+    let big = payload_with(&"Q".repeat(50_000));
     a.send_json(&json!({"type": "MESSAGE", "to": b.id, "payload": big, "ref": "big"}));
     a.expect_ack("big");
     assert_eq!(b.expect_type("MESSAGE")["payload"], big.as_str());
@@ -514,14 +383,19 @@ fn wss_carries_the_protocol_end_to_end() {
     // routed even though the socket reports readable only once (edge-triggered).
     let count = 300;
     for n in 0..count {
-        let frame = json!({"type": "MESSAGE", "to": b.id, "payload": payload(&format!("n{n}"))});
+        let frame =
+            json!({"type": "MESSAGE", "to": b.id, "payload": payload_with(&format!("n{n}"))});
         a.ws.write(Message::text(frame.to_string()))
             .expect("queue message");
     }
     a.ws.flush().expect("flush burst");
     for n in 0..count {
         let message = b.expect_type("MESSAGE");
-        assert_eq!(message["payload"], payload(&format!("n{n}")), "message {n}");
+        assert_eq!(
+            message["payload"],
+            payload_with(&format!("n{n}")),
+            "message {n}"
+        );
     }
     b.ping("still-there");
 }
@@ -616,7 +490,7 @@ fn sighup_reload_serves_the_new_certificate_to_new_connections_only() {
     newcomer.connect_session();
     make_friends(&mut old, &mut newcomer);
     old.send_json(
-        &json!({"type": "MESSAGE", "to": newcomer.id, "payload": payload("x"), "ref": "o"}),
+        &json!({"type": "MESSAGE", "to": newcomer.id, "payload": payload_with("x"), "ref": "o"}),
     );
     old.expect_ack("o");
     assert_eq!(newcomer.expect_type("MESSAGE")["from"], old.id.as_str());
@@ -644,7 +518,7 @@ fn wss_opens_for_the_certificate_s_names_and_public_hosts_only() {
     ca.issue_for_into(&["localhost", "127.0.0.1", "chat.test", "*.pi.test"], &dir);
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    let mut server = Server::start(&[
+    let mut server = start_server(&[
         "--tls-cert",
         cert.to_str().expect("utf-8 path"),
         "--tls-key",
@@ -779,7 +653,7 @@ fn self_signed_certificate_is_made_once_reused_and_its_fingerprint_printed() {
     let dir = fresh_dir("self-signed").join("tls");
     let dir_arg = dir.to_str().expect("utf-8 path").to_string();
 
-    let server = Server::start(&["--tls-self-signed", &dir_arg]);
+    let server = start_server(&["--tls-self-signed", &dir_arg]);
     let cert_pem = fs::read(dir.join("cert.pem")).expect("cert.pem made");
     let key_pem = fs::read(dir.join("key.pem")).expect("key.pem made");
     let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
@@ -803,7 +677,7 @@ fn self_signed_certificate_is_made_once_reused_and_its_fingerprint_printed() {
     server.stop();
 
     // A second start reuses both files: same certificate, same fingerprint.
-    let again = Server::start(&["--tls-self-signed", &dir_arg]);
+    let again = start_server(&["--tls-self-signed", &dir_arg]);
     assert_eq!(fs::read(dir.join("cert.pem")).expect("cert.pem"), cert_pem);
     assert_eq!(fs::read(dir.join("key.pem")).expect("key.pem"), key_pem);
     let banner = again.logs();

@@ -19,10 +19,13 @@ use secchat::protocol::{self, Request};
 use secchat::router::{Action, ConnId, Now, Router, RouterConfig, SeededEntropy};
 use serde_json::{Value, json};
 
+#[path = "../../tests/router_model/mod.rs"]
+mod router_model;
+use router_model::{ARMOR, Ledger, START, frames_to, peer_of};
+
 const SLOTS: usize = 6;
 const MAX_EVENTS: usize = 400;
 const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nfuzz";
-const ARMOR: &str = "-----BEGIN PGP MESSAGE-----\n";
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Unstructured::new(data);
@@ -38,15 +41,12 @@ fuzz_target!(|data: &[u8]| {
     harness.finish();
 });
 
-/// A MESSAGE the harness sent: what it is owed.
-struct Entry {
-    sender: String,
+/// What the fuzz harness adds to a ledger entry: which sessions (by epoch) sent and were to
+/// receive it, and whether its ACK said queued.
+struct Owed {
     sender_epoch: u32,
-    recipient: String,
     recipient_epoch: u32,
     queued_ack: bool,
-    delivered: u32,
-    undelivered: u32,
 }
 
 struct Harness {
@@ -67,9 +67,7 @@ struct Harness {
     /// Pairs the harness made friends (a successful FRIEND_ACCEPT), for choosing targets only:
     /// it goes stale when sessions end, and the router is never checked against it.
     friend_hints: HashSet<(String, String)>,
-    ledger: Vec<Entry>,
-    by_marker: HashMap<u64, usize>,
-    by_ref: HashMap<String, usize>,
+    ledger: Ledger<Owed>,
     next_number: u64,
 }
 
@@ -107,10 +105,7 @@ impl Harness {
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {
             router: Router::new(config, SeededEntropy(seed)),
-            now: Now {
-                mono_ms: 10_000,
-                unix_ms: 1_795_000_000_000,
-            },
+            now: START,
             next_conn: 1,
             slots: [None; SLOTS],
             slot_ids: Default::default(),
@@ -120,9 +115,7 @@ impl Harness {
             tokens: HashMap::new(),
             epochs: HashMap::new(),
             friend_hints: HashSet::new(),
-            ledger: Vec::new(),
-            by_marker: HashMap::new(),
-            by_ref: HashMap::new(),
+            ledger: Ledger::new(),
             next_number: 0,
         })
     }
@@ -384,25 +377,23 @@ impl Harness {
             frame["ref"] = json!(reference);
         }
         let sender = self.conn_session.get(&conn).cloned();
-        let index = self.ledger.len();
         // Registered before sending: delivery happens within the same batch.
-        self.ledger.push(Entry {
+        let owed = Owed {
             sender_epoch: self.epoch(sender.as_deref()),
-            sender: sender.unwrap_or_default(),
             recipient_epoch: self.epoch(recipient.as_deref()),
-            recipient: recipient.unwrap_or_default(),
             queued_ack: false,
-            delivered: 0,
-            undelivered: 0,
-        });
-        self.by_marker.insert(marker, index);
-        if let Some(reference) = &reference {
-            self.by_ref.insert(reference.clone(), index);
-        }
+        };
+        let index = self.ledger.record(
+            marker,
+            reference.as_deref(),
+            sender.unwrap_or_default(),
+            recipient.unwrap_or_default(),
+            owed,
+        );
         let out = self.text(conn, &frame.to_string());
         let replies: Vec<Value> = frames_to(&out, conn).collect();
         let refused = replies.iter().any(|r| r["type"] == "ERROR");
-        let entry = &mut self.ledger[index];
+        let entry = self.ledger.entry_mut(index);
         if refused {
             assert_eq!(entry.delivered, 0, "a refused MESSAGE was delivered");
             assert!(
@@ -422,7 +413,7 @@ impl Harness {
             panic!("MESSAGE {reference} got neither ACK nor ERROR: {replies:?}");
         };
         if ack["queued"] == true {
-            entry.queued_ack = true;
+            entry.extra.queued_ack = true;
             assert_eq!(entry.delivered, 0, "queued and delivered at once");
         } else {
             assert!(ack.get("queued").is_none(), "queued other than true: {ack}");
@@ -545,41 +536,30 @@ impl Harness {
                 );
             }
             "MESSAGE" => {
-                let payload = value["payload"].as_str().unwrap_or("");
-                let marker = payload.strip_prefix(ARMOR).and_then(|m| m.parse().ok());
-                let Some(&index) = marker.and_then(|m: u64| self.by_marker.get(&m)) else {
-                    panic!("a MESSAGE nobody sent: {value}");
-                };
-                let entry = &mut self.ledger[index];
-                assert_eq!(receiver.as_ref(), Some(&entry.recipient), "wrong recipient");
-                assert_eq!(value["from"], entry.sender.as_str(), "wrong sender");
-                entry.delivered += 1;
-                assert_eq!(entry.delivered + entry.undelivered, 1, "resolved twice");
+                if let Err(broken) = self.ledger.delivered(value, receiver.as_ref()) {
+                    panic!("{broken}");
+                }
             }
             "UNDELIVERED" => {
-                let reference = value["ref"].as_str().unwrap_or("");
-                let Some(&index) = self.by_ref.get(reference) else {
-                    panic!("UNDELIVERED for a ref nobody sent: {value}");
-                };
-                let recipient_connected = {
-                    let entry = &self.ledger[index];
+                let index = self
+                    .ledger
+                    .undelivered_index(value)
+                    .unwrap_or_else(|broken| panic!("{broken}"));
+                let entry = self.ledger.entry(index);
+                let recipient_connected =
                     self.conn_session.values().any(|id| *id == entry.recipient)
-                        && self.epochs.get(&entry.recipient) == Some(&entry.recipient_epoch)
-                };
-                let entry = &mut self.ledger[index];
-                assert!(entry.queued_ack, "UNDELIVERED for a MESSAGE never queued");
-                assert_eq!(
-                    receiver.as_ref(),
-                    Some(&entry.sender),
-                    "UNDELIVERED to another"
+                        && self.epochs.get(&entry.recipient) == Some(&entry.extra.recipient_epoch);
+                assert!(
+                    entry.extra.queued_ack,
+                    "UNDELIVERED for a MESSAGE never queued"
                 );
-                assert_eq!(value["to"], entry.recipient.as_str());
                 assert!(
                     !recipient_connected,
                     "UNDELIVERED while the recipient is here"
                 );
-                entry.undelivered += 1;
-                assert_eq!(entry.delivered + entry.undelivered, 1, "resolved twice");
+                if let Err(broken) = self.ledger.undelivered(index, value, receiver.as_ref()) {
+                    panic!("{broken}");
+                }
             }
             _ => {}
         }
@@ -648,15 +628,15 @@ impl Harness {
             }
             self.check();
         }
-        for entry in self.ledger.iter().filter(|e| e.queued_ack) {
+        for entry in self.ledger.entries().filter(|e| e.extra.queued_ack) {
             let resolved = entry.delivered + entry.undelivered;
-            if alive.contains(&(entry.recipient.clone(), entry.recipient_epoch)) {
+            if alive.contains(&(entry.recipient.clone(), entry.extra.recipient_epoch)) {
                 assert_eq!(
                     entry.delivered, 1,
                     "queued for a live recipient, not delivered"
                 );
             }
-            if alive.contains(&(entry.sender.clone(), entry.sender_epoch)) {
+            if alive.contains(&(entry.sender.clone(), entry.extra.sender_epoch)) {
                 assert_eq!(
                     resolved, 1,
                     "acknowledged as queued, then lost without a word"
@@ -664,22 +644,4 @@ impl Harness {
             }
         }
     }
-}
-
-/// The frames in `out` sent to `conn`, parsed.
-fn frames_to(out: &[Action], conn: ConnId) -> impl Iterator<Item = Value> + '_ {
-    out.iter().filter_map(move |action| match action {
-        Action::Send { conn: to, frame } if *to == conn => serde_json::from_str(frame).ok(),
-        _ => None,
-    })
-}
-
-/// Connections alternate between two client addresses, so per-address limits are exercised.
-fn peer_of(conn: u64) -> secchat::address::ClientAddr {
-    let host = if conn.is_multiple_of(2) {
-        [192, 0, 2, 1]
-    } else {
-        [192, 0, 2, 2]
-    };
-    secchat::address::ClientAddr::new(std::net::IpAddr::from(host))
 }

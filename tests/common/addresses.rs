@@ -5,7 +5,6 @@ use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream};
 use std::os::fd::FromRawFd;
 use std::process::Command;
-use std::time::Duration;
 
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::{HeaderName, HeaderValue};
@@ -191,16 +190,7 @@ pub fn upgrade_on(stream: TcpStream, server: &Server, headers: &[(&str, &str)]) 
         .read_buffer_size(4096)
         .write_buffer_size(4096);
     match tungstenite::client::client_with_config(request, stream, Some(config)) {
-        Ok((ws, _response)) => {
-            let _ = ws
-                .get_ref()
-                .set_read_timeout(Some(Duration::from_millis(100)));
-            Upgrade::Opened(Box::new(Client {
-                ws,
-                id: String::new(),
-                token: String::new(),
-            }))
-        }
+        Ok((ws, _response)) => Upgrade::Opened(Box::new(Client::with_short_reads(ws))),
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
             Upgrade::Refused(response.status().as_u16())
         }
