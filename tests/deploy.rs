@@ -1,11 +1,11 @@
-//! The deployment kit (issue 6): `deploy/` and `docs/DEPLOY.md` checked against the real binary.
+//! The deployment kit: `deploy/` and `docs/DEPLOY.md` checked against the real binary.
 //!
 //! - the systemd unit passes `systemd-analyze verify`, alone and with each drop-in, and keeps the
 //!   sandboxing and limits the docs promise;
 //! - the Caddy and nginx examples forward the WebSocket upgrade on `/ws`, keep `Host`, time out
 //!   later than the server's ping interval and idle timeout, and pass the client's address in
 //!   `X-Forwarded-For` to a secchat that trusts the proxy and keeps its per-address limits on
-//!   (issue 14); nginx limits connections and requests per client itself;
+//!   as well; nginx limits connections and requests per client itself;
 //! - every `secchat --flag value` and every `SECCHAT_*` variable written in the docs and examples
 //!   is one the binary accepts, with that value: the docs' commands are the tested ones.
 

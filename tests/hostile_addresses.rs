@@ -1,4 +1,4 @@
-//! Address tricks against the per-address limits (issue 14, items 4 and 5):
+//! Address tricks against the per-address limits:
 //!
 //! - one IPv6 /48 spread over many /64s holds only four /64s' worth of sockets, sessions and
 //!   half-open connections (its /56s twice), while another /48 and `::1` are still served. These
@@ -133,7 +133,7 @@ fn healthz_from(server: &Server, source: IpAddr) -> u16 {
         .status
 }
 
-/// Found by the review of issue 14 and fixed: sockets were counted per /64 only, so 157 /64s of
+/// A hole this test keeps closed: sockets were counted per /64 only, so 157 /64s of
 /// one /48 (tunnel brokers hand out /48s for free) opened as many WebSockets as they liked.
 /// Sockets now count in the /64, /56 and /48 at once (`--max-connections-per-ip` per /64, twice
 /// that per /56, four times per /48), like the sessions the router counts.
@@ -187,7 +187,7 @@ fn one_ipv6_48_holds_four_64s_worth_of_websockets_and_sessions() {
     });
 }
 
-/// Found by the review of issue 14 and fixed: connections that never complete a request head
+/// A hole this test keeps closed: connections that never complete a request head
 /// were limited only by the per-/64 socket count, so 384 of them from 6 /64s starved the
 /// server-wide socket cap. Half-open connections now have their own nested budget: 16 per /64,
 /// 32 per /56, 64 per /48.
@@ -268,7 +268,7 @@ fn open_with_session(server: &Server, from: IpAddr, forwarded_for: &str) -> Clie
     client
 }
 
-/// Found by the review of issue 14 and fixed: behind the shipped reverse proxy every connection
+/// A hole this test keeps closed: behind the shipped reverse proxy every connection
 /// came from the proxy's address, so per-address limits had to be off and one client filled
 /// all 10,000 sessions. With `--trusted-proxy`, the client the proxy names is what the socket
 /// and session limits count; the proxy itself is not limited.

@@ -1,4 +1,4 @@
-//! The `Host` check on the WebSocket upgrade against DNS rebinding (issue 14, item 6; the TLS
+//! The `Host` check on the WebSocket upgrade against DNS rebinding (the TLS
 //! certificate's names are in tests/tls_server.rs).
 //!
 //! A page on `evil.example` whose DNS answer changes to this server's address reaches `/ws` with
@@ -35,7 +35,7 @@ fn assert_misdirected(server: &Server, host: &str) {
     assert_eq!(upgrade_status(server, host), 421, "Host {host}");
 }
 
-/// Found by the review of issue 14 and fixed: `Host: evil.example:PORT` with
+/// A hole this test keeps closed: `Host: evil.example:PORT` with
 /// `Origin: http://evil.example:PORT` got `101`.
 #[test]
 fn a_rebinding_name_is_refused_on_a_loopback_server_and_its_own_names_are_not() {

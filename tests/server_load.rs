@@ -1,4 +1,4 @@
-//! Many concurrent WebSocket connections (issue 2: 1,000+), each with its own session.
+//! Many concurrent WebSocket connections (1,000+), each with its own session.
 //!
 //! The test process and the server each hold one descriptor per connection: 1,200 stays well
 //! below the usual `ulimit -n` (20,000 on the machine this was written on; 1,024 is the common

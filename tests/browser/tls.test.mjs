@@ -1,5 +1,5 @@
 // Reached by a name that is not localhost, the chat works over https:// and cannot work over http://
-// (issue 6): browsers give Web Crypto only to secure contexts. The https server is the real binary with
+// because browsers give Web Crypto only to secure contexts. The https server is the real binary with
 // `--tls-self-signed`, as on a Raspberry Pi at home (docs/DEPLOY.md, guide 2); the test accepts its
 // certificate the way a person clicks through the warning after comparing the fingerprint.
 import assert from 'node:assert/strict';
