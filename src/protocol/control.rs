@@ -1,6 +1,6 @@
-//! The control frames: the rare server frames that carry nothing a client sent but a `ref`,
-//! built by the router into a `String` of their own (its outboxes and resume queues take text).
-//! Each is described once ([`Describe`]), so the `String` is allocated at exactly its length.
+//! The control frames: the rare server frames that carry nothing a client sent but a `ref`.
+//! Each is built into a `String` of its own, which the router sends as `ServerFrame::Encoded` or
+//! keeps in a resume queue; described once ([`Describe`]), it is allocated at exactly its length.
 
 use super::ErrorCode;
 use super::encode::{Describe, PieceSink};
