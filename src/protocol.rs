@@ -35,9 +35,12 @@
 //! - `fast_path`: the fields of a flat object of strings, without serde_json.
 //! - `json_string`: reading a JSON string's raw text (its decoded ASCII, its start) without
 //!   decoding it into a `String`.
-//! - `encode`: [`ServerFrame`], [`TextOut`] and the control frames.
+//! - `encode`: how a frame describes its text once for both its length and its bytes;
+//!   [`ServerFrame`] and [`TextOut`].
+//! - `control`: the control frames ([`error`], [`connect_reply`], ...).
 
 mod codes;
+mod control;
 mod decode;
 mod encode;
 mod fast_path;
@@ -46,11 +49,12 @@ mod raw_json;
 mod request;
 
 pub use codes::ErrorCode;
-pub use decode::decode;
-pub use encode::{
-    FriendKeyFrame, ServerFrame, TextOut, connect_reply, disconnect, error, friend_cancel,
-    friend_decline, friend_remove, pong, presence, undelivered,
+pub use control::{
+    connect_reply, disconnect, error, friend_cancel, friend_decline, friend_remove, pong, presence,
+    undelivered,
 };
+pub use decode::decode;
+pub use encode::{FriendKeyFrame, ServerFrame, TextOut};
 pub use json_string::{AsciiUnits, ascii_units};
 pub use raw_json::RawJson;
 pub use request::{Frame, Rejected, Request, Resume};

@@ -1,17 +1,17 @@
 //! Encoding server frames.
 //!
-//! Each frame is described once, as the pieces of its JSON text in order: a frame's `describe`
-//! hands each piece to a [`PieceSink`]. Its length is that description read by [`Measure`], its
-//! bytes the same description read by [`WriteTo`], so the two cannot disagree. They must not: an
-//! outbox writes the WebSocket header from the length before the text, and one byte off breaks
-//! the client's stream.
+//! Each frame is described once, as the pieces of its JSON text in order: a frame's
+//! [`Describe::describe`] hands each piece to a [`PieceSink`]. Its length is that description
+//! read by [`Measure`], its bytes the same description read by [`WriteTo`], so the two cannot
+//! disagree. They must not: an outbox writes the WebSocket header from the length before the
+//! text, and one byte off breaks the client's stream.
 //!
 //! The frames that forward what a client sent are [`ServerFrame`]s, written once, straight into
-//! the recipient's outbox. The rare control frames ([`error`], [`pong`], [`connect_reply`], ...)
-//! are built into a `String` of exactly their length.
+//! the recipient's outbox. The rare control frames (`control`) are built into a `String` of
+//! exactly their length.
 
-use super::{ErrorCode, RawJson};
-use crate::id::{ID_LEN, Id, ResumeToken};
+use super::RawJson;
+use crate::id::{ID_LEN, Id, ResumeToken, TOKEN_LEN};
 
 /// Where a frame's JSON text is written: a `String`, or straight into a connection's outbox.
 /// Only whole `str`s go in, so what is written stays UTF-8.
@@ -35,18 +35,20 @@ impl TextOut for Vec<u8> {
 /// Reads a frame's description: one call per piece of its text, in order. Each kind of piece is
 /// its own method, so a description read for its length does no formatting, and one read for its
 /// text compiles to the writes alone (one method per kind, not a piece value matched at run time).
-trait PieceSink {
+pub(super) trait PieceSink {
     /// Copied as is: JSON syntax, a name, or JSON text a client sent.
     fn text(&mut self, text: &str);
     /// An ID's 6 characters (the quotes around it are `text`).
     fn id(&mut self, id: Id);
+    /// A resume token's characters (the quotes around it are `text`).
+    fn token(&mut self, token: &ResumeToken);
     /// A number in decimal.
     fn decimal(&mut self, n: u64);
 }
 
 /// Reads a description for its length in bytes.
 #[derive(Default)]
-struct Measure(usize);
+pub(super) struct Measure(usize);
 
 impl PieceSink for Measure {
     #[inline(always)]
@@ -60,13 +62,18 @@ impl PieceSink for Measure {
     }
 
     #[inline(always)]
+    fn token(&mut self, _: &ResumeToken) {
+        self.0 += TOKEN_LEN;
+    }
+
+    #[inline(always)]
     fn decimal(&mut self, n: u64) {
         self.0 += decimal_len(n);
     }
 }
 
 /// Reads a description into its text.
-struct WriteTo<'o, O: TextOut>(&'o mut O);
+pub(super) struct WriteTo<'o, O: TextOut>(&'o mut O);
 
 impl<O: TextOut> PieceSink for WriteTo<'_, O> {
     #[inline(always)]
@@ -80,8 +87,37 @@ impl<O: TextOut> PieceSink for WriteTo<'_, O> {
     }
 
     #[inline(always)]
+    fn token(&mut self, token: &ResumeToken) {
+        self.0.push_str(token.as_str());
+    }
+
+    #[inline(always)]
     fn decimal(&mut self, n: u64) {
         push_decimal(self.0, n);
+    }
+}
+
+/// A frame that describes its text once, piece by piece, in order: its length and its text are
+/// both read off that one description.
+pub(super) trait Describe {
+    fn describe(&self, out: &mut impl PieceSink);
+
+    /// The text's length in bytes.
+    #[inline(always)]
+    fn text_len(&self) -> usize {
+        let mut measure = Measure::default();
+        self.describe(&mut measure);
+        measure.0
+    }
+
+    /// The text, in a `String` of exactly its length: the description is read twice, once to
+    /// measure and once to write.
+    fn to_exact_string(&self) -> String {
+        let len = self.text_len();
+        let mut text = String::with_capacity(len);
+        self.describe(&mut WriteTo(&mut text));
+        debug_assert_eq!(text.len(), len);
+        text
     }
 }
 
@@ -132,7 +168,7 @@ pub enum ServerFrame<'a> {
     Encoded(&'a str),
 }
 
-impl ServerFrame<'_> {
+impl Describe for ServerFrame<'_> {
     /// The frame's text, piece by piece: the one description that [`ServerFrame::len`] and
     /// [`ServerFrame::write`] both read. Always inlined, and so are the sinks' methods: `len` is
     /// asked several times per routed frame, and inlined, [`Measure`] folds into the sum of a
@@ -173,16 +209,16 @@ impl ServerFrame<'_> {
             ServerFrame::Encoded(text) => out.text(text),
         }
     }
+}
 
+impl ServerFrame<'_> {
     /// The frame's length in bytes, exactly: outboxes size the WebSocket header from it before
     /// the frame is written.
     // Nothing asks whether a frame is empty: every frame is a JSON object.
     #[allow(clippy::len_without_is_empty)]
     #[inline]
     pub fn len(&self) -> usize {
-        let mut measure = Measure::default();
-        self.describe(&mut measure);
-        measure.0
+        self.text_len()
     }
 
     /// Writes the frame's JSON text, [`ServerFrame::len`] bytes of it.
@@ -193,10 +229,7 @@ impl ServerFrame<'_> {
 
     /// The frame as a `String` of its own, for a queue or a test.
     pub fn to_text(&self) -> String {
-        let mut text = String::with_capacity(self.len());
-        self.write(&mut text);
-        debug_assert_eq!(text.len(), self.len());
-        text
+        self.to_exact_string()
     }
 }
 
@@ -216,153 +249,13 @@ impl FriendKeyFrame {
     }
 }
 
-/// The text of a control frame that `describe` lays out piece by piece, in a `String` of exactly
-/// its length: `describe` is read twice, once to measure and once to write.
-fn control_frame(describe: impl Fn(&mut dyn PieceSink)) -> String {
-    let mut measure = Measure::default();
-    describe(&mut measure);
-    let mut text = String::with_capacity(measure.0);
-    describe(&mut WriteTo(&mut text));
-    debug_assert_eq!(text.len(), measure.0);
-    text
-}
-
-/// `{"type":<kind>,"from":<id>}`: the friendship frames that name only the other side.
-fn from_frame(kind: &str, from: Id) -> String {
-    control_frame(|out| {
-        out.text(r#"{"type":""#);
-        out.text(kind);
-        out.text(r#"","from":""#);
-        out.id(from);
-        out.text(r#""}"#);
-    })
-}
-
-/// `{"type":"FRIEND_DECLINE","from":..}`.
-pub fn friend_decline(from: Id) -> String {
-    from_frame("FRIEND_DECLINE", from)
-}
-
-/// `{"type":"FRIEND_CANCEL","from":..}`: a pending request from `from` is gone (version 2).
-pub fn friend_cancel(from: Id) -> String {
-    from_frame("FRIEND_CANCEL", from)
-}
-
-/// `{"type":"FRIEND_REMOVE","from":..}`.
-pub fn friend_remove(from: Id) -> String {
-    from_frame("FRIEND_REMOVE", from)
-}
-
-/// `{"type":"ERROR","code":..,"message":..}` plus `"ref"` when the request had a valid one.
-pub fn error(code: ErrorCode, reference: Option<&str>) -> String {
-    control_frame(|out| {
-        out.text(r#"{"type":"ERROR","code":""#);
-        out.text(code.as_str());
-        out.text(r#"","message":""#);
-        // Plain ASCII that JSON does not escape (ErrorCode::message), so copied as is.
-        out.text(code.message());
-        out.text("\"");
-        if let Some(reference) = reference {
-            out.text(r#","ref":"#);
-            out.text(reference);
-        }
-        out.text("}");
-    })
-}
-
-/// `{"type":"PONG"}`, echoing the PING's `ref` when it had one.
-pub fn pong(reference: Option<&str>) -> String {
-    control_frame(|out| {
-        out.text(r#"{"type":"PONG""#);
-        if let Some(reference) = reference {
-            out.text(r#","ref":"#);
-            out.text(reference);
-        }
-        out.text("}");
-    })
-}
-
-/// The reply to a successful CONNECT. `friends` yields each friend's ID and whether it is
-/// online; it is walked twice (once to measure, once to write), hence `Clone`.
-pub fn connect_reply(
-    id: Id,
-    token: &ResumeToken,
-    resumed: bool,
-    friends: impl Iterator<Item = (Id, bool)> + Clone,
-    max_message_bytes: usize,
-    version: u8,
-) -> String {
-    control_frame(|out| {
-        out.text(r#"{"type":"CONNECT","id":""#);
-        out.id(id);
-        out.text(r#"","token":""#);
-        out.text(token.as_str());
-        out.text(if resumed {
-            r#"","resumed":true,"friends":["#
-        } else {
-            r#"","resumed":false,"friends":["#
-        });
-        for (index, (friend, online)) in friends.clone().enumerate() {
-            if index > 0 {
-                out.text(",");
-            }
-            out.text(r#"{"id":""#);
-            out.id(friend);
-            out.text(if online {
-                r#"","online":true}"#
-            } else {
-                r#"","online":false}"#
-            });
-        }
-        out.text(r#"],"limits":{"max_message_bytes":"#);
-        out.decimal(max_message_bytes as u64);
-        out.text("}");
-        // A version-1 reply stays exactly as version 1 defined it.
-        if version >= 2 {
-            out.text(r#","version":"#);
-            out.decimal(u64::from(version));
-        }
-        out.text("}");
-    })
-}
-
-/// `{"type":"PRESENCE","id":..,"online":bool}`.
-pub fn presence(id: Id, online: bool) -> String {
-    control_frame(|out| {
-        out.text(r#"{"type":"PRESENCE","id":""#);
-        out.id(id);
-        out.text(if online {
-            r#"","online":true}"#
-        } else {
-            r#"","online":false}"#
-        });
-    })
-}
-
-/// `{"type":"DISCONNECT","id":..}`: a friend's session ended.
-pub fn disconnect(id: Id) -> String {
-    control_frame(|out| {
-        out.text(r#"{"type":"DISCONNECT","id":""#);
-        out.id(id);
-        out.text(r#""}"#);
-    })
-}
-
-/// `{"type":"UNDELIVERED","to":..,"ref":<raw>}`.
-pub fn undelivered(to: Id, reference: &str) -> String {
-    control_frame(|out| {
-        out.text(r#"{"type":"UNDELIVERED","to":""#);
-        out.id(to);
-        out.text(r#"","ref":"#);
-        out.text(reference);
-        out.text("}");
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::ResumeToken;
+    use crate::protocol::{
+        connect_reply, disconnect, friend_decline, friend_remove, pong, presence, undelivered,
+    };
     use serde_json::Value;
 
     const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\\nabc";
@@ -476,20 +369,6 @@ mod tests {
     }
 
     #[test]
-    fn every_error_frame_is_valid_json() {
-        for code in ErrorCode::ALL {
-            let with_ref = parse(&error(code, Some("\"x\"")));
-            assert_eq!(with_ref["type"], "ERROR");
-            assert_eq!(with_ref["code"], code.as_str());
-            assert_eq!(with_ref["ref"], "x");
-            assert!(with_ref["message"].as_str().is_some_and(|m| m.len() > 10));
-            let without = parse(&error(code, None));
-            assert_eq!(without["code"], code.as_str());
-            assert!(without.get("ref").is_none());
-        }
-    }
-
-    #[test]
     fn a_server_frame_is_as_long_as_it_says() {
         // Outboxes write the WebSocket header from `len` before the text: one byte off and the
         // client reads a broken frame. Lengths around the header's size classes (126, 65,536)
@@ -524,62 +403,6 @@ mod tests {
         let encoded = ServerFrame::Encoded("{\"type\":\"PONG\"}");
         assert_eq!(encoded.to_text(), "{\"type\":\"PONG\"}");
         assert_eq!(encoded.len(), 15);
-    }
-
-    #[test]
-    fn control_frames_are_spelled_exactly_and_built_at_their_length() {
-        let id = Id::parse("K7Q2ZD").unwrap_or_else(|| Id::from_random_bytes([0; 4]));
-        let token = ResumeToken::from_random_bytes(&[0; 32]);
-        let a_token = "A".repeat(43);
-        let exact = [
-            (friend_decline(id), r#"{"type":"FRIEND_DECLINE","from":"K7Q2ZD"}"#.to_owned()),
-            (friend_cancel(id), r#"{"type":"FRIEND_CANCEL","from":"K7Q2ZD"}"#.to_owned()),
-            (friend_remove(id), r#"{"type":"FRIEND_REMOVE","from":"K7Q2ZD"}"#.to_owned()),
-            (pong(None), r#"{"type":"PONG"}"#.to_owned()),
-            (pong(Some(r#""p""#)), r#"{"type":"PONG","ref":"p"}"#.to_owned()),
-            (presence(id, true), r#"{"type":"PRESENCE","id":"K7Q2ZD","online":true}"#.to_owned()),
-            (disconnect(id), r#"{"type":"DISCONNECT","id":"K7Q2ZD"}"#.to_owned()),
-            (
-                undelivered(id, r#""r""#),
-                r#"{"type":"UNDELIVERED","to":"K7Q2ZD","ref":"r"}"#.to_owned(),
-            ),
-            (
-                error(ErrorCode::BadJson, Some(r#""x""#)),
-                r#"{"type":"ERROR","code":"bad_json","message":"Send each message as one text frame holding a JSON object.","ref":"x"}"#.to_owned(),
-            ),
-            (
-                connect_reply(id, &token, false, std::iter::empty(), 65536, 2),
-                format!(
-                    r#"{{"type":"CONNECT","id":"K7Q2ZD","token":"{a_token}","resumed":false,"friends":[],"limits":{{"max_message_bytes":65536}},"version":2}}"#
-                ),
-            ),
-            (
-                connect_reply(id, &token, true, [(id, true), (id, false)].into_iter(), 7, 1),
-                format!(
-                    r#"{{"type":"CONNECT","id":"K7Q2ZD","token":"{a_token}","resumed":true,"friends":[{{"id":"K7Q2ZD","online":true}},{{"id":"K7Q2ZD","online":false}}],"limits":{{"max_message_bytes":7}}}}"#
-                ),
-            ),
-        ];
-        let mut built = Vec::new();
-        for (frame, expected) in exact {
-            assert_eq!(frame, expected);
-            built.push(frame);
-        }
-        for code in ErrorCode::ALL {
-            built.push(error(code, None));
-            built.push(error(code, Some(r#""ü-€-😀""#)));
-        }
-        for friends in [0u8, 1, 2, 9] {
-            for version in [1, 2] {
-                let list = (0..friends).map(|n| (Id::from_random_bytes([n; 4]), n % 3 == 0));
-                built.push(connect_reply(id, &token, true, list, 65536, version));
-            }
-        }
-        for frame in built {
-            // `with_capacity` gives exactly what it is asked for, and a frame that outgrew its
-            // measured length would have reallocated.
-            assert_eq!(frame.capacity(), frame.len(), "{frame}");
-        }
     }
 
     #[test]
