@@ -64,8 +64,8 @@ pub struct Settings<'a> {
 
 /// The WebSocket configuration for a server whose largest message is `max_message_bytes`.
 ///
-/// The read buffer is what an idle connection costs (ENGINEERING.md §4: RSS ≈ read buffer +
-/// 0.6 KiB). Tungstenite writes only control frames, and straight into the [`Outbox`]: a write
+/// The read buffer is most of what an idle connection costs (its resident memory is about the
+/// read buffer plus 0.6 KiB). Tungstenite writes only control frames, and straight into the [`Outbox`]: a write
 /// buffer of 0 hands each one over at once.
 pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
@@ -647,8 +647,8 @@ impl HttpState {
 impl WsState {
     fn read_next(&mut self, now: Instant) -> Inbound {
         if !self.readable {
-            // After some errors tungstenite must not be read again (ENGINEERING.md §3); wait for
-            // the close frame to flush and the grace to pass.
+            // After some errors tungstenite's state is undefined and it must not be read again;
+            // wait for the close frame to flush and the grace to pass.
             return Inbound::Done(Outcome::Keep);
         }
         loop {
