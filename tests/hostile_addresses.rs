@@ -59,22 +59,6 @@ fn sessions_from(server: &Server, sources: &[IpAddr]) -> Vec<Client> {
     opened
 }
 
-/// Whether the server has already closed `stream` (EOF or a reset waiting to be read).
-fn closed_already(stream: &TcpStream) -> bool {
-    stream.set_nonblocking(true).expect("non-blocking");
-    let mut byte = [0u8; 1];
-    let mut reader = stream;
-    let closed = match reader.read(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => panic!("the server sent bytes to a silent connection"),
-        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
-        Err(e) => panic!("unexpected read error: {e}"),
-    };
-    stream.set_nonblocking(false).expect("blocking");
-    closed
-}
-
 /// How many of `streams` the server keeps open, once it has dealt with all of them: a request
 /// answered afterwards from `barrier` proves every earlier connection was accepted (and each
 /// refused one closed); the closes are then waited for (at most a few seconds).

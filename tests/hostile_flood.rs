@@ -29,22 +29,6 @@ fn closed_by_server(stream: &mut TcpStream, wait: Duration) -> bool {
     }
 }
 
-/// Whether the server has already closed `stream` (EOF or reset waiting to be read).
-fn closed_already(stream: &TcpStream) -> bool {
-    stream.set_nonblocking(true).expect("non-blocking");
-    let mut byte = [0u8; 1];
-    let mut reader = stream;
-    let closed = match reader.read(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => panic!("the server sent bytes to a silent connection"),
-        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
-        Err(e) => panic!("unexpected read error: {e}"),
-    };
-    stream.set_nonblocking(false).expect("blocking");
-    closed
-}
-
 /// Counts how many of `streams` the server closed at once, how many it kept open.
 fn closed_and_open(streams: &[TcpStream]) -> (usize, usize) {
     let closed = streams.iter().filter(|s| closed_already(s)).count();

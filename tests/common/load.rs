@@ -197,3 +197,20 @@ impl RttStats {
         );
     }
 }
+
+/// Whether the server has already closed `stream` (EOF or a reset waiting to be read); panics
+/// if the server sent bytes, which it never does to a silent connection.
+pub fn closed_already(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).expect("non-blocking");
+    let mut byte = [0u8; 1];
+    let mut reader = stream;
+    let closed = match std::io::Read::read(&mut reader, &mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("the server sent bytes to a silent connection"),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => true,
+        Err(e) => panic!("unexpected read error: {e}"),
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    closed
+}
