@@ -70,7 +70,8 @@ test('a socket that died unnoticed: back on the tab, a probe finds it dead and t
   const text = 'typed into a dead connection';
   await sendMessage(bob, alice.id, text);
   await bob.page.waitForFunction(() => window.__sockets.dropped.some((f) => JSON.parse(f).type === 'MESSAGE'));
-  assert.equal(await outgoingState(bob, alice.id, text), 'sending');
+  // The page redraws once per animation frame, so the line may show its state a frame after the send.
+  await waitForOutgoingState(bob, alice.id, text, 'sending');
   assert.equal(await statusOf(bob), 'online', 'the page cannot know yet that the socket is dead');
 
   await setPageHidden(bob.page, true);
