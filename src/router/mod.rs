@@ -62,7 +62,9 @@ mod tests;
 
 use crate::address::{Block, BlockCounts, BlockRates, ClientAddr};
 use crate::id::{Id, ResumeToken, TOKEN_BYTES, TOKEN_LEN};
-use crate::protocol::{self, ErrorCode, FriendKeyFrame, RawJson, Request, Resume, ServerFrame};
+use crate::protocol::{
+    self, ErrorCode, FriendKeyFrame, InviteProof, RawJson, Request, Resume, ServerFrame,
+};
 use fasthash::FastMap;
 use limits::{ErrorWindow, TokenBucket};
 use session::{QueuedFrame, QueuedKind, Session};
@@ -470,8 +472,13 @@ impl<E: Entropy> Router<E> {
             Request::Message { to, payload } => {
                 self.message(caller, to.ok_or(ErrorCode::BadId)?, payload, now, out)
             }
-            Request::FriendRequest { to, public_key } => {
-                self.friend_request(caller, to.ok_or(ErrorCode::BadId)?, public_key, now, out)
+            Request::FriendRequest {
+                to,
+                public_key,
+                invite,
+            } => {
+                let key = FriendRequestKey { public_key, invite };
+                self.friend_request(caller, to.ok_or(ErrorCode::BadId)?, key, now, out)
             }
             Request::FriendAccept { to, public_key } => {
                 self.friend_accept(caller, to.ok_or(ErrorCode::BadId)?, public_key, out)
@@ -570,7 +577,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         caller: Caller<'_>,
         to: Id,
-        public_key: Option<RawJson<'_>>,
+        key: FriendRequestKey<'_>,
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
@@ -590,7 +597,12 @@ impl<E: Entropy> Router<E> {
         if sender.friends.contains(&to) {
             return Err(ErrorCode::AlreadyFriends);
         }
-        let public_key = checked_key(public_key, max_key)?;
+        let public_key = checked_key(key.public_key, max_key)?;
+        let invite = match key.invite {
+            InviteProof::Absent => None,
+            InviteProof::Valid(raw) => Some(raw),
+            InviteProof::Invalid => return Err(ErrorCode::BadInvite),
+        };
         let repeated = sender.pending_out.contains(&to);
         if !repeated && sender.pending_out.len() >= max_pending {
             return Err(ErrorCode::RateLimited);
@@ -620,14 +632,18 @@ impl<E: Entropy> Router<E> {
         if let Some(sender) = self.sessions.get_mut(&caller.id) {
             sender.pending_out.insert(to);
         }
+        let mut target_version = 1;
         if let Some(target) = self.sessions.get_mut(&to) {
             self.requests_forwarded += 1;
             target.pending_in.insert(caller.id, self.requests_forwarded);
+            target_version = target.version;
         }
         let frame = ServerFrame::FriendKey {
             kind: FriendKeyFrame::Request,
             from: caller.id,
             public_key,
+            // A version-1 client knows no such field.
+            invite: invite.filter(|_| target_version >= 2),
         };
         let queued = self.deliver(to, frame, QueuedKind::Capped, out);
         self.ack(caller, queued, out);
@@ -760,6 +776,7 @@ impl<E: Entropy> Router<E> {
             kind: FriendKeyFrame::Accept,
             from: caller.id,
             public_key,
+            invite: None,
         };
         let queued = self.deliver(to, frame, QueuedKind::Capped, out);
         self.ack(caller, queued, out);
@@ -1250,6 +1267,12 @@ impl<E: Entropy> Router<E> {
         self.timers
             .drop_stale_top(|deadline| timer_is_live(sessions, deadline));
     }
+}
+
+/// What a FRIEND_REQUEST carries besides its target, as decoded.
+struct FriendRequestKey<'a> {
+    public_key: Option<RawJson<'a>>,
+    invite: InviteProof<'a>,
 }
 
 /// The `public_key` of FRIEND_REQUEST / FRIEND_ACCEPT: `bad_key` when absent or not armored,
