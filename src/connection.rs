@@ -30,7 +30,7 @@ use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 use crate::address::ClientAddr;
 use crate::assets::Assets;
 use crate::http;
-use crate::outbox::Outbox;
+use crate::outbox::{BacklogTotal, Outbox};
 use crate::protocol::ServerFrame;
 use crate::tls::Transport;
 
@@ -58,6 +58,8 @@ pub struct Settings<'a> {
     /// Unsent output bytes past which a WebSocket is dropped ([`outbox_ceiling`]).
     pub outbox_ceiling: usize,
     pub tls: bool,
+    /// Shared by every WebSocket's outbox: their unsent bytes together.
+    pub backlog_total: BacklogTotal,
     pub ping_interval: Option<Duration>,
     pub idle_timeout: Option<Duration>,
 }
@@ -335,9 +337,8 @@ impl Connection {
     }
 
     /// Queues one text frame; it reaches the socket at the next [`Connection::flush`], or sooner
-    /// when 64 KiB wait (see [`crate::outbox`]): then `Ok(true)`, as [`Connection::unsent`]
-    /// changed.
-    pub fn send_frame(&mut self, frame: &ServerFrame<'_>) -> Result<bool, SendError> {
+    /// when 64 KiB wait (see [`crate::outbox`]).
+    pub fn send_frame(&mut self, frame: &ServerFrame<'_>) -> Result<(), SendError> {
         let State::WebSocket(ws) = &mut self.state else {
             return Err(SendError::NotOpen);
         };
@@ -349,7 +350,8 @@ impl Connection {
         if outbox.unsent() + frame.len() > ws.outbox_ceiling {
             return Err(SendError::Full);
         }
-        Ok(outbox.push_frame(frame))
+        outbox.push_frame(frame);
+        Ok(())
     }
 
     /// Starts the closing handshake with `code`; the connection is dropped once the peer answers
@@ -500,7 +502,7 @@ impl Connection {
             return Outcome::Drop;
         };
         let socket = WebSocket::from_partially_read(
-            Outbox::new(http.stream),
+            Outbox::new(http.stream, settings.backlog_total.clone()),
             leftover,
             Role::Server,
             Some(settings.ws_config),

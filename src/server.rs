@@ -34,6 +34,7 @@ use crate::connection::{
 use crate::http::{self, HostRule};
 use crate::memory::{self, Trimmer};
 use crate::metrics::{self, LoopCounters};
+use crate::outbox::BacklogTotal;
 use crate::router::fasthash::FastMap;
 use crate::router::{ConnId, Entropy, Now, Router, RouterConfig};
 use crate::socket_options;
@@ -216,6 +217,7 @@ impl Server {
             ws_config,
             outbox_ceiling,
             tls: tls.is_some(),
+            backlog_total: BacklogTotal::default(),
             ping_interval: nonzero(config.ping_interval),
             idle_timeout: nonzero(config.idle_timeout),
         };
@@ -624,6 +626,7 @@ impl Server {
     fn metrics_page(&self) -> String {
         let counters = LoopCounters {
             open_sockets: self.conns.len(),
+            unsent_bytes: self.settings.backlog_total.get(),
             ..self.counters
         };
         metrics::render(
@@ -639,6 +642,7 @@ impl Server {
             conns: &mut self.conns,
             owed: &mut self.owed,
             counters: &mut self.counters,
+            backlog_total: &self.settings.backlog_total,
             now: clock.instant,
         };
         (&mut self.router, out)
@@ -664,11 +668,6 @@ impl Server {
     fn settle(&mut self, clock: Clock) {
         while let Some(token) = self.owed.doomed.pop() {
             self.forget_connection(token, clock);
-        }
-        while let Some(token) = self.owed.wrote_early.pop() {
-            if let Some(connection) = self.conns.get(&token) {
-                self.router.flushed(token.0 as ConnId, connection.unsent());
-            }
         }
     }
 
@@ -780,12 +779,8 @@ impl Server {
                 continue;
             };
             conn.dirty = false;
-            match conn.flush() {
-                // A complete flush leaves 0 in the outbox; a blocked one, the rest.
-                Flush::Done | Flush::Blocked => {
-                    self.router.flushed(token.0 as ConnId, conn.unsent())
-                }
-                Flush::Dead => dead.push(token),
+            if conn.flush() == Flush::Dead {
+                dead.push(token);
             }
             self.sync_interest(token);
         }

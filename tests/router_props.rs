@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
 
-use secchat::router::{Action, ConnId, Now, Router, RouterConfig, SeededEntropy};
+use secchat::router::{Action, ConnId, Now, Recorder, Router, RouterConfig, SeededEntropy};
 
 mod router_model;
 use router_model::{ARMOR, Ledger, START, field, frames_to, peer_of};
@@ -261,6 +261,8 @@ struct Owed {
 /// What clients can observe, tracked independently of the router.
 struct Model {
     router: Router<SeededEntropy>,
+    /// Counts every frame as unsent until an `Op::Flushed` says what the socket took.
+    sink: Recorder,
     grace: u64,
     now: Now,
     next_conn: ConnId,
@@ -298,6 +300,7 @@ impl Model {
         Model {
             grace: config.resume_grace_ms,
             router: Router::new(config, SeededEntropy(seed)),
+            sink: Recorder::default(),
             now: START,
             next_conn: 1,
             slots: [None; SLOTS],
@@ -398,8 +401,8 @@ impl Model {
     }
 
     fn text(&mut self, conn: ConnId, text: &str) -> Result<Vec<Action>, TestCaseError> {
-        let mut out = Vec::new();
-        self.router.text(conn, text, self.now, &mut out);
+        self.router.text(conn, text, self.now, &mut self.sink);
+        let out = self.sink.take();
         self.observe(&out)?;
         Ok(out)
     }
@@ -464,8 +467,9 @@ impl Model {
         }
         // The loop reports every connection the router closed; that must change nothing.
         for conn in closed_now {
-            let mut out = Vec::new();
-            self.router.closed(conn, self.now, &mut out);
+            self.sink.backlogs.forget(conn);
+            self.router.closed(conn, self.now, &mut self.sink);
+            let out = self.sink.take();
             prop_assert!(
                 out.is_empty(),
                 "closed() after Close did something: {out:?}"
@@ -696,8 +700,8 @@ impl Model {
             }
             Op::Binary { slot } => {
                 let conn = self.conn_of(*slot);
-                let mut out = Vec::new();
-                self.router.binary(conn, self.now, &mut out);
+                self.router.binary(conn, self.now, &mut self.sink);
+                let out = self.sink.take();
                 self.observe(&out)?;
                 let code = Self::error_to(&out, conn);
                 prop_assert_eq!(code.as_deref(), Some("bad_json"));
@@ -705,14 +709,15 @@ impl Model {
             Op::Closed { slot } => {
                 if let Some(conn) = self.slots[*slot].take() {
                     self.open.remove(&conn);
-                    let mut out = Vec::new();
-                    self.router.closed(conn, self.now, &mut out);
+                    self.sink.backlogs.forget(conn);
+                    self.router.closed(conn, self.now, &mut self.sink);
+                    let out = self.sink.take();
                     if let Some(id) = self.conn_session.remove(&conn) {
                         self.session_lost_conn(id);
                     }
                     self.observe(&out)?;
-                    let mut again = Vec::new();
-                    self.router.closed(conn, self.now, &mut again);
+                    self.router.closed(conn, self.now, &mut self.sink);
+                    let again = self.sink.take();
                     prop_assert!(again.is_empty(), "closed() is not idempotent");
                 }
             }
@@ -737,7 +742,7 @@ impl Model {
             }
             Op::Flushed { slot, left } => {
                 if let Some(conn) = self.slots[*slot] {
-                    self.router.flushed(conn, *left);
+                    self.sink.flushed(conn, *left);
                 }
             }
             Op::Advance { ms } => {
@@ -753,8 +758,8 @@ impl Model {
                 for id in &expired {
                     self.die(id);
                 }
-                let mut out = Vec::new();
-                self.router.tick(self.now, &mut out);
+                self.router.tick(self.now, &mut self.sink);
+                let out = self.sink.take();
                 self.observe(&out)?;
             }
         }

@@ -2,13 +2,15 @@
 //!
 //! It owns no socket, reads no clock and draws no randomness of its own: the event loop hands it
 //! decoded events, the current time ([`Now`]) and an [`Entropy`] source, and it hands what must be
-//! sent or closed to a [`FrameSink`]: the loop's outboxes, or a vector of [`Action`]s in unit
-//! tests, property tests and benches, which drive it directly.
+//! sent or closed to a [`FrameSink`]: the loop's outboxes, or a [`Recorder`] in unit tests,
+//! property tests and fuzzing, which drive it directly. The sink is also what the router asks
+//! how many bytes each connection has not sent yet ([`FrameSink::backlog`]): the router keeps no
+//! count of its own.
 //!
 //! # The MESSAGE path
 //! Decoding borrows from the frame ([`crate::protocol`]); then one lookup for the connection, one
-//! for the sender's session (friendship check, rate limit), one for the recipient's session and
-//! one for its connection (busy check, unsent count). The forwarded frame and the ACK are
+//! for the sender's session (friendship check, rate limit), one for the recipient's session, and
+//! the sink's for the recipient's connection (its backlog, then the write). The forwarded frame and the ACK are
 //! [`ServerFrame`]s that borrow the payload and the `ref` from the received text: the sink writes
 //! them where they go, so the payload is copied once and the router allocates nothing (a
 //! `String` only when the recipient's session waits to resume and the frame must be queued).
@@ -16,10 +18,9 @@
 //!
 //! # Memory bounds
 //! - Per connection ([`Conn`]): a few words, plus the error window (at most 101 timestamps, only
-//!   after the first ERROR; `limits.rs`). Bytes not yet on the socket are counted (`unsent`:
-//!   what the loop reported left after its last flush, plus every frame emitted since): a
-//!   MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a connection with more than
-//!   `max_unsent_bytes` unsent is refused with `peer_busy`, so a peer can push at most
+//!   after the first ERROR; `limits.rs`). A MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a
+//!   connection whose sink backlog is over `max_unsent_bytes` is refused with `peer_busy`,
+//!   so a peer can push at most
 //!   `max_unsent_bytes` + one frame into a connection that does not read (over TLS, plus what
 //!   `tls.rs` lets rustls hold). Frames a connection causes itself (replies) and small control
 //!   frames are bounded by its outbox ceiling.
@@ -43,7 +44,8 @@
 //! - FRIEND_CANCEL frames queued for a session in its window: one per pending request it held,
 //!   and requests reach it at most `rate_incoming_requests_per_min` a minute (or, unlimited,
 //!   each one took a capped queue place first).
-//! - All of it together: every connection's unsent bytes plus every resume queue. While that
+//! - All of it together: every connection's backlog ([`FrameSink::total_backlog`]) plus every
+//!   resume queue. While that
 //!   is over `max_buffered_bytes`, the two per-recipient caps above shrink to a sixteenth
 //!   ([`BUDGET_SQUEEZE`]): enough connections that stop reading (from enough addresses) would
 //!   otherwise hold `max_unsent_bytes` each until the process runs out of memory. Only recipients
@@ -55,6 +57,7 @@ pub(crate) mod fasthash;
 mod invariants;
 mod limits;
 mod session;
+mod sink;
 mod timers;
 
 #[cfg(test)]
@@ -68,6 +71,7 @@ use crate::protocol::{
 use fasthash::FastMap;
 use limits::{ErrorWindow, TokenBucket};
 use session::{QueuedFrame, QueuedKind, Session};
+pub use sink::{Action, Backlogs, FrameSink, Recorder};
 use timers::{Deadline, ResumeTimers};
 
 /// The event loop's handle for one WebSocket connection. Never reused within a process.
@@ -185,42 +189,6 @@ impl RouterConfig {
     }
 }
 
-/// Where the router's frames and closes go, in the order it produces them.
-pub trait FrameSink {
-    /// Send `frame` on `conn`.
-    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>);
-    /// Send everything already sent to `conn`, then close it with this WebSocket close code.
-    /// The router has already forgotten `conn`: a later [`Router::closed`] for it is a no-op.
-    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str);
-}
-
-/// What the router asked for, recorded: how tests and benches see its output.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send one text frame (a complete JSON object) on `conn`.
-    Send { conn: ConnId, frame: String },
-    /// Send everything queued for `conn` so far, then close it with this WebSocket close code.
-    /// The router has already forgotten `conn`: a later [`Router::closed`] for it is a no-op.
-    Close {
-        conn: ConnId,
-        code: u16,
-        reason: &'static str,
-    },
-}
-
-impl FrameSink for Vec<Action> {
-    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>) {
-        self.push(Action::Send {
-            conn,
-            frame: frame.to_text(),
-        });
-    }
-
-    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
-        self.push(Action::Close { conn, code, reason });
-    }
-}
-
 /// Counters for logs and metrics. Never an ID, key or payload.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouterStats {
@@ -229,8 +197,6 @@ pub struct RouterStats {
     pub sessions_resuming: usize,
     pub queued_frames: usize,
     pub queued_bytes: usize,
-    /// Bytes of all connections not yet on their sockets (see [`Router::flushed`]).
-    pub unsent_bytes: usize,
     pub messages_routed: u64,
     /// ERRORs sent, indexed like [`ErrorCode::ALL`].
     pub errors_sent: [u64; ErrorCode::ALL.len()],
@@ -260,8 +226,6 @@ const MS_PER_MINUTE: u64 = 60_000;
 struct Conn {
     session: Option<Id>,
     peer: ClientAddr,
-    /// Bytes the loop had left unsent at its last flush, plus the frames emitted since.
-    unsent: usize,
     errors: ErrorWindow,
 }
 
@@ -293,8 +257,6 @@ pub struct Router<E: Entropy> {
     sessions_resuming: usize,
     queued_frames: usize,
     queued_bytes: usize,
-    /// The sum of every [`Conn::unsent`].
-    unsent_bytes: usize,
     messages_routed: u64,
     /// FRIEND_REQUESTs forwarded so far: the arrival number of each pending request.
     requests_forwarded: u64,
@@ -321,7 +283,6 @@ impl<E: Entropy> Router<E> {
             sessions_resuming: 0,
             queued_frames: 0,
             queued_bytes: 0,
-            unsent_bytes: 0,
             messages_routed: 0,
             requests_forwarded: 0,
             errors_sent: [0; ErrorCode::ALL.len()],
@@ -346,7 +307,6 @@ impl<E: Entropy> Router<E> {
             .or_insert_with(|| Conn {
                 session: None,
                 peer,
-                unsent: 0,
                 errors: ErrorWindow::default(),
             })
             .peer = peer;
@@ -369,7 +329,7 @@ impl<E: Entropy> Router<E> {
         let reference = frame.reference.map(RawJson::get);
         let outcome = match (frame.request, session) {
             (Request::Ping, _) => {
-                self.send(conn, ServerFrame::Encoded(&protocol::pong(reference)), out);
+                out.send(conn, ServerFrame::Encoded(&protocol::pong(reference)));
                 Ok(())
             }
             (Request::Connect { resume, version }, None) => {
@@ -401,24 +361,11 @@ impl<E: Entropy> Router<E> {
     /// `conn` is gone without DISCONNECT (dropped, idle, protocol error): its session, if any,
     /// enters the resume window. A no-op for a connection the router does not know.
     pub fn closed(&mut self, conn: ConnId, now: Now, out: &mut impl FrameSink) {
-        let Some(state) = self.forget_conn(conn) else {
+        let Some(state) = self.conns.remove(&conn) else {
             return;
         };
         if let Some(id) = state.session {
             self.session_dropped(id, now, out);
-        }
-    }
-
-    /// The loop wrote what the socket took of `conn`'s output: `still_unsent` bytes of it are
-    /// left waiting (0 when all of it went). A connection whose reader keeps up but whose socket
-    /// is full now and then must not count what already reached the socket, or a healthy peer
-    /// under load would look busy.
-    pub fn flushed(&mut self, conn: ConnId, still_unsent: usize) {
-        if let Some(state) = self.conns.get_mut(&conn) {
-            // Saturating: a miscount must never wrap into a huge total (the sum is checked as an
-            // invariant in tests and fuzzing).
-            self.unsent_bytes = self.unsent_bytes.saturating_sub(state.unsent) + still_unsent;
-            state.unsent = still_unsent;
         }
     }
 
@@ -451,7 +398,6 @@ impl<E: Entropy> Router<E> {
             sessions_resuming: self.sessions_resuming,
             queued_frames: self.queued_frames,
             queued_bytes: self.queued_bytes,
-            unsent_bytes: self.unsent_bytes,
             messages_routed: self.messages_routed,
             errors_sent: self.errors_sent,
         }
@@ -523,16 +469,12 @@ impl<E: Entropy> Router<E> {
         {
             return Err(ErrorCode::RateLimited);
         }
-        let (max_unsent, max_queue_bytes) = self.recipient_caps();
+        let (max_unsent, max_queue_bytes) = self.recipient_caps(out);
         // Friendships only name live sessions, so the recipient exists.
         let recipient = self.sessions.get_mut(&to).ok_or(ErrorCode::NotFriends)?;
         let queued = match recipient.conn {
             Some(recipient_conn) => {
-                let state = self
-                    .conns
-                    .get_mut(&recipient_conn)
-                    .ok_or(ErrorCode::PeerBusy)?;
-                if state.unsent > max_unsent {
+                if out.backlog(recipient_conn) > max_unsent {
                     return Err(ErrorCode::PeerBusy);
                 }
                 let frame = ServerFrame::Message {
@@ -540,9 +482,6 @@ impl<E: Entropy> Router<E> {
                     payload,
                     ts: now.unix_ms,
                 };
-                let len = frame.len();
-                state.unsent += len;
-                self.unsent_bytes += len;
                 out.send(recipient_conn, frame);
                 false
             }
@@ -626,7 +565,7 @@ impl<E: Entropy> Router<E> {
             return Err(ErrorCode::RateLimited);
         }
         self.check_room_for_request(caller.id, to, now, out)?;
-        if self.is_busy(to, REQUEST_ROOM_SHARE) {
+        if self.is_busy(to, REQUEST_ROOM_SHARE, out) {
             return Err(ErrorCode::PeerBusy);
         }
         if let Some(sender) = self.sessions.get_mut(&caller.id) {
@@ -768,7 +707,7 @@ impl<E: Entropy> Router<E> {
             return Err(ErrorCode::NoPendingRequest);
         }
         let public_key = checked_key(public_key, self.config.max_public_key_bytes)?;
-        if self.is_busy(to, 1) {
+        if self.is_busy(to, 1, out) {
             return Err(ErrorCode::PeerBusy);
         }
         self.befriend(caller.id, to);
@@ -837,7 +776,7 @@ impl<E: Entropy> Router<E> {
 
     fn disconnect(&mut self, caller: Caller<'_>, out: &mut impl FrameSink) {
         self.ack(caller, false, out);
-        self.forget_conn(caller.conn);
+        self.conns.remove(&caller.conn);
         self.end_session(caller.id, out);
         out.close(caller.conn, close_code::DISCONNECT, "disconnected");
     }
@@ -873,8 +812,8 @@ impl<E: Entropy> Router<E> {
         {
             self.count_error(ErrorCode::ServerFull);
             let refusal = protocol::error(ErrorCode::ServerFull, reference);
-            self.send(conn, ServerFrame::Encoded(&refusal), out);
-            self.forget_conn(conn);
+            out.send(conn, ServerFrame::Encoded(&refusal));
+            self.conns.remove(&conn);
             out.close(conn, close_code::SERVER_FULL, "server full");
             return Ok(());
         }
@@ -914,7 +853,7 @@ impl<E: Entropy> Router<E> {
             self.config.max_message_bytes,
             version,
         );
-        self.send(conn, ServerFrame::Encoded(&reply), out);
+        out.send(conn, ServerFrame::Encoded(&reply));
         Ok(())
     }
 
@@ -942,7 +881,7 @@ impl<E: Entropy> Router<E> {
         let queued = session.queue.take_all();
         match previous_conn {
             Some(old_conn) => {
-                self.forget_conn(old_conn);
+                self.conns.remove(&old_conn);
                 out.close(old_conn, close_code::TAKEN_OVER, "session taken over");
             }
             None => self.sessions_resuming -= 1,
@@ -951,14 +890,14 @@ impl<E: Entropy> Router<E> {
             state.session = Some(id);
         }
         let reply = self.resume_reply(id, &token);
-        self.send(conn, ServerFrame::Encoded(&reply), out);
+        out.send(conn, ServerFrame::Encoded(&reply));
         for entry in queued {
             self.queued_frames -= 1;
             self.queued_bytes -= entry.bytes();
             if entry.kind == QueuedKind::Cancel && version < 2 {
                 continue;
             }
-            self.send(conn, ServerFrame::Encoded(&entry.frame), out);
+            out.send(conn, ServerFrame::Encoded(&entry.frame));
         }
         // A takeover never looked offline to friends, so it gets no PRESENCE.
         if previous_conn.is_none() {
@@ -1024,14 +963,7 @@ impl<E: Entropy> Router<E> {
         for friend in &session.friends {
             let friend_conn = self.sessions.get(friend).and_then(|f| f.conn);
             if let Some(friend_conn) = friend_conn {
-                let frame = ServerFrame::Encoded(&presence);
-                send_counted(
-                    &mut self.conns,
-                    &mut self.unsent_bytes,
-                    friend_conn,
-                    frame,
-                    out,
-                );
+                out.send(friend_conn, ServerFrame::Encoded(&presence));
             }
         }
     }
@@ -1122,16 +1054,13 @@ impl<E: Entropy> Router<E> {
 
     /// Whether a capped frame to `target` must be refused with `peer_busy`, with the
     /// recipient caps divided by `share` (1 for the full caps).
-    fn is_busy(&self, target: Id, share: usize) -> bool {
+    fn is_busy(&self, target: Id, share: usize, out: &impl FrameSink) -> bool {
         let Some(session) = self.sessions.get(&target) else {
             return false;
         };
-        let (max_unsent, max_queue_bytes) = self.recipient_caps();
+        let (max_unsent, max_queue_bytes) = self.recipient_caps(out);
         match session.conn {
-            Some(conn) => self
-                .conns
-                .get(&conn)
-                .is_some_and(|state| state.unsent > max_unsent / share),
+            Some(conn) => out.backlog(conn) > max_unsent / share,
             None => session
                 .queue
                 .is_over(max_queue_bytes / share, self.config.max_queue_len / share),
@@ -1151,20 +1080,13 @@ impl<E: Entropy> Router<E> {
     /// The caps on one recipient's unsent bytes and resume-queue bytes in force now: a sixteenth
     /// of the configured ones while the server as a whole holds more than `max_buffered_bytes`
     /// (see the module docs).
-    fn recipient_caps(&self) -> (usize, usize) {
+    fn recipient_caps(&self, out: &impl FrameSink) -> (usize, usize) {
         let (unsent, queue) = (self.config.max_unsent_bytes, self.config.max_queue_bytes);
-        if self.unsent_bytes + self.queued_bytes > self.config.max_buffered_bytes {
+        if out.total_backlog() + self.queued_bytes > self.config.max_buffered_bytes {
             (unsent / BUDGET_SQUEEZE, queue / BUDGET_SQUEEZE)
         } else {
             (unsent, queue)
         }
-    }
-
-    /// Removes a connection, and its unsent bytes from the total.
-    fn forget_conn(&mut self, conn: ConnId) -> Option<Conn> {
-        let state = self.conns.remove(&conn)?;
-        self.unsent_bytes = self.unsent_bytes.saturating_sub(state.unsent);
-        Some(state)
     }
 
     /// Sends `frame` to session `target`, or queues it when the session is in its window.
@@ -1181,7 +1103,7 @@ impl<E: Entropy> Router<E> {
         };
         match session.conn {
             Some(conn) => {
-                send_counted(&mut self.conns, &mut self.unsent_bytes, conn, frame, out);
+                out.send(conn, frame);
                 false
             }
             None => {
@@ -1193,13 +1115,9 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>, out: &mut impl FrameSink) {
-        send_counted(&mut self.conns, &mut self.unsent_bytes, conn, frame, out);
-    }
-
     fn ack(&mut self, caller: Caller<'_>, queued: bool, out: &mut impl FrameSink) {
         if let Some(reference) = caller.reference {
-            self.send(caller.conn, ServerFrame::Ack { reference, queued }, out);
+            out.send(caller.conn, ServerFrame::Ack { reference, queued });
         }
     }
 
@@ -1219,10 +1137,9 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) {
         self.count_error(code);
-        self.send(
+        out.send(
             conn,
             ServerFrame::Encoded(&protocol::error(code, reference)),
-            out,
         );
         if !code.counts_toward_flood() {
             return;
@@ -1236,7 +1153,7 @@ impl<E: Entropy> Router<E> {
         }
         out.close(conn, close_code::POLICY, "too many errors");
         // Like a dropped connection: the session may still be resumed from a well-behaved one.
-        if let Some(state) = self.forget_conn(conn)
+        if let Some(state) = self.conns.remove(&conn)
             && let Some(id) = state.session
         {
             self.session_dropped(id, now, out);
@@ -1287,22 +1204,6 @@ fn checked_key(
         return Err(ErrorCode::KeyTooLarge);
     }
     Ok(public_key)
-}
-
-/// Sends `frame` on `conn` and counts its bytes as unsent there.
-fn send_counted(
-    conns: &mut FastMap<ConnId, Conn>,
-    unsent_bytes: &mut usize,
-    conn: ConnId,
-    frame: ServerFrame<'_>,
-    out: &mut impl FrameSink,
-) {
-    if let Some(state) = conns.get_mut(&conn) {
-        let len = frame.len();
-        state.unsent += len;
-        *unsent_bytes += len;
-    }
-    out.send(conn, frame);
 }
 
 /// A timer entry is live while its session is still in the window it was made for.

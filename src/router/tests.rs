@@ -9,6 +9,8 @@ const PAYLOAD: &str = "-----BEGIN PGP MESSAGE-----\\n\\nwcBMA\\u002b\\n-----END 
 
 struct Harness {
     router: Router<SeededEntropy>,
+    /// Every frame counts as unsent until a test says it was flushed.
+    sink: Recorder,
     now: Now,
 }
 
@@ -26,6 +28,7 @@ impl Harness {
     fn with(config: RouterConfig) -> Harness {
         Harness {
             router: Router::new(config, SeededEntropy(0x2545_F491_4F6C_DD1D)),
+            sink: Recorder::default(),
             now: Now {
                 mono_ms: 1_000_000,
                 unix_ms: 1_795_000_000_000,
@@ -45,19 +48,21 @@ impl Harness {
     }
 
     fn text(&mut self, conn: ConnId, text: &str) -> Vec<Action> {
-        let mut out = Vec::new();
-        self.router.text(conn, text, self.now, &mut out);
-        self.checked(out)
+        self.router.text(conn, text, self.now, &mut self.sink);
+        let actions = self.sink.take();
+        self.checked(actions)
     }
 
     fn json(&mut self, conn: ConnId, value: Value) -> Vec<Action> {
         self.text(conn, &value.to_string())
     }
 
+    /// The loop dropped `conn`'s socket, and its backlog with it.
     fn closed(&mut self, conn: ConnId) -> Vec<Action> {
-        let mut out = Vec::new();
-        self.router.closed(conn, self.now, &mut out);
-        self.checked(out)
+        self.sink.backlogs.forget(conn);
+        self.router.closed(conn, self.now, &mut self.sink);
+        let actions = self.sink.take();
+        self.checked(actions)
     }
 
     fn advance(&mut self, ms: u64) {
@@ -66,9 +71,9 @@ impl Harness {
     }
 
     fn tick(&mut self) -> Vec<Action> {
-        let mut out = Vec::new();
-        self.router.tick(self.now, &mut out);
-        self.checked(out)
+        self.router.tick(self.now, &mut self.sink);
+        let actions = self.sink.take();
+        self.checked(actions)
     }
 
     fn connect(&mut self, conn: ConnId) -> Session {
@@ -105,9 +110,9 @@ impl Harness {
     /// Makes `a` and `b` friends through the real handshake.
     fn befriend(&mut self, a: &Session, b: &Session) {
         // Small unsent caps in some tests must not turn the handshake into peer_busy.
-        self.router.flushed(b.conn, 0);
+        self.sink.flushed(b.conn, 0);
         self.text(a.conn, &friend_request(&b.id, None));
-        self.router.flushed(a.conn, 0);
+        self.sink.flushed(a.conn, 0);
         let actions = self.text(b.conn, &friend_accept(&a.id, None));
         assert_eq!(only_frame_to(&actions, a.conn)["type"], "FRIEND_ACCEPT");
     }
@@ -222,9 +227,9 @@ fn everything_but_connect_and_ping_is_not_connected_before_connect() {
         error_code(&h.text(1, r#"{"type":"MESSAGE"}"#), 1),
         "bad_request"
     );
-    let mut out = Vec::new();
+    let mut out = Recorder::default();
     h.router.binary(1, h.now, &mut out);
-    assert_eq!(error_code(&out, 1), "bad_json");
+    assert_eq!(error_code(out.actions(), 1), "bad_json");
 }
 
 #[test]
@@ -244,10 +249,10 @@ fn events_for_unknown_connections_are_ignored() {
     let mut h = Harness::new();
     assert!(h.text(9, r#"{"type":"PING"}"#).is_empty());
     assert!(h.closed(9).is_empty());
-    let mut out = Vec::new();
+    let mut out = Recorder::default();
     h.router.binary(9, h.now, &mut out);
-    h.router.flushed(9, 0);
-    assert!(out.is_empty());
+    h.sink.flushed(9, 0);
+    assert!(out.actions().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,7 +509,7 @@ fn friend_request_check_order() {
         error_code(&h.text(a.conn, &friend_request(&c.id, None)), a.conn),
         "peer_busy"
     );
-    h.router.flushed(c.conn, 0);
+    h.sink.flushed(c.conn, 0);
     h.advance(60_000);
     let actions = h.text(a.conn, &friend_request(&c.id, None));
     assert_eq!(only_frame_to(&actions, c.conn)["type"], "FRIEND_REQUEST");
@@ -726,8 +731,8 @@ fn message_check_order() {
     let b = h.connect(2);
     let c = h.connect(3);
     h.befriend(&a, &b);
-    h.router.flushed(a.conn, 0);
-    h.router.flushed(b.conn, 0);
+    h.sink.flushed(a.conn, 0);
+    h.sink.flushed(b.conn, 0);
     let plain = |to: &str| format!(r#"{{"type":"MESSAGE","to":"{to}","payload":"hello"}}"#);
     assert_eq!(error_code(&h.text(a.conn, &plain("bad")), a.conn), "bad_id");
     assert_eq!(
@@ -787,7 +792,7 @@ fn friends_with_a_300_byte_unsent_cap() -> (Harness, Session, Session) {
 #[test]
 fn peer_busy_via_unsent_bytes_until_flushed() {
     let (mut h, a, b) = friends_with_a_300_byte_unsent_cap();
-    h.router.flushed(b.conn, 0);
+    h.sink.flushed(b.conn, 0);
     let mut delivered = 0;
     loop {
         let actions = h.text(a.conn, &message(&b.id, Some("m")));
@@ -802,7 +807,7 @@ fn peer_busy_via_unsent_bytes_until_flushed() {
     }
     // Each forwarded frame is ~140 bytes: delivered while unsent <= 300, i.e. three of them.
     assert_eq!(delivered, 3);
-    h.router.flushed(b.conn, 0);
+    h.sink.flushed(b.conn, 0);
     assert_eq!(
         frames_to(&h.text(a.conn, &message(&b.id, None)), b.conn).len(),
         1
@@ -817,14 +822,14 @@ fn a_partial_flush_counts_only_what_the_socket_did_not_take() {
         frames_to(&actions, b.conn).len()
     };
     // Over the cap until the loop reports how much is really left.
-    h.router.flushed(b.conn, 301);
+    h.sink.flushed(b.conn, 301);
     assert_eq!(
         forwarded(&mut h),
         0,
         "301 bytes unsent is over a 300-byte cap"
     );
     // The socket took most of it: 100 bytes left, so the peer is not busy.
-    h.router.flushed(b.conn, 100);
+    h.sink.flushed(b.conn, 100);
     assert_eq!(forwarded(&mut h), 1);
     // Each frame is ~140 bytes: at ~240 one more is taken (the check comes before the frame),
     // at ~380 the peer is busy.
@@ -862,7 +867,7 @@ fn friends_on_a_1000_byte_budget() -> (Harness, Session, Session, Session) {
     h.befriend(&a, &b);
     h.befriend(&a, &c);
     for conn in [a.conn, b.conn, c.conn] {
-        h.router.flushed(conn, 0);
+        h.sink.flushed(conn, 0);
     }
     (h, a, b, c)
 }
@@ -873,8 +878,8 @@ fn over_the_budget_only_recipients_that_are_behind_are_refused() {
     // b never reads: it takes messages (~140 bytes each) until all output passes 1,000 bytes,
     // then its cap is 100 bytes and it is refused, long before its own 1,600.
     let forwarded = send_until_refused(&mut h, &a, &b);
-    h.router.flushed(a.conn, 0);
-    let unsent = h.router.stats().unsent_bytes;
+    h.sink.flushed(a.conn, 0);
+    let unsent = h.sink.backlogs.total();
     let frame_len = unsent / forwarded;
     assert!(
         unsent > 1_000 && unsent - frame_len <= 1_000,
@@ -884,17 +889,17 @@ fn over_the_budget_only_recipients_that_are_behind_are_refused() {
     let to_c = |h: &mut Harness| frames_to(&h.text(a.conn, &message(&c.id, None)), c.conn).len();
     assert_eq!(to_c(&mut h), 1);
     assert_eq!(to_c(&mut h), 0);
-    h.router.flushed(c.conn, 0);
-    h.router.flushed(a.conn, 0);
+    h.sink.flushed(c.conn, 0);
+    h.sink.flushed(a.conn, 0);
     assert_eq!(to_c(&mut h), 1);
     // A friend request to a session with nothing unsent goes through too.
     let d = h.connect(4);
-    h.router.flushed(d.conn, 0);
+    h.sink.flushed(d.conn, 0);
     let actions = h.text(a.conn, &friend_request(&d.id, Some("f")));
     assert_eq!(only_frame_to(&actions, d.conn)["type"], "FRIEND_REQUEST");
     // Once every socket took its output, b gets as much as at first again.
     for conn in [a.conn, b.conn, c.conn, d.conn] {
-        h.router.flushed(conn, 0);
+        h.sink.flushed(conn, 0);
     }
     assert_eq!(send_until_refused(&mut h, &a, &b), forwarded);
 }
@@ -903,14 +908,14 @@ fn over_the_budget_only_recipients_that_are_behind_are_refused() {
 fn resume_queues_count_toward_the_budget_and_shrink_with_it() {
     let (mut h, a, b, c) = friends_on_a_1000_byte_budget();
     h.closed(b.conn);
-    h.router.flushed(a.conn, 0);
+    h.sink.flushed(a.conn, 0);
     // b waits to resume: its queue takes messages until all output passes 1,000 bytes.
     send_until_refused(&mut h, &a, &b);
     let queued = h.router.stats().queued_bytes;
     assert!((1_000..1_600).contains(&queued), "{queued} bytes queued");
     // c, also away, may queue only 100 bytes now: one message, then peer_busy.
     h.closed(c.conn);
-    h.router.flushed(a.conn, 0);
+    h.sink.flushed(a.conn, 0);
     assert_eq!(send_until_refused(&mut h, &a, &c), 1);
 }
 
@@ -1305,7 +1310,7 @@ fn message_rate_limit_refills_with_time() {
             frames_to(&h.text(a.conn, &message(&b.id, None)), b.conn).len(),
             1
         );
-        h.router.flushed(b.conn, 0);
+        h.sink.flushed(b.conn, 0);
     }
     assert_eq!(
         error_code(&h.text(a.conn, &message(&b.id, Some("r"))), a.conn),
@@ -1407,12 +1412,12 @@ fn errors_spread_over_more_than_a_minute_do_not_flood() {
 fn binary_frames_count_toward_the_flood_before_connect_too() {
     let mut h = Harness::new();
     h.open(1);
-    let mut out = Vec::new();
+    let mut out = Recorder::default();
     for _ in 0..101 {
-        out.clear();
+        out.take();
         h.router.binary(1, h.now, &mut out);
     }
-    assert_eq!(closes(&out), vec![(1, close_code::POLICY)]);
+    assert_eq!(closes(out.actions()), vec![(1, close_code::POLICY)]);
     assert_eq!(h.router.stats().connections, 0);
 }
 
@@ -1461,10 +1466,10 @@ fn an_id_colliding_with_a_live_session_is_drawn_again() {
     let mut ids = Vec::new();
     for conn in [1, 2] {
         router.open(conn, now);
-        let mut out = Vec::new();
+        let mut out = Recorder::default();
         router.text(conn, r#"{"type":"CONNECT"}"#, now, &mut out);
         ids.push(
-            only_frame_to(&out, conn)["id"]
+            only_frame_to(out.actions(), conn)["id"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),

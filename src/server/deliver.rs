@@ -8,19 +8,17 @@ use mio::Token;
 
 use crate::connection::{Connection, SendError};
 use crate::metrics::LoopCounters;
+use crate::outbox::BacklogTotal;
 use crate::protocol::ServerFrame;
 use crate::router::fasthash::FastMap;
 use crate::router::{ConnId, FrameSink};
 
-/// What the loop owes connections after the router spoke; the loop settles the last two
-/// as soon as the router call returns (see `Server::settle`).
+/// What the loop owes connections after the router spoke; the loop drops the doomed ones as
+/// soon as the router call returns (see `Server::settle`).
 #[derive(Default)]
 pub struct Owed {
     /// Connections written to in this turn, flushed once at its end.
     pub dirty: Vec<Token>,
-    /// Connections whose outbox went to the socket early (64 KiB waited): the router's count of
-    /// their unsent bytes is corrected.
-    pub wrote_early: Vec<Token>,
     /// Connections that stopped reading their replies until their outbox passed its ceiling:
     /// dropped.
     pub doomed: Vec<Token>,
@@ -31,6 +29,7 @@ pub struct Deliver<'a> {
     pub conns: &'a mut FastMap<Token, Connection>,
     pub owed: &'a mut Owed,
     pub counters: &'a mut LoopCounters,
+    pub backlog_total: &'a BacklogTotal,
     pub now: Instant,
 }
 
@@ -44,13 +43,10 @@ impl FrameSink for Deliver<'_> {
             return;
         }
         match connection.send_frame(&frame) {
-            Ok(wrote_early) => {
+            Ok(()) => {
                 self.counters.frames_out += 1;
                 self.counters.bytes_out += frame.len() as u64;
                 mark_dirty(&mut self.owed.dirty, token, connection);
-                if wrote_early {
-                    self.owed.wrote_early.push(token);
-                }
             }
             Err(SendError::NotOpen) => {}
             Err(SendError::Full) => {
@@ -68,6 +64,16 @@ impl FrameSink for Deliver<'_> {
             connection.close_websocket(code, reason, self.now);
             mark_dirty(&mut self.owed.dirty, token, connection);
         }
+    }
+
+    fn backlog(&self, conn: ConnId) -> usize {
+        self.conns
+            .get(&Token(conn as usize))
+            .map_or(0, Connection::unsent)
+    }
+
+    fn total_backlog(&self) -> usize {
+        self.backlog_total.get()
     }
 }
 
