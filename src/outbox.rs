@@ -3,7 +3,7 @@
 //!
 //! Why not let tungstenite write to the socket: its out buffer keeps the capacity of the largest
 //! burst it ever held, for the life of the connection. With 10,000 busy connections that is
-//! tens of KiB each (300 MB measured), spread over memory the caches cannot hold, and it stays
+//! tens of KiB each, hundreds of MB together, spread over memory the caches cannot hold, and it stays
 //! after the burst. Here the routed frames are encoded straight into [`Outbox`], which is freed
 //! as soon as everything is on the socket, so the allocator hands the same warm block to the
 //! next connection, and an idle connection holds no output buffer at all. (Freeing that often is
@@ -162,8 +162,8 @@ impl Outbox {
     }
 
     /// Twice what the queue held at its last complete flush, so a turn busier than the last one
-    /// rarely outgrows it. Starting at the last length exactly made one `realloc` per 25
-    /// messages of 512 B (perf uprobes, 100 busy connections). Blocks are freed at every complete
+    /// rarely outgrows it: starting at exactly the last length, a busy connection would
+    /// reallocate (and copy its queue) every few dozen messages. Blocks are freed at every complete
     /// flush, so what a connection holds between turns stays what it has not sent.
     fn expected_len(&self) -> usize {
         (self.last_len as usize)

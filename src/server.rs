@@ -511,10 +511,9 @@ impl Server {
 /// Each turn reads what its connections sent, routes it into their partners' outboxes and
 /// flushes those at its end, so a turn's data is live all at once: about 36 KiB per busy
 /// connection (32 messages of 512 B read, as many written). 64 connections keep that within the
-/// core's 1 MiB L2 cache and the outboxes the allocator hands out turn after turn stay warm; at
-/// 1024, with all 10,000 connections busy, a turn's 37 MB missed every cache. Measured
-/// (BENCHMARKS.md): all 10,000 active +9 % (median of 12 alternating rounds), 100 connections
-/// unchanged, as are their system calls: a turn rarely has more than 64 events there.
+/// core's 1 MiB L2 cache and the outboxes the allocator hands out turn after turn stay warm; a
+/// batch of a thousand busy connections would be tens of MB, beyond every cache. With few
+/// connections a turn rarely has 64 events, so the cap costs them nothing (BENCHMARKS.md).
 const EVENTS_PER_TURN: usize = 64;
 
 /// Which `Host` values open `/ws` (see [`HostRule`]): the `--public-host` names and the
