@@ -408,7 +408,10 @@ impl Server {
             let _ = self.poll.registry().deregister(source);
         }
         log::debug!("connection {} closed", token.0);
-        if slot.in_router {
+        let in_router = slot.in_router;
+        // The socket closes and the outbox's backlog leaves the total before the router hears.
+        drop(slot);
+        if in_router {
             self.counters.websockets = self.counters.websockets.saturating_sub(1);
             let (router, mut out) = self.router_and_sink(clock);
             router.closed(token.0 as ConnId, clock.router, &mut out);
