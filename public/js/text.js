@@ -159,8 +159,6 @@ export function noticeText(code, details = {}) {
       return { tone: 'warn', kind: 'server', text: 'The server is full. Retrying…' };
     case 'server_error':
       return { tone: 'error', text: `Server error: ${REQUEST_ERROR_TEXT[details.code] || details.code}` };
-    case 'invite_failed':
-      return { tone: 'error', kind: 'invite', text: `Could not send the request to ${details.id}: ${details.message}` };
     case 'remove_failed':
       return { tone: 'error', text: `Could not remove ${details.id}: ${details.message}` };
     case 'not_remembered':
