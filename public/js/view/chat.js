@@ -120,7 +120,9 @@ function createPane(friend, actions) {
   const dismissButton = h('button', { type: 'button', className: 'btn btn-small', text: 'Close chat', 'aria-label': `Close the chat with ${id}`, onClick: () => actions.dismissFriend(id) });
   const banner = h('div', { className: 'banner banner-danger key-changed-banner', role: 'alert', hidden: true });
   const goneBanner = h('div', { className: 'banner banner-muted', role: 'status', hidden: true });
-  const log = h('ol', { className: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': `chat-title-${id}` });
+  // The log region scrolls; the messages inside it are a list (a role on the <ol> itself would hide that).
+  const list = h('ol', { className: 'log-list' });
+  const log = h('div', { className: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': `chat-title-${id}` }, list);
   const textarea = h('textarea', {
     className: 'input composer-input', id: `composer-${id}`, rows: '1',
     placeholder: 'Write a message…', autocomplete: 'off', 'aria-describedby': `composer-hint-${id}`,
@@ -320,7 +322,7 @@ function createPane(friend, actions) {
 
   function renderMessages(f, blocked) {
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
-    let cursor = log.firstChild;
+    let cursor = list.firstChild;
     let appended = false;
     const seen = new Set();
     for (const message of f.messages) {
@@ -332,7 +334,7 @@ function createPane(friend, actions) {
         appended = true;
       }
       view.update(message, !blocked, who);
-      if (view.element !== cursor) log.insertBefore(view.element, cursor);
+      if (view.element !== cursor) list.insertBefore(view.element, cursor);
       else cursor = cursor.nextSibling;
     }
     for (const [localId, view] of messageViews) {

@@ -20,8 +20,7 @@ export function createInviteStep({ actions }) {
     setText(title, own ? 'This is your own invite link' : `Send a friend request to ${invite.id}?`);
     setText(error, '');
     const send = h('button', {
-      type: 'button', className: 'btn btn-primary', id: 'invite-send', text: 'Send friend request',
-      'aria-label': 'Send friend request', onClick: async () => {
+      type: 'button', className: 'btn btn-primary', id: 'invite-send', text: 'Send friend request', onClick: async () => {
         send.disabled = true;
         setText(error, '');
         try {
@@ -43,7 +42,7 @@ export function createInviteStep({ actions }) {
       ]),
     h('div', { className: 'actions' },
       own ? false : send,
-      h('button', { type: 'button', className: 'btn', text: own ? 'Dismiss' : 'Not now', 'aria-label': 'Dismiss the invite', onClick: () => actions.dismissInvite() })));
+      h('button', { type: 'button', className: 'btn', text: own ? 'Dismiss' : 'Not now', onClick: () => actions.dismissInvite() })));
   }
 
   return { root, update, focus: () => title.focus() };

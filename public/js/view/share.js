@@ -15,7 +15,7 @@ export function createInviteShare({ actions, prefix, headingLevel = 'h3' }) {
   // Only where the browser can share (phones, mostly); elsewhere copy and QR do the job.
   const canShare = typeof navigator.share === 'function';
   const shareButton = canShare ? h('button', {
-    type: 'button', className: 'btn btn-small btn-primary', text: 'Share…', 'aria-label': 'Share your invite link',
+    type: 'button', className: 'btn btn-small btn-primary', text: 'Share', 'aria-label': 'Share your invite link',
     onClick: async () => {
       setText(shareError, '');
       try {

@@ -5,7 +5,7 @@ import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.j
 import { friendNameElement } from './names.js';
 import { createInviteShare } from './share.js';
 import { shownPresence } from '../model.js';
-import { friendLabel, labelText, nameClashes } from '../names.js';
+import { friendLabel, nameClashes } from '../names.js';
 import { TRUST_LABELS } from '../text.js';
 
 // A friend who dropped is in the server's resume window and may come back: "offline", not gone.
@@ -139,10 +139,11 @@ export function createSidebar({ actions }) {
     const dot = h('span', { className: 'presence-dot', 'aria-hidden': 'true' });
     const trust = h('span', { className: 'trust-badge' });
     const presence = h('span', { className: 'presence-text small' });
-    const unread = h('span', { className: 'unread-badge', 'aria-hidden': 'true' });
+    const trustWord = h('span', { className: 'sr-only' });
+    const unread = h('span', { className: 'unread-badge' });
     const nameSlot = h('span', { className: 'name-slot' });
     const button = h('button', { type: 'button', className: 'friend', 'data-friend': id, onClick: () => actions.selectFriend(id) },
-      dot, nameSlot, trust, presence, unread);
+      dot, nameSlot, trust, trustWord, presence, unread);
     const element = h('li', {}, button);
     let shownName = '';
     function update(friend, active, presenceShown, unreadCount, clashes) {
@@ -154,19 +155,22 @@ export function createSidebar({ actions }) {
       }
       const trustText = TRUST_LABELS[friend.trust];
       setText(trust, friend.trust === 'verified' ? '✔' : friend.trust === 'changed' ? '⚠' : '?');
+      trust.setAttribute('aria-hidden', 'true');
       trust.className = `trust-badge trust-${friend.trust}`;
       button.className = `friend presence-${presenceShown}`;
       setText(presence, PRESENCE_LABEL[presenceShown]);
-      setText(unread, unreadCount > 99 ? '99+' : String(unreadCount));
+      // The button's accessible name is its own text (what is seen is what is read), with the words the
+      // symbols stand for: "?" unverified, the count "unread".
+      setText(trustWord, ` ${trustText} `);
+      const shownCount = unreadCount > 99 ? '99+' : String(unreadCount);
+      if (unread.firstChild?.nodeValue !== shownCount) unread.replaceChildren(shownCount, h('span', { className: 'sr-only', text: ' unread' }));
       unread.hidden = unreadCount === 0;
       toggleClass(button, 'active', active);
       if (active) button.setAttribute('aria-current', 'true');
       else button.removeAttribute('aria-current');
       button.setAttribute('data-trust', friend.trust);
       button.setAttribute('data-unread', String(unreadCount));
-      const presenceText = presenceShown === 'unknown' ? 'presence unknown while you are offline' : PRESENCE_LABEL[presenceShown];
-      const named = label.kind === 'id' ? id : `${labelText(label)}, ${id}`;
-      button.setAttribute('aria-label', `${named}, ${trustText}, ${presenceText}${unreadCount ? `, ${unreadCount} unread` : ''}`);
+
     }
     return { element, update };
   }
