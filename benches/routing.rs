@@ -23,7 +23,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use secchat::id::Id;
 use secchat::protocol::{self, RawJson, ServerFrame};
-use secchat::router::{Action, ConnId, FrameSink, Now, Router, RouterConfig, SeededEntropy};
+use secchat::router::{
+    Action, Backlogs, ConnId, FrameSink, Now, Recorder, Router, RouterConfig, SeededEntropy,
+};
 
 /// Messages routed per iteration before the recipients are reported flushed.
 const BATCH: usize = 64;
@@ -101,26 +103,47 @@ fn frame_type(frame: &str) -> String {
 }
 
 /// A sink like the server's outboxes, for the measured loops: frame texts are written into one
-/// buffer, emptied after each batch as the loop's flush empties the outboxes. (The harness's
-/// `Vec<Action>` would build every frame into a `String` of its own, which the server does not.)
+/// buffer, emptied after each batch as the loop's flush empties the outboxes, and each
+/// connection's backlog is counted until then. (The harness's [`Recorder`] would build every
+/// frame into a `String` of its own, which the server does not.)
 #[derive(Default)]
 struct Outboxes {
     bytes: Vec<u8>,
+    backlogs: Backlogs,
 }
 
 impl FrameSink for Outboxes {
-    fn send(&mut self, _conn: ConnId, frame: ServerFrame<'_>) {
+    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>) {
+        self.backlogs.add(conn, frame.len());
         frame.write(&mut self.bytes);
     }
 
     // The measured loops close nothing: the harness checks their frames before and after.
     fn close(&mut self, _conn: ConnId, _code: u16, _reason: &'static str) {}
+
+    fn backlog(&self, conn: ConnId) -> usize {
+        self.backlogs.get(conn)
+    }
+
+    fn total_backlog(&self) -> usize {
+        self.backlogs.total()
+    }
+}
+
+impl Outboxes {
+    /// The loop's flush of `conns`: all they were sent is on their sockets.
+    fn flushed(&mut self, conns: impl IntoIterator<Item = ConnId>) {
+        self.bytes.clear();
+        for conn in conns {
+            self.backlogs.flushed(conn, 0);
+        }
+    }
 }
 
 /// A router driven by connection IDs 1, 2, 3, … with helpers that check every answer.
 struct Harness {
     router: Router<SeededEntropy>,
-    out: Vec<Action>,
+    out: Recorder,
     next_conn: ConnId,
 }
 
@@ -128,7 +151,7 @@ impl Harness {
     fn new() -> Self {
         Harness {
             router: Router::new(config(), SeededEntropy(0x9E37_79B9_7F4A_7C15)),
-            out: Vec::with_capacity(16),
+            out: Recorder::default(),
             next_conn: 1,
         }
     }
@@ -140,10 +163,10 @@ impl Harness {
         self.router.open(conn, NOW);
         self.router
             .text(conn, r#"{"type":"CONNECT"}"#, NOW, &mut self.out);
-        let reply = frames(&self.out)
+        let reply = frames(self.out.actions())
             .first()
             .map(|(to, frame)| (*to, frame.to_string()));
-        self.out.clear();
+        self.flush();
         let Some((to, frame)) = reply.filter(|(to, _)| *to == conn) else {
             panic!("no CONNECT reply for connection {conn}");
         };
@@ -158,7 +181,7 @@ impl Harness {
     /// (recipient, frame type) pairs, in order.
     fn expect(&mut self, from: ConnId, text: &str, expected: &[(ConnId, &str)]) {
         self.router.text(from, text, NOW, &mut self.out);
-        let got: Vec<(ConnId, String)> = frames(&self.out)
+        let got: Vec<(ConnId, String)> = frames(self.out.actions())
             .into_iter()
             .map(|(conn, frame)| (conn, frame_type(frame)))
             .collect();
@@ -167,7 +190,16 @@ impl Harness {
             .map(|(conn, kind)| (*conn, kind.to_string()))
             .collect();
         assert_eq!(got, want, "after {from} sent {}", frame_type(text));
-        self.out.clear();
+        self.flush();
+    }
+
+    /// Every frame went to its socket: the recorded actions and their connections' backlogs are
+    /// forgotten (so the recorder does not grow with the connections a bench goes through).
+    fn flush(&mut self) {
+        for action in self.out.take() {
+            let (Action::Send { conn, .. } | Action::Close { conn, .. }) = action;
+            self.out.backlogs.forget(conn);
+        }
     }
 
     fn befriend(&mut self, a: (ConnId, &str), b: (ConnId, &str), key: &str) {
@@ -235,14 +267,12 @@ fn bench_routing(c: &mut Criterion) {
                             router.text(*from, black_box(text.as_str()), NOW, &mut out);
                             next_pair = (next_pair + 1) % pairs.len();
                         }
-                        out.bytes.clear();
-                        for k in 0..distinct_recipients {
+                        out.flushed((0..distinct_recipients).flat_map(|k| {
                             let (sender, recipient, _) = &pairs[(first + k) % pairs.len()];
-                            router.flushed(*recipient, 0);
-                            if with_ref {
-                                router.flushed(*sender, 0);
-                            }
-                        }
+                            [Some(*recipient), with_ref.then_some(*sender)]
+                                .into_iter()
+                                .flatten()
+                        }));
                     })
                 });
                 // The same check after the run: nothing turned into peer_busy or an error.
@@ -288,9 +318,7 @@ fn bench_friends(c: &mut Criterion) {
                 router.text(a.0, black_box(&request), NOW, &mut out);
                 router.text(b.0, black_box(&accept), NOW, &mut out);
                 router.text(a.0, black_box(&remove), NOW, &mut out);
-                out.bytes.clear();
-                router.flushed(a.0, 0);
-                router.flushed(b.0, 0);
+                out.flushed([a.0, b.0]);
             })
         });
     }
@@ -307,7 +335,7 @@ fn bench_friends(c: &mut Criterion) {
             harness.befriend((a.0, &a.1), (b.0, &b.1), &key);
             harness.router.text(a.0, disconnect, NOW, &mut harness.out);
             harness.router.text(b.0, disconnect, NOW, &mut harness.out);
-            harness.out.clear();
+            harness.flush();
         })
     });
     assert_eq!(harness.router.stats().sessions, 1_000);

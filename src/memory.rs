@@ -2,11 +2,10 @@
 //!
 //! glibc's `free` hands the top of the heap back (`sbrk`) as soon as 128 KiB lie free there. A
 //! busy loop turn frees every outbox it flushed (`outbox.rs`), and the next turn allocates them
-//! again: with the default, each turn shrank the heap and then faulted the same pages back in,
-//! zeroed by the kernel (measured: 0.97 µs of server CPU per routed 512 B message against 0.79
-//! with a high threshold, same session). So the threshold is raised once at start, and memory is
-//! handed back here instead, at moments chosen to be cheap: when most connections have left,
-//! and when traffic pauses after a burst.
+//! again: with the default, each turn would shrink the heap and then fault the same pages back
+//! in, zeroed by the kernel, a visible share of the cost of routing a message (BENCHMARKS.md).
+//! So the threshold is raised once at start, and memory is handed back here instead, at moments
+//! chosen to be cheap: when most connections have left, and when traffic pauses after a burst.
 
 use std::time::{Duration, Instant};
 

@@ -16,6 +16,8 @@ pub struct LoopCounters {
     pub refused: u64,
     pub open_sockets: usize,
     pub websockets: usize,
+    /// Bytes in the outboxes, not yet on their sockets.
+    pub unsent_bytes: usize,
     pub frames_in: u64,
     pub bytes_in: u64,
     pub frames_out: u64,
@@ -71,7 +73,7 @@ pub fn render(router: &RouterStats, counters: &LoopCounters, rss_bytes: Option<u
         "unsent_bytes",
         "gauge",
         "Bytes waiting for connections' sockets to take them.",
-        gauge(router.unsent_bytes),
+        gauge(counters.unsent_bytes),
     );
     metric(
         "connections_accepted_total",

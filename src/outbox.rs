@@ -3,7 +3,7 @@
 //!
 //! Why not let tungstenite write to the socket: its out buffer keeps the capacity of the largest
 //! burst it ever held, for the life of the connection. With 10,000 busy connections that is
-//! tens of KiB each (300 MB measured), spread over memory the caches cannot hold, and it stays
+//! tens of KiB each, hundreds of MB together, spread over memory the caches cannot hold, and it stays
 //! after the burst. Here the routed frames are encoded straight into [`Outbox`], which is freed
 //! as soon as everything is on the socket, so the allocator hands the same warm block to the
 //! next connection, and an idle connection holds no output buffer at all. (Freeing that often is
@@ -13,14 +13,41 @@
 //! same queue: one queue keeps every frame whole and in order (an ERROR before the close that
 //! follows it), which two writers to one socket could not.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
+use std::rc::Rc;
 
 use crate::protocol::ServerFrame;
 use crate::tls::Transport;
 
+/// The unsent bytes of all outboxes together, one counter shared by all of them (they live on
+/// the loop's one thread). Each outbox adds what it queues and takes away what reaches its
+/// socket or is dropped with it, so the total is exact at every moment and costs O(1) to read:
+/// it is what the router's [`total_backlog`](crate::router::FrameSink::total_backlog) asks.
+#[derive(Clone, Debug, Default)]
+pub struct BacklogTotal(Rc<Cell<usize>>);
+
+impl BacklogTotal {
+    pub fn get(&self) -> usize {
+        self.0.get()
+    }
+
+    fn add(&self, bytes: usize) {
+        self.0.set(self.0.get() + bytes);
+    }
+
+    fn sub(&self, bytes: usize) {
+        // Never below zero: every subtraction is of bytes an outbox added before.
+        self.0.set(self.0.get().saturating_sub(bytes));
+    }
+}
+
 /// A connection's socket with its queue of unsent WebSocket bytes.
+///
+/// Invariant: `total` holds exactly [`Outbox::unsent`] of this outbox (until it is dropped).
 pub struct Outbox {
     transport: Transport,
+    total: BacklogTotal,
     queue: Vec<u8>,
     /// How much of `queue` is already on the socket.
     sent: usize,
@@ -73,9 +100,10 @@ fn rewrite_header(queue: &mut Vec<u8>, frame_start: usize, text_start: usize) {
 }
 
 impl Outbox {
-    pub fn new(transport: Transport) -> Outbox {
+    pub fn new(transport: Transport, total: BacklogTotal) -> Outbox {
         Outbox {
             transport,
+            total,
             queue: Vec::new(),
             sent: 0,
             last_len: 0,
@@ -96,10 +124,9 @@ impl Outbox {
     }
 
     /// Queues `frame` as one unmasked text frame, the form every server-to-client frame takes,
-    /// writing its text straight into the queue (the one copy of a forwarded payload). Returns
-    /// whether the backlog reached [`WRITE_EARLY`] and was put on the socket (so
-    /// [`Outbox::unsent`] may have dropped).
-    pub fn push_frame(&mut self, frame: &ServerFrame<'_>) -> bool {
+    /// writing its text straight into the queue (the one copy of a forwarded payload). A backlog
+    /// that reaches [`WRITE_EARLY`] is put on the socket at once.
+    pub fn push_frame(&mut self, frame: &ServerFrame<'_>) {
         let len = frame.len();
         self.make_room(len + MAX_HEADER);
         let frame_start = self.queue.len();
@@ -110,12 +137,11 @@ impl Outbox {
         if written != len {
             rewrite_header(&mut self.queue, frame_start, text_start);
         }
-        if self.unsent() < WRITE_EARLY {
-            return false;
+        self.total.add(self.queue.len() - frame_start);
+        if self.unsent() >= WRITE_EARLY {
+            // WouldBlock leaves the rest for the flush; a failure surfaces there too.
+            let _ = self.write_queue();
         }
-        // WouldBlock leaves the rest for the flush; a failure surfaces there too.
-        let _ = self.write_queue();
-        true
     }
 
     /// Makes room for `bytes` more. Growing a queue copies every byte already in it, and the
@@ -136,8 +162,8 @@ impl Outbox {
     }
 
     /// Twice what the queue held at its last complete flush, so a turn busier than the last one
-    /// rarely outgrows it. Starting at the last length exactly made one `realloc` per 25
-    /// messages of 512 B (perf uprobes, 100 busy connections). Blocks are freed at every complete
+    /// rarely outgrows it: starting at exactly the last length, a busy connection would
+    /// reallocate (and copy its queue) every few dozen messages. Blocks are freed at every complete
     /// flush, so what a connection holds between turns stays what it has not sent.
     fn expected_len(&self) -> usize {
         (self.last_len as usize)
@@ -157,7 +183,10 @@ impl Outbox {
             let rest = self.queue.get(self.sent..).unwrap_or_default();
             match self.transport.write(rest) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.total.sub(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.compact();
@@ -182,6 +211,12 @@ impl Outbox {
     }
 }
 
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.total.sub(self.unsent());
+    }
+}
+
 impl Read for Outbox {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.transport.read(buf)
@@ -193,6 +228,7 @@ impl Write for Outbox {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // No room ahead of need: a ping or pong to an idle connection stays a few bytes.
         self.queue.extend_from_slice(buf);
+        self.total.add(buf.len());
         Ok(buf.len())
     }
 
@@ -212,6 +248,11 @@ mod tests {
 
     /// An outbox on one end of a loopback connection, and the other end, blocking.
     fn pair() -> (Outbox, std::net::TcpStream) {
+        pair_counted_in(&BacklogTotal::default())
+    }
+
+    /// Like [`pair`], with the outbox counting its backlog in `total`.
+    fn pair_counted_in(total: &BacklogTotal) -> (Outbox, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
@@ -220,7 +261,7 @@ mod tests {
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        (Outbox::new(Transport::plain(server)), client)
+        (Outbox::new(Transport::plain(server), total.clone()), client)
     }
 
     fn encoded_by_tungstenite(text: &str) -> Vec<u8> {
@@ -245,22 +286,18 @@ mod tests {
     }
 
     #[test]
-    fn a_backlog_of_64_kib_goes_to_the_socket_early_and_says_so() {
-        let (mut outbox, _client) = pair();
+    fn a_backlog_of_64_kib_goes_to_the_socket_early() {
+        let total = BacklogTotal::default();
+        let (mut outbox, _client) = pair_counted_in(&total);
         // 1,000 bytes of text make a 1,004-byte frame: the 66th brings the backlog to 64 KiB.
         let text = "x".repeat(1000);
         for n in 1..66 {
-            assert!(
-                !outbox.push_frame(&ServerFrame::Encoded(&text)),
-                "frame {n} went early"
-            );
+            outbox.push_frame(&ServerFrame::Encoded(&text));
+            assert_eq!(outbox.unsent(), n * 1004, "frame {n} went early");
         }
-        assert_eq!(outbox.unsent(), 65 * 1004);
-        assert!(
-            outbox.push_frame(&ServerFrame::Encoded(&text)),
-            "66 frames stayed queued"
-        );
+        outbox.push_frame(&ServerFrame::Encoded(&text));
         assert!(outbox.unsent() < 66 * 1004, "nothing reached the socket");
+        assert_eq!(total.get(), outbox.unsent());
     }
 
     #[test]
@@ -327,5 +364,28 @@ mod tests {
         assert!(reader.join().unwrap(), "bytes lost, doubled or reordered");
         assert_eq!(outbox.unsent(), 0);
         assert_eq!(outbox.queue.capacity(), 0);
+    }
+
+    #[test]
+    fn the_shared_total_is_the_sum_of_every_outbox_unsent_through_pushes_flushes_and_drops() {
+        let total = BacklogTotal::default();
+        let (mut first, _first_client) = pair_counted_in(&total);
+        let (mut second, _second_client) = pair_counted_in(&total);
+        first.push_frame(&ServerFrame::Encoded("hello"));
+        second.push_frame(&ServerFrame::Encoded(&"x".repeat(300)));
+        second.write_all(b"\x8a\x00").unwrap();
+        assert_eq!(total.get(), first.unsent() + second.unsent());
+        assert_eq!(total.get(), (2 + 5) + (4 + 300 + 2));
+        // Until the socket refuses more, then after a partial flush.
+        let text = "y".repeat(8000);
+        while second.flush_to_socket().is_ok() {
+            second.push_frame(&ServerFrame::Encoded(&text));
+        }
+        assert_eq!(total.get(), first.unsent() + second.unsent());
+        assert!(second.unsent() > 0);
+        first.flush_to_socket().unwrap();
+        assert_eq!(total.get(), second.unsent());
+        drop(second);
+        assert_eq!(total.get(), 0, "a dropped outbox takes its backlog with it");
     }
 }

@@ -57,7 +57,7 @@ pub use decode::decode;
 pub use encode::{FriendKeyFrame, ServerFrame, TextOut};
 pub use json_string::{AsciiUnits, ascii_units};
 pub use raw_json::RawJson;
-pub use request::{Frame, Rejected, Request, Resume};
+pub use request::{Frame, InviteProof, MAX_INVITE_CHARS, Rejected, Request, Resume};
 
 /// The longest `ref` a client may send, in Unicode code points.
 pub const MAX_REF_CHARS: usize = 64;

@@ -59,8 +59,8 @@ pub fn set_nodelay_for_accepted(listener: &TcpListener) -> bool {
 /// answer follows within the delayed-ACK timeout (40 ms or less), the kernel sends the ACK and
 /// returns to its usual adaptation. A client with `TCP_NODELAY` (Chromium sets it) never waits
 /// for an ACK to send; one without it meets the Nagle/delayed-ACK wait it would meet anyway once
-/// the kernel had switched modes on its own. Measured on loopback: 2 segments fewer per pair of
-/// friends set up (27 → 25) and the setup rate +7 to +11 % in alternating runs (BENCHMARKS.md).
+/// the kernel had switched modes on its own. It saves two segments per pair of friends set up,
+/// which shows in the setup rate (BENCHMARKS.md).
 /// Best effort: a failure changes only the packet count.
 pub fn delay_first_acks(stream: &TcpStream) {
     #[cfg(target_os = "linux")]

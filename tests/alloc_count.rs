@@ -12,9 +12,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use secchat::id::Id;
-use secchat::outbox::Outbox;
+use secchat::outbox::{BacklogTotal, Outbox};
 use secchat::protocol::{RawJson, ServerFrame};
-use secchat::router::{Action, ConnId, Entropy, FrameSink, Now, Router, RouterConfig};
+use secchat::router::{
+    Action, Backlogs, ConnId, Entropy, FrameSink, Now, Recorder, Router, RouterConfig,
+};
 use secchat::tls::Transport;
 
 struct CountingAllocator;
@@ -101,16 +103,26 @@ struct Outboxes {
     bytes: Vec<u8>,
     /// Each frame's connection and where its text ends in `bytes`.
     frames: Vec<(ConnId, usize)>,
+    backlogs: Backlogs,
 }
 
 impl FrameSink for Outboxes {
     fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>) {
+        self.backlogs.add(conn, frame.len());
         frame.write(&mut self.bytes);
         self.frames.push((conn, self.bytes.len()));
     }
 
     fn close(&mut self, conn: ConnId, code: u16, _reason: &'static str) {
         panic!("the router closed connection {conn} with {code}");
+    }
+
+    fn backlog(&self, conn: ConnId) -> usize {
+        self.backlogs.get(conn)
+    }
+
+    fn total_backlog(&self) -> usize {
+        self.backlogs.total()
     }
 }
 
@@ -128,9 +140,11 @@ impl Outboxes {
             .collect()
     }
 
+    /// The loop's flush: every frame went to its socket.
     fn clear(&mut self) {
         self.bytes.clear();
         self.frames.clear();
+        self.backlogs.flushed_all();
     }
 }
 
@@ -142,23 +156,23 @@ struct Pair {
     recipient_id: String,
 }
 
-fn connect(router: &mut Router<Counter>, conn: ConnId, out: &mut Vec<Action>) -> String {
+fn connect(router: &mut Router<Counter>, conn: ConnId, out: &mut Recorder) -> String {
     router.open(conn, NOW);
     router.text(conn, r#"{"type":"CONNECT"}"#, NOW, out);
-    let reply = match out.as_slice() {
+    let reply = match out.take().as_slice() {
         [Action::Send { conn: to, frame }] if *to == conn => frame.clone(),
         other => panic!("expected one CONNECT reply, got {other:?}"),
     };
-    out.clear();
     let value: serde_json::Value = serde_json::from_str(&reply).expect("reply is JSON");
     value["id"].as_str().expect("reply has an id").to_owned()
 }
 
 /// Sends `text` and returns the frames produced, as (connection, type).
 fn route(router: &mut Router<Counter>, from: ConnId, text: &str) -> Vec<(ConnId, String)> {
-    let mut out = Vec::new();
+    let mut out = Recorder::default();
     router.text(from, text, NOW, &mut out);
-    out.iter()
+    out.take()
+        .iter()
         .map(|action| match action {
             Action::Send { conn, frame } => {
                 let value: serde_json::Value = serde_json::from_str(frame).expect("JSON frame");
@@ -177,7 +191,7 @@ fn friends_among(background: usize) -> Pair {
         ..RouterConfig::defaults()
     };
     let mut router = Router::new(config, Counter(7));
-    let mut out = Vec::new();
+    let mut out = Recorder::default();
     for conn in 100..100 + background as ConnId {
         connect(&mut router, conn, &mut out);
     }
@@ -228,8 +242,6 @@ fn allocations_for_one(pair: &mut Pair, text: &str, expect_ack: bool) -> usize {
     for _ in 0..1_000 {
         router.text(*sender, text, NOW, out);
         out.clear();
-        router.flushed(*recipient, 0);
-        router.flushed(*sender, 0);
     }
     let count = allocations_in(|| router.text(*sender, text, NOW, out));
     let mut expected_frames = vec![(*recipient, "MESSAGE")];
@@ -283,11 +295,11 @@ fn a_sink_that_records_actions_builds_each_frame_into_a_string() {
     let mut pair = friends_among(0);
     let text = message(&pair.recipient_id, 512, Some("17"));
     let Pair { router, sender, .. } = &mut pair;
-    let mut out = Vec::with_capacity(8);
+    let mut out = Recorder::default();
     router.text(*sender, &text, NOW, &mut out);
     out.clear();
     let count = allocations_in(|| router.text(*sender, &text, NOW, &mut out));
-    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out.actions().len(), 2, "{out:?}");
     assert_eq!(count, 2, "one String for the MESSAGE, one for the ACK");
 }
 
@@ -312,7 +324,10 @@ fn frames_written_into_an_outbox_allocate_nothing_after_its_first() {
     let _client = std::net::TcpStream::connect(listener.local_addr().expect("address"));
     let (socket, _) = listener.accept().expect("accept");
     socket.set_nonblocking(true).expect("non-blocking");
-    let mut outbox = Outbox::new(Transport::plain(mio::net::TcpStream::from_std(socket)));
+    let mut outbox = Outbox::new(
+        Transport::plain(mio::net::TcpStream::from_std(socket)),
+        BacklogTotal::default(),
+    );
     let raw = format!(r#""-----BEGIN PGP MESSAGE-----\n{}""#, "Q".repeat(512));
     let payload = RawJson::parse(&raw).expect("JSON string");
     let from = Id::parse("K7Q2ZD").expect("an ID");

@@ -1,5 +1,5 @@
 //! The `Host` check on the WebSocket upgrade against DNS rebinding (the TLS
-//! certificate's names are in tests/tls_server.rs).
+//! certificate's names are in tests/tls_wss.rs).
 //!
 //! A page on `evil.example` whose DNS answer changes to this server's address reaches `/ws` with
 //! `Host: evil.example` and a matching `Origin`, which the Origin check alone lets through.

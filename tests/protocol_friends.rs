@@ -251,3 +251,25 @@ fn pending_requests_end_silently_with_the_requester() {
     let reply = b.request(accept(&a_id, TEST_KEY, "late"));
     assert_error_shape(&reply, "no_pending_request", Some("late"));
 }
+
+#[test]
+fn an_invite_proof_is_forwarded_to_a_version_2_target_and_a_malformed_one_is_bad_invite() {
+    let server = Server::start(&[]);
+    let (mut a, a_id, _) = connect_session(&server);
+    let mut b = Client::connect(&server);
+    let reply = b.request(json!({"type": "CONNECT", "version": 2}));
+    let b_id = reply["id"].as_str().unwrap_or_default().to_owned();
+    let proof = "Zm9vYmFyLWJhel9xdXV4LTAxMjM0NTY3ODlhYmNkZWY";
+
+    let mut malformed = request(&b_id, TEST_KEY, Some("bad"));
+    malformed["invite"] = json!("not base64url!");
+    assert_error_shape(&a.request(malformed), "bad_invite", Some("bad"));
+
+    let mut with_proof = request(&b_id, TEST_KEY, Some("ok"));
+    with_proof["invite"] = json!(proof);
+    assert_eq!(a.request(with_proof), json!({"type": "ACK", "ref": "ok"}));
+    assert_eq!(
+        b.recv_json(),
+        json!({"type": "FRIEND_REQUEST", "from": a_id, "public_key": TEST_KEY, "invite": proof})
+    );
+}

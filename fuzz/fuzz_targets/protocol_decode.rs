@@ -12,7 +12,8 @@
 use libfuzzer_sys::fuzz_target;
 use secchat::id::Id;
 use secchat::protocol::{
-    self, ErrorCode, FriendKeyFrame, MAX_REF_CHARS, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, RawJson,
+    self, ErrorCode, FriendKeyFrame, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS, MESSAGE_ARMOR,
+    PUBLIC_KEY_ARMOR, RawJson,
     Request, ServerFrame,
 };
 use serde_json::Value;
@@ -147,8 +148,22 @@ fn check_tree(text: &str) {
 fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
     let from = Id::parse("K7Q2ZD").unwrap_or_else(|| panic!("fixed ID"));
     match request {
-        Request::FriendRequest { to, public_key } | Request::FriendAccept { to, public_key } => {
+        Request::FriendRequest { to, public_key, .. } | Request::FriendAccept { to, public_key } => {
             check_to(text, *to);
+            let invite = match request {
+                Request::FriendRequest {
+                    invite: InviteProof::Valid(raw),
+                    ..
+                } => Some(*raw),
+                _ => None,
+            };
+            if let Some(raw) = invite {
+                // Forwarded unread: it must be plain base64url text that needs no decoding.
+                let text = raw.get();
+                assert!(text.len() >= 3 && text.len() <= MAX_INVITE_CHARS + 2);
+                let inner = text.get(1..text.len() - 1).unwrap_or_default();
+                assert!(inner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            }
             if let Some(key) = *public_key {
                 let (decoded, lone_surrogate) = decoded_armored(key);
                 assert!(decoded.starts_with(PUBLIC_KEY_ARMOR));
@@ -161,8 +176,12 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                         kind,
                         from,
                         public_key: key,
+                        invite,
                     }));
                     assert_eq!(forwarded["from"], "K7Q2ZD");
+                    if let Some(raw) = invite {
+                        assert_eq!(forwarded["invite"].as_str(), raw.get().get(1..raw.get().len() - 1));
+                    }
                     assert_eq!(forwarded["public_key"].as_str(), Some(&*decoded));
                 }
             }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use libfuzzer_sys::arbitrary::{Result as ArbitraryResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use secchat::protocol::{self, Request};
-use secchat::router::{Action, ConnId, Now, Router, RouterConfig, SeededEntropy};
+use secchat::router::{Action, ConnId, Now, Recorder, Router, RouterConfig, SeededEntropy};
 use serde_json::{Value, json};
 
 #[path = "../../tests/router_model/mod.rs"]
@@ -51,6 +51,8 @@ struct Owed {
 
 struct Harness {
     router: Router<SeededEntropy>,
+    /// Counts every frame as unsent until a flush op says what the socket took.
+    sink: Recorder,
     now: Now,
     next_conn: ConnId,
     slots: [Option<ConnId>; SLOTS],
@@ -105,6 +107,7 @@ impl Harness {
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {
             router: Router::new(config, SeededEntropy(seed)),
+            sink: Recorder::default(),
             now: START,
             next_conn: 1,
             slots: [None; SLOTS],
@@ -200,8 +203,8 @@ impl Harness {
             }
             26 => {
                 let conn = self.conn(slot);
-                let mut out = Vec::new();
-                self.router.binary(conn, self.now, &mut out);
+                self.router.binary(conn, self.now, &mut self.sink);
+                let out = self.sink.take();
                 self.observe(&out);
             }
             27..=30 => self.close(slot),
@@ -213,7 +216,7 @@ impl Harness {
                     input.int_in_range(0..=512 * 1024)?
                 };
                 if let Some(conn) = self.slots[slot] {
-                    self.router.flushed(conn, still_unsent);
+                    self.sink.flushed(conn, still_unsent);
                 }
             }
             35..=39 => {
@@ -447,19 +450,20 @@ impl Harness {
         };
         self.open.remove(&conn);
         self.conn_session.remove(&conn);
-        let mut out = Vec::new();
-        self.router.closed(conn, self.now, &mut out);
+        self.sink.backlogs.forget(conn);
+        self.router.closed(conn, self.now, &mut self.sink);
+        let out = self.sink.take();
         self.observe(&out);
-        let mut again = Vec::new();
-        self.router.closed(conn, self.now, &mut again);
+        self.router.closed(conn, self.now, &mut self.sink);
+        let again = self.sink.take();
         assert!(again.is_empty(), "closed() twice did something: {again:?}");
     }
 
     fn advance(&mut self, ms: u64) {
         self.now.mono_ms += ms;
         self.now.unix_ms += ms;
-        let mut out = Vec::new();
-        self.router.tick(self.now, &mut out);
+        self.router.tick(self.now, &mut self.sink);
+        let out = self.sink.take();
         self.observe(&out);
         if let Some(deadline) = self.router.next_deadline_ms() {
             assert!(deadline > self.now.mono_ms, "tick left a due deadline");
@@ -471,8 +475,8 @@ impl Harness {
     }
 
     fn text(&mut self, conn: ConnId, text: &str) -> Vec<Action> {
-        let mut out = Vec::new();
-        self.router.text(conn, text, self.now, &mut out);
+        self.router.text(conn, text, self.now, &mut self.sink);
+        let out = self.sink.take();
         self.observe(&out);
         out
     }
@@ -509,8 +513,9 @@ impl Harness {
         }
         // The loop reports every connection the router closed: that must change nothing.
         for conn in closed_now {
-            let mut out = Vec::new();
-            self.router.closed(conn, self.now, &mut out);
+            self.sink.backlogs.forget(conn);
+            self.router.closed(conn, self.now, &mut self.sink);
+            let out = self.sink.take();
             assert!(
                 out.is_empty(),
                 "closed() after Close did something: {out:?}"

@@ -21,10 +21,11 @@ pub enum ErrorCode {
     PeerBusy,
     KeyTooLarge,
     TooManyRequests,
+    BadInvite,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -43,6 +44,7 @@ impl ErrorCode {
         ErrorCode::PeerBusy,
         ErrorCode::KeyTooLarge,
         ErrorCode::TooManyRequests,
+        ErrorCode::BadInvite,
     ];
 
     /// The `code` on the wire.
@@ -66,6 +68,7 @@ impl ErrorCode {
             ErrorCode::PeerBusy => "peer_busy",
             ErrorCode::KeyTooLarge => "key_too_large",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::BadInvite => "bad_invite",
         }
     }
 
@@ -110,6 +113,9 @@ impl ErrorCode {
             }
             ErrorCode::TooManyRequests => {
                 "The recipient has too many pending friend requests or received too many recently; try again in a minute."
+            }
+            ErrorCode::BadInvite => {
+                "invite must be a string of 1 to 64 characters from A-Z, a-z, 0-9, - and _."
             }
         }
     }

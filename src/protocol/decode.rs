@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use super::fast_path::flat_fields;
 use super::json_string::{ascii_units, decoded_starts_with, string_inner, unescaped_text};
 use super::{
-    ErrorCode, Frame, MAX_REF_CHARS, MESSAGE_ARMOR, PROTOCOL_VERSION, PUBLIC_KEY_ARMOR, RawJson,
-    Rejected, Request, Resume,
+    ErrorCode, Frame, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS, MESSAGE_ARMOR,
+    PROTOCOL_VERSION, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request, Resume,
 };
 use crate::id::{Id, TOKEN_LEN};
 
@@ -42,6 +42,8 @@ pub(super) struct KnownFields<'a> {
     pub(super) resume: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub(super) version: Option<RawJson<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub(super) invite: Option<RawJson<'a>>,
 }
 
 /// The fields of CONNECT's `resume` object.
@@ -123,6 +125,7 @@ fn checked_frame(fields: KnownFields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
         FrameType::FriendRequest => Request::FriendRequest {
             to: target(fields.to).ok_or_else(bad_request)?,
             public_key: armored(fields.public_key, PUBLIC_KEY_ARMOR),
+            invite: invite_proof(fields.invite),
         },
         FrameType::FriendAccept => Request::FriendAccept {
             to: target(fields.to).ok_or_else(bad_request)?,
@@ -249,6 +252,23 @@ fn resume_token_text(raw: RawJson<'_>) -> Option<[u8; TOKEN_LEN]> {
         len += 1;
     }
     (len == TOKEN_LEN).then_some(text)
+}
+
+/// FRIEND_REQUEST's `invite`: valid when a JSON string of 1 to [`MAX_INVITE_CHARS`] characters
+/// of the base64url alphabet, written without escapes (a client has no reason to escape them).
+pub(super) fn invite_proof(raw: Option<RawJson<'_>>) -> InviteProof<'_> {
+    let Some(raw) = raw else {
+        return InviteProof::Absent;
+    };
+    let is_base64url = |byte: &u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_');
+    match raw.is_string().then(|| string_inner(raw).as_bytes()) {
+        Some(text)
+            if (1..=MAX_INVITE_CHARS).contains(&text.len()) && text.iter().all(is_base64url) =>
+        {
+            InviteProof::Valid(raw)
+        }
+        _ => InviteProof::Invalid,
+    }
 }
 
 /// The raw field when it is a JSON string whose decoded text starts with `armor`.

@@ -12,21 +12,22 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use super::decode::{
-    FrameType, KnownFields, MAX_TYPE_NAME_LEN, decode_resume, decode_version, is_json_whitespace,
-    is_valid_ref,
+    FrameType, KnownFields, MAX_TYPE_NAME_LEN, decode_resume, decode_version, invite_proof,
+    is_json_whitespace, is_valid_ref,
 };
 use super::fast_path::flat_fields;
 use super::json_string::{ascii_units, decoded_starts_with};
 use super::{
-    ErrorCode, Frame, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request, decode,
+    ErrorCode, Frame, InviteProof, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request,
+    decode,
 };
 use crate::id::Id;
 
 // ---------------------------------------------------------------------------------------------
 // The reference decoder: serde_json parses every frame, and `type` and `to` are read through
 // `ascii_units` alone, without the shortcut for unescaped text. `KnownFields`, `is_valid_ref`,
-// `decode_resume`, `decode_version`, `decoded_starts_with` and `ascii_units` are shared with
-// `decode`: they have no fast variant to hold to anything.
+// `decode_resume`, `decode_version`, `invite_proof`, `decoded_starts_with` and `ascii_units` are
+// shared with `decode`: they have no fast variant to hold to anything.
 // ---------------------------------------------------------------------------------------------
 
 fn reference_decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
@@ -65,6 +66,7 @@ fn reference_decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
         FrameType::FriendRequest => Request::FriendRequest {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
             public_key: reference_armored(fields.public_key, PUBLIC_KEY_ARMOR),
+            invite: invite_proof(fields.invite),
         },
         FrameType::FriendAccept => Request::FriendAccept {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
@@ -151,8 +153,16 @@ fn outcome(text: &str, result: &Result<Frame<'_>, Rejected<'_>>) -> String {
                     "Connect {:?} v{version}",
                     resume.as_ref().map(|r| (r.id, r.token.map(|t| t.to_vec())))
                 ),
-                Request::FriendRequest { to, public_key } => {
-                    format!("FriendRequest {to:?} {:?}", span(*public_key))
+                Request::FriendRequest {
+                    to,
+                    public_key,
+                    invite,
+                } => {
+                    let invite = match invite {
+                        InviteProof::Valid(raw) => format!("{:?}", span(Some(*raw))),
+                        other => format!("{other:?}"),
+                    };
+                    format!("FriendRequest {to:?} {:?} {invite}", span(*public_key))
                 }
                 Request::FriendAccept { to, public_key } => {
                     format!("FriendAccept {to:?} {:?}", span(*public_key))
@@ -236,6 +246,8 @@ fn client_frames_take_the_fast_path_and_borrow_from_the_text() {
             (fast.public_key, parsed.public_key),
             (fast.payload, parsed.payload),
             (fast.resume, parsed.resume),
+            (fast.version, parsed.version),
+            (fast.invite, parsed.invite),
         ] {
             assert_eq!(span(fast), span(parsed), "{text}");
         }
@@ -334,6 +346,7 @@ fn string_piece() -> impl Strategy<Value = String> {
             "\"",
         ]).prop_map(str::to_owned),
         4 => "[A-Za-z0-9+/=]{0,80}",
+        1 => "[A-Za-z0-9_-]{0,70}",
         1 => "[A-Za-z0-9+/=]{100,700}",
         1 => any::<String>().prop_map(|s| s.chars().take(12).collect()),
     ]
@@ -359,7 +372,7 @@ fn value() -> impl Strategy<Value = String> {
 
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
-        12 => select(vec!["type", "ref", "to", "payload", "public_key", "resume"])
+        12 => select(vec!["type", "ref", "to", "payload", "public_key", "resume", "invite"])
             .prop_map(|k| format!("\"{k}\"")),
         1 => select(vec![
             "\"t\\u0079pe\"", "\"pay\\u006coad\"", "\"x\"", "\"\"", "\"typ\"", "\"types\"",

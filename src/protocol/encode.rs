@@ -156,10 +156,12 @@ pub enum ServerFrame<'a> {
         ts: u64,
     },
     /// `{"type":"FRIEND_REQUEST"|"FRIEND_ACCEPT","from":..,"public_key":<raw>}`.
+    /// Plus `"invite":<raw>` when given: only for a FRIEND_REQUEST to a version-2 session.
     FriendKey {
         kind: FriendKeyFrame,
         from: Id,
         public_key: RawJson<'a>,
+        invite: Option<RawJson<'a>>,
     },
     /// `{"type":"ACK","ref":<raw>}`, plus `"queued":true` when the acknowledged frame was
     /// queued.
@@ -189,6 +191,7 @@ impl Describe for ServerFrame<'_> {
                 kind,
                 from,
                 public_key,
+                invite,
             } => {
                 out.text(r#"{"type":""#);
                 out.text(kind.as_str());
@@ -196,6 +199,10 @@ impl Describe for ServerFrame<'_> {
                 out.id(from);
                 out.text(r#"","public_key":"#);
                 out.text(public_key.get());
+                if let Some(invite) = invite {
+                    out.text(r#","invite":"#);
+                    out.text(invite.get());
+                }
                 out.text("}");
             }
             ServerFrame::Ack { reference, queued } => {
@@ -300,9 +307,26 @@ mod tests {
                 kind,
                 from: id,
                 public_key: key,
+                invite: None,
             }
             .to_text()
         };
+        let Some(invite) = RawJson::parse("\"Ab-_9\"") else {
+            panic!("raw value")
+        };
+        let with_invite = ServerFrame::FriendKey {
+            kind: FriendKeyFrame::Request,
+            from: id,
+            public_key: key,
+            invite: Some(invite),
+        };
+        let request_with_invite = parse(&with_invite.to_text());
+        assert_eq!(request_with_invite["invite"], "Ab-_9");
+        assert_eq!(
+            request_with_invite["public_key"],
+            parse(&friend_with_key(FriendKeyFrame::Request))["public_key"]
+        );
+        assert_eq!(with_invite.to_text().len(), with_invite.len());
         let request = parse(&friend_with_key(FriendKeyFrame::Request));
         assert_eq!(request["type"], "FRIEND_REQUEST");
         assert_eq!(request["from"], "K7Q2ZD");
@@ -385,13 +409,16 @@ mod tests {
                 assert_eq!(frame.to_text().len(), frame.len(), "{body_len} {ts}");
             }
             for kind in [FriendKeyFrame::Request, FriendKeyFrame::Accept] {
-                let public_key = raw;
-                let frame = ServerFrame::FriendKey {
-                    kind,
-                    from,
-                    public_key,
-                };
-                assert_eq!(frame.to_text().len(), frame.len(), "{body_len}");
+                for invite in [None, RawJson::parse("\"0123456789abcdef\"")] {
+                    let public_key = raw;
+                    let frame = ServerFrame::FriendKey {
+                        kind,
+                        from,
+                        public_key,
+                        invite,
+                    };
+                    assert_eq!(frame.to_text().len(), frame.len(), "{body_len}");
+                }
             }
         }
         for reference in ["\"\"", "\"17\"", "\"ü-€-😀\""] {

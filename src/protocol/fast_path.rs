@@ -65,6 +65,7 @@ enum KnownKey {
     Payload,
     Resume,
     Version,
+    Invite,
 }
 
 impl<'a> KnownFields<'a> {
@@ -77,6 +78,7 @@ impl<'a> KnownFields<'a> {
             KnownKey::Payload => &mut self.payload,
             KnownKey::Resume => &mut self.resume,
             KnownKey::Version => &mut self.version,
+            KnownKey::Invite => &mut self.invite,
         }
     }
 }
@@ -96,6 +98,7 @@ fn known_key(rest: &[u8]) -> Option<(usize, KnownKey)> {
             (b"\"resume\":", KnownKey::Resume),
         ],
         b'v' => &[(b"\"version\":", KnownKey::Version)],
+        b'i' => &[(b"\"invite\":", KnownKey::Invite)],
         _ => return None,
     };
     candidates

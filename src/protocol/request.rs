@@ -29,6 +29,8 @@ pub enum Request<'a> {
         to: Option<Id>,
         /// The raw `public_key` when it is an armored public key, else `None` (`bad_key`).
         public_key: Option<RawJson<'a>>,
+        /// The optional proof that the sender opened the target's invite link.
+        invite: InviteProof<'a>,
     },
     FriendAccept {
         to: Option<Id>,
@@ -51,6 +53,30 @@ pub enum Request<'a> {
     Unknown,
 }
 
+/// FRIEND_REQUEST's optional `invite` (PROTOCOL.md §3): a string the server forwards unread to
+/// version-2 targets, so that its checks are about shape only. `Debug` never shows its text.
+#[derive(Clone, Copy)]
+pub enum InviteProof<'a> {
+    Absent,
+    /// A JSON string of 1 to [`MAX_INVITE_CHARS`] base64url characters, raw (with its quotes).
+    Valid(RawJson<'a>),
+    /// Present but not such a string (`bad_invite`).
+    Invalid,
+}
+
+/// The longest `invite`: a base64url HMAC-SHA256 is 43 characters; room for a longer one later.
+pub const MAX_INVITE_CHARS: usize = 64;
+
+impl fmt::Debug for InviteProof<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InviteProof::Absent => "Absent",
+            InviteProof::Valid(_) => "Valid(<present>)",
+            InviteProof::Invalid => "Invalid",
+        })
+    }
+}
+
 /// `CONNECT`'s `resume` object. `Debug` never shows the token.
 pub struct Resume {
     /// `None`: `resume.id` is not a valid ID (`bad_id`).
@@ -68,10 +94,15 @@ impl fmt::Debug for Request<'_> {
                 .field("resume", resume)
                 .field("version", version)
                 .finish(),
-            Request::FriendRequest { to, public_key } => f
+            Request::FriendRequest {
+                to,
+                public_key,
+                invite,
+            } => f
                 .debug_struct("FriendRequest")
                 .field("to", to)
                 .field("public_key", &present(public_key))
+                .field("invite", invite)
                 .finish(),
             Request::FriendAccept { to, public_key } => f
                 .debug_struct("FriendAccept")

@@ -285,6 +285,27 @@ fn armor_checks_accept_literal_and_escaped_headers_and_keep_raw_text() {
 }
 
 #[test]
+fn debug_of_a_request_never_shows_key_payload_or_invite_text() {
+    let text = format!(
+        r#"{{"type":"FRIEND_REQUEST","to":"K7Q2ZD","public_key":"{KEY}","invite":"SecretProof123"}}"#
+    );
+    let Ok(frame) = decode(&text) else {
+        panic!("valid request")
+    };
+    assert!(matches!(
+        frame.request,
+        Request::FriendRequest {
+            invite: super::InviteProof::Valid(_),
+            ..
+        }
+    ));
+    let shown = format!("{frame:?}");
+    assert!(!shown.contains("SecretProof123"), "{shown}");
+    assert!(!shown.contains("BEGIN PGP"), "{shown}");
+    assert!(shown.contains("K7Q2ZD"), "{shown}");
+}
+
+#[test]
 fn bad_request_comes_before_later_checks() {
     // A missing `to` is reported even though payload is also wrong.
     assert_eq!(

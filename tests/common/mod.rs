@@ -8,6 +8,8 @@
 //! - `frames`: hand-made frames and [`RawClient`]
 //! - `load`: a healthy pair's round trips under stress, TCP from many sources, memory, file limit
 //! - `addresses`: IPv6 sources in a network namespace, upgrades with extra headers
+//! - `tls`: a test CA and its certificates, HTTPS requests and a WSS client over rustls (used as
+//!   `common::tls::…`, not re-exported here)
 //!
 //! Each test binary uses only part of these helpers, so unused ones are not warned about.
 #![allow(dead_code)]
@@ -18,6 +20,7 @@ mod frames;
 mod http;
 mod load;
 mod server;
+pub mod tls;
 
 // Each test binary uses only part of the re-exports too.
 #[allow(unused_imports)]

@@ -2,6 +2,7 @@
 //! (docs/PROTOCOL.md §9, docs/SECURITY.md "Friend requests").
 
 use super::*;
+use crate::protocol::MAX_INVITE_CHARS;
 
 fn connect_v2(h: &mut Harness, conn: ConnId) -> Session {
     h.open(conn);
@@ -362,4 +363,64 @@ fn one_address_starts_a_bounded_number_of_sessions_per_minute() {
     // ...and a minute later the budget is back.
     h.advance(60_000);
     assert!(connect_from(&mut h, 200, "2001:db8:5:1::1").is_some());
+}
+
+/// [`KEY`] as the text it encodes, for frames built with `json!`.
+const KEY_TEXT: &str =
+    "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxsBNBGabc=\n-----END PGP PUBLIC KEY BLOCK-----";
+
+#[test]
+fn an_invite_proof_reaches_version_2_targets_unchanged_and_a_malformed_one_is_bad_invite() {
+    let mut h = Harness::new();
+    let v2 = connect_v2(&mut h, 1);
+    let v1 = h.connect(2);
+    let requester = h.connect(3);
+    let proof = "q0-_Zz9".repeat(6);
+    let with_proof =
+        |to: &str| json!({"type":"FRIEND_REQUEST","to":to,"public_key":KEY_TEXT,"invite":proof});
+    let to_v2 = only_frame_to(&h.json(3, with_proof(&v2.id)), 1);
+    assert_eq!(to_v2["invite"], proof.as_str(), "{to_v2}");
+    assert_eq!(to_v2["from"], requester.id.as_str());
+    let to_v1 = only_frame_to(&h.json(3, with_proof(&v1.id)), 2);
+    assert_eq!(
+        to_v1.get("invite"),
+        None,
+        "version 1 knows no invite: {to_v1}"
+    );
+    assert_eq!(to_v1["public_key"], to_v2["public_key"]);
+
+    let other = connect_v2(&mut h, 4);
+    let too_long = "A".repeat(MAX_INVITE_CHARS + 1);
+    for bad in [
+        json!(""),
+        json!("has space"),
+        json!("plus+slash/"),
+        json!("\u{e9}t\u{e9}"),
+        json!(too_long),
+        json!(7),
+        json!(null),
+        json!(["a"]),
+    ] {
+        let frame = json!({"type":"FRIEND_REQUEST","to":other.id,"public_key":KEY_TEXT,"invite":bad,"ref":"r"});
+        let actions = h.json(3, frame);
+        assert_eq!(error_code(&actions, 3), "bad_invite", "{bad}");
+        assert_eq!(only_frame_to(&actions, 3)["ref"], "r");
+        assert!(
+            frames_to(&actions, 4).is_empty(),
+            "nothing reaches the target"
+        );
+    }
+    // Escaped characters are refused too: a client has no reason to escape base64url.
+    let escaped = format!(
+        r#"{{"type":"FRIEND_REQUEST","to":"{}","public_key":"{KEY}","invite":"\u0041bc"}}"#,
+        other.id
+    );
+    assert_eq!(error_code(&h.text(3, &escaped), 3), "bad_invite");
+    let longest = "A".repeat(MAX_INVITE_CHARS);
+    let frame =
+        json!({"type":"FRIEND_REQUEST","to":other.id,"public_key":KEY_TEXT,"invite":longest});
+    assert_eq!(
+        only_frame_to(&h.json(3, frame), 4)["invite"],
+        longest.as_str()
+    );
 }

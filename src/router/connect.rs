@@ -1,0 +1,168 @@
+//! CONNECT: a new session, or an existing one resumed with its token (from its resume window,
+//! or taken over from the connection that holds it).
+//!
+//! A new session counts against its address's session limit and start rate, checked last so that
+//! a CONNECT refused for another reason costs no token. A resume hands out a new token (tokens
+//! are single-use), then the reply, then everything queued for the session, in order.
+
+use super::limits::TokenBucket;
+use super::session::{QueuedKind, Session};
+use super::{ConnId, Entropy, FrameSink, MS_PER_MINUTE, MS_PER_SECOND, Now, Router, close_code};
+use crate::address::ClientAddr;
+use crate::id::{Id, ResumeToken, TOKEN_LEN};
+use crate::protocol::{self, ErrorCode, Resume, ServerFrame};
+
+impl<E: Entropy> Router<E> {
+    pub(super) fn connect(
+        &mut self,
+        conn: ConnId,
+        resume: Option<Resume>,
+        version: u8,
+        reference: Option<&str>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        if let Some(resume) = resume {
+            let id = resume.id.ok_or(ErrorCode::BadId)?;
+            if self.resume_matches(id, resume.token.as_ref()) {
+                self.resume(conn, id, version, out);
+                return Ok(());
+            }
+        }
+        let peer = self
+            .conns
+            .get(&conn)
+            .map_or(ClientAddr::UNSPECIFIED, |state| state.peer);
+        // The rate is checked last: a CONNECT refused for another reason costs no token.
+        if self.sessions.len() >= self.config.max_sessions
+            || !self.sessions_per_peer.try_acquire(peer)
+            || !self.start_allowed(peer, now)
+        {
+            self.count_error(ErrorCode::ServerFull);
+            let refusal = protocol::error(ErrorCode::ServerFull, reference);
+            out.send(conn, ServerFrame::Encoded(&refusal));
+            self.conns.remove(&conn);
+            out.close(conn, close_code::SERVER_FULL, "server full");
+            return Ok(());
+        }
+        let id = self.fresh_id();
+        let token = self.fresh_token();
+        let session = Session {
+            token,
+            peer,
+            conn: Some(conn),
+            version,
+            timer_generation: 0,
+            friends: Default::default(),
+            pending_out: Default::default(),
+            pending_in: Default::default(),
+            queue: Default::default(),
+            message_rate: TokenBucket::full(
+                self.config.rate_messages_per_sec,
+                MS_PER_SECOND,
+                now.mono_ms,
+            ),
+            request_rate: TokenBucket::full(
+                self.config.rate_friend_requests_per_min,
+                MS_PER_MINUTE,
+                now.mono_ms,
+            ),
+            recent_requests: Default::default(),
+        };
+        self.sessions.insert(id, session);
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.session = Some(id);
+        }
+        let reply = protocol::connect_reply(
+            id,
+            &token,
+            false,
+            std::iter::empty(),
+            self.config.max_message_bytes,
+            version,
+        );
+        out.send(conn, ServerFrame::Encoded(&reply));
+        Ok(())
+    }
+
+    fn resume_matches(&self, id: Id, token: Option<&[u8; TOKEN_LEN]>) -> bool {
+        if self.config.resume_grace_ms == 0 {
+            return false;
+        }
+        match (self.sessions.get(&id), token) {
+            (Some(session), Some(token)) => session.token.matches(token),
+            _ => false,
+        }
+    }
+
+    /// Hands session `id` to `conn`: new token, the reply, then everything queued, in order.
+    fn resume(&mut self, conn: ConnId, id: Id, version: u8, out: &mut impl FrameSink) {
+        let token = self.fresh_token();
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.token = token;
+        // The resuming client may be newer (a reload): it speaks what its CONNECT said.
+        session.version = version;
+        session.timer_generation = 0;
+        let previous_conn = session.conn.replace(conn);
+        let queued = session.queue.take_all();
+        match previous_conn {
+            Some(old_conn) => {
+                self.conns.remove(&old_conn);
+                out.close(old_conn, close_code::TAKEN_OVER, "session taken over");
+            }
+            None => self.sessions_resuming -= 1,
+        }
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.session = Some(id);
+        }
+        let reply = self.resume_reply(id, &token);
+        out.send(conn, ServerFrame::Encoded(&reply));
+        for entry in queued {
+            self.queued_frames -= 1;
+            self.queued_bytes -= entry.bytes();
+            if entry.kind == QueuedKind::Cancel && version < 2 {
+                continue;
+            }
+            out.send(conn, ServerFrame::Encoded(&entry.frame));
+        }
+        // A takeover never looked offline to friends, so it gets no PRESENCE.
+        if previous_conn.is_none() {
+            self.tell_friends_presence(id, true, out);
+        }
+        self.drop_stale_timers();
+    }
+
+    fn resume_reply(&self, id: Id, token: &ResumeToken) -> String {
+        let is_online = |friend: &Id| self.sessions.get(friend).is_some_and(|f| f.conn.is_some());
+        let session = self.sessions.get(&id);
+        let friends: Vec<(Id, bool)> = session
+            .map(|session| {
+                session
+                    .friends
+                    .iter()
+                    .map(|friend| (*friend, is_online(friend)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        protocol::connect_reply(
+            id,
+            token,
+            true,
+            friends.iter().copied(),
+            self.config.max_message_bytes,
+            session.map_or(1, |session| session.version),
+        )
+    }
+
+    /// Whether `peer` may start a new session now (its address blocks' rates).
+    fn start_allowed(&mut self, peer: ClientAddr, now: Now) -> bool {
+        if self.session_starts.try_take(peer, now.mono_ms) {
+            return true;
+        }
+        // The live count was taken just before; give it back.
+        self.sessions_per_peer.release(peer);
+        false
+    }
+}

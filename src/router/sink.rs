@@ -1,0 +1,138 @@
+//! The router's one interface to the outside: it writes frames and closes through a
+//! [`FrameSink`], and asks the same sink how much it has not put on the sockets yet. The loop's
+//! sink answers from the outboxes themselves, so the count of unsent bytes lives in one place.
+//!
+//! [`Recorder`] is the sink of unit tests, property tests and fuzzing: it records [`Action`]s
+//! and counts every frame as unsent until the test says it was flushed ([`Recorder::flushed`]).
+
+use super::ConnId;
+use super::fasthash::FastMap;
+use crate::protocol::ServerFrame;
+
+/// Where the router's frames and closes go, in the order it produces them, and how much of what
+/// went there is still waiting for its socket.
+pub trait FrameSink {
+    /// Send `frame` on `conn`.
+    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>);
+    /// Send everything already sent to `conn`, then close it with this WebSocket close code.
+    /// The router has already forgotten `conn`: a later [`Router::closed`](super::Router::closed)
+    /// for it is a no-op.
+    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str);
+    /// Bytes sent to `conn` that are not on its socket yet (0 for a connection it does not know).
+    /// A MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a connection past the cap is `peer_busy`.
+    fn backlog(&self, conn: ConnId) -> usize;
+    /// The sum of [`FrameSink::backlog`] over every connection, in O(1): with the resume queues,
+    /// what decides whether the per-recipient caps are squeezed.
+    fn total_backlog(&self) -> usize;
+}
+
+/// What the router asked for, recorded: how tests see its output.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send one text frame (a complete JSON object) on `conn`.
+    Send { conn: ConnId, frame: String },
+    /// Send everything queued for `conn` so far, then close it with this WebSocket close code.
+    /// The router has already forgotten `conn`: a later `closed` for it is a no-op.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: &'static str,
+    },
+}
+
+/// Unsent bytes per connection and in total, for sinks without sockets: each frame sent counts
+/// until its connection is reported flushed.
+///
+/// Invariant: `total` is the sum of `per_conn`'s values.
+#[derive(Debug, Default)]
+pub struct Backlogs {
+    per_conn: FastMap<ConnId, usize>,
+    total: usize,
+}
+
+impl Backlogs {
+    /// `bytes` more were sent to `conn`.
+    pub fn add(&mut self, conn: ConnId, bytes: usize) {
+        *self.per_conn.entry(conn).or_insert(0) += bytes;
+        self.total += bytes;
+    }
+
+    /// A flush of `conn` left `still_unsent` bytes of its output (0: all of it went).
+    pub fn flushed(&mut self, conn: ConnId, still_unsent: usize) {
+        let entry = self.per_conn.entry(conn).or_insert(0);
+        self.total = self.total - *entry + still_unsent;
+        *entry = still_unsent;
+    }
+
+    /// Every connection's output went out. Entries are kept, so that sending to the same
+    /// connections again allocates nothing.
+    pub fn flushed_all(&mut self) {
+        self.per_conn.values_mut().for_each(|bytes| *bytes = 0);
+        self.total = 0;
+    }
+
+    /// `conn`'s socket is gone, with whatever it still held.
+    pub fn forget(&mut self, conn: ConnId) {
+        self.total -= self.per_conn.remove(&conn).unwrap_or(0);
+    }
+
+    pub fn get(&self, conn: ConnId) -> usize {
+        self.per_conn.get(&conn).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// The sink of tests and fuzzing: records every frame as text and counts it as unsent until
+/// [`Recorder::flushed`] says otherwise.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    actions: Vec<Action>,
+    pub backlogs: Backlogs,
+}
+
+impl Recorder {
+    /// The actions recorded since the last call.
+    pub fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Forgets the recorded actions, keeping the space they took (for counting allocations).
+    pub fn clear(&mut self) {
+        self.actions.clear();
+    }
+
+    /// The actions recorded since the last [`Recorder::take`], left in place.
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+
+    /// See [`Backlogs::flushed`].
+    pub fn flushed(&mut self, conn: ConnId, still_unsent: usize) {
+        self.backlogs.flushed(conn, still_unsent);
+    }
+}
+
+impl FrameSink for Recorder {
+    fn send(&mut self, conn: ConnId, frame: ServerFrame<'_>) {
+        self.backlogs.add(conn, frame.len());
+        self.actions.push(Action::Send {
+            conn,
+            frame: frame.to_text(),
+        });
+    }
+
+    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+        self.actions.push(Action::Close { conn, code, reason });
+    }
+
+    fn backlog(&self, conn: ConnId) -> usize {
+        self.backlogs.get(conn)
+    }
+
+    fn total_backlog(&self) -> usize {
+        self.backlogs.total()
+    }
+}

@@ -1,0 +1,134 @@
+//! Building a [`Server`] from the configuration: the listeners, the signal handler, the router's
+//! limits derived from the flags, and the settings every connection is driven with.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Interest, Poll};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use super::slot::FlushList;
+use super::{
+    FIRST_CONNECTION, HALF_OPEN_PER_ADDRESS, LISTENER, METRICS, OsEntropy, SIGNALS, Server,
+    duration_ms, host_rule,
+};
+use crate::address::BlockCounts;
+use crate::assets::Assets;
+use crate::config::Config;
+use crate::connection::{self, Settings};
+use crate::memory::Trimmer;
+use crate::metrics::LoopCounters;
+use crate::outbox::BacklogTotal;
+use crate::router::fasthash::FastMap;
+use crate::router::{Router, RouterConfig};
+use crate::socket_options;
+use crate::tls::TlsAcceptor;
+
+impl Server {
+    /// Binds the listening socket and prepares the loop; nothing is served until [`Server::run`].
+    /// With `tls`, the port speaks HTTPS and WSS only.
+    pub fn bind(config: &Config, assets: Assets, tls: Option<TlsAcceptor>) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        socket_options::deepen_backlog(&listener);
+        let nodelay_inherited = socket_options::set_nodelay_for_accepted(&listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut listener = TcpListener::bind(addr)?;
+                poll.registry()
+                    .register(&mut listener, METRICS, Interest::READABLE)?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+
+        let router_config = RouterConfig {
+            max_sessions: config.max_connections,
+            resume_grace_ms: duration_ms(config.resume_grace),
+            rate_messages_per_sec: config.rate_messages,
+            rate_friend_requests_per_min: config.rate_friend_requests,
+            max_message_bytes: config.max_message_bytes,
+            // The same per-address bound for sessions as for sockets: sessions outlive sockets.
+            max_sessions_per_peer: config.max_connections_per_ip,
+            // Over time, one address may start twice as many sessions per minute as it may
+            // hold, and send twice one session's friend requests; `--max-connections-per-ip 0`
+            // turns every per-address limit off.
+            rate_sessions_per_address_per_min: config.max_connections_per_ip.saturating_mul(2),
+            rate_friend_requests_per_address_per_min: if config.max_connections_per_ip == 0 {
+                0
+            } else {
+                config.rate_friend_requests.saturating_mul(2)
+            },
+            ..RouterConfig::defaults()
+        };
+        let ws_config = connection::ws_config(config.max_message_bytes);
+        let outbox_ceiling = connection::outbox_ceiling(
+            config.max_message_bytes,
+            router_config.max_unsent_bytes,
+            router_config.max_queue_bytes,
+        );
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let settings = Settings {
+            assets: Box::leak(Box::new(assets)),
+            allow_origins: Box::leak(config.allow_origins.clone().into_boxed_slice()),
+            hosts: host_rule(&config.public_hosts, config.listen, tls.as_ref()),
+            trusted_proxies: config.trusted_proxies.clone(),
+            ws_config,
+            outbox_ceiling,
+            tls: tls.is_some(),
+            backlog_total: BacklogTotal::default(),
+            ping_interval: nonzero(config.ping_interval),
+            idle_timeout: nonzero(config.idle_timeout),
+        };
+        let sweep_every = [
+            Some(Duration::from_secs(1)),
+            settings.ping_interval.map(|d| d / 4),
+            settings.idle_timeout.map(|d| d / 4),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_millis(20));
+        let started = Instant::now();
+        Ok(Server {
+            poll,
+            listener,
+            metrics_listener,
+            counters: LoopCounters::default(),
+            tls,
+            signals,
+            slots: FastMap::default(),
+            router: Router::new(router_config, OsEntropy::new()),
+            settings,
+            flush_list: FlushList::default(),
+            doomed: Vec::new(),
+            read_again: Vec::new(),
+            next_token: FIRST_CONNECTION,
+            started,
+            sweep_every,
+            next_sweep: started + sweep_every,
+            accept_paused_until: None,
+            // Room for every session plus HTTP requests and connections not yet CONNECTed.
+            max_open_sockets: config.max_connections.saturating_mul(2).saturating_add(64),
+            sockets: BlockCounts::new(config.max_connections_per_ip),
+            heads: BlockCounts::new(if config.max_connections_per_ip == 0 {
+                0
+            } else {
+                HALF_OPEN_PER_ADDRESS
+            }),
+            public_hosts: config.public_hosts.clone(),
+            listen: config.listen,
+            nodelay_inherited,
+            shutdown_deadline: None,
+            trimmer: Trimmer::new(Instant::now()),
+        })
+    }
+}
