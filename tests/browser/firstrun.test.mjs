@@ -94,8 +94,18 @@ describe('an invite link, from key setup to chatting', { timeout: 120000 }, () =
       const accept = card.getByRole('button', { name: `Accept friend request from ${bob.id}` });
       await assertInView(alice.page, accept, 'the Accept button');
       assert.match(await card.locator('.key-name').textContent(), /Name on their key \(chosen by its owner, not checked\): Bob$/);
+      // The server forwarded the proof (PROTOCOL.md §9): Alice learns the request came through her link.
+      const received = jsonFrames(alice).find((f) => f.direction === 'received' && f.json.type === 'FRIEND_REQUEST' && f.json.from === bob.id).json;
+      assert.equal(received.invite, expected, 'the server forwards the proof unchanged');
+      await card.locator('[data-via-invite="true"]').waitFor();
       await screenshot(alice.page, `request-${size}`);
       await accept.click();
+      // Trust both ways: Bob's key is verified for Alice, and her link now carries a new secret.
+      await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.dataset.trust === 'verified', bob.id);
+      await alice.page.waitForFunction((old) => {
+        const now = document.querySelector('#invite-link')?.textContent || '';
+        return now.includes('&k=') && now !== old;
+      }, link);
 
       // Bob's side: Alice verified by the link's fingerprint; "accepted" before "friendship started".
       const aliceAtBob = bob.page.locator(`.friend[data-friend="${alice.id}"]`);
@@ -118,9 +128,9 @@ describe('an invite link, from key setup to chatting', { timeout: 120000 }, () =
   }
 
   test('the inviter learns the request came through the link: its proof verifies Bob\'s key and the link gets a new secret; a swapped key does not', async () => {
-    // A version-2 server forwards the request's "invite" field unchanged; this man in the middle adds it to the
-    // request Alice receives exactly as such a server does (and, for Dave, swaps the key as a hostile one would).
-    // Each time, the test checks that what it forwarded is exactly what the invitee's page sent.
+    // The server forwards the request's "invite" field unchanged (PROTOCOL.md §9); this man in the middle sets
+    // it on the request Alice receives to the value computed here, and checks it is exactly what the invitee's
+    // page sent; for Dave it also swaps the key, as a hostile server would.
     const alice = await openUser(browser, server, { name: 'Alice' });
     const mitm = await interceptSocket(alice.page, server.wsUrl);
     await generateKey(alice);
