@@ -1,6 +1,6 @@
 // An invite link the user opened, as the main area's first step on every screen size: "Send a friend request
 // to K7Q2ZD?", with the fingerprint the link promises. Nothing is sent before the click.
-import { fingerprintElement, h, setText } from './dom.js';
+import { fingerprintElement, h, nodes, setText } from './dom.js';
 
 export function createInviteStep({ actions }) {
   const title = h('h2', { className: 'step-title', id: 'invite-title', tabindex: '-1' });
@@ -31,7 +31,7 @@ export function createInviteStep({ actions }) {
         }
       },
     });
-    body.replaceChildren(...(own
+    body.replaceChildren(...nodes(own
       ? [h('p', { text: 'Send it to a friend instead: when they open it, they are asked to send you a request.' })]
       : [
         h('p', {}, 'You opened an invite link from ', h('strong', { className: 'friend-id', text: invite.id }),

@@ -161,7 +161,7 @@ export async function problemsOf(user) {
 }
 
 /**
- * Text nodes that are only "null", "undefined", "NaN" or "[object Object]": what DOM methods print when a
+ * Text nodes that are only "null", "undefined", "false", "true", "NaN" or "[object Object]": what DOM methods print when a
  * view hands them a value instead of a node (`replaceChildren(null)` writes "null").
  */
 export function strayText(page) {
@@ -170,7 +170,7 @@ export function strayText(page) {
     const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
       const text = node.nodeValue.trim();
-      if (['null', 'undefined', 'NaN', '[object Object]'].includes(text)) found.push(`"${text}" in <${node.parentElement?.className || node.parentElement?.tagName}>`);
+      if (['null', 'undefined', 'false', 'true', 'NaN', '[object Object]'].includes(text)) found.push(`"${text}" in <${node.parentElement?.className || node.parentElement?.tagName}>`);
     }
     return found;
   });
