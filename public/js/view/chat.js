@@ -52,6 +52,7 @@ export function createChatArea({ actions }) {
   function update(state) {
     requests.update(state);
     inviteStep.update(state);
+    top.hidden = requests.root.hidden && inviteStep.root.hidden;
     const chatOpen = Boolean(state.activeFriendId && state.friends.has(state.activeFriendId));
     // With a chat open, requests stay on top but scroll within a part of the height (CSS).
     toggleClass(root, 'with-chat', chatOpen);
