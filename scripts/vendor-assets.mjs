@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Copies the third-party files the web client serves from its own origin (OpenPGP.js and the
-// JetBrains Mono font) out of node_modules into public/vendor/. The copies are committed so that
+// Copies the third-party files the web client serves from its own origin (OpenPGP.js, the
+// JetBrains Mono font and the qrcode-generator ES module) out of node_modules into public/vendor/. The copies are committed so that
 // `cargo build` needs no npm; tests/browser/vendor.test.mjs checks they are byte-identical to the
 // lockfile-pinned packages. Usage: `npm ci && node scripts/vendor-assets.mjs`.
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -19,6 +19,8 @@ export const vendoredFiles = [
   [join(fontFiles, 'jetbrains-mono-latin-400-normal.woff2'), 'jetbrains-mono-latin-400-normal.woff2'],
   [join(fontFiles, 'jetbrains-mono-latin-700-normal.woff2'), 'jetbrains-mono-latin-700-normal.woff2'],
   [join('node_modules', '@fontsource', 'jetbrains-mono', 'LICENSE'), 'jetbrains-mono.LICENSE.txt'],
+  // MIT; the package ships no separate license file, its text is in the module's header comment.
+  [join('node_modules', 'qrcode-generator', 'dist', 'qrcode.mjs'), 'qrcode-generator.mjs'],
 ];
 
 function vendor() {

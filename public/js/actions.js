@@ -5,7 +5,9 @@
 import { requestProblem } from './friendship.js';
 import { envelopeTextBytes, maxTextBytes } from './envelope.js';
 import { inviteLink } from './invite.js';
+import { inviteProof } from './inviteproof.js';
 import { isLive } from './model.js';
+import { nicknameProblem } from './names.js';
 import { enableNotifications } from './notify.js';
 import { saveSettings } from './storage.js';
 import { noticeText, requestError, requestProblemText } from './text.js';
@@ -21,15 +23,21 @@ export function createChatActions(app) {
   const publicKey = () => ui.identity.publicArmored;
 
   const actions = {
-    inviteLink: () => inviteLink(location, app.model.session.id, ui.identity.fingerprint),
+    // The newest unused secret: a link is for one friend, and a new one is made when its secret is used.
+    inviteLink: () => inviteLink(location, app.model.session.id, ui.identity.fingerprint, app.model.inviteSecrets.at(-1)),
     redraw: () => app.changed(),
 
     async addFriend(text) {
       const { problem, id } = requestProblem(app.model, text);
       if (problem) throw new Error(requestProblemText(problem, id));
       let unsure = false;
+      const frame = { type: 'FRIEND_REQUEST', to: id, public_key: publicKey() };
+      // We opened this ID's invite link: prove it (inviteproof.js), so they see the request came through it.
+      const secret = app.model.inviteKeys.get(id);
+      const inviterFingerprint = app.model.expectations.get(id);
+      if (secret && inviterFingerprint) frame.invite = await inviteProof(secret, ui.identity.fingerprint, inviterFingerprint);
       try {
-        await app.transport.request({ type: 'FRIEND_REQUEST', to: id, public_key: publicKey() });
+        await app.transport.request(frame);
       } catch (error) {
         // Dropped before the ACK: the request may have arrived (friendship.js requestSent).
         if (error.code !== 'connection_lost') throw requestError(error);
@@ -38,17 +46,26 @@ export function createChatActions(app) {
       app.dispatch({ type: 'requestSent', id, unsure });
     },
 
+    /** The invite step's button; a refusal is thrown for the step to show, where the user clicked. */
     async useInvite() {
       const invite = ui.invite;
       if (!invite) return;
-      try {
-        await actions.addFriend(invite.id);
-      } catch (error) {
-        app.addNotice(noticeText('invite_failed', { id: invite.id, message: error.message }));
-        return;
-      }
+      await actions.addFriend(invite.id);
       app.views.sidebar.prefillAdd('');
       actions.dismissInvite();
+    },
+
+    /** "Add a friend by ID" on the start screen: the form is in the side panel (the drawer on a phone). */
+    focusAddFriend() {
+      const toggle = document.querySelector('.drawer-toggle');
+      if (toggle && toggle.offsetParent !== null) app.setDrawer(true); // only where the panel is a drawer
+      app.views.sidebar.focusAdd();
+    },
+
+    setNickname(id, typed) {
+      const { problem, nickname, other } = nicknameProblem(app.model, id, typed);
+      if (problem === 'taken') throw new Error(`You already call ${other} "${nickname}".`);
+      app.dispatch({ type: 'nicknameSet', id, nickname });
     },
 
     dismissInvite() {
@@ -66,8 +83,8 @@ export function createChatActions(app) {
         if (error.code === 'no_pending_request') app.dispatch({ type: 'requestClosed', id });
         throw requestError(error);
       }
-      const { fingerprint, userId, publicArmored } = request;
-      app.dispatch({ type: 'requestAccepted', id, key: { fingerprint, userId, publicArmored } });
+      const { fingerprint, userId, publicArmored, viaInvite } = request;
+      app.dispatch({ type: 'requestAccepted', id, key: { fingerprint, userId, publicArmored }, viaInvite });
       actions.selectFriend(id);
     },
 

@@ -8,7 +8,7 @@ import { createEffects } from './effects.js';
 import { peerOf } from './friendship.js';
 import { parseInvite } from './invite.js';
 import * as keys from './keys.js';
-import { createModel } from './model.js';
+import { createModel, hasLiveFriendships } from './model.js';
 import { notify, updateTitle } from './notify.js';
 import { createPeerQueue } from './peerqueue.js';
 import {
@@ -28,7 +28,7 @@ const ui = {
   identity: null, // {publicArmored, protectedArmored, fingerprint, userId, privateBinary (unlocked, for the crypto worker)}
   remember: false,
   connection: { status: 'idle', retryAt: 0 }, // retryAt: when the next reconnect attempt happens
-  invite: null, // {id, fingerprint} from the URL fragment, until used or dismissed
+  invite: null, // {id, fingerprint, secret} from the URL fragment, until used or dismissed
   activeFriendId: null,
   unread: new Map(), // friend id -> messages that arrived while their chat was not in view
   notices: [], // {id, tone:'info'|'warn'|'error', text, kind?, action?}
@@ -114,7 +114,7 @@ function addNotice({ tone, text, kind }, action) {
 
 function showKeyScreen() {
   const remembered = loadRememberedKey();
-  const screen = createKeyScreen({ actions: keyActions(remembered), remembered });
+  const screen = createKeyScreen({ actions: keyActions(remembered), remembered, invite: ui.invite });
   appRoot.replaceChildren(screen.root);
   document.body.className = 'screen-keys';
 }
@@ -154,8 +154,9 @@ function keyActions(remembered) {
     },
     enter(identity) {
       ui.identity = identity;
-      dispatch({ type: 'identityReady', fingerprint: identity.fingerprint, verifiedFingerprints });
       showChatScreen();
+      // After the chat screen made the effects runner: identityReady asks for our invite link's first secret.
+      dispatch({ type: 'identityReady', fingerprint: identity.fingerprint, verifiedFingerprints }).catch(reportInternalError);
     },
   };
 }
@@ -185,6 +186,8 @@ function showChatScreen() {
   app.effects = createEffects({ transport: app.transport, pgp, dispatch, page: pageEffects });
   app.transport.start();
   render();
+  // An opened invite is the next step: take the keyboard (and a screen reader) there.
+  if (ui.invite) views.chat.focusInvite();
 }
 
 /** The page's side of the domain's effects (effects.js). */
@@ -263,8 +266,11 @@ function readInviteFromUrl() {
   ui.invite = invite;
   // From now on, whatever path befriends this ID (the card, the add-friend form it prefills, a request
   // from it, an acceptance after a reconnect) is checked against the link's fingerprint (trust.js).
-  dispatch({ type: 'inviteOpened', id: invite.id, fingerprint: invite.fingerprint });
-  if (app.views) app.views.sidebar.prefillAdd(invite.id);
+  dispatch({ type: 'inviteOpened', id: invite.id, fingerprint: invite.fingerprint, secret: invite.secret });
+  if (app.views) {
+    app.views.sidebar.prefillAdd(invite.id);
+    changed();
+  }
 }
 
 document.addEventListener('visibilitychange', () => {
@@ -280,6 +286,13 @@ window.addEventListener('pageshow', () => app.transport && app.transport.check()
 window.addEventListener('online', () => app.transport && app.transport.check());
 window.addEventListener('offline', () => app.transport && app.transport.networkLost());
 window.addEventListener('hashchange', readInviteFromUrl);
+// A reload or a closed tab ends the session (tokens are never stored), and with it every live friendship: the
+// browser asks first. Only while a friendship is live: a key screen or an empty session loses nothing.
+window.addEventListener('beforeunload', (event) => {
+  if (!hasLiveFriendships(model)) return;
+  event.preventDefault();
+  event.returnValue = ''; // older browsers ask only when this is set
+});
 document.addEventListener('keydown', (event) => {
   if (event.key === 'Escape' && ui.drawerOpen) setDrawer(false);
 });

@@ -5,6 +5,7 @@
 // `checkKey` and `open` are ordered: run() resolves only once they, and the events they lead to, are done, so the
 // per-peer event queue (peerqueue.js) holds a peer's next frame until its key or message is handled. Sealing
 // and sending are not: a friend's busy backoff must never hold up the frames that friend sends us.
+import { matchInviteProof, newInviteSecret } from './inviteproof.js';
 import { noticeText, notificationText } from './text.js';
 
 /**
@@ -18,16 +19,18 @@ export function createEffects({ transport, pgp, dispatch, page }) {
   const later = (promise) => promise.catch(page.error);
 
   const ORDERED = {
-    async checkKey({ purpose, from, publicArmored, epoch }) {
+    async checkKey({ purpose, from, publicArmored, epoch, invite, inviteSecrets, ownFingerprint }) {
       let key = null;
       let refusal = null;
+      let viaInvite = null;
       try {
         const { fingerprint, userId } = await pgp.readFriendKey(publicArmored);
         key = { fingerprint, userId };
+        if (invite) viaInvite = await matchInviteProof(invite, inviteSecrets, fingerprint, ownFingerprint);
       } catch (error) {
-        refusal = { code: error && error.code, message: error && error.message };
+        if (!key) refusal = { code: error && error.code, message: error && error.message };
       }
-      await dispatch({ type: 'keyChecked', purpose, from, publicArmored, key, refusal, epoch });
+      await dispatch({ type: 'keyChecked', purpose, from, publicArmored, key, refusal, epoch, viaInvite });
     },
     async open({ peer, payload, publicArmored, incoming }) {
       const opened = await pgp.open(payload, publicArmored).catch((error) => ({
@@ -67,6 +70,9 @@ export function createEffects({ transport, pgp, dispatch, page }) {
     },
     show({ id }) {
       page.show(id);
+    },
+    inviteSecretNeeded() {
+      later(dispatch({ type: 'inviteSecretCreated', secret: newInviteSecret() }));
     },
   };
 

@@ -6,9 +6,11 @@
 // same ID starts over: `seq` at 1 both ways, a new page-wide friendship number, its key pinned afresh (trust.js).
 import { isCanonicalId, normalizeId } from './ids.js';
 import { receiveMessage } from './inbox.js';
+import { isInviteSecret } from './inviteproof.js';
 import {
-  appendSystemLine, isLive, liveFriend, newFriend, putFriend, withEntry, withMember, withoutEntry,
+  INVITE_SECRETS_KEPT, appendSystemLine, isLive, liveFriend, newFriend, putFriend, updateFriend, withEntry, withMember, withoutEntry,
 } from './model.js';
+import { NICKNAME_MAX, cleanName } from './names.js';
 import { abandonOutbox, markUndelivered, pump, pumpAll, queuedDelivered } from './outbox.js';
 import { clearRequests, receiveRequest, requestKeyChecked, withdrawRequest } from './requests.js';
 import { acceptChangedKey, markUnverified, markVerified, pinFriendKey, recordOffer } from './trust.js';
@@ -33,13 +35,30 @@ export function requestProblem(state, typed) {
 
 // --- our session -------------------------------------------------------------------------------------------
 
-/** The user's key is ready, and (when the user opted in to remembering) the fingerprints verified on earlier visits. */
+/**
+ * The user's key is ready, and (when the user opted in to remembering) the fingerprints verified on earlier
+ * visits. Our invite link needs a secret from now on.
+ */
 export function identityReady(next, { fingerprint, verifiedFingerprints }) {
   next.state = {
     ...next.state,
     ownFingerprint: fingerprint,
     verifiedFingerprints: verifiedFingerprints ? new Set(verifiedFingerprints) : next.state.verifiedFingerprints,
   };
+  if (next.state.inviteSecrets.length === 0) next.effects.push({ type: 'inviteSecretNeeded' });
+}
+
+/** A fresh secret for our invite link (the wiring draws it: randomness is not the domain's). */
+export function inviteSecretCreated(next, { secret }) {
+  if (!isInviteSecret(secret) || next.state.inviteSecrets.includes(secret)) return;
+  next.state = { ...next.state, inviteSecrets: [...next.state.inviteSecrets, secret].slice(-INVITE_SECRETS_KEPT) };
+}
+
+/** A request proving `secret` was accepted: a link secret is used once, and the link gets a new one. */
+function useInviteSecret(next, secret) {
+  if (!next.state.inviteSecrets.includes(secret)) return;
+  next.state = { ...next.state, inviteSecrets: next.state.inviteSecrets.filter((s) => s !== secret) };
+  if (next.state.inviteSecrets.length === 0) next.effects.push({ type: 'inviteSecretNeeded' });
 }
 
 /**
@@ -93,8 +112,11 @@ export function newSession(next) {
 
 // --- friendships -----------------------------------------------------------------------------------------
 
-/** Starts (or starts again) the friendship with `id` under the key `keyInfo` {fingerprint, userId, publicArmored}. */
-function startFriendship(next, id, keyInfo, now) {
+/**
+ * Starts (or starts again) the friendship with `id` under the key `keyInfo` {fingerprint, userId, publicArmored,
+ * viaInvite?}. `cause`, when given, is the system line that says why, drawn before "friendship started".
+ */
+function startFriendship(next, id, keyInfo, now, cause) {
   const existing = next.state.friends.get(id);
   const friend = existing
     // A new friendship: §6 seq restarts at 1 both ways; the conversation so far stays on screen.
@@ -113,7 +135,10 @@ function startFriendship(next, id, keyInfo, now) {
   const pinned = pinFriendKey(next.state, started, keyInfo);
   next.state = pinned.state;
   putFriend(next, pinned.friend);
-  appendSystemLine(next, id, 'started', { assessment: pinned.assessment, keyChanged: pinned.friend.trust === 'changed' });
+  if (cause) appendSystemLine(next, id, cause);
+  appendSystemLine(next, id, 'started', {
+    assessment: pinned.assessment, keyChanged: pinned.friend.trust === 'changed', viaInvite: pinned.friend.trustSource === 'invite_proof',
+  });
 }
 
 /** Ends the live friendship with `id`: 'left' | 'removed' | 'removed_by_you' | 'session_lost'. */
@@ -140,7 +165,7 @@ export function frameArrived(next, { frame, now, epoch }) {
   const from = isCanonicalId(frame.from) ? frame.from : null;
   switch (frame.type) {
     case 'FRIEND_REQUEST':
-      if (from) receiveRequest(next, from, frame.public_key, epoch);
+      if (from) receiveRequest(next, from, frame.public_key, epoch, frame.invite);
       return;
     case 'FRIEND_ACCEPT':
       if (from) friendAccepted(next, from, frame.public_key, epoch);
@@ -227,8 +252,7 @@ function acceptKeyChecked(next, { from, publicArmored, key, refusal, epoch, now 
     return;
   }
   next.state = recordOffer(next.state, from, key.fingerprint);
-  startFriendship(next, from, { ...key, publicArmored }, now);
-  appendSystemLine(next, from, 'accepted');
+  startFriendship(next, from, { ...key, publicArmored }, now, 'accepted');
   next.effects.push({ type: 'show', id: from }, { type: 'notify', what: 'accepted', from });
 }
 
@@ -254,15 +278,19 @@ export function sentRequestDismissed(next, { id }) {
 
 /**
  * The server acknowledged our FRIEND_ACCEPT for the request from `id`. `key` is the key of the card the user
- * accepted: the one they compared, even if the card was withdrawn while the answer was on its way.
+ * accepted: the one they compared, even if the card was withdrawn while the answer was on its way. `viaInvite`
+ * is the card's: the secret of our link its request proved, if any (requests.js); it counts only while that
+ * secret is still unused, and accepting uses it up.
  */
-export function requestAccepted(next, { id, key, now }) {
+export function requestAccepted(next, { id, key, viaInvite, now }) {
   next.state = {
     ...next.state,
     incomingRequests: withoutEntry(next.state.incomingRequests, id),
     outgoingRequests: withoutEntry(next.state.outgoingRequests, id),
   };
-  startFriendship(next, id, key, now);
+  const proved = Boolean(viaInvite) && next.state.inviteSecrets.includes(viaInvite);
+  startFriendship(next, id, { ...key, viaInvite: proved }, now);
+  if (proved) useInviteSecret(next, viaInvite);
 }
 
 /** The request from `id` is answered (declined) or no longer exists on the server. */
@@ -280,9 +308,18 @@ export function chatClosed(next, { id }) {
   next.state = { ...next.state, friends: withoutEntry(next.state.friends, id) };
 }
 
-/** An invite link was read: whatever path befriends this ID is checked against its fingerprint (trust.js). */
-export function inviteOpened(next, { id, fingerprint }) {
+/**
+ * An invite link was read: whatever path befriends this ID is checked against its fingerprint (trust.js), and
+ * our request to that ID proves the link's secret, when it has one (the wiring reads `inviteKeys`).
+ */
+export function inviteOpened(next, { id, fingerprint, secret }) {
   next.state = { ...next.state, expectations: withEntry(next.state.expectations, id, fingerprint) };
+  if (isInviteSecret(secret)) next.state = { ...next.state, inviteKeys: withEntry(next.state.inviteKeys, id, secret) };
+}
+
+/** The user's own name for friend `id` (cleaned and bounded here too: names.js); '' clears it. */
+export function nicknameSet(next, { id, nickname }) {
+  updateFriend(next, id, (friend) => ({ ...friend, nickname: cleanName(nickname, NICKNAME_MAX) }));
 }
 
 // --- the user's decisions about a friend's key -------------------------------------------------------------

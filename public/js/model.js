@@ -30,6 +30,10 @@ export function createModel() {
     signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> number of the friendship it first arrived in
     expectations: new Map(), // id -> fingerprint an invite link promised; from when the link is read until the key pinned for that ID is that one
     verifiedFingerprints: new Set(), // fingerprints the user verified (the wiring stores them when opted in)
+    // Our invite link's one-time secrets not used yet, newest last (the link shows the newest); at most
+    // INVITE_SECRETS_KEPT. One is used up when a request proving it (inviteproof.js) is accepted.
+    inviteSecrets: [],
+    inviteKeys: new Map(), // id -> the secret of an invite link opened for that ID: our request to it proves it
     warnedForgedAccept: new Set(), // IDs whose chat already has the "unexpected acceptance" line
     nextLocalId: 1, // numbers every line of every conversation: views key their elements by it
   };
@@ -45,8 +49,11 @@ export function newFriend(id) {
     publicArmored: '', // the pinned key (armored); the crypto worker reads it for every seal/open
     fingerprint: '',
     userId: '',
+    nickname: '', // what the user calls them (names.js cleanName); '' when they gave no nickname
     trust: 'unverified', // 'unverified' | 'verified' | 'changed'
-    trustSource: '', // 'compared' | 'invite' | 'remembered'; while 'changed': 'invite' | 'own_key' | 'pinned_elsewhere' | ''
+    // 'compared' | 'invite' (their key matched the link we opened) | 'invite_proof' (their request proved our
+    // link's secret) | 'remembered'; while 'changed': 'invite' | 'own_key' | 'pinned_elsewhere' | ''
+    trustSource: '',
     changedFrom: '', // the fingerprint before a key change, or the invite's, while trust is 'changed'
     sharedWith: '', // while trust is 'changed' with 'pinned_elsewhere': the live friend ID pinned to the same key
     friendship: 0, // this friendship's number, unique in the page; each incoming message records its own
@@ -62,6 +69,15 @@ export function newFriend(id) {
 
 export function isLive(friend) {
   return Boolean(friend && friend.status === 'friends');
+}
+
+/** Secrets of our invite link kept unused at once (older ones are forgotten: their links stop proving anything). */
+export const INVITE_SECRETS_KEPT = 8;
+
+/** Whether closing or reloading the page would end a live friendship (the session, and its ID, go with it). */
+export function hasLiveFriendships(state) {
+  for (const friend of state.friends.values()) if (isLive(friend)) return true;
+  return false;
 }
 
 /** The friend with this ID while the friendship is live, else undefined. */

@@ -2,6 +2,7 @@
 // kept against repeats, withdrawals (FRIEND_CANCEL, DISCONNECT) remove cards, and a cap bounds how many are kept.
 // Any ID can send requests, so everything here is bounded and the key work happens off the main thread (the
 // `checkKey` effect). Pure transitions on model.js state.
+import { isInviteProof } from './inviteproof.js';
 import { isLive, withEntry, withoutEntry } from './model.js';
 import { recordOffer } from './trust.js';
 
@@ -26,7 +27,7 @@ export const OTHER_KEYS_KEPT = 3;
  * the wiring applies both in `from`'s turn of the event order (peerqueue.js), so a withdrawal or a repeat from
  * the same ID is applied after it. `epoch` is the session the frame arrived in.
  */
-export function receiveRequest(next, from, publicArmored, epoch) {
+export function receiveRequest(next, from, publicArmored, epoch, invite) {
   const { state } = next;
   if (isLive(state.friends.get(from))) return;
   const pending = state.incomingRequests.get(from);
@@ -37,14 +38,20 @@ export function receiveRequest(next, from, publicArmored, epoch) {
     return;
   }
   next.state = { ...state, requestsChecking: state.requestsChecking + 1 };
-  next.effects.push({ type: 'checkKey', purpose: 'request', from, publicArmored, epoch });
+  const check = { type: 'checkKey', purpose: 'request', from, publicArmored, epoch };
+  // A proof that the sender opened our invite link is checked with the key (it names the key's fingerprint).
+  if (isInviteProof(invite) && state.inviteSecrets.length > 0) {
+    Object.assign(check, { invite, inviteSecrets: state.inviteSecrets, ownFingerprint: state.ownFingerprint });
+  }
+  next.effects.push(check);
 }
 
 /**
- * The crypto worker's answer for a request's key: `key` {fingerprint, userId}, or `refusal` {code, message}.
- * A request whose session ended meanwhile is dropped.
+ * The crypto worker's answer for a request's key: `key` {fingerprint, userId}, or `refusal` {code, message}, and
+ * `viaInvite`, the secret of our invite link the request proved (null when it proved none). A request whose
+ * session ended meanwhile is dropped.
  */
-export function requestKeyChecked(next, { from, publicArmored, key, refusal, epoch }) {
+export function requestKeyChecked(next, { from, publicArmored, key, refusal, epoch, viaInvite }) {
   next.state = { ...next.state, requestsChecking: next.state.requestsChecking - 1 };
   const { state } = next;
   if (epoch !== state.session.epoch) return;
@@ -56,6 +63,8 @@ export function requestKeyChecked(next, { from, publicArmored, key, refusal, epo
     fingerprint: key ? key.fingerprint : null, // null: the key is refused, and the card says why
     userId: key ? key.userId : '',
     refusal: key ? null : refusal,
+    // Only a secret still unused counts: a link is used once.
+    viaInvite: key && viaInvite && state.inviteSecrets.includes(viaInvite) ? viaInvite : null,
     // Up to OTHER_KEYS_KEPT fingerprints of repeats that brought another key ('unreadable' for a refused one),
     // and how many further such repeats came.
     otherKeys: [],

@@ -101,8 +101,10 @@ function unexpectedAcceptText(from, live) {
   return `Ignored an unexpected friend acceptance from ${from}: ${live ? 'they are already your friend' : 'you have no pending request to them'}. The server may be misbehaving.`;
 }
 
+// The server says DISCONNECT both when a friend leaves and when their resume window ran out: either way their
+// session is over. A dropped connection alone is PRESENCE offline, which the chat shows as "went offline".
 const ENDED_LINE = {
-  left: (id) => `${id} left SecChat.`,
+  left: (id) => `${id}'s session ended: they left, or were offline too long.`,
   removed: (id) => `${id} removed you as a friend.`,
   removed_by_you: (id) => `You removed ${id}.`,
   session_lost: () => 'Your session ended; this friendship is over.',
@@ -110,17 +112,18 @@ const ENDED_LINE = {
 
 const STARTED_NOTE = {
   invite_match: 'Key matches your invite link: verified.',
+  invite_proof: 'They came through your invite link: key verified.',
   name_reused: ASSESSMENT_TEXT.name_reused,
   pinned_before: ASSESSMENT_TEXT.pinned_before,
 };
 
-/** A conversation's system line (model.js appendSystemLine) as {text, tone}. */
+/** A conversation's system line (model.js appendSystemLine) as {text, tone}; `friendId` is how the friend is called. */
 export function systemLineText(line, friendId) {
   switch (line.what) {
     case 'started': {
       const warn = line.keyChanged || line.assessment === 'name_reused' || line.assessment === 'pinned_before';
       const note = line.keyChanged ? 'WARNING: key differs from what you expected.'
-        : STARTED_NOTE[line.assessment] || 'Key pinned. Compare fingerprints to verify it.';
+        : STARTED_NOTE[line.viaInvite ? 'invite_proof' : line.assessment] || 'Key pinned. Compare fingerprints to verify it.';
       return { text: `Friendship started. ${note}`, tone: warn ? 'warn' : 'info' };
     }
     case 'accepted': return { text: `${friendId} accepted your friend request.`, tone: 'info' };
@@ -156,8 +159,6 @@ export function noticeText(code, details = {}) {
       return { tone: 'warn', kind: 'server', text: 'The server is full. Retrying…' };
     case 'server_error':
       return { tone: 'error', text: `Server error: ${REQUEST_ERROR_TEXT[details.code] || details.code}` };
-    case 'invite_failed':
-      return { tone: 'error', kind: 'invite', text: `Could not send the request to ${details.id}: ${details.message}` };
     case 'remove_failed':
       return { tone: 'error', text: `Could not remove ${details.id}: ${details.message}` };
     case 'not_remembered':

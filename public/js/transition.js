@@ -11,7 +11,8 @@
 //   opened {peer, incoming, opened}, sealed {peer, localId, friendship, seq, payload},
 //   sealFailed {peer, localId, code}, acked {peer, localId, queued}, sendFailed {peer, localId, code},
 //   backoffOver {peer, localId}
-// - the user: identityReady, inviteOpened, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
+// - the wiring: inviteSecretCreated {secret} (answering inviteSecretNeeded)
+// - the user: identityReady, inviteOpened {id, fingerprint, secret}, nicknameSet {id, nickname}, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
 //   friendRemoved, chatClosed, messageWritten {id, text}, messageRetried {id, localId}, messageRevealed,
 //   keyVerified, keyUnverified, changedKeyAccepted, left, newSession
 // Events that depend on time carry `now` (ms, the page's clock).
@@ -19,7 +20,9 @@
 // Effects (data; effects.js carries them out): send {frame} (no answer awaited), checkKey {purpose, from,
 // publicArmored, epoch}, open {peer, payload, publicArmored, incoming}, seal {peer, localId, friendship, seq,
 // envelope, publicArmored}, transmit {peer, localId, frame}, retryLater {peer, localId, ms},
-// notice {code, …} (text.js noticeText), notify {what, from}, incoming {from, flagged}, show {id}.
+// notice {code, …} (text.js noticeText), notify {what, from}, incoming {from, flagged}, show {id},
+// inviteSecretNeeded (draw a new secret for our invite link). checkKey for a request that carries an invite
+// proof also has {invite, inviteSecrets, ownFingerprint}, and its keyChecked answer {viaInvite}.
 import * as friendship from './friendship.js';
 import { messageOpened, revealMessage } from './inbox.js';
 import { begin } from './model.js';
@@ -41,6 +44,8 @@ const HANDLERS = {
   backoffOver,
   identityReady: friendship.identityReady,
   inviteOpened: friendship.inviteOpened,
+  inviteSecretCreated: friendship.inviteSecretCreated,
+  nicknameSet: friendship.nicknameSet,
   requestSent: friendship.requestSent,
   sentRequestDismissed: friendship.sentRequestDismissed,
   requestAccepted: friendship.requestAccepted,

@@ -75,11 +75,12 @@ function othersIn(map, key, fingerprint) {
 }
 
 /**
- * Pins the key a new friendship brought and sets the friend's trust from what we knew of it.
+ * Pins the key a new friendship brought and sets the friend's trust from what we knew of it (and, `viaInvite`,
+ * from a request that proved our invite link's secret; alarms still win).
  * Returns {state, friend, assessment}: the state with the pin recorded (and the invite's expectation for the ID
  * ended when this is the key it named), and the friend with the key and its trust.
  */
-export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored }) {
+export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored, viaInvite = false }) {
   const assessment = assessKey(state, friend.id, fingerprint, userId);
   const wasVerified = friend.fingerprint === fingerprint && friend.trust === 'verified';
   let pinned = { ...friend, fingerprint, userId, publicArmored, changedFrom: '', sharedWith: '' };
@@ -95,6 +96,10 @@ export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored
     pinned = { ...pinned, trust: 'changed', trustSource: assessment, sharedWith };
   } else if (assessment === 'invite_match') {
     ({ state: next, friend: pinned } = setVerified(next, pinned, 'invite'));
+  } else if (viaInvite) {
+    // Their request proved our invite link's one-time secret for this very key (inviteproof.js): the key came
+    // from whoever we gave the link to, as surely as the link's fingerprint proves ours to them.
+    ({ state: next, friend: pinned } = setVerified(next, pinned, 'invite_proof'));
   } else if (assessment === 'remembered' || wasVerified) {
     pinned = { ...pinned, trust: 'verified', trustSource: 'remembered' };
   } else {

@@ -96,7 +96,9 @@ describe('two browsers chatting', { timeout: 90000 }, () => {
     assert.equal(await received.getAttribute('data-verified'), 'true');
     assert.equal(await received.getAttribute('data-problems'), '');
     assert.equal(await received.getAttribute('data-seq'), '1');
-    await received.locator('.msg-mark-ok').waitFor();
+    // A message that passed every check carries no mark of its own: it is simply Bob's, under his key's name.
+    assert.equal(await received.locator('.msg-mark').count(), 0);
+    assert.equal(await received.locator('.msg-who').textContent(), '~Bob');
     await bob.page.waitForFunction((text) => [...document.querySelectorAll('.msg-out')]
       .some((m) => m.textContent.includes(text) && m.dataset.state === 'delivered'), 'second line');
 
@@ -166,8 +168,10 @@ describe('two browsers chatting', { timeout: 90000 }, () => {
     assert.equal(await shown.locator('a').count(), 0, 'no link may be made from javascript: text');
     await alice.page.waitForTimeout(200);
     assert.equal(await alice.page.evaluate(() => window.__pwned), undefined);
-    // The text's own "✔ verified" stays inside the text; the real mark is drawn in the meta line.
-    assert.equal(await shown.locator('.msg-meta .msg-mark-ok').count(), 1);
+    // The text's own "✔ verified" stays inside the text; the page draws no mark on a message that passed its
+    // checks, so nothing the text says can pose as one.
+    assert.equal(await shown.getAttribute('data-verified'), 'true');
+    assert.equal(await shown.locator('.msg-meta .msg-mark').count(), 0);
   });
 
   test('removing a friend ends the chat on both sides, and leaving tells friends', async () => {

@@ -43,7 +43,8 @@ test('request out → accepted: the key is checked, then the friendship starts w
   assert.deepEqual([bob.sendSeq, bob.expectedSeq], [0, 1]);
   assert.equal(started.state.pins.get(BOB), BOB_KEY.fingerprint);
   assert.deepEqual([...started.state.offeredKeys.get(BOB)], [BOB_KEY.fingerprint]);
-  assert.deepEqual(systemLines(started.state, BOB), ['started', 'accepted']);
+  // "accepted your request" comes first: it is why the friendship started.
+  assert.deepEqual(systemLines(started.state, BOB), ['accepted', 'started']);
   assert.deepEqual(started.effects, [{ type: 'show', id: BOB }, { type: 'notify', what: 'accepted', from: BOB }]);
 });
 
@@ -74,7 +75,7 @@ test('a FRIEND_ACCEPT without our pending request, or from a live friend, is ign
   ]);
   const bob = twice.state.friends.get(BOB);
   assert.deepEqual([bob.sendSeq, bob.expectedSeq, bob.friendship], [5, 7, 1]);
-  assert.deepEqual(systemLines(twice.state, BOB), ['started', 'accepted', 'unexpected_accept']);
+  assert.deepEqual(systemLines(twice.state, BOB), ['accepted', 'started', 'unexpected_accept']);
 
   // Not even with a request to them pending (the add-friend form never sends one to a live friend).
   const pending = step(state, { type: 'requestSent', id: BOB, unsure: false });
@@ -104,8 +105,8 @@ test('request in → a card once its key is checked; accepting starts the friend
   const card = step(arrived.state, keyChecked(arrived.effects[0], BOB_KEY));
   assert.equal(card.state.requestsChecking, 0);
   assert.deepEqual(card.state.incomingRequests.get(BOB), {
-    id: BOB, number: 1, publicArmored: BOB_KEY.publicArmored, fingerprint: BOB_KEY.fingerprint, userId: 'Bob', refusal: null, otherKeys: [],
-    moreOtherKeys: 0,
+    id: BOB, number: 1, publicArmored: BOB_KEY.publicArmored, fingerprint: BOB_KEY.fingerprint, userId: 'Bob', refusal: null, viaInvite: null,
+    otherKeys: [], moreOtherKeys: 0,
   });
   assert.deepEqual([...card.state.offeredKeys.get(BOB)], [BOB_KEY.fingerprint]);
   assert.deepEqual(card.effects, [{ type: 'notify', what: 'request', from: BOB }]);
@@ -290,7 +291,7 @@ test('FRIEND_REMOVE and DISCONNECT end a live friendship, with the reason, and k
   assert.equal(bob.presence, 'online', 'presence is not overloaded with the end');
   assert.equal(shownPresence(bob, 'online'), 'gone');
   assert.deepEqual(removed.state.endedFriendships.get(BOB), { reason: 'removed', at: NOW + 1 });
-  assert.deepEqual(systemLines(removed.state, BOB), ['started', 'accepted', 'ended']);
+  assert.deepEqual(systemLines(removed.state, BOB), ['accepted', 'started', 'ended']);
   assert.equal(removed.state.friends.get(BOB).messages.at(-1).reason, 'removed');
   // Ended is ended: a second end, or a presence, changes nothing.
   assert.equal(step(removed.state, frame({ type: 'DISCONNECT', id: BOB })).state.friends, removed.state.friends);

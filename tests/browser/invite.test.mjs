@@ -39,7 +39,7 @@ async function openInvite(name, link) {
 test('an invite link fills in the request and marks the inviter verified', { timeout: 60000 }, async () => {
   const alice = await newChatUser(browser, server, { name: 'Alice' });
   const link = await alice.page.textContent('#invite-link');
-  assert.equal(link, `${server.url}#id=${alice.id}&fp=${alice.fingerprint}`);
+  assert.match(link, new RegExp(`^${server.url}#id=${alice.id}&fp=${alice.fingerprint}&k=[A-Za-z0-9_-]{22}$`));
 
   const { user: bob, card } = await openInvite('Bob', link);
   assert.equal(await card.locator('[data-fingerprint]').getAttribute('data-fingerprint'), alice.fingerprint);
@@ -56,10 +56,13 @@ test('an invite link fills in the request and marks the inviter verified', { tim
   await friend.waitFor();
   assert.equal(await friend.getAttribute('data-trust'), 'verified');
   assert.equal(await pane(bob, alice.id).locator('.chat-head .trust-badge').getAttribute('data-trust'), 'verified');
-  // Alice had no proof of Bob's key: unverified until she compares and confirms.
+  // Bob's request proved the link's secret for his key (PROTOCOL §9 invite): verified for Alice too.
   const bobAtAlice = alice.page.locator(`.friend[data-friend="${bob.id}"]`);
   await bobAtAlice.waitFor();
-  assert.equal(await bobAtAlice.getAttribute('data-trust'), 'unverified');
+  assert.equal(await bobAtAlice.getAttribute('data-trust'), 'verified');
+  // She can still take that back and compare fingerprints herself.
+  await pane(alice, bob.id).getByRole('button', { name: 'Mark unverified' }).click();
+  await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.dataset.trust === 'unverified', bob.id);
   await pane(alice, bob.id).getByRole('button', { name: 'Verify fingerprint…' }).click();
   const dialog = alice.page.getByRole('dialog');
   assert.equal(await dialog.locator('[data-fingerprint]').getAttribute('data-fingerprint'), bob.fingerprint);

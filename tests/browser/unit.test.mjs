@@ -37,8 +37,8 @@ test('fingerprints are read in any spacing and shown in 4-hex groups', () => {
 test('invite links round-trip and reject incomplete fragments', () => {
   const link = inviteLink({ origin: 'https://chat.example', pathname: '/' }, 'K7Q2ZD', FPR);
   assert.equal(link, `https://chat.example/#id=K7Q2ZD&fp=${FPR}`);
-  assert.deepEqual(parseInvite(new URL(link).hash), { id: 'K7Q2ZD', fingerprint: FPR });
-  assert.deepEqual(parseInvite(`#id=k7q-2zd&fp=${FPR.toLowerCase()}`), { id: 'K7Q2ZD', fingerprint: FPR });
+  assert.deepEqual(parseInvite(new URL(link).hash), { id: 'K7Q2ZD', fingerprint: FPR, secret: null });
+  assert.deepEqual(parseInvite(`#id=k7q-2zd&fp=${FPR.toLowerCase()}`), { id: 'K7Q2ZD', fingerprint: FPR, secret: null });
   assert.equal(parseInvite('#id=K7Q2ZD'), null);
   assert.equal(parseInvite(`#fp=${FPR}`), null);
   assert.equal(parseInvite(`#id=K7Q2ZD&fp=${FPR.slice(1)}`), null);

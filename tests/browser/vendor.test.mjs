@@ -38,7 +38,7 @@ test('dependencies are pinned to exact versions with lockfile integrity, OpenPGP
   const pkg = readJson('package.json');
   const lock = readJson('package-lock.json');
   const all = { ...pkg.dependencies, ...pkg.devDependencies };
-  for (const name of ['openpgp', '@fontsource/jetbrains-mono', 'playwright-core', 'ws']) {
+  for (const name of ['openpgp', '@fontsource/jetbrains-mono', 'qrcode-generator', 'playwright-core', 'ws', 'axe-core', '@paulmillr/qr']) {
     assert.match(all[name] || '', /^\d+\.\d+\.\d+$/, `${name} must be pinned to an exact version`);
     const locked = lock.packages[`node_modules/${name}`];
     assert.ok(locked, `${name} missing from package-lock.json`);

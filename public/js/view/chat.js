@@ -1,10 +1,18 @@
-// One chat pane per friend: header with the trust mark and fingerprint, the key-changed banner, the message
-// log and the composer. Message text is attacker-controlled and only ever becomes text nodes (and <a>s
-// built by linkifiedText); trust marks live in the meta line we draw, never inside the text.
+// The main area: incoming requests on top (view/requests.js), then an opened invite's step
+// (view/invitestep.js), the start screen while no chat is open (view/welcome.js), and one chat pane per friend:
+// a one-line header (name, trust, presence) with the key's details on demand, the key-changed banner, the
+// message log and the composer. Message text and names on keys are attacker-controlled and only ever become
+// text nodes (and <a>s built by linkifiedText); the page's own marks are drawn outside them. A message that
+// passes every check is simply shown as the friend's; one that fails is marked loudly.
 import { confirmDialog, fingerprintElement, h, linkifiedText, setText, timeElement, toggleClass } from './dom.js';
+import { createInviteStep } from './invitestep.js';
+import { friendNameElement } from './names.js';
+import { createRequestsPanel } from './requests.js';
+import { createWelcome } from './welcome.js';
 import { envelopeTextBytes, maxTextBytes } from '../envelope.js';
 import { isRepresentableTime } from '../inbox.js';
 import { isLive, shownPresence } from '../model.js';
+import { friendLabel, keyName, labelText, nameClashes } from '../names.js';
 import { INCOMING_PROBLEM_TEXT, SEND_ERROR_TEXT, TRUST_LABELS, systemLineText } from '../text.js';
 
 const OUT_STATE_TEXT = {
@@ -16,29 +24,40 @@ const OUT_STATE_TEXT = {
   error: 'not sent',
 };
 
+// 'away': the friend's connection dropped and the server keeps their session a short while; only a
+// DISCONNECT (they left, or that window ran out) ends it.
 const PRESENCE_TEXT = {
   online: 'online',
-  away: 'away (reconnecting)',
+  away: 'went offline (may come back)',
   gone: 'gone',
   unknown: 'unknown while you are offline',
 };
 
 const GONE_TEXT = {
-  left: (id) => `${id} left SecChat; this friendship has ended.`,
+  left: (id) => `${id}'s session ended (they left, or were offline too long); this friendship has ended.`,
   removed: (id) => `${id} removed you as a friend.`,
   removed_by_you: (id) => `You removed ${id}.`,
   session_lost: () => 'Your session ended, and this friendship with it. Add each other again to keep chatting.',
 };
 
 export function createChatArea({ actions }) {
-  const root = h('main', { className: 'chat-area', id: 'chat-area', tabindex: '-1' });
-  const empty = h('div', { className: 'empty-state' },
-    h('p', { className: 'empty-title', text: 'No conversation open' }),
-    h('p', { className: 'muted', text: 'Share your ID or invite link, add a friend by ID, or accept a request. Then pick a friend on the left.' }));
-  root.append(empty);
+  const root = h('main', { className: 'chat-area', id: 'chat-area', tabindex: '-1', 'aria-label': 'Conversation' });
+  const requests = createRequestsPanel({ actions });
+  const inviteStep = createInviteStep({ actions });
+  const welcome = createWelcome({ actions });
+  const top = h('div', { className: 'main-top' }, requests.root, inviteStep.root);
+  root.append(top, welcome.root);
   const panes = new Map(); // friend id -> pane
 
   function update(state) {
+    requests.update(state);
+    inviteStep.update(state);
+    top.hidden = requests.root.hidden && inviteStep.root.hidden;
+    const chatOpen = Boolean(state.activeFriendId && state.friends.has(state.activeFriendId));
+    // With a chat open, requests stay on top but scroll within a part of the height (CSS).
+    toggleClass(root, 'with-chat', chatOpen);
+    welcome.root.hidden = chatOpen;
+    if (!chatOpen) welcome.update(state);
     for (const [id, pane] of panes) {
       if (!state.friends.has(id)) {
         pane.root.remove();
@@ -55,7 +74,6 @@ export function createChatArea({ actions }) {
       pane.root.hidden = friend.id !== state.activeFriendId;
       pane.update(state, friend);
     }
-    empty.hidden = Boolean(state.activeFriendId && state.friends.has(state.activeFriendId));
   }
 
   function focusComposer(id) {
@@ -63,7 +81,7 @@ export function createChatArea({ actions }) {
     if (pane) pane.focusComposer();
   }
 
-  return { root, update, focusComposer };
+  return { root, update, focusComposer, focusInvite: () => inviteStep.focus() };
 }
 
 function createPane(friend, actions) {
@@ -72,13 +90,40 @@ function createPane(friend, actions) {
   const trustBadge = h('span', { className: 'trust-badge' });
   const presence = h('span', { className: 'presence' }, h('span', { className: 'presence-dot', 'aria-hidden': 'true' }), h('span', { className: 'presence-text' }));
   const fpSlot = h('div', { className: 'fp-slot' });
-  const keyName = h('p', { className: 'key-name muted small' });
+  const keyNameLine = h('p', { className: 'key-name muted small' });
+  // On a phone the header is one line; the key's details and the friend's actions open on demand (CSS shows
+  // them at all times on wider screens).
+  const detailsId = `chat-details-${id}`;
+  const detailsToggle = h('button', {
+    type: 'button', className: 'btn btn-small details-toggle', text: 'Details', 'aria-expanded': 'false', 'aria-controls': detailsId,
+    'aria-label': `Details of the chat with ${id}`, onClick: () => setDetails(!head.classList.contains('details-open')),
+  });
+  const nicknameInput = h('input', {
+    type: 'text', id: `nickname-${id}`, className: 'input input-small', autocomplete: 'off', maxlength: '64', placeholder: 'e.g. Mum',
+  });
+  const nicknameError = h('p', { className: 'form-error small', role: 'alert' });
+  const nicknameForm = h('form', { className: 'nickname-form', 'aria-label': `Your name for ${id}` },
+    h('label', { htmlFor: `nickname-${id}`, className: 'label small', text: 'Your name for them (only you see it)' }),
+    h('div', { className: 'inline-form' }, nicknameInput,
+      h('button', { type: 'submit', className: 'btn btn-small', text: 'Save', 'aria-label': `Save your name for ${id}` })),
+    nicknameError);
+  nicknameForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    setText(nicknameError, '');
+    try {
+      actions.setNickname(id, nicknameInput.value);
+    } catch (error) {
+      setText(nicknameError, error.message);
+    }
+  });
   const verifyButton = h('button', { type: 'button', className: 'btn btn-small', onClick: () => onVerifyClick() });
   const removeButton = h('button', { type: 'button', className: 'btn btn-small btn-danger', text: 'Remove friend', 'aria-label': `Remove friend ${id}`, onClick: () => actions.removeFriend(id) });
   const dismissButton = h('button', { type: 'button', className: 'btn btn-small', text: 'Close chat', 'aria-label': `Close the chat with ${id}`, onClick: () => actions.dismissFriend(id) });
   const banner = h('div', { className: 'banner banner-danger key-changed-banner', role: 'alert', hidden: true });
   const goneBanner = h('div', { className: 'banner banner-muted', role: 'status', hidden: true });
-  const log = h('ol', { className: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': `chat-title-${id}` });
+  // The log region scrolls; the messages inside it are a list (a role on the <ol> itself would hide that).
+  const list = h('ol', { className: 'log-list' });
+  const log = h('div', { className: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': `chat-title-${id}` }, list);
   const textarea = h('textarea', {
     className: 'input composer-input', id: `composer-${id}`, rows: '1',
     placeholder: 'Write a message…', autocomplete: 'off', 'aria-describedby': `composer-hint-${id}`,
@@ -89,11 +134,17 @@ function createPane(friend, actions) {
     h('label', { htmlFor: `composer-${id}`, className: 'sr-only', text: `Message to ${id}` }),
     textarea, sendButton,
     h('p', { className: 'composer-hint small muted', id: `composer-hint-${id}`, text: 'Enter sends · Shift+Enter for a new line' }));
+  const head = h('header', { className: 'chat-head' },
+    h('div', { className: 'chat-head-main' }, title, trustBadge, presence, detailsToggle),
+    h('div', { className: 'chat-head-details', id: detailsId },
+      h('div', { className: 'chat-head-key' }, h('span', { className: 'label small', text: 'Key fingerprint' }), fpSlot, keyNameLine, nicknameForm),
+      h('div', { className: 'chat-head-actions' }, verifyButton, removeButton, dismissButton)));
+  function setDetails(open) {
+    toggleClass(head, 'details-open', open);
+    detailsToggle.setAttribute('aria-expanded', String(open));
+  }
   const root = h('section', { className: 'chat-pane', 'data-friend': id, 'aria-labelledby': `chat-title-${id}` },
-    h('header', { className: 'chat-head' },
-      h('div', { className: 'chat-head-main' }, title, trustBadge, presence),
-      h('div', { className: 'chat-head-key' }, h('span', { className: 'label small', text: 'Key fingerprint' }), fpSlot, keyName),
-      h('div', { className: 'chat-head-actions' }, verifyButton, removeButton, dismissButton)),
+    head,
     banner,
     goneBanner,
     log,
@@ -102,6 +153,8 @@ function createPane(friend, actions) {
 
   let currentFriend = friend;
   let shownFingerprint = '';
+  let shownName = '';
+  let who = id; // how this friend's messages are signed off: their name (names.js) or ID
   const messageViews = new Map(); // message localId -> {element, update}
 
   async function onVerifyClick() {
@@ -208,7 +261,17 @@ function createPane(friend, actions) {
       fpSlot.replaceChildren(fingerprintElement(f.fingerprint));
       shownFingerprint = f.fingerprint;
     }
-    setText(keyName, f.userId ? `Name on key (unverified, chosen by its owner): ${f.userId}` : '');
+    const label = friendLabel(f);
+    const clashes = nameClashes(state, id);
+    const nameKey = `${label.kind}|${label.text}|${clashes.join(' ')}`;
+    if (nameKey !== shownName) {
+      title.replaceChildren(friendNameElement(label, id, clashes));
+      shownName = nameKey;
+      if (document.activeElement !== nicknameInput) nicknameInput.value = f.nickname;
+    }
+    who = label.kind === 'key' ? `~${label.text}` : label.text;
+    const fromKey = keyName(f.userId);
+    setText(keyNameLine, fromKey ? `Name on their key (chosen by its owner, not checked): ${fromKey}` : 'Their key carries no name.');
     setText(verifyButton, f.trust === 'verified' ? 'Mark unverified' : 'Verify fingerprint…');
     verifyButton.hidden = f.trust === 'changed' || !live;
     removeButton.hidden = !live;
@@ -260,19 +323,19 @@ function createPane(friend, actions) {
 
   function renderMessages(f, blocked) {
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
-    let cursor = log.firstChild;
+    let cursor = list.firstChild;
     let appended = false;
     const seen = new Set();
     for (const message of f.messages) {
       seen.add(message.localId);
       let view = messageViews.get(message.localId);
       if (!view) {
-        view = createMessageView(message, id, actions);
+        view = createMessageView(message, id, actions, who);
         messageViews.set(message.localId, view);
         appended = true;
       }
-      view.update(message, !blocked);
-      if (view.element !== cursor) log.insertBefore(view.element, cursor);
+      view.update(message, !blocked, who);
+      if (view.element !== cursor) list.insertBefore(view.element, cursor);
       else cursor = cursor.nextSibling;
     }
     for (const [localId, view] of messageViews) {
@@ -330,9 +393,9 @@ function trustMark(trust) {
   return `? ${TRUST_LABELS.unverified}`;
 }
 
-function createMessageView(message, friendId, actions) {
+function createMessageView(message, friendId, actions, who) {
   if (message.direction === 'system') {
-    const { text, tone } = systemLineText(message, friendId);
+    const { text, tone } = systemLineText(message, who);
     const element = h('li', { className: `msg-system msg-system-${tone}` }, h('span', { text }));
     return { element, update: () => {} };
   }
@@ -364,8 +427,8 @@ function outgoingView(message, friendId, actions) {
 function incomingView(message, actions, friendId) {
   const element = h('li', { className: 'msg msg-in' });
   let rendered = '';
-  function update(m) {
-    const key = `${m.hidden}|${m.problems.join(',')}`;
+  function update(m, canSend, who = friendId) {
+    const key = `${m.hidden}|${m.problems.join(',')}|${who}`;
     if (key === rendered) return;
     const flagged = m.problems.length > 0;
     toggleClass(element, 'msg-flagged', flagged);
@@ -374,11 +437,12 @@ function incomingView(message, actions, friendId) {
     if (m.seq !== null) element.setAttribute('data-seq', String(m.seq));
     if (m.sentTs !== null) element.setAttribute('data-sent-ts', String(m.sentTs));
     if (m.duplicate) element.setAttribute('data-duplicate', 'true');
-    const mark = m.verified
-      ? h('span', { className: 'msg-mark msg-mark-ok', title: 'Decrypted, signed by the pinned key, addressed to you', text: '✔ signed' })
-      : h('span', { className: 'msg-mark msg-mark-bad', text: m.duplicate ? 'duplicate' : '⚠ not trusted' });
+    // A message that passed every check needs no mark: it is simply theirs. Only a failure is marked, loudly.
+    // ("verified" belongs to the key, after comparing fingerprints: the header's badge.)
+    const mark = m.verified ? null
+      : h('span', { className: 'msg-mark msg-mark-bad', text: m.duplicate ? 'duplicate' : '⚠ FAILED A SECURITY CHECK' });
     const children = [
-      h('div', { className: 'msg-meta' }, h('span', { className: 'msg-who', text: friendId }), timeElement(m.ts), mark),
+      h('div', { className: 'msg-meta' }, h('span', { className: 'msg-who', text: who }), timeElement(m.ts), mark),
     ];
     if (m.duplicate) {
       // The same signed message (seq, time and text) again: a re-send after a dropped connection. Nothing new

@@ -36,6 +36,14 @@ function append(element, children) {
   }
 }
 
+/**
+ * The nodes among `items` (nested arrays flattened), without null, undefined or false: for replaceChildren()
+ * and append(), which would print those as the text "null", "undefined" or "false".
+ */
+export function nodes(...items) {
+  return items.flat(Infinity).filter((item) => item !== null && item !== undefined && item !== false);
+}
+
 /** Sets an element's text only when it differs, so screen readers are not told about non-changes. */
 export function setText(element, text) {
   if (element.textContent !== text) element.textContent = text;

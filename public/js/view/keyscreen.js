@@ -11,7 +11,7 @@ const KEY_FILE_TYPES = '.asc,.gpg,.pgp,.key,.txt,text/plain,application/pgp-keys
  *   forgetSaved() → void
  *   enter(identity) → void  (go to the chat screen)
  */
-export function createKeyScreen({ actions, remembered }) {
+export function createKeyScreen({ actions, remembered, invite }) {
   const root = h('section', { className: 'key-screen', 'aria-labelledby': 'key-screen-title' });
   const errorBox = h('p', { className: 'form-error', role: 'alert', id: 'key-error' });
 
@@ -21,6 +21,13 @@ export function createKeyScreen({ actions, remembered }) {
         h('span', { className: 'prompt', 'aria-hidden': 'true', text: '> ' }), 'secchat', h('span', { className: 'cursor', 'aria-hidden': 'true', text: '_' })),
       h('p', { className: 'hero-tagline', text: 'End-to-end encrypted chat. Your keys stay in this browser; the server only routes ciphertext.' })),
   );
+
+  // Someone's invite link brought the user here: say so before anything else, and what comes next.
+  if (invite) {
+    root.append(h('section', { className: 'banner banner-info invite-banner', 'aria-labelledby': 'invite-banner-title' },
+      h('h2', { className: 'invite-banner-title', id: 'invite-banner-title' }, 'You were invited to chat by ', h('span', { className: 'friend-id', text: invite.id })),
+      h('p', { text: `First make a key (or unlock yours): it stays in this browser and encrypts everything. Then you will be asked to send ${invite.id} a friend request.` })));
+  }
 
   function setError(message) {
     errorBox.textContent = message || '';
@@ -57,7 +64,9 @@ export function createKeyScreen({ actions, remembered }) {
   function select(index) {
     tabs.forEach(([tab, panel], i) => {
       tab.setAttribute('aria-selected', String(i === index));
-      tab.tabIndex = i === index ? 0 : -1;
+      // Both tabs are Tab stops (not only the selected one): people who do not know the arrow-key convention
+      // of tab lists must still find "Import existing key".
+      tab.tabIndex = 0;
       panel.hidden = i !== index;
     });
     setError('');

@@ -1,43 +1,39 @@
-// The side panel (a drawer on phones): who I am and my invite link, an opened invite, adding a friend,
-// incoming and sent requests, and the friends list with presence, trust and unread counts.
+// The side panel (a drawer on phones): who I am (ID, fingerprint, invite link with QR code and share), adding a
+// friend, sent requests, the friends list with names, presence, trust and unread counts, and leaving. Incoming
+// requests and an opened invite live in the main area (view/requests.js, view/invitestep.js), where the eye is.
 import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.js';
+import { friendNameElement } from './names.js';
+import { createInviteShare } from './share.js';
 import { shownPresence } from '../model.js';
-import { WITHDRAWN_NOTE_MS } from '../requests.js';
-import { ASSESSMENT_TEXT, TRUST_LABELS, refusalText } from '../text.js';
-import { assessKey, isAlarm, otherIdsPinnedTo, otherKeysNamed, otherOfferedKeys } from '../trust.js';
+import { friendLabel, nameClashes } from '../names.js';
+import { TRUST_LABELS } from '../text.js';
 
-const PRESENCE_LABEL = { online: 'online', away: 'away', gone: 'gone', unknown: '—' };
-const SHOWN_OTHER_KEYS = 3; // a server can repeat a request without end: name the first few, count the rest
-// Any ID can send requests: at most this many cards are in the DOM, the rest are counted ("Show more" adds as
-// many again). Requests from IDs an invite link named come first.
-export const REQUEST_CARDS_SHOWN = 20;
+// A friend who dropped is in the server's resume window and may come back: "offline", not gone.
+const PRESENCE_LABEL = { online: 'online', away: 'offline', gone: 'gone', unknown: '—' };
 
 export function createSidebar({ actions }) {
-  const root = h('aside', { className: 'sidebar', id: 'sidebar', 'aria-label': 'Identity, requests and friends' });
+  const root = h('aside', { className: 'sidebar', id: 'sidebar', 'aria-label': 'You, adding friends, and your friends' });
 
   // --- identity -------------------------------------------------------------------------------------
   const myId = h('code', { className: 'my-id', id: 'my-id' });
   const myFp = h('div', { className: 'fp-slot' });
-  const inviteText = h('code', { className: 'invite-link', id: 'invite-link' });
+  const share = createInviteShare({ actions, prefix: '' });
   const notifyBox = h('input', { type: 'checkbox', id: 'notify-toggle', className: 'checkbox', onChange: (event) => actions.setNotifications(event.target.checked) });
   const identity = h('section', { className: 'panel identity', 'aria-labelledby': 'identity-title' },
     h('h2', { className: 'panel-title', id: 'identity-title', text: 'You' }),
     h('div', { className: 'id-line' },
       h('span', { className: 'label', text: 'Your ID' }), myId,
       copyButton('Copy your ID', () => myId.textContent, () => myId)),
+    h('p', { className: 'small muted id-explained', text: 'A temporary address for this session only: it changes every time you open SecChat. Anyone who has it can ask to be your friend; nothing happens until you accept.' }),
+    share.root,
     h('span', { className: 'label', text: 'Your key fingerprint' }),
     h('div', { className: 'fp-line' }, myFp, copyButton('Copy your fingerprint', () => myFp.firstChild?.getAttribute('data-fingerprint') || '', () => myFp)),
-    h('span', { className: 'label', text: 'Invite link (carries your ID and fingerprint)' }),
-    h('div', { className: 'invite-line' }, inviteText, copyButton('Copy your invite link', () => inviteText.textContent, () => inviteText)),
     h('div', { className: 'check-row' }, notifyBox, h('label', { htmlFor: 'notify-toggle', text: 'Desktop notifications while this tab is hidden' })));
-
-  // --- an invite link that was opened ------------------------------------------------------------------
-  const inviteCard = h('section', { className: 'panel invite-card', 'aria-labelledby': 'invite-title', hidden: true });
 
   // --- add friend -----------------------------------------------------------------------------------
   const addInput = h('input', {
     type: 'text', id: 'add-friend-id', className: 'input input-id', autocomplete: 'off', spellcheck: 'false',
-    autocapitalize: 'characters', maxlength: '20', placeholder: 'e.g. K7Q2ZD',
+    autocapitalize: 'characters', maxlength: '20', placeholder: 'e.g. K7Q2ZD', 'aria-describedby': 'add-friend-hint',
   });
   const addError = h('p', { className: 'form-error small', role: 'alert', id: 'add-friend-error' });
   const addButton = h('button', { type: 'submit', className: 'btn btn-primary', text: 'Send request', id: 'add-friend-send' });
@@ -45,6 +41,7 @@ export function createSidebar({ actions }) {
     h('h2', { className: 'panel-title', id: 'add-title', text: 'Add a friend' }),
     h('label', { htmlFor: 'add-friend-id', className: 'label', text: "Friend's ID" }),
     h('div', { className: 'inline-form' }, addInput, addButton),
+    h('p', { className: 'small muted', id: 'add-friend-hint', text: 'Their 6-character ID from their screen. With an ID alone, compare fingerprints afterwards; an invite link does that for you.' }),
     addError);
   addForm.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -60,20 +57,6 @@ export function createSidebar({ actions }) {
     }
   });
 
-  // --- requests ---------------------------------------------------------------------------------------
-  const requestsList = h('ul', { className: 'request-list', 'aria-labelledby': 'requests-title' });
-  const moreText = h('span', { className: 'muted small' });
-  const moreButton = h('button', {
-    type: 'button', className: 'btn btn-small', text: `Show ${REQUEST_CARDS_SHOWN} more`,
-    onClick: () => {
-      cardLimit += REQUEST_CARDS_SHOWN;
-      actions.redraw();
-    },
-  });
-  const moreLine = h('p', { className: 'request-more', hidden: true }, moreText, ' ', moreButton);
-  const ignoredLine = h('p', { className: 'request-ignored small', role: 'status', hidden: true });
-  const requests = h('section', { className: 'panel requests', hidden: true },
-    h('h2', { className: 'panel-title', id: 'requests-title', text: 'Friend requests' }), requestsList, moreLine, ignoredLine);
   const sentList = h('ul', { className: 'sent-list', 'aria-labelledby': 'sent-title' });
   const sent = h('section', { className: 'panel sent', hidden: true },
     h('h2', { className: 'panel-title', id: 'sent-title', text: 'Sent requests' }), sentList);
@@ -81,21 +64,26 @@ export function createSidebar({ actions }) {
   // --- friends ----------------------------------------------------------------------------------------
   const friendsList = h('ul', { className: 'friend-list', 'aria-labelledby': 'friends-title' });
   const friendsEmpty = h('p', { className: 'muted small', text: 'No friends yet.' });
+  const namesNote = h('p', { className: 'muted small names-note', hidden: true,
+    text: '~Name: the name on their key, chosen by its owner. Give a friend your own name for them under "Details" in their chat.' });
   const friends = h('section', { className: 'panel friends' },
-    h('h2', { className: 'panel-title', id: 'friends-title', text: 'Friends' }), friendsEmpty, friendsList);
+    h('h2', { className: 'panel-title', id: 'friends-title', text: 'Friends' }), friendsEmpty, friendsList, namesNote);
+
+  // --- leaving: last in the panel and in the Tab order, away from everyday controls -----------------------
+  const leave = h('button', { type: 'button', className: 'btn btn-small btn-danger', id: 'leave', text: 'Leave', 'aria-label': 'Leave: end this session and your ID', onClick: () => actions.leave() });
+  const session = h('section', { className: 'panel session', 'aria-labelledby': 'session-title' },
+    h('h2', { className: 'panel-title', id: 'session-title', text: 'Session' }),
+    h('p', { className: 'small muted', text: 'Leaving ends your ID now and tells your friends. Closing the tab does the same once the server stops waiting for you (about 30 seconds).' }),
+    h('div', { className: 'actions' }, leave));
 
   const close = h('button', {
-    type: 'button', className: 'btn btn-small drawer-close', text: '× close', 'aria-label': 'Hide friends and requests',
+    type: 'button', className: 'btn btn-small drawer-close', text: '× close', 'aria-label': 'Hide the side panel',
     onClick: () => actions.toggleDrawer(false),
   });
-  root.append(close, identity, inviteCard, addForm, requests, sent, friends);
+  root.append(close, identity, addForm, sent, friends, session);
 
-  const requestViews = new Map(); // id -> {element, number, assessment, otherKeys, moreOtherKeys, swapSlot}: the cards in the DOM
-  const withdrawnNotes = new Map(); // id -> note element standing where a withdrawn request's card was
-  let cardLimit = REQUEST_CARDS_SHOWN;
   const friendViews = new Map(); // id -> {element, update}
   let shownFingerprint = '';
-  let shownInvite = '';
 
   function update(state) {
     setText(myId, state.session.id || '······');
@@ -103,184 +91,12 @@ export function createSidebar({ actions }) {
       myFp.replaceChildren(fingerprintElement(state.identity.fingerprint));
       shownFingerprint = state.identity.fingerprint;
     }
-    setText(inviteText, state.session.id ? actions.inviteLink() : '');
+    share.update(state);
     notifyBox.checked = state.notifications;
-    updateInvite(state);
-    updateRequests(state);
+    leave.hidden = state.connection.status === 'left' || state.connection.status === 'taken_over';
+    session.hidden = leave.hidden;
     updateSent(state);
     updateFriends(state);
-  }
-
-  function updateInvite(state) {
-    const invite = state.invite;
-    const key = invite ? `${invite.id}|${invite.fingerprint}|${state.session.id}|${state.friends.has(invite.id)}` : '';
-    if (key === shownInvite) return;
-    shownInvite = key;
-    inviteCard.hidden = !invite;
-    if (!invite) return;
-    const own = invite.id === state.session.id;
-    inviteCard.replaceChildren(
-      h('h2', { className: 'panel-title', id: 'invite-title', text: 'Invite link opened' }),
-      h('p', {}, 'Invite from ', h('strong', { className: 'friend-id', text: invite.id })),
-      h('span', { className: 'label', text: 'Their key fingerprint (from the link)' }),
-      fingerprintElement(invite.fingerprint),
-      own ? h('p', { className: 'muted small', text: 'This is your own invite link. Send it to a friend instead.' }) : null,
-      h('div', { className: 'actions' },
-        own ? null : h('button', { type: 'button', className: 'btn btn-primary', id: 'invite-send', text: 'Send friend request', onClick: () => actions.useInvite() }),
-        h('button', { type: 'button', className: 'btn', text: 'Dismiss', 'aria-label': 'Dismiss the invite', onClick: () => actions.dismissInvite() })),
-    );
-  }
-
-  /**
-   * Draws at most `cardLimit` cards. Only cards that appear, disappear or change are touched: a flood of
-   * requests costs one pass over the pending requests per animation frame, not a rebuilt list per request.
-   */
-  function updateRequests(state) {
-    const visible = visibleRequests(state);
-    const assess = (request) => (request.fingerprint ? assessKey(state, request.id, request.fingerprint, request.userId) : '');
-    for (const [id, view] of requestViews) {
-      const request = state.incomingRequests.get(id);
-      // A request's number tells it from a later request by the same ID; only its other keys ever change.
-      if (!request || !visible.includes(request) || view.number !== request.number || view.assessment !== assess(request)) {
-        if (!request && state.withdrawnRequests.has(id)) showWithdrawn(id, view.element);
-        else view.element.remove();
-        requestViews.delete(id);
-      } else if (view.otherKeys !== request.otherKeys || view.moreOtherKeys !== request.moreOtherKeys) {
-        // Only the warning changes: rebuilding the card would move the Accept button under the user's pointer.
-        view.swapSlot.replaceChildren(...swapWarning(request));
-        view.otherKeys = request.otherKeys;
-        view.moreOtherKeys = request.moreOtherKeys;
-      }
-    }
-    for (const request of visible) {
-      // The ID asked again: its card replaces the note.
-      withdrawnNotes.get(request.id)?.remove();
-      withdrawnNotes.delete(request.id);
-    }
-    let cursor = requestsList.firstChild;
-    for (const request of visible) {
-      let view = requestViews.get(request.id);
-      if (!view) {
-        const assessment = assess(request);
-        const earlierNamed = assessment === 'name_reused' ? otherKeysNamed(state, request.userId, request.fingerprint) : [];
-        const earlierOffered = request.fingerprint && !state.pins.has(request.id) ? otherOfferedKeys(state, request.id, request.fingerprint) : [];
-        const sharedWith = assessment === 'pinned_elsewhere' || assessment === 'pinned_before' ? otherIdsPinnedTo(state, request.id, request.fingerprint) : [];
-        const swapSlot = h('div', { className: 'request-swap-slot' }, ...swapWarning(request));
-        const element = requestCard(request, assessment, { earlierNamed, earlierOffered, sharedWith, ended: state.endedFriendships.get(request.id), swapSlot });
-        view = { element, number: request.number, assessment, otherKeys: request.otherKeys, moreOtherKeys: request.moreOtherKeys, swapSlot };
-        requestViews.set(request.id, view);
-      }
-      // Withdrawal notes stay where they are; cards keep their order, and only a new card is inserted.
-      while (cursor && withdrawnNotes.has(cursor.dataset.withdrawn)) cursor = cursor.nextSibling;
-      if (view.element !== cursor) requestsList.insertBefore(view.element, cursor);
-      else cursor = cursor.nextSibling;
-    }
-    const hiddenCount = state.incomingRequests.size - visible.length;
-    moreLine.hidden = hiddenCount <= 0;
-    setText(moreText, `…and ${hiddenCount} more request${hiddenCount === 1 ? '' : 's'}.`);
-    ignoredLine.hidden = state.requestsIgnored === 0;
-    setText(ignoredLine, `${state.requestsIgnored} more request${state.requestsIgnored === 1 ? ' was' : 's were'} ignored: too many are pending.`);
-    requests.hidden = state.incomingRequests.size === 0 && withdrawnNotes.size === 0 && state.requestsIgnored === 0;
-  }
-
-  /** The first `cardLimit` pending requests: those from IDs an invite link named first, then by arrival. */
-  function visibleRequests(state) {
-    const visible = [];
-    for (const id of state.expectations.keys()) {
-      const request = state.incomingRequests.get(id);
-      if (request && visible.length < cardLimit) visible.push(request);
-    }
-    for (const request of state.incomingRequests.values()) {
-      if (visible.length >= cardLimit) break;
-      if (!state.expectations.has(request.id)) visible.push(request);
-    }
-    return visible;
-  }
-
-  /** A short note where a card was, when its request was withdrawn while the user could see it. */
-  function showWithdrawn(id, card) {
-    const note = h('li', { className: 'request-withdrawn muted small', role: 'status', 'data-withdrawn': id,
-      text: `${id} withdrew the friend request (their session ended).` });
-    withdrawnNotes.get(id)?.remove();
-    withdrawnNotes.set(id, note);
-    card.replaceWith(note);
-    setTimeout(() => {
-      if (withdrawnNotes.get(id) !== note) return;
-      note.remove();
-      withdrawnNotes.delete(id);
-      actions.redraw();
-    }, WITHDRAWN_NOTE_MS);
-  }
-
-  function requestCard(request, assessment, { earlierNamed, earlierOffered, sharedWith, ended, swapSlot }) {
-    const usable = Boolean(request.fingerprint);
-    const accept = h('button', { type: 'button', className: 'btn btn-primary', text: 'Accept', 'aria-label': `Accept friend request from ${request.id}`, disabled: !usable });
-    const decline = h('button', { type: 'button', className: 'btn', text: 'Decline', 'aria-label': `Decline friend request from ${request.id}` });
-    const error = h('p', { className: 'form-error small', role: 'alert' });
-    const run = async (button, work) => {
-      accept.disabled = true;
-      decline.disabled = true;
-      try {
-        await work();
-      } catch (failure) {
-        setText(error, failure.message);
-        accept.disabled = !usable;
-        decline.disabled = false;
-      }
-    };
-    accept.addEventListener('click', () => run(accept, () => actions.acceptRequest(request.id)));
-    decline.addEventListener('click', () => run(decline, () => actions.declineRequest(request.id)));
-    const warn = isAlarm(assessment) || request.otherKeys.length > 0 || !usable;
-    // A reused name or key is a notice (amber), not an alarm: a friend back after a reload or an ID change
-    // causes it too.
-    const noticeOnly = assessment === 'name_reused' || assessment === 'pinned_before';
-    const notice = noticeOnly || Boolean(ended);
-    const assessmentClass = isAlarm(assessment) ? ' assessment-warn' : noticeOnly ? ' assessment-notice' : '';
-    return h('li', { className: `request-card${warn ? ' request-warn' : notice ? ' request-notice' : ''}`, 'data-request': request.id, 'data-assessment': assessment || 'refused' },
-      h('p', {}, 'From ', h('strong', { className: 'friend-id', text: request.id })),
-      ended ? endedNotice(ended) : null,
-      usable
-        ? [h('div', { className: 'request-key' }, h('span', { className: 'label small', text: 'Key fingerprint' }), fingerprintElement(request.fingerprint)),
-          request.userId ? h('p', { className: 'key-name muted small', text: `Name on key (chosen by its owner): ${request.userId}` }) : null,
-          h('p', { className: `assessment small${assessmentClass}`, role: assessmentClass === ' assessment-warn' ? 'alert' : 'status', text: ASSESSMENT_TEXT[assessment] }),
-          sharedWith.length > 0 ? h('p', { className: 'request-shared-with small', text: `Pinned to: ${sharedWith.slice(0, SHOWN_OTHER_KEYS).join(', ')}` }) : null,
-          earlierNamed.length > 0 ? keyList('request-name-clash', 'Earlier key with this name:', earlierNamed) : null,
-          earlierOffered.length > 0 ? keyList('request-offered-before', 'Key offered earlier for this ID:', earlierOffered.slice(0, SHOWN_OTHER_KEYS)) : null]
-        : h('p', { className: 'form-error small request-refused', role: 'alert', text: `Key refused. ${refusalText(request.refusal)}` }),
-      swapSlot,
-      h('div', { className: 'actions' }, accept, decline),
-      error);
-  }
-
-  /**
-   * The server told us, in this page, that this ID left or removed us. It can fake that, then forge a request
-   * from the same ID with the same key: the new friendship restarts `seq`, and the old messages could be
-   * replayed (inbox.js flags copies and old ones, but the user should know why the card is here).
-   */
-  function endedNotice({ reason, at }) {
-    const minutes = Math.max(0, Math.round((Date.now() - at) / 60000));
-    const ago = minutes === 0 ? 'less than a minute ago' : `${minutes} minute${minutes === 1 ? '' : 's'} ago`;
-    const what = reason === 'removed' ? 'removed you as a friend' : 'left SecChat';
-    return h('p', { className: 'request-ended small', role: 'status',
-      text: `⚠ The server said this ID ${what} ${ago}. A server can fake that to restart the conversation and replay old messages: ask your friend whether they really did.` });
-  }
-
-  /** A repeated request from the same ID brought another key: the first one is kept (requests.js keepFirstKey). */
-  function swapWarning(request) {
-    if (request.otherKeys.length === 0) return [];
-    const fingerprints = request.otherKeys.filter((fp) => fp !== 'unreadable');
-    const shown = fingerprints.slice(0, SHOWN_OTHER_KEYS); // requests.js keeps no more than these
-    const more = fingerprints.length - shown.length + request.moreOtherKeys;
-    return [h('div', { className: 'banner banner-danger request-swap-warning', role: 'alert' },
-      h('strong', { text: '⚠ A second request from this ID came with a different key' }),
-      h('p', { className: 'small', text: 'The server should never send a request twice. Someone may be trying to swap the key while you compare it. The key shown above is the first one received; accept only if your friend confirms that fingerprint over another channel.' }),
-      shown.length > 0 ? keyList('', 'The other key (ignored):', shown) : null,
-      more > 0 ? h('p', { className: 'small request-more-keys', text: `…and ${more} more request${more === 1 ? '' : 's'} with other keys.` }) : null,
-      fingerprints.length < request.otherKeys.length ? h('p', { className: 'small', text: 'Another request carried an unreadable key.' }) : null)];
-  }
-
-  function keyList(className, label, fingerprints) {
-    return h('div', { className }, h('span', { className: 'label small', text: label }), fingerprints.map((fp) => fingerprintElement(fp)));
   }
 
   function updateSent(state) {
@@ -314,33 +130,47 @@ export function createSidebar({ actions }) {
         friendViews.set(friend.id, view);
         friendsList.append(view.element);
       }
-      view.update(friend, friend.id === state.activeFriendId, shownPresence(friend, state.connection.status), state.unread.get(friend.id) || 0);
+      view.update(friend, friend.id === state.activeFriendId, shownPresence(friend, state.connection.status), state.unread.get(friend.id) || 0, nameClashes(state, friend.id));
     }
+    namesNote.hidden = ![...state.friends.values()].some((friend) => friendLabel(friend).kind === 'key');
   }
 
   function friendItem(id) {
     const dot = h('span', { className: 'presence-dot', 'aria-hidden': 'true' });
     const trust = h('span', { className: 'trust-badge' });
     const presence = h('span', { className: 'presence-text small' });
-    const unread = h('span', { className: 'unread-badge', 'aria-hidden': 'true' });
+    const trustWord = h('span', { className: 'sr-only' });
+    const unread = h('span', { className: 'unread-badge' });
+    const nameSlot = h('span', { className: 'name-slot' });
     const button = h('button', { type: 'button', className: 'friend', 'data-friend': id, onClick: () => actions.selectFriend(id) },
-      dot, h('span', { className: 'friend-id', text: id }), trust, presence, unread);
+      dot, nameSlot, trust, trustWord, presence, unread);
     const element = h('li', {}, button);
-    function update(friend, active, presenceShown, unreadCount) {
+    let shownName = '';
+    function update(friend, active, presenceShown, unreadCount, clashes) {
+      const label = friendLabel(friend);
+      const nameKey = `${label.kind}|${label.text}|${clashes.join(' ')}`;
+      if (nameKey !== shownName) {
+        nameSlot.replaceChildren(friendNameElement(label, id, clashes));
+        shownName = nameKey;
+      }
       const trustText = TRUST_LABELS[friend.trust];
       setText(trust, friend.trust === 'verified' ? '✔' : friend.trust === 'changed' ? '⚠' : '?');
+      trust.setAttribute('aria-hidden', 'true');
       trust.className = `trust-badge trust-${friend.trust}`;
       button.className = `friend presence-${presenceShown}`;
       setText(presence, PRESENCE_LABEL[presenceShown]);
-      setText(unread, unreadCount > 99 ? '99+' : String(unreadCount));
+      // The button's accessible name is its own text (what is seen is what is read), with the words the
+      // symbols stand for: "?" unverified, the count "unread".
+      setText(trustWord, ` ${trustText} `);
+      const shownCount = unreadCount > 99 ? '99+' : String(unreadCount);
+      if (unread.firstChild?.nodeValue !== shownCount) unread.replaceChildren(shownCount, h('span', { className: 'sr-only', text: ' unread' }));
       unread.hidden = unreadCount === 0;
       toggleClass(button, 'active', active);
       if (active) button.setAttribute('aria-current', 'true');
       else button.removeAttribute('aria-current');
       button.setAttribute('data-trust', friend.trust);
       button.setAttribute('data-unread', String(unreadCount));
-      const presenceText = presenceShown === 'unknown' ? 'presence unknown while you are offline' : PRESENCE_LABEL[presenceShown];
-      button.setAttribute('aria-label', `${id}, ${trustText}, ${presenceText}${unreadCount ? `, ${unreadCount} unread` : ''}`);
+
     }
     return { element, update };
   }

@@ -1,4 +1,5 @@
-// The top bar (drawer toggle, connection status, own ID, leave) and the notice strip under it.
+// The top bar (a skip link, the drawer toggle, the page's h1, connection status, own ID) and the notice strip
+// under it. Leaving is at the end of the side panel, not the first thing Tab reaches.
 import { h, setText, toggleClass } from './dom.js';
 
 const STATUS_TEXT = {
@@ -24,13 +25,17 @@ export function createTopbar({ actions }) {
   const countdown = h('span', { className: 'status-countdown', 'aria-hidden': 'true' });
   const status = h('div', { className: 'conn-status', id: 'conn-status' }, dot, statusText, countdown);
   const myId = h('span', { className: 'topbar-id' }, h('span', { className: 'label', text: 'ID ' }), h('code', { className: 'my-id-small', id: 'topbar-id' }));
-  const leave = h('button', { type: 'button', className: 'btn btn-small btn-danger', id: 'leave', text: 'Leave', 'aria-label': 'Leave: end this session and your ID', onClick: () => actions.leave() });
+  const skip = h('a', { className: 'skip-link', href: '#chat-area', text: 'Skip to the conversation', onClick: (event) => {
+    event.preventDefault();
+    document.getElementById('chat-area')?.focus();
+  } });
   const root = h('header', { className: 'topbar' },
+    skip,
     toggle,
-    h('div', { className: 'brand', 'aria-hidden': 'true' }, h('span', { className: 'prompt', text: '>' }), 'secchat', h('span', { className: 'cursor', text: '_' })),
+    h('h1', { className: 'brand' }, h('span', { className: 'prompt', 'aria-hidden': 'true', text: '>' }), 'secchat',
+      h('span', { className: 'cursor', 'aria-hidden': 'true', text: '_' })),
     status,
-    myId,
-    leave);
+    myId);
 
   let retryTimer = null;
   let countingTo = 0;
@@ -51,7 +56,6 @@ export function createTopbar({ actions }) {
       }
     }
     setText(myId.lastChild, state.session.id || '······');
-    leave.hidden = connection === 'left' || connection === 'taken_over';
     const unread = [...state.unread.values()].reduce((sum, count) => sum + count, 0) + state.incomingRequests.size;
     setText(unreadBadge, String(unread));
     unreadBadge.hidden = unread === 0;

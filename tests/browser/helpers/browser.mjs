@@ -153,10 +153,27 @@ export function watchResponsiveness(page, everyMs = 100) {
   };
 }
 
-/** Console errors, page errors, dialogs and CSP violations seen so far (should be none). */
+/** Console errors, page errors, dialogs, CSP violations and stray text seen so far (should be none). */
 export async function problemsOf(user) {
   const violations = await user.page.evaluate(() => window.__cspViolations || []).catch(() => []);
-  return [...user.problems, ...violations.map((v) => `CSP violation: ${v}`)];
+  const stray = await strayText(user.page).catch(() => []);
+  return [...user.problems, ...violations.map((v) => `CSP violation: ${v}`), ...stray.map((s) => `stray text on the page: ${s}`)];
+}
+
+/**
+ * Text nodes that are only "null", "undefined", "false", "true", "NaN" or "[object Object]": what DOM methods print when a
+ * view hands them a value instead of a node (`replaceChildren(null)` writes "null").
+ */
+export function strayText(page) {
+  return page.evaluate(() => {
+    const found = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const text = node.nodeValue.trim();
+      if (['null', 'undefined', 'false', 'true', 'NaN', '[object Object]'].includes(text)) found.push(`"${text}" in <${node.parentElement?.className || node.parentElement?.tagName}>`);
+    }
+    return found;
+  });
 }
 
 export async function assertClean(user) {

@@ -1,0 +1,62 @@
+// Sharing the user's invite link: what the ID is and why the link is better, the link with a copy button, a
+// QR code drawn in the page, and the Web Share API where the browser has one. Used in the side panel and on
+// the main area's start screen; `prefix` keeps their element IDs apart.
+import { copyButton, h, setText } from './dom.js';
+import { qrCanvas } from './qr.js';
+
+export function createInviteShare({ actions, prefix, headingLevel = 'h3' }) {
+  const link = h('code', { className: 'invite-link', id: `${prefix}invite-link` });
+  const qrSlot = h('div', { className: 'qr-slot', id: `${prefix}qr`, hidden: true });
+  const qrButton = h('button', {
+    type: 'button', className: 'btn btn-small', text: 'Show QR code', 'aria-expanded': 'false', 'aria-controls': `${prefix}qr`,
+    onClick: () => toggleQr(),
+  });
+  const shareError = h('p', { className: 'form-error small', role: 'alert' });
+  // Only where the browser can share (phones, mostly); elsewhere copy and QR do the job.
+  const canShare = typeof navigator.share === 'function';
+  const shareButton = canShare ? h('button', {
+    type: 'button', className: 'btn btn-small btn-primary', text: 'Share', 'aria-label': 'Share your invite link',
+    onClick: async () => {
+      setText(shareError, '');
+      try {
+        await navigator.share({ title: 'Chat with me on SecChat', url: link.textContent });
+      } catch (error) {
+        if (error && error.name !== 'AbortError') setText(shareError, 'Sharing did not work here: copy the link instead.');
+      }
+    },
+  }) : null;
+  const root = h('div', { className: 'invite-share' },
+    h(headingLevel, { className: 'label', id: `${prefix}invite-title`, text: 'Your invite link: the best way to add you' }),
+    h('p', { className: 'small muted', text: 'It carries your ID and your key\'s fingerprint: your friend\'s SecChat checks your key by itself, and you see that their request came through your link. Send it over a channel you trust; each link works for one friend.' }),
+    h('div', { className: 'invite-line' }, link,
+      h('div', { className: 'invite-buttons' },
+        copyButton('Copy your invite link', () => link.textContent, () => link), qrButton, shareButton)),
+    shareError,
+    qrSlot);
+
+  let shownQr = '';
+  function toggleQr(open = qrSlot.hidden) {
+    qrSlot.hidden = !open;
+    qrButton.setAttribute('aria-expanded', String(open));
+    setText(qrButton, open ? 'Hide QR code' : 'Show QR code');
+    drawQr();
+  }
+
+  function drawQr() {
+    const text = link.textContent;
+    if (qrSlot.hidden || !text || text === shownQr) return;
+    shownQr = text;
+    qrSlot.replaceChildren(qrCanvas(text, 'QR code of your invite link'),
+      h('p', { className: 'small muted', text: 'Your friend scans this with their phone\'s camera.' }));
+  }
+
+  function update(state) {
+    const text = state.session.id && state.inviteSecrets.length > 0 ? actions.inviteLink() : '';
+    setText(link, text);
+    qrButton.disabled = !text;
+    if (shareButton) shareButton.disabled = !text;
+    drawQr(); // a new link (a new ID, or its secret used up) redraws an open code
+  }
+
+  return { root, update };
+}

@@ -1,0 +1,186 @@
+// Under Node, the pure parts of a newcomer's first minute: names (a key's name is attacker-chosen text),
+// nicknames, the invite link's one-time secret and the proof a request carries (HMAC through Web Crypto), and
+// the transitions that use them. Every step checks that the state it was given is unchanged (helpers/model.mjs).
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { test } from 'node:test';
+import { inviteLink, parseInvite } from '../../public/js/invite.js';
+import {
+  inviteProof, isInviteProof, isInviteSecret, matchInviteProof, newInviteSecret, toBase64url,
+} from '../../public/js/inviteproof.js';
+import { INVITE_SECRETS_KEPT, hasLiveFriendships } from '../../public/js/model.js';
+import {
+  KEY_NAME_MAX, NICKNAME_MAX, cleanName, friendLabel, keyName, labelText, nameClashes, nicknameProblem,
+} from '../../public/js/names.js';
+import { systemLineText } from '../../public/js/text.js';
+import {
+  BOB, BOB_KEY, CAROL, CAROL_KEY, OWN_FP, befriend, effectsOf, frame, keyChecked, keyOf, online, step, steps, systemLines,
+} from './helpers/model.mjs';
+
+const FPR = '0123456789ABCDEF0123456789ABCDEF01234567';
+const SECRET = toBase64url(new Uint8Array(16).map((_, i) => i + 1));
+
+test('a name on a key loses controls, bidi overrides, zero-width characters and trust marks, and is bounded', () => {
+  assert.equal(cleanName('Alice', KEY_NAME_MAX), 'Alice');
+  // A right-to-left override would show "evil\u202Egnp.exe" reversed; zero-width joiners hide characters.
+  assert.equal(cleanName('ev\u202Eil\u200B\u200D na\u2066me\u2069', KEY_NAME_MAX), 'evil name');
+  assert.equal(cleanName('two\nlines\r\u2028and\ttabs\u0007', KEY_NAME_MAX), 'two lines and tabs');
+  assert.equal(cleanName('Bob ✔ verified ✅ ☑ ⚠️', KEY_NAME_MAX), 'Bob verified');
+  assert.equal(cleanName('   ', KEY_NAME_MAX), '');
+  assert.equal(cleanName(null, KEY_NAME_MAX), '');
+  const long = cleanName('x'.repeat(500), KEY_NAME_MAX);
+  assert.equal([...long].length, KEY_NAME_MAX);
+  assert.ok(long.endsWith('…'));
+  // Astral characters count as one each and are never cut in half.
+  const emoji = cleanName('😀'.repeat(100), 10);
+  assert.equal([...emoji].length, 10);
+  assert.doesNotMatch(emoji, /[\uD800-\uDFFF](?![\uDC00-\uDFFF])/u);
+  // The default name of keys made without one says nothing about who holds it.
+  assert.equal(keyName('SecChat user'), '');
+  assert.equal(keyName('Alice <alice@example.org>'), 'Alice <alice@example.org>');
+});
+
+test('a friend is called by the nickname the user gave, else the name on the key (marked), else the ID', () => {
+  const friend = { id: BOB, userId: 'Bob\u202E', nickname: '' };
+  assert.deepEqual(friendLabel(friend), { text: 'Bob', kind: 'key' });
+  assert.equal(labelText(friendLabel(friend)), 'Bob (name on their key)');
+  assert.deepEqual(friendLabel({ ...friend, nickname: 'Bobby' }), { text: 'Bobby', kind: 'nickname' });
+  assert.deepEqual(friendLabel({ ...friend, userId: 'SecChat user' }), { text: BOB, kind: 'id' });
+});
+
+test('a key name that reads like another friend\'s nickname or key name is a clash; a nickname cannot be given twice', () => {
+  let state = befriend(online(), BOB, BOB_KEY);
+  state = befriend(state, CAROL, keyOf('BOB', 'C')); // Carol's key claims Bob's name, in other case
+  assert.deepEqual(nameClashes(state, CAROL), [BOB]);
+  assert.deepEqual(nameClashes(state, BOB), [CAROL]);
+  // The user calls Bob "Dad": a key named "dad" now clashes with the nickname.
+  state = step(state, { type: 'nicknameSet', id: BOB, nickname: 'Dad' }).state;
+  const dan = keyOf('dad', 'E');
+  state = befriend(state, 'D0D0D0', dan);
+  assert.deepEqual(nameClashes(state, 'D0D0D0'), [BOB]);
+  assert.deepEqual(nicknameProblem(state, CAROL, ' DAD '), { problem: 'taken', nickname: 'DAD', other: BOB });
+  assert.deepEqual(nicknameProblem(state, BOB, 'Dad'), { problem: null, nickname: 'Dad' });
+  assert.deepEqual(nicknameProblem(state, CAROL, 'x'.repeat(100)).nickname.length, NICKNAME_MAX);
+});
+
+test('a nickname is cleaned and bounded by the transition itself, and clears with an empty one', () => {
+  const state = befriend(online(), BOB, BOB_KEY);
+  const named = step(state, { type: 'nicknameSet', id: BOB, nickname: '  Bo\u202Eb ✔ \n' });
+  assert.equal(named.state.friends.get(BOB).nickname, 'Bob');
+  assert.equal(step(named.state, { type: 'nicknameSet', id: BOB, nickname: '' }).state.friends.get(BOB).nickname, '');
+  assert.equal(step(state, { type: 'nicknameSet', id: CAROL, nickname: 'nobody' }).state.friends.has(CAROL), false);
+});
+
+test('invite links carry a one-time secret; a malformed one is dropped, the fingerprint still counts', () => {
+  const link = inviteLink({ origin: 'https://chat.example', pathname: '/' }, 'K7Q2ZD', FPR, SECRET);
+  assert.equal(link, `https://chat.example/#id=K7Q2ZD&fp=${FPR}&k=${SECRET}`);
+  assert.deepEqual(parseInvite(new URL(link).hash), { id: 'K7Q2ZD', fingerprint: FPR, secret: SECRET });
+  assert.deepEqual(parseInvite(`#id=K7Q2ZD&fp=${FPR}&k=short`), { id: 'K7Q2ZD', fingerprint: FPR, secret: null });
+  assert.deepEqual(parseInvite(`#id=K7Q2ZD&fp=${FPR}&k=${SECRET.slice(0, 21)}+`), { id: 'K7Q2ZD', fingerprint: FPR, secret: null });
+  const fresh = newInviteSecret();
+  assert.ok(isInviteSecret(fresh));
+  assert.notEqual(fresh, newInviteSecret());
+});
+
+test('the invite proof is HMAC-SHA256 over the context and both fingerprints, as PROTOCOL.md says', async () => {
+  const requester = 'B'.repeat(40);
+  const proof = await inviteProof(SECRET, requester, FPR);
+  // The same computation with Node's own HMAC: the wire format is what the document says, not just self-consistent.
+  const expected = createHmac('sha256', Buffer.from(SECRET, 'base64url'))
+    .update(`secchat-invite-v1\n${requester}\n${FPR}`).digest('base64url');
+  assert.equal(proof, expected);
+  assert.equal(proof.length, 43);
+  assert.ok(isInviteProof(proof));
+  const other = newInviteSecret();
+  assert.equal(await matchInviteProof(proof, [other, SECRET], requester, FPR), SECRET);
+  // Another key (a server swapped it), other roles, another inviter, a wrong or malformed proof: no match.
+  assert.equal(await matchInviteProof(proof, [SECRET], 'C'.repeat(40), FPR), null);
+  assert.equal(await matchInviteProof(proof, [SECRET], FPR, requester), null);
+  assert.equal(await matchInviteProof(proof, [other], requester, FPR), null);
+  assert.equal(await matchInviteProof(`${proof.slice(0, -1)}A`, [SECRET], requester, FPR), null);
+  assert.equal(await matchInviteProof('not base64url!', [SECRET], requester, FPR), null);
+  assert.equal(await matchInviteProof('x'.repeat(65), [SECRET], requester, FPR), null);
+  assert.equal(await matchInviteProof(undefined, [SECRET], requester, FPR), null);
+});
+
+test('our link gets a secret once the key is ready; a request proving it is marked, and accepting it verifies the key and uses the secret up', () => {
+  const ready = step(online(), { type: 'identityReady', fingerprint: OWN_FP });
+  // online() made the identity ready already, so a secret was asked for there; ask again on a state without one.
+  assert.deepEqual(effectsOf(ready, 'inviteSecretNeeded'), [{ type: 'inviteSecretNeeded' }]);
+  let { state } = step(ready.state, { type: 'inviteSecretCreated', secret: SECRET });
+  assert.deepEqual(state.inviteSecrets, [SECRET]);
+  assert.deepEqual(effectsOf(step(state, { type: 'identityReady', fingerprint: OWN_FP }), 'inviteSecretNeeded'), []);
+  assert.deepEqual(step(state, { type: 'inviteSecretCreated', secret: 'bad' }).state.inviteSecrets, [SECRET]);
+
+  // The request carries a proof: the key check is asked to match it against our secrets.
+  const arrived = step(state, frame({ type: 'FRIEND_REQUEST', from: BOB, public_key: BOB_KEY.publicArmored, invite: 'P'.repeat(43) }));
+  const [check] = effectsOf(arrived, 'checkKey');
+  assert.deepEqual(check, {
+    type: 'checkKey', purpose: 'request', from: BOB, publicArmored: BOB_KEY.publicArmored, epoch: 0,
+    invite: 'P'.repeat(43), inviteSecrets: [SECRET], ownFingerprint: OWN_FP,
+  });
+  const card = step(arrived.state, keyChecked(check, BOB_KEY, { viaInvite: SECRET }));
+  assert.equal(card.state.incomingRequests.get(BOB).viaInvite, SECRET);
+
+  const accepted = step(card.state, { type: 'requestAccepted', id: BOB, key: BOB_KEY, viaInvite: SECRET });
+  const bob = accepted.state.friends.get(BOB);
+  assert.equal(bob.trust, 'verified');
+  assert.equal(bob.trustSource, 'invite_proof');
+  assert.deepEqual(accepted.state.inviteSecrets, [], 'a link secret is used once');
+  assert.deepEqual(effectsOf(accepted, 'inviteSecretNeeded'), [{ type: 'inviteSecretNeeded' }]);
+  const started = accepted.state.friends.get(BOB).messages.find((m) => m.what === 'started');
+  assert.equal(started.viaInvite, true);
+  assert.match(systemLineText(started, BOB).text, /through your invite link/);
+
+  // The same proof again (a second person with the same link, or a replay): the secret is gone, nothing is marked.
+  ({ state } = step(accepted.state, { type: 'inviteSecretCreated', secret: newInviteSecret() }));
+  const again = step(state, frame({ type: 'FRIEND_REQUEST', from: CAROL, public_key: CAROL_KEY.publicArmored, invite: 'P'.repeat(43) }));
+  const [check2] = effectsOf(again, 'checkKey');
+  const card2 = step(again.state, keyChecked(check2, CAROL_KEY, { viaInvite: SECRET }));
+  assert.equal(card2.state.incomingRequests.get(CAROL).viaInvite, null);
+  const carol = step(card2.state, { type: 'requestAccepted', id: CAROL, key: CAROL_KEY, viaInvite: SECRET }).state.friends.get(CAROL);
+  assert.equal(carol.trust, 'unverified');
+});
+
+test('a request without a proof, a malformed one, or with no secret of ours outstanding is checked as any other', () => {
+  let { state } = step(online(), { type: 'inviteSecretCreated', secret: SECRET });
+  for (const invite of [undefined, '', 'has space', 'x'.repeat(65), 42]) {
+    const [check] = effectsOf(step(state, frame({ type: 'FRIEND_REQUEST', from: BOB, public_key: BOB_KEY.publicArmored, invite })), 'checkKey');
+    assert.deepEqual(check, { type: 'checkKey', purpose: 'request', from: BOB, publicArmored: BOB_KEY.publicArmored, epoch: 0 });
+  }
+  // An alarm wins over a proof: a key the invite link we opened does not name stays "key changed".
+  ({ state } = step(state, { type: 'inviteOpened', id: BOB, fingerprint: 'F'.repeat(40), secret: null }));
+  const bob = step(state, { type: 'requestAccepted', id: BOB, key: BOB_KEY, viaInvite: SECRET }).state.friends.get(BOB);
+  assert.equal(bob.trust, 'changed');
+});
+
+test('secrets are kept at most INVITE_SECRETS_KEPT, newest last; an opened link\'s secret is kept for its ID', () => {
+  let state = online();
+  const made = [];
+  for (let i = 0; i < INVITE_SECRETS_KEPT + 3; i += 1) {
+    const secret = newInviteSecret();
+    made.push(secret);
+    ({ state } = step(state, { type: 'inviteSecretCreated', secret }));
+  }
+  assert.deepEqual(state.inviteSecrets, made.slice(-INVITE_SECRETS_KEPT));
+  const opened = step(state, { type: 'inviteOpened', id: BOB, fingerprint: FPR, secret: SECRET });
+  assert.equal(opened.state.inviteKeys.get(BOB), SECRET);
+  assert.equal(opened.state.expectations.get(BOB), FPR);
+  assert.equal(step(state, { type: 'inviteOpened', id: BOB, fingerprint: FPR, secret: null }).state.inviteKeys.has(BOB), false);
+});
+
+test('system lines tell why before what: "accepted your request" comes before "friendship started"', () => {
+  const state = befriend(online(), BOB, BOB_KEY);
+  assert.deepEqual(systemLines(state, BOB), ['accepted', 'started']);
+  const texts = state.friends.get(BOB).messages.map((line) => systemLineText(line, 'Bob').text);
+  assert.match(texts[0], /^Bob accepted your friend request/);
+  assert.match(texts[1], /^Friendship started/);
+});
+
+test('the page warns before closing only while a friendship is live', () => {
+  assert.equal(hasLiveFriendships(online()), false);
+  const state = befriend(online(), BOB, BOB_KEY);
+  assert.equal(hasLiveFriendships(state), true);
+  const { state: ended } = steps(state, frame({ type: 'FRIEND_REMOVE', from: BOB }));
+  assert.equal(hasLiveFriendships(ended), false);
+});
