@@ -455,7 +455,9 @@ impl Server {
             // The router is borrowed through the context while the slots are borrowed mutably.
             let connected = context.metrics.router.is_connected(token.0 as ConnId);
             match slot.conn.tick(connected, &context) {
-                Outcome::Wait => {}
+                // A deadline may have changed the loop's facts without asking for more: a 408
+                // the socket refused wants WRITABLE, and the head it ended frees its place.
+                Outcome::Wait if !slot.out_of_date() => {}
                 outcome => due.push((token, outcome)),
             }
         }

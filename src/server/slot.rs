@@ -42,6 +42,14 @@ impl Slot {
             holds_head: budget,
         }
     }
+
+    /// Whether what the loop keeps about the connection no longer matches it: WRITABLE interest
+    /// that should change, or a half-open place held for a head that ended. Carrying out
+    /// `Outcome::Wait` brings both up to date.
+    pub fn out_of_date(&self) -> bool {
+        self.conn.wants_write() != self.writable_registered
+            || (self.holds_head.is_some() && !self.conn.half_open())
+    }
 }
 
 /// The connections to flush at the end of this turn, each listed once.
