@@ -10,7 +10,7 @@
 //! the recipient's outbox. The rare control frames (`control`) are built into a `String` of
 //! exactly their length.
 
-use super::RawJson;
+use super::{Handle, RawJson};
 use crate::id::{ID_LEN, Id, ResumeToken, TOKEN_LEN};
 
 /// Where a frame's JSON text is written: a `String`, or straight into a connection's outbox.
@@ -155,6 +155,13 @@ pub enum ServerFrame<'a> {
         payload: RawJson<'a>,
         ts: u64,
     },
+    /// `{"type":"MESSAGE","handle":"..","payload":<raw>,"ts":<ms>}`: a MESSAGE to a handle, as
+    /// its listener gets it (version 2). The handle is borrowed: the frame stays small.
+    HandleMessage {
+        handle: &'a Handle,
+        payload: RawJson<'a>,
+        ts: u64,
+    },
     /// `{"type":"FRIEND_REQUEST"|"FRIEND_ACCEPT","from":..,"public_key":<raw>}`.
     /// Plus `"invite":<raw>` when given: only for a FRIEND_REQUEST to a version-2 session.
     FriendKey {
@@ -181,6 +188,19 @@ impl Describe for ServerFrame<'_> {
             ServerFrame::Message { from, payload, ts } => {
                 out.text(r#"{"type":"MESSAGE","from":""#);
                 out.id(from);
+                out.text(r#"","payload":"#);
+                out.text(payload.get());
+                out.text(r#","ts":"#);
+                out.decimal(ts);
+                out.text("}");
+            }
+            ServerFrame::HandleMessage {
+                handle,
+                payload,
+                ts,
+            } => {
+                out.text(r#"{"type":"MESSAGE","handle":""#);
+                out.text(handle.as_str());
                 out.text(r#"","payload":"#);
                 out.text(payload.get());
                 out.text(r#","ts":"#);
@@ -406,6 +426,13 @@ mod tests {
             for ts in [0, 9, 10, 1_795_000_000_000, u64::MAX] {
                 let payload = raw;
                 let frame = ServerFrame::Message { from, payload, ts };
+                assert_eq!(frame.to_text().len(), frame.len(), "{body_len} {ts}");
+                let handle = &Handle::from_seed(&[7; 43]);
+                let frame = ServerFrame::HandleMessage {
+                    handle,
+                    payload,
+                    ts,
+                };
                 assert_eq!(frame.to_text().len(), frame.len(), "{body_len} {ts}");
             }
             for kind in [FriendKeyFrame::Request, FriendKeyFrame::Accept] {

@@ -66,6 +66,8 @@ enum KnownKey {
     Resume,
     Version,
     Invite,
+    Handle,
+    Handles,
 }
 
 impl<'a> KnownFields<'a> {
@@ -79,6 +81,8 @@ impl<'a> KnownFields<'a> {
             KnownKey::Resume => &mut self.resume,
             KnownKey::Version => &mut self.version,
             KnownKey::Invite => &mut self.invite,
+            KnownKey::Handle => &mut self.handle,
+            KnownKey::Handles => &mut self.handles,
         }
     }
 }
@@ -99,6 +103,10 @@ fn known_key(rest: &[u8]) -> Option<(usize, KnownKey)> {
         ],
         b'v' => &[(b"\"version\":", KnownKey::Version)],
         b'i' => &[(b"\"invite\":", KnownKey::Invite)],
+        b'h' => &[
+            (b"\"handle\":", KnownKey::Handle),
+            (b"\"handles\":", KnownKey::Handles),
+        ],
         _ => return None,
     };
     candidates
