@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use secchat::id::Id;
 use secchat::protocol::{
     self, ErrorCode, FriendKeyFrame, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS, MESSAGE_ARMOR,
-    PUBLIC_KEY_ARMOR, RawJson,
+    PUBLIC_KEY_ARMOR, RawJson, Handle, MessageTarget,
     Request, ServerFrame,
 };
 use serde_json::Value;
@@ -187,8 +187,22 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
             }
         }
         Request::FriendDecline { to } | Request::FriendRemove { to } => check_to(text, *to),
-        Request::Message { to, payload } => {
-            check_to(text, *to);
+        Request::Message { target, payload } => {
+            let to = match *target {
+                MessageTarget::Id(to) | MessageTarget::IdAndHandle(to) => {
+                    check_to(text, to);
+                    to
+                }
+                MessageTarget::Handle(handle) => {
+                    if let Some(handle) = handle {
+                        // A handle is 43 base64url characters, and its frames carry it as is.
+                        assert_eq!(Handle::parse(handle.as_str()), Some(handle));
+                        let taken = parse(&protocol::handle_taken(&handle));
+                        assert_eq!(taken["handle"].as_str(), Some(handle.as_str()));
+                    }
+                    None
+                }
+            };
             if let Some(payload) = *payload {
                 let (decoded, lone_surrogate) = decoded_armored(payload);
                 assert!(decoded.starts_with(MESSAGE_ARMOR));
@@ -201,12 +215,25 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                 }
             }
             if let (Some(to), Some(reference)) = (to, reference) {
-                let undelivered = parse(&protocol::undelivered(*to, reference));
+                let undelivered = parse(&protocol::undelivered(to, reference));
                 assert_eq!(undelivered["to"], to.text().as_str());
                 assert_eq!(undelivered["ref"], parse_ref(reference));
             }
         }
-        Request::Connect { .. } | Request::Ping | Request::Disconnect | Request::Unknown => {}
+        Request::Listen { handles } | Request::Unlisten { handles } => {
+            if let Some(list) = handles {
+                let count = list.iter().count();
+                assert!((1..=protocol::MAX_HANDLES_PER_REQUEST).contains(&count));
+                for handle in list.iter().flatten() {
+                    assert_eq!(Handle::parse(handle.as_str()), Some(handle));
+                }
+            }
+        }
+        Request::Connect { .. }
+        | Request::Ping
+        | Request::Disconnect
+        | Request::Fetch
+        | Request::Unknown => {}
     }
     if let Some(reference) = reference {
         let expected = parse_ref(reference);
