@@ -16,6 +16,11 @@
 //! `String` only when the recipient's session waits to resume and the frame must be queued).
 //! Nothing depends on the number of sessions.
 //!
+//! A MESSAGE to a handle (version 2, `handle_messages.rs`) takes the same path with one lookup
+//! in the handle table in place of the friendship check; to a listener that is not connected it
+//! becomes a letter in the mailbox, which allocates its frame text. Nothing depends on the number
+//! of handles or letters.
+//!
 //! # Memory bounds
 //! - Per connection ([`Conn`]): a few words, plus the error window (at most 101 timestamps, only
 //!   after the first ERROR; `limits.rs`). A MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a
@@ -44,6 +49,17 @@
 //! - FRIEND_CANCEL frames queued for a session in its window: one per pending request it held,
 //!   and requests reach it at most `rate_incoming_requests_per_min` a minute (or, unlimited,
 //!   each one took a capped queue place first).
+//! - Handles (`handles.rs`): handle → listening session, each session's handles, and each
+//!   address block's count, mirrored; at most `max_handles` in all, `max_handles_per_session` per
+//!   session, `max_handles_per_block` per block of the creating address (`too_many_handles`
+//!   beyond, nothing changed). A session's handles go when it ends or a version-1 client resumes
+//!   it.
+//! - The mailbox (`mailbox.rs`): letters in arrival order, each also indexed by handle and by the
+//!   sender's address block; at most `mailbox_letters_per_handle` and `mailbox_bytes_per_handle`
+//!   per handle, `mailbox_bytes_per_block` per block, `mailbox_bytes` in all, each cap kept by
+//!   dropping the oldest letter it concerns; every letter expires `mailbox_ttl_ms` after it was
+//!   stored ([`Router::tick`], the oldest letter's expiry counted in
+//!   [`Router::next_deadline_ms`]). UNDELIVERED for a dropped letter: one per letter.
 //! - All of it together: every connection's backlog ([`FrameSink::total_backlog`]) plus every
 //!   resume queue. While that is over `max_buffered_bytes`, the two per-recipient caps above shrink
 //!   to a sixteenth ([`BUDGET_SQUEEZE`](delivery::BUDGET_SQUEEZE)): enough connections that stop
