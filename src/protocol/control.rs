@@ -117,7 +117,7 @@ impl Describe for Control<'_> {
                 reason,
             } => {
                 out.text(r#"{"type":"UNDELIVERED","handle":""#);
-                out.text(handle.as_str());
+                out.handle(handle);
                 out.text(r#"","ref":"#);
                 out.text(reference);
                 out.text(r#","reason":""#);
@@ -147,7 +147,7 @@ impl Describe for Control<'_> {
             }
             Control::HandleTaken { handle } => {
                 out.text(r#"{"type":"HANDLE_TAKEN","handle":""#);
-                out.text(handle.as_str());
+                out.handle(handle);
                 out.text(r#""}"#);
             }
         }

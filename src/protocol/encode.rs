@@ -10,7 +10,7 @@
 //! the recipient's outbox. The rare control frames (`control`) are built into a `String` of
 //! exactly their length.
 
-use super::{Handle, RawJson};
+use super::{HANDLE_LEN, Handle, RawJson};
 use crate::id::{ID_LEN, Id, ResumeToken, TOKEN_LEN};
 
 /// Where a frame's JSON text is written: a `String`, or straight into a connection's outbox.
@@ -44,6 +44,8 @@ pub(super) trait PieceSink {
     fn token(&mut self, token: &ResumeToken);
     /// A number in decimal.
     fn decimal(&mut self, n: u64);
+    /// A handle's 43 characters (the quotes around it are `text`).
+    fn handle(&mut self, handle: &Handle);
 }
 
 /// Reads a description for its length in bytes.
@@ -70,6 +72,11 @@ impl PieceSink for Measure {
     fn decimal(&mut self, n: u64) {
         self.0 += decimal_len(n);
     }
+
+    #[inline(always)]
+    fn handle(&mut self, _: &Handle) {
+        self.0 += HANDLE_LEN;
+    }
 }
 
 /// Reads a description into its text.
@@ -94,6 +101,11 @@ impl<O: TextOut> PieceSink for WriteTo<'_, O> {
     #[inline(always)]
     fn decimal(&mut self, n: u64) {
         push_decimal(self.0, n);
+    }
+
+    #[inline(always)]
+    fn handle(&mut self, handle: &Handle) {
+        self.0.push_str(handle.as_str());
     }
 }
 
@@ -200,7 +212,7 @@ impl Describe for ServerFrame<'_> {
                 ts,
             } => {
                 out.text(r#"{"type":"MESSAGE","handle":""#);
-                out.text(handle.as_str());
+                out.handle(handle);
                 out.text(r#"","payload":"#);
                 out.text(payload.get());
                 out.text(r#","ts":"#);
