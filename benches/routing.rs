@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use secchat::id::Id;
-use secchat::protocol::{self, RawJson, ServerFrame};
+use secchat::protocol::{self, Handle, RawJson, ServerFrame};
 use secchat::router::{
     Action, Backlogs, ConnId, FrameSink, Now, Recorder, Router, RouterConfig, SeededEntropy,
 };
@@ -76,6 +76,23 @@ fn public_key_json() -> String {
         "-----END PGP PUBLIC KEY BLOCK-----",
         PUBLIC_KEY_BODY_LEN,
     )
+}
+
+const HANDLE_OFFSET: usize = r#"{"type":"MESSAGE","handle":""#.len();
+
+/// The handle the recipient of pair `n` listens on.
+fn handle_of(n: usize) -> String {
+    Handle::from_seed(&(n as u64).to_le_bytes())
+        .as_str()
+        .to_owned()
+}
+
+fn handle_message_text(handle: &str, payload: &str, with_ref: bool) -> String {
+    let reference = if with_ref { r#","ref":"4711""# } else { "" };
+    let text =
+        format!(r#"{{"type":"MESSAGE","handle":"{handle}","payload":{payload}{reference}}}"#);
+    assert_eq!(text.get(HANDLE_OFFSET..HANDLE_OFFSET + 43), Some(handle));
+    text
 }
 
 fn message_text(to: &str, payload: &str, with_ref: bool) -> String {
@@ -161,8 +178,12 @@ impl Harness {
         let conn = self.next_conn;
         self.next_conn += 1;
         self.router.open(conn, NOW);
-        self.router
-            .text(conn, r#"{"type":"CONNECT"}"#, NOW, &mut self.out);
+        self.router.text(
+            conn,
+            r#"{"type":"CONNECT","version":2}"#,
+            NOW,
+            &mut self.out,
+        );
         let reply = frames(self.out.actions())
             .first()
             .map(|(to, frame)| (*to, frame.to_string()));
@@ -286,8 +307,64 @@ fn bench_routing(c: &mut Criterion) {
                 harness.expect(*from, &text, &expected);
             }
         }
+        bench_routing_by_handle(&mut group, &mut harness, &pairs, sessions);
     }
     group.finish();
+}
+
+/// The same scenario as routing by ID (512-byte payloads, recipients in turn), each recipient
+/// listening on a handle of its own and the sender naming it instead of the recipient's ID.
+fn bench_routing_by_handle(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    harness: &mut Harness,
+    pairs: &[(ConnId, ConnId, String)],
+    sessions: usize,
+) {
+    let handles: Vec<String> = (0..pairs.len()).map(handle_of).collect();
+    for ((_, recipient, _), handle) in pairs.iter().zip(&handles) {
+        let listen = format!(r#"{{"type":"LISTEN","handles":["{handle}"]}}"#);
+        harness.expect(*recipient, &listen, &[(*recipient, "LISTENING")]);
+    }
+    let payload = payload_json(512);
+    for with_ref in [false, true] {
+        let name = format!(
+            "{sessions}/512B{}/handle",
+            if with_ref { "+ref" } else { "" }
+        );
+        let mut texts: Vec<String> = (0..BATCH)
+            .map(|_| handle_message_text(&handles[0], &payload, with_ref))
+            .collect();
+        let distinct_recipients = BATCH.min(pairs.len());
+        let mut next_pair = 0usize;
+        let router = &mut harness.router;
+        let mut out = Outboxes::default();
+        group.bench_function(BenchmarkId::from_parameter(&name), |b| {
+            b.iter(|| {
+                let first = next_pair;
+                for text in texts.iter_mut() {
+                    let (from, _, _) = &pairs[next_pair];
+                    let handle = &handles[next_pair];
+                    text.replace_range(HANDLE_OFFSET..HANDLE_OFFSET + 43, handle);
+                    router.text(*from, black_box(text.as_str()), NOW, &mut out);
+                    next_pair = (next_pair + 1) % pairs.len();
+                }
+                out.flushed((0..distinct_recipients).flat_map(|k| {
+                    let (sender, recipient, _) = &pairs[(first + k) % pairs.len()];
+                    [Some(*recipient), with_ref.then_some(*sender)]
+                        .into_iter()
+                        .flatten()
+                }));
+            })
+        });
+        let (from, to, _) = &pairs[next_pair];
+        let text = handle_message_text(&handles[next_pair], &payload, with_ref);
+        let expected: Vec<(ConnId, &str)> = if with_ref {
+            vec![(*to, "MESSAGE"), (*from, "ACK")]
+        } else {
+            vec![(*to, "MESSAGE")]
+        };
+        harness.expect(*from, &text, &expected);
+    }
 }
 
 fn bench_friends(c: &mut Criterion) {

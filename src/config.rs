@@ -42,6 +42,12 @@ pub struct Config {
     pub tls_self_signed: Option<PathBuf>,
     /// Where `/metrics` is served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Bytes the mailbox of version 2 may hold in all; 0 turns it off.
+    pub mailbox_bytes: usize,
+    /// How long a letter waits in the mailbox; never zero (`--mailbox-bytes 0` turns it off).
+    pub mailbox_ttl: Duration,
+    /// Handles all sessions together may listen on.
+    pub max_handles: usize,
 }
 
 /// Why the command line or environment could not be used.
@@ -96,6 +102,10 @@ Usage: secchat [FLAGS]
                                TLS certificate's names; needed behind a proxy (repeatable)
   --trusted-proxy CIDR         a reverse proxy (address or block) whose X-Forwarded-For names
                                the client for the per-address limits (repeatable)
+  --mailbox-bytes N            bytes of MESSAGEs to handles kept for absent listeners
+                               (default 67108864, 64 MiB); 0 = no mailbox
+  --mailbox-ttl SECS           how long such a message waits (default 604800, 7 days; > 0)
+  --max-handles N              rendezvous handles all sessions may listen on (default 262144)
   --log-level LEVEL            error, warn, info, debug, trace (default info)
   --metrics-listen ADDR:PORT   serve Prometheus metrics at /metrics there (default: off)
   --tls-cert FILE              PEM certificate chain: serve HTTPS and WSS (needs --tls-key)
@@ -128,6 +138,9 @@ const VALUE_FLAGS: &[&str] = &[
     "allow-origin",
     "public-host",
     "trusted-proxy",
+    "mailbox-bytes",
+    "mailbox-ttl",
+    "max-handles",
     "log-level",
     "metrics-listen",
     "tls-cert",
@@ -159,6 +172,9 @@ impl Default for Config {
             tls_key: None,
             tls_self_signed: None,
             metrics_listen: None,
+            mailbox_bytes: crate::router::DEFAULT_MAILBOX_BYTES,
+            mailbox_ttl: Duration::from_secs(DEFAULT_MAILBOX_TTL_SECS),
+            max_handles: crate::router::DEFAULT_MAX_HANDLES,
         }
     }
 }
@@ -225,6 +241,22 @@ impl Config {
                     .ok_or_else(|| bad("expected a non-negative whole number (0 = unlimited)"))?
             }
             "resume-grace" => self.resume_grace = parse_seconds(value).ok_or_else(|| bad(SECS))?,
+            "mailbox-bytes" => {
+                self.mailbox_bytes = value.trim().parse().map_err(|_| {
+                    bad("expected a non-negative whole number of bytes (0 = no mailbox)")
+                })?
+            }
+            "mailbox-ttl" => {
+                self.mailbox_ttl = parse_seconds(value)
+                    .filter(|ttl| !ttl.is_zero())
+                    .ok_or_else(|| {
+                        bad("expected seconds above 0 and at most a year (--mailbox-bytes 0 turns the mailbox off)")
+                    })?
+            }
+            "max-handles" => {
+                self.max_handles =
+                    parse_count(value).ok_or_else(|| bad("expected a positive whole number"))?
+            }
             "ping-interval" => {
                 self.ping_interval = parse_seconds(value).ok_or_else(|| bad(SECS))?
             }
@@ -347,6 +379,9 @@ where
     Ok(settings)
 }
 
+/// `--mailbox-ttl`'s default: 7 days.
+const DEFAULT_MAILBOX_TTL_SECS: u64 = 7 * 24 * 60 * 60;
+
 fn parse_count(value: &str) -> Option<usize> {
     value.trim().parse::<usize>().ok().filter(|&n| n > 0)
 }
@@ -382,6 +417,48 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.max_message_bytes, 65_536);
         assert_eq!(config.resume_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn mailbox_and_handle_flags() {
+        let config = parse(&[], &[]).unwrap();
+        assert_eq!(config.mailbox_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.mailbox_ttl, Duration::from_secs(604_800));
+        assert_eq!(config.max_handles, 262_144);
+        let config = parse(
+            &["--mailbox-bytes", "0", "--mailbox-ttl", "0.25"],
+            &[
+                ("SECCHAT_MAX_HANDLES", "16"),
+                ("SECCHAT_MAILBOX_BYTES", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.mailbox_bytes, 0);
+        assert_eq!(config.mailbox_ttl, Duration::from_millis(250));
+        assert_eq!(config.max_handles, 16);
+        for (args, flag) in [
+            (&["--mailbox-bytes", "-1"][..], "--mailbox-bytes"),
+            (&["--mailbox-bytes", "lots"][..], "--mailbox-bytes"),
+            (&["--mailbox-ttl", "0"][..], "--mailbox-ttl"),
+            (&["--mailbox-ttl", "-3"][..], "--mailbox-ttl"),
+            (&["--mailbox-ttl", "31536001"][..], "--mailbox-ttl"),
+            (&["--max-handles", "0"][..], "--max-handles"),
+            (&["--max-handles", "x"][..], "--max-handles"),
+        ] {
+            match parse(args, &[]) {
+                Err(ConfigError::Invalid(message)) => {
+                    assert!(message.starts_with(flag), "{message}");
+                    assert!(!message.contains('\n'), "{message}");
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+        match parse(&[], &[("SECCHAT_MAILBOX_TTL", "0")]) {
+            Err(ConfigError::Invalid(message)) => {
+                assert!(message.starts_with("SECCHAT_MAILBOX_TTL"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

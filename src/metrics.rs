@@ -70,6 +70,24 @@ pub fn render(router: &RouterStats, counters: &LoopCounters, rss_bytes: Option<u
         gauge(router.queued_bytes),
     );
     metric(
+        "handles",
+        "gauge",
+        "Rendezvous handles listened on (a count, never a handle).",
+        gauge(router.handles),
+    );
+    metric(
+        "mailbox_messages",
+        "gauge",
+        "Messages to handles waiting in the mailbox.",
+        gauge(router.mailbox_letters),
+    );
+    metric(
+        "mailbox_bytes",
+        "gauge",
+        "Bytes the mailbox's messages count against --mailbox-bytes.",
+        gauge(router.mailbox_bytes),
+    );
+    metric(
         "unsent_bytes",
         "gauge",
         "Bytes waiting for connections' sockets to take them.",

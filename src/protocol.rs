@@ -31,6 +31,7 @@
 //! - `codes`: [`ErrorCode`], with its name and message on the wire.
 //! - `request`: [`Frame`], [`Request`], [`Resume`], [`Rejected`]: what decoding hands the router.
 //! - `raw_json`: [`RawJson`].
+//! - `handle`: [`Handle`] and LISTEN's [`HandleList`], read in place (version 2).
 //! - `decode`: [`decode`], the serde path, and the checks after either path has found the fields.
 //! - `fast_path`: the fields of a flat object of strings, without serde_json.
 //! - `json_string`: reading a JSON string's raw text (its decoded ASCII, its start) without
@@ -44,20 +45,22 @@ mod control;
 mod decode;
 mod encode;
 mod fast_path;
+mod handle;
 mod json_string;
 mod raw_json;
 mod request;
 
 pub use codes::ErrorCode;
 pub use control::{
-    connect_reply, disconnect, error, friend_cancel, friend_decline, friend_remove, pong, presence,
-    undelivered,
+    UndeliveredReason, connect_reply, disconnect, error, fetched, friend_cancel, friend_decline,
+    friend_remove, handle_taken, listening, pong, presence, undelivered, undelivered_to_handle,
 };
 pub use decode::decode;
 pub use encode::{FriendKeyFrame, ServerFrame, TextOut};
+pub use handle::{HANDLE_LEN, Handle, HandleList, MAX_HANDLES_PER_REQUEST};
 pub use json_string::{AsciiUnits, ascii_units};
 pub use raw_json::RawJson;
-pub use request::{Frame, InviteProof, MAX_INVITE_CHARS, Rejected, Request, Resume};
+pub use request::{Frame, InviteProof, MAX_INVITE_CHARS, MessageTarget, Rejected, Request, Resume};
 
 /// The longest `ref` a client may send, in Unicode code points.
 pub const MAX_REF_CHARS: usize = 64;

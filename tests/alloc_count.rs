@@ -219,6 +219,42 @@ fn friends_among(background: usize) -> Pair {
     }
 }
 
+/// A version-2 listener on `HANDLE` and a version-2 sender, among `background` other sessions.
+fn listener_among(background: usize) -> Pair {
+    let config = RouterConfig {
+        rate_messages_per_sec: 0,
+        ..RouterConfig::defaults()
+    };
+    let mut router = Router::new(config, Counter(7));
+    let mut out = Recorder::default();
+    for conn in 100..100 + background as ConnId {
+        connect(&mut router, conn, &mut out);
+    }
+    let (sender, recipient) = (1, 2);
+    for conn in [sender, recipient] {
+        router.open(conn, NOW);
+        router.text(conn, r#"{"type":"CONNECT","version":2}"#, NOW, &mut out);
+    }
+    let listen = format!(r#"{{"type":"LISTEN","handles":["{HANDLE}"]}}"#);
+    assert_eq!(
+        route(&mut router, recipient, &listen),
+        [(recipient, "LISTENING".to_owned())]
+    );
+    Pair {
+        router,
+        out: Outboxes::default(),
+        sender,
+        recipient,
+        recipient_id: String::new(),
+    }
+}
+
+const HANDLE: &str = "q0Zb-_9xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn message_to_handle(payload_len: usize, reference: Option<&str>) -> String {
+    message("", payload_len, reference).replace(r#""to":"""#, &format!(r#""handle":"{HANDLE}""#))
+}
+
 fn message(to: &str, payload_len: usize, reference: Option<&str>) -> String {
     let body = "Q".repeat(payload_len);
     let reference = reference
@@ -278,6 +314,21 @@ fn routing_a_message_without_ref_allocates_nothing() {
     let text = message(&pair.recipient_id, 512, None);
     let count = allocations_for_one(&mut pair, &text, false);
     assert_eq!(count, 0, "allocations for one MESSAGE without ref");
+}
+
+#[test]
+fn routing_a_message_to_a_connected_listeners_handle_allocates_nothing() {
+    for background in [0, 1_000] {
+        let mut pair = listener_among(background);
+        for reference in [None, Some("17")] {
+            let text = message_to_handle(512, reference);
+            let count = allocations_for_one(&mut pair, &text, reference.is_some());
+            assert_eq!(
+                count, 0,
+                "allocations for one MESSAGE to a handle ({reference:?})"
+            );
+        }
+    }
 }
 
 #[test]

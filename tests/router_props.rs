@@ -249,6 +249,7 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                     max_pending_incoming_per_address: pending_in_per_address,
                     rate_incoming_requests_per_min: incoming_rate,
                     rate_incoming_requests_per_address_per_min: incoming_rate / 2,
+                    ..RouterConfig::defaults()
                 }
             },
         )

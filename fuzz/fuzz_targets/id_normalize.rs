@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use secchat::id::{ALPHABET, ID_LEN, Id};
-use secchat::protocol::{self, Request};
+use secchat::protocol::{self, MessageTarget, Request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     for frame in [plain_frame(text), escaped_frame(text)] {
         match protocol::decode(&frame) {
             Ok(decoded) => match decoded.request {
-                Request::Message { to, .. } => assert_eq!(to, parsed, "decoded from {frame:?}"),
+                Request::Message {
+                    target: MessageTarget::Id(to),
+                    ..
+                } => assert_eq!(to, parsed, "decoded from {frame:?}"),
                 other => panic!("{frame:?} decoded as {other:?}"),
             },
             Err(rejected) => panic!("{frame:?} rejected with {:?}", rejected.code),

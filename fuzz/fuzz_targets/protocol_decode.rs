@@ -12,9 +12,8 @@
 use libfuzzer_sys::fuzz_target;
 use secchat::id::Id;
 use secchat::protocol::{
-    self, ErrorCode, FriendKeyFrame, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS, MESSAGE_ARMOR,
-    PUBLIC_KEY_ARMOR, RawJson,
-    Request, ServerFrame,
+    self, ErrorCode, FriendKeyFrame, Handle, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS,
+    MESSAGE_ARMOR, MessageTarget, PUBLIC_KEY_ARMOR, RawJson, Request, ServerFrame,
 };
 use serde_json::Value;
 
@@ -148,7 +147,8 @@ fn check_tree(text: &str) {
 fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
     let from = Id::parse("K7Q2ZD").unwrap_or_else(|| panic!("fixed ID"));
     match request {
-        Request::FriendRequest { to, public_key, .. } | Request::FriendAccept { to, public_key } => {
+        Request::FriendRequest { to, public_key, .. }
+        | Request::FriendAccept { to, public_key } => {
             check_to(text, *to);
             let invite = match request {
                 Request::FriendRequest {
@@ -162,7 +162,11 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                 let text = raw.get();
                 assert!(text.len() >= 3 && text.len() <= MAX_INVITE_CHARS + 2);
                 let inner = text.get(1..text.len() - 1).unwrap_or_default();
-                assert!(inner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                assert!(
+                    inner
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                );
             }
             if let Some(key) = *public_key {
                 let (decoded, lone_surrogate) = decoded_armored(key);
@@ -180,15 +184,34 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                     }));
                     assert_eq!(forwarded["from"], "K7Q2ZD");
                     if let Some(raw) = invite {
-                        assert_eq!(forwarded["invite"].as_str(), raw.get().get(1..raw.get().len() - 1));
+                        assert_eq!(
+                            forwarded["invite"].as_str(),
+                            raw.get().get(1..raw.get().len() - 1)
+                        );
                     }
                     assert_eq!(forwarded["public_key"].as_str(), Some(&*decoded));
                 }
             }
         }
         Request::FriendDecline { to } | Request::FriendRemove { to } => check_to(text, *to),
-        Request::Message { to, payload } => {
-            check_to(text, *to);
+        Request::Message {
+            target, payload, ..
+        } => {
+            let to = match *target {
+                MessageTarget::Id(to) | MessageTarget::IdAndHandle(to) => {
+                    check_to(text, to);
+                    to
+                }
+                MessageTarget::Handle(handle) => {
+                    if let Some(handle) = handle {
+                        // A handle is 43 base64url characters, and its frames carry it as is.
+                        assert_eq!(Handle::parse(handle.as_str()), Some(handle));
+                        let taken = parse(&protocol::handle_taken(&handle));
+                        assert_eq!(taken["handle"].as_str(), Some(handle.as_str()));
+                    }
+                    None
+                }
+            };
             if let Some(payload) = *payload {
                 let (decoded, lone_surrogate) = decoded_armored(payload);
                 assert!(decoded.starts_with(MESSAGE_ARMOR));
@@ -201,12 +224,25 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                 }
             }
             if let (Some(to), Some(reference)) = (to, reference) {
-                let undelivered = parse(&protocol::undelivered(*to, reference));
+                let undelivered = parse(&protocol::undelivered(to, reference));
                 assert_eq!(undelivered["to"], to.text().as_str());
                 assert_eq!(undelivered["ref"], parse_ref(reference));
             }
         }
-        Request::Connect { .. } | Request::Ping | Request::Disconnect | Request::Unknown => {}
+        Request::Listen { handles } | Request::Unlisten { handles } => {
+            if let Some(list) = handles {
+                let count = list.iter().count();
+                assert!((1..=protocol::MAX_HANDLES_PER_REQUEST).contains(&count));
+                for handle in list.iter().flatten() {
+                    assert_eq!(Handle::parse(handle.as_str()), Some(handle));
+                }
+            }
+        }
+        Request::Connect { .. }
+        | Request::Ping
+        | Request::Disconnect
+        | Request::Fetch
+        | Request::Unknown => {}
     }
     if let Some(reference) = reference {
         let expected = parse_ref(reference);

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use libfuzzer_sys::arbitrary::{Result as ArbitraryResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use secchat::protocol::{self, Request};
+use secchat::protocol::{self, Handle, Request};
 use secchat::router::{Action, ConnId, Now, Recorder, Router, RouterConfig, SeededEntropy};
 use serde_json::{Value, json};
 
@@ -103,6 +103,14 @@ impl Harness {
             max_pending_incoming_per_address: input.int_in_range(1..=2)?,
             rate_incoming_requests_per_min: *input.choose(&[0, 2, 4])?,
             rate_incoming_requests_per_address_per_min: *input.choose(&[0, 1, 3])?,
+            max_handles: input.int_in_range(1..=8)?,
+            max_handles_per_block: input.int_in_range(1..=8)?,
+            max_handles_per_session: input.int_in_range(1..=4)?,
+            mailbox_bytes: *input.choose(&[0, 600, 2_000, 64 << 20])?,
+            mailbox_bytes_per_block: *input.choose(&[300, 1_000, 64 << 20])?,
+            mailbox_letters_per_handle: input.int_in_range(1..=3)?,
+            mailbox_bytes_per_handle: *input.choose(&[300, 700, 1 << 20])?,
+            mailbox_ttl_ms: *input.choose(&[1, 1_000, 60_000])?,
         };
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {
@@ -130,7 +138,7 @@ impl Harness {
 
     fn step(&mut self, input: &mut Unstructured<'_>) -> ArbitraryResult<()> {
         let slot = input.choose_index(SLOTS)?;
-        match input.int_in_range(0..=40u8)? {
+        match input.int_in_range(0..=46u8)? {
             0 => {
                 self.conn(slot);
             }
@@ -227,6 +235,37 @@ impl Harness {
                 };
                 self.advance(ms);
             }
+            41..=42 => {
+                let kind = *input.choose(&["LISTEN", "UNLISTEN"])?;
+                let count = input.int_in_range(1..=3usize)?;
+                let mut handles = Vec::new();
+                for _ in 0..count {
+                    handles.push(self.handle(input)?);
+                }
+                let mut frame = json!({"type": kind, "handles": handles});
+                if input.arbitrary()? {
+                    frame["ref"] = json!("l");
+                }
+                if let Some(conn) = self.session_conn_v2(slot, input.ratio(7, 8)?) {
+                    self.text(conn, &frame.to_string());
+                }
+            }
+            43..=45 => {
+                let handle = self.handle(input)?;
+                let payload = if input.ratio(1, 20)? { "plain" } else { ARMOR };
+                let mut frame = json!({"type": "MESSAGE", "handle": handle, "payload": payload});
+                if !input.ratio(1, 5)? {
+                    frame["ref"] = json!(format!("h{}", self.number()));
+                }
+                if let Some(conn) = self.session_conn_v2(slot, input.ratio(7, 8)?) {
+                    self.text(conn, &frame.to_string());
+                }
+            }
+            46 => {
+                if let Some(conn) = self.session_conn_v2(slot, input.ratio(7, 8)?) {
+                    self.text(conn, r#"{"type":"FETCH","ref":"f"}"#);
+                }
+            }
             _ => {
                 // An error flood: the connection must be closed within 101 errors.
                 let conn = self.conn(slot);
@@ -263,6 +302,30 @@ impl Harness {
             self.text(conn, r#"{"type":"CONNECT"}"#);
         }
         self.conn_session.contains_key(&conn).then_some(conn)
+    }
+
+    /// Like `session_conn`, with a version-2 CONNECT when `v2`.
+    fn session_conn_v2(&mut self, slot: usize, v2: bool) -> Option<ConnId> {
+        let conn = self.conn(slot);
+        if !self.conn_session.contains_key(&conn) {
+            let connect = if v2 {
+                r#"{"type":"CONNECT","version":2}"#
+            } else {
+                r#"{"type":"CONNECT"}"#
+            };
+            self.text(conn, connect);
+        }
+        self.conn_session.contains_key(&conn).then_some(conn)
+    }
+
+    /// One of a few handles (so that they meet), or now and then a string that is not one.
+    fn handle(&mut self, input: &mut Unstructured<'_>) -> ArbitraryResult<String> {
+        Ok(if input.ratio(1, 16)? {
+            input.arbitrary::<String>()?
+        } else {
+            let n = input.int_in_range(0..=5u8)?;
+            Handle::from_seed(&[n; 43]).as_str().to_owned()
+        })
     }
 
     fn target(&mut self, input: &mut Unstructured<'_>) -> ArbitraryResult<Target> {
@@ -538,6 +601,28 @@ impl Harness {
                 assert!(
                     receiver.is_some(),
                     "FRIEND_CANCEL to a connection without a session"
+                );
+            }
+            // Mail to a handle carries no `from`: the ledger of friends' messages knows nothing
+            // of it. What holds: it goes to a session, and an UNDELIVERED says why.
+            "MESSAGE" | "HANDLE_TAKEN" if value.get("handle").is_some() => {
+                assert!(
+                    receiver.is_some(),
+                    "{value} to a connection without a session"
+                );
+            }
+            "UNDELIVERED" if value.get("handle").is_some() => {
+                assert!(
+                    receiver.is_some(),
+                    "{value} to a connection without a session"
+                );
+                assert!(
+                    value["reason"] == "expired" || value["reason"] == "evicted",
+                    "{value}"
+                );
+                assert!(
+                    value["ref"].is_string(),
+                    "UNDELIVERED without its ref: {value}"
                 );
             }
             "MESSAGE" => {

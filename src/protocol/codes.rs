@@ -22,10 +22,13 @@ pub enum ErrorCode {
     KeyTooLarge,
     TooManyRequests,
     BadInvite,
+    BadHandle,
+    TooManyHandles,
+    NoMailbox,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -45,6 +48,9 @@ impl ErrorCode {
         ErrorCode::KeyTooLarge,
         ErrorCode::TooManyRequests,
         ErrorCode::BadInvite,
+        ErrorCode::BadHandle,
+        ErrorCode::TooManyHandles,
+        ErrorCode::NoMailbox,
     ];
 
     /// The `code` on the wire.
@@ -69,6 +75,9 @@ impl ErrorCode {
             ErrorCode::KeyTooLarge => "key_too_large",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::BadInvite => "bad_invite",
+            ErrorCode::BadHandle => "bad_handle",
+            ErrorCode::TooManyHandles => "too_many_handles",
+            ErrorCode::NoMailbox => "no_mailbox",
         }
     }
 
@@ -117,6 +126,15 @@ impl ErrorCode {
             ErrorCode::BadInvite => {
                 "invite must be a string of 1 to 64 characters from A-Z, a-z, 0-9, - and _."
             }
+            ErrorCode::BadHandle => {
+                "A handle is exactly 43 characters from A-Z, a-z, 0-9, - and _ (32 bytes in base64url)."
+            }
+            ErrorCode::TooManyHandles => {
+                "Too many handles are listened on (by this session, its address or the server); unlisten some first."
+            }
+            ErrorCode::NoMailbox => {
+                "Nobody listens on that handle and the server cannot keep the message; send it again later."
+            }
         }
     }
 
@@ -125,7 +143,11 @@ impl ErrorCode {
     pub fn counts_toward_flood(self) -> bool {
         !matches!(
             self,
-            ErrorCode::PeerBusy | ErrorCode::ServerFull | ErrorCode::TooManyRequests
+            ErrorCode::PeerBusy
+                | ErrorCode::ServerFull
+                | ErrorCode::TooManyRequests
+                | ErrorCode::TooManyHandles
+                | ErrorCode::NoMailbox
         )
     }
 }

@@ -2,8 +2,8 @@
 //! Each is built into a `String` of its own, which the router sends as `ServerFrame::Encoded` or
 //! keeps in a resume queue; described once ([`Describe`]), it is allocated at exactly its length.
 
-use super::ErrorCode;
 use super::encode::{Describe, PieceSink};
+use super::{ErrorCode, Handle};
 use crate::id::{Id, ResumeToken};
 
 /// The control frames whose pieces are all known up front (CONNECT's reply, with its list of
@@ -24,6 +24,39 @@ enum Control<'a> {
     Disconnect { id: Id },
     /// `{"type":"UNDELIVERED","to":..,"ref":<raw>}`.
     Undelivered { to: Id, reference: &'a str },
+    /// `{"type":"UNDELIVERED","handle":..,"ref":<raw>,"reason":..}` (version 2).
+    UndeliveredToHandle {
+        handle: &'a Handle,
+        reference: &'a str,
+        reason: UndeliveredReason,
+    },
+    /// `{"type":<kind>,<count_name>:n,"waiting":n}` plus `"ref"`: LISTENING and FETCHED.
+    Counts {
+        kind: &'static str,
+        handles: Option<usize>,
+        waiting: usize,
+        reference: Option<&'a str>,
+    },
+    /// `{"type":"HANDLE_TAKEN","handle":..}` (version 2).
+    HandleTaken { handle: &'a Handle },
+}
+
+/// Why mail to a handle was dropped unread (UNDELIVERED's `reason`, PROTOCOL.md §10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UndeliveredReason {
+    /// Older than `--mailbox-ttl`.
+    Expired,
+    /// Made room under one of the mailbox's caps.
+    Evicted,
+}
+
+impl UndeliveredReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            UndeliveredReason::Expired => "expired",
+            UndeliveredReason::Evicted => "evicted",
+        }
+    }
 }
 
 impl Describe for Control<'_> {
@@ -77,6 +110,45 @@ impl Describe for Control<'_> {
                 out.text(r#"","ref":"#);
                 out.text(reference);
                 out.text("}");
+            }
+            Control::UndeliveredToHandle {
+                handle,
+                reference,
+                reason,
+            } => {
+                out.text(r#"{"type":"UNDELIVERED","handle":""#);
+                out.handle(handle);
+                out.text(r#"","ref":"#);
+                out.text(reference);
+                out.text(r#","reason":""#);
+                out.text(reason.as_str());
+                out.text(r#""}"#);
+            }
+            Control::Counts {
+                kind,
+                handles,
+                waiting,
+                reference,
+            } => {
+                out.text(r#"{"type":""#);
+                out.text(kind);
+                out.text("\"");
+                if let Some(handles) = handles {
+                    out.text(r#","handles":"#);
+                    out.decimal(handles as u64);
+                }
+                out.text(r#","waiting":"#);
+                out.decimal(waiting as u64);
+                if let Some(reference) = reference {
+                    out.text(r#","ref":"#);
+                    out.text(reference);
+                }
+                out.text("}");
+            }
+            Control::HandleTaken { handle } => {
+                out.text(r#"{"type":"HANDLE_TAKEN","handle":""#);
+                out.handle(handle);
+                out.text(r#""}"#);
             }
         }
     }
@@ -192,6 +264,53 @@ pub fn undelivered(to: Id, reference: &str) -> String {
     Control::Undelivered { to, reference }.to_exact_string()
 }
 
+/// `{"type":"UNDELIVERED","handle":..,"ref":<raw>,"reason":..}`: mail to a handle was dropped
+/// unread (version 2).
+pub fn undelivered_to_handle(
+    handle: &Handle,
+    reference: &str,
+    reason: UndeliveredReason,
+) -> String {
+    Control::UndeliveredToHandle {
+        handle,
+        reference,
+        reason,
+    }
+    .to_exact_string()
+}
+
+/// `{"type":"LISTENING","handles":n,"waiting":n}` plus `"ref"`: the answer to LISTEN and
+/// UNLISTEN.
+pub fn listening(handles: usize, waiting: usize, reference: Option<&str>) -> String {
+    let kind = "LISTENING";
+    let handles = Some(handles);
+    Control::Counts {
+        kind,
+        handles,
+        waiting,
+        reference,
+    }
+    .to_exact_string()
+}
+
+/// `{"type":"FETCHED","waiting":n}` plus `"ref"`: the end of FETCH's answer.
+pub fn fetched(waiting: usize, reference: Option<&str>) -> String {
+    let kind = "FETCHED";
+    let handles = None;
+    Control::Counts {
+        kind,
+        handles,
+        waiting,
+        reference,
+    }
+    .to_exact_string()
+}
+
+/// `{"type":"HANDLE_TAKEN","handle":..}`: another session now listens on the handle.
+pub fn handle_taken(handle: &Handle) -> String {
+    Control::HandleTaken { handle }.to_exact_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,8 +368,40 @@ mod tests {
                 ),
             ),
         ];
+        let handle = Handle::from_seed(&[0; 43]);
+        let h = handle.as_str();
+        let exact_v2 = [
+            (
+                undelivered_to_handle(&handle, r#""r""#, UndeliveredReason::Expired),
+                format!(r#"{{"type":"UNDELIVERED","handle":"{h}","ref":"r","reason":"expired"}}"#),
+            ),
+            (
+                undelivered_to_handle(&handle, r#""r""#, UndeliveredReason::Evicted),
+                format!(r#"{{"type":"UNDELIVERED","handle":"{h}","ref":"r","reason":"evicted"}}"#),
+            ),
+            (
+                listening(12, 3, Some(r#""l1""#)),
+                r#"{"type":"LISTENING","handles":12,"waiting":3,"ref":"l1"}"#.to_owned(),
+            ),
+            (
+                listening(0, 0, None),
+                r#"{"type":"LISTENING","handles":0,"waiting":0}"#.to_owned(),
+            ),
+            (
+                fetched(0, Some(r#""f1""#)),
+                r#"{"type":"FETCHED","waiting":0,"ref":"f1"}"#.to_owned(),
+            ),
+            (
+                fetched(7, None),
+                r#"{"type":"FETCHED","waiting":7}"#.to_owned(),
+            ),
+            (
+                handle_taken(&handle),
+                format!(r#"{{"type":"HANDLE_TAKEN","handle":"{h}"}}"#),
+            ),
+        ];
         let mut built = Vec::new();
-        for (frame, expected) in exact {
+        for (frame, expected) in exact.into_iter().chain(exact_v2) {
             assert_eq!(frame, expected);
             built.push(frame);
         }

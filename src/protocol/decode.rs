@@ -10,8 +10,9 @@ use serde_json::value::RawValue;
 use super::fast_path::flat_fields;
 use super::json_string::{ascii_units, decoded_starts_with, string_inner, unescaped_text};
 use super::{
-    ErrorCode, Frame, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS, MESSAGE_ARMOR,
-    PROTOCOL_VERSION, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request, Resume,
+    ErrorCode, Frame, Handle, HandleList, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS,
+    MESSAGE_ARMOR, MessageTarget, PROTOCOL_VERSION, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request,
+    Resume,
 };
 use crate::id::{Id, TOKEN_LEN};
 
@@ -44,6 +45,12 @@ pub(super) struct KnownFields<'a> {
     pub(super) version: Option<RawJson<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub(super) invite: Option<RawJson<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub(super) handle: Option<RawJson<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub(super) handles: Option<RawJson<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub(super) mailbox: Option<RawJson<'a>>,
 }
 
 /// The fields of CONNECT's `resume` object.
@@ -66,6 +73,9 @@ pub(super) enum FrameType {
     Message,
     Ping,
     Disconnect,
+    Listen,
+    Unlisten,
+    Fetch,
     Unknown,
 }
 
@@ -138,11 +148,20 @@ fn checked_frame(fields: KnownFields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
             to: target(fields.to).ok_or_else(bad_request)?,
         },
         FrameType::Message => Request::Message {
-            to: target(fields.to).ok_or_else(bad_request)?,
+            target: message_target(fields.to, fields.handle, target, Handle::from_json)
+                .ok_or_else(bad_request)?,
             payload: armored(fields.payload, MESSAGE_ARMOR),
+            mailbox: mailbox_choice(fields.mailbox),
         },
         FrameType::Ping => Request::Ping,
         FrameType::Disconnect => Request::Disconnect,
+        FrameType::Listen => Request::Listen {
+            handles: fields.handles.and_then(HandleList::new),
+        },
+        FrameType::Unlisten => Request::Unlisten {
+            handles: fields.handles.and_then(HandleList::new),
+        },
+        FrameType::Fetch => Request::Fetch,
         FrameType::Unknown => Request::Unknown,
     };
     Ok(Frame { reference, request })
@@ -203,6 +222,9 @@ fn frame_type_named(name: &[u8]) -> FrameType {
         b"MESSAGE" => FrameType::Message,
         b"PING" => FrameType::Ping,
         b"DISCONNECT" => FrameType::Disconnect,
+        b"LISTEN" => FrameType::Listen,
+        b"UNLISTEN" => FrameType::Unlisten,
+        b"FETCH" => FrameType::Fetch,
         // Undefined types and the server-only ACK, ERROR, PONG, PRESENCE, UNDELIVERED.
         _ => FrameType::Unknown,
     }
@@ -216,6 +238,25 @@ fn target(raw: Option<RawJson<'_>>) -> Option<Option<Id>> {
         Some(text) => Id::parse_units(text.iter().map(|&byte| byte.is_ascii().then_some(byte))),
         None => Id::parse_units(ascii_units(raw)),
     })
+}
+
+/// MESSAGE's target (see [`MessageTarget`]), `None` for `bad_request` in every version: `to`
+/// present but not a string, or neither `to` nor a string `handle`. `id_of` and `handle_of` read
+/// the two fields (the reference decoder passes its own).
+pub(super) fn message_target<'a>(
+    to: Option<RawJson<'a>>,
+    handle: Option<RawJson<'a>>,
+    id_of: impl Fn(Option<RawJson<'a>>) -> Option<Option<Id>>,
+    handle_of: impl Fn(RawJson<'a>) -> Option<Handle>,
+) -> Option<MessageTarget> {
+    match (to, handle) {
+        (Some(_), None) => Some(MessageTarget::Id(id_of(to)?)),
+        (Some(_), Some(_)) => Some(MessageTarget::IdAndHandle(id_of(to)?)),
+        (None, Some(handle)) if handle.is_string() => {
+            Some(MessageTarget::Handle(handle_of(handle)))
+        }
+        (None, _) => None,
+    }
 }
 
 /// CONNECT's `version`: absent is 1; a positive integer is capped at [`PROTOCOL_VERSION`];
@@ -252,6 +293,15 @@ fn resume_token_text(raw: RawJson<'_>) -> Option<[u8; TOKEN_LEN]> {
         len += 1;
     }
     (len == TOKEN_LEN).then_some(text)
+}
+
+/// MESSAGE's `mailbox`: true when absent, the boolean when it is one, else `None`.
+pub(super) fn mailbox_choice(raw: Option<RawJson<'_>>) -> Option<bool> {
+    match raw.map(RawJson::get) {
+        None | Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => None,
+    }
 }
 
 /// FRIEND_REQUEST's `invite`: valid when a JSON string of 1 to [`MAX_INVITE_CHARS`] characters

@@ -13,13 +13,13 @@ use proptest::sample::select;
 
 use super::decode::{
     FrameType, KnownFields, MAX_TYPE_NAME_LEN, decode_resume, decode_version, invite_proof,
-    is_json_whitespace, is_valid_ref,
+    is_json_whitespace, is_valid_ref, mailbox_choice, message_target,
 };
 use super::fast_path::flat_fields;
 use super::json_string::{ascii_units, decoded_starts_with};
 use super::{
-    ErrorCode, Frame, InviteProof, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request,
-    decode,
+    ErrorCode, Frame, Handle, HandleList, InviteProof, MESSAGE_ARMOR, PUBLIC_KEY_ARMOR, RawJson,
+    Rejected, Request, decode,
 };
 use crate::id::Id;
 
@@ -79,11 +79,20 @@ fn reference_decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
         },
         FrameType::Message => Request::Message {
-            to: reference_target(fields.to).ok_or_else(bad_request)?,
+            target: message_target(fields.to, fields.handle, reference_target, reference_handle)
+                .ok_or_else(bad_request)?,
             payload: reference_armored(fields.payload, MESSAGE_ARMOR),
+            mailbox: mailbox_choice(fields.mailbox),
         },
         FrameType::Ping => Request::Ping,
         FrameType::Disconnect => Request::Disconnect,
+        FrameType::Listen => Request::Listen {
+            handles: fields.handles.and_then(HandleList::new),
+        },
+        FrameType::Unlisten => Request::Unlisten {
+            handles: fields.handles.and_then(HandleList::new),
+        },
+        FrameType::Fetch => Request::Fetch,
         FrameType::Unknown => Request::Unknown,
     };
     Ok(Frame { reference, request })
@@ -111,8 +120,17 @@ fn reference_frame_type_of(raw: RawJson<'_>) -> Option<FrameType> {
         b"MESSAGE" => FrameType::Message,
         b"PING" => FrameType::Ping,
         b"DISCONNECT" => FrameType::Disconnect,
+        b"LISTEN" => FrameType::Listen,
+        b"UNLISTEN" => FrameType::Unlisten,
+        b"FETCH" => FrameType::Fetch,
         _ => FrameType::Unknown,
     })
+}
+
+fn reference_handle(raw: RawJson<'_>) -> Option<Handle> {
+    raw.is_string()
+        .then(|| Handle::parse_units(ascii_units(raw)))
+        .flatten()
 }
 
 fn reference_target(raw: Option<RawJson<'_>>) -> Option<Option<Id>> {
@@ -169,8 +187,32 @@ fn outcome(text: &str, result: &Result<Frame<'_>, Rejected<'_>>) -> String {
                 }
                 Request::FriendDecline { to } => format!("FriendDecline {to:?}"),
                 Request::FriendRemove { to } => format!("FriendRemove {to:?}"),
-                Request::Message { to, payload } => {
-                    format!("Message {to:?} {:?}", span(*payload))
+                Request::Message {
+                    target,
+                    payload,
+                    mailbox,
+                } => {
+                    // Handles are redacted in Debug; compare their text.
+                    let target = match target {
+                        super::MessageTarget::Handle(handle) => {
+                            format!("Handle {:?}", handle.map(|h| h.as_str().to_owned()))
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    format!("Message {target} {:?} {mailbox:?}", span(*payload))
+                }
+                Request::Listen { handles } | Request::Unlisten { handles } => {
+                    let kind = if matches!(frame.request, Request::Listen { .. }) {
+                        "Listen"
+                    } else {
+                        "Unlisten"
+                    };
+                    let handles = handles.map(|list| {
+                        list.iter()
+                            .map(|handle| handle.map(|h| h.as_str().to_owned()))
+                            .collect::<Vec<_>>()
+                    });
+                    format!("{kind} {handles:?}")
                 }
                 other => format!("{other:?}"),
             };
@@ -226,8 +268,12 @@ fn client_frames() -> Vec<String> {
         r#"{"type":"PING","ref":"p"}"#.to_owned(),
         r#"{"type":"CONNECT"}"#.to_owned(),
         r#"{"type":"DISCONNECT"}"#.to_owned(),
+        format!(r#"{{"type":"MESSAGE","handle":"{HANDLE}","payload":{PAYLOAD},"ref":"h1"}}"#),
+        r#"{"type":"FETCH","ref":"f1"}"#.to_owned(),
     ]
 }
+
+const HANDLE: &str = "q0Zb-_9xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 #[test]
 fn client_frames_take_the_fast_path_and_borrow_from_the_text() {
@@ -248,6 +294,9 @@ fn client_frames_take_the_fast_path_and_borrow_from_the_text() {
             (fast.resume, parsed.resume),
             (fast.version, parsed.version),
             (fast.invite, parsed.invite),
+            (fast.handle, parsed.handle),
+            (fast.handles, parsed.handles),
+            (fast.mailbox, parsed.mailbox),
         ] {
             assert_eq!(span(fast), span(parsed), "{text}");
         }
@@ -302,6 +351,13 @@ fn every_single_edit_of_client_frames_decodes_as_the_reference_does() {
     let mut frames = client_frames();
     frames.push(r#"{"type":"MESSAGE","to":"\u004b7Q2ZD","payload":"\u002d----BEGIN PGP MESSAGE-----\n","ref":"\u00e9"}"#.to_owned());
     frames.push(r#"{"type":"CONNECT","resume":{"id":"K7Q2ZD","token":"x"},"ref":"c"}"#.to_owned());
+    frames.push(format!(
+        r#"{{"type":"LISTEN","handles":["{HANDLE}", "\u0041{}"],"ref":"l"}}"#,
+        &HANDLE[1..]
+    ));
+    frames.push(format!(
+        r#"{{"type":"MESSAGE","to":"K7Q2ZD","handle":"{HANDLE}","payload":"x"}}"#
+    ));
     for frame in frames {
         let boundaries: Vec<usize> = frame
             .char_indices()
@@ -335,6 +391,7 @@ fn string_piece() -> impl Strategy<Value = String> {
             "-----BEGIN PGP MESSAGE\\u002d----",
             "-----BEGIN PGP MESS\\u0041GE-----",
             "MESSAGE", "PING", "CONNECT", "FRIEND_REQUEST", "FRIEND_ACCEPT", "DISCONNECT",
+            "LISTEN", "UNLISTEN", "FETCH", HANDLE, "\\u0071", "q0Zb-_9xAAAAAAAAAAAAAAAAAAAA",
             "M\\u0045SSAGE",
             "K7Q2ZD", "k7-q2-zd", " X2M9QP ", "K7Q2Z", "K7Q2ZDX", "\\u004b7Q2ZD", "K7Q2Z\\/",
             "\\n", "\\r\\n", "\\\"", "\\\\", "\\/", "\\b", "\\f", "\\t", "\\u00e9", "\\u0000",
@@ -362,6 +419,9 @@ fn value() -> impl Strategy<Value = String> {
         1 => select(vec![
             "7", "-0.5e3", "1e999", "null", "true", "false", "tru", "01", "{}", "[]",
             r#"["-----BEGIN PGP MESSAGE-----"]"#,
+            r#"["q0Zb-_9xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]"#,
+            r#"[ "q0Zb-_9xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" , "x\"" ]"#,
+            r#"["q0Zb-_9xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",7]"#,
             r#"{"id":"K7Q2ZD","token":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
             r#"{"id":"K7Q2ZD","token":"x","id":"K7Q2ZD"}"#,
             r#"{"a":[1,{"b":null}]}"#,
@@ -372,7 +432,10 @@ fn value() -> impl Strategy<Value = String> {
 
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
-        12 => select(vec!["type", "ref", "to", "payload", "public_key", "resume", "invite"])
+        12 => select(vec![
+            "type", "ref", "to", "payload", "public_key", "resume", "invite", "handle", "handles",
+            "mailbox",
+        ])
             .prop_map(|k| format!("\"{k}\"")),
         1 => select(vec![
             "\"t\\u0079pe\"", "\"pay\\u006coad\"", "\"x\"", "\"\"", "\"typ\"", "\"types\"",
@@ -409,6 +472,14 @@ fn message_member() -> impl Strategy<Value = String> {
         json_string().prop_map(|to| format!("\"to\":{to}")),
         select(vec!["K7Q2ZD", "k7q2-zd", "\\u004B7Q2ZD", "K7Q2Z\u{e9}"])
             .prop_map(|to| format!("\"to\":\"{to}\"")),
+        select(vec![
+            HANDLE,
+            "\\u0071\\u0030Zb-_9xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "q0Zb",
+            "q0Zb+_9xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        ])
+        .prop_map(|handle| format!("\"handle\":\"{handle}\"")),
+        json_string().prop_map(|handle| format!("\"handle\":{handle}")),
         json_string().prop_map(|reference| format!("\"ref\":{reference}")),
     ]
 }

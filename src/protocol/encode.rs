@@ -10,7 +10,7 @@
 //! the recipient's outbox. The rare control frames (`control`) are built into a `String` of
 //! exactly their length.
 
-use super::RawJson;
+use super::{HANDLE_LEN, Handle, RawJson};
 use crate::id::{ID_LEN, Id, ResumeToken, TOKEN_LEN};
 
 /// Where a frame's JSON text is written: a `String`, or straight into a connection's outbox.
@@ -44,6 +44,8 @@ pub(super) trait PieceSink {
     fn token(&mut self, token: &ResumeToken);
     /// A number in decimal.
     fn decimal(&mut self, n: u64);
+    /// A handle's 43 characters (the quotes around it are `text`).
+    fn handle(&mut self, handle: &Handle);
 }
 
 /// Reads a description for its length in bytes.
@@ -70,6 +72,11 @@ impl PieceSink for Measure {
     fn decimal(&mut self, n: u64) {
         self.0 += decimal_len(n);
     }
+
+    #[inline(always)]
+    fn handle(&mut self, _: &Handle) {
+        self.0 += HANDLE_LEN;
+    }
 }
 
 /// Reads a description into its text.
@@ -94,6 +101,11 @@ impl<O: TextOut> PieceSink for WriteTo<'_, O> {
     #[inline(always)]
     fn decimal(&mut self, n: u64) {
         push_decimal(self.0, n);
+    }
+
+    #[inline(always)]
+    fn handle(&mut self, handle: &Handle) {
+        self.0.push_str(handle.as_str());
     }
 }
 
@@ -155,6 +167,13 @@ pub enum ServerFrame<'a> {
         payload: RawJson<'a>,
         ts: u64,
     },
+    /// `{"type":"MESSAGE","handle":"..","payload":<raw>,"ts":<ms>}`: a MESSAGE to a handle, as
+    /// its listener gets it (version 2). The handle is borrowed: the frame stays small.
+    HandleMessage {
+        handle: &'a Handle,
+        payload: RawJson<'a>,
+        ts: u64,
+    },
     /// `{"type":"FRIEND_REQUEST"|"FRIEND_ACCEPT","from":..,"public_key":<raw>}`.
     /// Plus `"invite":<raw>` when given: only for a FRIEND_REQUEST to a version-2 session.
     FriendKey {
@@ -181,6 +200,19 @@ impl Describe for ServerFrame<'_> {
             ServerFrame::Message { from, payload, ts } => {
                 out.text(r#"{"type":"MESSAGE","from":""#);
                 out.id(from);
+                out.text(r#"","payload":"#);
+                out.text(payload.get());
+                out.text(r#","ts":"#);
+                out.decimal(ts);
+                out.text("}");
+            }
+            ServerFrame::HandleMessage {
+                handle,
+                payload,
+                ts,
+            } => {
+                out.text(r#"{"type":"MESSAGE","handle":""#);
+                out.handle(handle);
                 out.text(r#"","payload":"#);
                 out.text(payload.get());
                 out.text(r#","ts":"#);
@@ -406,6 +438,13 @@ mod tests {
             for ts in [0, 9, 10, 1_795_000_000_000, u64::MAX] {
                 let payload = raw;
                 let frame = ServerFrame::Message { from, payload, ts };
+                assert_eq!(frame.to_text().len(), frame.len(), "{body_len} {ts}");
+                let handle = &Handle::from_seed(&[7; 43]);
+                let frame = ServerFrame::HandleMessage {
+                    handle,
+                    payload,
+                    ts,
+                };
                 assert_eq!(frame.to_text().len(), frame.len(), "{body_len} {ts}");
             }
             for kind in [FriendKeyFrame::Request, FriendKeyFrame::Accept] {

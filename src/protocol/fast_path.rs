@@ -66,6 +66,9 @@ enum KnownKey {
     Resume,
     Version,
     Invite,
+    Handle,
+    Handles,
+    Mailbox,
 }
 
 impl<'a> KnownFields<'a> {
@@ -79,6 +82,9 @@ impl<'a> KnownFields<'a> {
             KnownKey::Resume => &mut self.resume,
             KnownKey::Version => &mut self.version,
             KnownKey::Invite => &mut self.invite,
+            KnownKey::Handle => &mut self.handle,
+            KnownKey::Handles => &mut self.handles,
+            KnownKey::Mailbox => &mut self.mailbox,
         }
     }
 }
@@ -99,6 +105,11 @@ fn known_key(rest: &[u8]) -> Option<(usize, KnownKey)> {
         ],
         b'v' => &[(b"\"version\":", KnownKey::Version)],
         b'i' => &[(b"\"invite\":", KnownKey::Invite)],
+        b'h' => &[
+            (b"\"handle\":", KnownKey::Handle),
+            (b"\"handles\":", KnownKey::Handles),
+        ],
+        b'm' => &[(b"\"mailbox\":", KnownKey::Mailbox)],
         _ => return None,
     };
     candidates

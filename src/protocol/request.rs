@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{ErrorCode, RawJson};
+use super::{ErrorCode, Handle, HandleList, RawJson};
 use crate::id::{Id, TOKEN_LEN};
 
 /// A decoded client frame.
@@ -43,14 +43,45 @@ pub enum Request<'a> {
         to: Option<Id>,
     },
     Message {
-        to: Option<Id>,
+        /// Where it goes: an ID (`to`) or, in version 2, a handle.
+        target: MessageTarget,
         /// The raw `payload` when it is an armored message, else `None` (`not_encrypted`).
         payload: Option<RawJson<'a>>,
+        /// `mailbox` (version 2, MESSAGE to a handle): whether the message may be stored when no
+        /// listener is connected; true when absent. `None`: not a boolean (`bad_request` for a
+        /// message to a handle; ignored beside `to`).
+        mailbox: Option<bool>,
     },
+    /// LISTEN (version 2). `None`: `handles` is not an array of 1 to 1,024 strings
+    /// (`bad_request`, once the session is known to speak version 2).
+    Listen {
+        handles: Option<HandleList<'a>>,
+    },
+    /// UNLISTEN (version 2), like LISTEN.
+    Unlisten {
+        handles: Option<HandleList<'a>>,
+    },
+    /// FETCH (version 2).
+    Fetch,
     Ping,
     Disconnect,
     /// A type a client may not send: undefined, or one only the server sends.
     Unknown,
+}
+
+/// MESSAGE's `to` and `handle`, as far as they can be judged without the session's version: a
+/// version-1 session ignores `handle` (an unknown field to it), a version-2 one needs exactly one
+/// of the two. Frames that fail in every version (`to` not a string; neither `to` nor a string
+/// `handle`) are `bad_request` at decoding already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageTarget {
+    /// `to` without `handle`. `None`: not a valid ID (`bad_id`).
+    Id(Option<Id>),
+    /// A string `handle` without `to`: `bad_request` for version 1. `None`: not a handle
+    /// (`bad_handle`).
+    Handle(Option<Handle>),
+    /// `to` and `handle` (of any JSON type): `bad_request` for version 2; version 1 reads `to`.
+    IdAndHandle(Option<Id>),
 }
 
 /// FRIEND_REQUEST's optional `invite` (PROTOCOL.md §3): a string the server forwards unread to
@@ -113,11 +144,24 @@ impl fmt::Debug for Request<'_> {
                 f.debug_struct("FriendDecline").field("to", to).finish()
             }
             Request::FriendRemove { to } => f.debug_struct("FriendRemove").field("to", to).finish(),
-            Request::Message { to, payload } => f
+            Request::Message {
+                target,
+                payload,
+                mailbox,
+            } => f
                 .debug_struct("Message")
-                .field("to", to)
+                .field("target", target)
                 .field("payload", &present(payload))
+                .field("mailbox", mailbox)
                 .finish(),
+            Request::Listen { handles } => {
+                f.debug_struct("Listen").field("handles", handles).finish()
+            }
+            Request::Unlisten { handles } => f
+                .debug_struct("Unlisten")
+                .field("handles", handles)
+                .finish(),
+            Request::Fetch => f.write_str("Fetch"),
             Request::Ping => f.write_str("Ping"),
             Request::Disconnect => f.write_str("Disconnect"),
             Request::Unknown => f.write_str("Unknown"),

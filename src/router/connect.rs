@@ -47,10 +47,12 @@ impl<E: Entropy> Router<E> {
         }
         let id = self.fresh_id();
         let token = self.fresh_token();
+        self.sessions_created += 1;
         let session = Session {
             token,
             peer,
             conn: Some(conn),
+            serial: self.sessions_created,
             version,
             timer_generation: 0,
             friends: Default::default(),
@@ -104,6 +106,7 @@ impl<E: Entropy> Router<E> {
         session.token = token;
         // The resuming client may be newer (a reload): it speaks what its CONNECT said.
         session.version = version;
+        let drop_handles = version < 2;
         session.timer_generation = 0;
         let previous_conn = session.conn.replace(conn);
         let queued = session.queue.take_all();
@@ -117,12 +120,16 @@ impl<E: Entropy> Router<E> {
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(id);
         }
+        if drop_handles {
+            // A version-1 client can neither hear MESSAGEs to handles nor FETCH them.
+            self.handles.remove_session(id);
+        }
         let reply = self.resume_reply(id, &token);
         out.send(conn, ServerFrame::Encoded(&reply));
         for entry in queued {
             self.queued_frames -= 1;
             self.queued_bytes -= entry.bytes();
-            if entry.kind == QueuedKind::Cancel && version < 2 {
+            if entry.kind == QueuedKind::VersionTwo && version < 2 {
                 continue;
             }
             out.send(conn, ServerFrame::Encoded(&entry.frame));

@@ -192,7 +192,7 @@ impl<E: Entropy> Router<E> {
             self.deliver(
                 target,
                 ServerFrame::Encoded(&protocol::friend_cancel(requester)),
-                QueuedKind::Cancel,
+                QueuedKind::VersionTwo,
                 out,
             );
         }

@@ -21,7 +21,28 @@ impl<E: Entropy> Router<E> {
         self.check_sessions()?;
         self.check_queues()?;
         self.check_peer_counts()?;
-        self.check_timers()
+        self.check_timers()?;
+        self.check_rendezvous()
+    }
+
+    /// Handles name live version-2 sessions, mirrored and within their limits; the mailbox's
+    /// indexes and byte counts match its letters, within every cap; the next deadline is no later
+    /// than the oldest letter's expiry.
+    fn check_rendezvous(&self) -> Result<(), String> {
+        let sessions = &self.sessions;
+        self.handles.check(|id| {
+            sessions
+                .get(&id)
+                .is_some_and(|session| session.version >= 2)
+        })?;
+        self.mailbox.check()?;
+        if let Some(expiry) = self.mailbox.next_expiry_ms() {
+            ensure!(
+                self.next_deadline_ms().is_some_and(|at| at <= expiry),
+                "the next deadline misses the oldest letter's expiry"
+            );
+        }
+        Ok(())
     }
 
     /// Each address block's session count is exactly its live sessions, and within the limit.

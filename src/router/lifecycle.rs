@@ -65,6 +65,8 @@ impl<E: Entropy> Router<E> {
             return;
         };
         self.sessions_per_peer.release(session.peer);
+        // Its mail stays in the mailbox for the next session that listens on its handles.
+        self.handles.remove_session(id);
         match session.conn {
             None => self.sessions_resuming -= 1,
             Some(conn) => {
@@ -116,7 +118,7 @@ impl<E: Entropy> Router<E> {
                 self.deliver(
                     target,
                     ServerFrame::Encoded(&protocol::friend_cancel(id)),
-                    QueuedKind::Cancel,
+                    QueuedKind::VersionTwo,
                     out,
                 );
             }

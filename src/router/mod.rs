@@ -16,6 +16,11 @@
 //! `String` only when the recipient's session waits to resume and the frame must be queued).
 //! Nothing depends on the number of sessions.
 //!
+//! A MESSAGE to a handle (version 2, `handle_messages.rs`) takes the same path with one lookup
+//! in the handle table in place of the friendship check; to a listener that is not connected it
+//! becomes a letter in the mailbox, which allocates its frame text. Nothing depends on the number
+//! of handles or letters.
+//!
 //! # Memory bounds
 //! - Per connection ([`Conn`]): a few words, plus the error window (at most 101 timestamps, only
 //!   after the first ERROR; `limits.rs`). A MESSAGE, FRIEND_REQUEST or FRIEND_ACCEPT to a
@@ -44,6 +49,17 @@
 //! - FRIEND_CANCEL frames queued for a session in its window: one per pending request it held,
 //!   and requests reach it at most `rate_incoming_requests_per_min` a minute (or, unlimited,
 //!   each one took a capped queue place first).
+//! - Handles (`handles.rs`): handle → listening session, each session's handles, and each
+//!   address block's count, mirrored; at most `max_handles` in all, `max_handles_per_session` per
+//!   session, `max_handles_per_block` per block of the creating address (`too_many_handles`
+//!   beyond, nothing changed). A session's handles go when it ends or a version-1 client resumes
+//!   it.
+//! - The mailbox (`mailbox.rs`): letters in arrival order, each also indexed by handle and by the
+//!   sender's address block; at most `mailbox_letters_per_handle` and `mailbox_bytes_per_handle`
+//!   per handle, `mailbox_bytes_per_block` per block, `mailbox_bytes` in all, each cap kept by
+//!   dropping the oldest letter it concerns; every letter expires `mailbox_ttl_ms` after it was
+//!   stored ([`Router::tick`], the oldest letter's expiry counted in
+//!   [`Router::next_deadline_ms`]). UNDELIVERED for a dropped letter: one per letter.
 //! - All of it together: every connection's backlog ([`FrameSink::total_backlog`]) plus every
 //!   resume queue. While that is over `max_buffered_bytes`, the two per-recipient caps above shrink
 //!   to a sixteenth ([`BUDGET_SQUEEZE`](delivery::BUDGET_SQUEEZE)): enough connections that stop
@@ -58,9 +74,13 @@ mod connect;
 mod delivery;
 pub(crate) mod fasthash;
 mod friend_requests;
+mod handle_messages;
+mod handles;
 mod invariants;
 mod lifecycle;
 mod limits;
+mod listening;
+mod mailbox;
 mod messages;
 mod session;
 mod sink;
@@ -71,11 +91,16 @@ mod tests;
 
 use crate::address::{BlockCounts, BlockRates, ClientAddr};
 use crate::id::{Id, ResumeToken, TOKEN_BYTES};
-use crate::protocol::{self, ErrorCode, RawJson, Request, ServerFrame};
-pub use config::{Entropy, Now, RouterConfig, SeededEntropy};
+use crate::protocol::{self, ErrorCode, MessageTarget, RawJson, Request, ServerFrame};
+pub use config::{
+    BLOCK_SHARE, DEFAULT_MAILBOX_BYTES, DEFAULT_MAX_HANDLES, Entropy, Now, RouterConfig,
+    SeededEntropy,
+};
 use fasthash::FastMap;
 use friend_requests::FriendRequestKey;
+use handles::{HandleLimits, HandleTable, KeyedBuild};
 use limits::ErrorWindow;
+use mailbox::{Mailbox, MailboxLimits};
 use session::Session;
 pub use sink::{Action, Backlogs, FrameSink, Recorder};
 use timers::{Deadline, ResumeTimers};
@@ -92,6 +117,11 @@ pub struct RouterStats {
     pub queued_frames: usize,
     pub queued_bytes: usize,
     pub messages_routed: u64,
+    /// Handles listened on, by all sessions.
+    pub handles: usize,
+    /// Letters waiting in the mailbox, and the bytes they count.
+    pub mailbox_letters: usize,
+    pub mailbox_bytes: usize,
     /// ERRORs sent, indexed like [`ErrorCode::ALL`].
     pub errors_sent: [u64; ErrorCode::ALL.len()],
 }
@@ -146,12 +176,43 @@ pub struct Router<E: Entropy> {
     messages_routed: u64,
     /// FRIEND_REQUESTs forwarded so far: the arrival number of each pending request.
     requests_forwarded: u64,
+    /// Sessions created so far: the serial number of each session.
+    sessions_created: u64,
+    /// Who listens on which handle (version 2).
+    handles: HandleTable,
+    /// MESSAGEs to handles that wait for their listener (version 2).
+    mailbox: Mailbox,
     errors_sent: [u64; ErrorCode::ALL.len()],
 }
 
 impl<E: Entropy> Router<E> {
-    pub fn new(config: RouterConfig, entropy: E) -> Self {
+    pub fn new(config: RouterConfig, mut entropy: E) -> Self {
+        // Handles are chosen by clients: the maps keyed by them hash under a secret key.
+        let mut key = [0u8; 16];
+        entropy.fill(&mut key);
+        let (low, high) = key.split_at(8);
+        let word = |half: &[u8]| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(half);
+            u64::from_le_bytes(bytes)
+        };
+        let build = KeyedBuild::new((word(low), word(high)));
+        let handle_limits = HandleLimits {
+            max_total: config.max_handles,
+            max_per_session: config.max_handles_per_session,
+            max_per_block: config.max_handles_per_block,
+        };
+        let mailbox_limits = MailboxLimits {
+            max_bytes: config.mailbox_bytes,
+            max_bytes_per_block: config.mailbox_bytes_per_block,
+            max_per_handle: config.mailbox_letters_per_handle,
+            max_bytes_per_handle: config.mailbox_bytes_per_handle,
+            ttl_ms: config.mailbox_ttl_ms,
+        };
         Router {
+            handles: HandleTable::new(handle_limits, build.clone()),
+            mailbox: Mailbox::new(mailbox_limits, build),
+            sessions_created: 0,
             sessions_per_peer: BlockCounts::new(config.max_sessions_per_peer),
             session_starts: BlockRates::new(
                 config.rate_sessions_per_address_per_min,
@@ -255,7 +316,7 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Expire resume windows whose deadline passed.
+    /// Expire resume windows whose deadline passed, and letters older than the mailbox's TTL.
     pub fn tick(&mut self, now: Now, out: &mut impl FrameSink) {
         while let Some(deadline) = self.timers.pop_due(now.mono_ms) {
             if timer_is_live(&self.sessions, &deadline) {
@@ -263,11 +324,18 @@ impl<E: Entropy> Router<E> {
             }
         }
         self.drop_stale_timers();
+        self.expire_letters(now, out);
     }
 
-    /// The earliest monotonic deadline [`Router::tick`] must run at, if any.
+    /// The earliest monotonic deadline [`Router::tick`] must run at, if any: a resume window's
+    /// end or the oldest letter's expiry.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.timers.earliest().map(|deadline| deadline.at_ms)
+        let window = self.timers.earliest().map(|deadline| deadline.at_ms);
+        let letter = self.mailbox.next_expiry_ms();
+        match (window, letter) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether `conn` has a session (sent a successful CONNECT).
@@ -285,6 +353,9 @@ impl<E: Entropy> Router<E> {
             queued_frames: self.queued_frames,
             queued_bytes: self.queued_bytes,
             messages_routed: self.messages_routed,
+            handles: self.handles.len(),
+            mailbox_letters: self.mailbox.len(),
+            mailbox_bytes: self.mailbox.bytes(),
             errors_sent: self.errors_sent,
         }
     }
@@ -297,8 +368,46 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         match request {
-            Request::Message { to, payload } => {
+            Request::Message {
+                target: MessageTarget::Id(to),
+                payload,
+                ..
+            } => self.message(caller, to.ok_or(ErrorCode::BadId)?, payload, now, out),
+            // Version 1 ignores `handle` as an unknown field; version 2 wants one of the two.
+            Request::Message {
+                target: MessageTarget::IdAndHandle(to),
+                payload,
+                ..
+            } => {
+                if self.speaks_v2(caller.id) {
+                    return Err(ErrorCode::BadRequest);
+                }
                 self.message(caller, to.ok_or(ErrorCode::BadId)?, payload, now, out)
+            }
+            Request::Message {
+                target: MessageTarget::Handle(handle),
+                payload,
+                mailbox,
+            } => {
+                if !self.speaks_v2(caller.id) {
+                    // To version 1, `handle` is unknown: the MESSAGE lacks its `to`.
+                    return Err(ErrorCode::BadRequest);
+                }
+                let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
+                let handle = handle.ok_or(ErrorCode::BadHandle)?;
+                self.message_to_handle(caller, &handle, payload, may_store, now, out)
+            }
+            Request::Listen { handles } => {
+                self.version_two_only(caller)?;
+                self.listen(caller, handles.ok_or(ErrorCode::BadRequest)?, now, out)
+            }
+            Request::Unlisten { handles } => {
+                self.version_two_only(caller)?;
+                self.unlisten(caller, handles.ok_or(ErrorCode::BadRequest)?, now, out)
+            }
+            Request::Fetch => {
+                self.version_two_only(caller)?;
+                self.fetch(caller, now, out)
             }
             Request::FriendRequest {
                 to,
@@ -324,6 +433,22 @@ impl<E: Entropy> Router<E> {
             Request::Unknown => Err(ErrorCode::UnknownType),
             // `text` answers these itself, before a session is required.
             Request::Ping | Request::Connect { .. } => Ok(()),
+        }
+    }
+
+    /// Whether session `id` speaks version 2 (its last CONNECT asked for it).
+    fn speaks_v2(&self, id: Id) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|session| session.version >= 2)
+    }
+
+    /// `unknown_type` for a version-1 session: the frames of version 2 are not defined for it.
+    fn version_two_only(&self, caller: Caller<'_>) -> Result<(), ErrorCode> {
+        if self.speaks_v2(caller.id) {
+            Ok(())
+        } else {
+            Err(ErrorCode::UnknownType)
         }
     }
 

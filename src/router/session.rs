@@ -19,6 +19,9 @@ pub struct Session {
     /// the session ends, wherever it is resumed from.
     pub peer: crate::address::ClientAddr,
     pub conn: Option<ConnId>,
+    /// Router-wide, rising, never reused: tells this session from a later one with the same ID
+    /// (mail in the mailbox outlives its sender's session).
+    pub serial: u64,
     /// The protocol version of the client holding the session (its last CONNECT).
     pub version: u8,
     /// Which resume-window timer entry is live for this session (see `timers.rs`).
@@ -44,9 +47,9 @@ pub enum QueuedKind {
     /// Refused with `peer_busy` when the queue is over its caps: MESSAGE, FRIEND_REQUEST and
     /// FRIEND_ACCEPT (the frames a peer can send at will, and the large ones).
     Capped,
-    /// FRIEND_CANCEL: a control frame of version 2, dropped when the session is resumed by a
-    /// version-1 client, which has no such frame.
-    Cancel,
+    /// A control frame of version 2 (FRIEND_CANCEL, HANDLE_TAKEN, UNDELIVERED for a handle),
+    /// dropped when the session is resumed by a version-1 client, which has no such frame.
+    VersionTwo,
     /// A queued MESSAGE: capped, and reported to its sender with UNDELIVERED when dropped.
     Message {
         sender: Id,
@@ -60,7 +63,7 @@ pub enum QueuedKind {
 
 impl QueuedKind {
     pub fn is_capped(&self) -> bool {
-        !matches!(self, QueuedKind::Control | QueuedKind::Cancel)
+        !matches!(self, QueuedKind::Control | QueuedKind::VersionTwo)
     }
 }
 

@@ -197,6 +197,8 @@ mod busy;
 mod connect;
 mod errors;
 mod friends;
+mod handles;
+mod mailbox;
 mod messages;
 mod request_bounds;
 mod resume;

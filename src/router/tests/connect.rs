@@ -235,6 +235,7 @@ impl Entropy for Scripted {
 #[test]
 fn an_id_colliding_with_a_live_session_is_drawn_again() {
     let mut stream = Vec::new();
+    stream.extend([0; 16]); // the key the handle tables hash with, drawn first
     stream.extend([7, 0, 0, 0]);
     stream.extend([1; 32]);
     stream.extend([7, 0, 0, 0xC0]); // the same 30 bits once masked

@@ -1,0 +1,181 @@
+//! MESSAGE to a handle, the mailbox's side of the router, and FETCH (version 2).
+//!
+//! With a connected listener a MESSAGE to a handle takes the same path as one to a friend (see
+//! "The MESSAGE path" in the `router` module docs): one lookup in the handle table in place of
+//! the friendship check, the payload borrowed into a [`ServerFrame::HandleMessage`], nothing
+//! allocated. Otherwise it becomes a letter in the mailbox (its frame text allocated once), and
+//! letters the mailbox drops, now to make room or later at their TTL ([`Router::tick`]), are
+//! reported to their senders with UNDELIVERED.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::mailbox::{Letter, Sender};
+use super::session::QueuedKind;
+use super::{Caller, Entropy, FrameSink, Now, Router};
+use crate::id::Id;
+use crate::protocol::{self, ErrorCode, Handle, RawJson, ServerFrame, UndeliveredReason};
+
+/// A FETCH answer stops once it holds this fraction of the caller's cap on unsent bytes.
+const FETCH_SHARE_OF_UNSENT: usize = 2;
+
+impl<E: Entropy> Router<E> {
+    pub(super) fn message_to_handle(
+        &mut self,
+        caller: Caller<'_>,
+        handle: &Handle,
+        payload: Option<RawJson<'_>>,
+        may_store: bool,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        let payload = payload.ok_or(ErrorCode::NotEncrypted)?;
+        self.take_message_token(caller, now)?;
+        let listener_conn = self
+            .handles
+            .listener(handle)
+            .and_then(|listener| self.sessions.get(&listener))
+            .and_then(|listener| listener.conn);
+        let frame = ServerFrame::HandleMessage {
+            handle,
+            payload,
+            ts: now.unix_ms,
+        };
+        let queued = match listener_conn {
+            Some(conn) => {
+                let (max_unsent, _) = self.recipient_caps(out);
+                if out.backlog(conn) > max_unsent {
+                    return Err(ErrorCode::PeerBusy);
+                }
+                out.send(conn, frame);
+                false
+            }
+            // A probe (`"mailbox":false`) is never stored: nobody connected listens.
+            None if !may_store => return Err(ErrorCode::NoMailbox),
+            None => {
+                self.store_letter(caller, *handle, frame, now, out)?;
+                true
+            }
+        };
+        self.messages_routed += 1;
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    /// Keeps `frame` in the mailbox for `handle`; `no_mailbox` when it cannot be.
+    fn store_letter(
+        &mut self,
+        caller: Caller<'_>,
+        handle: Handle,
+        frame: ServerFrame<'_>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        if !self.mailbox.is_on() {
+            return Err(ErrorCode::NoMailbox);
+        }
+        let sender = self
+            .sessions
+            .get(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        let letter = Letter {
+            handle,
+            frame: frame.to_text().into_boxed_str(),
+            sender: Sender {
+                id: caller.id,
+                serial: sender.serial,
+            },
+            reference: caller.reference.map(Box::from),
+            block: sender.peer.largest_block(),
+            stored_ms: now.mono_ms,
+        };
+        let evicted = self
+            .mailbox
+            .store(letter)
+            .map_err(|_| ErrorCode::NoMailbox)?;
+        for letter in evicted {
+            self.tell_undelivered(&letter, UndeliveredReason::Evicted, out);
+        }
+        Ok(())
+    }
+
+    /// Drops the letters whose TTL has passed, telling their senders.
+    pub(super) fn expire_letters(&mut self, now: Now, out: &mut impl FrameSink) {
+        while let Some(letter) = self.mailbox.pop_expired(now.mono_ms) {
+            self.tell_undelivered(&letter, UndeliveredReason::Expired, out);
+        }
+    }
+
+    /// UNDELIVERED to the sender of a letter dropped unread, if it had a `ref` and the session
+    /// that stored it is still live and speaks version 2.
+    fn tell_undelivered(
+        &mut self,
+        letter: &Letter,
+        reason: UndeliveredReason,
+        out: &mut impl FrameSink,
+    ) {
+        let Some(reference) = &letter.reference else {
+            return;
+        };
+        let Sender { id, serial } = letter.sender;
+        let live = self
+            .sessions
+            .get(&id)
+            .is_some_and(|session| session.serial == serial && session.version >= 2);
+        if live {
+            let frame = protocol::undelivered_to_handle(&letter.handle, reference, reason);
+            self.deliver(
+                id,
+                ServerFrame::Encoded(&frame),
+                QueuedKind::VersionTwo,
+                out,
+            );
+        }
+    }
+
+    /// Letters waiting for the handles `session` listens on.
+    pub(super) fn waiting_for(&self, session: Id) -> usize {
+        self.handles
+            .handles_of(session)
+            .map(|handle| self.mailbox.waiting_for(handle))
+            .sum()
+    }
+
+    /// FETCH: the letters for the caller's handles, oldest first across them, until the answer
+    /// holds half the cap on the caller's unsent bytes (at least one letter), then FETCHED.
+    pub(super) fn fetch(
+        &mut self,
+        caller: Caller<'_>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        self.take_message_token(caller, now)?;
+        let mut oldest: BinaryHeap<Reverse<(u64, Handle)>> = self
+            .handles
+            .handles_of(caller.id)
+            .filter_map(|handle| Some(Reverse((self.mailbox.oldest_for(handle)?, *handle))))
+            .collect();
+        let mut waiting = self.waiting_for(caller.id);
+        let (max_unsent, _) = self.recipient_caps(out);
+        let budget = max_unsent / FETCH_SHARE_OF_UNSENT;
+        let mut sent = 0;
+        while sent < budget
+            && let Some(Reverse((_, handle))) = oldest.pop()
+        {
+            let Some(letter) = self.mailbox.take_oldest_for(&handle) else {
+                continue;
+            };
+            out.send(caller.conn, ServerFrame::Encoded(&letter.frame));
+            sent += letter.frame.len();
+            waiting = waiting.saturating_sub(1);
+            if let Some(next) = self.mailbox.oldest_for(&handle) {
+                oldest.push(Reverse((next, handle)));
+            }
+        }
+        out.send(
+            caller.conn,
+            ServerFrame::Encoded(&protocol::fetched(waiting, caller.reference)),
+        );
+        Ok(())
+    }
+}

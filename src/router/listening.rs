@@ -1,0 +1,101 @@
+//! LISTEN and UNLISTEN (version 2): a session's set of handles, answered with LISTENING.
+//!
+//! A request changes everything it names or nothing: every string is checked to be a handle
+//! (`bad_handle`), then the room for the new ones (`too_many_handles`), before any handle moves.
+//! A handle another session listened on moves to the caller, and that session is told
+//! (HANDLE_TAKEN). Both frames take a token of the MESSAGE rate.
+
+use super::session::QueuedKind;
+use super::{Caller, Entropy, FrameSink, MS_PER_SECOND, Now, Router};
+use crate::protocol::{self, ErrorCode, Handle, HandleList, ServerFrame};
+
+impl<E: Entropy> Router<E> {
+    pub(super) fn listen(
+        &mut self,
+        caller: Caller<'_>,
+        list: HandleList<'_>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        let mut new = checked_handles(list)?;
+        self.take_message_token(caller, now)?;
+        let block = self
+            .sessions
+            .get(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?
+            .peer
+            .largest_block();
+        new.sort_unstable();
+        new.dedup();
+        new.retain(|handle| self.handles.listener(handle) != Some(caller.id));
+        self.handles
+            .check_room(caller.id, block, &new)
+            .map_err(|_| ErrorCode::TooManyHandles)?;
+        for handle in new {
+            if let Some(previous) = self.handles.listen(caller.id, block, handle) {
+                self.deliver(
+                    previous,
+                    ServerFrame::Encoded(&protocol::handle_taken(&handle)),
+                    QueuedKind::VersionTwo,
+                    out,
+                );
+            }
+        }
+        self.answer_listening(caller, out);
+        Ok(())
+    }
+
+    pub(super) fn unlisten(
+        &mut self,
+        caller: Caller<'_>,
+        list: HandleList<'_>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        let gone = checked_handles(list)?;
+        self.take_message_token(caller, now)?;
+        for handle in &gone {
+            self.handles.unlisten(caller.id, handle);
+        }
+        self.answer_listening(caller, out);
+        Ok(())
+    }
+
+    /// One token of the caller's MESSAGE rate, or `rate_limited`.
+    pub(super) fn take_message_token(
+        &mut self,
+        caller: Caller<'_>,
+        now: Now,
+    ) -> Result<(), ErrorCode> {
+        let rate = self.config.rate_messages_per_sec;
+        let session = self
+            .sessions
+            .get_mut(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if session
+            .message_rate
+            .try_take(rate, MS_PER_SECOND, now.mono_ms)
+        {
+            Ok(())
+        } else {
+            Err(ErrorCode::RateLimited)
+        }
+    }
+
+    /// LISTENING: how many handles the caller listens on, and how many letters wait for them.
+    fn answer_listening(&mut self, caller: Caller<'_>, out: &mut impl FrameSink) {
+        let handles = self.handles.count_of(caller.id);
+        let waiting = self.waiting_for(caller.id);
+        out.send(
+            caller.conn,
+            ServerFrame::Encoded(&protocol::listening(handles, waiting, caller.reference)),
+        );
+    }
+}
+
+/// Every string of the list as a handle, or `bad_handle` for the first one that is not.
+fn checked_handles(list: HandleList<'_>) -> Result<Vec<Handle>, ErrorCode> {
+    list.iter()
+        .map(|handle| handle.ok_or(ErrorCode::BadHandle))
+        .collect()
+}

@@ -1,0 +1,396 @@
+//! The mailbox (PROTOCOL.md §10): MESSAGEs to handles nobody connected listens on, kept in
+//! memory until fetched, expired or evicted.
+//!
+//! Letters are numbered by arrival; `letters` holds them in that order, so the oldest (the next
+//! to expire, the first to evict server-wide) is the first entry. Each handle and each sender
+//! address block keeps the arrival numbers of its letters in order too, so its oldest is found in
+//! O(log n) and a letter leaves all three in O(log n) wherever it sits. Nothing is ever scanned.
+//!
+//! Bounds, each kept by dropping the oldest letter concerned before a new one is stored: at most
+//! `max_per_handle` letters and `max_bytes_per_handle` bytes per handle, `max_bytes_per_block`
+//! bytes per sender block, `max_bytes` in all. A letter counts [`Letter::bytes`]. Invariants
+//! (checked by [`Mailbox::check`]): the three indexes name exactly the stored letters, every byte
+//! count is the sum it stands for, and every cap holds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::fasthash::FastMap;
+use super::handles::{HandleMap, KeyedBuild};
+use crate::address::Block;
+use crate::id::Id;
+use crate::protocol::Handle;
+
+/// What a stored letter costs beyond its text: the indexes' entries, the letter's own fields.
+pub const LETTER_OVERHEAD: usize = 128;
+
+/// The session that stored a letter: its ID and its serial number, so that a later session with
+/// the same ID is never taken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub id: Id,
+    pub serial: u64,
+}
+
+/// One stored MESSAGE.
+#[derive(Debug)]
+pub struct Letter {
+    pub handle: Handle,
+    /// The MESSAGE exactly as the listener gets it.
+    pub frame: Box<str>,
+    pub sender: Sender,
+    /// The raw JSON text of the MESSAGE's `ref`, for UNDELIVERED; `None` without one.
+    pub reference: Option<Box<str>>,
+    /// The block of the address that created the sender's session.
+    pub block: Block,
+    /// When it was stored (monotonic milliseconds): it expires `ttl_ms` later.
+    pub stored_ms: u64,
+}
+
+impl Letter {
+    /// What the letter counts against the caps.
+    pub fn bytes(&self) -> usize {
+        self.frame.len() + self.reference.as_ref().map_or(0, |r| r.len()) + LETTER_OVERHEAD
+    }
+}
+
+/// The caps of a [`Mailbox`]; `max_bytes == 0` turns it off.
+#[derive(Clone, Copy, Debug)]
+pub struct MailboxLimits {
+    pub max_bytes: usize,
+    pub max_bytes_per_block: usize,
+    pub max_per_handle: usize,
+    pub max_bytes_per_handle: usize,
+    pub ttl_ms: u64,
+}
+
+/// A letter's arrival numbers in order, and their bytes: one handle's or one block's.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Shelf {
+    arrivals: BTreeSet<u64>,
+    bytes: usize,
+}
+
+/// The letter is larger than a cap that concerns it: it could never be stored.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooLarge;
+
+#[derive(Debug)]
+pub struct Mailbox {
+    limits: MailboxLimits,
+    letters: BTreeMap<u64, Letter>,
+    by_handle: HandleMap<Shelf>,
+    by_block: FastMap<Block, Shelf>,
+    bytes: usize,
+    next_arrival: u64,
+}
+
+impl Mailbox {
+    pub fn new(limits: MailboxLimits, build: KeyedBuild) -> Mailbox {
+        Mailbox {
+            limits,
+            letters: BTreeMap::new(),
+            by_handle: HashMap::with_hasher(build),
+            by_block: FastMap::default(),
+            bytes: 0,
+            next_arrival: 0,
+        }
+    }
+
+    /// Whether letters can be stored at all (`--mailbox-bytes` is not 0).
+    pub fn is_on(&self) -> bool {
+        self.limits.max_bytes > 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.letters.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Letters waiting for `handle`.
+    pub fn waiting_for(&self, handle: &Handle) -> usize {
+        self.by_handle
+            .get(handle)
+            .map_or(0, |shelf| shelf.arrivals.len())
+    }
+
+    /// The arrival number of the oldest letter for `handle`.
+    pub fn oldest_for(&self, handle: &Handle) -> Option<u64> {
+        self.by_handle.get(handle)?.arrivals.first().copied()
+    }
+
+    /// Stores `letter`, first dropping the oldest letters of its handle, of its block and of
+    /// the whole mailbox as far as each cap needs: those are returned, oldest first within each
+    /// cap, for their senders to be told. `TooLarge` (nothing dropped) when the letter alone is
+    /// over a cap, or the mailbox is off.
+    pub fn store(&mut self, letter: Letter) -> Result<Vec<Letter>, TooLarge> {
+        let size = letter.bytes();
+        let limits = self.limits;
+        if size > limits.max_bytes
+            || size > limits.max_bytes_per_block
+            || size > limits.max_bytes_per_handle
+            || limits.max_per_handle == 0
+        {
+            return Err(TooLarge);
+        }
+        let mut evicted = Vec::new();
+        while let Some(shelf) = self.by_handle.get(&letter.handle)
+            && (shelf.arrivals.len() >= limits.max_per_handle
+                || shelf.bytes + size > limits.max_bytes_per_handle)
+        {
+            let Some(&oldest) = shelf.arrivals.first() else {
+                break;
+            };
+            evicted.extend(self.remove(oldest));
+        }
+        while let Some(shelf) = self.by_block.get(&letter.block)
+            && shelf.bytes + size > limits.max_bytes_per_block
+        {
+            let Some(&oldest) = shelf.arrivals.first() else {
+                break;
+            };
+            evicted.extend(self.remove(oldest));
+        }
+        while self.bytes + size > limits.max_bytes {
+            let Some(oldest) = self.letters.first_key_value().map(|(&arrival, _)| arrival) else {
+                break;
+            };
+            evicted.extend(self.remove(oldest));
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        let handle_shelf = self.by_handle.entry(letter.handle).or_default();
+        handle_shelf.arrivals.insert(arrival);
+        handle_shelf.bytes += size;
+        let block_shelf = self.by_block.entry(letter.block).or_default();
+        block_shelf.arrivals.insert(arrival);
+        block_shelf.bytes += size;
+        self.bytes += size;
+        self.letters.insert(arrival, letter);
+        Ok(evicted)
+    }
+
+    /// When the oldest letter expires (monotonic milliseconds).
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        let (_, oldest) = self.letters.first_key_value()?;
+        Some(oldest.stored_ms.saturating_add(self.limits.ttl_ms))
+    }
+
+    /// Removes and returns the oldest letter if it has expired at `now_ms`.
+    pub fn pop_expired(&mut self, now_ms: u64) -> Option<Letter> {
+        if self.next_expiry_ms()? > now_ms {
+            return None;
+        }
+        let arrival = *self.letters.first_key_value()?.0;
+        self.remove(arrival)
+    }
+
+    /// Removes and returns the oldest letter for `handle`.
+    pub fn take_oldest_for(&mut self, handle: &Handle) -> Option<Letter> {
+        let arrival = self.oldest_for(handle)?;
+        self.remove(arrival)
+    }
+
+    /// Takes letter `arrival` out of the mailbox and all its indexes.
+    fn remove(&mut self, arrival: u64) -> Option<Letter> {
+        let letter = self.letters.remove(&arrival)?;
+        let size = letter.bytes();
+        self.bytes -= size;
+        if let Some(shelf) = self.by_handle.get_mut(&letter.handle) {
+            shelf.arrivals.remove(&arrival);
+            shelf.bytes -= size;
+            if shelf.arrivals.is_empty() {
+                self.by_handle.remove(&letter.handle);
+            }
+        }
+        if let Some(shelf) = self.by_block.get_mut(&letter.block) {
+            shelf.arrivals.remove(&arrival);
+            shelf.bytes -= size;
+            if shelf.arrivals.is_empty() {
+                self.by_block.remove(&letter.block);
+            }
+        }
+        Some(letter)
+    }
+
+    /// Checks the invariants of the module docs. O(letters): for tests only.
+    pub fn check(&self) -> Result<(), String> {
+        let mut by_handle: HashMap<Handle, Shelf> = HashMap::new();
+        let mut by_block: HashMap<Block, Shelf> = HashMap::new();
+        let mut bytes = 0;
+        let mut previous_ms = 0;
+        for (&arrival, letter) in &self.letters {
+            if letter.stored_ms < previous_ms {
+                return Err(format!("letter {arrival} is older than the one before it"));
+            }
+            previous_ms = letter.stored_ms;
+            let size = letter.bytes();
+            bytes += size;
+            for shelf in [
+                by_handle.entry(letter.handle).or_default(),
+                by_block.entry(letter.block).or_default(),
+            ] {
+                shelf.arrivals.insert(arrival);
+                shelf.bytes += size;
+            }
+        }
+        if bytes != self.bytes {
+            return Err(format!(
+                "letters hold {bytes} bytes, counted {}",
+                self.bytes
+            ));
+        }
+        if self.limits.max_bytes == 0 && !self.letters.is_empty() {
+            return Err("letters in a mailbox that is off".to_owned());
+        }
+        if bytes > self.limits.max_bytes {
+            return Err(format!("{bytes} bytes over the mailbox's cap"));
+        }
+        if by_handle.len() != self.by_handle.len() || by_block.len() != self.by_block.len() {
+            return Err("an index names a handle or block without letters".to_owned());
+        }
+        for (handle, shelf) in &by_handle {
+            if self.by_handle.get(handle) != Some(shelf) {
+                return Err("a handle's index differs from its letters".to_owned());
+            }
+            if shelf.arrivals.len() > self.limits.max_per_handle
+                || shelf.bytes > self.limits.max_bytes_per_handle
+            {
+                return Err(format!(
+                    "a handle holds {} letters, {} bytes",
+                    shelf.arrivals.len(),
+                    shelf.bytes
+                ));
+            }
+        }
+        for (block, shelf) in &by_block {
+            if self.by_block.get(block) != Some(shelf) {
+                return Err(format!("{block:?}'s index differs from its letters"));
+            }
+            if shelf.bytes > self.limits.max_bytes_per_block {
+                return Err(format!("{block:?} holds {} bytes", shelf.bytes));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::ClientAddr;
+
+    const LIMITS: MailboxLimits = MailboxLimits {
+        max_bytes: 10_000,
+        max_bytes_per_block: 4_000,
+        max_per_handle: 3,
+        max_bytes_per_handle: 2_000,
+        ttl_ms: 1_000,
+    };
+
+    fn mailbox(limits: MailboxLimits) -> Mailbox {
+        Mailbox::new(limits, KeyedBuild::new((5, 6)))
+    }
+
+    fn block(text: &str) -> Block {
+        ClientAddr::new(text.parse().expect("address")).largest_block()
+    }
+
+    /// A letter of exactly `bytes` counted bytes.
+    fn letter(handle: u8, from: &str, bytes: usize, stored_ms: u64) -> Letter {
+        Letter {
+            handle: Handle::from_seed(&[handle; 43]),
+            frame: "x".repeat(bytes - LETTER_OVERHEAD).into(),
+            sender: Sender {
+                id: Id::from_random_bytes([handle; 4]),
+                serial: u64::from(handle),
+            },
+            reference: None,
+            block: block(from),
+            stored_ms,
+        }
+    }
+
+    fn stored_ms(letters: &[Letter]) -> Vec<u64> {
+        letters.iter().map(|letter| letter.stored_ms).collect()
+    }
+
+    #[test]
+    fn letters_leave_oldest_first_by_handle_and_by_expiry() {
+        let mut mailbox = mailbox(LIMITS);
+        let ok = |result: Result<Vec<Letter>, TooLarge>| result.map(|e| e.len());
+        assert_eq!(ok(mailbox.store(letter(1, "192.0.2.1", 200, 10))), Ok(0));
+        assert_eq!(ok(mailbox.store(letter(2, "192.0.2.1", 200, 20))), Ok(0));
+        assert_eq!(ok(mailbox.store(letter(1, "192.0.2.1", 200, 30))), Ok(0));
+        assert_eq!((mailbox.len(), mailbox.bytes()), (3, 600));
+        let one = Handle::from_seed(&[1; 43]);
+        assert_eq!(mailbox.waiting_for(&one), 2);
+        assert_eq!(mailbox.next_expiry_ms(), Some(1_010));
+        assert_eq!(mailbox.pop_expired(1_009).map(|l| l.stored_ms), None);
+        assert_eq!(mailbox.take_oldest_for(&one).map(|l| l.stored_ms), Some(10));
+        assert_eq!(mailbox.next_expiry_ms(), Some(1_020));
+        assert_eq!(mailbox.pop_expired(5_000).map(|l| l.stored_ms), Some(20));
+        assert_eq!(mailbox.pop_expired(5_000).map(|l| l.stored_ms), Some(30));
+        assert_eq!(mailbox.pop_expired(5_000).map(|l| l.stored_ms), None);
+        assert_eq!((mailbox.len(), mailbox.bytes()), (0, 0));
+        assert_eq!(mailbox.check(), Ok(()));
+    }
+
+    #[test]
+    fn each_cap_evicts_the_oldest_it_concerns() {
+        let mut mailbox = mailbox(LIMITS);
+        // A handle holds 3 letters: the fourth drops its oldest.
+        for ms in 0..3 {
+            assert!(mailbox.store(letter(1, "192.0.2.1", 200, ms)).is_ok());
+        }
+        let evicted = mailbox.store(letter(1, "192.0.2.1", 200, 3));
+        assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![0]));
+        // ... and 2,000 bytes.
+        let evicted = mailbox.store(letter(1, "192.0.2.1", 1_700, 4));
+        assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![1, 2]));
+        assert_eq!(mailbox.check(), Ok(()));
+        // A block holds 4,000 bytes: its own oldest go, not another block's.
+        assert!(mailbox.store(letter(9, "198.51.100.1", 1_000, 5)).is_ok());
+        assert!(mailbox.store(letter(2, "192.0.2.1", 1_800, 6)).is_ok());
+        let evicted = mailbox.store(letter(3, "192.0.2.1", 500, 7));
+        assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![3]));
+        assert_eq!(mailbox.check(), Ok(()));
+        // The whole mailbox holds 10,000 bytes: the oldest of all go, whoever sent them.
+        let mut evicted = Vec::new();
+        for (n, from) in [
+            (20, "203.0.113.1"),
+            (21, "203.0.113.2"),
+            (22, "203.0.113.3"),
+            (23, "203.0.113.4"),
+        ] {
+            evicted.extend(mailbox.store(letter(n, from, 1_900, 8)).unwrap_or_default());
+        }
+        assert_eq!(stored_ms(&evicted), vec![4, 5]);
+        assert!(mailbox.bytes() <= LIMITS.max_bytes);
+        assert_eq!(mailbox.check(), Ok(()));
+    }
+
+    #[test]
+    fn a_letter_over_a_cap_or_a_mailbox_off_stores_nothing() {
+        let mut mailbox = mailbox(LIMITS);
+        assert_eq!(
+            mailbox
+                .store(letter(1, "192.0.2.1", 2_001, 0))
+                .map(|e| e.len()),
+            Err(TooLarge)
+        );
+        let mut off = self::mailbox(MailboxLimits {
+            max_bytes: 0,
+            ..LIMITS
+        });
+        assert!(!off.is_on());
+        assert_eq!(
+            off.store(letter(1, "192.0.2.1", 200, 0)).map(|e| e.len()),
+            Err(TooLarge)
+        );
+        assert_eq!(off.check(), Ok(()));
+        assert_eq!(mailbox.len(), 0);
+    }
+}

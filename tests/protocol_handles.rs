@@ -1,0 +1,252 @@
+//! PROTOCOL.md §10 over real sockets: LISTEN/UNLISTEN/LISTENING, HANDLE_TAKEN, MESSAGE to a
+//! handle (a connected listener, or the mailbox), FETCH/FETCHED, the mailbox's TTL and caps with
+//! UNDELIVERED, and the errors bad_handle, too_many_handles, no_mailbox. Version 1 is untouched.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A distinct handle per `n`: 43 base64url characters.
+fn handle(n: u32) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut text: Vec<u8> = vec![b'h'; 43];
+    for (position, slot) in text.iter_mut().take(6).enumerate() {
+        *slot = alphabet[((n >> (6 * position)) & 63) as usize];
+    }
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// A version-2 session.
+fn connect_v2(server: &Server) -> Client {
+    let mut client = Client::connect(server);
+    let reply = client.request(json!({"type": "CONNECT", "version": 2}));
+    assert_eq!(reply["version"], 2, "{reply}");
+    client.id = reply["id"].as_str().unwrap_or_default().to_owned();
+    client.token = reply["token"].as_str().unwrap_or_default().to_owned();
+    client
+}
+
+fn listen(client: &mut Client, handles: &[String], reference: &str) -> Value {
+    let reply = client.request(json!({"type": "LISTEN", "handles": handles, "ref": reference}));
+    assert_eq!(reply["type"], "LISTENING", "{reply}");
+    assert_eq!(reply["ref"], reference);
+    reply
+}
+
+fn to_handle(handle: &str, payload: &str, reference: &str) -> Value {
+    json!({"type": "MESSAGE", "handle": handle, "payload": payload, "ref": reference})
+}
+
+#[test]
+fn listen_unlisten_and_a_message_to_a_connected_listener() {
+    let server = Server::start(&[]);
+    let mut alice = connect_v2(&server);
+    let mut bob = connect_v2(&server);
+    let reply = listen(&mut bob, &[handle(1), handle(2)], "l1");
+    assert_eq!(
+        reply,
+        json!({"type": "LISTENING", "handles": 2, "waiting": 0, "ref": "l1"})
+    );
+    alice.send_json(&to_handle(&handle(1), TEST_PAYLOAD, "m1"));
+    assert_eq!(alice.recv_json(), json!({"type": "ACK", "ref": "m1"}));
+    let forwarded = bob.expect_type("MESSAGE");
+    let mut keys: Vec<&str> = forwarded
+        .as_object()
+        .map(|object| object.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["handle", "payload", "ts", "type"],
+        "no from: {forwarded}"
+    );
+    assert_eq!(forwarded["handle"], handle(1));
+    assert_eq!(forwarded["payload"], TEST_PAYLOAD);
+    let reply = bob.request(json!({"type": "UNLISTEN", "handles": [handle(1)], "ref": "u1"}));
+    assert_eq!(
+        reply,
+        json!({"type": "LISTENING", "handles": 1, "waiting": 0, "ref": "u1"})
+    );
+    alice.send_json(&to_handle(&handle(1), TEST_PAYLOAD, "m2"));
+    alice.expect_queued_ack("m2");
+    bob.expect_nothing_pending();
+}
+
+#[test]
+fn the_newest_listener_takes_the_handle() {
+    let server = Server::start(&[]);
+    let mut first_tab = connect_v2(&server);
+    let mut second_tab = connect_v2(&server);
+    let mut alice = connect_v2(&server);
+    listen(&mut first_tab, &[handle(7)], "a");
+    listen(&mut second_tab, &[handle(7)], "b");
+    assert_eq!(
+        first_tab.recv_json(),
+        json!({"type": "HANDLE_TAKEN", "handle": handle(7)})
+    );
+    alice.send_json(&to_handle(&handle(7), TEST_PAYLOAD, "m"));
+    alice.expect_ack("m");
+    assert_eq!(second_tab.expect_type("MESSAGE")["handle"], handle(7));
+    first_tab.expect_nothing_pending();
+}
+
+#[test]
+fn mail_waits_in_the_mailbox_until_the_listener_comes_back_and_fetches() {
+    let server = Server::start(&["--resume-grace", "0"]);
+    let mut alice = connect_v2(&server);
+    let mut bob = connect_v2(&server);
+    listen(&mut bob, &[handle(1)], "l");
+    bob.close_gracefully();
+    for n in 0..3 {
+        let payload = payload_with(&format!("waiting-{n}"));
+        alice.send_json(&to_handle(&handle(1), &payload, &format!("m{n}")));
+        alice.expect_queued_ack(&format!("m{n}"));
+    }
+    // Bob reloads: a new session, the same handle.
+    let mut bob = connect_v2(&server);
+    let reply = listen(&mut bob, &[handle(1)], "l2");
+    assert_eq!(reply["waiting"], 3);
+    bob.send_json(&json!({"type": "FETCH", "ref": "f"}));
+    for n in 0..3 {
+        let letter = bob.expect_type("MESSAGE");
+        assert_eq!(letter["handle"], handle(1));
+        assert_eq!(letter["payload"], payload_with(&format!("waiting-{n}")));
+        assert!(letter["ts"].as_u64().is_some());
+        assert!(letter.get("from").is_none());
+    }
+    assert_eq!(
+        bob.recv_json(),
+        json!({"type": "FETCHED", "waiting": 0, "ref": "f"})
+    );
+    let again = bob.request(json!({"type": "FETCH", "ref": "f2"}));
+    assert_eq!(again, json!({"type": "FETCHED", "waiting": 0, "ref": "f2"}));
+}
+
+#[test]
+fn no_mailbox_when_it_is_off() {
+    let server = Server::start(&["--mailbox-bytes", "0"]);
+    let mut alice = connect_v2(&server);
+    alice.send_json(&to_handle(&handle(1), TEST_PAYLOAD, "m"));
+    alice.expect_error("no_mailbox", Some("m"));
+}
+
+#[test]
+fn a_probe_with_mailbox_false_reaches_a_connected_listener_and_is_never_stored() {
+    let server = Server::start(&[]);
+    let mut alice = connect_v2(&server);
+    let mut probe = to_handle(&handle(7), TEST_PAYLOAD, "p1");
+    probe["mailbox"] = json!(false);
+    alice.send_json(&probe);
+    alice.expect_error("no_mailbox", Some("p1"));
+    let mut bad = to_handle(&handle(7), TEST_PAYLOAD, "p2");
+    bad["mailbox"] = json!("no");
+    alice.send_json(&bad);
+    alice.expect_error("bad_request", Some("p2"));
+
+    let mut bob = connect_v2(&server);
+    assert_eq!(
+        listen(&mut bob, &[handle(7)], "l")["waiting"],
+        0,
+        "the refused probe was not stored"
+    );
+    probe["ref"] = json!("p3");
+    alice.send_json(&probe);
+    assert_eq!(alice.recv_json(), json!({"type": "ACK", "ref": "p3"}));
+    assert_eq!(bob.expect_type("MESSAGE")["handle"], handle(7));
+    // Beside `to`, `mailbox` is ignored like any field MESSAGE to an ID does not read.
+    let (mut carol, _, _) = connect_session(&server);
+    let mut by_id = message(&bob.id, TEST_PAYLOAD, Some("i1"));
+    by_id["mailbox"] = json!("anything");
+    carol.send_json(&by_id);
+    carol.expect_error("not_friends", Some("i1"));
+}
+
+#[test]
+fn expired_mail_is_reported_undelivered() {
+    let server = Server::start(&["--mailbox-ttl", "0.2"]);
+    let mut alice = connect_v2(&server);
+    alice.send_json(&to_handle(&handle(1), TEST_PAYLOAD, "late"));
+    alice.expect_queued_ack("late");
+    assert_eq!(
+        alice.recv_json(),
+        json!({"type": "UNDELIVERED", "handle": handle(1), "ref": "late", "reason": "expired"})
+    );
+    let mut bob = connect_v2(&server);
+    assert_eq!(listen(&mut bob, &[handle(1)], "l")["waiting"], 0);
+}
+
+#[test]
+fn the_oldest_mail_is_evicted_when_the_mailbox_is_full() {
+    // A few letters' worth; one address block may use all of it with per-address limits off.
+    let server = Server::start(&["--mailbox-bytes", "2000", "--max-connections-per-ip", "0"]);
+    let mut alice = connect_v2(&server);
+    let mut evicted = Vec::new();
+    let mut acked = 0;
+    for n in 0..12 {
+        alice.send_json(&to_handle(&handle(n), TEST_PAYLOAD, &format!("m{n}")));
+        loop {
+            let frame = alice.recv_json();
+            match frame["type"].as_str() {
+                Some("ACK") => {
+                    assert_eq!(frame["queued"], true);
+                    acked += 1;
+                    break;
+                }
+                Some("UNDELIVERED") => {
+                    assert_eq!(frame["reason"], "evicted", "{frame}");
+                    evicted.push(frame["ref"].as_str().unwrap_or_default().to_owned());
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+    }
+    assert_eq!(acked, 12);
+    assert!(!evicted.is_empty());
+    // Oldest first.
+    let expected: Vec<String> = (0..evicted.len()).map(|n| format!("m{n}")).collect();
+    assert_eq!(evicted, expected);
+}
+
+#[test]
+fn too_many_handles_and_bad_handles() {
+    let server = Server::start(&["--max-handles", "3"]);
+    let mut bob = connect_v2(&server);
+    bob.send_json(&json!({"type": "LISTEN", "handles": [handle(1), "not-a-handle"], "ref": "b"}));
+    bob.expect_error("bad_handle", Some("b"));
+    bob.send_json(&json!({"type": "LISTEN", "handles": [], "ref": "e"}));
+    bob.expect_error("bad_request", Some("e"));
+    bob.send_json(
+        &json!({"type": "MESSAGE", "handle": "short", "payload": TEST_PAYLOAD, "ref": "m"}),
+    );
+    bob.expect_error("bad_handle", Some("m"));
+    // The server's 3 handles, shared by one address's eighth (rounded up: 1).
+    let reply = listen(&mut bob, &[handle(1)], "l");
+    assert_eq!(reply["handles"], 1);
+    bob.send_json(&json!({"type": "LISTEN", "handles": [handle(2)], "ref": "t"}));
+    bob.expect_error("too_many_handles", Some("t"));
+    let reply = bob.request(json!({"type": "LISTEN", "handles": [handle(1)], "ref": "same"}));
+    assert_eq!(reply["handles"], 1, "a handle already held costs nothing");
+}
+
+#[test]
+fn a_version_one_session_is_unaffected() {
+    let server = Server::start(&[]);
+    let (mut a, _, _) = connect_session(&server);
+    let (mut b, b_id, _) = connect_session(&server);
+    make_friends(&mut a, &mut b);
+    for frame in [
+        json!({"type": "LISTEN", "handles": [handle(1)], "ref": "l"}),
+        json!({"type": "UNLISTEN", "handles": [handle(1)], "ref": "l"}),
+        json!({"type": "FETCH", "ref": "l"}),
+    ] {
+        a.send_json(&frame);
+        a.expect_error("unknown_type", Some("l"));
+    }
+    a.send_json(&to_handle(&handle(1), TEST_PAYLOAD, "h"));
+    a.expect_error("bad_request", Some("h"));
+    // `handle` beside `to` is an unknown field to version 1: ignored.
+    a.send_json(&json!({"type": "MESSAGE", "to": b_id, "handle": handle(1), "payload": TEST_PAYLOAD, "ref": "v1"}));
+    a.expect_ack("v1");
+    assert_eq!(b.expect_type("MESSAGE")["from"], a.id.as_str());
+}
