@@ -80,14 +80,24 @@ impl Handle {
         Handle::parse_units(text.bytes().map(|byte| byte.is_ascii().then_some(byte)))
     }
 
-    /// The handle whose 43 characters are drawn from `seed` bytes (one alphabet character per
-    /// byte): for tests, benches and fuzz targets that need many distinct handles.
+    /// The handle spelling the bits of `seed`, six to a character (base64url without padding,
+    /// `A` past the seed's end): distinct seeds of up to 32 bytes give distinct handles. For
+    /// tests, benches and fuzz targets that need many of them.
     pub fn from_seed(seed: &[u8]) -> Handle {
         const ALPHABET: &[u8; 64] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut text = [b'A'; HANDLE_LEN];
-        for (slot, byte) in text.iter_mut().zip(seed) {
-            *slot = ALPHABET[usize::from(byte % 64)];
+        let bits = seed
+            .iter()
+            .take(32)
+            .flat_map(|byte| (0..8).rev().map(move |shift| (byte >> shift) & 1));
+        let mut bits = bits.peekable();
+        for slot in text.iter_mut() {
+            if bits.peek().is_none() {
+                break;
+            }
+            let sextet = bits.by_ref().take(6).fold(0u8, |acc, bit| (acc << 1) | bit);
+            *slot = ALPHABET[usize::from(sextet)];
         }
         Handle(text)
     }

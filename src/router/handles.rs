@@ -418,11 +418,17 @@ mod tests {
         let build = KeyedBuild::new((0x1234, 0x5678));
         for position in [0, 7, 8, 15, 16, 31, 42] {
             let mut buckets = vec![0u32; 4096];
-            for n in 0..4096u32 {
-                let mut seed = [0u8; 43];
-                seed[position] = (n % 64) as u8;
-                seed[(position + 1) % 43] = (n / 64) as u8;
-                let slot = (build.hash_one(Handle::from_seed(&seed)) & 4095) as usize;
+            const ALPHABET: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            for n in 0..4096usize {
+                let mut text = [b'A'; 43];
+                text[position] = ALPHABET[n % 64];
+                text[(position + 1) % 43] = ALPHABET[n / 64];
+                let handle = std::str::from_utf8(&text).ok().and_then(Handle::parse);
+                let Some(handle) = handle else {
+                    panic!("a handle")
+                };
+                let slot = (build.hash_one(handle) & 4095) as usize;
                 buckets[slot] += 1;
             }
             let fullest = buckets.iter().copied().max().unwrap_or(0);
