@@ -7,7 +7,31 @@ import {
   DESKTOP, PASSPHRASE, PHONE, assertClean, befriend, enterChat, generateKey, incomingMessage, jsonFrames, launchBrowser,
   openUser, pane, screenshot, sendMessage, waitForSession,
 } from './helpers/browser.mjs';
+import WebSocket from 'ws';
 import { startServer } from './helpers/server.mjs';
+
+/**
+ * Whether the binary speaks PROTOCOL §10 (a LISTEN is answered LISTENING, not unknown_type). Until the server
+ * side of issue 15 is on main, these tests are skipped there (the rest of the suite runs as before).
+ */
+async function speaksHandles() {
+  const probe = await startServer();
+  try {
+    const socket = new WebSocket(probe.wsUrl);
+    await new Promise((resolve, reject) => { socket.once('open', resolve); socket.once('error', reject); });
+    const answers = [];
+    socket.on('message', (data) => answers.push(JSON.parse(data.toString())));
+    socket.send(JSON.stringify({ type: 'CONNECT', version: 2 }));
+    socket.send(JSON.stringify({ type: 'LISTEN', handles: ['A'.repeat(43)], ref: 'l' }));
+    for (let waited = 0; waited < 3000 && !answers.some((a) => a.ref === 'l'); waited += 50) await new Promise((r) => setTimeout(r, 50));
+    socket.close();
+    return answers.some((a) => a.type === 'LISTENING' && a.ref === 'l');
+  } finally {
+    await probe.stop();
+  }
+}
+const HANDLES = await speaksHandles();
+const SKIP = HANDLES ? false : 'the server binary does not speak PROTOCOL §10 (handles) yet';
 
 let browser;
 const servers = [];
@@ -72,7 +96,7 @@ const KEY_OR_FINGERPRINT = (user, other) => (frame) => frame.text.includes('PUBL
 
 for (const viewport of [DESKTOP, PHONE]) {
   const size = viewport === DESKTOP ? '1280 px' : '360 px';
-  describe(`contacts at ${size}`, { timeout: 120000 }, () => {
+  describe(`contacts at ${size}`, { timeout: 120000, skip: SKIP }, () => {
     test('befriend once; both reload and unlock: online again, verified messages both ways, no key or fingerprint on the wire again', async () => {
       const srv = await server();
       // Befriended at desktop size (befriend() uses the side panel); at 360 px the rest runs on a phone screen.
@@ -155,7 +179,7 @@ async function waitForOutStates(user, friendKey, { count = null, state }, timeou
   }, [friendKey, count, state], { timeout });
 }
 
-describe('messages that wait', { timeout: 180000 }, () => {
+describe('messages that wait', { timeout: 180000, skip: SKIP }, () => {
   test('Bob closes his tab; Alice sends 5; Bob reopens: all 5 arrive in order, verified, once, and Alice sees "delivered"', async () => {
     const srv = await server();
     const { alice, bob, aliceKey } = await contactPair(srv);
@@ -231,7 +255,7 @@ describe('messages that wait', { timeout: 180000 }, () => {
   });
 });
 
-describe('the contact book file', { timeout: 120000 }, () => {
+describe('the contact book file', { timeout: 120000, skip: SKIP }, () => {
   test('exported, then imported in a fresh browser context with the same key: the contacts are back', async () => {
     const srv = await server();
     const { alice, bob } = await contactPair(srv);
