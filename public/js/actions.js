@@ -110,7 +110,8 @@ export function createChatActions(app) {
         danger: true,
       });
       if (!ok) return;
-      try {
+      // A contact reached only by handle has no friendship on the server to end: it leaves the book here.
+      if (app.model.friends.get(id).idLive) try {
         await app.transport.request({ type: 'FRIEND_REMOVE', to: id });
       } catch (error) {
         if (error.code !== 'not_friends') {
@@ -190,6 +191,21 @@ export function createChatActions(app) {
       ui.notices = ui.notices.filter((n) => n.id !== noticeId);
       app.changed();
     },
+
+    /** Downloads the contact book, encrypted to and signed by the user's key (contactstore.js). */
+    async exportBook() {
+      const armored = await app.contactStore.exportText();
+      const url = URL.createObjectURL(new Blob([armored], { type: 'application/pgp-encrypted' }));
+      const link = document.createElement('a');
+      link.href = url;
+      link.download = 'secchat-contacts.asc';
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000);
+    },
+
+    importBook: (armored) => app.contactStore.importText(armored),
 
     toggleDrawer(open) {
       app.setDrawer(typeof open === 'boolean' ? open : !ui.drawerOpen);

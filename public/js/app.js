@@ -4,6 +4,9 @@
 // handled here with keys.js; friends' keys and payloads only in the crypto workers (cryptoclient.js).
 import { createChatActions } from './actions.js';
 import { createCrypto } from './cryptoclient.js';
+import { isContact } from './contactbook.js';
+import { createContactStore } from './contactstore.js';
+import { createContactSync } from './contactsync.js';
 import { createEffects } from './effects.js';
 import { peerOf } from './friendship.js';
 import { parseInvite } from './invite.js';
@@ -52,6 +55,8 @@ const app = {
   transport: null,
   views: null,
   effects: null,
+  contactSync: null, // contactsync.js: secrets, handles, LISTEN, FETCH, probes
+  contactStore: null, // contactstore.js: the encrypted contact book (remembered, exported, imported)
   dispatch,
   changed,
   render,
@@ -69,6 +74,10 @@ function dispatch(event) {
   const next = transition(model, { now: Date.now(), ...event });
   model = next.state;
   if (ui.remember && model.verifiedFingerprints !== before.verifiedFingerprints) saveVerifiedFingerprints(model.verifiedFingerprints);
+  if (model.friends !== before.friends || model.session !== before.session) {
+    app.contactSync?.changed();
+    app.contactStore?.changed();
+  }
   changed();
   return app.effects ? app.effects.run(next.effects) : Promise.resolve();
 }
@@ -184,6 +193,15 @@ function showChatScreen() {
   pgp.start(ui.identity.privateBinary);
   app.transport = createTransport({ url: `${scheme}//${location.host}/ws`, onEvent: onTransportEvent });
   app.effects = createEffects({ transport: app.transport, pgp, dispatch, page: pageEffects });
+  app.contactSync = createContactSync({
+    transport: app.transport, getModel: () => model, dispatch, queued: () => peerQueue.queued, onError: reportInternalError,
+  });
+  app.contactStore = createContactStore({
+    pgp, getModel: () => model, dispatch, identity: () => ui.identity, remember: () => ui.remember,
+    notice: (code, details) => addNotice(noticeText(code, details)),
+  });
+  // The remembered contact book first (its contacts' handles are LISTENed once the session exists).
+  app.contactStore.load().catch(reportInternalError);
   app.transport.start();
   render();
   // An opened invite is the next step: take the keyboard (and a screen reader) there.
@@ -230,7 +248,8 @@ function onFrame(frame) {
     return;
   }
   const event = { type: 'frame', frame, epoch: model.session.epoch }; // the session it arrived in
-  const peer = peerOf(frame);
+  // A MESSAGE to one of our handles is about the contact the handle belongs to (contacts.js).
+  const peer = typeof frame.handle === 'string' && frame.type === 'MESSAGE' ? model.handles.listen.get(frame.handle) : peerOf(frame);
   if (peer) peerQueue.run(peer, () => dispatch(event));
   else dispatch(event).catch(reportInternalError);
 }
@@ -245,6 +264,7 @@ function onStatus({ status, retryInMs }) {
 
 function onSession({ id, version, resumed, resumeAttempted, friends, limits }) {
   dispatch({ type: 'connected', id, version, resumed, resumeAttempted, friends, limits }).catch(reportInternalError);
+  app.contactSync?.onSession();
   if (resumed) ui.notices = ui.notices.filter((n) => n.kind !== 'session');
   // A session exists, so whatever "server full" said is over.
   ui.notices = ui.notices.filter((n) => n.kind !== 'server');
@@ -289,7 +309,9 @@ window.addEventListener('hashchange', readInviteFromUrl);
 // A reload or a closed tab ends the session (tokens are never stored), and with it every live friendship: the
 // browser asks first. Only while a friendship is live: a key screen or an empty session loses nothing.
 window.addEventListener('beforeunload', (event) => {
-  if (!hasLiveFriendships(model)) return;
+  // A contact in a remembered contact book loses nothing: the next visit finds it again (contacts.js).
+  const kept = ui.remember ? [...model.friends.values()].filter(isContact).map((f) => f.id) : [];
+  if (!hasLiveFriendships(kept.length ? { ...model, friends: new Map([...model.friends].filter(([id]) => !kept.includes(id))) } : model)) return;
   event.preventDefault();
   event.returnValue = ''; // older browsers ask only when this is set
 });

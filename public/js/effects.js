@@ -5,7 +5,9 @@
 // `checkKey` and `open` are ordered: run() resolves only once they, and the events they lead to, are done, so the
 // per-peer event queue (peerqueue.js) holds a peer's next frame until its key or message is handled. Sealing
 // and sending are not: a friend's busy backoff must never hold up the frames that friend sends us.
+import { buildControlEnvelope } from './envelope.js';
 import { matchInviteProof, newInviteSecret } from './inviteproof.js';
+import { toBase64Url } from './rendezvous.js';
 import { noticeText, notificationText } from './text.js';
 
 /**
@@ -17,6 +19,13 @@ import { noticeText, notificationText } from './text.js';
  */
 export function createEffects({ transport, pgp, dispatch, page }) {
   const later = (promise) => promise.catch(page.error);
+  // Control envelopes go out at most this often (the server's default MESSAGE rate is 50 per second, shared
+  // with chat messages and LISTEN): a book of 1,000 contacts is probed in about 50 s, not in one burst.
+  const CONTROL_EVERY_MS = 50;
+  let controlChain = Promise.resolve();
+  const pace = (task) => {
+    controlChain = controlChain.then(task).catch(page.error).then(() => new Promise((resolve) => setTimeout(resolve, CONTROL_EVERY_MS)));
+  };
 
   const ORDERED = {
     async checkKey({ purpose, from, publicArmored, epoch, invite, inviteSecrets, ownFingerprint }) {
@@ -70,6 +79,22 @@ export function createEffects({ transport, pgp, dispatch, page }) {
     },
     show({ id }) {
       page.show(id);
+    },
+    /** Seals a §6 control envelope (contacts.js) and sends it; the outcome goes back as controlSent. */
+    sendControl({ peer, purpose, kind, fields, to, route, publicArmored }) {
+      pace(async () => {
+        const extra = { ...fields };
+        if (kind === 'here') extra.nonce = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+        if (purpose === 'probe') await dispatch({ type: 'probeSent', peer, nonce: extra.nonce });
+        let code = null;
+        try {
+          const payload = await pgp.seal(buildControlEnvelope(kind, { to, ts: Date.now(), ...extra }), publicArmored);
+          await transport.request({ type: 'MESSAGE', ...route, payload });
+        } catch (error) {
+          code = (error && error.code) || 'failed';
+        }
+        await dispatch({ type: 'controlSent', peer, purpose, code });
+      });
     },
     inviteSecretNeeded() {
       later(dispatch({ type: 'inviteSecretCreated', secret: newInviteSecret() }));

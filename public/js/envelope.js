@@ -31,10 +31,42 @@ export function buildEnvelope({ to, seq, ts, text }) {
   return JSON.stringify({ v: 1, to, seq, ts, text });
 }
 
+/** JSON text of a version-2 control envelope (§6 "Kinds"): rendezvous, receipt or here. No `seq`. */
+export function buildControlEnvelope(kind, { to, ts, ...fields }) {
+  return JSON.stringify({ v: 1, kind, to, ts, ...fields });
+}
+
+/** Receipts list at most this many seqs: a crafted receipt cannot make the page walk a huge list. */
+export const MAX_RECEIPT_ACKS = 256;
+const NONCE = /^[A-Za-z0-9_-]{22}$/;
+const SECRET = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
+const isSeq = (n) => Number.isSafeInteger(n) && n >= 1;
+
+/** The kind-specific fields of a control envelope, checked, or null when they are not well formed. */
+function controlFields(value) {
+  switch (value.kind) {
+    case 'rendezvous':
+      return SECRET.test(value.secret) ? { secret: value.secret } : null;
+    case 'receipt':
+      return Array.isArray(value.acks) && value.acks.length >= 1 && value.acks.length <= MAX_RECEIPT_ACKS && value.acks.every(isSeq)
+        ? { acks: [...new Set(value.acks)] } : null;
+    case 'here':
+      if (typeof value.nonce !== 'string' || !NONCE.test(value.nonce)) return null;
+      if (value.re !== undefined && (typeof value.re !== 'string' || !NONCE.test(value.re))) return null;
+      return value.re === undefined ? { nonce: value.nonce } : { nonce: value.nonce, re: value.re };
+    default:
+      return null;
+  }
+}
+
+export const CONTROL_KINDS = new Set(['rendezvous', 'receipt', 'here']);
+
 /**
  * Checks a decrypted envelope against §6. Returns {ok:true, envelope} or {ok:false, problem, envelope?}
- * with problem `malformed` (not the envelope shape), `version` (v is not 1) or `wrong_recipient`
- * (`to` is not our fingerprint: the server re-routed someone else's message). Unknown fields are ignored.
+ * with problem `malformed` (not the envelope shape), `version` (v is not 1), `unknown_kind` (a `kind` this
+ * client does not know) or `wrong_recipient` (`to` is not our fingerprint: the server re-routed someone
+ * else's message). Unknown fields are ignored. A text envelope (no `kind`) is {to, seq, ts, text}; a control
+ * envelope is {kind, to, ts, …its fields} (no seq, no text).
  */
 export function parseEnvelope(text, ownFingerprint) {
   let value;
@@ -45,12 +77,19 @@ export function parseEnvelope(text, ownFingerprint) {
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return { ok: false, problem: 'malformed' };
   if (value.v !== 1) return { ok: false, problem: 'version' };
-  const wellFormed = typeof value.to === 'string' && FINGERPRINT.test(value.to)
-    && Number.isSafeInteger(value.seq) && value.seq >= 1
-    && Number.isSafeInteger(value.ts) && value.ts >= 0
-    && typeof value.text === 'string';
-  if (!wellFormed) return { ok: false, problem: 'malformed' };
-  const envelope = { to: value.to, seq: value.seq, ts: value.ts, text: value.text };
+  const addressed = typeof value.to === 'string' && FINGERPRINT.test(value.to) && Number.isSafeInteger(value.ts) && value.ts >= 0;
+  let envelope;
+  if (value.kind === undefined) {
+    const wellFormed = addressed && isSeq(value.seq) && typeof value.text === 'string';
+    if (!wellFormed) return { ok: false, problem: 'malformed' };
+    envelope = { to: value.to, seq: value.seq, ts: value.ts, text: value.text };
+  } else {
+    if (typeof value.kind !== 'string') return { ok: false, problem: 'malformed' };
+    if (!CONTROL_KINDS.has(value.kind)) return { ok: false, problem: 'unknown_kind' };
+    const fields = addressed ? controlFields(value) : null;
+    if (!fields) return { ok: false, problem: 'malformed' };
+    envelope = { kind: value.kind, to: value.to, ts: value.ts, ...fields };
+  }
   if (value.to !== ownFingerprint) return { ok: false, problem: 'wrong_recipient', envelope };
   return { ok: true, envelope };
 }

@@ -11,7 +11,8 @@ import {
   INVITE_SECRETS_KEPT, appendSystemLine, isLive, liveFriend, newFriend, putFriend, updateFriend, withEntry, withMember, withoutEntry,
 } from './model.js';
 import { NICKNAME_MAX, cleanName } from './names.js';
-import { abandonOutbox, markUndelivered, pump, pumpAll, queuedDelivered } from './outbox.js';
+import { keepAsContact, offerAll } from './contacts.js';
+import { abandonOutbox, markUndelivered, pump, pumpAll, queuedDelivered, requeueUnconfirmed } from './outbox.js';
 import { clearRequests, receiveRequest, requestKeyChecked, withdrawRequest } from './requests.js';
 import { acceptChangedKey, markUnverified, markVerified, pinFriendKey, recordOffer } from './trust.js';
 
@@ -81,6 +82,16 @@ export function connected(next, { id, version, resumed, resumeAttempted, friends
       else putFriend(next, { ...friend, presence: present.get(friend.id) ? 'online' : 'away' });
     }
   }
+  if (!resumed) {
+    // A new session: a contact reached only by handle is offline until it answers our probe (contacts.js).
+    for (const friend of next.state.friends.values()) {
+      if (isLive(friend) && !friend.idLive) putFriend(next, { ...friend, presence: 'away' });
+    }
+  }
+  // The server answers LISTEN anew on every connection (the wiring sends it): until then, §10 is unknown.
+  next.state = { ...next.state, handles: { ...next.state.handles, supported: version === 2 ? next.state.handles.supported : false } };
+  requeueUnconfirmed(next);
+  offerAll(next, now);
   pumpAll(next);
 }
 
@@ -118,9 +129,13 @@ export function newSession(next) {
  */
 function startFriendship(next, id, keyInfo, now, cause) {
   const existing = next.state.friends.get(id);
+  const fresh = newFriend(id);
   const friend = existing
     // A new friendship: §6 seq restarts at 1 both ways; the conversation so far stays on screen.
-    ? { ...existing, sendSeq: 0, expectedSeq: 1, outbox: [], sending: null, status: 'friends', endedReason: '' }
+    ? {
+      ...existing, sendSeq: 0, expectedSeq: 1, outbox: [], sending: null, status: 'friends', endedReason: '',
+      rendezvous: fresh.rendezvous, received: fresh.received, idLive: true, requestedByMe: false, bookKey: '',
+    }
     : newFriend(id);
   // Replays into this friendship are told apart by these (inbox.js). Numbered page-wide, not per friend: closing
   // a chat deletes the friend, and a per-friend count would start again and make the next friendship look like
@@ -145,6 +160,8 @@ function startFriendship(next, id, keyInfo, now, cause) {
 function endFriendship(next, id, reason, now) {
   const friend = liveFriend(next.state, id);
   if (!friend) return;
+  // A contact outlives the sessions it was made in: it is reached by handle from now on (contacts.js).
+  if (keepAsContact(next, friend, reason)) return;
   // Only the server says so: a faked end followed by a request "from" the same ID restarts `seq`.
   if (reason === 'left' || reason === 'removed') {
     next.state = { ...next.state, endedFriendships: withEntry(next.state.endedFriendships, id, { reason, at: now }) };
@@ -197,13 +214,23 @@ export function frameArrived(next, { frame, now, epoch }) {
       return;
     }
     case 'MESSAGE': {
+      if (typeof frame.handle === 'string') {
+        // To one of our handles: the handle says which contact it is for (the server sends no `from`).
+        const friend = liveFriend(next.state, next.state.handles.listen.get(frame.handle));
+        if (friend && friend.publicArmored) receiveMessage(next, friend, frame, now, 'handle');
+        return;
+      }
       const friend = liveFriend(next.state, from);
       // The server only forwards between friends; anything else is not ours to show.
-      if (friend && friend.publicArmored) receiveMessage(next, friend, frame, now);
+      if (friend && friend.idLive && friend.publicArmored) receiveMessage(next, friend, frame, now);
       return;
     }
     case 'UNDELIVERED':
-      markUndelivered(next, frame.ref);
+      markUndelivered(next, frame.ref, frame.reason);
+      return;
+    case 'HANDLE_TAKEN':
+      // Another tab or device of ours listens on our contacts' handles now: their messages go there.
+      next.effects.push({ type: 'notice', code: 'handle_taken' });
       return;
     default:
       // ERROR frames without our ref are the wiring's (a notice); anything else is not ours to interpret.
@@ -253,6 +280,8 @@ function acceptKeyChecked(next, { from, publicArmored, key, refusal, epoch, now 
   }
   next.state = recordOffer(next.state, from, key.fingerprint);
   startFriendship(next, from, { ...key, publicArmored }, now, 'accepted');
+  // We asked: we offer our rendezvous secret first (contacts.js).
+  putFriend(next, { ...next.state.friends.get(from), requestedByMe: true });
   next.effects.push({ type: 'show', id: from }, { type: 'notify', what: 'accepted', from });
 }
 

@@ -5,8 +5,10 @@
 // A message is verified only when it was decrypted, signed by the pinned key, addressed to our key, in `seq`
 // order or ahead of it, not a copy of one received in an earlier friendship, not written before this
 // friendship began, and the friend's key is not an unconfirmed change. Only such a message moves `seq` on.
+import { receiveControl, sendReceipt } from './contacts.js';
 import { FRAME_OVERHEAD, classifySeq, parseEnvelope } from './envelope.js';
 import { pushLine, putFriend, takeLocalId, updateFriend, withEntry, withLine, withMember } from './model.js';
+import { accept, classifyReceived } from './receipts.js';
 
 // How far the sender's clock may be from ours. The sender's signed time is compared with OUR receive time,
 // never with the server's `ts`: a replaying server would simply send the original `ts` again.
@@ -14,6 +16,9 @@ const CLOCK_SKEW_MS = 10 * 60 * 1000;
 // A message may legitimately arrive this late: the server queues it while we are away for at most its
 // resume window (`--resume-grace`, 30 s by default; not announced to clients, so the default is assumed).
 const QUEUE_DELAY_MS = 30 * 1000;
+// To a handle, a message may wait in the server's mailbox (`--mailbox-ttl`, 7 days by default, not announced)
+// and an unconfirmed one is sent again whenever its sender reconnects: a day's margin on top.
+const MAILBOX_DELAY_MS = 8 * 24 * 60 * 60 * 1000;
 /** ECMAScript Dates hold ±8.64e15 ms; a server `ts` outside that would make rendering the message throw. */
 const MAX_DATE_MS = 8.64e15;
 
@@ -22,13 +27,15 @@ export function isRepresentableTime(ms) {
 }
 
 /** The sender's signed time is further from our receive time than clocks and queueing explain. */
-function isSkewed(sentTs, receivedAt) {
-  return sentTs < receivedAt - CLOCK_SKEW_MS - QUEUE_DELAY_MS || sentTs > receivedAt + CLOCK_SKEW_MS;
+function isSkewed(sentTs, receivedAt, via) {
+  const delay = via === 'handle' ? MAILBOX_DELAY_MS : QUEUE_DELAY_MS;
+  return sentTs < receivedAt - CLOCK_SKEW_MS - delay || sentTs > receivedAt + CLOCK_SKEW_MS;
 }
 
 /** A MESSAGE from live friend `friend` (with a pinned key) arrived at `now` (our clock). */
-export function receiveMessage(next, friend, frame, now) {
+export function receiveMessage(next, friend, frame, now, via = 'id') {
   const incoming = {
+    via, // 'id': from a live session ID (§3); 'handle': to one of our rendezvous handles (§10)
     localId: takeLocalId(next),
     direction: 'in',
     text: null,
@@ -68,11 +75,66 @@ export function messageOpened(next, { peer, incoming, opened }) {
     if (opened.text !== undefined) message.text = textOfUntrusted(opened.text);
     message.hidden = true;
   } else {
-    ({ friend, message } = checkEnvelope(next, friend, opened.text, message));
+    const parsed = parseEnvelope(opened.text, next.state.ownFingerprint);
+    if (parsed.ok && parsed.envelope.kind) {
+      // A control envelope (contacts.js): no chat line. Ignored while the friend's key is an unconfirmed change.
+      if (friend.trust !== 'changed') receiveControl(next, friend, parsed.envelope, incoming.via, incoming.receivedAt);
+      return;
+    }
+    ({ friend, message } = incoming.via === 'handle'
+      ? checkContactEnvelope(next, friend, opened.text, message)
+      : checkEnvelope(next, friend, opened.text, message));
     putFriend(next, friend);
+    if (!message) return; // a quiet duplicate of a message to a handle: its receipt went again, nothing to show
   }
-  if (message.sentTs !== null) message.skewed = isSkewed(message.sentTs, message.receivedAt);
+  if (message.sentTs !== null) message.skewed = isSkewed(message.sentTs, message.receivedAt, message.via);
   finish(next, peer, message);
+}
+
+/**
+ * A text envelope that came to one of our handles. Resends and mailboxes make copies normal here: a seq
+ * accepted before is a duplicate (not shown again, its receipt sent again) unless this page still holds that
+ * message with other content (then a loud REPLAY); a seq below the highest accepted but never accepted is late
+ * (it fills a gap) and shown; only a seq beyond the next expected is a gap. Each accepted message is receipted.
+ */
+function checkContactEnvelope(next, friend, text, message) {
+  const parsed = parseEnvelope(text, next.state.ownFingerprint);
+  if (!parsed.ok) {
+    message.problems.push(parsed.problem);
+    if (parsed.envelope) message.text = parsed.envelope.text;
+    return { friend, message };
+  }
+  const { envelope } = parsed;
+  message = { ...message, text: envelope.text, sentTs: envelope.ts, seq: envelope.seq };
+  if (friend.trust !== 'changed' && !friend.rendezvous.shared) {
+    friend = { ...friend, rendezvous: { ...friend.rendezvous, shared: true } };
+  }
+  const order = classifyReceived(friend.received, envelope.seq);
+  if (order.kind === 'duplicate') {
+    const earlier = friend.messages.find((m) => m.direction === 'in' && m.verified && m.seq === envelope.seq && m.friendship === friend.friendship);
+    if (friend.trust !== 'changed' && (!earlier || (earlier.sentTs === envelope.ts && earlier.text === envelope.text))) {
+      sendReceipt(next, friend, [envelope.seq]);
+      return { friend, message: null };
+    }
+    message.problems.push(friend.trust === 'changed' ? 'key_changed' : 'replay');
+    return { friend, message };
+  }
+  const firstSeenIn = rememberSigned(next, friend, envelope);
+  if (firstSeenIn !== friend.friendship) message.problems.push('replay_copy');
+  else if (envelope.ts < friend.friendshipStartedAt - CLOCK_SKEW_MS) message.problems.push('replay_old');
+  if (friend.trust === 'changed') message.problems.push('key_changed');
+  message.verified = message.problems.length === 0;
+  if (!message.verified) return { friend, message };
+  if (order.kind === 'gap') message.missing = order.missing;
+  if (order.kind === 'late') message.late = true;
+  friend = {
+    ...friend,
+    received: accept(friend.received, envelope.seq),
+    expectedSeq: Math.max(friend.expectedSeq, envelope.seq + 1),
+    updatedAt: message.receivedAt,
+  };
+  sendReceipt(next, friend, [envelope.seq]);
+  return { friend, message };
 }
 
 /** The decrypted, signed text against §6 and this page's records. Returns the friend and message as checked. */
@@ -104,6 +166,8 @@ function checkEnvelope(next, friend, text, message) {
   if (order.kind === 'gap') message.missing = order.missing;
   if (friend.trust === 'changed') message.problems.push('key_changed');
   message.verified = message.problems.length === 0;
+  // Seqs accepted by ID count for the contact too: a copy sent later to a handle is then a duplicate.
+  if (message.verified) friend = { ...friend, received: accept(friend.received, envelope.seq) };
   return { friend, message };
 }
 

@@ -36,6 +36,10 @@ export function createModel() {
     inviteKeys: new Map(), // id -> the secret of an invite link opened for that ID: our request to it proves it
     warnedForgedAccept: new Set(), // IDs whose chat already has the "unexpected acceptance" line
     nextLocalId: 1, // numbers every line of every conversation: views key their elements by it
+    // Rendezvous handles (rendezvous.js, derived by the wiring from the contacts' secrets): `listen` maps a
+    // handle we listen on to the friend key it belongs to, `send` a friend key to the friend's handle of `day`.
+    // `supported`: null until the server answered a LISTEN on this connection, then whether it speaks §10.
+    handles: { day: '', listen: new Map(), send: new Map(), supported: null },
   };
 }
 
@@ -64,6 +68,18 @@ export function newFriend(id) {
     messages: [], // {localId, direction:'out'|'in'|'system', …}, oldest first
     outbox: [], // localIds of outgoing messages not yet acknowledged, oldest first
     sending: null, // {localId, phase:'sealing'|'sending'|'backoff'}: the outbox head being worked on
+    // --- contacts (contacts.js): friends who stay across reloads, reached by rendezvous handles ---
+    // mine: the secret we listen on (given to them); theirs: the secret they listen on (we send there);
+    // shared: ours reached them (they wrote to one of our handles, or the book says so); sentAt: when our
+    // rendezvous envelope last went out by ID.
+    rendezvous: { mine: '', theirs: '', theirsTs: 0, shared: false, sentAt: 0 },
+    requestedByMe: false, // we sent the friend request: we offer our secret first (contacts.js)
+    idLive: true, // the friendship by session ID exists on the server (false for contacts restored from the book)
+    bookKey: '', // the contact book's name for this contact (contactbook.js bookKeyFor)
+    received: { through: 0, extra: [] }, // seqs accepted from them (receipts.js)
+    lastReachable: 0, // when we last had proof they were connected (our clock)
+    probeNonce: '', // the nonce of our last `here` probe: an answer must echo it
+    updatedAt: 0, // when anything the contact book keeps changed
   };
 }
 

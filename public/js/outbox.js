@@ -7,7 +7,12 @@
 // Delivery states: waiting (offline, held by a key change, or queued behind another) → sending → delivered
 // (ACK) | queued (ACK queued:true; delivered once the friend is back online) | undelivered (UNDELIVERED, or the
 // friendship or session ended after it was sent) | error (refused: `error` says why, text.js SEND_ERROR_TEXT).
+// A message sent to a contact's handle (contacts.js) is instead: sent (handed to their connection) | stored (in
+// the server's mailbox) → delivered only when their signed receipt arrives; until then it is *unconfirmed*: kept
+// with its payload and seq and sent again as is after every reconnect. UNDELIVERED (`expired`, `evicted`) and
+// `no_mailbox` make it undelivered with that reason, and Retry sends the same payload again.
 import { FRAME_OVERHEAD, buildEnvelope } from './envelope.js';
+import { routeFor } from './contacts.js';
 import { findLine, putFriend, takeLocalId, updateFriend, withLine } from './model.js';
 import { canSendTo } from './trust.js';
 
@@ -42,6 +47,12 @@ export function retryMessage(next, id, localId, now) {
   const friend = next.state.friends.get(id);
   const message = friend && findLine(friend, localId);
   if (!message || (message.state !== 'error' && message.state !== 'undelivered') || !canSendTo(friend)) return;
+  if (message.via === 'handle' && message.payload) {
+    // Its seq was used on the wire: the same payload goes again, so the receiver sees it once whatever happens.
+    putFriend(next, { ...withLine(friend, localId, (m) => ({ ...m, state: 'waiting', error: '', attempts: 0 })), outbox: [...friend.outbox, localId] });
+    pump(next, id);
+    return;
+  }
   const again = { ...message, state: 'waiting', error: '', payload: null, seq: 0, attempts: 0, ts: now };
   putFriend(next, {
     ...friend,
@@ -61,8 +72,11 @@ export function pump(next, id) {
   if (!next.state.session.online || !canSendTo(friend)) return;
   const localId = friend.outbox[0];
   const message = findLine(friend, localId);
+  const route = routeFor(next.state, friend);
+  if (!route) return;
   if (!message.payload) {
-    const seq = friend.sendSeq + 1;
+    // A message restored from the contact book keeps its seq: it is the same envelope, sealed again.
+    const seq = message.seq > 0 ? message.seq : friend.sendSeq + 1;
     putFriend(next, { ...friend, sending: { localId, phase: 'sealing' } });
     next.effects.push({
       type: 'seal', peer: id, localId, friendship: friend.friendship, seq,
@@ -71,9 +85,10 @@ export function pump(next, id) {
     });
     return;
   }
-  const frame = { type: 'MESSAGE', to: id, payload: message.payload, ref: `m${localId}.${message.attempts}` };
+  const frame = { type: 'MESSAGE', ...route, payload: message.payload, ref: `m${localId}.${message.attempts}` };
+  const via = route.handle ? 'handle' : 'id';
   putFriend(next, {
-    ...withLine(friend, localId, (m) => ({ ...m, ref: frame.ref, state: 'sending' })),
+    ...withLine(friend, localId, (m) => ({ ...m, ref: frame.ref, state: 'sending', via })),
     sending: { localId, phase: 'sending' },
   });
   next.effects.push({ type: 'transmit', peer: id, localId, frame });
@@ -100,7 +115,7 @@ export function sealed(next, { peer, localId, friendship, seq, payload }) {
   } else {
     putFriend(next, {
       ...withLine(friend, localId, (m) => ({ ...m, payload, seq })),
-      sendSeq: seq,
+      sendSeq: Math.max(friend.sendSeq, seq),
       sending: null,
     });
   }
@@ -116,10 +131,24 @@ export function sealFailed(next, { peer, localId, code }) {
 }
 
 /** The server acknowledged the MESSAGE: handed to the friend, or queued while they are away. */
-export function acked(next, { peer, localId, queued }) {
+export function acked(next, { peer, localId, queued, now }) {
   const friend = next.state.friends.get(peer);
-  if (!friend || !findLine(friend, localId)) return;
+  const line = friend && findLine(friend, localId);
+  if (!line) return;
   const inFlight = friend.sending && friend.sending.localId === localId;
+  if (line.via === 'handle') {
+    // Only the friend's receipt makes it delivered (contacts.js); the ACK says whether they are connected.
+    const state = line.state === 'delivered' ? 'delivered' : queued ? 'stored' : 'sent';
+    putFriend(next, {
+      ...withLine(friend, localId, (m) => ({ ...m, state, payload: state === 'delivered' ? null : m.payload })),
+      outbox: friend.outbox.filter((id) => id !== localId),
+      sending: inFlight ? null : friend.sending,
+      presence: queued ? 'away' : 'online',
+      lastReachable: queued ? friend.lastReachable : now,
+    });
+    pump(next, peer);
+    return;
+  }
   putFriend(next, {
     ...withLine(friend, localId, (m) => ({ ...m, state: queued ? 'queued' : 'delivered' })),
     outbox: friend.outbox.filter((id) => id !== localId),
@@ -138,6 +167,17 @@ export function sendFailed(next, { peer, localId, code }) {
     return;
   }
   const message = findLine(friend, localId);
+  if (code === 'no_mailbox' && message.via === 'handle') {
+    // Not stored and nobody connected (mailbox off, or the message is larger than a handle's share): kept for Retry.
+    putFriend(next, {
+      ...withLine(friend, localId, (m) => ({ ...m, state: 'undelivered', error: 'no_mailbox' })),
+      outbox: friend.outbox.filter((id) => id !== localId),
+      sending: null,
+      presence: 'away',
+    });
+    pump(next, peer);
+    return;
+  }
   if ((code === 'peer_busy' || code === 'rate_limited') && message.attempts < BUSY_RETRIES) {
     const attempts = message.attempts + 1;
     putFriend(next, {
@@ -186,13 +226,36 @@ export function abandonOutbox(friend, code) {
 }
 
 /** UNDELIVERED: a message the server had queued was thrown away when the friend's resume window ended. */
-export function markUndelivered(next, ref) {
+export function markUndelivered(next, ref, reason) {
   for (const friend of next.state.friends.values()) {
     const message = friend.messages.find((m) => m.direction === 'out' && m.ref === ref);
     if (message) {
-      putFriend(next, withLine(friend, message.localId, (m) => ({ ...m, state: 'undelivered', error: 'friend_gone' })));
+      // To a handle: the mailbox dropped it unread (`expired`, `evicted`); a later receipt still wins.
+      if (message.via === 'handle' && message.state === 'delivered') return;
+      const error = message.via === 'handle' ? (reason === 'expired' ? 'expired' : 'evicted') : 'friend_gone';
+      putFriend(next, withLine(friend, message.localId, (m) => ({ ...m, state: 'undelivered', error })));
       return;
     }
+  }
+}
+
+/**
+ * After a CONNECT: every message to a handle still unconfirmed (sent or stored, no receipt) goes back into the
+ * outbox, oldest seq first, ahead of new ones, to be sent again with the same payload and seq: the server's
+ * mailbox may have lost it (a restart), and a copy that did arrive is only a quiet duplicate to the receiver.
+ */
+export function requeueUnconfirmed(next) {
+  for (const friend of next.state.friends.values()) {
+    if (friend.sending) continue; // the head in flight must stay first (model.js invariant)
+    const again = friend.messages.filter((m) => m.direction === 'out' && m.via === 'handle' && m.payload
+      && (m.state === 'sent' || m.state === 'stored') && !friend.outbox.includes(m.localId));
+    if (again.length === 0) continue;
+    const ids = new Set(again.map((m) => m.localId));
+    putFriend(next, {
+      ...friend,
+      messages: friend.messages.map((m) => (ids.has(m.localId) ? { ...m, state: 'waiting', attempts: 0 } : m)),
+      outbox: [...again.sort((a, b) => a.seq - b.seq).map((m) => m.localId), ...friend.outbox.filter((id) => !ids.has(id))],
+    });
   }
 }
 

@@ -1,6 +1,7 @@
 // What may rest in localStorage, stored only on the user's "remember on this device": the passphrase-protected
 // armored private key, the public key, fingerprints the user verified and the notification setting (all
-// public data). Never a decrypted key, a session token or a message.
+// public data). Never a decrypted key, a session token or a message. The contact book is stored by
+// contactstore.js, encrypted to the user's key.
 
 const KEY_STORE = 'secchat.key.v1';
 const VERIFIED_STORE = 'secchat.verified.v1';
@@ -45,6 +46,7 @@ export function forgetRememberedData() {
   try {
     localStorage.removeItem(KEY_STORE);
     localStorage.removeItem(VERIFIED_STORE);
+    localStorage.removeItem('secchat.contacts.v1'); // contactstore.js BOOK_STORE: the encrypted contact book
     localStorage.removeItem(SETTINGS_STORE);
   } catch {
     // nothing to forget

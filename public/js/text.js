@@ -45,6 +45,9 @@ export const SEND_ERROR_TEXT = {
   session_lost: 'your session ended before it was sent',
   friend_gone: 'your friend has left',
   bad_request: 'the server rejected the request',
+  no_mailbox: 'not delivered: your friend is not connected and the server keeps no message for them right now (its mailbox is off or the message is too large)',
+  expired: 'not delivered: it waited on the server longer than the server keeps messages, and your friend did not come back in time',
+  evicted: 'not delivered: the server\'s mailbox for your friend was full, so it dropped this message',
 };
 
 /** What the checks of an incoming message found (inbox.js). */
@@ -61,6 +64,7 @@ export const INCOMING_PROBLEM_TEXT = {
   oversized: 'payload too large',
   not_pgp: 'not an OpenPGP message',
   too_slow: `REFUSED: decrypting and checking it took more than ${JOB_BUDGET_MS / 1000} seconds`,
+  unknown_kind: 'a kind of message this version of SecChat does not know',
 };
 
 export const TRUST_LABELS = {
@@ -133,6 +137,9 @@ export function systemLineText(line, friendId) {
     case 'unverified': return { text: 'You marked this key as unverified.', tone: 'info' };
     case 'key_accepted': return { text: 'You chose to continue with the new key (unverified).', tone: 'warn' };
     case 'frames_dropped': return { text: droppedText(line.count), tone: 'warn' };
+    case 'contact_ready': return { text: `${friendId} is now a contact: you will find each other again after a reload or a new session, without a new request.`, tone: 'info' };
+    case 'contact_kept': return { text: line.reason === 'session_lost' ? 'Your session ended; this contact stays, reached through your private rendezvous.' : `${friendId}'s session ended; the contact stays, and messages wait for them on the server.`, tone: 'info' };
+    case 'restored': return { text: 'Contact restored from your contact book.', tone: 'info' };
     default: return { text: String(line.what), tone: 'info' };
   }
 }
@@ -167,6 +174,14 @@ export function noticeText(code, details = {}) {
       return { tone: 'warn', kind: 'notifications', text: 'Notifications are blocked by the browser for this site.' };
     case 'frames_dropped':
       return { tone: 'warn', kind: 'dropped', text: `${details.from}: ${droppedText(details.count)}` };
+    case 'handle_taken':
+      return { tone: 'warn', kind: 'handle-taken', text: 'SecChat is open with your key in another tab or device: your contacts\' messages go there now. Reload this tab to take them back.' };
+    case 'book_refused':
+      return { tone: 'error', kind: 'book', text: `Contact book not loaded: ${details.reason}` };
+    case 'book_imported':
+      return { tone: 'info', kind: 'book', text: `Contact book imported: ${details.added} new, ${details.updated} updated.` };
+    case 'book_not_saved':
+      return { tone: 'warn', kind: 'book-save', text: `Your contact book could not be saved on this device (${details.reason}). Export it to keep it.` };
     case 'internal_error':
       return { tone: 'error', text: `Internal error while handling a server message: ${details.message}` };
     default:

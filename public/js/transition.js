@@ -11,7 +11,9 @@
 //   opened {peer, incoming, opened}, sealed {peer, localId, friendship, seq, payload},
 //   sealFailed {peer, localId, code}, acked {peer, localId, queued}, sendFailed {peer, localId, code},
 //   backoffOver {peer, localId}
-// - the wiring: inviteSecretCreated {secret} (answering inviteSecretNeeded)
+// - the wiring: inviteSecretCreated {secret} (answering inviteSecretNeeded); contacts (contacts.js):
+//   rendezvousSecretCreated {peer, secret}, handlesDerived {day, listen, send}, handlesSupported {supported},
+//   probeContacts, probeSent {peer, nonce}, controlSent {peer, purpose, code}, bookLoaded {contacts}
 // - the user: identityReady, inviteOpened {id, fingerprint, secret}, nicknameSet {id, nickname}, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
 //   friendRemoved, chatClosed, messageWritten {id, text}, messageRetried {id, localId}, messageRevealed,
 //   keyVerified, keyUnverified, changedKeyAccepted, left, newSession
@@ -21,8 +23,10 @@
 // publicArmored, epoch}, open {peer, payload, publicArmored, incoming}, seal {peer, localId, friendship, seq,
 // envelope, publicArmored}, transmit {peer, localId, frame}, retryLater {peer, localId, ms},
 // notice {code, …} (text.js noticeText), notify {what, from}, incoming {from, flagged}, show {id},
-// inviteSecretNeeded (draw a new secret for our invite link). checkKey for a request that carries an invite
+// inviteSecretNeeded (draw a new secret for our invite link), sendControl {peer, purpose, kind, fields, to, route,
+// publicArmored} (seal a §6 control envelope and send it to `route` without a chat line). checkKey for a request that carries an invite
 // proof also has {invite, inviteSecrets, ownFingerprint}, and its keyChecked answer {viaInvite}.
+import * as contacts from './contacts.js';
 import * as friendship from './friendship.js';
 import { messageOpened, revealMessage } from './inbox.js';
 import { begin } from './model.js';
@@ -60,6 +64,14 @@ const HANDLERS = {
   changedKeyAccepted: friendship.changedKeyAccepted,
   left: friendship.left,
   newSession: friendship.newSession,
+  // contacts (contacts.js): the wiring's secrets and handles, the server's §10 answer, probes, the book
+  rendezvousSecretCreated: contacts.rendezvousSecretCreated,
+  handlesDerived: contacts.handlesDerived,
+  handlesSupported: contacts.handlesSupported,
+  probeContacts: contacts.probeContacts,
+  probeSent: contacts.probeSent,
+  controlSent: contacts.controlSent,
+  bookLoaded: contacts.bookLoaded,
 };
 
 /** Applies `event` to `state`. An event of an unknown type changes nothing. */

@@ -14,6 +14,7 @@ const TIMER_JUMP_MS = 20000; // the page slept (laptop lid, background tab): che
 // Announced in CONNECT. A version 2 server says so in its reply and sends FRIEND_CANCEL; a version 1 server
 // ignores the field (unknown fields are ignored, PROTOCOL §2) and the client works with it as before.
 const PROTOCOL_VERSION = 2;
+const ANSWERS = new Set(['ACK', 'ERROR', 'LISTENING', 'FETCHED']);
 
 /**
  * The largest `max_message_bytes` the client takes from a server's CONNECT reply. A server may be run with up
@@ -157,10 +158,11 @@ export function createTransport({ url, onEvent, WebSocketImpl = globalThis.WebSo
       return;
     }
     if (frame.type === 'PONG') return;
-    if ((frame.type === 'ACK' || frame.type === 'ERROR') && typeof frame.ref === 'string' && pending.has(frame.ref)) {
+    // LISTENING and FETCHED (PROTOCOL §10) answer LISTEN / UNLISTEN / FETCH the way ACK answers the rest.
+    if (ANSWERS.has(frame.type) && typeof frame.ref === 'string' && pending.has(frame.ref)) {
       const waiter = pending.get(frame.ref);
       pending.delete(frame.ref);
-      if (frame.type === 'ACK') waiter.resolve(frame);
+      if (frame.type !== 'ERROR') waiter.resolve(frame);
       else waiter.reject(new RequestError(frame.code, frame.message));
       return;
     }

@@ -20,6 +20,8 @@ const OUT_STATE_TEXT = {
   sending: 'sending…',
   delivered: 'delivered',
   queued: 'queued (friend away)',
+  sent: 'sent, waiting for their receipt',
+  stored: 'waiting: kept on the server until they come back',
   undelivered: 'undelivered',
   error: 'not sent',
 };
@@ -449,6 +451,7 @@ function incomingView(message, actions, friendId) {
       // to read or to fear, so it is not shown a second time.
       children.push(h('p', { className: 'msg-duplicate small muted', text: `Received again: a copy of message #${m.seq} above, not shown twice.` }));
     }
+    if (m.late) children.push(h('p', { className: 'msg-late small muted', text: 'Arrived late: it fills an earlier gap.' }));
     if (m.missing > 0) {
       children.push(h('p', { className: 'msg-flag msg-flag-warn', text: `⚠ ${m.missing} earlier message${m.missing === 1 ? '' : 's'} missing (sequence gap)` }));
     }

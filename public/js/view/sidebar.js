@@ -5,11 +5,30 @@ import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.j
 import { friendNameElement } from './names.js';
 import { createInviteShare } from './share.js';
 import { shownPresence } from '../model.js';
+import { isContact } from '../contactbook.js';
 import { friendLabel, nameClashes } from '../names.js';
 import { TRUST_LABELS } from '../text.js';
 
 // A friend who dropped is in the server's resume window and may come back: "offline", not gone.
 const PRESENCE_LABEL = { online: 'online', away: 'offline', gone: 'gone', unknown: '—' };
+
+/** Outgoing messages to a contact not confirmed by its receipt yet (contacts.js). */
+export function unconfirmedCount(friend) {
+  return friend.messages.filter((m) => m.direction === 'out' && m.via === 'handle' && m.state !== 'delivered' && m.state !== 'error').length
+    + friend.messages.filter((m) => m.direction === 'out' && !m.via && m.seq > 0 && m.state === 'waiting').length;
+}
+
+/** "online", or for an offline contact when it was last reachable, and how many of our messages wait for it. */
+export function presenceLabel(friend, shown) {
+  const waiting = unconfirmedCount(friend);
+  const suffix = waiting ? ` · ${waiting} waiting` : '';
+  if (shown !== 'away' || !isContact(friend)) return `${PRESENCE_LABEL[shown]}${suffix}`;
+  if (!friend.lastReachable) return `offline${suffix}`;
+  const at = new Date(friend.lastReachable);
+  const sameDay = at.toDateString() === new Date().toDateString();
+  const when = sameDay ? at.toTimeString().slice(0, 5) : at.toISOString().slice(0, 10);
+  return `offline, last reachable ${when}${suffix}`;
+}
 
 export function createSidebar({ actions }) {
   const root = h('aside', { className: 'sidebar', id: 'sidebar', 'aria-label': 'You, adding friends, and your friends' });
@@ -69,6 +88,37 @@ export function createSidebar({ actions }) {
   const friends = h('section', { className: 'panel friends' },
     h('h2', { className: 'panel-title', id: 'friends-title', text: 'Friends' }), friendsEmpty, friendsList, namesNote);
 
+  // --- the contact book: export and import (encrypted to and signed by the user's key) ----------------------
+  const bookNote = h('p', { className: 'small muted', id: 'book-note', 'aria-live': 'polite' });
+  const bookFile = h('input', { type: 'file', id: 'book-import-file', className: 'file-input', accept: '.asc,.pgp,.txt,text/plain' });
+  bookFile.addEventListener('change', async () => {
+    const chosen = bookFile.files && bookFile.files[0];
+    if (!chosen) return;
+    setText(bookNote, 'Importing…');
+    try {
+      const { added, updated } = await actions.importBook(await chosen.text());
+      setText(bookNote, `Imported: ${added} new contact${added === 1 ? '' : 's'}, ${updated} already known.`);
+    } catch (error) {
+      setText(bookNote, error.message);
+    }
+    bookFile.value = '';
+  });
+  const exportButton = h('button', { type: 'button', className: 'btn btn-small', id: 'book-export', text: 'Export contacts',
+    onClick: async () => {
+      try {
+        await actions.exportBook();
+        setText(bookNote, 'Exported: the file is encrypted to your key; import it with the same key.');
+      } catch (error) {
+        setText(bookNote, error.message);
+      }
+    } });
+  const book = h('section', { className: 'panel book', 'aria-labelledby': 'book-title' },
+    h('h2', { className: 'panel-title', id: 'book-title', text: 'Contact book' }),
+    h('p', { className: 'small muted', id: 'book-explained' }),
+    h('div', { className: 'actions' }, exportButton),
+    h('div', { className: 'file-row' }, h('label', { htmlFor: 'book-import-file', className: 'label small', text: 'Import contacts:' }), bookFile),
+    bookNote);
+
   // --- leaving: last in the panel and in the Tab order, away from everyday controls -----------------------
   const leave = h('button', { type: 'button', className: 'btn btn-small btn-danger', id: 'leave', text: 'Leave', 'aria-label': 'Leave: end this session and your ID', onClick: () => actions.leave() });
   const session = h('section', { className: 'panel session', 'aria-labelledby': 'session-title' },
@@ -80,7 +130,7 @@ export function createSidebar({ actions }) {
     type: 'button', className: 'btn btn-small drawer-close', text: '× close', 'aria-label': 'Hide the side panel',
     onClick: () => actions.toggleDrawer(false),
   });
-  root.append(close, identity, addForm, sent, friends, session);
+  root.append(close, identity, addForm, sent, friends, book, session);
 
   const friendViews = new Map(); // id -> {element, update}
   let shownFingerprint = '';
@@ -97,6 +147,9 @@ export function createSidebar({ actions }) {
     session.hidden = leave.hidden;
     updateSent(state);
     updateFriends(state);
+    setText(book.querySelector('#book-explained'), state.remember
+      ? 'Your contacts are kept on this device, encrypted to your key: after a reload you find each other again without a new request.'
+      : 'Your contacts last as long as this tab (you chose not to remember your key here). Export them to keep them.');
   }
 
   function updateSent(state) {
@@ -158,7 +211,10 @@ export function createSidebar({ actions }) {
       trust.setAttribute('aria-hidden', 'true');
       trust.className = `trust-badge trust-${friend.trust}`;
       button.className = `friend presence-${presenceShown}`;
-      setText(presence, PRESENCE_LABEL[presenceShown]);
+      setText(presence, presenceLabel(friend, presenceShown));
+      const waiting = unconfirmedCount(friend);
+      button.setAttribute('data-waiting', String(waiting));
+      button.setAttribute('data-contact', String(isContact(friend)));
       // The button's accessible name is its own text (what is seen is what is read), with the words the
       // symbols stand for: "?" unverified, the count "unread".
       setText(trustWord, ` ${trustText} `);

@@ -37,13 +37,15 @@ async function waitForHealth(url, child, deadline) {
 
 /**
  * @param {string[]} extraArgs  more flags, e.g. ['--resume-grace', '0']
+ * @param {{port?: number}} [options]
  * @returns {Promise<{url: string, wsUrl: string, port: number, logs: () => string, stop: () => Promise<void>}>}
  */
-export async function startServer(extraArgs = []) {
+export async function startServer(extraArgs = [], { port: wantedPort } = {}) {
   if (!existsSync(binaryPath)) {
     throw new Error(`secchat binary not found at ${binaryPath}: run \`cargo build\` first or set SECCHAT_BIN`);
   }
-  const port = await freePort();
+  // `port`: the same port again, for a restart the clients reconnect to.
+  const port = wantedPort || await freePort();
   const args = ['--listen', `127.0.0.1:${port}`, ...extraArgs];
   if (process.env.SECCHAT_PUBLIC) args.push('--public', process.env.SECCHAT_PUBLIC);
   const child = spawn(binaryPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

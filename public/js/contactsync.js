@@ -1,0 +1,135 @@
+// The wiring's side of contacts (contacts.js): draws listening secrets, derives the day's handles (Web Crypto
+// HMAC, rendezvous.js), keeps the server's LISTEN set equal to them on every connection, fetches the mailbox
+// until nothing waits, then asks the domain to probe every contact. Re-run after every change of the domain
+// state and at each UTC midnight (the day that left the window is UNLISTENed). One run at a time; a run that
+// finds the connection replaced stops, and the next CONNECT starts over (LISTEN after every CONNECT, §10).
+import { isLive } from './model.js';
+import { deriveHandles, batches, listenPlan, msUntilNextUtcDay, newSecret, utcDay } from './rendezvous.js';
+
+/** FETCH again while frames from the last one are still being opened only below this many (peerqueue.js). */
+const FETCH_WHEN_QUEUED_BELOW = 64;
+/** A FETCH loop stops after this many rounds even if the server keeps saying messages wait. */
+const MAX_FETCH_ROUNDS = 1000;
+
+/**
+ * @param {object} options
+ * @param {object} options.transport  transport.js (request, isOnline)
+ * @param {() => object} options.getModel  the current domain state
+ * @param {(event: object) => Promise<void>} options.dispatch
+ * @param {() => number} options.queued  frames waiting in the per-peer queue
+ * @param {(error: unknown) => void} options.onError
+ */
+export function createContactSync({ transport, getModel, dispatch, queued, onError }) {
+  let connection = 0; // bumped by every CONNECT reply
+  let listened = new Set(); // handles the server holds for this connection
+  let fetched = false; // this connection's mailbox was fetched and the contacts probed
+  let derivedFor = ''; // the secrets and day the domain's handles were derived from
+  let running = false;
+  let again = false;
+  const secretsDrawn = new Set(); // "id friendship" a secret was drawn for (the domain keeps it; this avoids a second draw)
+  let midnight = null;
+
+  function scheduleMidnight() {
+    clearTimeout(midnight);
+    midnight = setTimeout(() => {
+      scheduleMidnight();
+      changed();
+    }, msUntilNextUtcDay(Date.now()) + 1000);
+  }
+  scheduleMidnight();
+
+  function changed() {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    run().catch(onError).finally(() => {
+      running = false;
+      if (again) {
+        again = false;
+        changed();
+      }
+    });
+  }
+
+  /** A CONNECT reply: the server's set is this connection's to fill (a resumed session kept it, LISTEN is idempotent). */
+  function onSession() {
+    connection += 1;
+    listened = new Set();
+    fetched = false;
+    changed();
+  }
+
+  async function run() {
+    const model = getModel();
+    const v2 = model.session.version === 2 && model.handles.supported !== false;
+    // 1. A listening secret for each friend who should have one (contacts.js: we asked, or they offered theirs).
+    if (v2) {
+      for (const friend of model.friends.values()) {
+        const mark = `${friend.id} ${friend.friendship}`;
+        if (!isLive(friend) || !friend.idLive || friend.rendezvous.mine || secretsDrawn.has(mark)) continue;
+        if (!friend.requestedByMe && !friend.rendezvous.theirs) continue;
+        secretsDrawn.add(mark);
+        await dispatch({ type: 'rendezvousSecretCreated', peer: friend.id, secret: newSecret() });
+      }
+    }
+    // 2. The handles of today (and its neighbours) for every secret we know.
+    const now = Date.now();
+    const inputs = [...getModel().friends.values()]
+      .filter((f) => isLive(f) && (f.rendezvous.mine || f.rendezvous.theirs))
+      .map((f) => ({ key: f.id, mine: f.rendezvous.mine, theirs: f.rendezvous.theirs }));
+    const inputKey = `${utcDay(now)}|${inputs.map((i) => `${i.key}:${i.mine}:${i.theirs}`).join(',')}`;
+    if (inputKey !== derivedFor) {
+      const { day, listen, send } = await deriveHandles(inputs, now);
+      derivedFor = inputKey;
+      await dispatch({ type: 'handlesDerived', day, listen, send });
+    }
+    // 3. The server's set for this connection, then the mailbox, then the probes.
+    const current = getModel();
+    if (!transport.isOnline() || current.session.version !== 2 || current.handles.supported === false) return;
+    const at = connection;
+    const plan = listenPlan(listened, current.handles.listen.keys());
+    for (const handles of batches(plan.listen)) {
+      try {
+        await transport.request({ type: 'LISTEN', handles });
+      } catch (error) {
+        if (error.code === 'unknown_type') await dispatch({ type: 'handlesSupported', supported: false });
+        return; // offline, or the server refused (too_many_handles): the next change or CONNECT tries again
+      }
+      if (at !== connection) return;
+      handles.forEach((h) => listened.add(h));
+      if (getModel().handles.supported !== true) await dispatch({ type: 'handlesSupported', supported: true });
+    }
+    for (const handles of batches(plan.unlisten)) {
+      try {
+        await transport.request({ type: 'UNLISTEN', handles });
+      } catch {
+        return;
+      }
+      if (at !== connection) return;
+      handles.forEach((h) => listened.delete(h));
+    }
+    if (fetched || listened.size === 0) return;
+    for (let round = 0; round < MAX_FETCH_ROUNDS; round += 1) {
+      let answer;
+      try {
+        answer = await transport.request({ type: 'FETCH' });
+      } catch {
+        return;
+      }
+      if (at !== connection) return;
+      if (!(answer.waiting > 0)) break;
+      while (queued() >= FETCH_WHEN_QUEUED_BELOW) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    fetched = true;
+    await dispatch({ type: 'probeContacts' });
+  }
+
+  return {
+    changed,
+    onSession,
+    /** Listening handles on this connection (tests, diagnostics). */
+    get listening() { return listened.size; },
+  };
+}

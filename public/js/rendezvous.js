@@ -1,0 +1,100 @@
+// Rendezvous handles (PROTOCOL §10, client conventions in §6): each side of a contact draws a random 32-byte
+// *listening secret* and gives it to the friend inside the encrypted, signed channel. A side listens on handles
+// derived from its own secret and sends to handles derived from the friend's:
+//
+//   handle(secret, day) = base64url-unpadded(HMAC-SHA256(key = secret, "secchat-handle-v1\n" + "YYYY-MM-DD"))
+//
+// which is always 43 characters. Handles change every UTC day, so a handle seen today names nobody next month,
+// and the server never learns a key, fingerprint or name from one. Clocks disagree about the date near
+// midnight, so a client listens on yesterday's, today's and tomorrow's handle of each contact and sends to
+// today's. Pure (Web Crypto's HMAC is passed in or taken from globalThis), so it runs under Node too.
+
+export const HANDLE_LABEL = 'secchat-handle-v1\n';
+export const SECRET_BYTES = 32;
+/** A handle and a secret are both the unpadded base64url of 32 bytes. */
+const B64URL_32 = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
+/** The server's bound per session (PROTOCOL §10) ... */
+export const MAX_HANDLES_PER_SESSION = 4096;
+/** ... over the days listened on per contact gives the contact book's bound: 1,365 contacts. */
+export const DAYS_LISTENED = [-1, 0, 1];
+export const MAX_CONTACTS = Math.floor(MAX_HANDLES_PER_SESSION / DAYS_LISTENED.length);
+/** Handles per LISTEN / UNLISTEN frame (PROTOCOL §10: 1 to 1,024). */
+export const LISTEN_BATCH = 1024;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+export function isSecret(value) {
+  return typeof value === 'string' && B64URL_32.test(value);
+}
+
+export const isHandle = isSecret;
+
+export function toBase64Url(bytes) {
+  let binary = '';
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+export function fromBase64Url(text) {
+  const binary = atob(text.replace(/-/g, '+').replace(/_/g, '/'));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
+/** A fresh listening secret (32 bytes from the CSPRNG). */
+export function newSecret(crypto = globalThis.crypto) {
+  return toBase64Url(crypto.getRandomValues(new Uint8Array(SECRET_BYTES)));
+}
+
+/** The UTC date `offsetDays` from `ms`, as "YYYY-MM-DD". */
+export function utcDay(ms, offsetDays = 0) {
+  return new Date(ms + offsetDays * DAY_MS).toISOString().slice(0, 10);
+}
+
+/** Milliseconds from `ms` to the next UTC midnight (at least 1). */
+export function msUntilNextUtcDay(ms) {
+  return Math.max(1, DAY_MS - (ms % DAY_MS));
+}
+
+/** handle(secret, day); resolves to 43 base64url characters. */
+export async function deriveHandle(secret, day, subtle = globalThis.crypto.subtle) {
+  if (!isSecret(secret)) throw new TypeError('not a rendezvous secret');
+  const key = await subtle.importKey('raw', fromBase64Url(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  const mac = await subtle.sign('HMAC', key, new TextEncoder().encode(`${HANDLE_LABEL}${day}`));
+  return toBase64Url(new Uint8Array(mac));
+}
+
+/**
+ * The handles for `contacts` ([{key, mine, theirs}], either secret may be '') at `now`: `listen` maps each of
+ * the three days' handles of every `mine` to the contact's key, `send` maps the key to today's handle of
+ * `theirs`. Contacts beyond MAX_CONTACTS (by the order given) are left out: the server would refuse them.
+ */
+export async function deriveHandles(contacts, now, subtle = globalThis.crypto.subtle) {
+  const day = utcDay(now);
+  const listen = new Map();
+  const send = new Map();
+  let listening = 0;
+  for (const { key, mine, theirs } of contacts) {
+    if (isSecret(mine) && listening < MAX_CONTACTS) {
+      listening += 1;
+      for (const offset of DAYS_LISTENED) listen.set(await deriveHandle(mine, utcDay(now, offset), subtle), key);
+    }
+    if (isSecret(theirs)) send.set(key, await deriveHandle(theirs, day, subtle));
+  }
+  return { day, listen, send };
+}
+
+/** What to LISTEN and UNLISTEN to go from the handles `current` to `wanted` (both iterables). */
+export function listenPlan(current, wanted) {
+  const have = new Set(current);
+  const want = new Set(wanted);
+  return {
+    listen: [...want].filter((handle) => !have.has(handle)),
+    unlisten: [...have].filter((handle) => !want.has(handle)),
+  };
+}
+
+/** `items` in frames of at most `size`. */
+export function batches(items, size = LISTEN_BATCH) {
+  const out = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}

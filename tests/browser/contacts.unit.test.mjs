@@ -1,0 +1,149 @@
+// The pure parts of contacts under Node: handle derivation (a fixed vector, checked against Node's own HMAC),
+// the listen window and its frames, the §6 control envelopes and their bounds, the accepted-seq records
+// (duplicates, late messages, gaps), the contact book's checks, bounds and merge, and the domain's receipts.
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { test } from 'node:test';
+import { MAX_BOOK_BYTES, MAX_UNCONFIRMED, mergeBooks, parseBook, serializeBook } from '../../public/js/contactbook.js';
+import { MAX_RECEIPT_ACKS, buildControlEnvelope, parseEnvelope } from '../../public/js/envelope.js';
+import { MAX_EXTRA, accept, classifyReceived, emptyReceived } from '../../public/js/receipts.js';
+import {
+  MAX_CONTACTS, batches, deriveHandle, deriveHandles, isHandle, listenPlan, msUntilNextUtcDay, toBase64Url, utcDay,
+} from '../../public/js/rendezvous.js';
+import { confirmDelivered } from '../../public/js/contacts.js';
+
+const SECRET = toBase64Url(Uint8Array.from({ length: 32 }, (_, i) => i));
+const FP = 'A'.repeat(40);
+const OTHER = 'B'.repeat(40);
+
+test('handle(secret, day) is HMAC-SHA256 over "secchat-handle-v1\\n" + the UTC date, base64url, 43 characters', async () => {
+  assert.equal(SECRET, 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8');
+  const handle = await deriveHandle(SECRET, '2026-01-01');
+  assert.equal(handle, 'pEMMgOdeoCr56n-Yu-taOb463lsr4jLpwOTx_354DvY'); // the fixed vector (docs/PROTOCOL.md §6)
+  const node = createHmac('sha256', Buffer.from(Uint8Array.from({ length: 32 }, (_, i) => i))).update('secchat-handle-v1\n2026-01-01').digest('base64url');
+  assert.equal(handle, node);
+  assert.equal(handle.length, 43);
+  assert.ok(isHandle(handle));
+  await assert.rejects(deriveHandle('short', '2026-01-01'));
+});
+
+test('days are UTC; a contact is listened on for yesterday, today and tomorrow and sent to today', async () => {
+  const now = Date.UTC(2026, 0, 1, 23, 59, 59);
+  assert.equal(utcDay(now), '2026-01-01');
+  assert.equal(utcDay(now, 1), '2026-01-02');
+  assert.equal(utcDay(now, -1), '2025-12-31');
+  assert.equal(msUntilNextUtcDay(now), 1000);
+  const theirs = toBase64Url(new Uint8Array(32).fill(7));
+  const { day, listen, send } = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }, { key: 'k2', mine: '', theirs: '' }], now);
+  assert.equal(day, '2026-01-01');
+  assert.deepEqual([...listen.values()], ['k1', 'k1', 'k1']);
+  assert.ok(listen.has(await deriveHandle(SECRET, '2025-12-31')) && listen.has(await deriveHandle(SECRET, '2026-01-02')));
+  assert.deepEqual([...send], [['k1', await deriveHandle(theirs, '2026-01-01')]]);
+  // After midnight: the day that left the window is unlistened, the new one listened.
+  const later = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }], now + 2000);
+  const plan = listenPlan(listen.keys(), later.listen.keys());
+  assert.deepEqual(plan.unlisten, [await deriveHandle(SECRET, '2025-12-31')]);
+  assert.deepEqual(plan.listen, [await deriveHandle(SECRET, '2026-01-03')]);
+  assert.equal(MAX_CONTACTS, 1365);
+  assert.deepEqual(batches([...Array(2500).keys()]).map((b) => b.length), [1024, 1024, 452]);
+});
+
+test('control envelopes: built and checked, bounded, wrong types refused; text envelopes unchanged', () => {
+  const receipt = buildControlEnvelope('receipt', { to: FP, ts: 5, acks: [1, 2] });
+  assert.deepEqual(parseEnvelope(receipt, FP), { ok: true, envelope: { kind: 'receipt', to: FP, ts: 5, acks: [1, 2] } });
+  const rendezvous = buildControlEnvelope('rendezvous', { to: FP, ts: 5, secret: SECRET });
+  assert.equal(parseEnvelope(rendezvous, FP).envelope.secret, SECRET);
+  assert.equal(parseEnvelope(rendezvous, OTHER).problem, 'wrong_recipient');
+  const nonce = 'n'.repeat(22);
+  assert.deepEqual(parseEnvelope(buildControlEnvelope('here', { to: FP, ts: 5, nonce, re: nonce }), FP).envelope, { kind: 'here', to: FP, ts: 5, nonce, re: nonce });
+  const bad = [
+    { kind: 'receipt', acks: Array.from({ length: MAX_RECEIPT_ACKS + 1 }, (_, i) => i + 1) }, // a huge acks list
+    { kind: 'receipt', acks: [] }, { kind: 'receipt', acks: ['1'] }, { kind: 'receipt', acks: [0] }, { kind: 'receipt', acks: 3 },
+    { kind: 'rendezvous', secret: `${SECRET}AAAA` }, { kind: 'rendezvous', secret: 'x'.repeat(100000) }, { kind: 'rendezvous', secret: 7 },
+    { kind: 'here', nonce: 'short' }, { kind: 'here', nonce, re: 5 }, { kind: 5 },
+  ];
+  for (const fields of bad) {
+    assert.equal(parseEnvelope(JSON.stringify({ v: 1, to: FP, ts: 5, ...fields }), FP).problem, 'malformed', JSON.stringify(fields).slice(0, 60));
+  }
+  assert.equal(parseEnvelope(JSON.stringify({ v: 1, to: FP, ts: 5, kind: 'future' }), FP).problem, 'unknown_kind');
+  assert.deepEqual(parseEnvelope(JSON.stringify({ v: 1, to: FP, seq: 1, ts: 5, text: 'hi' }), FP).envelope, { to: FP, seq: 1, ts: 5, text: 'hi' });
+});
+
+test('accepted seqs: in order, duplicate, late (fills a gap), gap; the record stays bounded', () => {
+  let r = emptyReceived();
+  assert.equal(classifyReceived(r, 1).kind, 'in_order');
+  r = accept(r, 1);
+  assert.equal(classifyReceived(r, 1).kind, 'duplicate');
+  assert.deepEqual(classifyReceived(r, 4), { kind: 'gap', missing: 2 });
+  r = accept(r, 4);
+  assert.deepEqual(r, { through: 1, extra: [4] });
+  assert.equal(classifyReceived(r, 2).kind, 'in_order');
+  assert.equal(classifyReceived(r, 3).kind, 'late');
+  assert.equal(classifyReceived(r, 4).kind, 'duplicate');
+  r = accept(accept(r, 3), 2);
+  assert.deepEqual(r, { through: 4, extra: [] });
+  // A server that reorders without end: the record keeps at most MAX_EXTRA, giving up the oldest holes.
+  let wide = emptyReceived();
+  for (let seq = 2; seq < 2 + 2 * (MAX_EXTRA + 10); seq += 2) wide = accept(wide, seq);
+  assert.ok(wide.extra.length <= MAX_EXTRA);
+  assert.ok(wide.through > 1);
+});
+
+test('a receipt marks only messages with those seqs delivered, and never the one not yet sealed', () => {
+  const friend = {
+    sending: null, outbox: [3],
+    messages: [
+      { localId: 1, direction: 'out', seq: 1, payload: 'p1', state: 'sent' },
+      { localId: 2, direction: 'out', seq: 2, payload: 'p2', state: 'stored' },
+      { localId: 3, direction: 'out', seq: 0, payload: null, state: 'waiting' },
+      { localId: 4, direction: 'in', seq: 1, verified: true },
+    ],
+  };
+  const after = confirmDelivered(friend, [1, 99]);
+  assert.deepEqual(after.messages.map((m) => m.state), ['delivered', 'stored', 'waiting', undefined]);
+  assert.equal(after.messages[0].payload, null);
+  assert.equal(confirmDelivered(after, [1]), after, 'a replayed receipt changes nothing');
+});
+
+function record(fingerprint, fields = {}) {
+  return {
+    key: 'k7q2zd', fingerprint, userId: 'Bob', nickname: '', verified: false,
+    publicArmored: '-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n-----END PGP PUBLIC KEY BLOCK-----', mine: SECRET, theirs: SECRET,
+    sendSeq: 3, received: { through: 2, extra: [] }, since: 1, lastReachable: 2, updatedAt: 10, unconfirmed: [{ seq: 3, ts: 9, text: 'hi' }],
+    ...fields,
+  };
+}
+
+test('the contact book: round trip, refused when not the owner\'s, malformed, or over a bound', () => {
+  const { text } = serializeBook([record(OTHER)], FP, 100);
+  assert.deepEqual(parseBook(text, FP).contacts, [record(OTHER)]);
+  assert.equal(parseBook(text, OTHER).problem, 'not_yours');
+  assert.equal(parseBook('{', FP).problem, 'malformed');
+  const book = JSON.parse(text);
+  const broken = (change) => JSON.stringify({ ...book, contacts: [{ ...book.contacts[0], ...change }] });
+  for (const change of [{ mine: 'short' }, { fingerprint: 'abc' }, { sendSeq: -1 }, { unconfirmed: [{ seq: 9, ts: 1, text: 'beyond sendSeq' }] },
+    { unconfirmed: Array.from({ length: MAX_UNCONFIRMED + 1 }, (_, i) => ({ seq: 1, ts: i, text: '' })) }, { publicArmored: 'not a key' }, { verified: 'yes' }]) {
+    assert.equal(parseBook(broken(change), FP).problem, 'bad_contact', JSON.stringify(change).slice(0, 50));
+  }
+  assert.equal(parseBook(JSON.stringify({ ...book, contacts: [book.contacts[0], book.contacts[0]] }), FP).problem, 'duplicate');
+  assert.equal(parseBook(JSON.stringify({ ...book, contacts: Array(MAX_CONTACTS + 1).fill(book.contacts[0]) }), FP).problem, 'too_many_contacts');
+  assert.equal(parseBook('x'.repeat(MAX_BOOK_BYTES + 1), FP).problem, 'too_large');
+  assert.equal(serializeBook(Array(MAX_CONTACTS + 1).fill(record(OTHER)), FP, 1).problem, 'too_many_contacts');
+});
+
+test('merging an import: newer wins, verified never lost, seqs never go down, another fingerprint is another contact', () => {
+  const mine = record(OTHER, { verified: true, sendSeq: 9, updatedAt: 10 });
+  const older = record(OTHER, { verified: false, sendSeq: 4, updatedAt: 5, nickname: 'old name' });
+  const newer = record(OTHER, { verified: false, sendSeq: 4, updatedAt: 50, nickname: 'new name', received: { through: 7, extra: [] } });
+  assert.deepEqual(mergeBooks([mine], [older]).contacts[0], { ...mine, received: { through: 2, extra: [] } });
+  const merged = mergeBooks([mine], [newer]);
+  assert.equal(merged.updated, 1);
+  const [contact] = merged.contacts;
+  assert.equal(contact.nickname, 'new name');
+  assert.equal(contact.verified, true);
+  assert.equal(contact.sendSeq, 9);
+  assert.equal(contact.received.through, 7);
+  const other = mergeBooks([mine], [record('C'.repeat(40))]);
+  assert.equal(other.added, 1);
+  assert.equal(other.contacts.length, 2);
+});
