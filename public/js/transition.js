@@ -12,6 +12,8 @@
 //   sealFailed {peer, localId, code}, acked {peer, localId, queued}, sendFailed {peer, localId, code},
 //   backoffOver {peer, localId}
 // - the wiring: inviteSecretCreated {secret} (answering inviteSecretNeeded)
+// - the user: inviteLinkTaken {secret, fresh} (the link shown was copied, shared or shown as a QR code; `fresh`
+//   is the next secret, drawn by the wiring)
 // - the user: identityReady, inviteOpened {id, fingerprint, secret}, nicknameSet {id, nickname}, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
 //   friendRemoved, chatClosed, messageWritten {id, text}, messageRetried {id, localId}, messageRevealed,
 //   keyVerified, keyUnverified, changedKeyAccepted, left, newSession
@@ -45,6 +47,7 @@ const HANDLERS = {
   identityReady: friendship.identityReady,
   inviteOpened: friendship.inviteOpened,
   inviteSecretCreated: friendship.inviteSecretCreated,
+  inviteLinkTaken: friendship.inviteLinkTaken,
   nicknameSet: friendship.nicknameSet,
   requestSent: friendship.requestSent,
   sentRequestDismissed: friendship.sentRequestDismissed,
