@@ -5,7 +5,7 @@
 import { requestProblem } from './friendship.js';
 import { envelopeTextBytes, maxTextBytes } from './envelope.js';
 import { inviteLink } from './invite.js';
-import { inviteProof } from './inviteproof.js';
+import { inviteProof, newInviteSecret } from './inviteproof.js';
 import { isLive } from './model.js';
 import { nicknameProblem } from './names.js';
 import { enableNotifications } from './notify.js';
@@ -23,8 +23,16 @@ export function createChatActions(app) {
   const publicKey = () => ui.identity.publicArmored;
 
   const actions = {
-    // The newest unused secret: a link is for one friend, and a new one is made when its secret is used.
+    // The link shown: the newest secret, which was never handed out (friendship.js inviteLinkTaken).
     inviteLink: () => inviteLink(location, app.model.session.id, ui.identity.fingerprint, app.model.inviteSecrets.at(-1)),
+    /** Hands out the link shown (copy, share, QR code): it is for one friend, so the next one gets a new secret. */
+    takeInviteLink() {
+      const secret = app.model.inviteSecrets.at(-1);
+      if (!app.model.session.id || !secret) return '';
+      const link = actions.inviteLink();
+      app.dispatch({ type: 'inviteLinkTaken', secret, fresh: newInviteSecret() });
+      return link;
+    },
     redraw: () => app.changed(),
 
     async addFriend(text) {
@@ -53,6 +61,11 @@ export function createChatActions(app) {
       await actions.addFriend(invite.id);
       app.views.sidebar.prefillAdd('');
       actions.dismissInvite();
+    },
+
+    /** The skip link: the open chat's composer, else the start screen's first action (view/chat.js focusMain). */
+    focusMain() {
+      app.views.chat.focusMain(ui.activeFriendId);
     },
 
     /** "Add a friend by ID" on the start screen: the form is in the side panel (the drawer on a phone). */

@@ -49,17 +49,36 @@ export function identityReady(next, { fingerprint, verifiedFingerprints }) {
   if (next.state.inviteSecrets.length === 0) next.effects.push({ type: 'inviteSecretNeeded' });
 }
 
-/** A fresh secret for our invite link (the wiring draws it: randomness is not the domain's). */
+/**
+ * A fresh secret for our invite link (the wiring draws it: randomness is not the domain's). It becomes the
+ * newest, the one the link shows; beyond INVITE_SECRETS_KEPT the oldest is forgotten (its link proves nothing).
+ */
 export function inviteSecretCreated(next, { secret }) {
   if (!isInviteSecret(secret) || next.state.inviteSecrets.includes(secret)) return;
   next.state = { ...next.state, inviteSecrets: [...next.state.inviteSecrets, secret].slice(-INVITE_SECRETS_KEPT) };
 }
 
-/** A request proving `secret` was accepted: a link secret is used once, and the link gets a new one. */
+/**
+ * The link shown, with our newest secret, was handed out (copied, shared, drawn as a QR code). A link is for
+ * the one friend it goes to, so the link shown from now on carries `fresh` (drawn by the wiring); the secret
+ * handed out stays unused until a request proving it is accepted, or INVITE_SECRETS_KEPT later ones push it
+ * out. Invariant: the newest secret was never handed out. Taking an older secret again changes nothing (a
+ * copy event right after the copy button took the same link).
+ */
+export function inviteLinkTaken(next, { secret, fresh }) {
+  if (secret !== next.state.inviteSecrets.at(-1)) return;
+  inviteSecretCreated(next, { secret: fresh });
+}
+
+/**
+ * A request proving `secret` was accepted: a link secret is used once. When it was the newest (the link shown:
+ * someone read it off the screen), the link needs a new one, or it would show an older secret already handed out.
+ */
 function useInviteSecret(next, secret) {
-  if (!next.state.inviteSecrets.includes(secret)) return;
-  next.state = { ...next.state, inviteSecrets: next.state.inviteSecrets.filter((s) => s !== secret) };
-  if (next.state.inviteSecrets.length === 0) next.effects.push({ type: 'inviteSecretNeeded' });
+  const secrets = next.state.inviteSecrets;
+  if (!secrets.includes(secret)) return;
+  next.state = { ...next.state, inviteSecrets: secrets.filter((s) => s !== secret) };
+  if (secret === secrets.at(-1)) next.effects.push({ type: 'inviteSecretNeeded' });
 }
 
 /**

@@ -25,10 +25,21 @@ export function fingerprintOf(key) {
   return key.getFingerprint().toUpperCase();
 }
 
-/** The first user ID's text (e.g. "Alice <a@example.org>"); attacker-controlled for friends' keys. */
-export function userIdOf(key) {
-  const ids = key.getUserIDs();
-  return ids.length > 0 ? ids[0] : '';
+/**
+ * The text of the key's primary user ID (e.g. "Alice <a@example.org>") among those its owner self-certified,
+ * or '' when none is: chosen by the key's owner, never by whoever relays the key. A key is a list of packets
+ * anyone can add to, and a user ID packet needs no signature to be read, so a relay (a lying server) can put
+ * "Mum" in front of a real key's own user ID without changing its fingerprint: only a valid self-certification
+ * says the owner chose a name. It verifies the key's self-certifications (no more than keypolicy.js lets a key
+ * carry), so for friends' keys it runs where they are read: in the crypto worker, within a job's time budget.
+ */
+export async function userIdOf(key) {
+  try {
+    const { user } = await key.getPrimaryUser();
+    return user.userID ? user.userID.userID : '';
+  } catch {
+    return '';
+  }
 }
 
 /** The user ID a key gets when its owner left the name empty: shared by many keys, so it says nothing. */
@@ -79,7 +90,7 @@ export async function unlockKeyPair({ privateSource, publicSource, passphrase })
     // Stored only on "remember": always the passphrase-protected form.
     protectedArmored: await protectedArmor(encryptedKey, passphrase),
     fingerprint: fingerprintOf(privateKey),
-    userId: userIdOf(privateKey),
+    userId: await userIdOf(privateKey),
     // The unlocked key, for the crypto worker (which needs it again whenever it is restarted). Memory only.
     privateBinary: privateKey.write(),
   };
@@ -113,7 +124,7 @@ export async function readFriendKey(armored) {
   if (key.isPrivate()) throw new KeyError('not_a_key', 'The friend sent a private key instead of a public key.');
   await checkUsable(key, 'Their key');
   await checkCapability(() => key.getEncryptionKey(), 'cannot_encrypt', 'Their key has no usable encryption subkey.');
-  return { key, fingerprint: fingerprintOf(key), userId: userIdOf(key) };
+  return { key, fingerprint: fingerprintOf(key), userId: await userIdOf(key) };
 }
 
 /** Encrypts the envelope text to the friend's key and signs it with ours (§6). */

@@ -23,15 +23,16 @@ export function createModel() {
     withdrawnRequests: new Map(), // id -> when its pending request was withdrawn, for the card's short note
     outgoingRequests: new Map(), // id -> {id, state:'pending'|'declined', unsure: true when the connection dropped before the ACK}
     pins: new Map(), // id -> fingerprint pinned for that ID during this page's life (detects key changes)
-    pinnedNames: new Map(), // key user ID -> Set of fingerprints pinned with it during this page's life
+    pinnedNames: new Map(), // skeleton of a key's name (trust.js) -> Set of fingerprints pinned with it during this page's life
     offeredKeys: new Map(), // id -> Set of fingerprints offered for that ID (requests, acceptances) in this page's life
     endedFriendships: new Map(), // id -> {reason:'left'|'removed', at}: the server said this ID ended a friendship
     friendshipsStarted: 0, // page-wide, so a friendship's number outlives a closed chat (see friend.friendship)
     signedSeen: new Map(), // "fingerprint\nsigned ts\ntext" -> number of the friendship it first arrived in
     expectations: new Map(), // id -> fingerprint an invite link promised; from when the link is read until the key pinned for that ID is that one
     verifiedFingerprints: new Set(), // fingerprints the user verified (the wiring stores them when opted in)
-    // Our invite link's one-time secrets not used yet, newest last (the link shows the newest); at most
-    // INVITE_SECRETS_KEPT. One is used up when a request proving it (inviteproof.js) is accepted.
+    // Our invite link's one-time secrets not used yet, newest last; at most INVITE_SECRETS_KEPT. The newest is
+    // the one the link shows and was never handed out: each copy, share or QR code takes it and adds a new
+    // one (friendship.js inviteLinkTaken). One is used up when a request proving it (inviteproof.js) is accepted.
     inviteSecrets: [],
     inviteKeys: new Map(), // id -> the secret of an invite link opened for that ID: our request to it proves it
     warnedForgedAccept: new Set(), // IDs whose chat already has the "unexpected acceptance" line

@@ -50,6 +50,11 @@ export function receiveRequest(next, from, publicArmored, epoch, invite) {
  * The crypto worker's answer for a request's key: `key` {fingerprint, userId}, or `refusal` {code, message}, and
  * `viaInvite`, the secret of our invite link the request proved (null when it proved none). A request whose
  * session ended meanwhile is dropped.
+ *
+ * A secret proved by a second pending request (from another ID) reached more than one person: both requests are
+ * marked `inviteShared` for good and the secret is used up, so neither, nor any later request, is verified by
+ * it (which of the two got the link from the user, the proof cannot tell). Marking for good matters: were the
+ * mark to go with the other request, whoever could make that one withdraw would leave theirs "proved".
  */
 export function requestKeyChecked(next, { from, publicArmored, key, refusal, epoch, viaInvite }) {
   next.state = { ...next.state, requestsChecking: next.state.requestsChecking - 1 };
@@ -65,6 +70,7 @@ export function requestKeyChecked(next, { from, publicArmored, key, refusal, epo
     refusal: key ? null : refusal,
     // Only a secret still unused counts: a link is used once.
     viaInvite: key && viaInvite && state.inviteSecrets.includes(viaInvite) ? viaInvite : null,
+    inviteShared: false,
     // Up to OTHER_KEYS_KEPT fingerprints of repeats that brought another key ('unreadable' for a refused one),
     // and how many further such repeats came.
     otherKeys: [],
@@ -82,7 +88,34 @@ export function requestKeyChecked(next, { from, publicArmored, key, refusal, epo
     withdrawnRequests: withoutEntry(state.withdrawnRequests, from),
     incomingRequests: withEntry(state.incomingRequests, from, { ...request, number }),
   }, from, request.fingerprint);
+  if (request.viaInvite) shareInvite(next, request.viaInvite);
   next.effects.push({ type: 'notify', what: 'request', from });
+}
+
+/**
+ * When more than one pending request proved `secret`, marks them all `inviteShared` and uses the secret up
+ * (see requestKeyChecked). A new secret is asked for when it was the one the link shows.
+ */
+function shareInvite(next, secret) {
+  const { state } = next;
+  const proving = [...state.incomingRequests.values()].filter((r) => r.viaInvite === secret);
+  if (proving.length < 2) return;
+  let incomingRequests = state.incomingRequests;
+  for (const request of proving) incomingRequests = withEntry(incomingRequests, request.id, { ...request, inviteShared: true });
+  next.state = { ...state, incomingRequests, inviteSecrets: state.inviteSecrets.filter((s) => s !== secret) };
+  if (secret === state.inviteSecrets.at(-1)) next.effects.push({ type: 'inviteSecretNeeded' });
+}
+
+/**
+ * What a pending request's proof of our invite link says now: 'proved' (it proved a secret still unused,
+ * which no other request proved: accepting verifies the key), 'shared' (another request proved the same
+ * secret: the link reached more than one person, and verifies neither), 'used' (the secret it proved was used
+ * or forgotten since), or 'none' (no proof). Cheap: the view asks for every card it draws.
+ */
+export function inviteStatus(state, request) {
+  if (request.inviteShared) return 'shared';
+  if (!request.viaInvite) return 'none';
+  return state.inviteSecrets.includes(request.viaInvite) ? 'proved' : 'used';
 }
 
 /**

@@ -121,7 +121,7 @@ const STARTED_NOTE = {
   pinned_before: ASSESSMENT_TEXT.pinned_before,
 };
 
-/** A conversation's system line (model.js appendSystemLine) as {text, tone}; `friendId` is how the friend is called. */
+/** A conversation's system line (model.js appendSystemLine) as {text, tone}; `friendId` is the friend's ID, never a name. */
 export function systemLineText(line, friendId) {
   switch (line.what) {
     case 'started': {

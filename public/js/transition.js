@@ -14,6 +14,8 @@
 // - the wiring: inviteSecretCreated {secret} (answering inviteSecretNeeded); contacts (contacts.js):
 //   rendezvousSecretCreated {peer, secret}, handlesDerived {day, listen, send}, handlesSupported {supported},
 //   probeContacts, probeSent {peer, nonce}, controlSent {peer, purpose, code}, bookLoaded {contacts}
+// - the user: inviteLinkTaken {secret, fresh} (the link shown was copied, shared or shown as a QR code; `fresh`
+//   is the next secret, drawn by the wiring)
 // - the user: identityReady, inviteOpened {id, fingerprint, secret}, nicknameSet {id, nickname}, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
 //   friendRemoved, chatClosed, messageWritten {id, text}, messageRetried {id, localId}, messageRevealed,
 //   keyVerified, keyUnverified, changedKeyAccepted, left, newSession
@@ -49,6 +51,7 @@ const HANDLERS = {
   identityReady: friendship.identityReady,
   inviteOpened: friendship.inviteOpened,
   inviteSecretCreated: friendship.inviteSecretCreated,
+  inviteLinkTaken: friendship.inviteLinkTaken,
   nicknameSet: friendship.nicknameSet,
   requestSent: friendship.requestSent,
   sentRequestDismissed: friendship.sentRequestDismissed,

@@ -2,8 +2,8 @@
 // and the loud "key changed" state. Pins live for the page's life per friend ID; verified fingerprints
 // may be remembered on the device (they are public data). Pure: functions that change trust return the new
 // state or friend (model.js), and the words for all of it are in text.js.
-import { DEFAULT_KEY_NAME } from './keys.js';
 import { isLive, withEntry, withMember, withMemberAt, withoutEntry, withoutMember } from './model.js';
+import { keyName, nameSkeleton } from './names.js';
 
 /**
  * What we know about a key offered for `id` before the user accepts it: 'invite_mismatch' | 'key_changed' |
@@ -50,9 +50,19 @@ export function otherIdsPinnedTo(state, id, fingerprint) {
  * under a new ID with a substituted key would otherwise look merely 'new'.
  */
 export function otherKeysNamed(state, userId, fingerprint) {
-  // Every key made without a name carries the default one: a match on it means nothing.
-  if (!userId || userId === DEFAULT_KEY_NAME) return [];
-  return othersIn(state.pinnedNames, userId, fingerprint);
+  const name = pinnedName(userId);
+  return name ? othersIn(state.pinnedNames, name, fingerprint) : [];
+}
+
+/**
+ * How `pinnedNames` files a key's user ID: the skeleton of the name as shown (names.js), so names that read
+ * alike are one name whatever invisible characters, case or look-alike letters tell them apart. '' for a key
+ * without a name worth comparing: every key made without one carries the default name, a match on it means
+ * nothing.
+ */
+function pinnedName(userId) {
+  const name = keyName(userId);
+  return name ? nameSkeleton(name) : '';
 }
 
 /**
@@ -108,7 +118,7 @@ export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored
   next = {
     ...next,
     pins: withEntry(next.pins, friend.id, fingerprint),
-    pinnedNames: userId ? withMemberAt(next.pinnedNames, userId, fingerprint) : next.pinnedNames,
+    pinnedNames: pinnedName(userId) ? withMemberAt(next.pinnedNames, pinnedName(userId), fingerprint) : next.pinnedNames,
     // The link's fingerprint is checked for as long as the page lives, unless the key pinned now is the one it
     // named (then the pin says the same). Forgetting it after a mismatching pin would let a server fake the end
     // of that friendship and offer the swapped key again as merely 'new'.

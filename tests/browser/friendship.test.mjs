@@ -105,7 +105,7 @@ test('request in → a card once its key is checked; accepting starts the friend
   const card = step(arrived.state, keyChecked(arrived.effects[0], BOB_KEY));
   assert.equal(card.state.requestsChecking, 0);
   assert.deepEqual(card.state.incomingRequests.get(BOB), {
-    id: BOB, number: 1, publicArmored: BOB_KEY.publicArmored, fingerprint: BOB_KEY.fingerprint, userId: 'Bob', refusal: null, viaInvite: null,
+    id: BOB, number: 1, publicArmored: BOB_KEY.publicArmored, fingerprint: BOB_KEY.fingerprint, userId: 'Bob', refusal: null, viaInvite: null, inviteShared: false,
     otherKeys: [], moreOtherKeys: 0,
   });
   assert.deepEqual([...card.state.offeredKeys.get(BOB)], [BOB_KEY.fingerprint]);

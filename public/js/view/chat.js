@@ -43,7 +43,8 @@ const GONE_TEXT = {
 };
 
 export function createChatArea({ actions }) {
-  const root = h('main', { className: 'chat-area', id: 'chat-area', tabindex: '-1', 'aria-label': 'Conversation' });
+  // Not focusable itself: its first Tab stop can be a request card's Accept (see focusMain).
+  const root = h('main', { className: 'chat-area', id: 'chat-area', 'aria-label': 'Conversation' });
   const requests = createRequestsPanel({ actions });
   const inviteStep = createInviteStep({ actions });
   const welcome = createWelcome({ actions });
@@ -83,7 +84,18 @@ export function createChatArea({ actions }) {
     if (pane) pane.focusComposer();
   }
 
-  return { root, update, focusComposer, focusInvite: () => inviteStep.focus() };
+  /**
+   * Where the skip link takes the keyboard: the composer of the open chat `id` (also while sending is blocked:
+   * it is read-only then, still focusable), else the start screen's first action. Never a request card: Tab,
+   * Enter from there must not accept anyone.
+   */
+  function focusMain(id) {
+    const pane = panes.get(id);
+    if (pane && !pane.root.hidden) pane.focusComposer({ evenBlocked: true });
+    else welcome.focusMain();
+  }
+
+  return { root, update, focusComposer, focusMain, focusInvite: () => inviteStep.focus() };
 }
 
 function createPane(friend, actions) {
@@ -332,7 +344,7 @@ function createPane(friend, actions) {
       seen.add(message.localId);
       let view = messageViews.get(message.localId);
       if (!view) {
-        view = createMessageView(message, id, actions, who);
+        view = createMessageView(message, id, actions);
         messageViews.set(message.localId, view);
         appended = true;
       }
@@ -354,9 +366,9 @@ function createPane(friend, actions) {
   return {
     root,
     update,
-    focusComposer: () => {
+    focusComposer: ({ evenBlocked = false } = {}) => {
       log.scrollTop = log.scrollHeight;
-      if (!blocked) textarea.focus();
+      if (!blocked || evenBlocked) textarea.focus();
     },
   };
 }
@@ -395,9 +407,12 @@ function trustMark(trust) {
   return `? ${TRUST_LABELS.unverified}`;
 }
 
-function createMessageView(message, friendId, actions, who) {
+function createMessageView(message, friendId, actions) {
   if (message.direction === 'system') {
-    const { text, tone } = systemLineText(message, who);
+    // The page's own sentence names the friend by ID: a name on a key is its owner's text, and would read as
+    // part of the sentence ("~They came through your invite link accepted…"); the line is drawn once, so a
+    // nickname given later would not reach it either.
+    const { text, tone } = systemLineText(message, friendId);
     const element = h('li', { className: `msg-system msg-system-${tone}` }, h('span', { text }));
     return { element, update: () => {} };
   }

@@ -25,9 +25,11 @@ export function createTopbar({ actions }) {
   const countdown = h('span', { className: 'status-countdown', 'aria-hidden': 'true' });
   const status = h('div', { className: 'conn-status', id: 'conn-status' }, dot, statusText, countdown);
   const myId = h('span', { className: 'topbar-id' }, h('span', { className: 'label', text: 'ID ' }), h('code', { className: 'my-id-small', id: 'topbar-id' }));
+  // It lands on something to type in or a harmless action (actions.focusMain), never on the main area itself:
+  // the first Tab stop after that would be a request card's Accept, and Enter would befriend a stranger.
   const skip = h('a', { className: 'skip-link', href: '#chat-area', text: 'Skip to the conversation', onClick: (event) => {
     event.preventDefault();
-    document.getElementById('chat-area')?.focus();
+    actions.focusMain();
   } });
   const root = h('header', { className: 'topbar' },
     skip,
@@ -56,6 +58,7 @@ export function createTopbar({ actions }) {
       }
     }
     setText(myId.lastChild, state.session.id || '······');
+    setText(skip, state.activeFriendId && state.friends.has(state.activeFriendId) ? 'Skip to the conversation' : 'Skip to the start screen');
     const unread = [...state.unread.values()].reduce((sum, count) => sum + count, 0) + state.incomingRequests.size;
     setText(unreadBadge, String(unread));
     unreadBadge.hidden = unread === 0;

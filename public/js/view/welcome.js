@@ -36,5 +36,5 @@ export function createWelcome({ actions }) {
     waiting.replaceChildren(...pending.map((r) => h('li', { 'data-waiting': r.id }, 'Request sent to ', h('strong', { className: 'friend-id', text: r.id }), ': waiting for them to accept.')));
   }
 
-  return { root, update };
+  return { root, update, focusMain: () => share.focusCopy() };
 }

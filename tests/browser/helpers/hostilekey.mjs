@@ -92,3 +92,34 @@ export function hostileRsaKey({ modulusBits = 16384, exponentBits = 16384, certi
   }
   return { armored: armorPublicKey(Buffer.concat(packets)), fingerprint: fingerprint.toString('hex').toUpperCase() };
 }
+
+/**
+ * `armored` (a real public key) with a user ID packet `name` put right after its primary key, without any
+ * signature: what anyone relaying the key can add without changing its fingerprint or breaking a signature.
+ * OpenPGP.js still lists it first among the key's user IDs. Synchronous, so a man in the middle can use it
+ * while rewriting a frame.
+ */
+export function withUnsignedUserId(armored, name) {
+  const bytes = dearmor(armored);
+  const primaryEnd = packetEnd(bytes, 0);
+  const spliced = Buffer.concat([bytes.subarray(0, primaryEnd), packet(13, Buffer.from(name, 'utf8')), bytes.subarray(primaryEnd)]);
+  return armorPublicKey(spliced);
+}
+
+/** The binary of an armored block: the base64 lines after the headers' blank line, without the checksum. */
+function dearmor(armored) {
+  const text = armored.replace(/\r/g, '');
+  const body = text.slice(text.indexOf('\n\n') + 2);
+  const lines = body.split('\n').filter((line) => line && !line.startsWith('=') && !line.startsWith('-----'));
+  return Buffer.from(lines.join(''), 'base64');
+}
+
+/** Where the packet at `at` ends (a new-format header, as OpenPGP.js writes keys). */
+function packetEnd(bytes, at) {
+  if ((bytes[at] & 0xc0) !== 0xc0) throw new Error('not a new-format packet');
+  const first = bytes[at + 1];
+  if (first < 192) return at + 2 + first;
+  if (first < 224) return at + 3 + ((first - 192) << 8) + bytes[at + 2] + 192;
+  if (first === 255) return at + 6 + bytes.readUInt32BE(at + 2);
+  throw new Error('partial length in a key');
+}
