@@ -11,7 +11,7 @@
 import { isContact } from './contactbook.js';
 import { appendSystemLine, isLive, newFriend, putFriend, takeLocalId, withEntry, withMember } from './model.js';
 import { emptyReceived } from './receipts.js';
-import { pump, pumpAll } from './outbox.js';
+import { abandonOutbox, pump, pumpAll } from './outbox.js';
 
 /** A `here` is proof of presence only while this fresh, by our clock against its signed time. */
 export const HERE_FRESH_MS = 2 * 60 * 1000;
@@ -134,9 +134,31 @@ export function receiveControl(next, friend, envelope, via, now) {
       if (proves) pump(next, friend.id);
       return;
     }
+    case 'remove':
+      // Signed by the friend's pinned key and addressed to us. One signed before this contact began (a server
+      // replaying an earlier contact's removal into a new one) is ignored.
+      if (envelope.ts < friend.friendshipStartedAt - HERE_FRESH_MS) {
+        putFriend(next, updated);
+        return;
+      }
+      putFriend(next, abandonOutbox({ ...updated, status: 'ended', endedReason: 'removed', idLive: false, presence: 'away' }, 'friend_gone'));
+      appendSystemLine(next, friend.id, 'ended', { reason: 'removed' });
+      return;
     default:
       putFriend(next, updated);
   }
+}
+
+/**
+ * The user removes `id`. A contact outlives the ID friendship (FRIEND_REMOVE reaches the friend only while that
+ * lives, and not at all after a reload), so a contact is also sent a signed `remove` to its handle (kept in the
+ * mailbox while it is offline): it ends the contact on its side too. Runs before the friendship ends here.
+ */
+export function contactRemoved(next, { id }) {
+  const friend = next.state.friends.get(id);
+  if (!isContact(friend) || friend.trust === 'changed') return;
+  const handle = next.state.handles.supported !== false ? next.state.handles.send.get(friend.id) : undefined;
+  if (handle) next.effects.push(control(friend, 'remove', 'remove', {}, { handle }));
 }
 
 /** `friend` with its outgoing messages numbered `acks` marked delivered (their signed receipt arrived). */

@@ -5,7 +5,7 @@
 // `checkKey` and `open` are ordered: run() resolves only once they, and the events they lead to, are done, so the
 // per-peer event queue (peerqueue.js) holds a peer's next frame until its key or message is handled. Sealing
 // and sending are not: a friend's busy backoff must never hold up the frames that friend sends us.
-import { buildControlEnvelope } from './envelope.js';
+import { MAX_RECEIPT_ACKS, buildControlEnvelope } from './envelope.js';
 import { matchInviteProof, newInviteSecret } from './inviteproof.js';
 import { toBase64Url } from './rendezvous.js';
 import { noticeText, notificationText } from './text.js';
@@ -23,6 +23,7 @@ export function createEffects({ transport, pgp, dispatch, page }) {
   // with chat messages and LISTEN): a book of 1,000 contacts is probed in about 50 s, not in one burst.
   const CONTROL_EVERY_MS = 50;
   let controlChain = Promise.resolve();
+  const pendingReceipts = new Map(); // peer -> {acks, route}: the receipt waiting in the chain for that friend
   const pace = (task) => {
     controlChain = controlChain.then(task).catch(page.error).then(() => new Promise((resolve) => setTimeout(resolve, CONTROL_EVERY_MS)));
   };
@@ -82,7 +83,24 @@ export function createEffects({ transport, pgp, dispatch, page }) {
     },
     /** Seals a §6 control envelope (contacts.js) and sends it; the outcome goes back as controlSent. */
     sendControl({ peer, purpose, kind, fields, to, route, publicArmored }) {
+      if (kind === 'receipt') {
+        // Receipts to one friend that wait for their turn are one envelope: a server replaying a message any
+        // number of times (each copy a duplicate, each answered with its receipt) queues one, not one per copy.
+        const waiting = pendingReceipts.get(peer);
+        if (waiting) {
+          for (const seq of fields.acks) if (waiting.acks.length < MAX_RECEIPT_ACKS && !waiting.acks.includes(seq)) waiting.acks.push(seq);
+          waiting.route = route;
+          return;
+        }
+        pendingReceipts.set(peer, { acks: [...fields.acks], route });
+      }
       pace(async () => {
+        if (kind === 'receipt') {
+          const waiting = pendingReceipts.get(peer);
+          pendingReceipts.delete(peer);
+          fields = { acks: waiting.acks };
+          route = waiting.route;
+        }
         const extra = { ...fields };
         if (kind === 'here') extra.nonce = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
         if (purpose === 'probe') await dispatch({ type: 'probeSent', peer, nonce: extra.nonce });

@@ -54,12 +54,14 @@ function controlFields(value) {
       if (typeof value.nonce !== 'string' || !NONCE.test(value.nonce)) return null;
       if (value.re !== undefined && (typeof value.re !== 'string' || !NONCE.test(value.re))) return null;
       return value.re === undefined ? { nonce: value.nonce } : { nonce: value.nonce, re: value.re };
+    case 'remove':
+      return {};
     default:
       return null;
   }
 }
 
-export const CONTROL_KINDS = new Set(['rendezvous', 'receipt', 'here']);
+export const CONTROL_KINDS = new Set(['rendezvous', 'receipt', 'here', 'remove']);
 
 /**
  * Checks a decrypted envelope against §6. Returns {ok:true, envelope} or {ok:false, problem, envelope?}

@@ -57,7 +57,11 @@ const HANDLERS = {
   sentRequestDismissed: friendship.sentRequestDismissed,
   requestAccepted: friendship.requestAccepted,
   requestClosed: friendship.requestClosed,
-  friendRemoved: friendship.friendRemoved,
+  // A contact is told by a signed `remove` to its handle first (contacts.js), then the friendship ends here.
+  friendRemoved: (next, event) => {
+    contacts.contactRemoved(next, event);
+    friendship.friendRemoved(next, event);
+  },
   chatClosed: friendship.chatClosed,
   messageWritten: (next, { id, text, now }) => writeMessage(next, id, text, now),
   messageRetried: (next, { id, localId, now }) => retryMessage(next, id, localId, now),

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
   DESKTOP, PHONE, assertClean, assertControlsNamed, assertWireIsOpaque, enterChat, generateKey, incomingMessage, jsonFrames,
-  launchBrowser, newChatUser, openChat, openUser, outgoingState, pane, screenshot, sendMessage,
+  launchBrowser, newChatUser, openChat, openUser, pane, screenshot, sendMessage, waitForSession,
 } from './helpers/browser.mjs';
 import { startServer } from './helpers/server.mjs';
 
@@ -22,6 +22,17 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
+
+/** Both listening secrets are known on `user`'s side: the friend is a contact (PROTOCOL §6, CLIENT.md "Contacts"). */
+async function waitForContact(user, friendId) {
+  await user.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.dataset.contact === 'true', friendId, { timeout: 15000 });
+}
+
+/** Waits until `user`'s outgoing message holding `text` reaches `state` (a receipt may take a round trip). */
+async function waitForOutgoing(user, friendId, text, state) {
+  await user.page.waitForFunction(([id, wanted, expected]) => [...document.querySelectorAll(`.chat-pane[data-friend="${id}"] .msg-out`)]
+    .some((m) => m.textContent.includes(wanted) && m.dataset.state === expected), [friendId, text, state], { timeout: 15000 });
+}
 
 describe('two browsers chatting', { timeout: 90000 }, () => {
   test('keys are generated in the page and the key screen looks right', async () => {
@@ -99,33 +110,79 @@ describe('two browsers chatting', { timeout: 90000 }, () => {
     // A message that passed every check carries no mark of its own: it is simply Bob's, under his key's name.
     assert.equal(await received.locator('.msg-mark').count(), 0);
     assert.equal(await received.locator('.msg-who').textContent(), '~Bob');
-    await bob.page.waitForFunction((text) => [...document.querySelectorAll('.msg-out')]
-      .some((m) => m.textContent.includes(text) && m.dataset.state === 'delivered'), 'second line');
+    await waitForOutgoing(bob, alice.id, 'second line', 'delivered');
+
+    // On a §10 server the friendship becomes a contact: each side gets the other's rendezvous secret inside the
+    // encrypted channel (PROTOCOL §6). From then on messages go to handles, and "delivered" is the friend's receipt.
+    await waitForContact(alice, bob.id);
+    await waitForContact(bob, alice.id);
 
     const fromAlice = 'Hi Bob! Got it. https://example.org/docs?x=1';
     await sendMessage(alice, bob.id, fromAlice);
     const reply = await incomingMessage(bob, alice.id, 'Got it');
     assert.equal(await reply.locator('.msg-text').textContent(), fromAlice);
     assert.equal(await reply.getAttribute('data-verified'), 'true');
+    assert.equal(await reply.getAttribute('data-problems'), '');
+    assert.equal(await reply.getAttribute('data-seq'), '1');
     const link = reply.locator('a');
     assert.equal(await link.getAttribute('href'), 'https://example.org/docs?x=1');
     assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
     assert.equal(await link.getAttribute('target'), '_blank');
-    assert.equal(await outgoingState(alice, bob.id, 'Got it'), 'delivered');
+    await waitForOutgoing(alice, bob.id, 'Got it', 'delivered');
 
-    // More messages keep seq in order.
+    // More messages keep seq in order, both ways.
     await sendMessage(alice, bob.id, 'third message');
     assert.equal(await (await incomingMessage(bob, alice.id, 'third message')).getAttribute('data-seq'), '2');
+    await waitForOutgoing(alice, bob.id, 'third message', 'delivered');
+    await sendMessage(bob, alice.id, 'fourth, from Bob');
+    const fourth = await incomingMessage(alice, bob.id, 'fourth, from Bob');
+    assert.equal(await fourth.getAttribute('data-seq'), '2');
+    assert.equal(await fourth.getAttribute('data-verified'), 'true');
+    await waitForOutgoing(bob, alice.id, 'fourth, from Bob', 'delivered');
 
     for (const user of [alice, bob]) {
-      const payloads = assertWireIsOpaque(user, ['Hello Alice', 'second line', 'Got it', 'third message', 'Bob.', 'example.org']);
-      assert.ok(payloads >= 3, `${user.name} saw ${payloads} payloads`);
+      const payloads = assertWireIsOpaque(user, ['Hello Alice', 'second line', 'Got it', 'third message', 'fourth, from', 'Bob.', 'example.org']);
+      assert.ok(payloads >= 4, `${user.name} saw ${payloads} payloads`);
     }
-    // The MESSAGE frames carry ciphertext only, addressed by session ID.
-    const sent = jsonFrames(bob).filter((f) => f.direction === 'sent' && f.json.type === 'MESSAGE');
-    assert.equal(sent.length, 1);
-    assert.deepEqual(Object.keys(sent[0].json).sort(), ['payload', 'ref', 'to', 'type']);
-    assert.equal(sent[0].json.to, alice.id);
+
+    // The text messages' MESSAGE frames (refs "m…"; the contact's control envelopes use the transport's "r…")
+    // carry ciphertext only. Bob's first went before the rendezvous may have completed: by Alice's session ID or
+    // already by her handle. Every one sent after both were contacts goes to a handle the friend LISTENs on,
+    // never `to` an ID, and the server forwards it with no `from`.
+    const listenedBy = (user) => new Set(jsonFrames(user).filter((f) => f.direction === 'sent' && f.json.type === 'LISTEN').flatMap((f) => f.json.handles));
+    const textFrames = (user) => jsonFrames(user).filter((f) => f.direction === 'sent' && f.json.type === 'MESSAGE' && /^m/.test(f.json.ref)).map((f) => f.json);
+    const bobText = textFrames(bob);
+    const aliceText = textFrames(alice);
+    assert.equal(bobText.length, 2, 'Bob sent two text messages, each once');
+    assert.equal(aliceText.length, 2, 'Alice sent two text messages, each once');
+    const [first, ...afterContact] = bobText;
+    if ('to' in first) {
+      assert.deepEqual(Object.keys(first).sort(), ['payload', 'ref', 'to', 'type']);
+      assert.equal(first.to, alice.id);
+    } else {
+      assert.deepEqual(Object.keys(first).sort(), ['handle', 'payload', 'ref', 'type']);
+      assert.ok(listenedBy(alice).has(first.handle));
+    }
+    for (const [frames, recipient] of [[afterContact, alice], [aliceText, bob]]) {
+      for (const frame of frames) {
+        assert.deepEqual(Object.keys(frame).sort(), ['handle', 'payload', 'ref', 'type']);
+        assert.match(frame.handle, /^[A-Za-z0-9_-]{43}$/);
+        assert.ok(listenedBy(recipient).has(frame.handle), `${recipient.name} listens on the handle`);
+      }
+    }
+    for (const user of [alice, bob]) {
+      const byHandle = jsonFrames(user).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && 'handle' in f.json);
+      assert.ok(byHandle.length >= 2, `${user.name} received messages by handle`);
+      assert.ok(byHandle.every((f) => !('from' in f.json)), 'a MESSAGE to a handle carries no sender');
+    }
+    // "Delivered" for a message to a handle is the friend's signed receipt, not the server's ACK: the ACK of
+    // Alice's "Got it" came first, a MESSAGE to her handle (Bob's receipt) after it.
+    const aliceFrames = jsonFrames(alice);
+    const gotItRef = aliceText[0].ref;
+    const ackAt = aliceFrames.findIndex((f) => f.direction === 'received' && f.json.type === 'ACK' && f.json.ref === gotItRef);
+    assert.ok(ackAt >= 0, 'the server acknowledged it');
+    assert.ok(aliceFrames.slice(ackAt + 1).some((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && 'handle' in f.json),
+      'a receipt came to her handle after the ACK');
 
     await screenshot(alice.page, 'chat-desktop');
     await assertControlsNamed(alice.page);
@@ -175,6 +232,8 @@ describe('two browsers chatting', { timeout: 90000 }, () => {
   });
 
   test('removing a friend ends the chat on both sides, and leaving tells friends', async () => {
+    // Alice and Bob are contacts by now (previous tests); their friendship by ID is live too, so the removal goes
+    // as FRIEND_REMOVE, and it ends the contact on both sides: no "the contact stays".
     await openChat(bob, alice.id);
     await pane(bob, alice.id).getByRole('button', { name: `Remove friend ${alice.id}` }).click();
     await bob.page.getByRole('dialog').getByRole('button', { name: 'Remove friend' }).click();
@@ -183,19 +242,53 @@ describe('two browsers chatting', { timeout: 90000 }, () => {
     await pane(alice, bob.id).getByText(`${bob.id} removed you as a friend`).first().waitFor();
     assert.equal(await pane(alice, bob.id).locator('textarea').isEditable(), false);
     assert.equal(await pane(alice, bob.id).locator('.composer-send').isDisabled(), true);
+    await bob.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.presence === 'gone', alice.id);
+    for (const [user, other] of [[alice, bob], [bob, alice]]) {
+      await user.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.dataset.contact === 'false', other.id);
+      assert.doesNotMatch(await pane(user, other.id).textContent(), /contact stays/);
+    }
+    assert.equal(jsonFrames(bob).filter((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REMOVE' && f.json.to === alice.id).length, 1);
 
-    // Alice leaves; a new friend of hers (Dave) is told she is gone.
+    // Alice leaves; a new friend of hers (Dave) is told. He is her contact, so her session ending does not end
+    // the contact: he sees her offline ("the contact stays"), and can still write (messages wait for her).
     const dave = await newChatUser(browser, server, { name: 'Dave' });
     await dave.page.fill('#add-friend-id', alice.id);
     await dave.page.click('#add-friend-send');
     await alice.page.getByRole('button', { name: `Accept friend request from ${dave.id}` }).click();
     await dave.page.locator(`.friend[data-friend="${alice.id}"]`).waitFor();
+    await waitForContact(dave, alice.id);
+    await waitForContact(alice, dave.id);
+    await openChat(dave, alice.id);
     await alice.page.click('#leave');
     await alice.page.getByRole('dialog').getByRole('button', { name: 'Leave' }).click();
     await alice.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'left');
-    await dave.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.classList.contains('presence-gone'), alice.id);
+    await pane(dave, alice.id).getByText(/session ended; the contact stays, and messages wait for them/).waitFor();
+    await dave.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.classList.contains('presence-away'), alice.id);
+    assert.match(await dave.page.locator(`.friend[data-friend="${alice.id}"] .presence-text`).textContent(), /^offline(, last reachable \d\d:\d\d)?$/);
+    assert.equal(await pane(dave, alice.id).getAttribute('data-presence'), 'away');
+    assert.equal(await pane(dave, alice.id).locator('textarea').isEditable(), true);
     const disconnects = jsonFrames(alice).filter((f) => f.direction === 'sent' && f.json.type === 'DISCONNECT');
     assert.equal(disconnects.length, 1);
+
+    // Alice starts a new session (a new ID): the contact finds her again by handle. Dave removes her now, when
+    // no friendship by ID exists for FRIEND_REMOVE to end: a signed `remove` to her handle ends it on her side too.
+    await alice.page.getByRole('button', { name: 'Start a new session' }).click();
+    const oldAliceId = alice.id;
+    await waitForSession(alice);
+    assert.notEqual(alice.id, oldAliceId);
+    await dave.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.classList.contains('presence-online'), oldAliceId, { timeout: 15000 });
+    const daveSentBefore = jsonFrames(dave).filter((f) => f.direction === 'sent').length;
+    await pane(dave, oldAliceId).getByRole('button', { name: `Remove friend ${oldAliceId}` }).click();
+    await dave.page.getByRole('dialog').getByRole('button', { name: 'Remove friend' }).click();
+    await dave.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.presence === 'gone', oldAliceId);
+    await alice.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.presence === 'gone', dave.id, { timeout: 15000 });
+    await openChat(alice, dave.id);
+    await pane(alice, dave.id).getByText(`${dave.id} removed you as a friend`).first().waitFor();
+    assert.equal(await pane(alice, dave.id).locator('textarea').isEditable(), false);
+    await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.dataset.contact === 'false', dave.id);
+    const daveSent = jsonFrames(dave).filter((f) => f.direction === 'sent').slice(daveSentBefore).map((f) => f.json);
+    assert.equal(daveSent.filter((f) => f.type === 'FRIEND_REMOVE').length, 0, 'no ID friendship to end');
+    assert.ok(daveSent.some((f) => f.type === 'MESSAGE' && typeof f.handle === 'string' && !('to' in f)), 'the removal went to her handle');
     await assertClean(dave);
   });
 

@@ -147,3 +147,66 @@ test('merging an import: newer wins, verified never lost, seqs never go down, an
   assert.equal(other.added, 1);
   assert.equal(other.contacts.length, 2);
 });
+
+test('removing a contact reached only by handle sends it a signed `remove`, which ends the contact on its side too', async () => {
+  const { online, step, effectsOf, NOW, systemLines } = await import('./helpers/model.mjs');
+  const LISTEN = 'L'.repeat(43);
+  const SEND = 'S'.repeat(43);
+  const contact = (since) => {
+    let { state } = step(online(), { type: 'bookLoaded', contacts: [record(OTHER, { unconfirmed: [], since })] });
+    ({ state } = step(state, { type: 'handlesDerived', day: '2027-01-15', listen: new Map([[LISTEN, 'k7q2zd']]), send: new Map([['k7q2zd', SEND]]) }));
+    assert.equal(state.friends.get('k7q2zd').idLive, false, 'no friendship by ID for FRIEND_REMOVE to end');
+    return state;
+  };
+
+  // Our side: the envelope goes to their handle (sealed to the key carried in the effect), then the contact ends.
+  const removed = step(contact(NOW), { type: 'friendRemoved', id: 'k7q2zd' });
+  const [sent] = effectsOf(removed, 'sendControl');
+  assert.equal(sent.kind, 'remove');
+  assert.deepEqual(sent.route, { handle: SEND });
+  assert.equal(sent.to, OTHER);
+  assert.ok(sent.publicArmored);
+  assert.equal(removed.state.friends.get('k7q2zd').status, 'ended');
+  assert.equal(removed.state.friends.get('k7q2zd').endedReason, 'removed_by_you');
+
+  // Their side: a `remove` signed by the contact's key, to one of our handles, ends it ("removed you").
+  const deliver = (state, ts) => {
+    const arrived = step(state, { type: 'frame', epoch: state.session.epoch, frame: { type: 'MESSAGE', handle: LISTEN, payload: '-----BEGIN PGP MESSAGE-----\nx', ts: NOW } });
+    const [open] = effectsOf(arrived, 'open');
+    assert.ok(open, 'the message to our handle was handed to the crypto worker');
+    const text = buildControlEnvelope('remove', { to: FP_OWN, ts });
+    return step(arrived.state, { type: 'opened', peer: open.peer, incoming: open.incoming, opened: { ok: true, text } }).state;
+  };
+  const FP_OWN = online().ownFingerprint;
+  const ended = deliver(contact(NOW), NOW + 1000);
+  assert.equal(ended.friends.get('k7q2zd').status, 'ended');
+  assert.equal(ended.friends.get('k7q2zd').endedReason, 'removed');
+  assert.ok(systemLines(ended, 'k7q2zd').includes('ended'));
+  // One signed before this contact began (a server replaying an earlier contact's removal) changes nothing.
+  const kept = deliver(contact(NOW), NOW - 60 * 60 * 1000);
+  assert.equal(kept.friends.get('k7q2zd').status, 'friends');
+  assert.deepEqual(parseEnvelope(buildControlEnvelope('remove', { to: FP, ts: 5 }), FP), { ok: true, envelope: { kind: 'remove', to: FP, ts: 5 } });
+});
+
+test('receipts to one friend waiting for their turn are merged into one envelope: copies cannot queue one each', async () => {
+  const { createEffects } = await import('../../public/js/effects.js');
+  const sent = [];
+  const effects = createEffects({
+    transport: { request: async (frame) => { sent.push(frame); return { type: 'ACK' }; } },
+    pgp: { seal: async (text) => `-----BEGIN PGP MESSAGE-----\n${text}` },
+    dispatch: async () => {},
+    page: { error: (error) => { throw error; } },
+  });
+  const receipt = (peer, acks) => ({ type: 'sendControl', peer, purpose: 'receipt', kind: 'receipt', fields: { acks }, to: FP, route: { handle: 'H'.repeat(43) }, publicArmored: 'k' });
+  // The first goes at once; the 300 behind it (duplicates of seq 1, then seq 2, and 256 distinct ones) wait.
+  await effects.run([receipt('bob', [1])]);
+  const burst = [...Array(100).fill(receipt('bob', [1])), receipt('bob', [2]), ...Array.from({ length: 300 }, (_, i) => receipt('bob', [10 + i])), receipt('carol', [7])];
+  await effects.run(burst);
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  const acks = sent.map((frame) => JSON.parse(frame.payload.split('\n')[1]).acks);
+  assert.equal(sent.length, 3, 'one receipt, then one merged receipt for Bob and one for Carol');
+  assert.deepEqual(acks[0], [1]);
+  assert.equal(acks[1].length, MAX_RECEIPT_ACKS, 'a receipt lists at most 256 seqs');
+  assert.deepEqual(acks[1].slice(0, 3), [1, 2, 10]);
+  assert.deepEqual(acks[2], [7]);
+});

@@ -12,7 +12,7 @@ import * as openpgp from 'openpgp';
 import { seriousViolations } from './helpers/axe.mjs';
 import {
   DESKTOP, PHONE, assertClean, befriend, enterChat, generateKey, incomingMessage, jsonFrames, launchBrowser, newChatUser,
-  openChat, openUser, pane, screenshot, strayText,
+  openChat, openUser, pane, screenshot, sendMessage, strayText,
 } from './helpers/browser.mjs';
 import { interceptSocket } from './helpers/mitm.mjs';
 import { RawClient } from './helpers/rawclient.mjs';
@@ -362,15 +362,41 @@ describe('leaving by accident', { timeout: 90000 }, () => {
     const bob = await newChatUser(browser, shortServer, { name: 'Bob' });
     await befriend(bob, alice);
     await openChat(alice, bob.id);
+    // On a §10 server the friendship becomes a contact (PROTOCOL §6): it outlives Bob's session. A message Bob's
+    // connection took (an ACK without `queued`) is the last proof that he was reachable.
+    for (const [user, other] of [[alice, bob], [bob, alice]]) {
+      await user.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"]`)?.dataset.contact === 'true', other.id, { timeout: 15000 });
+    }
+    const clock = () => alice.page.evaluate(() => new Date().toTimeString().slice(0, 5));
+    const before = await clock();
+    await sendMessage(alice, bob.id, 'are you still there?');
+    await incomingMessage(bob, alice.id, 'are you still there?');
+    await alice.page.waitForFunction(() => [...document.querySelectorAll('.msg-out')].some((m) => m.textContent.includes('are you still there?') && m.dataset.state === 'delivered'), null, { timeout: 15000 });
+    const reachableAt = new Set([before, await clock()]);
+    const entry = alice.page.locator(`.friend[data-friend="${bob.id}"]`);
     await bob.context.close(); // the tab is gone; its session waits in the resume window
     const chat = pane(alice, bob.id);
     await alice.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.presence === 'away', bob.id);
     assert.equal(await chat.locator('.presence-text').textContent(), 'went offline (may come back)');
-    assert.equal(await alice.page.locator(`.friend[data-friend="${bob.id}"] .presence-text`).textContent(), 'offline');
+    const offline = /^offline, last reachable (\d\d:\d\d)$/;
+    await alice.page.waitForFunction((id) => /^offline, last reachable \d\d:\d\d$/.test(document.querySelector(`.friend[data-friend="${id}"] .presence-text`)?.textContent || ''), bob.id);
+    const shown = (await entry.locator('.presence-text').textContent()).match(offline)[1];
+    assert.ok(reachableAt.has(shown), `last reachable ${shown}, expected one of ${[...reachableAt]}`);
     assert.doesNotMatch(await chat.textContent(), /left SecChat|session ended/);
     await screenshot(alice.page, 'friend-offline-desktop');
-    await alice.page.waitForFunction((id) => document.querySelector(`.chat-pane[data-friend="${id}"]`)?.dataset.presence === 'gone', bob.id, { timeout: 15000 });
-    await chat.getByText(/session ended \(they left, or were offline too long\)/).waitFor();
+
+    // The server stops waiting (DISCONNECT): Bob's session is over, said in so many words, but the contact is not:
+    // he stays offline, last reachable as before, and what Alice writes now waits for him on the server.
+    await chat.getByText(/session ended; the contact stays, and messages wait for them on the server/).waitFor({ timeout: 15000 });
+    assert.equal(await chat.getAttribute('data-presence'), 'away');
+    assert.equal(await chat.getAttribute('data-friendship'), 'friends');
+    assert.equal(await entry.getAttribute('data-contact'), 'true');
+    assert.equal(await entry.locator('.presence-text').textContent(), `offline, last reachable ${shown}`);
+    assert.doesNotMatch(await chat.textContent(), /this friendship has ended/);
+    assert.equal(await chat.locator('textarea').isEditable(), true);
+    await sendMessage(alice, bob.id, 'for when you are back');
+    await alice.page.waitForFunction(() => [...document.querySelectorAll('.msg-out')].some((m) => m.textContent.includes('for when you are back') && m.dataset.state === 'stored'), null, { timeout: 15000 });
+    await alice.page.waitForFunction((id) => document.querySelector(`.friend[data-friend="${id}"] .presence-text`)?.textContent.endsWith('· 1 waiting'), bob.id);
     await assertClean(alice);
     await alice.context.close();
   });

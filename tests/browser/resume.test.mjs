@@ -4,9 +4,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  assertClean, assertWireIsOpaque, befriend, incomingMessage, jsonFrames, launchBrowser, newChatUser, outgoingState, pane, screenshot,
-  sendMessage,
+  assertClean, assertWireIsOpaque, befriend, enterChat, generateKey, incomingMessage, jsonFrames, launchBrowser, newChatUser, openUser,
+  outgoingState, pane, screenshot, sendMessage,
 } from './helpers/browser.mjs';
+import { interceptSocket } from './helpers/mitm.mjs';
 import { startServer } from './helpers/server.mjs';
 
 let browser;
@@ -27,13 +28,41 @@ async function server(args = []) {
   return started;
 }
 
+/**
+ * A user whose socket runs through a man in the middle that answers LISTEN as a server without PROTOCOL §10 does
+ * (unknown_type): the client turns handles off, offers no rendezvous secret, and a friendship with this user
+ * stays a friendship by session ID only. These tests are about that friendship's resume window; a contact
+ * outlives a session instead (contacts.test.mjs, firstrun.test.mjs "leaving by accident").
+ */
+async function idOnlyUser(srv, name) {
+  const user = await openUser(browser, srv, { name });
+  user.mitm = await interceptSocket(user.page, srv.wsUrl);
+  user.mitm.rewrite = (frame) => (frame.type === 'LISTENING' ? { type: 'ERROR', code: 'unknown_type', message: 'unknown message type', ref: frame.ref } : frame);
+  await generateKey(user);
+  await enterChat(user);
+  return user;
+}
+
+/** `requester` (an idOnlyUser) asked to LISTEN for the friendship it requested, was told "unknown type", and the two are no contacts. */
+async function assertNeverContacts(accepter, requester) {
+  const { mitm } = requester;
+  for (let waited = 0; !mitm.toPage.some((f) => f.type === 'LISTENING') && waited < 10000; waited += 50) await requester.page.waitForTimeout(50);
+  assert.ok(mitm.toPage.some((f) => f.type === 'LISTENING'), `${requester.name} asked to LISTEN`);
+  await requester.page.waitForTimeout(500); // time for a rendezvous offer, if one were (wrongly) sent
+  assert.equal(mitm.fromPage.filter((f) => f.type === 'MESSAGE').length, 0, 'no rendezvous offer');
+  for (const [user, other] of [[accepter, requester], [requester, accepter]]) {
+    assert.equal(await user.page.getAttribute(`.friend[data-friend="${other.id}"]`, 'data-contact'), 'false');
+  }
+}
+
 const statusOf = (user) => user.page.getAttribute('#conn-status', 'data-status');
 
 test('offline and back: the session resumes and queued messages arrive both ways', { timeout: 60000 }, async () => {
   const srv = await server();
   const alice = await newChatUser(browser, srv, { name: 'Alice' });
-  const bob = await newChatUser(browser, srv, { name: 'Bob' });
+  const bob = await idOnlyUser(srv, 'Bob'); // a friendship by ID only: see idOnlyUser
   await befriend(bob, alice);
+  await assertNeverContacts(alice, bob);
   const bobId = bob.id;
 
   await bob.context.setOffline(true);
@@ -68,8 +97,9 @@ test('offline and back: the session resumes and queued messages arrive both ways
 test('when the resume window ends: queued messages are reported undelivered, and the page says the ID changed', { timeout: 60000 }, async () => {
   const srv = await server(['--resume-grace', '1']);
   const alice = await newChatUser(browser, srv, { name: 'Alice' });
-  const bob = await newChatUser(browser, srv, { name: 'Bob' });
+  const bob = await idOnlyUser(srv, 'Bob');
   await befriend(bob, alice);
+  await assertNeverContacts(alice, bob);
   const oldId = bob.id;
 
   await bob.context.setOffline(true);
