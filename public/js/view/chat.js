@@ -4,6 +4,7 @@
 // message log and the composer. Message text and names on keys are attacker-controlled and only ever become
 // text nodes (and <a>s built by linkifiedText); the page's own marks are drawn outside them. A message that
 // passes every check is simply shown as the friend's; one that fails is marked loudly.
+import { isContact } from '../contactbook.js';
 import { confirmDialog, fingerprintElement, h, linkifiedText, setText, timeElement, toggleClass } from './dom.js';
 import { createInviteStep } from './invitestep.js';
 import { friendNameElement } from './names.js';
@@ -301,7 +302,12 @@ function createPane(friend, actions) {
     returnTooLong(f);
     statusNote = '';
     if (f.trust === 'changed') statusNote = 'Sending is blocked until you confirm the new key.';
-    else if (live && f.presence === 'away') statusNote = `${id} is away: messages are queued for a short while.`;
+    else if (live && f.presence === 'away') {
+      // A contact's messages wait in the server's mailbox (days); an ID friendship's only in its resume window.
+      statusNote = isContact(f)
+        ? `${id} is away: messages wait on the server until they are back (up to a week).`
+        : `${id} is away: messages are queued for a short while.`;
+    }
     else if (state.connection.status !== 'online' && live) statusNote = 'You are offline: messages will be sent when the connection is back.';
     refreshComposer();
 
