@@ -92,20 +92,31 @@ export function messageOpened(next, { peer, incoming, opened }) {
 }
 
 /**
+ * The §6 envelope in a decrypted text, checked for shape and recipient: {envelope, message} with the message's
+ * text, times and seq filled in, or {message} with the problem recorded when the envelope fails.
+ */
+function readEnvelope(next, text, message) {
+  const parsed = parseEnvelope(text, next.state.ownFingerprint);
+  if (!parsed.ok) {
+    message.problems.push(parsed.problem);
+    if (parsed.envelope) message.text = parsed.envelope.text;
+    return { message };
+  }
+  const { envelope } = parsed;
+  return { envelope, message: { ...message, text: envelope.text, sentTs: envelope.ts, seq: envelope.seq } };
+}
+
+/**
  * A text envelope that came to one of our handles. Resends and mailboxes make copies normal here: a seq
  * accepted before is a duplicate (not shown again, its receipt sent again) unless this page still holds that
  * message with other content (then a loud REPLAY); a seq below the highest accepted but never accepted is late
  * (it fills a gap) and shown; only a seq beyond the next expected is a gap. Each accepted message is receipted.
  */
 function checkContactEnvelope(next, friend, text, message) {
-  const parsed = parseEnvelope(text, next.state.ownFingerprint);
-  if (!parsed.ok) {
-    message.problems.push(parsed.problem);
-    if (parsed.envelope) message.text = parsed.envelope.text;
-    return { friend, message };
-  }
-  const { envelope } = parsed;
-  message = { ...message, text: envelope.text, sentTs: envelope.ts, seq: envelope.seq };
+  const read = readEnvelope(next, text, message);
+  if (!read.envelope) return { friend, message: read.message };
+  const { envelope } = read;
+  message = read.message;
   if (friend.trust !== 'changed' && !friend.rendezvous.shared) {
     friend = { ...friend, rendezvous: { ...friend.rendezvous, shared: true } };
   }
@@ -139,14 +150,10 @@ function checkContactEnvelope(next, friend, text, message) {
 
 /** The decrypted, signed text against §6 and this page's records. Returns the friend and message as checked. */
 function checkEnvelope(next, friend, text, message) {
-  const parsed = parseEnvelope(text, next.state.ownFingerprint);
-  if (!parsed.ok) {
-    message.problems.push(parsed.problem);
-    if (parsed.envelope) message.text = parsed.envelope.text;
-    return { friend, message };
-  }
-  const { envelope } = parsed;
-  message = { ...message, text: envelope.text, sentTs: envelope.ts, seq: envelope.seq };
+  const read = readEnvelope(next, text, message);
+  if (!read.envelope) return { friend, message: read.message };
+  const { envelope } = read;
+  message = read.message;
   const order = classifySeq(friend.expectedSeq, envelope.seq);
   friend = { ...friend, expectedSeq: order.nextExpected };
   const firstSeenIn = rememberSigned(next, friend, envelope);
