@@ -1,4 +1,4 @@
-// Friends who stay (issue 15), end to end against the real binary: contacts found again after a reload without
+// Friends who stay, end to end against the real binary: contacts found again after a reload without
 // a new request, messages that wait in the mailbox and are confirmed by signed receipts, resends after a server
 // restart, the mailbox's refusals in plain words, and the contact book exported and imported.
 import assert from 'node:assert/strict';
@@ -10,10 +10,7 @@ import {
 import WebSocket from 'ws';
 import { startServer } from './helpers/server.mjs';
 
-/**
- * Whether the binary speaks PROTOCOL §10 (a LISTEN is answered LISTENING, not unknown_type). Until the server
- * side of issue 15 is on main, these tests are skipped there (the rest of the suite runs as before).
- */
+/** Whether the binary speaks PROTOCOL §10 (a LISTEN is answered LISTENING, not unknown_type). */
 async function speaksHandles() {
   const probe = await startServer();
   try {
@@ -31,7 +28,10 @@ async function speaksHandles() {
   }
 }
 const HANDLES = await speaksHandles();
-const SKIP = HANDLES ? false : 'the server binary does not speak PROTOCOL §10 (handles) yet';
+
+test('the server speaks PROTOCOL §10: a LISTEN is answered with LISTENING', () => {
+  assert.equal(HANDLES, true);
+});
 
 let browser;
 const servers = [];
@@ -96,7 +96,7 @@ const KEY_OR_FINGERPRINT = (user, other) => (frame) => frame.text.includes('PUBL
 
 for (const viewport of [DESKTOP, PHONE]) {
   const size = viewport === DESKTOP ? '1280 px' : '360 px';
-  describe(`contacts at ${size}`, { timeout: 120000, skip: SKIP }, () => {
+  describe(`contacts at ${size}`, { timeout: 120000 }, () => {
     test('befriend once; both reload and unlock: online again, verified messages both ways, no key or fingerprint on the wire again', async () => {
       const srv = await server();
       // Befriended at desktop size (befriend() uses the side panel); at 360 px the rest runs on a phone screen.
@@ -179,7 +179,7 @@ async function waitForOutStates(user, friendKey, { count = null, state }, timeou
   }, [friendKey, count, state], { timeout });
 }
 
-describe('messages that wait', { timeout: 180000, skip: SKIP }, () => {
+describe('messages that wait', { timeout: 180000 }, () => {
   test('Bob closes his tab; Alice sends 5; Bob reopens: all 5 arrive in order, verified, once, and Alice sees "delivered"', async () => {
     const srv = await server();
     const { alice, bob, aliceKey } = await contactPair(srv);
@@ -255,7 +255,7 @@ describe('messages that wait', { timeout: 180000, skip: SKIP }, () => {
   });
 });
 
-describe('the contact book file', { timeout: 120000, skip: SKIP }, () => {
+describe('the contact book file', { timeout: 120000 }, () => {
   test('exported, then imported in a fresh browser context with the same key: the contacts are back', async () => {
     const srv = await server();
     const { alice, bob } = await contactPair(srv);
