@@ -219,7 +219,8 @@ export function bookLoaded(next, { contacts, now }) {
     };
     const lines = record.unconfirmed.map((m) => ({
       localId: takeLocalId(next), direction: 'out', text: m.text, ts: m.ts, state: 'waiting', error: '', seq: m.seq,
-      payload: null, ref: null, attempts: 0, via: '',
+      // Kept because it may have been sent before the reload: its seq is spent (outbox.js failed).
+      payload: null, ref: null, attempts: 0, via: '', accepted: true,
     }));
     putFriend(next, {
       ...newFriend(key),

@@ -140,7 +140,8 @@ export function acked(next, { peer, localId, queued, now }) {
     // Only the friend's receipt makes it delivered (contacts.js); the ACK says whether they are connected.
     const state = line.state === 'delivered' ? 'delivered' : queued ? 'stored' : 'sent';
     putFriend(next, {
-      ...withLine(friend, localId, (m) => ({ ...m, state, payload: state === 'delivered' ? null : m.payload })),
+      // `accepted`: the server took a copy, which may reach the friend, so this seq is spent for good.
+      ...withLine(friend, localId, (m) => ({ ...m, state, accepted: true, payload: state === 'delivered' ? null : m.payload })),
       outbox: friend.outbox.filter((id) => id !== localId),
       sending: inFlight ? null : friend.sending,
       presence: queued ? 'away' : 'online',
@@ -202,10 +203,15 @@ export function backoffOver(next, { peer, localId }) {
 /** The friend with outbox head `localId` refused for `code` and taken out of the outbox. */
 function failed(friend, localId, code) {
   const message = findLine(friend, localId);
-  // Nothing after it was sent yet (one in flight), so its seq can be reused without a gap.
-  const sendSeq = message.payload && message.seq === friend.sendSeq ? message.seq - 1 : friend.sendSeq;
+  // Nothing after it was sent yet (one in flight), so its seq can be reused without a gap; unless the server took
+  // a copy of it earlier (a resend), which may have reached the friend: reusing that seq would make the next
+  // message a duplicate the friend never shows, yet receipts. Such a message keeps its payload, undelivered.
+  const spent = Boolean(message.accepted);
+  const sendSeq = message.payload && !spent && message.seq === friend.sendSeq ? message.seq - 1 : friend.sendSeq;
   return {
-    ...withLine(friend, localId, (m) => ({ ...m, state: 'error', error: code, payload: null })),
+    ...withLine(friend, localId, (m) => (spent
+      ? { ...m, state: 'undelivered', error: code }
+      : { ...m, state: 'error', error: code, payload: null })),
     sendSeq,
     outbox: friend.outbox.filter((id) => id !== localId),
   };

@@ -11,6 +11,8 @@ import {
   MAX_CONTACTS, batches, deriveHandle, deriveHandles, isHandle, listenPlan, msUntilNextUtcDay, toBase64Url, utcDay,
 } from '../../public/js/rendezvous.js';
 import { confirmDelivered } from '../../public/js/contacts.js';
+import { begin, newFriend } from '../../public/js/model.js';
+import { acked, sendFailed } from '../../public/js/outbox.js';
 
 const SECRET = toBase64Url(Uint8Array.from({ length: 32 }, (_, i) => i));
 const FP = 'A'.repeat(40);
@@ -209,4 +211,32 @@ test('receipts to one friend waiting for their turn are merged into one envelope
   assert.equal(acks[1].length, MAX_RECEIPT_ACKS, 'a receipt lists at most 256 seqs');
   assert.deepEqual(acks[1].slice(0, 3), [1, 2, 10]);
   assert.deepEqual(acks[2], [7]);
+});
+
+test('a seq the server once took a copy of is never given back: the next message cannot reuse it', () => {
+  const sending = (friend, localId) => ({ ...friend, sending: { localId, phase: 'sending' } });
+  const line = (localId, seq) => ({
+    localId, direction: 'out', text: `m${localId}`, ts: 1, seq, payload: `p${seq}`, state: 'sending', error: '',
+    ref: `m${localId}.0`, attempts: 0, via: 'handle',
+  });
+  const start = { ...newFriend('k7q2zd'), sendSeq: 3, outbox: [1], messages: [line(1, 3)] };
+  // Offline, so nothing is pumped: the test drives each step.
+  const state = (friend) => ({ friends: new Map([['k7q2zd', friend]]), session: { online: false } });
+
+  // Stored by the server (ACK queued), then sent again after a reconnect and refused this time.
+  let next = begin(state(sending(start, 1)));
+  acked(next, { peer: 'k7q2zd', localId: 1, queued: true, now: 5 });
+  const stored = next.state.friends.get('k7q2zd');
+  next = begin(state(sending({ ...stored, outbox: [1] }, 1)));
+  sendFailed(next, { peer: 'k7q2zd', localId: 1, code: 'bad_request' });
+  const after = next.state.friends.get('k7q2zd');
+  assert.equal(after.sendSeq, 3, 'seq 3 stays spent');
+  assert.equal(after.messages[0].state, 'undelivered');
+  assert.equal(after.messages[0].payload, 'p3', 'kept for Retry');
+
+  // Never taken by the server: its seq is given back, as before.
+  next = begin(state(sending(start, 1)));
+  sendFailed(next, { peer: 'k7q2zd', localId: 1, code: 'bad_request' });
+  assert.equal(next.state.friends.get('k7q2zd').sendSeq, 2);
+  assert.equal(next.state.friends.get('k7q2zd').messages[0].state, 'error');
 });
