@@ -2,12 +2,13 @@
 // a new request, messages that wait in the mailbox and are confirmed by signed receipts, resends after a server
 // restart, the mailbox's refusals in plain words, and the contact book exported and imported.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  DESKTOP, PASSPHRASE, PHONE, assertClean, befriend, enterChat, generateKey, incomingMessage, jsonFrames, launchBrowser,
+  DESKTOP, PASSPHRASE, PHONE, assertClean, befriend, enterChat, generateKey, incomingMessage, jsonFrames,
   openUser, pane, screenshot, sendMessage, waitForSession,
 } from './helpers/browser.mjs';
 import WebSocket from 'ws';
+import { browserWithServers } from './helpers/harness.mjs';
 import { startServer } from './helpers/server.mjs';
 
 /** Whether the binary speaks PROTOCOL §10 (a LISTEN is answered LISTENING, not unknown_type). */
@@ -33,27 +34,12 @@ test('the server speaks PROTOCOL §10: a LISTEN is answered with LISTENING', () 
   assert.equal(HANDLES, true);
 });
 
-let browser;
-const servers = [];
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await Promise.all(servers.map((server) => server.stop()));
-});
-
-async function server(args = []) {
-  const started = await startServer(args);
-  servers.push(started);
-  return started;
-}
+const harness = browserWithServers();
+const server = (args) => harness.server(args);
 
 /** A user with a remembered key, in the chat. */
 async function rememberingUser(srv, name, viewport = DESKTOP) {
-  const user = await openUser(browser, srv, { name, viewport });
+  const user = await openUser(harness.browser, srv, { name, viewport });
   await generateKey(user, { remember: true });
   await enterChat(user);
   return user;
@@ -214,11 +200,7 @@ describe('messages that wait', { timeout: 180000 }, () => {
     await sendMessage(alice, bobId, 'before the restart 1');
     await sendMessage(alice, bobId, 'before the restart 2');
     await waitForOutStates(alice, bobId, { count: 2, state: 'stored' });
-    const { port } = srv;
-    await srv.stop();
-    servers.splice(servers.indexOf(srv), 1);
-    srv = await startServer([], { port });
-    servers.push(srv);
+    srv = await harness.restart(srv);
     await alice.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'online', null, { timeout: 30000 });
     // The mailbox was lost with the restart: Alice's client sent both again (same payload, same seq).
     await waitForOutStates(alice, bobId, { count: 2, state: 'stored' }, 30000);
@@ -270,7 +252,7 @@ describe('the contact book file', { timeout: 120000 }, () => {
     }));
 
     // A fresh context: the same key (its protected export), no contacts, then the file.
-    const fresh = await openUser(browser, srv, { name: 'Alice again' });
+    const fresh = await openUser(harness.browser, srv, { name: 'Alice again' });
     await fresh.page.evaluate((key) => localStorage.setItem('secchat.key.v1', key), stored.key);
     await fresh.page.reload();
     await unlockAgain(fresh);
@@ -282,7 +264,7 @@ describe('the contact book file', { timeout: 120000 }, () => {
     await waitForPresence(fresh, bobKey, 'online');
 
     // A file not made with this key is refused.
-    const stranger = await openUser(browser, srv, { name: 'Stranger' });
+    const stranger = await openUser(harness.browser, srv, { name: 'Stranger' });
     await generateKey(stranger);
     await enterChat(stranger);
     await stranger.page.setInputFiles('#book-import-file', { name: 'secchat-contacts.asc', mimeType: 'text/plain', buffer: Buffer.from(armored) });

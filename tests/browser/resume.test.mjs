@@ -2,31 +2,16 @@
 // delivered, and what was typed offline is sent after the resume. Without a resume window the page says
 // plainly that the ID changed.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  assertClean, assertWireIsOpaque, befriend, enterChat, generateKey, incomingMessage, jsonFrames, launchBrowser, newChatUser, openUser,
+  assertClean, assertWireIsOpaque, befriend, enterChat, generateKey, incomingMessage, jsonFrames, newChatUser, openUser,
   outgoingState, pane, screenshot, sendMessage,
 } from './helpers/browser.mjs';
 import { interceptSocket } from './helpers/mitm.mjs';
-import { startServer } from './helpers/server.mjs';
+import { browserWithServers } from './helpers/harness.mjs';
 
-let browser;
-const servers = [];
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await Promise.all(servers.map((server) => server.stop()));
-});
-
-async function server(args = []) {
-  const started = await startServer(args);
-  servers.push(started);
-  return started;
-}
+const harness = browserWithServers();
+const server = (args) => harness.server(args);
 
 /**
  * A user whose socket runs through a man in the middle that answers LISTEN as a server without PROTOCOL §10 does
@@ -35,7 +20,7 @@ async function server(args = []) {
  * outlives a session instead (contacts.test.mjs, firstrun.test.mjs "leaving by accident").
  */
 async function idOnlyUser(srv, name) {
-  const user = await openUser(browser, srv, { name });
+  const user = await openUser(harness.browser, srv, { name });
   user.mitm = await interceptSocket(user.page, srv.wsUrl);
   user.mitm.rewrite = (frame) => (frame.type === 'LISTENING' ? { type: 'ERROR', code: 'unknown_type', message: 'unknown message type', ref: frame.ref } : frame);
   await generateKey(user);
@@ -59,7 +44,7 @@ const statusOf = (user) => user.page.getAttribute('#conn-status', 'data-status')
 
 test('offline and back: the session resumes and queued messages arrive both ways', { timeout: 60000 }, async () => {
   const srv = await server();
-  const alice = await newChatUser(browser, srv, { name: 'Alice' });
+  const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
   const bob = await idOnlyUser(srv, 'Bob'); // a friendship by ID only: see idOnlyUser
   await befriend(bob, alice);
   await assertNeverContacts(alice, bob);
@@ -96,7 +81,7 @@ test('offline and back: the session resumes and queued messages arrive both ways
 
 test('when the resume window ends: queued messages are reported undelivered, and the page says the ID changed', { timeout: 60000 }, async () => {
   const srv = await server(['--resume-grace', '1']);
-  const alice = await newChatUser(browser, srv, { name: 'Alice' });
+  const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
   const bob = await idOnlyUser(srv, 'Bob');
   await befriend(bob, alice);
   await assertNeverContacts(alice, bob);

@@ -1,35 +1,20 @@
 // Rough edges a user would hit: a "server full" notice that outlives the problem, a message too long to ever
 // send that wipes the composer, and a draft locked in a disabled box after the friendship ended.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  assertClean, befriend, generateKey, incomingMessage, launchBrowser, newChatUser, openChat, openUser, pane,
+  assertClean, befriend, generateKey, incomingMessage, newChatUser, openChat, openUser, pane,
 } from './helpers/browser.mjs';
 import { RawClient } from './helpers/rawclient.mjs';
-import { startServer } from './helpers/server.mjs';
+import { browserWithServers } from './helpers/harness.mjs';
 
-let browser;
-const servers = [];
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await Promise.all(servers.map((server) => server.stop()));
-});
-
-async function server(args = []) {
-  const started = await startServer(args);
-  servers.push(started);
-  return started;
-}
+const harness = browserWithServers();
+const server = (args) => harness.server(args);
 
 test('the "server is full" notice goes away once a session is made', { timeout: 60000 }, async () => {
   const srv = await server(['--max-connections', '1']);
   const squatter = await RawClient.connect(srv.wsUrl);
-  const alice = await openUser(browser, srv, { name: 'Alice' });
+  const alice = await openUser(harness.browser, srv, { name: 'Alice' });
   await generateKey(alice);
   await alice.page.click('#enter-chat');
   const full = alice.page.locator('#notices [data-notice="server"]', { hasText: /server is full/i });
@@ -44,8 +29,8 @@ test('the "server is full" notice goes away once a session is made', { timeout: 
 
 test('a message too long for the server is refused in the composer, which keeps the text', { timeout: 90000 }, async () => {
   const srv = await server();
-  const alice = await newChatUser(browser, srv, { name: 'Alice' });
-  const bob = await newChatUser(browser, srv, { name: 'Bob' });
+  const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+  const bob = await newChatUser(harness.browser, srv, { name: 'Bob' });
   await befriend(bob, alice);
   await openChat(alice, bob.id);
   const chat = pane(alice, bob.id);
@@ -78,8 +63,8 @@ test('a message too long for the server is refused in the composer, which keeps 
 
 test('a draft left when the friendship ends can still be selected and copied', { timeout: 60000 }, async () => {
   const srv = await server();
-  const alice = await newChatUser(browser, srv, { name: 'Alice' });
-  const bob = await newChatUser(browser, srv, { name: 'Bob' });
+  const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+  const bob = await newChatUser(harness.browser, srv, { name: 'Bob' });
   await befriend(bob, alice);
   await openChat(alice, bob.id);
   const input = pane(alice, bob.id).locator('textarea');
@@ -109,8 +94,8 @@ test('a draft left when the friendship ends can still be selected and copied', {
 
 test('a server message limit too small for any message says sending is not possible, not a negative size', { timeout: 60000 }, async () => {
   const srv = await server(['--max-message-bytes', '4000']);
-  const alice = await newChatUser(browser, srv, { name: 'Alice' });
-  const bob = await newChatUser(browser, srv, { name: 'Bob' });
+  const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+  const bob = await newChatUser(harness.browser, srv, { name: 'Bob' });
   await befriend(bob, alice);
   await openChat(alice, bob.id);
   const chat = pane(alice, bob.id);
