@@ -33,7 +33,7 @@ mod stream;
 mod transport;
 
 pub use certificates::{TlsAcceptor, fingerprint};
-pub use self_signed::{SelfSigned, machine_names, self_signed};
+pub use self_signed::{SelfSigned, machine_host_names, machine_names, self_signed};
 pub use stream::{TLS_BUFFER_LIMIT, TlsStream};
 pub use transport::{PlainStream, Transport};
 

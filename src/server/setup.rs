@@ -93,7 +93,12 @@ impl Server {
         let settings = Settings {
             assets: Box::leak(Box::new(assets)),
             allow_origins: Box::leak(config.allow_origins.clone().into_boxed_slice()),
-            hosts: host_rule(&config.public_hosts, config.listen, tls.as_ref()),
+            hosts: host_rule(
+                &config.public_hosts,
+                config.listen,
+                tls.as_ref(),
+                crate::tls::machine_host_names,
+            ),
             trusted_proxies: config.trusted_proxies.clone(),
             ws_config,
             outbox_ceiling,
