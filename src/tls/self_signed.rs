@@ -285,7 +285,8 @@ mod tests {
     #[test]
     fn self_signed_is_made_once_and_reused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("self-signed").join("tls");
+        let base = temp_dir("self-signed");
+        let dir = base.join("tls");
         let first = self_signed(&dir).unwrap();
         assert!(first.created);
         assert!(first.names.iter().any(|n| n == "localhost"));
