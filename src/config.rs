@@ -33,7 +33,7 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy`, repeatable).
     pub trusted_proxies: TrustedProxies,
     /// Names `/ws` answers to besides IP literals, `localhost` and the certificate's names
-    /// (`--public-host`, repeatable; normalised by `http::host_name`).
+    /// (`--public-host`, repeatable; normalised by `http::host_name`), or `http::ANY_HOST`.
     pub public_hosts: Vec<String>,
     pub log_level: log::LevelFilter,
     pub tls_cert: Option<PathBuf>,
@@ -99,7 +99,9 @@ Usage: secchat [FLAGS]
   --rate-friend-requests N     FRIEND_REQUESTs per minute per session; 0 = unlimited (default 20)
   --allow-origin ORIGIN        another origin allowed to open /ws (repeatable)
   --public-host NAME           a name /ws answers to besides IP addresses, localhost and the
-                               TLS certificate's names; needed behind a proxy (repeatable)
+                               TLS certificate's names (without TLS beyond loopback: the
+                               machine's host name); needed behind a proxy (repeatable);
+                               '*' = any name, which allows DNS rebinding
   --trusted-proxy CIDR         a reverse proxy (address or block) whose X-Forwarded-For names
                                the client for the per-address limits (repeatable)
   --mailbox-bytes N            bytes of MESSAGEs to handles kept for absent listeners
@@ -274,9 +276,14 @@ impl Config {
                     .push(origin.trim_end_matches('/').to_string());
             }
             "public-host" => {
-                let name = crate::http::host_name(value).ok_or_else(|| {
-                    bad("expected a host name such as chat.example.org (no scheme, no port)")
-                })?;
+                let name = if value.trim() == crate::http::ANY_HOST {
+                    crate::http::ANY_HOST.to_string()
+                } else {
+                    crate::http::host_name(value).ok_or_else(|| {
+                        bad("expected a host name such as chat.example.org (no scheme, no port), \
+                             or '*'")
+                    })?
+                };
                 self.public_hosts.push(name);
             }
             "trusted-proxy" => {
@@ -592,6 +599,10 @@ mod tests {
             .collect();
         assert_eq!(shown, ["127.0.0.1/32", "::1/128", "10.0.0.0/8"]);
         assert_eq!(config.public_hosts, ["chat.example.org", "pi.local"]);
+        let any = parse(&["--public-host", " * "], &[]).unwrap();
+        assert_eq!(any.public_hosts, ["*"]);
+        let any = parse(&[], &[("SECCHAT_PUBLIC_HOST", "chat.example.org,*")]).unwrap();
+        assert_eq!(any.public_hosts, ["chat.example.org", "*"]);
         let config = parse(
             &[
                 "--trusted-proxy",

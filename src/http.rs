@@ -15,7 +15,7 @@ mod upgrade;
 
 pub use forwarded::{Cidr, TrustedProxies};
 pub use head::{Head, MAX_HEAD_BYTES, MAX_HEADERS, Request, parse_head, requested_host};
-pub use host::{HostRule, host_name};
+pub use host::{ANY_HOST, HostRule, host_name};
 pub use origin::{is_valid_origin, origin_allowed};
 pub use path::{PathError, resolve_path};
 pub use response::{

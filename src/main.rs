@@ -61,6 +61,7 @@ fn main() -> ExitCode {
     };
     let addr = server.local_addr().unwrap_or(config.listen);
     announce(addr, tls_on, self_signed.as_ref());
+    println!("/ws answers to Host: {}", server.accepted_hosts());
     warn_about_names(&config, server.accepts_any_host());
     if let Some(metrics) = config.metrics_listen {
         println!("Metrics: http://{metrics}/metrics");
@@ -142,13 +143,13 @@ fn announce(addr: SocketAddr, tls_on: bool, self_signed: Option<&SelfSigned>) {
     }
 }
 
-/// Warns when the Host check on `/ws` (docs/SECURITY.md, "Addresses, proxies and Host") is off,
-/// or when it will refuse the name a reverse proxy forwards.
+/// Warns when the Host check on `/ws` (docs/SECURITY.md, "Addresses, proxies and Host") is
+/// turned off, or when it will refuse the name a reverse proxy forwards.
 fn warn_about_names(config: &Config, accepts_any_host: bool) {
     if accepts_any_host {
         log::warn!(
-            "no --public-host: /ws accepts every Host name, so a web page elsewhere can reach \
-             this server through DNS rebinding; set --public-host to the names users open"
+            "--public-host '*': /ws accepts every Host name, so a web page elsewhere can reach \
+             this server through DNS rebinding; list the names users open instead"
         );
     }
     if !config.trusted_proxies.is_empty() && config.public_hosts.is_empty() {

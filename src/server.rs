@@ -104,7 +104,7 @@ pub struct Server {
     /// `--public-host`, kept to rebuild the Host rule when SIGHUP brings a certificate with
     /// other names.
     public_hosts: Vec<String>,
-    /// `--listen`: without names, a loopback address still checks `Host`, another does not.
+    /// `--listen`, which decides the names `/ws` answers to when none are given ([`host_rule`]).
     listen: SocketAddr,
     shutdown_deadline: Option<Instant>,
     /// When freed memory goes back to the system.
@@ -166,9 +166,14 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Whether `/ws` opens for any `Host` (no names known: see [`HostRule`]); `main` warns then.
+    /// Whether `/ws` opens for any `Host` (`--public-host '*'`); `main` warns then.
     pub fn accepts_any_host(&self) -> bool {
         self.settings.hosts.accepts_any()
+    }
+
+    /// The `Host` names `/ws` opens for, as `main` prints them at start-up.
+    pub fn accepted_hosts(&self) -> String {
+        self.settings.hosts.describe()
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every WebSocket with 1001 and returns.
@@ -521,17 +526,31 @@ impl Server {
 /// connections a turn rarely has 64 events, so the cap costs them nothing (BENCHMARKS.md).
 const EVENTS_PER_TURN: usize = 64;
 
-/// Which `Host` values open `/ws` (see [`HostRule`]): the `--public-host` names and the
-/// certificate's; every `Host` when neither exists and the server listens beyond loopback
-/// without TLS (its names are unknown; `main` warns).
-fn host_rule(public_hosts: &[String], listen: SocketAddr, tls: Option<&TlsAcceptor>) -> HostRule {
-    if tls.is_none() && public_hosts.is_empty() && !listen.ip().is_loopback() {
+/// Which `Host` values open `/ws` (see [`HostRule`]): every one with `--public-host '*'`;
+/// else the `--public-host` names and the certificate's; when neither exists and the server
+/// listens beyond loopback without TLS, this machine's own names (`own_names`, read only then).
+fn host_rule(
+    public_hosts: &[String],
+    listen: SocketAddr,
+    tls: Option<&TlsAcceptor>,
+    own_names: impl FnOnce() -> Vec<String>,
+) -> HostRule {
+    if public_hosts
+        .iter()
+        .any(|name| name == crate::http::ANY_HOST)
+    {
         return HostRule::any();
     }
+    let own_names = if tls.is_none() && public_hosts.is_empty() && !listen.ip().is_loopback() {
+        own_names()
+    } else {
+        Vec::new()
+    };
     let certificate_names = tls.into_iter().flat_map(|acceptor| acceptor.dns_names());
     HostRule::names(
         public_hosts
             .iter()
+            .chain(&own_names)
             .chain(certificate_names)
             .map(String::as_str),
     )
@@ -546,15 +565,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_check_is_off_only_beyond_loopback_without_tls_or_names() {
+    fn beyond_loopback_without_tls_or_names_only_the_machine_s_own_names_open_ws() {
         let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let everywhere: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let own = || vec!["pi".to_string(), "pi.local".to_string()];
+        let unused = || -> Vec<String> { panic!("the machine's names are not needed here") };
+
+        let lan = host_rule(&[], everywhere, None, own);
+        assert!(!lan.accepts_any());
+        for host in [
+            "pi:8080",
+            "PI.local",
+            "192.168.1.20:8080",
+            "[fe80::1]",
+            "localhost",
+        ] {
+            assert!(lan.allows(Some(host)), "{host}");
+        }
+        for host in ["evil.example", "pi.evil.example", "local"] {
+            assert!(!lan.allows(Some(host)), "{host}");
+        }
+
+        let on_loopback = host_rule(&[], loopback, None, unused);
+        assert!(on_loopback.allows(Some("localhost:8080")));
+        assert!(!on_loopback.allows(Some("pi")));
+
         let named = ["chat.example.org".to_string()];
-        assert!(!host_rule(&[], loopback, None).accepts_any());
-        assert!(host_rule(&[], everywhere, None).accepts_any());
-        let rule = host_rule(&named, everywhere, None);
+        let rule = host_rule(&named, everywhere, None, unused);
         assert!(!rule.accepts_any());
         assert!(rule.allows(Some("chat.example.org:443")));
+        assert!(!rule.allows(Some("pi")));
         assert!(!rule.allows(Some("evil.example")));
+
+        let any = ["chat.example.org".to_string(), "*".to_string()];
+        assert!(host_rule(&any, loopback, None, unused).accepts_any());
+        assert!(host_rule(&any[1..], everywhere, None, unused).allows(Some("evil.example")));
     }
 }

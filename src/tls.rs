@@ -33,7 +33,7 @@ mod stream;
 mod transport;
 
 pub use certificates::{TlsAcceptor, fingerprint};
-pub use self_signed::{SelfSigned, machine_names, self_signed};
+pub use self_signed::{SelfSigned, machine_host_names, machine_names, self_signed};
 pub use stream::{TLS_BUFFER_LIMIT, TlsStream};
 pub use transport::{PlainStream, Transport};
 
@@ -41,14 +41,33 @@ pub use transport::{PlainStream, Transport};
 #[cfg(test)]
 mod test_files {
     use std::fs;
+    use std::ops::Deref;
     use std::path::{Path, PathBuf};
 
-    pub fn temp_dir(name: &str) -> PathBuf {
+    /// A fresh directory for one test, removed with its certificates and keys when dropped
+    /// (keep the guard, not only a path joined to it, for as long as the files are used).
+    pub struct TempDir(PathBuf);
+
+    impl Deref for TempDir {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub fn temp_dir(name: &str) -> TempDir {
         let dir =
             std::env::temp_dir().join(format!("secchat-tls-unit-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
     }
 
     /// A self-signed certificate for `names` and its key, as `dir/cert.pem` and `dir/key.pem`.

@@ -30,7 +30,8 @@ use std::process::Command;
 use binary::{flag_name, help_default, help_flags, parses, server_liveness_seconds};
 use docs::{documented_files, read, repo_file, secchat_invocations, secchat_variables};
 use proxy::{
-    block, directive_values, duration_seconds, env_setup_a, flag_value, proxied_listen_address,
+    block, directive_values, duration_seconds, env_setup_a, flag_value, flag_values,
+    proxied_listen_address,
 };
 use unit::{
     TempDir, assert_verifies, copy_of_binary, setting, systemd_analyze, unit_for_verify,
@@ -285,15 +286,27 @@ fn the_shipped_proxy_setup_trusts_the_proxy_and_keeps_per_address_limits_on() {
         "the proxy connects from loopback: {trusted}"
     );
     assert_eq!(value("SECCHAT_PUBLIC_HOST"), Some(EXAMPLE_DOMAIN));
-    // The limit is on in every set-up, docs included: nowhere is it switched off.
+    // The limit and the Host check are on in every set-up, docs included: nowhere is either
+    // switched off.
     for (name, text) in documented_files() {
         for (variable, value) in secchat_variables(&text) {
             assert!(
                 !(variable == "SECCHAT_MAX_CONNECTIONS_PER_IP" && value.as_deref() == Some("0")),
                 "{name} turns the per-address limit off"
             );
+            assert!(
+                !(variable == "SECCHAT_PUBLIC_HOST"
+                    && value.is_some_and(|v| v.split(',').any(|host| host.trim() == "*"))),
+                "{name} turns the Host check off"
+            );
         }
         for invocation in secchat_invocations(&text) {
+            assert!(
+                !flag_values(&invocation, "--public-host")
+                    .any(|host| host.trim_matches(['\'', '"']) == "*"),
+                "{name} turns the Host check off: secchat {}",
+                invocation.join(" ")
+            );
             assert_ne!(
                 flag_value(&invocation, "--max-connections-per-ip"),
                 Some("0"),

@@ -133,3 +133,38 @@ fn a_churning_address_reaches_a_victim_only_within_its_budget_and_the_victims_ch
         Duration::from_millis(500),
     );
 }
+
+/// With `--max-connections-per-ip 0` every client may share one address (a proxy that is not
+/// trusted), so the per-address shares of what one recipient may be sent are off like the other
+/// per-address limits: requests from one address are bounded only by the recipient's totals
+/// (32 pending). A hole this test keeps closed: the 9th request from the shared address was
+/// `too_many_requests`, whoever sent it.
+#[test]
+fn without_per_address_limits_one_address_is_bounded_only_by_the_recipient_s_totals() {
+    let server = Server::start(&["--max-connections-per-ip", "0"]);
+    let mut victim = connect_v2(&server);
+    let mut senders = Vec::new();
+    let mut answers = Vec::new();
+    for n in 0..33 {
+        let mut sender = Client::connect(&server);
+        assert_eq!(
+            sender.request(json!({"type": "CONNECT"}))["type"],
+            "CONNECT"
+        );
+        let reference = format!("r{n}");
+        let reply = sender.request(json!({
+            "type": "FRIEND_REQUEST", "to": victim.id, "public_key": TEST_KEY, "ref": reference
+        }));
+        answers.push(reply["code"].as_str().unwrap_or("ack").to_owned());
+        senders.push(sender);
+    }
+    let acked = answers.iter().take_while(|a| *a == "ack").count();
+    assert_eq!(acked, 32, "{answers:?}");
+    assert_eq!(
+        answers[32], "too_many_requests",
+        "the recipient's 32 in all"
+    );
+    for _ in 0..32 {
+        assert_eq!(victim.recv_json()["type"], "FRIEND_REQUEST");
+    }
+}

@@ -104,25 +104,87 @@ fn public_host_names_open_ws_whatever_the_port() {
     assert_misdirected(&from_env, "evil.example");
 }
 
-/// Without TLS and without `--public-host`, a server listening beyond loopback knows none of
-/// its names: it accepts every Host and says so at start-up. `--public-host` turns the check on.
-#[test]
-fn beyond_loopback_without_names_every_host_opens_ws_and_a_warning_says_so() {
-    let open = ServerBuilder::new().listen_on("0.0.0.0").start();
-    assert_opens(&open, "evil.example");
-    assert!(
-        open.logs().contains("no --public-host"),
-        "no warning: {}",
-        open.logs()
-    );
+/// This machine's host name as the server reads it (`/etc/hostname`, else the kernel's).
+fn machine_host_name() -> String {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|name| name.trim().to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let name = read("/etc/hostname");
+    if name.is_empty() {
+        read("/proc/sys/kernel/hostname")
+    } else {
+        name
+    }
+}
 
+/// Plain HTTP on a LAN address without `--public-host`: a rebinding name is refused like on
+/// loopback, while the machine's own names and its addresses open `/ws`, and the banner lists
+/// what is accepted. A hole this test keeps closed: every `Host` got `101` there.
+#[test]
+fn beyond_loopback_without_names_only_the_machine_s_own_names_and_addresses_open_ws() {
+    let lan = ServerBuilder::new().listen_on("0.0.0.0").start();
+    let port = lan.port;
+    assert_misdirected(&lan, &format!("evil.example:{port}"));
+    assert_misdirected(&lan, "evil.example");
+    let host = machine_host_name();
+    assert!(!host.is_empty(), "this machine has no host name");
+    // A one-label name also has its mDNS name.
+    let mut own = vec![host.clone()];
+    if !host.contains('.') {
+        own.push(format!("{host}.local"));
+    }
+    for name in &own {
+        assert_opens(&lan, name);
+        assert_opens(&lan, &format!("{}:{port}", name.to_ascii_uppercase()));
+        assert_misdirected(&lan, &format!("{name}.evil.example"));
+    }
+    for name in ["192.168.1.20", "[fe80::1]", "localhost"] {
+        assert_opens(&lan, &format!("{name}:{port}"));
+    }
+    let logs = lan.logs();
+    assert!(
+        logs.contains(&format!(
+            "/ws answers to Host: IP addresses, localhost, *.localhost, {}",
+            own.join(", ")
+        )),
+        "{logs}"
+    );
+    assert!(!logs.contains("DNS rebinding"), "{logs}");
+
+    // --public-host replaces the machine's names.
     let named = ServerBuilder::new()
         .listen_on("0.0.0.0")
         .flags(&["--public-host", "chat.example"])
         .start();
     assert_opens(&named, "chat.example");
+    assert_misdirected(&named, &host);
     assert_misdirected(&named, "evil.example");
-    assert!(!named.logs().contains("no --public-host"));
+    assert!(!named.logs().contains("DNS rebinding"));
+}
+
+/// `--public-host '*'` is the explicit way to accept every name, with a warning.
+#[test]
+fn public_host_star_opens_ws_for_every_name_and_warns() {
+    let flagged = ServerBuilder::new()
+        .listen_on("0.0.0.0")
+        .flags(&["--public-host", "*"])
+        .start();
+    let from_env = ServerBuilder::new().env("SECCHAT_PUBLIC_HOST", "*").start();
+    for server in [&flagged, &from_env] {
+        assert_opens(server, "evil.example");
+        assert_opens(server, &format!("evil.example:{}", server.port));
+        let logs = server.logs();
+        assert!(
+            logs.contains("/ws answers to Host: any name (--public-host '*')"),
+            "{logs}"
+        );
+        assert!(
+            logs.contains("--public-host '*'") && logs.contains("DNS rebinding"),
+            "no warning: {logs}"
+        );
+    }
 }
 
 #[test]

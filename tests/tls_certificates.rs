@@ -71,7 +71,8 @@ fn sighup_reload_serves_the_new_certificate_to_new_connections_only() {
 fn self_signed_certificate_is_made_once_reused_and_its_fingerprint_printed() {
     use std::os::unix::fs::PermissionsExt;
 
-    let dir = fresh_dir("self-signed").join("tls");
+    let base = fresh_dir("self-signed");
+    let dir = base.join("tls");
     let dir_arg = dir.to_str().expect("utf-8 path").to_string();
 
     let server = start_server(&["--tls-self-signed", &dir_arg]);

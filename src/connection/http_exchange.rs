@@ -280,9 +280,10 @@ fn answer(request: &http::Request, settings: &Settings<'_>) -> (http::Response, 
 /// status that refuses the upgrade.
 fn upgrade(request: &http::Request, settings: &Settings<'_>) -> Result<http::Response, u16> {
     if !settings.hosts.allows(request.host.as_deref()) {
-        // The name is the client's text: not logged.
+        // The name is the client's text: not logged. The accepted ones are in the banner.
         log::debug!(
-            "refusing a WebSocket upgrade (421): Host is not a name this server answers to"
+            "refusing a WebSocket upgrade (421): Host is not an IP address, a localhost name or \
+             a name this server answers to (listed at start-up; add one with --public-host)"
         );
         return Err(421);
     }

@@ -12,10 +12,12 @@
 //! - `localhost` and `*.localhost`, always: browsers resolve them to loopback themselves
 //!   (RFC 6761), so no page elsewhere can have them as its origin;
 //! - the DNS names of the TLS certificate (wildcards match one label), and every
-//!   `--public-host` name.
+//!   `--public-host` name;
+//! - when neither exists and the server listens beyond loopback (plain HTTP on a LAN), the
+//!   machine's own host name and its `.local` (mDNS) name: the names a LAN gives this machine
+//!   without anyone outside being able to point them elsewhere.
 //!
-//! When the server listens on a non-loopback address without TLS and without `--public-host`,
-//! nothing is known about its names: every `Host` is accepted and `main` warns at start-up.
+//! `--public-host '*'` accepts every `Host` (DNS rebinding is then possible; `main` warns).
 //! The port in `Host` is not compared: rebinding changes the name, not the port, and behind a
 //! proxy the port the browser used is not the one the server listens on. Static files and
 //! `/healthz` are served whatever the `Host`: they are the same for everyone and public.
@@ -23,6 +25,9 @@
 use std::net::Ipv4Addr;
 
 use super::origin::parse_authority;
+
+/// The `--public-host` value that turns the check off: every `Host` opens `/ws`.
+pub const ANY_HOST: &str = "*";
 
 /// Which `Host` values may open `/ws`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,9 +48,17 @@ impl HostRule {
     }
 
     /// Accept IP literals, the `localhost` names and `names` (as [`host_name`] normalises them;
-    /// others are left out).
+    /// others are left out, and so are those accepted anyway).
     pub fn names<'a>(names: impl IntoIterator<Item = &'a str>) -> HostRule {
-        let mut kept: Vec<String> = names.into_iter().filter_map(host_name).collect();
+        let mut kept: Vec<String> = names
+            .into_iter()
+            .filter_map(host_name)
+            .filter(|name| {
+                name.parse::<std::net::IpAddr>().is_err()
+                    && name != "localhost"
+                    && !name.ends_with(".localhost")
+            })
+            .collect();
         kept.sort();
         kept.dedup();
         HostRule {
@@ -56,6 +69,19 @@ impl HostRule {
 
     pub fn accepts_any(&self) -> bool {
         self.any
+    }
+
+    /// The names accepted, for the start-up banner: configuration only, nothing a client sent.
+    pub fn describe(&self) -> String {
+        if self.any {
+            return format!("any name (--public-host '{ANY_HOST}')");
+        }
+        let mut shown = String::from("IP addresses, localhost, *.localhost");
+        for name in &self.names {
+            shown.push_str(", ");
+            shown.push_str(name);
+        }
+        shown
     }
 
     /// Whether an upgrade carrying `host` may proceed. A missing `Host` is left to the handshake
@@ -165,6 +191,27 @@ mod tests {
         assert!(!HostRule::names(["chat.example.org"]).accepts_any());
         assert!(HostRule::any().allows(Some("evil.example")));
         assert!(HostRule::any().accepts_any());
+    }
+
+    #[test]
+    fn the_description_lists_every_accepted_name() {
+        assert_eq!(
+            HostRule::names([
+                "pi.local",
+                "localhost",
+                "pi",
+                "::1",
+                "10.0.0.1",
+                "a.localhost"
+            ])
+            .describe(),
+            "IP addresses, localhost, *.localhost, pi, pi.local"
+        );
+        assert_eq!(
+            HostRule::names([]).describe(),
+            "IP addresses, localhost, *.localhost"
+        );
+        assert_eq!(HostRule::any().describe(), "any name (--public-host '*')");
     }
 
     #[test]

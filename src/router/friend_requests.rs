@@ -70,10 +70,13 @@ impl<E: Entropy> Router<E> {
         if !self.requests_per_address.try_take(address, now.mono_ms) {
             return Err(ErrorCode::RateLimited);
         }
-        self.check_room_for_request(caller.id, to, now, out)?;
+        // Decide first, record only what is delivered: a request refused as `peer_busy` spends
+        // none of the recipient's minute and withdraws nobody's pending request.
+        let room = self.room_for_request(caller.id, to, now)?;
         if self.is_busy(to, REQUEST_ROOM_SHARE, out) {
             return Err(ErrorCode::PeerBusy);
         }
+        self.take_room(to, room, now, out);
         if let Some(sender) = self.sessions.get_mut(&caller.id) {
             sender.pending_out.insert(to);
         }
@@ -99,16 +102,14 @@ impl<E: Entropy> Router<E> {
     /// sender's address already has `max_pending_incoming_per_address` requests pending there,
     /// or sent `rate_incoming_requests_per_address_per_min` in the last minute, or the recipient
     /// received `rate_incoming_requests_per_min`. When the recipient holds
-    /// `max_pending_incoming` requests, the oldest of the address with the most is withdrawn to
-    /// make room, if that address has at least two more than the sender's: so that a few
-    /// addresses cannot fill the list and keep everyone else out.
-    fn check_room_for_request(
-        &mut self,
-        from: Id,
-        to: Id,
-        now: Now,
-        out: &mut impl FrameSink,
-    ) -> Result<(), ErrorCode> {
+    /// `max_pending_incoming` requests, the oldest of the address with the most is to be
+    /// withdrawn to make room, if that address has at least two more than the sender's: so that
+    /// a few addresses cannot fill the list and keep everyone else out.
+    ///
+    /// Only decides: nothing is counted or withdrawn until [`Router::take_room`], once the
+    /// request is certain to be delivered. (Entries older than a minute are dropped here; that
+    /// changes no decision.)
+    fn room_for_request(&mut self, from: Id, to: Id, now: Now) -> Result<Room, ErrorCode> {
         let sender_block = self
             .sessions
             .get(&from)
@@ -170,12 +171,27 @@ impl<E: Entropy> Router<E> {
             if recent.len() >= total_rate || (block_rate != 0 && from_block.count() >= block_rate) {
                 return Err(ErrorCode::TooManyRequests);
             }
-            recent.push_back((sender_block, now.mono_ms));
         }
-        if let Some(oldest) = evict {
+        Ok(Room {
+            sender_block,
+            counted: total_rate != 0,
+            evict,
+        })
+    }
+
+    /// Records a request [`Router::room_for_request`] allowed and that is now being delivered:
+    /// it counts toward the recipient's minute, and the request chosen to make room goes.
+    fn take_room(&mut self, to: Id, room: Room, now: Now, out: &mut impl FrameSink) {
+        if room.counted
+            && let Some(target) = self.sessions.get_mut(&to)
+        {
+            target
+                .recent_requests
+                .push_back((room.sender_block, now.mono_ms));
+        }
+        if let Some(oldest) = room.evict {
             self.withdraw_request(oldest, to, out);
         }
-        Ok(())
     }
 
     /// Removes the pending request of `requester` to `target`; a version-2 target is told. The
@@ -290,6 +306,16 @@ impl<E: Entropy> Router<E> {
             }
         }
     }
+}
+
+/// What [`Router::room_for_request`] decided for a request it allows.
+struct Room {
+    /// The sender's address block, as the recipient's minute counts it.
+    sender_block: Block,
+    /// Whether the recipient's minute is counted at all (`rate_incoming_requests_per_min` > 0).
+    counted: bool,
+    /// The pending request to withdraw to make room, when the list is full.
+    evict: Option<Id>,
 }
 
 /// What a FRIEND_REQUEST carries besides its target, as decoded.

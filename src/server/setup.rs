@@ -49,6 +49,7 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
+        let defaults = RouterConfig::defaults();
         let router_config = RouterConfig {
             max_sessions: config.max_connections,
             resume_grace_ms: duration_ms(config.resume_grace),
@@ -66,6 +67,19 @@ impl Server {
             } else {
                 config.rate_friend_requests.saturating_mul(2)
             },
+            // What one recipient may be sent from one address: its share of the recipient's
+            // pending list and minute is off with the other per-address limits (the
+            // recipient's totals stay).
+            max_pending_incoming_per_address: if config.max_connections_per_ip == 0 {
+                defaults.max_pending_incoming
+            } else {
+                defaults.max_pending_incoming_per_address
+            },
+            rate_incoming_requests_per_address_per_min: if config.max_connections_per_ip == 0 {
+                0
+            } else {
+                defaults.rate_incoming_requests_per_address_per_min
+            },
             max_handles: config.max_handles,
             mailbox_bytes: config.mailbox_bytes,
             mailbox_ttl_ms: duration_ms(config.mailbox_ttl),
@@ -81,7 +95,7 @@ impl Server {
             } else {
                 config.mailbox_bytes.div_ceil(BLOCK_SHARE)
             },
-            ..RouterConfig::defaults()
+            ..defaults
         };
         let ws_config = connection::ws_config(config.max_message_bytes);
         let outbox_ceiling = connection::outbox_ceiling(
@@ -93,7 +107,12 @@ impl Server {
         let settings = Settings {
             assets: Box::leak(Box::new(assets)),
             allow_origins: Box::leak(config.allow_origins.clone().into_boxed_slice()),
-            hosts: host_rule(&config.public_hosts, config.listen, tls.as_ref()),
+            hosts: host_rule(
+                &config.public_hosts,
+                config.listen,
+                tls.as_ref(),
+                crate::tls::machine_host_names,
+            ),
             trusted_proxies: config.trusted_proxies.clone(),
             ws_config,
             outbox_ceiling,

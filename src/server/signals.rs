@@ -33,7 +33,12 @@ impl Server {
                     acceptor.cert_path().display(),
                     acceptor.fingerprint()
                 );
-                self.settings.hosts = host_rule(&self.public_hosts, self.listen, Some(acceptor));
+                self.settings.hosts = host_rule(
+                    &self.public_hosts,
+                    self.listen,
+                    Some(acceptor),
+                    crate::tls::machine_host_names,
+                );
             }
             Err(error) => log::error!("SIGHUP: keeping the current certificate: {error}"),
         }

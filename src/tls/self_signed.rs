@@ -122,13 +122,7 @@ fn write_file_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), 
 /// `NAME.local` for mDNS, as on a Raspberry Pi), `localhost`, the loopback addresses and every
 /// interface address except link-local ones.
 pub fn machine_names() -> Vec<String> {
-    let mut names = Vec::new();
-    if let Some(host) = host_name() {
-        if !host.contains('.') {
-            names.push(format!("{host}.local"));
-        }
-        names.insert(0, host);
-    }
+    let mut names = machine_host_names();
     names.push("localhost".to_string());
     names.push(Ipv4Addr::LOCALHOST.to_string());
     names.push(Ipv6Addr::LOCALHOST.to_string());
@@ -136,6 +130,16 @@ pub fn machine_names() -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     names.retain(|name| seen.insert(name.clone()));
     names
+}
+
+/// This machine's host name (from `/etc/hostname`, else `gethostname`) and, when it is one
+/// label, its mDNS name `NAME.local` (as on a Raspberry Pi); empty when it has no valid name.
+pub fn machine_host_names() -> Vec<String> {
+    let Some(host) = host_name() else {
+        return Vec::new();
+    };
+    let local = (!host.contains('.')).then(|| format!("{host}.local"));
+    std::iter::once(host).chain(local).collect()
 }
 
 fn host_name() -> Option<String> {
@@ -281,7 +285,8 @@ mod tests {
     #[test]
     fn self_signed_is_made_once_and_reused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("self-signed").join("tls");
+        let base = temp_dir("self-signed");
+        let dir = base.join("tls");
         let first = self_signed(&dir).unwrap();
         assert!(first.created);
         assert!(first.names.iter().any(|n| n == "localhost"));

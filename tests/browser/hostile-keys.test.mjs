@@ -2,7 +2,7 @@
 // public exponent, whose self-signatures OpenPGP.js would verify with pure-JS modular exponentiation on the
 // main thread, seconds each. Any ID can send one. What must hold (SECURITY.md "What a crafted key or request
 // costs the browser"): the key is refused in plain words, a friend's message sent a second later is shown
-// within a couple of seconds, and the page answers throughout.
+// without waiting for the key's work, and the page answers throughout.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -14,8 +14,12 @@ import { interceptSocket } from './helpers/mitm.mjs';
 import { RawClient } from './helpers/rawclient.mjs';
 import { startServer } from './helpers/server.mjs';
 
-// The issue's bounds: "shown within a second or two", "the page answers throughout". Generous, for a loaded
-// two-core CI machine; the unprotected page missed them by a minute.
+// What these bounds prove is that the friend's message is not queued behind the work a hostile key asks for,
+// and the page not frozen by it: verifying its certifications on the main thread takes a minute or more (20 of
+// them at seconds each; the measured figures are in SECURITY.md). A person expects the message within a second
+// or two, but the bounds only have to tell "not held up" from "held up by that work", so they are generous: a
+// loaded two-core CI machine must not fail them by scheduling noise. This is a pass/fail test, not a benchmark:
+// do not tighten them here.
 const MESSAGE_SHOWN_WITHIN_MS = 4000;
 const SLOWEST_ROUND_TRIP_MS = 1000;
 const MAX_MESSAGE_BYTES = 65536; // the server's default frame limit

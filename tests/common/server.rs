@@ -12,6 +12,9 @@ use super::http::try_http_get;
 /// What the server logs once it listens.
 const BANNER: &str = "SecChat is running";
 
+/// How much of a server's logs a failing test prints (the end, where the failure is).
+const LOG_TAIL_BYTES: usize = 8 * 1024;
+
 static NEXT_LOG_DIR: AtomicU64 = AtomicU64::new(0);
 
 pub fn free_port() -> u16 {
@@ -261,11 +264,16 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.log_dir);
-        } else {
-            eprintln!("server logs kept in {}", self.log_dir.display());
+        // A failing test shows the end of the logs with its output; no directory outlives a test.
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let mut tail = logs.len().saturating_sub(LOG_TAIL_BYTES);
+            while !logs.is_char_boundary(tail) {
+                tail += 1;
+            }
+            eprintln!("secchat's last log lines:\n{}", &logs[tail..]);
         }
+        let _ = std::fs::remove_dir_all(&self.log_dir);
     }
 }
 

@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +29,30 @@ pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
-pub fn fresh_dir(what: &str) -> PathBuf {
+/// A fresh directory for one test's certificates and keys, removed with them when dropped.
+/// Keep the guard itself (not only a path joined to it) for as long as the files are used.
+pub struct TempDir(PathBuf);
+
+impl Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn fresh_dir(what: &str) -> TempDir {
     let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("secchat-tls-{}-{what}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    TempDir(dir)
 }
 
 /// A CA that only this test trusts, issuing server certificates for `localhost` and 127.0.0.1.
@@ -122,8 +141,9 @@ pub fn start_server(flags: &[&str]) -> Server {
     ServerBuilder::new().flags(flags).ready_on_banner().start()
 }
 
-/// Starts a server with a fresh certificate from `ca` in a fresh directory.
-pub fn start_tls_server(ca: &TestCa, extra: &[&str]) -> (Server, PathBuf, CertificateDer<'static>) {
+/// Starts a server with a fresh certificate from `ca` in a fresh directory (removed when the
+/// returned guard is dropped).
+pub fn start_tls_server(ca: &TestCa, extra: &[&str]) -> (Server, TempDir, CertificateDer<'static>) {
     let dir = fresh_dir("pki");
     let served = ca.issue_into(&dir);
     let cert = dir.join("cert.pem");

@@ -59,6 +59,19 @@ pub fn flag_value<'a>(invocation: &'a [String], flag: &str) -> Option<&'a str> {
         .map(|pair| pair[1].as_str())
 }
 
+/// Every value `flag` is given in `invocation`, as `--flag VALUE` or `--flag=VALUE`.
+pub fn flag_values<'a>(invocation: &'a [String], flag: &'a str) -> impl Iterator<Item = &'a str> {
+    let separate = invocation
+        .windows(2)
+        .filter(move |pair| pair[0] == flag)
+        .map(|pair| pair[1].as_str());
+    let joined = invocation.iter().filter_map(move |arg| {
+        arg.strip_prefix(flag)
+            .and_then(|rest| rest.strip_prefix('='))
+    });
+    separate.chain(joined)
+}
+
 /// The `--listen` address in the example's `secchat ...` command line, which must trust the
 /// proxy on loopback (so that the per-address limits count the clients it forwards), keep those
 /// limits on and name `public_name` with `--public-host` (the proxy passes Host on).

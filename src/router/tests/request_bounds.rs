@@ -196,6 +196,51 @@ fn one_recipient_receives_a_bounded_number_of_requests_per_minute_and_per_addres
     );
 }
 
+/// A request refused with `peer_busy` was never delivered: it must not spend the recipient's
+/// budget for the minute, nor withdraw someone else's pending request to make room for itself.
+#[test]
+fn a_request_refused_as_peer_busy_takes_no_room_and_no_budget() {
+    let mut h = Harness::with(RouterConfig {
+        max_pending_incoming: 2,
+        max_pending_incoming_per_address: 2,
+        rate_incoming_requests_per_min: 3,
+        rate_incoming_requests_per_address_per_min: 0,
+        ..RouterConfig::defaults()
+    });
+    let victim = connect_v2(&mut h, 1);
+    let ok = |cancelled: Vec<String>| (true, "ack".to_owned(), cancelled);
+    let first = connect_from(&mut h, 11, "192.0.2.1").expect("first");
+    let actions = h.text(first.conn, &friend_request(&victim.id, None));
+    assert_eq!(frames_to(&actions, victim.conn).len(), 1);
+    assert_eq!(request_from(&mut h, 12, "192.0.2.1", &victim), ok(vec![]));
+    // The list is full, and the victim's socket holds more than a request may fill.
+    let quarter = RouterConfig::defaults().max_unsent_bytes / 4;
+    h.sink.flushed(victim.conn, quarter + 1);
+    for (conn, address) in [
+        (13, "198.51.100.1"),
+        (14, "198.51.100.2"),
+        (15, "203.0.113.1"),
+    ] {
+        assert_eq!(
+            request_from(&mut h, conn, address, &victim),
+            (false, "peer_busy".to_owned(), vec![]),
+            "a busy recipient: nothing delivered, nothing withdrawn"
+        );
+    }
+    // Once the victim reads, the minute still has room for one more request (3 a minute, 2
+    // used), and `first` is still pending: it is the one withdrawn to make room.
+    h.sink.flushed(victim.conn, 0);
+    assert_eq!(
+        request_from(&mut h, 16, "203.0.113.2", &victim),
+        ok(vec![first.id.clone()])
+    );
+    assert_eq!(
+        request_from(&mut h, 17, "203.0.113.3", &victim),
+        (false, "too_many_requests".to_owned(), vec![]),
+        "the minute's three"
+    );
+}
+
 #[test]
 fn too_many_requests_does_not_count_toward_the_error_flood() {
     assert!(!ErrorCode::TooManyRequests.counts_toward_flood());
