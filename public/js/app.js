@@ -192,7 +192,9 @@ function showChatScreen() {
   const pgp = createCrypto();
   pgp.start(ui.identity.privateBinary);
   app.transport = createTransport({ url: `${scheme}//${location.host}/ws`, onEvent: onTransportEvent });
-  app.effects = createEffects({ transport: app.transport, pgp, dispatch, page: pageEffects });
+  app.effects = createEffects({
+    transport: app.transport, pgp, dispatch, page: pageEffects, persist: () => app.contactStore?.persist(),
+  });
   app.contactSync = createContactSync({
     transport: app.transport, getModel: () => model, dispatch, queued: () => peerQueue.queued, onError: reportInternalError,
   });

@@ -60,7 +60,9 @@ export function contactRecord(friend, now) {
     received: friend.received || emptyReceived(),
     since: friend.friendshipStartedAt,
     lastReachable: friend.lastReachable || 0,
-    updatedAt: friend.updatedAt || now,
+    // Not the clock when it is unknown: a record must read the same until the contact changes (contactstore.js
+    // compares them to tell whether anything is left to save).
+    updatedAt: friend.updatedAt || friend.friendshipStartedAt || now,
     unconfirmed,
   };
 }

@@ -16,9 +16,13 @@ import { noticeText, notificationText } from './text.js';
  * @param {{readFriendKey: Function, seal: Function, open: Function}} options.pgp  the crypto workers (cryptoclient.js)
  * @param {(event: object) => Promise<void>} options.dispatch
  * @param {{notice: Function, notify: Function, incoming: Function, show: Function, error: Function}} options.page
+ * @param {() => Promise<void>} [options.persist]  resolves once the contact book in storage holds the current
+ *   state (contactstore.js): awaited before a message that says `persist` and before every receipt
  */
-export function createEffects({ transport, pgp, dispatch, page }) {
+export function createEffects({ transport, pgp, dispatch, page, persist = async () => {} }) {
   const later = (promise) => promise.catch(page.error);
+  // A stale book after a reload would use this seq again, or take a receipted message for a new one.
+  const durable = () => Promise.resolve().then(persist).catch(page.error);
   // Control envelopes go out at most this often (the server's default MESSAGE rate is 50 per second, shared
   // with chat messages and LISTEN): a book of 1,000 contacts is probed in about 50 s, not in one burst.
   const CONTROL_EVERY_MS = 50;
@@ -60,8 +64,8 @@ export function createEffects({ transport, pgp, dispatch, page }) {
         (error) => dispatch({ type: 'sealFailed', peer, localId, code: error.code === 'too_slow' ? 'too_slow' : 'encrypt_failed' }),
       ));
     },
-    transmit({ peer, localId, frame }) {
-      later(transport.request(frame).then(
+    transmit({ peer, localId, frame, persist: first }) {
+      later((first ? durable() : Promise.resolve()).then(() => transport.request(frame)).then(
         (ack) => dispatch({ type: 'acked', peer, localId, queued: ack.queued === true }),
         (error) => dispatch({ type: 'sendFailed', peer, localId, code: error.code }),
       ));
@@ -101,6 +105,7 @@ export function createEffects({ transport, pgp, dispatch, page }) {
           fields = { acks: waiting.acks };
           route = waiting.route;
         }
+        if (kind === 'receipt') await durable();
         const extra = { ...fields };
         if (kind === 'here') extra.nonce = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
         if (purpose === 'probe') await dispatch({ type: 'probeSent', peer, nonce: extra.nonce });

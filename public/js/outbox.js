@@ -11,6 +11,7 @@
 // the server's mailbox) → delivered only when their signed receipt arrives; until then it is *unconfirmed*: kept
 // with its payload and seq and sent again as is after every reconnect. UNDELIVERED (`expired`, `evicted`) and
 // `no_mailbox` make it undelivered with that reason, and Retry sends the same payload again.
+import { isContact } from './contactbook.js';
 import { FRAME_OVERHEAD, buildEnvelope } from './envelope.js';
 import { routeFor } from './contacts.js';
 import { findLine, putFriend, takeLocalId, updateFriend, withLine } from './model.js';
@@ -91,7 +92,9 @@ export function pump(next, id) {
     ...withLine(friend, localId, (m) => ({ ...m, ref: frame.ref, state: 'sending', via })),
     sending: { localId, phase: 'sending' },
   });
-  next.effects.push({ type: 'transmit', peer: id, localId, frame });
+  // A contact's seqs outlive the page (the contact book): the book must hold this one before it leaves, or a
+  // reload would use it again (contactstore.js persist).
+  next.effects.push({ type: 'transmit', peer: id, localId, frame, persist: isContact(friend) });
 }
 
 export function pumpAll(next) {

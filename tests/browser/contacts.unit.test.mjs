@@ -240,3 +240,188 @@ test('a seq the server once took a copy of is never given back: the next message
   assert.equal(next.state.friends.get('k7q2zd').sendSeq, 2);
   assert.equal(next.state.friends.get('k7q2zd').messages[0].state, 'error');
 });
+
+// --- the contact book's saving: a throttle, and durable before a seq or a receipt leaves -------------------
+
+/** Timers that run only when the test moves the clock. */
+function fakeClock(start = 1_800_000_000_000) {
+  let now = start;
+  let timers = [];
+  let nextId = 1;
+  return {
+    now: () => now,
+    setTimeout(fn, ms) {
+      const id = nextId++;
+      timers.push({ id, at: now + ms, fn });
+      return id;
+    },
+    clearTimeout(id) {
+      timers = timers.filter((t) => t.id !== id);
+    },
+    /** Moves the clock by `ms`, running every timer that falls due on the way, in order. */
+    async advance(ms) {
+      const end = now + ms;
+      for (;;) {
+        const due = timers.filter((t) => t.at <= end).sort((a, b) => a.at - b.at)[0];
+        if (!due) break;
+        timers = timers.filter((t) => t !== due);
+        now = due.at;
+        due.fn();
+        await settle();
+      }
+      now = end;
+    },
+  };
+}
+
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+/** localStorage as the page has it, counting writes. */
+function fakeStorage() {
+  const items = new Map();
+  return {
+    writes: 0,
+    getItem: (key) => (items.has(key) ? items.get(key) : null),
+    setItem(key, value) { this.writes += 1; items.set(key, String(value)); },
+    removeItem: (key) => items.delete(key),
+  };
+}
+
+const ARMOR = '-----BEGIN PGP MESSAGE-----\n';
+/** The message lane as contactstore.js uses it: "sealing" keeps the text readable, "opening" gives it back. */
+const bookPgp = { lanes: { messages: { run: async (op, { envelopeText, payload }) => (op === 'seal' ? ARMOR + envelopeText : { ok: true, text: payload.slice(ARMOR.length) }) } } };
+
+/** The book as stored now, parsed (null when nothing is stored). */
+function storedBook(storage, ownFingerprint) {
+  const armored = storage.getItem('secchat.contacts.v1');
+  return armored ? parseBook(armored.slice(ARMOR.length), ownFingerprint) : null;
+}
+
+test('the contact book is saved at most SAVE_MAX_WAIT_MS after a change, however often changes keep coming', async () => {
+  const { createContactStore, SAVE_MAX_WAIT_MS } = await import('../../public/js/contactstore.js');
+  const { online, step } = await import('./helpers/model.mjs');
+  const storage = fakeStorage();
+  globalThis.localStorage = storage;
+  const clock = fakeClock();
+  let { state } = step(online(), { type: 'bookLoaded', contacts: [record(OTHER, { unconfirmed: [] })] });
+  const store = createContactStore({
+    pgp: bookPgp, getModel: () => state, dispatch: async () => {}, clock, remember: () => true,
+    identity: () => ({ fingerprint: state.ownFingerprint, publicArmored: 'own key' }), notice: (code) => assert.fail(code),
+  });
+  // A frame to one of our handles every 0.9 s, each changing the contact (its `received` record).
+  const started = clock.now();
+  for (let seq = 3; clock.now() - started < 20000; seq += 1) {
+    const friend = state.friends.get('k7q2zd');
+    state = { ...state, friends: new Map([['k7q2zd', { ...friend, received: accept(friend.received, seq), updatedAt: clock.now() }]]) };
+    store.changed();
+    await clock.advance(900);
+  }
+  assert.ok(storage.writes >= 20000 / SAVE_MAX_WAIT_MS - 1, `saved ${storage.writes} times in 20 s of changes every 0.9 s`);
+  assert.ok(storedBook(storage, state.ownFingerprint).contacts[0].received.through >= 3);
+  // Quiet again: the last change is saved SAVE_QUIET_MS later, and nothing is left waiting.
+  await clock.advance(SAVE_MAX_WAIT_MS);
+  assert.deepEqual(storedBook(storage, state.ownFingerprint).contacts[0].received, state.friends.get('k7q2zd').received);
+  assert.equal(store.unsaved, false);
+  delete globalThis.localStorage;
+});
+
+/**
+ * The page in small: the domain (transition.js), the effects runner with a fake socket and crypto, and the
+ * contact store on a fake localStorage, wired as app.js wires them.
+ */
+async function miniPage(storage, state, transport) {
+  const { createContactStore } = await import('../../public/js/contactstore.js');
+  const { createEffects } = await import('../../public/js/effects.js');
+  const { transition } = await import('../../public/js/transition.js');
+  const page = { state, effects: null, store: null };
+  const dispatch = (event) => {
+    const next = transition(page.state, { now: 1_800_000_000_000, ...event });
+    page.state = next.state;
+    page.store.changed();
+    return page.effects.run(next.effects);
+  };
+  globalThis.localStorage = storage;
+  page.store = createContactStore({
+    pgp: bookPgp, getModel: () => page.state, dispatch, remember: () => true, clock: fakeClock(),
+    identity: () => ({ fingerprint: page.state.ownFingerprint, publicArmored: 'own key' }), notice: (code) => assert.fail(code),
+  });
+  page.effects = createEffects({
+    transport, dispatch, persist: () => page.store.persist(),
+    pgp: { seal: async (text) => ARMOR + text, open: async (payload) => ({ ok: true, text: payload.slice(ARMOR.length) }) },
+    page: { error: (error) => { throw error; }, incoming() {}, notice() {}, notify() {}, show() {} },
+  });
+  page.dispatch = dispatch;
+  return page;
+}
+
+/** A state with the contact of `record(OTHER, fields)` loaded from a book, reachable by handle. */
+async function contactState(fields = {}) {
+  const { online, step } = await import('./helpers/model.mjs');
+  let { state } = step(online(), { type: 'bookLoaded', contacts: [record(OTHER, { unconfirmed: [], ...fields })] });
+  ({ state } = step(state, { type: 'handlesDerived', day: '2027-01-15', listen: new Map([['L'.repeat(43), 'k7q2zd']]), send: new Map([['k7q2zd', 'S'.repeat(43)]]) }));
+  ({ state } = step(state, { type: 'handlesSupported', supported: true }));
+  return state;
+}
+
+test('a message with a new seq leaves only once the stored book holds that seq: a reload never uses it again', async () => {
+  const storage = fakeStorage();
+  const sent = [];
+  let page;
+  const transport = {
+    request: async (frame) => {
+      // What a reload at this very moment would find.
+      sent.push({ frame, book: storedBook(storage, page.state.ownFingerprint) });
+      return { type: 'ACK' };
+    },
+  };
+  page = await miniPage(storage, await contactState({ sendSeq: 3 }), transport);
+  await page.dispatch({ type: 'messageWritten', id: 'k7q2zd', text: 'before the reload' });
+  for (let i = 0; i < 20 && sent.length === 0; i += 1) await settle();
+  assert.equal(sent.length, 1);
+  const seq = JSON.parse(sent[0].frame.payload.slice(ARMOR.length)).seq;
+  assert.equal(seq, 4);
+  assert.ok(sent[0].book, 'a book was stored before the message left');
+  assert.equal(sent[0].book.contacts[0].sendSeq, 4, 'the stored book already holds the seq on the wire');
+
+  // The tab is closed right after: the next page starts from the stored book. The message sent (unconfirmed)
+  // goes again with its own seq 4, and the next new one is numbered 5.
+  const { online, step, steps } = await import('./helpers/model.mjs');
+  const reloaded = step(online(), { type: 'bookLoaded', contacts: sent[0].book.contacts }).state;
+  let next = steps(reloaded,
+    { type: 'handlesDerived', day: '2027-01-15', listen: new Map(), send: new Map([['k7q2zd', 'S'.repeat(43)]]) },
+    { type: 'handlesSupported', supported: true },
+    { type: 'messageWritten', id: 'k7q2zd', text: 'after the reload' });
+  const seals = [];
+  for (let round = 0; round < 2; round += 1) {
+    const seal = next.all.find((e) => e.type === 'seal' && !seals.includes(e));
+    seals.push(seal);
+    next = steps(next.state, { type: 'sealed', peer: seal.peer, localId: seal.localId, friendship: seal.friendship, seq: seal.seq, payload: `p${seal.seq}` });
+    const transmit = next.all.find((e) => e.type === 'transmit');
+    next = steps(next.state, { type: 'acked', peer: transmit.peer, localId: transmit.localId, queued: true });
+  }
+  assert.deepEqual(seals.map((s) => [JSON.parse(s.envelope).text, s.seq]), [['before the reload', 4], ['after the reload', 5]],
+    'the seq sent before the reload is not used again');
+  delete globalThis.localStorage;
+});
+
+test('a receipt leaves only once the stored book holds the seq as received: a reload never shows that message as new', async () => {
+  const storage = fakeStorage();
+  const receipts = [];
+  let page;
+  const transport = {
+    request: async (frame) => {
+      receipts.push({ frame, book: storedBook(storage, page.state.ownFingerprint) });
+      return { type: 'ACK' };
+    },
+  };
+  page = await miniPage(storage, await contactState({ received: { through: 2, extra: [] } }), transport);
+  const text = JSON.stringify({ v: 1, to: page.state.ownFingerprint, seq: 3, ts: 1_800_000_000_000, text: 'hello' });
+  await page.dispatch({ type: 'frame', epoch: page.state.session.epoch, frame: { type: 'MESSAGE', handle: 'L'.repeat(43), payload: ARMOR + text, ts: 1 } });
+  for (let i = 0; i < 20 && receipts.length === 0; i += 1) await settle();
+  assert.equal(page.state.friends.get('k7q2zd').messages.filter((m) => m.direction === 'in' && m.verified).length, 1);
+  assert.equal(receipts.length, 1);
+  assert.deepEqual(JSON.parse(receipts[0].frame.payload.slice(ARMOR.length)).acks, [3]);
+  assert.ok(receipts[0].book, 'a book was stored before the receipt left');
+  assert.equal(receipts[0].book.contacts[0].received.through, 3, 'the stored book already counts seq 3 as received');
+  delete globalThis.localStorage;
+});
