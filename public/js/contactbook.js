@@ -56,6 +56,7 @@ export function contactRecord(friend, now) {
     publicArmored: friend.publicArmored,
     mine: friend.rendezvous.mine,
     theirs: friend.rendezvous.theirs,
+    theirsTs: friend.rendezvous.theirsTs || 0,
     sendSeq: friend.sendSeq,
     received: friend.received || emptyReceived(),
     since: friend.friendshipStartedAt,
@@ -86,6 +87,7 @@ function checkedRecord(value) {
   if (!isSecret(value.mine) || !isSecret(value.theirs)) return null;
   if (!Number.isSafeInteger(value.sendSeq) || value.sendSeq < 0) return null;
   if (![value.since, value.lastReachable, value.updatedAt].every(isTime)) return null;
+  if (value.theirsTs !== undefined && !isTime(value.theirsTs)) return null;
   if (typeof value.verified !== 'boolean' || !Array.isArray(value.unconfirmed) || value.unconfirmed.length > MAX_UNCONFIRMED) return null;
   let bytes = 0;
   const unconfirmed = [];
@@ -97,7 +99,7 @@ function checkedRecord(value) {
   if (bytes > MAX_UNCONFIRMED_BYTES) return null;
   return {
     key: value.key, fingerprint: value.fingerprint, userId: value.userId, nickname: value.nickname, verified: value.verified,
-    publicArmored: value.publicArmored, mine: value.mine, theirs: value.theirs, sendSeq: value.sendSeq,
+    publicArmored: value.publicArmored, mine: value.mine, theirs: value.theirs, theirsTs: value.theirsTs || 0, sendSeq: value.sendSeq,
     received: checkedReceived(value.received), since: value.since, lastReachable: value.lastReachable, updatedAt: value.updatedAt,
     unconfirmed: unconfirmed.sort((a, b) => a.seq - b.seq),
   };
@@ -134,7 +136,8 @@ export function parseBook(text, ownFingerprint) {
 /**
  * `incoming` records merged into `existing` ones, by fingerprint (one fingerprint is one contact; a different
  * fingerprint under the same name is another contact). For a fingerprint in both: the record updated last wins,
- * except that the pinned key text and book key stay the existing ones, `verified` is never lost (a downgrade
+ * except that the pinned key text, the book key and both secrets stay the existing ones (a contact's secrets
+ * never change: contacts.js), `verified` is never lost (a downgrade
  * is the user's own act, never an import's), `sendSeq` never goes down (a seq is never used twice) and the
  * accepted seqs are the union. Returns {contacts, added, updated}; more than MAX_CONTACTS: {problem}.
  */
@@ -156,6 +159,9 @@ export function mergeBooks(existing, incoming) {
       ...newer,
       key: mine.key,
       publicArmored: mine.publicArmored,
+      mine: mine.mine,
+      theirs: mine.theirs,
+      theirsTs: mine.theirsTs,
       verified: mine.verified || other.verified,
       sendSeq: Math.max(mine.sendSeq, other.sendSeq),
       received: checkedReceived({ through, extra: received }),

@@ -10,6 +10,7 @@
 // take the receipted message for a new one). One save runs at a time; a save asked for while one runs starts
 // after it, with the state as it is then, so any number of waiting sends share one.
 import { MAX_ARMORED_BOOK_CHARS, contactRecord, isContact, parseBook, serializeBook } from './contactbook.js';
+import { contactTag } from './rendezvous.js';
 
 export const BOOK_STORE = 'secchat.contacts.v1';
 export const SAVE_QUIET_MS = 1000;
@@ -82,7 +83,12 @@ export function createContactStore({
       return { problem: error.code === 'too_slow' ? 'too_slow' : 'undecryptable' };
     }
     if (!result.ok) return { problem: result.problem };
-    return parseBook(result.text, fingerprint);
+    const book = parseBook(result.text, fingerprint);
+    if (book.problem) return book;
+    // The tag our contacts' control envelopes must carry (contacts.js); derived, never stored.
+    const contacts = [];
+    for (const contact of book.contacts) contacts.push({ ...contact, mineTag: await contactTag(contact.mine) });
+    return { contacts };
   }
 
   /** Saves the contacts as they are now, unless they are what was stored last. Never throws. */

@@ -4,7 +4,7 @@
 // state and at each UTC midnight (the day that left the window is UNLISTENed). One run at a time; a run that
 // finds the connection replaced stops, and the next CONNECT starts over (LISTEN after every CONNECT, §10).
 import { isLive } from './model.js';
-import { deriveHandles, batches, listenPlan, msUntilNextUtcDay, newSecret, utcDay } from './rendezvous.js';
+import { contactTag, deriveHandles, batches, listenPlan, msUntilNextUtcDay, newSecret, utcDay } from './rendezvous.js';
 
 /** FETCH again while frames from the last one are still being opened only below this many (peerqueue.js). */
 const FETCH_WHEN_QUEUED_BELOW = 64;
@@ -71,7 +71,8 @@ export function createContactSync({ transport, getModel, dispatch, queued, onErr
         if (!isLive(friend) || !friend.idLive || friend.rendezvous.mine || secretsDrawn.has(mark)) continue;
         if (!friend.requestedByMe && !friend.rendezvous.theirs) continue;
         secretsDrawn.add(mark);
-        await dispatch({ type: 'rendezvousSecretCreated', peer: friend.id, secret: newSecret() });
+        const secret = newSecret();
+        await dispatch({ type: 'rendezvousSecretCreated', peer: friend.id, secret, tag: await contactTag(secret) });
       }
     }
     // 2. The handles of today (and its neighbours) for every secret we know.

@@ -7,7 +7,7 @@
 // and sending are not: a friend's busy backoff must never hold up the frames that friend sends us.
 import { MAX_RECEIPT_ACKS, buildControlEnvelope } from './envelope.js';
 import { matchInviteProof, newInviteSecret } from './inviteproof.js';
-import { toBase64Url } from './rendezvous.js';
+import { contactTag, toBase64Url } from './rendezvous.js';
 import { noticeText, notificationText } from './text.js';
 
 /**
@@ -85,8 +85,11 @@ export function createEffects({ transport, pgp, dispatch, page, persist = async 
     show({ id }) {
       page.show(id);
     },
-    /** Seals a §6 control envelope (contacts.js) and sends it; the outcome goes back as controlSent. */
-    sendControl({ peer, purpose, kind, fields, to, route, publicArmored }) {
+    /**
+     * Seals a §6 control envelope (contacts.js), bound to the contact by the tag of `bindTo` (their secret, when
+     * known), and sends it; the outcome goes back as controlSent.
+     */
+    sendControl({ peer, purpose, kind, fields, to, route, publicArmored, bindTo }) {
       if (kind === 'receipt') {
         // Receipts to one friend that wait for their turn are one envelope: a server replaying a message any
         // number of times (each copy a duplicate, each answered with its receipt) queues one, not one per copy.
@@ -108,6 +111,7 @@ export function createEffects({ transport, pgp, dispatch, page, persist = async 
         if (kind === 'receipt') await durable();
         const extra = { ...fields };
         if (kind === 'here') extra.nonce = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+        if (bindTo) extra.for = await contactTag(bindTo);
         if (purpose === 'probe') await dispatch({ type: 'probeSent', peer, nonce: extra.nonce });
         let code = null;
         try {

@@ -117,9 +117,6 @@ function checkContactEnvelope(next, friend, text, message) {
   if (!read.envelope) return { friend, message: read.message };
   const { envelope } = read;
   message = read.message;
-  if (friend.trust !== 'changed' && !friend.rendezvous.shared) {
-    friend = { ...friend, rendezvous: { ...friend.rendezvous, shared: true } };
-  }
   const order = classifyReceived(friend.received, envelope.seq);
   if (order.kind === 'duplicate') {
     const earlier = friend.messages.find((m) => m.direction === 'in' && m.verified && m.seq === envelope.seq && m.friendship === friend.friendship);
@@ -140,6 +137,8 @@ function checkContactEnvelope(next, friend, text, message) {
   if (order.kind === 'late') message.late = true;
   friend = {
     ...friend,
+    // A new message of theirs, signed in this contact, came to our handle: they have our secret.
+    rendezvous: friend.rendezvous.shared ? friend.rendezvous : { ...friend.rendezvous, shared: true },
     received: accept(friend.received, envelope.seq),
     expectedSeq: Math.max(friend.expectedSeq, envelope.seq + 1),
     updatedAt: message.receivedAt,

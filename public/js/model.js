@@ -70,10 +70,11 @@ export function newFriend(id) {
     outbox: [], // localIds of outgoing messages not yet acknowledged, oldest first
     sending: null, // {localId, phase:'sealing'|'sending'|'backoff'}: the outbox head being worked on
     // --- contacts (contacts.js): friends who stay across reloads, reached by rendezvous handles ---
-    // mine: the secret we listen on (given to them); theirs: the secret they listen on (we send there);
-    // shared: ours reached them (they wrote to one of our handles, or the book says so); sentAt: when our
-    // rendezvous envelope last went out by ID.
-    rendezvous: { mine: '', theirs: '', theirsTs: 0, shared: false, sentAt: 0 },
+    // mine: the secret we listen on (given to them); mineTag: its tag, which their control envelopes must carry
+    // (rendezvous.js contactTag); theirs: the secret they listen on (we send there), theirsTs: when they signed
+    // it; shared: ours reached them (they sent us something bound to it, or the book says so); sentAt: when
+    // our rendezvous envelope last went out by ID.
+    rendezvous: { mine: '', mineTag: '', theirs: '', theirsTs: 0, shared: false, sentAt: 0 },
     requestedByMe: false, // we sent the friend request: we offer our secret first (contacts.js)
     idLive: true, // the friendship by session ID exists on the server (false for contacts restored from the book)
     bookKey: '', // the contact book's name for this contact (contactbook.js bookKeyFor)

@@ -10,6 +10,8 @@
 // today's. Pure (Web Crypto's HMAC is passed in or taken from globalThis), so it runs under Node too.
 
 export const HANDLE_LABEL = 'secchat-handle-v1\n';
+/** What a contact tag is the HMAC of (see contactTag). */
+export const TAG_LABEL = 'secchat-contact-v1';
 export const SECRET_BYTES = 32;
 /** A handle and a secret are both the unpadded base64url of 32 bytes. */
 const B64URL_32 = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
@@ -60,6 +62,18 @@ export async function deriveHandle(secret, day, subtle = globalThis.crypto.subtl
   const key = await subtle.importKey('raw', fromBase64Url(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
   const mac = await subtle.sign('HMAC', key, new TextEncoder().encode(`${HANDLE_LABEL}${day}`));
   return toBase64Url(new Uint8Array(mac));
+}
+
+/**
+ * The tag that binds a control envelope to one contact (PROTOCOL §6 `for`): HMAC-SHA256(key = the recipient's
+ * listening secret, TAG_LABEL), 43 characters. Only the two sides of this contact know the secret, and a new
+ * contact draws new secrets, so an envelope of an earlier contact between the same keys carries another tag.
+ * Never a handle (another label), and it travels only inside encrypted envelopes.
+ */
+export async function contactTag(secret, subtle = globalThis.crypto.subtle) {
+  if (!isSecret(secret)) throw new TypeError('not a rendezvous secret');
+  const key = await subtle.importKey('raw', fromBase64Url(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  return toBase64Url(new Uint8Array(await subtle.sign('HMAC', key, new TextEncoder().encode(TAG_LABEL))));
 }
 
 /**

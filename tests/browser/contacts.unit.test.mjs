@@ -4,11 +4,11 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
-import { MAX_BOOK_BYTES, MAX_UNCONFIRMED, mergeBooks, parseBook, serializeBook } from '../../public/js/contactbook.js';
+import { MAX_BOOK_BYTES, MAX_UNCONFIRMED, contactRecord, mergeBooks, parseBook, serializeBook } from '../../public/js/contactbook.js';
 import { MAX_RECEIPT_ACKS, buildControlEnvelope, parseEnvelope } from '../../public/js/envelope.js';
 import { MAX_EXTRA, accept, classifyReceived, emptyReceived } from '../../public/js/receipts.js';
 import {
-  MAX_CONTACTS, batches, deriveHandle, deriveHandles, isHandle, listenPlan, msUntilNextUtcDay, toBase64Url, utcDay,
+  MAX_CONTACTS, batches, contactTag, deriveHandle, deriveHandles, isHandle, listenPlan, msUntilNextUtcDay, toBase64Url, utcDay,
 } from '../../public/js/rendezvous.js';
 import { confirmDelivered } from '../../public/js/contacts.js';
 import { begin, newFriend } from '../../public/js/model.js';
@@ -27,6 +27,10 @@ test('handle(secret, day) is HMAC-SHA256 over "secchat-handle-v1\\n" + the UTC d
   assert.equal(handle.length, 43);
   assert.ok(isHandle(handle));
   await assert.rejects(deriveHandle('short', '2026-01-01'));
+  // The contact tag (PROTOCOL §6 `for`): another label, so never a handle.
+  const tag = await contactTag(SECRET);
+  assert.equal(tag, 'IqY1wob2O53lngxwU2KrHCKBcXHhpjBjVEhA6ARsaBE');
+  assert.equal(tag, createHmac('sha256', Buffer.from(Uint8Array.from({ length: 32 }, (_, i) => i))).update('secchat-contact-v1').digest('base64url'));
 });
 
 test('days are UTC; a contact is listened on for yesterday, today and tomorrow and sent to today', async () => {
@@ -63,11 +67,13 @@ test('control envelopes: built and checked, bounded, wrong types refused; text e
     { kind: 'receipt', acks: [] }, { kind: 'receipt', acks: ['1'] }, { kind: 'receipt', acks: [0] }, { kind: 'receipt', acks: 3 },
     { kind: 'rendezvous', secret: `${SECRET}AAAA` }, { kind: 'rendezvous', secret: 'x'.repeat(100000) }, { kind: 'rendezvous', secret: 7 },
     { kind: 'here', nonce: 'short' }, { kind: 'here', nonce, re: 5 }, { kind: 5 },
+    { kind: 'receipt', acks: [1], for: 'short' }, { kind: 'remove', for: 7 }, { kind: 'remove', for: `${SECRET}A` },
   ];
   for (const fields of bad) {
     assert.equal(parseEnvelope(JSON.stringify({ v: 1, to: FP, ts: 5, ...fields }), FP).problem, 'malformed', JSON.stringify(fields).slice(0, 60));
   }
   assert.equal(parseEnvelope(JSON.stringify({ v: 1, to: FP, ts: 5, kind: 'future' }), FP).problem, 'unknown_kind');
+  assert.deepEqual(parseEnvelope(buildControlEnvelope('remove', { to: FP, ts: 5, for: SECRET }), FP).envelope, { kind: 'remove', to: FP, ts: 5, for: SECRET });
   assert.deepEqual(parseEnvelope(JSON.stringify({ v: 1, to: FP, seq: 1, ts: 5, text: 'hi' }), FP).envelope, { to: FP, seq: 1, ts: 5, text: 'hi' });
 });
 
@@ -110,7 +116,7 @@ test('a receipt marks only messages with those seqs delivered, and never the one
 function record(fingerprint, fields = {}) {
   return {
     key: 'k7q2zd', fingerprint, userId: 'Bob', nickname: '', verified: false,
-    publicArmored: '-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n-----END PGP PUBLIC KEY BLOCK-----', mine: SECRET, theirs: SECRET,
+    publicArmored: '-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n-----END PGP PUBLIC KEY BLOCK-----', mine: SECRET, theirs: SECRET, theirsTs: 0,
     sendSeq: 3, received: { through: 2, extra: [] }, since: 1, lastReachable: 2, updatedAt: 10, unconfirmed: [{ seq: 3, ts: 9, text: 'hi' }],
     ...fields,
   };
@@ -154,8 +160,9 @@ test('removing a contact reached only by handle sends it a signed `remove`, whic
   const { online, step, effectsOf, NOW, systemLines } = await import('./helpers/model.mjs');
   const LISTEN = 'L'.repeat(43);
   const SEND = 'S'.repeat(43);
+  const TAG = await contactTag(SECRET);
   const contact = (since) => {
-    let { state } = step(online(), { type: 'bookLoaded', contacts: [record(OTHER, { unconfirmed: [], since })] });
+    let { state } = step(online(), { type: 'bookLoaded', contacts: [record(OTHER, { unconfirmed: [], since, mineTag: TAG })] });
     ({ state } = step(state, { type: 'handlesDerived', day: '2027-01-15', listen: new Map([[LISTEN, 'k7q2zd']]), send: new Map([['k7q2zd', SEND]]) }));
     assert.equal(state.friends.get('k7q2zd').idLive, false, 'no friendship by ID for FRIEND_REMOVE to end');
     return state;
@@ -176,7 +183,7 @@ test('removing a contact reached only by handle sends it a signed `remove`, whic
     const arrived = step(state, { type: 'frame', epoch: state.session.epoch, frame: { type: 'MESSAGE', handle: LISTEN, payload: '-----BEGIN PGP MESSAGE-----\nx', ts: NOW } });
     const [open] = effectsOf(arrived, 'open');
     assert.ok(open, 'the message to our handle was handed to the crypto worker');
-    const text = buildControlEnvelope('remove', { to: FP_OWN, ts });
+    const text = buildControlEnvelope('remove', { to: FP_OWN, ts, for: TAG });
     return step(arrived.state, { type: 'opened', peer: open.peer, incoming: open.incoming, opened: { ok: true, text } }).state;
   };
   const FP_OWN = online().ownFingerprint;
@@ -424,4 +431,97 @@ test('a receipt leaves only once the stored book holds the seq as received: a re
   assert.ok(receipts[0].book, 'a book was stored before the receipt left');
   assert.equal(receipts[0].book.contacts[0].received.through, 3, 'the stored book already counts seq 3 as received');
   delete globalThis.localStorage;
+});
+
+// --- control envelopes are bound to this contact ------------------------------------------------------------
+
+const OLD_SECRET = toBase64Url(new Uint8Array(32).fill(1)); // our secret in an earlier contact with the same keys
+const NEW_SECRET = toBase64Url(new Uint8Array(32).fill(2)); // ours in this one
+const THEIR_SECRET = toBase64Url(new Uint8Array(32).fill(3));
+
+/** Delivers a control envelope (its fields over {to: us, ts}) to our handle, as the worker opened it. */
+async function deliverControl(state, kind, fields) {
+  const { step, effectsOf } = await import('./helpers/model.mjs');
+  const arrived = step(state, { type: 'frame', epoch: state.session.epoch, frame: { type: 'MESSAGE', handle: 'L'.repeat(43), payload: `${ARMOR}x`, ts: 1 } });
+  const [open] = effectsOf(arrived, 'open');
+  const text = buildControlEnvelope(kind, { to: state.ownFingerprint, ts: 1_800_000_000_000, ...fields });
+  return step(arrived.state, { type: 'opened', peer: open.peer, incoming: open.incoming, opened: { ok: true, text } });
+}
+
+/** This contact (our secret NEW_SECRET), with message seq 1 stored on the server and waiting for its receipt. */
+async function contactWithStoredMessage() {
+  const { steps } = await import('./helpers/model.mjs');
+  let next = steps(await contactState({ mine: NEW_SECRET, mineTag: await contactTag(NEW_SECRET), theirs: THEIR_SECRET, sendSeq: 0, since: 1_800_000_000_000 }),
+    { type: 'messageWritten', id: 'k7q2zd', text: 'to the new contact' });
+  const seal = next.all.find((e) => e.type === 'seal');
+  next = steps(next.state, { type: 'sealed', peer: seal.peer, localId: seal.localId, friendship: seal.friendship, seq: seal.seq, payload: 'p1' });
+  next = steps(next.state, { type: 'acked', peer: 'k7q2zd', localId: seal.localId, queued: true });
+  assert.equal(next.state.friends.get('k7q2zd').messages.at(-1).state, 'stored');
+  return next.state;
+}
+const lastOut = (state) => state.friends.get('k7q2zd').messages.filter((m) => m.direction === 'out').at(-1);
+
+test('a receipt of an earlier contact between the same keys (seqs restart at 1) does not count as delivery', async () => {
+  const state = await contactWithStoredMessage();
+  // The earlier contact's receipt for its seq 1, replayed by the server: bound to our old secret, or (made
+  // before receipts were bound) not bound at all.
+  for (const fields of [{ acks: [1], for: await contactTag(OLD_SECRET) }, { acks: [1] }]) {
+    const after = (await deliverControl(state, 'receipt', fields)).state;
+    assert.equal(lastOut(after).state, 'stored', JSON.stringify(fields).slice(0, 40));
+  }
+  // This contact's own receipt, bound to our secret, does.
+  const confirmed = (await deliverControl(state, 'receipt', { acks: [1], for: await contactTag(NEW_SECRET) })).state;
+  assert.equal(lastOut(confirmed).state, 'delivered');
+});
+
+test('a `remove` of an earlier contact replayed into a quickly re-added one is ignored; this contact\'s own ends it', async () => {
+  // Re-added a minute after the earlier contact was removed: the earlier removal is signed within the clock margin.
+  const state = await contactState({ mine: NEW_SECRET, mineTag: await contactTag(NEW_SECRET), since: 1_800_000_060_000 });
+  for (const fields of [{ for: await contactTag(OLD_SECRET) }, {}]) {
+    const after = (await deliverControl(state, 'remove', fields)).state;
+    assert.equal(after.friends.get('k7q2zd').status, 'friends', JSON.stringify(fields));
+  }
+  const ended = (await deliverControl(state, 'remove', { for: await contactTag(NEW_SECRET) })).state;
+  assert.equal(ended.friends.get('k7q2zd').status, 'ended');
+});
+
+test('after a reload, a replayed `rendezvous` (even one signed later) cannot move where we send; the book keeps theirsTs', async () => {
+  const { step } = await import('./helpers/model.mjs');
+  const state = await contactState({ mine: NEW_SECRET, mineTag: await contactTag(NEW_SECRET), theirs: THEIR_SECRET, theirsTs: 1_799_000_000_000 });
+  assert.equal(state.friends.get('k7q2zd').rendezvous.theirsTs, 1_799_000_000_000, 'theirsTs comes back from the book');
+  const OTHER_SECRET = toBase64Url(new Uint8Array(32).fill(9));
+  for (const fields of [{ secret: OTHER_SECRET }, { secret: OTHER_SECRET, for: await contactTag(OLD_SECRET) }, { secret: OTHER_SECRET, for: await contactTag(NEW_SECRET) }]) {
+    const after = (await deliverControl(state, 'rendezvous', fields)).state;
+    assert.equal(after.friends.get('k7q2zd').rendezvous.theirs, THEIR_SECRET, JSON.stringify(Object.keys(fields)));
+    // The wiring derives the send handle from `theirs`: unchanged, so sends go where they went.
+    const { text } = serializeBook([contactRecord(after.friends.get('k7q2zd'), 1)], after.ownFingerprint, 1);
+    assert.equal(parseBook(text, after.ownFingerprint).contacts[0].theirsTs, 1_799_000_000_000);
+  }
+  void step;
+});
+
+test('making a contact: the requester takes only an answer bound to its secret; the accepter only an offer signed in this friendship', async () => {
+  const { online, befriend, receive, step, effectsOf, BOB, BOB_KEY, NOW } = await import('./helpers/model.mjs');
+  const supported = (state) => step(state, { type: 'handlesSupported', supported: true }).state;
+  // Requester: we asked Bob; our secret goes to him, unbound (we do not know his yet).
+  let state = supported(befriend(online(), BOB, BOB_KEY));
+  const created = step(state, { type: 'rendezvousSecretCreated', peer: BOB, secret: NEW_SECRET, tag: await contactTag(NEW_SECRET) });
+  const [offer] = effectsOf(created, 'sendControl');
+  assert.equal(offer.kind, 'rendezvous');
+  assert.equal(offer.bindTo, '', 'nothing to bind the first offer to');
+  state = created.state;
+  const answer = (fields) => ({ ok: true, text: buildControlEnvelope('rendezvous', { to: state.ownFingerprint, ts: NOW, secret: THEIR_SECRET, ...fields }) });
+  for (const fields of [{}, { for: await contactTag(OLD_SECRET) }]) {
+    assert.equal(receive(state, BOB, answer(fields)).state.friends.get(BOB).rendezvous.theirs, '', JSON.stringify(fields));
+  }
+  const made = receive(state, BOB, answer({ for: await contactTag(NEW_SECRET) })).state.friends.get(BOB);
+  assert.equal(made.rendezvous.theirs, THEIR_SECRET);
+  assert.equal(made.rendezvous.shared, true, 'a bound answer proves they have our secret');
+
+  // Accepter: Bob asked us. His offer signed after our friendship began is taken; a replayed older one is not.
+  let accepter = supported(befriend(online(), BOB, BOB_KEY));
+  accepter = { ...accepter, friends: new Map([[BOB, { ...accepter.friends.get(BOB), requestedByMe: false }]]) };
+  const offerOf = (ts) => ({ ok: true, text: buildControlEnvelope('rendezvous', { to: accepter.ownFingerprint, ts, secret: THEIR_SECRET }) });
+  assert.equal(receive(accepter, BOB, offerOf(NOW - 60 * 60 * 1000)).state.friends.get(BOB).rendezvous.theirs, '');
+  assert.equal(receive(accepter, BOB, offerOf(NOW)).state.friends.get(BOB).rendezvous.theirs, THEIR_SECRET);
 });
