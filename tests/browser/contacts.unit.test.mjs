@@ -283,6 +283,14 @@ function fakeClock(start = 1_800_000_000_000) {
 
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 
+/** Resolves once `condition()` holds (work in flight includes Web Crypto, which answers from another thread). */
+async function until(condition, what) {
+  for (let waited = 0; !condition(); waited += 5) {
+    if (waited > 5000) assert.fail(`still waiting: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 /** localStorage as the page has it, counting writes. */
 function fakeStorage() {
   const items = new Map();
@@ -383,7 +391,7 @@ test('a message with a new seq leaves only once the stored book holds that seq: 
   };
   page = await miniPage(storage, await contactState({ sendSeq: 3 }), transport);
   await page.dispatch({ type: 'messageWritten', id: 'k7q2zd', text: 'before the reload' });
-  for (let i = 0; i < 20 && sent.length === 0; i += 1) await settle();
+  await until(() => sent.length > 0, 'the message to leave');
   assert.equal(sent.length, 1);
   const seq = JSON.parse(sent[0].frame.payload.slice(ARMOR.length)).seq;
   assert.equal(seq, 4);
@@ -424,7 +432,7 @@ test('a receipt leaves only once the stored book holds the seq as received: a re
   page = await miniPage(storage, await contactState({ received: { through: 2, extra: [] } }), transport);
   const text = JSON.stringify({ v: 1, to: page.state.ownFingerprint, seq: 3, ts: 1_800_000_000_000, text: 'hello' });
   await page.dispatch({ type: 'frame', epoch: page.state.session.epoch, frame: { type: 'MESSAGE', handle: 'L'.repeat(43), payload: ARMOR + text, ts: 1 } });
-  for (let i = 0; i < 20 && receipts.length === 0; i += 1) await settle();
+  await until(() => receipts.length > 0, 'the receipt to leave');
   assert.equal(page.state.friends.get('k7q2zd').messages.filter((m) => m.direction === 'in' && m.verified).length, 1);
   assert.equal(receipts.length, 1);
   assert.deepEqual(JSON.parse(receipts[0].frame.payload.slice(ARMOR.length)).acks, [3]);
@@ -525,3 +533,4 @@ test('making a contact: the requester takes only an answer bound to its secret; 
   assert.equal(receive(accepter, BOB, offerOf(NOW - 60 * 60 * 1000)).state.friends.get(BOB).rendezvous.theirs, '');
   assert.equal(receive(accepter, BOB, offerOf(NOW)).state.friends.get(BOB).rendezvous.theirs, THEIR_SECRET);
 });
+
