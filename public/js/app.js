@@ -226,6 +226,13 @@ const pageEffects = {
   show(id) {
     if (!ui.activeFriendId) ui.activeFriendId = id;
   },
+  /** A contact's entry moved to a new ID (friendship.js): its open chat and unread count go with it. */
+  moved(from, to) {
+    if (ui.activeFriendId === from) ui.activeFriendId = to;
+    const unread = ui.unread.get(from);
+    ui.unread.delete(from);
+    if (unread) ui.unread.set(to, (ui.unread.get(to) || 0) + unread);
+  },
 };
 
 /**

@@ -14,7 +14,10 @@
 // not know). "Delivered" on a message sent to a handle means the friend's signed receipt arrived, never the
 // server's ACK.
 import { isContact } from './contactbook.js';
-import { appendSystemLine, isLive, newFriend, putFriend, takeLocalId, withEntry, withMember } from './model.js';
+import {
+  appendSystemLine, isLive, newFriend, putFriend, takeLocalId, withEntry, withMember, withMemberAt,
+} from './model.js';
+import { pinnedName } from './trust.js';
 import { emptyReceived } from './receipts.js';
 import { abandonOutbox, pump, pumpAll } from './outbox.js';
 
@@ -251,10 +254,13 @@ export function bookLoaded(next, { contacts, now }) {
     let key = record.key;
     for (let n = 2; next.state.friends.has(key); n += 1) key = `${record.key.slice(0, 13)}-${n}`;
     const number = next.state.friendshipsStarted + 1;
+    const name = pinnedName(record.userId);
     next.state = {
       ...next.state,
       friendshipsStarted: number,
       pins: withEntry(next.state.pins, key, record.fingerprint),
+      // Another key with this contact's name is flagged as for any key pinned in this page's life (trust.js).
+      pinnedNames: name ? withMemberAt(next.state.pinnedNames, name, record.fingerprint) : next.state.pinnedNames,
       verifiedFingerprints: record.verified ? withMember(next.state.verifiedFingerprints, record.fingerprint) : next.state.verifiedFingerprints,
     };
     const lines = record.unconfirmed.map((m) => ({

@@ -15,7 +15,7 @@ import { noticeText, notificationText } from './text.js';
  * @param {{request: (frame: object) => Promise<object>}} options.transport
  * @param {{readFriendKey: Function, seal: Function, open: Function}} options.pgp  the crypto workers (cryptoclient.js)
  * @param {(event: object) => Promise<void>} options.dispatch
- * @param {{notice: Function, notify: Function, incoming: Function, show: Function, error: Function}} options.page
+ * @param {{notice: Function, notify: Function, incoming: Function, show: Function, moved: Function, error: Function}} options.page
  * @param {() => Promise<void>} [options.persist]  resolves once the contact book in storage holds the current
  *   state (contactstore.js): awaited before a message that says `persist` and before every receipt
  */
@@ -84,6 +84,9 @@ export function createEffects({ transport, pgp, dispatch, page, persist = async 
     },
     show({ id }) {
       page.show(id);
+    },
+    moved({ from, to }) {
+      page.moved(from, to);
     },
     /**
      * Seals a §6 control envelope (contacts.js), bound to the contact by the tag of `bindTo` (their secret, when

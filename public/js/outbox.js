@@ -234,6 +234,25 @@ export function abandonOutbox(friend, code) {
   };
 }
 
+/**
+ * `friend` with every outgoing message it has not confirmed (waiting, in flight, sent, stored, or undelivered
+ * with its payload) marked not delivered and cut loose from its seq and payload, so that Retry seals it anew:
+ * for a contact that starts over as a new friendship (friendship.js), whose seqs restart and whose friend may
+ * never have seen the old ones.
+ */
+export function forgetUnconfirmed(friend) {
+  const open = (m) => m.direction === 'out' && !m.kind && m.state !== 'delivered' && m.state !== 'error' && m.state !== 'queued';
+  if (!friend.messages.some(open)) return { ...friend, outbox: [], sending: null };
+  return {
+    ...friend,
+    messages: friend.messages.map((m) => (open(m)
+      ? { ...m, state: 'undelivered', error: 'contact_restarted', payload: null, seq: 0, via: '', accepted: false }
+      : m)),
+    outbox: [],
+    sending: null,
+  };
+}
+
 /** UNDELIVERED: a message the server had queued was thrown away when the friend's resume window ended. */
 export function markUndelivered(next, ref, reason) {
   for (const friend of next.state.friends.values()) {

@@ -534,3 +534,49 @@ test('making a contact: the requester takes only an answer bound to its secret; 
   assert.equal(receive(accepter, BOB, offerOf(NOW)).state.friends.get(BOB).rendezvous.theirs, THEIR_SECRET);
 });
 
+// --- befriending a contact again by ID -------------------------------------------------------------------
+
+test('befriending by ID someone who is already a contact continues that contact: one entry, its history and verification kept', async () => {
+  const { online, step, steps, effectsOf, frame, keyChecked, systemLines, BOB, BOB_KEY, DAN, NOW } = await import('./helpers/model.mjs');
+  const { assessKey } = await import('../../public/js/trust.js');
+  // Bob is a verified contact from the book (his key's fingerprint is OTHER), with one message unconfirmed.
+  let state = step(online(), { type: 'bookLoaded', contacts: [record(OTHER, { verified: true, userId: 'Bob', publicArmored: BOB_KEY.publicArmored })] }).state;
+  assert.equal(BOB_KEY.fingerprint, OTHER);
+  const before = state.friends.get('k7q2zd');
+
+  // Bob (who lost his book, or whose contact did not answer) asks again from his new session ID.
+  let next = step(state, frame({ type: 'FRIEND_REQUEST', from: BOB, public_key: BOB_KEY.publicArmored }));
+  next = step(next.state, keyChecked(effectsOf(next, 'checkKey')[0], BOB_KEY));
+  assert.equal(assessKey(next.state, BOB, OTHER, 'Bob'), 'contact', 'the card says it is a contact, not an alarm');
+  next = steps(next.state, { type: 'requestAccepted', id: BOB, key: BOB_KEY, viaInvite: null, now: NOW });
+
+  const friends = [...next.state.friends.values()];
+  assert.deepEqual(friends.map((f) => f.id), [BOB], 'one entry, under the live ID');
+  const bob = friends[0];
+  assert.equal(bob.trust, 'verified', 'verification kept');
+  assert.equal(bob.idLive, true);
+  assert.ok(systemLines(next.state, BOB).includes('restored'), 'the contact\'s conversation is there');
+  assert.deepEqual(systemLines(next.state, BOB).slice(-2), ['contact_merged', 'started']);
+  assert.deepEqual(next.all.filter((e) => e.type === 'moved'), [{ type: 'moved', from: 'k7q2zd', to: BOB }]);
+  // A new friendship: seqs restart both ways and new secrets are exchanged (the other side may have lost its book).
+  assert.equal(bob.sendSeq, 0);
+  assert.equal(bob.rendezvous.mine, '');
+  const old = bob.messages.find((m) => m.direction === 'out' && m.text === 'hi');
+  assert.equal(old.state, 'undelivered', 'the old contact never confirmed it');
+  assert.equal(old.error, 'contact_restarted');
+  assert.equal(old.payload, null, 'Retry seals it anew in the new friendship');
+  assert.equal(before.messages.length + 2, bob.messages.length);
+
+  // A different key under the same name from another ID stays flagged, and is another entry.
+  const mallory = { ...BOB_KEY, fingerprint: 'F'.repeat(40), publicArmored: BOB_KEY.publicArmored.replace('Bob B', 'Bob F') };
+  assert.equal(assessKey(state, DAN, mallory.fingerprint, 'Bob'), 'name_reused');
+  next = step(state, frame({ type: 'FRIEND_REQUEST', from: DAN, public_key: mallory.publicArmored }));
+  next = step(next.state, keyChecked(effectsOf(next, 'checkKey')[0], mallory));
+  next = step(next.state, { type: 'requestAccepted', id: DAN, key: mallory, viaInvite: null, now: NOW });
+  assert.deepEqual([...next.state.friends.keys()].sort(), [DAN, 'k7q2zd'].sort());
+  assert.equal(next.state.friends.get(DAN).trust, 'unverified');
+
+  // The contact's key from another ID while the contact's own ID friendship lives is still the alarm.
+  const live = { ...state, friends: new Map([['k7q2zd', { ...before, idLive: true }]]) };
+  assert.equal(assessKey(live, BOB, OTHER, 'Bob'), 'pinned_elsewhere');
+});
