@@ -9,7 +9,7 @@
 // MAX_BOOK_BYTES for the whole JSON text. A book over a bound is refused whole on load; on save, the oldest
 // unconfirmed messages beyond a contact's bound are not kept (they stay on screen until the tab closes).
 import { MAX_CONTACTS, isSecret } from './rendezvous.js';
-import { checkedReceived, emptyReceived } from './receipts.js';
+import { checkedReceived, emptyReceived, mergeReceived } from './receipts.js';
 import { MAX_PUBLIC_KEY_BYTES } from './keypolicy.js';
 
 export const BOOK_KIND = 'secchat-contact-book';
@@ -153,8 +153,6 @@ export function mergeBooks(existing, incoming) {
       continue;
     }
     const newer = other.updatedAt > mine.updatedAt ? other : mine;
-    const received = [...mine.received.extra, ...other.received.extra];
-    const through = Math.max(mine.received.through, other.received.through);
     byFingerprint.set(other.fingerprint, {
       ...newer,
       key: mine.key,
@@ -164,7 +162,7 @@ export function mergeBooks(existing, incoming) {
       theirsTs: mine.theirsTs,
       verified: mine.verified || other.verified,
       sendSeq: Math.max(mine.sendSeq, other.sendSeq),
-      received: checkedReceived({ through, extra: received }),
+      received: mergeReceived(mine.received, other.received),
       lastReachable: Math.max(mine.lastReachable, other.lastReachable),
     });
     if (newer === other) updated += 1;

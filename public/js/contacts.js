@@ -18,7 +18,7 @@ import {
   appendSystemLine, isLive, newFriend, putFriend, takeLocalId, withEntry, withMember, withMemberAt,
 } from './model.js';
 import { pinnedName } from './trust.js';
-import { emptyReceived } from './receipts.js';
+import { checkedReceived } from './receipts.js';
 import { abandonOutbox, pump, pumpAll } from './outbox.js';
 
 /** A `here` is proof of presence only while this fresh, by our clock against its signed time. */
@@ -283,7 +283,7 @@ export function bookLoaded(next, { contacts, now }) {
       idLive: false,
       presence: 'away',
       sendSeq: record.sendSeq,
-      received: record.received || emptyReceived(),
+      received: checkedReceived(record.received),
       expectedSeq: (record.received ? record.received.through : 0) + 1,
       friendship: number,
       friendshipStartedAt: record.since,

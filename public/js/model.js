@@ -78,7 +78,7 @@ export function newFriend(id) {
     requestedByMe: false, // we sent the friend request: we offer our secret first (contacts.js)
     idLive: true, // the friendship by session ID exists on the server (false for contacts restored from the book)
     bookKey: '', // the contact book's name for this contact (contactbook.js bookKeyFor)
-    received: { through: 0, extra: [] }, // seqs accepted from them (receipts.js)
+    received: { through: 0, extra: [], missing: [], floor: 0 }, // seqs accepted from them (receipts.js)
     lastReachable: 0, // when we last had proof they were connected (our clock)
     probeNonce: '', // the nonce of our last `here` probe: an answer must echo it
     updatedAt: 0, // when anything the contact book keeps changed

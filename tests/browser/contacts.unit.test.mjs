@@ -84,12 +84,12 @@ test('accepted seqs: in order, duplicate, late (fills a gap), gap; the record st
   assert.equal(classifyReceived(r, 1).kind, 'duplicate');
   assert.deepEqual(classifyReceived(r, 4), { kind: 'gap', missing: 2 });
   r = accept(r, 4);
-  assert.deepEqual(r, { through: 1, extra: [4] });
+  assert.deepEqual(r, { through: 1, extra: [4], missing: [], floor: 0 });
   assert.equal(classifyReceived(r, 2).kind, 'in_order');
   assert.equal(classifyReceived(r, 3).kind, 'late');
   assert.equal(classifyReceived(r, 4).kind, 'duplicate');
   r = accept(accept(r, 3), 2);
-  assert.deepEqual(r, { through: 4, extra: [] });
+  assert.deepEqual(r, { through: 4, extra: [], missing: [], floor: 0 });
   // A server that reorders without end: the record keeps at most MAX_EXTRA, giving up the oldest holes.
   let wide = emptyReceived();
   for (let seq = 2; seq < 2 + 2 * (MAX_EXTRA + 10); seq += 2) wide = accept(wide, seq);
@@ -117,7 +117,7 @@ function record(fingerprint, fields = {}) {
   return {
     key: 'k7q2zd', fingerprint, userId: 'Bob', nickname: '', verified: false,
     publicArmored: '-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n-----END PGP PUBLIC KEY BLOCK-----', mine: SECRET, theirs: SECRET, theirsTs: 0,
-    sendSeq: 3, received: { through: 2, extra: [] }, since: 1, lastReachable: 2, updatedAt: 10, unconfirmed: [{ seq: 3, ts: 9, text: 'hi' }],
+    sendSeq: 3, received: { through: 2, extra: [], missing: [], floor: 0 }, since: 1, lastReachable: 2, updatedAt: 10, unconfirmed: [{ seq: 3, ts: 9, text: 'hi' }],
     ...fields,
   };
 }
@@ -142,8 +142,8 @@ test('the contact book: round trip, refused when not the owner\'s, malformed, or
 test('merging an import: newer wins, verified never lost, seqs never go down, another fingerprint is another contact', () => {
   const mine = record(OTHER, { verified: true, sendSeq: 9, updatedAt: 10 });
   const older = record(OTHER, { verified: false, sendSeq: 4, updatedAt: 5, nickname: 'old name' });
-  const newer = record(OTHER, { verified: false, sendSeq: 4, updatedAt: 50, nickname: 'new name', received: { through: 7, extra: [] } });
-  assert.deepEqual(mergeBooks([mine], [older]).contacts[0], { ...mine, received: { through: 2, extra: [] } });
+  const newer = record(OTHER, { verified: false, sendSeq: 4, updatedAt: 50, nickname: 'new name', received: { through: 7, extra: [], missing: [], floor: 0 } });
+  assert.deepEqual(mergeBooks([mine], [older]).contacts[0], { ...mine, received: { through: 2, extra: [], missing: [], floor: 0 } });
   const merged = mergeBooks([mine], [newer]);
   assert.equal(merged.updated, 1);
   const [contact] = merged.contacts;
@@ -579,4 +579,54 @@ test('befriending by ID someone who is already a contact continues that contact:
   // The contact's key from another ID while the contact's own ID friendship lives is still the alarm.
   const live = { ...state, friends: new Map([['k7q2zd', { ...before, idLive: true }]]) };
   assert.equal(assessKey(live, BOB, OTHER, 'Bob'), 'pinned_elsewhere');
+});
+
+// --- seqs given up on --------------------------------------------------------------------------------------
+
+test('a seq given up on (past 256 held back) is shown late and receipted when it comes, never receipted unseen', async () => {
+  const { MAX_MISSING_RANGES, checkedReceived, mergeReceived } = await import('../../public/js/receipts.js');
+  // Seq 2 is held back while 257 later ones arrive: the record gives it up to stay bounded.
+  let r = accept(emptyReceived(), 1);
+  for (let seq = 3; seq <= 3 + MAX_EXTRA; seq += 1) r = accept(r, seq);
+  assert.ok(r.extra.length <= MAX_EXTRA && r.through > 2);
+  assert.deepEqual(r.missing, [[2, 2]]);
+  assert.equal(classifyReceived(r, 2).kind, 'late', 'not a duplicate: it was never shown');
+  const filled = accept(r, 2);
+  assert.deepEqual(filled.missing, []);
+  assert.equal(classifyReceived(filled, 2).kind, 'duplicate');
+
+  // In the domain: it comes to our handle, is shown (late) and receipted; a second copy is only a duplicate.
+  const { step, effectsOf } = await import('./helpers/model.mjs');
+  const state = await contactState({ received: r, mineTag: await contactTag(SECRET) });
+  const deliver = (s, seq) => {
+    const arrived = step(s, { type: 'frame', epoch: s.session.epoch, frame: { type: 'MESSAGE', handle: 'L'.repeat(43), payload: `${ARMOR}x`, ts: 1 } });
+    const [open] = effectsOf(arrived, 'open');
+    const text = JSON.stringify({ v: 1, to: s.ownFingerprint, seq, ts: 1_800_000_000_000, text: `seq ${seq}` });
+    return step(arrived.state, { type: 'opened', peer: open.peer, incoming: open.incoming, opened: { ok: true, text } });
+  };
+  const late = deliver(state, 2);
+  const shown = late.state.friends.get('k7q2zd').messages.filter((m) => m.direction === 'in');
+  assert.deepEqual(shown.map((m) => [m.text, m.verified, m.late]), [['seq 2', true, true]]);
+  assert.deepEqual(effectsOf(late, 'sendControl').map((e) => e.fields.acks), [[2]]);
+  const again = deliver(late.state, 2);
+  assert.equal(again.state.friends.get('k7q2zd').messages.filter((m) => m.direction === 'in').length, 1);
+
+  // Bounded: past MAX_MISSING_RANGES ranges the oldest are forgotten below `floor`; a seq there is neither
+  // shown nor receipted (the record cannot tell whether it was shown).
+  let wide = emptyReceived();
+  for (let seq = 2; seq < 2 + 2 * (MAX_EXTRA + MAX_MISSING_RANGES + 10); seq += 2) wide = accept(wide, seq);
+  assert.equal(wide.missing.length, MAX_MISSING_RANGES);
+  assert.ok(wide.floor > 1);
+  assert.equal(classifyReceived(wide, 1).kind, 'unknown');
+  const forgotten = deliver(await contactState({ received: wide, mineTag: await contactTag(SECRET) }), 1);
+  assert.equal(forgotten.state.friends.get('k7q2zd').messages.filter((m) => m.direction === 'in').length, 0);
+  assert.deepEqual(effectsOf(forgotten, 'sendControl'), [], 'no receipt for what was not shown');
+
+  // Stored and merged: a seq is accepted when either record accepted it; a record written wrong shows nothing again.
+  assert.deepEqual(checkedReceived(JSON.parse(JSON.stringify(r))), r);
+  assert.deepEqual(checkedReceived({ through: 9, extra: [], missing: [[5, 3]] }), { through: 9, extra: [], missing: [], floor: 9 });
+  assert.deepEqual(checkedReceived({ through: 9, extra: [] }), { through: 9, extra: [], missing: [], floor: 0 });
+  const other = accept(accept(emptyReceived(), 1), 2); // the other book did get seq 2
+  assert.equal(classifyReceived(mergeReceived(r, other), 2).kind, 'duplicate');
+  assert.equal(classifyReceived(mergeReceived(r, emptyReceived()), 2).kind, 'late');
 });
