@@ -23,6 +23,8 @@ import { abandonOutbox, pump, pumpAll } from './outbox.js';
 
 /** A `here` is proof of presence only while this fresh, by our clock against its signed time. */
 export const HERE_FRESH_MS = 2 * 60 * 1000;
+/** Nonces of a friend's probes we answered, remembered (the newest) so that a replayed probe is answered once. */
+export const ANSWERED_NONCES_KEPT = 16;
 
 /** Where a frame to `friend` goes: {handle} (their handle of today), {to} (the live session ID), or null. */
 export function routeFor(state, friend) {
@@ -144,9 +146,14 @@ export function receiveControl(next, friend, envelope, via, now) {
       const proves = answer ? envelope.re === friend.probeNonce && fresh : fresh;
       if (proves) updated = { ...updated, presence: 'online', lastReachable: now };
       putFriend(next, updated);
-      if (!answer && fresh) {
+      if (!answer && fresh && !friend.answeredNonces.includes(envelope.nonce)) {
+        // A probe replayed within its 2 minutes is answered once (the effects runner also keeps one answer per
+        // friend waiting, whatever the nonces).
         const route = routeFor(next.state, updated);
-        if (route && route.handle) next.effects.push(control(updated, 'answer', 'here', { re: envelope.nonce }, { ...route, mailbox: false }));
+        if (route && route.handle) {
+          putFriend(next, { ...updated, answeredNonces: [...updated.answeredNonces, envelope.nonce].slice(-ANSWERED_NONCES_KEPT) });
+          next.effects.push(control(updated, 'answer', 'here', { re: envelope.nonce }, { ...route, mailbox: false }));
+        }
       }
       if (proves) pump(next, friend.id);
       return;

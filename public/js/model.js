@@ -81,6 +81,7 @@ export function newFriend(id) {
     received: { through: 0, extra: [], missing: [], floor: 0 }, // seqs accepted from them (receipts.js)
     lastReachable: 0, // when we last had proof they were connected (our clock)
     probeNonce: '', // the nonce of our last `here` probe: an answer must echo it
+    answeredNonces: [], // nonces of their probes we answered, newest last (contacts.js ANSWERED_NONCES_KEPT)
     updatedAt: 0, // when anything the contact book keeps changed
   };
 }

@@ -630,3 +630,64 @@ test('a seq given up on (past 256 held back) is shown late and receipted when it
   assert.equal(classifyReceived(mergeReceived(r, other), 2).kind, 'duplicate');
   assert.equal(classifyReceived(mergeReceived(r, emptyReceived()), 2).kind, 'late');
 });
+
+// --- replayed probes cannot grow the control queue --------------------------------------------------------
+
+test('replayed probes: each nonce answered once, one answer per friend waiting, receipts first, the queue capped', async () => {
+  // The domain: a probe bound to this contact, replayed, is answered once.
+  const state = await contactState({ mineTag: await contactTag(SECRET) });
+  const probe = { nonce: 'n'.repeat(22), for: await contactTag(SECRET) };
+  const first = await deliverControl(state, 'here', probe);
+  assert.equal(first.effects.filter((e) => e.type === 'sendControl' && e.purpose === 'answer').length, 1);
+  const replayed = await deliverControl(first.state, 'here', probe);
+  assert.equal(replayed.effects.filter((e) => e.type === 'sendControl').length, 0, 'a replayed probe is not answered again');
+  assert.equal((await deliverControl(state, 'here', { nonce: probe.nonce })).effects.length, 0, 'an unbound probe is not answered');
+
+  // The effects runner: 500 answers for Bob (whatever the nonces) wait as one, and a receipt goes before it.
+  const { createEffects, MAX_CONTROL_QUEUED } = await import('../../public/js/effects.js');
+  const sent = [];
+  const reported = [];
+  const effects = createEffects({
+    transport: { request: async (frame) => { sent.push(JSON.parse(frame.payload.slice(ARMOR.length))); return { type: 'ACK' }; } },
+    pgp: { seal: async (text) => ARMOR + text },
+    dispatch: async (event) => { reported.push(event); },
+    page: { error: (error) => { throw error; } },
+  });
+  const answer = (peer, n) => ({ type: 'sendControl', peer, purpose: 'answer', kind: 'here', fields: { re: `${n}`.padStart(22, 'r') }, to: FP, route: { handle: 'H'.repeat(43), mailbox: false }, publicArmored: 'k' });
+  const receipt = { type: 'sendControl', peer: 'bob', purpose: 'receipt', kind: 'receipt', fields: { acks: [7] }, to: FP, route: { handle: 'H'.repeat(43) }, publicArmored: 'k' };
+  await effects.run([answer('bob', 0)]);
+  await effects.run([...Array.from({ length: 500 }, (_, i) => answer('bob', i + 1)), receipt]);
+  await until(() => sent.length >= 3, 'the receipt and the merged answer');
+  assert.deepEqual(sent.map((e) => e.kind), ['here', 'receipt', 'here']);
+  assert.equal(sent[2].re, '500'.padStart(22, 'r'), 'the waiting answer echoes the latest probe');
+  assert.equal(effects.controlQueued, 0, 'nothing else was queued');
+
+  // Capped (at MAX_CONTROL_QUEUED, here 8): answers to more friends than the queue holds are dropped and
+  // reported, never queued without end.
+  assert.ok(MAX_CONTROL_QUEUED >= 3 * 1365, 'room for a few envelopes per contact');
+  const capped = createEffects({
+    transport: { request: async () => ({ type: 'ACK' }) }, pgp: { seal: async (text) => ARMOR + text },
+    dispatch: async (event) => { reported.push(event); }, page: { error: (error) => { throw error; } }, maxControlQueued: 8,
+  });
+  await capped.run(Array.from({ length: 58 }, (_, i) => answer(`peer${i}`, i)));
+  assert.ok(capped.controlQueued <= 8);
+  // Eight wait and one is on its way: the other 49 are dropped.
+  await until(() => reported.filter((e) => e.type === 'controlSent' && e.code === 'dropped').length === 49, 'the dropped ones reported');
+});
+
+test('a control envelope the server never answers does not stall the ones behind it', async () => {
+  const { createEffects } = await import('../../public/js/effects.js');
+  const sent = [];
+  const outcomes = [];
+  const effects = createEffects({
+    transport: { request: (frame) => { sent.push(frame); return sent.length === 1 ? new Promise(() => {}) : Promise.resolve({ type: 'ACK' }); } },
+    pgp: { seal: async (text) => ARMOR + text },
+    dispatch: async (event) => { outcomes.push(event); },
+    page: { error: (error) => { throw error; } },
+    controlAnswerMs: 50,
+  });
+  const probe = (peer) => ({ type: 'sendControl', peer, purpose: 'remove', kind: 'remove', fields: {}, to: FP, route: { handle: 'H'.repeat(43) }, publicArmored: 'k' });
+  await effects.run([probe('bob'), probe('carol')]);
+  await until(() => outcomes.filter((e) => e.type === 'controlSent').length === 2, 'both outcomes');
+  assert.deepEqual(outcomes.filter((e) => e.type === 'controlSent').map((e) => [e.peer, e.code]), [['bob', 'no_answer'], ['carol', null]]);
+});
