@@ -134,21 +134,22 @@ export function sealFailed(next, { peer, localId, code }) {
 }
 
 /** The server acknowledged the MESSAGE: handed to the friend, or queued while they are away. */
-export function acked(next, { peer, localId, queued, now }) {
+export function acked(next, { peer, localId, queued }) {
   const friend = next.state.friends.get(peer);
   const line = friend && findLine(friend, localId);
   if (!line) return;
   const inFlight = friend.sending && friend.sending.localId === localId;
   if (line.via === 'handle') {
-    // Only the friend's receipt makes it delivered (contacts.js); the ACK says whether they are connected.
+    // Only the friend's receipt makes it delivered (contacts.js). The ACK is the server's word only: `queued`
+    // (nobody listens on their handle) shows them away, but a plain ACK never shows them online nor reachable:
+    // only their signed `here` does.
     const state = line.state === 'delivered' ? 'delivered' : queued ? 'stored' : 'sent';
     putFriend(next, {
       // `accepted`: the server took a copy, which may reach the friend, so this seq is spent for good.
       ...withLine(friend, localId, (m) => ({ ...m, state, accepted: true, payload: state === 'delivered' ? null : m.payload })),
       outbox: friend.outbox.filter((id) => id !== localId),
       sending: inFlight ? null : friend.sending,
-      presence: queued ? 'away' : 'online',
-      lastReachable: queued ? friend.lastReachable : now,
+      presence: queued ? 'away' : friend.presence,
     });
     pump(next, peer);
     return;

@@ -691,3 +691,21 @@ test('a control envelope the server never answers does not stall the ones behind
   await until(() => outcomes.filter((e) => e.type === 'controlSent').length === 2, 'both outcomes');
   assert.deepEqual(outcomes.filter((e) => e.type === 'controlSent').map((e) => [e.peer, e.code]), [['bob', 'no_answer'], ['carol', null]]);
 });
+
+test('the server\'s plain ACK of a message to a handle never shows the contact online; its signed answer does', async () => {
+  const { steps } = await import('./helpers/model.mjs');
+  const state = await contactState({ mineTag: await contactTag(SECRET), lastReachable: 2 });
+  assert.equal(state.friends.get('k7q2zd').presence, 'away');
+  let next = steps(state, { type: 'messageWritten', id: 'k7q2zd', text: 'are you there' });
+  const seal = next.all.find((e) => e.type === 'seal');
+  next = steps(next.state, { type: 'sealed', peer: seal.peer, localId: seal.localId, friendship: seal.friendship, seq: seal.seq, payload: 'p' });
+  next = steps(next.state, { type: 'acked', peer: 'k7q2zd', localId: seal.localId, queued: false });
+  const after = next.state.friends.get('k7q2zd');
+  assert.equal(after.messages.at(-1).state, 'sent');
+  assert.equal(after.presence, 'away', 'an ACK without `queued` is the server\'s word, not the friend\'s');
+  assert.equal(after.lastReachable, 2);
+  // Their signed answer to our probe does show them online.
+  const probed = steps(next.state, { type: 'probeSent', peer: 'k7q2zd', nonce: 'p'.repeat(22) });
+  const answered = await deliverControl(probed.state, 'here', { nonce: 'a'.repeat(22), re: 'p'.repeat(22), for: await contactTag(SECRET) });
+  assert.equal(answered.state.friends.get('k7q2zd').presence, 'online');
+});
