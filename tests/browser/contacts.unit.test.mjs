@@ -8,7 +8,8 @@ import { MAX_BOOK_BYTES, MAX_UNCONFIRMED, contactRecord, mergeBooks, parseBook, 
 import { MAX_RECEIPT_ACKS, buildControlEnvelope, parseEnvelope } from '../../public/js/envelope.js';
 import { MAX_EXTRA, accept, classifyReceived, emptyReceived } from '../../public/js/receipts.js';
 import {
-  MAX_CONTACTS, batches, contactTag, deriveHandle, deriveHandles, isHandle, listenPlan, msUntilNextUtcDay, toBase64Url, utcDay,
+  MAX_CONTACTS, batches, contactTag, daysListened, deriveHandle, deriveHandles, isHandle, listenPlan, msUntilListenChange, msUntilNextUtcDay,
+  toBase64Url, utcDay,
 } from '../../public/js/rendezvous.js';
 import { confirmDelivered } from '../../public/js/contacts.js';
 import { begin, newFriend } from '../../public/js/model.js';
@@ -33,25 +34,77 @@ test('handle(secret, day) is HMAC-SHA256 over "secchat-handle-v1\\n" + the UTC d
   assert.equal(tag, createHmac('sha256', Buffer.from(Uint8Array.from({ length: 32 }, (_, i) => i))).update('secchat-contact-v1').digest('base64url'));
 });
 
-test('days are UTC; a contact is listened on for yesterday, today and tomorrow and sent to today', async () => {
+test('days are UTC; a contact is sent to on today\'s handle and listened on today\'s, with a neighbour\'s only near midnight', async () => {
   const now = Date.UTC(2026, 0, 1, 23, 59, 59);
   assert.equal(utcDay(now), '2026-01-01');
   assert.equal(utcDay(now, 1), '2026-01-02');
   assert.equal(utcDay(now, -1), '2025-12-31');
   assert.equal(msUntilNextUtcDay(now), 1000);
+  // A fake clock through one day: yesterday's handle only in the first hour, tomorrow's only in the last.
+  const at = (h, m = 0) => Date.UTC(2026, 0, 1, h, m);
+  assert.deepEqual(daysListened(at(0, 30)), [-1, 0]);
+  assert.deepEqual(daysListened(at(1, 0)), [0]);
+  assert.deepEqual(daysListened(at(12)), [0]);
+  assert.deepEqual(daysListened(at(22, 59)), [0]);
+  assert.deepEqual(daysListened(at(23, 0)), [0, 1]);
+  assert.deepEqual(daysListened(at(12), { catchUp: true }), [-1, 0], 'a connection\'s first FETCH takes yesterday\'s too');
+  assert.equal(msUntilListenChange(at(0, 30)), 30 * 60 * 1000);
+  assert.equal(msUntilListenChange(at(12)), 11 * 60 * 60 * 1000);
+  assert.equal(msUntilListenChange(at(23, 30)), 30 * 60 * 1000);
+
   const theirs = toBase64Url(new Uint8Array(32).fill(7));
-  const { day, listen, send } = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }, { key: 'k2', mine: '', theirs: '' }], now);
-  assert.equal(day, '2026-01-01');
-  assert.deepEqual([...listen.values()], ['k1', 'k1', 'k1']);
-  assert.ok(listen.has(await deriveHandle(SECRET, '2025-12-31')) && listen.has(await deriveHandle(SECRET, '2026-01-02')));
-  assert.deepEqual([...send], [['k1', await deriveHandle(theirs, '2026-01-01')]]);
-  // After midnight: the day that left the window is unlistened, the new one listened.
-  const later = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }], now + 2000);
-  const plan = listenPlan(listen.keys(), later.listen.keys());
-  assert.deepEqual(plan.unlisten, [await deriveHandle(SECRET, '2025-12-31')]);
-  assert.deepEqual(plan.listen, [await deriveHandle(SECRET, '2026-01-03')]);
+  const noon = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }, { key: 'k2', mine: '', theirs: '' }], at(12));
+  assert.equal(noon.day, '2026-01-01');
+  assert.deepEqual([...noon.listen], [[await deriveHandle(SECRET, '2026-01-01'), 'k1']], 'one handle per contact all day');
+  assert.deepEqual([...noon.send], [['k1', await deriveHandle(theirs, '2026-01-01')]]);
+  const { listen } = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }], now);
+  assert.deepEqual([...listen.keys()], [await deriveHandle(SECRET, '2026-01-01'), await deriveHandle(SECRET, '2026-01-02')]);
+  // After midnight: the day before stays for an hour, then leaves the window.
+  const later = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }], at(24, 30));
+  assert.deepEqual(listenPlan(listen.keys(), later.listen.keys()), { listen: [], unlisten: [] });
+  const oneAm = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }], at(25, 0));
+  assert.deepEqual(listenPlan(later.listen.keys(), oneAm.listen.keys()), { listen: [], unlisten: [await deriveHandle(SECRET, '2026-01-01')] });
   assert.equal(MAX_CONTACTS, 1365);
   assert.deepEqual(batches([...Array(2500).keys()]).map((b) => b.length), [1024, 1024, 452]);
+});
+
+test('one connection: the first LISTEN and FETCH take yesterday\'s handle, dropped once the mail is in; tomorrow\'s only from 23:00', async () => {
+  const { createContactSync } = await import('../../public/js/contactsync.js');
+  const { transition } = await import('../../public/js/transition.js');
+  const { online, step } = await import('./helpers/model.mjs');
+  const clock = fakeClock(Date.UTC(2026, 0, 1, 10, 0));
+  let model = step(online(), { type: 'bookLoaded', contacts: [record(OTHER, { unconfirmed: [] })] }).state;
+  const frames = [];
+  const transport = {
+    isOnline: () => true,
+    request: async (frame) => {
+      frames.push(frame);
+      return frame.type === 'FETCH' ? { type: 'FETCHED', waiting: 0 } : { type: frame.type === 'LISTEN' ? 'LISTENING' : 'ACK' };
+    },
+  };
+  const sync = createContactSync({
+    transport, getModel: () => model, queued: () => 0, onError: (error) => { throw error; }, clock,
+    dispatch: async (event) => { model = transition(model, { now: clock.now(), ...event }).state; },
+  });
+  const handle = (day) => deriveHandle(SECRET, day);
+  const sent = (type) => frames.filter((f) => f.type === type).flatMap((f) => f.handles || [type]);
+  sync.onSession();
+  await until(() => sent('UNLISTEN').length > 0, 'yesterday\'s handle dropped after the FETCH');
+  assert.deepEqual(frames.map((f) => f.type), ['LISTEN', 'FETCH', 'UNLISTEN']);
+  assert.deepEqual(sent('LISTEN').sort(), [await handle('2025-12-31'), await handle('2026-01-01')].sort());
+  assert.deepEqual(sent('UNLISTEN'), [await handle('2025-12-31')]);
+  assert.equal(sync.listening, 1, 'from now until 23:00, today\'s handle alone');
+  // 23:00: tomorrow's joins; 01:00 the next day: the old day leaves.
+  frames.length = 0;
+  await clock.advance(13 * 60 * 60 * 1000 + 2000);
+  await until(() => sent('LISTEN').length > 0, 'tomorrow\'s handle at 23:00');
+  assert.deepEqual(sent('LISTEN'), [await handle('2026-01-02')]);
+  frames.length = 0;
+  await clock.advance(2 * 60 * 60 * 1000);
+  await until(() => sent('UNLISTEN').length > 0, 'the old day\'s handle at 01:00');
+  assert.deepEqual(sent('UNLISTEN'), [await handle('2026-01-01')]);
+  assert.equal(sync.listening, 1);
+  assert.equal(frames.filter((f) => f.type === 'FETCH').length, 0, 'one FETCH per connection');
 });
 
 test('control envelopes: built and checked, bounded, wrong types refused; text envelopes unchanged', () => {
