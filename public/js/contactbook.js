@@ -68,6 +68,24 @@ export function contactRecord(friend, now) {
   };
 }
 
+/**
+ * Whether closing or reloading the page now would lose something, so the page should ask first: a live friend
+ * who is not a remembered contact (the friendship ends with the session), a contact book whose last changes are
+ * not stored yet (`bookUnsaved`), or an outgoing message to a contact that the stored book does not hold (not
+ * sealed yet, so it has no seq; or beyond the book's bounds). A remembered contact's unconfirmed messages are
+ * in the book and go again after the reload: nothing is lost, so they are no reason to ask.
+ */
+export function unloadLoses(state, { remember, bookUnsaved }) {
+  for (const friend of state.friends.values()) {
+    if (friend.status !== 'friends') continue;
+    if (!remember || !isContact(friend)) return true;
+    const kept = new Set(contactRecord(friend, 0).unconfirmed.map((m) => m.seq));
+    const open = (m) => m.direction === 'out' && !m.kind && m.state !== 'delivered' && m.state !== 'error' && m.state !== 'queued';
+    if (friend.messages.some((m) => open(m) && !kept.has(m.seq))) return true;
+  }
+  return Boolean(remember && bookUnsaved);
+}
+
 /** The book's JSON text for `contacts` (records), or {problem} when it exceeds a bound. */
 export function serializeBook(contacts, ownFingerprint, now) {
   if (contacts.length > MAX_CONTACTS) return { problem: 'too_many_contacts' };

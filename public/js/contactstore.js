@@ -43,9 +43,10 @@ export function refusalReason(problem) {
  * @param {() => boolean} options.remember  whether the user opted in to remembering
  * @param {(code: string, details?: object) => void} options.notice
  * @param {{now: () => number, setTimeout: Function, clearTimeout: Function}} [options.clock]  (tests: a fake one)
+ * @param {() => void} [options.onSettled]  called when no save is due or running any more (the page shows it)
  */
 export function createContactStore({
-  pgp, getModel, dispatch, identity, remember, notice,
+  pgp, getModel, dispatch, identity, remember, notice, onSettled = () => {},
   clock = { now: () => Date.now(), setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) },
 }) {
   let timer = null;
@@ -119,7 +120,10 @@ export function createContactStore({
       dirtySince = 0;
       clock.clearTimeout(timer);
       timer = null;
-      saving = save().finally(() => { saving = null; });
+      saving = save().finally(() => {
+        saving = null;
+        if (!timer && !queued) onSettled();
+      });
       return saving;
     };
     if (!saving) return start();
@@ -152,9 +156,15 @@ export function createContactStore({
       if (!saving && !queued && JSON.stringify(records(getModel())) === lastSaved) return Promise.resolve();
       return saveSoon();
     },
-    /** Whether changes wait to be saved (a reload now would lose them). */
-    get unsaved() {
+    /** Whether a save is due or running (cheap: the page shows it). */
+    get pending() {
       return Boolean(timer || saving || queued);
+    },
+    /** Whether the stored book differs from the contacts as they are (a reload now would lose the difference). */
+    get unsaved() {
+      if (!remember()) return false;
+      const text = JSON.stringify(records(getModel()));
+      return text !== lastSaved && !(text === '[]' && lastSaved === '');
     },
     /** Reads the remembered book, if any, into the domain. */
     async load() {

@@ -762,3 +762,25 @@ test('the server\'s plain ACK of a message to a handle never shows the contact o
   const answered = await deliverControl(probed.state, 'here', { nonce: 'a'.repeat(22), re: 'p'.repeat(22), for: await contactTag(SECRET) });
   assert.equal(answered.state.friends.get('k7q2zd').presence, 'online');
 });
+
+// --- leaving the page ----------------------------------------------------------------------------------------
+
+test('closing the page asks first only when something would be lost, not for remembered contacts', async () => {
+  const { unloadLoses } = await import('../../public/js/contactbook.js');
+  const { online, befriend, step, BOB, BOB_KEY } = await import('./helpers/model.mjs');
+  const contact = await contactState({ unconfirmed: [] });
+  const saved = { remember: true, bookUnsaved: false };
+  assert.equal(unloadLoses(contact, saved), false, 'a remembered contact loses nothing');
+  assert.equal(unloadLoses(contact, { remember: false, bookUnsaved: false }), true, 'without "remember" it is gone after a reload');
+  assert.equal(unloadLoses(contact, { remember: true, bookUnsaved: true }), true, 'the book\'s last changes are not stored yet');
+  assert.equal(unloadLoses(online(), { remember: true, bookUnsaved: false }), false, 'nobody to lose');
+  assert.equal(unloadLoses(befriend(online(), BOB, BOB_KEY), saved), true, 'a friend by ID who is not a contact');
+  // A message not sealed yet has no seq, so the book cannot hold it; once sealed (and saved) it goes again after a reload.
+  const offline = { ...contact, session: { ...contact.session, online: false } };
+  const written = step(offline, { type: 'messageWritten', id: 'k7q2zd', text: 'not sealed yet' }).state;
+  assert.equal(unloadLoses(written, saved), true);
+  const restored = await contactState({ unconfirmed: [{ seq: 3, ts: 9, text: 'unconfirmed' }] });
+  assert.equal(unloadLoses(restored, saved), false, 'an unconfirmed message is in the book and goes again');
+  const ended = { ...contact, friends: new Map([['k7q2zd', { ...contact.friends.get('k7q2zd'), status: 'ended' }]]) };
+  assert.equal(unloadLoses(ended, { remember: false, bookUnsaved: false }), false);
+});
