@@ -4,14 +4,14 @@
 // handled here with keys.js; friends' keys and payloads only in the crypto workers (cryptoclient.js).
 import { createChatActions } from './actions.js';
 import { createCrypto } from './cryptoclient.js';
-import { isContact } from './contactbook.js';
+import { unloadLoses } from './contactbook.js';
 import { createContactStore } from './contactstore.js';
 import { createContactSync } from './contactsync.js';
 import { createEffects } from './effects.js';
 import { peerOf } from './friendship.js';
 import { parseInvite } from './invite.js';
 import * as keys from './keys.js';
-import { createModel, hasLiveFriendships } from './model.js';
+import { createModel } from './model.js';
 import { notify, updateTitle } from './notify.js';
 import { createPeerQueue } from './peerqueue.js';
 import {
@@ -37,6 +37,7 @@ const ui = {
   notices: [], // {id, tone:'info'|'warn'|'error', text, kind?, action?}
   notifications: false,
   drawerOpen: false,
+  bookPending: false, // a save of the contact book is due or running (contactstore.js)
 };
 
 const appRoot = document.getElementById('app');
@@ -104,6 +105,7 @@ function renderIfQueued() {
 function render() {
   renderQueued = false;
   if (!app.views) return;
+  ui.bookPending = Boolean(app.contactStore?.pending);
   const state = { ...model, ...ui }; // the views read both; neither has a field of the other's name
   app.views.topbar.update(state);
   app.views.notices.update(state);
@@ -192,13 +194,16 @@ function showChatScreen() {
   const pgp = createCrypto();
   pgp.start(ui.identity.privateBinary);
   app.transport = createTransport({ url: `${scheme}//${location.host}/ws`, onEvent: onTransportEvent });
-  app.effects = createEffects({ transport: app.transport, pgp, dispatch, page: pageEffects });
+  app.effects = createEffects({
+    transport: app.transport, pgp, dispatch, page: pageEffects, persist: () => app.contactStore?.persist(),
+  });
   app.contactSync = createContactSync({
     transport: app.transport, getModel: () => model, dispatch, queued: () => peerQueue.queued, onError: reportInternalError,
   });
   app.contactStore = createContactStore({
     pgp, getModel: () => model, dispatch, identity: () => ui.identity, remember: () => ui.remember,
     notice: (code, details) => addNotice(noticeText(code, details)),
+    onSettled: changed,
   });
   // The remembered contact book first (its contacts' handles are LISTENed once the session exists).
   app.contactStore.load().catch(reportInternalError);
@@ -223,6 +228,13 @@ const pageEffects = {
   /** A friendship started that the user did not start from a card: open it unless a chat is open already. */
   show(id) {
     if (!ui.activeFriendId) ui.activeFriendId = id;
+  },
+  /** A contact's entry moved to a new ID (friendship.js): its open chat and unread count go with it. */
+  moved(from, to) {
+    if (ui.activeFriendId === from) ui.activeFriendId = to;
+    const unread = ui.unread.get(from);
+    ui.unread.delete(from);
+    if (unread) ui.unread.set(to, (ui.unread.get(to) || 0) + unread);
   },
 };
 
@@ -306,12 +318,12 @@ window.addEventListener('pageshow', () => app.transport && app.transport.check()
 window.addEventListener('online', () => app.transport && app.transport.check());
 window.addEventListener('offline', () => app.transport && app.transport.networkLost());
 window.addEventListener('hashchange', readInviteFromUrl);
-// A reload or a closed tab ends the session (tokens are never stored), and with it every live friendship: the
-// browser asks first. Only while a friendship is live: a key screen or an empty session loses nothing.
+// A reload or a closed tab ends the session (tokens are never stored), and with it every live friendship by ID:
+// the browser asks first when that loses something (contactbook.js unloadLoses). A remembered contact loses
+// nothing (the next visit finds it again, its unconfirmed messages go again), unless the book's last changes are
+// not stored yet or a message to it has not been sealed; a key screen or an empty session loses nothing.
 window.addEventListener('beforeunload', (event) => {
-  // A contact in a remembered contact book loses nothing: the next visit finds it again (contacts.js).
-  const kept = ui.remember ? [...model.friends.values()].filter(isContact).map((f) => f.id) : [];
-  if (!hasLiveFriendships(kept.length ? { ...model, friends: new Map([...model.friends].filter(([id]) => !kept.includes(id))) } : model)) return;
+  if (!unloadLoses(model, { remember: ui.remember, bookUnsaved: Boolean(app.contactStore?.unsaved) })) return;
   event.preventDefault();
   event.returnValue = ''; // older browsers ask only when this is set
 });

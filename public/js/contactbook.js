@@ -9,7 +9,7 @@
 // MAX_BOOK_BYTES for the whole JSON text. A book over a bound is refused whole on load; on save, the oldest
 // unconfirmed messages beyond a contact's bound are not kept (they stay on screen until the tab closes).
 import { MAX_CONTACTS, isSecret } from './rendezvous.js';
-import { checkedReceived, emptyReceived } from './receipts.js';
+import { checkedReceived, emptyReceived, mergeReceived } from './receipts.js';
 import { MAX_PUBLIC_KEY_BYTES } from './keypolicy.js';
 
 export const BOOK_KIND = 'secchat-contact-book';
@@ -56,13 +56,34 @@ export function contactRecord(friend, now) {
     publicArmored: friend.publicArmored,
     mine: friend.rendezvous.mine,
     theirs: friend.rendezvous.theirs,
+    theirsTs: friend.rendezvous.theirsTs || 0,
     sendSeq: friend.sendSeq,
     received: friend.received || emptyReceived(),
     since: friend.friendshipStartedAt,
     lastReachable: friend.lastReachable || 0,
-    updatedAt: friend.updatedAt || now,
+    // Not the clock when it is unknown: a record must read the same until the contact changes (contactstore.js
+    // compares them to tell whether anything is left to save).
+    updatedAt: friend.updatedAt || friend.friendshipStartedAt || now,
     unconfirmed,
   };
+}
+
+/**
+ * Whether closing or reloading the page now would lose something, so the page should ask first: a live friend
+ * who is not a remembered contact (the friendship ends with the session), a contact book whose last changes are
+ * not stored yet (`bookUnsaved`), or an outgoing message to a contact that the stored book does not hold (not
+ * sealed yet, so it has no seq; or beyond the book's bounds). A remembered contact's unconfirmed messages are
+ * in the book and go again after the reload: nothing is lost, so they are no reason to ask.
+ */
+export function unloadLoses(state, { remember, bookUnsaved }) {
+  for (const friend of state.friends.values()) {
+    if (friend.status !== 'friends') continue;
+    if (!remember || !isContact(friend)) return true;
+    const kept = new Set(contactRecord(friend, 0).unconfirmed.map((m) => m.seq));
+    const open = (m) => m.direction === 'out' && !m.kind && m.state !== 'delivered' && m.state !== 'error' && m.state !== 'queued';
+    if (friend.messages.some((m) => open(m) && !kept.has(m.seq))) return true;
+  }
+  return Boolean(remember && bookUnsaved);
 }
 
 /** The book's JSON text for `contacts` (records), or {problem} when it exceeds a bound. */
@@ -84,6 +105,7 @@ function checkedRecord(value) {
   if (!isSecret(value.mine) || !isSecret(value.theirs)) return null;
   if (!Number.isSafeInteger(value.sendSeq) || value.sendSeq < 0) return null;
   if (![value.since, value.lastReachable, value.updatedAt].every(isTime)) return null;
+  if (value.theirsTs !== undefined && !isTime(value.theirsTs)) return null;
   if (typeof value.verified !== 'boolean' || !Array.isArray(value.unconfirmed) || value.unconfirmed.length > MAX_UNCONFIRMED) return null;
   let bytes = 0;
   const unconfirmed = [];
@@ -95,7 +117,7 @@ function checkedRecord(value) {
   if (bytes > MAX_UNCONFIRMED_BYTES) return null;
   return {
     key: value.key, fingerprint: value.fingerprint, userId: value.userId, nickname: value.nickname, verified: value.verified,
-    publicArmored: value.publicArmored, mine: value.mine, theirs: value.theirs, sendSeq: value.sendSeq,
+    publicArmored: value.publicArmored, mine: value.mine, theirs: value.theirs, theirsTs: value.theirsTs || 0, sendSeq: value.sendSeq,
     received: checkedReceived(value.received), since: value.since, lastReachable: value.lastReachable, updatedAt: value.updatedAt,
     unconfirmed: unconfirmed.sort((a, b) => a.seq - b.seq),
   };
@@ -132,7 +154,8 @@ export function parseBook(text, ownFingerprint) {
 /**
  * `incoming` records merged into `existing` ones, by fingerprint (one fingerprint is one contact; a different
  * fingerprint under the same name is another contact). For a fingerprint in both: the record updated last wins,
- * except that the pinned key text and book key stay the existing ones, `verified` is never lost (a downgrade
+ * except that the pinned key text, the book key and both secrets stay the existing ones (a contact's secrets
+ * never change: contacts.js), `verified` is never lost (a downgrade
  * is the user's own act, never an import's), `sendSeq` never goes down (a seq is never used twice) and the
  * accepted seqs are the union. Returns {contacts, added, updated}; more than MAX_CONTACTS: {problem}.
  */
@@ -148,15 +171,16 @@ export function mergeBooks(existing, incoming) {
       continue;
     }
     const newer = other.updatedAt > mine.updatedAt ? other : mine;
-    const received = [...mine.received.extra, ...other.received.extra];
-    const through = Math.max(mine.received.through, other.received.through);
     byFingerprint.set(other.fingerprint, {
       ...newer,
       key: mine.key,
       publicArmored: mine.publicArmored,
+      mine: mine.mine,
+      theirs: mine.theirs,
+      theirsTs: mine.theirsTs,
       verified: mine.verified || other.verified,
       sendSeq: Math.max(mine.sendSeq, other.sendSeq),
-      received: checkedReceived({ through, extra: received }),
+      received: mergeReceived(mine.received, other.received),
       lastReachable: Math.max(mine.lastReachable, other.lastReachable),
     });
     if (newer === other) updated += 1;

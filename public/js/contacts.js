@@ -3,18 +3,28 @@
 // sent by the `sendControl` effect, which seals them and sends them without a chat line.
 //
 // Invariants: a friend's `rendezvous.mine` is set once and never changes (the handles it listens on follow
-// from it); `theirs` only changes to a secret signed later (`theirsTs`), so a replayed old rendezvous
-// envelope cannot move where we send. The requester of a friendship offers its secret first, the accepter
-// answers with its own (a client that never offers, such as a version-1 client or GnuPG, never gets an
-// envelope kind it does not know). "Delivered" on a message sent to a handle means the friend's signed receipt
-// arrived, never the server's ACK.
+// from it), and so is `theirs`: a replayed rendezvous envelope, even a later-signed one, cannot move where we
+// send. Every control envelope is bound to this contact: its `for` is the tag of the recipient's secret
+// (rendezvous.js contactTag; `mineTag` is ours), and one whose tag is not ours is ignored, so a receipt,
+// probe, answer or removal of an earlier contact between the same two keys (whose secrets were others) counts
+// for nothing here. The one envelope that cannot carry a tag is the requester's first offer (it does not know
+// our secret yet): it is taken only while we have no secret of theirs, and only when signed after this
+// friendship began. The requester of a friendship offers its secret first, the accepter answers with its own,
+// bound (a client that never offers, such as a version-1 client or GnuPG, never gets an envelope kind it does
+// not know). "Delivered" on a message sent to a handle means the friend's signed receipt arrived, never the
+// server's ACK.
 import { isContact } from './contactbook.js';
-import { appendSystemLine, isLive, newFriend, putFriend, takeLocalId, withEntry, withMember } from './model.js';
-import { emptyReceived } from './receipts.js';
+import {
+  appendSystemLine, isLive, newFriend, putFriend, takeLocalId, withEntry, withMember, withMemberAt,
+} from './model.js';
+import { pinnedName } from './trust.js';
+import { checkedReceived } from './receipts.js';
 import { abandonOutbox, pump, pumpAll } from './outbox.js';
 
 /** A `here` is proof of presence only while this fresh, by our clock against its signed time. */
 export const HERE_FRESH_MS = 2 * 60 * 1000;
+/** Nonces of a friend's probes we answered, remembered (the newest) so that a replayed probe is answered once. */
+export const ANSWERED_NONCES_KEPT = 16;
 
 /** Where a frame to `friend` goes: {handle} (their handle of today), {to} (the live session ID), or null. */
 export function routeFor(state, friend) {
@@ -24,8 +34,17 @@ export function routeFor(state, friend) {
   return null;
 }
 
+/** A control envelope to `friend`, bound to it (`bindTo`: the runner puts that secret's tag in `for`) once we know its secret. */
 function control(friend, purpose, kind, fields, route) {
-  return { type: 'sendControl', peer: friend.id, purpose, kind, fields, to: friend.fingerprint, route, publicArmored: friend.publicArmored };
+  return {
+    type: 'sendControl', peer: friend.id, purpose, kind, fields, to: friend.fingerprint, route, publicArmored: friend.publicArmored,
+    bindTo: friend.rendezvous.theirs,
+  };
+}
+
+/** Whether `envelope` carries this contact's tag for us: it was made for this contact, not an earlier one. */
+function isBound(friend, envelope) {
+  return friend.rendezvous.mineTag !== '' && envelope.for === friend.rendezvous.mineTag;
 }
 
 /** Whether we should (still) give `friend` our secret by ID: see the invariants above. */
@@ -45,11 +64,14 @@ export function offerAll(next, now) {
   for (const friend of next.state.friends.values()) offerRendezvous(next, friend, now);
 }
 
-/** The wiring drew our listening secret for `peer` (it does so for friends who should get one, see app.js). */
-export function rendezvousSecretCreated(next, { peer, secret, now }) {
+/**
+ * The wiring drew our listening secret for `peer`, and its tag (rendezvous.js contactTag), for friends who should
+ * get one (contactsync.js).
+ */
+export function rendezvousSecretCreated(next, { peer, secret, tag, now }) {
   const friend = next.state.friends.get(peer);
   if (!isLive(friend) || friend.rendezvous.mine) return;
-  const updated = putFriend(next, { ...friend, rendezvous: { ...friend.rendezvous, mine: secret }, updatedAt: now });
+  const updated = putFriend(next, { ...friend, rendezvous: { ...friend.rendezvous, mine: secret, mineTag: tag }, updatedAt: now });
   offerRendezvous(next, updated, now);
 }
 
@@ -97,26 +119,23 @@ export function sendReceipt(next, friend, acks) {
   if (route) next.effects.push(control(friend, 'receipt', 'receipt', { acks }, route));
 }
 
-/** A verified control envelope from `friend` (inbox.js checked signature and recipient). `via`: 'handle' | 'id'. */
+/**
+ * A verified control envelope from `friend` (inbox.js checked signature and recipient). `via`: 'handle' | 'id'.
+ * Ignored unless bound to this contact (isBound), but for the requester's first offer (see the invariants).
+ */
 export function receiveControl(next, friend, envelope, via, now) {
+  const bound = isBound(friend, envelope);
+  if (envelope.kind === 'rendezvous') {
+    receiveRendezvous(next, friend, envelope, bound, now);
+    return;
+  }
+  if (!bound) return;
   let updated = friend;
-  if (via === 'handle' && !friend.rendezvous.shared) {
-    // They wrote to a handle only our secret gives: they have it.
+  if (!friend.rendezvous.shared) {
+    // Bound to our secret: they have it.
     updated = { ...updated, rendezvous: { ...updated.rendezvous, shared: true }, updatedAt: now };
   }
   switch (envelope.kind) {
-    case 'rendezvous': {
-      const { rendezvous } = updated;
-      if (envelope.secret !== rendezvous.theirs && envelope.ts >= rendezvous.theirsTs) {
-        // The accepter answers only after our offer arrived: their answer proves they have our secret.
-        const shared = rendezvous.shared || updated.requestedByMe;
-        updated = { ...updated, rendezvous: { ...rendezvous, theirs: envelope.secret, theirsTs: envelope.ts, shared }, updatedAt: now };
-      }
-      putFriend(next, updated);
-      if (!friend.rendezvous.theirs && updated.rendezvous.theirs) appendSystemLine(next, friend.id, 'contact_ready');
-      offerRendezvous(next, next.state.friends.get(friend.id), now);
-      return;
-    }
     case 'receipt':
       putFriend(next, confirmDelivered(updated, envelope.acks));
       pump(next, friend.id);
@@ -127,16 +146,21 @@ export function receiveControl(next, friend, envelope, via, now) {
       const proves = answer ? envelope.re === friend.probeNonce && fresh : fresh;
       if (proves) updated = { ...updated, presence: 'online', lastReachable: now };
       putFriend(next, updated);
-      if (!answer && fresh) {
+      if (!answer && fresh && !friend.answeredNonces.includes(envelope.nonce)) {
+        // A probe replayed within its 2 minutes is answered once (the effects runner also keeps one answer per
+        // friend waiting, whatever the nonces).
         const route = routeFor(next.state, updated);
-        if (route && route.handle) next.effects.push(control(updated, 'answer', 'here', { re: envelope.nonce }, { ...route, mailbox: false }));
+        if (route && route.handle) {
+          putFriend(next, { ...updated, answeredNonces: [...updated.answeredNonces, envelope.nonce].slice(-ANSWERED_NONCES_KEPT) });
+          next.effects.push(control(updated, 'answer', 'here', { re: envelope.nonce }, { ...route, mailbox: false }));
+        }
       }
       if (proves) pump(next, friend.id);
       return;
     }
     case 'remove':
-      // Signed by the friend's pinned key and addressed to us. One signed before this contact began (a server
-      // replaying an earlier contact's removal into a new one) is ignored.
+      // Signed by the friend's pinned key, addressed to us and bound to this contact. One signed before this
+      // contact began is ignored too.
       if (envelope.ts < friend.friendshipStartedAt - HERE_FRESH_MS) {
         putFriend(next, updated);
         return;
@@ -147,6 +171,29 @@ export function receiveControl(next, friend, envelope, via, now) {
     default:
       putFriend(next, updated);
   }
+}
+
+/**
+ * Their listening secret. Set once: from an answer bound to our secret (it proves they have ours), or from the
+ * requester's first offer (unbound) when we did not ask, have no secret of theirs yet, and it was signed after
+ * this friendship began (an earlier contact's offer, replayed, was not). A different secret later changes
+ * nothing: a contact's secrets never change.
+ */
+function receiveRendezvous(next, friend, envelope, bound, now) {
+  const { rendezvous } = friend;
+  if (envelope.for !== undefined && !bound) return;
+  const offer = !bound && !friend.requestedByMe && envelope.ts >= friend.friendshipStartedAt - HERE_FRESH_MS;
+  if (rendezvous.theirs === '' && (bound || offer)) {
+    putFriend(next, {
+      ...friend,
+      rendezvous: { ...rendezvous, theirs: envelope.secret, theirsTs: envelope.ts, shared: rendezvous.shared || bound },
+      updatedAt: now,
+    });
+    appendSystemLine(next, friend.id, 'contact_ready');
+  } else if (bound && !rendezvous.shared && envelope.secret === rendezvous.theirs) {
+    putFriend(next, { ...friend, rendezvous: { ...rendezvous, shared: true }, updatedAt: now });
+  }
+  offerRendezvous(next, next.state.friends.get(friend.id), now);
 }
 
 /**
@@ -190,7 +237,8 @@ export function keepAsContact(next, friend, reason) {
 }
 
 /**
- * Contacts read from the contact book (contactbook.js parseBook / mergeBooks records). A contact whose
+ * Contacts read from the contact book (contactbook.js parseBook / mergeBooks records, each with the `mineTag`
+ * of its `mine`, which the wiring adds: contactstore.js). A contact whose
  * fingerprint is a friend already updates that friend (seqs never go down, verified is never lost, secrets
  * fill in only where missing); any other becomes a friend under its book key, reached by handle, with its
  * unconfirmed messages back in the outbox (sealed again with the same seq, time and text).
@@ -203,7 +251,9 @@ export function bookLoaded(next, { contacts, now }) {
         ...existing,
         sendSeq: Math.max(existing.sendSeq, record.sendSeq),
         trust: existing.trust === 'unverified' && record.verified ? 'verified' : existing.trust,
-        rendezvous: existing.rendezvous.mine ? existing.rendezvous : { ...existing.rendezvous, mine: record.mine, theirs: record.theirs, shared: true },
+        rendezvous: existing.rendezvous.mine ? existing.rendezvous : {
+          ...existing.rendezvous, mine: record.mine, mineTag: record.mineTag || '', theirs: record.theirs, theirsTs: record.theirsTs || 0, shared: true,
+        },
         bookKey: existing.bookKey || record.key,
       });
       continue;
@@ -211,10 +261,13 @@ export function bookLoaded(next, { contacts, now }) {
     let key = record.key;
     for (let n = 2; next.state.friends.has(key); n += 1) key = `${record.key.slice(0, 13)}-${n}`;
     const number = next.state.friendshipsStarted + 1;
+    const name = pinnedName(record.userId);
     next.state = {
       ...next.state,
       friendshipsStarted: number,
       pins: withEntry(next.state.pins, key, record.fingerprint),
+      // Another key with this contact's name is flagged as for any key pinned in this page's life (trust.js).
+      pinnedNames: name ? withMemberAt(next.state.pinnedNames, name, record.fingerprint) : next.state.pinnedNames,
       verifiedFingerprints: record.verified ? withMember(next.state.verifiedFingerprints, record.fingerprint) : next.state.verifiedFingerprints,
     };
     const lines = record.unconfirmed.map((m) => ({
@@ -231,11 +284,13 @@ export function bookLoaded(next, { contacts, now }) {
       publicArmored: record.publicArmored,
       trust: record.verified ? 'verified' : 'unverified',
       trustSource: record.verified ? 'remembered' : '',
-      rendezvous: { mine: record.mine, theirs: record.theirs, theirsTs: 0, shared: true, sentAt: 0 },
+      rendezvous: {
+        mine: record.mine, mineTag: record.mineTag || '', theirs: record.theirs, theirsTs: record.theirsTs || 0, shared: true, sentAt: 0,
+      },
       idLive: false,
       presence: 'away',
       sendSeq: record.sendSeq,
-      received: record.received || emptyReceived(),
+      received: checkedReceived(record.received),
       expectedSeq: (record.received ? record.received.through : 0) + 1,
       friendship: number,
       friendshipStartedAt: record.since,

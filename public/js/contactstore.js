@@ -1,11 +1,20 @@
 // Where the contact book rests: with "remember on this device", in localStorage as ONE OpenPGP message
-// encrypted to the user's own key and signed by it, re-saved (debounced) when it changes; as an exported file
-// of the same form; and read back (stored or imported) only when it decrypts with the user's key, every
-// signature on it is by that key, and its contents pass contactbook.js parseBook. Never plaintext at rest.
+// encrypted to the user's own key and signed by it, re-saved when it changes; as an exported file of the same
+// form; and read back (stored or imported) only when it decrypts with the user's key, every signature on it is
+// by that key, and its contents pass contactbook.js parseBook. Never plaintext at rest.
+//
+// When it is saved: SAVE_QUIET_MS after the last change, but never later than SAVE_MAX_WAIT_MS after the first
+// unsaved one, so changes that keep coming (a frame to our handles every second, which a server can send) cannot
+// hold a save off. And at once, through persist(), before anything leaves that a stale book would repeat after a
+// reload: a message with a new seq (a reload must never use that seq again) and a receipt (a reload must never
+// take the receipted message for a new one). One save runs at a time; a save asked for while one runs starts
+// after it, with the state as it is then, so any number of waiting sends share one.
 import { MAX_ARMORED_BOOK_CHARS, contactRecord, isContact, parseBook, serializeBook } from './contactbook.js';
+import { contactTag } from './rendezvous.js';
 
 export const BOOK_STORE = 'secchat.contacts.v1';
-const SAVE_DELAY_MS = 1000;
+export const SAVE_QUIET_MS = 1000;
+export const SAVE_MAX_WAIT_MS = 5000;
 /** Sealing or opening a big book (thousands of contacts) may take longer than a message's budget. */
 const BOOK_BUDGET_MS = 30000;
 
@@ -33,11 +42,19 @@ export function refusalReason(problem) {
  * @param {() => {fingerprint: string, publicArmored: string}} options.identity
  * @param {() => boolean} options.remember  whether the user opted in to remembering
  * @param {(code: string, details?: object) => void} options.notice
+ * @param {{now: () => number, setTimeout: Function, clearTimeout: Function}} [options.clock]  (tests: a fake one)
+ * @param {() => void} [options.onSettled]  called when no save is due or running any more (the page shows it)
  */
-export function createContactStore({ pgp, getModel, dispatch, identity, remember, notice }) {
+export function createContactStore({
+  pgp, getModel, dispatch, identity, remember, notice, onSettled = () => {},
+  clock = { now: () => Date.now(), setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) },
+}) {
   let timer = null;
-  let lastSaved = '';
+  let dirtySince = 0; // when the first change not yet saved happened (0: none)
+  let lastSaved = ''; // the contacts' JSON as last stored
   let lastFriends = null;
+  let saving = null; // the save running, if any
+  let queued = null; // the save that starts after it, if any
 
   const run = (op, args) => pgp.lanes.messages.run(op, args, { budgetMs: BOOK_BUDGET_MS });
 
@@ -46,10 +63,10 @@ export function createContactStore({ pgp, getModel, dispatch, identity, remember
     return [...model.friends.values()].filter(isContact).map((friend) => contactRecord(friend, now));
   }
 
-  /** The armored book for the current contacts, or {problem}. */
-  async function sealed() {
+  /** The armored book for `contacts` (records), or {problem}. */
+  async function sealed(contacts = records(getModel())) {
     const { fingerprint, publicArmored } = identity();
-    const book = serializeBook(records(getModel()), fingerprint, Date.now());
+    const book = serializeBook(contacts, fingerprint, clock.now());
     if (book.problem) return { problem: book.problem };
     const armored = await run('seal', { envelopeText: book.text, friendArmored: publicArmored });
     return { armored, text: book.text };
@@ -67,33 +84,87 @@ export function createContactStore({ pgp, getModel, dispatch, identity, remember
       return { problem: error.code === 'too_slow' ? 'too_slow' : 'undecryptable' };
     }
     if (!result.ok) return { problem: result.problem };
-    return parseBook(result.text, fingerprint);
+    const book = parseBook(result.text, fingerprint);
+    if (book.problem) return book;
+    // The tag our contacts' control envelopes must carry (contacts.js); derived, never stored.
+    const contacts = [];
+    for (const contact of book.contacts) contacts.push({ ...contact, mineTag: await contactTag(contact.mine) });
+    return { contacts };
   }
 
+  /** Saves the contacts as they are now, unless they are what was stored last. Never throws. */
   async function save() {
     if (!remember()) return;
-    const book = await sealed();
-    if (book.problem) {
-      notice('book_not_saved', { reason: refusalReason(book.problem) });
-      return;
-    }
-    if (book.text === lastSaved) return;
+    const contacts = records(getModel());
+    const text = JSON.stringify(contacts);
+    if (text === lastSaved) return;
     try {
+      const book = await sealed(contacts);
+      if (book.problem) {
+        notice('book_not_saved', { reason: refusalReason(book.problem) });
+        return;
+      }
       localStorage.setItem(BOOK_STORE, book.armored);
-      lastSaved = book.text;
-    } catch {
-      notice('book_not_saved', { reason: 'the browser\'s storage is full or disabled' });
+      lastSaved = text;
+    } catch (error) {
+      const storage = error && (error.name === 'QuotaExceededError' || error.name === 'SecurityError');
+      notice('book_not_saved', { reason: storage ? 'the browser\'s storage is full or disabled' : 'encrypting it failed' });
     }
+  }
+
+  /** Starts a save after the one running (if any); resolves when it is done. Saves asked for meanwhile share it. */
+  function saveSoon() {
+    if (queued) return queued;
+    const start = () => {
+      queued = null;
+      dirtySince = 0;
+      clock.clearTimeout(timer);
+      timer = null;
+      saving = save().finally(() => {
+        saving = null;
+        if (!timer && !queued) onSettled();
+      });
+      return saving;
+    };
+    if (!saving) return start();
+    queued = saving.then(start);
+    return queued;
   }
 
   return {
-    /** After a change of the domain state: save later, once, if contacts may have changed. */
+    /**
+     * After a change of the domain state: a save SAVE_QUIET_MS after the last change, at most SAVE_MAX_WAIT_MS
+     * after the first unsaved one.
+     */
     changed() {
       const { friends } = getModel();
       if (friends === lastFriends || !remember()) return;
       lastFriends = friends;
-      clearTimeout(timer);
-      timer = setTimeout(() => save().catch(() => notice('book_not_saved', { reason: 'encrypting it failed' })), SAVE_DELAY_MS);
+      const now = clock.now();
+      if (!dirtySince) dirtySince = now;
+      clock.clearTimeout(timer);
+      const due = Math.min(now + SAVE_QUIET_MS, dirtySince + SAVE_MAX_WAIT_MS);
+      timer = clock.setTimeout(() => { saveSoon(); }, Math.max(0, due - now));
+    },
+    /**
+     * Resolves once the book in storage holds the contacts as they are now (at once when it does already, or
+     * when nothing is remembered). Called before a message with a new seq or a receipt leaves (effects.js).
+     * A save that fails says so in a notice and resolves too: the message still goes.
+     */
+    persist() {
+      if (!remember()) return Promise.resolve();
+      if (!saving && !queued && JSON.stringify(records(getModel())) === lastSaved) return Promise.resolve();
+      return saveSoon();
+    },
+    /** Whether a save is due or running (cheap: the page shows it). */
+    get pending() {
+      return Boolean(timer || saving || queued);
+    },
+    /** Whether the stored book differs from the contacts as they are (a reload now would lose the difference). */
+    get unsaved() {
+      if (!remember()) return false;
+      const text = JSON.stringify(records(getModel()));
+      return text !== lastSaved && !(text === '[]' && lastSaved === '');
     },
     /** Reads the remembered book, if any, into the domain. */
     async load() {

@@ -1,15 +1,22 @@
 // The wiring's side of contacts (contacts.js): draws listening secrets, derives the day's handles (Web Crypto
 // HMAC, rendezvous.js), keeps the server's LISTEN set equal to them on every connection, fetches the mailbox
 // until nothing waits, then asks the domain to probe every contact. Re-run after every change of the domain
-// state and at each UTC midnight (the day that left the window is UNLISTENed). One run at a time; a run that
-// finds the connection replaced stops, and the next CONNECT starts over (LISTEN after every CONNECT, §10).
+// state and whenever the days listened on change (rendezvous.js daysListened: the neighbouring day only near
+// UTC midnight; what leaves the window is UNLISTENed). A connection's first LISTEN and FETCH also take
+// yesterday's handles, for the mail that waited there while the user was away; once the messages fetched have
+// been handled, they are UNLISTENed (unless it is near midnight). One run at a time; a run that finds the
+// connection replaced stops, and the next CONNECT starts over (LISTEN after every CONNECT, §10).
 import { isLive } from './model.js';
-import { deriveHandles, batches, listenPlan, msUntilNextUtcDay, newSecret, utcDay } from './rendezvous.js';
+import {
+  batches, contactTag, daysListened, deriveHandles, listenPlan, msUntilListenChange, newSecret, utcDay,
+} from './rendezvous.js';
 
 /** FETCH again while frames from the last one are still being opened only below this many (peerqueue.js). */
 const FETCH_WHEN_QUEUED_BELOW = 64;
 /** A FETCH loop stops after this many rounds even if the server keeps saying messages wait. */
 const MAX_FETCH_ROUNDS = 1000;
+/** Yesterday's handles go once the fetched frames are handled, or after this long whatever keeps arriving. */
+const MAX_DRAIN_WAIT_MS = 10000;
 
 /**
  * @param {object} options
@@ -18,8 +25,13 @@ const MAX_FETCH_ROUNDS = 1000;
  * @param {(event: object) => Promise<void>} options.dispatch
  * @param {() => number} options.queued  frames waiting in the per-peer queue
  * @param {(error: unknown) => void} options.onError
+ * @param {{now: () => number, setTimeout: Function, clearTimeout: Function}} [options.clock]  (tests: a fake one)
  */
-export function createContactSync({ transport, getModel, dispatch, queued, onError }) {
+export function createContactSync({
+  transport, getModel, dispatch, queued, onError,
+  clock = { now: () => Date.now(), setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) },
+}) {
+  const sleep = (ms) => new Promise((resolve) => clock.setTimeout(resolve, ms));
   let connection = 0; // bumped by every CONNECT reply
   let listened = new Set(); // handles the server holds for this connection
   let fetched = false; // this connection's mailbox was fetched and the contacts probed
@@ -27,16 +39,17 @@ export function createContactSync({ transport, getModel, dispatch, queued, onErr
   let running = false;
   let again = false;
   const secretsDrawn = new Set(); // "id friendship" a secret was drawn for (the domain keeps it; this avoids a second draw)
-  let midnight = null;
+  let windowTimer = null;
 
-  function scheduleMidnight() {
-    clearTimeout(midnight);
-    midnight = setTimeout(() => {
-      scheduleMidnight();
+  /** Runs again when the days listened on change next (a second after, so the clock is surely past it). */
+  function scheduleWindow() {
+    clock.clearTimeout(windowTimer);
+    windowTimer = clock.setTimeout(() => {
+      scheduleWindow();
       changed();
-    }, msUntilNextUtcDay(Date.now()) + 1000);
+    }, msUntilListenChange(clock.now()) + 1000);
   }
-  scheduleMidnight();
+  scheduleWindow();
 
   function changed() {
     if (running) {
@@ -71,17 +84,21 @@ export function createContactSync({ transport, getModel, dispatch, queued, onErr
         if (!isLive(friend) || !friend.idLive || friend.rendezvous.mine || secretsDrawn.has(mark)) continue;
         if (!friend.requestedByMe && !friend.rendezvous.theirs) continue;
         secretsDrawn.add(mark);
-        await dispatch({ type: 'rendezvousSecretCreated', peer: friend.id, secret: newSecret() });
+        const secret = newSecret();
+        await dispatch({ type: 'rendezvousSecretCreated', peer: friend.id, secret, tag: await contactTag(secret) });
       }
     }
-    // 2. The handles of today (and its neighbours) for every secret we know.
-    const now = Date.now();
+    // 2. The handles of the days listened on now for every secret we know (yesterday's too until this
+    // connection's mailbox was fetched).
+    const now = clock.now();
+    const catchUp = !fetched;
     const inputs = [...getModel().friends.values()]
       .filter((f) => isLive(f) && (f.rendezvous.mine || f.rendezvous.theirs))
       .map((f) => ({ key: f.id, mine: f.rendezvous.mine, theirs: f.rendezvous.theirs }));
-    const inputKey = `${utcDay(now)}|${inputs.map((i) => `${i.key}:${i.mine}:${i.theirs}`).join(',')}`;
+    const days = daysListened(now, { catchUp }).map((offset) => utcDay(now, offset)).join(',');
+    const inputKey = `${utcDay(now)}|${days}|${inputs.map((i) => `${i.key}:${i.mine}:${i.theirs}`).join(',')}`;
     if (inputKey !== derivedFor) {
-      const { day, listen, send } = await deriveHandles(inputs, now);
+      const { day, listen, send } = await deriveHandles(inputs, now, undefined, { catchUp });
       derivedFor = inputKey;
       await dispatch({ type: 'handlesDerived', day, listen, send });
     }
@@ -120,10 +137,15 @@ export function createContactSync({ transport, getModel, dispatch, queued, onErr
       }
       if (at !== connection) return;
       if (!(answer.waiting > 0)) break;
-      while (queued() >= FETCH_WHEN_QUEUED_BELOW) await new Promise((resolve) => setTimeout(resolve, 50));
+      while (queued() >= FETCH_WHEN_QUEUED_BELOW) await sleep(50);
     }
+    // The messages fetched from yesterday's handles find their contact through the handles derived now: they
+    // are handled before those handles go (a frame to a handle no longer listened on is for nobody).
+    for (let waited = 0; queued() > 0 && waited < MAX_DRAIN_WAIT_MS; waited += 50) await sleep(50);
+    if (at !== connection) return;
     fetched = true;
     await dispatch({ type: 'probeContacts' });
+    again = true; // derive again without yesterday's handles, and UNLISTEN them
   }
 
   return {

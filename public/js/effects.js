@@ -7,26 +7,69 @@
 // and sending are not: a friend's busy backoff must never hold up the frames that friend sends us.
 import { MAX_RECEIPT_ACKS, buildControlEnvelope } from './envelope.js';
 import { matchInviteProof, newInviteSecret } from './inviteproof.js';
-import { toBase64Url } from './rendezvous.js';
+import { contactTag, toBase64Url } from './rendezvous.js';
 import { noticeText, notificationText } from './text.js';
+
+/** Control envelopes go out at most one per this long (see createEffects). */
+export const CONTROL_EVERY_MS = 50;
+/** Control envelopes waiting at once, at most: a few per contact (MAX_CONTACTS 1,365) at the very most. */
+export const MAX_CONTROL_QUEUED = 4096;
+/** How long a control envelope waits for the server's answer before it counts as refused. */
+export const CONTROL_ANSWER_MS = 10000;
 
 /**
  * @param {object} options
  * @param {{request: (frame: object) => Promise<object>}} options.transport
  * @param {{readFriendKey: Function, seal: Function, open: Function}} options.pgp  the crypto workers (cryptoclient.js)
  * @param {(event: object) => Promise<void>} options.dispatch
- * @param {{notice: Function, notify: Function, incoming: Function, show: Function, error: Function}} options.page
+ * @param {{notice: Function, notify: Function, incoming: Function, show: Function, moved: Function, error: Function}} options.page
+ * @param {() => Promise<void>} [options.persist]  resolves once the contact book in storage holds the current
+ *   state (contactstore.js): awaited before a message that says `persist` and before every receipt
+ * @param {number} [options.controlAnswerMs]  how long a control envelope waits for the server's answer
+ * @param {number} [options.maxControlQueued]  control envelopes waiting at once, at most
  */
-export function createEffects({ transport, pgp, dispatch, page }) {
+export function createEffects({
+  transport, pgp, dispatch, page, persist = async () => {}, controlAnswerMs = CONTROL_ANSWER_MS, maxControlQueued = MAX_CONTROL_QUEUED,
+}) {
   const later = (promise) => promise.catch(page.error);
-  // Control envelopes go out at most this often (the server's default MESSAGE rate is 50 per second, shared
-  // with chat messages and LISTEN): a book of 1,000 contacts is probed in about 50 s, not in one burst.
-  const CONTROL_EVERY_MS = 50;
-  let controlChain = Promise.resolve();
-  const pendingReceipts = new Map(); // peer -> {acks, route}: the receipt waiting in the chain for that friend
-  const pace = (task) => {
-    controlChain = controlChain.then(task).catch(page.error).then(() => new Promise((resolve) => setTimeout(resolve, CONTROL_EVERY_MS)));
+  // A stale book after a reload would use this seq again, or take a receipted message for a new one.
+  const durable = () => Promise.resolve().then(persist).catch(page.error);
+
+  // Control envelopes (contacts.js) wait in two queues and go out one at a time, at most one per
+  // CONTROL_EVERY_MS (the server's default MESSAGE rate is 50 per second, shared with chat messages and LISTEN:
+  // a book of 1,000 contacts is probed in about 50 s, not in one burst). Receipts go first: a message's sender
+  // waits for them, and nothing a server replays (probes) may hold them up. Whatever a server replays, each
+  // friend has at most one receipt and one probe answer waiting (later ones are merged into it), and both
+  // queues together hold at most MAX_CONTROL_QUEUED envelopes (beyond, one is dropped and reported as failed).
+  // A server that never answers one is given CONTROL_ANSWER_MS, so it cannot stall the queue either.
+  const receiptQueue = [];
+  const otherQueue = [];
+  let draining = false;
+  const pendingReceipts = new Map(); // peer -> {acks, route}: the receipt waiting in the queue for that friend
+  const pendingAnswers = new Map(); // peer -> {fields, route}: the `here` answer waiting for that friend
+  const pace = (task, first) => {
+    if (receiptQueue.length + otherQueue.length >= maxControlQueued) return false;
+    (first ? receiptQueue : otherQueue).push(task);
+    if (!draining) drain();
+    return true;
   };
+  async function drain() {
+    draining = true;
+    while (receiptQueue.length + otherQueue.length > 0) {
+      const task = receiptQueue.length ? receiptQueue.shift() : otherQueue.shift();
+      await task().catch(page.error);
+      await new Promise((resolve) => setTimeout(resolve, CONTROL_EVERY_MS));
+    }
+    draining = false;
+  }
+  /** `request` with an end: a server that never answers counts as a refusal (`no_answer`). */
+  function answered(frame) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error('no answer'), { code: 'no_answer' })), controlAnswerMs);
+    });
+    return Promise.race([transport.request(frame), timeout]).finally(() => clearTimeout(timer));
+  }
 
   const ORDERED = {
     async checkKey({ purpose, from, publicArmored, epoch, invite, inviteSecrets, ownFingerprint }) {
@@ -60,8 +103,8 @@ export function createEffects({ transport, pgp, dispatch, page }) {
         (error) => dispatch({ type: 'sealFailed', peer, localId, code: error.code === 'too_slow' ? 'too_slow' : 'encrypt_failed' }),
       ));
     },
-    transmit({ peer, localId, frame }) {
-      later(transport.request(frame).then(
+    transmit({ peer, localId, frame, persist: first }) {
+      later((first ? durable() : Promise.resolve()).then(() => transport.request(frame)).then(
         (ack) => dispatch({ type: 'acked', peer, localId, queued: ack.queued === true }),
         (error) => dispatch({ type: 'sendFailed', peer, localId, code: error.code }),
       ));
@@ -81,8 +124,14 @@ export function createEffects({ transport, pgp, dispatch, page }) {
     show({ id }) {
       page.show(id);
     },
-    /** Seals a §6 control envelope (contacts.js) and sends it; the outcome goes back as controlSent. */
-    sendControl({ peer, purpose, kind, fields, to, route, publicArmored }) {
+    moved({ from, to }) {
+      page.moved(from, to);
+    },
+    /**
+     * Seals a §6 control envelope (contacts.js), bound to the contact by the tag of `bindTo` (their secret, when
+     * known), and sends it; the outcome goes back as controlSent.
+     */
+    sendControl({ peer, purpose, kind, fields, to, route, publicArmored, bindTo }) {
       if (kind === 'receipt') {
         // Receipts to one friend that wait for their turn are one envelope: a server replaying a message any
         // number of times (each copy a duplicate, each answered with its receipt) queues one, not one per copy.
@@ -93,26 +142,41 @@ export function createEffects({ transport, pgp, dispatch, page }) {
           return;
         }
         pendingReceipts.set(peer, { acks: [...fields.acks], route });
+      } else if (purpose === 'answer') {
+        // Likewise one answer per friend: the latest probe's nonce is the one worth echoing.
+        const waiting = pendingAnswers.get(peer);
+        pendingAnswers.set(peer, { fields, route });
+        if (waiting) return;
       }
-      pace(async () => {
+      const queued = pace(async () => {
         if (kind === 'receipt') {
           const waiting = pendingReceipts.get(peer);
           pendingReceipts.delete(peer);
           fields = { acks: waiting.acks };
           route = waiting.route;
+          await durable();
+        } else if (purpose === 'answer') {
+          ({ fields, route } = pendingAnswers.get(peer));
+          pendingAnswers.delete(peer);
         }
         const extra = { ...fields };
         if (kind === 'here') extra.nonce = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+        if (bindTo) extra.for = await contactTag(bindTo);
         if (purpose === 'probe') await dispatch({ type: 'probeSent', peer, nonce: extra.nonce });
         let code = null;
         try {
           const payload = await pgp.seal(buildControlEnvelope(kind, { to, ts: Date.now(), ...extra }), publicArmored);
-          await transport.request({ type: 'MESSAGE', ...route, payload });
+          await answered({ type: 'MESSAGE', ...route, payload });
         } catch (error) {
           code = (error && error.code) || 'failed';
         }
         await dispatch({ type: 'controlSent', peer, purpose, code });
-      });
+      }, kind === 'receipt');
+      if (!queued) {
+        if (kind === 'receipt') pendingReceipts.delete(peer);
+        if (purpose === 'answer') pendingAnswers.delete(peer);
+        later(dispatch({ type: 'controlSent', peer, purpose, code: 'dropped' }));
+      }
     },
     inviteSecretNeeded() {
       later(dispatch({ type: 'inviteSecretCreated', secret: newInviteSecret() }));
@@ -129,5 +193,9 @@ export function createEffects({ transport, pgp, dispatch, page }) {
     for (const effect of ordered) await ORDERED[effect.type](effect);
   }
 
-  return { run };
+  return {
+    run,
+    /** Control envelopes waiting to go out (tests, diagnostics). */
+    get controlQueued() { return receiptQueue.length + otherQueue.length; },
+  };
 }

@@ -31,7 +31,10 @@ export function buildEnvelope({ to, seq, ts, text }) {
   return JSON.stringify({ v: 1, to, seq, ts, text });
 }
 
-/** JSON text of a version-2 control envelope (§6 "Kinds"): rendezvous, receipt or here. No `seq`. */
+/**
+ * JSON text of a version-2 control envelope (§6 "Kinds"): rendezvous, receipt, here or remove, with its `for`
+ * tag (rendezvous.js contactTag) among the fields when the sender knows the recipient's secret. No `seq`.
+ */
 export function buildControlEnvelope(kind, { to, ts, ...fields }) {
   return JSON.stringify({ v: 1, kind, to, ts, ...fields });
 }
@@ -42,8 +45,14 @@ const NONCE = /^[A-Za-z0-9_-]{22}$/;
 const SECRET = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
 const isSeq = (n) => Number.isSafeInteger(n) && n >= 1;
 
-/** The kind-specific fields of a control envelope, checked, or null when they are not well formed. */
+/** The kind-specific fields of a control envelope, with its `for` tag if any, checked; null when not well formed. */
 function controlFields(value) {
+  if (value.for !== undefined && (typeof value.for !== 'string' || !SECRET.test(value.for))) return null;
+  const fields = kindFields(value);
+  return fields && value.for !== undefined ? { ...fields, for: value.for } : fields;
+}
+
+function kindFields(value) {
   switch (value.kind) {
     case 'rendezvous':
       return SECRET.test(value.secret) ? { secret: value.secret } : null;
@@ -68,7 +77,8 @@ export const CONTROL_KINDS = new Set(['rendezvous', 'receipt', 'here', 'remove']
  * with problem `malformed` (not the envelope shape), `version` (v is not 1), `unknown_kind` (a `kind` this
  * client does not know) or `wrong_recipient` (`to` is not our fingerprint: the server re-routed someone
  * else's message). Unknown fields are ignored. A text envelope (no `kind`) is {to, seq, ts, text}; a control
- * envelope is {kind, to, ts, …its fields} (no seq, no text).
+ * envelope is {kind, to, ts, for?, …its fields} (no seq, no text); whether its `for` is this contact's is
+ * contacts.js's to judge.
  */
 export function parseEnvelope(text, ownFingerprint) {
   let value;

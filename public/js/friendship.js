@@ -12,9 +12,11 @@ import {
 } from './model.js';
 import { NICKNAME_MAX, cleanName } from './names.js';
 import { keepAsContact, offerAll } from './contacts.js';
-import { abandonOutbox, markUndelivered, pump, pumpAll, queuedDelivered, requeueUnconfirmed } from './outbox.js';
+import {
+  abandonOutbox, forgetUnconfirmed, markUndelivered, pump, pumpAll, queuedDelivered, requeueUnconfirmed,
+} from './outbox.js';
 import { clearRequests, receiveRequest, requestKeyChecked, withdrawRequest } from './requests.js';
-import { acceptChangedKey, markUnverified, markVerified, pinFriendKey, recordOffer } from './trust.js';
+import { acceptChangedKey, assessKey, markUnverified, markVerified, pinFriendKey, recordOffer } from './trust.js';
 
 /** The peer ID a server frame is about, or null for frames about none (ERROR, UNDELIVERED, unknown ones). */
 export function peerOf(frame) {
@@ -143,10 +145,32 @@ export function newSession(next) {
 // --- friendships -----------------------------------------------------------------------------------------
 
 /**
+ * A contact reached only by handle whose key is the one a new friendship with `id` brings (trust.js 'contact'):
+ * the same friend, back under a new ID. It moves to `id` (one entry: its conversation, verification and name
+ * stay) and the friendship then starts as any new one does. Both sides may or may not still hold the contact
+ * (one may have lost its book, which is why they befriended again), so neither can assume the other continues
+ * its seqs or secrets: both restart, as for any new friendship, and the new secrets make it a contact again.
+ * Its messages still unconfirmed go with the old contact: marked not delivered, Retry seals them anew.
+ */
+function mergeContact(next, id, fingerprint, userId) {
+  if (assessKey(next.state, id, fingerprint, userId) !== 'contact') return;
+  const contact = [...next.state.friends.values()].find((f) => f.id !== id && isLive(f) && !f.idLive && f.fingerprint === fingerprint);
+  if (!contact) return;
+  const earlier = next.state.friends.get(id); // an ended friendship under the new ID: its lines come first
+  const kept = forgetUnconfirmed(contact);
+  const moved = { ...kept, id, messages: [...(earlier ? earlier.messages : []), ...kept.messages] };
+  next.state = { ...next.state, friends: withEntry(withoutEntry(next.state.friends, contact.id), id, moved) };
+  appendSystemLine(next, id, 'contact_merged', { from: contact.id });
+  next.effects.push({ type: 'moved', from: contact.id, to: id });
+  return true;
+}
+
+/**
  * Starts (or starts again) the friendship with `id` under the key `keyInfo` {fingerprint, userId, publicArmored,
  * viaInvite?}. `cause`, when given, is the system line that says why, drawn before "friendship started".
  */
 function startFriendship(next, id, keyInfo, now, cause) {
+  const merged = mergeContact(next, id, keyInfo.fingerprint, keyInfo.userId);
   const existing = next.state.friends.get(id);
   const fresh = newFriend(id);
   const friend = existing
@@ -171,7 +195,7 @@ function startFriendship(next, id, keyInfo, now, cause) {
   putFriend(next, pinned.friend);
   if (cause) appendSystemLine(next, id, cause);
   appendSystemLine(next, id, 'started', {
-    assessment: pinned.assessment, keyChanged: pinned.friend.trust === 'changed', viaInvite: pinned.friend.trustSource === 'invite_proof',
+    assessment: merged ? 'contact' : pinned.assessment, keyChanged: pinned.friend.trust === 'changed', viaInvite: pinned.friend.trustSource === 'invite_proof',
   });
 }
 

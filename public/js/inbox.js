@@ -110,17 +110,18 @@ function readEnvelope(next, text, message) {
  * A text envelope that came to one of our handles. Resends and mailboxes make copies normal here: a seq
  * accepted before is a duplicate (not shown again, its receipt sent again) unless this page still holds that
  * message with other content (then a loud REPLAY); a seq below the highest accepted but never accepted is late
- * (it fills a gap) and shown; only a seq beyond the next expected is a gap. Each accepted message is receipted.
+ * (it fills a gap, also one given up on) and shown; only a seq beyond the next expected is a gap. Each accepted
+ * message is receipted, and nothing else is.
  */
 function checkContactEnvelope(next, friend, text, message) {
   const read = readEnvelope(next, text, message);
   if (!read.envelope) return { friend, message: read.message };
   const { envelope } = read;
   message = read.message;
-  if (friend.trust !== 'changed' && !friend.rendezvous.shared) {
-    friend = { ...friend, rendezvous: { ...friend.rendezvous, shared: true } };
-  }
   const order = classifyReceived(friend.received, envelope.seq);
+  // Too old for the record to tell whether it was shown (receipts.js floor): not shown again, and no receipt,
+  // since a receipt must only confirm what was shown. Its sender keeps it unconfirmed.
+  if (order.kind === 'unknown') return { friend, message: null };
   if (order.kind === 'duplicate') {
     const earlier = friend.messages.find((m) => m.direction === 'in' && m.verified && m.seq === envelope.seq && m.friendship === friend.friendship);
     if (friend.trust !== 'changed' && (!earlier || (earlier.sentTs === envelope.ts && earlier.text === envelope.text))) {
@@ -140,6 +141,8 @@ function checkContactEnvelope(next, friend, text, message) {
   if (order.kind === 'late') message.late = true;
   friend = {
     ...friend,
+    // A new message of theirs, signed in this contact, came to our handle: they have our secret.
+    rendezvous: friend.rendezvous.shared ? friend.rendezvous : { ...friend.rendezvous, shared: true },
     received: accept(friend.received, envelope.seq),
     expectedSeq: Math.max(friend.expectedSeq, envelope.seq + 1),
     updatedAt: message.receivedAt,

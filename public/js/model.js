@@ -70,16 +70,18 @@ export function newFriend(id) {
     outbox: [], // localIds of outgoing messages not yet acknowledged, oldest first
     sending: null, // {localId, phase:'sealing'|'sending'|'backoff'}: the outbox head being worked on
     // --- contacts (contacts.js): friends who stay across reloads, reached by rendezvous handles ---
-    // mine: the secret we listen on (given to them); theirs: the secret they listen on (we send there);
-    // shared: ours reached them (they wrote to one of our handles, or the book says so); sentAt: when our
-    // rendezvous envelope last went out by ID.
-    rendezvous: { mine: '', theirs: '', theirsTs: 0, shared: false, sentAt: 0 },
+    // mine: the secret we listen on (given to them); mineTag: its tag, which their control envelopes must carry
+    // (rendezvous.js contactTag); theirs: the secret they listen on (we send there), theirsTs: when they signed
+    // it; shared: ours reached them (they sent us something bound to it, or the book says so); sentAt: when
+    // our rendezvous envelope last went out by ID.
+    rendezvous: { mine: '', mineTag: '', theirs: '', theirsTs: 0, shared: false, sentAt: 0 },
     requestedByMe: false, // we sent the friend request: we offer our secret first (contacts.js)
     idLive: true, // the friendship by session ID exists on the server (false for contacts restored from the book)
     bookKey: '', // the contact book's name for this contact (contactbook.js bookKeyFor)
-    received: { through: 0, extra: [] }, // seqs accepted from them (receipts.js)
+    received: { through: 0, extra: [], missing: [], floor: 0 }, // seqs accepted from them (receipts.js)
     lastReachable: 0, // when we last had proof they were connected (our clock)
     probeNonce: '', // the nonce of our last `here` probe: an answer must echo it
+    answeredNonces: [], // nonces of their probes we answered, newest last (contacts.js ANSWERED_NONCES_KEPT)
     updatedAt: 0, // when anything the contact book keeps changed
   };
 }

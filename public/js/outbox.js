@@ -11,6 +11,7 @@
 // the server's mailbox) → delivered only when their signed receipt arrives; until then it is *unconfirmed*: kept
 // with its payload and seq and sent again as is after every reconnect. UNDELIVERED (`expired`, `evicted`) and
 // `no_mailbox` make it undelivered with that reason, and Retry sends the same payload again.
+import { isContact } from './contactbook.js';
 import { FRAME_OVERHEAD, buildEnvelope } from './envelope.js';
 import { routeFor } from './contacts.js';
 import { findLine, putFriend, takeLocalId, updateFriend, withLine } from './model.js';
@@ -91,7 +92,9 @@ export function pump(next, id) {
     ...withLine(friend, localId, (m) => ({ ...m, ref: frame.ref, state: 'sending', via })),
     sending: { localId, phase: 'sending' },
   });
-  next.effects.push({ type: 'transmit', peer: id, localId, frame });
+  // A contact's seqs outlive the page (the contact book): the book must hold this one before it leaves, or a
+  // reload would use it again (contactstore.js persist).
+  next.effects.push({ type: 'transmit', peer: id, localId, frame, persist: isContact(friend) });
 }
 
 export function pumpAll(next) {
@@ -131,21 +134,22 @@ export function sealFailed(next, { peer, localId, code }) {
 }
 
 /** The server acknowledged the MESSAGE: handed to the friend, or queued while they are away. */
-export function acked(next, { peer, localId, queued, now }) {
+export function acked(next, { peer, localId, queued }) {
   const friend = next.state.friends.get(peer);
   const line = friend && findLine(friend, localId);
   if (!line) return;
   const inFlight = friend.sending && friend.sending.localId === localId;
   if (line.via === 'handle') {
-    // Only the friend's receipt makes it delivered (contacts.js); the ACK says whether they are connected.
+    // Only the friend's receipt makes it delivered (contacts.js). The ACK is the server's word only: `queued`
+    // (nobody listens on their handle) shows them away, but a plain ACK never shows them online nor reachable:
+    // only their signed `here` does.
     const state = line.state === 'delivered' ? 'delivered' : queued ? 'stored' : 'sent';
     putFriend(next, {
       // `accepted`: the server took a copy, which may reach the friend, so this seq is spent for good.
       ...withLine(friend, localId, (m) => ({ ...m, state, accepted: true, payload: state === 'delivered' ? null : m.payload })),
       outbox: friend.outbox.filter((id) => id !== localId),
       sending: inFlight ? null : friend.sending,
-      presence: queued ? 'away' : 'online',
-      lastReachable: queued ? friend.lastReachable : now,
+      presence: queued ? 'away' : friend.presence,
     });
     pump(next, peer);
     return;
@@ -225,6 +229,25 @@ export function abandonOutbox(friend, code) {
     ...friend,
     messages: friend.messages.map((m) => (abandoned.has(m.localId)
       ? { ...m, state: m.payload ? 'undelivered' : 'error', error: code }
+      : m)),
+    outbox: [],
+    sending: null,
+  };
+}
+
+/**
+ * `friend` with every outgoing message it has not confirmed (waiting, in flight, sent, stored, or undelivered
+ * with its payload) marked not delivered and cut loose from its seq and payload, so that Retry seals it anew:
+ * for a contact that starts over as a new friendship (friendship.js), whose seqs restart and whose friend may
+ * never have seen the old ones.
+ */
+export function forgetUnconfirmed(friend) {
+  const open = (m) => m.direction === 'out' && !m.kind && m.state !== 'delivered' && m.state !== 'error' && m.state !== 'queued';
+  if (!friend.messages.some(open)) return { ...friend, outbox: [], sending: null };
+  return {
+    ...friend,
+    messages: friend.messages.map((m) => (open(m)
+      ? { ...m, state: 'undelivered', error: 'contact_restarted', payload: null, seq: 0, via: '', accepted: false }
       : m)),
     outbox: [],
     sending: null,

@@ -5,19 +5,30 @@
 //   handle(secret, day) = base64url-unpadded(HMAC-SHA256(key = secret, "secchat-handle-v1\n" + "YYYY-MM-DD"))
 //
 // which is always 43 characters. Handles change every UTC day, so a handle seen today names nobody next month,
-// and the server never learns a key, fingerprint or name from one. Clocks disagree about the date near
-// midnight, so a client listens on yesterday's, today's and tomorrow's handle of each contact and sends to
-// today's. Pure (Web Crypto's HMAC is passed in or taken from globalThis), so it runs under Node too.
+// and the server never learns a key, fingerprint or name from one. A client sends to the friend's handle of
+// today and listens on its own of today; clocks disagree about the date near midnight, so within NEAR_MIDNIGHT_MS
+// of it (either side) it also listens on the neighbouring day's. Not all day: one connection listening on two
+// days' handles at once tells the server they belong together, which is what rotation is meant to hide. The one
+// exception is a connection's first FETCH (contactsync.js), which also takes yesterday's handle for the mail
+// that waited there while the user was away, and drops it right after. Pure (Web Crypto's HMAC is passed in or
+// taken from globalThis), so it runs under Node too.
 
 export const HANDLE_LABEL = 'secchat-handle-v1\n';
+/** What a contact tag is the HMAC of (see contactTag). */
+export const TAG_LABEL = 'secchat-contact-v1';
 export const SECRET_BYTES = 32;
 /** A handle and a secret are both the unpadded base64url of 32 bytes. */
 const B64URL_32 = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
 /** The server's bound per session (PROTOCOL §10) ... */
 export const MAX_HANDLES_PER_SESSION = 4096;
-/** ... over the days listened on per contact gives the contact book's bound: 1,365 contacts. */
-export const DAYS_LISTENED = [-1, 0, 1];
-export const MAX_CONTACTS = Math.floor(MAX_HANDLES_PER_SESSION / DAYS_LISTENED.length);
+/**
+ * ... over the most days listened on at once per contact (yesterday for the first FETCH, today, and tomorrow
+ * near midnight) gives the contact book's bound: 1,365 contacts.
+ */
+export const MAX_DAYS_AT_ONCE = 3;
+export const MAX_CONTACTS = Math.floor(MAX_HANDLES_PER_SESSION / MAX_DAYS_AT_ONCE);
+/** How near UTC midnight (before or after) the neighbouring day's handle is listened on too. */
+export const NEAR_MIDNIGHT_MS = 60 * 60 * 1000;
 /** Handles per LISTEN / UNLISTEN frame (PROTOCOL §10: 1 to 1,024). */
 export const LISTEN_BATCH = 1024;
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -54,6 +65,27 @@ export function msUntilNextUtcDay(ms) {
   return Math.max(1, DAY_MS - (ms % DAY_MS));
 }
 
+/**
+ * The days (offsets from today) whose handles are listened on at `now`: today; yesterday too within
+ * NEAR_MIDNIGHT_MS after midnight or when `catchUp` (a connection's first FETCH); tomorrow too within
+ * NEAR_MIDNIGHT_MS before the next midnight.
+ */
+export function daysListened(now, { catchUp = false } = {}) {
+  const sinceMidnight = ((now % DAY_MS) + DAY_MS) % DAY_MS;
+  const days = [];
+  if (catchUp || sinceMidnight < NEAR_MIDNIGHT_MS) days.push(-1);
+  days.push(0);
+  if (DAY_MS - sinceMidnight <= NEAR_MIDNIGHT_MS) days.push(1);
+  return days;
+}
+
+/** Milliseconds from `ms` to the next time daysListened changes (at least 1). */
+export function msUntilListenChange(ms) {
+  const sinceMidnight = ((ms % DAY_MS) + DAY_MS) % DAY_MS;
+  const next = [NEAR_MIDNIGHT_MS, DAY_MS - NEAR_MIDNIGHT_MS, DAY_MS].find((at) => at > sinceMidnight);
+  return Math.max(1, next - sinceMidnight);
+}
+
 /** handle(secret, day); resolves to 43 base64url characters. */
 export async function deriveHandle(secret, day, subtle = globalThis.crypto.subtle) {
   if (!isSecret(secret)) throw new TypeError('not a rendezvous secret');
@@ -63,19 +95,33 @@ export async function deriveHandle(secret, day, subtle = globalThis.crypto.subtl
 }
 
 /**
- * The handles for `contacts` ([{key, mine, theirs}], either secret may be '') at `now`: `listen` maps each of
- * the three days' handles of every `mine` to the contact's key, `send` maps the key to today's handle of
- * `theirs`. Contacts beyond MAX_CONTACTS (by the order given) are left out: the server would refuse them.
+ * The tag that binds a control envelope to one contact (PROTOCOL §6 `for`): HMAC-SHA256(key = the recipient's
+ * listening secret, TAG_LABEL), 43 characters. Only the two sides of this contact know the secret, and a new
+ * contact draws new secrets, so an envelope of an earlier contact between the same keys carries another tag.
+ * Never a handle (another label), and it travels only inside encrypted envelopes.
  */
-export async function deriveHandles(contacts, now, subtle = globalThis.crypto.subtle) {
+export async function contactTag(secret, subtle = globalThis.crypto.subtle) {
+  if (!isSecret(secret)) throw new TypeError('not a rendezvous secret');
+  const key = await subtle.importKey('raw', fromBase64Url(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  return toBase64Url(new Uint8Array(await subtle.sign('HMAC', key, new TextEncoder().encode(TAG_LABEL))));
+}
+
+/**
+ * The handles for `contacts` ([{key, mine, theirs}], either secret may be '') at `now`: `listen` maps the
+ * handles of every `mine` for daysListened(now, {catchUp}) to the contact's key, `send` maps the key to today's
+ * handle of `theirs`. Contacts beyond MAX_CONTACTS (by the order given) are left out: the server would refuse
+ * them.
+ */
+export async function deriveHandles(contacts, now, subtle = globalThis.crypto.subtle, { catchUp = false } = {}) {
   const day = utcDay(now);
   const listen = new Map();
   const send = new Map();
+  const days = daysListened(now, { catchUp });
   let listening = 0;
   for (const { key, mine, theirs } of contacts) {
     if (isSecret(mine) && listening < MAX_CONTACTS) {
       listening += 1;
-      for (const offset of DAYS_LISTENED) listen.set(await deriveHandle(mine, utcDay(now, offset), subtle), key);
+      for (const offset of days) listen.set(await deriveHandle(mine, utcDay(now, offset), subtle), key);
     }
     if (isSecret(theirs)) send.set(key, await deriveHandle(theirs, day, subtle));
   }

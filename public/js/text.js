@@ -48,6 +48,7 @@ export const SEND_ERROR_TEXT = {
   no_mailbox: 'not delivered: your friend is not connected and the server keeps no message for them right now (its mailbox is off or the message is too large)',
   expired: 'not delivered: it waited on the server longer than the server keeps messages, and your friend did not come back in time',
   evicted: 'not delivered: the server\'s mailbox for your friend was full, so it dropped this message',
+  contact_restarted: 'not confirmed before your friend came back under a new ID; Retry sends it in the new friendship',
 };
 
 /** What the checks of an incoming message found (inbox.js). */
@@ -79,6 +80,7 @@ export const ASSESSMENT_TEXT = {
   key_changed: 'This ID used a different key earlier in this session, or offered one. Compare fingerprints before trusting it.',
   own_key: 'This is YOUR OWN key. Someone, maybe the server, is sending your key back to you: accepting would let your own messages show up as if this ID wrote them. Accept only if this is you in another tab.',
   pinned_elsewhere: 'This key already belongs to another friend of yours under a different ID. Someone, maybe the server, may be re-using their key to pose as a new contact. Ask that friend before accepting.',
+  contact: 'This is the key of one of your contacts: accepting continues that contact under this ID (its conversation and verification stay).',
   invite_match: 'Matches the fingerprint in the invite link: verified.',
   remembered: 'You verified this key before.',
   pinned_before: 'This key belonged to an ID earlier in this session that is gone now: your friend back under a new ID, or someone re-using their public key. Compare fingerprints before trusting it.',
@@ -119,6 +121,7 @@ const STARTED_NOTE = {
   invite_proof: 'They came through your invite link: key verified.',
   name_reused: ASSESSMENT_TEXT.name_reused,
   pinned_before: ASSESSMENT_TEXT.pinned_before,
+  contact: 'Your contact, back under this ID: the same key as before.',
 };
 
 /** A conversation's system line (model.js appendSystemLine) as {text, tone}; `friendId` is the friend's ID, never a name. */
@@ -140,6 +143,7 @@ export function systemLineText(line, friendId) {
     case 'contact_ready': return { text: `${friendId} is now a contact: you will find each other again after a reload or a new session, without a new request.`, tone: 'info' };
     case 'contact_kept': return { text: line.reason === 'session_lost' ? 'Your session ended; this contact stays, reached through your private rendezvous.' : `${friendId}'s session ended; the contact stays, and messages wait for them on the server.`, tone: 'info' };
     case 'restored': return { text: 'Contact restored from your contact book.', tone: 'info' };
+    case 'contact_merged': return { text: `${friendId} has the key of your contact ${line.from}: the same friend, back under a new ID. The conversation continues here as a new friendship.`, tone: 'info' };
     default: return { text: String(line.what), tone: 'info' };
   }
 }

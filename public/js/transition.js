@@ -23,8 +23,10 @@
 //
 // Effects (data; effects.js carries them out): send {frame} (no answer awaited), checkKey {purpose, from,
 // publicArmored, epoch}, open {peer, payload, publicArmored, incoming}, seal {peer, localId, friendship, seq,
-// envelope, publicArmored}, transmit {peer, localId, frame}, retryLater {peer, localId, ms},
+// envelope, publicArmored}, transmit {peer, localId, frame, persist} (persist: the contact book must hold
+// this state before the frame leaves), retryLater {peer, localId, ms},
 // notice {code, …} (text.js noticeText), notify {what, from}, incoming {from, flagged}, show {id},
+// moved {from, to} (a contact's entry moved to a new ID: its open chat goes with it),
 // inviteSecretNeeded (draw a new secret for our invite link), sendControl {peer, purpose, kind, fields, to, route,
 // publicArmored} (seal a §6 control envelope and send it to `route` without a chat line). checkKey for a request that carries an invite
 // proof also has {invite, inviteSecrets, ownFingerprint}, and its keyChecked answer {viaInvite}.

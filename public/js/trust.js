@@ -7,8 +7,10 @@ import { keyName, nameSkeleton } from './names.js';
 
 /**
  * What we know about a key offered for `id` before the user accepts it: 'invite_mismatch' | 'key_changed' |
- * 'own_key' | 'pinned_elsewhere' | 'invite_match' | 'remembered' | 'pinned_before' | 'name_reused' | 'new'.
- * The first four are alarms: accepting makes the friend *key changed* (sending blocked until confirmed).
+ * 'own_key' | 'pinned_elsewhere' | 'contact' | 'invite_match' | 'remembered' | 'pinned_before' | 'name_reused' |
+ * 'new'. The first four are alarms: accepting makes the friend *key changed* (sending blocked until confirmed).
+ * 'contact': the key of a contact reached only by handle (no live ID friendship), as when the friend comes back
+ * under a new ID; accepting continues that contact under this ID (friendship.js).
  */
 export function assessKey(state, id, fingerprint, userId = '') {
   const expected = state.expectations.get(id);
@@ -18,7 +20,9 @@ export function assessKey(state, id, fingerprint, userId = '') {
   // Our own key as a friend's: everything we send could be reflected back as "signed by this friend".
   if (state.ownFingerprint && fingerprint === state.ownFingerprint) return 'own_key';
   // One key, two live IDs: a server re-using a friend's public key to pose as someone new.
-  if (otherIdsPinnedTo(state, id, fingerprint).some((other) => isLive(state.friends.get(other)))) return 'pinned_elsewhere';
+  const live = otherIdsPinnedTo(state, id, fingerprint).map((other) => state.friends.get(other)).filter(isLive);
+  if (live.some((friend) => friend.idLive || friend.trust === 'changed')) return 'pinned_elsewhere';
+  if (live.length > 0) return 'contact';
   if (expected === fingerprint) return 'invite_match';
   if (otherOfferedKeys(state, id, fingerprint).length > 0) return 'key_changed';
   if (state.verifiedFingerprints.has(fingerprint)) return 'remembered';
@@ -60,7 +64,7 @@ export function otherKeysNamed(state, userId, fingerprint) {
  * without a name worth comparing: every key made without one carries the default name, a match on it means
  * nothing.
  */
-function pinnedName(userId) {
+export function pinnedName(userId) {
   const name = keyName(userId);
   return name ? nameSkeleton(name) : '';
 }

@@ -237,6 +237,45 @@ describe('messages that wait', { timeout: 180000 }, () => {
   });
 });
 
+describe('leaving the page', { timeout: 120000 }, () => {
+  test('a page whose friends are all remembered contacts closes without asking, unless a message is not sealed yet or the book not saved', async () => {
+    const srv = await server();
+    const { alice, bob } = await contactPair(srv);
+    const bookSettled = () => alice.page.waitForFunction(() => document.querySelector('section.book')?.dataset.pending === 'false', null, { timeout: 15000 });
+    alice.page.removeAllListeners('dialog');
+    const dialogs = [];
+    let asked;
+    const question = new Promise((resolve) => { asked = resolve; });
+    alice.page.on('dialog', (dialog) => {
+      dialogs.push(dialog.type());
+      dialog.dismiss().then(asked, asked); // "stay": the page remains open
+    });
+
+    // Offline, Alice writes to Bob: the message cannot be sealed (no seq yet), so the book cannot hold it.
+    await alice.context.setOffline(true);
+    await alice.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'offline');
+    await sendMessage(alice, bob.id, 'written offline');
+    await bookSettled();
+    await alice.page.close({ runBeforeUnload: true });
+    await question;
+    assert.deepEqual(dialogs, ['beforeunload'], 'asked, since the message would be lost');
+    assert.equal(alice.page.isClosed(), false);
+
+    // Back online the message goes (and is in the book while unconfirmed); once delivered and the book is
+    // saved, nothing would be lost: the page closes without a question.
+    await alice.context.setOffline(false);
+    await alice.page.waitForFunction((id) => [...document.querySelectorAll(`.chat-pane[data-friend="${id}"] .msg-out`)]
+      .some((m) => m.dataset.state === 'delivered'), bob.id, { timeout: 20000 });
+    await bookSettled();
+    const closed = new Promise((resolve) => alice.page.once('close', resolve));
+    await alice.page.close({ runBeforeUnload: true });
+    await closed;
+    assert.deepEqual(dialogs, ['beforeunload'], 'no second question');
+    await bob.context.close();
+    await alice.context.close();
+  });
+});
+
 describe('the contact book file', { timeout: 120000 }, () => {
   test('exported, then imported in a fresh browser context with the same key: the contacts are back', async () => {
     const srv = await server();

@@ -44,7 +44,7 @@ test('send → sealed with the next seq → sent with a ref → delivered on the
 
   const sealed = step(written.state, sealedBy(written.effects[0]));
   const ref = `m${message.localId}.0`;
-  assert.deepEqual(sealed.effects, [{ type: 'transmit', peer: BOB, localId: message.localId, frame: { type: 'MESSAGE', to: BOB, payload: PAYLOAD(1), ref } }]);
+  assert.deepEqual(sealed.effects, [{ type: 'transmit', peer: BOB, localId: message.localId, frame: { type: 'MESSAGE', to: BOB, payload: PAYLOAD(1), ref }, persist: false }]);
   const sending = outgoing(sealed.state)[0];
   assert.deepEqual([sending.state, sending.seq, sending.ref], ['sending', 1, ref]);
   assert.equal(sealed.state.friends.get(BOB).sendSeq, 1);

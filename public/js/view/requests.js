@@ -85,7 +85,7 @@ export function createRequestsPanel({ actions }) {
         const assessment = assess(request);
         const earlierNamed = assessment === 'name_reused' ? otherKeysNamed(state, request.userId, request.fingerprint) : [];
         const earlierOffered = request.fingerprint && !state.pins.has(request.id) ? otherOfferedKeys(state, request.id, request.fingerprint) : [];
-        const sharedWith = assessment === 'pinned_elsewhere' || assessment === 'pinned_before' ? otherIdsPinnedTo(state, request.id, request.fingerprint) : [];
+        const sharedWith = ['pinned_elsewhere', 'pinned_before', 'contact'].includes(assessment) ? otherIdsPinnedTo(state, request.id, request.fingerprint) : [];
         const swapSlot = h('div', { className: 'request-swap-slot' }, ...swapWarning(request));
         const invite = inviteStatus(state, request);
         const inviteSlot = h('div', { className: 'request-invite-slot' }, ...inviteNote(invite));

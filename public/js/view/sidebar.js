@@ -147,6 +147,7 @@ export function createSidebar({ actions }) {
     session.hidden = leave.hidden;
     updateSent(state);
     updateFriends(state);
+    book.dataset.pending = String(state.bookPending); // a save is due or running
     setText(book.querySelector('#book-explained'), state.remember
       ? 'Your contacts are kept on this device, encrypted to your key: after a reload you find each other again without a new request.'
       : 'Your contacts last as long as this tab (you chose not to remember your key here). Export them to keep them.');

@@ -7,14 +7,18 @@
  * `mitm.rewrite(frame)` (optional) sees each parsed server frame for the page and returns the frame to
  * deliver (maybe changed), or null to drop it. `mitm.rewriteOnce(matches, change)` does that to the first
  * matching frame only and returns a promise of the frame as delivered, so a test can assert that its rewrite
- * fired (and it cannot linger onto later frames). Reconnections are routed too; `inject` and `closePage` use
- * the latest socket.
+ * fired (and it cannot linger onto later frames). `mitm.strip(frame)` (optional) sees each parsed page frame
+ * before it is forwarded: returning true keeps it from the server, and the page gets the ACK an honest server
+ * would send for it (the lie that hides the drop); every frame kept back is in `mitm.stripped`. Reconnections
+ * are routed too; `inject` and `closePage` use the latest socket.
  */
 export async function interceptSocket(page, wsUrl) {
   const mitm = {
     toPage: [], // parsed server → page frames, as the server sent them (before any rewrite)
     fromPage: [], // parsed page → server frames
     rewrite: null,
+    strip: null,
+    stripped: [], // page frames kept from the server by `strip`
     route: null,
     onceRewrites: [],
     rewriteOnce(matches, change) {
@@ -37,7 +41,13 @@ export async function interceptSocket(page, wsUrl) {
     const server = ws.connectToServer();
     mitm.route = ws;
     ws.onMessage((message) => {
-      mitm.fromPage.push(JSON.parse(String(message)));
+      const frame = JSON.parse(String(message));
+      mitm.fromPage.push(frame);
+      if (mitm.strip && mitm.strip(frame)) {
+        mitm.stripped.push(frame);
+        if (frame.ref !== undefined) ws.send(JSON.stringify({ type: 'ACK', ref: frame.ref }));
+        return;
+      }
       server.send(message);
     });
     server.onMessage((message) => {
