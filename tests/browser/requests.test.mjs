@@ -17,9 +17,11 @@ import { startServer } from './helpers/server.mjs';
 
 const CARDS_SHOWN = 20; // view/sidebar.js REQUEST_CARDS_SHOWN
 const KEPT_REQUESTS = 500; // requests.js MAX_KEPT_REQUESTS
-// The bounds ("shown within a second or two", "the page answers"), generous for a loaded CI machine.
+// "Shown promptly" and "the page answers" as bounds that a page doing the flood's work on its main thread
+// misses by tens of seconds, and that a loaded CI machine (two cores shared with the server and the browser's
+// other processes) still meets: they tell a frozen page from a busy one, they do not measure speed.
 const MESSAGE_SHOWN_WITHIN_MS = 4000;
-const SLOWEST_ROUND_TRIP_MS = 1000;
+const SLOWEST_ROUND_TRIP_MS = 3000;
 const ID_ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
 let server;
