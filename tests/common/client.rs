@@ -13,8 +13,11 @@ use super::http::connect_tcp;
 use super::load::connect_tcp_from;
 use super::{RECV_TIMEOUT, Server, TEST_KEY};
 
+/// A read that found nothing in time, or was interrupted before it did (a stopped and continued
+/// test process sees EINTR even without signal handlers): tungstenite keeps what it had read, so
+/// reading again is safe.
 pub(super) fn is_timeout(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted))
 }
 
 /// A blocking WebSocket client (tungstenite) with read timeouts.
