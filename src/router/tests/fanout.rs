@@ -51,7 +51,7 @@ fn the_frame_is_refused_whole_before_any_copy_leaves() {
     let sender = h.connect_v2(1);
     let b = h.connect_v2(2);
     h.listen_ok(b.conn, &[handle(1)]);
-    let too_many: Vec<String> = (0..65).map(|n| handle(n)).collect();
+    let too_many: Vec<String> = (0..65).map(handle).collect();
     let cases = [
         (
             json!({"type":"MESSAGE","handles":[],"payload":"x","ref":"r"}),
@@ -117,7 +117,7 @@ fn copies_cost_one_token_per_four_and_all_or_nothing() {
     let mut h = Harness::with(config);
     let sender = h.connect_v2(1);
     let b = h.connect_v2(2);
-    let handles: Vec<String> = (0..40).map(|n| handle(n)).collect();
+    let handles: Vec<String> = (0..40).map(handle).collect();
     h.listen_ok(b.conn, &handles);
     // 40 copies cost all 10 tokens (the bucket's burst); the LISTEN above was another session's.
     let actions = h.text(sender.conn, &to_handles(&handles, Some("a")));
