@@ -11,7 +11,8 @@ import {
   MAX_HISTORY, MAX_MEMBERS, MAX_PENDING, PENDING_MS, PREVIOUS_SECRET_MS, applyVersion, buildGroupList, changeBetween,
   createGroupList, current, expireGroup, joinGroup, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
 } from '../../public/js/grouplist.js';
-import { toBase64Url } from '../../public/js/rendezvous.js';
+import { GROUP_HANDLE_LABEL, HANDLES_PER_GROUP, deriveMemberHandle, groupHandles, versionHandles } from '../../public/js/grouphandles.js';
+import { deriveHandle, isHandle, listenPlan, toBase64Url } from '../../public/js/rendezvous.js';
 
 const ALICE = 'A'.repeat(40);
 const BOB = 'B'.repeat(40);
@@ -349,4 +350,55 @@ test('an admin proposes changes: a removal without a new secret is refused, leav
   assert.ok(proposeChange(alice, { add: add.slice(0, MAX_MEMBERS - 4) }, { ts: NOW }).ok, '64 members');
   assert.equal(proposeChange(alice, { add }, { ts: NOW }).detail, 'too_many_members');
   assert.equal(proposeChange(alice, { name: 'n'.repeat(65) }, { ts: NOW }).detail, 'name');
+});
+
+// --- group handles ---
+
+test('member handle = HMAC-SHA256(secret, "secchat-group-v1\\n" + fp + "\\n" + day), base64url, 43 characters', async () => {
+  const key = toBase64Url(Uint8Array.from({ length: 32 }, (_, i) => i));
+  const fp = '0123456789ABCDEF0123456789ABCDEF01234567';
+  const handle = await deriveMemberHandle(key, fp, '2026-01-01');
+  assert.equal(handle, 'J7Ye7jaFQNwU4Wy1-IGfeWztZWRSxdBh9vXtUbSRJ3s'); // the fixed vector (docs/PROTOCOL.md §6 "Groups")
+  const node = createHmac('sha256', Buffer.from(Uint8Array.from({ length: 32 }, (_, i) => i))).update(`${GROUP_HANDLE_LABEL}${fp}\n2026-01-01`).digest('base64url');
+  assert.equal(handle, node);
+  assert.ok(isHandle(handle));
+  // Not a pair's handle of the same secret and day, nor another member's.
+  assert.notEqual(handle, await deriveHandle(key, '2026-01-01'));
+  assert.notEqual(handle, await deriveMemberHandle(key, ALICE, '2026-01-01'));
+  await assert.rejects(deriveMemberHandle('short', fp, '2026-01-01'));
+  await assert.rejects(deriveMemberHandle(key, fp.toLowerCase(), '2026-01-01'));
+});
+
+test('a member sends to the others\' handles of today and listens on its own for three days, old secrets for 7 days', async () => {
+  const v1 = await version();
+  const dave = await daveWith(v1);
+  const now = Date.UTC(2026, 0, 1, 23, 59);
+  const { day, send, listen } = await groupHandles(dave, now);
+  assert.equal(day, '2026-01-01');
+  assert.deepEqual([...send.keys()], [ALICE, BOB, CAROL], 'everyone but us');
+  assert.equal(send.get(CAROL), await deriveMemberHandle(secret(1), CAROL, '2026-01-01'));
+  const own = (s, d) => deriveMemberHandle(s, DAVE, d);
+  assert.deepEqual(new Set(listen.keys()), new Set([await own(secret(1), '2025-12-31'), await own(secret(1), '2026-01-01'), await own(secret(1), '2026-01-02')]));
+  assert.deepEqual(new Set(listen.values()), new Set([GID]));
+  // Carol is removed with a new secret: Dave listens on both secrets' handles for 7 days, sends under the new one only.
+  const v2 = await version({ ver: 2, prev: v1, members: BASE_MEMBERS.filter((m) => m.fp !== CAROL), s: secret(2) });
+  const after = applyVersion(dave, v2, ALICE, now).state;
+  const changed = await groupHandles(after, now);
+  assert.deepEqual([...changed.send.keys()], [ALICE, BOB]);
+  assert.equal(changed.send.get(BOB), await deriveMemberHandle(secret(2), BOB, '2026-01-01'));
+  assert.equal(changed.listen.size, 6);
+  assert.ok(changed.listen.has(await own(secret(1), '2026-01-01')) && changed.listen.has(await own(secret(2), '2026-01-01')));
+  const week = await groupHandles(after, now + PREVIOUS_SECRET_MS);
+  assert.equal(week.listen.size, 3);
+  assert.ok(!week.listen.has(await own(secret(1), '2026-01-08')));
+  // What to UNLISTEN when the old secret's week is over (rendezvous.js listenPlan).
+  const plan = listenPlan((await groupHandles(after, now + PREVIOUS_SECRET_MS - 1)).listen.keys(), week.listen.keys());
+  assert.deepEqual(plan, { listen: [], unlisten: await Promise.all(['2026-01-07', '2026-01-08', '2026-01-09'].map((d) => own(secret(1), d))) });
+  assert.ok(HANDLES_PER_GROUP >= changed.listen.size);
+  // An admin hands the next version to those who hold the previous one through its handles.
+  assert.deepEqual([...(await versionHandles(v1, ALICE, '2026-01-01')).values()], await Promise.all([BOB, CAROL, DAVE].map((fp) => deriveMemberHandle(secret(1), fp, '2026-01-01'))));
+  // Removed: nothing to listen on, nobody to send to.
+  const v3 = await version({ ver: 3, prev: v2, members: [member(ALICE, 'Alice', true), member(BOB, 'Bob', true)], s: secret(3) });
+  const removed = await groupHandles(applyVersion(after, v3, ALICE, now).state, now);
+  assert.deepEqual([removed.send.size, removed.listen.size], [0, 0]);
 });
