@@ -12,7 +12,14 @@ import {
   createGroupList, current, expireGroup, joinGroup, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
 } from '../../public/js/grouplist.js';
 import { GROUP_HANDLE_LABEL, HANDLES_PER_GROUP, deriveMemberHandle, groupHandles, versionHandles } from '../../public/js/grouphandles.js';
+import {
+  MAX_GROUP_ACKS, MAX_GROUP_KEYS, MAX_WAITING, WAITING_MS, WILDCARD_KEY_ID, armorBody, buildGroupKeys, buildGroupLeave, buildGroupReceipt,
+  buildGroupText, checkGroupText, checkRecipients, contactKeys, emptyGroupMessages, holdForVersion, keysFromContacts, memberKeyStatus,
+  parseGroupEnvelope, pruneMessages, releaseWaiting, sameKey, sendPlan, strangerRecipients, takeGroupKeys, takeSendSeq, withOwnKey,
+} from '../../public/js/groupmessages.js';
+import { MAX_TRACKED, deliveries, deliveryOf, emptyDeliveries } from '../../public/js/groupdelivery.js';
 import { deriveHandle, isHandle, listenPlan, toBase64Url } from '../../public/js/rendezvous.js';
+import { armorPublicKey, hostileRsaKey, withUnsignedUserId } from './helpers/hostilekey.mjs';
 
 const ALICE = 'A'.repeat(40);
 const BOB = 'B'.repeat(40);
@@ -401,4 +408,308 @@ test('a member sends to the others\' handles of today and listens on its own for
   const v3 = await version({ ver: 3, prev: v2, members: [member(ALICE, 'Alice', true), member(BOB, 'Bob', true)], s: secret(3) });
   const removed = await groupHandles(applyVersion(after, v3, ALICE, now).state, now);
   assert.deepEqual([removed.send.size, removed.listen.size], [0, 0]);
+});
+
+// --- group envelopes ---
+
+/** Real keys, as the crypto worker would read them: {armored, fingerprint, keyIds, privateKey, publicKey}. */
+async function person(name) {
+  const { privateKey, publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name }], format: 'object' });
+  return { name, privateKey, publicKey, armored: publicKey.armor(), fingerprint: publicKey.getFingerprint().toUpperCase(), keyIds: publicKey.getKeyIDs().map((id) => id.toHex()) };
+}
+const people = Promise.all(['Alice', 'Bob', 'Carol', 'Dave', 'Eve'].map(person));
+
+test('gtext, greceipt, gleave and gkeys are built and read back; out of bounds they are malformed', async () => {
+  const [alice, bob] = await people;
+  const list = secret(7);
+  const gtext = buildGroupText({ gid: GID, ver: 3, list, seq: 7, ts: NOW, text: 'hello all' });
+  assert.deepEqual(parseGroupEnvelope(gtext), { ok: true, envelope: { kind: 'gtext', gid: GID, ts: NOW, ver: 3, list, seq: 7, text: 'hello all' } });
+  assert.deepEqual(parseGroupEnvelope(buildGroupReceipt({ gid: GID, ts: NOW, acks: [7, 8, 7] })).envelope, { kind: 'greceipt', gid: GID, ts: NOW, acks: [7, 8] });
+  assert.deepEqual(parseGroupEnvelope(buildGroupLeave({ gid: GID, ts: NOW })).envelope, { kind: 'gleave', gid: GID, ts: NOW });
+  const [gkeys] = buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: [alice.armored, bob.armored] });
+  assert.deepEqual(parseGroupEnvelope(gkeys).envelope.keys, [alice.armored, bob.armored]);
+  assert.deepEqual(buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: Array(MAX_GROUP_KEYS * 2 + 1).fill(alice.armored) }).map((t) => JSON.parse(t).keys.length), [8, 8, 1]);
+  assert.equal(parseGroupEnvelope(buildGroupList({ gid: GID, ver: 1, ts: NOW, name: 'G', secret: secret(1), members: BASE_MEMBERS })).envelope.kind, 'group');
+  // Not a group envelope at all: envelope.js reads it.
+  for (const text of ['{"v":1,"to":"x","seq":1}', '{"v":1,"kind":"receipt"}', 'not json', 'null']) assert.equal(parseGroupEnvelope(text).problem, 'not_group', text);
+  assert.equal(parseGroupEnvelope(JSON.stringify({ ...JSON.parse(gtext), v: 2 })).problem, 'version');
+  const tooMany = Array.from({ length: MAX_GROUP_ACKS + 1 }, (_, i) => i + 1);
+  assert.equal(parseGroupEnvelope(buildGroupReceipt({ gid: GID, ts: NOW, acks: tooMany.slice(0, -1) })).ok, true, '256 acks');
+  const overSize = armorPublicKey(Buffer.alloc(17000, 0x99));
+  const hostile = hostileRsaKey({ modulusBits: 8192, exponentBits: 17, certifications: 1 });
+  const secretKey = armorPublicKey(Buffer.from(alice.privateKey.write()));
+  const bad = [
+    [{ kind: 'greceipt', acks: tooMany }, 'too_many_acks'],
+    [{ kind: 'greceipt', acks: [] }, 'acks'],
+    [{ kind: 'greceipt', acks: [0] }, 'acks'],
+    [{ kind: 'greceipt', acks: ['1'] }, 'acks'],
+    [{ kind: 'gkeys', ver: 1, keys: Array(MAX_GROUP_KEYS + 1).fill(alice.armored) }, 'too_many_keys'],
+    [{ kind: 'gkeys', ver: 1, keys: [] }, 'keys'],
+    [{ kind: 'gkeys', ver: 1, keys: ['hello'] }, 'key_not_armored'],
+    [{ kind: 'gkeys', ver: 1, keys: [5] }, 'key_not_text'],
+    [{ kind: 'gkeys', ver: 1, keys: [overSize] }, 'key_too_large'],
+    [{ kind: 'gkeys', ver: 1, keys: [alice.armored, hostile.armored] }, 'key_unsupported_key'], // the key policy, before OpenPGP.js
+    [{ kind: 'gkeys', ver: 1, keys: [secretKey] }, 'key_secret'],
+    [{ kind: 'gkeys', ver: 0, keys: [alice.armored] }, 'ver'],
+    [{ kind: 'gtext', ver: 1, list, seq: 0, text: 'x' }, 'seq'],
+    [{ kind: 'gtext', ver: 1, list: 'short', seq: 1, text: 'x' }, 'list'],
+    [{ kind: 'gtext', ver: 1, list, seq: 1, text: 5 }, 'text'],
+    [{ kind: 'gleave', gid: 'x' }, 'gid'],
+    [{ kind: 'gleave', ts: 'now' }, 'ts'],
+  ];
+  for (const [fields, detail] of bad) {
+    assert.deepEqual(parseGroupEnvelope(JSON.stringify({ v: 1, gid: GID, ts: NOW, ...fields })), { ok: false, problem: 'malformed', detail }, detail);
+  }
+});
+
+test('two armorings of one key are the same key; another key, or the same one with a packet added, is not', async () => {
+  const [alice, bob] = await people;
+  const body = armorBody(alice.armored);
+  assert.ok(body && body.length > 100);
+  const rewrapped = ['-----BEGIN PGP PUBLIC KEY BLOCK-----', 'Comment: relayed', 'Version: GnuPG', '', ...body.match(/.{1,64}/g), '-----END PGP PUBLIC KEY BLOCK-----', ''].join('\r\n');
+  assert.ok(sameKey(alice.armored, rewrapped));
+  assert.ok(!sameKey(alice.armored, bob.armored));
+  assert.ok(!sameKey(alice.armored, withUnsignedUserId(alice.armored, 'Mum')));
+  for (const junk of ['', 'x', `${alice.armored}trailing`, alice.armored.replace('PUBLIC KEY', 'PRIVATE KEY'), alice.armored.replace(/\n\n/, '\nno header\n\n')]) {
+    assert.equal(armorBody(junk), null);
+  }
+  assert.ok(!sameKey('x', 'x'));
+});
+
+/** A group of the five with real fingerprints, as held by `me`, and everyone's keys held from gkeys. */
+async function realGroup(me, { removeCarol = false } = {}) {
+  const [alice, bob, carol, dave, eve] = await people;
+  const members = [member(alice.fingerprint, 'Alice', true), member(bob.fingerprint, 'Bob', true), member(carol.fingerprint, 'Carol'), member(dave.fingerprint, 'Dave')];
+  const v1 = await version({ members });
+  let { state } = joinGroup(v1, alice.fingerprint, { me: me.fingerprint });
+  let v2 = null;
+  if (removeCarol) {
+    v2 = await version({ ver: 2, prev: v1, members: members.filter((m) => m.fp !== carol.fingerprint), s: secret(2) });
+    state = applyVersion(state, v2, alice.fingerprint, NOW).state;
+  }
+  let messages = withOwnKey(emptyGroupMessages(), me.fingerprint, me.armored, me.keyIds);
+  for (const p of [alice, bob, carol, dave]) {
+    if (p === me) continue;
+    messages = { ...messages, keys: { ...messages.keys, [p.fingerprint]: { armored: p.armored, keyIds: p.keyIds, source: 'gkeys', changed: false } } };
+  }
+  return { state, messages, v1, v2, alice, bob, carol, dave, eve };
+}
+
+/** The key IDs a message sealed to `to` (people) names, as OpenPGP.js reads them off the message. */
+async function recipientsOf(to, signer) {
+  const sealed = await openpgp.encrypt({ message: await openpgp.createMessage({ text: 'x' }), encryptionKeys: to.map((p) => p.publicKey), signingKeys: signer.privateKey });
+  return (await openpgp.readMessage({ armoredMessage: sealed })).getEncryptionKeyIDs().map((id) => id.toHex());
+}
+
+test('a message encrypted also to a removed member\'s key is flagged, naming whose key it is', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave, { removeCarol: true });
+  const envelope = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 2, list: g.v2.hash, seq: 1, ts: NOW, text: 'hi' })).envelope;
+  const honest = await recipientsOf([g.alice, g.bob, g.dave], g.alice);
+  let { verdict } = checkGroupText(g.state, g.messages, { envelope, signer: g.alice.fingerprint, recipients: honest });
+  assert.deepEqual([verdict.verified, verdict.kind, verdict.problems], [true, 'first', []]);
+  const leaky = await recipientsOf([g.alice, g.bob, g.dave, g.carol], g.alice);
+  ({ verdict } = checkGroupText(g.state, g.messages, { envelope, signer: g.alice.fingerprint, recipients: leaky }));
+  assert.equal(verdict.verified, false);
+  assert.deepEqual(verdict.problems, ['extra_recipient']);
+  assert.deepEqual(verdict.outsiders.map((o) => o.fp), [g.carol.fingerprint]);
+  // The pure function over key-ID sets behind it.
+  const memberIds = [g.alice, g.bob, g.dave].flatMap((p) => p.keyIds);
+  assert.deepEqual(strangerRecipients(honest, memberIds), []);
+  assert.deepEqual(strangerRecipients(leaky, memberIds), [leaky.find((id) => g.carol.keyIds.includes(id))]);
+  assert.deepEqual(strangerRecipients([WILDCARD_KEY_ID], memberIds), [WILDCARD_KEY_ID], 'an anonymous recipient could be anyone');
+  assert.deepEqual(strangerRecipients(['ABCDEF0123456789'], ['abcdef0123456789']), [], 'hex in either case');
+  // Named in version 1, where Carol was a member, the same recipients are fine (a message sent before the change).
+  const old = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 1, list: g.v1.hash, seq: 1, ts: NOW, text: 'hi' })).envelope;
+  assert.deepEqual(checkGroupText(g.state, g.messages, { envelope: old, signer: g.alice.fingerprint, recipients: leaky }).verdict.problems, []);
+});
+
+test('a recipient nobody can name: flagged, unless a member\'s key is missing (then noted); a hidden recipient is flagged', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave);
+  const envelope = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 1, list: g.v1.hash, seq: 1, ts: NOW, text: 'hi' })).envelope;
+  const all = await recipientsOf([g.alice, g.bob, g.carol, g.dave], g.alice);
+  const unknown = [...all, '0123456789abcdef'];
+  assert.deepEqual(checkGroupText(g.state, g.messages, { envelope, signer: g.alice.fingerprint, recipients: unknown }).verdict.problems, ['extra_recipient']);
+  const withoutCarolsKey = { ...g.messages, keys: Object.fromEntries(Object.entries(g.messages.keys).filter(([fp]) => fp !== g.carol.fingerprint)) };
+  const { verdict } = checkGroupText(g.state, withoutCarolsKey, { envelope, signer: g.alice.fingerprint, recipients: all });
+  assert.deepEqual([verdict.verified, verdict.problems, verdict.notes], [true, [], ['unknown_recipient']]);
+  assert.deepEqual(checkRecipients(current(g.state), withoutCarolsKey.keys, all).missingKeys, [g.carol.fingerprint]);
+  assert.deepEqual(checkGroupText(g.state, withoutCarolsKey, { envelope, signer: g.alice.fingerprint, recipients: [...all, WILDCARD_KEY_ID] }).verdict.problems, ['extra_recipient']);
+});
+
+test('a message naming a list hash that differs from ours is flagged "members disagree"; other refusals', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave, { removeCarol: true });
+  const text = (fields) => parseGroupEnvelope(buildGroupText({ gid: GID, ver: 2, list: g.v2.hash, seq: 1, ts: NOW, text: 'hi', ...fields })).envelope;
+  const recipients = await recipientsOf([g.alice, g.bob, g.dave], g.alice);
+  const check = (envelope, signer = g.alice.fingerprint, messages = g.messages) => checkGroupText(g.state, messages, { envelope, signer, recipients });
+  // Alice holds a version 2 in which Carol is still there (or Eve was added): same number, another hash.
+  let { verdict, messages } = check(text({ list: secret(9) }));
+  assert.deepEqual([verdict.verified, verdict.problems], [false, ['members_disagree']]);
+  assert.equal(messages, g.messages, 'a refused message does not move the seqs');
+  assert.deepEqual(check(text({ gid: toBase64Url(new Uint8Array(16).fill(2)) })).verdict.problems, ['wrong_group']);
+  assert.deepEqual(check(text({}), g.eve.fingerprint).verdict.problems, ['not_member']);
+  assert.deepEqual(check(text({}), g.carol.fingerprint).verdict.problems, ['not_member'], 'Carol is not in version 2');
+  assert.deepEqual(check(text({}), g.dave.fingerprint).verdict.problems, ['own_message']);
+  // Carol, removed, signs a message naming version 1 (where she was a member): it cannot have reached our handles
+  // (she cannot derive them), so someone passed it on.
+  const fromCarol = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 1, list: g.v1.hash, seq: 9, ts: NOW, text: 'still here' })).envelope;
+  const toV1 = await recipientsOf([g.alice, g.bob, g.carol, g.dave], g.carol);
+  assert.deepEqual(checkGroupText(g.state, g.messages, { envelope: fromCarol, signer: g.carol.fingerprint, recipients: toV1 }).verdict.problems, ['sender_removed']);
+  // A version not held yet: the message waits. One older than what we hold (we joined later): unverifiable.
+  ({ verdict } = check(text({ ver: 3, list: secret(8) })));
+  assert.deepEqual([verdict.kind, verdict.verified, verdict.problems], ['wait', false, []]);
+  const joinedLate = joinGroup(g.v2, g.alice.fingerprint, { me: g.dave.fingerprint }).state;
+  ({ verdict } = checkGroupText(joinedLate, g.messages, { envelope: fromCarol, signer: g.alice.fingerprint, recipients: toV1 }));
+  assert.deepEqual(verdict.problems, ['unknown_version']);
+});
+
+test('seq per sender and group: first, in order, gap, late, duplicate (receipted again), replay with other content', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave);
+  const recipients = await recipientsOf([g.alice, g.bob, g.carol, g.dave], g.alice);
+  let messages = g.messages;
+  const receive = (seq, signer = g.alice.fingerprint, textValue = `m${seq}`, held = null) => {
+    const envelope = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 1, list: g.v1.hash, seq, ts: NOW + seq, text: textValue })).envelope;
+    const out = checkGroupText(g.state, messages, { envelope, signer, recipients, held });
+    messages = out.messages;
+    return out.verdict;
+  };
+  // Alice has written before we joined: her first message to us is seq 41, and that is no gap.
+  let v = receive(41);
+  assert.deepEqual([v.verified, v.kind, v.missing, v.receipt], [true, 'first', 0, true]);
+  assert.deepEqual([receive(42).kind, receive(42).kind], ['in_order', 'duplicate']);
+  v = receive(45);
+  assert.deepEqual([v.kind, v.missing], ['gap', 2]);
+  v = receive(43);
+  assert.deepEqual([v.kind, v.verified], ['late', true]);
+  v = receive(40);
+  assert.deepEqual([v.kind, v.verified], ['late', true], 'sent just before her 41 and delivered after it (mailbox vs live)');
+  // The same seq and content again (a resend, a mailbox copy): quiet, receipted again.
+  v = receive(43, g.alice.fingerprint, 'm43', { ts: NOW + 43, text: 'm43' });
+  assert.deepEqual([v.kind, v.verified, v.receipt], ['duplicate', true, true]);
+  // The same seq with other content while the page holds the first: a replay.
+  v = receive(43, g.alice.fingerprint, 'changed', { ts: NOW + 43, text: 'm43' });
+  assert.deepEqual([v.verified, v.problems, v.receipt], [false, ['replay'], false]);
+  // Seqs are per sender: Bob's 1 is his first, whatever Alice's are.
+  assert.equal(receive(1, g.bob.fingerprint).kind, 'first');
+  assert.deepEqual(Object.keys(messages.received).sort(), [g.alice.fingerprint, g.bob.fingerprint].sort());
+  // Our own counter.
+  const first = takeSendSeq(g.messages);
+  assert.deepEqual([first.seq, takeSendSeq(first.messages).seq], [1, 2]);
+});
+
+test('keys from an admin: only for fingerprints in that version, never over a pinned contact\'s key or one held', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave);
+  const fresh = withOwnKey(emptyGroupMessages(), g.dave.fingerprint, g.dave.armored, g.dave.keyIds);
+  const read = (p) => ({ fingerprint: p.fingerprint, keyIds: p.keyIds });
+  const [gkeys] = buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: [g.alice.armored, g.bob.armored, g.eve.armored, g.dave.armored, g.carol.armored] });
+  const envelope = parseGroupEnvelope(gkeys).envelope;
+  // Bob is a contact with the same key (armored differently); Carol is a contact whose pinned key differs from
+  // the one the admin sends (a user ID added by whoever relayed it: same fingerprint, other packets).
+  const carolRelayed = withUnsignedUserId(g.carol.armored, 'Mum');
+  const bobRewrapped = g.bob.armored.replace('-----\n\n', '-----\nComment: x\n\n');
+  const contacts = contactKeys([
+    { status: 'friends', trust: 'verified', fingerprint: g.bob.fingerprint, publicArmored: bobRewrapped },
+    { status: 'friends', trust: 'unverified', fingerprint: g.carol.fingerprint, publicArmored: g.carol.armored },
+    { status: 'friends', trust: 'changed', fingerprint: g.eve.fingerprint, publicArmored: g.eve.armored }, // an unconfirmed change: not a pin
+    { status: 'ended', trust: 'verified', fingerprint: g.alice.fingerprint, publicArmored: g.alice.armored },
+  ], new Map([[g.bob.fingerprint, g.bob.keyIds], [g.carol.fingerprint, g.carol.keyIds], [g.eve.fingerprint, g.eve.keyIds], [g.alice.fingerprint, g.alice.keyIds]]));
+  assert.deepEqual([...contacts.keys()], [g.bob.fingerprint, g.carol.fingerprint]);
+  const withCarol = { ...envelope, keys: [...envelope.keys.slice(0, 4), carolRelayed] };
+  const { messages, result } = takeGroupKeys(g.state, fresh, {
+    envelope: withCarol, signer: g.alice.fingerprint, read: [g.alice, g.bob, g.eve, g.dave].map(read).concat([read(g.carol)]), contacts,
+  });
+  assert.ok(result.ok);
+  assert.deepEqual(result.outcomes.map((o) => o.outcome), ['taken', 'taken', 'not_in_list', 'own', 'key_changed']);
+  assert.equal(messages.keys[g.bob.fingerprint].source, 'contact');
+  assert.equal(messages.keys[g.carol.fingerprint].armored, g.carol.armored, 'the pinned key is kept');
+  assert.equal(messages.keys[g.eve.fingerprint], undefined);
+  assert.equal(messages.keys[g.dave.fingerprint].source, 'own');
+  assert.deepEqual(memberKeyStatus(g.state, messages), new Map([[g.alice.fingerprint, 'ok'], [g.bob.fingerprint, 'ok'], [g.carol.fingerprint, 'changed']]));
+  // A second, different key for a member whose key came from an admin: the first is kept, the member marked.
+  const [again] = buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: [withUnsignedUserId(g.alice.armored, 'Other')] });
+  const second = takeGroupKeys(g.state, messages, { envelope: parseGroupEnvelope(again).envelope, signer: g.bob.fingerprint, read: [read(g.alice)] });
+  assert.deepEqual(second.result.outcomes.map((o) => o.outcome), ['key_changed']);
+  assert.equal(second.messages.keys[g.alice.fingerprint].armored, g.alice.armored);
+  assert.equal(second.messages.keys[g.alice.fingerprint].changed, true);
+  const aliceOnly = { ...envelope, keys: [g.alice.armored] };
+  assert.deepEqual(takeGroupKeys(g.state, messages, { envelope: aliceOnly, signer: g.bob.fingerprint, read: [read(g.alice)] }).result.outcomes.map((o) => o.outcome), ['same']);
+  // A key the crypto worker refused; the signer is no admin; the version is not held yet, or no longer.
+  assert.deepEqual(takeGroupKeys(g.state, fresh, { envelope: aliceOnly, signer: g.alice.fingerprint, read: [{ error: 'expired' }] }).result.outcomes, [{ fingerprint: null, outcome: 'refused' }]);
+  assert.equal(takeGroupKeys(g.state, fresh, { envelope, signer: g.carol.fingerprint, read: [] }).result.problem, 'not_admin');
+  assert.equal(takeGroupKeys(g.state, fresh, { envelope: { ...envelope, ver: 2 }, signer: g.alice.fingerprint, read: [] }).result.problem, 'wait');
+  const joinedAt2 = (await realGroup(dave, { removeCarol: true })).v2;
+  const late = joinGroup(joinedAt2, g.alice.fingerprint, { me: g.dave.fingerprint }).state;
+  assert.equal(takeGroupKeys(late, fresh, { envelope, signer: g.alice.fingerprint, read: [] }).result.problem, 'unknown_version');
+  // Contacts fill in members without a key, and replace an admin's key that differs from the pinned one.
+  const filled = keysFromContacts(g.state, { ...fresh, keys: { ...fresh.keys, [g.carol.fingerprint]: { armored: carolRelayed, keyIds: g.carol.keyIds, source: 'gkeys', changed: false } } }, contacts);
+  assert.deepEqual([filled.keys[g.bob.fingerprint].source, filled.keys[g.bob.fingerprint].changed], ['contact', false]);
+  assert.deepEqual([filled.keys[g.carol.fingerprint].armored, filled.keys[g.carol.fingerprint].changed], [g.carol.armored, true]);
+});
+
+test('sending: every member\'s key (ours too), the others\' handles, and who cannot be written to', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave);
+  const handles = (await groupHandles(g.state, NOW)).send;
+  const noCarol = { ...g.messages, keys: Object.fromEntries(Object.entries(g.messages.keys).filter(([fp]) => fp !== g.carol.fingerprint)) };
+  const plan = sendPlan(g.state, noCarol, handles);
+  assert.deepEqual(plan.to, [g.alice.fingerprint, g.bob.fingerprint]);
+  assert.deepEqual(plan.missing, [g.carol.fingerprint]);
+  assert.deepEqual(plan.keys, [g.alice.armored, g.bob.armored, g.dave.armored]);
+  assert.deepEqual(plan.handles, [handles.get(g.alice.fingerprint), handles.get(g.bob.fingerprint)]);
+  assert.deepEqual([plan.ver, plan.list], [1, g.v1.hash]);
+  // Keys and seqs of someone gone from every version kept are dropped.
+  const stale = { ...g.messages, received: { [g.eve.fingerprint]: { through: 3, extra: [] }, [g.alice.fingerprint]: { through: 1, extra: [] } } };
+  assert.deepEqual(Object.keys(pruneMessages(g.state, { ...stale, keys: { ...stale.keys, [g.eve.fingerprint]: g.messages.keys[g.alice.fingerprint] } }).received), [g.alice.fingerprint]);
+  assert.equal(pruneMessages(g.state, g.messages), g.messages);
+});
+
+test('messages for a version not held yet wait, bounded, and are released when it arrives or given up', async () => {
+  const v1 = await version();
+  const v2 = await version({ ver: 2, prev: v1, name: 'Two' });
+  let waiting = [];
+  let evicted = [];
+  for (let i = 0; i <= MAX_WAITING; i += 1) ({ waiting, evicted } = holdForVersion(waiting, { ver: 2, n: i }, NOW));
+  assert.equal(waiting.length, MAX_WAITING);
+  assert.deepEqual(evicted, [{ ver: 2, n: 0 }]);
+  ({ waiting } = holdForVersion(waiting, { ver: 3, n: 'three' }, NOW));
+  const dave = await daveWith(v1);
+  let out = releaseWaiting(waiting, dave, NOW);
+  assert.deepEqual([out.ready.length, out.expired.length, out.waiting.length], [0, 0, MAX_WAITING]);
+  out = releaseWaiting(waiting, applyVersion(dave, v2, ALICE, NOW).state, NOW);
+  assert.equal(out.ready.length, MAX_WAITING - 1);
+  assert.deepEqual(out.waiting.map((w) => w.item.n), ['three']);
+  assert.deepEqual(releaseWaiting(out.waiting, dave, NOW + WAITING_MS).expired, [{ ver: 3, n: 'three' }]);
+});
+
+// --- delivery counts ---
+
+test('delivery counts: how many members have each message, from their receipts only', () => {
+  let state = emptyDeliveries();
+  state = deliveries(state, { type: 'sent', seq: 1, to: [ALICE, BOB, CAROL] });
+  state = deliveries(state, { type: 'sent', seq: 2, to: [ALICE, BOB, CAROL] });
+  assert.deepEqual(deliveryOf(state, 1), { have: 0, of: 3, complete: false, missing: [ALICE, BOB, CAROL] });
+  state = deliveries(state, { type: 'receipt', from: ALICE, acks: [1, 2] });
+  state = deliveries(state, { type: 'receipt', from: BOB, acks: [1] });
+  const before = state;
+  assert.equal(deliveries(state, { type: 'receipt', from: BOB, acks: [1] }), before, 'a receipt again counts once');
+  assert.equal(deliveries(state, { type: 'receipt', from: EVE, acks: [1, 2] }), before, 'not sent to Eve: her receipt counts for nothing');
+  assert.equal(deliveries(state, { type: 'receipt', from: ALICE, acks: [99] }), before, 'a seq not followed');
+  assert.deepEqual(deliveryOf(state, 1), { have: 2, of: 3, complete: false, missing: [CAROL] });
+  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, CAROL] });
+  state = deliveries(state, { type: 'receipt', from: CAROL, acks: [1] });
+  assert.equal(deliveryOf(state, 1).complete, true);
+  // Sent again under a later version in which Carol is gone and Dave came: who had it and is still a recipient counts.
+  state = deliveries(state, { type: 'sent', seq: 2, to: [ALICE, BOB, DAVE] });
+  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, DAVE] });
+  state = deliveries(state, { type: 'forget', seq: 1 });
+  assert.equal(deliveryOf(state, 1), null);
+  // Bounded: the oldest messages are forgotten first.
+  for (let seq = 10; seq < 10 + MAX_TRACKED + 5; seq += 1) state = deliveries(state, { type: 'sent', seq, to: [ALICE] });
+  assert.equal(state.messages.length, MAX_TRACKED);
+  assert.equal(deliveryOf(state, 2), null);
+  assert.equal(deliveryOf(state, 10 + MAX_TRACKED + 4).of, 1);
 });
