@@ -12,7 +12,7 @@ import { noticeText, notificationText } from './text.js';
 
 /** Control envelopes go out at most one per this long (see createEffects). */
 export const CONTROL_EVERY_MS = 50;
-/** Control envelopes waiting at once, at most: a few per contact (MAX_CONTACTS 1,365) at the very most. */
+/** Control envelopes waiting at once, at most: a few per contact (MAX_CONTACTS 1,173) at the very most. */
 export const MAX_CONTROL_QUEUED = 4096;
 /** How long a control envelope waits for the server's answer before it counts as refused. */
 export const CONTROL_ANSWER_MS = 10000;

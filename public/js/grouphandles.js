@@ -7,10 +7,16 @@
 // secret (grouplist.js refuses a removal without one). As for contacts, a member listens on yesterday's,
 // today's and tomorrow's handle (clocks disagree about the date near midnight), for the current secret and
 // for each secret replaced less than 7 days ago (messages still in flight or in the mailbox). Pure.
-import { DAYS_LISTENED, fromBase64Url, isSecret, toBase64Url, utcDay } from './rendezvous.js';
+import { fromBase64Url, isSecret, toBase64Url, utcDay } from './rendezvous.js';
 import { MAX_PREVIOUS_SECRETS, current, isFingerprint, memberOf } from './grouplist.js';
 
 export const GROUP_HANDLE_LABEL = 'secchat-group-v1\n';
+/**
+ * The days (offsets from today) a member listens on a group's handles: all three all day. Unlike a contact's
+ * handles (rendezvous.js daysListened, the neighbouring day near midnight only), so the server can link a
+ * group's handles of three days on one connection; narrowing this the same way is still to do.
+ */
+export const DAYS_LISTENED = [-1, 0, 1];
 /** The most handles one group makes a member listen on (the current secret and the previous ones, 3 days each). */
 export const HANDLES_PER_GROUP = DAYS_LISTENED.length * (1 + MAX_PREVIOUS_SECRETS);
 

@@ -15,7 +15,7 @@
 import { MAX_RECEIPT_ACKS } from './envelope.js';
 import { current, isAdmin, isFingerprint, isGid, isListHash, memberOf, parseGroupList, versionOf } from './grouplist.js';
 import { checkArmoredSize, checkKeyPackets, readPackets } from './keypolicy.js';
-import { accept, classifyReceived } from './receipts.js';
+import { accept, classifyReceived, emptyReceived } from './receipts.js';
 
 export const GROUP_KINDS = new Set(['group', 'gkeys', 'gtext', 'greceipt', 'gleave']);
 /** Keys per `gkeys` envelope: 8 within the key policy's 16 KiB each stay well inside one frame. */
@@ -388,7 +388,7 @@ export function checkGroupText(list, messages, { envelope, signer, recipients = 
     kind = order.kind === 'gap' && order.missing === 0 ? 'in_order' : order.kind;
     missing = order.missing;
   }
-  const received = { ...messages.received, [signer]: accept(record || { through: 0, extra: [] }, envelope.seq) };
+  const received = { ...messages.received, [signer]: accept(record || emptyReceived(), envelope.seq) };
   return { messages: { ...messages, received }, verdict: { ...verdict, verified: true, kind, missing, receipt: true } };
 }
 

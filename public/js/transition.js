@@ -13,7 +13,8 @@
 //   backoffOver {peer, localId}
 // - the wiring: inviteSecretCreated {secret} (answering inviteSecretNeeded); contacts (contacts.js):
 //   rendezvousSecretCreated {peer, secret}, handlesDerived {day, listen, send}, handlesSupported {supported},
-//   probeContacts, probeSent {peer, nonce}, controlSent {peer, purpose, code}, bookLoaded {contacts}
+//   probeContacts, probeSent {peer, nonce}, controlSent {peer, purpose, code}, bookLoaded {contacts}; groups
+//   (groups.js): groupPut {group}, groupForgotten {gid}, groupHandlesDerived {listen, send}, groupAlertsDismissed {gid}
 // - the user: inviteLinkTaken {secret, fresh} (the link shown was copied, shared or shown as a QR code; `fresh`
 //   is the next secret, drawn by the wiring)
 // - the user: identityReady, inviteOpened {id, fingerprint, secret}, nicknameSet {id, nickname}, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
@@ -32,6 +33,7 @@
 // proof also has {invite, inviteSecrets, ownFingerprint}, and its keyChecked answer {viaInvite}.
 import * as contacts from './contacts.js';
 import * as friendship from './friendship.js';
+import * as groups from './groups.js';
 import { messageOpened, revealMessage } from './inbox.js';
 import { begin } from './model.js';
 import {
@@ -81,6 +83,11 @@ const HANDLERS = {
   probeSent: contacts.probeSent,
   controlSent: contacts.controlSent,
   bookLoaded: contacts.bookLoaded,
+  // groups (groups.js): records made by groupsync.js
+  groupPut: groups.groupPut,
+  groupForgotten: groups.groupForgotten,
+  groupHandlesDerived: groups.groupHandlesDerived,
+  groupAlertsDismissed: groups.groupAlertsDismissed,
 };
 
 /** Applies `event` to `state`. An event of an unknown type changes nothing. */
