@@ -29,7 +29,8 @@
 // notice {code, …} (text.js noticeText), notify {what, from}, incoming {from, flagged}, show {id},
 // moved {from, to} (a contact's entry moved to a new ID: its open chat goes with it),
 // inviteSecretNeeded (draw a new secret for our invite link), sendControl {peer, purpose, kind, fields, to, route,
-// publicArmored} (seal a §6 control envelope and send it to `route` without a chat line). checkKey for a request that carries an invite
+// publicArmored} (seal a §6 control envelope and send it to `route` without a chat line), groupFromContact {peer, text}
+// (a group envelope a contact sent us: groupsync.js). checkKey for a request that carries an invite
 // proof also has {invite, inviteSecrets, ownFingerprint}, and its keyChecked answer {viaInvite}.
 import * as contacts from './contacts.js';
 import * as friendship from './friendship.js';

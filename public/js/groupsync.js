@@ -1,0 +1,565 @@
+// The wiring's side of groups (PROTOCOL §6 "Groups", §11): the asynchronous steps around the pure core
+// (grouplist.js, groupmessages.js, grouphandles.js, groupdelivery.js): hashing a version, deriving handles,
+// sealing and opening in the crypto worker, and the frames. Each step reads the group's record from the
+// domain state, runs the core on it, and stores the whole new record (groups.js groupPut).
+//
+// Invariants: every step on one group runs in that group's lane of the page's event queue (peerqueue.js,
+// key "group:<gid>"), so two steps never interleave on one record; a step stores its record before anything it
+// decided leaves (a seq, a receipt), and the contact book holds it first (persist). Nothing is shown as from a
+// member unless the crypto worker found that member's key, and only that one, signed it.
+import { FRAME_OVERHEAD } from './envelope.js';
+import { deliveries, deliveryOf } from './groupdelivery.js';
+import { groupHandles, versionHandles } from './grouphandles.js';
+import {
+  MAX_MEMBERS, applyVersion, createGroupList, current, expireGroup, isAdmin, joinGroup, leaveReceived, memberOf, newGid,
+  proposeChange, readVersion,
+} from './grouplist.js';
+import {
+  MAX_GROUP_KEYS, buildGroupKeys, buildGroupLeave, buildGroupReceipt, buildGroupText, checkGroupText, contactKeys,
+  emptyGroupMessages, holdForVersion, keysFromContacts, parseGroupEnvelope, pruneMessages, releaseWaiting, sendPlan,
+  takeGroupKeys, takeSendSeq, withOwnKey,
+} from './groupmessages.js';
+import { newGroup, withAlert, withGroupLine, withGroupLines } from './groups.js';
+import { routeFor } from './contacts.js';
+import { isLive } from './model.js';
+import { friendLabel } from './names.js';
+import { MAX_GROUPS, msUntilNextUtcDay, newSecret, utcDay } from './rendezvous.js';
+
+/** Armored keys per `gkeys` envelope are also kept under this many characters, so one fits in a 64 KiB frame. */
+const GKEYS_CHARS = 40000;
+
+/** A thrown refusal the page shows where the user acted. */
+class GroupError extends Error {}
+
+/**
+ * @param {object} options
+ * @param {object} options.transport  transport.js (request)
+ * @param {object} options.pgp  cryptoclient.js
+ * @param {() => object} options.getModel
+ * @param {(event: object) => Promise<void>} options.dispatch
+ * @param {() => {fingerprint: string, publicArmored: string, userId: string}} options.identity
+ * @param {(key: string, task: () => Promise<void>) => Promise<boolean>} options.lane  peerqueue.js run
+ * @param {() => Promise<void>} options.persist  resolves once the contact book holds the current state
+ * @param {(error: unknown) => void} options.onError
+ * @param {(code: string, details?: object) => void} options.notice  a notice for the page (text.js noticeText)
+ * @param {() => number} [options.now]
+ */
+export function createGroupSync({
+  transport, pgp, getModel, dispatch, identity, lane, persist, onError, notice, now = () => Date.now(),
+}) {
+  const keyIdCache = new Map(); // armored -> key IDs (the crypto worker's reading of a pinned key)
+  let derivedFor = '';
+  let dayTimer = null;
+
+  const get = (gid) => getModel().groups.get(gid);
+  const me = () => identity().fingerprint;
+  const put = (group) => dispatch({ type: 'groupPut', group: { ...group, updatedAt: now() } });
+
+  /** Runs `task` in the group's lane; resolves with its result or rejects with its error (for the page). */
+  function inLane(gid, task) {
+    return new Promise((resolve, reject) => {
+      lane(`group:${gid}`, () => task().then(resolve, reject)).then((ran) => {
+        if (!ran) reject(new GroupError('Too much is waiting for this group; try again in a moment.'));
+      });
+    });
+  }
+
+  async function keyIdsOf(armored) {
+    if (!keyIdCache.has(armored)) {
+      const { keyIds } = await pgp.readFriendKey(armored);
+      keyIdCache.set(armored, keyIds);
+    }
+    return keyIdCache.get(armored);
+  }
+
+  /** The group's keys with ours and our contacts' pinned keys filled in (groupmessages.js). */
+  async function withKeys(group) {
+    const { fingerprint, publicArmored } = identity();
+    let messages = withOwnKey(group.messages, fingerprint, publicArmored, await keyIdsOf(publicArmored));
+    const friends = [...getModel().friends.values()].filter((f) => isLive(f) && f.trust !== 'changed' && f.publicArmored);
+    const ids = new Map();
+    for (const f of friends) {
+      if (!memberOf(current(group.list), f.fingerprint)) continue;
+      const read = await keyIdsOf(f.publicArmored).catch(() => null);
+      if (read) ids.set(f.fingerprint, read);
+    }
+    messages = keysFromContacts(group.list, messages, contactKeys(friends, ids));
+    return { ...group, messages: pruneMessages(group.list, messages) };
+  }
+
+  // --- handles ---------------------------------------------------------------------------------------------
+
+  /** Derives the handles of every group we are a member of and stores them when they changed. */
+  async function derive() {
+    const at = now();
+    const groups = [...getModel().groups.values()].filter((g) => g.status === 'member');
+    const key = `${utcDay(at)}|${groups.map((g) => `${g.gid}:${current(g.list).hash}:${g.list.previousSecrets.map((p) => p.secret).join('+')}`).join(',')}`;
+    if (key === derivedFor) return;
+    const listen = new Map();
+    const send = new Map();
+    for (const g of groups) {
+      const handles = await groupHandles(g.list, at);
+      for (const [handle, gid] of handles.listen) listen.set(handle, gid);
+      send.set(g.gid, handles.send);
+    }
+    derivedFor = key;
+    await dispatch({ type: 'groupHandlesDerived', listen, send });
+  }
+
+  /** At each UTC midnight: new handles, and what waited too long given up. */
+  function scheduleDay() {
+    clearTimeout(dayTimer);
+    dayTimer = setTimeout(() => {
+      scheduleDay();
+      for (const g of getModel().groups.values()) inLane(g.gid, () => expire(g.gid)).catch(onError);
+      derive().catch(onError);
+    }, msUntilNextUtcDay(now()) + 1000);
+  }
+  scheduleDay();
+
+  async function expire(gid) {
+    let group = get(gid);
+    if (!group) return;
+    const { state } = expireGroup(group.list, now());
+    const released = releaseWaiting(group.waiting, state, now());
+    group = { ...group, list: state, waiting: released.waiting };
+    for (const item of released.expired) group = withGroupLine(group, { direction: 'system', what: 'unverifiable', from: item.signer });
+    await put(group);
+  }
+
+  // --- sending ---------------------------------------------------------------------------------------------
+
+  /** Seals `text` to one key (signed) and sends it to `route` ({handle} or {to}); resolves with the ACK. */
+  async function sendSealed(text, armored, route) {
+    const payload = await pgp.seal(text, armored);
+    return transport.request({ type: 'MESSAGE', ...route, payload });
+  }
+
+  /** Seals `text` once to `keys` and sends it to `handles` (§11); resolves with the ACK, or null for nobody. */
+  async function sendToHandles(text, keys, handles) {
+    if (handles.length === 0) return null;
+    const payload = await pgp.sealMany(text, keys);
+    return transport.request({ type: 'MESSAGE', handles, payload });
+  }
+
+  /** `gkeys` envelopes holding `keys`, at most MAX_GROUP_KEYS and GKEYS_CHARS each. */
+  function keyEnvelopes(gid, ver, keys) {
+    const batches = [];
+    let batch = [];
+    let chars = 0;
+    for (const armored of keys) {
+      if (batch.length && (batch.length === MAX_GROUP_KEYS || chars + armored.length > GKEYS_CHARS)) {
+        batches.push(batch);
+        batch = [];
+        chars = 0;
+      }
+      batch.push(armored);
+      chars += armored.length;
+    }
+    if (batch.length) batches.push(batch);
+    return batches.flatMap((b) => buildGroupKeys({ gid, ver, ts: now(), keys: b }));
+  }
+
+  /**
+   * Hands version `text` and every other member's key to `friend`, a contact, by its contact route: how a
+   * member joins (§6 "Joining"). Returns whether it went.
+   */
+  async function handOver(group, friend, text) {
+    const route = routeFor(getModel(), friend);
+    if (!route) return false;
+    await sendSealed(text, friend.publicArmored, route);
+    const keys = current(group.list).members.filter((m) => m.fp !== friend.fingerprint && group.messages.keys[m.fp])
+      .map((m) => group.messages.keys[m.fp].armored);
+    for (const envelope of keyEnvelopes(group.gid, current(group.list).ver, keys)) await sendSealed(envelope, friend.publicArmored, route);
+    return true;
+  }
+
+  /** Our message `seq` (a line of the group) sent under the version held now, to `only` fps (all when null). */
+  async function transmit(gid, seq, only = null) {
+    let group = get(gid);
+    const line = group && group.lines.find((l) => l.direction === 'out' && l.seq === seq);
+    if (!line || group.status !== 'member') return;
+    const plan = sendPlan(group.list, group.messages, getModel().groupHandles.send.get(gid) || new Map());
+    const envelope = buildGroupText({ gid, ver: plan.ver, list: plan.list, seq, ts: line.ts, text: line.text });
+    const handles = plan.to.map((fp, i) => [fp, plan.handles[i]]).filter(([fp]) => !only || only.includes(fp)).map(([, h]) => h);
+    let state = 'sent';
+    let error = '';
+    try {
+      await sendToHandles(envelope, plan.keys, handles);
+    } catch (e) {
+      state = 'error';
+      error = (e && e.code) || 'failed';
+    }
+    group = get(gid);
+    group = withGroupLines(group, (l) => l.direction === 'out' && l.seq === seq, (l) => ({ ...l, state, error, missing: plan.missing }));
+    group = { ...group, deliveries: deliveries(group.deliveries, { type: 'sent', seq, to: plan.to }) };
+    await put(group);
+  }
+
+  async function sendReceipt(group, signer, acks) {
+    const handle = getModel().groupHandles.send.get(group.gid)?.get(signer);
+    const key = group.messages.keys[signer];
+    if (!handle || !key) return;
+    await persist();
+    await sendSealed(buildGroupReceipt({ gid: group.gid, ts: now(), acks }), key.armored, { handle }).catch(() => {});
+  }
+
+  /**
+   * A version we made (proposeChange / createGroupList), applied to our own record and sent: to the members who
+   * held the version before by its handles (encrypted to the new version's members only), to new members by
+   * their contact routes with every key, and the new members' keys to the others.
+   */
+  async function commit(gid, text, added) {
+    let group = get(gid);
+    const before = current(group.list);
+    const read = await readVersion(text);
+    if (!read.ok) throw new GroupError('That change would break the group\'s bounds.');
+    const applied = applyVersion(group.list, read.version, me(), now());
+    if (!applied.result.ok || !applied.result.applied) throw new GroupError('That change could not be applied.');
+    group = await withKeys({ ...group, list: applied.state });
+    group = withGroupLine(group, { direction: 'system', what: 'changed', by: me(), change: applied.result.change });
+    await put(group);
+    await derive();
+    await persist();
+    const version = current(group.list);
+    const keys = version.members.map((m) => group.messages.keys[m.fp]?.armored).filter(Boolean);
+    const stay = new Map([...(await versionHandles(before, me(), utcDay(now())))].filter(([fp]) => memberOf(version, fp)));
+    await sendToHandles(text, keys, [...stay.values()]);
+    const newKeys = added.map((f) => f.publicArmored);
+    for (const envelope of keyEnvelopes(gid, version.ver, newKeys)) {
+      const handles = [...(await versionHandles(version, me(), utcDay(now())))].filter(([fp]) => stay.has(fp)).map(([, h]) => h);
+      await sendToHandles(envelope, keys, handles);
+    }
+    for (const friend of added) {
+      if (!(await handOver(group, friend, text))) {
+        await put(withGroupLine(get(gid), { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
+      }
+    }
+  }
+
+  // --- receiving -------------------------------------------------------------------------------------------
+
+  /** A version (read) signed by `signer` for a group we hold: applied, and what it did shown. */
+  async function takeVersion(group, version, signer) {
+    const applied = applyVersion(group.list, version, signer, now());
+    group = { ...group, list: applied.state };
+    for (const result of [applied.result, ...applied.released]) group = describe(group, result, signer);
+    if (applied.result.ok && applied.result.removedMe) group = { ...group, status: 'removed' };
+    if (group.status === 'removed' && memberOf(current(group.list), me())) group = { ...group, status: 'member' };
+    group = await withKeys(group);
+    const released = releaseWaiting(group.waiting, group.list, now());
+    group = { ...group, waiting: released.waiting };
+    for (const item of released.expired) group = withGroupLine(group, { direction: 'system', what: 'unverifiable', from: item.signer });
+    for (const item of released.ready) group = await takeText(group, item);
+    return group;
+  }
+
+  /** `group` with the outcome of one applied or refused version shown. */
+  function describe(group, result, signer) {
+    if (result.ok && result.duplicate) return group;
+    if (result.ok) {
+      let out = group;
+      if (result.applied) {
+        out = withGroupLine(out, { direction: 'system', what: result.removedMe ? 'removed_me' : 'changed', by: result.applied.signer, change: result.change });
+      }
+      if (result.conflict) {
+        out = withGroupLine(out, { direction: 'system', what: 'conflict', kept: result.conflict.kept.signer, dropped: result.conflict.dropped.map((d) => d.signer) });
+      }
+      return out;
+    }
+    if (result.problem === 'gap' && result.held) return group;
+    const line = { direction: 'system', what: 'change_refused', problem: result.problem, by: result.version?.signer || signer, flagged: true };
+    return withAlert(withGroupLine(group, line), line);
+  }
+
+  /** A checked `gtext` (item: {envelope, signer, recipients, receivedAt}) taken into `group`. */
+  async function takeText(group, item) {
+    const { envelope, signer, recipients } = item;
+    const held = group.lines.find((l) => l.direction === 'in' && l.from === signer && l.seq === envelope.seq && l.verified);
+    const { messages, verdict } = checkGroupText(group.list, group.messages, {
+      envelope, signer, recipients, held: held ? { ts: held.sentTs, text: held.text } : null,
+    });
+    if (verdict.kind === 'wait') {
+      const { waiting, evicted } = holdForVersion(group.waiting, item, now());
+      let out = { ...group, waiting };
+      for (const e of evicted) out = withGroupLine(out, { direction: 'system', what: 'unverifiable', from: e.signer });
+      return out;
+    }
+    let out = { ...group, messages };
+    if (verdict.kind !== 'duplicate') {
+      out = withGroupLine(out, {
+        direction: 'in', from: signer, text: envelope.text, sentTs: envelope.ts, receivedAt: item.receivedAt, seq: envelope.seq,
+        verified: verdict.verified, problems: verdict.problems, notes: verdict.notes, missing: verdict.missing,
+        outsiders: verdict.outsiders.map((o) => o.fp || o.keyId),
+      });
+    }
+    if (verdict.receipt) {
+      await put(out);
+      await sendReceipt(out, signer, [envelope.seq]);
+      out = get(group.gid);
+    }
+    return out;
+  }
+
+  /** The worker's reading of each armored key of a `gkeys` envelope ({fingerprint, keyIds} or {error}). */
+  async function readKeys(keys) {
+    const read = [];
+    for (const armored of keys) {
+      read.push(await pgp.readFriendKey(armored).then(({ fingerprint, keyIds }) => ({ fingerprint, keyIds }), (e) => ({ error: e.code || 'refused' })));
+    }
+    return read;
+  }
+
+  async function takeKeys(group, envelope, signer) {
+    const friends = [...getModel().friends.values()].filter((f) => isLive(f) && f.trust !== 'changed' && f.publicArmored);
+    const ids = new Map();
+    for (const f of friends) {
+      const read = await keyIdsOf(f.publicArmored).catch(() => null);
+      if (read) ids.set(f.fingerprint, read);
+    }
+    const { messages, result } = takeGroupKeys(group.list, group.messages, {
+      envelope, signer, read: await readKeys(envelope.keys), contacts: contactKeys(friends, ids),
+    });
+    let out = { ...group, messages };
+    if (!result.ok && result.problem !== 'wait') {
+      const line = { direction: 'system', what: 'keys_refused', problem: result.problem, by: signer, flagged: true };
+      out = withAlert(withGroupLine(out, line), line);
+    }
+    if (result.ok) {
+      for (const o of result.outcomes.filter((x) => x.outcome === 'key_changed')) {
+        const line = { direction: 'system', what: 'key_changed', member: o.fingerprint, flagged: true };
+        out = withAlert(withGroupLine(out, line), line);
+      }
+    }
+    return out;
+  }
+
+  /** A group envelope from contact `peer` (signed by its pinned key): joining, or a version or keys for a group. */
+  async function fromContact({ peer, text }) {
+    const friend = getModel().friends.get(peer);
+    const parsed = parseGroupEnvelope(text);
+    if (!friend || !parsed.ok) return;
+    const { envelope } = parsed;
+    await inLane(envelope.gid, async () => {
+      const held = get(envelope.gid);
+      if (envelope.kind === 'group') {
+        const read = await readVersion(text);
+        if (!read.ok) return;
+        if (held && held.status === 'member') {
+          await put(await takeVersion(held, read.version, friend.fingerprint));
+          await derive();
+          return;
+        }
+        if (!held && getModel().groups.size >= MAX_GROUPS) {
+          notice('groups_full', { max: MAX_GROUPS });
+          return;
+        }
+        const joined = joinGroup(read.version, friend.fingerprint, { me: me() });
+        if (!joined.result.ok) return;
+        let group = newGroup(joined.state, emptyGroupMessages(), now());
+        if (held) group = { ...group, lines: held.lines, nextLine: held.nextLine, messages: { ...held.messages, keys: {} } };
+        group = await withKeys(group);
+        group = withGroupLine(group, { direction: 'system', what: 'joined', by: friend.fingerprint });
+        await put(group);
+        await derive();
+        await persist();
+      } else if (envelope.kind === 'gkeys' && held) {
+        await put(await takeKeys(held, envelope, friend.fingerprint));
+      }
+    });
+  }
+
+  /** A MESSAGE to one of the groups' handles. */
+  function receive(frame) {
+    const gid = getModel().groupHandles.listen.get(frame.handle);
+    if (!gid) return Promise.resolve();
+    return inLane(gid, () => receiveInLane(gid, frame)).catch(onError);
+  }
+
+  async function receiveInLane(gid, frame) {
+    let group = get(gid);
+    if (!group || group.status !== 'member') return;
+    const payload = frame.payload;
+    const max = getModel().session.limits.max_message_bytes + FRAME_OVERHEAD;
+    if (typeof payload !== 'string' || !payload.startsWith('-----BEGIN PGP MESSAGE-----') || payload.length > max) return;
+    const members = Object.entries(group.messages.keys).map(([fingerprint, k]) => ({ fingerprint, armored: k.armored }));
+    const opened = await pgp.openGroup(payload, members).catch((e) => ({ ok: false, problem: e.code === 'too_slow' ? 'too_slow' : 'undecryptable' }));
+    if (!opened.ok) {
+      // Signed by no member (or badly): shown, never as anyone's message. One we cannot decrypt is not for us.
+      if (opened.problem !== 'undecryptable') {
+        await put(withGroupLine(get(gid), { direction: 'system', what: 'not_from_member', problem: opened.problem, flagged: true }));
+      }
+      return;
+    }
+    const parsed = parseGroupEnvelope(opened.text);
+    if (!parsed.ok || parsed.envelope.gid !== gid) {
+      await put(withGroupLine(group, { direction: 'system', what: 'malformed', from: opened.signer, flagged: true }));
+      return;
+    }
+    const { envelope } = parsed;
+    const signer = opened.signer;
+    switch (envelope.kind) {
+      case 'gtext':
+        group = await takeText(group, { ver: envelope.ver, envelope, signer, recipients: opened.recipients, receivedAt: now() });
+        break;
+      case 'greceipt':
+        group = { ...group, deliveries: deliveries(group.deliveries, { type: 'receipt', from: signer, acks: envelope.acks }) };
+        break;
+      case 'group': {
+        const read = await readVersion(opened.text);
+        if (!read.ok) return;
+        group = await takeVersion(group, read.version, signer);
+        break;
+      }
+      case 'gkeys':
+        group = await takeKeys(group, envelope, signer);
+        break;
+      case 'gleave': {
+        const left = leaveReceived(group.list, signer);
+        if (left.ok) group = withGroupLine({ ...group, list: left.state }, { direction: 'system', what: 'member_left', from: signer });
+        break;
+      }
+      default:
+        return;
+    }
+    await put(group);
+    await derive();
+  }
+
+  // --- the user's actions ------------------------------------------------------------------------------------
+
+  /** What a member is called in a list we sign: the user's name for the contact, else its key's, else its ID. */
+  function memberName(friend) {
+    return [...friendLabel(friend).text].slice(0, 64).join('') || 'Member';
+  }
+
+  function ownName() {
+    const name = identity().userId.replace(/\s*<[^>]*>\s*$/, '').trim();
+    return [...(name || 'Admin')].slice(0, 64).join('');
+  }
+
+  /** Friends who can be handed a group: live, key pinned and not an unconfirmed change, reachable. */
+  function candidate(id) {
+    const friend = getModel().friends.get(id);
+    if (!isLive(friend) || !friend.publicArmored || friend.trust === 'changed' || !routeFor(getModel(), friend)) return null;
+    return friend;
+  }
+
+  async function create({ name, memberIds }) {
+    const groupName = name.trim();
+    if (!groupName) throw new GroupError('Give the group a name.');
+    if ([...groupName].length > 64) throw new GroupError('A group\'s name is at most 64 characters.');
+    if (getModel().groups.size >= MAX_GROUPS) throw new GroupError(`You are in ${MAX_GROUPS} groups, the most SecChat can listen for at once. Leave one first.`);
+    const friends = [...new Set(memberIds)].map(candidate);
+    if (friends.length === 0) throw new GroupError('Choose at least one friend.');
+    if (friends.some((f) => !f)) throw new GroupError('A friend you chose cannot be reached or has a changed key.');
+    if (friends.length > MAX_MEMBERS - 1) throw new GroupError(`A group has at most ${MAX_MEMBERS} members.`);
+    const made = createGroupList({
+      gid: newGid(), ts: now(), name: groupName, secret: newSecret(), me: { fp: me(), name: ownName() },
+      others: friends.map((f) => ({ fp: f.fingerprint, name: memberName(f) })),
+    });
+    if (!made.ok) throw new GroupError('That group could not be made.');
+    const read = await readVersion(made.text);
+    const joined = joinGroup(read.version, me(), { me: me() });
+    const gid = made.list.gid;
+    await inLane(gid, async () => {
+      let group = await withKeys(newGroup(joined.state, emptyGroupMessages(), now()));
+      group = withGroupLine(group, { direction: 'system', what: 'created' });
+      await put(group);
+      await derive();
+      await persist();
+      for (const friend of friends) {
+        if (!(await handOver(group, friend, made.text))) {
+          await put(withGroupLine(get(gid), { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
+        }
+      }
+    });
+    return gid;
+  }
+
+  function write(gid, text) {
+    return inLane(gid, async () => {
+      let group = get(gid);
+      if (!group || group.status !== 'member') throw new GroupError('You are not in this group any more.');
+      const taken = takeSendSeq(group.messages);
+      group = withGroupLine({ ...group, messages: taken.messages }, {
+        direction: 'out', from: me(), seq: taken.seq, ts: now(), text, state: 'sending', error: '', missing: [],
+      });
+      await put(group);
+      await persist();
+      await transmit(gid, taken.seq);
+    });
+  }
+
+  /** Our messages not confirmed by every member yet go again to those who have not confirmed them. */
+  function resendAll() {
+    for (const g of getModel().groups.values()) {
+      if (g.status !== 'member') continue;
+      inLane(g.gid, async () => {
+        const group = get(g.gid);
+        for (const line of group.lines) {
+          if (line.direction !== 'out') continue;
+          const delivery = deliveryOf(group.deliveries, line.seq);
+          if (delivery && !delivery.complete) await transmit(g.gid, line.seq, delivery.missing);
+          else if (!delivery && line.state === 'error') await transmit(g.gid, line.seq);
+        }
+      }).catch(onError);
+    }
+  }
+
+  function admin(gid, makeChange, added = []) {
+    return inLane(gid, async () => {
+      const group = get(gid);
+      if (!group || group.status !== 'member' || !isAdmin(current(group.list), me())) throw new GroupError('Only an admin can change the group.');
+      const proposed = makeChange(group);
+      if (!proposed.ok) {
+        throw new GroupError(proposed.problem === 'no_change' ? 'That changes nothing.' : `That change is not possible (${proposed.problem}).`);
+      }
+      await commit(gid, proposed.text, added);
+    });
+  }
+
+  function addMember(gid, friendId) {
+    const friend = candidate(friendId);
+    if (!friend) return Promise.reject(new GroupError('That friend cannot be reached or has a changed key.'));
+    return admin(gid, (group) => {
+      if (memberOf(current(group.list), friend.fingerprint)) return { ok: false, problem: 'no_change' };
+      if (current(group.list).members.length >= MAX_MEMBERS) return { ok: false, problem: 'full' };
+      return proposeChange(group.list, { add: [{ fp: friend.fingerprint, name: memberName(friend) }] }, { ts: now() });
+    }, [friend]);
+  }
+
+  function removeMember(gid, fp) {
+    return admin(gid, (group) => proposeChange(group.list, { remove: [fp] }, { ts: now(), secret: newSecret() }));
+  }
+
+  function rename(gid, name) {
+    const clean = name.trim();
+    if (!clean || [...clean].length > 64) return Promise.reject(new GroupError('A group\'s name is 1 to 64 characters.'));
+    return admin(gid, (group) => proposeChange(group.list, { name: clean }, { ts: now() }));
+  }
+
+  function leave(gid) {
+    return inLane(gid, async () => {
+      const group = get(gid);
+      if (!group || group.status !== 'member') return;
+      const keys = current(group.list).members.map((m) => group.messages.keys[m.fp]?.armored).filter(Boolean);
+      const handles = [...(getModel().groupHandles.send.get(gid) || new Map()).values()];
+      await sendToHandles(buildGroupLeave({ gid, ts: now() }), keys, handles).catch(() => {});
+      await put(withGroupLine({ ...group, status: 'left' }, { direction: 'system', what: 'you_left' }));
+      await derive();
+    });
+  }
+
+  return {
+    create, write, addMember, removeMember, rename, leave, receive, fromContact, derive, resendAll,
+    /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived. */
+    async loaded(groups) {
+      for (const g of groups) {
+        if (getModel().groups.has(g.gid)) continue;
+        await inLane(g.gid, async () => put(await withKeys(g)));
+      }
+      await derive();
+    },
+  };
+}

