@@ -127,10 +127,9 @@ export function createSidebar({ actions }) {
     h('p', { className: 'small muted', text: 'Leaving ends your ID now and tells your friends. Closing the tab does the same once the server stops waiting for you (about 30 seconds).' }),
     h('div', { className: 'actions' }, leave));
 
-  const close = h('button', {
-    type: 'button', className: 'btn btn-small drawer-close', text: '× close', 'aria-label': 'close the side panel',
-    onClick: () => actions.toggleDrawer(false),
-  });
+  // The accessible name starts with what is seen ("close"); the × is decoration.
+  const close = h('button', { type: 'button', className: 'btn btn-small drawer-close', onClick: () => actions.toggleDrawer(false) },
+    h('span', { 'aria-hidden': 'true', text: '× ' }), 'close', h('span', { className: 'sr-only', text: ' the side panel' }));
   const groups = createGroupsPanel({ actions });
   root.append(close, identity, addForm, sent, friends, groups.root, book, session);
 
