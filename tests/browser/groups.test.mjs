@@ -4,13 +4,52 @@
 // return, a forged change refused and shown, and the page at 1280 and 360 px without serious axe violations.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { after } from 'node:test';
 import {
-  DESKTOP, PHONE, assertClean, befriend, jsonFrames, newChatUser, screenshot,
+  DESKTOP, PHONE, assertClean, befriend, jsonFrames, newChatUser, openUser, screenshot, waitForSession,
 } from './helpers/browser.mjs';
 import { seriousViolations } from './helpers/axe.mjs';
+import { createGpgHome, decryptAndVerify, generateGpgKey, importKey } from './helpers/gpg.mjs';
 import { browserWithServers } from './helpers/harness.mjs';
 
 const harness = browserWithServers();
+const GPG_PASSPHRASE = 'group gpg pass';
+const gpgHomes = [];
+after(() => gpgHomes.forEach((home) => home.destroy()));
+
+/** A user whose key GnuPG made in a home of its own (so a test can decrypt with exactly that key). */
+async function gpgUser(srv, name) {
+  const home = createGpgHome();
+  gpgHomes.push(home);
+  const key = generateGpgKey(home, { name, passphrase: GPG_PASSPHRASE, kind: 'ecc' });
+  const user = await openUser(harness.browser, srv, { name });
+  await user.page.click('#tab-import');
+  await user.page.fill('#import-private', key.privateArmored);
+  await user.page.fill('#import-public', key.publicArmored);
+  await user.page.fill('#import-passphrase', GPG_PASSPHRASE);
+  await user.page.click('#import');
+  await waitForSession(user);
+  assert.equal(user.fingerprint, key.fingerprint);
+  return Object.assign(user, { home, key });
+}
+
+/** The public keys `user` was sent in friend requests and acceptances. */
+function keysReceived(user) {
+  return jsonFrames(user).filter((f) => f.direction === 'received' && typeof f.json.public_key === 'string').map((f) => f.json.public_key);
+}
+
+/** Payloads `user` uploaded to several handles at once (§11), oldest first. */
+function groupUploads(user) {
+  return jsonFrames(user).filter((f) => f.direction === 'sent' && f.json.type === 'MESSAGE' && Array.isArray(f.json.handles)).map((f) => f.json);
+}
+
+/** Waits until `user`'s pane of `gid` lists `count` members, none with a missing key. */
+async function membersReady(user, gid, count, timeout = 20000) {
+  await user.page.waitForFunction(([g, n]) => {
+    const members = [...document.querySelectorAll(`.group-pane[data-group="${g}"] .group-member`)];
+    return members.length === n && members.every((m) => m.dataset.trust !== 'missing');
+  }, [gid, count], { timeout });
+}
 
 const groupButton = (user) => user.page.locator('.group-item');
 const groupPane = (user) => user.page.locator('.group-pane:not([hidden])');
@@ -106,5 +145,62 @@ describe('groups', { timeout: 180000 }, () => {
     }
     for (const user of [alice, bob, carol]) await assertClean(user);
     for (const user of [alice, bob, carol]) await user.context.close();
+  });
+
+  test('a fourth member sees only what follows; a removed member\'s key cannot open what follows; gpg reads a group message', async () => {
+    const srv = await harness.server();
+    const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+    const bob = await gpgUser(srv, 'Bob');
+    const carol = await gpgUser(srv, 'Carol');
+    const dave = await newChatUser(harness.browser, srv, { name: 'Dave' });
+    for (const user of [bob, carol, dave]) await befriend(user, alice);
+    for (const user of [bob, carol]) for (const key of keysReceived(user)) importKey(user.home, key); // Alice's key, to verify her
+    const gid = await createGroup(alice, 'Project', [bob, carol]);
+    await openGroup(bob, gid);
+    await openGroup(carol, gid);
+    await membersReady(bob, gid, 3);
+    await membersReady(carol, gid, 3);
+    await writeToGroup(alice, gid, 'before Dave');
+    await groupMessage(bob, gid, 'before Dave');
+    await groupMessage(carol, gid, 'before Dave');
+
+    // Dave is added: he gets the version and every key by his contact with Alice, the others his key.
+    await alice.page.selectOption(`#group-add-${gid}`, dave.id);
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-add button`);
+    await openGroup(dave, gid);
+    for (const user of [alice, bob, carol, dave]) await membersReady(user, gid, 4);
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="changed"]`).filter({ hasText: 'added Dave' }).waitFor();
+    await writeToGroup(bob, gid, 'after Dave');
+    for (const user of [alice, carol, dave]) assert.equal(await (await groupMessage(user, gid, 'after Dave')).getAttribute('data-verified'), 'true');
+    await delivered(bob, gid, 'after Dave', 3, 3);
+    assert.equal(await dave.page.locator(`.group-pane[data-group="${gid}"] .msg-text`, { hasText: 'before Dave' }).count(), 0, 'Dave sees only what came after he joined');
+
+    // GnuPG: Bob's one upload decrypts with Bob's key and with Carol's, signed by Bob.
+    const afterDave = groupUploads(bob).at(-1);
+    assert.equal(afterDave.handles.length, 3);
+    for (const user of [bob, carol]) {
+      importKey(user.home, bob.key.publicArmored);
+      const opened = decryptAndVerify(user.home, { payload: afterDave.payload, passphrase: GPG_PASSPHRASE });
+      assert.equal(opened.status, 0, opened.stderr);
+      assert.equal(opened.signerPrimary, bob.fingerprint);
+      const envelope = JSON.parse(opened.plaintext);
+      assert.deepEqual([envelope.kind, envelope.gid, envelope.text, envelope.ver], ['gtext', gid, 'after Dave', 2]);
+    }
+
+    // Carol is removed (a new secret): what Bob writes next is neither sent to her nor readable with her key.
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-member[data-member="${carol.fingerprint}"] button`);
+    for (const user of [alice, bob, dave]) await membersReady(user, gid, 3);
+    await writeToGroup(bob, gid, 'after Carol');
+    for (const user of [alice, dave]) assert.equal(await (await groupMessage(user, gid, 'after Carol')).getAttribute('data-verified'), 'true');
+    const afterCarol = groupUploads(bob).at(-1);
+    assert.equal(afterCarol.handles.length, 2);
+    const byCarol = decryptAndVerify(carol.home, { payload: afterCarol.payload, passphrase: GPG_PASSPHRASE });
+    assert.notEqual(byCarol.status, 0, 'Carol\'s key cannot decrypt a message sent after her removal');
+    assert.equal(byCarol.plaintext, '');
+    const byBob = decryptAndVerify(bob.home, { payload: afterCarol.payload, passphrase: GPG_PASSPHRASE });
+    assert.equal(JSON.parse(byBob.plaintext).ver, 3);
+    assert.equal(await carol.page.locator('.msg-text', { hasText: 'after Carol' }).count(), 0);
+    for (const user of [alice, bob, carol, dave]) await assertClean(user);
+    for (const user of [alice, bob, carol, dave]) await user.context.close();
   });
 });
