@@ -17,7 +17,7 @@ import { current, isAdmin, isFingerprint, isGid, isListHash, memberOf, parseGrou
 import { checkArmoredSize, checkKeyPackets, readPackets } from './keypolicy.js';
 import { accept, classifyReceived, emptyReceived } from './receipts.js';
 
-export const GROUP_KINDS = new Set(['group', 'gkeys', 'gtext', 'greceipt', 'gleave']);
+export const GROUP_KINDS = new Set(['group', 'gkeys', 'gtext', 'greceipt', 'gleave', 'gremoved']);
 /** Keys per `gkeys` envelope: 8 within the key policy's 16 KiB each stay well inside one frame. */
 export const MAX_GROUP_KEYS = 8;
 export const MAX_GROUP_ACKS = MAX_RECEIPT_ACKS;
@@ -70,6 +70,9 @@ export function parseGroupEnvelope(text) {
       return { ok: true, envelope: { ...base, acks: [...new Set(value.acks)] } };
     case 'gleave':
       return { ok: true, envelope: base };
+    case 'gremoved':
+      if (!isSeq(value.ver)) return malformed('ver');
+      return { ok: true, envelope: { ...base, ver: value.ver } };
     default: { // gkeys
       if (!isSeq(value.ver)) return malformed('ver');
       if (!Array.isArray(value.keys) || value.keys.length < 1) return malformed('keys');
@@ -93,6 +96,26 @@ export function buildGroupReceipt({ gid, ts, acks }) {
 
 export function buildGroupLeave({ gid, ts }) {
   return JSON.stringify({ v: 1, kind: 'gleave', gid, ts });
+}
+
+/** An admin tells a member it removed that version `ver` (the one without them) exists: see removalNotice. */
+export function buildGroupRemoved({ gid, ts, ver }) {
+  return JSON.stringify({ v: 1, kind: 'gremoved', gid, ts, ver });
+}
+
+/**
+ * A verified `gremoved` from `signer` for the group held in `list`: taken ({ok:true}) when the signer is an
+ * admin in our current version, which names us, and `ver` is the next one (the version we cannot be given,
+ * since it holds the new secret). Else {ok:false, problem}: 'wrong_group', 'not_admin', 'not_member' (we are not
+ * in our current version: nothing to be removed from), 'wrong_version'.
+ */
+export function removalNotice(list, { envelope, signer }) {
+  if (envelope.gid !== list.gid) return { ok: false, problem: 'wrong_group' };
+  const version = current(list);
+  if (!memberOf(version, list.me)) return { ok: false, problem: 'not_member' };
+  if (!isAdmin(version, signer)) return { ok: false, problem: 'not_admin' };
+  if (envelope.ver !== version.ver + 1) return { ok: false, problem: 'wrong_version' };
+  return { ok: true };
 }
 
 /** The `gkeys` envelopes carrying `keys` (armored), at most MAX_GROUP_KEYS each. */

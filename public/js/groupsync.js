@@ -15,7 +15,7 @@ import {
   proposeChange, readVersion,
 } from './grouplist.js';
 import {
-  MAX_GROUP_KEYS, buildGroupKeys, buildGroupLeave, buildGroupReceipt, buildGroupText, checkGroupText, contactKeys,
+  MAX_GROUP_KEYS, buildGroupKeys, buildGroupLeave, buildGroupReceipt, buildGroupRemoved, removalNotice, buildGroupText, checkGroupText, contactKeys,
   emptyGroupMessages, holdForVersion, keysFromContacts, parseGroupEnvelope, pruneMessages, releaseWaiting, sendPlan,
   takeGroupKeys, takeSendSeq, withOwnKey,
 } from './groupmessages.js';
@@ -230,6 +230,14 @@ export function createGroupSync({
       const handles = [...(await versionHandles(version, me(), utcDay(now())))].filter(([fp]) => stay.has(fp)).map(([, h]) => h);
       await sendToHandles(envelope, keys, handles);
     }
+    // A removed member cannot be given the new version (it holds the new secret): it is told, by the old
+    // version's handle and to its key alone, that a version without it exists, so its client stops.
+    const beforeHandles = await versionHandles(before, me(), utcDay(now()));
+    for (const m of before.members) {
+      const key = group.messages.keys[m.fp] || get(gid).messages.keys[m.fp];
+      if (memberOf(version, m.fp) || m.fp === me() || !key || !beforeHandles.get(m.fp)) continue;
+      await sendSealed(buildGroupRemoved({ gid, ts: now(), ver: version.ver }), key.armored, { handle: beforeHandles.get(m.fp) }).catch(() => {});
+    }
     for (const friend of added) {
       if (!(await handOver(group, friend, text))) {
         await put(withGroupLine(get(gid), { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
@@ -414,6 +422,16 @@ export function createGroupSync({
       case 'gkeys':
         group = await takeKeys(group, envelope, signer);
         break;
+      case 'gremoved': {
+        const notice = removalNotice(group.list, { envelope, signer });
+        if (notice.ok) {
+          group = withGroupLine({ ...group, status: 'removed' }, { direction: 'system', what: 'removed_me', by: signer });
+        } else {
+          const line = { direction: 'system', what: 'change_refused', problem: notice.problem, by: signer, flagged: true };
+          group = withAlert(withGroupLine(group, line), line);
+        }
+        break;
+      }
       case 'gleave': {
         const left = leaveReceived(group.list, signer);
         if (left.ok) group = withGroupLine({ ...group, list: left.state }, { direction: 'system', what: 'member_left', from: signer });

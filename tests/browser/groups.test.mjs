@@ -190,6 +190,10 @@ describe('groups', { timeout: 180000 }, () => {
     // Carol is removed (a new secret): what Bob writes next is neither sent to her nor readable with her key.
     await alice.page.click(`.group-pane[data-group="${gid}"] .group-member[data-member="${carol.fingerprint}"] button`);
     for (const user of [alice, bob, dave]) await membersReady(user, gid, 3);
+    // Carol's client is told (by her old handle, to her key alone) and stops: no composer, nothing listened on.
+    await carol.page.locator(`.group-pane[data-group="${gid}"][data-status="removed"]`).waitFor();
+    assert.match(await carol.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="removed_me"]`).textContent(), /removed you/);
+    assert.equal(await carol.page.locator(`.group-pane[data-group="${gid}"] .composer`).isHidden(), true);
     await writeToGroup(bob, gid, 'after Carol');
     for (const user of [alice, dave]) assert.equal(await (await groupMessage(user, gid, 'after Carol')).getAttribute('data-verified'), 'true');
     const afterCarol = groupUploads(bob).at(-1);

@@ -14,6 +14,7 @@ import {
 import { GROUP_HANDLE_LABEL, HANDLES_PER_GROUP, deriveMemberHandle, groupHandles, versionHandles } from '../../public/js/grouphandles.js';
 import {
   MAX_GROUP_ACKS, MAX_GROUP_KEYS, MAX_WAITING, WAITING_MS, WILDCARD_KEY_ID, armorBody, buildGroupKeys, buildGroupLeave, buildGroupReceipt,
+  buildGroupRemoved, removalNotice,
   buildGroupText, checkGroupText, checkRecipients, contactKeys, emptyGroupMessages, holdForVersion, keysFromContacts, memberKeyStatus,
   parseGroupEnvelope, pruneMessages, releaseWaiting, sameKey, sendPlan, strangerRecipients, takeGroupKeys, takeSendSeq, withOwnKey,
 } from '../../public/js/groupmessages.js';
@@ -712,4 +713,17 @@ test('delivery counts: how many members have each message, from their receipts o
   assert.equal(state.messages.length, MAX_TRACKED);
   assert.equal(deliveryOf(state, 2), null);
   assert.equal(deliveryOf(state, 10 + MAX_TRACKED + 4).of, 1);
+});
+
+test('gremoved: taken only from an admin of our current version, for the next version; bounded like the others', async () => {
+  const v1 = await version();
+  const dave = await daveWith(v1);
+  const text = buildGroupRemoved({ gid: GID, ts: NOW, ver: 2 });
+  const parsed = parseGroupEnvelope(text);
+  assert.ok(parsed.ok);
+  assert.deepEqual(removalNotice(dave, { envelope: parsed.envelope, signer: ALICE }), { ok: true });
+  assert.equal(removalNotice(dave, { envelope: parsed.envelope, signer: CAROL }).problem, 'not_admin', 'Carol is no admin');
+  assert.equal(removalNotice(dave, { envelope: { ...parsed.envelope, ver: 3 }, signer: ALICE }).problem, 'wrong_version');
+  assert.equal(removalNotice(dave, { envelope: { ...parsed.envelope, gid: 'x' }, signer: ALICE }).problem, 'wrong_group');
+  assert.equal(parseGroupEnvelope(JSON.stringify({ v: 1, kind: 'gremoved', gid: GID, ts: NOW })).problem, 'malformed');
 });
