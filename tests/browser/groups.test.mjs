@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { after } from 'node:test';
 import {
-  DESKTOP, PHONE, assertClean, befriend, jsonFrames, newChatUser, openUser, screenshot, waitForSession,
+  DESKTOP, PASSPHRASE, PHONE, assertClean, befriend, enterChat, generateKey, jsonFrames, newChatUser, openUser, screenshot,
+  waitForSession,
 } from './helpers/browser.mjs';
 import { seriousViolations } from './helpers/axe.mjs';
 import { createGpgHome, decryptAndVerify, generateGpgKey, importKey } from './helpers/gpg.mjs';
@@ -207,4 +208,73 @@ describe('groups', { timeout: 180000 }, () => {
     for (const user of [alice, bob, carol, dave]) await assertClean(user);
     for (const user of [alice, bob, carol, dave]) await user.context.close();
   });
+
+  test('a member whose tab is closed while the group writes gets every message from the mailbox on return, verified; the group survives the reload', async () => {
+    const srv = await harness.server();
+    const users = {};
+    for (const name of ['Alice', 'Bob', 'Carol']) {
+      users[name] = await openUser(harness.browser, srv, { name });
+      await generateKey(users[name], { remember: true });
+      await enterChat(users[name]);
+    }
+    const { Alice: a, Bob: b, Carol: c } = users;
+    for (const user of [b, c]) {
+      await befriend(user, a);
+      await waitForContact(user, a.id);
+      await waitForContact(a, user.id);
+    }
+    const gid = await createGroup(a, 'Mailbox', [b, c]);
+    await openGroup(b, gid);
+    await openGroup(c, gid);
+    for (const user of [a, b, c]) await membersReady(user, gid, 3);
+    await bookSaved(c);
+
+    const reopen = await closeTab(c, srv);
+    const texts = ['while Carol is away 1', 'while Carol is away 2'];
+    for (const text of texts) await writeToGroup(a, gid, text);
+    for (const text of texts) await groupMessage(b, gid, text);
+    for (const text of texts) await delivered(a, gid, text, 1, 2);
+
+    await reopen();
+    await openGroup(c, gid);
+    for (const text of texts) assert.equal(await (await groupMessage(c, gid, text)).getAttribute('data-verified'), 'true');
+    const shown = await c.page.locator(`.group-pane[data-group="${gid}"] .msg-in .msg-text`).allTextContents();
+    assert.deepEqual(shown, texts, 'in order, once each');
+    for (const text of texts) await delivered(a, gid, text, 2, 2);
+    // And Carol can still write to the group after the reload, with the keys her contact book kept.
+    await writeToGroup(c, gid, 'back again');
+    for (const user of [a, b]) assert.equal(await (await groupMessage(user, gid, 'back again')).getAttribute('data-verified'), 'true');
+    for (const user of [a, b, c]) await assertClean(user);
+    for (const user of [a, b, c]) await user.context.close();
+  });
 });
+
+/** Both sides of a friendship became contacts (each has the other's rendezvous secret). */
+async function waitForContact(user, friendKey) {
+  await user.page.waitForFunction((key) => document.querySelector(`.friend[data-friend="${key}"]`)?.dataset.contact === 'true', friendKey, { timeout: 15000 });
+}
+
+/** The contact book on this device holds the state as it is now (no save due or running). */
+async function bookSaved(user) {
+  await user.page.waitForFunction(() => Boolean(localStorage.getItem('secchat.contacts.v1'))
+    && document.querySelector('.panel.book')?.dataset.pending === 'false', null, { timeout: 15000 });
+}
+
+/** Closes the user's tab (its context and localStorage stay); returns a function that reopens and unlocks it. */
+async function closeTab(user, srv) {
+  await user.page.close();
+  return async () => {
+    const page = await user.context.newPage();
+    page.on('pageerror', (error) => user.problems.push(`page error: ${error.message}`));
+    page.on('websocket', (socket) => {
+      socket.on('framesent', (frame) => user.frames.push({ direction: 'sent', text: String(frame.payload) }));
+      socket.on('framereceived', (frame) => user.frames.push({ direction: 'received', text: String(frame.payload) }));
+    });
+    await page.goto(srv.url);
+    user.page = page;
+    await page.fill('#saved-passphrase', PASSPHRASE);
+    await page.click('#unlock-saved');
+    user.id = null;
+    return waitForSession(user);
+  };
+}
