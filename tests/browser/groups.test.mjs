@@ -10,7 +10,9 @@ import {
   waitForSession,
 } from './helpers/browser.mjs';
 import { seriousViolations } from './helpers/axe.mjs';
-import { createGpgHome, decryptAndVerify, generateGpgKey, importKey } from './helpers/gpg.mjs';
+import { createGpgHome, decryptAndVerify, encryptAndSign, generateGpgKey, importKey } from './helpers/gpg.mjs';
+import { interceptSocket } from './helpers/mitm.mjs';
+import { createHash, createHmac } from 'node:crypto';
 import { browserWithServers } from './helpers/harness.mjs';
 
 const harness = browserWithServers();
@@ -246,6 +248,85 @@ describe('groups', { timeout: 180000 }, () => {
     for (const user of [a, b]) assert.equal(await (await groupMessage(user, gid, 'back again')).getAttribute('data-verified'), 'true');
     for (const user of [a, b, c]) await assertClean(user);
     for (const user of [a, b, c]) await user.context.close();
+  });
+});
+
+
+describe('what does not add up', { timeout: 180000 }, () => {
+  test('a membership change signed by a member who is no admin, injected by the server, is refused and shown; the list stays', async () => {
+    const srv = await harness.server();
+    const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
+    const mitm = await interceptSocket(bob.page, srv.wsUrl);
+    await generateKey(bob);
+    await enterChat(bob);
+    const carol = await gpgUser(srv, 'Carol');
+    for (const user of [bob, carol]) await befriend(user, alice);
+    const gid = await createGroup(alice, 'Honest', [bob, carol]);
+    await openGroup(bob, gid);
+    await openGroup(carol, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+
+    // Carol holds version 1 (Alice handed it to her): she reads it with her own key...
+    for (const key of keysReceived(carol)) importKey(carol.home, key);
+    const v1 = jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
+      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
+      .find((text) => text.includes('"kind":"group"'));
+    const list = JSON.parse(v1);
+    assert.equal(list.ver, 1);
+    // ...and signs a version 2 that makes her an admin, which the server hands to Bob's group handle.
+    const hash = createHash('sha256').update(v1, 'utf8').digest('base64url');
+    const forged = JSON.stringify({
+      v: 1, kind: 'group', gid, ver: 2, prev: hash, ts: Date.now(), name: 'Hijacked', secret: list.secret,
+      members: list.members.map((m) => ({ ...m, admin: true })),
+    });
+    const bobKey = jsonFrames(bob).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key;
+    importKey(carol.home, bobKey);
+    const payload = encryptAndSign(carol.home, { text: forged, recipient: bob.fingerprint, signer: carol.fingerprint, passphrase: GPG_PASSPHRASE });
+    const day = new Date().toISOString().slice(0, 10);
+    const handle = createHmac('sha256', Buffer.from(list.secret, 'base64url')).update(`secchat-group-v1\n${bob.fingerprint}\n${day}`).digest('base64url');
+    mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+
+    const pane = bob.page.locator(`.group-pane[data-group="${gid}"]`);
+    const refused = pane.locator('.msg-system[data-what="change_refused"]');
+    await refused.waitFor();
+    assert.match(await refused.textContent(), /signed by someone not allowed to make it.*Carol/);
+    assert.match(await pane.locator('.group-alerts').textContent(), /does not add up/);
+    assert.equal(await bob.page.getAttribute(`.group-item[data-group="${gid}"]`, 'data-alerts'), '1');
+    assert.equal(await pane.locator('.chat-title').textContent(), 'Honest', 'the name is not changed');
+    assert.equal(await pane.locator('.group-member', { hasText: 'admin' }).count(), 1, 'Alice is still the only admin');
+
+    // Messages the server hands Bob that do not add up: each shown flagged, never as a verified message.
+    const eve = generateGpgKey(carol.home, { name: 'Eve', passphrase: GPG_PASSPHRASE, kind: 'ecc' });
+    const sealFrom = (signer, recipients, envelope) => {
+      const result = carol.home.run(['--pinentry-mode', 'loopback', '--passphrase', GPG_PASSPHRASE, '--armor', '--trust-model', 'always',
+        '--local-user', signer, ...recipients.flatMap((r) => ['--recipient', r]), '--sign', '--encrypt'], JSON.stringify(envelope));
+      assert.equal(result.status, 0, result.stderr);
+      return result.stdout;
+    };
+    const gtext = (seq, text, extra = {}) => ({ v: 1, kind: 'gtext', gid, ver: 1, list: hash, seq, ts: Date.now(), text, ...extra });
+    const otherHash = createHash('sha256').update('another list').digest('base64url');
+    mitm.inject({ type: 'MESSAGE', handle, ts: Date.now(), payload: sealFrom(carol.fingerprint, [bob.fingerprint], gtext(1, 'other list', { list: otherHash })) });
+    mitm.inject({ type: 'MESSAGE', handle, ts: Date.now(), payload: sealFrom(carol.fingerprint, [bob.fingerprint, eve.fingerprint], gtext(2, 'also to Eve')) });
+    mitm.inject({ type: 'MESSAGE', handle, ts: Date.now(), payload: sealFrom(eve.fingerprint, [bob.fingerprint], gtext(1, 'from Eve')) });
+    const flagged = async (text, problem) => {
+      const line = await groupMessage(bob, gid, text);
+      assert.equal(await line.getAttribute('data-verified'), 'false');
+      assert.equal(await line.getAttribute('data-problems'), problem);
+    };
+    await flagged('other list', 'members_disagree');
+    assert.match(await pane.locator('.msg-in', { hasText: 'other list' }).textContent(), /Members disagree on who is in the group/);
+    await flagged('also to Eve', 'extra_recipient');
+    assert.match(await pane.locator('.msg-in', { hasText: 'also to Eve' }).textContent(), /also encrypted to someone outside the group/);
+    await pane.locator('.msg-system[data-what="not_from_member"]').waitFor();
+    assert.equal(await pane.locator('.msg-text', { hasText: 'from Eve' }).count(), 0, 'a message no member signed is not shown');
+
+    // The group goes on under the version Alice signed.
+    await writeToGroup(alice, gid, 'still honest');
+    assert.equal(await (await groupMessage(bob, gid, 'still honest')).getAttribute('data-verified'), 'true');
+    await screenshot(bob.page, 'groups-forged-change');
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
   });
 });
 
