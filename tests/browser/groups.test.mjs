@@ -328,6 +328,52 @@ describe('what does not add up', { timeout: 180000 }, () => {
     for (const user of [alice, bob, carol]) await assertClean(user);
     for (const user of [alice, bob, carol]) await user.context.close();
   });
+  test('a member\'s key offered changed (same fingerprint, other packets) is flagged for every member who is offered it; the held key stays', async () => {
+    const srv = await harness.server();
+    const alice = await gpgUser(srv, 'Alice');
+    const watched = [];
+    for (const name of ['Bob', 'Dave']) {
+      const user = await openUser(harness.browser, srv, { name });
+      user.mitm = await interceptSocket(user.page, srv.wsUrl);
+      await generateKey(user);
+      await enterChat(user);
+      watched.push(user);
+    }
+    const carol = await gpgUser(srv, 'Carol');
+    for (const user of [...watched, carol]) await befriend(user, alice);
+    const gid = await createGroup(alice, 'Keys', [...watched, carol]);
+    for (const user of [...watched, carol]) await openGroup(user, gid);
+    for (const user of [alice, ...watched, carol]) await membersReady(user, gid, 4);
+
+    // Carol's key with another user ID: the same fingerprint, other packets.
+    const changed = carol.home.run(['--pinentry-mode', 'loopback', '--passphrase', GPG_PASSPHRASE, '--quick-add-uid', carol.fingerprint, 'Carol Other <other@example.org>']);
+    assert.equal(changed.status, 0, changed.stderr);
+    const carolChanged = carol.home.run(['--armor', '--export', carol.fingerprint]).stdout;
+    // Alice (an admin) signs a gkeys with it; the server hands it to each member's group handle.
+    const v1 = JSON.parse(jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
+      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
+      .find((text) => text.includes('"kind":"group"')));
+    const day = new Date().toISOString().slice(0, 10);
+    for (const user of watched) {
+      const key = jsonFrames(user).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key;
+      importKey(alice.home, key);
+      const envelope = JSON.stringify({ v: 1, kind: 'gkeys', gid, ver: 1, ts: Date.now(), keys: [carolChanged] });
+      const payload = encryptAndSign(alice.home, { text: envelope, recipient: user.fingerprint, signer: alice.fingerprint, passphrase: GPG_PASSPHRASE });
+      const handle = createHmac('sha256', Buffer.from(v1.secret, 'base64url')).update(`secchat-group-v1\n${user.fingerprint}\n${day}`).digest('base64url');
+      user.mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+    }
+    for (const user of watched) {
+      const pane = user.page.locator(`.group-pane[data-group="${gid}"]`);
+      await pane.locator(`.group-member[data-member="${carol.fingerprint}"][data-trust="changed"]`).waitFor();
+      assert.match(await pane.locator('.msg-system[data-what="key_changed"]').textContent(), /key changed/);
+      assert.match(await pane.locator('.group-alerts').textContent(), /key changed/);
+    }
+    // The key held before stays in use: Carol still reads what Bob writes.
+    await writeToGroup(watched[0], gid, 'after the offer');
+    assert.equal(await (await groupMessage(carol, gid, 'after the offer')).getAttribute('data-verified'), 'true');
+    for (const user of [alice, ...watched, carol]) await assertClean(user);
+    for (const user of [alice, ...watched, carol]) await user.context.close();
+  });
 });
 
 /** Both sides of a friendship became contacts (each has the other's rendezvous secret). */
