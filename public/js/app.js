@@ -203,6 +203,11 @@ function showChatScreen() {
   app.groupSync = createGroupSync({
     transport: app.transport, pgp, getModel: () => model, dispatch, identity: () => ui.identity, lane: peerQueue.run, persist,
     onError: reportInternalError, notice: (code, details) => addNotice(noticeText(code, details)),
+    incoming: (gid) => {
+      const looking = gid === ui.activeGroupId && !document.hidden;
+      if (!looking) ui.unread.set(`group:${gid}`, (ui.unread.get(`group:${gid}`) || 0) + 1);
+      if (document.hidden) notify(ui, 'SecChat', 'New message in a group');
+    },
   });
   app.effects = createEffects({
     transport: app.transport, pgp, dispatch, page: pageEffects, persist, groups: app.groupSync,
@@ -327,6 +332,10 @@ document.addEventListener('visibilitychange', () => {
   if (app.transport) app.transport.check();
   if (ui.unread.get(ui.activeFriendId)) {
     ui.unread.delete(ui.activeFriendId);
+    changed();
+  }
+  if (ui.activeGroupId && ui.unread.get(`group:${ui.activeGroupId}`)) {
+    ui.unread.delete(`group:${ui.activeGroupId}`);
     changed();
   }
 });

@@ -42,10 +42,11 @@ class GroupError extends Error {}
  * @param {() => Promise<void>} options.persist  resolves once the contact book holds the current state
  * @param {(error: unknown) => void} options.onError
  * @param {(code: string, details?: object) => void} options.notice  a notice for the page (text.js noticeText)
+ * @param {(gid: string) => void} [options.incoming]  a member's message was added to the group's conversation
  * @param {() => number} [options.now]
  */
 export function createGroupSync({
-  transport, pgp, getModel, dispatch, identity, lane, persist, onError, notice, now = () => Date.now(),
+  transport, pgp, getModel, dispatch, identity, lane, persist, onError, notice, incoming = () => {}, now = () => Date.now(),
 }) {
   const keyIdCache = new Map(); // armored -> key IDs (the crypto worker's reading of a pinned key)
   let derivedFor = '';
@@ -300,6 +301,7 @@ export function createGroupSync({
         verified: verdict.verified, problems: verdict.problems, notes: verdict.notes, missing: verdict.missing,
         outsiders: verdict.outsiders.map((o) => o.fp || o.keyId),
       });
+      incoming(group.gid);
     }
     if (verdict.receipt) {
       await put(out);

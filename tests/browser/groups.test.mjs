@@ -207,6 +207,19 @@ describe('groups', { timeout: 180000 }, () => {
     const byBob = decryptAndVerify(bob.home, { payload: afterCarol.payload, passphrase: GPG_PASSPHRASE });
     assert.equal(JSON.parse(byBob.plaintext).ver, 3);
     assert.equal(await carol.page.locator('.msg-text', { hasText: 'after Carol' }).count(), 0);
+
+    // Alice renames the group; Dave leaves: everyone left sees both.
+    await alice.page.fill(`#group-rename-${gid}`, 'Project (done)');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    for (const user of [bob, dave]) {
+      await user.page.waitForFunction((g) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Project (done)', gid);
+    }
+    await dave.page.click(`.group-pane[data-group="${gid}"] .chat-head-actions button`);
+    await dave.page.getByRole('button', { name: 'Leave group' }).last().click();
+    await dave.page.locator(`.group-pane[data-group="${gid}"][data-status="left"]`).waitFor();
+    for (const user of [alice, bob]) {
+      await user.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="member_left"]`).filter({ hasText: 'Dave left the group' }).waitFor();
+    }
     for (const user of [alice, bob, carol, dave]) await assertClean(user);
     for (const user of [alice, bob, carol, dave]) await user.context.close();
   });
