@@ -21,6 +21,7 @@ import {
 } from './groupmessages.js';
 import { newGroup, withAlert, withGroupLine, withGroupLines } from './groups.js';
 import { routeFor } from './contacts.js';
+import { isSkewed } from './inbox.js';
 import { isLive } from './model.js';
 import { friendLabel } from './names.js';
 import { MAX_GROUPS, msUntilNextUtcDay, newSecret, utcDay } from './rendezvous.js';
@@ -299,6 +300,8 @@ export function createGroupSync({
       out = withGroupLine(out, {
         direction: 'in', from: signer, text: envelope.text, sentTs: envelope.ts, receivedAt: item.receivedAt, seq: envelope.seq,
         verified: verdict.verified, problems: verdict.problems, notes: verdict.notes, missing: verdict.missing,
+        // Group messages come through handles and the mailbox: the contacts' margin for the sender's clock.
+        skewed: isSkewed(envelope.ts, item.receivedAt, 'handle'),
         outsiders: verdict.outsiders.map((o) => o.fp || o.keyId),
       });
       incoming(group.gid);

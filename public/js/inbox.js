@@ -28,7 +28,7 @@ export function isRepresentableTime(ms) {
 }
 
 /** The sender's signed time is further from our receive time than clocks and queueing explain. */
-function isSkewed(sentTs, receivedAt, via) {
+export function isSkewed(sentTs, receivedAt, via) {
   const delay = via === 'handle' ? MAILBOX_DELAY_MS : QUEUE_DELAY_MS;
   return sentTs < receivedAt - CLOCK_SKEW_MS - delay || sentTs > receivedAt + CLOCK_SKEW_MS;
 }

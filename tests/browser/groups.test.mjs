@@ -331,6 +331,11 @@ describe('what does not add up', { timeout: 180000 }, () => {
     assert.match(await pane.locator('.msg-in', { hasText: 'other list' }).textContent(), /Members disagree on who is in the group/);
     await flagged('also to Eve', 'extra_recipient');
     assert.match(await pane.locator('.msg-in', { hasText: 'also to Eve' }).textContent(), /also encrypted to someone outside the group/);
+    // Signed by Carol, for this list, but written three weeks ago by her clock: shown with that time.
+    const old = Date.now() - 21 * 24 * 60 * 60 * 1000;
+    mitm.inject({ type: 'MESSAGE', handle, ts: Date.now(), payload: sealFrom(carol.fingerprint, [bob.fingerprint], gtext(1, 'written long ago', { ts: old })) });
+    const late = await groupMessage(bob, gid, 'written long ago');
+    assert.match(await late.textContent(), new RegExp(`Written ${new Date(old).toISOString().slice(0, 10)}.*an old message replayed, or a wrong clock`));
     await pane.locator('.msg-system[data-what="not_from_member"]').waitFor();
     assert.equal(await pane.locator('.msg-text', { hasText: 'from Eve' }).count(), 0, 'a message no member signed is not shown');
 

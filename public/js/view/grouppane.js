@@ -4,6 +4,7 @@
 import { confirmDialog, h, linkifiedText, setText, timeElement, toggleClass } from './dom.js';
 import { groupCandidates } from './groups.js';
 import { deliveryOf } from '../groupdelivery.js';
+import { isRepresentableTime } from '../inbox.js';
 import { current, isAdmin } from '../grouplist.js';
 import { memberKeyStatus } from '../groupmessages.js';
 import { GROUP_PROBLEM_TEXT, GROUP_TRUST_TEXT, groupLineText, memberName } from '../grouptext.js';
@@ -198,6 +199,7 @@ function lineElement(group, line, me, delivery) {
   },
   h('div', { className: 'msg-meta' }, h('span', { className: 'msg-who', text: memberName(group, line.from, me) }), timeElement(line.receivedAt),
     line.verified ? null : h('span', { className: 'msg-mark msg-mark-bad', text: '⚠ FAILED A SECURITY CHECK' })),
+  line.skewed ? h('p', { className: 'msg-flag msg-flag-warn', text: `⚠ Written ${isRepresentableTime(line.sentTs) ? `${new Date(line.sentTs).toISOString().slice(0, 16).replace('T', ' ')} UTC` : 'at an impossible time'} by the sender's clock, far from when it arrived: an old message replayed, or a wrong clock.` }) : null,
   line.missing > 0 ? h('p', { className: 'msg-flag msg-flag-warn', text: `⚠ ${line.missing} earlier message${line.missing === 1 ? '' : 's'} from them missing` }) : null,
   ...line.problems.map((p) => h('p', { className: 'msg-flag', text: `⚠ ${GROUP_PROBLEM_TEXT[p] || p}` })),
   ...line.notes.map(() => h('p', { className: 'msg-flag msg-flag-warn small', text: 'It also went to a key you cannot name: a member whose key you lack, or someone else.' })),
