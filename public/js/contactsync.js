@@ -143,7 +143,10 @@ export function createContactSync({
       if (!(answer.waiting > 0)) break;
       while (queued() >= FETCH_WHEN_QUEUED_BELOW) await sleep(50);
     }
-    if (fetched) return;
+    if (fetched) {
+      onFetched(); // a group joined or restored since: what waited for its handles is in
+      return;
+    }
     // The messages fetched from yesterday's handles find their contact through the handles derived now: they
     // are handled before those handles go (a frame to a handle no longer listened on is for nobody).
     for (let waited = 0; queued() > 0 && waited < MAX_DRAIN_WAIT_MS; waited += 50) await sleep(50);

@@ -5,8 +5,9 @@
 //
 // Kept per group: the current version's text and its signer, the previous secrets still listened on, who sent
 // gleave, our status, our send seq, the seqs accepted per sender (receipts.js records), the members' keys that
-// an admin sent (`gkeys`; ours and the contacts' are filled in again from the identity and the book), and the
-// delivery record of our messages. Not kept: the conversation, versions older than the current one (a reload
+// an admin sent (`gkeys`; ours and the contacts' are filled in again from the identity and the book), the
+// delivery record of our messages, and those of them not confirmed by every member yet (to send again). Not
+// kept: the rest of the conversation, versions older than the current one (a reload
 // follows the chain from the current version on, as a new member does), versions and messages waiting.
 import { deliveries, emptyDeliveries, MAX_TRACKED } from './groupdelivery.js';
 import { MAX_MEMBERS, MAX_PREVIOUS_SECRETS, isFingerprint, isGid, readVersion } from './grouplist.js';
@@ -16,6 +17,10 @@ import { MAX_GROUPS, isSecret } from './rendezvous.js';
 import { checkedReceived } from './receipts.js';
 
 const STATUSES = new Set(['member', 'removed', 'left']);
+/** Our messages not yet confirmed by every member, kept to send again after a reload (as contactbook.js). */
+export const MAX_GROUP_UNCONFIRMED = 64;
+export const MAX_GROUP_UNCONFIRMED_BYTES = 256 * 1024;
+const utf8 = (text) => new TextEncoder().encode(text).length;
 const KEY_ID = /^[0-9a-f]{16}$/;
 const isTime = (n) => Number.isSafeInteger(n) && n >= 0;
 const isSeq = (n) => Number.isSafeInteger(n) && n >= 1;
@@ -39,8 +44,26 @@ export function groupRecord(group) {
     received: group.messages.received,
     keys,
     sent: group.deliveries.messages,
+    unconfirmed: unconfirmedOf(group),
     updatedAt: group.updatedAt,
   };
+}
+
+/** Our messages some member has not confirmed yet, newest kept within the bounds. */
+function unconfirmedOf(group) {
+  const open = group.lines.filter((l) => {
+    if (l.direction !== 'out') return false;
+    const m = group.deliveries.messages.find((x) => x.seq === l.seq);
+    return !m || m.have.length < m.to.length;
+  });
+  const out = [];
+  let bytes = 0;
+  for (const l of open.slice(-MAX_GROUP_UNCONFIRMED).reverse()) {
+    bytes += utf8(l.text);
+    if (bytes > MAX_GROUP_UNCONFIRMED_BYTES) break;
+    out.unshift({ seq: l.seq, ts: l.ts, text: l.text });
+  }
+  return out;
 }
 
 /**
@@ -96,6 +119,14 @@ async function checkedGroup(value, me, now) {
     sent = deliveries(sent, { type: 'sent', seq: m.seq, to: m.to });
     for (const fp of m.have) sent = deliveries(sent, { type: 'receipt', from: fp, acks: [m.seq] });
   }
+  const unconfirmed = value.unconfirmed === undefined ? [] : value.unconfirmed;
+  if (!Array.isArray(unconfirmed) || unconfirmed.length > MAX_GROUP_UNCONFIRMED) return null;
+  let bytes = 0;
+  for (const m of unconfirmed) {
+    if (!isObject(m) || !isSeq(m.seq) || m.seq > value.sendSeq || !isTime(m.ts) || typeof m.text !== 'string') return null;
+    bytes += utf8(m.text);
+  }
+  if (bytes > MAX_GROUP_UNCONFIRMED_BYTES) return null;
   const list = {
     gid: value.gid,
     me,
@@ -108,5 +139,10 @@ async function checkedGroup(value, me, now) {
   const status = value.status === 'member' && !inVersion(me) ? 'removed' : value.status;
   const messages = { ...emptyGroupMessages(), sendSeq: value.sendSeq, received, keys };
   const group = { ...newGroup(list, messages, value.updatedAt), deliveries: sent, status };
-  return { ...group, lines: [{ id: 1, direction: 'system', what: 'restored' }], nextLine: 2 };
+  // Sent again after the connection's fetch (groupsync.js resendAll): to who has not confirmed them, or to all.
+  const lines = [{ id: 1, direction: 'system', what: 'restored' }, ...unconfirmed.map((m, i) => ({
+    id: i + 2, direction: 'out', from: me, seq: m.seq, ts: m.ts, text: m.text, error: '', missing: [],
+    state: sent.messages.some((x) => x.seq === m.seq) ? 'sent' : 'error',
+  }))];
+  return { ...group, lines, nextLine: lines.length + 1 };
 }

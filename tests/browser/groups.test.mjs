@@ -262,6 +262,42 @@ describe('groups', { timeout: 180000 }, () => {
     for (const user of [a, b, c]) await assertClean(user);
     for (const user of [a, b, c]) await user.context.close();
   });
+  test('a group message the server swallowed (and acknowledged) is sent again after the writer reloads, to those who have not confirmed it', async () => {
+    const srv = await harness.server();
+    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
+    const mitm = await interceptSocket(alice.page, srv.wsUrl);
+    await generateKey(alice, { remember: true });
+    await enterChat(alice);
+    const others = [];
+    for (const name of ['Bob', 'Carol']) {
+      const user = await newChatUser(harness.browser, srv, { name });
+      await befriend(user, alice);
+      others.push(user);
+    }
+    for (const user of others) {
+      await waitForContact(user, alice.id);
+      await waitForContact(alice, user.id);
+    }
+    const gid = await createGroup(alice, 'Lossy', others);
+    for (const user of others) await openGroup(user, gid);
+    for (const user of [alice, ...others]) await membersReady(user, gid, 3);
+    mitm.strip = (frame) => frame.type === 'MESSAGE' && Array.isArray(frame.handles);
+    await writeToGroup(alice, gid, 'swallowed once');
+    await delivered(alice, gid, 'swallowed once', 0, 2);
+    assert.equal(mitm.stripped.length, 1);
+    await bookSaved(alice);
+    mitm.strip = null;
+    await alice.page.reload();
+    await alice.page.fill('#saved-passphrase', PASSPHRASE);
+    await alice.page.click('#unlock-saved');
+    alice.id = null;
+    await waitForSession(alice);
+    await openGroup(alice, gid);
+    for (const user of others) assert.equal(await (await groupMessage(user, gid, 'swallowed once')).getAttribute('data-verified'), 'true');
+    await delivered(alice, gid, 'swallowed once', 2, 2);
+    for (const user of [alice, ...others]) await assertClean(user);
+    for (const user of [alice, ...others]) await user.context.close();
+  });
 });
 
 
