@@ -140,6 +140,12 @@ describe('groups', { timeout: 180000 }, () => {
     assert.equal(uploads[0].json.handles.length, 2);
     for (const user of [alice, bob, carol]) assert.ok(!user.frames.some((f) => f.text.includes('hi from Bob') || f.text.includes('Weekend')));
 
+    // The "New group" dialog: no serious axe violation, keyboard focus in the name field, Escape closes it.
+    await alice.page.click('#new-group');
+    await alice.page.locator('#new-group-name:focus').waitFor();
+    assert.deepEqual(await seriousViolations(alice.page), [], 'axe with the "New group" dialog open');
+    await alice.page.keyboard.press('Escape');
+    await alice.page.locator('dialog.new-group').waitFor({ state: 'detached' });
     for (const viewport of [DESKTOP, PHONE]) {
       await alice.page.setViewportSize(viewport);
       if (viewport === PHONE) await alice.page.locator('.group-pane:not([hidden])').waitFor();

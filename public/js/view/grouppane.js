@@ -58,9 +58,19 @@ export function createGroupPane(gid, actions) {
   });
   const adminBox = h('div', { className: 'group-admin' }, addForm, renameForm);
   const leaveButton = h('button', { type: 'button', className: 'btn btn-small btn-danger', text: 'Leave group', onClick: () => onLeave() });
+  // On a phone the header is one line; the members and actions open on demand (CSS shows them on wider screens).
+  const detailsId = `group-details-${gid}`;
+  const detailsToggle = h('button', {
+    type: 'button', className: 'btn btn-small details-toggle', text: 'Members', 'aria-expanded': 'false', 'aria-controls': detailsId,
+    onClick: () => {
+      const open = !head.classList.contains('details-open');
+      toggleClass(head, 'details-open', open);
+      detailsToggle.setAttribute('aria-expanded', String(open));
+    },
+  });
   const head = h('header', { className: 'chat-head group-head' },
-    h('div', { className: 'chat-head-main' }, title, status),
-    h('div', { className: 'group-details' }, members, adminBox, adminError, h('div', { className: 'chat-head-actions' }, leaveButton)));
+    h('div', { className: 'chat-head-main' }, title, status, detailsToggle),
+    h('div', { className: 'group-details', id: detailsId }, members, adminBox, adminError, h('div', { className: 'chat-head-actions' }, leaveButton)));
   const list = h('ol', { className: 'log-list' });
   const log = h('div', { className: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': titleId }, list);
   const textarea = h('textarea', { className: 'input composer-input', id: `group-composer-${gid}`, rows: '1', placeholder: 'Write to the group…', autocomplete: 'off' });
@@ -159,8 +169,8 @@ export function createGroupPane(gid, actions) {
       : null;
     return h('li', { className: `group-member trust-${trust}`, 'data-member': m.fp, 'data-trust': trust },
       h('span', { className: 'member-name', text: m.fp === group.list.me ? `${cleanName(m.name, 40)} (you)` : cleanName(m.name, 40) }),
-      m.admin ? h('span', { className: 'small muted', text: ' · admin' }) : null,
-      h('span', { className: 'small member-trust', text: ` · ${GROUP_TRUST_TEXT[trust]}` }),
+      m.admin ? h('span', { className: 'small muted', text: '· admin' }) : null,
+      trust === 'you' ? null : h('span', { className: 'small member-trust', text: `· ${GROUP_TRUST_TEXT[trust]}` }),
       remove);
   }
 
