@@ -248,6 +248,12 @@ export function createChatActions(app) {
     removeGroupMember: (gid, fp) => app.groupSync.removeMember(gid, fp),
     renameGroup: (gid, name) => app.groupSync.rename(gid, name),
     leaveGroup: (gid) => app.groupSync.leave(gid),
+    async forgetGroup(gid) {
+      await app.groupSync.forget(gid);
+      if (ui.activeGroupId === gid) ui.activeGroupId = null;
+      ui.unread.delete(`group:${gid}`);
+      app.changed();
+    },
     dismissGroupAlerts(gid) {
       app.dispatch({ type: 'groupAlertsDismissed', gid });
     },

@@ -363,6 +363,9 @@ export function createGroupSync({
           await derive();
           return;
         }
+        // A group we left or were removed from is joined again only by a later version (one that adds us
+        // back), never by a replay of the version we held then.
+        if (held && read.version.ver <= current(held.list).ver) return;
         if (!held && getModel().groups.size >= MAX_GROUPS) {
           notice('groups_full', { max: MAX_GROUPS });
           return;
@@ -530,6 +533,11 @@ export function createGroupSync({
     }
   }
 
+  /** A new secret when the change also removes members who sent gleave (proposeChange removes them), else none. */
+  function secretFor(group) {
+    return group.list.leaving.length ? newSecret() : null;
+  }
+
   function admin(gid, makeChange, added = []) {
     return inLane(gid, async () => {
       const group = get(gid);
@@ -548,7 +556,7 @@ export function createGroupSync({
     return admin(gid, (group) => {
       if (memberOf(current(group.list), friend.fingerprint)) return { ok: false, problem: 'no_change' };
       if (current(group.list).members.length >= MAX_MEMBERS) return { ok: false, problem: 'full' };
-      return proposeChange(group.list, { add: [{ fp: friend.fingerprint, name: memberName(friend) }] }, { ts: now() });
+      return proposeChange(group.list, { add: [{ fp: friend.fingerprint, name: memberName(friend) }] }, { ts: now(), secret: secretFor(group) });
     }, [friend]);
   }
 
@@ -559,7 +567,7 @@ export function createGroupSync({
   function rename(gid, name) {
     const clean = name.trim();
     if (!clean || [...clean].length > 64) return Promise.reject(new GroupError('A group\'s name is 1 to 64 characters.'));
-    return admin(gid, (group) => proposeChange(group.list, { name: clean }, { ts: now() }));
+    return admin(gid, (group) => proposeChange(group.list, { name: clean }, { ts: now(), secret: secretFor(group) }));
   }
 
   function leave(gid) {
@@ -574,8 +582,17 @@ export function createGroupSync({
     });
   }
 
+  /** Takes a group we no longer belong to off the list (and out of the contact book). */
+  function forget(gid) {
+    return inLane(gid, async () => {
+      const group = get(gid);
+      if (!group || group.status === 'member') return;
+      await dispatch({ type: 'groupForgotten', gid });
+    });
+  }
+
   return {
-    create, write, addMember, removeMember, rename, leave, receive, fromContact, derive, resendAll,
+    create, write, addMember, removeMember, rename, leave, forget, receive, fromContact, derive, resendAll,
     /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived. */
     async loaded(groups) {
       for (const g of groups) {

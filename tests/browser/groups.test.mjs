@@ -220,12 +220,21 @@ describe('groups', { timeout: 180000 }, () => {
     for (const user of [bob, dave]) {
       await user.page.waitForFunction((g) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Project (done)', gid);
     }
-    await dave.page.click(`.group-pane[data-group="${gid}"] .chat-head-actions button`);
-    await dave.page.getByRole('button', { name: 'Leave group' }).last().click();
+    await dave.page.locator(`.group-pane[data-group="${gid}"] .chat-head-actions`).getByRole('button', { name: 'Leave group' }).click();
+    await dave.page.locator('dialog').getByRole('button', { name: 'Leave group' }).click();
     await dave.page.locator(`.group-pane[data-group="${gid}"][data-status="left"]`).waitFor();
     for (const user of [alice, bob]) {
       await user.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="member_left"]`).filter({ hasText: 'Dave left the group' }).waitFor();
     }
+    // Dave takes it off his list; Alice's next change removes him (with a new secret, as any removal).
+    await dave.page.getByRole('button', { name: 'Remove this group from your list' }).click();
+    await dave.page.locator(`.group-item[data-group="${gid}"]`).waitFor({ state: 'detached' });
+    await alice.page.fill(`#group-rename-${gid}`, 'Project (two)');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    for (const user of [alice, bob]) await membersReady(user, gid, 2);
+    await writeToGroup(bob, gid, 'just us two');
+    assert.equal(await (await groupMessage(alice, gid, 'just us two')).getAttribute('data-verified'), 'true');
+    assert.equal(groupUploads(bob).at(-1).handles.length, 1);
     for (const user of [alice, bob, carol, dave]) await assertClean(user);
     for (const user of [alice, bob, carol, dave]) await user.context.close();
   });

@@ -58,6 +58,10 @@ export function createGroupPane(gid, actions) {
   });
   const adminBox = h('div', { className: 'group-admin' }, addForm, renameForm);
   const leaveButton = h('button', { type: 'button', className: 'btn btn-small btn-danger', text: 'Leave group', onClick: () => onLeave() });
+  const forgetButton = h('button', {
+    type: 'button', className: 'btn btn-small', text: 'Remove from list', 'aria-label': 'Remove this group from your list',
+    onClick: () => report(() => actions.forgetGroup(gid)),
+  });
   // On a phone the header is one line; the members and actions open on demand (CSS shows them on wider screens).
   const detailsId = `group-details-${gid}`;
   const detailsToggle = h('button', {
@@ -70,7 +74,7 @@ export function createGroupPane(gid, actions) {
   });
   const head = h('header', { className: 'chat-head group-head' },
     h('div', { className: 'chat-head-main' }, title, status, detailsToggle),
-    h('div', { className: 'group-details', id: detailsId }, members, adminBox, adminError, h('div', { className: 'chat-head-actions' }, leaveButton)));
+    h('div', { className: 'group-details', id: detailsId }, members, adminBox, adminError, h('div', { className: 'chat-head-actions' }, leaveButton, forgetButton)));
   const list = h('ol', { className: 'log-list' });
   const log = h('div', { className: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': titleId }, list);
   const textarea = h('textarea', { className: 'input composer-input', id: `group-composer-${gid}`, rows: '1', placeholder: 'Write to the group…', autocomplete: 'off' });
@@ -132,6 +136,7 @@ export function createGroupPane(gid, actions) {
       if (document.activeElement !== renameInput) renameInput.value = version.name;
     }
     leaveButton.hidden = group.status !== 'member';
+    forgetButton.hidden = group.status === 'member';
     alerts.hidden = group.alerts.length === 0;
     if (!alerts.hidden) {
       alerts.replaceChildren(
