@@ -23,7 +23,7 @@ import { newGroup, withAlert, withGroupLine, withGroupLines } from './groups.js'
 import { routeFor } from './contacts.js';
 import { isSkewed } from './inbox.js';
 import { isLive } from './model.js';
-import { friendLabel } from './names.js';
+import { keyName } from './names.js';
 import { MAX_GROUPS, msUntilNextUtcDay, newSecret, utcDay } from './rendezvous.js';
 
 /** Armored keys per `gkeys` envelope are also kept under this many characters, so one fits in a 64 KiB frame. */
@@ -454,14 +454,16 @@ export function createGroupSync({
 
   // --- the user's actions ------------------------------------------------------------------------------------
 
-  /** What a member is called in a list we sign: the user's name for the contact, else its key's, else its ID. */
+  /**
+   * What a member is called in a list we sign, which every member reads: the name on its key (its owner's
+   * choice), never the user's own nickname for it (that stays on this device), else the end of its fingerprint.
+   */
   function memberName(friend) {
-    return [...friendLabel(friend).text].slice(0, 64).join('') || 'Member';
+    return [...(keyName(friend.userId) || `Member ${friend.fingerprint.slice(-8)}`)].slice(0, 64).join('');
   }
 
   function ownName() {
-    const name = identity().userId.replace(/\s*<[^>]*>\s*$/, '').trim();
-    return [...(name || 'Admin')].slice(0, 64).join('');
+    return [...(keyName(identity().userId) || `Member ${me().slice(-8)}`)].slice(0, 64).join('');
   }
 
   /** Friends who can be handed a group: live, key pinned and not an unconfirmed change, reachable. */
