@@ -214,7 +214,7 @@ function showChatScreen() {
   });
   app.contactSync = createContactSync({
     transport: app.transport, getModel: () => model, dispatch, queued: () => peerQueue.queued, onError: reportInternalError,
-    onFetched: () => app.groupSync.resendAll(),
+    onFetched: () => app.groupSync.onFetched(),
   });
   app.contactStore = createContactStore({
     pgp, getModel: () => model, dispatch, identity: () => ui.identity, remember: () => ui.remember,
@@ -299,6 +299,7 @@ function onStatus({ status, retryInMs }) {
 function onSession({ id, version, resumed, resumeAttempted, friends, limits }) {
   dispatch({ type: 'connected', id, version, resumed, resumeAttempted, friends, limits }).catch(reportInternalError);
   app.contactSync?.onSession();
+  app.groupSync?.onSession();
   if (resumed) ui.notices = ui.notices.filter((n) => n.kind !== 'session');
   // A session exists, so whatever "server full" said is over.
   ui.notices = ui.notices.filter((n) => n.kind !== 'server');

@@ -4,21 +4,16 @@
 //   handle(secret, fp, day) = base64url-unpadded(HMAC-SHA256(key = secret, "secchat-group-v1\n" + fp + "\n" + "YYYY-MM-DD"))
 //
 // Anyone holding the secret can derive every member's handle, so a removed member is cut off only by a new
-// secret (grouplist.js refuses a removal without one). As for contacts, a member listens on yesterday's,
-// today's and tomorrow's handle (clocks disagree about the date near midnight), for the current secret and
-// for each secret replaced less than 7 days ago (messages still in flight or in the mailbox). Pure.
-import { fromBase64Url, isSecret, toBase64Url, utcDay } from './rendezvous.js';
+// secret (grouplist.js refuses a removal without one). As for contacts (rendezvous.js daysListened), a member
+// listens on today's handle, the neighbouring day's within an hour of UTC midnight (clocks disagree about the
+// date), and yesterday's for a connection's first FETCH (`catchUp`), for the current secret and for each
+// secret replaced less than 7 days ago (messages still in flight or in the mailbox). Pure.
+import { MAX_DAYS_AT_ONCE, daysListened, fromBase64Url, isSecret, toBase64Url, utcDay } from './rendezvous.js';
 import { MAX_PREVIOUS_SECRETS, current, isFingerprint, memberOf } from './grouplist.js';
 
 export const GROUP_HANDLE_LABEL = 'secchat-group-v1\n';
-/**
- * The days (offsets from today) a member listens on a group's handles: all three all day. Unlike a contact's
- * handles (rendezvous.js daysListened, the neighbouring day near midnight only), so the server can link a
- * group's handles of three days on one connection; narrowing this the same way is still to do.
- */
-export const DAYS_LISTENED = [-1, 0, 1];
 /** The most handles one group makes a member listen on (the current secret and the previous ones, 3 days each). */
-export const HANDLES_PER_GROUP = DAYS_LISTENED.length * (1 + MAX_PREVIOUS_SECRETS);
+export const HANDLES_PER_GROUP = MAX_DAYS_AT_ONCE * (1 + MAX_PREVIOUS_SECRETS);
 
 /** handle(secret, fp, day); resolves to 43 base64url characters. */
 export async function deriveMemberHandle(secret, fingerprint, day, subtle = globalThis.crypto.subtle) {
@@ -39,9 +34,11 @@ export function listeningSecrets(state, now) {
 /**
  * The handles of the group held in `state` (grouplist.js) at `now`: `send` maps each other member of the
  * current version to its handle of today (one MESSAGE to all of them, §11; at most 63), `listen` maps each of
- * our own handles to the gid. A member removed from the current version listens on nothing and sends nowhere.
+ * our own handles for daysListened(now, {catchUp}) to the gid (`catchUp`: the connection has not fetched yet;
+ * the default, so yesterday's handles are there until the wiring knows the mail is in). A member removed from
+ * the current version listens on nothing and sends nowhere.
  */
-export async function groupHandles(state, now, subtle = globalThis.crypto.subtle) {
+export async function groupHandles(state, now, subtle = globalThis.crypto.subtle, { catchUp = true } = {}) {
   const day = utcDay(now);
   const send = new Map();
   const listen = new Map();
@@ -49,7 +46,7 @@ export async function groupHandles(state, now, subtle = globalThis.crypto.subtle
   if (!memberOf(version, state.me)) return { day, send, listen };
   for (const [fp, handle] of await versionHandles(version, state.me, day, subtle)) send.set(fp, handle);
   for (const secret of listeningSecrets(state, now)) {
-    for (const offset of DAYS_LISTENED) listen.set(await deriveMemberHandle(secret, state.me, utcDay(now, offset), subtle), state.gid);
+    for (const offset of daysListened(now, { catchUp })) listen.set(await deriveMemberHandle(secret, state.me, utcDay(now, offset), subtle), state.gid);
   }
   return { day, send, listen };
 }

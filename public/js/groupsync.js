@@ -24,7 +24,7 @@ import { routeFor } from './contacts.js';
 import { isSkewed } from './inbox.js';
 import { isLive } from './model.js';
 import { keyName } from './names.js';
-import { MAX_GROUPS, msUntilNextUtcDay, newSecret, utcDay } from './rendezvous.js';
+import { MAX_GROUPS, daysListened, msUntilListenChange, newSecret, utcDay } from './rendezvous.js';
 
 /** Armored keys per `gkeys` envelope are also kept under this many characters, so one fits in a 64 KiB frame. */
 const GKEYS_CHARS = 40000;
@@ -52,6 +52,8 @@ export function createGroupSync({
   const keyIdCache = new Map(); // armored -> key IDs (the crypto worker's reading of a pinned key)
   let derivedFor = '';
   let dayTimer = null;
+  // Until this connection's mailbox was fetched, yesterday's handles are listened on too (rendezvous.js).
+  let catchUp = true;
 
   const get = (gid) => getModel().groups.get(gid);
   const me = () => identity().fingerprint;
@@ -95,12 +97,13 @@ export function createGroupSync({
   async function derive() {
     const at = now();
     const groups = [...getModel().groups.values()].filter((g) => g.status === 'member');
-    const key = `${utcDay(at)}|${groups.map((g) => `${g.gid}:${current(g.list).hash}:${g.list.previousSecrets.map((p) => p.secret).join('+')}`).join(',')}`;
+    const days = daysListened(at, { catchUp }).join(',');
+    const key = `${utcDay(at)}|${days}|${groups.map((g) => `${g.gid}:${current(g.list).hash}:${g.list.previousSecrets.map((p) => p.secret).join('+')}`).join(',')}`;
     if (key === derivedFor) return;
     const listen = new Map();
     const send = new Map();
     for (const g of groups) {
-      const handles = await groupHandles(g.list, at);
+      const handles = await groupHandles(g.list, at, undefined, { catchUp });
       for (const [handle, gid] of handles.listen) listen.set(handle, gid);
       send.set(g.gid, handles.send);
     }
@@ -108,14 +111,17 @@ export function createGroupSync({
     await dispatch({ type: 'groupHandlesDerived', listen, send });
   }
 
-  /** At each UTC midnight: new handles, and what waited too long given up. */
+  /**
+   * Whenever the days listened on change (an hour either side of UTC midnight, and midnight itself): the new
+   * handles, and what waited too long given up.
+   */
   function scheduleDay() {
     clearTimeout(dayTimer);
     dayTimer = setTimeout(() => {
       scheduleDay();
       for (const g of getModel().groups.values()) inLane(g.gid, () => expire(g.gid)).catch(onError);
       derive().catch(onError);
-    }, msUntilNextUtcDay(now()) + 1000);
+    }, msUntilListenChange(now()) + 1000);
   }
   scheduleDay();
 
@@ -594,13 +600,30 @@ export function createGroupSync({
   }
 
   return {
-    create, write, addMember, removeMember, rename, leave, forget, receive, fromContact, derive, resendAll,
+    create, write, addMember, removeMember, rename, leave, forget, receive, fromContact, derive,
+    /** A new connection (CONNECT reply): yesterday's handles again until its mailbox is fetched. */
+    onSession() {
+      catchUp = true;
+      derive().catch(onError);
+    },
+    /**
+     * This connection's mailbox was fetched (contactsync.js): yesterday's handles go (unless near midnight), and
+     * our unconfirmed messages go again to who has not confirmed them.
+     */
+    onFetched() {
+      catchUp = false;
+      derive().catch(onError);
+      resendAll();
+    },
     /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived. */
     async loaded(groups) {
       for (const g of groups) {
         if (getModel().groups.has(g.gid)) continue;
         await inLane(g.gid, async () => put(await withKeys(g)));
       }
+      // Groups read after this connection's first fetch still get theirs: yesterday's handles until the next
+      // fetch, which a LISTEN that finds mail waiting asks for (contactsync.js).
+      if (groups.length) catchUp = true;
       await derive();
     },
   };

@@ -727,3 +727,13 @@ test('gremoved: taken only from an admin of our current version, for the next ve
   assert.equal(removalNotice(dave, { envelope: { ...parsed.envelope, gid: 'x' }, signer: ALICE }).problem, 'wrong_group');
   assert.equal(parseGroupEnvelope(JSON.stringify({ v: 1, kind: 'gremoved', gid: GID, ts: NOW })).problem, 'malformed');
 });
+
+test('group handles follow the contacts\' window: yesterday\'s only until the first fetch, the neighbouring day only near midnight', async () => {
+  const dave = await daveWith(await version());
+  const noon = Date.UTC(2026, 0, 1, 12);
+  const own = (d) => deriveMemberHandle(secret(1), DAVE, d);
+  assert.deepEqual([...(await groupHandles(dave, noon)).listen.keys()], [await own('2025-12-31'), await own('2026-01-01')], 'catching up by default');
+  assert.deepEqual([...(await groupHandles(dave, noon, undefined, { catchUp: false })).listen.keys()], [await own('2026-01-01')], 'today alone all day');
+  const late = await groupHandles(dave, Date.UTC(2026, 0, 1, 23, 30), undefined, { catchUp: false });
+  assert.deepEqual([...late.listen.keys()], [await own('2026-01-01'), await own('2026-01-02')], 'tomorrow too in the last hour');
+});
