@@ -546,7 +546,7 @@ export function createGroupSync({
     return group.list.leaving.length ? newSecret() : null;
   }
 
-  function admin(gid, makeChange, added = []) {
+  function asAdmin(gid, makeChange, added = []) {
     return inLane(gid, async () => {
       const group = get(gid);
       if (!group || group.status !== 'member' || !isAdmin(current(group.list), me())) throw new GroupError('Only an admin can change the group.');
@@ -561,7 +561,7 @@ export function createGroupSync({
   function addMember(gid, friendId) {
     const friend = candidate(friendId);
     if (!friend) return Promise.reject(new GroupError('That friend cannot be reached or has a changed key.'));
-    return admin(gid, (group) => {
+    return asAdmin(gid, (group) => {
       if (memberOf(current(group.list), friend.fingerprint)) return { ok: false, problem: 'no_change' };
       if (current(group.list).members.length >= MAX_MEMBERS) return { ok: false, problem: 'full' };
       return proposeChange(group.list, { add: [{ fp: friend.fingerprint, name: memberName(friend) }] }, { ts: now(), secret: secretFor(group) });
@@ -569,13 +569,18 @@ export function createGroupSync({
   }
 
   function removeMember(gid, fp) {
-    return admin(gid, (group) => proposeChange(group.list, { remove: [fp] }, { ts: now(), secret: newSecret() }));
+    return asAdmin(gid, (group) => proposeChange(group.list, { remove: [fp] }, { ts: now(), secret: newSecret() }));
+  }
+
+  /** Makes a member an admin (`admin` true) or no longer one. */
+  function setAdmin(gid, fp, admin) {
+    return asAdmin(gid, (group) => proposeChange(group.list, { admin: { [fp]: admin } }, { ts: now(), secret: secretFor(group) }));
   }
 
   function rename(gid, name) {
     const clean = name.trim();
     if (!clean || [...clean].length > 64) return Promise.reject(new GroupError('A group\'s name is 1 to 64 characters.'));
-    return admin(gid, (group) => proposeChange(group.list, { name: clean }, { ts: now(), secret: secretFor(group) }));
+    return asAdmin(gid, (group) => proposeChange(group.list, { name: clean }, { ts: now(), secret: secretFor(group) }));
   }
 
   function leave(gid) {
@@ -600,7 +605,7 @@ export function createGroupSync({
   }
 
   return {
-    create, write, addMember, removeMember, rename, leave, forget, receive, fromContact, derive,
+    create, write, addMember, removeMember, setAdmin, rename, leave, forget, receive, fromContact, derive,
     /** A new connection (CONNECT reply): yesterday's handles again until its mailbox is fetched. */
     onSession() {
       catchUp = true;

@@ -197,7 +197,7 @@ describe('groups', { timeout: 180000 }, () => {
     }
 
     // Carol is removed (a new secret): what Bob writes next is neither sent to her nor readable with her key.
-    await alice.page.click(`.group-pane[data-group="${gid}"] .group-member[data-member="${carol.fingerprint}"] button`);
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-member[data-member="${carol.fingerprint}"] button.btn-danger`);
     for (const user of [alice, bob, dave]) await membersReady(user, gid, 3);
     // Carol's client is told (by her old handle, to her key alone) and stops: no composer, nothing listened on.
     await carol.page.locator(`.group-pane[data-group="${gid}"][data-status="removed"]`).waitFor();
@@ -214,10 +214,13 @@ describe('groups', { timeout: 180000 }, () => {
     assert.equal(JSON.parse(byBob.plaintext).ver, 3);
     assert.equal(await carol.page.locator('.msg-text', { hasText: 'after Carol' }).count(), 0);
 
-    // Alice renames the group; Dave leaves: everyone left sees both.
-    await alice.page.fill(`#group-rename-${gid}`, 'Project (done)');
-    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
-    for (const user of [bob, dave]) {
+    // Alice makes Bob an admin, and Bob renames the group; Dave leaves: everyone left sees all of it.
+    await alice.page.getByRole('button', { name: /^make admin: Bob/ }).click();
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
+    assert.equal(await alice.page.getAttribute(`.group-member[data-member="${bob.fingerprint}"]`, 'data-admin'), 'true');
+    await bob.page.fill(`#group-rename-${gid}`, 'Project (done)');
+    await bob.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    for (const user of [alice, dave]) {
       await user.page.waitForFunction((g) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Project (done)', gid);
     }
     await dave.page.locator(`.group-pane[data-group="${gid}"] .chat-head-actions`).getByRole('button', { name: 'Leave group' }).click();

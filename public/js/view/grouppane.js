@@ -172,11 +172,19 @@ export function createGroupPane(gid, actions) {
         onClick: () => report(() => actions.removeGroupMember(group.gid, m.fp)),
       })
       : null;
-    return h('li', { className: `group-member trust-${trust}`, 'data-member': m.fp, 'data-trust': trust },
+    const name = cleanName(m.name, 40);
+    const adminToggle = admin && m.fp !== group.list.me
+      ? h('button', {
+        type: 'button', className: 'btn btn-tiny', text: m.admin ? 'unmake admin' : 'make admin',
+        'aria-label': m.admin ? `unmake admin: ${name}` : `make admin: ${name}`,
+        onClick: () => report(() => actions.setGroupAdmin(group.gid, m.fp, !m.admin)),
+      })
+      : null;
+    return h('li', { className: `group-member trust-${trust}`, 'data-member': m.fp, 'data-trust': trust, 'data-admin': String(m.admin) },
       h('span', { className: 'member-name', text: m.fp === group.list.me ? `${cleanName(m.name, 40)} (you)` : cleanName(m.name, 40) }),
       m.admin ? h('span', { className: 'small muted', text: '· admin' }) : null,
       trust === 'you' ? null : h('span', { className: 'small member-trust', text: `· ${GROUP_TRUST_TEXT[trust]}` }),
-      remove);
+      adminToggle, remove);
   }
 
   return {
