@@ -26,6 +26,8 @@ import { isLive } from './model.js';
 import { keyName } from './names.js';
 import { MAX_GROUPS, daysListened, msUntilListenChange, newSecret, utcDay } from './rendezvous.js';
 
+/** Pinned keys whose key IDs are remembered (our own and contacts' keys: MAX_CONTACTS is 1,173). */
+const KEY_ID_CACHE = 2048;
 /** Armored keys per `gkeys` envelope are also kept under this many characters, so one fits in a 64 KiB frame. */
 const GKEYS_CHARS = 40000;
 
@@ -70,6 +72,7 @@ export function createGroupSync({
 
   async function keyIdsOf(armored) {
     if (!keyIdCache.has(armored)) {
+      if (keyIdCache.size >= KEY_ID_CACHE) keyIdCache.clear(); // only pinned keys come here: a bound, not a working set
       const { keyIds } = await pgp.readFriendKey(armored);
       keyIdCache.set(armored, keyIds);
     }
@@ -93,8 +96,18 @@ export function createGroupSync({
 
   // --- handles ---------------------------------------------------------------------------------------------
 
-  /** Derives the handles of every group we are a member of and stores them when they changed. */
-  async function derive() {
+  /**
+   * Derives the handles of every group we are a member of and stores them when they changed. One derivation at a
+   * time, each from the state as it is when it starts, so an older one can never be stored after a newer one.
+   */
+  let deriving = Promise.resolve();
+  function derive() {
+    const run = deriving.then(deriveNow);
+    deriving = run.catch(() => {});
+    return run;
+  }
+
+  async function deriveNow() {
     const at = now();
     const groups = [...getModel().groups.values()].filter((g) => g.status === 'member');
     const days = daysListened(at, { catchUp }).join(',');
