@@ -9,6 +9,8 @@
 //!   FRIEND_REMOVE that resets them for the next iteration (three routed frames).
 //! - `friends/pair_lifecycle`: two connections opened, two CONNECTs, request, accept, and two
 //!   DISCONNECTs: what setting up (and tearing down) one pair of friends costs the router.
+//! - `fanout/50/...`: one MESSAGE to 50 handles against 50 MESSAGEs to one handle each (a group
+//!   message to 50 members, or writing to each of them); throughput is in copies.
 //! - `frame/decode` and `frame/encode`: one client MESSAGE decoded, one server MESSAGE written
 //!   into a buffer with room for it (as into an outbox).
 //!
@@ -367,6 +369,58 @@ fn bench_routing_by_handle(
     }
 }
 
+/// One MESSAGE to 50 handles against 50 MESSAGEs to one handle each, 512-byte payloads with
+/// `ref`: what a group message to 50 members costs the router against writing to each member
+/// separately. Throughput is in copies delivered (50 per iteration either way).
+fn bench_fanout(c: &mut Criterion) {
+    const MEMBERS: usize = 50;
+    let mut group = c.benchmark_group("fanout");
+    group.throughput(Throughput::Elements(MEMBERS as u64));
+    let mut harness = Harness::new();
+    let (sender, _) = harness.connect();
+    let handles: Vec<String> = (0..MEMBERS).map(|n| handle_of(n + 1_000_000)).collect();
+    let members: Vec<ConnId> = handles
+        .iter()
+        .map(|handle| {
+            let (member, _) = harness.connect();
+            let listen = format!(r#"{{"type":"LISTEN","handles":["{handle}"]}}"#);
+            harness.expect(member, &listen, &[(member, "LISTENING")]);
+            member
+        })
+        .collect();
+    let payload = payload_json(512);
+    let list = serde_json::to_string(&handles).unwrap_or_default();
+    let fanout =
+        format!(r#"{{"type":"MESSAGE","handles":{list},"payload":{payload},"ref":"4711"}}"#);
+    let mut expected: Vec<(ConnId, &str)> = members.iter().map(|&m| (m, "MESSAGE")).collect();
+    expected.push((sender, "ACK"));
+    harness.expect(sender, &fanout, &expected);
+    let singles: Vec<String> = handles
+        .iter()
+        .map(|handle| handle_message_text(handle, &payload, true))
+        .collect();
+    let flushed: Vec<ConnId> = members.iter().copied().chain([sender]).collect();
+    let router = &mut harness.router;
+    let mut out = Outboxes::default();
+    group.bench_function("50/one_message_to_50_handles", |b| {
+        b.iter(|| {
+            router.text(sender, black_box(fanout.as_str()), NOW, &mut out);
+            out.flushed(flushed.iter().copied());
+        })
+    });
+    group.bench_function("50/50_messages_to_one_handle", |b| {
+        b.iter(|| {
+            for text in &singles {
+                router.text(sender, black_box(text.as_str()), NOW, &mut out);
+            }
+            out.flushed(flushed.iter().copied());
+        })
+    });
+    group.finish();
+    // After the runs: still delivered everywhere, nothing turned into an error.
+    harness.expect(sender, &fanout, &expected);
+}
+
 fn bench_friends(c: &mut Criterion) {
     let mut group = c.benchmark_group("friends");
     let key = public_key_json();
@@ -461,6 +515,6 @@ fn configured() -> Criterion {
 criterion_group! {
     name = benches;
     config = configured();
-    targets = bench_routing, bench_friends, bench_frames
+    targets = bench_routing, bench_fanout, bench_friends, bench_frames
 }
 criterion_main!(benches);

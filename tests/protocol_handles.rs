@@ -250,3 +250,71 @@ fn a_version_one_session_is_unaffected() {
     a.expect_ack("v1");
     assert_eq!(b.expect_type("MESSAGE")["from"], a.id.as_str());
 }
+
+/// PROTOCOL.md §11: one upload, a copy to each handle: at once to connected listeners, into the
+/// mailbox for the others, with one ACK that counts both and an UNDELIVERED for each refusal.
+#[test]
+fn a_message_to_several_handles_reaches_each_listener_once() {
+    let server = Server::start(&["--resume-grace", "0"]);
+    let mut alice = connect_v2(&server);
+    let mut bob = connect_v2(&server);
+    let mut carol = connect_v2(&server);
+    listen(&mut bob, &[handle(1)], "l");
+    listen(&mut carol, &[handle(2)], "l");
+    let group_payload = payload_with("to the group");
+    alice.send_json(&json!({
+        "type": "MESSAGE",
+        "handles": [handle(1), handle(2), handle(3)],
+        "payload": group_payload,
+        "ref": "g1",
+    }));
+    assert_eq!(
+        alice.recv_json(),
+        json!({"type": "ACK", "ref": "g1", "sent": 2, "queued": 1})
+    );
+    for (member, which) in [(&mut bob, 1), (&mut carol, 2)] {
+        let copy = member.expect_type("MESSAGE");
+        assert_eq!(copy["handle"], handle(which));
+        assert_eq!(copy["payload"], group_payload);
+        assert!(copy.get("from").is_none(), "{copy}");
+        member.expect_nothing_pending();
+    }
+    // Dave was offline: his copy waits for him.
+    let mut dave = connect_v2(&server);
+    assert_eq!(listen(&mut dave, &[handle(3)], "l")["waiting"], 1);
+    dave.send_json(&json!({"type": "FETCH", "ref": "f"}));
+    assert_eq!(dave.expect_type("MESSAGE")["payload"], group_payload);
+    // A handle named twice refuses the whole frame: nobody gets anything.
+    alice.send_json(&json!({
+        "type": "MESSAGE",
+        "handles": [handle(1), handle(2), handle(1)],
+        "payload": TEST_PAYLOAD,
+        "ref": "g2",
+    }));
+    alice.expect_error("bad_request", Some("g2"));
+    bob.expect_nothing_pending();
+    carol.expect_nothing_pending();
+}
+
+#[test]
+fn copies_that_cannot_be_stored_are_reported_one_by_one() {
+    let server = Server::start(&["--mailbox-bytes", "0"]);
+    let mut alice = connect_v2(&server);
+    let mut bob = connect_v2(&server);
+    listen(&mut bob, &[handle(1)], "l");
+    alice.send_json(&json!({
+        "type": "MESSAGE",
+        "handles": [handle(4), handle(1)],
+        "payload": TEST_PAYLOAD,
+        "ref": "g",
+    }));
+    assert_eq!(
+        alice.recv_json(),
+        json!({"type": "UNDELIVERED", "handle": handle(4), "ref": "g", "reason": "no_mailbox"})
+    );
+    assert_eq!(
+        alice.recv_json(),
+        json!({"type": "ACK", "ref": "g", "sent": 1, "queued": 0})
+    );
+    assert_eq!(bob.expect_type("MESSAGE")["handle"], handle(1));
+}

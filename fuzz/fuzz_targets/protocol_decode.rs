@@ -211,6 +211,16 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                     }
                     None
                 }
+                MessageTarget::Handles(list) => {
+                    let count = list.iter().count();
+                    assert!((1..=protocol::MAX_FANOUT_HANDLES).contains(&count));
+                    if let Some(reference) = reference {
+                        let ack = parse(&protocol::fanout_ack(reference, count, 0));
+                        assert_eq!(ack["sent"].as_u64(), Some(count as u64));
+                        assert_eq!(ack["ref"], parse_ref(reference));
+                    }
+                    None
+                }
             };
             if let Some(payload) = *payload {
                 let (decoded, lone_surrogate) = decoded_armored(payload);

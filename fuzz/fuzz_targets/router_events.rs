@@ -251,14 +251,32 @@ impl Harness {
                 }
             }
             43..=45 => {
-                let handle = self.handle(input)?;
                 let payload = if input.ratio(1, 20)? { "plain" } else { ARMOR };
-                let mut frame = json!({"type": "MESSAGE", "handle": handle, "payload": payload});
-                if !input.ratio(1, 5)? {
-                    frame["ref"] = json!(format!("h{}", self.number()));
+                // A single handle, or several (PROTOCOL.md §11), now and then one named twice.
+                let fanout = input.ratio(1, 3)?;
+                let mut frame = if fanout {
+                    let count = input.int_in_range(1..=4usize)?;
+                    let mut handles = Vec::new();
+                    for _ in 0..count {
+                        handles.push(self.handle(input)?);
+                    }
+                    json!({"type": "MESSAGE", "handles": handles, "payload": payload})
+                } else {
+                    let handle = self.handle(input)?;
+                    json!({"type": "MESSAGE", "handle": handle, "payload": payload})
+                };
+                if input.ratio(1, 10)? {
+                    frame["mailbox"] = json!(false);
+                }
+                let reference = (!input.ratio(1, 5)?).then(|| format!("h{}", self.number()));
+                if let Some(reference) = &reference {
+                    frame["ref"] = json!(reference);
                 }
                 if let Some(conn) = self.session_conn_v2(slot, input.ratio(7, 8)?) {
-                    self.text(conn, &frame.to_string());
+                    let out = self.text(conn, &frame.to_string());
+                    if fanout && let Some(reference) = reference {
+                        check_fanout_replies(&frame, &reference, frames_to(&out, conn).collect());
+                    }
                 }
             }
             46 => {
@@ -617,7 +635,9 @@ impl Harness {
                     "{value} to a connection without a session"
                 );
                 assert!(
-                    value["reason"] == "expired" || value["reason"] == "evicted",
+                    ["expired", "evicted", "peer_busy", "no_mailbox"]
+                        .iter()
+                        .any(|reason| value["reason"] == *reason),
                     "{value}"
                 );
                 assert!(
@@ -733,5 +753,37 @@ impl Harness {
                 );
             }
         }
+    }
+}
+
+/// The replies to a MESSAGE to several handles with `reference`: one ERROR and nothing else, or
+/// an UNDELIVERED for each handle that got no copy and then one ACK whose `sent` and `queued`
+/// account for every other handle. (A copy stored and then evicted to make room for a later copy
+/// is queued, and its eviction reported on its own: those UNDELIVEREDs are left out here.)
+fn check_fanout_replies(frame: &Value, reference: &str, replies: Vec<Value>) {
+    let dropped_later = |r: &Value| r["reason"] == "evicted" || r["reason"] == "expired";
+    let mine: Vec<&Value> = replies
+        .iter()
+        .filter(|r| r["ref"] == reference && !dropped_later(r))
+        .collect();
+    if mine.iter().any(|r| r["type"] == "ERROR") {
+        assert_eq!(mine.len(), 1, "an ERROR and more: {mine:?}");
+        return;
+    }
+    let handles = frame["handles"].as_array().map_or(0, Vec::len) as u64;
+    let (last, refusals) = mine.split_last().unwrap_or_else(|| panic!("no answer: {replies:?}"));
+    assert_eq!(last["type"], "ACK", "{mine:?}");
+    for refusal in refusals {
+        assert_eq!(refusal["type"], "UNDELIVERED", "{mine:?}");
+        assert!(
+            refusal["reason"] == "peer_busy" || refusal["reason"] == "no_mailbox",
+            "{refusal}"
+        );
+    }
+    let sent = last["sent"].as_u64().unwrap_or(u64::MAX);
+    let queued = last["queued"].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(sent + queued + refusals.len() as u64, handles, "{mine:?}");
+    if frame["mailbox"] == false {
+        assert_eq!(queued, 0, "a probe was stored: {mine:?}");
     }
 }

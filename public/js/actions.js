@@ -13,6 +13,7 @@ import { saveSettings } from './storage.js';
 import { noticeText, requestError, requestProblemText } from './text.js';
 import { canSendTo } from './trust.js';
 import { confirmDialog } from './view/dom.js';
+import { newGroupDialog } from './view/groups.js';
 
 /**
  * @param {object} app  the wiring (app.js): `model` (current domain state), `ui`, `transport`, `views`,
@@ -145,6 +146,7 @@ export function createChatActions(app) {
     selectFriend(id) {
       if (!app.model.friends.has(id)) return;
       ui.activeFriendId = id;
+      ui.activeGroupId = null;
       ui.unread.delete(id);
       ui.drawerOpen = false;
       ui.notices = ui.notices.filter((n) => n.kind !== `flag-${id}`);
@@ -219,6 +221,43 @@ export function createChatActions(app) {
     },
 
     importBook: (armored) => app.contactStore.importText(armored),
+
+    // --- groups (groupsync.js); each throws its refusal for the view to show where the user acted ---
+    openNewGroup() {
+      return newGroupDialog(app.model, async (choice) => {
+        const gid = await app.groupSync.create(choice);
+        actions.selectGroup(gid);
+      });
+    },
+    selectGroup(gid) {
+      if (!app.model.groups.has(gid)) return;
+      ui.activeGroupId = gid;
+      ui.activeFriendId = null;
+      ui.unread.delete(`group:${gid}`);
+      ui.drawerOpen = false;
+      app.render();
+      app.views.chat.focusGroupComposer(gid);
+    },
+    sendGroupMessage(gid, text) {
+      if (envelopeTextBytes(text) > maxTextBytes(app.model.session.limits.max_message_bytes) / 2) {
+        return Promise.reject(new Error('This message is too long for a group.'));
+      }
+      return app.groupSync.write(gid, text);
+    },
+    addGroupMember: (gid, friendId) => app.groupSync.addMember(gid, friendId),
+    removeGroupMember: (gid, fp) => app.groupSync.removeMember(gid, fp),
+    setGroupAdmin: (gid, fp, admin) => app.groupSync.setAdmin(gid, fp, admin),
+    renameGroup: (gid, name) => app.groupSync.rename(gid, name),
+    leaveGroup: (gid) => app.groupSync.leave(gid),
+    async forgetGroup(gid) {
+      await app.groupSync.forget(gid);
+      if (ui.activeGroupId === gid) ui.activeGroupId = null;
+      ui.unread.delete(`group:${gid}`);
+      app.changed();
+    },
+    dismissGroupAlerts(gid) {
+      app.dispatch({ type: 'groupAlertsDismissed', gid });
+    },
 
     toggleDrawer(open) {
       app.setDrawer(typeof open === 'boolean' ? open : !ui.drawerOpen);

@@ -8,6 +8,7 @@ import { unloadLoses } from './contactbook.js';
 import { createContactStore } from './contactstore.js';
 import { createContactSync } from './contactsync.js';
 import { createEffects } from './effects.js';
+import { createGroupSync } from './groupsync.js';
 import { peerOf } from './friendship.js';
 import { parseInvite } from './invite.js';
 import * as keys from './keys.js';
@@ -33,6 +34,7 @@ const ui = {
   connection: { status: 'idle', retryAt: 0 }, // retryAt: when the next reconnect attempt happens
   invite: null, // {id, fingerprint, secret} from the URL fragment, until used or dismissed
   activeFriendId: null,
+  activeGroupId: null, // the open group chat (then activeFriendId is null, and the other way round)
   unread: new Map(), // friend id -> messages that arrived while their chat was not in view
   notices: [], // {id, tone:'info'|'warn'|'error', text, kind?, action?}
   notifications: false,
@@ -58,6 +60,7 @@ const app = {
   effects: null,
   contactSync: null, // contactsync.js: secrets, handles, LISTEN, FETCH, probes
   contactStore: null, // contactstore.js: the encrypted contact book (remembered, exported, imported)
+  groupSync: null, // groupsync.js: groups (create, write, receive, admin)
   dispatch,
   changed,
   render,
@@ -75,8 +78,10 @@ function dispatch(event) {
   const next = transition(model, { now: Date.now(), ...event });
   model = next.state;
   if (ui.remember && model.verifiedFingerprints !== before.verifiedFingerprints) saveVerifiedFingerprints(model.verifiedFingerprints);
-  if (model.friends !== before.friends || model.session !== before.session) {
+  if (model.friends !== before.friends || model.session !== before.session || model.groupHandles !== before.groupHandles) {
     app.contactSync?.changed();
+  }
+  if (model.friends !== before.friends || model.session !== before.session || model.groups !== before.groups) {
     app.contactStore?.changed();
   }
   changed();
@@ -194,16 +199,28 @@ function showChatScreen() {
   const pgp = createCrypto();
   pgp.start(ui.identity.privateBinary);
   app.transport = createTransport({ url: `${scheme}//${location.host}/ws`, onEvent: onTransportEvent });
+  const persist = () => app.contactStore?.persist() || Promise.resolve();
+  app.groupSync = createGroupSync({
+    transport: app.transport, pgp, getModel: () => model, dispatch, identity: () => ui.identity, lane: peerQueue.run, persist,
+    onError: reportInternalError, notice: (code, details) => addNotice(noticeText(code, details)),
+    incoming: (gid) => {
+      const looking = gid === ui.activeGroupId && !document.hidden;
+      if (!looking) ui.unread.set(`group:${gid}`, (ui.unread.get(`group:${gid}`) || 0) + 1);
+      if (document.hidden) notify(ui, 'SecChat', 'New message in a group');
+    },
+  });
   app.effects = createEffects({
-    transport: app.transport, pgp, dispatch, page: pageEffects, persist: () => app.contactStore?.persist(),
+    transport: app.transport, pgp, dispatch, page: pageEffects, persist, groups: app.groupSync,
   });
   app.contactSync = createContactSync({
     transport: app.transport, getModel: () => model, dispatch, queued: () => peerQueue.queued, onError: reportInternalError,
+    onFetched: () => app.groupSync.onFetched(),
   });
   app.contactStore = createContactStore({
     pgp, getModel: () => model, dispatch, identity: () => ui.identity, remember: () => ui.remember,
     notice: (code, details) => addNotice(noticeText(code, details)),
     onSettled: changed,
+    groupsLoaded: (groups) => app.groupSync.loaded(groups),
   });
   // The remembered contact book first (its contacts' handles are LISTENed once the session exists).
   app.contactStore.load().catch(reportInternalError);
@@ -259,6 +276,11 @@ function onFrame(frame) {
     addNotice(noticeText(frame.code === 'server_full' ? 'server_full' : 'server_error', { code: frame.code }));
     return;
   }
+  // A MESSAGE to one of the groups' handles goes to its group (groupsync.js queues it in the group's lane).
+  if (frame.type === 'MESSAGE' && typeof frame.handle === 'string' && model.groupHandles.listen.has(frame.handle)) {
+    app.groupSync.receive(frame);
+    return;
+  }
   const event = { type: 'frame', frame, epoch: model.session.epoch }; // the session it arrived in
   // A MESSAGE to one of our handles is about the contact the handle belongs to (contacts.js).
   const peer = typeof frame.handle === 'string' && frame.type === 'MESSAGE' ? model.handles.listen.get(frame.handle) : peerOf(frame);
@@ -277,6 +299,7 @@ function onStatus({ status, retryInMs }) {
 function onSession({ id, version, resumed, resumeAttempted, friends, limits }) {
   dispatch({ type: 'connected', id, version, resumed, resumeAttempted, friends, limits }).catch(reportInternalError);
   app.contactSync?.onSession();
+  app.groupSync?.onSession();
   if (resumed) ui.notices = ui.notices.filter((n) => n.kind !== 'session');
   // A session exists, so whatever "server full" said is over.
   ui.notices = ui.notices.filter((n) => n.kind !== 'server');
@@ -310,6 +333,10 @@ document.addEventListener('visibilitychange', () => {
   if (app.transport) app.transport.check();
   if (ui.unread.get(ui.activeFriendId)) {
     ui.unread.delete(ui.activeFriendId);
+    changed();
+  }
+  if (ui.activeGroupId && ui.unread.get(`group:${ui.activeGroupId}`)) {
+    ui.unread.delete(`group:${ui.activeGroupId}`);
     changed();
   }
 });

@@ -86,10 +86,10 @@ export function unloadLoses(state, { remember, bookUnsaved }) {
   return Boolean(remember && bookUnsaved);
 }
 
-/** The book's JSON text for `contacts` (records), or {problem} when it exceeds a bound. */
-export function serializeBook(contacts, ownFingerprint, now) {
+/** The book's JSON text for `contacts` and `groups` (records: groupbook.js), or {problem} when it exceeds a bound. */
+export function serializeBook(contacts, ownFingerprint, now, groups = []) {
   if (contacts.length > MAX_CONTACTS) return { problem: 'too_many_contacts' };
-  const text = JSON.stringify({ v: BOOK_VERSION, kind: BOOK_KIND, owner: ownFingerprint, savedAt: now, contacts });
+  const text = JSON.stringify({ v: BOOK_VERSION, kind: BOOK_KIND, owner: ownFingerprint, savedAt: now, contacts, groups });
   if (utf8(text) > MAX_BOOK_BYTES) return { problem: 'too_large' };
   return { text };
 }
@@ -124,7 +124,8 @@ function checkedRecord(value) {
 }
 
 /**
- * The contacts of a decrypted book, or {problem}: 'too_large', 'malformed', 'not_yours' (made for another key),
+ * The contacts of a decrypted book (and `groups`, its groups' records as stored, for groupbook.js readGroups to
+ * check), or {problem}: 'too_large', 'malformed', 'not_yours' (made for another key),
  * 'too_many_contacts', 'bad_contact' (one record is not well formed: the book is refused whole, so nothing half
  * read is ever merged), 'duplicate' (one fingerprint twice).
  */
@@ -148,7 +149,7 @@ export function parseBook(text, ownFingerprint) {
     seen.add(checked.fingerprint);
     contacts.push(checked);
   }
-  return { contacts };
+  return { contacts, groups: value.groups };
 }
 
 /**

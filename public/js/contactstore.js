@@ -10,6 +10,7 @@
 // take the receipted message for a new one). One save runs at a time; a save asked for while one runs starts
 // after it, with the state as it is then, so any number of waiting sends share one.
 import { MAX_ARMORED_BOOK_CHARS, contactRecord, isContact, parseBook, serializeBook } from './contactbook.js';
+import { groupRecord, readGroups } from './groupbook.js';
 import { contactTag } from './rendezvous.js';
 
 export const BOOK_STORE = 'secchat.contacts.v1';
@@ -28,6 +29,9 @@ const REFUSAL = {
   bad_signature: 'it is not signed by your key',
   undecryptable: 'it cannot be decrypted with your key',
   too_slow: 'decrypting it took too long',
+  bad_group: 'a group in it is not well formed',
+  too_many_groups: 'it holds more groups than SecChat can listen for',
+  duplicate_group: 'it lists one group twice',
 };
 
 export function refusalReason(problem) {
@@ -44,29 +48,35 @@ export function refusalReason(problem) {
  * @param {(code: string, details?: object) => void} options.notice
  * @param {{now: () => number, setTimeout: Function, clearTimeout: Function}} [options.clock]  (tests: a fake one)
  * @param {() => void} [options.onSettled]  called when no save is due or running any more (the page shows it)
+ * @param {(groups: object[]) => Promise<void>} [options.groupsLoaded]  the book's groups, read and checked (groupsync.js)
  */
 export function createContactStore({
-  pgp, getModel, dispatch, identity, remember, notice, onSettled = () => {},
+  pgp, getModel, dispatch, identity, remember, notice, onSettled = () => {}, groupsLoaded = async () => {},
   clock = { now: () => Date.now(), setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) },
 }) {
   let timer = null;
   let dirtySince = 0; // when the first change not yet saved happened (0: none)
   let lastSaved = ''; // the contacts' JSON as last stored
   let lastFriends = null;
+  let lastGroups = null;
   let saving = null; // the save running, if any
   let queued = null; // the save that starts after it, if any
 
   const run = (op, args) => pgp.lanes.messages.run(op, args, { budgetMs: BOOK_BUDGET_MS });
 
+  /** What the book keeps: {contacts, groups} records. */
   function records(model) {
     const now = Date.now();
-    return [...model.friends.values()].filter(isContact).map((friend) => contactRecord(friend, now));
+    return {
+      contacts: [...model.friends.values()].filter(isContact).map((friend) => contactRecord(friend, now)),
+      groups: [...model.groups.values()].map(groupRecord),
+    };
   }
 
-  /** The armored book for `contacts` (records), or {problem}. */
-  async function sealed(contacts = records(getModel())) {
+  /** The armored book for `kept` (records), or {problem}. */
+  async function sealed(kept = records(getModel())) {
     const { fingerprint, publicArmored } = identity();
-    const book = serializeBook(contacts, fingerprint, clock.now());
+    const book = serializeBook(kept.contacts, fingerprint, clock.now(), kept.groups);
     if (book.problem) return { problem: book.problem };
     const armored = await run('seal', { envelopeText: book.text, friendArmored: publicArmored });
     return { armored, text: book.text };
@@ -86,20 +96,22 @@ export function createContactStore({
     if (!result.ok) return { problem: result.problem };
     const book = parseBook(result.text, fingerprint);
     if (book.problem) return book;
+    const read = await readGroups(book.groups, fingerprint, clock.now());
+    if (read.problem) return read;
     // The tag our contacts' control envelopes must carry (contacts.js); derived, never stored.
     const contacts = [];
     for (const contact of book.contacts) contacts.push({ ...contact, mineTag: await contactTag(contact.mine) });
-    return { contacts };
+    return { contacts, groups: read.groups };
   }
 
   /** Saves the contacts as they are now, unless they are what was stored last. Never throws. */
   async function save() {
     if (!remember()) return;
-    const contacts = records(getModel());
-    const text = JSON.stringify(contacts);
+    const kept = records(getModel());
+    const text = JSON.stringify(kept);
     if (text === lastSaved) return;
     try {
-      const book = await sealed(contacts);
+      const book = await sealed(kept);
       if (book.problem) {
         notice('book_not_saved', { reason: refusalReason(book.problem) });
         return;
@@ -137,9 +149,10 @@ export function createContactStore({
      * after the first unsaved one.
      */
     changed() {
-      const { friends } = getModel();
-      if (friends === lastFriends || !remember()) return;
+      const { friends, groups } = getModel();
+      if ((friends === lastFriends && groups === lastGroups) || !remember()) return;
       lastFriends = friends;
+      lastGroups = groups;
       const now = clock.now();
       if (!dirtySince) dirtySince = now;
       clock.clearTimeout(timer);
@@ -163,8 +176,9 @@ export function createContactStore({
     /** Whether the stored book differs from the contacts as they are (a reload now would lose the difference). */
     get unsaved() {
       if (!remember()) return false;
-      const text = JSON.stringify(records(getModel()));
-      return text !== lastSaved && !(text === '[]' && lastSaved === '');
+      const kept = records(getModel());
+      const text = JSON.stringify(kept);
+      return text !== lastSaved && !(kept.contacts.length === 0 && kept.groups.length === 0 && lastSaved === '');
     },
     /** Reads the remembered book, if any, into the domain. */
     async load() {
@@ -181,6 +195,7 @@ export function createContactStore({
         return;
       }
       await dispatch({ type: 'bookLoaded', contacts: book.contacts });
+      await groupsLoaded(book.groups);
     },
     /** The armored book to download, or throws with the reason. */
     async exportText() {
@@ -195,6 +210,7 @@ export function createContactStore({
       const known = new Set([...getModel().friends.values()].map((f) => f.fingerprint));
       const added = book.contacts.filter((c) => !known.has(c.fingerprint)).length;
       await dispatch({ type: 'bookLoaded', contacts: book.contacts });
+      await groupsLoaded(book.groups);
       return { added, updated: book.contacts.length - added };
     },
   };

@@ -26,9 +26,10 @@ const MAX_DRAIN_WAIT_MS = 10000;
  * @param {() => number} options.queued  frames waiting in the per-peer queue
  * @param {(error: unknown) => void} options.onError
  * @param {{now: () => number, setTimeout: Function, clearTimeout: Function}} [options.clock]  (tests: a fake one)
+ * @param {() => void} [options.onFetched]  a connection's mailbox was fetched and handled (groups resend then)
  */
 export function createContactSync({
-  transport, getModel, dispatch, queued, onError,
+  transport, getModel, dispatch, queued, onError, onFetched = () => {},
   clock = { now: () => Date.now(), setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) },
 }) {
   const sleep = (ms) => new Promise((resolve) => clock.setTimeout(resolve, ms));
@@ -106,10 +107,13 @@ export function createContactSync({
     const current = getModel();
     if (!transport.isOnline() || current.session.version !== 2 || current.handles.supported === false) return;
     const at = connection;
-    const plan = listenPlan(listened, current.handles.listen.keys());
+    // The groups' handles (groupsync.js) share the connection's LISTEN set and its FETCH.
+    const plan = listenPlan(listened, [...current.handles.listen.keys(), ...current.groupHandles.listen.keys()]);
+    let waiting = false; // a LISTEN after this connection's first FETCH says mail waits (a group joined since)
     for (const handles of batches(plan.listen)) {
       try {
-        await transport.request({ type: 'LISTEN', handles });
+        const answer = await transport.request({ type: 'LISTEN', handles });
+        if (answer && answer.waiting > 0) waiting = true;
       } catch (error) {
         if (error.code === 'unknown_type') await dispatch({ type: 'handlesSupported', supported: false });
         return; // offline, or the server refused (too_many_handles): the next change or CONNECT tries again
@@ -127,7 +131,7 @@ export function createContactSync({
       if (at !== connection) return;
       handles.forEach((h) => listened.delete(h));
     }
-    if (fetched || listened.size === 0) return;
+    if ((fetched && !waiting) || listened.size === 0) return;
     for (let round = 0; round < MAX_FETCH_ROUNDS; round += 1) {
       let answer;
       try {
@@ -139,12 +143,17 @@ export function createContactSync({
       if (!(answer.waiting > 0)) break;
       while (queued() >= FETCH_WHEN_QUEUED_BELOW) await sleep(50);
     }
+    if (fetched) {
+      onFetched(); // a group joined or restored since: what waited for its handles is in
+      return;
+    }
     // The messages fetched from yesterday's handles find their contact through the handles derived now: they
     // are handled before those handles go (a frame to a handle no longer listened on is for nobody).
     for (let waited = 0; queued() > 0 && waited < MAX_DRAIN_WAIT_MS; waited += 50) await sleep(50);
     if (at !== connection) return;
     fetched = true;
     await dispatch({ type: 'probeContacts' });
+    onFetched();
     again = true; // derive again without yesterday's handles, and UNLISTEN them
   }
 

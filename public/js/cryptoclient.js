@@ -174,7 +174,7 @@ export function createCrypto({ budgetMs = JOB_BUDGET_MS } = {}) {
       messageLane.setInit('init', { privateBinary });
       keyLane.warm();
     },
-    /** {fingerprint, userId} of a usable friend's key; rejects with the reason it is not. */
+    /** {fingerprint, userId, keyIds} of a usable friend's key; rejects with the reason it is not. */
     readFriendKey(armored) {
       // Checked here, before the text is copied to the worker: only keys the server could have accepted go there.
       const refused = refuseUnsent(armored);
@@ -184,6 +184,10 @@ export function createCrypto({ budgetMs = JOB_BUDGET_MS } = {}) {
     seal: (envelopeText, friendArmored) => messageLane.run('seal', { envelopeText, friendArmored }),
     /** keys.openPayload's answer for a payload from the friend with this key. */
     open: (payload, friendArmored) => messageLane.run('open', { payload, friendArmored }),
+    /** A group message: the envelope text encrypted once to every key of `armoredKeys`, signed with ours. */
+    sealMany: (envelopeText, armoredKeys) => messageLane.run('sealMany', { envelopeText, armoredKeys }),
+    /** keys.openGroupPayload's answer, against `members` ([{fingerprint, armored}]). */
+    openGroup: (payload, members) => messageLane.run('openGroup', { payload, members }),
     lanes: { keys: keyLane, messages: messageLane },
   };
 }

@@ -5,10 +5,12 @@
 // Messages in: {id, op, args}; out: {id, ok:true, result} or {id, ok:false, error:{code, message}}, and once,
 // when this module (with OpenPGP.js) is loaded, {ready:true}: the page starts a job's time budget only then.
 // Jobs run strictly one after the other, in the order they were posted (`init` before the jobs after it).
-import { KeyError, openPayload, readFriendKey, sealPayload } from './keys.js';
+import {
+  KeyError, fingerprintOf, keyIdsOf, openGroupPayload, openPayload, readFriendKey, sealPayload, sealToMany,
+} from './keys.js';
 import * as openpgp from '../vendor/openpgp.min.mjs';
 
-const FRIEND_KEY_CACHE = 64; // parsed keys kept, by armored text; a friend's key is read once, not per message
+const FRIEND_KEY_CACHE = 128; // parsed keys kept, by armored text (a group of 64 and the contacts writing at once); read once, not per message
 
 let privateKey = null;
 const friendKeys = new Map(); // armored -> key object, oldest first
@@ -38,8 +40,24 @@ const OPS = {
     return true;
   },
   async readFriendKey({ armored }) {
-    const { fingerprint, userId } = await readFriendKey(armored);
-    return { fingerprint, userId };
+    const { key, fingerprint, userId } = await readFriendKey(armored);
+    return { fingerprint, userId, keyIds: keyIdsOf(key) };
+  },
+  /** A group message: encrypted once to every key of `armoredKeys`, signed by ours. */
+  async sealMany({ envelopeText, armoredKeys }) {
+    const keys = [];
+    for (const armored of armoredKeys) keys.push(await friendKey(armored));
+    return sealToMany({ envelopeText, keys, privateKey: needIdentity() });
+  },
+  /** A group payload, against the members' keys (armored, by fingerprint); keys.openGroupPayload's answer. */
+  async openGroup({ payload, members }) {
+    const read = [];
+    for (const { fingerprint, armored } of members) {
+      const key = await friendKey(armored).catch(() => null);
+      // A key held under another member's fingerprint names nobody.
+      if (key && fingerprintOf(key) === fingerprint) read.push({ fingerprint, key });
+    }
+    return openGroupPayload({ payload, privateKey: needIdentity(), members: read });
   },
   async seal({ envelopeText, friendArmored }) {
     return sealPayload({ envelopeText, friendKey: await friendKey(friendArmored), privateKey: needIdentity() });

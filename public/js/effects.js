@@ -12,7 +12,7 @@ import { noticeText, notificationText } from './text.js';
 
 /** Control envelopes go out at most one per this long (see createEffects). */
 export const CONTROL_EVERY_MS = 50;
-/** Control envelopes waiting at once, at most: a few per contact (MAX_CONTACTS 1,365) at the very most. */
+/** Control envelopes waiting at once, at most: a few per contact (MAX_CONTACTS 1,173) at the very most. */
 export const MAX_CONTROL_QUEUED = 4096;
 /** How long a control envelope waits for the server's answer before it counts as refused. */
 export const CONTROL_ANSWER_MS = 10000;
@@ -27,9 +27,11 @@ export const CONTROL_ANSWER_MS = 10000;
  *   state (contactstore.js): awaited before a message that says `persist` and before every receipt
  * @param {number} [options.controlAnswerMs]  how long a control envelope waits for the server's answer
  * @param {number} [options.maxControlQueued]  control envelopes waiting at once, at most
+ * @param {{fromContact: Function}} [options.groups]  groupsync.js: a group envelope a contact sent us
  */
 export function createEffects({
   transport, pgp, dispatch, page, persist = async () => {}, controlAnswerMs = CONTROL_ANSWER_MS, maxControlQueued = MAX_CONTROL_QUEUED,
+  groups = { fromContact: async () => {} },
 }) {
   const later = (promise) => promise.catch(page.error);
   // A stale book after a reload would use this seq again, or take a receipted message for a new one.
@@ -90,6 +92,10 @@ export function createEffects({
         ok: false, problem: error.code === 'too_slow' ? 'too_slow' : 'undecryptable', detail: error.message,
       }));
       await dispatch({ type: 'opened', peer, incoming, opened });
+    },
+    // Ordered like `open`: a contact's version comes before the keys it sends after it.
+    async groupFromContact({ peer, text }) {
+      await groups.fromContact({ peer, text }).catch(page.error);
     },
   };
 

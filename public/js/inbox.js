@@ -7,6 +7,7 @@
 // friendship began, and the friend's key is not an unconfirmed change. Only such a message moves `seq` on.
 import { receiveControl, sendReceipt } from './contacts.js';
 import { FRAME_OVERHEAD, classifySeq, parseEnvelope } from './envelope.js';
+import { parseGroupEnvelope } from './groupmessages.js';
 import { pushLine, putFriend, takeLocalId, updateFriend, withEntry, withLine, withMember } from './model.js';
 import { accept, classifyReceived } from './receipts.js';
 
@@ -27,7 +28,7 @@ export function isRepresentableTime(ms) {
 }
 
 /** The sender's signed time is further from our receive time than clocks and queueing explain. */
-function isSkewed(sentTs, receivedAt, via) {
+export function isSkewed(sentTs, receivedAt, via) {
   const delay = via === 'handle' ? MAILBOX_DELAY_MS : QUEUE_DELAY_MS;
   return sentTs < receivedAt - CLOCK_SKEW_MS - delay || sentTs > receivedAt + CLOCK_SKEW_MS;
 }
@@ -74,6 +75,11 @@ export function messageOpened(next, { peer, incoming, opened }) {
     // Not from the pinned key: shown only on the user's explicit "show anyway", and then still flagged.
     if (opened.text !== undefined) message.text = textOfUntrusted(opened.text);
     message.hidden = true;
+  } else if (parseGroupEnvelope(opened.text).problem !== 'not_group') {
+    // A group envelope from a contact (a version that adds us, or keys: PROTOCOL §6 "Joining"), signed by its
+    // pinned key: the group wiring takes it (groupsync.js). Never while the key is an unconfirmed change.
+    if (friend.trust !== 'changed') next.effects.push({ type: 'groupFromContact', peer, text: opened.text });
+    return;
   } else {
     const parsed = parseEnvelope(opened.text, next.state.ownFingerprint);
     if (parsed.ok && parsed.envelope.kind) {

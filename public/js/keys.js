@@ -169,6 +169,62 @@ export async function openPayload({ payload, privateKey, friendKey }) {
   }
 }
 
+/** The key IDs of a key and its subkeys, as 16 lower-case hex digits (OpenPGP.js KeyID.toHex()). */
+export function keyIdsOf(key) {
+  return key.getKeyIDs().map((id) => id.toHex());
+}
+
+/**
+ * Encrypts the envelope text once to every key of `keys` (one session-key packet each) and signs it with ours:
+ * a group message (PROTOCOL §6 "Groups", §11).
+ */
+export async function sealToMany({ envelopeText, keys, privateKey }) {
+  return openpgp.encrypt({
+    message: await openpgp.createMessage({ text: envelopeText }),
+    encryptionKeys: keys,
+    signingKeys: privateKey,
+  });
+}
+
+/**
+ * Opens a group payload. `members` ([{fingerprint, key}]) are the keys of the group's members as we hold them.
+ * Returns {ok:true, text, signer, recipients} when it decrypts and carries signatures by exactly one member's
+ * key, all valid; else {ok:false, problem ('undecryptable' | 'no_member_signature' | 'bad_signature'),
+ * recipients?}. `recipients` are the key IDs its session-key packets name (getEncryptionKeyIDs), so the
+ * caller can tell whether it was also encrypted to someone outside the group.
+ */
+export async function openGroupPayload({ payload, privateKey, members }) {
+  const config = { maxDecompressedMessageSize: MAX_DECOMPRESSED_BYTES };
+  let message;
+  try {
+    message = await openpgp.readMessage({ armoredMessage: payload });
+  } catch (error) {
+    return { ok: false, problem: 'undecryptable', detail: error.message };
+  }
+  const recipients = message.getEncryptionKeyIDs().map((id) => id.toHex());
+  let data;
+  let signatures;
+  try {
+    ({ data, signatures } = await openpgp.decrypt({
+      message, decryptionKeys: privateKey, verificationKeys: members.map((m) => m.key), expectSigned: false, config,
+    }));
+  } catch (error) {
+    return { ok: false, problem: 'undecryptable', detail: error.message, recipients };
+  }
+  const owners = new Map();
+  for (const m of members) for (const id of keyIdsOf(m.key)) owners.set(id, m.fingerprint);
+  const signers = new Set(signatures.map((s) => owners.get(s.keyID.toHex()) || null));
+  if (signatures.length === 0 || signers.has(null) || signers.size !== 1) {
+    return { ok: false, problem: 'no_member_signature', recipients };
+  }
+  try {
+    for (const s of signatures) await s.verified;
+  } catch {
+    return { ok: false, problem: 'bad_signature', recipients };
+  }
+  return { ok: true, text: data, signer: [...signers][0], recipients };
+}
+
 function isEmpty(source) {
   return typeof source === 'string' ? source.trim() === '' : source.length === 0;
 }

@@ -41,6 +41,10 @@ export function createModel() {
     // handle we listen on to the friend key it belongs to, `send` a friend key to the friend's handle of `day`.
     // `supported`: null until the server answered a LISTEN on this connection, then whether it speaks §10.
     handles: { day: '', listen: new Map(), send: new Map(), supported: null },
+    groups: new Map(), // gid -> group record (groups.js), at most MAX_GROUPS (rendezvous.js)
+    // The groups' handles of today (groupsync.js): `listen` maps a handle we listen on to its gid, `send` a gid to
+    // the other members' handles (fingerprint -> handle).
+    groupHandles: { listen: new Map(), send: new Map() },
   };
 }
 

@@ -22,11 +22,18 @@ const B64URL_32 = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
 /** The server's bound per session (PROTOCOL §10) ... */
 export const MAX_HANDLES_PER_SESSION = 4096;
 /**
- * ... over the most days listened on at once per contact (yesterday for the first FETCH, today, and tomorrow
- * near midnight) gives the contact book's bound: 1,365 contacts.
+ * ... is shared between groups and contacts. A group makes a member listen on at most 9 handles
+ * (grouphandles.js HANDLES_PER_GROUP: three days under the current secret and two previous ones), and a member
+ * belongs to at most MAX_GROUPS groups, so groups take at most 576 handles ...
+ */
+export const MAX_GROUPS = 64;
+export const GROUP_HANDLES_RESERVED = MAX_GROUPS * 9;
+/**
+ * ... and the rest over the most days listened on at once per contact (yesterday for the first FETCH, today,
+ * and tomorrow near midnight) gives the contact book's bound: 1,173 contacts.
  */
 export const MAX_DAYS_AT_ONCE = 3;
-export const MAX_CONTACTS = Math.floor(MAX_HANDLES_PER_SESSION / MAX_DAYS_AT_ONCE);
+export const MAX_CONTACTS = Math.floor((MAX_HANDLES_PER_SESSION - GROUP_HANDLES_RESERVED) / MAX_DAYS_AT_ONCE);
 /** How near UTC midnight (before or after) the neighbouring day's handle is listened on too. */
 export const NEAR_MIDNIGHT_MS = 60 * 60 * 1000;
 /** Handles per LISTEN / UNLISTEN frame (PROTOCOL §10: 1 to 1,024). */

@@ -186,6 +186,8 @@ export function noticeText(code, details = {}) {
       return { tone: 'info', kind: 'book', text: `Contact book imported: ${details.added} new, ${details.updated} updated.` };
     case 'book_not_saved':
       return { tone: 'warn', kind: 'book-save', text: `Your contact book could not be saved on this device (${details.reason}). Export it to keep it.` };
+    case 'groups_full':
+      return { tone: 'warn', kind: 'groups-full', text: `A contact added you to a group, but you are in ${details.max} groups, the most SecChat can listen for at once. Leave a group, then ask them to add you again.` };
     case 'internal_error':
       return { tone: 'error', text: `Internal error while handling a server message: ${details.message}` };
     default:

@@ -13,7 +13,8 @@
 //   backoffOver {peer, localId}
 // - the wiring: inviteSecretCreated {secret} (answering inviteSecretNeeded); contacts (contacts.js):
 //   rendezvousSecretCreated {peer, secret}, handlesDerived {day, listen, send}, handlesSupported {supported},
-//   probeContacts, probeSent {peer, nonce}, controlSent {peer, purpose, code}, bookLoaded {contacts}
+//   probeContacts, probeSent {peer, nonce}, controlSent {peer, purpose, code}, bookLoaded {contacts}; groups
+//   (groups.js): groupPut {group}, groupForgotten {gid}, groupHandlesDerived {listen, send}, groupAlertsDismissed {gid}
 // - the user: inviteLinkTaken {secret, fresh} (the link shown was copied, shared or shown as a QR code; `fresh`
 //   is the next secret, drawn by the wiring)
 // - the user: identityReady, inviteOpened {id, fingerprint, secret}, nicknameSet {id, nickname}, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
@@ -28,10 +29,12 @@
 // notice {code, …} (text.js noticeText), notify {what, from}, incoming {from, flagged}, show {id},
 // moved {from, to} (a contact's entry moved to a new ID: its open chat goes with it),
 // inviteSecretNeeded (draw a new secret for our invite link), sendControl {peer, purpose, kind, fields, to, route,
-// publicArmored} (seal a §6 control envelope and send it to `route` without a chat line). checkKey for a request that carries an invite
+// publicArmored} (seal a §6 control envelope and send it to `route` without a chat line), groupFromContact {peer, text}
+// (a group envelope a contact sent us: groupsync.js). checkKey for a request that carries an invite
 // proof also has {invite, inviteSecrets, ownFingerprint}, and its keyChecked answer {viaInvite}.
 import * as contacts from './contacts.js';
 import * as friendship from './friendship.js';
+import * as groups from './groups.js';
 import { messageOpened, revealMessage } from './inbox.js';
 import { begin } from './model.js';
 import {
@@ -81,6 +84,11 @@ const HANDLERS = {
   probeSent: contacts.probeSent,
   controlSent: contacts.controlSent,
   bookLoaded: contacts.bookLoaded,
+  // groups (groups.js): records made by groupsync.js
+  groupPut: groups.groupPut,
+  groupForgotten: groups.groupForgotten,
+  groupHandlesDerived: groups.groupHandlesDerived,
+  groupAlertsDismissed: groups.groupAlertsDismissed,
 };
 
 /** Applies `event` to `state`. An event of an unknown type changes nothing. */

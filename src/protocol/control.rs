@@ -39,6 +39,12 @@ enum Control<'a> {
     },
     /// `{"type":"HANDLE_TAKEN","handle":..}` (version 2).
     HandleTaken { handle: &'a Handle },
+    /// `{"type":"ACK","ref":<raw>,"sent":n,"queued":n}`: a MESSAGE to several handles.
+    FanoutAck {
+        reference: &'a str,
+        sent: usize,
+        queued: usize,
+    },
 }
 
 /// Why mail to a handle was dropped unread (UNDELIVERED's `reason`, PROTOCOL.md §10).
@@ -48,6 +54,10 @@ pub enum UndeliveredReason {
     Expired,
     /// Made room under one of the mailbox's caps.
     Evicted,
+    /// One handle of a MESSAGE to several: its listener's buffers were full.
+    PeerBusy,
+    /// One handle of a MESSAGE to several: nobody connected there, and it could not be stored.
+    NoMailbox,
 }
 
 impl UndeliveredReason {
@@ -55,6 +65,8 @@ impl UndeliveredReason {
         match self {
             UndeliveredReason::Expired => "expired",
             UndeliveredReason::Evicted => "evicted",
+            UndeliveredReason::PeerBusy => "peer_busy",
+            UndeliveredReason::NoMailbox => "no_mailbox",
         }
     }
 }
@@ -149,6 +161,19 @@ impl Describe for Control<'_> {
                 out.text(r#"{"type":"HANDLE_TAKEN","handle":""#);
                 out.handle(handle);
                 out.text(r#""}"#);
+            }
+            Control::FanoutAck {
+                reference,
+                sent,
+                queued,
+            } => {
+                out.text(r#"{"type":"ACK","ref":"#);
+                out.text(reference);
+                out.text(r#","sent":"#);
+                out.decimal(sent as u64);
+                out.text(r#","queued":"#);
+                out.decimal(queued as u64);
+                out.text("}");
             }
         }
     }
@@ -275,6 +300,17 @@ pub fn undelivered_to_handle(
         handle,
         reference,
         reason,
+    }
+    .to_exact_string()
+}
+
+/// `{"type":"ACK","ref":<raw>,"sent":n,"queued":n}`: the answer to a MESSAGE to several handles
+/// (PROTOCOL.md §11).
+pub fn fanout_ack(reference: &str, sent: usize, queued: usize) -> String {
+    Control::FanoutAck {
+        reference,
+        sent,
+        queued,
     }
     .to_exact_string()
 }

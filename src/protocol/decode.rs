@@ -148,8 +148,12 @@ fn checked_frame(fields: KnownFields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
             to: target(fields.to).ok_or_else(bad_request)?,
         },
         FrameType::Message => Request::Message {
-            target: message_target(fields.to, fields.handle, target, Handle::from_json)
-                .ok_or_else(bad_request)?,
+            target: message_target(
+                [fields.to, fields.handle, fields.handles],
+                target,
+                Handle::from_json,
+            )
+            .ok_or_else(bad_request)?,
             payload: armored(fields.payload, MESSAGE_ARMOR),
             mailbox: mailbox_choice(fields.mailbox),
         },
@@ -240,22 +244,23 @@ fn target(raw: Option<RawJson<'_>>) -> Option<Option<Id>> {
     })
 }
 
-/// MESSAGE's target (see [`MessageTarget`]), `None` for `bad_request` in every version: `to`
-/// present but not a string, or neither `to` nor a string `handle`. `id_of` and `handle_of` read
-/// the two fields (the reference decoder passes its own).
+/// MESSAGE's target (see [`MessageTarget`]) from its `to`, `handle` and `handles`; `None` for
+/// `bad_request` in every version: `to` present but not a string, or no `to` and neither a
+/// string `handle` alone nor a well-formed `handles` alone. `id_of` and `handle_of` read the
+/// first two fields (the reference decoder passes its own).
 pub(super) fn message_target<'a>(
-    to: Option<RawJson<'a>>,
-    handle: Option<RawJson<'a>>,
+    [to, handle, handles]: [Option<RawJson<'a>>; 3],
     id_of: impl Fn(Option<RawJson<'a>>) -> Option<Option<Id>>,
     handle_of: impl Fn(RawJson<'a>) -> Option<Handle>,
-) -> Option<MessageTarget> {
-    match (to, handle) {
-        (Some(_), None) => Some(MessageTarget::Id(id_of(to)?)),
-        (Some(_), Some(_)) => Some(MessageTarget::IdAndHandle(id_of(to)?)),
-        (None, Some(handle)) if handle.is_string() => {
+) -> Option<MessageTarget<'a>> {
+    match (to, handle, handles) {
+        (Some(_), None, None) => Some(MessageTarget::Id(id_of(to)?)),
+        (Some(_), _, _) => Some(MessageTarget::IdAndHandle(id_of(to)?)),
+        (None, Some(handle), None) if handle.is_string() => {
             Some(MessageTarget::Handle(handle_of(handle)))
         }
-        (None, _) => None,
+        (None, None, Some(handles)) => Some(MessageTarget::Handles(HandleList::fanout(handles)?)),
+        (None, _, _) => None,
     }
 }
 

@@ -79,8 +79,12 @@ fn reference_decode(text: &str) -> Result<Frame<'_>, Rejected<'_>> {
             to: reference_target(fields.to).ok_or_else(bad_request)?,
         },
         FrameType::Message => Request::Message {
-            target: message_target(fields.to, fields.handle, reference_target, reference_handle)
-                .ok_or_else(bad_request)?,
+            target: message_target(
+                [fields.to, fields.handle, fields.handles],
+                reference_target,
+                reference_handle,
+            )
+            .ok_or_else(bad_request)?,
             payload: reference_armored(fields.payload, MESSAGE_ARMOR),
             mailbox: mailbox_choice(fields.mailbox),
         },
@@ -196,6 +200,13 @@ fn outcome(text: &str, result: &Result<Frame<'_>, Rejected<'_>>) -> String {
                     let target = match target {
                         super::MessageTarget::Handle(handle) => {
                             format!("Handle {:?}", handle.map(|h| h.as_str().to_owned()))
+                        }
+                        super::MessageTarget::Handles(list) => {
+                            let handles = list
+                                .iter()
+                                .map(|handle| handle.map(|h| h.as_str().to_owned()))
+                                .collect::<Vec<_>>();
+                            format!("Handles {handles:?}")
                         }
                         other => format!("{other:?}"),
                     };

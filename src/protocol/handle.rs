@@ -15,6 +15,10 @@ pub const HANDLE_LEN: usize = 43;
 /// The most handles one LISTEN or UNLISTEN may name.
 pub const MAX_HANDLES_PER_REQUEST: usize = 1024;
 
+/// The most handles one MESSAGE may go to (PROTOCOL.md §11): a group of up to 64 members, each
+/// message copied to the others.
+pub const MAX_FANOUT_HANDLES: usize = 64;
+
 /// A rendezvous handle: exactly [`HANDLE_LEN`] characters of the base64url alphabet
 /// (`A-Z a-z 0-9 - _`). Any 43 such characters are a handle; the two bits the last character
 /// carries beyond 32 bytes are not checked, as the server never decodes the bytes.
@@ -124,16 +128,26 @@ impl fmt::Debug for Handle {
 pub struct HandleList<'a>(RawJson<'a>);
 
 impl<'a> HandleList<'a> {
-    /// `raw` when it is an array of 1 to [`MAX_HANDLES_PER_REQUEST`] strings, else `None`
-    /// (`bad_request`).
+    /// LISTEN's and UNLISTEN's list: `raw` when it is an array of 1 to
+    /// [`MAX_HANDLES_PER_REQUEST`] strings, else `None` (`bad_request`).
     pub fn new(raw: RawJson<'a>) -> Option<HandleList<'a>> {
+        HandleList::of_at_most(raw, MAX_HANDLES_PER_REQUEST)
+    }
+
+    /// MESSAGE's `handles`: an array of 1 to [`MAX_FANOUT_HANDLES`] strings, else `None`
+    /// (`bad_request`).
+    pub fn fanout(raw: RawJson<'a>) -> Option<HandleList<'a>> {
+        HandleList::of_at_most(raw, MAX_FANOUT_HANDLES)
+    }
+
+    fn of_at_most(raw: RawJson<'a>, max: usize) -> Option<HandleList<'a>> {
         let mut count = 0;
         for element in ArrayElements::new(raw.get())? {
             if !element?.is_string() {
                 return None;
             }
             count += 1;
-            if count > MAX_HANDLES_PER_REQUEST {
+            if count > max {
                 return None;
             }
         }
@@ -154,6 +168,15 @@ impl<'a> HandleList<'a> {
         self.iter().count()
     }
 }
+
+/// Two lists are equal when written alike (for tests that compare decoders).
+impl PartialEq for HandleList<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for HandleList<'_> {}
 
 /// Shows the number of handles, never one of them.
 impl fmt::Debug for HandleList<'_> {

@@ -43,8 +43,8 @@ pub enum Request<'a> {
         to: Option<Id>,
     },
     Message {
-        /// Where it goes: an ID (`to`) or, in version 2, a handle.
-        target: MessageTarget,
+        /// Where it goes: an ID (`to`) or, in version 2, a handle or several.
+        target: MessageTarget<'a>,
         /// The raw `payload` when it is an armored message, else `None` (`not_encrypted`).
         payload: Option<RawJson<'a>>,
         /// `mailbox` (version 2, MESSAGE to a handle): whether the message may be stored when no
@@ -69,18 +69,24 @@ pub enum Request<'a> {
     Unknown,
 }
 
-/// MESSAGE's `to` and `handle`, as far as they can be judged without the session's version: a
-/// version-1 session ignores `handle` (an unknown field to it), a version-2 one needs exactly one
-/// of the two. Frames that fail in every version (`to` not a string; neither `to` nor a string
-/// `handle`) are `bad_request` at decoding already.
+/// MESSAGE's `to`, `handle` and `handles`, as far as they can be judged without the session's
+/// version: a version-1 session ignores `handle` and `handles` (unknown fields to it), a
+/// version-2 one needs exactly one of the three. Frames that fail in every version (`to` not a
+/// string; no `to` and neither a string `handle` alone nor a well-formed `handles` alone) are
+/// `bad_request` at decoding already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageTarget {
-    /// `to` without `handle`. `None`: not a valid ID (`bad_id`).
+pub enum MessageTarget<'a> {
+    /// `to` alone. `None`: not a valid ID (`bad_id`).
     Id(Option<Id>),
-    /// A string `handle` without `to`: `bad_request` for version 1. `None`: not a handle
+    /// A string `handle` alone: `bad_request` for version 1. `None`: not a handle
     /// (`bad_handle`).
     Handle(Option<Handle>),
-    /// `to` and `handle` (of any JSON type): `bad_request` for version 2; version 1 reads `to`.
+    /// `handles` alone, an array of 1 to 64 strings (PROTOCOL.md §11): `bad_request` for
+    /// version 1. Whether each string is a handle, and whether one is named twice, is the
+    /// router's check.
+    Handles(HandleList<'a>),
+    /// `to` with `handle` or `handles` (of any JSON type): `bad_request` for version 2; version
+    /// 1 reads `to`.
     IdAndHandle(Option<Id>),
 }
 

@@ -31,6 +31,23 @@ impl<E: Entropy> Router<E> {
     ) -> Result<(), ErrorCode> {
         let payload = payload.ok_or(ErrorCode::NotEncrypted)?;
         self.take_message_token(caller, now)?;
+        let queued = self.hand_over(caller, handle, payload, may_store, now, out)?;
+        self.messages_routed += 1;
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    /// The message for `handle` to its connected listener (`Ok(false)`), else into the mailbox
+    /// (`Ok(true)`); `peer_busy` or `no_mailbox` when neither can take it.
+    pub(super) fn hand_over(
+        &mut self,
+        caller: Caller<'_>,
+        handle: &Handle,
+        payload: RawJson<'_>,
+        may_store: bool,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<bool, ErrorCode> {
         let listener_conn = self
             .handles
             .listener(handle)
@@ -41,25 +58,22 @@ impl<E: Entropy> Router<E> {
             payload,
             ts: now.unix_ms,
         };
-        let queued = match listener_conn {
+        match listener_conn {
             Some(conn) => {
                 let (max_unsent, _) = self.recipient_caps(out);
                 if out.backlog(conn) > max_unsent {
                     return Err(ErrorCode::PeerBusy);
                 }
                 out.send(conn, frame);
-                false
+                Ok(false)
             }
             // A probe (`"mailbox":false`) is never stored: nobody connected listens.
-            None if !may_store => return Err(ErrorCode::NoMailbox),
+            None if !may_store => Err(ErrorCode::NoMailbox),
             None => {
                 self.store_letter(caller, *handle, frame, now, out)?;
-                true
+                Ok(true)
             }
-        };
-        self.messages_routed += 1;
-        self.ack(caller, queued, out);
-        Ok(())
+        }
     }
 
     /// Keeps `frame` in the mailbox for `handle`; `no_mailbox` when it cannot be.

@@ -22,10 +22,18 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one. `rate == 0` means unlimited.
+    #[inline]
     pub fn try_take(&mut self, rate: u32, period_ms: u64, now_ms: u64) -> bool {
+        self.try_take_many(1, rate, period_ms, now_ms)
+    }
+
+    /// Takes `tokens` tokens if there are that many, else none. `rate == 0` means unlimited;
+    /// more tokens than the bucket holds are never there.
+    pub fn try_take_many(&mut self, tokens: u32, rate: u32, period_ms: u64, now_ms: u64) -> bool {
         if rate == 0 {
             return true;
         }
+        let cost = u64::from(tokens).saturating_mul(period_ms);
         let elapsed = now_ms.saturating_sub(self.updated_ms);
         let refill = elapsed.saturating_mul(u64::from(rate));
         self.units = self
@@ -33,8 +41,8 @@ impl TokenBucket {
             .saturating_add(refill)
             .min(capacity(rate, period_ms));
         self.updated_ms = self.updated_ms.max(now_ms);
-        if self.units >= period_ms {
-            self.units -= period_ms;
+        if self.units >= cost {
+            self.units -= cost;
             true
         } else {
             false

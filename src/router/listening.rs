@@ -6,7 +6,7 @@
 //! (HANDLE_TAKEN). Both frames take a token of the MESSAGE rate.
 
 use super::session::QueuedKind;
-use super::{Caller, Entropy, FrameSink, MS_PER_SECOND, Now, Router};
+use super::{Caller, Entropy, FrameSink, Now, Router};
 use crate::protocol::{self, ErrorCode, Handle, HandleList, ServerFrame};
 
 impl<E: Entropy> Router<E> {
@@ -67,19 +67,7 @@ impl<E: Entropy> Router<E> {
         caller: Caller<'_>,
         now: Now,
     ) -> Result<(), ErrorCode> {
-        let rate = self.config.rate_messages_per_sec;
-        let session = self
-            .sessions
-            .get_mut(&caller.id)
-            .ok_or(ErrorCode::NotConnected)?;
-        if session
-            .message_rate
-            .try_take(rate, MS_PER_SECOND, now.mono_ms)
-        {
-            Ok(())
-        } else {
-            Err(ErrorCode::RateLimited)
-        }
+        self.take_message_tokens(caller, 1, now)
     }
 
     /// LISTENING: how many handles the caller listens on, and how many letters wait for them.

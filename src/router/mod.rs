@@ -72,6 +72,7 @@
 mod config;
 mod connect;
 mod delivery;
+mod fanout;
 pub(crate) mod fasthash;
 mod friend_requests;
 mod handle_messages;
@@ -396,6 +397,18 @@ impl<E: Entropy> Router<E> {
                 let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
                 let handle = handle.ok_or(ErrorCode::BadHandle)?;
                 self.message_to_handle(caller, &handle, payload, may_store, now, out)
+            }
+            Request::Message {
+                target: MessageTarget::Handles(handles),
+                payload,
+                mailbox,
+            } => {
+                if !self.speaks_v2(caller.id) {
+                    // To version 1, `handles` is unknown: the MESSAGE lacks its `to`.
+                    return Err(ErrorCode::BadRequest);
+                }
+                let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
+                self.message_to_handles(caller, handles, payload, may_store, now, out)
             }
             Request::Listen { handles } => {
                 self.version_two_only(caller)?;

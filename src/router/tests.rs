@@ -196,6 +196,7 @@ fn addr(text: &str) -> ClientAddr {
 mod busy;
 mod connect;
 mod errors;
+mod fanout;
 mod friends;
 mod handles;
 mod mailbox;

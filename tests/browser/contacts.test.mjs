@@ -73,6 +73,11 @@ async function waitForContact(user, friendKey) {
   await user.page.waitForFunction((key) => document.querySelector(`.friend[data-friend="${key}"]`)?.dataset.contact === 'true', friendKey, { timeout: 15000 });
 }
 
+/** No save of the contact book is due or running (the side panel's book says so): it holds the state as it is. */
+async function bookSettled(user) {
+  await user.page.waitForFunction(() => document.querySelector('.panel.book')?.dataset.pending === 'false', null, { timeout: 15000 });
+}
+
 async function waitForSaved(user) {
   await user.page.waitForFunction(() => Boolean(localStorage.getItem('secchat.contacts.v1')), null, { timeout: 10000 });
 }
@@ -97,7 +102,8 @@ for (const viewport of [DESKTOP, PHONE]) {
       await waitForContact(bob, alice.id);
       await waitForSaved(alice);
       await waitForSaved(bob);
-      await alice.page.waitForTimeout(1500); // the debounced save of the final state
+      await bookSettled(alice); // the debounced save of the final state: a reload must not find it pending
+      await bookSettled(bob);
 
       const firstFrames = { alice: alice.frames.length, bob: bob.frames.length };
       await reload(alice);
@@ -137,7 +143,8 @@ async function contactPair(srv) {
   await waitForContact(bob, alice.id);
   await waitForSaved(alice);
   await waitForSaved(bob);
-  await alice.page.waitForTimeout(1500);
+  await bookSettled(alice);
+  await bookSettled(bob);
   return { alice, bob, aliceKey: alice.id.toLowerCase(), bobKey: bob.id.toLowerCase() };
 }
 

@@ -2,13 +2,14 @@
 // the listen window and its frames, the §6 control envelopes and their bounds, the accepted-seq records
 // (duplicates, late messages, gaps), the contact book's checks, bounds and merge, and the domain's receipts.
 import assert from 'node:assert/strict';
+import { HANDLES_PER_GROUP } from '../../public/js/grouphandles.js';
 import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 import { MAX_BOOK_BYTES, MAX_UNCONFIRMED, contactRecord, mergeBooks, parseBook, serializeBook } from '../../public/js/contactbook.js';
 import { MAX_RECEIPT_ACKS, buildControlEnvelope, parseEnvelope } from '../../public/js/envelope.js';
 import { MAX_EXTRA, accept, classifyReceived, emptyReceived } from '../../public/js/receipts.js';
 import {
-  MAX_CONTACTS, batches, contactTag, daysListened, deriveHandle, deriveHandles, isHandle, listenPlan, msUntilListenChange, msUntilNextUtcDay,
+  GROUP_HANDLES_RESERVED, MAX_CONTACTS, MAX_GROUPS, batches, contactTag, daysListened, deriveHandle, deriveHandles, isHandle, listenPlan, msUntilListenChange, msUntilNextUtcDay,
   toBase64Url, utcDay,
 } from '../../public/js/rendezvous.js';
 import { confirmDelivered } from '../../public/js/contacts.js';
@@ -64,7 +65,9 @@ test('days are UTC; a contact is sent to on today\'s handle and listened on toda
   assert.deepEqual(listenPlan(listen.keys(), later.listen.keys()), { listen: [], unlisten: [] });
   const oneAm = await deriveHandles([{ key: 'k1', mine: SECRET, theirs }], at(25, 0));
   assert.deepEqual(listenPlan(later.listen.keys(), oneAm.listen.keys()), { listen: [], unlisten: [await deriveHandle(SECRET, '2026-01-01')] });
-  assert.equal(MAX_CONTACTS, 1365);
+  assert.equal(MAX_CONTACTS, 1173, 'what 64 groups of 9 handles leave of 4,096, over 3 days');
+  assert.equal(GROUP_HANDLES_RESERVED, MAX_GROUPS * HANDLES_PER_GROUP);
+  assert.ok(MAX_CONTACTS * 3 + GROUP_HANDLES_RESERVED <= 4096 && MAX_CONTACTS >= 1000);
   assert.deepEqual(batches([...Array(2500).keys()]).map((b) => b.length), [1024, 1024, 452]);
 });
 

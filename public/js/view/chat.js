@@ -6,6 +6,7 @@
 // passes every check is simply shown as the friend's; one that fails is marked loudly.
 import { isContact } from '../contactbook.js';
 import { confirmDialog, fingerprintElement, h, linkifiedText, setText, timeElement, toggleClass } from './dom.js';
+import { createGroupPane } from './grouppane.js';
 import { createInviteStep } from './invitestep.js';
 import { friendNameElement } from './names.js';
 import { createRequestsPanel } from './requests.js';
@@ -52,12 +53,34 @@ export function createChatArea({ actions }) {
   const top = h('div', { className: 'main-top' }, requests.root, inviteStep.root);
   root.append(top, welcome.root);
   const panes = new Map(); // friend id -> pane
+  const groupPanes = new Map(); // gid -> group pane (view/grouppane.js)
+
+  function updateGroups(state) {
+    for (const [gid, pane] of groupPanes) {
+      if (!state.groups.has(gid)) {
+        pane.root.remove();
+        groupPanes.delete(gid);
+      }
+    }
+    for (const group of state.groups.values()) {
+      let pane = groupPanes.get(group.gid);
+      if (!pane) {
+        pane = createGroupPane(group.gid, actions);
+        groupPanes.set(group.gid, pane);
+        root.append(pane.root);
+      }
+      pane.root.hidden = group.gid !== state.activeGroupId;
+      if (group !== pane.group || !pane.root.hidden) pane.update(state, group);
+    }
+  }
 
   function update(state) {
     requests.update(state);
     inviteStep.update(state);
     top.hidden = requests.root.hidden && inviteStep.root.hidden;
-    const chatOpen = Boolean(state.activeFriendId && state.friends.has(state.activeFriendId));
+    updateGroups(state);
+    const groupOpen = Boolean(state.activeGroupId && state.groups.has(state.activeGroupId));
+    const chatOpen = groupOpen || Boolean(state.activeFriendId && state.friends.has(state.activeFriendId));
     // With a chat open, requests stay on top but scroll within a part of the height (CSS).
     toggleClass(root, 'with-chat', chatOpen);
     welcome.root.hidden = chatOpen;
@@ -80,6 +103,10 @@ export function createChatArea({ actions }) {
     }
   }
 
+  function focusGroupComposer(gid) {
+    groupPanes.get(gid)?.focusComposer();
+  }
+
   function focusComposer(id) {
     const pane = panes.get(id);
     if (pane) pane.focusComposer();
@@ -96,7 +123,7 @@ export function createChatArea({ actions }) {
     else welcome.focusMain();
   }
 
-  return { root, update, focusComposer, focusMain, focusInvite: () => inviteStep.focus() };
+  return { root, update, focusComposer, focusGroupComposer, focusMain, focusInvite: () => inviteStep.focus() };
 }
 
 function createPane(friend, actions) {

@@ -3,6 +3,7 @@
 // requests and an opened invite live in the main area (view/requests.js, view/invitestep.js), where the eye is.
 import { copyButton, fingerprintElement, h, setText, toggleClass } from './dom.js';
 import { friendNameElement } from './names.js';
+import { createGroupsPanel } from './groups.js';
 import { createInviteShare } from './share.js';
 import { shownPresence } from '../model.js';
 import { isContact } from '../contactbook.js';
@@ -126,11 +127,11 @@ export function createSidebar({ actions }) {
     h('p', { className: 'small muted', text: 'Leaving ends your ID now and tells your friends. Closing the tab does the same once the server stops waiting for you (about 30 seconds).' }),
     h('div', { className: 'actions' }, leave));
 
-  const close = h('button', {
-    type: 'button', className: 'btn btn-small drawer-close', text: '× close', 'aria-label': 'Hide the side panel',
-    onClick: () => actions.toggleDrawer(false),
-  });
-  root.append(close, identity, addForm, sent, friends, book, session);
+  // The accessible name starts with what is seen ("close"); the × is decoration.
+  const close = h('button', { type: 'button', className: 'btn btn-small drawer-close', onClick: () => actions.toggleDrawer(false) },
+    h('span', { 'aria-hidden': 'true', text: '× ' }), 'close', h('span', { className: 'sr-only', text: ' the side panel' }));
+  const groups = createGroupsPanel({ actions });
+  root.append(close, identity, addForm, sent, friends, groups.root, book, session);
 
   const friendViews = new Map(); // id -> {element, update}
   let shownFingerprint = '';
@@ -147,6 +148,7 @@ export function createSidebar({ actions }) {
     session.hidden = leave.hidden;
     updateSent(state);
     updateFriends(state);
+    groups.update(state);
     book.dataset.pending = String(state.bookPending); // a save is due or running
     setText(book.querySelector('#book-explained'), state.remember
       ? 'Your contacts are kept on this device, encrypted to your key: after a reload you find each other again without a new request.'

@@ -1,0 +1,370 @@
+// A group's signed member list (PROTOCOL §6 "Groups"): parsing and bounding a `group` envelope, its list hash,
+// and the rules that decide which version a member holds. Pure (SHA-256 is Web Crypto's, passed in or taken
+// from globalThis), so it runs under Node too.
+//
+// A group's state is plain data, never changed in place:
+//   {gid, me, history, pending, dropped, previousSecrets, leaving}
+// - history: the versions applied, oldest first, at most MAX_HISTORY; the last is the current one. Each is
+//   {ver, prev, hash, ts, name, secret, members: [{fp, name, admin}], signer}; only the current one keeps its
+//   signed `text` (to hand it to a new member byte for byte: the list hash is over those bytes).
+// - pending: versions whose predecessor has not arrived ({version, signer, until}), at most MAX_PENDING.
+// - dropped: hashes of versions that lost to a concurrent change, at most MAX_DROPPED, so that what was built
+//   on them is recognised as such.
+// - previousSecrets: [{secret, until}], secrets replaced less than PREVIOUS_SECRET_MS ago, at most
+//   MAX_PREVIOUS_SECRETS (their handles are still listened on: messages in flight, the mailbox).
+// - leaving: fingerprints of members of the current version who sent `gleave` (the next admin change
+//   removes them).
+//
+// Invariants: consecutive history entries chain (each `prev` is the hash of the one before, `ver` rises by
+// one); every version in history was signed by an admin of the version before it (the first one held: by an
+// admin in it, see joinGroup); a version that drops a member of its predecessor has a different secret.
+import { isSecret, toBase64Url } from './rendezvous.js';
+
+export const MAX_MEMBERS = 64;
+/** Group and member names: 1 to 64 Unicode code points (shown through names.js cleanName). */
+export const MAX_NAME_POINTS = 64;
+export const MAX_HISTORY = 16;
+export const MAX_PENDING = 8;
+export const MAX_DROPPED = 16;
+export const MAX_PREVIOUS_SECRETS = 2;
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** A version waiting for its predecessor is given up after the mailbox's TTL (PROTOCOL §10). */
+export const PENDING_MS = 7 * DAY_MS;
+export const PREVIOUS_SECRET_MS = 7 * DAY_MS;
+
+/** 16 bytes, unpadded base64url: 22 characters, the last holding 2 bits (so one text per gid). */
+const GID = /^[A-Za-z0-9_-]{21}[AQgw]$/;
+const FINGERPRINT = /^[0-9A-F]{40}$/;
+const LINE_BREAK = /[\r\n]/;
+
+export const isGid = (value) => typeof value === 'string' && GID.test(value);
+export const isFingerprint = (value) => typeof value === 'string' && FINGERPRINT.test(value);
+/** A list hash has the shape of a secret: the unpadded base64url of 32 bytes. */
+export const isListHash = isSecret;
+const isTime = (n) => Number.isSafeInteger(n) && n >= 0;
+
+export function isName(value) {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 2 * MAX_NAME_POINTS) return false;
+  return [...value].length <= MAX_NAME_POINTS;
+}
+
+const malformed = (detail) => ({ ok: false, problem: 'malformed', detail });
+
+/**
+ * The fields of a `group` envelope's text, checked against §6: {ok:true, list:{gid, ver, prev, ts, name,
+ * secret, members}} (`prev` null for version 1; members as {fp, name, admin}) or {ok:false, problem, detail}
+ * with problem 'malformed' or 'version'. A text with a line break is malformed: none is ever needed (JSON
+ * escapes them in strings) and OpenPGP.js rewrites line endings of text messages, so only without one is the
+ * text a receiver reads the literal data as signed, byte for byte, and its hash the same for everyone.
+ */
+export function parseGroupList(text) {
+  if (typeof text !== 'string') return malformed('not_text');
+  if (LINE_BREAK.test(text)) return malformed('line_break');
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return malformed('not_json');
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return malformed('not_object');
+  if (value.v !== 1) return { ok: false, problem: 'version', detail: 'version' };
+  if (value.kind !== 'group') return malformed('kind');
+  if (!isGid(value.gid)) return malformed('gid');
+  if (!Number.isSafeInteger(value.ver) || value.ver < 1) return malformed('ver');
+  if (value.ver === 1 ? value.prev !== undefined : !isListHash(value.prev)) return malformed('prev');
+  if (!isTime(value.ts)) return malformed('ts');
+  if (!isName(value.name)) return malformed('name');
+  if (!isSecret(value.secret)) return malformed('secret');
+  if (!Array.isArray(value.members) || value.members.length < 1) return malformed('members');
+  if (value.members.length > MAX_MEMBERS) return malformed('too_many_members');
+  const members = [];
+  const seen = new Set();
+  for (const m of value.members) {
+    if (m === null || typeof m !== 'object' || Array.isArray(m)) return malformed('member');
+    if (!isFingerprint(m.fp)) return malformed('member_fp');
+    if (!isName(m.name)) return malformed('member_name');
+    if (m.admin !== undefined && typeof m.admin !== 'boolean') return malformed('member_admin');
+    if (seen.has(m.fp)) return malformed('member_twice');
+    seen.add(m.fp);
+    members.push({ fp: m.fp, name: m.name, admin: m.admin === true });
+  }
+  if (!members.some((m) => m.admin)) return malformed('no_admin');
+  return {
+    ok: true,
+    list: { gid: value.gid, ver: value.ver, prev: value.ver === 1 ? null : value.prev, ts: value.ts, name: value.name, secret: value.secret, members },
+  };
+}
+
+/** The envelope text of a version (no line breaks: JSON.stringify never writes one). */
+export function buildGroupList({ gid, ver, prev, ts, name, secret, members }) {
+  const value = { v: 1, kind: 'group', gid, ver };
+  if (ver !== 1) value.prev = prev;
+  Object.assign(value, {
+    ts, name, secret, members: members.map((m) => (m.admin ? { fp: m.fp, name: m.name, admin: true } : { fp: m.fp, name: m.name })),
+  });
+  return JSON.stringify(value);
+}
+
+/** base64url-unpadded(SHA-256(the text as UTF-8)): the list hash, 43 characters. */
+export async function listHash(text, subtle = globalThis.crypto.subtle) {
+  const digest = await subtle.digest('SHA-256', new TextEncoder().encode(text));
+  return toBase64Url(new Uint8Array(digest));
+}
+
+/** A version read from a `group` envelope's text: {ok:true, version:{...list, hash, text}} or parseGroupList's refusal. */
+export async function readVersion(text, subtle = globalThis.crypto.subtle) {
+  const parsed = parseGroupList(text);
+  if (!parsed.ok) return parsed;
+  return { ok: true, version: { ...parsed.list, hash: await listHash(text, subtle), text } };
+}
+
+/** A fresh gid: 16 random bytes. */
+export function newGid(crypto = globalThis.crypto) {
+  return toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+// --- the versions a member holds ---
+
+export const current = (state) => state.history[state.history.length - 1];
+export const versionOf = (state, ver) => state.history.find((entry) => entry.ver === ver) || null;
+export const memberOf = (version, fp) => version.members.find((m) => m.fp === fp) || null;
+export const isAdmin = (version, fp) => Boolean(memberOf(version, fp)?.admin);
+export const isMember = (state) => Boolean(memberOf(current(state), state.me));
+
+/** Who a version names ({ver, hash, signer}), for results and the words shown. */
+const summary = (v) => ({ ver: v.ver, hash: v.hash, signer: v.signer });
+
+function entryOf(version, signer) {
+  const { ver, prev, hash, ts, name, secret, members, text } = version;
+  return { ver, prev, hash, ts, name, secret, members, signer, text };
+}
+
+function withoutText(entry) {
+  const copy = { ...entry };
+  delete copy.text;
+  return copy;
+}
+
+/** `history` with `entry` appended as the current version: bounded, and text only on the current one. */
+function appendHistory(history, entry) {
+  const kept = history.map((e) => ('text' in e ? withoutText(e) : e));
+  return [...kept, entry].slice(-MAX_HISTORY);
+}
+
+/** `fps` of `from` not in `to`. */
+const removedFrom = (from, to) => from.members.filter((m) => !memberOf(to, m.fp)).map((m) => m.fp);
+
+function withPreviousSecrets(previous, secrets, currentSecret, now) {
+  let out = previous.filter((p) => p.secret !== currentSecret);
+  for (const secret of secrets) {
+    if (secret === currentSecret) continue;
+    out = [...out.filter((p) => p.secret !== secret), { secret, until: now + PREVIOUS_SECRET_MS }];
+  }
+  return out.slice(-MAX_PREVIOUS_SECRETS);
+}
+
+/**
+ * The first version a member holds of a group: version 1 from its creator, or the version that added the
+ * member, handed over by a contact (the wiring calls this only for a `group` envelope that came to a contact's
+ * handle signed by that contact's pinned key). The member cannot check the chain before it, so it is taken
+ * when its signer is an admin in it and the member is in it. Returns {state, result} as applyVersion.
+ */
+export function joinGroup(version, signer, { me }) {
+  if (!isAdmin(version, signer)) return { state: null, result: { ok: false, problem: 'not_admin', version: summary({ ...version, signer }) } };
+  if (!memberOf(version, me)) return { state: null, result: { ok: false, problem: 'not_member', version: summary({ ...version, signer }) } };
+  const entry = entryOf(version, signer);
+  const state = { gid: version.gid, me, history: [entry], pending: [], dropped: [], previousSecrets: [], leaving: [] };
+  return { state, result: { ok: true, applied: summary(entry), removedMe: false, change: null } };
+}
+
+/**
+ * A `version` (readVersion) signed by `signer` for the group held in `state`, at `now`. Version n + 1 applies
+ * when its `prev` is the hash of the version n held and its signer is an admin in version n. Returns
+ * {state, result, released}: `result` for this version, `released` for versions that were waiting for it
+ * (each a result), in the order they were applied.
+ *
+ * A result is {ok:true, applied, removedMe, change, conflict?}, {ok:true, duplicate:true} (held already), or
+ * {ok:false, problem} with problem:
+ * - 'not_admin': signed by someone who is not an admin in the version it builds on;
+ * - 'removed_without_new_secret': drops a member and keeps the secret;
+ * - 'wrong_prev': `prev` names a version held, but not the one before it (or a second version 1);
+ * - 'superseded': built on a version that lost to a concurrent change;
+ * - 'too_old': builds on a version older than the history kept, so it cannot be checked;
+ * - 'gap': its predecessor has not arrived; kept in `pending` (held:true) or not (held:false, the bound);
+ * - 'wrong_group': another group's version.
+ * Two valid versions on the same predecessor: the one whose list hash is smaller (as strings) wins, for every
+ * member whatever the order they arrive in, and what was built on the other goes with it. `conflict` is then
+ * {kept, dropped: [{ver, hash, signer, change}]}; `applied` is null when the version that came lost. `change`
+ * (changeBetween) is what a dropped version did, for its admin to make again on top of the winner.
+ */
+export function applyVersion(state, version, signer, now) {
+  const first = applyOne(state, version, signer, now);
+  let next = first.state;
+  const released = [];
+  if (first.result.ok && !first.result.duplicate) {
+    for (;;) {
+      const ready = next.pending.find((p) => decidable(next, p.version));
+      if (!ready) break;
+      const rest = { ...next, pending: next.pending.filter((p) => p !== ready) };
+      const step = applyOne(rest, ready.version, ready.signer, now);
+      next = step.state;
+      released.push(step.result);
+    }
+  }
+  return { state: next, result: first.result, released };
+}
+
+/** Whether a waiting version can now be decided (its predecessor is held, lost, or fell out of the history). */
+function decidable(state, version) {
+  const oldest = state.history[0].ver;
+  return state.history.some((e) => e.hash === version.prev || e.hash === version.hash)
+    || state.dropped.includes(version.prev) || state.dropped.includes(version.hash) || version.ver - 1 < oldest;
+}
+
+function applyOne(state, version, signer, now) {
+  const refuse = (problem, extra = {}) => ({ state, result: { ok: false, problem, version: summary({ ...version, signer }), ...extra } });
+  if (version.gid !== state.gid) return refuse('wrong_group');
+  if (state.history.some((e) => e.hash === version.hash)) return { state, result: { ok: true, duplicate: true, version: summary({ ...version, signer }) } };
+  if (state.dropped.includes(version.hash) || state.dropped.includes(version.prev)) return refuse('superseded');
+  if (version.ver === 1) return refuse('wrong_prev');
+  const at = state.history.findIndex((e) => e.hash === version.prev);
+  if (at < 0) {
+    if (version.ver - 1 < state.history[0].ver) return refuse('too_old');
+    return hold(state, version, signer, now);
+  }
+  const base = state.history[at];
+  if (base.ver !== version.ver - 1) return refuse('wrong_prev');
+  if (!isAdmin(base, signer)) return refuse('not_admin');
+  if (removedFrom(base, version).length > 0 && version.secret === base.secret) return refuse('removed_without_new_secret');
+  const entry = entryOf(version, signer);
+  const latest = current(state);
+  if (base === latest) {
+    const next = {
+      ...state,
+      history: appendHistory(state.history, entry),
+      previousSecrets: withPreviousSecrets(state.previousSecrets, [base.secret], entry.secret, now),
+      leaving: state.leaving.filter((fp) => memberOf(entry, fp)),
+    };
+    return { state: next, result: { ok: true, applied: summary(entry), removedMe: !memberOf(entry, state.me), change: changeBetween(base, entry) } };
+  }
+  // A concurrent change: we hold another version on the same predecessor.
+  const ours = state.history[at + 1];
+  if (entry.hash < ours.hash) {
+    const lost = state.history.slice(at + 1);
+    const next = {
+      ...state,
+      history: appendHistory(state.history.slice(0, at + 1), entry),
+      dropped: [...state.dropped, ...lost.map((e) => e.hash)].slice(-MAX_DROPPED),
+      // Messages may have gone to the handles of every secret held meanwhile.
+      previousSecrets: withPreviousSecrets(state.previousSecrets, [base.secret, ...lost.map((e) => e.secret)], entry.secret, now),
+      leaving: state.leaving.filter((fp) => memberOf(entry, fp)),
+    };
+    const dropped = lost.map((e, i) => ({ ...summary(e), change: changeBetween(i === 0 ? base : lost[i - 1], e) }));
+    return {
+      state: next,
+      result: { ok: true, applied: summary(entry), removedMe: !memberOf(entry, state.me), change: changeBetween(base, entry), conflict: { kept: summary(entry), dropped } },
+    };
+  }
+  const next = { ...state, dropped: [...state.dropped, entry.hash].slice(-MAX_DROPPED) };
+  return {
+    state: next,
+    result: { ok: true, applied: null, removedMe: false, change: null, conflict: { kept: summary(ours), dropped: [{ ...summary(entry), change: changeBetween(base, entry) }] } },
+  };
+}
+
+/** Keeps a version whose predecessor has not arrived, the nearest ones first, at most MAX_PENDING. */
+function hold(state, version, signer, now) {
+  const result = (held) => ({ ok: false, problem: 'gap', held, version: summary({ ...version, signer }) });
+  if (state.pending.some((p) => p.version.hash === version.hash)) return { state, result: result(true) };
+  const pending = [...state.pending, { version, signer, until: now + PENDING_MS }]
+    .sort((a, b) => a.version.ver - b.version.ver || (a.version.hash < b.version.hash ? -1 : 1))
+    .slice(0, MAX_PENDING);
+  const held = pending.some((p) => p.version === version);
+  return { state: { ...state, pending }, result: result(held) };
+}
+
+/** `state` without waiting versions and previous secrets whose time is up. Returns {state, expired} (summaries). */
+export function expireGroup(state, now) {
+  const expired = state.pending.filter((p) => p.until <= now);
+  const previousSecrets = state.previousSecrets.filter((p) => p.until > now);
+  if (expired.length === 0 && previousSecrets.length === state.previousSecrets.length) return { state, expired: [] };
+  return {
+    state: { ...state, pending: state.pending.filter((p) => p.until > now), previousSecrets },
+    expired: expired.map((p) => summary({ ...p.version, signer: p.signer })),
+  };
+}
+
+/** A member of the current version sent `gleave`: the next admin change removes them. */
+export function leaveReceived(state, signer) {
+  if (!memberOf(current(state), signer)) return { state, ok: false, problem: 'not_member' };
+  if (state.leaving.includes(signer)) return { state, ok: true };
+  return { state: { ...state, leaving: [...state.leaving, signer] }, ok: true };
+}
+
+// --- changes ---
+
+/**
+ * What `to` changes from `from`: {name (new group name or null), add: [members], remove: [fps],
+ * admin: {fp: boolean} (flag changed), rename: {fp: name}, newSecret: boolean}.
+ */
+export function changeBetween(from, to) {
+  const admin = {};
+  const rename = {};
+  for (const m of to.members) {
+    const before = memberOf(from, m.fp);
+    if (!before) continue;
+    if (before.admin !== m.admin) admin[m.fp] = m.admin;
+    if (before.name !== m.name) rename[m.fp] = m.name;
+  }
+  return {
+    name: from.name === to.name ? null : to.name,
+    add: to.members.filter((m) => !memberOf(from, m.fp)),
+    remove: removedFrom(from, to),
+    admin,
+    rename,
+    newSecret: from.secret !== to.secret,
+  };
+}
+
+/**
+ * The text of the next version after the current one, with `change` ({name?, add?, remove?, admin?, rename?},
+ * as changeBetween) made by us, an admin. Members who sent `gleave` are removed too unless
+ * `removeLeavers` is false. Removing anyone needs `secret`, a new one; it may be given without a removal too.
+ * Adding a member already in the list, or removing one not in it, changes nothing (so a change dropped in a
+ * conflict can be made again on top of the winner as it was). Returns {ok:true, text, list} or {ok:false,
+ * problem}: 'not_admin', 'needs_new_secret', 'no_change', or parseGroupList's 'malformed' (a bound).
+ */
+export function proposeChange(state, change, { ts, secret = null, removeLeavers = true }) {
+  const base = current(state);
+  if (!isAdmin(base, state.me)) return { ok: false, problem: 'not_admin' };
+  const remove = new Set([...(change.remove || []), ...(removeLeavers ? state.leaving : [])]);
+  let members = base.members.filter((m) => !remove.has(m.fp)).map((m) => ({
+    fp: m.fp,
+    name: Object.hasOwn(change.rename || {}, m.fp) ? change.rename[m.fp] : m.name,
+    admin: Object.hasOwn(change.admin || {}, m.fp) ? change.admin[m.fp] : m.admin,
+  }));
+  for (const m of change.add || []) {
+    if (!members.some((x) => x.fp === m.fp) && !remove.has(m.fp)) members = [...members, { fp: m.fp, name: m.name, admin: m.admin === true }];
+  }
+  const removedAny = base.members.some((m) => !members.some((x) => x.fp === m.fp));
+  if (removedAny && (!secret || secret === base.secret)) return { ok: false, problem: 'needs_new_secret' };
+  const list = {
+    gid: state.gid, ver: base.ver + 1, prev: base.hash, ts, name: change.name || base.name, secret: secret || base.secret, members,
+  };
+  const text = buildGroupList(list);
+  const parsed = parseGroupList(text);
+  if (!parsed.ok) return parsed;
+  const same = changeBetween(base, parsed.list);
+  if (!same.name && !same.add.length && !same.remove.length && !Object.keys(same.admin).length && !Object.keys(same.rename).length && !same.newSecret) {
+    return { ok: false, problem: 'no_change' };
+  }
+  return { ok: true, text, list: parsed.list };
+}
+
+/** The text of version 1 of a new group made by `me` (its first admin) with `others` ([{fp, name, admin?}]). */
+export function createGroupList({ gid, ts, name, secret, me, others = [] }) {
+  const list = { gid, ver: 1, prev: null, ts, name, secret, members: [{ fp: me.fp, name: me.name, admin: true }, ...others] };
+  const text = buildGroupList(list);
+  const parsed = parseGroupList(text);
+  return parsed.ok ? { ok: true, text, list: parsed.list } : parsed;
+}

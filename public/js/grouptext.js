@@ -1,0 +1,84 @@
+// The words the page uses for groups: system lines, a message's problems, members' trust states. Names come
+// from the member list an admin signed (cleaned, names.js), so a line says who did what in the group's own
+// words. Pure.
+import { cleanName } from './names.js';
+
+const NAME_MAX = 40;
+
+/** What a member is called in `group`: the name in the newest version that lists them, else a fingerprint's end. */
+export function memberName(group, fp, me) {
+  if (fp === me) return 'you';
+  for (let i = group.list.history.length - 1; i >= 0; i -= 1) {
+    const m = group.list.history[i].members.find((x) => x.fp === fp);
+    if (m) return cleanName(m.name, NAME_MAX) || `…${fp.slice(-8)}`;
+  }
+  return fp ? `someone outside the group (key …${fp.slice(-8)})` : 'someone';
+}
+
+export const GROUP_TRUST_TEXT = {
+  you: 'you',
+  verified: 'verified',
+  unverified: 'not verified',
+  changed: 'key changed',
+  missing: 'key missing: cannot be written to',
+};
+
+export const GROUP_PROBLEM_TEXT = {
+  members_disagree: 'Members disagree on who is in the group: this message names another member list.',
+  not_member: 'Its sender is not a member of the list it names.',
+  extra_recipient: 'It was also encrypted to someone outside the group.',
+  sender_removed: 'Its sender was removed from the group.',
+  replay: 'REPLAY: a message with this number from this sender said something else.',
+  own_message: 'It is signed with your own key, but you did not write it here.',
+  unknown_version: 'It names a member list too old to check.',
+  wrong_group: 'It belongs to another group.',
+};
+
+const REFUSAL_TEXT = {
+  not_admin: 'signed by someone not allowed to make it',
+  not_allowed: 'signed by someone not allowed to make it',
+  wrong_prev: 'it does not follow the member list you hold',
+  removed_without_new_secret: 'it removes a member but keeps the group\'s secret',
+  superseded: 'it builds on a change that lost to another',
+  too_late: 'it came after the group had moved on',
+  too_old: 'it builds on a member list too old to check',
+  wrong_group: 'it belongs to another group',
+  gap: 'an earlier change is missing',
+  not_in_list: 'a key for someone not in the group',
+  unknown_version: 'it names a member list too old to check',
+};
+
+function changeText(group, change, me) {
+  if (!change) return 'changed the group';
+  const parts = [];
+  if (change.add.length) parts.push(`added ${change.add.map((m) => memberName(group, m.fp, me)).join(', ')}`);
+  if (change.remove.length) parts.push(`removed ${change.remove.map((fp) => memberName(group, fp, me)).join(', ')}`);
+  if (change.name) parts.push(`renamed the group to "${cleanName(change.name, NAME_MAX)}"`);
+  if (Object.keys(change.admin).length) parts.push('changed who are admins');
+  if (Object.keys(change.rename).length) parts.push('renamed members');
+  return parts.length ? parts.join('; ') : 'changed the group';
+}
+
+/** The text of a system line of a group (groupsync.js `what`). */
+export function groupLineText(group, line, me) {
+  const who = (fp) => memberName(group, fp, me);
+  const capital = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+  switch (line.what) {
+    case 'created': return 'You created the group. Members join when they get it.';
+    case 'joined': return `${capital(who(line.by))} added you to the group.`;
+    case 'restored': return 'Group restored from your contact book; earlier messages are not kept.';
+    case 'changed': return `${capital(who(line.by))} ${changeText(group, line.change, me)}.`;
+    case 'removed_me': return `${capital(who(line.by))} removed you from the group. Nothing sent to it from now on can reach you.`;
+    case 'conflict': return `Two admins changed the group at once; ${who(line.kept)}'s change was kept.`;
+    case 'change_refused': return `A change to the group was refused (${REFUSAL_TEXT[line.problem] || line.problem}); it came from ${who(line.by)}.`;
+    case 'keys_refused': return `Keys sent by ${who(line.by)} were refused (${REFUSAL_TEXT[line.problem] || line.problem}).`;
+    case 'key_changed': return `${capital(who(line.member))}'s key changed: another key was offered for them. The key you had is kept; compare fingerprints before you trust either.`;
+    case 'not_from_member': return 'A message to the group was not signed by any member: it is not shown.';
+    case 'malformed': return `A message from ${who(line.from)} was not a valid group message.`;
+    case 'unverifiable': return `A message from ${who(line.from)} names a member list that never arrived: it cannot be checked.`;
+    case 'member_left': return `${capital(who(line.from))} left the group.`;
+    case 'you_left': return 'You left the group.';
+    case 'not_handed': return `${capital(who(line.member))} could not be reached to join: they get the group when an admin adds them again.`;
+    default: return String(line.what);
+  }
+}

@@ -1,0 +1,66 @@
+// Groups in the contact book under Node: a group's record read back gives the same member list, seqs, keys,
+// deliveries and unconfirmed messages; every malformed field refuses the record (and so the book), and the
+// bounds hold (groups, unconfirmed messages), whoever made the file.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { MAX_GROUP_UNCONFIRMED, groupRecord, readGroups } from '../../public/js/groupbook.js';
+import { deliveries } from '../../public/js/groupdelivery.js';
+import { buildGroupList, current, joinGroup, readVersion } from '../../public/js/grouplist.js';
+import { emptyGroupMessages } from '../../public/js/groupmessages.js';
+import { newGroup, withGroupLine } from '../../public/js/groups.js';
+import { MAX_GROUPS, toBase64Url } from '../../public/js/rendezvous.js';
+
+const ALICE = 'A'.repeat(40);
+const BOB = 'B'.repeat(40);
+const GID = toBase64Url(new Uint8Array(16).fill(1));
+const SECRET = toBase64Url(new Uint8Array(32).fill(2));
+const NOW = Date.UTC(2026, 0, 1, 12);
+const members = [{ fp: ALICE, name: 'Alice', admin: true }, { fp: BOB, name: 'Bob', admin: false }];
+
+async function bobsGroup(gid = GID) {
+  const read = await readVersion(buildGroupList({ gid, ver: 1, ts: NOW, name: 'Family', secret: SECRET, members }));
+  const { state } = joinGroup(read.version, ALICE, { me: BOB });
+  let group = newGroup(state, { ...emptyGroupMessages(), sendSeq: 2, received: { [ALICE]: { through: 3, extra: [], missing: [], floor: 0 } } }, NOW);
+  group = withGroupLine(group, { direction: 'out', from: BOB, seq: 1, ts: NOW, text: 'confirmed', state: 'sent' });
+  group = withGroupLine(group, { direction: 'out', from: BOB, seq: 2, ts: NOW + 1, text: 'not yet', state: 'sent' });
+  group = { ...group, deliveries: deliveries(deliveries(deliveries(group.deliveries, { type: 'sent', seq: 1, to: [ALICE] }), { type: 'receipt', from: ALICE, acks: [1] }), { type: 'sent', seq: 2, to: [ALICE] }) };
+  return group;
+}
+
+const roundTrip = async (records, me = BOB) => readGroups(JSON.parse(JSON.stringify(records)), me, NOW);
+
+test('a group read back from its record: the same list, seqs and deliveries; the unconfirmed message back in the outbox', async () => {
+  const group = await bobsGroup();
+  const { groups } = await roundTrip([groupRecord(group)]);
+  assert.equal(groups.length, 1);
+  const [back] = groups;
+  assert.deepEqual(current(back.list).members, members);
+  assert.equal(current(back.list).hash, current(group.list).hash);
+  assert.equal(back.messages.sendSeq, 2);
+  assert.equal(back.messages.received[ALICE].through, 3);
+  assert.deepEqual(back.deliveries, group.deliveries);
+  assert.deepEqual(back.lines.filter((l) => l.direction === 'out').map((l) => [l.seq, l.text, l.state]), [[2, 'not yet', 'sent']]);
+  assert.equal(back.status, 'member');
+  assert.deepEqual(await readGroups(undefined, BOB, NOW), { groups: [] }, 'a book from before groups');
+});
+
+test('a record whose member list does not hold us is a group we were removed from', async () => {
+  const { groups } = await roundTrip([groupRecord(await bobsGroup())], 'C'.repeat(40));
+  assert.equal(groups[0].status, 'removed');
+});
+
+test('any malformed field refuses the record; the bounds hold', async () => {
+  const record = groupRecord(await bobsGroup());
+  const bad = [
+    { gid: 'short' }, { text: record.text.replace('"ver":1', '"ver":0') }, { text: `${record.text}\n` }, { signer: 'x' },
+    { status: 'admin' }, { sendSeq: -1 }, { previousSecrets: [{ secret: 'x', until: 1 }] }, { leaving: ['x'] },
+    { received: { x: {} } }, { keys: { [ALICE]: { armored: 'not a key', keyIds: [], changed: false } } },
+    { sent: [{ seq: 9, to: [ALICE], have: [] }] }, { unconfirmed: [{ seq: 3, ts: NOW, text: 'beyond sendSeq' }] },
+    { unconfirmed: Array(MAX_GROUP_UNCONFIRMED + 1).fill({ seq: 1, ts: NOW, text: 'x' }) },
+    { gid: toBase64Url(new Uint8Array(16).fill(3)) }, // the text's gid is another
+  ];
+  for (const change of bad) assert.equal((await roundTrip([{ ...record, ...change }])).problem, 'bad_group', JSON.stringify(change).slice(0, 80));
+  assert.equal((await roundTrip([record, record])).problem, 'duplicate_group');
+  assert.equal((await roundTrip(Array(MAX_GROUPS + 1).fill(record))).problem, 'too_many_groups');
+  assert.equal((await readGroups('x', BOB, NOW)).problem, 'bad_group');
+});

@@ -1,0 +1,479 @@
+// Groups end to end against the real binary, three and more browser contexts: a group created from friends,
+// messages written once and read verified by every member with "N of M have it", members added (who see only
+// what follows) and removed (whose key cannot open what follows), a member offline who gets the mail on
+// return, a forged change refused and shown, and the page at 1280 and 360 px without serious axe violations.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { after } from 'node:test';
+import {
+  DESKTOP, PASSPHRASE, PHONE, assertClean, befriend, enterChat, generateKey, jsonFrames, newChatUser, openUser, screenshot,
+  waitForSession,
+} from './helpers/browser.mjs';
+import { seriousViolations } from './helpers/axe.mjs';
+import { createGpgHome, decryptAndVerify, encryptAndSign, generateGpgKey, importKey } from './helpers/gpg.mjs';
+import { interceptSocket } from './helpers/mitm.mjs';
+import { createHash, createHmac } from 'node:crypto';
+import { browserWithServers } from './helpers/harness.mjs';
+
+const harness = browserWithServers();
+const GPG_PASSPHRASE = 'group gpg pass';
+const gpgHomes = [];
+after(() => gpgHomes.forEach((home) => home.destroy()));
+
+/** A user whose key GnuPG made in a home of its own (so a test can decrypt with exactly that key). */
+async function gpgUser(srv, name) {
+  const home = createGpgHome();
+  gpgHomes.push(home);
+  const key = generateGpgKey(home, { name, passphrase: GPG_PASSPHRASE, kind: 'ecc' });
+  const user = await openUser(harness.browser, srv, { name });
+  await user.page.click('#tab-import');
+  await user.page.fill('#import-private', key.privateArmored);
+  await user.page.fill('#import-public', key.publicArmored);
+  await user.page.fill('#import-passphrase', GPG_PASSPHRASE);
+  await user.page.click('#import');
+  await waitForSession(user);
+  assert.equal(user.fingerprint, key.fingerprint);
+  return Object.assign(user, { home, key });
+}
+
+/** The public keys `user` was sent in friend requests and acceptances. */
+function keysReceived(user) {
+  return jsonFrames(user).filter((f) => f.direction === 'received' && typeof f.json.public_key === 'string').map((f) => f.json.public_key);
+}
+
+/** Payloads `user` uploaded to several handles at once (§11), oldest first. */
+function groupUploads(user) {
+  return jsonFrames(user).filter((f) => f.direction === 'sent' && f.json.type === 'MESSAGE' && Array.isArray(f.json.handles)).map((f) => f.json);
+}
+
+/** Waits until `user`'s pane of `gid` lists `count` members, none with a missing key. */
+async function membersReady(user, gid, count, timeout = 20000) {
+  await user.page.waitForFunction(([g, n]) => {
+    const members = [...document.querySelectorAll(`.group-pane[data-group="${g}"] .group-member`)];
+    return members.length === n && members.every((m) => m.dataset.trust !== 'missing');
+  }, [gid, count], { timeout });
+}
+
+const groupButton = (user) => user.page.locator('.group-item');
+const groupPane = (user) => user.page.locator('.group-pane:not([hidden])');
+
+/** `admin` creates a group named `name` with the friends `members` (users befriended with it). */
+async function createGroup(admin, name, members) {
+  await admin.page.click('#new-group');
+  await admin.page.fill('#new-group-name', name);
+  for (const m of members) await admin.page.check(`#new-group-member-${m.id}`);
+  await admin.page.click('#new-group-create');
+  await groupPane(admin).waitFor();
+  return admin.page.getAttribute('.group-pane:not([hidden])', 'data-group');
+}
+
+/** Waits until `user` holds the group and opens it. */
+async function openGroup(user, gid, timeout = 20000) {
+  const button = user.page.locator(`.group-item[data-group="${gid}"]`);
+  await button.waitFor({ timeout });
+  await button.click();
+  await user.page.locator(`.group-pane[data-group="${gid}"]`).waitFor({ state: 'visible' });
+}
+
+async function writeToGroup(user, gid, text) {
+  const input = user.page.locator(`.group-pane[data-group="${gid}"] textarea`);
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+/** The incoming group message with exactly `text`, once it arrived. */
+async function groupMessage(user, gid, text, timeout = 20000) {
+  const line = user.page.locator(`.group-pane[data-group="${gid}"] .msg-in`).filter({ has: user.page.locator('.msg-text', { hasText: text }) });
+  await line.first().waitFor({ state: 'attached', timeout });
+  return line.first();
+}
+
+/** Waits until our message `text` shows `have` of `of` members have it. */
+async function delivered(user, gid, text, have, of, timeout = 20000) {
+  await user.page.waitForFunction(([g, t, h, o]) => [...document.querySelectorAll(`.group-pane[data-group="${g}"] .msg-out`)]
+    .some((m) => m.querySelector('.msg-text')?.textContent === t && m.dataset.have === String(h) && m.dataset.of === String(o)),
+  [gid, text, have, of], { timeout });
+}
+
+/** Alice (admin) befriended with each of `others`. */
+async function friendsOfAlice(srv, names) {
+  const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+  const others = [];
+  for (const name of names) {
+    const user = await newChatUser(harness.browser, srv, { name });
+    await befriend(user, alice);
+    others.push(user);
+  }
+  return { alice, others };
+}
+
+describe('groups', { timeout: 180000 }, () => {
+  test('a group of three: created from friends, messages both ways verified with the sender\'s name, "2 of 2 have it"', async () => {
+    const srv = await harness.server();
+    const { alice, others: [bob, carol] } = await friendsOfAlice(srv, ['Bob', 'Carol']);
+    const gid = await createGroup(alice, 'Weekend', [bob, carol]);
+    await openGroup(bob, gid);
+    await openGroup(carol, gid);
+    // Bob and Carol are not friends of each other: the admin's gkeys gave them each other's keys.
+    for (const user of [bob, carol]) {
+      await user.page.waitForFunction((g) => [...document.querySelectorAll(`.group-pane[data-group="${g}"] .group-member`)]
+        .filter((m) => m.dataset.trust !== 'missing').length === 3, gid);
+    }
+    await writeToGroup(alice, gid, 'hello group');
+    for (const user of [bob, carol]) {
+      const line = await groupMessage(user, gid, 'hello group');
+      assert.equal(await line.getAttribute('data-verified'), 'true');
+      assert.equal(await line.locator('.msg-who').textContent(), 'Alice');
+    }
+    await delivered(alice, gid, 'hello group', 2, 2);
+    await writeToGroup(bob, gid, 'hi from Bob');
+    for (const user of [alice, carol]) {
+      const line = await groupMessage(user, gid, 'hi from Bob');
+      assert.equal(await line.getAttribute('data-verified'), 'true');
+      assert.equal(await line.locator('.msg-who').textContent(), 'Bob');
+    }
+    await delivered(bob, gid, 'hi from Bob', 2, 2);
+
+    // One upload to two handles (§11), and the text never on the wire.
+    const uploads = jsonFrames(bob).filter((f) => f.direction === 'sent' && f.json.type === 'MESSAGE' && Array.isArray(f.json.handles));
+    assert.equal(uploads.length, 1);
+    assert.equal(uploads[0].json.handles.length, 2);
+    for (const user of [alice, bob, carol]) assert.ok(!user.frames.some((f) => f.text.includes('hi from Bob') || f.text.includes('Weekend')));
+
+    // The "New group" dialog: no serious axe violation, keyboard focus in the name field, Escape closes it.
+    await alice.page.click('#new-group');
+    await alice.page.locator('#new-group-name:focus').waitFor();
+    assert.deepEqual(await seriousViolations(alice.page), [], 'axe with the "New group" dialog open');
+    await alice.page.keyboard.press('Escape');
+    await alice.page.locator('dialog.new-group').waitFor({ state: 'detached' });
+    for (const viewport of [DESKTOP, PHONE]) {
+      await alice.page.setViewportSize(viewport);
+      if (viewport === PHONE) await alice.page.locator('.group-pane:not([hidden])').waitFor();
+      assert.deepEqual(await seriousViolations(alice.page), [], `axe at ${viewport.width} px`);
+      await screenshot(alice.page, `groups-${viewport.width}`);
+    }
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
+  });
+
+  test('a fourth member sees only what follows; a removed member\'s key cannot open what follows; gpg reads a group message', async () => {
+    const srv = await harness.server();
+    const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+    const bob = await gpgUser(srv, 'Bob');
+    const carol = await gpgUser(srv, 'Carol');
+    const dave = await newChatUser(harness.browser, srv, { name: 'Dave' });
+    for (const user of [bob, carol, dave]) await befriend(user, alice);
+    for (const user of [bob, carol]) for (const key of keysReceived(user)) importKey(user.home, key); // Alice's key, to verify her
+    const gid = await createGroup(alice, 'Project', [bob, carol]);
+    await openGroup(bob, gid);
+    await openGroup(carol, gid);
+    await membersReady(bob, gid, 3);
+    await membersReady(carol, gid, 3);
+    await writeToGroup(alice, gid, 'before Dave');
+    await groupMessage(bob, gid, 'before Dave');
+    await groupMessage(carol, gid, 'before Dave');
+
+    // Dave is added: he gets the version and every key by his contact with Alice, the others his key.
+    await alice.page.selectOption(`#group-add-${gid}`, dave.id);
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-add button`);
+    await openGroup(dave, gid);
+    for (const user of [alice, bob, carol, dave]) await membersReady(user, gid, 4);
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="changed"]`).filter({ hasText: 'added Dave' }).waitFor();
+    await writeToGroup(bob, gid, 'after Dave');
+    for (const user of [alice, carol, dave]) assert.equal(await (await groupMessage(user, gid, 'after Dave')).getAttribute('data-verified'), 'true');
+    await delivered(bob, gid, 'after Dave', 3, 3);
+    assert.equal(await dave.page.locator(`.group-pane[data-group="${gid}"] .msg-text`, { hasText: 'before Dave' }).count(), 0, 'Dave sees only what came after he joined');
+
+    // GnuPG: Bob's one upload decrypts with Bob's key and with Carol's, signed by Bob.
+    const afterDave = groupUploads(bob).at(-1);
+    assert.equal(afterDave.handles.length, 3);
+    for (const user of [bob, carol]) {
+      importKey(user.home, bob.key.publicArmored);
+      const opened = decryptAndVerify(user.home, { payload: afterDave.payload, passphrase: GPG_PASSPHRASE });
+      assert.equal(opened.status, 0, opened.stderr);
+      assert.equal(opened.signerPrimary, bob.fingerprint);
+      const envelope = JSON.parse(opened.plaintext);
+      assert.deepEqual([envelope.kind, envelope.gid, envelope.text, envelope.ver], ['gtext', gid, 'after Dave', 2]);
+    }
+
+    // Carol is removed (a new secret): what Bob writes next is neither sent to her nor readable with her key.
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-member[data-member="${carol.fingerprint}"] button.btn-danger`);
+    for (const user of [alice, bob, dave]) await membersReady(user, gid, 3);
+    // Carol's client is told (by her old handle, to her key alone) and stops: no composer, nothing listened on.
+    await carol.page.locator(`.group-pane[data-group="${gid}"][data-status="removed"]`).waitFor();
+    assert.match(await carol.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="removed_me"]`).textContent(), /removed you/);
+    assert.equal(await carol.page.locator(`.group-pane[data-group="${gid}"] .composer`).isHidden(), true);
+    await writeToGroup(bob, gid, 'after Carol');
+    for (const user of [alice, dave]) assert.equal(await (await groupMessage(user, gid, 'after Carol')).getAttribute('data-verified'), 'true');
+    const afterCarol = groupUploads(bob).at(-1);
+    assert.equal(afterCarol.handles.length, 2);
+    const byCarol = decryptAndVerify(carol.home, { payload: afterCarol.payload, passphrase: GPG_PASSPHRASE });
+    assert.notEqual(byCarol.status, 0, 'Carol\'s key cannot decrypt a message sent after her removal');
+    assert.equal(byCarol.plaintext, '');
+    const byBob = decryptAndVerify(bob.home, { payload: afterCarol.payload, passphrase: GPG_PASSPHRASE });
+    assert.equal(JSON.parse(byBob.plaintext).ver, 3);
+    assert.equal(await carol.page.locator('.msg-text', { hasText: 'after Carol' }).count(), 0);
+
+    // Alice makes Bob an admin, and Bob renames the group; Dave leaves: everyone left sees all of it.
+    await alice.page.getByRole('button', { name: /^make admin: Bob/ }).click();
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
+    assert.equal(await alice.page.getAttribute(`.group-member[data-member="${bob.fingerprint}"]`, 'data-admin'), 'true');
+    await bob.page.fill(`#group-rename-${gid}`, 'Project (done)');
+    await bob.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    for (const user of [alice, dave]) {
+      await user.page.waitForFunction((g) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Project (done)', gid);
+    }
+    await dave.page.locator(`.group-pane[data-group="${gid}"] .chat-head-actions`).getByRole('button', { name: 'Leave group' }).click();
+    await dave.page.locator('dialog').getByRole('button', { name: 'Leave group' }).click();
+    await dave.page.locator(`.group-pane[data-group="${gid}"][data-status="left"]`).waitFor();
+    for (const user of [alice, bob]) {
+      await user.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="member_left"]`).filter({ hasText: 'Dave left the group' }).waitFor();
+    }
+    // Dave takes it off his list; Alice's next change removes him (with a new secret, as any removal).
+    await dave.page.getByRole('button', { name: 'Remove this group from your list' }).click();
+    await dave.page.locator(`.group-item[data-group="${gid}"]`).waitFor({ state: 'detached' });
+    await alice.page.fill(`#group-rename-${gid}`, 'Project (two)');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    for (const user of [alice, bob]) await membersReady(user, gid, 2);
+    await writeToGroup(bob, gid, 'just us two');
+    assert.equal(await (await groupMessage(alice, gid, 'just us two')).getAttribute('data-verified'), 'true');
+    assert.equal(groupUploads(bob).at(-1).handles.length, 1);
+    for (const user of [alice, bob, carol, dave]) await assertClean(user);
+    for (const user of [alice, bob, carol, dave]) await user.context.close();
+  });
+
+  test('a member whose tab is closed while the group writes gets every message from the mailbox on return, verified; the group survives the reload', async () => {
+    const srv = await harness.server();
+    const users = {};
+    for (const name of ['Alice', 'Bob', 'Carol']) {
+      users[name] = await openUser(harness.browser, srv, { name });
+      await generateKey(users[name], { remember: true });
+      await enterChat(users[name]);
+    }
+    const { Alice: a, Bob: b, Carol: c } = users;
+    for (const user of [b, c]) {
+      await befriend(user, a);
+      await waitForContact(user, a.id);
+      await waitForContact(a, user.id);
+    }
+    const gid = await createGroup(a, 'Mailbox', [b, c]);
+    await openGroup(b, gid);
+    await openGroup(c, gid);
+    for (const user of [a, b, c]) await membersReady(user, gid, 3);
+    await bookSaved(c);
+
+    const reopen = await closeTab(c, srv);
+    const texts = ['while Carol is away 1', 'while Carol is away 2'];
+    for (const text of texts) await writeToGroup(a, gid, text);
+    for (const text of texts) await groupMessage(b, gid, text);
+    for (const text of texts) await delivered(a, gid, text, 1, 2);
+
+    await reopen();
+    await openGroup(c, gid);
+    for (const text of texts) assert.equal(await (await groupMessage(c, gid, text)).getAttribute('data-verified'), 'true');
+    const shown = await c.page.locator(`.group-pane[data-group="${gid}"] .msg-in .msg-text`).allTextContents();
+    assert.deepEqual(shown, texts, 'in order, once each');
+    for (const text of texts) await delivered(a, gid, text, 2, 2);
+    // And Carol can still write to the group after the reload, with the keys her contact book kept.
+    await writeToGroup(c, gid, 'back again');
+    for (const user of [a, b]) assert.equal(await (await groupMessage(user, gid, 'back again')).getAttribute('data-verified'), 'true');
+    for (const user of [a, b, c]) await assertClean(user);
+    for (const user of [a, b, c]) await user.context.close();
+  });
+  test('a group message the server swallowed (and acknowledged) is sent again after the writer reloads, to those who have not confirmed it', async () => {
+    const srv = await harness.server();
+    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
+    const mitm = await interceptSocket(alice.page, srv.wsUrl);
+    await generateKey(alice, { remember: true });
+    await enterChat(alice);
+    const others = [];
+    for (const name of ['Bob', 'Carol']) {
+      const user = await newChatUser(harness.browser, srv, { name });
+      await befriend(user, alice);
+      others.push(user);
+    }
+    for (const user of others) {
+      await waitForContact(user, alice.id);
+      await waitForContact(alice, user.id);
+    }
+    const gid = await createGroup(alice, 'Lossy', others);
+    for (const user of others) await openGroup(user, gid);
+    for (const user of [alice, ...others]) await membersReady(user, gid, 3);
+    mitm.strip = (frame) => frame.type === 'MESSAGE' && Array.isArray(frame.handles);
+    await writeToGroup(alice, gid, 'swallowed once');
+    await delivered(alice, gid, 'swallowed once', 0, 2);
+    assert.equal(mitm.stripped.length, 1);
+    await bookSaved(alice);
+    mitm.strip = null;
+    await alice.page.reload();
+    await alice.page.fill('#saved-passphrase', PASSPHRASE);
+    await alice.page.click('#unlock-saved');
+    alice.id = null;
+    await waitForSession(alice);
+    await openGroup(alice, gid);
+    for (const user of others) assert.equal(await (await groupMessage(user, gid, 'swallowed once')).getAttribute('data-verified'), 'true');
+    await delivered(alice, gid, 'swallowed once', 2, 2);
+    for (const user of [alice, ...others]) await assertClean(user);
+    for (const user of [alice, ...others]) await user.context.close();
+  });
+});
+
+
+describe('what does not add up', { timeout: 180000 }, () => {
+  test('a membership change signed by a member who is no admin, injected by the server, is refused and shown; the list stays', async () => {
+    const srv = await harness.server();
+    const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
+    const mitm = await interceptSocket(bob.page, srv.wsUrl);
+    await generateKey(bob);
+    await enterChat(bob);
+    const carol = await gpgUser(srv, 'Carol');
+    for (const user of [bob, carol]) await befriend(user, alice);
+    const gid = await createGroup(alice, 'Honest', [bob, carol]);
+    await openGroup(bob, gid);
+    await openGroup(carol, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+
+    // Carol holds version 1 (Alice handed it to her): she reads it with her own key...
+    for (const key of keysReceived(carol)) importKey(carol.home, key);
+    const v1 = jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
+      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
+      .find((text) => text.includes('"kind":"group"'));
+    const list = JSON.parse(v1);
+    assert.equal(list.ver, 1);
+    // ...and signs a version 2 that makes her an admin, which the server hands to Bob's group handle.
+    const hash = createHash('sha256').update(v1, 'utf8').digest('base64url');
+    const forged = JSON.stringify({
+      v: 1, kind: 'group', gid, ver: 2, prev: hash, ts: Date.now(), name: 'Hijacked', secret: list.secret,
+      members: list.members.map((m) => ({ ...m, admin: true })),
+    });
+    const bobKey = jsonFrames(bob).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key;
+    importKey(carol.home, bobKey);
+    const payload = encryptAndSign(carol.home, { text: forged, recipient: bob.fingerprint, signer: carol.fingerprint, passphrase: GPG_PASSPHRASE });
+    const day = new Date().toISOString().slice(0, 10);
+    const handle = createHmac('sha256', Buffer.from(list.secret, 'base64url')).update(`secchat-group-v1\n${bob.fingerprint}\n${day}`).digest('base64url');
+    mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+
+    const pane = bob.page.locator(`.group-pane[data-group="${gid}"]`);
+    const refused = pane.locator('.msg-system[data-what="change_refused"]');
+    await refused.waitFor();
+    assert.match(await refused.textContent(), /signed by someone not allowed to make it.*Carol/);
+    assert.match(await pane.locator('.group-alerts').textContent(), /does not add up/);
+    assert.equal(await bob.page.getAttribute(`.group-item[data-group="${gid}"]`, 'data-alerts'), '1');
+    assert.equal(await pane.locator('.chat-title').textContent(), 'Honest', 'the name is not changed');
+    assert.equal(await pane.locator('.group-member', { hasText: 'admin' }).count(), 1, 'Alice is still the only admin');
+
+    // Messages the server hands Bob that do not add up: each shown flagged, never as a verified message.
+    const eve = generateGpgKey(carol.home, { name: 'Eve', passphrase: GPG_PASSPHRASE, kind: 'ecc' });
+    const sealFrom = (signer, recipients, envelope) => {
+      const result = carol.home.run(['--pinentry-mode', 'loopback', '--passphrase', GPG_PASSPHRASE, '--armor', '--trust-model', 'always',
+        '--local-user', signer, ...recipients.flatMap((r) => ['--recipient', r]), '--sign', '--encrypt'], JSON.stringify(envelope));
+      assert.equal(result.status, 0, result.stderr);
+      return result.stdout;
+    };
+    const gtext = (seq, text, extra = {}) => ({ v: 1, kind: 'gtext', gid, ver: 1, list: hash, seq, ts: Date.now(), text, ...extra });
+    const otherHash = createHash('sha256').update('another list').digest('base64url');
+    mitm.inject({ type: 'MESSAGE', handle, ts: Date.now(), payload: sealFrom(carol.fingerprint, [bob.fingerprint], gtext(1, 'other list', { list: otherHash })) });
+    mitm.inject({ type: 'MESSAGE', handle, ts: Date.now(), payload: sealFrom(carol.fingerprint, [bob.fingerprint, eve.fingerprint], gtext(2, 'also to Eve')) });
+    mitm.inject({ type: 'MESSAGE', handle, ts: Date.now(), payload: sealFrom(eve.fingerprint, [bob.fingerprint], gtext(1, 'from Eve')) });
+    const flagged = async (text, problem) => {
+      const line = await groupMessage(bob, gid, text);
+      assert.equal(await line.getAttribute('data-verified'), 'false');
+      assert.equal(await line.getAttribute('data-problems'), problem);
+    };
+    await flagged('other list', 'members_disagree');
+    assert.match(await pane.locator('.msg-in', { hasText: 'other list' }).textContent(), /Members disagree on who is in the group/);
+    await flagged('also to Eve', 'extra_recipient');
+    assert.match(await pane.locator('.msg-in', { hasText: 'also to Eve' }).textContent(), /also encrypted to someone outside the group/);
+    // Signed by Carol, for this list, but written three weeks ago by her clock: shown with that time.
+    const old = Date.now() - 21 * 24 * 60 * 60 * 1000;
+    mitm.inject({ type: 'MESSAGE', handle, ts: Date.now(), payload: sealFrom(carol.fingerprint, [bob.fingerprint], gtext(1, 'written long ago', { ts: old })) });
+    const late = await groupMessage(bob, gid, 'written long ago');
+    assert.match(await late.textContent(), new RegExp(`Written ${new Date(old).toISOString().slice(0, 10)}.*an old message replayed, or a wrong clock`));
+    await pane.locator('.msg-system[data-what="not_from_member"]').waitFor();
+    assert.equal(await pane.locator('.msg-text', { hasText: 'from Eve' }).count(), 0, 'a message no member signed is not shown');
+
+    // The group goes on under the version Alice signed.
+    await writeToGroup(alice, gid, 'still honest');
+    assert.equal(await (await groupMessage(bob, gid, 'still honest')).getAttribute('data-verified'), 'true');
+    await screenshot(bob.page, 'groups-forged-change');
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
+  });
+  test('a member\'s key offered changed (same fingerprint, other packets) is flagged for every member who is offered it; the held key stays', async () => {
+    const srv = await harness.server();
+    const alice = await gpgUser(srv, 'Alice');
+    const watched = [];
+    for (const name of ['Bob', 'Dave']) {
+      const user = await openUser(harness.browser, srv, { name });
+      user.mitm = await interceptSocket(user.page, srv.wsUrl);
+      await generateKey(user);
+      await enterChat(user);
+      watched.push(user);
+    }
+    const carol = await gpgUser(srv, 'Carol');
+    for (const user of [...watched, carol]) await befriend(user, alice);
+    const gid = await createGroup(alice, 'Keys', [...watched, carol]);
+    for (const user of [...watched, carol]) await openGroup(user, gid);
+    for (const user of [alice, ...watched, carol]) await membersReady(user, gid, 4);
+
+    // Carol's key with another user ID: the same fingerprint, other packets.
+    const changed = carol.home.run(['--pinentry-mode', 'loopback', '--passphrase', GPG_PASSPHRASE, '--quick-add-uid', carol.fingerprint, 'Carol Other <other@example.org>']);
+    assert.equal(changed.status, 0, changed.stderr);
+    const carolChanged = carol.home.run(['--armor', '--export', carol.fingerprint]).stdout;
+    // Alice (an admin) signs a gkeys with it; the server hands it to each member's group handle.
+    const v1 = JSON.parse(jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
+      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
+      .find((text) => text.includes('"kind":"group"')));
+    const day = new Date().toISOString().slice(0, 10);
+    for (const user of watched) {
+      const key = jsonFrames(user).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key;
+      importKey(alice.home, key);
+      const envelope = JSON.stringify({ v: 1, kind: 'gkeys', gid, ver: 1, ts: Date.now(), keys: [carolChanged] });
+      const payload = encryptAndSign(alice.home, { text: envelope, recipient: user.fingerprint, signer: alice.fingerprint, passphrase: GPG_PASSPHRASE });
+      const handle = createHmac('sha256', Buffer.from(v1.secret, 'base64url')).update(`secchat-group-v1\n${user.fingerprint}\n${day}`).digest('base64url');
+      user.mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+    }
+    for (const user of watched) {
+      const pane = user.page.locator(`.group-pane[data-group="${gid}"]`);
+      await pane.locator(`.group-member[data-member="${carol.fingerprint}"][data-trust="changed"]`).waitFor();
+      assert.match(await pane.locator('.msg-system[data-what="key_changed"]').textContent(), /key changed/);
+      assert.match(await pane.locator('.group-alerts').textContent(), /key changed/);
+    }
+    // The key held before stays in use: Carol still reads what Bob writes.
+    await writeToGroup(watched[0], gid, 'after the offer');
+    assert.equal(await (await groupMessage(carol, gid, 'after the offer')).getAttribute('data-verified'), 'true');
+    for (const user of [alice, ...watched, carol]) await assertClean(user);
+    for (const user of [alice, ...watched, carol]) await user.context.close();
+  });
+});
+
+/** Both sides of a friendship became contacts (each has the other's rendezvous secret). */
+async function waitForContact(user, friendKey) {
+  await user.page.waitForFunction((key) => document.querySelector(`.friend[data-friend="${key}"]`)?.dataset.contact === 'true', friendKey, { timeout: 15000 });
+}
+
+/** The contact book on this device holds the state as it is now (no save due or running). */
+async function bookSaved(user) {
+  await user.page.waitForFunction(() => Boolean(localStorage.getItem('secchat.contacts.v1'))
+    && document.querySelector('.panel.book')?.dataset.pending === 'false', null, { timeout: 15000 });
+}
+
+/** Closes the user's tab (its context and localStorage stay); returns a function that reopens and unlocks it. */
+async function closeTab(user, srv) {
+  await user.page.close();
+  return async () => {
+    const page = await user.context.newPage();
+    page.on('pageerror', (error) => user.problems.push(`page error: ${error.message}`));
+    page.on('websocket', (socket) => {
+      socket.on('framesent', (frame) => user.frames.push({ direction: 'sent', text: String(frame.payload) }));
+      socket.on('framereceived', (frame) => user.frames.push({ direction: 'received', text: String(frame.payload) }));
+    });
+    await page.goto(srv.url);
+    user.page = page;
+    await page.fill('#saved-passphrase', PASSPHRASE);
+    await page.click('#unlock-saved');
+    user.id = null;
+    return waitForSession(user);
+  };
+}

@@ -1,0 +1,739 @@
+// The pure core of groups (PROTOCOL §6 "Groups") under Node: the signed member list (bounds, the list hash,
+// who may change it, versions out of order, two admins at once, removals and secrets), the group handles
+// (a fixed vector, checked against Node's own HMAC), the gtext/greceipt/gleave/gkeys envelopes and their
+// bounds, the checks of a received message (members disagree, a recipient outside the group, seq rules),
+// keys from admins against pinned contacts, and the delivery counts.
+import assert from 'node:assert/strict';
+import { createHash, createHmac } from 'node:crypto';
+import { test } from 'node:test';
+import * as openpgp from 'openpgp';
+import {
+  MAX_HISTORY, MAX_MEMBERS, MAX_PENDING, PENDING_MS, PREVIOUS_SECRET_MS, applyVersion, buildGroupList, changeBetween,
+  createGroupList, current, expireGroup, joinGroup, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
+} from '../../public/js/grouplist.js';
+import { GROUP_HANDLE_LABEL, HANDLES_PER_GROUP, deriveMemberHandle, groupHandles, versionHandles } from '../../public/js/grouphandles.js';
+import {
+  MAX_GROUP_ACKS, MAX_GROUP_KEYS, MAX_WAITING, WAITING_MS, WILDCARD_KEY_ID, armorBody, buildGroupKeys, buildGroupLeave, buildGroupReceipt,
+  buildGroupRemoved, removalNotice,
+  buildGroupText, checkGroupText, checkRecipients, contactKeys, emptyGroupMessages, holdForVersion, keysFromContacts, memberKeyStatus,
+  parseGroupEnvelope, pruneMessages, releaseWaiting, sameKey, sendPlan, strangerRecipients, takeGroupKeys, takeSendSeq, withOwnKey,
+} from '../../public/js/groupmessages.js';
+import { MAX_TRACKED, deliveries, deliveryOf, emptyDeliveries } from '../../public/js/groupdelivery.js';
+import { deriveHandle, isHandle, listenPlan, toBase64Url } from '../../public/js/rendezvous.js';
+import { armorPublicKey, hostileRsaKey, withUnsignedUserId } from './helpers/hostilekey.mjs';
+
+const ALICE = 'A'.repeat(40);
+const BOB = 'B'.repeat(40);
+const CAROL = 'C'.repeat(40);
+const DAVE = 'D'.repeat(40);
+const EVE = 'E'.repeat(40);
+const GID = toBase64Url(new Uint8Array(16).fill(1));
+const secret = (n) => toBase64Url(new Uint8Array(32).fill(n));
+const NOW = Date.UTC(2026, 0, 1, 12);
+const DAY = 24 * 60 * 60 * 1000;
+
+const member = (fp, name, admin = false) => ({ fp, name, admin });
+const BASE_MEMBERS = [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol'), member(DAVE, 'Dave')];
+
+/** A read version (readVersion) with these fields; `prev` may be a version (its hash is taken). */
+async function version({ ver = 1, prev = null, ts = NOW, name = 'Family', s = secret(1), members = BASE_MEMBERS, gid = GID } = {}) {
+  const text = buildGroupList({ gid, ver, prev: prev && typeof prev === 'object' ? prev.hash : prev, ts, name, secret: s, members });
+  const read = await readVersion(text);
+  assert.ok(read.ok, JSON.stringify(read));
+  return read.version;
+}
+
+/** Dave's state holding `v1` (signed by Alice). */
+async function daveWith(v1) {
+  const { state, result } = joinGroup(v1, ALICE, { me: DAVE });
+  assert.ok(result.ok);
+  return state;
+}
+
+// --- the member list ---
+
+test('a group envelope is read with every field checked; the list hash is SHA-256 over its UTF-8 bytes', async () => {
+  const text = buildGroupList({ gid: GID, ver: 1, ts: NOW, name: 'Fämily 👪', secret: secret(1), members: BASE_MEMBERS });
+  const parsed = parseGroupList(text);
+  assert.ok(parsed.ok);
+  assert.deepEqual(parsed.list, { gid: GID, ver: 1, prev: null, ts: NOW, name: 'Fämily 👪', secret: secret(1), members: BASE_MEMBERS });
+  assert.equal(JSON.parse(text).prev, undefined, 'version 1 has no prev');
+  const hash = await listHash(text);
+  assert.equal(hash, createHash('sha256').update(Buffer.from(text, 'utf8')).digest('base64url'));
+  assert.equal(hash.length, 43);
+  // Unknown fields are ignored; a member's admin flag may be absent (not an admin).
+  const extra = JSON.stringify({ ...JSON.parse(text), future: 1, members: [{ fp: ALICE, name: 'A', admin: true, x: 1 }, { fp: BOB, name: 'B' }] });
+  assert.deepEqual(parseGroupList(extra).list.members, [member(ALICE, 'A', true), member(BOB, 'B')]);
+});
+
+test('the list hash is the same over the literal data as signed and over the text a receiver decrypts', async () => {
+  const { privateKey, publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name: 'A' }], format: 'object' });
+  const text = buildGroupList({ gid: GID, ver: 1, ts: NOW, name: 'Ünïcode "quoted"\n newline', secret: secret(1), members: BASE_MEMBERS });
+  assert.ok(!/[\r\n]/.test(text), 'JSON.stringify escapes line breaks');
+  const sealed = await openpgp.encrypt({ message: await openpgp.createMessage({ text }), encryptionKeys: publicKey, signingKeys: privateKey });
+  const asText = await openpgp.decrypt({ message: await openpgp.readMessage({ armoredMessage: sealed }), decryptionKeys: privateKey });
+  const asBytes = await openpgp.decrypt({ message: await openpgp.readMessage({ armoredMessage: sealed }), decryptionKeys: privateKey, format: 'binary' });
+  assert.equal(await listHash(asText.data), createHash('sha256').update(asBytes.data).digest('base64url'));
+  // A text with a raw line break is refused: OpenPGP.js rewrites line endings, so its bytes would not be the signed ones.
+  const pretty = JSON.stringify(JSON.parse(text), null, 1);
+  assert.deepEqual(parseGroupList(pretty), { ok: false, problem: 'malformed', detail: 'line_break' });
+});
+
+test('a group envelope outside the bounds is malformed: 65 members, long names, no admin, a fingerprint twice, bad fields', async () => {
+  const good = { v: 1, kind: 'group', gid: GID, ver: 2, prev: secret(9), ts: NOW, name: 'G', secret: secret(1), members: BASE_MEMBERS };
+  const fp = (i) => i.toString(16).toUpperCase().padStart(40, '0');
+  const many = (n) => Array.from({ length: n }, (_, i) => ({ fp: fp(i + 1), name: `m${i}`, admin: i === 0 }));
+  assert.ok(parseGroupList(JSON.stringify({ ...good, members: many(MAX_MEMBERS) })).ok, '64 members');
+  assert.ok(parseGroupList(JSON.stringify({ ...good, name: '👪'.repeat(64) })).ok, '64 code points (128 UTF-16 units)');
+  const cases = [
+    [{ members: many(MAX_MEMBERS + 1) }, 'too_many_members'],
+    [{ members: [] }, 'members'],
+    [{ members: 'x' }, 'members'],
+    [{ name: 'x'.repeat(65) }, 'name'],
+    [{ name: '👪'.repeat(65) }, 'name'],
+    [{ name: '' }, 'name'],
+    [{ name: 5 }, 'name'],
+    [{ members: [{ fp: ALICE, name: 'x'.repeat(65), admin: true }] }, 'member_name'],
+    [{ members: [{ fp: ALICE, name: '', admin: true }] }, 'member_name'],
+    [{ members: [member(ALICE, 'A'), member(BOB, 'B')] }, 'no_admin'],
+    [{ members: [member(ALICE, 'A', true), member(ALICE, 'A again')] }, 'member_twice'],
+    [{ members: [member(ALICE.toLowerCase(), 'A', true)] }, 'member_fp'],
+    [{ members: [member('A'.repeat(39), 'A', true)] }, 'member_fp'],
+    [{ members: [{ fp: ALICE, name: 'A', admin: 'yes' }] }, 'member_admin'],
+    [{ members: [null] }, 'member'],
+    [{ gid: 'short' }, 'gid'],
+    [{ gid: `${GID.slice(0, 21)}B` }, 'gid'], // 22 characters, but not the encoding of 16 bytes
+    [{ ver: 0 }, 'ver'],
+    [{ ver: 1.5 }, 'ver'],
+    [{ ver: '2' }, 'ver'],
+    [{ prev: undefined }, 'prev'],
+    [{ prev: 'x'.repeat(43) }, 'prev'],
+    [{ ver: 1 }, 'prev'], // version 1 has no prev
+    [{ ts: -1 }, 'ts'],
+    [{ secret: secret(1).slice(1) }, 'secret'],
+    [{ secret: `${secret(1).slice(0, 42)}B` }, 'secret'], // 43 characters that are not 32 bytes
+    [{ secret: undefined }, 'secret'],
+    [{ kind: 'gtext' }, 'kind'],
+  ];
+  for (const [fields, detail] of cases) {
+    assert.deepEqual(parseGroupList(JSON.stringify({ ...good, ...fields })), { ok: false, problem: 'malformed', detail }, detail);
+  }
+  assert.equal(parseGroupList(JSON.stringify({ ...good, v: 2 })).problem, 'version');
+  assert.equal(parseGroupList('not json').problem, 'malformed');
+  assert.equal(parseGroupList('[1]').problem, 'malformed');
+});
+
+test('version 1 is taken when its signer is an admin in it and we are in it; a member who is no admin cannot make one', async () => {
+  const v1 = await version();
+  assert.equal(joinGroup(v1, CAROL, { me: DAVE }).result.problem, 'not_admin');
+  assert.equal(joinGroup(v1, EVE, { me: DAVE }).result.problem, 'not_admin');
+  assert.equal(joinGroup(v1, ALICE, { me: EVE }).result.problem, 'not_member');
+  const { state, result } = joinGroup(v1, ALICE, { me: DAVE });
+  assert.deepEqual(result, { ok: true, applied: { ver: 1, hash: v1.hash, signer: ALICE }, removedMe: false, change: null });
+  assert.equal(current(state).hash, v1.hash);
+  assert.equal(current(state).text, v1.text, 'the current version keeps its signed text, to hand on byte for byte');
+  // The creator's own version 1.
+  const made = createGroupList({ gid: GID, ts: NOW, name: 'Mine', secret: secret(3), me: { fp: ALICE, name: 'Alice' }, others: [member(BOB, 'Bob')] });
+  assert.ok(made.ok);
+  const read = await readVersion(made.text);
+  assert.ok(joinGroup(read.version, ALICE, { me: ALICE }).result.ok);
+});
+
+test('version n + 1 applies when prev is the hash of n and its signer is an admin in n; a forged change by a non-admin is refused', async () => {
+  const v1 = await version();
+  let dave = await daveWith(v1);
+  // Carol (a member, no admin) makes herself admin and adds Eve: refused, nothing changes.
+  const forged = await version({
+    ver: 2, prev: v1, members: [...BASE_MEMBERS.filter((m) => m.fp !== CAROL), member(CAROL, 'Carol', true), member(EVE, 'Eve')],
+  });
+  let step = applyVersion(dave, forged, CAROL, NOW);
+  assert.equal(step.result.problem, 'not_admin');
+  assert.equal(step.state, dave);
+  // Eve, made admin in the version she signs, is not an admin in the version before it.
+  const selfMade = await version({ ver: 2, prev: v1, members: [...BASE_MEMBERS, member(EVE, 'Eve', true)] });
+  assert.equal(applyVersion(dave, selfMade, EVE, NOW).result.problem, 'not_admin');
+  // Bob (admin in version 1) adds Eve.
+  const v2 = await version({ ver: 2, prev: v1, members: [...BASE_MEMBERS, member(EVE, 'Eve')] });
+  step = applyVersion(dave, v2, BOB, NOW);
+  assert.equal(step.result.ok, true);
+  assert.deepEqual(step.result.applied, { ver: 2, hash: v2.hash, signer: BOB });
+  assert.deepEqual(step.result.change.add, [member(EVE, 'Eve')]);
+  dave = step.state;
+  assert.equal(current(dave).ver, 2);
+  assert.equal(dave.history[0].text, undefined, 'only the current version keeps its text');
+  // The same version again: nothing to do.
+  assert.equal(applyVersion(dave, v2, BOB, NOW).result.duplicate, true);
+  // Another group's version is not this one's.
+  const other = await version({ ver: 3, prev: v2, gid: toBase64Url(new Uint8Array(16).fill(2)) });
+  assert.equal(applyVersion(dave, other, ALICE, NOW).result.problem, 'wrong_group');
+});
+
+test('a version on the wrong predecessor is refused; a second version 1 too', async () => {
+  const v1 = await version();
+  const v2 = await version({ ver: 2, prev: v1, name: 'Renamed' });
+  const dave = applyVersion(await daveWith(v1), v2, ALICE, NOW).state;
+  // Version 3 whose prev is version 1: it claims to follow a version it does not follow.
+  const stale = await version({ ver: 3, prev: v1, name: 'Stale' });
+  assert.equal(applyVersion(dave, stale, ALICE, NOW).result.problem, 'wrong_prev');
+  const again = await version({ name: 'Another first' });
+  assert.equal(applyVersion(dave, again, ALICE, NOW).result.problem, 'wrong_prev');
+});
+
+test('removing a member needs a new secret; the previous secret is kept for 7 days', async () => {
+  const v1 = await version();
+  const dave = await daveWith(v1);
+  const withoutCarol = BASE_MEMBERS.filter((m) => m.fp !== CAROL);
+  const sameSecret = await version({ ver: 2, prev: v1, members: withoutCarol });
+  assert.equal(applyVersion(dave, sameSecret, ALICE, NOW).result.problem, 'removed_without_new_secret');
+  const v2 = await version({ ver: 2, prev: v1, members: withoutCarol, s: secret(2) });
+  const step = applyVersion(dave, v2, ALICE, NOW);
+  assert.ok(step.result.ok);
+  assert.deepEqual(step.result.change.remove, [CAROL]);
+  assert.equal(step.result.change.newSecret, true);
+  assert.deepEqual(step.state.previousSecrets, [{ secret: secret(1), until: NOW + PREVIOUS_SECRET_MS }]);
+  assert.deepEqual(expireGroup(step.state, NOW + PREVIOUS_SECRET_MS - 1).state.previousSecrets.length, 1);
+  assert.deepEqual(expireGroup(step.state, NOW + PREVIOUS_SECRET_MS).state.previousSecrets, []);
+  // Removed: Dave learns it from the version that removes him (and listens nowhere from then on, see the handles).
+  const v3 = await version({ ver: 3, prev: v2, members: withoutCarol.filter((m) => m.fp !== DAVE), s: secret(3) });
+  assert.equal(applyVersion(step.state, v3, BOB, NOW).result.removedMe, true);
+});
+
+test('a version that arrives before its predecessor waits, and applies when the predecessor arrives', async () => {
+  const v1 = await version();
+  const v2 = await version({ ver: 2, prev: v1, name: 'Two' });
+  const v3 = await version({ ver: 3, prev: v2, name: 'Three' });
+  const v4 = await version({ ver: 4, prev: v3, name: 'Four' });
+  let dave = await daveWith(v1);
+  let step = applyVersion(dave, v4, BOB, NOW);
+  assert.deepEqual([step.result.problem, step.result.held], ['gap', true]);
+  step = applyVersion(step.state, v3, ALICE, NOW);
+  assert.equal(step.result.problem, 'gap');
+  assert.equal(current(step.state).ver, 1, 'nothing applied yet');
+  step = applyVersion(step.state, v2, ALICE, NOW);
+  assert.deepEqual(step.result.applied, { ver: 2, hash: v2.hash, signer: ALICE });
+  assert.deepEqual(step.released.map((r) => r.applied), [{ ver: 3, hash: v3.hash, signer: ALICE }, { ver: 4, hash: v4.hash, signer: BOB }]);
+  dave = step.state;
+  assert.equal(current(dave).name, 'Four');
+  assert.deepEqual(dave.pending, []);
+  // A waiting version is checked like any other once it can be: a non-admin's is refused then.
+  const w2 = await version({ ver: 5, prev: v4, name: 'Five' });
+  const w3 = await version({ ver: 6, prev: w2, name: 'Six, forged' });
+  step = applyVersion(dave, w3, CAROL, NOW);
+  assert.equal(step.result.problem, 'gap');
+  step = applyVersion(step.state, w2, ALICE, NOW);
+  assert.equal(step.result.ok, true);
+  assert.equal(step.released[0].problem, 'not_admin');
+  assert.equal(current(step.state).ver, 5);
+  assert.deepEqual(step.state.pending, []);
+});
+
+test('versions waiting for a predecessor are bounded (the nearest kept) and given up after 7 days', async () => {
+  const v1 = await version();
+  const dave = await daveWith(v1);
+  let state = dave;
+  const waiting = [];
+  for (let ver = 3; ver < 3 + MAX_PENDING + 1; ver += 1) {
+    const v = await version({ ver, prev: secret(ver), name: `v${ver}` }); // predecessors nobody has
+    waiting.push(v);
+  }
+  // The farthest first: each nearer one pushes out the farthest once the bound is reached.
+  for (const v of [...waiting].reverse()) state = applyVersion(state, v, ALICE, NOW).state;
+  assert.equal(state.pending.length, MAX_PENDING);
+  assert.deepEqual(state.pending.map((p) => p.version.ver), waiting.slice(0, MAX_PENDING).map((v) => v.ver));
+  // A farther one than all held is not kept.
+  const far = await version({ ver: 50, prev: secret(50) });
+  assert.deepEqual([applyVersion(state, far, ALICE, NOW).result.held], [false]);
+  const { state: later, expired } = expireGroup(state, NOW + PENDING_MS);
+  assert.deepEqual(later.pending, []);
+  assert.equal(expired.length, MAX_PENDING);
+});
+
+test('two admins changing the group at once: the smaller list hash wins for everyone, whatever the order', async () => {
+  const v1 = await version();
+  const a2 = await version({ ver: 2, prev: v1, members: [...BASE_MEMBERS, member(EVE, 'Eve')], ts: NOW + 1 }); // Alice adds Eve
+  const b2 = await version({ ver: 2, prev: v1, name: 'Bob\'s name', ts: NOW + 2 }); // Bob renames
+  const [winner, loser] = a2.hash < b2.hash ? [a2, b2] : [b2, a2];
+  const signerOf = (v) => (v === a2 ? ALICE : BOB);
+  const start = await daveWith(v1);
+  const orders = [[a2, b2], [b2, a2]];
+  const finals = [];
+  for (const [first, second] of orders) {
+    let step = applyVersion(start, first, signerOf(first), NOW);
+    assert.ok(step.result.ok);
+    step = applyVersion(step.state, second, signerOf(second), NOW);
+    assert.ok(step.result.ok);
+    assert.deepEqual(step.result.conflict.kept, { ver: 2, hash: winner.hash, signer: signerOf(winner) });
+    assert.deepEqual(step.result.conflict.dropped.map(({ ver, hash, signer }) => ({ ver, hash, signer })), [{ ver: 2, hash: loser.hash, signer: signerOf(loser) }]);
+    // The dropped change is named, so its admin can make it again on top of the winner.
+    assert.deepEqual(step.result.conflict.dropped[0].change, changeBetween(v1, loser));
+    assert.equal(step.result.applied ? step.result.applied.hash : current(step.state).hash, winner.hash);
+    finals.push(step.state);
+  }
+  assert.equal(current(finals[0]).hash, winner.hash);
+  assert.equal(current(finals[1]).hash, winner.hash);
+  assert.deepEqual(finals[0].history.map((v) => v.hash), finals[1].history.map((v) => v.hash));
+  // The loser's admin makes the change again on top of the winner: a version 3 everyone takes.
+  const loserAdmin = signerOf(loser);
+  const asAdmin = { ...finals[0], me: loserAdmin };
+  const redo = proposeChange(asAdmin, changeBetween(v1, loser), { ts: NOW + 3 });
+  assert.ok(redo.ok);
+  const v3 = (await readVersion(redo.text)).version;
+  assert.equal(v3.prev, winner.hash);
+  const step = applyVersion(finals[1], v3, loserAdmin, NOW);
+  assert.ok(step.result.ok);
+  assert.deepEqual(changeBetween(v1, current(step.state)).add.length + (current(step.state).name !== v1.name ? 1 : 0), 2, 'both changes are in');
+  // What was built on the loser is refused as superseded, whether the loser was held for a while or never.
+  const onLoser = await version({ ver: 3, prev: loser, name: 'on the loser' });
+  for (const state of finals) {
+    assert.equal(applyVersion(state, onLoser, ALICE, NOW).result.problem, 'superseded');
+    assert.equal(applyVersion(state, loser, signerOf(loser), NOW).result.problem, 'superseded');
+  }
+});
+
+test('a winning change that arrives late replaces the loser and what was built on it; its descendant waits for it', async () => {
+  const v1 = await version();
+  // Two candidates for version 2 and, on each, a version 3.
+  const y2 = await version({ ver: 2, prev: v1, name: 'y', ts: 2 });
+  let x2 = await version({ ver: 2, prev: v1, name: 'x', ts: 1, s: secret(5) });
+  for (let ts = 3; x2.hash < y2.hash; ts += 1) x2 = await version({ ver: 2, prev: v1, name: 'x', ts, s: secret(5) }); // x2 must lose
+  const x3 = await version({ ver: 3, prev: x2, name: 'x3' });
+  const y3 = await version({ ver: 3, prev: y2, name: 'y3' });
+  // Dave holds the loser and its successor; the winner's successor arrives first (waits), then the winner.
+  let step = applyVersion(await daveWith(v1), x2, ALICE, NOW);
+  step = applyVersion(step.state, x3, ALICE, NOW);
+  assert.equal(current(step.state).hash, x3.hash);
+  step = applyVersion(step.state, y3, BOB, NOW);
+  assert.equal(step.result.problem, 'gap');
+  step = applyVersion(step.state, y2, BOB, NOW + 1000);
+  assert.deepEqual(step.result.conflict.kept, { ver: 2, hash: y2.hash, signer: BOB });
+  assert.deepEqual(step.result.conflict.dropped.map((d) => d.hash), [x2.hash, x3.hash]);
+  assert.deepEqual(step.released.map((r) => r.applied && r.applied.hash), [y3.hash]);
+  assert.equal(current(step.state).hash, y3.hash);
+  assert.deepEqual(step.state.history.map((v) => v.ver), [1, 2, 3]);
+  // The secrets held meanwhile are listened on for a while (messages may have been sent under them).
+  assert.deepEqual(step.state.previousSecrets, [{ secret: secret(5), until: NOW + 1000 + PREVIOUS_SECRET_MS }]);
+});
+
+test('a competing version older than the history kept cannot be checked', async () => {
+  const v1 = await version();
+  let state = await daveWith(v1);
+  let prev = v1;
+  const chain = [v1];
+  for (let ver = 2; ver <= MAX_HISTORY + 2; ver += 1) {
+    prev = await version({ ver, prev, name: `v${ver}` });
+    chain.push(prev);
+    state = applyVersion(state, prev, ALICE, NOW).state;
+  }
+  assert.equal(state.history.length, MAX_HISTORY);
+  assert.equal(state.history[0].ver, 3);
+  const rival = await version({ ver: 3, prev: chain[1], name: 'rival' }); // builds on version 2, which is gone
+  assert.equal(applyVersion(state, rival, ALICE, NOW).result.problem, 'too_old');
+});
+
+test('an admin proposes changes: a removal without a new secret is refused, leavers go, bounds hold', async () => {
+  const v1 = await version();
+  const alice = joinGroup(v1, ALICE, { me: ALICE }).state;
+  const carolState = joinGroup(v1, ALICE, { me: CAROL }).state;
+  assert.equal(proposeChange(carolState, { name: 'mine' }, { ts: NOW }).problem, 'not_admin');
+  assert.equal(proposeChange(alice, { remove: [CAROL] }, { ts: NOW }).problem, 'needs_new_secret');
+  assert.equal(proposeChange(alice, { remove: [CAROL] }, { ts: NOW, secret: secret(1) }).problem, 'needs_new_secret');
+  assert.equal(proposeChange(alice, { add: [member(BOB, 'Bob again')] }, { ts: NOW }).problem, 'no_change');
+  const removal = proposeChange(alice, { remove: [CAROL] }, { ts: NOW, secret: secret(2) });
+  assert.ok(removal.ok);
+  assert.deepEqual(removal.list.members.map((m) => m.fp), [ALICE, BOB, DAVE]);
+  assert.equal(removal.list.prev, v1.hash);
+  // Dave left (gleave): the next change removes him, and so needs a new secret.
+  const { state: left, ok } = leaveReceived(alice, DAVE);
+  assert.ok(ok);
+  assert.equal(leaveReceived(alice, EVE).problem, 'not_member');
+  assert.equal(proposeChange(left, { name: 'New name' }, { ts: NOW }).problem, 'needs_new_secret');
+  const next = proposeChange(left, { name: 'New name', admin: { [CAROL]: true } }, { ts: NOW, secret: secret(4) });
+  assert.ok(next.ok);
+  assert.deepEqual(next.list.members, [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol', true)]);
+  const applied = applyVersion(left, (await readVersion(next.text)).version, ALICE, NOW).state;
+  assert.deepEqual(applied.leaving, [], 'a leaver removed is no longer leaving');
+  // Bounds: a 65th member, a name too long.
+  const fp = (i) => i.toString(16).toUpperCase().padStart(40, '0');
+  const add = Array.from({ length: MAX_MEMBERS - 3 }, (_, i) => member(fp(i + 1), `m${i}`));
+  assert.ok(proposeChange(alice, { add: add.slice(0, MAX_MEMBERS - 4) }, { ts: NOW }).ok, '64 members');
+  assert.equal(proposeChange(alice, { add }, { ts: NOW }).detail, 'too_many_members');
+  assert.equal(proposeChange(alice, { name: 'n'.repeat(65) }, { ts: NOW }).detail, 'name');
+});
+
+// --- group handles ---
+
+test('member handle = HMAC-SHA256(secret, "secchat-group-v1\\n" + fp + "\\n" + day), base64url, 43 characters', async () => {
+  const key = toBase64Url(Uint8Array.from({ length: 32 }, (_, i) => i));
+  const fp = '0123456789ABCDEF0123456789ABCDEF01234567';
+  const handle = await deriveMemberHandle(key, fp, '2026-01-01');
+  assert.equal(handle, 'J7Ye7jaFQNwU4Wy1-IGfeWztZWRSxdBh9vXtUbSRJ3s'); // the fixed vector (docs/PROTOCOL.md §6 "Groups")
+  const node = createHmac('sha256', Buffer.from(Uint8Array.from({ length: 32 }, (_, i) => i))).update(`${GROUP_HANDLE_LABEL}${fp}\n2026-01-01`).digest('base64url');
+  assert.equal(handle, node);
+  assert.ok(isHandle(handle));
+  // Not a pair's handle of the same secret and day, nor another member's.
+  assert.notEqual(handle, await deriveHandle(key, '2026-01-01'));
+  assert.notEqual(handle, await deriveMemberHandle(key, ALICE, '2026-01-01'));
+  await assert.rejects(deriveMemberHandle('short', fp, '2026-01-01'));
+  await assert.rejects(deriveMemberHandle(key, fp.toLowerCase(), '2026-01-01'));
+});
+
+test('a member sends to the others\' handles of today and listens on its own for three days, old secrets for 7 days', async () => {
+  const v1 = await version();
+  const dave = await daveWith(v1);
+  const now = Date.UTC(2026, 0, 1, 23, 59);
+  const { day, send, listen } = await groupHandles(dave, now);
+  assert.equal(day, '2026-01-01');
+  assert.deepEqual([...send.keys()], [ALICE, BOB, CAROL], 'everyone but us');
+  assert.equal(send.get(CAROL), await deriveMemberHandle(secret(1), CAROL, '2026-01-01'));
+  const own = (s, d) => deriveMemberHandle(s, DAVE, d);
+  assert.deepEqual(new Set(listen.keys()), new Set([await own(secret(1), '2025-12-31'), await own(secret(1), '2026-01-01'), await own(secret(1), '2026-01-02')]));
+  assert.deepEqual(new Set(listen.values()), new Set([GID]));
+  // Carol is removed with a new secret: Dave listens on both secrets' handles for 7 days, sends under the new one only.
+  const v2 = await version({ ver: 2, prev: v1, members: BASE_MEMBERS.filter((m) => m.fp !== CAROL), s: secret(2) });
+  const after = applyVersion(dave, v2, ALICE, now).state;
+  const changed = await groupHandles(after, now);
+  assert.deepEqual([...changed.send.keys()], [ALICE, BOB]);
+  assert.equal(changed.send.get(BOB), await deriveMemberHandle(secret(2), BOB, '2026-01-01'));
+  assert.equal(changed.listen.size, 6);
+  assert.ok(changed.listen.has(await own(secret(1), '2026-01-01')) && changed.listen.has(await own(secret(2), '2026-01-01')));
+  const week = await groupHandles(after, now + PREVIOUS_SECRET_MS);
+  assert.equal(week.listen.size, 3);
+  assert.ok(!week.listen.has(await own(secret(1), '2026-01-08')));
+  // What to UNLISTEN when the old secret's week is over (rendezvous.js listenPlan).
+  const plan = listenPlan((await groupHandles(after, now + PREVIOUS_SECRET_MS - 1)).listen.keys(), week.listen.keys());
+  assert.deepEqual(plan, { listen: [], unlisten: await Promise.all(['2026-01-07', '2026-01-08', '2026-01-09'].map((d) => own(secret(1), d))) });
+  assert.ok(HANDLES_PER_GROUP >= changed.listen.size);
+  // An admin hands the next version to those who hold the previous one through its handles.
+  assert.deepEqual([...(await versionHandles(v1, ALICE, '2026-01-01')).values()], await Promise.all([BOB, CAROL, DAVE].map((fp) => deriveMemberHandle(secret(1), fp, '2026-01-01'))));
+  // Removed: nothing to listen on, nobody to send to.
+  const v3 = await version({ ver: 3, prev: v2, members: [member(ALICE, 'Alice', true), member(BOB, 'Bob', true)], s: secret(3) });
+  const removed = await groupHandles(applyVersion(after, v3, ALICE, now).state, now);
+  assert.deepEqual([removed.send.size, removed.listen.size], [0, 0]);
+});
+
+// --- group envelopes ---
+
+/** Real keys, as the crypto worker would read them: {armored, fingerprint, keyIds, privateKey, publicKey}. */
+async function person(name) {
+  const { privateKey, publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name }], format: 'object' });
+  return { name, privateKey, publicKey, armored: publicKey.armor(), fingerprint: publicKey.getFingerprint().toUpperCase(), keyIds: publicKey.getKeyIDs().map((id) => id.toHex()) };
+}
+const people = Promise.all(['Alice', 'Bob', 'Carol', 'Dave', 'Eve'].map(person));
+
+test('gtext, greceipt, gleave and gkeys are built and read back; out of bounds they are malformed', async () => {
+  const [alice, bob] = await people;
+  const list = secret(7);
+  const gtext = buildGroupText({ gid: GID, ver: 3, list, seq: 7, ts: NOW, text: 'hello all' });
+  assert.deepEqual(parseGroupEnvelope(gtext), { ok: true, envelope: { kind: 'gtext', gid: GID, ts: NOW, ver: 3, list, seq: 7, text: 'hello all' } });
+  assert.deepEqual(parseGroupEnvelope(buildGroupReceipt({ gid: GID, ts: NOW, acks: [7, 8, 7] })).envelope, { kind: 'greceipt', gid: GID, ts: NOW, acks: [7, 8] });
+  assert.deepEqual(parseGroupEnvelope(buildGroupLeave({ gid: GID, ts: NOW })).envelope, { kind: 'gleave', gid: GID, ts: NOW });
+  const [gkeys] = buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: [alice.armored, bob.armored] });
+  assert.deepEqual(parseGroupEnvelope(gkeys).envelope.keys, [alice.armored, bob.armored]);
+  assert.deepEqual(buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: Array(MAX_GROUP_KEYS * 2 + 1).fill(alice.armored) }).map((t) => JSON.parse(t).keys.length), [8, 8, 1]);
+  assert.equal(parseGroupEnvelope(buildGroupList({ gid: GID, ver: 1, ts: NOW, name: 'G', secret: secret(1), members: BASE_MEMBERS })).envelope.kind, 'group');
+  // Not a group envelope at all: envelope.js reads it.
+  for (const text of ['{"v":1,"to":"x","seq":1}', '{"v":1,"kind":"receipt"}', 'not json', 'null']) assert.equal(parseGroupEnvelope(text).problem, 'not_group', text);
+  assert.equal(parseGroupEnvelope(JSON.stringify({ ...JSON.parse(gtext), v: 2 })).problem, 'version');
+  const tooMany = Array.from({ length: MAX_GROUP_ACKS + 1 }, (_, i) => i + 1);
+  assert.equal(parseGroupEnvelope(buildGroupReceipt({ gid: GID, ts: NOW, acks: tooMany.slice(0, -1) })).ok, true, '256 acks');
+  const overSize = armorPublicKey(Buffer.alloc(17000, 0x99));
+  const hostile = hostileRsaKey({ modulusBits: 8192, exponentBits: 17, certifications: 1 });
+  const secretKey = armorPublicKey(Buffer.from(alice.privateKey.write()));
+  const bad = [
+    [{ kind: 'greceipt', acks: tooMany }, 'too_many_acks'],
+    [{ kind: 'greceipt', acks: [] }, 'acks'],
+    [{ kind: 'greceipt', acks: [0] }, 'acks'],
+    [{ kind: 'greceipt', acks: ['1'] }, 'acks'],
+    [{ kind: 'gkeys', ver: 1, keys: Array(MAX_GROUP_KEYS + 1).fill(alice.armored) }, 'too_many_keys'],
+    [{ kind: 'gkeys', ver: 1, keys: [] }, 'keys'],
+    [{ kind: 'gkeys', ver: 1, keys: ['hello'] }, 'key_not_armored'],
+    [{ kind: 'gkeys', ver: 1, keys: [5] }, 'key_not_text'],
+    [{ kind: 'gkeys', ver: 1, keys: [overSize] }, 'key_too_large'],
+    [{ kind: 'gkeys', ver: 1, keys: [alice.armored, hostile.armored] }, 'key_unsupported_key'], // the key policy, before OpenPGP.js
+    [{ kind: 'gkeys', ver: 1, keys: [secretKey] }, 'key_secret'],
+    [{ kind: 'gkeys', ver: 0, keys: [alice.armored] }, 'ver'],
+    [{ kind: 'gtext', ver: 1, list, seq: 0, text: 'x' }, 'seq'],
+    [{ kind: 'gtext', ver: 1, list: 'short', seq: 1, text: 'x' }, 'list'],
+    [{ kind: 'gtext', ver: 1, list, seq: 1, text: 5 }, 'text'],
+    [{ kind: 'gleave', gid: 'x' }, 'gid'],
+    [{ kind: 'gleave', ts: 'now' }, 'ts'],
+  ];
+  for (const [fields, detail] of bad) {
+    assert.deepEqual(parseGroupEnvelope(JSON.stringify({ v: 1, gid: GID, ts: NOW, ...fields })), { ok: false, problem: 'malformed', detail }, detail);
+  }
+});
+
+test('two armorings of one key are the same key; another key, or the same one with a packet added, is not', async () => {
+  const [alice, bob] = await people;
+  const body = armorBody(alice.armored);
+  assert.ok(body && body.length > 100);
+  const rewrapped = ['-----BEGIN PGP PUBLIC KEY BLOCK-----', 'Comment: relayed', 'Version: GnuPG', '', ...body.match(/.{1,64}/g), '-----END PGP PUBLIC KEY BLOCK-----', ''].join('\r\n');
+  assert.ok(sameKey(alice.armored, rewrapped));
+  assert.ok(!sameKey(alice.armored, bob.armored));
+  assert.ok(!sameKey(alice.armored, withUnsignedUserId(alice.armored, 'Mum')));
+  for (const junk of ['', 'x', `${alice.armored}trailing`, alice.armored.replace('PUBLIC KEY', 'PRIVATE KEY'), alice.armored.replace(/\n\n/, '\nno header\n\n')]) {
+    assert.equal(armorBody(junk), null);
+  }
+  assert.ok(!sameKey('x', 'x'));
+});
+
+/** A group of the five with real fingerprints, as held by `me`, and everyone's keys held from gkeys. */
+async function realGroup(me, { removeCarol = false } = {}) {
+  const [alice, bob, carol, dave, eve] = await people;
+  const members = [member(alice.fingerprint, 'Alice', true), member(bob.fingerprint, 'Bob', true), member(carol.fingerprint, 'Carol'), member(dave.fingerprint, 'Dave')];
+  const v1 = await version({ members });
+  let { state } = joinGroup(v1, alice.fingerprint, { me: me.fingerprint });
+  let v2 = null;
+  if (removeCarol) {
+    v2 = await version({ ver: 2, prev: v1, members: members.filter((m) => m.fp !== carol.fingerprint), s: secret(2) });
+    state = applyVersion(state, v2, alice.fingerprint, NOW).state;
+  }
+  let messages = withOwnKey(emptyGroupMessages(), me.fingerprint, me.armored, me.keyIds);
+  for (const p of [alice, bob, carol, dave]) {
+    if (p === me) continue;
+    messages = { ...messages, keys: { ...messages.keys, [p.fingerprint]: { armored: p.armored, keyIds: p.keyIds, source: 'gkeys', changed: false } } };
+  }
+  return { state, messages, v1, v2, alice, bob, carol, dave, eve };
+}
+
+/** The key IDs a message sealed to `to` (people) names, as OpenPGP.js reads them off the message. */
+async function recipientsOf(to, signer) {
+  const sealed = await openpgp.encrypt({ message: await openpgp.createMessage({ text: 'x' }), encryptionKeys: to.map((p) => p.publicKey), signingKeys: signer.privateKey });
+  return (await openpgp.readMessage({ armoredMessage: sealed })).getEncryptionKeyIDs().map((id) => id.toHex());
+}
+
+test('a message encrypted also to a removed member\'s key is flagged, naming whose key it is', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave, { removeCarol: true });
+  const envelope = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 2, list: g.v2.hash, seq: 1, ts: NOW, text: 'hi' })).envelope;
+  const honest = await recipientsOf([g.alice, g.bob, g.dave], g.alice);
+  let { verdict } = checkGroupText(g.state, g.messages, { envelope, signer: g.alice.fingerprint, recipients: honest });
+  assert.deepEqual([verdict.verified, verdict.kind, verdict.problems], [true, 'first', []]);
+  const leaky = await recipientsOf([g.alice, g.bob, g.dave, g.carol], g.alice);
+  ({ verdict } = checkGroupText(g.state, g.messages, { envelope, signer: g.alice.fingerprint, recipients: leaky }));
+  assert.equal(verdict.verified, false);
+  assert.deepEqual(verdict.problems, ['extra_recipient']);
+  assert.deepEqual(verdict.outsiders.map((o) => o.fp), [g.carol.fingerprint]);
+  // The pure function over key-ID sets behind it.
+  const memberIds = [g.alice, g.bob, g.dave].flatMap((p) => p.keyIds);
+  assert.deepEqual(strangerRecipients(honest, memberIds), []);
+  assert.deepEqual(strangerRecipients(leaky, memberIds), [leaky.find((id) => g.carol.keyIds.includes(id))]);
+  assert.deepEqual(strangerRecipients([WILDCARD_KEY_ID], memberIds), [WILDCARD_KEY_ID], 'an anonymous recipient could be anyone');
+  assert.deepEqual(strangerRecipients(['ABCDEF0123456789'], ['abcdef0123456789']), [], 'hex in either case');
+  // Named in version 1, where Carol was a member, the same recipients are fine (a message sent before the change).
+  const old = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 1, list: g.v1.hash, seq: 1, ts: NOW, text: 'hi' })).envelope;
+  assert.deepEqual(checkGroupText(g.state, g.messages, { envelope: old, signer: g.alice.fingerprint, recipients: leaky }).verdict.problems, []);
+});
+
+test('a recipient nobody can name: flagged, unless a member\'s key is missing (then noted); a hidden recipient is flagged', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave);
+  const envelope = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 1, list: g.v1.hash, seq: 1, ts: NOW, text: 'hi' })).envelope;
+  const all = await recipientsOf([g.alice, g.bob, g.carol, g.dave], g.alice);
+  const unknown = [...all, '0123456789abcdef'];
+  assert.deepEqual(checkGroupText(g.state, g.messages, { envelope, signer: g.alice.fingerprint, recipients: unknown }).verdict.problems, ['extra_recipient']);
+  const withoutCarolsKey = { ...g.messages, keys: Object.fromEntries(Object.entries(g.messages.keys).filter(([fp]) => fp !== g.carol.fingerprint)) };
+  const { verdict } = checkGroupText(g.state, withoutCarolsKey, { envelope, signer: g.alice.fingerprint, recipients: all });
+  assert.deepEqual([verdict.verified, verdict.problems, verdict.notes], [true, [], ['unknown_recipient']]);
+  assert.deepEqual(checkRecipients(current(g.state), withoutCarolsKey.keys, all).missingKeys, [g.carol.fingerprint]);
+  assert.deepEqual(checkGroupText(g.state, withoutCarolsKey, { envelope, signer: g.alice.fingerprint, recipients: [...all, WILDCARD_KEY_ID] }).verdict.problems, ['extra_recipient']);
+});
+
+test('a message naming a list hash that differs from ours is flagged "members disagree"; other refusals', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave, { removeCarol: true });
+  const text = (fields) => parseGroupEnvelope(buildGroupText({ gid: GID, ver: 2, list: g.v2.hash, seq: 1, ts: NOW, text: 'hi', ...fields })).envelope;
+  const recipients = await recipientsOf([g.alice, g.bob, g.dave], g.alice);
+  const check = (envelope, signer = g.alice.fingerprint, messages = g.messages) => checkGroupText(g.state, messages, { envelope, signer, recipients });
+  // Alice holds a version 2 in which Carol is still there (or Eve was added): same number, another hash.
+  let { verdict, messages } = check(text({ list: secret(9) }));
+  assert.deepEqual([verdict.verified, verdict.problems], [false, ['members_disagree']]);
+  assert.equal(messages, g.messages, 'a refused message does not move the seqs');
+  assert.deepEqual(check(text({ gid: toBase64Url(new Uint8Array(16).fill(2)) })).verdict.problems, ['wrong_group']);
+  assert.deepEqual(check(text({}), g.eve.fingerprint).verdict.problems, ['not_member']);
+  assert.deepEqual(check(text({}), g.carol.fingerprint).verdict.problems, ['not_member'], 'Carol is not in version 2');
+  assert.deepEqual(check(text({}), g.dave.fingerprint).verdict.problems, ['own_message']);
+  // Carol, removed, signs a message naming version 1 (where she was a member): it cannot have reached our handles
+  // (she cannot derive them), so someone passed it on.
+  const fromCarol = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 1, list: g.v1.hash, seq: 9, ts: NOW, text: 'still here' })).envelope;
+  const toV1 = await recipientsOf([g.alice, g.bob, g.carol, g.dave], g.carol);
+  assert.deepEqual(checkGroupText(g.state, g.messages, { envelope: fromCarol, signer: g.carol.fingerprint, recipients: toV1 }).verdict.problems, ['sender_removed']);
+  // A version not held yet: the message waits. One older than what we hold (we joined later): unverifiable.
+  ({ verdict } = check(text({ ver: 3, list: secret(8) })));
+  assert.deepEqual([verdict.kind, verdict.verified, verdict.problems], ['wait', false, []]);
+  const joinedLate = joinGroup(g.v2, g.alice.fingerprint, { me: g.dave.fingerprint }).state;
+  ({ verdict } = checkGroupText(joinedLate, g.messages, { envelope: fromCarol, signer: g.alice.fingerprint, recipients: toV1 }));
+  assert.deepEqual(verdict.problems, ['unknown_version']);
+});
+
+test('seq per sender and group: first, in order, gap, late, duplicate (receipted again), replay with other content', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave);
+  const recipients = await recipientsOf([g.alice, g.bob, g.carol, g.dave], g.alice);
+  let messages = g.messages;
+  const receive = (seq, signer = g.alice.fingerprint, textValue = `m${seq}`, held = null) => {
+    const envelope = parseGroupEnvelope(buildGroupText({ gid: GID, ver: 1, list: g.v1.hash, seq, ts: NOW + seq, text: textValue })).envelope;
+    const out = checkGroupText(g.state, messages, { envelope, signer, recipients, held });
+    messages = out.messages;
+    return out.verdict;
+  };
+  // Alice has written before we joined: her first message to us is seq 41, and that is no gap.
+  let v = receive(41);
+  assert.deepEqual([v.verified, v.kind, v.missing, v.receipt], [true, 'first', 0, true]);
+  assert.deepEqual([receive(42).kind, receive(42).kind], ['in_order', 'duplicate']);
+  v = receive(45);
+  assert.deepEqual([v.kind, v.missing], ['gap', 2]);
+  v = receive(43);
+  assert.deepEqual([v.kind, v.verified], ['late', true]);
+  v = receive(40);
+  assert.deepEqual([v.kind, v.verified], ['late', true], 'sent just before her 41 and delivered after it (mailbox vs live)');
+  // The same seq and content again (a resend, a mailbox copy): quiet, receipted again.
+  v = receive(43, g.alice.fingerprint, 'm43', { ts: NOW + 43, text: 'm43' });
+  assert.deepEqual([v.kind, v.verified, v.receipt], ['duplicate', true, true]);
+  // The same seq with other content while the page holds the first: a replay.
+  v = receive(43, g.alice.fingerprint, 'changed', { ts: NOW + 43, text: 'm43' });
+  assert.deepEqual([v.verified, v.problems, v.receipt], [false, ['replay'], false]);
+  // Seqs are per sender: Bob's 1 is his first, whatever Alice's are.
+  assert.equal(receive(1, g.bob.fingerprint).kind, 'first');
+  assert.deepEqual(Object.keys(messages.received).sort(), [g.alice.fingerprint, g.bob.fingerprint].sort());
+  // Our own counter.
+  const first = takeSendSeq(g.messages);
+  assert.deepEqual([first.seq, takeSendSeq(first.messages).seq], [1, 2]);
+});
+
+test('keys from an admin: only for fingerprints in that version, never over a pinned contact\'s key or one held', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave);
+  const fresh = withOwnKey(emptyGroupMessages(), g.dave.fingerprint, g.dave.armored, g.dave.keyIds);
+  const read = (p) => ({ fingerprint: p.fingerprint, keyIds: p.keyIds });
+  const [gkeys] = buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: [g.alice.armored, g.bob.armored, g.eve.armored, g.dave.armored, g.carol.armored] });
+  const envelope = parseGroupEnvelope(gkeys).envelope;
+  // Bob is a contact with the same key (armored differently); Carol is a contact whose pinned key differs from
+  // the one the admin sends (a user ID added by whoever relayed it: same fingerprint, other packets).
+  const carolRelayed = withUnsignedUserId(g.carol.armored, 'Mum');
+  const bobRewrapped = g.bob.armored.replace('-----\n\n', '-----\nComment: x\n\n');
+  const contacts = contactKeys([
+    { status: 'friends', trust: 'verified', fingerprint: g.bob.fingerprint, publicArmored: bobRewrapped },
+    { status: 'friends', trust: 'unverified', fingerprint: g.carol.fingerprint, publicArmored: g.carol.armored },
+    { status: 'friends', trust: 'changed', fingerprint: g.eve.fingerprint, publicArmored: g.eve.armored }, // an unconfirmed change: not a pin
+    { status: 'ended', trust: 'verified', fingerprint: g.alice.fingerprint, publicArmored: g.alice.armored },
+  ], new Map([[g.bob.fingerprint, g.bob.keyIds], [g.carol.fingerprint, g.carol.keyIds], [g.eve.fingerprint, g.eve.keyIds], [g.alice.fingerprint, g.alice.keyIds]]));
+  assert.deepEqual([...contacts.keys()], [g.bob.fingerprint, g.carol.fingerprint]);
+  const withCarol = { ...envelope, keys: [...envelope.keys.slice(0, 4), carolRelayed] };
+  const { messages, result } = takeGroupKeys(g.state, fresh, {
+    envelope: withCarol, signer: g.alice.fingerprint, read: [g.alice, g.bob, g.eve, g.dave].map(read).concat([read(g.carol)]), contacts,
+  });
+  assert.ok(result.ok);
+  assert.deepEqual(result.outcomes.map((o) => o.outcome), ['taken', 'taken', 'not_in_list', 'own', 'key_changed']);
+  assert.equal(messages.keys[g.bob.fingerprint].source, 'contact');
+  assert.equal(messages.keys[g.carol.fingerprint].armored, g.carol.armored, 'the pinned key is kept');
+  assert.equal(messages.keys[g.eve.fingerprint], undefined);
+  assert.equal(messages.keys[g.dave.fingerprint].source, 'own');
+  assert.deepEqual(memberKeyStatus(g.state, messages), new Map([[g.alice.fingerprint, 'ok'], [g.bob.fingerprint, 'ok'], [g.carol.fingerprint, 'changed']]));
+  // A second, different key for a member whose key came from an admin: the first is kept, the member marked.
+  const [again] = buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: [withUnsignedUserId(g.alice.armored, 'Other')] });
+  const second = takeGroupKeys(g.state, messages, { envelope: parseGroupEnvelope(again).envelope, signer: g.bob.fingerprint, read: [read(g.alice)] });
+  assert.deepEqual(second.result.outcomes.map((o) => o.outcome), ['key_changed']);
+  assert.equal(second.messages.keys[g.alice.fingerprint].armored, g.alice.armored);
+  assert.equal(second.messages.keys[g.alice.fingerprint].changed, true);
+  const aliceOnly = { ...envelope, keys: [g.alice.armored] };
+  assert.deepEqual(takeGroupKeys(g.state, messages, { envelope: aliceOnly, signer: g.bob.fingerprint, read: [read(g.alice)] }).result.outcomes.map((o) => o.outcome), ['same']);
+  // A key the crypto worker refused; the signer is no admin; the version is not held yet, or no longer.
+  assert.deepEqual(takeGroupKeys(g.state, fresh, { envelope: aliceOnly, signer: g.alice.fingerprint, read: [{ error: 'expired' }] }).result.outcomes, [{ fingerprint: null, outcome: 'refused' }]);
+  assert.equal(takeGroupKeys(g.state, fresh, { envelope, signer: g.carol.fingerprint, read: [] }).result.problem, 'not_admin');
+  assert.equal(takeGroupKeys(g.state, fresh, { envelope: { ...envelope, ver: 2 }, signer: g.alice.fingerprint, read: [] }).result.problem, 'wait');
+  const joinedAt2 = (await realGroup(dave, { removeCarol: true })).v2;
+  const late = joinGroup(joinedAt2, g.alice.fingerprint, { me: g.dave.fingerprint }).state;
+  assert.equal(takeGroupKeys(late, fresh, { envelope, signer: g.alice.fingerprint, read: [] }).result.problem, 'unknown_version');
+  // Contacts fill in members without a key, and replace an admin's key that differs from the pinned one.
+  const filled = keysFromContacts(g.state, { ...fresh, keys: { ...fresh.keys, [g.carol.fingerprint]: { armored: carolRelayed, keyIds: g.carol.keyIds, source: 'gkeys', changed: false } } }, contacts);
+  assert.deepEqual([filled.keys[g.bob.fingerprint].source, filled.keys[g.bob.fingerprint].changed], ['contact', false]);
+  assert.deepEqual([filled.keys[g.carol.fingerprint].armored, filled.keys[g.carol.fingerprint].changed], [g.carol.armored, true]);
+});
+
+test('sending: every member\'s key (ours too), the others\' handles, and who cannot be written to', async () => {
+  const [, , , dave] = await people;
+  const g = await realGroup(dave);
+  const handles = (await groupHandles(g.state, NOW)).send;
+  const noCarol = { ...g.messages, keys: Object.fromEntries(Object.entries(g.messages.keys).filter(([fp]) => fp !== g.carol.fingerprint)) };
+  const plan = sendPlan(g.state, noCarol, handles);
+  assert.deepEqual(plan.to, [g.alice.fingerprint, g.bob.fingerprint]);
+  assert.deepEqual(plan.missing, [g.carol.fingerprint]);
+  assert.deepEqual(plan.keys, [g.alice.armored, g.bob.armored, g.dave.armored]);
+  assert.deepEqual(plan.handles, [handles.get(g.alice.fingerprint), handles.get(g.bob.fingerprint)]);
+  assert.deepEqual([plan.ver, plan.list], [1, g.v1.hash]);
+  // Keys and seqs of someone gone from every version kept are dropped.
+  const stale = { ...g.messages, received: { [g.eve.fingerprint]: { through: 3, extra: [] }, [g.alice.fingerprint]: { through: 1, extra: [] } } };
+  assert.deepEqual(Object.keys(pruneMessages(g.state, { ...stale, keys: { ...stale.keys, [g.eve.fingerprint]: g.messages.keys[g.alice.fingerprint] } }).received), [g.alice.fingerprint]);
+  assert.equal(pruneMessages(g.state, g.messages), g.messages);
+});
+
+test('messages for a version not held yet wait, bounded, and are released when it arrives or given up', async () => {
+  const v1 = await version();
+  const v2 = await version({ ver: 2, prev: v1, name: 'Two' });
+  let waiting = [];
+  let evicted = [];
+  for (let i = 0; i <= MAX_WAITING; i += 1) ({ waiting, evicted } = holdForVersion(waiting, { ver: 2, n: i }, NOW));
+  assert.equal(waiting.length, MAX_WAITING);
+  assert.deepEqual(evicted, [{ ver: 2, n: 0 }]);
+  ({ waiting } = holdForVersion(waiting, { ver: 3, n: 'three' }, NOW));
+  const dave = await daveWith(v1);
+  let out = releaseWaiting(waiting, dave, NOW);
+  assert.deepEqual([out.ready.length, out.expired.length, out.waiting.length], [0, 0, MAX_WAITING]);
+  out = releaseWaiting(waiting, applyVersion(dave, v2, ALICE, NOW).state, NOW);
+  assert.equal(out.ready.length, MAX_WAITING - 1);
+  assert.deepEqual(out.waiting.map((w) => w.item.n), ['three']);
+  assert.deepEqual(releaseWaiting(out.waiting, dave, NOW + WAITING_MS).expired, [{ ver: 3, n: 'three' }]);
+});
+
+// --- delivery counts ---
+
+test('delivery counts: how many members have each message, from their receipts only', () => {
+  let state = emptyDeliveries();
+  state = deliveries(state, { type: 'sent', seq: 1, to: [ALICE, BOB, CAROL] });
+  state = deliveries(state, { type: 'sent', seq: 2, to: [ALICE, BOB, CAROL] });
+  assert.deepEqual(deliveryOf(state, 1), { have: 0, of: 3, complete: false, missing: [ALICE, BOB, CAROL] });
+  state = deliveries(state, { type: 'receipt', from: ALICE, acks: [1, 2] });
+  state = deliveries(state, { type: 'receipt', from: BOB, acks: [1] });
+  const before = state;
+  assert.equal(deliveries(state, { type: 'receipt', from: BOB, acks: [1] }), before, 'a receipt again counts once');
+  assert.equal(deliveries(state, { type: 'receipt', from: EVE, acks: [1, 2] }), before, 'not sent to Eve: her receipt counts for nothing');
+  assert.equal(deliveries(state, { type: 'receipt', from: ALICE, acks: [99] }), before, 'a seq not followed');
+  assert.deepEqual(deliveryOf(state, 1), { have: 2, of: 3, complete: false, missing: [CAROL] });
+  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, CAROL] });
+  state = deliveries(state, { type: 'receipt', from: CAROL, acks: [1] });
+  assert.equal(deliveryOf(state, 1).complete, true);
+  // Sent again under a later version in which Carol is gone and Dave came: who had it and is still a recipient counts.
+  state = deliveries(state, { type: 'sent', seq: 2, to: [ALICE, BOB, DAVE] });
+  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, DAVE] });
+  state = deliveries(state, { type: 'forget', seq: 1 });
+  assert.equal(deliveryOf(state, 1), null);
+  // Bounded: the oldest messages are forgotten first.
+  for (let seq = 10; seq < 10 + MAX_TRACKED + 5; seq += 1) state = deliveries(state, { type: 'sent', seq, to: [ALICE] });
+  assert.equal(state.messages.length, MAX_TRACKED);
+  assert.equal(deliveryOf(state, 2), null);
+  assert.equal(deliveryOf(state, 10 + MAX_TRACKED + 4).of, 1);
+});
+
+test('gremoved: taken only from an admin of our current version, for the next version; bounded like the others', async () => {
+  const v1 = await version();
+  const dave = await daveWith(v1);
+  const text = buildGroupRemoved({ gid: GID, ts: NOW, ver: 2 });
+  const parsed = parseGroupEnvelope(text);
+  assert.ok(parsed.ok);
+  assert.deepEqual(removalNotice(dave, { envelope: parsed.envelope, signer: ALICE }), { ok: true });
+  assert.equal(removalNotice(dave, { envelope: parsed.envelope, signer: CAROL }).problem, 'not_admin', 'Carol is no admin');
+  assert.equal(removalNotice(dave, { envelope: { ...parsed.envelope, ver: 3 }, signer: ALICE }).problem, 'wrong_version');
+  assert.equal(removalNotice(dave, { envelope: { ...parsed.envelope, gid: 'x' }, signer: ALICE }).problem, 'wrong_group');
+  assert.equal(parseGroupEnvelope(JSON.stringify({ v: 1, kind: 'gremoved', gid: GID, ts: NOW })).problem, 'malformed');
+});
+
+test('group handles follow the contacts\' window: yesterday\'s only until the first fetch, the neighbouring day only near midnight', async () => {
+  const dave = await daveWith(await version());
+  const noon = Date.UTC(2026, 0, 1, 12);
+  const own = (d) => deriveMemberHandle(secret(1), DAVE, d);
+  assert.deepEqual([...(await groupHandles(dave, noon)).listen.keys()], [await own('2025-12-31'), await own('2026-01-01')], 'catching up by default');
+  assert.deepEqual([...(await groupHandles(dave, noon, undefined, { catchUp: false })).listen.keys()], [await own('2026-01-01')], 'today alone all day');
+  const late = await groupHandles(dave, Date.UTC(2026, 0, 1, 23, 30), undefined, { catchUp: false });
+  assert.deepEqual([...late.listen.keys()], [await own('2026-01-01'), await own('2026-01-02')], 'tomorrow too in the last hour');
+});
