@@ -9,8 +9,8 @@
 //   current one keeps its signed `text` (to hand it to a new member byte for byte: the list hash is over
 //   those bytes). `since` (admins only) is the version at which that member last became admin: its seniority.
 // - pending: versions whose predecessor has not arrived ({version, signer, until}), at most MAX_PENDING.
-// - dropped: hashes of versions that lost to a competing version at the head, at most MAX_DROPPED, so that
-//   what was built on them is recognised as such.
+// - dropped: hashes of versions that lost to a competing version (at the head, or to a late fork that
+//   replaced them), at most MAX_DROPPED, so that what was built on them is recognised as such.
 // - previousSecrets: [{secret, until}], secrets replaced less than PREVIOUS_SECRET_MS ago, at most
 //   MAX_PREVIOUS_SECRETS (their handles are still listened on: messages in flight, the mailbox).
 // - leaving: fingerprints of members of the current version who sent `gleave` (the next admin change
@@ -20,8 +20,9 @@
 // one); every version in history was signed by an admin of the version before it (the first one held: by an
 // admin in it, see joinGroup), removed or demoted no admin senior to its signer but itself, and carries the
 // seniority its predecessor implies; a version that drops a member of its predecessor has a different secret.
-// Only the head is ever replaced (by a competing version on the same predecessor that wins): what lies below
-// it is final, so no version signed later can rewrite the history a member holds.
+// The versions above a kept one are replaced only by a competing version on it whose signer wins over each of
+// them (at the head: the more senior signer, or one signer's smaller hash; below it: a signer that outranks the
+// signer of every version it drops), so an admin can never rewrite what an admin it does not outrank signed.
 import { isSecret, toBase64Url } from './rendezvous.js';
 
 export const MAX_MEMBERS = 64;
@@ -29,7 +30,8 @@ export const MAX_MEMBERS = 64;
 export const MAX_NAME_POINTS = 64;
 export const MAX_HISTORY = 16;
 export const MAX_PENDING = 8;
-export const MAX_DROPPED = 16;
+/** Hashes of dropped versions: a late fork drops up to MAX_HISTORY - 1 at once. */
+export const MAX_DROPPED = 2 * MAX_HISTORY;
 export const MAX_PREVIOUS_SECRETS = 2;
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** A version waiting for its predecessor is given up after the mailbox's TTL (PROTOCOL §10). */
@@ -208,7 +210,7 @@ export function joinGroup(version, signer, { me }) {
  * when its `prev` is the hash of the version n held, its signer is an admin in n, it removes or demotes no
  * admin of n senior to its signer (checkChange), and its admins' seniorities follow from n. A valid version on
  * the current version (the head) is applied; one on the head's predecessor competes with the head (see
- * below); one on an older version is refused as 'too_late'. Returns {state, result, released}: `result` for
+ * below); one on an older kept version is a late fork (see below). Returns {state, result, released}: `result` for
  * this version, `released` for versions that were waiting for it (each a result), in the order they were
  * applied.
  *
@@ -220,10 +222,10 @@ export function joinGroup(version, signer, { me }) {
  *   version's number);
  * - 'removed_without_new_secret': drops a member and keeps the secret;
  * - 'wrong_prev': `prev` names a version held, but not the one before it (or a second version 1);
- * - 'too_late': a valid version on a version below the head's predecessor: the history held has moved on
- *   past the version it would replace, which is final; never applied. `equivocation` is the signer's
- *   fingerprint when the version it would replace was signed by the same admin, else null;
- * - 'superseded': built on a version that lost at the head (or is such a version, arriving again);
+ * - 'too_late': a valid late fork (on a version below the head's predecessor) whose signer does not outrank
+ *   the signer of every version it would drop; never applied. `equivocation` is the signer's fingerprint when
+ *   the version held on the same predecessor was signed by the same admin, else null;
+ * - 'superseded': built on a version that lost (at the head, or to a late fork), or is such a version arriving again;
  * - 'too_old': builds on a version older than the history kept, so it cannot be checked;
  * - 'gap': its predecessor has not arrived; kept in `pending` (held:true) or not (held:false, the bound);
  * - 'wrong_group': another group's version.
@@ -233,6 +235,12 @@ export function joinGroup(version, signer, { me }) {
  * equivocation} (`equivocation` the admin's fingerprint, or null); `applied` is null when the version that came
  * lost. `change` (changeBetween) is what the dropped version did, for its admin to make again on top of the
  * winner.
+ *
+ * A late fork, a valid version n + 1 on a kept version n below the head's predecessor, replaces the versions
+ * n + 1 up to the head when its signer outranks (outranks: earlier `since`, then smaller fingerprint) the
+ * signer of each, that signer ranked in the version it built on; they are dropped as a loser at the head is,
+ * and `conflict` is {kept, dropped: [each, oldest first], equivocation: null, late: true} ("Alice's change
+ * replaced later changes by Bob"). Otherwise it is 'too_late'. `late` is false for a conflict at the head.
  */
 export function applyVersion(state, version, signer, now) {
   const first = applyOne(state, version, signer, now);
@@ -276,6 +284,12 @@ export function checkChange(base, version, signer) {
   return null;
 }
 
+/**
+ * Whether admin `a` outranks admin `b` (members as listed, each in the version its signature is checked
+ * against): an earlier `since`, or the same and a smaller fingerprint. Strict: nobody outranks itself.
+ */
+const outranks = (a, b) => a.since < b.since || (a.since === b.since && a.fp < b.fp);
+
 /** Whether `a` wins over `b`, two valid successors of `base`: the more senior signer, or for one signer the smaller hash. */
 function wins(base, a, b) {
   if (a.signer === b.signer) return a.hash < b.hash;
@@ -308,36 +322,56 @@ function applyOne(state, version, signer, now) {
     };
     return { state: next, result: { ok: true, applied: summary(entry), removedMe: !memberOf(entry, state.me), change: changeBetween(base, entry) } };
   }
-  // We hold another version on the same predecessor. Below the head it is final: a version that would replace
-  // it comes too late, whoever signed it, so nobody who was an admin once can rewrite what was built since.
+  // We hold another version on the same predecessor: `ours`, and above it everything up to the head.
   const ours = state.history[at + 1];
   const equivocation = ours.signer === signer ? signer : null;
-  if (ours !== head) return refuse('too_late', { equivocation });
-  if (wins(base, entry, head)) {
-    const next = {
-      ...state,
-      history: appendHistory(state.history.slice(0, at + 1), entry),
-      dropped: [...state.dropped, head.hash].slice(-MAX_DROPPED),
-      // Messages may have gone to the handles of the secret held meanwhile.
-      previousSecrets: withPreviousSecrets(state.previousSecrets, [base.secret, head.secret], entry.secret, now),
-      leaving: state.leaving.filter((fp) => memberOf(entry, fp)),
-    };
+  if (ours === head) {
+    if (wins(base, entry, head)) return replaceFrom(state, at, entry, now, { equivocation });
+    const next = { ...state, dropped: [...state.dropped, entry.hash].slice(-MAX_DROPPED) };
     return {
       state: next,
       result: {
-        ok: true,
-        applied: summary(entry),
-        removedMe: !memberOf(entry, state.me),
-        change: changeBetween(base, entry),
-        conflict: { kept: summary(entry), dropped: [{ ...summary(head), change: changeBetween(base, head) }], equivocation },
+        ok: true, applied: null, removedMe: false, change: null, conflict: { kept: summary(head), dropped: [{ ...summary(entry), change: changeBetween(base, entry) }], equivocation, late: false },
       },
     };
   }
-  const next = { ...state, dropped: [...state.dropped, entry.hash].slice(-MAX_DROPPED) };
+  // A late fork: it would drop `ours` and everything built on it. It does only when its signer outranks the
+  // signer of every one of them, each ranked as an admin in the version it was built on (an admin's rank only
+  // falls over time: `since` grows when it is made admin again). So an admin who was removed or demoted can
+  // never come back this way: the version that did it was signed by itself or by an admin that outranked it,
+  // and that version is among those it would drop. Work and state are bounded by the history: `at` is a kept
+  // version, so at most MAX_HISTORY - 1 versions are dropped (a fork on an older one is 'too_old').
+  const rank = memberOf(base, signer);
+  const later = state.history.slice(at + 1);
+  const outranksAll = later.every((d, i) => outranks(rank, memberOf(state.history[at + i], d.signer)));
+  if (!outranksAll) return refuse('too_late', { equivocation });
+  return replaceFrom(state, at, entry, now, { equivocation: null });
+}
+
+/**
+ * `state` with the versions above history[at] replaced by `entry` (a valid successor of history[at] that won):
+ * the dropped ones recorded so that what was built on them is refused, their secrets listened on for a while.
+ */
+function replaceFrom(state, at, entry, now, { equivocation }) {
+  const base = state.history[at];
+  const later = state.history.slice(at + 1);
+  const next = {
+    ...state,
+    history: appendHistory(state.history.slice(0, at + 1), entry),
+    dropped: [...state.dropped, ...later.map((d) => d.hash)].slice(-MAX_DROPPED),
+    // Messages may have gone to the handles of the secrets held meanwhile.
+    previousSecrets: withPreviousSecrets(state.previousSecrets, [base.secret, ...later.map((d) => d.secret)], entry.secret, now),
+    leaving: state.leaving.filter((fp) => memberOf(entry, fp)),
+  };
+  const dropped = later.map((d, i) => ({ ...summary(d), change: changeBetween(state.history[at + i], d) }));
   return {
     state: next,
     result: {
-      ok: true, applied: null, removedMe: false, change: null, conflict: { kept: summary(head), dropped: [{ ...summary(entry), change: changeBetween(base, entry) }], equivocation },
+      ok: true,
+      applied: summary(entry),
+      removedMe: !memberOf(entry, state.me),
+      change: changeBetween(base, entry),
+      conflict: { kept: summary(entry), dropped, equivocation, late: later.length > 1 },
     },
   };
 }

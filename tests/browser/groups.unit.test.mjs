@@ -458,38 +458,55 @@ test('an admin who signs two different versions on the same one is flagged, and 
 });
 
 
-test('a fork below the head is refused as too_late in every order in which the head had moved on, and never applied', async () => {
+test('a late fork by an admin senior to every version it drops replaces them: Alice\'s a2 over Bob\'s b2 and b3 in every order, for every member', async () => {
   const v1 = await version();
-  const b2 = await version({ ver: 2, prev: v1, name: 'Bob\'s' }); // Bob
-  const b3 = await version({ ver: 3, prev: b2, members: [...BASE_MEMBERS, member(EVE, 'Eve')] }); // Bob, on his own
+  const b2 = await version({ ver: 2, prev: v1, name: 'Bob\'s', s: secret(6) }); // Bob
+  const b3 = await version({ ver: 3, prev: b2, members: [...BASE_MEMBERS, member(EVE, 'Eve')], s: secret(7) }); // Bob, on his own
   const a2 = await version({ ver: 2, prev: v1, name: 'Alice\'s', s: secret(2) }); // Alice, senior to Bob
+  const b4 = await version({ ver: 4, prev: b3, name: 'Bob\'s 4' }); // Bob, still on his chain
   const signer = new Map([[b2.hash, BOB], [b3.hash, BOB], [a2.hash, ALICE]]);
-  const start = await daveWith(v1);
-  for (const order of permutations([b2, b3, a2])) {
-    const { state, results } = applyAll(start, order.map((v) => [v, signer.get(v.hash)]));
-    const names = order.map((v) => (v === a2 ? 'a2' : `b${v.ver}`)).join(', ');
-    if (order.indexOf(a2) === 2) {
-      // Bob's version 3 was applied before Alice's version 2 arrived: hers would replace a version that is no
-      // longer the head, so it comes too late, although Alice is senior. Members in this order stay on Bob's chain.
-      assert.equal(results.get(a2.hash).problem, 'too_late', names);
-      assert.equal(current(state).hash, b3.hash, names);
-      assert.deepEqual(state.dropped, [], names);
-    } else {
-      // Alice's arrived while Bob's version 2 was at most the head: it wins there, and Bob's 3 goes with his 2.
+  for (const me of [ALICE, BOB, CAROL, DAVE]) {
+    const start = joinGroup(v1, ALICE, { me }).state;
+    for (const order of permutations([b2, b3, a2])) {
+      const { state, results } = applyAll(start, order.map((v) => [v, signer.get(v.hash)]));
+      const names = `${me[0]}: ${order.map((v) => (v === a2 ? 'a2' : `b${v.ver}`)).join(', ')}`;
       assert.equal(current(state).hash, a2.hash, names);
-      assert.equal(results.get(b3.hash).problem, 'superseded', names);
-      assert.deepEqual(state.history.map((v) => v.ver), [1, 2], names);
+      assert.deepEqual(state.history.map((v) => v.hash), [v1.hash, a2.hash], names);
+      assert.ok(state.dropped.includes(b2.hash), names);
+      if (order.indexOf(a2) === 2) {
+        // Bob's 3 was applied before Alice's 2 arrived: hers drops both of Bob's, named for the words shown
+        // ("Alice's change replaced later changes by Bob") and for Bob's client to make them again.
+        const { conflict } = results.get(a2.hash);
+        assert.deepEqual(conflict.kept, { ver: 2, hash: a2.hash, signer: ALICE }, names);
+        assert.deepEqual(conflict.dropped.map((d) => [d.ver, d.hash, d.signer]), [[2, b2.hash, BOB], [3, b3.hash, BOB]], names);
+        assert.deepEqual([conflict.dropped[0].change.name, conflict.dropped[1].change.add.map((m) => m.fp)], ['Bob\'s', [EVE]], names);
+        assert.deepEqual([conflict.late, conflict.equivocation], [true, null], names);
+        assert.deepEqual(state.dropped, [b2.hash, b3.hash], names);
+        // What Bob builds on his chain afterwards is refused.
+        assert.equal(applyVersion(state, b4, BOB, NOW).result.problem, 'superseded', names);
+        // Messages may have gone to the handles of both secrets held meanwhile (at most two are kept).
+        assert.deepEqual(state.previousSecrets.map((p) => p.secret), [secret(6), secret(7)], names);
+      } else {
+        assert.equal(results.get(b3.hash).problem, 'superseded', names);
+      }
     }
   }
-  // Deeper in the history: a fork at version 2 of a chain of five is too late, whoever signs it, and changes nothing.
-  let chain = applyAll(start, [[b2, BOB], [b3, BOB]]).state;
+});
+
+test('a late fork is too_late when a version it would drop was signed by an admin it does not outrank', async () => {
+  const v1 = await version();
+  const b2 = await version({ ver: 2, prev: v1, name: 'Bob\'s' });
+  const b3 = await version({ ver: 3, prev: b2, members: [...BASE_MEMBERS, member(EVE, 'Eve')] });
+  let chain = applyAll(await daveWith(v1), [[b2, BOB], [b3, BOB]]).state;
   let prev = b3;
   for (let ver = 4; ver <= 5; ver += 1) {
     prev = await version({ ver, prev, name: `v${ver}`, members: b3.members });
     chain = applyVersion(chain, prev, ALICE, NOW).state;
   }
   assert.equal(current(chain).ver, 5);
-  // Bob's second version 3 is also an equivocation (he signed the version 3 held).
+  // Alice's own versions 4 and 5 are on Bob's chain: nobody outranks itself, so her fork at 1 changes nothing.
+  // Bob's second version 3 is too late (Alice signed 4 and 5) and an equivocation (he signed the 3 held).
+  const a2 = await version({ ver: 2, prev: v1, name: 'Alice\'s', s: secret(2) });
   for (const [fork, by, equivocation] of [[a2, ALICE, null], [await version({ ver: 3, prev: b2, name: 'Bob again' }), BOB, BOB]]) {
     const step = applyVersion(chain, fork, by, NOW);
     assert.deepEqual(pick(step.result, ['problem', 'equivocation']), { problem: 'too_late', equivocation });
@@ -498,6 +515,137 @@ test('a fork below the head is refused as too_late in every order in which the h
   // A forged fork is named for what it is, not as late.
   const forged = await version({ ver: 3, prev: b2, name: 'Carol\'s' });
   assert.equal(applyVersion(chain, forged, CAROL, NOW).result.problem, 'not_admin');
+
+  // Alice and Bob admins since 1, Carol since 2. Held: Carol's 3 and 4, then Eve (made admin by Carol at 4)
+  // signs 5. Bob outranks both (Eve ranked in version 4, where she is an admin since 4): his fork on 2 replaces
+  // all three. With Alice's 6 on top, it does not: one version it would drop was signed by a senior admin.
+  const { v2, dave } = await seniorityGroup();
+  const c3 = await version({ ver: 3, prev: v2, members: v2.members, name: 'c3' });
+  const withEve = [...v2.members, member(EVE, 'Eve', 4)];
+  const c4 = await version({ ver: 4, prev: c3, members: withEve, name: 'c4' });
+  const e5 = await version({ ver: 5, prev: c4, members: withEve, name: 'e5' });
+  const a6 = await version({ ver: 6, prev: e5, members: withEve, name: 'a6' });
+  const bob3 = await version({ ver: 3, prev: v2, members: v2.members, name: 'Bob 3' });
+  const held = applyAll(dave, [[c3, CAROL], [c4, CAROL], [e5, EVE]]).state;
+  assert.equal(current(held).hash, e5.hash);
+  const won = applyVersion(held, bob3, BOB, NOW);
+  assert.equal(current(won.state).hash, bob3.hash);
+  assert.deepEqual(won.result.conflict.dropped.map((d) => d.signer), [CAROL, CAROL, EVE]);
+  const withAlice = applyVersion(held, a6, ALICE, NOW).state;
+  const late = applyVersion(withAlice, bob3, BOB, NOW);
+  assert.deepEqual(pick(late.result, ['problem', 'equivocation']), { problem: 'too_late', equivocation: null });
+  assert.equal(late.state, withAlice);
+  // Carol cannot fork below her own versions either (nobody outranks itself), though she outranks Eve.
+  assert.equal(applyVersion(held, await version({ ver: 3, prev: v2, members: v2.members, name: 'Carol again' }), CAROL, NOW).result.problem, 'too_late');
+  assert.equal(applyVersion(held, await version({ ver: 4, prev: c3, members: withEve, name: 'Carol 4 again' }), CAROL, NOW).result.problem, 'too_late');
+});
+
+test('an admin removed by a more senior one never gets a fork accepted later, at any depth, however many it signs', async () => {
+  // Alice, Bob and Carol admins since 1 (Alice > Bob > Carol by fingerprint). Carol renames (2), Alice removes
+  // Bob (3, a new secret), Carol renames twice more (4, 5).
+  const all = [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol', true), member(DAVE, 'Dave')];
+  const noBob = all.filter((m) => m.fp !== BOB);
+  const v1 = await version({ members: all });
+  const v2 = await version({ ver: 2, prev: v1, members: all, name: 'c2' });
+  const v3 = await version({ ver: 3, prev: v2, members: noBob, name: 'c2', s: secret(3) });
+  const v4 = await version({ ver: 4, prev: v3, members: noBob, name: 'c4', s: secret(3) });
+  const v5 = await version({ ver: 5, prev: v4, members: noBob, name: 'c5', s: secret(3) });
+  const chain = [[v1, ALICE], [v2, CAROL], [v3, ALICE], [v4, CAROL], [v5, CAROL]];
+  const start = joinGroup(v1, ALICE, { me: DAVE }).state;
+  // Bob's forks on every version he could build on (1 and 2, where he was an admin) and on those after (where he
+  // is none), several each, keeping himself and removing Carol (junior to him).
+  const forks = [];
+  for (let at = 1; at <= 4; at += 1) {
+    for (let i = 0; i < 3; i += 1) {
+      forks.push(await version({ ver: at + 1, prev: chain[at - 1][0], members: i === 2 ? all.filter((m) => m.fp !== CAROL) : all, name: `Bob ${at}.${i}`, s: secret(10 + i) }));
+    }
+  }
+  for (let head = 3; head <= 5; head += 1) {
+    const held = applyAll(start, chain.slice(1, head)).state;
+    assert.equal(current(held).hash, chain[head - 1][0].hash);
+    for (const fork of forks) {
+      const at = fork.ver - 1;
+      if (at >= head) continue;
+      const step = applyVersion(held, fork, BOB, NOW);
+      const what = `head ${head}, fork on ${at}: ${fork.name}`;
+      if (at >= 3) assert.equal(step.result.problem, 'not_admin', what);
+      else if (at === head - 1) assert.deepEqual([step.result.applied, step.result.conflict.kept.hash], [null, v3.hash], what);
+      else assert.deepEqual(pick(step.result, ['problem', 'equivocation']), { problem: 'too_late', equivocation: null }, what);
+      assert.equal(current(step.state).hash, current(held).hash, what);
+      assert.ok(!current(step.state).members.some((m) => m.fp === BOB), what);
+    }
+  }
+  // Rank is taken where each signature is checked, and an admin's rank only falls: Bob steps down (2, his own
+  // version), Carol makes him an admin again (3, since 3) and removes him (4). At version 1 Bob outranks
+  // Carol, but his fork there would drop his own step-down, and nobody outranks itself.
+  const bobMember = member(BOB, 'Bob');
+  const w2 = await version({ ver: 2, prev: v1, members: [all[0], bobMember, all[2], all[3]] });
+  const w3 = await version({ ver: 3, prev: w2, members: [all[0], member(BOB, 'Bob', 3), all[2], all[3]] });
+  const w4 = await version({ ver: 4, prev: w3, members: noBob, s: secret(4) });
+  const w = applyAll(start, [[w2, BOB], [w3, CAROL], [w4, CAROL]]).state;
+  assert.equal(current(w).hash, w4.hash);
+  for (const fork of forks.filter((f) => f.ver === 2)) assert.equal(applyVersion(w, fork, BOB, NOW).result.problem, 'too_late');
+});
+
+test('a late fork drops at most the versions kept; what was built on any of them is refused', async () => {
+  // Bob signs versions 2 to 16 (the 16 kept); Alice's fork on version 1 replaces all 15 above it.
+  const v1 = await version();
+  let state = await daveWith(v1);
+  const bobs = [];
+  let prev = v1;
+  for (let ver = 2; ver <= MAX_HISTORY; ver += 1) {
+    prev = await version({ ver, prev, name: `b${ver}` });
+    bobs.push(prev);
+    state = applyVersion(state, prev, BOB, NOW).state;
+  }
+  assert.equal(state.history.length, MAX_HISTORY);
+  const a2 = await version({ ver: 2, prev: v1, name: 'Alice\'s' });
+  const step = applyVersion(state, a2, ALICE, NOW);
+  assert.deepEqual(step.result.conflict.dropped.map((d) => d.hash), bobs.map((b) => b.hash));
+  assert.deepEqual(step.state.history.map((v) => v.hash), [v1.hash, a2.hash]);
+  for (const b of [bobs[0], bobs[bobs.length - 1]]) {
+    const next = await version({ ver: b.ver + 1, prev: b, name: `on ${b.name}` });
+    assert.equal(applyVersion(step.state, next, BOB, NOW).result.problem, 'superseded', b.name);
+  }
+  // One more version and version 1 is no longer kept: a fork on it cannot be checked.
+  const b17 = await version({ ver: MAX_HISTORY + 1, prev, name: 'b17' });
+  const longer = applyVersion(state, b17, BOB, NOW).state;
+  assert.equal(applyVersion(longer, a2, ALICE, NOW).result.problem, 'too_old');
+});
+
+test('the split that remains: a senior admin built on a version that a middle admin\'s late fork beats', async () => {
+  // Alice and Bob admins since 1 (Alice senior), Carol since 2. On version 2 Carol signs c3 and Bob signs b3
+  // at once; Alice, holding c3, signs a4 on it. Members who hold a4 refuse b3 (it would drop Alice's a4); members
+  // who let b3 beat c3 at the head refuse a4 as built on a loser. Which side a member ends on depends on the order.
+  const { v2, dave } = await seniorityGroup();
+  const c3 = await version({ ver: 3, prev: v2, members: v2.members, name: 'c3' });
+  const b3 = await version({ ver: 3, prev: v2, members: v2.members, name: 'b3' });
+  const a4 = await version({ ver: 4, prev: c3, members: v2.members, name: 'a4' });
+  const signer = new Map([[c3.hash, CAROL], [b3.hash, BOB], [a4.hash, ALICE]]);
+  const ends = new Map();
+  for (const order of permutations([c3, b3, a4])) {
+    const { state, results } = applyAll(dave, order.map((v) => [v, signer.get(v.hash)]));
+    const names = order.map((v) => v.name).join(', ');
+    const alices = order.indexOf(c3) < order.indexOf(b3) && order.indexOf(a4) < order.indexOf(b3);
+    assert.equal(current(state).hash, alices ? a4.hash : b3.hash, names);
+    assert.equal(results.get(alices ? b3.hash : a4.hash).problem, alices ? 'too_late' : 'superseded', names);
+    ends.set(alices, state);
+  }
+  // Two sides: Bob's side shows Alice's side's messages as waiting for a version 4 it will not get; Alice's
+  // side shows Bob's side's messages (naming version 3, another hash) as "members disagree".
+  const [alicesSide, bobsSide] = [ends.get(true), ends.get(false)];
+  const gtext = (state) => parseGroupEnvelope(buildGroupText({ gid: GID, ver: current(state).ver, list: current(state).hash, seq: 1, ts: NOW, text: 'hi' })).envelope;
+  assert.deepEqual(checkGroupText(alicesSide, emptyGroupMessages(), { envelope: gtext(bobsSide), signer: BOB }).verdict.problems, ['members_disagree']);
+  assert.equal(checkGroupText(bobsSide, emptyGroupMessages(), { envelope: gtext(alicesSide), signer: ALICE }).verdict.kind, 'wait');
+  // Nothing later joins them: each side's next version builds on one the other side does not hold (it waits
+  // for it in vain, or is refused as built on a loser).
+  const a5 = await version({ ver: 5, prev: a4, members: v2.members, name: 'a5' });
+  const b4 = await version({ ver: 4, prev: b3, members: v2.members, name: 'b4' });
+  for (const [state, next, by] of [[bobsSide, a5, ALICE], [alicesSide, b4, BOB]]) {
+    const step = applyVersion(state, next, by, NOW);
+    assert.ok(['gap', 'superseded'].includes(step.result.problem), next.name);
+    assert.equal(current(step.state).hash, current(state).hash, next.name);
+  }
 });
 
 test('a winning change that arrives after the loser replaces it at the head; what was built on the winner waits for it', async () => {
