@@ -4,12 +4,13 @@
 //
 // A group's state is plain data, never changed in place:
 //   {gid, me, history, pending, dropped, previousSecrets, leaving}
-// - history: the versions applied, oldest first, at most MAX_HISTORY; the last is the current one. Each is
-//   {ver, prev, hash, ts, name, secret, members: [{fp, name, admin}], signer}; only the current one keeps its
-//   signed `text` (to hand it to a new member byte for byte: the list hash is over those bytes).
+// - history: the versions applied, oldest first, at most MAX_HISTORY; the last is the current one (the head).
+//   Each is {ver, prev, hash, ts, name, secret, members: [{fp, name, admin, since?}], signer}; only the
+//   current one keeps its signed `text` (to hand it to a new member byte for byte: the list hash is over
+//   those bytes). `since` (admins only) is the version at which that member last became admin: its seniority.
 // - pending: versions whose predecessor has not arrived ({version, signer, until}), at most MAX_PENDING.
-// - dropped: hashes of versions that lost to a concurrent change, at most MAX_DROPPED, so that what was built
-//   on them is recognised as such.
+// - dropped: hashes of versions that lost to a competing version (at the head, or to a late fork that
+//   replaced them), at most MAX_DROPPED, so that what was built on them is recognised as such.
 // - previousSecrets: [{secret, until}], secrets replaced less than PREVIOUS_SECRET_MS ago, at most
 //   MAX_PREVIOUS_SECRETS (their handles are still listened on: messages in flight, the mailbox).
 // - leaving: fingerprints of members of the current version who sent `gleave` (the next admin change
@@ -17,7 +18,11 @@
 //
 // Invariants: consecutive history entries chain (each `prev` is the hash of the one before, `ver` rises by
 // one); every version in history was signed by an admin of the version before it (the first one held: by an
-// admin in it, see joinGroup); a version that drops a member of its predecessor has a different secret.
+// admin in it, see joinGroup), removed or demoted no admin senior to its signer but itself, and carries the
+// seniority its predecessor implies; a version that drops a member of its predecessor has a different secret.
+// The versions above a kept one are replaced only by a competing version on it whose signer wins over each of
+// them (at the head: the more senior signer, or one signer's smaller hash; below it: a signer that outranks the
+// signer of every version it drops), so an admin can never rewrite what an admin it does not outrank signed.
 import { isSecret, toBase64Url } from './rendezvous.js';
 
 export const MAX_MEMBERS = 64;
@@ -25,7 +30,8 @@ export const MAX_MEMBERS = 64;
 export const MAX_NAME_POINTS = 64;
 export const MAX_HISTORY = 16;
 export const MAX_PENDING = 8;
-export const MAX_DROPPED = 16;
+/** Hashes of dropped versions: a late fork drops up to MAX_HISTORY - 1 at once. */
+export const MAX_DROPPED = 2 * MAX_HISTORY;
 export const MAX_PREVIOUS_SECRETS = 2;
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** A version waiting for its predecessor is given up after the mailbox's TTL (PROTOCOL §10). */
@@ -52,7 +58,8 @@ const malformed = (detail) => ({ ok: false, problem: 'malformed', detail });
 
 /**
  * The fields of a `group` envelope's text, checked against §6: {ok:true, list:{gid, ver, prev, ts, name,
- * secret, members}} (`prev` null for version 1; members as {fp, name, admin}) or {ok:false, problem, detail}
+ * secret, members}} (`prev` null for version 1; members as {fp, name, admin}, admins with `since` too, a
+ * version from 1 to `ver`) or {ok:false, problem, detail}
  * with problem 'malformed' or 'version'. A text with a line break is malformed: none is ever needed (JSON
  * escapes them in strings) and OpenPGP.js rewrites line endings of text messages, so only without one is the
  * text a receiver reads the literal data as signed, byte for byte, and its hash the same for everyone.
@@ -84,9 +91,12 @@ export function parseGroupList(text) {
     if (!isFingerprint(m.fp)) return malformed('member_fp');
     if (!isName(m.name)) return malformed('member_name');
     if (m.admin !== undefined && typeof m.admin !== 'boolean') return malformed('member_admin');
+    const admin = m.admin === true;
+    // An admin's seniority is a version at or before this one; nobody else has one.
+    if (admin ? !(Number.isSafeInteger(m.since) && m.since >= 1 && m.since <= value.ver) : m.since !== undefined) return malformed('member_since');
     if (seen.has(m.fp)) return malformed('member_twice');
     seen.add(m.fp);
-    members.push({ fp: m.fp, name: m.name, admin: m.admin === true });
+    members.push(admin ? { fp: m.fp, name: m.name, admin, since: m.since } : { fp: m.fp, name: m.name, admin });
   }
   if (!members.some((m) => m.admin)) return malformed('no_admin');
   return {
@@ -100,7 +110,7 @@ export function buildGroupList({ gid, ver, prev, ts, name, secret, members }) {
   const value = { v: 1, kind: 'group', gid, ver };
   if (ver !== 1) value.prev = prev;
   Object.assign(value, {
-    ts, name, secret, members: members.map((m) => (m.admin ? { fp: m.fp, name: m.name, admin: true } : { fp: m.fp, name: m.name })),
+    ts, name, secret, members: members.map((m) => (m.admin ? { fp: m.fp, name: m.name, admin: true, since: m.since } : { fp: m.fp, name: m.name })),
   });
   return JSON.stringify(value);
 }
@@ -130,6 +140,24 @@ export const versionOf = (state, ver) => state.history.find((entry) => entry.ver
 export const memberOf = (version, fp) => version.members.find((m) => m.fp === fp) || null;
 export const isAdmin = (version, fp) => Boolean(memberOf(version, fp)?.admin);
 export const isMember = (state) => Boolean(memberOf(current(state), state.me));
+
+/**
+ * Whether admin `a` is senior to admin `b` in `version`: it became admin at an earlier version, or at the same
+ * one and has the smaller fingerprint. A strict total order on the admins of a version, the same for every
+ * member (the seniorities are in the signed list); false when either is not an admin there.
+ */
+export function isSenior(version, a, b) {
+  const ma = memberOf(version, a);
+  const mb = memberOf(version, b);
+  if (!ma?.admin || !mb?.admin || a === b) return false;
+  return ma.since < mb.since || (ma.since === mb.since && a < b);
+}
+
+/**
+ * Whether `signer`, an admin in `base`, may take the admin rights or the membership of `fp` away: `fp` is no
+ * admin, or one junior to the signer, or the signer itself (an admin may step down or leave).
+ */
+export const mayDemote = (base, signer, fp) => !isAdmin(base, fp) || fp === signer || isSenior(base, signer, fp);
 
 /** Who a version names ({ver, hash, signer}), for results and the words shown. */
 const summary = (v) => ({ ver: v.ver, hash: v.hash, signer: v.signer });
@@ -178,24 +206,41 @@ export function joinGroup(version, signer, { me }) {
 }
 
 /**
- * A `version` (readVersion) signed by `signer` for the group held in `state`, at `now`. Version n + 1 applies
- * when its `prev` is the hash of the version n held and its signer is an admin in version n. Returns
- * {state, result, released}: `result` for this version, `released` for versions that were waiting for it
- * (each a result), in the order they were applied.
+ * A `version` (readVersion) signed by `signer` for the group held in `state`, at `now`. Version n + 1 is valid
+ * when its `prev` is the hash of the version n held, its signer is an admin in n, it removes or demotes no
+ * admin of n senior to its signer (checkChange), and its admins' seniorities follow from n. A valid version on
+ * the current version (the head) is applied; one on the head's predecessor competes with the head (see
+ * below); one on an older kept version is a late fork (see below). Returns {state, result, released}: `result` for
+ * this version, `released` for versions that were waiting for it (each a result), in the order they were
+ * applied.
  *
  * A result is {ok:true, applied, removedMe, change, conflict?}, {ok:true, duplicate:true} (held already), or
  * {ok:false, problem} with problem:
  * - 'not_admin': signed by someone who is not an admin in the version it builds on;
+ * - 'not_allowed': removes or demotes an admin senior to its signer;
+ * - 'wrong_seniority': an admin's `since` is not its `since` in the version before (or, for a new admin, this
+ *   version's number);
  * - 'removed_without_new_secret': drops a member and keeps the secret;
  * - 'wrong_prev': `prev` names a version held, but not the one before it (or a second version 1);
- * - 'superseded': built on a version that lost to a concurrent change;
+ * - 'too_late': a valid late fork (on a version below the head's predecessor) whose signer does not outrank
+ *   the signer of every version it would drop; never applied. `equivocation` is the signer's fingerprint when
+ *   the version held on the same predecessor was signed by the same admin, else null;
+ * - 'superseded': built on a version that lost (at the head, or to a late fork), or is such a version arriving again;
  * - 'too_old': builds on a version older than the history kept, so it cannot be checked;
  * - 'gap': its predecessor has not arrived; kept in `pending` (held:true) or not (held:false, the bound);
  * - 'wrong_group': another group's version.
- * Two valid versions on the same predecessor: the one whose list hash is smaller (as strings) wins, for every
- * member whatever the order they arrive in, and what was built on the other goes with it. `conflict` is then
- * {kept, dropped: [{ver, hash, signer, change}]}; `applied` is null when the version that came lost. `change`
- * (changeBetween) is what a dropped version did, for its admin to make again on top of the winner.
+ * Two valid versions n + 1 on the head's predecessor n: the one signed by the admin more senior in n wins
+ * (isSenior); two by the same admin (it equivocated): the smaller list hash, as strings. Either way the same
+ * one wins whatever the order they arrive in. `conflict` is then {kept, dropped: [{ver, hash, signer, change}],
+ * equivocation} (`equivocation` the admin's fingerprint, or null); `applied` is null when the version that came
+ * lost. `change` (changeBetween) is what the dropped version did, for its admin to make again on top of the
+ * winner.
+ *
+ * A late fork, a valid version n + 1 on a kept version n below the head's predecessor, replaces the versions
+ * n + 1 up to the head when its signer outranks (outranks: earlier `since`, then smaller fingerprint) the
+ * signer of each, that signer ranked in the version it built on; they are dropped as a loser at the head is,
+ * and `conflict` is {kept, dropped: [each, oldest first], equivocation: null, late: true} ("Alice's change
+ * replaced later changes by Bob"). Otherwise it is 'too_late'. `late` is false for a conflict at the head.
  */
 export function applyVersion(state, version, signer, now) {
   const first = applyOne(state, version, signer, now);
@@ -221,6 +266,36 @@ function decidable(state, version) {
     || state.dropped.includes(version.prev) || state.dropped.includes(version.hash) || version.ver - 1 < oldest;
 }
 
+/**
+ * Why `version`, signed by `signer` as the successor of `base`, is not valid, or null: the signer is an admin
+ * in `base`, takes no rights from an admin senior to it, gives every admin the seniority `base` implies (kept
+ * when it was an admin there, this version's number when not), and a removal comes with a new secret.
+ */
+export function checkChange(base, version, signer) {
+  if (!isAdmin(base, signer)) return 'not_admin';
+  for (const before of base.members) {
+    const after = memberOf(version, before.fp);
+    if (before.admin && !after?.admin && !mayDemote(base, signer, before.fp)) return 'not_allowed';
+  }
+  for (const m of version.members) {
+    if (m.admin && m.since !== (isAdmin(base, m.fp) ? memberOf(base, m.fp).since : version.ver)) return 'wrong_seniority';
+  }
+  if (removedFrom(base, version).length > 0 && version.secret === base.secret) return 'removed_without_new_secret';
+  return null;
+}
+
+/**
+ * Whether admin `a` outranks admin `b` (members as listed, each in the version its signature is checked
+ * against): an earlier `since`, or the same and a smaller fingerprint. Strict: nobody outranks itself.
+ */
+const outranks = (a, b) => a.since < b.since || (a.since === b.since && a.fp < b.fp);
+
+/** Whether `a` wins over `b`, two valid successors of `base`: the more senior signer, or for one signer the smaller hash. */
+function wins(base, a, b) {
+  if (a.signer === b.signer) return a.hash < b.hash;
+  return isSenior(base, a.signer, b.signer);
+}
+
 function applyOne(state, version, signer, now) {
   const refuse = (problem, extra = {}) => ({ state, result: { ok: false, problem, version: summary({ ...version, signer }), ...extra } });
   if (version.gid !== state.gid) return refuse('wrong_group');
@@ -234,11 +309,11 @@ function applyOne(state, version, signer, now) {
   }
   const base = state.history[at];
   if (base.ver !== version.ver - 1) return refuse('wrong_prev');
-  if (!isAdmin(base, signer)) return refuse('not_admin');
-  if (removedFrom(base, version).length > 0 && version.secret === base.secret) return refuse('removed_without_new_secret');
+  const problem = checkChange(base, version, signer);
+  if (problem) return refuse(problem);
   const entry = entryOf(version, signer);
-  const latest = current(state);
-  if (base === latest) {
+  const head = current(state);
+  if (base === head) {
     const next = {
       ...state,
       history: appendHistory(state.history, entry),
@@ -247,28 +322,57 @@ function applyOne(state, version, signer, now) {
     };
     return { state: next, result: { ok: true, applied: summary(entry), removedMe: !memberOf(entry, state.me), change: changeBetween(base, entry) } };
   }
-  // A concurrent change: we hold another version on the same predecessor.
+  // We hold another version on the same predecessor: `ours`, and above it everything up to the head.
   const ours = state.history[at + 1];
-  if (entry.hash < ours.hash) {
-    const lost = state.history.slice(at + 1);
-    const next = {
-      ...state,
-      history: appendHistory(state.history.slice(0, at + 1), entry),
-      dropped: [...state.dropped, ...lost.map((e) => e.hash)].slice(-MAX_DROPPED),
-      // Messages may have gone to the handles of every secret held meanwhile.
-      previousSecrets: withPreviousSecrets(state.previousSecrets, [base.secret, ...lost.map((e) => e.secret)], entry.secret, now),
-      leaving: state.leaving.filter((fp) => memberOf(entry, fp)),
-    };
-    const dropped = lost.map((e, i) => ({ ...summary(e), change: changeBetween(i === 0 ? base : lost[i - 1], e) }));
+  const equivocation = ours.signer === signer ? signer : null;
+  if (ours === head) {
+    if (wins(base, entry, head)) return replaceFrom(state, at, entry, now, { equivocation });
+    const next = { ...state, dropped: [...state.dropped, entry.hash].slice(-MAX_DROPPED) };
     return {
       state: next,
-      result: { ok: true, applied: summary(entry), removedMe: !memberOf(entry, state.me), change: changeBetween(base, entry), conflict: { kept: summary(entry), dropped } },
+      result: {
+        ok: true, applied: null, removedMe: false, change: null, conflict: { kept: summary(head), dropped: [{ ...summary(entry), change: changeBetween(base, entry) }], equivocation, late: false },
+      },
     };
   }
-  const next = { ...state, dropped: [...state.dropped, entry.hash].slice(-MAX_DROPPED) };
+  // A late fork: it would drop `ours` and everything built on it. It does only when its signer outranks the
+  // signer of every one of them, each ranked as an admin in the version it was built on (an admin's rank only
+  // falls over time: `since` grows when it is made admin again). So an admin who was removed or demoted can
+  // never come back this way: the version that did it was signed by itself or by an admin that outranked it,
+  // and that version is among those it would drop. Work and state are bounded by the history: `at` is a kept
+  // version, so at most MAX_HISTORY - 1 versions are dropped (a fork on an older one is 'too_old').
+  const rank = memberOf(base, signer);
+  const later = state.history.slice(at + 1);
+  const outranksAll = later.every((d, i) => outranks(rank, memberOf(state.history[at + i], d.signer)));
+  if (!outranksAll) return refuse('too_late', { equivocation });
+  return replaceFrom(state, at, entry, now, { equivocation: null });
+}
+
+/**
+ * `state` with the versions above history[at] replaced by `entry` (a valid successor of history[at] that won):
+ * the dropped ones recorded so that what was built on them is refused, their secrets listened on for a while.
+ */
+function replaceFrom(state, at, entry, now, { equivocation }) {
+  const base = state.history[at];
+  const later = state.history.slice(at + 1);
+  const next = {
+    ...state,
+    history: appendHistory(state.history.slice(0, at + 1), entry),
+    dropped: [...state.dropped, ...later.map((d) => d.hash)].slice(-MAX_DROPPED),
+    // Messages may have gone to the handles of the secrets held meanwhile.
+    previousSecrets: withPreviousSecrets(state.previousSecrets, [base.secret, ...later.map((d) => d.secret)], entry.secret, now),
+    leaving: state.leaving.filter((fp) => memberOf(entry, fp)),
+  };
+  const dropped = later.map((d, i) => ({ ...summary(d), change: changeBetween(state.history[at + i], d) }));
   return {
     state: next,
-    result: { ok: true, applied: null, removedMe: false, change: null, conflict: { kept: summary(ours), dropped: [{ ...summary(entry), change: changeBetween(base, entry) }] } },
+    result: {
+      ok: true,
+      applied: summary(entry),
+      removedMe: !memberOf(entry, state.me),
+      change: changeBetween(base, entry),
+      conflict: { kept: summary(entry), dropped, equivocation, late: later.length > 1 },
+    },
   };
 }
 
@@ -329,27 +433,35 @@ export function changeBetween(from, to) {
 /**
  * The text of the next version after the current one, with `change` ({name?, add?, remove?, admin?, rename?},
  * as changeBetween) made by us, an admin. Members who sent `gleave` are removed too unless
- * `removeLeavers` is false. Removing anyone needs `secret`, a new one; it may be given without a removal too.
- * Adding a member already in the list, or removing one not in it, changes nothing (so a change dropped in a
- * conflict can be made again on top of the winner as it was). Returns {ok:true, text, list} or {ok:false,
- * problem}: 'not_admin', 'needs_new_secret', 'no_change', or parseGroupList's 'malformed' (a bound).
+ * `removeLeavers` is false, except admins senior to us (only they themselves or a more senior admin may remove
+ * them; they stay in `leaving`). Removing anyone needs `secret`, a new one; it may be given without a removal
+ * too. Admins keep their seniority; a new admin's is the new version. Adding a member already in the list, or
+ * removing one not in it, changes nothing (so a change dropped in a conflict can be made again on top of the
+ * winner as it was). Returns {ok:true, text, list} or {ok:false, problem}: 'not_admin', 'not_allowed'
+ * (removes or demotes an admin senior to us), 'needs_new_secret', 'no_change', or parseGroupList's
+ * 'malformed' (a bound).
  */
 export function proposeChange(state, change, { ts, secret = null, removeLeavers = true }) {
   const base = current(state);
   if (!isAdmin(base, state.me)) return { ok: false, problem: 'not_admin' };
-  const remove = new Set([...(change.remove || []), ...(removeLeavers ? state.leaving : [])]);
-  let members = base.members.filter((m) => !remove.has(m.fp)).map((m) => ({
+  const ver = base.ver + 1;
+  const leavers = removeLeavers ? state.leaving.filter((fp) => mayDemote(base, state.me, fp)) : [];
+  const remove = new Set([...(change.remove || []), ...leavers]);
+  const adminAfter = (m) => (Object.hasOwn(change.admin || {}, m.fp) ? change.admin[m.fp] === true : m.admin);
+  if (base.members.some((m) => (remove.has(m.fp) || !adminAfter(m)) && !mayDemote(base, state.me, m.fp))) return { ok: false, problem: 'not_allowed' };
+  const withRights = (m, admin) => (admin ? { ...m, admin, since: m.since || ver } : { ...m, admin });
+  let members = base.members.filter((m) => !remove.has(m.fp)).map((m) => withRights({
     fp: m.fp,
     name: Object.hasOwn(change.rename || {}, m.fp) ? change.rename[m.fp] : m.name,
-    admin: Object.hasOwn(change.admin || {}, m.fp) ? change.admin[m.fp] : m.admin,
-  }));
+    since: m.admin ? m.since : undefined,
+  }, adminAfter(m)));
   for (const m of change.add || []) {
-    if (!members.some((x) => x.fp === m.fp) && !remove.has(m.fp)) members = [...members, { fp: m.fp, name: m.name, admin: m.admin === true }];
+    if (!members.some((x) => x.fp === m.fp) && !remove.has(m.fp)) members = [...members, withRights({ fp: m.fp, name: m.name }, m.admin === true)];
   }
   const removedAny = base.members.some((m) => !members.some((x) => x.fp === m.fp));
   if (removedAny && (!secret || secret === base.secret)) return { ok: false, problem: 'needs_new_secret' };
   const list = {
-    gid: state.gid, ver: base.ver + 1, prev: base.hash, ts, name: change.name || base.name, secret: secret || base.secret, members,
+    gid: state.gid, ver, prev: base.hash, ts, name: change.name || base.name, secret: secret || base.secret, members,
   };
   const text = buildGroupList(list);
   const parsed = parseGroupList(text);
@@ -363,7 +475,8 @@ export function proposeChange(state, change, { ts, secret = null, removeLeavers 
 
 /** The text of version 1 of a new group made by `me` (its first admin) with `others` ([{fp, name, admin?}]). */
 export function createGroupList({ gid, ts, name, secret, me, others = [] }) {
-  const list = { gid, ver: 1, prev: null, ts, name, secret, members: [{ fp: me.fp, name: me.name, admin: true }, ...others] };
+  const members = [{ fp: me.fp, name: me.name, admin: true, since: 1 }, ...others.map((m) => (m.admin ? { ...m, since: 1 } : m))];
+  const list = { gid, ver: 1, prev: null, ts, name, secret, members };
   const text = buildGroupList(list);
   const parsed = parseGroupList(text);
   return parsed.ok ? { ok: true, text, list: parsed.list } : parsed;

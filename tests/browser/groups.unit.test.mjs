@@ -1,8 +1,9 @@
 // The pure core of groups (PROTOCOL §6 "Groups") under Node: the signed member list (bounds, the list hash,
-// who may change it, versions out of order, two admins at once, removals and secrets), the group handles
-// (a fixed vector, checked against Node's own HMAC), the gtext/greceipt/gleave/gkeys envelopes and their
-// bounds, the checks of a received message (members disagree, a recipient outside the group, seq rules),
-// keys from admins against pinned contacts, and the delivery counts.
+// who may change it and whom, admins' seniority, versions out of order, two admins at once, one admin's two
+// versions, forks below the head, removals and secrets), the group handles (a fixed vector, checked against
+// Node's own HMAC), the gtext/greceipt/gleave/gkeys envelopes and their bounds, the checks of a received
+// message (members disagree, a recipient outside the group, seq rules), keys from admins against pinned
+// contacts, and the delivery counts.
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
 import { test } from 'node:test';
@@ -32,7 +33,8 @@ const secret = (n) => toBase64Url(new Uint8Array(32).fill(n));
 const NOW = Date.UTC(2026, 0, 1, 12);
 const DAY = 24 * 60 * 60 * 1000;
 
-const member = (fp, name, admin = false) => ({ fp, name, admin });
+/** A member as parsed; `admin` true (an admin since version 1) or the version it became admin at. */
+const member = (fp, name, admin = false) => (admin ? { fp, name, admin: true, since: admin === true ? 1 : admin } : { fp, name, admin: false });
 const BASE_MEMBERS = [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol'), member(DAVE, 'Dave')];
 
 /** A read version (readVersion) with these fields; `prev` may be a version (its hash is taken). */
@@ -61,8 +63,10 @@ test('a group envelope is read with every field checked; the list hash is SHA-25
   const hash = await listHash(text);
   assert.equal(hash, createHash('sha256').update(Buffer.from(text, 'utf8')).digest('base64url'));
   assert.equal(hash.length, 43);
+  // An admin carries its seniority (the version it became admin at), written after the flag.
+  assert.deepEqual(JSON.parse(text).members.slice(0, 3), [{ fp: ALICE, name: 'Alice', admin: true, since: 1 }, { fp: BOB, name: 'Bob', admin: true, since: 1 }, { fp: CAROL, name: 'Carol' }]);
   // Unknown fields are ignored; a member's admin flag may be absent (not an admin).
-  const extra = JSON.stringify({ ...JSON.parse(text), future: 1, members: [{ fp: ALICE, name: 'A', admin: true, x: 1 }, { fp: BOB, name: 'B' }] });
+  const extra = JSON.stringify({ ...JSON.parse(text), future: 1, members: [{ fp: ALICE, name: 'A', admin: true, since: 1, x: 1 }, { fp: BOB, name: 'B' }] });
   assert.deepEqual(parseGroupList(extra).list.members, [member(ALICE, 'A', true), member(BOB, 'B')]);
 });
 
@@ -82,8 +86,9 @@ test('the list hash is the same over the literal data as signed and over the tex
 test('a group envelope outside the bounds is malformed: 65 members, long names, no admin, a fingerprint twice, bad fields', async () => {
   const good = { v: 1, kind: 'group', gid: GID, ver: 2, prev: secret(9), ts: NOW, name: 'G', secret: secret(1), members: BASE_MEMBERS };
   const fp = (i) => i.toString(16).toUpperCase().padStart(40, '0');
-  const many = (n) => Array.from({ length: n }, (_, i) => ({ fp: fp(i + 1), name: `m${i}`, admin: i === 0 }));
+  const many = (n) => Array.from({ length: n }, (_, i) => member(fp(i + 1), `m${i}`, i === 0));
   assert.ok(parseGroupList(JSON.stringify({ ...good, members: many(MAX_MEMBERS) })).ok, '64 members');
+  assert.ok(parseGroupList(JSON.stringify({ ...good, members: [member(ALICE, 'A', 2)] })).ok, 'an admin since this version');
   assert.ok(parseGroupList(JSON.stringify({ ...good, name: '👪'.repeat(64) })).ok, '64 code points (128 UTF-16 units)');
   const cases = [
     [{ members: many(MAX_MEMBERS + 1) }, 'too_many_members'],
@@ -100,6 +105,14 @@ test('a group envelope outside the bounds is malformed: 65 members, long names, 
     [{ members: [member(ALICE.toLowerCase(), 'A', true)] }, 'member_fp'],
     [{ members: [member('A'.repeat(39), 'A', true)] }, 'member_fp'],
     [{ members: [{ fp: ALICE, name: 'A', admin: 'yes' }] }, 'member_admin'],
+    // An admin's seniority: a version from 1 to this one; nobody else has one.
+    [{ members: [{ fp: ALICE, name: 'A', admin: true }] }, 'member_since'],
+    [{ members: [{ fp: ALICE, name: 'A', admin: true, since: 0 }] }, 'member_since'],
+    [{ members: [{ fp: ALICE, name: 'A', admin: true, since: 3 }] }, 'member_since'], // after version 2
+    [{ members: [{ fp: ALICE, name: 'A', admin: true, since: '1' }] }, 'member_since'],
+    [{ members: [{ fp: ALICE, name: 'A', admin: true, since: 1.5 }] }, 'member_since'],
+    [{ members: [member(ALICE, 'A', true), { fp: BOB, name: 'B', since: 1 }] }, 'member_since'],
+    [{ members: [member(ALICE, 'A', true), { fp: BOB, name: 'B', admin: false, since: 1 }] }, 'member_since'],
     [{ members: [null] }, 'member'],
     [{ gid: 'short' }, 'gid'],
     [{ gid: `${GID.slice(0, 21)}B` }, 'gid'], // 22 characters, but not the encoding of 16 bytes
@@ -248,70 +261,415 @@ test('versions waiting for a predecessor are bounded (the nearest kept) and give
   assert.equal(expired.length, MAX_PENDING);
 });
 
-test('two admins changing the group at once: the smaller list hash wins for everyone, whatever the order', async () => {
-  const v1 = await version();
-  const a2 = await version({ ver: 2, prev: v1, members: [...BASE_MEMBERS, member(EVE, 'Eve')], ts: NOW + 1 }); // Alice adds Eve
-  const b2 = await version({ ver: 2, prev: v1, name: 'Bob\'s name', ts: NOW + 2 }); // Bob renames
-  const [winner, loser] = a2.hash < b2.hash ? [a2, b2] : [b2, a2];
-  const signerOf = (v) => (v === a2 ? ALICE : BOB);
-  const start = await daveWith(v1);
-  const orders = [[a2, b2], [b2, a2]];
-  const finals = [];
-  for (const [first, second] of orders) {
-    let step = applyVersion(start, first, signerOf(first), NOW);
-    assert.ok(step.result.ok);
-    step = applyVersion(step.state, second, signerOf(second), NOW);
-    assert.ok(step.result.ok);
-    assert.deepEqual(step.result.conflict.kept, { ver: 2, hash: winner.hash, signer: signerOf(winner) });
-    assert.deepEqual(step.result.conflict.dropped.map(({ ver, hash, signer }) => ({ ver, hash, signer })), [{ ver: 2, hash: loser.hash, signer: signerOf(loser) }]);
-    // The dropped change is named, so its admin can make it again on top of the winner.
-    assert.deepEqual(step.result.conflict.dropped[0].change, changeBetween(v1, loser));
-    assert.equal(step.result.applied ? step.result.applied.hash : current(step.state).hash, winner.hash);
-    finals.push(step.state);
+/** Applies [version, signer] pairs in turn: {state, results} with each version's result keyed by its hash (released ones too). */
+function applyAll(state, steps, now = NOW) {
+  const results = new Map();
+  for (const [v, signer] of steps) {
+    const step = applyVersion(state, v, signer, now);
+    state = step.state;
+    results.set(v.hash, step.result);
+    for (const r of step.released) results.set(r.applied?.hash ?? r.version?.hash ?? r.conflict.dropped[0].hash, r);
   }
-  assert.equal(current(finals[0]).hash, winner.hash);
-  assert.equal(current(finals[1]).hash, winner.hash);
-  assert.deepEqual(finals[0].history.map((v) => v.hash), finals[1].history.map((v) => v.hash));
-  // The loser's admin makes the change again on top of the winner: a version 3 everyone takes.
-  const loserAdmin = signerOf(loser);
-  const asAdmin = { ...finals[0], me: loserAdmin };
-  const redo = proposeChange(asAdmin, changeBetween(v1, loser), { ts: NOW + 3 });
+  return { state, results };
+}
+
+const pick = (o, keys) => Object.fromEntries(keys.map((k) => [k, o[k]]));
+
+const permutations = (xs) => (xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((rest) => [x, ...rest])));
+
+/** Versions with `fields` and ts NOW, NOW + 1, …: `want` whose list hash is below `than`'s and `want` above (a grinding attacker's tries). */
+async function grind(fields, than, want = 3) {
+  const below = [];
+  const above = [];
+  for (let ts = NOW; below.length < want || above.length < want; ts += 1) {
+    assert.ok(ts < NOW + 500, 'hashes fall on both sides');
+    const v = await version({ ...fields, ts });
+    (v.hash < than.hash ? below : above).push(v);
+  }
+  return { below: below.slice(0, want), above: above.slice(0, want) };
+}
+
+/** Version 1 by Alice and Bob (both admins since 1: Alice is senior by her smaller fingerprint); version 2, by Alice, makes Carol an admin. */
+async function seniorityGroup() {
+  const v1 = await version();
+  const v2 = await version({ ver: 2, prev: v1, members: [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol', 2), member(DAVE, 'Dave')] });
+  const dave = applyVersion(await daveWith(v1), v2, ALICE, NOW);
+  assert.ok(dave.result.ok);
+  return { v1, v2, dave: dave.state };
+}
+
+test('two admins changing the group at once: the more senior admin\'s change wins for everyone, whatever the order and the hashes', async () => {
+  const { v1, v2, dave: start } = await seniorityGroup();
+  // Alice adds Eve; Carol (admin since 2, junior to Alice) renames the group, at several times, so that her
+  // version's hash falls on both sides of Alice's: the hash decides nothing between two admins.
+  const a3 = await version({ ver: 3, prev: v2, members: [...v2.members, member(EVE, 'Eve')] });
+  const { below, above } = await grind({ ver: 3, prev: v2, members: v2.members, name: 'Carol\'s name' }, a3);
+  for (const c3 of [...below, ...above]) {
+    const finals = [];
+    for (const order of [[[a3, ALICE], [c3, CAROL]], [[c3, CAROL], [a3, ALICE]]]) {
+      const { state, results } = applyAll(start, order);
+      const second = results.get(order[1][0].hash);
+      assert.ok(second.ok);
+      assert.deepEqual(second.conflict.kept, { ver: 3, hash: a3.hash, signer: ALICE });
+      assert.deepEqual(second.conflict.dropped.map(({ ver, hash, signer }) => ({ ver, hash, signer })), [{ ver: 3, hash: c3.hash, signer: CAROL }]);
+      assert.equal(second.conflict.equivocation, null);
+      // The dropped change is named, so its admin can make it again on top of the winner.
+      assert.deepEqual(second.conflict.dropped[0].change, changeBetween(v2, c3));
+      assert.equal(second.applied ? second.applied.hash : null, order[1][0] === a3 ? a3.hash : null);
+      finals.push(state);
+    }
+    assert.equal(current(finals[0]).hash, a3.hash);
+    assert.deepEqual(finals[0].history.map((v) => v.hash), finals[1].history.map((v) => v.hash));
+    assert.deepEqual(finals[0].dropped, [c3.hash]);
+    assert.deepEqual(finals[1].dropped, [c3.hash]);
+  }
+  // Two admins of the same seniority (Alice and Bob, both since 1): the smaller fingerprint wins, whatever the hashes.
+  const a2 = await version({ ver: 2, prev: v1, members: [...BASE_MEMBERS, member(EVE, 'Eve')] });
+  const bobs = await grind({ ver: 2, prev: v1, name: 'Bob\'s name' }, a2, 2);
+  for (const b2 of [...bobs.below, ...bobs.above]) {
+    for (const order of [[[a2, ALICE], [b2, BOB]], [[b2, BOB], [a2, ALICE]]]) {
+      const { state, results } = applyAll(await daveWith(v1), order);
+      assert.equal(current(state).hash, a2.hash);
+      assert.equal(results.get(order[1][0].hash).conflict.kept.signer, ALICE);
+    }
+  }
+  // The loser's admin makes the change again on top of the winner: a version 4 everyone takes.
+  const c3 = below[0];
+  const held = applyAll(start, [[c3, CAROL], [a3, ALICE]]).state;
+  const redo = proposeChange({ ...held, me: CAROL }, changeBetween(v2, c3), { ts: NOW + 3 });
   assert.ok(redo.ok);
-  const v3 = (await readVersion(redo.text)).version;
-  assert.equal(v3.prev, winner.hash);
-  const step = applyVersion(finals[1], v3, loserAdmin, NOW);
+  const v4 = (await readVersion(redo.text)).version;
+  assert.equal(v4.prev, a3.hash);
+  const step = applyVersion(held, v4, CAROL, NOW);
   assert.ok(step.result.ok);
-  assert.deepEqual(changeBetween(v1, current(step.state)).add.length + (current(step.state).name !== v1.name ? 1 : 0), 2, 'both changes are in');
-  // What was built on the loser is refused as superseded, whether the loser was held for a while or never.
-  const onLoser = await version({ ver: 3, prev: loser, name: 'on the loser' });
-  for (const state of finals) {
-    assert.equal(applyVersion(state, onLoser, ALICE, NOW).result.problem, 'superseded');
-    assert.equal(applyVersion(state, loser, signerOf(loser), NOW).result.problem, 'superseded');
+  assert.deepEqual([current(step.state).name, current(step.state).members.map((m) => m.fp)], ['Carol\'s name', [ALICE, BOB, CAROL, DAVE, EVE]], 'both changes are in');
+  // What was built on the loser is refused as superseded, and so is the loser when it comes again.
+  const onLoser = await version({ ver: 4, prev: c3, members: v2.members, name: 'on the loser' });
+  assert.equal(applyVersion(held, onLoser, CAROL, NOW).result.problem, 'superseded');
+  assert.equal(applyVersion(held, c3, CAROL, NOW).result.problem, 'superseded');
+});
+
+test('an admin removed by a more senior one cannot come back by a competing version, however it grinds its hash', async () => {
+  // Alice makes Bob an admin (since 2), then removes him (version 3, a new secret).
+  const plain = [member(ALICE, 'Alice', true), member(BOB, 'Bob'), member(CAROL, 'Carol'), member(DAVE, 'Dave')];
+  const v1 = await version({ members: plain });
+  const withBob = [member(ALICE, 'Alice', true), member(BOB, 'Bob', 2), member(CAROL, 'Carol'), member(DAVE, 'Dave')];
+  const v2 = await version({ ver: 2, prev: v1, members: withBob });
+  const v3 = await version({ ver: 3, prev: v2, members: withBob.filter((m) => m.fp !== BOB), s: secret(3) });
+  const { state: start } = joinGroup(v2, ALICE, { me: DAVE });
+  // Bob, an admin in version 2, signs his own version 3 on it that keeps him, trying many times until its hash
+  // is smaller than Alice's (and some larger): Alice's always wins, in either order.
+  const { below, above } = await grind({ ver: 3, prev: v2, members: withBob, name: 'Bob stays' }, v3, 4);
+  for (const forged of [...below, ...above]) {
+    for (const order of [[[v3, ALICE], [forged, BOB]], [[forged, BOB], [v3, ALICE]]]) {
+      const { state, results } = applyAll(start, order);
+      assert.equal(current(state).hash, v3.hash);
+      assert.ok(!current(state).members.some((m) => m.fp === BOB), 'Bob stays removed');
+      assert.deepEqual(results.get(order[1][0].hash).conflict.kept, { ver: 3, hash: v3.hash, signer: ALICE });
+    }
+  }
+  // Once anything is built on Alice's version, Bob's comes too late for ever: it is not even compared.
+  const v4 = await version({ ver: 4, prev: v3, members: withBob.filter((m) => m.fp !== BOB), s: secret(3), name: 'Four' });
+  const moved = applyAll(start, [[v3, ALICE], [v4, ALICE]]).state;
+  for (const forged of below) {
+    const step = applyVersion(moved, forged, BOB, NOW);
+    assert.deepEqual([step.result.problem, step.result.equivocation], ['too_late', null]);
+    assert.equal(step.state, moved, 'nothing changes');
+  }
+  // Nor can he remove or demote Alice in his version: she is senior to him.
+  const coup = await version({ ver: 3, prev: v2, members: [member(ALICE, 'Alice'), member(BOB, 'Bob', 2), member(CAROL, 'Carol')], s: secret(4) });
+  assert.equal(applyVersion(start, coup, BOB, NOW).result.problem, 'not_allowed');
+  const ousted = await version({ ver: 3, prev: v2, members: [member(BOB, 'Bob', 2), member(CAROL, 'Carol'), member(DAVE, 'Dave')], s: secret(4) });
+  assert.equal(applyVersion(start, ousted, BOB, NOW).result.problem, 'not_allowed');
+  // Nor claim a seniority he does not have.
+  const older = await version({ ver: 3, prev: v2, members: [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol'), member(DAVE, 'Dave')] });
+  assert.equal(applyVersion(start, older, BOB, NOW).result.problem, 'wrong_seniority');
+});
+
+test('who may change whom: an admin removes or demotes only members who are no admins, junior admins, or itself', async () => {
+  // Alice and Bob admins since 1 (Alice senior: smaller fingerprint), Carol since 2, Dave a member.
+  const { v2, dave } = await seniorityGroup();
+  const [alice, bob, carol, daveM] = v2.members;
+  const on2 = (members, s = secret(1), name = 'Family') => version({ ver: 3, prev: v2, members, s, name });
+  const cases = [
+    // [signer, members, secret, expected]
+    ['Carol removes Alice', CAROL, [bob, carol, daveM], secret(3), 'not_allowed'],
+    ['Carol demotes Bob', CAROL, [alice, member(BOB, 'Bob'), carol, daveM], secret(1), 'not_allowed'],
+    ['Bob removes Alice (same seniority, larger fingerprint)', BOB, [bob, carol, daveM], secret(3), 'not_allowed'],
+    ['Bob demotes Alice', BOB, [member(ALICE, 'Alice'), bob, carol, daveM], secret(1), 'not_allowed'],
+    ['Carol removes Dave (no admin)', CAROL, [alice, bob, carol], secret(3), null],
+    ['Carol steps down', CAROL, [alice, bob, member(CAROL, 'Carol'), daveM], secret(1), null],
+    ['Carol leaves', CAROL, [alice, bob, daveM], secret(3), null],
+    ['Carol makes Dave an admin (since 3) and renames Alice', CAROL, [member(ALICE, 'Mum', true), bob, carol, member(DAVE, 'Dave', 3)], secret(1), null],
+    ['Carol adds Eve', CAROL, [alice, bob, carol, daveM, member(EVE, 'Eve')], secret(1), null],
+    ['Bob demotes Carol', BOB, [alice, bob, member(CAROL, 'Carol'), daveM], secret(1), null],
+    ['Alice removes Bob', ALICE, [alice, carol, daveM], secret(3), null],
+    ['Carol makes Dave an admin with an older seniority', CAROL, [alice, bob, carol, member(DAVE, 'Dave', 2)], secret(1), 'wrong_seniority'],
+    ['Carol makes herself older', CAROL, [alice, bob, member(CAROL, 'Carol', 1), daveM], secret(1), 'wrong_seniority'],
+  ];
+  for (const [what, signer, members, s, expected] of cases) {
+    const { result } = applyVersion(dave, await on2(members, s), signer, NOW);
+    assert.equal(result.ok ? null : result.problem, expected, what);
+  }
+  // The group name changes under any admin.
+  assert.ok(applyVersion(dave, await on2(v2.members, secret(1), 'Carol\'s'), CAROL, NOW).result.ok);
+  // Seniority is from the last time one became admin: Bob demoted and made admin again is junior to Carol.
+  const v3 = await version({ ver: 3, prev: v2, members: [alice, member(BOB, 'Bob'), carol, daveM] });
+  const v4 = await version({ ver: 4, prev: v3, members: [alice, member(BOB, 'Bob', 4), carol, daveM] });
+  const again = applyAll(dave, [[v3, ALICE], [v4, ALICE]]);
+  assert.equal(current(again.state).hash, v4.hash);
+  const v5 = await version({ ver: 5, prev: v4, members: [alice, carol, daveM], s: secret(5) });
+  assert.ok(applyVersion(again.state, v5, CAROL, NOW).result.ok, 'Carol (since 2) removes Bob (since 4)');
+  // proposeChange keeps to the same rule, and a senior admin who sent gleave stays until it removes itself.
+  const asCarol = { ...dave, me: CAROL };
+  assert.equal(proposeChange(asCarol, { remove: [ALICE] }, { ts: NOW, secret: secret(3) }).problem, 'not_allowed');
+  assert.equal(proposeChange(asCarol, { admin: { [BOB]: false } }, { ts: NOW }).problem, 'not_allowed');
+  assert.ok(proposeChange(asCarol, { admin: { [CAROL]: false } }, { ts: NOW }).ok);
+  const leaving = leaveReceived(leaveReceived(asCarol, ALICE).state, DAVE).state;
+  const next = proposeChange(leaving, { name: 'Without Dave' }, { ts: NOW, secret: secret(3) });
+  assert.ok(next.ok);
+  assert.deepEqual(next.list.members.map((m) => m.fp), [ALICE, BOB, CAROL]);
+  const applied = applyVersion(leaving, (await readVersion(next.text)).version, CAROL, NOW);
+  assert.ok(applied.result.ok);
+  assert.deepEqual(applied.state.leaving, [ALICE]);
+  const byAlice = proposeChange({ ...leaveReceived(dave, CAROL).state, me: ALICE }, { name: 'x' }, { ts: NOW, secret: secret(3) });
+  assert.deepEqual(byAlice.list.members.map((m) => m.fp), [ALICE, BOB, DAVE], 'a senior admin removes a junior leaver');
+});
+
+test('an admin who signs two different versions on the same one is flagged, and the smaller hash wins in either order', async () => {
+  const v1 = await version();
+  const x2 = await version({ ver: 2, prev: v1, name: 'x' });
+  const y2 = await version({ ver: 2, prev: v1, name: 'y', s: secret(5) });
+  const [winner, loser] = x2.hash < y2.hash ? [x2, y2] : [y2, x2];
+  const finals = [];
+  for (const [first, second] of [[x2, y2], [y2, x2]]) {
+    const { state, results } = applyAll(await daveWith(v1), [[first, ALICE], [second, ALICE]]);
+    const r = results.get(second.hash);
+    assert.equal(r.conflict.equivocation, ALICE, '"Alice signed two different changes to the group"');
+    assert.deepEqual([r.conflict.kept.hash, r.conflict.dropped.map((d) => d.hash)], [winner.hash, [loser.hash]]);
+    finals.push(state);
+  }
+  assert.deepEqual(finals.map((s) => current(s).hash), [winner.hash, winner.hash]);
+  // Seen only after the head moved on, the other one is too late, and still names the equivocation.
+  const z3 = await version({ ver: 3, prev: winner, name: 'z' });
+  const moved = applyAll(await daveWith(v1), [[winner, ALICE], [z3, BOB]]).state;
+  assert.deepEqual(pick(applyVersion(moved, loser, ALICE, NOW).result, ['problem', 'equivocation']), { problem: 'too_late', equivocation: ALICE });
+  // Not an equivocation when another admin signed the version it would replace.
+  assert.equal(applyVersion(moved, loser, BOB, NOW).result.equivocation, null);
+});
+
+
+test('a late fork by an admin senior to every version it drops replaces them: Alice\'s a2 over Bob\'s b2 and b3 in every order, for every member', async () => {
+  const v1 = await version();
+  const b2 = await version({ ver: 2, prev: v1, name: 'Bob\'s', s: secret(6) }); // Bob
+  const b3 = await version({ ver: 3, prev: b2, members: [...BASE_MEMBERS, member(EVE, 'Eve')], s: secret(7) }); // Bob, on his own
+  const a2 = await version({ ver: 2, prev: v1, name: 'Alice\'s', s: secret(2) }); // Alice, senior to Bob
+  const b4 = await version({ ver: 4, prev: b3, name: 'Bob\'s 4' }); // Bob, still on his chain
+  const signer = new Map([[b2.hash, BOB], [b3.hash, BOB], [a2.hash, ALICE]]);
+  for (const me of [ALICE, BOB, CAROL, DAVE]) {
+    const start = joinGroup(v1, ALICE, { me }).state;
+    for (const order of permutations([b2, b3, a2])) {
+      const { state, results } = applyAll(start, order.map((v) => [v, signer.get(v.hash)]));
+      const names = `${me[0]}: ${order.map((v) => (v === a2 ? 'a2' : `b${v.ver}`)).join(', ')}`;
+      assert.equal(current(state).hash, a2.hash, names);
+      assert.deepEqual(state.history.map((v) => v.hash), [v1.hash, a2.hash], names);
+      assert.ok(state.dropped.includes(b2.hash), names);
+      if (order.indexOf(a2) === 2) {
+        // Bob's 3 was applied before Alice's 2 arrived: hers drops both of Bob's, named for the words shown
+        // ("Alice's change replaced later changes by Bob") and for Bob's client to make them again.
+        const { conflict } = results.get(a2.hash);
+        assert.deepEqual(conflict.kept, { ver: 2, hash: a2.hash, signer: ALICE }, names);
+        assert.deepEqual(conflict.dropped.map((d) => [d.ver, d.hash, d.signer]), [[2, b2.hash, BOB], [3, b3.hash, BOB]], names);
+        assert.deepEqual([conflict.dropped[0].change.name, conflict.dropped[1].change.add.map((m) => m.fp)], ['Bob\'s', [EVE]], names);
+        assert.deepEqual([conflict.late, conflict.equivocation], [true, null], names);
+        assert.deepEqual(state.dropped, [b2.hash, b3.hash], names);
+        // What Bob builds on his chain afterwards is refused.
+        assert.equal(applyVersion(state, b4, BOB, NOW).result.problem, 'superseded', names);
+        // Messages may have gone to the handles of both secrets held meanwhile (at most two are kept).
+        assert.deepEqual(state.previousSecrets.map((p) => p.secret), [secret(6), secret(7)], names);
+      } else {
+        assert.equal(results.get(b3.hash).problem, 'superseded', names);
+      }
+    }
   }
 });
 
-test('a winning change that arrives late replaces the loser and what was built on it; its descendant waits for it', async () => {
+test('a late fork is too_late when a version it would drop was signed by an admin it does not outrank', async () => {
   const v1 = await version();
-  // Two candidates for version 2 and, on each, a version 3.
-  const y2 = await version({ ver: 2, prev: v1, name: 'y', ts: 2 });
-  let x2 = await version({ ver: 2, prev: v1, name: 'x', ts: 1, s: secret(5) });
-  for (let ts = 3; x2.hash < y2.hash; ts += 1) x2 = await version({ ver: 2, prev: v1, name: 'x', ts, s: secret(5) }); // x2 must lose
+  const b2 = await version({ ver: 2, prev: v1, name: 'Bob\'s' });
+  const b3 = await version({ ver: 3, prev: b2, members: [...BASE_MEMBERS, member(EVE, 'Eve')] });
+  let chain = applyAll(await daveWith(v1), [[b2, BOB], [b3, BOB]]).state;
+  let prev = b3;
+  for (let ver = 4; ver <= 5; ver += 1) {
+    prev = await version({ ver, prev, name: `v${ver}`, members: b3.members });
+    chain = applyVersion(chain, prev, ALICE, NOW).state;
+  }
+  assert.equal(current(chain).ver, 5);
+  // Alice's own versions 4 and 5 are on Bob's chain: nobody outranks itself, so her fork at 1 changes nothing.
+  // Bob's second version 3 is too late (Alice signed 4 and 5) and an equivocation (he signed the 3 held).
+  const a2 = await version({ ver: 2, prev: v1, name: 'Alice\'s', s: secret(2) });
+  for (const [fork, by, equivocation] of [[a2, ALICE, null], [await version({ ver: 3, prev: b2, name: 'Bob again' }), BOB, BOB]]) {
+    const step = applyVersion(chain, fork, by, NOW);
+    assert.deepEqual(pick(step.result, ['problem', 'equivocation']), { problem: 'too_late', equivocation });
+    assert.equal(step.state, chain);
+  }
+  // A forged fork is named for what it is, not as late.
+  const forged = await version({ ver: 3, prev: b2, name: 'Carol\'s' });
+  assert.equal(applyVersion(chain, forged, CAROL, NOW).result.problem, 'not_admin');
+
+  // Alice and Bob admins since 1, Carol since 2. Held: Carol's 3 and 4, then Eve (made admin by Carol at 4)
+  // signs 5. Bob outranks both (Eve ranked in version 4, where she is an admin since 4): his fork on 2 replaces
+  // all three. With Alice's 6 on top, it does not: one version it would drop was signed by a senior admin.
+  const { v2, dave } = await seniorityGroup();
+  const c3 = await version({ ver: 3, prev: v2, members: v2.members, name: 'c3' });
+  const withEve = [...v2.members, member(EVE, 'Eve', 4)];
+  const c4 = await version({ ver: 4, prev: c3, members: withEve, name: 'c4' });
+  const e5 = await version({ ver: 5, prev: c4, members: withEve, name: 'e5' });
+  const a6 = await version({ ver: 6, prev: e5, members: withEve, name: 'a6' });
+  const bob3 = await version({ ver: 3, prev: v2, members: v2.members, name: 'Bob 3' });
+  const held = applyAll(dave, [[c3, CAROL], [c4, CAROL], [e5, EVE]]).state;
+  assert.equal(current(held).hash, e5.hash);
+  const won = applyVersion(held, bob3, BOB, NOW);
+  assert.equal(current(won.state).hash, bob3.hash);
+  assert.deepEqual(won.result.conflict.dropped.map((d) => d.signer), [CAROL, CAROL, EVE]);
+  const withAlice = applyVersion(held, a6, ALICE, NOW).state;
+  const late = applyVersion(withAlice, bob3, BOB, NOW);
+  assert.deepEqual(pick(late.result, ['problem', 'equivocation']), { problem: 'too_late', equivocation: null });
+  assert.equal(late.state, withAlice);
+  // Carol cannot fork below her own versions either (nobody outranks itself), though she outranks Eve.
+  assert.equal(applyVersion(held, await version({ ver: 3, prev: v2, members: v2.members, name: 'Carol again' }), CAROL, NOW).result.problem, 'too_late');
+  assert.equal(applyVersion(held, await version({ ver: 4, prev: c3, members: withEve, name: 'Carol 4 again' }), CAROL, NOW).result.problem, 'too_late');
+});
+
+test('an admin removed by a more senior one never gets a fork accepted later, at any depth, however many it signs', async () => {
+  // Alice, Bob and Carol admins since 1 (Alice > Bob > Carol by fingerprint). Carol renames (2), Alice removes
+  // Bob (3, a new secret), Carol renames twice more (4, 5).
+  const all = [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol', true), member(DAVE, 'Dave')];
+  const noBob = all.filter((m) => m.fp !== BOB);
+  const v1 = await version({ members: all });
+  const v2 = await version({ ver: 2, prev: v1, members: all, name: 'c2' });
+  const v3 = await version({ ver: 3, prev: v2, members: noBob, name: 'c2', s: secret(3) });
+  const v4 = await version({ ver: 4, prev: v3, members: noBob, name: 'c4', s: secret(3) });
+  const v5 = await version({ ver: 5, prev: v4, members: noBob, name: 'c5', s: secret(3) });
+  const chain = [[v1, ALICE], [v2, CAROL], [v3, ALICE], [v4, CAROL], [v5, CAROL]];
+  const start = joinGroup(v1, ALICE, { me: DAVE }).state;
+  // Bob's forks on every version he could build on (1 and 2, where he was an admin) and on those after (where he
+  // is none), several each, keeping himself and removing Carol (junior to him).
+  const forks = [];
+  for (let at = 1; at <= 4; at += 1) {
+    for (let i = 0; i < 3; i += 1) {
+      forks.push(await version({ ver: at + 1, prev: chain[at - 1][0], members: i === 2 ? all.filter((m) => m.fp !== CAROL) : all, name: `Bob ${at}.${i}`, s: secret(10 + i) }));
+    }
+  }
+  for (let head = 3; head <= 5; head += 1) {
+    const held = applyAll(start, chain.slice(1, head)).state;
+    assert.equal(current(held).hash, chain[head - 1][0].hash);
+    for (const fork of forks) {
+      const at = fork.ver - 1;
+      if (at >= head) continue;
+      const step = applyVersion(held, fork, BOB, NOW);
+      const what = `head ${head}, fork on ${at}: ${fork.name}`;
+      if (at >= 3) assert.equal(step.result.problem, 'not_admin', what);
+      else if (at === head - 1) assert.deepEqual([step.result.applied, step.result.conflict.kept.hash], [null, v3.hash], what);
+      else assert.deepEqual(pick(step.result, ['problem', 'equivocation']), { problem: 'too_late', equivocation: null }, what);
+      assert.equal(current(step.state).hash, current(held).hash, what);
+      assert.ok(!current(step.state).members.some((m) => m.fp === BOB), what);
+    }
+  }
+  // Rank is taken where each signature is checked, and an admin's rank only falls: Bob steps down (2, his own
+  // version), Carol makes him an admin again (3, since 3) and removes him (4). At version 1 Bob outranks
+  // Carol, but his fork there would drop his own step-down, and nobody outranks itself.
+  const bobMember = member(BOB, 'Bob');
+  const w2 = await version({ ver: 2, prev: v1, members: [all[0], bobMember, all[2], all[3]] });
+  const w3 = await version({ ver: 3, prev: w2, members: [all[0], member(BOB, 'Bob', 3), all[2], all[3]] });
+  const w4 = await version({ ver: 4, prev: w3, members: noBob, s: secret(4) });
+  const w = applyAll(start, [[w2, BOB], [w3, CAROL], [w4, CAROL]]).state;
+  assert.equal(current(w).hash, w4.hash);
+  for (const fork of forks.filter((f) => f.ver === 2)) assert.equal(applyVersion(w, fork, BOB, NOW).result.problem, 'too_late');
+});
+
+test('a late fork drops at most the versions kept; what was built on any of them is refused', async () => {
+  // Bob signs versions 2 to 16 (the 16 kept); Alice's fork on version 1 replaces all 15 above it.
+  const v1 = await version();
+  let state = await daveWith(v1);
+  const bobs = [];
+  let prev = v1;
+  for (let ver = 2; ver <= MAX_HISTORY; ver += 1) {
+    prev = await version({ ver, prev, name: `b${ver}` });
+    bobs.push(prev);
+    state = applyVersion(state, prev, BOB, NOW).state;
+  }
+  assert.equal(state.history.length, MAX_HISTORY);
+  const a2 = await version({ ver: 2, prev: v1, name: 'Alice\'s' });
+  const step = applyVersion(state, a2, ALICE, NOW);
+  assert.deepEqual(step.result.conflict.dropped.map((d) => d.hash), bobs.map((b) => b.hash));
+  assert.deepEqual(step.state.history.map((v) => v.hash), [v1.hash, a2.hash]);
+  for (const b of [bobs[0], bobs[bobs.length - 1]]) {
+    const next = await version({ ver: b.ver + 1, prev: b, name: `on ${b.name}` });
+    assert.equal(applyVersion(step.state, next, BOB, NOW).result.problem, 'superseded', b.name);
+  }
+  // One more version and version 1 is no longer kept: a fork on it cannot be checked.
+  const b17 = await version({ ver: MAX_HISTORY + 1, prev, name: 'b17' });
+  const longer = applyVersion(state, b17, BOB, NOW).state;
+  assert.equal(applyVersion(longer, a2, ALICE, NOW).result.problem, 'too_old');
+});
+
+test('the split that remains: a senior admin built on a version that a middle admin\'s late fork beats', async () => {
+  // Alice and Bob admins since 1 (Alice senior), Carol since 2. On version 2 Carol signs c3 and Bob signs b3
+  // at once; Alice, holding c3, signs a4 on it. Members who hold a4 refuse b3 (it would drop Alice's a4); members
+  // who let b3 beat c3 at the head refuse a4 as built on a loser. Which side a member ends on depends on the order.
+  const { v2, dave } = await seniorityGroup();
+  const c3 = await version({ ver: 3, prev: v2, members: v2.members, name: 'c3' });
+  const b3 = await version({ ver: 3, prev: v2, members: v2.members, name: 'b3' });
+  const a4 = await version({ ver: 4, prev: c3, members: v2.members, name: 'a4' });
+  const signer = new Map([[c3.hash, CAROL], [b3.hash, BOB], [a4.hash, ALICE]]);
+  const ends = new Map();
+  for (const order of permutations([c3, b3, a4])) {
+    const { state, results } = applyAll(dave, order.map((v) => [v, signer.get(v.hash)]));
+    const names = order.map((v) => v.name).join(', ');
+    const alices = order.indexOf(c3) < order.indexOf(b3) && order.indexOf(a4) < order.indexOf(b3);
+    assert.equal(current(state).hash, alices ? a4.hash : b3.hash, names);
+    assert.equal(results.get(alices ? b3.hash : a4.hash).problem, alices ? 'too_late' : 'superseded', names);
+    ends.set(alices, state);
+  }
+  // Two sides: Bob's side shows Alice's side's messages as waiting for a version 4 it will not get; Alice's
+  // side shows Bob's side's messages (naming version 3, another hash) as "members disagree".
+  const [alicesSide, bobsSide] = [ends.get(true), ends.get(false)];
+  const gtext = (state) => parseGroupEnvelope(buildGroupText({ gid: GID, ver: current(state).ver, list: current(state).hash, seq: 1, ts: NOW, text: 'hi' })).envelope;
+  assert.deepEqual(checkGroupText(alicesSide, emptyGroupMessages(), { envelope: gtext(bobsSide), signer: BOB }).verdict.problems, ['members_disagree']);
+  assert.equal(checkGroupText(bobsSide, emptyGroupMessages(), { envelope: gtext(alicesSide), signer: ALICE }).verdict.kind, 'wait');
+  // Nothing later joins them: each side's next version builds on one the other side does not hold (it waits
+  // for it in vain, or is refused as built on a loser).
+  const a5 = await version({ ver: 5, prev: a4, members: v2.members, name: 'a5' });
+  const b4 = await version({ ver: 4, prev: b3, members: v2.members, name: 'b4' });
+  for (const [state, next, by] of [[bobsSide, a5, ALICE], [alicesSide, b4, BOB]]) {
+    const step = applyVersion(state, next, by, NOW);
+    assert.ok(['gap', 'superseded'].includes(step.result.problem), next.name);
+    assert.equal(current(step.state).hash, current(state).hash, next.name);
+  }
+});
+
+test('a winning change that arrives after the loser replaces it at the head; what was built on the winner waits for it', async () => {
+  const v1 = await version();
+  const x2 = await version({ ver: 2, prev: v1, name: 'x', s: secret(5) }); // Bob
+  const y2 = await version({ ver: 2, prev: v1, name: 'y' }); // Alice, senior to Bob
   const x3 = await version({ ver: 3, prev: x2, name: 'x3' });
   const y3 = await version({ ver: 3, prev: y2, name: 'y3' });
-  // Dave holds the loser and its successor; the winner's successor arrives first (waits), then the winner.
-  let step = applyVersion(await daveWith(v1), x2, ALICE, NOW);
-  step = applyVersion(step.state, x3, ALICE, NOW);
-  assert.equal(current(step.state).hash, x3.hash);
-  step = applyVersion(step.state, y3, BOB, NOW);
+  // Dave holds the loser; the winner's successor arrives first (waits), then the winner.
+  let step = applyVersion(await daveWith(v1), y3, ALICE, NOW);
   assert.equal(step.result.problem, 'gap');
-  step = applyVersion(step.state, y2, BOB, NOW + 1000);
-  assert.deepEqual(step.result.conflict.kept, { ver: 2, hash: y2.hash, signer: BOB });
-  assert.deepEqual(step.result.conflict.dropped.map((d) => d.hash), [x2.hash, x3.hash]);
+  step = applyVersion(step.state, x2, BOB, NOW);
+  assert.equal(current(step.state).hash, x2.hash);
+  step = applyVersion(step.state, y2, ALICE, NOW + 1000);
+  assert.deepEqual(step.result.conflict.kept, { ver: 2, hash: y2.hash, signer: ALICE });
+  assert.deepEqual(step.result.conflict.dropped.map((d) => d.hash), [x2.hash]);
   assert.deepEqual(step.released.map((r) => r.applied && r.applied.hash), [y3.hash]);
   assert.equal(current(step.state).hash, y3.hash);
   assert.deepEqual(step.state.history.map((v) => v.ver), [1, 2, 3]);
-  // The secrets held meanwhile are listened on for a while (messages may have been sent under them).
+  // The secret held meanwhile is listened on for a while (messages may have been sent under it).
   assert.deepEqual(step.state.previousSecrets, [{ secret: secret(5), until: NOW + 1000 + PREVIOUS_SECRET_MS }]);
+  // What Bob built on his version is refused when it arrives.
+  assert.equal(applyVersion(step.state, x3, BOB, NOW).result.problem, 'superseded');
 });
 
 test('a competing version older than the history kept cannot be checked', async () => {
@@ -349,7 +707,7 @@ test('an admin proposes changes: a removal without a new secret is refused, leav
   assert.equal(proposeChange(left, { name: 'New name' }, { ts: NOW }).problem, 'needs_new_secret');
   const next = proposeChange(left, { name: 'New name', admin: { [CAROL]: true } }, { ts: NOW, secret: secret(4) });
   assert.ok(next.ok);
-  assert.deepEqual(next.list.members, [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol', true)]);
+  assert.deepEqual(next.list.members, [member(ALICE, 'Alice', true), member(BOB, 'Bob', true), member(CAROL, 'Carol', 2)], 'a new admin is junior to those before');
   const applied = applyVersion(left, (await readVersion(next.text)).version, ALICE, NOW).state;
   assert.deepEqual(applied.leaving, [], 'a leaver removed is no longer leaving');
   // Bounds: a 65th member, a name too long.
