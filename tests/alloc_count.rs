@@ -331,6 +331,23 @@ fn routing_a_message_to_a_connected_listeners_handle_allocates_nothing() {
     }
 }
 
+/// PROTOCOL.md §11: the list of handles is read in place and the copies go out as a single
+/// handle's would; only the ACK with its counts, a control frame, is built into a string.
+#[test]
+fn a_message_to_several_handles_allocates_only_its_counted_ack() {
+    let mut pair = listener_among(0);
+    let to_list = |reference| {
+        message_to_handle(512, reference).replace(
+            &format!(r#""handle":"{HANDLE}""#),
+            &format!(r#""handles":["{HANDLE}"]"#),
+        )
+    };
+    let count = allocations_for_one(&mut pair, &to_list(None), false);
+    assert_eq!(count, 0, "allocations for one MESSAGE to a list of handles");
+    let count = allocations_for_one(&mut pair, &to_list(Some("17")), true);
+    assert_eq!(count, 1, "allocations for one MESSAGE to a list, with its ACK");
+}
+
 #[test]
 fn routing_a_message_with_ref_and_its_ack_allocates_nothing() {
     let mut pair = friends_among(0);

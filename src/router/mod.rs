@@ -386,29 +386,28 @@ impl<E: Entropy> Router<E> {
                 self.message(caller, to.ok_or(ErrorCode::BadId)?, payload, now, out)
             }
             Request::Message {
-                target: MessageTarget::Handle(handle),
+                target: target @ (MessageTarget::Handle(_) | MessageTarget::Handles(_)),
                 payload,
                 mailbox,
             } => {
                 if !self.speaks_v2(caller.id) {
-                    // To version 1, `handle` is unknown: the MESSAGE lacks its `to`.
+                    // To version 1, `handle` and `handles` are unknown: the MESSAGE lacks its `to`.
                     return Err(ErrorCode::BadRequest);
                 }
                 let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
-                let handle = handle.ok_or(ErrorCode::BadHandle)?;
-                self.message_to_handle(caller, &handle, payload, may_store, now, out)
-            }
-            Request::Message {
-                target: MessageTarget::Handles(handles),
-                payload,
-                mailbox,
-            } => {
-                if !self.speaks_v2(caller.id) {
-                    // To version 1, `handles` is unknown: the MESSAGE lacks its `to`.
-                    return Err(ErrorCode::BadRequest);
+                match target {
+                    MessageTarget::Handles(list) => {
+                        self.message_to_handles(caller, list, payload, may_store, now, out)
+                    }
+                    MessageTarget::Handle(handle) => {
+                        let handle = handle.ok_or(ErrorCode::BadHandle)?;
+                        self.message_to_handle(caller, &handle, payload, may_store, now, out)
+                    }
+                    // Never here: this arm takes only the two above.
+                    MessageTarget::Id(_) | MessageTarget::IdAndHandle(_) => {
+                        Err(ErrorCode::BadRequest)
+                    }
                 }
-                let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
-                self.message_to_handles(caller, handles, payload, may_store, now, out)
             }
             Request::Listen { handles } => {
                 self.version_two_only(caller)?;
