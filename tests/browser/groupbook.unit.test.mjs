@@ -15,7 +15,7 @@ const BOB = 'B'.repeat(40);
 const GID = toBase64Url(new Uint8Array(16).fill(1));
 const SECRET = toBase64Url(new Uint8Array(32).fill(2));
 const NOW = Date.UTC(2026, 0, 1, 12);
-const members = [{ fp: ALICE, name: 'Alice', admin: true }, { fp: BOB, name: 'Bob', admin: false }];
+const members = [{ fp: ALICE, name: 'Alice', admin: true, since: 1 }, { fp: BOB, name: 'Bob', admin: false }];
 
 async function bobsGroup(gid = GID) {
   const read = await readVersion(buildGroupList({ gid, ver: 1, ts: NOW, name: 'Family', secret: SECRET, members }));
