@@ -345,7 +345,8 @@ describe('what does not add up', { timeout: 180000 }, () => {
     const hash = createHash('sha256').update(v1, 'utf8').digest('base64url');
     const forged = JSON.stringify({
       v: 1, kind: 'group', gid, ver: 2, prev: hash, ts: Date.now(), name: 'Hijacked', secret: list.secret,
-      members: list.members.map((m) => ({ ...m, admin: true })),
+      // Well formed (new admins' seniority is this version), so only the signer's rights refuse it.
+      members: list.members.map((m) => (m.admin ? m : { ...m, admin: true, since: 2 })),
     });
     const bobKey = jsonFrames(bob).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key;
     importKey(carol.home, bobKey);
