@@ -53,7 +53,8 @@ mod request;
 pub use codes::ErrorCode;
 pub use control::{
     UndeliveredReason, connect_reply, disconnect, error, fetched, friend_cancel, friend_decline,
-    friend_remove, handle_taken, listening, pong, presence, undelivered, undelivered_to_handle,
+    friend_remove, handle_dropped, handle_taken, listening, pong, presence, undelivered,
+    undelivered_to_handle,
 };
 pub use decode::decode;
 pub use encode::{FriendKeyFrame, ServerFrame, TextOut};

@@ -13,7 +13,6 @@ use std::collections::BinaryHeap;
 use super::mailbox::{Letter, Sender};
 use super::session::QueuedKind;
 use super::{Caller, Entropy, FrameSink, Now, Router};
-use crate::id::Id;
 use crate::protocol::{self, ErrorCode, Handle, RawJson, ServerFrame, UndeliveredReason};
 
 /// A FETCH answer stops once it holds this fraction of the caller's cap on unsent bytes.
@@ -93,7 +92,9 @@ impl<E: Entropy> Router<E> {
             .mailbox
             .store(letter)
             .map_err(|_| ErrorCode::NoMailbox)?;
+        self.handles.mail(&handle, 1, 0);
         for letter in evicted {
+            self.handles.mail(&letter.handle, 0, 1);
             self.tell_undelivered(&letter, UndeliveredReason::Evicted, out);
         }
         Ok(())
@@ -102,6 +103,7 @@ impl<E: Entropy> Router<E> {
     /// Drops the letters whose TTL has passed, telling their senders.
     pub(super) fn expire_letters(&mut self, now: Now, out: &mut impl FrameSink) {
         while let Some(letter) = self.mailbox.pop_expired(now.mono_ms) {
+            self.handles.mail(&letter.handle, 0, 1);
             self.tell_undelivered(&letter, UndeliveredReason::Expired, out);
         }
     }
@@ -133,14 +135,6 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Letters waiting for the handles `session` listens on.
-    pub(super) fn waiting_for(&self, session: Id) -> usize {
-        self.handles
-            .handles_of(session)
-            .map(|handle| self.mailbox.waiting_for(handle))
-            .sum()
-    }
-
     /// FETCH: the letters for the caller's handles, oldest first across them, until the answer
     /// holds half the cap on the caller's unsent bytes (at least one letter), then FETCHED.
     pub(super) fn fetch(
@@ -153,9 +147,10 @@ impl<E: Entropy> Router<E> {
         let mut oldest: BinaryHeap<Reverse<(u64, Handle)>> = self
             .handles
             .handles_of(caller.id)
+            .iter()
             .filter_map(|handle| Some(Reverse((self.mailbox.oldest_for(handle)?, *handle))))
             .collect();
-        let mut waiting = self.waiting_for(caller.id);
+        let mut waiting = self.handles.waiting_of(caller.id);
         let (max_unsent, _) = self.recipient_caps(out);
         let budget = max_unsent / FETCH_SHARE_OF_UNSENT;
         let mut sent = 0;
@@ -165,6 +160,7 @@ impl<E: Entropy> Router<E> {
             let Some(letter) = self.mailbox.take_oldest_for(&handle) else {
                 continue;
             };
+            self.handles.mail(&handle, 0, 1);
             out.send(caller.conn, ServerFrame::Encoded(&letter.frame));
             sent += letter.frame.len();
             waiting = waiting.saturating_sub(1);

@@ -2,20 +2,24 @@
 //! memory until fetched, expired or evicted.
 //!
 //! Letters are numbered by arrival; `letters` holds them in that order, so the oldest (the next
-//! to expire, the first to evict server-wide) is the first entry. Each handle and each sender
-//! address block keeps the arrival numbers of its letters in order too, so its oldest is found in
-//! O(log n) and a letter leaves all three in O(log n) wherever it sits. Nothing is ever scanned.
+//! to expire) is the first entry. Each handle and each sender address block keeps the arrival
+//! numbers of its letters in order too, so its oldest is found in O(log n) and a letter leaves
+//! all three in O(log n) wherever it sits; blocks are also ranked by the bytes they hold. Nothing
+//! is ever scanned.
 //!
-//! Bounds, each kept by dropping the oldest letter concerned before a new one is stored: at most
-//! `max_per_handle` letters and `max_bytes_per_handle` bytes per handle, `max_bytes_per_block`
-//! bytes per sender block, `max_bytes` in all. A letter counts [`Letter::bytes`]. Invariants
-//! (checked by [`Mailbox::check`]): the three indexes name exactly the stored letters, every byte
-//! count is the sum it stands for, and every cap holds.
+//! Bounds, each kept by dropping letters before a new one is stored: at most `max_per_handle`
+//! letters and `max_bytes_per_handle` bytes per handle (its oldest go), and `max_bytes` in all.
+//! When the whole mailbox is full, the letter that goes is the oldest of the sender block that
+//! holds the most bytes, counting the new letter with its sender's block (see
+//! [`Mailbox::store`]): blocks end up with equal shares under pressure, so a few addresses
+//! cannot push out everyone else's mail, and a block that holds little loses nothing while
+//! fuller ones exist. A letter counts [`Letter::bytes`]. Invariants (checked by
+//! [`Mailbox::check`]): the indexes name exactly the stored letters, every byte count is the sum
+//! it stands for, the ranking matches the blocks' bytes, and every cap holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::fasthash::FastMap;
-use super::handles::{HandleMap, KeyedBuild};
+use super::handles::{BlockMap, HandleMap, KeyedBuild};
 use crate::address::Block;
 use crate::id::Id;
 use crate::protocol::Handle;
@@ -57,7 +61,6 @@ impl Letter {
 #[derive(Clone, Copy, Debug)]
 pub struct MailboxLimits {
     pub max_bytes: usize,
-    pub max_bytes_per_block: usize,
     pub max_per_handle: usize,
     pub max_bytes_per_handle: usize,
     pub ttl_ms: u64,
@@ -79,7 +82,9 @@ pub struct Mailbox {
     limits: MailboxLimits,
     letters: BTreeMap<u64, Letter>,
     by_handle: HandleMap<Shelf>,
-    by_block: FastMap<Block, Shelf>,
+    by_block: BlockMap<Shelf>,
+    /// Every block in `by_block`, ranked by its bytes: the fullest is the last.
+    by_bytes: BTreeSet<(usize, Block)>,
     bytes: usize,
     next_arrival: u64,
 }
@@ -89,8 +94,9 @@ impl Mailbox {
         Mailbox {
             limits,
             letters: BTreeMap::new(),
-            by_handle: HashMap::with_hasher(build),
-            by_block: FastMap::default(),
+            by_handle: HashMap::with_hasher(build.clone()),
+            by_block: HashMap::with_hasher(build),
+            by_bytes: BTreeSet::new(),
             bytes: 0,
             next_arrival: 0,
         }
@@ -121,15 +127,15 @@ impl Mailbox {
         self.by_handle.get(handle)?.arrivals.first().copied()
     }
 
-    /// Stores `letter`, first dropping the oldest letters of its handle, of its block and of
-    /// the whole mailbox as far as each cap needs: those are returned, oldest first within each
-    /// cap, for their senders to be told. `TooLarge` (nothing dropped) when the letter alone is
-    /// over a cap, or the mailbox is off.
+    /// Stores `letter`, first dropping what the caps need: the oldest letters of its handle,
+    /// then, while the mailbox is full, the oldest letter of the fullest block ([`Mailbox::
+    /// fullest_block`]). The dropped letters are returned, in the order they went, for their
+    /// senders to be told. `TooLarge` (nothing dropped) when the letter alone is over a cap, or
+    /// the mailbox is off.
     pub fn store(&mut self, letter: Letter) -> Result<Vec<Letter>, TooLarge> {
         let size = letter.bytes();
         let limits = self.limits;
         if size > limits.max_bytes
-            || size > limits.max_bytes_per_block
             || size > limits.max_bytes_per_handle
             || limits.max_per_handle == 0
         {
@@ -145,16 +151,11 @@ impl Mailbox {
             };
             evicted.extend(self.remove(oldest));
         }
-        while let Some(shelf) = self.by_block.get(&letter.block)
-            && shelf.bytes + size > limits.max_bytes_per_block
-        {
-            let Some(&oldest) = shelf.arrivals.first() else {
-                break;
-            };
-            evicted.extend(self.remove(oldest));
-        }
         while self.bytes + size > limits.max_bytes {
-            let Some(oldest) = self.letters.first_key_value().map(|(&arrival, _)| arrival) else {
+            let oldest = self
+                .fullest_block(letter.block, size)
+                .and_then(|block| self.by_block.get(&block)?.arrivals.first().copied());
+            let Some(oldest) = oldest else {
                 break;
             };
             evicted.extend(self.remove(oldest));
@@ -165,11 +166,42 @@ impl Mailbox {
         handle_shelf.arrivals.insert(arrival);
         handle_shelf.bytes += size;
         let block_shelf = self.by_block.entry(letter.block).or_default();
+        let before = block_shelf.bytes;
         block_shelf.arrivals.insert(arrival);
         block_shelf.bytes += size;
+        self.rerank(letter.block, before, before + size);
         self.bytes += size;
         self.letters.insert(arrival, letter);
         Ok(evicted)
+    }
+
+    /// The block whose oldest letter makes room for a letter of `size` bytes from `sender`:
+    /// the block holding the most bytes, the sender's counted with the new letter. On a tie,
+    /// or when the sender's block holds nothing yet, another block's: a block is never turned
+    /// away for lack of room while another holds at least as much as it would. `None` only for
+    /// an empty mailbox.
+    fn fullest_block(&self, sender: Block, size: usize) -> Option<Block> {
+        let own = self.by_block.get(&sender).map_or(0, |shelf| shelf.bytes);
+        let other = self
+            .by_bytes
+            .iter()
+            .rev()
+            .find(|&&(_, block)| block != sender);
+        match other {
+            Some(&(bytes, block)) if own == 0 || own + size <= bytes => Some(block),
+            _ if own > 0 => Some(sender),
+            _ => None,
+        }
+    }
+
+    /// `block` went from holding `before` bytes to `after`: its rank follows.
+    fn rerank(&mut self, block: Block, before: usize, after: usize) {
+        if before > 0 {
+            self.by_bytes.remove(&(before, block));
+        }
+        if after > 0 {
+            self.by_bytes.insert((after, block));
+        }
     }
 
     /// When the oldest letter expires (monotonic milliseconds).
@@ -207,10 +239,13 @@ impl Mailbox {
         }
         if let Some(shelf) = self.by_block.get_mut(&letter.block) {
             shelf.arrivals.remove(&arrival);
+            let before = shelf.bytes;
             shelf.bytes -= size;
+            let after = shelf.bytes;
             if shelf.arrivals.is_empty() {
                 self.by_block.remove(&letter.block);
             }
+            self.rerank(letter.block, before, after);
         }
         Some(letter)
     }
@@ -265,12 +300,15 @@ impl Mailbox {
                 ));
             }
         }
+        if by_block.len() != self.by_bytes.len() {
+            return Err("the ranking names a block without letters".to_owned());
+        }
         for (block, shelf) in &by_block {
             if self.by_block.get(block) != Some(shelf) {
                 return Err(format!("{block:?}'s index differs from its letters"));
             }
-            if shelf.bytes > self.limits.max_bytes_per_block {
-                return Err(format!("{block:?} holds {} bytes", shelf.bytes));
+            if !self.by_bytes.contains(&(shelf.bytes, *block)) {
+                return Err(format!("{block:?} is ranked by other bytes"));
             }
         }
         Ok(())
@@ -284,7 +322,6 @@ mod tests {
 
     const LIMITS: MailboxLimits = MailboxLimits {
         max_bytes: 10_000,
-        max_bytes_per_block: 4_000,
         max_per_handle: 3,
         max_bytes_per_handle: 2_000,
         ttl_ms: 1_000,
@@ -339,36 +376,73 @@ mod tests {
     }
 
     #[test]
-    fn each_cap_evicts_the_oldest_it_concerns() {
+    fn a_handles_caps_evict_its_own_oldest() {
         let mut mailbox = mailbox(LIMITS);
         // A handle holds 3 letters: the fourth drops its oldest.
         for ms in 0..3 {
             assert!(mailbox.store(letter(1, "192.0.2.1", 200, ms)).is_ok());
         }
-        let evicted = mailbox.store(letter(1, "192.0.2.1", 200, 3));
+        assert!(mailbox.store(letter(2, "192.0.2.1", 200, 3)).is_ok());
+        let evicted = mailbox.store(letter(1, "198.51.100.1", 200, 4));
         assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![0]));
         // ... and 2,000 bytes.
-        let evicted = mailbox.store(letter(1, "192.0.2.1", 1_700, 4));
+        let evicted = mailbox.store(letter(1, "192.0.2.1", 1_700, 5));
         assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![1, 2]));
         assert_eq!(mailbox.check(), Ok(()));
-        // A block holds 4,000 bytes: its own oldest go, not another block's.
-        assert!(mailbox.store(letter(9, "198.51.100.1", 1_000, 5)).is_ok());
-        assert!(mailbox.store(letter(2, "192.0.2.1", 1_800, 6)).is_ok());
-        let evicted = mailbox.store(letter(3, "192.0.2.1", 500, 7));
-        assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![3]));
-        assert_eq!(mailbox.check(), Ok(()));
-        // The whole mailbox holds 10,000 bytes: the oldest of all go, whoever sent them.
-        let mut evicted = Vec::new();
-        for (n, from) in [
-            (20, "203.0.113.1"),
-            (21, "203.0.113.2"),
-            (22, "203.0.113.3"),
-            (23, "203.0.113.4"),
-        ] {
-            evicted.extend(mailbox.store(letter(n, from, 1_900, 8)).unwrap_or_default());
+    }
+
+    #[test]
+    fn a_full_mailbox_evicts_from_the_fullest_sender_block() {
+        let mut mailbox = mailbox(LIMITS);
+        let ok = |result: Result<Vec<Letter>, TooLarge>| result.map(|e| stored_ms(&e));
+        // An honest block's one letter, then two blocks fill the rest.
+        assert_eq!(
+            ok(mailbox.store(letter(1, "192.0.2.1", 1_000, 0))),
+            Ok(vec![])
+        );
+        for ms in 1..=3 {
+            assert!(
+                mailbox
+                    .store(letter(10 + ms as u8, "198.51.100.1", 1_500, ms))
+                    .is_ok()
+            );
+            assert!(
+                mailbox
+                    .store(letter(20 + ms as u8, "203.0.113.1", 1_500, ms))
+                    .is_ok()
+            );
         }
-        assert_eq!(stored_ms(&evicted), vec![4, 5]);
+        assert_eq!(mailbox.bytes(), 10_000);
+        // Each flooding block's letter pushes out the oldest of the fullest block counting the
+        // new letter: its own, as both hold as much. Never the honest letter, which is older.
+        assert_eq!(
+            ok(mailbox.store(letter(30, "198.51.100.1", 1_500, 4))),
+            Ok(vec![1])
+        );
+        assert_eq!(
+            ok(mailbox.store(letter(31, "203.0.113.1", 1_500, 5))),
+            Ok(vec![1])
+        );
+        // A third block with nothing stored takes from the fullest.
+        let evicted = mailbox.store(letter(32, "233.252.0.1", 1_500, 6));
+        assert_eq!(evicted.map(|e| e.len()), Ok(1));
+        // A letter from the honest block: it holds the least, so another block gives.
+        let evicted = mailbox.store(letter(2, "192.0.2.1", 1_000, 7));
+        assert!(evicted.is_ok_and(|e| e.iter().all(|l| l.block != block("192.0.2.1"))));
+        assert_eq!(mailbox.waiting_for(&Handle::from_seed(&[1; 43])), 1);
         assert!(mailbox.bytes() <= LIMITS.max_bytes);
+        assert_eq!(mailbox.check(), Ok(()));
+        // Once the honest block holds the most, its own oldest go.
+        let mut evicted = Vec::new();
+        for ms in 8..20 {
+            let next = letter(40 + ms as u8, "192.0.2.1", 1_000, ms);
+            evicted.extend(mailbox.store(next).unwrap_or_default());
+        }
+        assert!(
+            evicted.iter().any(|l| l.stored_ms == 0),
+            "{:?}",
+            stored_ms(&evicted)
+        );
         assert_eq!(mailbox.check(), Ok(()));
     }
 

@@ -50,16 +50,19 @@
 //!   and requests reach it at most `rate_incoming_requests_per_min` a minute (or, unlimited,
 //!   each one took a capped queue place first).
 //! - Handles (`handles.rs`): handle → listening session, each session's handles, and each
-//!   address block's count, mirrored; at most `max_handles` in all, `max_handles_per_session` per
-//!   session, `max_handles_per_block` per block of the creating address (`too_many_handles`
-//!   beyond, nothing changed). A session's handles go when it ends or a version-1 client resumes
-//!   it.
+//!   address block's count and sessions, mirrored and ranked; at most `max_handles` in all and
+//!   `max_handles_per_session` per session (`too_many_handles` beyond, nothing changed). When
+//!   all `max_handles` are taken, the block of the creating address holding the most gives way
+//!   to a LISTEN from a block holding fewer (HANDLE_DROPPED to each session that gave one). A
+//!   session's handles go when it ends or a version-1 client resumes it. HANDLE_TAKEN and
+//!   HANDLE_DROPPED queued for a session in its window: one per handle it held, at most
+//!   `max_handles_per_session` (it cannot listen on new ones while away).
 //! - The mailbox (`mailbox.rs`): letters in arrival order, each also indexed by handle and by the
-//!   sender's address block; at most `mailbox_letters_per_handle` and `mailbox_bytes_per_handle`
-//!   per handle, `mailbox_bytes_per_block` per block, `mailbox_bytes` in all, each cap kept by
-//!   dropping the oldest letter it concerns; every letter expires `mailbox_ttl_ms` after it was
-//!   stored ([`Router::tick`], the oldest letter's expiry counted in
-//!   [`Router::next_deadline_ms`]). UNDELIVERED for a dropped letter: one per letter.
+//!   sender's address block, blocks ranked by their bytes; at most `mailbox_letters_per_handle`
+//!   and `mailbox_bytes_per_handle` per handle (its oldest dropped) and `mailbox_bytes` in all
+//!   (the oldest letter of the fullest sender block dropped); every letter expires
+//!   `mailbox_ttl_ms` after it was stored ([`Router::tick`], the oldest letter's expiry counted
+//!   in [`Router::next_deadline_ms`]). UNDELIVERED for a dropped letter: one per letter.
 //! - All of it together: every connection's backlog ([`FrameSink::total_backlog`]) plus every
 //!   resume queue. While that is over `max_buffered_bytes`, the two per-recipient caps above shrink
 //!   to a sixteenth ([`BUDGET_SQUEEZE`](delivery::BUDGET_SQUEEZE)): enough connections that stop
@@ -93,8 +96,7 @@ use crate::address::{BlockCounts, BlockRates, ClientAddr};
 use crate::id::{Id, ResumeToken, TOKEN_BYTES};
 use crate::protocol::{self, ErrorCode, MessageTarget, RawJson, Request, ServerFrame};
 pub use config::{
-    BLOCK_SHARE, DEFAULT_MAILBOX_BYTES, DEFAULT_MAX_HANDLES, Entropy, Now, RouterConfig,
-    SeededEntropy,
+    DEFAULT_MAILBOX_BYTES, DEFAULT_MAX_HANDLES, Entropy, Now, RouterConfig, SeededEntropy,
 };
 use fasthash::FastMap;
 use friend_requests::FriendRequestKey;
@@ -200,11 +202,9 @@ impl<E: Entropy> Router<E> {
         let handle_limits = HandleLimits {
             max_total: config.max_handles,
             max_per_session: config.max_handles_per_session,
-            max_per_block: config.max_handles_per_block,
         };
         let mailbox_limits = MailboxLimits {
             max_bytes: config.mailbox_bytes,
-            max_bytes_per_block: config.mailbox_bytes_per_block,
             max_per_handle: config.mailbox_letters_per_handle,
             max_bytes_per_handle: config.mailbox_bytes_per_handle,
             ttl_ms: config.mailbox_ttl_ms,

@@ -162,9 +162,9 @@ fn evicted_mail_is_reported_as_evicted() {
         ]
     );
     // The sender in its resume window gets it queued.
+    // Both from one address: their block's oldest letter goes first.
     let mut h = Harness::with(RouterConfig {
         mailbox_bytes: 2_000,
-        mailbox_bytes_per_block: 2_000,
         ..RouterConfig::defaults()
     });
     let mut a = h.connect_v2(1);
@@ -192,25 +192,54 @@ fn evicted_mail_is_reported_as_evicted() {
 }
 
 #[test]
-fn one_block_fills_only_its_share_of_the_mailbox() {
+fn flooding_addresses_never_evict_a_quieter_senders_letter() {
     let mut h = Harness::with(RouterConfig {
-        mailbox_bytes: 8_000,
-        mailbox_bytes_per_block: 1_000,
+        mailbox_bytes: 20_000,
         ..RouterConfig::defaults()
     });
     let honest = h.connect_v2_from(1, addr("192.0.2.1"));
-    let flood = h.connect_v2_from(2, addr("198.51.100.1"));
     h.text(honest.conn, &to_handle(&handle(1), Some("keep")));
-    for n in 0..50 {
-        h.text(flood.conn, &to_handle(&handle(n + 10), None));
+    // Nine addresses send far more than the mailbox holds, each to handles of its own.
+    let flooders: Vec<Session> = (0..9u8)
+        .map(|n| h.connect_v2_from(10 + u64::from(n), addr(&format!("198.51.100.{}", n + 1))))
+        .collect();
+    let mut evicted = 0;
+    for round in 0..20u8 {
+        for (n, flooder) in flooders.iter().enumerate() {
+            let text = to_handle(&handle(100 + n as u8), Some(&format!("f{round}")));
+            let actions = h.text(flooder.conn, &text);
+            assert!(frames_to(&actions, honest.conn).is_empty(), "{actions:?}");
+            evicted += frames_to(&actions, flooder.conn)
+                .iter()
+                .filter(|frame| frame["reason"] == "evicted")
+                .count();
+        }
     }
-    let b = h.connect_v2(3);
+    assert!(
+        evicted > 50,
+        "the flooders' own letters made room: {evicted}"
+    );
+    let stats = h.router.stats();
+    assert!(stats.mailbox_bytes <= 20_000 && stats.mailbox_bytes > 15_000);
+    let listener = h.connect_v2(3);
     assert_eq!(
-        h.listen_ok(b.conn, &[handle(1)]),
+        h.listen_ok(listener.conn, &[handle(1)]),
         (1, 1),
         "the honest letter stays"
     );
-    assert!(h.router.stats().mailbox_bytes <= 2_000);
+    // The flooding blocks end up with equal shares, give or take a letter.
+    let mut before = 1;
+    let mut shares = Vec::new();
+    for n in 0..9u8 {
+        let waiting = h.listen_ok(listener.conn, &[handle(100 + n)]).1;
+        shares.push(waiting - before);
+        before = waiting;
+    }
+    let (least, most) = (shares.iter().min(), shares.iter().max());
+    assert!(
+        least.zip(most).is_some_and(|(l, m)| m - l <= 1 && *l > 0),
+        "{shares:?}"
+    );
 }
 
 #[test]
