@@ -7,9 +7,6 @@
 //! letters the mailbox drops, now to make room or later at their TTL ([`Router::tick`]), are
 //! reported to their senders with UNDELIVERED.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use super::mailbox::{Letter, Sender};
 use super::session::QueuedKind;
 use super::{Caller, Entropy, FrameSink, Now, Router};
@@ -92,9 +89,10 @@ impl<E: Entropy> Router<E> {
             .mailbox
             .store(letter)
             .map_err(|_| ErrorCode::NoMailbox)?;
-        self.handles.mail(&handle, 1, 0);
+        self.handles.mail(&handle, self.mailbox.mail_for(&handle));
         for letter in evicted {
-            self.handles.mail(&letter.handle, 0, 1);
+            self.handles
+                .mail(&letter.handle, self.mailbox.mail_for(&letter.handle));
             self.tell_undelivered(&letter, UndeliveredReason::Evicted, out);
         }
         Ok(())
@@ -103,7 +101,8 @@ impl<E: Entropy> Router<E> {
     /// Drops the letters whose TTL has passed, telling their senders.
     pub(super) fn expire_letters(&mut self, now: Now, out: &mut impl FrameSink) {
         while let Some(letter) = self.mailbox.pop_expired(now.mono_ms) {
-            self.handles.mail(&letter.handle, 0, 1);
+            self.handles
+                .mail(&letter.handle, self.mailbox.mail_for(&letter.handle));
             self.tell_undelivered(&letter, UndeliveredReason::Expired, out);
         }
     }
@@ -137,6 +136,8 @@ impl<E: Entropy> Router<E> {
 
     /// FETCH: the letters for the caller's handles, oldest first across them, until the answer
     /// holds half the cap on the caller's unsent bytes (at least one letter), then FETCHED.
+    /// The handle table ranks the caller's handles by their oldest letter, so each letter sent
+    /// costs O(log n) and nothing walks the caller's handles.
     pub(super) fn fetch(
         &mut self,
         caller: Caller<'_>,
@@ -144,30 +145,22 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         self.take_message_token(caller, now)?;
-        let mut oldest: BinaryHeap<Reverse<(u64, Handle)>> = self
-            .handles
-            .handles_of(caller.id)
-            .iter()
-            .filter_map(|handle| Some(Reverse((self.mailbox.oldest_for(handle)?, *handle))))
-            .collect();
-        let mut waiting = self.handles.waiting_of(caller.id);
         let (max_unsent, _) = self.recipient_caps(out);
         let budget = max_unsent / FETCH_SHARE_OF_UNSENT;
         let mut sent = 0;
         while sent < budget
-            && let Some(Reverse((_, handle))) = oldest.pop()
+            && let Some(handle) = self.handles.oldest_mail_of(caller.id)
         {
-            let Some(letter) = self.mailbox.take_oldest_for(&handle) else {
-                continue;
-            };
-            self.handles.mail(&handle, 0, 1);
-            out.send(caller.conn, ServerFrame::Encoded(&letter.frame));
-            sent += letter.frame.len();
-            waiting = waiting.saturating_sub(1);
-            if let Some(next) = self.mailbox.oldest_for(&handle) {
-                oldest.push(Reverse((next, handle)));
+            let letter = self.mailbox.take_oldest_for(&handle);
+            // The ranking follows the mailbox after every change, so the letter is there; were
+            // it not, refiling the handle still takes it out of the ranking.
+            self.handles.mail(&handle, self.mailbox.mail_for(&handle));
+            if let Some(letter) = letter {
+                out.send(caller.conn, ServerFrame::Encoded(&letter.frame));
+                sent += letter.frame.len();
             }
         }
+        let waiting = self.handles.waiting_of(caller.id);
         out.send(
             caller.conn,
             ServerFrame::Encoded(&protocol::fetched(waiting, caller.reference)),

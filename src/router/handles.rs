@@ -15,8 +15,9 @@
 //! Invariants (checked by [`HandleTable::check`]): `listeners` and `by_session` are mirrors (a
 //! handle sits at index `i` of a session's list exactly when `listeners` names that session and
 //! `i`); a session has an entry in `by_session` only while it holds at least one handle, and its
-//! `waiting` is the mailbox's count for its handles; `per_block` holds, for each block with at
-//! least one handle, the number of handles of the sessions created from it and those sessions
+//! `waiting` and `oldest` are the mailbox's count and oldest arrival for its handles (each
+//! holder keeps what it was last told, which is what the mailbox holds); `per_block` holds, for
+//! each block with at least one handle, the number of handles of the sessions created from it and those sessions
 //! ranked by their counts, and `by_count` ranks exactly those blocks by those counts; and
 //! `listeners.len()` is at most `max_total`, each session holds at most `max_per_session`.
 
@@ -24,6 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 
 use super::fasthash::FastMap;
+use super::mailbox::Mail;
 use crate::address::Block;
 use crate::id::Id;
 use crate::protocol::Handle;
@@ -116,11 +118,13 @@ pub type HandleMap<V> = HashMap<Handle, V, KeyedBuild>;
 /// Address blocks are chosen by clients too (within what they can route from).
 pub type BlockMap<V> = HashMap<Block, V, KeyedBuild>;
 
-/// Who holds a handle: the listening session, and where the handle sits in its list.
+/// Who holds a handle: the listening session, where the handle sits in its list, and what the
+/// mailbox holds for it as last told ([`HandleTable::mail`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Holder {
     session: Id,
     index: u32,
+    mail: Mail,
 }
 
 /// The handles of one session, and the block they count against.
@@ -130,9 +134,35 @@ struct SessionHandles {
     /// In no particular order: a handle leaves by a swap with the last, so that any one can go
     /// in O(1) and the last is always at hand to make room.
     handles: Vec<Handle>,
-    /// Letters waiting in the mailbox for these handles, kept as they come and go so that
-    /// LISTENING and FETCHED never walk the list.
+    /// Letters waiting in the mailbox for these handles, and each handle with mail by the
+    /// arrival of its oldest letter: kept as letters come and go, so that LISTENING and FETCH
+    /// never walk the list.
     waiting: usize,
+    oldest: BTreeSet<(u64, Handle)>,
+}
+
+impl SessionHandles {
+    fn new(block: Block) -> SessionHandles {
+        SessionHandles {
+            block,
+            handles: Vec::new(),
+            waiting: 0,
+            oldest: BTreeSet::new(),
+        }
+    }
+
+    /// `handle` of this session had `before` waiting and has `after`.
+    fn refile(&mut self, handle: &Handle, before: Mail, after: Mail) {
+        self.waiting = (self.waiting + after.letters()).saturating_sub(before.letters());
+        if before.oldest() != after.oldest() {
+            if let Some(arrival) = before.oldest() {
+                self.oldest.remove(&(arrival, *handle));
+            }
+            if let Some(arrival) = after.oldest() {
+                self.oldest.insert((arrival, *handle));
+            }
+        }
+    }
 }
 
 /// The handles of one address block's sessions.
@@ -202,47 +232,49 @@ impl HandleTable {
             .map_or(0, |entry| entry.handles.len())
     }
 
-    /// The handles `session` listens on, in no particular order.
-    pub fn handles_of(&self, session: Id) -> &[Handle] {
-        self.by_session
-            .get(&session)
-            .map_or(&[], |entry| entry.handles.as_slice())
-    }
-
-    /// Letters waiting for the handles `session` listens on (kept by [`HandleTable::mail`]).
+    /// Letters waiting for the handles `session` listens on.
     pub fn waiting_of(&self, session: Id) -> usize {
         self.by_session
             .get(&session)
             .map_or(0, |entry| entry.waiting)
     }
 
-    /// The mailbox now holds `added` more letters and `removed` fewer for `handle`: its
-    /// listener's count of waiting letters follows.
-    pub fn mail(&mut self, handle: &Handle, added: usize, removed: usize) {
-        let Some(holder) = self.listeners.get(handle) else {
+    /// The handle of `session` whose oldest letter is the oldest of all its handles' letters.
+    pub fn oldest_mail_of(&self, session: Id) -> Option<Handle> {
+        let entry = self.by_session.get(&session)?;
+        entry.oldest.first().map(|&(_, handle)| handle)
+    }
+
+    /// The mailbox now holds `mail` for `handle`: its listener's count of waiting letters and
+    /// its ranking of handles by their oldest letter follow. Called after every change to the
+    /// mailbox, for each handle it concerned.
+    pub fn mail(&mut self, handle: &Handle, mail: Mail) {
+        let Some(holder) = self.listeners.get_mut(handle) else {
             return;
         };
+        let before = std::mem::replace(&mut holder.mail, mail);
         if let Some(entry) = self.by_session.get_mut(&holder.session) {
-            entry.waiting = (entry.waiting + added).saturating_sub(removed);
+            entry.refile(handle, before, mail);
         }
     }
 
     /// `session` (created from `block`) listens on `new` from now on: distinct handles it does
     /// not listen on yet. All of them or none (`NoRoom`): at most `max_per_session` for the
-    /// session, and at most `max_total` in all.
+    /// session, and at most `max_total` in all. `mail_of(handle)` is what the mailbox holds for
+    /// a handle nobody listened on.
     ///
     /// When the table is full, the fullest blocks make room: a handle of the session holding
     /// the most in the block holding the most goes, one at a time, as long as that block still
     /// holds at least as many as the caller's block will. So blocks end up with equal shares
     /// under pressure (max-min fairness): a few addresses cannot keep anyone else out, and a
     /// block can never take from one that holds fewer than itself, so two blocks never take
-    /// handles back and forth. `waiting(handle)` is the mailbox's count for a handle.
+    /// handles back and forth.
     pub fn listen(
         &mut self,
         session: Id,
         block: Block,
         new: &[Handle],
-        waiting: impl Fn(&Handle) -> usize,
+        mail_of: impl Fn(&Handle) -> Mail,
     ) -> Result<Changes, NoRoom> {
         // A session counts against the block it was created from, whatever the caller says.
         let block = self.block_of(session).unwrap_or(block);
@@ -267,40 +299,47 @@ impl HandleTable {
             return Err(NoRoom);
         }
         let mut changes = Changes::default();
-        let mut gained = 0;
+        let mut joined = SessionHandles::new(block);
         for handle in new {
-            let index = u32::try_from(self.count_of(session)).unwrap_or(u32::MAX);
-            match self.listeners.insert(*handle, Holder { session, index }) {
+            let index = u32::try_from(before + joined.handles.len()).unwrap_or(u32::MAX);
+            let fresh = Holder {
+                session,
+                index,
+                mail: Mail::default(),
+            };
+            let mail = match self.listeners.insert(*handle, fresh) {
                 // Not new after all: it stays where it is.
                 Some(previous) if previous.session == session => {
                     self.listeners.insert(*handle, previous);
                     continue;
                 }
                 Some(previous) => {
-                    self.detach(previous, handle, waiting(handle));
+                    self.detach(previous, handle);
                     changes.taken.push((previous.session, *handle));
+                    previous.mail
                 }
-                None => {}
+                None => mail_of(handle),
+            };
+            if let Some(holder) = self.listeners.get_mut(handle) {
+                holder.mail = mail;
             }
-            gained += waiting(handle);
-            self.by_session
-                .entry(session)
-                .or_insert_with(|| SessionHandles {
-                    block,
-                    handles: Vec::new(),
-                    waiting: 0,
-                })
-                .handles
-                .push(*handle);
+            joined.refile(handle, Mail::default(), mail);
+            joined.handles.push(*handle);
         }
-        let Some(entry) = self.by_session.get_mut(&session) else {
+        if joined.handles.is_empty() {
             return Ok(changes);
-        };
-        entry.waiting += gained;
-        let (after, block) = (entry.handles.len(), entry.block);
+        }
+        let entry = self
+            .by_session
+            .entry(session)
+            .or_insert_with(|| SessionHandles::new(block));
+        entry.handles.append(&mut joined.handles);
+        entry.waiting += joined.waiting;
+        entry.oldest.append(&mut joined.oldest);
+        let after = entry.handles.len();
         self.recount(session, block, before, after);
         for _ in 0..excess {
-            match self.drop_one(block, target, &waiting) {
+            match self.drop_one(block, target) {
                 Some(dropped) => changes.dropped.push(dropped),
                 None => break,
             }
@@ -344,12 +383,7 @@ impl HandleTable {
 
     /// Drops one handle of the session holding the most in the fullest block other than
     /// `block`, if that block holds more than `target`; its former listener and the handle.
-    fn drop_one(
-        &mut self,
-        block: Block,
-        target: usize,
-        waiting: &impl Fn(&Handle) -> usize,
-    ) -> Option<(Id, Handle)> {
+    fn drop_one(&mut self, block: Block, target: usize) -> Option<(Id, Handle)> {
         let &(count, victim_block) = self
             .by_count
             .iter()
@@ -358,31 +392,21 @@ impl HandleTable {
         if count <= target {
             return None;
         }
-        let &(held, victim) = self.per_block.get(&victim_block)?.sessions.last()?;
-        let entry = self.by_session.get_mut(&victim)?;
-        let handle = entry.handles.pop()?;
-        entry.waiting = entry.waiting.saturating_sub(waiting(&handle));
-        if entry.handles.is_empty() {
-            self.by_session.remove(&victim);
-        }
-        self.listeners.remove(&handle);
-        self.recount(victim, victim_block, held, held - 1);
+        let &(_, victim) = self.per_block.get(&victim_block)?.sessions.last()?;
+        let handle = *self.by_session.get(&victim)?.handles.last()?;
+        let holder = self.listeners.remove(&handle)?;
+        self.detach(holder, &handle);
         Some((victim, handle))
     }
 
     /// `session` stops listening on those of `gone` it listens on; how many that was.
-    pub fn unlisten(
-        &mut self,
-        session: Id,
-        gone: &[Handle],
-        waiting: impl Fn(&Handle) -> usize,
-    ) -> usize {
+    pub fn unlisten(&mut self, session: Id, gone: &[Handle]) -> usize {
         let mut removed = 0;
         for handle in gone {
             match self.listeners.get(handle) {
                 Some(&holder) if holder.session == session => {
                     self.listeners.remove(handle);
-                    self.detach(holder, handle, waiting(handle));
+                    self.detach(holder, handle);
                     removed += 1;
                 }
                 _ => {}
@@ -402,9 +426,9 @@ impl HandleTable {
         self.recount(session, entry.block, entry.handles.len(), 0);
     }
 
-    /// Takes `handle` (with `letters` waiting) out of the list of the session `holder` names,
-    /// not out of `listeners`.
-    fn detach(&mut self, holder: Holder, handle: &Handle, letters: usize) {
+    /// Takes `handle` out of the list (and the counts) of the session `holder` names, not out
+    /// of `listeners`.
+    fn detach(&mut self, holder: Holder, handle: &Handle) {
         let Some(entry) = self.by_session.get_mut(&holder.session) else {
             return;
         };
@@ -418,7 +442,7 @@ impl HandleTable {
         {
             moved_holder.index = holder.index;
         }
-        entry.waiting = entry.waiting.saturating_sub(letters);
+        entry.refile(handle, holder.mail, Mail::default());
         let (after, block) = (entry.handles.len(), entry.block);
         if after == 0 {
             self.by_session.remove(&holder.session);
@@ -461,11 +485,11 @@ impl HandleTable {
     }
 
     /// Checks the invariants of the module docs; `is_live(id)` says whether a session exists and
-    /// may hold handles, `waiting(handle)` is the mailbox's count. O(handles): for tests only.
+    /// may hold handles, `mail_of(handle)` what the mailbox holds. O(handles): for tests only.
     pub fn check(
         &self,
         is_live: impl Fn(Id) -> bool,
-        waiting: impl Fn(&Handle) -> usize,
+        mail_of: impl Fn(&Handle) -> Mail,
     ) -> Result<(), String> {
         let mut per_block: HashMap<Block, (usize, BTreeSet<(usize, Id)>)> = HashMap::new();
         let mut held = 0;
@@ -476,20 +500,25 @@ impl HandleTable {
             if entry.handles.is_empty() || entry.handles.len() > self.limits.max_per_session {
                 return Err(format!("{session:?} holds {} handles", entry.handles.len()));
             }
+            let mut expected = SessionHandles::new(entry.block);
             for (index, handle) in entry.handles.iter().enumerate() {
-                let expected = Holder {
+                let mail = mail_of(handle);
+                let holder = Holder {
                     session: *session,
                     index: u32::try_from(index).unwrap_or(u32::MAX),
+                    mail,
                 };
-                if self.listeners.get(handle) != Some(&expected) {
-                    return Err(format!("a handle of {session:?} names another holder"));
+                if self.listeners.get(handle) != Some(&holder) {
+                    return Err(format!(
+                        "a handle of {session:?} names another holder or other mail"
+                    ));
                 }
+                expected.refile(handle, Mail::default(), mail);
             }
-            let letters: usize = entry.handles.iter().map(&waiting).sum();
-            if letters != entry.waiting {
+            if (expected.waiting, &expected.oldest) != (entry.waiting, &entry.oldest) {
                 return Err(format!(
-                    "{session:?} counts {} waiting letters, the mailbox {letters}",
-                    entry.waiting
+                    "{session:?} counts {} waiting letters, the mailbox {}, or ranks them otherwise",
+                    entry.waiting, expected.waiting
                 ));
             }
             held += entry.handles.len();
@@ -558,8 +587,8 @@ mod tests {
         true
     }
 
-    fn no_mail(_: &Handle) -> usize {
-        0
+    fn no_mail(_: &Handle) -> Mail {
+        Mail::default()
     }
 
     fn ok(table: &HandleTable) {
@@ -594,12 +623,8 @@ mod tests {
             (2, 1, 3)
         );
         ok(&table);
-        assert_eq!(
-            table.unlisten(a, &[handle(1)], no_mail),
-            0,
-            "not a's any more"
-        );
-        assert_eq!(table.unlisten(b, &[handle(1), handle(9)], no_mail), 1);
+        assert_eq!(table.unlisten(a, &[handle(1)]), 0, "not a's any more");
+        assert_eq!(table.unlisten(b, &[handle(1), handle(9)]), 1);
         assert_eq!(table.listener(&handle(1)), None);
         ok(&table);
         table.remove_session(a);
@@ -696,25 +721,43 @@ mod tests {
     }
 
     #[test]
-    fn waiting_letters_follow_their_handles() {
+    fn waiting_letters_and_their_ranking_follow_their_handles() {
         let mut table = table(10, 10);
-        let mail = |handle: &Handle| usize::from(*handle == self::handle(1)) * 3;
+        // Handle 1 has three letters, the oldest arrived as number 7.
+        let mail = |h: &Handle| {
+            if *h == handle(1) {
+                Mail::new(3, Some(7))
+            } else {
+                Mail::default()
+            }
+        };
         let home = block("192.0.2.1");
         assert!(table.listen(id(1), home, &handles(0..3), mail).is_ok());
         assert_eq!(table.waiting_of(id(1)), 3);
-        table.mail(&handle(2), 1, 0);
+        assert_eq!(table.oldest_mail_of(id(1)), Some(handle(1)));
+        // A letter for handle 2, older than handle 1's (arrival numbers are what rank).
+        table.mail(&handle(2), Mail::new(1, Some(5)));
         assert_eq!(table.waiting_of(id(1)), 4);
-        let with_one_more = |h: &Handle| mail(h) + usize::from(*h == handle(2));
-        assert_eq!(table.check(all_live, with_one_more), Ok(()));
-        assert!(
-            table
-                .listen(id(2), home, &handles(1..2), with_one_more)
-                .is_ok()
-        );
+        assert_eq!(table.oldest_mail_of(id(1)), Some(handle(2)));
+        let with_more = |h: &Handle| {
+            if *h == handle(2) {
+                Mail::new(1, Some(5))
+            } else {
+                mail(h)
+            }
+        };
+        assert_eq!(table.check(all_live, with_more), Ok(()));
+        // Handle 1 moves to another session with its letters.
+        assert!(table.listen(id(2), home, &handles(1..2), with_more).is_ok());
         assert_eq!((table.waiting_of(id(1)), table.waiting_of(id(2))), (1, 3));
-        table.unlisten(id(1), &handles(2..3), with_one_more);
+        assert_eq!(table.oldest_mail_of(id(2)), Some(handle(1)));
+        assert_eq!(table.check(all_live, with_more), Ok(()));
+        table.unlisten(id(1), &handles(2..3));
         assert_eq!(table.waiting_of(id(1)), 0);
-        assert_eq!(table.check(all_live, with_one_more), Ok(()));
+        assert_eq!(table.oldest_mail_of(id(1)), None);
+        // Handle 2 has no listener now: what the mailbox holds for it is not counted anywhere.
+        table.mail(&handle(2), Mail::new(2, Some(5)));
+        assert_eq!(table.check(all_live, with_more), Ok(()));
     }
 
     #[test]
@@ -727,7 +770,7 @@ mod tests {
         );
         assert!(table.check(|_| false, no_mail).is_err());
         assert!(
-            table.check(all_live, |_| 1).is_err(),
+            table.check(all_live, |_| Mail::new(1, Some(0))).is_err(),
             "a waiting count that is off"
         );
     }

@@ -37,7 +37,7 @@ impl<E: Entropy> Router<E> {
                     .get(&id)
                     .is_some_and(|session| session.version >= 2)
             },
-            |handle| mailbox.waiting_for(handle),
+            |handle| mailbox.mail_for(handle),
         )?;
         self.mailbox.check()?;
         if let Some(expiry) = self.mailbox.next_expiry_ms() {

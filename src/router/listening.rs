@@ -32,7 +32,7 @@ impl<E: Entropy> Router<E> {
         let mailbox = &self.mailbox;
         let changes = self
             .handles
-            .listen(caller.id, block, &new, |handle| mailbox.waiting_for(handle))
+            .listen(caller.id, block, &new, |handle| mailbox.mail_for(handle))
             .map_err(|_| ErrorCode::TooManyHandles)?;
         for (previous, handle) in changes.taken {
             self.deliver(
@@ -63,9 +63,7 @@ impl<E: Entropy> Router<E> {
     ) -> Result<(), ErrorCode> {
         let gone = checked_handles(list)?;
         self.take_message_token(caller, now)?;
-        let mailbox = &self.mailbox;
-        self.handles
-            .unlisten(caller.id, &gone, |handle| mailbox.waiting_for(handle));
+        self.handles.unlisten(caller.id, &gone);
         self.answer_listening(caller, out);
         Ok(())
     }

@@ -57,6 +57,42 @@ impl Letter {
     }
 }
 
+/// What the mailbox holds for one handle: how many letters, and the arrival number of the
+/// oldest. Kept by the handle table for each handle with a listener, hence compact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mail {
+    letters: u32,
+    /// [`Mail::NONE`] without letters.
+    oldest: u64,
+}
+
+impl Mail {
+    const NONE: u64 = u64::MAX;
+
+    /// Arrival numbers count up from 0 by one per letter, so they never reach `NONE`; a handle
+    /// holds at most `max_per_handle` letters, far below `u32::MAX`.
+    pub fn new(letters: usize, oldest: Option<u64>) -> Mail {
+        Mail {
+            letters: u32::try_from(letters).unwrap_or(u32::MAX),
+            oldest: oldest.unwrap_or(Mail::NONE),
+        }
+    }
+
+    pub fn letters(self) -> usize {
+        self.letters as usize
+    }
+
+    pub fn oldest(self) -> Option<u64> {
+        (self.oldest != Mail::NONE).then_some(self.oldest)
+    }
+}
+
+impl Default for Mail {
+    fn default() -> Mail {
+        Mail::new(0, None)
+    }
+}
+
 /// The caps of a [`Mailbox`]; `max_bytes == 0` turns it off.
 #[derive(Clone, Copy, Debug)]
 pub struct MailboxLimits {
@@ -115,16 +151,16 @@ impl Mailbox {
         self.bytes
     }
 
-    /// Letters waiting for `handle`.
-    pub fn waiting_for(&self, handle: &Handle) -> usize {
-        self.by_handle
-            .get(handle)
-            .map_or(0, |shelf| shelf.arrivals.len())
-    }
-
     /// The arrival number of the oldest letter for `handle`.
     pub fn oldest_for(&self, handle: &Handle) -> Option<u64> {
         self.by_handle.get(handle)?.arrivals.first().copied()
+    }
+
+    /// What the mailbox holds for `handle`.
+    pub fn mail_for(&self, handle: &Handle) -> Mail {
+        self.by_handle.get(handle).map_or(Mail::default(), |shelf| {
+            Mail::new(shelf.arrivals.len(), shelf.arrivals.first().copied())
+        })
     }
 
     /// Stores `letter`, first dropping what the caps need: the oldest letters of its handle,
@@ -363,7 +399,7 @@ mod tests {
         assert_eq!(ok(mailbox.store(letter(1, "192.0.2.1", 200, 30))), Ok(0));
         assert_eq!((mailbox.len(), mailbox.bytes()), (3, 600));
         let one = Handle::from_seed(&[1; 43]);
-        assert_eq!(mailbox.waiting_for(&one), 2);
+        assert_eq!(mailbox.mail_for(&one).letters(), 2);
         assert_eq!(mailbox.next_expiry_ms(), Some(1_010));
         assert_eq!(mailbox.pop_expired(1_009).map(|l| l.stored_ms), None);
         assert_eq!(mailbox.take_oldest_for(&one).map(|l| l.stored_ms), Some(10));
@@ -429,7 +465,7 @@ mod tests {
         // A letter from the honest block: it holds the least, so another block gives.
         let evicted = mailbox.store(letter(2, "192.0.2.1", 1_000, 7));
         assert!(evicted.is_ok_and(|e| e.iter().all(|l| l.block != block("192.0.2.1"))));
-        assert_eq!(mailbox.waiting_for(&Handle::from_seed(&[1; 43])), 1);
+        assert_eq!(mailbox.mail_for(&Handle::from_seed(&[1; 43])).letters(), 1);
         assert!(mailbox.bytes() <= LIMITS.max_bytes);
         assert_eq!(mailbox.check(), Ok(()));
         // Once the honest block holds the most, its own oldest go.

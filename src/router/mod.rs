@@ -19,7 +19,9 @@
 //! A MESSAGE to a handle (version 2, `handle_messages.rs`) takes the same path with one lookup
 //! in the handle table in place of the friendship check; to a listener that is not connected it
 //! becomes a letter in the mailbox, which allocates its frame text. Nothing depends on the number
-//! of handles or letters.
+//! of handles or letters. Nor do LISTENING and FETCH walk a session's handles: the handle table
+//! keeps each session's count of waiting letters and its handles ranked by their oldest letter,
+//! told of every change to the mailbox ([`handles::HandleTable::mail`]).
 //!
 //! # Memory bounds
 //! - Per connection ([`Conn`]): a few words, plus the error window (at most 101 timestamps, only

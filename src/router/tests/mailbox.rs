@@ -254,3 +254,43 @@ fn fetch_is_version_two_and_rate_limited() {
     assert_eq!(error_code(&actions, a.conn), "rate_limited");
     let _ = listen(&[], None);
 }
+
+#[test]
+fn counts_and_fetch_order_follow_letters_through_moves_evictions_and_expiry() {
+    let mut h = Harness::with(RouterConfig {
+        mailbox_letters_per_handle: 2,
+        mailbox_ttl_ms: 10_000,
+        resume_grace_ms: 60_000,
+        ..RouterConfig::defaults()
+    });
+    let a = h.connect_v2(1);
+    let mut b = h.connect_v2(2);
+    h.listen_ok(b.conn, &[handle(1), handle(2), handle(3)]);
+    h.closed(b.conn);
+    // Stored a second apart while b is away: the third for handle 2 evicts its first.
+    let start = h.now.unix_ms;
+    for n in [2, 1, 2, 2, 3] {
+        h.text(a.conn, &to_handle(&handle(n), None));
+        h.advance(1_000);
+    }
+    // Another session takes handle 3, and its letter with it.
+    let c = h.connect_v2(3);
+    assert_eq!(h.listen_ok(c.conn, &[handle(3)]), (1, 1));
+    // Handle 1's letter (stored at +1 s) expires at +11 s.
+    h.advance(start + 11_000 - h.now.unix_ms);
+    h.tick();
+    h.open(4);
+    h.json(
+        4,
+        json!({"type":"CONNECT","version":2,"resume":{"id":b.id,"token":b.token}}),
+    );
+    b.conn = 4;
+    assert_eq!(h.listen_ok(b.conn, &[handle(1), handle(2)]), (2, 2));
+    let frames = fetch(&mut h, b.conn);
+    let stamps: Vec<u64> = frames.iter().filter_map(|f| f["ts"].as_u64()).collect();
+    assert_eq!(stamps, [start + 2_000, start + 3_000]);
+    assert_eq!(frames.last().map(|f| &f["waiting"]), Some(&json!(0)));
+    let frames = fetch(&mut h, c.conn);
+    assert_eq!(frames[0]["ts"], start + 4_000);
+    assert_eq!(h.router.stats().mailbox_letters, 0);
+}
