@@ -15,6 +15,13 @@ use crate::protocol::{self, ErrorCode, Handle, RawJson, ServerFrame, Undelivered
 /// A FETCH answer stops once it holds this fraction of the caller's cap on unsent bytes.
 const FETCH_SHARE_OF_UNSENT: usize = 2;
 
+/// Letters one [`Router::tick`] expires at most. A second's worth of stored mail all expires in
+/// the same second a week later; expiring it in one go (each letter an UNDELIVERED to build and
+/// a few tree updates, about a microsecond) would stall the loop for as long. The rest stays
+/// due: [`Router::next_deadline_ms`] is then in the past, so the loop serves its sockets once and
+/// ticks again at once.
+pub(super) const EXPIRY_CHUNK: usize = 256;
+
 impl<E: Entropy> Router<E> {
     pub(super) fn message_to_handle(
         &mut self,
@@ -98,9 +105,13 @@ impl<E: Entropy> Router<E> {
         Ok(())
     }
 
-    /// Drops the letters whose TTL has passed, telling their senders.
+    /// Drops the letters whose TTL has passed, at most [`EXPIRY_CHUNK`] of them, telling their
+    /// senders.
     pub(super) fn expire_letters(&mut self, now: Now, out: &mut impl FrameSink) {
-        while let Some(letter) = self.mailbox.pop_expired(now.mono_ms) {
+        for _ in 0..EXPIRY_CHUNK {
+            let Some(letter) = self.mailbox.pop_expired(now.mono_ms) else {
+                break;
+            };
             self.handles
                 .mail(&letter.handle, self.mailbox.mail_for(&letter.handle));
             self.tell_undelivered(&letter, UndeliveredReason::Expired, out);

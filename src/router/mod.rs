@@ -63,8 +63,9 @@
 //!   sender's address block, blocks ranked by their bytes; at most `mailbox_letters_per_handle`
 //!   and `mailbox_bytes_per_handle` per handle (its oldest dropped) and `mailbox_bytes` in all
 //!   (the oldest letter of the fullest sender block dropped); every letter expires
-//!   `mailbox_ttl_ms` after it was stored ([`Router::tick`], the oldest letter's expiry counted
-//!   in [`Router::next_deadline_ms`]). UNDELIVERED for a dropped letter: one per letter.
+//!   `mailbox_ttl_ms` after it was stored ([`Router::tick`], at most
+//!   [`EXPIRY_CHUNK`](handle_messages::EXPIRY_CHUNK) letters per tick, the oldest letter's expiry
+//!   counted in [`Router::next_deadline_ms`]). UNDELIVERED for a dropped letter: one per letter.
 //! - All of it together: every connection's backlog ([`FrameSink::total_backlog`]) plus every
 //!   resume queue. While that is over `max_buffered_bytes`, the two per-recipient caps above shrink
 //!   to a sixteenth ([`BUDGET_SQUEEZE`](delivery::BUDGET_SQUEEZE)): enough connections that stop
@@ -318,7 +319,9 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Expire resume windows whose deadline passed, and letters older than the mailbox's TTL.
+    /// Expire resume windows whose deadline passed, and letters older than the mailbox's TTL (at
+    /// most [`EXPIRY_CHUNK`](handle_messages::EXPIRY_CHUNK) of those per call: while more are
+    /// due, [`Router::next_deadline_ms`] stays in the past, and the caller ticks again).
     pub fn tick(&mut self, now: Now, out: &mut impl FrameSink) {
         while let Some(deadline) = self.timers.pop_due(now.mono_ms) {
             if timer_is_live(&self.sessions, &deadline) {

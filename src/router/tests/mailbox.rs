@@ -294,3 +294,36 @@ fn counts_and_fetch_order_follow_letters_through_moves_evictions_and_expiry() {
     assert_eq!(frames[0]["ts"], start + 4_000);
     assert_eq!(h.router.stats().mailbox_letters, 0);
 }
+
+#[test]
+fn letters_due_at_once_expire_a_chunk_per_tick() {
+    let mut h = Harness::with(RouterConfig {
+        mailbox_ttl_ms: 10_000,
+        rate_messages_per_sec: 0,
+        ..RouterConfig::defaults()
+    });
+    let a = h.connect_v2(1);
+    for n in 0..600 {
+        h.text(
+            a.conn,
+            &to_handle(&handle((n % 200) as u8), Some(&format!("m{n}"))),
+        );
+        h.sink.flushed(a.conn, 0);
+    }
+    h.advance(10_000);
+    let chunk = super::super::handle_messages::EXPIRY_CHUNK;
+    for expected in [chunk, chunk, 600 - 2 * chunk] {
+        assert!(
+            h.router
+                .next_deadline_ms()
+                .is_some_and(|at| at <= h.now.mono_ms)
+        );
+        let actions = h.tick();
+        let told = frames_to(&actions, a.conn);
+        assert_eq!(told.len(), expected);
+        assert!(told.iter().all(|frame| frame["reason"] == "expired"));
+        h.sink.flushed(a.conn, 0);
+    }
+    assert_eq!(h.router.stats().mailbox_letters, 0);
+    assert_eq!(h.router.next_deadline_ms(), None);
+}
