@@ -58,7 +58,7 @@ pub use control::{
 };
 pub use decode::decode;
 pub use encode::{FriendKeyFrame, ServerFrame, TextOut};
-pub use handle::{HANDLE_LEN, Handle, HandleList, MAX_HANDLES_PER_REQUEST};
+pub use handle::{HANDLE_LEN, Handle, HandleArg, HandleList, MAX_HANDLES_PER_REQUEST};
 pub use json_string::{AsciiUnits, ascii_units};
 pub use raw_json::RawJson;
 pub use request::{Frame, InviteProof, MAX_INVITE_CHARS, MessageTarget, Rejected, Request, Resume};

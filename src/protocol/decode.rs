@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use super::fast_path::flat_fields;
 use super::json_string::{ascii_units, decoded_starts_with, string_inner, unescaped_text};
 use super::{
-    ErrorCode, Frame, Handle, HandleList, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS,
+    ErrorCode, Frame, HandleArg, HandleList, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS,
     MESSAGE_ARMOR, MessageTarget, PROTOCOL_VERSION, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request,
     Resume,
 };
@@ -148,7 +148,7 @@ fn checked_frame(fields: KnownFields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
             to: target(fields.to).ok_or_else(bad_request)?,
         },
         FrameType::Message => Request::Message {
-            target: message_target(fields.to, fields.handle, target, Handle::from_json)
+            target: message_target(fields.to, fields.handle, target, HandleArg::new)
                 .ok_or_else(bad_request)?,
             payload: armored(fields.payload, MESSAGE_ARMOR),
             mailbox: mailbox_choice(fields.mailbox),
@@ -247,8 +247,8 @@ pub(super) fn message_target<'a>(
     to: Option<RawJson<'a>>,
     handle: Option<RawJson<'a>>,
     id_of: impl Fn(Option<RawJson<'a>>) -> Option<Option<Id>>,
-    handle_of: impl Fn(RawJson<'a>) -> Option<Handle>,
-) -> Option<MessageTarget> {
+    handle_of: impl Fn(RawJson<'a>) -> HandleArg<'a>,
+) -> Option<MessageTarget<'a>> {
     match (to, handle) {
         (Some(_), None) => Some(MessageTarget::Id(id_of(to)?)),
         (Some(_), Some(_)) => Some(MessageTarget::IdAndHandle(id_of(to)?)),

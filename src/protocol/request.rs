@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{ErrorCode, Handle, HandleList, RawJson};
+use super::{ErrorCode, HandleArg, HandleList, RawJson};
 use crate::id::{Id, TOKEN_LEN};
 
 /// A decoded client frame.
@@ -44,7 +44,7 @@ pub enum Request<'a> {
     },
     Message {
         /// Where it goes: an ID (`to`) or, in version 2, a handle.
-        target: MessageTarget,
+        target: MessageTarget<'a>,
         /// The raw `payload` when it is an armored message, else `None` (`not_encrypted`).
         payload: Option<RawJson<'a>>,
         /// `mailbox` (version 2, MESSAGE to a handle): whether the message may be stored when no
@@ -73,13 +73,13 @@ pub enum Request<'a> {
 /// version-1 session ignores `handle` (an unknown field to it), a version-2 one needs exactly one
 /// of the two. Frames that fail in every version (`to` not a string; neither `to` nor a string
 /// `handle`) are `bad_request` at decoding already.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageTarget {
+#[derive(Clone, Copy, Debug)]
+pub enum MessageTarget<'a> {
     /// `to` without `handle`. `None`: not a valid ID (`bad_id`).
     Id(Option<Id>),
-    /// A string `handle` without `to`: `bad_request` for version 1. `None`: not a handle
-    /// (`bad_handle`).
-    Handle(Option<Handle>),
+    /// A string `handle` without `to`: `bad_request` for version 1; checked to be a handle
+    /// (`bad_handle`) by the router, after it looked the text up.
+    Handle(HandleArg<'a>),
     /// `to` and `handle` (of any JSON type): `bad_request` for version 2; version 1 reads `to`.
     IdAndHandle(Option<Id>),
 }

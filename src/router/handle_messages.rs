@@ -9,8 +9,10 @@
 
 use super::mailbox::{Letter, Sender};
 use super::session::QueuedKind;
-use super::{Caller, Entropy, FrameSink, Now, Router};
-use crate::protocol::{self, ErrorCode, Handle, RawJson, ServerFrame, UndeliveredReason};
+use super::{Caller, Entropy, FrameSink, MS_PER_SECOND, Now, Router};
+use crate::protocol::{
+    self, ErrorCode, Handle, HandleArg, RawJson, ServerFrame, UndeliveredReason,
+};
 
 /// A FETCH answer stops once it holds this fraction of the caller's cap on unsent bytes.
 const FETCH_SHARE_OF_UNSENT: usize = 2;
@@ -23,40 +25,78 @@ const FETCH_SHARE_OF_UNSENT: usize = 2;
 pub(super) const EXPIRY_CHUNK: usize = 256;
 
 impl<E: Entropy> Router<E> {
+    /// MESSAGE to a handle, `handle` as decoded (not checked yet) and `mailbox` as given
+    /// (`None`: not a boolean). The handle's text is looked up first: one someone listens on is
+    /// a handle, so the check (and the copy it makes) is only for handles nobody listens on. The
+    /// sender's session is looked up once, for its version and its rate. The errors come in
+    /// their order all the same (PROTOCOL.md §10).
     pub(super) fn message_to_handle(
         &mut self,
         caller: Caller<'_>,
-        handle: &Handle,
+        handle: HandleArg<'_>,
         payload: Option<RawJson<'_>>,
-        may_store: bool,
+        mailbox: Option<bool>,
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
-        let payload = payload.ok_or(ErrorCode::NotEncrypted)?;
-        self.take_message_token(caller, now)?;
-        let listener_conn = self
-            .handles
-            .listener(handle)
-            .and_then(|listener| self.sessions.get(&listener))
-            .and_then(|listener| listener.conn);
-        let frame = ServerFrame::HandleMessage {
-            handle,
-            payload,
-            ts: now.unix_ms,
+        let held = handle
+            .text()
+            .and_then(|text| self.handles.listener_of_text(text));
+        let rate = self.config.rate_messages_per_sec;
+        let sender = self
+            .sessions
+            .get_mut(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if sender.version < 2 {
+            // To version 1, `handle` is unknown: the MESSAGE lacks its `to`.
+            return Err(ErrorCode::BadRequest);
+        }
+        let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
+        let checked = match held {
+            Some(_) => None,
+            None => Some(handle.checked().ok_or(ErrorCode::BadHandle)?),
         };
-        let queued = match listener_conn {
-            Some(conn) => {
+        let payload = payload.ok_or(ErrorCode::NotEncrypted)?;
+        if !sender
+            .message_rate
+            .try_take(rate, MS_PER_SECOND, now.mono_ms)
+        {
+            return Err(ErrorCode::RateLimited);
+        }
+        // A handle written with escapes is looked up once decoded.
+        let held = held.or_else(|| {
+            let checked = checked.as_ref()?;
+            self.handles.listener_of_text(checked.as_bytes())
+        });
+        let listener_conn = held
+            .and_then(|(_, listener)| self.sessions.get(&listener))
+            .and_then(|listener| listener.conn);
+        let queued = match (held, listener_conn) {
+            (Some((handle, _)), Some(conn)) => {
                 let (max_unsent, _) = self.recipient_caps(out);
                 if out.backlog(conn) > max_unsent {
                     return Err(ErrorCode::PeerBusy);
                 }
+                let frame = ServerFrame::HandleMessage {
+                    handle,
+                    payload,
+                    ts: now.unix_ms,
+                };
                 out.send(conn, frame);
                 false
             }
             // A probe (`"mailbox":false`) is never stored: nobody connected listens.
-            None if !may_store => return Err(ErrorCode::NoMailbox),
-            None => {
-                self.store_letter(caller, *handle, frame, now, out)?;
+            _ if !may_store => return Err(ErrorCode::NoMailbox),
+            (held, _) => {
+                let Some(handle) = held.map(|(handle, _)| *handle).or(checked) else {
+                    return Err(ErrorCode::BadHandle);
+                };
+                let frame = ServerFrame::HandleMessage {
+                    handle: &handle,
+                    payload,
+                    ts: now.unix_ms,
+                };
+                self.store_letter(caller, handle, frame, now, out)?;
                 true
             }
         };

@@ -17,7 +17,8 @@
 //! Nothing depends on the number of sessions.
 //!
 //! A MESSAGE to a handle (version 2, `handle_messages.rs`) takes the same path with one lookup
-//! in the handle table in place of the friendship check; to a listener that is not connected it
+//! in the handle table in place of the friendship check, made with the frame's 43 bytes as they
+//! lie in the text (a handle someone listens on needs no check, so only a miss is checked); to a listener that is not connected it
 //! becomes a letter in the mailbox, which allocates its frame text. Nothing depends on the number
 //! of handles or letters. Nor do LISTENING and FETCH walk a session's handles: the handle table
 //! keeps each session's count of waiting letters and its handles ranked by their oldest letter,
@@ -393,15 +394,7 @@ impl<E: Entropy> Router<E> {
                 target: MessageTarget::Handle(handle),
                 payload,
                 mailbox,
-            } => {
-                if !self.speaks_v2(caller.id) {
-                    // To version 1, `handle` is unknown: the MESSAGE lacks its `to`.
-                    return Err(ErrorCode::BadRequest);
-                }
-                let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
-                let handle = handle.ok_or(ErrorCode::BadHandle)?;
-                self.message_to_handle(caller, &handle, payload, may_store, now, out)
-            }
+            } => self.message_to_handle(caller, handle, payload, mailbox, now, out),
             Request::Listen { handles } => {
                 self.version_two_only(caller)?;
                 self.listen(caller, handles.ok_or(ErrorCode::BadRequest)?, now, out)

@@ -393,3 +393,26 @@ fn debug_of_handle_requests_never_shows_a_handle() {
     let decoded = protocol::decode(&text).map(|frame| format!("{:?}", frame.request));
     assert!(decoded.is_ok_and(|debug| !debug.contains(&handle(1)[..20])));
 }
+
+#[test]
+fn a_handle_is_found_by_its_text_or_once_its_escapes_are_decoded() {
+    let mut h = Harness::new();
+    let a = h.connect_v2(1);
+    let b = h.connect_v2(2);
+    h.listen_ok(b.conn, &[handle(1)]);
+    // Written with an escape: decoded, checked, then found.
+    let plain = handle(1);
+    assert!(plain.starts_with('A'));
+    let escaped = format!("\\u0041{}", &plain[1..]);
+    let actions = h.text(a.conn, &to_handle(&escaped, Some("e")));
+    assert_eq!(only_frame_to(&actions, b.conn)["handle"], plain);
+    assert_eq!(
+        only_frame_to(&actions, a.conn),
+        json!({"type":"ACK","ref":"e"})
+    );
+    // 43 bytes that are not a handle are found by nobody, then refused before the payload is
+    // looked at.
+    let not_a_handle = format!("{}!", &plain[1..]);
+    let text = format!(r#"{{"type":"MESSAGE","handle":"{not_a_handle}","payload":"x"}}"#);
+    assert_eq!(error_code(&h.text(a.conn, &text), a.conn), "bad_handle");
+}
