@@ -11,6 +11,10 @@
 //!   DISCONNECTs: what setting up (and tearing down) one pair of friends costs the router.
 //! - `fanout/50/...`: one MESSAGE to 50 handles against 50 MESSAGEs to one handle each (a group
 //!   message to 50 members, or writing to each of them); throughput is in copies.
+//! - `handles/listen/1000`: one LISTEN of 1,000 handles, as a client sends after a reload.
+//! - `handles/mailbox_round/N`: a letter stored for a handle nobody listens on, then a session
+//!   already holding N - 1 handles LISTENs on it, FETCHes it and UNLISTENs it (four frames):
+//!   nothing of that may grow with N.
 //! - `frame/decode` and `frame/encode`: one client MESSAGE decoded, one server MESSAGE written
 //!   into a buffer with room for it (as into an outbox).
 //!
@@ -20,7 +24,7 @@
 //! Run: `cargo bench --bench routing` (a subset: `cargo bench --bench routing -- route/10000`).
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use secchat::id::Id;
@@ -421,6 +425,96 @@ fn bench_fanout(c: &mut Criterion) {
     harness.expect(sender, &fanout, &expected);
 }
 
+/// `{"type":<kind>,"handles":[...]}` naming `handles`.
+fn handle_list_text(kind: &str, handles: &[String]) -> String {
+    let list = serde_json::to_string(handles).expect("a list of strings");
+    format!(r#"{{"type":"{kind}","handles":{list}}}"#)
+}
+
+/// The handle frames whose cost could grow with the number of handles a session holds.
+fn bench_handles(c: &mut Criterion) {
+    let mut group = c.benchmark_group("handles");
+    let mut harness = Harness::new();
+
+    // A client after a reload: one LISTEN of 1,000 handles. Timed alone; an UNLISTEN of the same
+    // handles (not timed) resets the session for the next iteration.
+    let thousand: Vec<String> = (0..1_000).map(|n| handle_of(1_000_000 + n)).collect();
+    let listen = handle_list_text("LISTEN", &thousand);
+    let unlisten = handle_list_text("UNLISTEN", &thousand);
+    println!(
+        "handles/listen/1000: the LISTEN frame is {} bytes",
+        listen.len()
+    );
+    let (conn, _) = harness.connect();
+    harness.expect(conn, &listen, &[(conn, "LISTENING")]);
+    harness.expect(conn, &unlisten, &[(conn, "LISTENING")]);
+    {
+        let router = &mut harness.router;
+        let mut out = Outboxes::default();
+        group.bench_function("listen/1000", |b| {
+            b.iter_custom(|iterations| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iterations {
+                    let start = Instant::now();
+                    router.text(conn, black_box(listen.as_str()), NOW, &mut out);
+                    timed += start.elapsed();
+                    router.text(conn, &unlisten, NOW, &mut out);
+                    out.flushed([conn]);
+                }
+                timed
+            })
+        });
+    }
+
+    // One letter through the mailbox to a session holding `held` handles: stored for a handle
+    // nobody listens on, the session LISTENs on it (LISTENING with the waiting count), FETCHes
+    // it (the letter, FETCHED) and UNLISTENs it again (LISTENING): four frames.
+    let (sender, _) = harness.connect();
+    let payload = payload_json(512);
+    for held in [1usize, 4_095] {
+        let (listener, _) = harness.connect();
+        let own: Vec<String> = (0..held)
+            .map(|n| handle_of(2_000_000 + 10_000 * held + n))
+            .collect();
+        for chunk in own.chunks(1_024) {
+            let text = handle_list_text("LISTEN", chunk);
+            harness.expect(listener, &text, &[(listener, "LISTENING")]);
+        }
+        let mailbox = handle_of(3_000_000 + held);
+        let store = handle_message_text(&mailbox, &payload, true);
+        let take = handle_list_text("LISTEN", std::slice::from_ref(&mailbox));
+        let give_back = handle_list_text("UNLISTEN", std::slice::from_ref(&mailbox));
+        let fetch = r#"{"type":"FETCH"}"#;
+        let round = |harness: &mut Harness| {
+            harness.expect(sender, &store, &[(sender, "ACK")]);
+            harness.expect(listener, &take, &[(listener, "LISTENING")]);
+            harness.expect(
+                listener,
+                fetch,
+                &[(listener, "MESSAGE"), (listener, "FETCHED")],
+            );
+            harness.expect(listener, &give_back, &[(listener, "LISTENING")]);
+        };
+        round(&mut harness);
+        {
+            let router = &mut harness.router;
+            let mut out = Outboxes::default();
+            let name = format!("mailbox_round/{}", held + 1);
+            group.bench_function(BenchmarkId::from_parameter(&name), |b| {
+                b.iter(|| {
+                    router.text(sender, black_box(store.as_str()), NOW, &mut out);
+                    router.text(listener, &take, NOW, &mut out);
+                    router.text(listener, fetch, NOW, &mut out);
+                    router.text(listener, &give_back, NOW, &mut out);
+                    out.flushed([sender, listener]);
+                })
+            });
+        }
+        round(&mut harness);
+    }
+    group.finish();
+}
+
 fn bench_friends(c: &mut Criterion) {
     let mut group = c.benchmark_group("friends");
     let key = public_key_json();
@@ -515,6 +609,6 @@ fn configured() -> Criterion {
 criterion_group! {
     name = benches;
     config = configured();
-    targets = bench_routing, bench_fanout, bench_friends, bench_frames
+    targets = bench_routing, bench_fanout, bench_handles, bench_friends, bench_frames
 }
 criterion_main!(benches);

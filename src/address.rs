@@ -25,8 +25,9 @@ pub const BLOCK_SHARES: [u32; 3] = [1, 2, 4];
 pub struct ClientAddr(IpAddr);
 
 /// One address block: the address's leading `len` bits. IPv4 blocks are kept in the
-/// `::ffff:0:0/96` range so that they never equal an IPv6 block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// `::ffff:0:0/96` range so that they never equal an IPv6 block. Ordered (by bits, then length)
+/// only so that tables can rank blocks by what they hold and break ties.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Block {
     bits: u128,
     len: u8,

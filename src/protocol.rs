@@ -53,12 +53,14 @@ mod request;
 pub use codes::ErrorCode;
 pub use control::{
     UndeliveredReason, connect_reply, disconnect, error, fanout_ack, fetched, friend_cancel,
-    friend_decline, friend_remove, handle_taken, listening, pong, presence, undelivered,
-    undelivered_to_handle,
+    friend_decline, friend_remove, handle_dropped, handle_taken, listening, pong, presence,
+    undelivered, undelivered_to_handle,
 };
 pub use decode::decode;
 pub use encode::{FriendKeyFrame, ServerFrame, TextOut};
-pub use handle::{HANDLE_LEN, Handle, HandleList, MAX_FANOUT_HANDLES, MAX_HANDLES_PER_REQUEST};
+pub use handle::{
+    HANDLE_LEN, Handle, HandleArg, HandleList, MAX_FANOUT_HANDLES, MAX_HANDLES_PER_REQUEST,
+};
 pub use json_string::{AsciiUnits, ascii_units};
 pub use raw_json::RawJson;
 pub use request::{Frame, InviteProof, MAX_INVITE_CHARS, MessageTarget, Rejected, Request, Resume};

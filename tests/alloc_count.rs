@@ -6,7 +6,10 @@
 //! capacity (the sink here works like them). Anything more (a parsed `Value`, a copied payload,
 //! a formatted ID, a growing map, a frame built into a `String`) shows up here as a failure.
 //!
-//! The counter is per thread, so the test harness's other threads do not disturb it.
+//! It also keeps the heap bytes each thread holds, which checks that a letter waiting in the
+//! mailbox costs no more than the mailbox counts for it (its cap is then a cap on memory).
+//!
+//! The counters are per thread, so the test harness's other threads do not disturb them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -25,6 +28,9 @@ thread_local! {
     /// Allocations (including reallocations) made by this thread while counting is on.
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Bytes of the heap chunks this thread allocated and has not freed (freed by this thread
+    /// when they were allocated by another: the tests below measure differences on one thread).
+    static LIVE_CHUNK_BYTES: Cell<isize> = const { Cell::new(0) };
 }
 
 fn note_allocation() {
@@ -35,31 +41,61 @@ fn note_allocation() {
     }
 }
 
+/// What a block really takes from the heap: glibc's usable size plus its 8-byte chunk header
+/// (the system allocator is `malloc` for the alignments used here).
+fn chunk_bytes(ptr: *mut u8) -> isize {
+    if ptr.is_null() {
+        return 0;
+    }
+    // SAFETY: `ptr` is a live block from the system allocator (malloc family).
+    let usable = unsafe { libc::malloc_usable_size(ptr.cast()) };
+    usable as isize + 8
+}
+
+fn note_chunk(delta: isize) {
+    let _ = LIVE_CHUNK_BYTES.try_with(|n| n.set(n.get() + delta));
+}
+
 // SAFETY: every call is forwarded unchanged to the system allocator; counting touches only
-// const-initialised thread-locals, which never allocate.
+// const-initialised thread-locals, which never allocate, and reads the size of live blocks.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_allocation();
         // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
+        let ptr = unsafe { System.alloc(layout) };
+        note_chunk(chunk_bytes(ptr));
+        ptr
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note_allocation();
         // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        note_chunk(chunk_bytes(ptr));
+        ptr
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note_allocation();
+        let before = chunk_bytes(ptr);
         // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        if !moved.is_null() {
+            note_chunk(chunk_bytes(moved) - before);
+        }
+        moved
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note_chunk(-chunk_bytes(ptr));
         // SAFETY: same contract as ours.
         unsafe { System.dealloc(ptr, layout) }
     }
+}
+
+/// Heap bytes this thread holds now (see `LIVE_CHUNK_BYTES`).
+fn live_chunk_bytes() -> isize {
+    LIVE_CHUNK_BYTES.with(Cell::get)
 }
 
 #[global_allocator]
@@ -345,7 +381,10 @@ fn a_message_to_several_handles_allocates_only_its_counted_ack() {
     let count = allocations_for_one(&mut pair, &to_list(None), false);
     assert_eq!(count, 0, "allocations for one MESSAGE to a list of handles");
     let count = allocations_for_one(&mut pair, &to_list(Some("17")), true);
-    assert_eq!(count, 1, "allocations for one MESSAGE to a list, with its ACK");
+    assert_eq!(
+        count, 1,
+        "allocations for one MESSAGE to a list, with its ACK"
+    );
 }
 
 #[test]
@@ -432,4 +471,73 @@ fn the_counter_sees_allocations() {
         std::hint::black_box(v);
     });
     assert_eq!(count, 1);
+}
+
+/// What `letters` letters of a `payload`-byte payload (with a `ref` when `with_ref`), sent to
+/// `handles` distinct handles nobody listens on, really take from the heap, against what the
+/// mailbox counts for them: (heap bytes per letter, counted bytes per letter).
+fn letter_cost(letters: usize, handles: usize, payload: usize, with_ref: bool) -> (usize, usize) {
+    let config = RouterConfig {
+        rate_messages_per_sec: 0,
+        ..RouterConfig::defaults()
+    };
+    let mut router = Router::new(config, Counter(7));
+    let mut out = Outboxes::default();
+    let sender = 1;
+    router.open(sender, NOW);
+    router.text(sender, r#"{"type":"CONNECT","version":2}"#, NOW, &mut out);
+    let texts: Vec<String> = (0..letters)
+        .map(|n| {
+            let handle = secchat::protocol::Handle::from_seed(&(n % handles).to_le_bytes());
+            let reference = with_ref.then(|| format!("m{n}"));
+            message_to_handle(payload, reference.as_deref()).replace(HANDLE, handle.as_str())
+        })
+        .collect();
+    // The sink's buffer reaches its working size first.
+    router.text(sender, &texts[0], NOW, &mut out);
+    out.clear();
+    let before = live_chunk_bytes();
+    let counted_before = router.stats().mailbox_bytes;
+    for text in &texts[1..] {
+        router.text(sender, text, NOW, &mut out);
+        out.clear();
+    }
+    let heap = (live_chunk_bytes() - before).max(0) as usize;
+    let stats = router.stats();
+    assert_eq!(stats.mailbox_letters, letters, "every letter stored");
+    let counted = stats.mailbox_bytes - counted_before;
+    (heap / (letters - 1), counted / (letters - 1))
+}
+
+/// The mailbox's cap is on what its letters really cost: a letter counts its frame, its `ref`
+/// and `LETTER_OVERHEAD` for everything else (its entry in three indexes, a handle's and a
+/// block's entry, the allocator's rounding), and that must be no less than the heap it takes,
+/// however letters spread over handles. The figures printed are in BENCHMARKS.md.
+#[test]
+fn a_stored_letter_costs_no_more_than_the_mailbox_counts() {
+    let cases = [
+        (10_000, 10_000, 512, true),
+        (10_000, 100, 512, true),
+        (10_000, 400, 4_096, true),
+        (7_200, 7_200, 512, true),
+        (7_200, 7_200, 32, true),
+        (7_200, 7_200, 32, false),
+        (29_000, 29_000, 512, true),
+    ];
+    let costs: Vec<_> = cases
+        .into_iter()
+        .map(|(letters, handles, payload, with_ref)| {
+            let (heap, counted) = letter_cost(letters, handles, payload, with_ref);
+            let case =
+                format!("{letters} letters of {payload} B (ref: {with_ref}) to {handles} handles");
+            println!("{case}: {heap} heap bytes, {counted} counted, per letter");
+            (case, heap, counted)
+        })
+        .collect();
+    for (case, heap, counted) in costs {
+        assert!(
+            heap <= counted,
+            "{case}: {heap} heap bytes per letter, {counted} counted"
+        );
+    }
 }

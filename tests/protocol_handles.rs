@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
+
 use common::*;
 use serde_json::{Value, json};
 
@@ -24,6 +26,15 @@ fn connect_v2(server: &Server) -> Client {
     assert_eq!(reply["version"], 2, "{reply}");
     client.id = reply["id"].as_str().unwrap_or_default().to_owned();
     client.token = reply["token"].as_str().unwrap_or_default().to_owned();
+    client
+}
+
+/// A version-2 session from the loopback address `127.0.0.<host>`.
+fn connect_v2_from(server: &Server, host: u8) -> Client {
+    let mut client =
+        Client::try_connect_from(server, Ipv4Addr::new(127, 0, 0, host)).expect("connect");
+    let reply = client.request(json!({"type": "CONNECT", "version": 2}));
+    assert_eq!(reply["version"], 2, "{reply}");
     client
 }
 
@@ -220,13 +231,13 @@ fn too_many_handles_and_bad_handles() {
         &json!({"type": "MESSAGE", "handle": "short", "payload": TEST_PAYLOAD, "ref": "m"}),
     );
     bob.expect_error("bad_handle", Some("m"));
-    // The server's 3 handles, shared by one address's eighth (rounded up: 1).
-    let reply = listen(&mut bob, &[handle(1)], "l");
-    assert_eq!(reply["handles"], 1);
-    bob.send_json(&json!({"type": "LISTEN", "handles": [handle(2)], "ref": "t"}));
+    // The server's 3 handles: one address may take them all while nobody else wants any.
+    let reply = listen(&mut bob, &[handle(1), handle(2), handle(3)], "l");
+    assert_eq!(reply["handles"], 3);
+    bob.send_json(&json!({"type": "LISTEN", "handles": [handle(4)], "ref": "t"}));
     bob.expect_error("too_many_handles", Some("t"));
     let reply = bob.request(json!({"type": "LISTEN", "handles": [handle(1)], "ref": "same"}));
-    assert_eq!(reply["handles"], 1, "a handle already held costs nothing");
+    assert_eq!(reply["handles"], 3, "a handle already held costs nothing");
 }
 
 #[test]
@@ -317,4 +328,74 @@ fn copies_that_cannot_be_stored_are_reported_one_by_one() {
         json!({"type": "ACK", "ref": "g", "sent": 1, "queued": 0})
     );
     assert_eq!(bob.expect_type("MESSAGE")["handle"], handle(1));
+}
+
+#[test]
+fn flooding_addresses_keep_neither_an_honest_listener_out_nor_its_mail() {
+    let server = Server::start(&["--max-handles", "64", "--mailbox-bytes", "20000"]);
+    // An honest letter waits for a friend who is away.
+    let mut alice = connect_v2_from(&server, 2);
+    alice.send_json(&to_handle(&handle(1000), &payload_with("keep"), "keep"));
+    alice.expect_queued_ack("keep");
+    // Nine addresses take every handle and send far more mail than the mailbox holds.
+    let mut flooders: Vec<Client> = (10..19)
+        .map(|host| connect_v2_from(&server, host))
+        .collect();
+    for (n, flooder) in flooders.iter_mut().enumerate() {
+        let theirs: Vec<String> = (0..8).map(|k| handle(100 + 8 * n as u32 + k)).collect();
+        let reply = flooder.request(json!({"type": "LISTEN", "handles": theirs, "ref": "l"}));
+        assert!(reply["type"] == "LISTENING" || reply["code"] == "too_many_handles");
+    }
+    let mut evicted = 0;
+    for round in 0..20 {
+        for (n, flooder) in flooders.iter_mut().enumerate() {
+            let reference = format!("f{round}");
+            let letter = to_handle(&handle(2000 + n as u32), TEST_PAYLOAD, &reference);
+            flooder.send_json(&letter);
+            loop {
+                let frame = flooder.recv_json();
+                match frame["type"].as_str() {
+                    Some("ACK") if frame["ref"] == reference.as_str() => break,
+                    Some("UNDELIVERED") if frame["reason"] == "evicted" => evicted += 1,
+                    _ => panic!("unexpected {frame}"),
+                }
+            }
+        }
+    }
+    assert!(evicted > 0, "the flooders' own letters made room");
+    // The friend comes back: it may listen, and the honest letter is still there.
+    let mut bob = connect_v2_from(&server, 3);
+    let reply =
+        bob.request(json!({"type": "LISTEN", "handles": [handle(1000), handle(1001)], "ref": "b"}));
+    assert_eq!(
+        reply,
+        json!({"type": "LISTENING", "handles": 2, "waiting": 1, "ref": "b"})
+    );
+    bob.send_json(&json!({"type": "FETCH", "ref": "f"}));
+    assert_eq!(bob.expect_type("MESSAGE")["payload"], payload_with("keep"));
+    assert_eq!(bob.expect_type("FETCHED")["waiting"], 0);
+    // Alice was told nothing: her letter was never dropped.
+    alice.expect_nothing_pending();
+    // Sessions of the fullest flooding blocks gave up the handles Bob took.
+    let dropped: usize = flooders
+        .iter_mut()
+        .map(|flooder| {
+            flooder.send_json(&json!({"type": "PING", "ref": "sync"}));
+            let mut dropped = 0;
+            loop {
+                let frame = flooder.recv_json();
+                match frame["type"].as_str() {
+                    Some("HANDLE_DROPPED") => dropped += 1,
+                    // Their letters pushed out each other's.
+                    Some("UNDELIVERED") => assert_eq!(frame["reason"], "evicted"),
+                    _ => {
+                        assert_eq!(frame, json!({"type": "PONG", "ref": "sync"}));
+                        break;
+                    }
+                }
+            }
+            dropped
+        })
+        .sum();
+    assert_eq!(dropped, 2);
 }

@@ -9,6 +9,12 @@
 //! end, that every acknowledged message whose sender is still alive was either delivered or
 //! reported UNDELIVERED exactly once.
 //!
+//! Version 2's handles and mailbox have a model and a ledger of their own (LISTEN, UNLISTEN,
+//! FETCH, MESSAGE to a handle with and without `"mailbox":false`): a message to a handle is
+//! delivered at most once, or reported UNDELIVERED at most once, or still waits, never two of
+//! these; LISTENING counts what the model counts; and at the end the mailbox holds every letter
+//! still waiting whose sender would have been told of its loss (`router_props/model/handles.rs`).
+//!
 //! This file holds the operations, their strategies and the property; the model and how each
 //! operation drives it and the router are in `router_props/model/`.
 
@@ -21,7 +27,7 @@ mod router_model;
 
 #[path = "router_props/model/mod.rs"]
 mod model;
-use model::Model;
+use model::{HANDLES, Model};
 
 const SLOTS: usize = 4;
 const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\\nkey";
@@ -122,6 +128,28 @@ enum Op {
     Advance {
         ms: u64,
     },
+    /// LISTEN on handles of the model's pool (indexes, modulo its size).
+    Listen {
+        slot: usize,
+        handles: Vec<usize>,
+        with_ref: bool,
+    },
+    Unlisten {
+        slot: usize,
+        handles: Vec<usize>,
+        with_ref: bool,
+    },
+    Fetch {
+        slot: usize,
+    },
+    /// MESSAGE to a handle of the pool; `probe`: with `"mailbox":false`.
+    ToHandle {
+        slot: usize,
+        handle: usize,
+        probe: bool,
+        encrypted: bool,
+        with_ref: bool,
+    },
 }
 
 fn target() -> impl Strategy<Value = Target> {
@@ -169,9 +197,28 @@ fn op() -> impl Strategy<Value = Op> {
         2 => slot.clone().prop_map(|slot| Op::Binary { slot }),
         5 => slot.clone().prop_map(|slot| Op::Closed { slot }),
         14 => (slot.clone(), slot.clone()).prop_map(|(a, b)| Op::Befriend { a, b }),
-        10 => (slot, prop_oneof![Just(0usize), 0..4_096usize])
+        10 => (slot.clone(), prop_oneof![Just(0usize), 0..4_096usize])
             .prop_map(|(slot, left)| Op::Flushed { slot, left }),
         8 => prop_oneof![0..50u64, 0..1_500u64, 0..70_000u64].prop_map(|ms| Op::Advance { ms }),
+        6 => (slot.clone(), vec(0..HANDLES, 1..4), any::<bool>())
+            .prop_map(|(slot, handles, with_ref)| Op::Listen { slot, handles, with_ref }),
+        2 => (slot.clone(), vec(0..HANDLES, 1..3), any::<bool>())
+            .prop_map(|(slot, handles, with_ref)| Op::Unlisten { slot, handles, with_ref }),
+        4 => slot.clone().prop_map(|slot| Op::Fetch { slot }),
+        16 => (
+            slot,
+            0..HANDLES,
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.95),
+            prop::bool::weighted(0.8),
+        )
+            .prop_map(|(slot, handle, probe, encrypted, with_ref)| Op::ToHandle {
+                slot,
+                handle,
+                probe,
+                encrypted,
+                with_ref,
+            }),
     ]
 }
 
@@ -208,6 +255,15 @@ fn config() -> impl Strategy<Value = RouterConfig> {
             1..3usize,
             prop_oneof![Just(0u32), Just(2)],
         ),
+        (
+            // Handles: few in all and per session, so that the table fills and blocks make
+            // room; or the defaults.
+            prop_oneof![Just((2usize, 2usize)), Just((4, 3)), Just((262_144, 4_096))],
+            // The mailbox: off, two letters' worth, or the default; letters per handle; TTL.
+            prop_oneof![Just(0usize), Just(1_500), Just(64 << 20)],
+            prop_oneof![Just(1usize), Just(2), Just(256)],
+            prop_oneof![Just(500u64), Just(5_000), Just(7 * 24 * 3_600_000)],
+        ),
     )
         .prop_map(
             |(
@@ -229,6 +285,7 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                     pending_in_per_address,
                     incoming_rate,
                 ),
+                ((max_handles, handles_per_session), mailbox, letters_per_handle, ttl),
             )| {
                 RouterConfig {
                     max_sessions: sessions,
@@ -249,6 +306,11 @@ fn config() -> impl Strategy<Value = RouterConfig> {
                     max_pending_incoming_per_address: pending_in_per_address,
                     rate_incoming_requests_per_min: incoming_rate,
                     rate_incoming_requests_per_address_per_min: incoming_rate / 2,
+                    max_handles,
+                    max_handles_per_session: handles_per_session,
+                    mailbox_bytes: mailbox,
+                    mailbox_letters_per_handle: letters_per_handle,
+                    mailbox_ttl_ms: ttl,
                     ..RouterConfig::defaults()
                 }
             },

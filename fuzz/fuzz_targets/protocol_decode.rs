@@ -202,8 +202,12 @@ fn check_request(text: &str, request: &Request<'_>, reference: Option<&str>) {
                     check_to(text, to);
                     to
                 }
-                MessageTarget::Handle(handle) => {
-                    if let Some(handle) = handle {
+                MessageTarget::Handle(arg) => {
+                    // The router looks a plain handle up by its text: the two must agree.
+                    if let (Some(text), Some(handle)) = (arg.text(), arg.checked()) {
+                        assert_eq!(text, handle.as_bytes());
+                    }
+                    if let Some(handle) = arg.checked() {
                         // A handle is 43 base64url characters, and its frames carry it as is.
                         assert_eq!(Handle::parse(handle.as_str()), Some(handle));
                         let taken = parse(&protocol::handle_taken(&handle));

@@ -130,7 +130,7 @@ impl ErrorCode {
                 "A handle is exactly 43 characters from A-Z, a-z, 0-9, - and _ (32 bytes in base64url)."
             }
             ErrorCode::TooManyHandles => {
-                "Too many handles are listened on (by this session, its address or the server); unlisten some first."
+                "Too many handles are listened on (by this session, or by the server and no address holds more than yours would); unlisten some first."
             }
             ErrorCode::NoMailbox => {
                 "Nobody listens on that handle and the server cannot keep the message; send it again later."

@@ -37,8 +37,11 @@ enum Control<'a> {
         waiting: usize,
         reference: Option<&'a str>,
     },
-    /// `{"type":"HANDLE_TAKEN","handle":..}` (version 2).
-    HandleTaken { handle: &'a Handle },
+    /// `{"type":<kind>,"handle":..}` (version 2): HANDLE_TAKEN and HANDLE_DROPPED.
+    AboutHandle {
+        kind: &'static str,
+        handle: &'a Handle,
+    },
     /// `{"type":"ACK","ref":<raw>,"sent":n,"queued":n}`: a MESSAGE to several handles.
     FanoutAck {
         reference: &'a str,
@@ -157,8 +160,10 @@ impl Describe for Control<'_> {
                 }
                 out.text("}");
             }
-            Control::HandleTaken { handle } => {
-                out.text(r#"{"type":"HANDLE_TAKEN","handle":""#);
+            Control::AboutHandle { kind, handle } => {
+                out.text(r#"{"type":""#);
+                out.text(kind);
+                out.text(r#"","handle":""#);
                 out.handle(handle);
                 out.text(r#""}"#);
             }
@@ -344,7 +349,15 @@ pub fn fetched(waiting: usize, reference: Option<&str>) -> String {
 
 /// `{"type":"HANDLE_TAKEN","handle":..}`: another session now listens on the handle.
 pub fn handle_taken(handle: &Handle) -> String {
-    Control::HandleTaken { handle }.to_exact_string()
+    let kind = "HANDLE_TAKEN";
+    Control::AboutHandle { kind, handle }.to_exact_string()
+}
+
+/// `{"type":"HANDLE_DROPPED","handle":..}`: the session no longer listens on the handle; it made
+/// room for a LISTEN from an address block holding fewer handles.
+pub fn handle_dropped(handle: &Handle) -> String {
+    let kind = "HANDLE_DROPPED";
+    Control::AboutHandle { kind, handle }.to_exact_string()
 }
 
 #[cfg(test)]
@@ -434,6 +447,10 @@ mod tests {
             (
                 handle_taken(&handle),
                 format!(r#"{{"type":"HANDLE_TAKEN","handle":"{h}"}}"#),
+            ),
+            (
+                handle_dropped(&handle),
+                format!(r#"{{"type":"HANDLE_DROPPED","handle":"{h}"}}"#),
             ),
         ];
         let mut built = Vec::new();

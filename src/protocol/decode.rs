@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use super::fast_path::flat_fields;
 use super::json_string::{ascii_units, decoded_starts_with, string_inner, unescaped_text};
 use super::{
-    ErrorCode, Frame, Handle, HandleList, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS,
+    ErrorCode, Frame, HandleArg, HandleList, InviteProof, MAX_INVITE_CHARS, MAX_REF_CHARS,
     MESSAGE_ARMOR, MessageTarget, PROTOCOL_VERSION, PUBLIC_KEY_ARMOR, RawJson, Rejected, Request,
     Resume,
 };
@@ -151,7 +151,7 @@ fn checked_frame(fields: KnownFields<'_>) -> Result<Frame<'_>, Rejected<'_>> {
             target: message_target(
                 [fields.to, fields.handle, fields.handles],
                 target,
-                Handle::from_json,
+                HandleArg::new,
             )
             .ok_or_else(bad_request)?,
             payload: armored(fields.payload, MESSAGE_ARMOR),
@@ -251,7 +251,7 @@ fn target(raw: Option<RawJson<'_>>) -> Option<Option<Id>> {
 pub(super) fn message_target<'a>(
     [to, handle, handles]: [Option<RawJson<'a>>; 3],
     id_of: impl Fn(Option<RawJson<'a>>) -> Option<Option<Id>>,
-    handle_of: impl Fn(RawJson<'a>) -> Option<Handle>,
+    handle_of: impl Fn(RawJson<'a>) -> HandleArg<'a>,
 ) -> Option<MessageTarget<'a>> {
     match (to, handle, handles) {
         (Some(_), None, None) => Some(MessageTarget::Id(id_of(to)?)),

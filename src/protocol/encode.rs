@@ -17,6 +17,12 @@ use crate::id::{ID_LEN, Id, ResumeToken, TOKEN_LEN};
 /// Only whole `str`s go in, so what is written stays UTF-8.
 pub trait TextOut {
     fn push_str(&mut self, text: &str);
+
+    /// Bytes that are ASCII by their type's invariant (a handle's characters). A byte buffer
+    /// copies them as they are, where a `&str` would first be checked to be UTF-8.
+    fn push_ascii(&mut self, text: &[u8]) {
+        self.push_str(std::str::from_utf8(text).unwrap_or(""));
+    }
 }
 
 impl TextOut for String {
@@ -29,6 +35,11 @@ impl TextOut for String {
 impl TextOut for Vec<u8> {
     fn push_str(&mut self, text: &str) {
         self.extend_from_slice(text.as_bytes());
+    }
+
+    #[inline]
+    fn push_ascii(&mut self, text: &[u8]) {
+        self.extend_from_slice(text);
     }
 }
 
@@ -105,7 +116,7 @@ impl<O: TextOut> PieceSink for WriteTo<'_, O> {
 
     #[inline(always)]
     fn handle(&mut self, handle: &Handle) {
-        self.0.push_str(handle.as_str());
+        self.0.push_ascii(handle.as_bytes());
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{ErrorCode, Handle, HandleList, RawJson};
+use super::{ErrorCode, HandleArg, HandleList, RawJson};
 use crate::id::{Id, TOKEN_LEN};
 
 /// A decoded client frame.
@@ -74,13 +74,13 @@ pub enum Request<'a> {
 /// version-2 one needs exactly one of the three. Frames that fail in every version (`to` not a
 /// string; no `to` and neither a string `handle` alone nor a well-formed `handles` alone) are
 /// `bad_request` at decoding already.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum MessageTarget<'a> {
     /// `to` alone. `None`: not a valid ID (`bad_id`).
     Id(Option<Id>),
-    /// A string `handle` alone: `bad_request` for version 1. `None`: not a handle
-    /// (`bad_handle`).
-    Handle(Option<Handle>),
+    /// A string `handle` alone: `bad_request` for version 1; checked to be a handle
+    /// (`bad_handle`) by the router, after it looked the text up.
+    Handle(HandleArg<'a>),
     /// `handles` alone, an array of 1 to 64 strings (PROTOCOL.md §11): `bad_request` for
     /// version 1. Whether each string is a handle, and whether one is named twice, is the
     /// router's check.

@@ -88,18 +88,16 @@ pub struct RouterConfig {
     /// ... of which at most this many from sessions created by one address (IPv4 address or
     /// IPv6 /48), so a few addresses cannot spend the whole minute's budget.
     pub rate_incoming_requests_per_address_per_min: u32,
-    /// Handles all sessions together listen on (beyond: `too_many_handles`).
+    /// Handles all sessions together listen on. When they are all taken, the sessions of the
+    /// address block (an IPv4 address or an IPv6 /48) holding the most give way to a LISTEN from
+    /// a block holding fewer; beyond that, `too_many_handles` (`handles.rs`).
     pub max_handles: usize,
-    /// ... of which the sessions created from one address block (an IPv4 address or an IPv6
-    /// /48) may hold at most this many.
-    pub max_handles_per_block: usize,
     /// Handles one session listens on.
     pub max_handles_per_session: usize,
     /// Bytes the mailbox holds in all (letters counted as `mailbox::Letter::bytes`); 0 turns the
-    /// mailbox off.
+    /// mailbox off. When it is full, the oldest letter of the sender block holding the most goes
+    /// (`mailbox.rs`).
     pub mailbox_bytes: usize,
-    /// ... of which letters stored by sessions created from one address block may take this many.
-    pub mailbox_bytes_per_block: usize,
     /// Letters one handle's mailbox holds.
     pub mailbox_letters_per_handle: usize,
     /// Bytes one handle's mailbox holds.
@@ -112,8 +110,6 @@ pub struct RouterConfig {
 pub const DEFAULT_MAX_HANDLES: usize = 262_144;
 /// `--mailbox-bytes`'s default: 64 MiB.
 pub const DEFAULT_MAILBOX_BYTES: usize = 64 * 1024 * 1024;
-/// One address block may hold this fraction (1/n) of the handles and of the mailbox.
-pub const BLOCK_SHARE: usize = 8;
 
 impl RouterConfig {
     /// Defaults matching PROTOCOL.md §7 and docs/PROTOCOL.md.
@@ -138,10 +134,8 @@ impl RouterConfig {
             rate_incoming_requests_per_min: 120,
             rate_incoming_requests_per_address_per_min: 10,
             max_handles: DEFAULT_MAX_HANDLES,
-            max_handles_per_block: DEFAULT_MAX_HANDLES.div_ceil(BLOCK_SHARE),
             max_handles_per_session: 4096,
             mailbox_bytes: DEFAULT_MAILBOX_BYTES,
-            mailbox_bytes_per_block: DEFAULT_MAILBOX_BYTES.div_ceil(BLOCK_SHARE),
             mailbox_letters_per_handle: 256,
             mailbox_bytes_per_handle: 1024 * 1024,
             mailbox_ttl_ms: 7 * 24 * 60 * 60 * 1000,

@@ -7,38 +7,107 @@
 //! letters the mailbox drops, now to make room or later at their TTL ([`Router::tick`]), are
 //! reported to their senders with UNDELIVERED.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use super::mailbox::{Letter, Sender};
 use super::session::QueuedKind;
-use super::{Caller, Entropy, FrameSink, Now, Router};
-use crate::id::Id;
-use crate::protocol::{self, ErrorCode, Handle, RawJson, ServerFrame, UndeliveredReason};
+use super::{Caller, Entropy, FrameSink, MS_PER_SECOND, Now, Router};
+use crate::protocol::{
+    self, ErrorCode, Handle, HandleArg, RawJson, ServerFrame, UndeliveredReason,
+};
 
 /// A FETCH answer stops once it holds this fraction of the caller's cap on unsent bytes.
 const FETCH_SHARE_OF_UNSENT: usize = 2;
 
+/// Letters one [`Router::tick`] expires at most. A second's worth of stored mail all expires in
+/// the same second a week later; expiring it in one go (each letter an UNDELIVERED to build and
+/// a few tree updates, about a microsecond) would stall the loop for as long. The rest stays
+/// due: [`Router::next_deadline_ms`] is then in the past, so the loop serves its sockets once and
+/// ticks again at once.
+pub(super) const EXPIRY_CHUNK: usize = 256;
+
 impl<E: Entropy> Router<E> {
+    /// MESSAGE to a handle, `handle` as decoded (not checked yet) and `mailbox` as given
+    /// (`None`: not a boolean). The handle's text is looked up first: one someone listens on is
+    /// a handle, so the check (and the copy it makes) is only for handles nobody listens on. The
+    /// sender's session is looked up once, for its version and its rate. The errors come in
+    /// their order all the same (PROTOCOL.md §10).
     pub(super) fn message_to_handle(
         &mut self,
         caller: Caller<'_>,
-        handle: &Handle,
+        handle: HandleArg<'_>,
         payload: Option<RawJson<'_>>,
-        may_store: bool,
+        mailbox: Option<bool>,
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
+        let held = handle
+            .text()
+            .and_then(|text| self.handles.listener_of_text(text));
+        let rate = self.config.rate_messages_per_sec;
+        let sender = self
+            .sessions
+            .get_mut(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if sender.version < 2 {
+            // To version 1, `handle` is unknown: the MESSAGE lacks its `to`.
+            return Err(ErrorCode::BadRequest);
+        }
+        let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
+        let checked = match held {
+            Some(_) => None,
+            None => Some(handle.checked().ok_or(ErrorCode::BadHandle)?),
+        };
         let payload = payload.ok_or(ErrorCode::NotEncrypted)?;
-        self.take_message_token(caller, now)?;
-        let queued = self.hand_over(caller, handle, payload, may_store, now, out)?;
+        if !sender
+            .message_rate
+            .try_take(rate, MS_PER_SECOND, now.mono_ms)
+        {
+            return Err(ErrorCode::RateLimited);
+        }
+        // A handle written with escapes is looked up once decoded.
+        let held = held.or_else(|| {
+            let checked = checked.as_ref()?;
+            self.handles.listener_of_text(checked.as_bytes())
+        });
+        let listener_conn = held
+            .and_then(|(_, listener)| self.sessions.get(&listener))
+            .and_then(|listener| listener.conn);
+        let queued = match (held, listener_conn) {
+            (Some((handle, _)), Some(conn)) => {
+                let (max_unsent, _) = self.recipient_caps(out);
+                if out.backlog(conn) > max_unsent {
+                    return Err(ErrorCode::PeerBusy);
+                }
+                let frame = ServerFrame::HandleMessage {
+                    handle,
+                    payload,
+                    ts: now.unix_ms,
+                };
+                out.send(conn, frame);
+                false
+            }
+            // A probe (`"mailbox":false`) is never stored: nobody connected listens.
+            _ if !may_store => return Err(ErrorCode::NoMailbox),
+            (held, _) => {
+                let Some(handle) = held.map(|(handle, _)| *handle).or(checked) else {
+                    return Err(ErrorCode::BadHandle);
+                };
+                let frame = ServerFrame::HandleMessage {
+                    handle: &handle,
+                    payload,
+                    ts: now.unix_ms,
+                };
+                self.store_letter(caller, handle, frame, now, out)?;
+                true
+            }
+        };
         self.messages_routed += 1;
         self.ack(caller, queued, out);
         Ok(())
     }
 
-    /// The message for `handle` to its connected listener (`Ok(false)`), else into the mailbox
-    /// (`Ok(true)`); `peer_busy` or `no_mailbox` when neither can take it.
+    /// One copy of a MESSAGE to several handles (PROTOCOL.md §11) for `handle`, already checked:
+    /// to its connected listener (`Ok(false)`), else into the mailbox (`Ok(true)`); `peer_busy` or
+    /// `no_mailbox` when neither can take it.
     pub(super) fn hand_over(
         &mut self,
         caller: Caller<'_>,
@@ -107,15 +176,24 @@ impl<E: Entropy> Router<E> {
             .mailbox
             .store(letter)
             .map_err(|_| ErrorCode::NoMailbox)?;
+        self.handles.mail(&handle, self.mailbox.mail_for(&handle));
         for letter in evicted {
+            self.handles
+                .mail(&letter.handle, self.mailbox.mail_for(&letter.handle));
             self.tell_undelivered(&letter, UndeliveredReason::Evicted, out);
         }
         Ok(())
     }
 
-    /// Drops the letters whose TTL has passed, telling their senders.
+    /// Drops the letters whose TTL has passed, at most [`EXPIRY_CHUNK`] of them, telling their
+    /// senders.
     pub(super) fn expire_letters(&mut self, now: Now, out: &mut impl FrameSink) {
-        while let Some(letter) = self.mailbox.pop_expired(now.mono_ms) {
+        for _ in 0..EXPIRY_CHUNK {
+            let Some(letter) = self.mailbox.pop_expired(now.mono_ms) else {
+                break;
+            };
+            self.handles
+                .mail(&letter.handle, self.mailbox.mail_for(&letter.handle));
             self.tell_undelivered(&letter, UndeliveredReason::Expired, out);
         }
     }
@@ -147,16 +225,10 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Letters waiting for the handles `session` listens on.
-    pub(super) fn waiting_for(&self, session: Id) -> usize {
-        self.handles
-            .handles_of(session)
-            .map(|handle| self.mailbox.waiting_for(handle))
-            .sum()
-    }
-
     /// FETCH: the letters for the caller's handles, oldest first across them, until the answer
     /// holds half the cap on the caller's unsent bytes (at least one letter), then FETCHED.
+    /// The handle table ranks the caller's handles by their oldest letter, so each letter sent
+    /// costs O(log n) and nothing walks the caller's handles.
     pub(super) fn fetch(
         &mut self,
         caller: Caller<'_>,
@@ -164,28 +236,22 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         self.take_message_token(caller, now)?;
-        let mut oldest: BinaryHeap<Reverse<(u64, Handle)>> = self
-            .handles
-            .handles_of(caller.id)
-            .filter_map(|handle| Some(Reverse((self.mailbox.oldest_for(handle)?, *handle))))
-            .collect();
-        let mut waiting = self.waiting_for(caller.id);
         let (max_unsent, _) = self.recipient_caps(out);
         let budget = max_unsent / FETCH_SHARE_OF_UNSENT;
         let mut sent = 0;
         while sent < budget
-            && let Some(Reverse((_, handle))) = oldest.pop()
+            && let Some(handle) = self.handles.oldest_mail_of(caller.id)
         {
-            let Some(letter) = self.mailbox.take_oldest_for(&handle) else {
-                continue;
-            };
-            out.send(caller.conn, ServerFrame::Encoded(&letter.frame));
-            sent += letter.frame.len();
-            waiting = waiting.saturating_sub(1);
-            if let Some(next) = self.mailbox.oldest_for(&handle) {
-                oldest.push(Reverse((next, handle)));
+            let letter = self.mailbox.take_oldest_for(&handle);
+            // The ranking follows the mailbox after every change, so the letter is there; were
+            // it not, refiling the handle still takes it out of the ranking.
+            self.handles.mail(&handle, self.mailbox.mail_for(&handle));
+            if let Some(letter) = letter {
+                out.send(caller.conn, ServerFrame::Encoded(&letter.frame));
+                sent += letter.frame.len();
             }
         }
+        let waiting = self.handles.waiting_of(caller.id);
         out.send(
             caller.conn,
             ServerFrame::Encoded(&protocol::fetched(waiting, caller.reference)),

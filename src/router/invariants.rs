@@ -30,11 +30,15 @@ impl<E: Entropy> Router<E> {
     /// than the oldest letter's expiry.
     fn check_rendezvous(&self) -> Result<(), String> {
         let sessions = &self.sessions;
-        self.handles.check(|id| {
-            sessions
-                .get(&id)
-                .is_some_and(|session| session.version >= 2)
-        })?;
+        let mailbox = &self.mailbox;
+        self.handles.check(
+            |id| {
+                sessions
+                    .get(&id)
+                    .is_some_and(|session| session.version >= 2)
+            },
+            |handle| mailbox.mail_for(handle),
+        )?;
         self.mailbox.check()?;
         if let Some(expiry) = self.mailbox.next_expiry_ms() {
             ensure!(

@@ -3,7 +3,8 @@
 //! A request changes everything it names or nothing: every string is checked to be a handle
 //! (`bad_handle`), then the room for the new ones (`too_many_handles`), before any handle moves.
 //! A handle another session listened on moves to the caller, and that session is told
-//! (HANDLE_TAKEN). Both frames take a token of the MESSAGE rate.
+//! (HANDLE_TAKEN); a handle a session gave up to make room in a full table is gone from it, and
+//! it is told too (HANDLE_DROPPED). Both frames take a token of the MESSAGE rate.
 
 use super::session::QueuedKind;
 use super::{Caller, Entropy, FrameSink, Now, Router};
@@ -28,18 +29,26 @@ impl<E: Entropy> Router<E> {
         new.sort_unstable();
         new.dedup();
         new.retain(|handle| self.handles.listener(handle) != Some(caller.id));
-        self.handles
-            .check_room(caller.id, block, &new)
+        let mailbox = &self.mailbox;
+        let changes = self
+            .handles
+            .listen(caller.id, block, &new, |handle| mailbox.mail_for(handle))
             .map_err(|_| ErrorCode::TooManyHandles)?;
-        for handle in new {
-            if let Some(previous) = self.handles.listen(caller.id, block, handle) {
-                self.deliver(
-                    previous,
-                    ServerFrame::Encoded(&protocol::handle_taken(&handle)),
-                    QueuedKind::VersionTwo,
-                    out,
-                );
-            }
+        for (previous, handle) in changes.taken {
+            self.deliver(
+                previous,
+                ServerFrame::Encoded(&protocol::handle_taken(&handle)),
+                QueuedKind::VersionTwo,
+                out,
+            );
+        }
+        for (session, handle) in changes.dropped {
+            self.deliver(
+                session,
+                ServerFrame::Encoded(&protocol::handle_dropped(&handle)),
+                QueuedKind::VersionTwo,
+                out,
+            );
         }
         self.answer_listening(caller, out);
         Ok(())
@@ -54,9 +63,7 @@ impl<E: Entropy> Router<E> {
     ) -> Result<(), ErrorCode> {
         let gone = checked_handles(list)?;
         self.take_message_token(caller, now)?;
-        for handle in &gone {
-            self.handles.unlisten(caller.id, handle);
-        }
+        self.handles.unlisten(caller.id, &gone);
         self.answer_listening(caller, out);
         Ok(())
     }
@@ -70,10 +77,11 @@ impl<E: Entropy> Router<E> {
         self.take_message_tokens(caller, 1, now)
     }
 
-    /// LISTENING: how many handles the caller listens on, and how many letters wait for them.
+    /// LISTENING: how many handles the caller listens on, and how many letters wait for them
+    /// (both kept as counts: nothing is walked).
     fn answer_listening(&mut self, caller: Caller<'_>, out: &mut impl FrameSink) {
         let handles = self.handles.count_of(caller.id);
-        let waiting = self.waiting_for(caller.id);
+        let waiting = self.handles.waiting_of(caller.id);
         out.send(
             caller.conn,
             ServerFrame::Encoded(&protocol::listening(handles, waiting, caller.reference)),

@@ -2,26 +2,34 @@
 //! memory until fetched, expired or evicted.
 //!
 //! Letters are numbered by arrival; `letters` holds them in that order, so the oldest (the next
-//! to expire, the first to evict server-wide) is the first entry. Each handle and each sender
-//! address block keeps the arrival numbers of its letters in order too, so its oldest is found in
-//! O(log n) and a letter leaves all three in O(log n) wherever it sits. Nothing is ever scanned.
+//! to expire) is the first entry. Each handle and each sender address block keeps the arrival
+//! numbers of its letters in order too, so its oldest is found in O(log n) and a letter leaves
+//! all three in O(log n) wherever it sits; blocks are also ranked by the bytes they hold. Nothing
+//! is ever scanned.
 //!
-//! Bounds, each kept by dropping the oldest letter concerned before a new one is stored: at most
-//! `max_per_handle` letters and `max_bytes_per_handle` bytes per handle, `max_bytes_per_block`
-//! bytes per sender block, `max_bytes` in all. A letter counts [`Letter::bytes`]. Invariants
-//! (checked by [`Mailbox::check`]): the three indexes name exactly the stored letters, every byte
-//! count is the sum it stands for, and every cap holds.
+//! Bounds, each kept by dropping letters before a new one is stored: at most `max_per_handle`
+//! letters and `max_bytes_per_handle` bytes per handle (its oldest go), and `max_bytes` in all.
+//! When the whole mailbox is full, the letter that goes is the oldest of the sender block that
+//! holds the most bytes, counting the new letter with its sender's block (see
+//! [`Mailbox::store`]): blocks end up with equal shares under pressure, so a few addresses
+//! cannot push out everyone else's mail, and a block that holds little loses nothing while
+//! fuller ones exist. A letter counts [`Letter::bytes`]. Invariants (checked by
+//! [`Mailbox::check`]): the indexes name exactly the stored letters, every byte count is the sum
+//! it stands for, the ranking matches the blocks' bytes, and every cap holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::fasthash::FastMap;
-use super::handles::{HandleMap, KeyedBuild};
+use super::handles::{BlockMap, HandleMap, KeyedBuild};
 use crate::address::Block;
 use crate::id::Id;
 use crate::protocol::Handle;
 
-/// What a stored letter costs beyond its text: the indexes' entries, the letter's own fields.
-pub const LETTER_OVERHEAD: usize = 128;
+/// What a stored letter costs beyond its frame and `ref`: the letter's own fields, its entries
+/// in the indexes, its handle's and its block's entries, and the allocator's rounding. The cap on
+/// the mailbox is a cap on memory only if this is no less than what they really take: up to
+/// about 490 bytes when every letter goes to a handle of its own, about 270 when handles hold
+/// many (`tests/alloc_count.rs` checks it; BENCHMARKS.md has the figures).
+pub const LETTER_OVERHEAD: usize = 512;
 
 /// The session that stored a letter: its ID and its serial number, so that a later session with
 /// the same ID is never taken for it.
@@ -53,20 +61,111 @@ impl Letter {
     }
 }
 
+/// What the mailbox holds for one handle: how many letters, and the arrival number of the
+/// oldest. Kept by the handle table for each handle with a listener, hence compact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mail {
+    letters: u32,
+    /// [`Mail::NONE`] without letters.
+    oldest: u64,
+}
+
+impl Mail {
+    const NONE: u64 = u64::MAX;
+
+    /// Arrival numbers count up from 0 by one per letter, so they never reach `NONE`; a handle
+    /// holds at most `max_per_handle` letters, far below `u32::MAX`.
+    pub fn new(letters: usize, oldest: Option<u64>) -> Mail {
+        Mail {
+            letters: u32::try_from(letters).unwrap_or(u32::MAX),
+            oldest: oldest.unwrap_or(Mail::NONE),
+        }
+    }
+
+    pub fn letters(self) -> usize {
+        self.letters as usize
+    }
+
+    pub fn oldest(self) -> Option<u64> {
+        (self.oldest != Mail::NONE).then_some(self.oldest)
+    }
+}
+
+impl Default for Mail {
+    fn default() -> Mail {
+        Mail::new(0, None)
+    }
+}
+
 /// The caps of a [`Mailbox`]; `max_bytes == 0` turns it off.
 #[derive(Clone, Copy, Debug)]
 pub struct MailboxLimits {
     pub max_bytes: usize,
-    pub max_bytes_per_block: usize,
     pub max_per_handle: usize,
     pub max_bytes_per_handle: usize,
     pub ttl_ms: u64,
 }
 
+/// Arrival numbers kept in order.
+trait Arrivals: Default {
+    fn add(&mut self, arrival: u64);
+    fn forget(&mut self, arrival: u64);
+    fn oldest(&self) -> Option<u64>;
+    fn count(&self) -> usize;
+}
+
+impl Arrivals for BTreeSet<u64> {
+    fn add(&mut self, arrival: u64) {
+        self.insert(arrival);
+    }
+
+    fn forget(&mut self, arrival: u64) {
+        self.remove(&arrival);
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.first().copied()
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// A handle's arrivals: at most `max_per_handle` (256 by default), and most handles with mail
+/// hold one or a few, for which a B-tree's node (over 100 bytes) would cost more than the
+/// letters' own bookkeeping. Sorted; a new letter's number is the largest so far, so inserting is
+/// a push, and removing shifts at most `max_per_handle` numbers.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct FewArrivals(Vec<u64>);
+
+impl Arrivals for FewArrivals {
+    fn add(&mut self, arrival: u64) {
+        let at = self.0.partition_point(|&a| a < arrival);
+        if self.0.get(at) != Some(&arrival) {
+            self.0.insert(at, arrival);
+        }
+    }
+
+    fn forget(&mut self, arrival: u64) {
+        if let Ok(at) = self.0.binary_search(&arrival) {
+            self.0.remove(at);
+        }
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.0.first().copied()
+    }
+
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// A letter's arrival numbers in order, and their bytes: one handle's or one block's.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Shelf {
-    arrivals: BTreeSet<u64>,
+struct Shelf<A> {
+    arrivals: A,
     bytes: usize,
 }
 
@@ -77,9 +176,13 @@ pub struct TooLarge;
 #[derive(Debug)]
 pub struct Mailbox {
     limits: MailboxLimits,
-    letters: BTreeMap<u64, Letter>,
-    by_handle: HandleMap<Shelf>,
-    by_block: FastMap<Block, Shelf>,
+    /// Boxed: a B-tree filled in order leaves its nodes about half full, and a node holds 11
+    /// entries, so unboxed letters would cost twice their size each.
+    letters: BTreeMap<u64, Box<Letter>>,
+    by_handle: HandleMap<Shelf<FewArrivals>>,
+    by_block: BlockMap<Shelf<BTreeSet<u64>>>,
+    /// Every block in `by_block`, ranked by its bytes: the fullest is the last.
+    by_bytes: BTreeSet<(usize, Block)>,
     bytes: usize,
     next_arrival: u64,
 }
@@ -89,8 +192,9 @@ impl Mailbox {
         Mailbox {
             limits,
             letters: BTreeMap::new(),
-            by_handle: HashMap::with_hasher(build),
-            by_block: FastMap::default(),
+            by_handle: HashMap::with_hasher(build.clone()),
+            by_block: HashMap::with_hasher(build),
+            by_bytes: BTreeSet::new(),
             bytes: 0,
             next_arrival: 0,
         }
@@ -109,27 +213,27 @@ impl Mailbox {
         self.bytes
     }
 
-    /// Letters waiting for `handle`.
-    pub fn waiting_for(&self, handle: &Handle) -> usize {
-        self.by_handle
-            .get(handle)
-            .map_or(0, |shelf| shelf.arrivals.len())
-    }
-
     /// The arrival number of the oldest letter for `handle`.
     pub fn oldest_for(&self, handle: &Handle) -> Option<u64> {
-        self.by_handle.get(handle)?.arrivals.first().copied()
+        self.by_handle.get(handle)?.arrivals.oldest()
     }
 
-    /// Stores `letter`, first dropping the oldest letters of its handle, of its block and of
-    /// the whole mailbox as far as each cap needs: those are returned, oldest first within each
-    /// cap, for their senders to be told. `TooLarge` (nothing dropped) when the letter alone is
-    /// over a cap, or the mailbox is off.
+    /// What the mailbox holds for `handle`.
+    pub fn mail_for(&self, handle: &Handle) -> Mail {
+        self.by_handle.get(handle).map_or(Mail::default(), |shelf| {
+            Mail::new(shelf.arrivals.count(), shelf.arrivals.oldest())
+        })
+    }
+
+    /// Stores `letter`, first dropping what the caps need: the oldest letters of its handle,
+    /// then, while the mailbox is full, the oldest letter of the fullest block ([`Mailbox::
+    /// fullest_block`]). The dropped letters are returned, in the order they went, for their
+    /// senders to be told. `TooLarge` (nothing dropped) when the letter alone is over a cap, or
+    /// the mailbox is off.
     pub fn store(&mut self, letter: Letter) -> Result<Vec<Letter>, TooLarge> {
         let size = letter.bytes();
         let limits = self.limits;
         if size > limits.max_bytes
-            || size > limits.max_bytes_per_block
             || size > limits.max_bytes_per_handle
             || limits.max_per_handle == 0
         {
@@ -137,24 +241,19 @@ impl Mailbox {
         }
         let mut evicted = Vec::new();
         while let Some(shelf) = self.by_handle.get(&letter.handle)
-            && (shelf.arrivals.len() >= limits.max_per_handle
+            && (shelf.arrivals.count() >= limits.max_per_handle
                 || shelf.bytes + size > limits.max_bytes_per_handle)
         {
-            let Some(&oldest) = shelf.arrivals.first() else {
-                break;
-            };
-            evicted.extend(self.remove(oldest));
-        }
-        while let Some(shelf) = self.by_block.get(&letter.block)
-            && shelf.bytes + size > limits.max_bytes_per_block
-        {
-            let Some(&oldest) = shelf.arrivals.first() else {
+            let Some(oldest) = shelf.arrivals.oldest() else {
                 break;
             };
             evicted.extend(self.remove(oldest));
         }
         while self.bytes + size > limits.max_bytes {
-            let Some(oldest) = self.letters.first_key_value().map(|(&arrival, _)| arrival) else {
+            let oldest = self
+                .fullest_block(letter.block, size)
+                .and_then(|block| self.by_block.get(&block)?.arrivals.oldest());
+            let Some(oldest) = oldest else {
                 break;
             };
             evicted.extend(self.remove(oldest));
@@ -162,14 +261,45 @@ impl Mailbox {
         let arrival = self.next_arrival;
         self.next_arrival += 1;
         let handle_shelf = self.by_handle.entry(letter.handle).or_default();
-        handle_shelf.arrivals.insert(arrival);
+        handle_shelf.arrivals.add(arrival);
         handle_shelf.bytes += size;
         let block_shelf = self.by_block.entry(letter.block).or_default();
-        block_shelf.arrivals.insert(arrival);
+        let before = block_shelf.bytes;
+        block_shelf.arrivals.add(arrival);
         block_shelf.bytes += size;
+        self.rerank(letter.block, before, before + size);
         self.bytes += size;
-        self.letters.insert(arrival, letter);
+        self.letters.insert(arrival, Box::new(letter));
         Ok(evicted)
+    }
+
+    /// The block whose oldest letter makes room for a letter of `size` bytes from `sender`:
+    /// the block holding the most bytes, the sender's counted with the new letter. On a tie,
+    /// or when the sender's block holds nothing yet, another block's: a block is never turned
+    /// away for lack of room while another holds at least as much as it would. `None` only for
+    /// an empty mailbox.
+    fn fullest_block(&self, sender: Block, size: usize) -> Option<Block> {
+        let own = self.by_block.get(&sender).map_or(0, |shelf| shelf.bytes);
+        let other = self
+            .by_bytes
+            .iter()
+            .rev()
+            .find(|&&(_, block)| block != sender);
+        match other {
+            Some(&(bytes, block)) if own == 0 || own + size <= bytes => Some(block),
+            _ if own > 0 => Some(sender),
+            _ => None,
+        }
+    }
+
+    /// `block` went from holding `before` bytes to `after`: its rank follows.
+    fn rerank(&mut self, block: Block, before: usize, after: usize) {
+        if before > 0 {
+            self.by_bytes.remove(&(before, block));
+        }
+        if after > 0 {
+            self.by_bytes.insert((after, block));
+        }
     }
 
     /// When the oldest letter expires (monotonic milliseconds).
@@ -195,30 +325,33 @@ impl Mailbox {
 
     /// Takes letter `arrival` out of the mailbox and all its indexes.
     fn remove(&mut self, arrival: u64) -> Option<Letter> {
-        let letter = self.letters.remove(&arrival)?;
+        let letter = *self.letters.remove(&arrival)?;
         let size = letter.bytes();
         self.bytes -= size;
         if let Some(shelf) = self.by_handle.get_mut(&letter.handle) {
-            shelf.arrivals.remove(&arrival);
+            shelf.arrivals.forget(arrival);
             shelf.bytes -= size;
-            if shelf.arrivals.is_empty() {
+            if shelf.arrivals.count() == 0 {
                 self.by_handle.remove(&letter.handle);
             }
         }
         if let Some(shelf) = self.by_block.get_mut(&letter.block) {
-            shelf.arrivals.remove(&arrival);
+            shelf.arrivals.forget(arrival);
+            let before = shelf.bytes;
             shelf.bytes -= size;
-            if shelf.arrivals.is_empty() {
+            let after = shelf.bytes;
+            if shelf.arrivals.count() == 0 {
                 self.by_block.remove(&letter.block);
             }
+            self.rerank(letter.block, before, after);
         }
         Some(letter)
     }
 
     /// Checks the invariants of the module docs. O(letters): for tests only.
     pub fn check(&self) -> Result<(), String> {
-        let mut by_handle: HashMap<Handle, Shelf> = HashMap::new();
-        let mut by_block: HashMap<Block, Shelf> = HashMap::new();
+        let mut by_handle: HashMap<Handle, Shelf<FewArrivals>> = HashMap::new();
+        let mut by_block: HashMap<Block, Shelf<BTreeSet<u64>>> = HashMap::new();
         let mut bytes = 0;
         let mut previous_ms = 0;
         for (&arrival, letter) in &self.letters {
@@ -228,13 +361,12 @@ impl Mailbox {
             previous_ms = letter.stored_ms;
             let size = letter.bytes();
             bytes += size;
-            for shelf in [
-                by_handle.entry(letter.handle).or_default(),
-                by_block.entry(letter.block).or_default(),
-            ] {
-                shelf.arrivals.insert(arrival);
-                shelf.bytes += size;
-            }
+            let shelf = by_handle.entry(letter.handle).or_default();
+            shelf.arrivals.add(arrival);
+            shelf.bytes += size;
+            let shelf = by_block.entry(letter.block).or_default();
+            shelf.arrivals.add(arrival);
+            shelf.bytes += size;
         }
         if bytes != self.bytes {
             return Err(format!(
@@ -255,22 +387,25 @@ impl Mailbox {
             if self.by_handle.get(handle) != Some(shelf) {
                 return Err("a handle's index differs from its letters".to_owned());
             }
-            if shelf.arrivals.len() > self.limits.max_per_handle
+            if shelf.arrivals.count() > self.limits.max_per_handle
                 || shelf.bytes > self.limits.max_bytes_per_handle
             {
                 return Err(format!(
                     "a handle holds {} letters, {} bytes",
-                    shelf.arrivals.len(),
+                    shelf.arrivals.count(),
                     shelf.bytes
                 ));
             }
+        }
+        if by_block.len() != self.by_bytes.len() {
+            return Err("the ranking names a block without letters".to_owned());
         }
         for (block, shelf) in &by_block {
             if self.by_block.get(block) != Some(shelf) {
                 return Err(format!("{block:?}'s index differs from its letters"));
             }
-            if shelf.bytes > self.limits.max_bytes_per_block {
-                return Err(format!("{block:?} holds {} bytes", shelf.bytes));
+            if !self.by_bytes.contains(&(shelf.bytes, *block)) {
+                return Err(format!("{block:?} is ranked by other bytes"));
             }
         }
         Ok(())
@@ -283,10 +418,9 @@ mod tests {
     use crate::address::ClientAddr;
 
     const LIMITS: MailboxLimits = MailboxLimits {
-        max_bytes: 10_000,
-        max_bytes_per_block: 4_000,
+        max_bytes: 100_000,
         max_per_handle: 3,
-        max_bytes_per_handle: 2_000,
+        max_bytes_per_handle: 20_000,
         ttl_ms: 1_000,
     };
 
@@ -321,12 +455,12 @@ mod tests {
     fn letters_leave_oldest_first_by_handle_and_by_expiry() {
         let mut mailbox = mailbox(LIMITS);
         let ok = |result: Result<Vec<Letter>, TooLarge>| result.map(|e| e.len());
-        assert_eq!(ok(mailbox.store(letter(1, "192.0.2.1", 200, 10))), Ok(0));
-        assert_eq!(ok(mailbox.store(letter(2, "192.0.2.1", 200, 20))), Ok(0));
-        assert_eq!(ok(mailbox.store(letter(1, "192.0.2.1", 200, 30))), Ok(0));
-        assert_eq!((mailbox.len(), mailbox.bytes()), (3, 600));
+        assert_eq!(ok(mailbox.store(letter(1, "192.0.2.1", 2_000, 10))), Ok(0));
+        assert_eq!(ok(mailbox.store(letter(2, "192.0.2.1", 2_000, 20))), Ok(0));
+        assert_eq!(ok(mailbox.store(letter(1, "192.0.2.1", 2_000, 30))), Ok(0));
+        assert_eq!((mailbox.len(), mailbox.bytes()), (3, 6_000));
         let one = Handle::from_seed(&[1; 43]);
-        assert_eq!(mailbox.waiting_for(&one), 2);
+        assert_eq!(mailbox.mail_for(&one).letters(), 2);
         assert_eq!(mailbox.next_expiry_ms(), Some(1_010));
         assert_eq!(mailbox.pop_expired(1_009).map(|l| l.stored_ms), None);
         assert_eq!(mailbox.take_oldest_for(&one).map(|l| l.stored_ms), Some(10));
@@ -339,36 +473,73 @@ mod tests {
     }
 
     #[test]
-    fn each_cap_evicts_the_oldest_it_concerns() {
+    fn a_handles_caps_evict_its_own_oldest() {
         let mut mailbox = mailbox(LIMITS);
         // A handle holds 3 letters: the fourth drops its oldest.
         for ms in 0..3 {
-            assert!(mailbox.store(letter(1, "192.0.2.1", 200, ms)).is_ok());
+            assert!(mailbox.store(letter(1, "192.0.2.1", 2_000, ms)).is_ok());
         }
-        let evicted = mailbox.store(letter(1, "192.0.2.1", 200, 3));
+        assert!(mailbox.store(letter(2, "192.0.2.1", 2_000, 3)).is_ok());
+        let evicted = mailbox.store(letter(1, "198.51.100.1", 2_000, 4));
         assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![0]));
-        // ... and 2,000 bytes.
-        let evicted = mailbox.store(letter(1, "192.0.2.1", 1_700, 4));
+        // ... and 20,000 bytes.
+        let evicted = mailbox.store(letter(1, "192.0.2.1", 17_000, 5));
         assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![1, 2]));
         assert_eq!(mailbox.check(), Ok(()));
-        // A block holds 4,000 bytes: its own oldest go, not another block's.
-        assert!(mailbox.store(letter(9, "198.51.100.1", 1_000, 5)).is_ok());
-        assert!(mailbox.store(letter(2, "192.0.2.1", 1_800, 6)).is_ok());
-        let evicted = mailbox.store(letter(3, "192.0.2.1", 500, 7));
-        assert_eq!(evicted.map(|e| stored_ms(&e)), Ok(vec![3]));
-        assert_eq!(mailbox.check(), Ok(()));
-        // The whole mailbox holds 10,000 bytes: the oldest of all go, whoever sent them.
-        let mut evicted = Vec::new();
-        for (n, from) in [
-            (20, "203.0.113.1"),
-            (21, "203.0.113.2"),
-            (22, "203.0.113.3"),
-            (23, "203.0.113.4"),
-        ] {
-            evicted.extend(mailbox.store(letter(n, from, 1_900, 8)).unwrap_or_default());
+    }
+
+    #[test]
+    fn a_full_mailbox_evicts_from_the_fullest_sender_block() {
+        let mut mailbox = mailbox(LIMITS);
+        let ok = |result: Result<Vec<Letter>, TooLarge>| result.map(|e| stored_ms(&e));
+        // An honest block's one letter, then two blocks fill the rest.
+        assert_eq!(
+            ok(mailbox.store(letter(1, "192.0.2.1", 10_000, 0))),
+            Ok(vec![])
+        );
+        for ms in 1..=3 {
+            assert!(
+                mailbox
+                    .store(letter(10 + ms as u8, "198.51.100.1", 15_000, ms))
+                    .is_ok()
+            );
+            assert!(
+                mailbox
+                    .store(letter(20 + ms as u8, "203.0.113.1", 15_000, ms))
+                    .is_ok()
+            );
         }
-        assert_eq!(stored_ms(&evicted), vec![4, 5]);
+        assert_eq!(mailbox.bytes(), 100_000);
+        // Each flooding block's letter pushes out the oldest of the fullest block counting the
+        // new letter: its own, as both hold as much. Never the honest letter, which is older.
+        assert_eq!(
+            ok(mailbox.store(letter(30, "198.51.100.1", 15_000, 4))),
+            Ok(vec![1])
+        );
+        assert_eq!(
+            ok(mailbox.store(letter(31, "203.0.113.1", 15_000, 5))),
+            Ok(vec![1])
+        );
+        // A third block with nothing stored takes from the fullest.
+        let evicted = mailbox.store(letter(32, "233.252.0.1", 15_000, 6));
+        assert_eq!(evicted.map(|e| e.len()), Ok(1));
+        // A letter from the honest block: it holds the least, so another block gives.
+        let evicted = mailbox.store(letter(2, "192.0.2.1", 10_000, 7));
+        assert!(evicted.is_ok_and(|e| e.iter().all(|l| l.block != block("192.0.2.1"))));
+        assert_eq!(mailbox.mail_for(&Handle::from_seed(&[1; 43])).letters(), 1);
         assert!(mailbox.bytes() <= LIMITS.max_bytes);
+        assert_eq!(mailbox.check(), Ok(()));
+        // Once the honest block holds the most, its own oldest go.
+        let mut evicted = Vec::new();
+        for ms in 8..20 {
+            let next = letter(40 + ms as u8, "192.0.2.1", 10_000, ms);
+            evicted.extend(mailbox.store(next).unwrap_or_default());
+        }
+        assert!(
+            evicted.iter().any(|l| l.stored_ms == 0),
+            "{:?}",
+            stored_ms(&evicted)
+        );
         assert_eq!(mailbox.check(), Ok(()));
     }
 
@@ -377,7 +548,7 @@ mod tests {
         let mut mailbox = mailbox(LIMITS);
         assert_eq!(
             mailbox
-                .store(letter(1, "192.0.2.1", 2_001, 0))
+                .store(letter(1, "192.0.2.1", 20_010, 0))
                 .map(|e| e.len()),
             Err(TooLarge)
         );
@@ -387,7 +558,7 @@ mod tests {
         });
         assert!(!off.is_on());
         assert_eq!(
-            off.store(letter(1, "192.0.2.1", 200, 0)).map(|e| e.len()),
+            off.store(letter(1, "192.0.2.1", 2_000, 0)).map(|e| e.len()),
             Err(TooLarge)
         );
         assert_eq!(off.check(), Ok(()));

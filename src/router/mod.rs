@@ -17,9 +17,12 @@
 //! Nothing depends on the number of sessions.
 //!
 //! A MESSAGE to a handle (version 2, `handle_messages.rs`) takes the same path with one lookup
-//! in the handle table in place of the friendship check; to a listener that is not connected it
+//! in the handle table in place of the friendship check, made with the frame's 43 bytes as they
+//! lie in the text (a handle someone listens on needs no check, so only a miss is checked); to a listener that is not connected it
 //! becomes a letter in the mailbox, which allocates its frame text. Nothing depends on the number
-//! of handles or letters.
+//! of handles or letters. Nor do LISTENING and FETCH walk a session's handles: the handle table
+//! keeps each session's count of waiting letters and its handles ranked by their oldest letter,
+//! told of every change to the mailbox ([`handles::HandleTable::mail`]).
 //!
 //! # Memory bounds
 //! - Per connection ([`Conn`]): a few words, plus the error window (at most 101 timestamps, only
@@ -50,16 +53,20 @@
 //!   and requests reach it at most `rate_incoming_requests_per_min` a minute (or, unlimited,
 //!   each one took a capped queue place first).
 //! - Handles (`handles.rs`): handle → listening session, each session's handles, and each
-//!   address block's count, mirrored; at most `max_handles` in all, `max_handles_per_session` per
-//!   session, `max_handles_per_block` per block of the creating address (`too_many_handles`
-//!   beyond, nothing changed). A session's handles go when it ends or a version-1 client resumes
-//!   it.
+//!   address block's count and sessions, mirrored and ranked; at most `max_handles` in all and
+//!   `max_handles_per_session` per session (`too_many_handles` beyond, nothing changed). When
+//!   all `max_handles` are taken, the block of the creating address holding the most gives way
+//!   to a LISTEN from a block holding fewer (HANDLE_DROPPED to each session that gave one). A
+//!   session's handles go when it ends or a version-1 client resumes it. HANDLE_TAKEN and
+//!   HANDLE_DROPPED queued for a session in its window: one per handle it held, at most
+//!   `max_handles_per_session` (it cannot listen on new ones while away).
 //! - The mailbox (`mailbox.rs`): letters in arrival order, each also indexed by handle and by the
-//!   sender's address block; at most `mailbox_letters_per_handle` and `mailbox_bytes_per_handle`
-//!   per handle, `mailbox_bytes_per_block` per block, `mailbox_bytes` in all, each cap kept by
-//!   dropping the oldest letter it concerns; every letter expires `mailbox_ttl_ms` after it was
-//!   stored ([`Router::tick`], the oldest letter's expiry counted in
-//!   [`Router::next_deadline_ms`]). UNDELIVERED for a dropped letter: one per letter.
+//!   sender's address block, blocks ranked by their bytes; at most `mailbox_letters_per_handle`
+//!   and `mailbox_bytes_per_handle` per handle (its oldest dropped) and `mailbox_bytes` in all
+//!   (the oldest letter of the fullest sender block dropped); every letter expires
+//!   `mailbox_ttl_ms` after it was stored ([`Router::tick`], at most
+//!   [`EXPIRY_CHUNK`](handle_messages::EXPIRY_CHUNK) letters per tick, the oldest letter's expiry
+//!   counted in [`Router::next_deadline_ms`]). UNDELIVERED for a dropped letter: one per letter.
 //! - All of it together: every connection's backlog ([`FrameSink::total_backlog`]) plus every
 //!   resume queue. While that is over `max_buffered_bytes`, the two per-recipient caps above shrink
 //!   to a sixteenth ([`BUDGET_SQUEEZE`](delivery::BUDGET_SQUEEZE)): enough connections that stop
@@ -94,8 +101,7 @@ use crate::address::{BlockCounts, BlockRates, ClientAddr};
 use crate::id::{Id, ResumeToken, TOKEN_BYTES};
 use crate::protocol::{self, ErrorCode, MessageTarget, RawJson, Request, ServerFrame};
 pub use config::{
-    BLOCK_SHARE, DEFAULT_MAILBOX_BYTES, DEFAULT_MAX_HANDLES, Entropy, Now, RouterConfig,
-    SeededEntropy,
+    DEFAULT_MAILBOX_BYTES, DEFAULT_MAX_HANDLES, Entropy, Now, RouterConfig, SeededEntropy,
 };
 use fasthash::FastMap;
 use friend_requests::FriendRequestKey;
@@ -201,11 +207,9 @@ impl<E: Entropy> Router<E> {
         let handle_limits = HandleLimits {
             max_total: config.max_handles,
             max_per_session: config.max_handles_per_session,
-            max_per_block: config.max_handles_per_block,
         };
         let mailbox_limits = MailboxLimits {
             max_bytes: config.mailbox_bytes,
-            max_bytes_per_block: config.mailbox_bytes_per_block,
             max_per_handle: config.mailbox_letters_per_handle,
             max_bytes_per_handle: config.mailbox_bytes_per_handle,
             ttl_ms: config.mailbox_ttl_ms,
@@ -317,7 +321,9 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Expire resume windows whose deadline passed, and letters older than the mailbox's TTL.
+    /// Expire resume windows whose deadline passed, and letters older than the mailbox's TTL (at
+    /// most [`EXPIRY_CHUNK`](handle_messages::EXPIRY_CHUNK) of those per call: while more are
+    /// due, [`Router::next_deadline_ms`] stays in the past, and the caller ticks again).
     pub fn tick(&mut self, now: Now, out: &mut impl FrameSink) {
         while let Some(deadline) = self.timers.pop_due(now.mono_ms) {
             if timer_is_live(&self.sessions, &deadline) {
@@ -386,28 +392,21 @@ impl<E: Entropy> Router<E> {
                 self.message(caller, to.ok_or(ErrorCode::BadId)?, payload, now, out)
             }
             Request::Message {
-                target: target @ (MessageTarget::Handle(_) | MessageTarget::Handles(_)),
+                target: MessageTarget::Handle(handle),
+                payload,
+                mailbox,
+            } => self.message_to_handle(caller, handle, payload, mailbox, now, out),
+            Request::Message {
+                target: MessageTarget::Handles(list),
                 payload,
                 mailbox,
             } => {
                 if !self.speaks_v2(caller.id) {
-                    // To version 1, `handle` and `handles` are unknown: the MESSAGE lacks its `to`.
+                    // To version 1, `handles` is unknown: the MESSAGE lacks its `to`.
                     return Err(ErrorCode::BadRequest);
                 }
                 let may_store = mailbox.ok_or(ErrorCode::BadRequest)?;
-                match target {
-                    MessageTarget::Handles(list) => {
-                        self.message_to_handles(caller, list, payload, may_store, now, out)
-                    }
-                    MessageTarget::Handle(handle) => {
-                        let handle = handle.ok_or(ErrorCode::BadHandle)?;
-                        self.message_to_handle(caller, &handle, payload, may_store, now, out)
-                    }
-                    // Never here: this arm takes only the two above.
-                    MessageTarget::Id(_) | MessageTarget::IdAndHandle(_) => {
-                        Err(ErrorCode::BadRequest)
-                    }
-                }
+                self.message_to_handles(caller, list, payload, may_store, now, out)
             }
             Request::Listen { handles } => {
                 self.version_two_only(caller)?;

@@ -22,7 +22,7 @@ use crate::memory::Trimmer;
 use crate::metrics::LoopCounters;
 use crate::outbox::BacklogTotal;
 use crate::router::fasthash::FastMap;
-use crate::router::{BLOCK_SHARE, Router, RouterConfig};
+use crate::router::{Router, RouterConfig};
 use crate::socket_options;
 use crate::tls::TlsAcceptor;
 
@@ -83,18 +83,6 @@ impl Server {
             max_handles: config.max_handles,
             mailbox_bytes: config.mailbox_bytes,
             mailbox_ttl_ms: duration_ms(config.mailbox_ttl),
-            // One address block's share, like every per-address limit, is off with
-            // `--max-connections-per-ip 0` (all clients may then share one address: a proxy).
-            max_handles_per_block: if config.max_connections_per_ip == 0 {
-                config.max_handles
-            } else {
-                config.max_handles.div_ceil(BLOCK_SHARE)
-            },
-            mailbox_bytes_per_block: if config.max_connections_per_ip == 0 {
-                config.mailbox_bytes
-            } else {
-                config.mailbox_bytes.div_ceil(BLOCK_SHARE)
-            },
             ..defaults
         };
         let ws_config = connection::ws_config(config.max_message_bytes);

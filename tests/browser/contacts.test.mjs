@@ -225,7 +225,9 @@ describe('messages that wait', { timeout: 180000 }, () => {
   });
 
   test('a full mailbox and an expired message are shown to the sender in plain words, with Retry', async () => {
-    const srv = await server(['--mailbox-bytes', '20000', '--mailbox-ttl', '3']);
+    // Room for two or three of these letters (each counts its frame and 512 bytes): the fourth
+    // makes room by evicting the oldest (all are from one address block).
+    const srv = await server(['--mailbox-bytes', '4000', '--mailbox-ttl', '3']);
     const { alice, bob } = await contactPair(srv);
     await closeTab(bob, srv);
     for (const n of [1, 2, 3, 4]) await sendMessage(alice, bob.id, `filler ${n} ${'x'.repeat(300)}`);

@@ -169,12 +169,10 @@ pub fn frames_to(out: &[Action], conn: ConnId) -> impl Iterator<Item = Value> + 
     })
 }
 
-/// Connections alternate between two client addresses, so per-address limits are exercised.
+/// Connections take turns among four client addresses, so per-address limits are exercised,
+/// and connections of either parity come from two (sharing the handle table and the mailbox by
+/// address block).
 pub fn peer_of(conn: u64) -> ClientAddr {
-    let host = if conn.is_multiple_of(2) {
-        [192, 0, 2, 1]
-    } else {
-        [192, 0, 2, 2]
-    };
+    let host = [192, 0, 2, 1 + (conn % 4) as u8];
     ClientAddr::new(std::net::IpAddr::from(host))
 }

@@ -279,22 +279,22 @@ fn handles_last_through_the_window_and_go_with_the_session() {
     assert_eq!(h.router.stats().handles, 0);
 }
 
+fn too_many(h: &mut Harness, conn: ConnId, handles: &[String]) {
+    let actions = h.text(conn, &listen(handles, Some("x")));
+    assert_eq!(error_code(&actions, conn), "too_many_handles");
+}
+
 #[test]
-fn too_many_handles_per_session_block_and_server() {
+fn too_many_handles_per_session_and_server() {
     let mut h = Harness::with(RouterConfig {
         max_handles: 6,
-        max_handles_per_block: 4,
         max_handles_per_session: 3,
         ..RouterConfig::defaults()
     });
     let a = h.connect_v2_from(1, addr("192.0.2.1"));
     let b = h.connect_v2_from(2, addr("192.0.2.1"));
-    let c = h.connect_v2_from(3, addr("198.51.100.1"));
-    let d = h.connect_v2_from(4, addr("203.0.113.1"));
-    let too_many = |h: &mut Harness, conn, handles: &[String]| {
-        let actions = h.text(conn, &listen(handles, Some("x")));
-        assert_eq!(error_code(&actions, conn), "too_many_handles");
-    };
+    let c = h.connect_v2_from(3, addr("192.0.2.1"));
+    let d = h.connect_v2_from(4, addr("198.51.100.1"));
     too_many(
         &mut h,
         a.conn,
@@ -302,18 +302,70 @@ fn too_many_handles_per_session_block_and_server() {
     );
     assert_eq!(h.router.stats().handles, 0, "nothing changed");
     h.listen_ok(a.conn, &[handle(1), handle(2), handle(3)]);
-    h.listen_ok(b.conn, &[handle(4)]);
-    too_many(&mut h, b.conn, &[handle(5)]);
-    // Taking one from the same block is fine.
-    h.listen_ok(b.conn, &[handle(1)]);
-    h.listen_ok(c.conn, &[handle(5), handle(6)]);
-    too_many(&mut h, d.conn, &[handle(7)]);
+    h.listen_ok(b.conn, &[handle(4), handle(5), handle(6)]);
+    // Full, and one block holds everything: its sessions get no more.
+    too_many(&mut h, c.conn, &[handle(7)]);
+    // Taking one within the block is fine.
+    h.listen_ok(c.conn, &[handle(1)]);
+    // Another block makes room for itself, down to its own share and no further.
+    assert_eq!(
+        h.listen_ok(d.conn, &[handle(7), handle(8), handle(9)]),
+        (3, 0)
+    );
+    too_many(&mut h, d.conn, &[handle(10)]);
     // too_many_handles reports the server's state: it never floods.
     for _ in 0..150 {
-        h.text(d.conn, &listen(&[handle(7)], None));
+        h.text(d.conn, &listen(&[handle(10)], None));
     }
     assert!(closes(&h.sink.take()).is_empty());
     assert_eq!(h.router.stats().handles, 6);
+}
+
+#[test]
+fn addresses_that_fill_the_table_cannot_keep_another_out() {
+    let mut h = Harness::with(RouterConfig {
+        max_handles: 72,
+        ..RouterConfig::defaults()
+    });
+    // Nine addresses take every handle there is.
+    let flooders: Vec<Session> = (0..9u8)
+        .map(|n| h.connect_v2_from(10 + u64::from(n), addr(&format!("198.51.100.{}", n + 1))))
+        .collect();
+    for (n, flooder) in flooders.iter().enumerate() {
+        let theirs: Vec<String> = (0..8).map(|k| handle(n as u8 * 8 + k)).collect();
+        assert_eq!(h.listen_ok(flooder.conn, &theirs), (8, 0));
+    }
+    assert_eq!(h.router.stats().handles, 72);
+    too_many(&mut h, flooders[0].conn, &[handle(200)]);
+    // An honest address listens all the same: three flooding sessions give one handle each.
+    let honest = h.connect_v2_from(1, addr("192.0.2.1"));
+    let mine = [handle(250), handle(251), handle(252)];
+    let actions = h.text(honest.conn, &listen(&mine, Some("l")));
+    assert_eq!(only_frame_to(&actions, honest.conn)["handles"], 3);
+    let mut dropped = Vec::new();
+    for (n, flooder) in flooders.iter().enumerate() {
+        for frame in frames_to(&actions, flooder.conn) {
+            assert_eq!(frame["type"], "HANDLE_DROPPED", "{frame}");
+            let handle = frame["handle"].as_str().unwrap_or_default().to_owned();
+            assert!((0..8).any(|k| super::handles::handle(n as u8 * 8 + k) == handle));
+            dropped.push(n);
+        }
+    }
+    assert_eq!(
+        dropped.len(),
+        3,
+        "one each from three flooders: {dropped:?}"
+    );
+    dropped.dedup();
+    assert_eq!(dropped.len(), 3);
+    assert_eq!(h.router.stats().handles, 72);
+    // The flooders cannot take it back: each holds at least as many as the honest address.
+    for flooder in &flooders {
+        too_many(&mut h, flooder.conn, &[handle(201)]);
+    }
+    // And mail to the honest handles reaches the honest session.
+    let actions = h.text(flooders[0].conn, &to_handle(&handle(250), None));
+    assert_eq!(only_frame_to(&actions, honest.conn)["handle"], handle(250));
 }
 
 #[test]
@@ -340,4 +392,27 @@ fn debug_of_handle_requests_never_shows_a_handle() {
     let text = to_handle(&handle(1), None);
     let decoded = protocol::decode(&text).map(|frame| format!("{:?}", frame.request));
     assert!(decoded.is_ok_and(|debug| !debug.contains(&handle(1)[..20])));
+}
+
+#[test]
+fn a_handle_is_found_by_its_text_or_once_its_escapes_are_decoded() {
+    let mut h = Harness::new();
+    let a = h.connect_v2(1);
+    let b = h.connect_v2(2);
+    h.listen_ok(b.conn, &[handle(1)]);
+    // Written with an escape: decoded, checked, then found.
+    let plain = handle(1);
+    assert!(plain.starts_with('A'));
+    let escaped = format!("\\u0041{}", &plain[1..]);
+    let actions = h.text(a.conn, &to_handle(&escaped, Some("e")));
+    assert_eq!(only_frame_to(&actions, b.conn)["handle"], plain);
+    assert_eq!(
+        only_frame_to(&actions, a.conn),
+        json!({"type":"ACK","ref":"e"})
+    );
+    // 43 bytes that are not a handle are found by nobody, then refused before the payload is
+    // looked at.
+    let not_a_handle = format!("{}!", &plain[1..]);
+    let text = format!(r#"{{"type":"MESSAGE","handle":"{not_a_handle}","payload":"x"}}"#);
+    assert_eq!(error_code(&h.text(a.conn, &text), a.conn), "bad_handle");
 }

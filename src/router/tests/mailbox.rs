@@ -162,9 +162,9 @@ fn evicted_mail_is_reported_as_evicted() {
         ]
     );
     // The sender in its resume window gets it queued.
+    // Both from one address: their block's oldest letter goes first.
     let mut h = Harness::with(RouterConfig {
         mailbox_bytes: 2_000,
-        mailbox_bytes_per_block: 2_000,
         ..RouterConfig::defaults()
     });
     let mut a = h.connect_v2(1);
@@ -192,25 +192,54 @@ fn evicted_mail_is_reported_as_evicted() {
 }
 
 #[test]
-fn one_block_fills_only_its_share_of_the_mailbox() {
+fn flooding_addresses_never_evict_a_quieter_senders_letter() {
     let mut h = Harness::with(RouterConfig {
-        mailbox_bytes: 8_000,
-        mailbox_bytes_per_block: 1_000,
+        mailbox_bytes: 20_000,
         ..RouterConfig::defaults()
     });
     let honest = h.connect_v2_from(1, addr("192.0.2.1"));
-    let flood = h.connect_v2_from(2, addr("198.51.100.1"));
     h.text(honest.conn, &to_handle(&handle(1), Some("keep")));
-    for n in 0..50 {
-        h.text(flood.conn, &to_handle(&handle(n + 10), None));
+    // Nine addresses send far more than the mailbox holds, each to handles of its own.
+    let flooders: Vec<Session> = (0..9u8)
+        .map(|n| h.connect_v2_from(10 + u64::from(n), addr(&format!("198.51.100.{}", n + 1))))
+        .collect();
+    let mut evicted = 0;
+    for round in 0..20u8 {
+        for (n, flooder) in flooders.iter().enumerate() {
+            let text = to_handle(&handle(100 + n as u8), Some(&format!("f{round}")));
+            let actions = h.text(flooder.conn, &text);
+            assert!(frames_to(&actions, honest.conn).is_empty(), "{actions:?}");
+            evicted += frames_to(&actions, flooder.conn)
+                .iter()
+                .filter(|frame| frame["reason"] == "evicted")
+                .count();
+        }
     }
-    let b = h.connect_v2(3);
+    assert!(
+        evicted > 50,
+        "the flooders' own letters made room: {evicted}"
+    );
+    let stats = h.router.stats();
+    assert!(stats.mailbox_bytes <= 20_000 && stats.mailbox_bytes > 15_000);
+    let listener = h.connect_v2(3);
     assert_eq!(
-        h.listen_ok(b.conn, &[handle(1)]),
+        h.listen_ok(listener.conn, &[handle(1)]),
         (1, 1),
         "the honest letter stays"
     );
-    assert!(h.router.stats().mailbox_bytes <= 2_000);
+    // The flooding blocks end up with equal shares, give or take a letter.
+    let mut before = 1;
+    let mut shares = Vec::new();
+    for n in 0..9u8 {
+        let waiting = h.listen_ok(listener.conn, &[handle(100 + n)]).1;
+        shares.push(waiting - before);
+        before = waiting;
+    }
+    let (least, most) = (shares.iter().min(), shares.iter().max());
+    assert!(
+        least.zip(most).is_some_and(|(l, m)| m - l <= 1 && *l > 0),
+        "{shares:?}"
+    );
 }
 
 #[test]
@@ -224,4 +253,77 @@ fn fetch_is_version_two_and_rate_limited() {
     let actions = h.json(a.conn, json!({"type":"FETCH","ref":"f"}));
     assert_eq!(error_code(&actions, a.conn), "rate_limited");
     let _ = listen(&[], None);
+}
+
+#[test]
+fn counts_and_fetch_order_follow_letters_through_moves_evictions_and_expiry() {
+    let mut h = Harness::with(RouterConfig {
+        mailbox_letters_per_handle: 2,
+        mailbox_ttl_ms: 10_000,
+        resume_grace_ms: 60_000,
+        ..RouterConfig::defaults()
+    });
+    let a = h.connect_v2(1);
+    let mut b = h.connect_v2(2);
+    h.listen_ok(b.conn, &[handle(1), handle(2), handle(3)]);
+    h.closed(b.conn);
+    // Stored a second apart while b is away: the third for handle 2 evicts its first.
+    let start = h.now.unix_ms;
+    for n in [2, 1, 2, 2, 3] {
+        h.text(a.conn, &to_handle(&handle(n), None));
+        h.advance(1_000);
+    }
+    // Another session takes handle 3, and its letter with it.
+    let c = h.connect_v2(3);
+    assert_eq!(h.listen_ok(c.conn, &[handle(3)]), (1, 1));
+    // Handle 1's letter (stored at +1 s) expires at +11 s.
+    h.advance(start + 11_000 - h.now.unix_ms);
+    h.tick();
+    h.open(4);
+    h.json(
+        4,
+        json!({"type":"CONNECT","version":2,"resume":{"id":b.id,"token":b.token}}),
+    );
+    b.conn = 4;
+    assert_eq!(h.listen_ok(b.conn, &[handle(1), handle(2)]), (2, 2));
+    let frames = fetch(&mut h, b.conn);
+    let stamps: Vec<u64> = frames.iter().filter_map(|f| f["ts"].as_u64()).collect();
+    assert_eq!(stamps, [start + 2_000, start + 3_000]);
+    assert_eq!(frames.last().map(|f| &f["waiting"]), Some(&json!(0)));
+    let frames = fetch(&mut h, c.conn);
+    assert_eq!(frames[0]["ts"], start + 4_000);
+    assert_eq!(h.router.stats().mailbox_letters, 0);
+}
+
+#[test]
+fn letters_due_at_once_expire_a_chunk_per_tick() {
+    let mut h = Harness::with(RouterConfig {
+        mailbox_ttl_ms: 10_000,
+        rate_messages_per_sec: 0,
+        ..RouterConfig::defaults()
+    });
+    let a = h.connect_v2(1);
+    for n in 0..600 {
+        h.text(
+            a.conn,
+            &to_handle(&handle((n % 200) as u8), Some(&format!("m{n}"))),
+        );
+        h.sink.flushed(a.conn, 0);
+    }
+    h.advance(10_000);
+    let chunk = super::super::handle_messages::EXPIRY_CHUNK;
+    for expected in [chunk, chunk, 600 - 2 * chunk] {
+        assert!(
+            h.router
+                .next_deadline_ms()
+                .is_some_and(|at| at <= h.now.mono_ms)
+        );
+        let actions = h.tick();
+        let told = frames_to(&actions, a.conn);
+        assert_eq!(told.len(), expected);
+        assert!(told.iter().all(|frame| frame["reason"] == "expired"));
+        h.sink.flushed(a.conn, 0);
+    }
+    assert_eq!(h.router.stats().mailbox_letters, 0);
+    assert_eq!(h.router.next_deadline_ms(), None);
 }

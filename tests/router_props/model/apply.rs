@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use secchat::router::Action;
 
-use super::{Model, Owed, connect_of, pair};
+use super::{Model, Owed, connect_of, pair, resume_of};
 use crate::router_model::ARMOR;
 use crate::{GARBAGE, KEY, Op, Spelling, Target};
 
@@ -34,9 +34,7 @@ impl Model {
                     token = token.chars().rev().collect();
                 }
                 let conn = self.conn_of(*slot);
-                let text =
-                    format!(r#"{{"type":"CONNECT","resume":{{"id":"{id}","token":"{token}"}}}}"#);
-                self.text(conn, &text)?;
+                self.text(conn, &resume_of(conn, &id, &token))?;
             }
             Op::FriendRequest {
                 slot,
@@ -165,10 +163,39 @@ impl Model {
                 for id in &expired {
                     self.die(id);
                 }
-                self.router.tick(self.now, &mut self.sink);
-                let out = self.sink.take();
-                self.observe(&out)?;
+                // As the event loop does: tick while something is due (expiry goes in chunks).
+                loop {
+                    self.router.tick(self.now, &mut self.sink);
+                    let out = self.sink.take();
+                    self.observe(&out)?;
+                    if self
+                        .router
+                        .next_deadline_ms()
+                        .is_none_or(|deadline| deadline > self.now.mono_ms)
+                    {
+                        break;
+                    }
+                }
+                self.letters_expired()?;
             }
+            Op::Listen {
+                slot,
+                handles,
+                with_ref,
+            } => self.handle_list_op(*slot, "LISTEN", handles, *with_ref)?,
+            Op::Unlisten {
+                slot,
+                handles,
+                with_ref,
+            } => self.handle_list_op(*slot, "UNLISTEN", handles, *with_ref)?,
+            Op::Fetch { slot } => self.fetch(*slot)?,
+            Op::ToHandle {
+                slot,
+                handle,
+                probe,
+                encrypted,
+                with_ref,
+            } => self.message_to_handle(*slot, *handle, *probe, *encrypted, *with_ref)?,
         }
         Ok(())
     }

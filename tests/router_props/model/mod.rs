@@ -13,7 +13,10 @@ use crate::router_model::{Ledger, START, peer_of};
 use crate::{SLOTS, Spelling, Target};
 
 mod apply;
+mod handles;
 mod observe;
+
+pub use handles::HANDLES;
 
 /// What the property test adds to a ledger entry: only accepted MESSAGEs are owed anything.
 struct Owed {
@@ -46,6 +49,10 @@ pub struct Model {
     /// (the model may learn of a death before it observes the frames it caused).
     cancelled: HashSet<(String, String)>,
     ledger: Ledger<Owed>,
+    /// Handles and the mailbox (version 2): see `handles.rs`.
+    handles: handles::Handles,
+    /// How long a letter waits in the mailbox.
+    ttl: u64,
     next_ref: u64,
     next_marker: u64,
 }
@@ -62,6 +69,7 @@ impl Model {
     pub fn new(config: RouterConfig, seed: u64) -> Model {
         Model {
             grace: config.resume_grace_ms,
+            ttl: config.mailbox_ttl_ms,
             router: Router::new(config, SeededEntropy(seed)),
             sink: Recorder::default(),
             now: START,
@@ -78,6 +86,7 @@ impl Model {
             pending: HashSet::new(),
             cancelled: HashSet::new(),
             ledger: Ledger::new(),
+            handles: handles::Handles::default(),
             next_ref: 0,
             next_marker: 0,
         }
@@ -171,6 +180,7 @@ impl Model {
     }
 
     fn die(&mut self, id: &str) {
+        self.session_ended(id);
         self.alive.remove(id);
         self.window.remove(id);
         self.friends.retain(|(a, b)| a != id && b != id);
@@ -224,13 +234,18 @@ impl Model {
         let mut live: Vec<String> = self.alive.iter().cloned().collect();
         live.sort();
         for id in live {
-            let conn = self.next_conn;
-            self.next_conn += 1;
+            // Back with the version it speaks, on a connection of that parity (even ones speak
+            // version 2), so that what waits for it of version 2 is delivered, not dropped.
+            let v2 = self.handles.versions.get(&id) == Some(&2);
+            let mut conn = self.next_conn;
+            while speaks_v2(conn) != v2 {
+                conn += 1;
+            }
+            self.next_conn = conn + 1;
             self.router.open_from(conn, peer_of(conn), self.now);
             self.open.insert(conn);
             let token = self.tokens.get(&id).cloned().unwrap_or_default();
-            let text =
-                format!(r#"{{"type":"CONNECT","resume":{{"id":"{id}","token":"{token}"}}}}"#);
+            let text = resume_of(conn, &id, &token);
             let actions = self.text(conn, &text)?;
             prop_assert!(
                 self.conn_session.get(&conn) == Some(&id),
@@ -244,6 +259,7 @@ impl Model {
     }
 
     fn check_ledger(&self) -> Result<(), TestCaseError> {
+        self.check_handle_ledger()?;
         for entry in self.ledger.entries().filter(|entry| entry.extra.accepted) {
             let resolved = entry.delivered + entry.undelivered;
             if self.alive.contains(&entry.recipient) {
@@ -264,9 +280,25 @@ impl Model {
     }
 }
 
-/// Even connections speak version 2 (and get FRIEND_CANCEL), odd ones version 1.
+/// CONNECT with `resume`, in the version of `conn` (see [`speaks_v2`]).
+fn resume_of(conn: ConnId, id: &str, token: &str) -> String {
+    let version = if speaks_v2(conn) {
+        r#","version":2"#
+    } else {
+        ""
+    };
+    format!(r#"{{"type":"CONNECT","resume":{{"id":"{id}","token":"{token}"}}{version}}}"#)
+}
+
+/// Whether the client on `conn` speaks version 2: three connections in four do (and get
+/// FRIEND_CANCEL, handles and the mailbox), every fourth version 1.
+pub(super) fn speaks_v2(conn: ConnId) -> bool {
+    conn % 4 != 3
+}
+
+/// CONNECT in the version of `conn` (see [`speaks_v2`]).
 fn connect_of(conn: ConnId) -> &'static str {
-    if conn.is_multiple_of(2) {
+    if speaks_v2(conn) {
         r#"{"type":"CONNECT","version":2}"#
     } else {
         r#"{"type":"CONNECT"}"#

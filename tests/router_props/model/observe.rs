@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use secchat::router::{Action, ConnId};
 
-use super::{Model, pair};
+use super::{Model, pair, speaks_v2};
 use crate::router_model::{field, frames_to};
 
 impl Model {
@@ -65,7 +65,17 @@ impl Model {
 
     fn observe_frame(&mut self, conn: ConnId, value: &Value) -> Result<(), TestCaseError> {
         let receiver = self.conn_session.get(&conn).cloned();
-        match field(value, "type") {
+        let kind = field(value, "type");
+        // Mail to a handle names the handle, never `from`; the ID ledger knows nothing of it.
+        if value.get("handle").is_some()
+            && matches!(
+                kind,
+                "MESSAGE" | "UNDELIVERED" | "HANDLE_TAKEN" | "HANDLE_DROPPED"
+            )
+        {
+            return self.observe_handle_frame(conn, receiver.as_ref(), value);
+        }
+        match kind {
             "CONNECT" => self.observe_connect(conn, value)?,
             "MESSAGE" => self
                 .ledger
@@ -113,10 +123,7 @@ impl Model {
                 }
             }
             "FRIEND_CANCEL" => {
-                prop_assert!(
-                    conn.is_multiple_of(2),
-                    "FRIEND_CANCEL to a version-1 client"
-                );
+                prop_assert!(speaks_v2(conn), "FRIEND_CANCEL to a version-1 client");
                 // Sent while the requester's session ends, before the model sees it end.
                 let request = (
                     field(value, "from").to_owned(),
@@ -129,6 +136,9 @@ impl Model {
             }
             "DISCONNECT" | "ACK" | "ERROR" | "PONG" | "FRIEND_REQUEST" | "FRIEND_ACCEPT"
             | "FRIEND_DECLINE" | "FRIEND_REMOVE" => {}
+            "LISTENING" | "FETCHED" => {
+                prop_assert!(speaks_v2(conn), "{} to a version-1 client", kind)
+            }
             other => prop_assert!(false, "unexpected frame type {other}"),
         }
         Ok(())
@@ -171,6 +181,9 @@ impl Model {
             self.alive.insert(id.clone());
             self.issued.push(id.clone());
         }
+        let resumed = value.get("resumed") == Some(&Value::Bool(true));
+        let version = if value["version"] == 2 { 2 } else { 1 };
+        self.session_began(&id, resumed, version);
         self.tokens.insert(id.clone(), token);
         if let Some(slot) = self.slots.iter().position(|slot| *slot == Some(conn)) {
             self.slot_ids[slot] = Some(id.clone());
