@@ -276,6 +276,12 @@ function onFrame(frame) {
     addNotice(noticeText(frame.code === 'server_full' ? 'server_full' : 'server_error', { code: frame.code }));
     return;
   }
+  // The server gave one of our handles to an address block holding fewer (PROTOCOL §10): mail to it waits in
+  // the mailbox; the sync LISTENs again later and fetches it then.
+  if (frame.type === 'HANDLE_DROPPED' && typeof frame.handle === 'string') {
+    if (app.contactSync?.dropped(frame.handle)) addNotice(noticeText('handle_dropped'));
+    return;
+  }
   // A MESSAGE to one of the groups' handles goes to its group (groupsync.js queues it in the group's lane).
   if (frame.type === 'MESSAGE' && typeof frame.handle === 'string' && model.groupHandles.listen.has(frame.handle)) {
     app.groupSync.receive(frame);

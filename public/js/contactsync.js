@@ -17,6 +17,8 @@ const FETCH_WHEN_QUEUED_BELOW = 64;
 const MAX_FETCH_ROUNDS = 1000;
 /** Yesterday's handles go once the fetched frames are handled, or after this long whatever keeps arriving. */
 const MAX_DRAIN_WAIT_MS = 10000;
+/** How long a handle the server dropped to make room (HANDLE_DROPPED) waits before it is LISTENed again. */
+export const DROPPED_RETRY_MS = 5 * 60 * 1000;
 
 /**
  * @param {object} options
@@ -41,6 +43,7 @@ export function createContactSync({
   let again = false;
   const secretsDrawn = new Set(); // "id friendship" a secret was drawn for (the domain keeps it; this avoids a second draw)
   let windowTimer = null;
+  let retryTimer = null; // LISTEN again for handles the server dropped (dropped())
 
   /** Runs again when the days listened on change next (a second after, so the clock is surely past it). */
   function scheduleWindow() {
@@ -157,8 +160,26 @@ export function createContactSync({
     again = true; // derive again without yesterday's handles, and UNLISTEN them
   }
 
+  /**
+   * The server dropped `handle` from this connection's set to make room (HANDLE_DROPPED): it is LISTENed again
+   * after DROPPED_RETRY_MS (then the mailbox holds what came to it meanwhile). True for the first drop since the
+   * last retry, so the page says it once.
+   */
+  function dropped(handle) {
+    if (!listened.delete(handle)) return false;
+    const first = retryTimer === null;
+    if (first) {
+      retryTimer = clock.setTimeout(() => {
+        retryTimer = null;
+        changed();
+      }, DROPPED_RETRY_MS);
+    }
+    return first;
+  }
+
   return {
     changed,
+    dropped,
     onSession,
     /** Listening handles on this connection (tests, diagnostics). */
     get listening() { return listened.size; },

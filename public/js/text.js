@@ -178,6 +178,8 @@ export function noticeText(code, details = {}) {
       return { tone: 'warn', kind: 'notifications', text: 'Notifications are blocked by the browser for this site.' };
     case 'frames_dropped':
       return { tone: 'warn', kind: 'dropped', text: `${details.from}: ${droppedText(details.count)}` };
+    case 'handle_dropped':
+      return { tone: 'warn', kind: 'handle-dropped', text: 'The server is short of room: some contacts\' messages wait on it for now. SecChat asks for them again in a few minutes.' };
     case 'handle_taken':
       return { tone: 'warn', kind: 'handle-taken', text: 'SecChat is open with your key in another tab or device: your contacts\' messages go there now. Reload this tab to take them back.' };
     case 'book_refused':

@@ -110,6 +110,45 @@ test('one connection: the first LISTEN and FETCH take yesterday\'s handle, dropp
   assert.equal(frames.filter((f) => f.type === 'FETCH').length, 0, 'one FETCH per connection');
 });
 
+test('a handle the server dropped to make room is LISTENed again later, and what waits for it fetched; the page is told once', async () => {
+  const { createContactSync, DROPPED_RETRY_MS } = await import('../../public/js/contactsync.js');
+  const { transition } = await import('../../public/js/transition.js');
+  const { online, step } = await import('./helpers/model.mjs');
+  const clock = fakeClock(Date.UTC(2026, 0, 1, 10, 0));
+  let model = step(online(), { type: 'bookLoaded', contacts: [record(OTHER, { unconfirmed: [] })] }).state;
+  const frames = [];
+  let waitingAfterRetry = 0;
+  const transport = {
+    isOnline: () => true,
+    request: async (frame) => {
+      frames.push(frame);
+      if (frame.type === 'FETCH') return { type: 'FETCHED', waiting: 0 };
+      return frame.type === 'LISTEN' ? { type: 'LISTENING', waiting: waitingAfterRetry } : { type: 'ACK' };
+    },
+  };
+  const sync = createContactSync({
+    transport, getModel: () => model, queued: () => 0, onError: (error) => { throw error; }, clock,
+    dispatch: async (event) => { model = transition(model, { now: clock.now(), ...event }).state; },
+  });
+  sync.onSession();
+  await until(() => frames.some((f) => f.type === 'UNLISTEN'), 'the first LISTEN, FETCH and UNLISTEN');
+  const today = await deriveHandle(SECRET, '2026-01-01');
+  assert.equal(sync.listening, 1);
+  assert.equal(sync.dropped('not one of ours'), false, 'a handle we do not hold changes nothing');
+  assert.equal(sync.dropped(today), true, 'the first drop is said');
+  assert.equal(sync.dropped(today), false, 'the same again is not');
+  assert.equal(sync.listening, 0);
+  frames.length = 0;
+  waitingAfterRetry = 2;
+  await clock.advance(DROPPED_RETRY_MS - 1000);
+  assert.deepEqual(frames, [], 'not before the retry');
+  await clock.advance(2000);
+  await until(() => frames.some((f) => f.type === 'FETCH'), 'LISTEN again, then FETCH what waited');
+  assert.deepEqual(frames.map((f) => f.type), ['LISTEN', 'FETCH']);
+  assert.deepEqual(frames[0].handles, [today]);
+  assert.equal(sync.listening, 1);
+});
+
 test('control envelopes: built and checked, bounded, wrong types refused; text envelopes unchanged', () => {
   const receipt = buildControlEnvelope('receipt', { to: FP, ts: 5, acks: [1, 2] });
   assert.deepEqual(parseEnvelope(receipt, FP), { ok: true, envelope: { kind: 'receipt', to: FP, ts: 5, acks: [1, 2] } });
