@@ -29,9 +29,12 @@ const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
 /** The record kept for `group` (groups.js). */
 export function groupRecord(group) {
   const version = group.list.history[group.list.history.length - 1];
+  // Only the current members' keys: what a reload needs to write and check, and at most MAX_MEMBERS, as the
+  // reader requires (the running group also holds keys of earlier versions' members).
+  const current = new Set(version.members.map((m) => m.fp));
   const keys = {};
   for (const [fp, key] of Object.entries(group.messages.keys)) {
-    if (key.source === 'gkeys') keys[fp] = { armored: key.armored, keyIds: key.keyIds, changed: key.changed };
+    if (key.source === 'gkeys' && current.has(fp)) keys[fp] = { armored: key.armored, keyIds: key.keyIds, changed: key.changed };
   }
   return {
     gid: group.gid,

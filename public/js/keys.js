@@ -169,6 +169,25 @@ export async function openPayload({ payload, privateKey, friendKey }) {
   }
 }
 
+/**
+ * Which member each key ID names: a Map of key ID → fingerprint, leaving out every ID that two members' keys
+ * both carry. A key may carry any packet as a subkey, another member's primary key included (bound by its own
+ * primary, no back-signature needed for an encryption subkey); OpenPGP.js verifies with the first key holding
+ * the signature's ID, so such an ID names nobody: a signature made with it is no member's.
+ */
+export function signingKeyOwners(members) {
+  const owners = new Map();
+  const shared = new Set();
+  for (const { fingerprint, keyIds } of members) {
+    for (const id of keyIds) {
+      if (owners.has(id) && owners.get(id) !== fingerprint) shared.add(id);
+      owners.set(id, fingerprint);
+    }
+  }
+  for (const id of shared) owners.delete(id);
+  return owners;
+}
+
 /** The key IDs of a key and its subkeys, as 16 lower-case hex digits (OpenPGP.js KeyID.toHex()). */
 export function keyIdsOf(key) {
   return key.getKeyIDs().map((id) => id.toHex());
@@ -211,8 +230,7 @@ export async function openGroupPayload({ payload, privateKey, members }) {
   } catch (error) {
     return { ok: false, problem: 'undecryptable', detail: error.message, recipients };
   }
-  const owners = new Map();
-  for (const m of members) for (const id of keyIdsOf(m.key)) owners.set(id, m.fingerprint);
+  const owners = signingKeyOwners(members.map((m) => ({ fingerprint: m.fingerprint, keyIds: keyIdsOf(m.key) })));
   const signers = new Set(signatures.map((s) => owners.get(s.keyID.toHex()) || null));
   if (signatures.length === 0 || signers.has(null) || signers.size !== 1) {
     return { ok: false, problem: 'no_member_signature', recipients };

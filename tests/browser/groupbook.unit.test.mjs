@@ -44,6 +44,13 @@ test('a group read back from its record: the same list, seqs and deliveries; the
   assert.deepEqual(await readGroups(undefined, BOB, NOW), { groups: [] }, 'a book from before groups');
 });
 
+test('the record keeps the keys of the current members only, so a group with turnover still reads back', async () => {
+  const group = await bobsGroup();
+  const former = 'F'.repeat(40);
+  const withFormer = { ...group, messages: { ...group.messages, keys: { ...group.messages.keys, [former]: { armored: 'x', keyIds: [], source: 'gkeys', changed: false } } } };
+  assert.equal(groupRecord(withFormer).keys[former], undefined);
+});
+
 test('a record whose member list does not hold us is a group we were removed from', async () => {
   const { groups } = await roundTrip([groupRecord(await bobsGroup())], 'C'.repeat(40));
   assert.equal(groups[0].status, 'removed');
