@@ -225,7 +225,7 @@ export function createGroupInbox({
         break;
       }
       case 'gleave': {
-        const left = leaveReceived(group.list, signer);
+        const left = leaveReceived(group.list, signer, envelope.ver);
         if (left.ok) group = withGroupLine({ ...group, list: left.state }, { direction: 'system', what: 'member_left', from: signer });
         break;
       }

@@ -398,9 +398,25 @@ export function expireGroup(state, now) {
   };
 }
 
-/** A member of the current version sent `gleave`: the next admin change removes them. */
-export function leaveReceived(state, signer) {
-  if (!memberOf(current(state), signer)) return { state, ok: false, problem: 'not_member' };
+/**
+ * The version from which `fp` has been a member without a break, as far back as the history reaches (the
+ * oldest kept version when it reaches no further); null when it is no member now.
+ */
+function memberSince(state, fp) {
+  let since = null;
+  for (let i = state.history.length - 1; i >= 0 && memberOf(state.history[i], fp); i -= 1) since = state.history[i].ver;
+  return since;
+}
+
+/**
+ * A member of the current version sent `gleave`, naming the version it held (`ver`): the next admin change removes
+ * them. A `gleave` naming a version from before the member's present membership began ('stale') is an earlier
+ * leave, replayed by the server into a membership that began since (it was re-added): refused.
+ */
+export function leaveReceived(state, signer, ver) {
+  const since = memberSince(state, signer);
+  if (since === null) return { state, ok: false, problem: 'not_member' };
+  if (!Number.isSafeInteger(ver) || ver < since) return { state, ok: false, problem: 'stale' };
   if (state.leaving.includes(signer)) return { state, ok: true };
   return { state: { ...state, leaving: [...state.leaving, signer] }, ok: true };
 }

@@ -69,7 +69,8 @@ export function parseGroupEnvelope(text) {
       if (!value.acks.every(isSeq)) return malformed('acks');
       return { ok: true, envelope: { ...base, acks: [...new Set(value.acks)] } };
     case 'gleave':
-      return { ok: true, envelope: base };
+      if (!isSeq(value.ver)) return malformed('ver');
+      return { ok: true, envelope: { ...base, ver: value.ver } };
     case 'gremoved':
       if (!isSeq(value.ver)) return malformed('ver');
       return { ok: true, envelope: { ...base, ver: value.ver } };
@@ -94,8 +95,9 @@ export function buildGroupReceipt({ gid, ts, acks }) {
   return JSON.stringify({ v: 1, kind: 'greceipt', gid, ts, acks });
 }
 
-export function buildGroupLeave({ gid, ts }) {
-  return JSON.stringify({ v: 1, kind: 'gleave', gid, ts });
+/** `ver`: the version the leaver holds, so that a replay into a later membership is told apart (grouplist.js). */
+export function buildGroupLeave({ gid, ver, ts }) {
+  return JSON.stringify({ v: 1, kind: 'gleave', gid, ver, ts });
 }
 
 /** An admin tells a member it removed that version `ver` (the one without them) exists: see removalNotice. */

@@ -388,7 +388,7 @@ export function createGroupSync({
       if (!group || group.status !== 'member') return;
       const keys = current(group.list).members.map((m) => group.messages.keys[m.fp]?.armored).filter(Boolean);
       const handles = [...(getModel().groupHandles.send.get(gid) || new Map()).values()];
-      await sendToHandles(buildGroupLeave({ gid, ts: now() }), keys, handles).catch(() => {});
+      await sendToHandles(buildGroupLeave({ gid, ver: current(group.list).ver, ts: now() }), keys, handles).catch(() => {});
       await put(withGroupLine({ ...group, status: 'left' }, { direction: 'system', what: 'you_left' }));
       await derive();
     });

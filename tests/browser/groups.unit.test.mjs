@@ -425,14 +425,14 @@ test('who may change whom: an admin removes or demotes only members who are no a
   assert.equal(proposeChange(asCarol, { remove: [ALICE] }, { ts: NOW, secret: secret(3) }).problem, 'not_allowed');
   assert.equal(proposeChange(asCarol, { admin: { [BOB]: false } }, { ts: NOW }).problem, 'not_allowed');
   assert.ok(proposeChange(asCarol, { admin: { [CAROL]: false } }, { ts: NOW }).ok);
-  const leaving = leaveReceived(leaveReceived(asCarol, ALICE).state, DAVE).state;
+  const leaving = leaveReceived(leaveReceived(asCarol, ALICE, current(asCarol).ver).state, DAVE, current(asCarol).ver).state;
   const next = proposeChange(leaving, { name: 'Without Dave' }, { ts: NOW, secret: secret(3) });
   assert.ok(next.ok);
   assert.deepEqual(next.list.members.map((m) => m.fp), [ALICE, BOB, CAROL]);
   const applied = applyVersion(leaving, (await readVersion(next.text)).version, CAROL, NOW);
   assert.ok(applied.result.ok);
   assert.deepEqual(applied.state.leaving, [ALICE]);
-  const byAlice = proposeChange({ ...leaveReceived(dave, CAROL).state, me: ALICE }, { name: 'x' }, { ts: NOW, secret: secret(3) });
+  const byAlice = proposeChange({ ...leaveReceived(dave, CAROL, current(dave).ver).state, me: ALICE }, { name: 'x' }, { ts: NOW, secret: secret(3) });
   assert.deepEqual(byAlice.list.members.map((m) => m.fp), [ALICE, BOB, DAVE], 'a senior admin removes a junior leaver');
 });
 
@@ -701,9 +701,18 @@ test('an admin proposes changes: a removal without a new secret is refused, leav
   assert.deepEqual(removal.list.members.map((m) => m.fp), [ALICE, BOB, DAVE]);
   assert.equal(removal.list.prev, v1.hash);
   // Dave left (gleave): the next change removes him, and so needs a new secret.
-  const { state: left, ok } = leaveReceived(alice, DAVE);
+  const { state: left, ok } = leaveReceived(alice, DAVE, current(alice).ver);
   assert.ok(ok);
-  assert.equal(leaveReceived(alice, EVE).problem, 'not_member');
+  assert.equal(leaveReceived(alice, EVE, current(alice).ver).problem, 'not_member');
+  // Dave removed at version 2 and added again at 3: the gleave he sent while holding version 1, replayed by the
+  // server now, is stale; one sent from his present membership counts.
+  const withoutDave = BASE_MEMBERS.filter((m) => m.fp !== DAVE);
+  const v2 = await version({ ver: 2, prev: v1, members: withoutDave, s: secret(2) });
+  const v3 = await version({ ver: 3, prev: v2, members: BASE_MEMBERS, s: secret(2) });
+  const readded = applyVersion(applyVersion(alice, v2, ALICE, NOW).state, v3, ALICE, NOW).state;
+  assert.equal(current(readded).ver, 3);
+  assert.equal(leaveReceived(readded, DAVE, 1).problem, 'stale');
+  assert.equal(leaveReceived(readded, DAVE, 3).ok, true);
   assert.equal(proposeChange(left, { name: 'New name' }, { ts: NOW }).problem, 'needs_new_secret');
   const next = proposeChange(left, { name: 'New name', admin: { [CAROL]: true } }, { ts: NOW, secret: secret(4) });
   assert.ok(next.ok);
@@ -784,7 +793,7 @@ test('gtext, greceipt, gleave and gkeys are built and read back; out of bounds t
   const gtext = buildGroupText({ gid: GID, ver: 3, list, seq: 7, ts: NOW, text: 'hello all' });
   assert.deepEqual(parseGroupEnvelope(gtext), { ok: true, envelope: { kind: 'gtext', gid: GID, ts: NOW, ver: 3, list, seq: 7, text: 'hello all' } });
   assert.deepEqual(parseGroupEnvelope(buildGroupReceipt({ gid: GID, ts: NOW, acks: [7, 8, 7] })).envelope, { kind: 'greceipt', gid: GID, ts: NOW, acks: [7, 8] });
-  assert.deepEqual(parseGroupEnvelope(buildGroupLeave({ gid: GID, ts: NOW })).envelope, { kind: 'gleave', gid: GID, ts: NOW });
+  assert.deepEqual(parseGroupEnvelope(buildGroupLeave({ gid: GID, ver: 3, ts: NOW })).envelope, { kind: 'gleave', gid: GID, ver: 3, ts: NOW });
   const [gkeys] = buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: [alice.armored, bob.armored] });
   assert.deepEqual(parseGroupEnvelope(gkeys).envelope.keys, [alice.armored, bob.armored]);
   assert.deepEqual(buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: Array(MAX_GROUP_KEYS * 2 + 1).fill(alice.armored) }).map((t) => JSON.parse(t).keys.length), [8, 8, 1]);
