@@ -10,7 +10,7 @@
 //! reported UNDELIVERED exactly once.
 //!
 //! Version 2's handles and mailbox have a model and a ledger of their own (LISTEN, UNLISTEN,
-//! FETCH, MESSAGE to a handle with and without `"mailbox":false`): a message to a handle is
+//! FETCH, MESSAGE to a handle or to several with and without `"mailbox":false`): a message to a handle is
 //! delivered at most once, or reported UNDELIVERED at most once, or still waits, never two of
 //! these; LISTENING counts what the model counts; and at the end the mailbox holds every letter
 //! still waiting whose sender would have been told of its loss (`router_props/model/handles.rs`).
@@ -142,6 +142,14 @@ enum Op {
     Fetch {
         slot: usize,
     },
+    /// MESSAGE to several handles of the pool (some named twice now and then).
+    ToHandles {
+        slot: usize,
+        handles: Vec<usize>,
+        probe: bool,
+        encrypted: bool,
+        with_ref: bool,
+    },
     /// MESSAGE to a handle of the pool; `probe`: with `"mailbox":false`.
     ToHandle {
         slot: usize,
@@ -205,6 +213,20 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (slot.clone(), vec(0..HANDLES, 1..3), any::<bool>())
             .prop_map(|(slot, handles, with_ref)| Op::Unlisten { slot, handles, with_ref }),
         4 => slot.clone().prop_map(|slot| Op::Fetch { slot }),
+        6 => (
+            slot.clone(),
+            vec(0..HANDLES, 1..4),
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.95),
+            prop::bool::weighted(0.8),
+        )
+            .prop_map(|(slot, handles, probe, encrypted, with_ref)| Op::ToHandles {
+                slot,
+                handles,
+                probe,
+                encrypted,
+                with_ref,
+            }),
         16 => (
             slot,
             0..HANDLES,

@@ -196,6 +196,13 @@ impl Model {
                 encrypted,
                 with_ref,
             } => self.message_to_handle(*slot, *handle, *probe, *encrypted, *with_ref)?,
+            Op::ToHandles {
+                slot,
+                handles,
+                probe,
+                encrypted,
+                with_ref,
+            } => self.message_to_handles(*slot, handles, *probe, *encrypted, *with_ref)?,
         }
         Ok(())
     }

@@ -67,8 +67,11 @@ pub struct Letter {
 #[derive(Default)]
 pub struct HandleLedger {
     pub letters: Vec<Letter>,
-    by_marker: HashMap<u64, usize>,
-    by_ref: HashMap<String, usize>,
+    /// A letter by its payload's marker and its handle (a MESSAGE to several handles makes one
+    /// letter per handle, all with one marker).
+    by_marker: HashMap<(u64, usize), usize>,
+    /// A letter by its `ref` and its handle, likewise.
+    by_ref: HashMap<(String, usize), usize>,
 }
 
 /// What the model tracks of handles: the listener of each handle of the pool, by session ID.
@@ -216,14 +219,15 @@ impl Model {
         }
         prop_assert_eq!(error, None, "FETCH refused");
         let frames: Vec<Value> = frames_to(&actions, conn).collect();
-        // Oldest first: stored letters arrive in the order of their markers.
+        // Oldest first: stored letters arrive in the order of their markers (copies of one MESSAGE
+        // to several handles the session listens on share theirs).
         let markers: Vec<u64> = frames
             .iter()
             .filter(|frame| field(frame, "type") == "MESSAGE")
             .filter_map(marker_of)
             .collect();
         prop_assert!(
-            markers.windows(2).all(|pair| pair[0] < pair[1]),
+            markers.windows(2).all(|pair| pair[0] <= pair[1]),
             "FETCH not oldest first: {:?}",
             markers
         );
@@ -273,9 +277,15 @@ impl Model {
             stored_ms: self.now.mono_ms,
             state: State::Sending,
         });
-        self.handles.ledger.by_marker.insert(marker, index);
+        self.handles
+            .ledger
+            .by_marker
+            .insert((marker, handle), index);
         if let Some(reference) = &reference {
-            self.handles.ledger.by_ref.insert(reference.clone(), index);
+            self.handles
+                .ledger
+                .by_ref
+                .insert((reference.clone(), handle), index);
         }
         let mut frame = serde_json::json!({
             "type": "MESSAGE",
@@ -299,7 +309,10 @@ impl Model {
             prop_assert_eq!(state, State::Sending, "refused ({}) but delivered", code);
             self.handles.ledger.letters[index].state = State::Refused;
             if let Some(reference) = &reference {
-                self.handles.ledger.by_ref.remove(reference);
+                self.handles
+                    .ledger
+                    .by_ref
+                    .remove(&(reference.clone(), handle));
             }
             match code.as_str() {
                 "bad_request" => prop_assert!(!self.speaks_v2(&me), "bad_request from version 2"),
@@ -337,6 +350,133 @@ impl Model {
         Ok(())
     }
 
+    /// MESSAGE to several handles of the pool (PROTOCOL.md §11): a letter per handle in the
+    /// ledger, each held to what a MESSAGE to that one handle promises; a handle named twice
+    /// refuses the whole frame. The ACK's counts account for every copy.
+    pub(super) fn message_to_handles(
+        &mut self,
+        slot: usize,
+        handles: &[usize],
+        probe: bool,
+        encrypted: bool,
+        with_ref: bool,
+    ) -> Result<(), TestCaseError> {
+        let Some(conn) = self.session_conn(slot)? else {
+            return Ok(());
+        };
+        let me = self.conn_session.get(&conn).cloned().unwrap_or_default();
+        let handles: Vec<usize> = handles.iter().map(|handle| handle % HANDLES).collect();
+        let repeated = (1..handles.len()).any(|at| handles[..at].contains(&handles[at]));
+        let reference = self.fresh_ref(with_ref);
+        self.next_marker += 1;
+        let marker = self.next_marker;
+        let payload = if encrypted {
+            format!("{ARMOR}{marker}")
+        } else {
+            "hi".to_owned()
+        };
+        let mut indexes = Vec::new();
+        if !repeated {
+            for &handle in &handles {
+                let index = self.handles.ledger.letters.len();
+                self.handles.ledger.letters.push(Letter {
+                    sender: me.clone(),
+                    life: self.life_of(&me),
+                    handle,
+                    reference: reference.clone(),
+                    stored_ms: self.now.mono_ms,
+                    state: State::Sending,
+                });
+                self.handles
+                    .ledger
+                    .by_marker
+                    .insert((marker, handle), index);
+                if let Some(reference) = &reference {
+                    self.handles
+                        .ledger
+                        .by_ref
+                        .insert((reference.clone(), handle), index);
+                }
+                indexes.push(index);
+            }
+        }
+        let texts: Vec<String> = handles.iter().map(|&handle| handle_text(handle)).collect();
+        let mut frame =
+            serde_json::json!({"type": "MESSAGE", "handles": texts, "payload": payload});
+        if probe {
+            frame["mailbox"] = Value::Bool(false);
+        }
+        if let Some(reference) = &reference {
+            frame["ref"] = Value::String(reference.clone());
+        }
+        let connected: Vec<bool> = handles
+            .iter()
+            .map(|handle| {
+                self.handles
+                    .listeners
+                    .get(handle)
+                    .is_some_and(|listener| self.connected(listener))
+            })
+            .collect();
+        let actions = self.text(conn, &frame.to_string())?;
+        if let Some(code) = Self::error_to(&actions, conn) {
+            for &index in &indexes {
+                let letter = &self.handles.ledger.letters[index];
+                prop_assert_eq!(
+                    letter.state,
+                    State::Sending,
+                    "refused ({}) but a copy went",
+                    code
+                );
+                self.handles.ledger.letters[index].state = State::Refused;
+            }
+            match code.as_str() {
+                "bad_request" => prop_assert!(!self.speaks_v2(&me) || repeated, "bad_request"),
+                "not_encrypted" => prop_assert!(!encrypted),
+                "rate_limited" => {}
+                other => prop_assert!(false, "MESSAGE to several handles refused with {}", other),
+            }
+            return Ok(());
+        }
+        prop_assert!(
+            self.speaks_v2(&me),
+            "a version-1 MESSAGE to handles accepted"
+        );
+        prop_assert!(!repeated, "a handle named twice accepted");
+        prop_assert!(encrypted, "plain payload accepted");
+        let (mut sent, mut queued) = (0, 0);
+        for (&index, &listener_connected) in indexes.iter().zip(&connected) {
+            match self.handles.ledger.letters[index].state {
+                State::Delivered => {
+                    prop_assert!(listener_connected, "delivered without a connected listener");
+                    sent += 1;
+                }
+                // Told at once (with a ref): peer_busy or no_mailbox.
+                State::Refused => {}
+                // Stored, then evicted for a later copy in the same batch: it was queued.
+                State::Undelivered => queued += 1,
+                _ => {
+                    prop_assert!(
+                        !listener_connected || reference.is_none(),
+                        "a connected listener's copy neither delivered nor refused"
+                    );
+                    // Without a ref a refused copy is silent: the model counts it as waiting, an
+                    // upper bound the end check allows for.
+                    prop_assert!(!probe || reference.is_none(), "a probe was stored");
+                    self.handles.ledger.letters[index].state = State::Waiting;
+                    queued += 1;
+                }
+            }
+        }
+        if let Some(reference) = &reference {
+            let ack = Self::ack_to(&actions, conn, reference)
+                .ok_or_else(|| TestCaseError::fail("no ACK for a MESSAGE to several handles"))?;
+            prop_assert_eq!(ack.get("sent").and_then(Value::as_u64), Some(sent));
+            prop_assert_eq!(ack.get("queued").and_then(Value::as_u64), Some(queued));
+        }
+        Ok(())
+    }
+
     /// A frame of version 2 about handles, sent to `receiver` on `conn`.
     pub(super) fn observe_handle_frame(
         &mut self,
@@ -357,7 +497,8 @@ impl Model {
             "MESSAGE" => {
                 prop_assert!(value.get("from").is_none(), "a `from` in {}", value);
                 let index = marker_of(value)
-                    .and_then(|marker| self.handles.ledger.by_marker.get(&marker).copied())
+                    .zip(handle)
+                    .and_then(|key| self.handles.ledger.by_marker.get(&key).copied())
                     .ok_or_else(|| TestCaseError::fail(format!("unknown letter {value}")))?;
                 let letter = &self.handles.ledger.letters[index];
                 prop_assert_eq!(Some(letter.handle), handle, "delivered for another handle");
@@ -374,19 +515,34 @@ impl Model {
                 self.handles.ledger.letters[index].state = State::Delivered;
             }
             "UNDELIVERED" => {
-                let index = self
-                    .handles
-                    .ledger
-                    .by_ref
-                    .get(field(value, "ref"))
-                    .copied()
+                let index = handle
+                    .and_then(|handle| {
+                        let key = (field(value, "ref").to_owned(), handle);
+                        self.handles.ledger.by_ref.get(&key).copied()
+                    })
                     .ok_or_else(|| {
                         TestCaseError::fail(format!("UNDELIVERED for no ref: {value}"))
                     })?;
                 let life = self.life_of(&receiver);
                 let letter = &self.handles.ledger.letters[index];
+                let reason = field(value, "reason");
+                if reason == "peer_busy" || reason == "no_mailbox" {
+                    // One copy of a MESSAGE to several handles, refused in the batch that sent it.
+                    prop_assert_eq!(
+                        letter.state,
+                        State::Sending,
+                        "{} for a letter sent before",
+                        reason
+                    );
+                    prop_assert_eq!(&letter.sender, &receiver, "UNDELIVERED to another session");
+                    self.handles.ledger.letters[index].state = State::Refused;
+                    return Ok(());
+                }
+                // Sending: a copy of a MESSAGE to several handles, stored and then evicted to make
+                // room for a later copy of the same message, in the batch that sent them.
                 prop_assert!(
-                    matches!(letter.state, State::Waiting | State::Expired),
+                    matches!(letter.state, State::Waiting | State::Expired)
+                        || (letter.state == State::Sending && reason == "evicted"),
                     "UNDELIVERED for a letter in state {:?}",
                     letter.state
                 );
@@ -395,7 +551,6 @@ impl Model {
                 // if it speaks version 2 when the letter is dropped).
                 prop_assert_eq!(letter.life.0, life.0, "UNDELIVERED to a later session");
                 prop_assert_eq!(Some(letter.handle), handle);
-                let reason = field(value, "reason");
                 prop_assert!(reason == "expired" || reason == "evicted", "{}", value);
                 if reason == "expired" {
                     prop_assert!(
