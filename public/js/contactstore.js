@@ -61,6 +61,9 @@ export function createContactStore({
   let lastGroups = null;
   let saving = null; // the save running, if any
   let queued = null; // the save that starts after it, if any
+  // A stored book this page could not read (too slow, or damaged): it is never overwritten, as that would lose
+  // every contact in it; a reload reads it again. Changes in this page are then not saved (the page says so).
+  let storedUnread = false;
 
   const run = (op, args) => pgp.lanes.messages.run(op, args, { budgetMs: BOOK_BUDGET_MS });
 
@@ -106,7 +109,7 @@ export function createContactStore({
 
   /** Saves the contacts as they are now, unless they are what was stored last. Never throws. */
   async function save() {
-    if (!remember()) return;
+    if (!remember() || storedUnread) return;
     const kept = records(getModel());
     const text = JSON.stringify(kept);
     if (text === lastSaved) return;
@@ -191,6 +194,7 @@ export function createContactStore({
       if (!armored) return;
       const book = await opened(armored);
       if (book.problem) {
+        storedUnread = true;
         notice('book_refused', { reason: refusalReason(book.problem) });
         return;
       }

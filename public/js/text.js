@@ -183,7 +183,7 @@ export function noticeText(code, details = {}) {
     case 'handle_taken':
       return { tone: 'warn', kind: 'handle-taken', text: 'SecChat is open with your key in another tab or device: your contacts\' messages go there now. Reload this tab to take them back.' };
     case 'book_refused':
-      return { tone: 'error', kind: 'book', text: `Contact book not loaded: ${details.reason}` };
+      return { tone: 'error', kind: 'book', text: `Contact book not loaded: ${details.reason}. It is kept as it is, and changes in this tab are not saved: reload to try again.` };
     case 'book_imported':
       return { tone: 'info', kind: 'book', text: `Contact book imported: ${details.added} new, ${details.updated} updated.` };
     case 'book_not_saved':

@@ -435,6 +435,33 @@ test('the contact book is saved at most SAVE_MAX_WAIT_MS after a change, however
   delete globalThis.localStorage;
 });
 
+test('a stored book the page could not read is never overwritten: a reload reads it again', async () => {
+  const { createContactStore } = await import('../../public/js/contactstore.js');
+  const { online, step } = await import('./helpers/model.mjs');
+  const storage = fakeStorage();
+  globalThis.localStorage = storage;
+  const stored = `${ARMOR}a book this page cannot open in time`;
+  storage.setItem('secchat.contacts.v1', stored);
+  const clock = fakeClock();
+  let { state } = step(online(), { type: 'bookLoaded', contacts: [] });
+  const notices = [];
+  const tooSlow = { lanes: { messages: { run: async (op, args) => { if (op === 'open') throw Object.assign(new Error('slow'), { code: 'too_slow' }); return bookPgp.lanes.messages.run(op, args); } } } };
+  const store = createContactStore({
+    pgp: tooSlow, getModel: () => state, dispatch: async () => {}, clock, remember: () => true,
+    identity: () => ({ fingerprint: state.ownFingerprint, publicArmored: 'own key' }), notice: (code) => notices.push(code),
+  });
+  await store.load();
+  assert.deepEqual(notices, ['book_refused']);
+  // A contact made in this page, then every way a save is asked for.
+  state = step(state, { type: 'bookLoaded', contacts: [record(OTHER, { unconfirmed: [] })] }).state;
+  store.changed();
+  await clock.advance(60000);
+  await store.persist();
+  assert.equal(storage.getItem('secchat.contacts.v1'), stored, 'the unread book is still there');
+  assert.equal(store.unsaved, true, 'the page warns before closing');
+  delete globalThis.localStorage;
+});
+
 /**
  * The page in small: the domain (transition.js), the effects runner with a fake socket and crypto, and the
  * contact store on a fake localStorage, wired as app.js wires them.
