@@ -5,15 +5,9 @@
 // all 50 members and the sender, against one encrypted to a single friend. The server's CPU time is read from
 // /proc/<pid>/stat, so the load generator's own cost (this Node process) is not counted. BENCHMARKS.md cites it.
 //   cargo build --release && node scripts/fanout-cpu.mjs [--rounds 3] [--messages 4000] [--bin target/release/secchat]
-import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { armored, option, startMeasuredServer } from './lib/measured-server.mjs';
 import WebSocket from 'ws';
 
-const option = (name, fallback) => {
-  const at = process.argv.indexOf(`--${name}`);
-  return at > 0 ? process.argv[at + 1] : fallback;
-};
 const MEMBERS = 50;
 const ROUNDS = Number(option('rounds', 3));
 const MESSAGES = Number(option('messages', 4000));
@@ -21,28 +15,9 @@ const BINARY = option('bin', 'target/release/secchat');
 const GROUP_PAYLOAD_BYTES = 6735;
 const PAIR_PAYLOAD_BYTES = 907;
 const IN_FLIGHT_COPIES = 800;
-// /proc/<pid>/stat counts CPU time in clock ticks.
-const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
-function armored(bytes) {
-  const head = '-----BEGIN PGP MESSAGE-----\n\n';
-  const tail = '\n-----END PGP MESSAGE-----\n';
-  return head + 'Q'.repeat(Math.max(1, bytes - head.length - tail.length)) + tail;
-}
 function handle(n) {
   return (`h${n}`.padEnd(43, 'A')).replace(/[^A-Za-z0-9_-]/g, 'A');
-}
-function freePort() {
-  return new Promise((resolve) => {
-    const probe = createServer();
-    probe.listen(0, '127.0.0.1', () => { const { port } = probe.address(); probe.close(() => resolve(port)); });
-  });
-}
-function cpuSeconds(pid) {
-  // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 function open(url) {
   return new Promise((resolve, reject) => {
@@ -58,10 +33,8 @@ function reply(ws, frame) {
   return new Promise((resolve) => { ws.once('message', (data) => resolve(JSON.parse(data))); ws.send(JSON.stringify(frame)); });
 }
 
-const port = await freePort();
-const server = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--rate-messages', '0'], { stdio: 'ignore' });
-await new Promise((resolve) => setTimeout(resolve, 500));
-const url = `ws://127.0.0.1:${port}/ws`;
+const server = await startMeasuredServer(BINARY);
+const { url } = server;
 const sender = await open(url);
 const members = [];
 for (let i = 0; i < MEMBERS; i++) {
@@ -101,8 +74,8 @@ function run(frames, copies) {
   });
 }
 
-const groupPayload = armored(GROUP_PAYLOAD_BYTES);
-const pairPayload = armored(PAIR_PAYLOAD_BYTES);
+const groupPayload = armored('MESSAGE', GROUP_PAYLOAD_BYTES);
+const pairPayload = armored('MESSAGE', PAIR_PAYLOAD_BYTES);
 const groupFrames = Array.from({ length: MESSAGES }, (_, i) => JSON.stringify({ type: 'MESSAGE', handles, payload: groupPayload, ref: `g${i}` }));
 const pairFrames = [];
 for (let i = 0; i < MESSAGES; i++) {
@@ -112,14 +85,14 @@ const uploaded = (frames) => frames.reduce((sum, frame) => sum + Buffer.byteLeng
 console.log(`${MEMBERS} members, ${MESSAGES} group messages per case; bytes uploaded per group message: one to ${MEMBERS} handles ${Math.round(uploaded(groupFrames))}, ${MEMBERS} to one handle ${Math.round(uploaded(pairFrames))}`);
 for (let round = 1; round <= ROUNDS; round++) {
   for (const [name, frames, copies] of [['one MESSAGE to 50 handles', groupFrames, MEMBERS], ['50 MESSAGEs to one handle', pairFrames, 1]]) {
-    const before = cpuSeconds(server.pid);
+    const before = server.cpuSeconds();
     const started = process.hrtime.bigint();
     await run(frames, copies);
     const wall = Number(process.hrtime.bigint() - started) / 1e9;
-    const cpu = cpuSeconds(server.pid) - before;
+    const cpu = server.cpuSeconds() - before;
     console.log(`round ${round}: ${name}: server CPU ${(cpu * 1e6 / MESSAGES).toFixed(1)} µs per group message (${(cpu * 1e6 / (MESSAGES * MEMBERS)).toFixed(2)} µs per copy), ${wall.toFixed(2)} s wall`);
   }
 }
 sender.close();
 members.forEach((ws) => ws.close());
-server.kill('SIGTERM');
+server.stop();

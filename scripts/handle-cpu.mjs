@@ -4,38 +4,15 @@
 // 512-byte payload, with `ref` (so an ACK each). The server's CPU time is read from /proc/<pid>/stat, so the
 // cost of this Node client is not counted. BENCHMARKS.md cites it.
 //   cargo build --release && node scripts/handle-cpu.mjs [--rounds 4] [--messages 50000] [--bin target/release/secchat]
-import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { armored, option, startMeasuredServer } from './lib/measured-server.mjs';
 import WebSocket from 'ws';
 
-const option = (name, fallback) => {
-  const at = process.argv.indexOf(`--${name}`);
-  return at > 0 ? process.argv[at + 1] : fallback;
-};
 const ROUNDS = Number(option('rounds', 4));
 const MESSAGES = Number(option('messages', 50000));
 const BINARY = option('bin', 'target/release/secchat');
 const IN_FLIGHT = 256;
-const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 const HANDLE = 'q0Zb-_9xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
 
-const armored = (kind, bytes) => {
-  const head = `-----BEGIN PGP ${kind}-----\n\n`;
-  const tail = `\n-----END PGP ${kind}-----\n`;
-  return head + 'Q'.repeat(Math.max(1, bytes - head.length - tail.length)) + tail;
-};
-function freePort() {
-  return new Promise((resolve) => {
-    const probe = createServer();
-    probe.listen(0, '127.0.0.1', () => { const { port } = probe.address(); probe.close(() => resolve(port)); });
-  });
-}
-function cpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
 function next(ws) {
   return new Promise((resolve) => ws.once('message', (data) => resolve(JSON.parse(data))));
 }
@@ -47,10 +24,8 @@ async function open(url) {
   return { ws, id: reply.id };
 }
 
-const port = await freePort();
-const server = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--rate-messages', '0'], { stdio: 'ignore' });
-await new Promise((resolve) => setTimeout(resolve, 500));
-const url = `ws://127.0.0.1:${port}/ws`;
+const server = await startMeasuredServer(BINARY);
+const { url } = server;
 const alice = await open(url);
 const bob = await open(url);
 const key = armored('PUBLIC KEY BLOCK', 700);
@@ -89,12 +64,12 @@ const byHandle = Array.from({ length: MESSAGES }, (_, i) => JSON.stringify({ typ
 console.log(`${MESSAGES} messages of 512 B per case, with ref, one sender and one recipient`);
 for (let round = 1; round <= ROUNDS; round++) {
   for (const [name, frames] of [['by ID', byId], ['by handle', byHandle]]) {
-    const before = cpuSeconds(server.pid);
+    const before = server.cpuSeconds();
     await run(frames);
-    const cpu = cpuSeconds(server.pid) - before;
+    const cpu = server.cpuSeconds() - before;
     console.log(`round ${round}: ${name}: server CPU ${(cpu * 1e6 / MESSAGES).toFixed(2)} µs per message`);
   }
 }
 alice.ws.close();
 bob.ws.close();
-server.kill('SIGTERM');
+server.stop();

@@ -261,32 +261,8 @@ impl Model {
         let me = self.conn_session.get(&conn).cloned().unwrap_or_default();
         let handle = handle % HANDLES;
         let reference = self.fresh_ref(with_ref);
-        self.next_marker += 1;
-        let marker = self.next_marker;
-        let payload = if encrypted {
-            format!("{ARMOR}{marker}")
-        } else {
-            "hi".to_owned()
-        };
-        let index = self.handles.ledger.letters.len();
-        self.handles.ledger.letters.push(Letter {
-            sender: me.clone(),
-            life: self.life_of(&me),
-            handle,
-            reference: reference.clone(),
-            stored_ms: self.now.mono_ms,
-            state: State::Sending,
-        });
-        self.handles
-            .ledger
-            .by_marker
-            .insert((marker, handle), index);
-        if let Some(reference) = &reference {
-            self.handles
-                .ledger
-                .by_ref
-                .insert((reference.clone(), handle), index);
-        }
+        let (marker, payload) = self.next_payload(encrypted);
+        let index = self.record_letter(&me, handle, marker, reference.as_ref());
         let mut frame = serde_json::json!({
             "type": "MESSAGE",
             "handle": handle_text(handle),
@@ -350,6 +326,48 @@ impl Model {
         Ok(())
     }
 
+    /// A fresh marker and the payload that carries it (a plain one refused as `not_encrypted`).
+    fn next_payload(&mut self, encrypted: bool) -> (u64, String) {
+        self.next_marker += 1;
+        let marker = self.next_marker;
+        let payload = if encrypted {
+            format!("{ARMOR}{marker}")
+        } else {
+            "hi".to_owned()
+        };
+        (marker, payload)
+    }
+
+    /// A letter from `sender` to `handle` in the ledger, being sent; its index.
+    fn record_letter(
+        &mut self,
+        sender: &str,
+        handle: usize,
+        marker: u64,
+        reference: Option<&String>,
+    ) -> usize {
+        let index = self.handles.ledger.letters.len();
+        self.handles.ledger.letters.push(Letter {
+            sender: sender.to_owned(),
+            life: self.life_of(sender),
+            handle,
+            reference: reference.cloned(),
+            stored_ms: self.now.mono_ms,
+            state: State::Sending,
+        });
+        self.handles
+            .ledger
+            .by_marker
+            .insert((marker, handle), index);
+        if let Some(reference) = reference {
+            self.handles
+                .ledger
+                .by_ref
+                .insert((reference.clone(), handle), index);
+        }
+        index
+    }
+
     /// MESSAGE to several handles of the pool (PROTOCOL.md §11): a letter per handle in the
     /// ledger, each held to what a MESSAGE to that one handle promises; a handle named twice
     /// refuses the whole frame. The ACK's counts account for every copy.
@@ -368,36 +386,11 @@ impl Model {
         let handles: Vec<usize> = handles.iter().map(|handle| handle % HANDLES).collect();
         let repeated = (1..handles.len()).any(|at| handles[..at].contains(&handles[at]));
         let reference = self.fresh_ref(with_ref);
-        self.next_marker += 1;
-        let marker = self.next_marker;
-        let payload = if encrypted {
-            format!("{ARMOR}{marker}")
-        } else {
-            "hi".to_owned()
-        };
+        let (marker, payload) = self.next_payload(encrypted);
         let mut indexes = Vec::new();
         if !repeated {
             for &handle in &handles {
-                let index = self.handles.ledger.letters.len();
-                self.handles.ledger.letters.push(Letter {
-                    sender: me.clone(),
-                    life: self.life_of(&me),
-                    handle,
-                    reference: reference.clone(),
-                    stored_ms: self.now.mono_ms,
-                    state: State::Sending,
-                });
-                self.handles
-                    .ledger
-                    .by_marker
-                    .insert((marker, handle), index);
-                if let Some(reference) = &reference {
-                    self.handles
-                        .ledger
-                        .by_ref
-                        .insert((reference.clone(), handle), index);
-                }
-                indexes.push(index);
+                indexes.push(self.record_letter(&me, handle, marker, reference.as_ref()));
             }
         }
         let texts: Vec<String> = handles.iter().map(|&handle| handle_text(handle)).collect();
