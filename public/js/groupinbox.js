@@ -127,6 +127,10 @@ export function createGroupInbox({
         const line = { direction: 'system', what: 'key_changed', member: o.fingerprint, flagged: true };
         out = withAlert(withGroupLine(out, line), line);
       }
+      for (const o of result.outcomes.filter((x) => x.outcome === 'shared_key_id')) {
+        const line = { direction: 'system', what: 'key_shares_id', member: o.fingerprint, by: signer, flagged: true };
+        out = withAlert(withGroupLine(out, line), line);
+      }
     }
     return out;
   }

@@ -269,7 +269,13 @@ export function takeGroupKeys(list, messages, { envelope, signer, read, contacts
       keys = { ...keys, [fp]: { armored: contact.armored, keyIds: contact.keyIds, source: 'contact', changed } };
       return outcome(changed ? 'key_changed' : 'taken');
     }
-    keys = { ...keys, [fp]: { armored, keyIds: normalizeKeyIds(info.keyIds || []), source: 'gkeys', changed: false } };
+    const keyIds = normalizeKeyIds(info.keyIds || []);
+    // A key may bind any packet as a subkey, another member's key included: one that carries a key ID of a key
+    // held for someone else would make that member's signatures ambiguous. Refused, and shown with who sent it.
+    const heldIds = new Set(Object.entries(keys).filter(([other]) => other !== fp).flatMap(([, k]) => k.keyIds || []));
+    for (const contactKey of contacts.values()) for (const id of contactKey.keyIds || []) heldIds.add(id);
+    if (keyIds.some((id) => heldIds.has(id))) return outcome('shared_key_id');
+    keys = { ...keys, [fp]: { armored, keyIds, source: 'gkeys', changed: false } };
     return outcome('taken');
   });
   return { messages: keys === messages.keys ? messages : { ...messages, keys }, result: { ok: true, outcomes } };

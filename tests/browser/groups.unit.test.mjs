@@ -1005,6 +1005,16 @@ test('keys from an admin: only for fingerprints in that version, never over a pi
   assert.equal(second.messages.keys[g.alice.fingerprint].changed, true);
   const aliceOnly = { ...envelope, keys: [g.alice.armored] };
   assert.deepEqual(takeGroupKeys(g.state, messages, { envelope: aliceOnly, signer: g.bob.fingerprint, read: [read(g.alice)] }).result.outcomes.map((o) => o.outcome), ['same']);
+  // A key for Alice that also carries one of our own key IDs (or a contact's): refused, nothing taken.
+  const sneaky = takeGroupKeys(g.state, fresh, {
+    envelope: aliceOnly, signer: g.bob.fingerprint, read: [{ fingerprint: g.alice.fingerprint, keyIds: [...g.alice.keyIds, g.dave.keyIds[0]] }],
+  });
+  assert.deepEqual(sneaky.result.outcomes.map((o) => o.outcome), ['shared_key_id']);
+  assert.equal(sneaky.messages.keys[g.alice.fingerprint], undefined);
+  const viaContact = takeGroupKeys(g.state, fresh, {
+    envelope: aliceOnly, signer: g.bob.fingerprint, read: [{ fingerprint: g.alice.fingerprint, keyIds: [g.bob.keyIds[1]] }], contacts,
+  });
+  assert.deepEqual(viaContact.result.outcomes.map((o) => o.outcome), ['shared_key_id']);
   // A key the crypto worker refused; the signer is no admin; the version is not held yet, or no longer.
   assert.deepEqual(takeGroupKeys(g.state, fresh, { envelope: aliceOnly, signer: g.alice.fingerprint, read: [{ error: 'expired' }] }).result.outcomes, [{ fingerprint: null, outcome: 'refused' }]);
   assert.equal(takeGroupKeys(g.state, fresh, { envelope, signer: g.carol.fingerprint, read: [] }).result.problem, 'not_admin');
