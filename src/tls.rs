@@ -41,33 +41,15 @@ pub use transport::{PlainStream, Transport};
 #[cfg(test)]
 mod test_files {
     use std::fs;
-    use std::ops::Deref;
     use std::path::{Path, PathBuf};
 
-    /// A fresh directory for one test, removed with its certificates and keys when dropped
-    /// (keep the guard, not only a path joined to it, for as long as the files are used).
-    pub struct TempDir(PathBuf);
-
-    impl Deref for TempDir {
-        type Target = Path;
-
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    pub fn temp_dir(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("secchat-tls-unit-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+    /// A fresh directory for one test, removed with its certificates and keys when the guard is
+    /// dropped (keep it, not only a path joined to it, for as long as the files are used).
+    pub fn temp_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("secchat-tls-unit-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     /// A self-signed certificate for `names` and its key, as `dir/cert.pem` and `dir/key.pem`.

@@ -28,7 +28,7 @@ fn sighup_reload_serves_the_new_certificate_to_new_connections_only() {
     old.connect_session();
     assert_eq!(peer_certificate(old.ws.get_ref()), first);
 
-    let second = ca.issue_into(&dir);
+    let second = ca.issue_into(dir.path());
     assert_ne!(first, second);
     server.signal("HUP");
     assert!(
@@ -55,7 +55,7 @@ fn sighup_reload_serves_the_new_certificate_to_new_connections_only() {
     assert_eq!(newcomer.expect_type("MESSAGE")["from"], old.id.as_str());
 
     // A broken renewal is refused and the last good certificate stays in use.
-    replace_file(&dir.join("key.pem"), b"not a key\n");
+    replace_file(&dir.path().join("key.pem"), b"not a key\n");
     server.signal("HUP");
     assert!(
         server.wait_for_log("keeping the current certificate", RECV_TIMEOUT),
@@ -72,7 +72,7 @@ fn self_signed_certificate_is_made_once_reused_and_its_fingerprint_printed() {
     use std::os::unix::fs::PermissionsExt;
 
     let base = fresh_dir("self-signed");
-    let dir = base.join("tls");
+    let dir = base.path().join("tls");
     let dir_arg = dir.to_str().expect("utf-8 path").to_string();
 
     let server = start_server(&["--tls-self-signed", &dir_arg]);
@@ -114,7 +114,7 @@ fn self_signed_certificate_is_made_once_reused_and_its_fingerprint_printed() {
 #[test]
 fn bad_tls_flags_exit_2_with_a_message_naming_the_file() {
     let dir = fresh_dir("bad-flags");
-    let missing = dir.join("nowhere.pem");
+    let missing = dir.path().join("nowhere.pem");
     let missing = missing.to_str().expect("utf-8 path");
     let (status, stderr) = run_to_exit(&["--tls-cert", missing, "--tls-key", missing]);
     assert_eq!(status.code(), Some(2), "{stderr}");
@@ -122,8 +122,8 @@ fn bad_tls_flags_exit_2_with_a_message_naming_the_file() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 
     let ca = TestCa::new();
-    ca.issue_into(&dir);
-    let cert = dir.join("cert.pem");
+    ca.issue_into(dir.path());
+    let cert = dir.path().join("cert.pem");
     let cert = cert.to_str().expect("utf-8 path");
     let (status, stderr) = run_to_exit(&["--tls-cert", cert, "--tls-key", cert]);
     assert_eq!(status.code(), Some(2), "{stderr}");
@@ -131,7 +131,7 @@ fn bad_tls_flags_exit_2_with_a_message_naming_the_file() {
 
     let (status, stderr) = run_to_exit(&[
         "--tls-self-signed",
-        dir.to_str().expect("utf-8 path"),
+        dir.path().to_str().expect("utf-8 path"),
         "--tls-cert",
         cert,
         "--tls-key",

@@ -62,11 +62,13 @@ fn a_large_file_reaches_a_slow_reader_completely() {
     let content: Vec<u8> = (0..8 * 1024 * 1024u32)
         .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789\n"[(i % 37) as usize])
         .collect();
-    fs::write(public.join("index.html"), "<!doctype html>").expect("index");
-    fs::write(public.join("big.js"), &content).expect("big file");
+    fs::write(public.path().join("index.html"), "<!doctype html>").expect("index");
+    fs::write(public.path().join("big.js"), &content).expect("big file");
     let ca = TestCa::new();
-    let (server, _dir, _) =
-        start_tls_server(&ca, &["--public", public.to_str().expect("utf-8 path")]);
+    let (server, _dir, _) = start_tls_server(
+        &ca,
+        &["--public", public.path().to_str().expect("utf-8 path")],
+    );
     let mut stream = tls_connect(&server, &ca.client_config());
     let request = format!(
         "GET /big.js HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",

@@ -68,9 +68,12 @@ fn wss_carries_the_protocol_end_to_end() {
 fn wss_opens_for_the_certificate_s_names_and_public_hosts_only() {
     let ca = TestCa::new();
     let dir = fresh_dir("names");
-    ca.issue_for_into(&["localhost", "127.0.0.1", "chat.test", "*.pi.test"], &dir);
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
+    ca.issue_for_into(
+        &["localhost", "127.0.0.1", "chat.test", "*.pi.test"],
+        dir.path(),
+    );
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
     let mut server = start_server(&[
         "--tls-cert",
         cert.to_str().expect("utf-8 path"),
@@ -102,7 +105,7 @@ fn wss_opens_for_the_certificate_s_names_and_public_hosts_only() {
         assert_eq!(status(&host), 421, "Host {host}");
     }
 
-    ca.issue_for_into(&["localhost", "renamed.test"], &dir);
+    ca.issue_for_into(&["localhost", "renamed.test"], dir.path());
     server.signal("HUP");
     assert!(
         server.wait_for_log("reloaded", RECV_TIMEOUT),

@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn loads_a_matching_pair_and_reports_its_fingerprint() {
         let dir = temp_dir("good");
-        let (cert, key) = write_pair(&dir, &["localhost"]);
+        let (cert, key) = write_pair(dir.path(), &["localhost"]);
         let acceptor = TlsAcceptor::load(&cert, &key).unwrap();
         let der = CertificateDer::from_pem_file(&cert).unwrap();
         assert_eq!(acceptor.fingerprint(), fingerprint(der.as_ref()));
@@ -186,11 +186,11 @@ mod tests {
     #[test]
     fn load_errors_name_the_file_and_the_problem() {
         let dir = temp_dir("bad");
-        let (cert, key) = write_pair(&dir, &["localhost"]);
+        let (cert, key) = write_pair(dir.path(), &["localhost"]);
         let other = temp_dir("bad-other");
-        let (_, other_key) = write_pair(&other, &["localhost"]);
-        let missing = dir.join("missing.pem");
-        let empty = dir.join("empty.pem");
+        let (_, other_key) = write_pair(other.path(), &["localhost"]);
+        let missing = dir.path().join("missing.pem");
+        let empty = dir.path().join("empty.pem");
         fs::write(&empty, "not PEM at all\n").unwrap();
         let cases: [(&Path, &Path, &[&str]); 6] = [
             (&missing, &key, &["missing.pem", "certificate file"]),
@@ -214,10 +214,13 @@ mod tests {
     #[test]
     fn the_certificate_s_dns_names_are_known_and_follow_a_reload() {
         let dir = temp_dir("names");
-        let (cert, key) = write_pair(&dir, &["Chat.Example.org", "*.pi.example", "192.0.2.1"]);
+        let (cert, key) = write_pair(
+            dir.path(),
+            &["Chat.Example.org", "*.pi.example", "192.0.2.1"],
+        );
         let mut acceptor = TlsAcceptor::load(&cert, &key).unwrap();
         assert_eq!(acceptor.dns_names(), ["chat.example.org", "*.pi.example"]);
-        write_pair(&dir, &["other.example"]);
+        write_pair(dir.path(), &["other.example"]);
         acceptor.reload().unwrap();
         assert_eq!(acceptor.dns_names(), ["other.example"]);
     }
@@ -225,13 +228,13 @@ mod tests {
     #[test]
     fn reload_keeps_the_old_configuration_on_error() {
         let dir = temp_dir("reload");
-        let (cert, key) = write_pair(&dir, &["localhost"]);
+        let (cert, key) = write_pair(dir.path(), &["localhost"]);
         let mut acceptor = TlsAcceptor::load(&cert, &key).unwrap();
         let before = acceptor.fingerprint().to_string();
         fs::write(&key, "garbage").unwrap();
         assert!(acceptor.reload().is_err());
         assert_eq!(acceptor.fingerprint(), before);
-        write_pair(&dir, &["localhost"]);
+        write_pair(dir.path(), &["localhost"]);
         acceptor.reload().unwrap();
         assert_ne!(acceptor.fingerprint(), before);
     }

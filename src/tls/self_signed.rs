@@ -286,7 +286,7 @@ mod tests {
     fn self_signed_is_made_once_and_reused() {
         use std::os::unix::fs::PermissionsExt;
         let base = temp_dir("self-signed");
-        let dir = base.join("tls");
+        let dir = base.path().join("tls");
         let first = self_signed(&dir).unwrap();
         assert!(first.created);
         assert!(first.names.iter().any(|n| n == "localhost"));

@@ -282,7 +282,7 @@ mod tests {
     /// non-blocking, with the handshake done.
     fn connected_pair() -> (Transport, ClientConnection, std::net::TcpStream) {
         let dir = temp_dir(&format!("pair-{:?}", std::thread::current().id()));
-        let (cert, key) = write_pair(&dir, &["localhost"]);
+        let (cert, key) = write_pair(dir.path(), &["localhost"]);
         let acceptor = TlsAcceptor::load(&cert, &key).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots

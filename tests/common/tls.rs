@@ -5,10 +5,8 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rcgen::{
@@ -27,32 +25,13 @@ pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 // Certificates made at test time
 // ---------------------------------------------------------------------------------------------
 
-static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
-
-/// A fresh directory for one test's certificates and keys, removed with them when dropped.
-/// Keep the guard itself (not only a path joined to it) for as long as the files are used.
-pub struct TempDir(PathBuf);
-
-impl Deref for TempDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn fresh_dir(what: &str) -> TempDir {
-    let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("secchat-tls-{}-{what}-{n}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create temp dir");
-    TempDir(dir)
+/// A fresh directory for one test's certificates and keys, removed with them when the guard is
+/// dropped. Keep the guard itself (not only a path joined to it) for as long as the files are used.
+pub fn fresh_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("secchat-tls-{what}-"))
+        .tempdir()
+        .expect("create temp dir")
 }
 
 /// A CA that only this test trusts, issuing server certificates for `localhost` and 127.0.0.1.
@@ -143,11 +122,14 @@ pub fn start_server(flags: &[&str]) -> Server {
 
 /// Starts a server with a fresh certificate from `ca` in a fresh directory (removed when the
 /// returned guard is dropped).
-pub fn start_tls_server(ca: &TestCa, extra: &[&str]) -> (Server, TempDir, CertificateDer<'static>) {
+pub fn start_tls_server(
+    ca: &TestCa,
+    extra: &[&str],
+) -> (Server, tempfile::TempDir, CertificateDer<'static>) {
     let dir = fresh_dir("pki");
-    let served = ca.issue_into(&dir);
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
+    let served = ca.issue_into(dir.path());
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
     let mut flags = vec![
         "--tls-cert",
         cert.to_str().expect("utf-8 path"),
