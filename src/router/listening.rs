@@ -34,18 +34,18 @@ impl<E: Entropy> Router<E> {
             .handles
             .listen(caller.id, block, &new, |handle| mailbox.mail_for(handle))
             .map_err(|_| ErrorCode::TooManyHandles)?;
-        for (previous, handle) in changes.taken {
-            self.deliver(
-                previous,
-                ServerFrame::Encoded(&protocol::handle_taken(&handle)),
-                QueuedKind::VersionTwo,
-                out,
-            );
-        }
-        for (session, handle) in changes.dropped {
+        let taken = changes
+            .taken
+            .into_iter()
+            .map(|(previous, handle)| (previous, protocol::handle_taken(&handle)));
+        let dropped = changes
+            .dropped
+            .into_iter()
+            .map(|(session, handle)| (session, protocol::handle_dropped(&handle)));
+        for (session, frame) in taken.chain(dropped) {
             self.deliver(
                 session,
-                ServerFrame::Encoded(&protocol::handle_dropped(&handle)),
+                ServerFrame::Encoded(&frame),
                 QueuedKind::VersionTwo,
                 out,
             );

@@ -274,11 +274,7 @@ impl Model {
         if let Some(reference) = &reference {
             frame["ref"] = Value::String(reference.clone());
         }
-        let listener_connected = self
-            .handles
-            .listeners
-            .get(&handle)
-            .is_some_and(|listener| self.connected(listener));
+        let listener_connected = self.listener_connected(handle);
         let actions = self.text(conn, &frame.to_string())?;
         let state = self.handles.ledger.letters[index].state;
         if let Some(code) = Self::error_to(&actions, conn) {
@@ -324,6 +320,14 @@ impl Model {
             prop_assert_eq!(queued, (!delivered).then_some(Value::Bool(true)));
         }
         Ok(())
+    }
+
+    /// Whether someone listens on `handle` and is connected (gets a message to it at once).
+    fn listener_connected(&self, handle: usize) -> bool {
+        self.handles
+            .listeners
+            .get(&handle)
+            .is_some_and(|listener| self.connected(listener))
     }
 
     /// A fresh marker and the payload that carries it (a plain one refused as `not_encrypted`).
@@ -404,12 +408,7 @@ impl Model {
         }
         let connected: Vec<bool> = handles
             .iter()
-            .map(|handle| {
-                self.handles
-                    .listeners
-                    .get(handle)
-                    .is_some_and(|listener| self.connected(listener))
-            })
+            .map(|&handle| self.listener_connected(handle))
             .collect();
         let actions = self.text(conn, &frame.to_string())?;
         if let Some(code) = Self::error_to(&actions, conn) {
