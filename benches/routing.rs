@@ -281,27 +281,15 @@ fn bench_routing(c: &mut Criterion) {
                     &[(pairs[0].1, "MESSAGE")]
                 };
                 harness.expect(pairs[0].0, &texts[0], expected);
-                let distinct_recipients = BATCH.min(pairs.len());
-                let mut next_pair = 0usize;
-                let router = &mut harness.router;
-                let mut out = Outboxes::default();
-                group.bench_function(BenchmarkId::from_parameter(&name), |b| {
-                    b.iter(|| {
-                        let first = next_pair;
-                        for text in texts.iter_mut() {
-                            let (from, _, to_id) = &pairs[next_pair];
-                            text.replace_range(TO_OFFSET..TO_OFFSET + 6, to_id);
-                            router.text(*from, black_box(text.as_str()), NOW, &mut out);
-                            next_pair = (next_pair + 1) % pairs.len();
-                        }
-                        out.flushed((0..distinct_recipients).flat_map(|k| {
-                            let (sender, recipient, _) = &pairs[(first + k) % pairs.len()];
-                            [Some(*recipient), with_ref.then_some(*sender)]
-                                .into_iter()
-                                .flatten()
-                        }));
-                    })
-                });
+                let next_pair = route_in_turn(
+                    &mut group,
+                    &name,
+                    &mut harness,
+                    &pairs,
+                    &mut texts,
+                    with_ref,
+                    |text, (_, _, to_id)| text.replace_range(TO_OFFSET..TO_OFFSET + 6, to_id),
+                );
                 // The same check after the run: nothing turned into peer_busy or an error.
                 let (from, to, to_id) = &pairs[next_pair];
                 let text = message_text(to_id, &payload, with_ref);
@@ -318,6 +306,42 @@ fn bench_routing(c: &mut Criterion) {
     group.finish();
 }
 
+/// Benches routing `texts` as one batch per iteration, pair after pair in turn (`target` writes
+/// the pair's recipient into a text), then reports the batch's recipients (and its senders, with
+/// `ref`) flushed, as the event loop does once per poll iteration. Returns the next pair's index.
+fn route_in_turn(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    harness: &mut Harness,
+    pairs: &[(ConnId, ConnId, String)],
+    texts: &mut [String],
+    with_ref: bool,
+    target: impl Fn(&mut String, &(ConnId, ConnId, String)),
+) -> usize {
+    let distinct_recipients = BATCH.min(pairs.len());
+    let mut next_pair = 0usize;
+    let router = &mut harness.router;
+    let mut out = Outboxes::default();
+    group.bench_function(BenchmarkId::from_parameter(name), |b| {
+        b.iter(|| {
+            let first = next_pair;
+            for text in texts.iter_mut() {
+                let pair = &pairs[next_pair];
+                target(text, pair);
+                router.text(pair.0, black_box(text.as_str()), NOW, &mut out);
+                next_pair = (next_pair + 1) % pairs.len();
+            }
+            out.flushed((0..distinct_recipients).flat_map(|k| {
+                let (sender, recipient, _) = &pairs[(first + k) % pairs.len()];
+                [Some(*recipient), with_ref.then_some(*sender)]
+                    .into_iter()
+                    .flatten()
+            }));
+        })
+    });
+    next_pair
+}
+
 /// The same scenario as routing by ID (512-byte payloads, recipients in turn), each recipient
 /// listening on a handle of its own and the sender naming it instead of the recipient's ID.
 fn bench_routing_by_handle(
@@ -331,6 +355,12 @@ fn bench_routing_by_handle(
         let listen = format!(r#"{{"type":"LISTEN","handles":["{handle}"]}}"#);
         harness.expect(*recipient, &listen, &[(*recipient, "LISTENING")]);
     }
+    // The pairs with each recipient's handle where its ID was, for `route_in_turn`.
+    let listeners: Vec<(ConnId, ConnId, String)> = pairs
+        .iter()
+        .zip(&handles)
+        .map(|((from, to, _), handle)| (*from, *to, handle.clone()))
+        .collect();
     let payload = payload_json(512);
     for with_ref in [false, true] {
         let name = format!(
@@ -340,28 +370,15 @@ fn bench_routing_by_handle(
         let mut texts: Vec<String> = (0..BATCH)
             .map(|_| handle_message_text(&handles[0], &payload, with_ref))
             .collect();
-        let distinct_recipients = BATCH.min(pairs.len());
-        let mut next_pair = 0usize;
-        let router = &mut harness.router;
-        let mut out = Outboxes::default();
-        group.bench_function(BenchmarkId::from_parameter(&name), |b| {
-            b.iter(|| {
-                let first = next_pair;
-                for text in texts.iter_mut() {
-                    let (from, _, _) = &pairs[next_pair];
-                    let handle = &handles[next_pair];
-                    text.replace_range(HANDLE_OFFSET..HANDLE_OFFSET + 43, handle);
-                    router.text(*from, black_box(text.as_str()), NOW, &mut out);
-                    next_pair = (next_pair + 1) % pairs.len();
-                }
-                out.flushed((0..distinct_recipients).flat_map(|k| {
-                    let (sender, recipient, _) = &pairs[(first + k) % pairs.len()];
-                    [Some(*recipient), with_ref.then_some(*sender)]
-                        .into_iter()
-                        .flatten()
-                }));
-            })
-        });
+        let next_pair = route_in_turn(
+            group,
+            &name,
+            harness,
+            &listeners,
+            &mut texts,
+            with_ref,
+            |text, (_, _, handle)| text.replace_range(HANDLE_OFFSET..HANDLE_OFFSET + 43, handle),
+        );
         let (from, to, _) = &pairs[next_pair];
         let text = handle_message_text(&handles[next_pair], &payload, with_ref);
         let expected: Vec<(ConnId, &str)> = if with_ref {
