@@ -5,7 +5,7 @@
 // text nodes (and <a>s built by linkifiedText); the page's own marks are drawn outside them. A message that
 // passes every check is simply shown as the friend's; one that fails is marked loudly.
 import { isContact } from '../contactbook.js';
-import { confirmDialog, fingerprintElement, h, linkifiedText, setText, timeElement, toggleClass } from './dom.js';
+import { confirmDialog, fingerprintElement, h, linkifiedText, sendOnEnter, setText, timeElement, toggleClass } from './dom.js';
 import { createGroupPane } from './grouppane.js';
 import { createInviteStep } from './invitestep.js';
 import { friendNameElement } from './names.js';
@@ -272,16 +272,7 @@ function createPane(friend, actions) {
     textarea.style.height = `${Math.min(textarea.scrollHeight, 200)}px`;
   }
 
-  composer.addEventListener('submit', (event) => {
-    event.preventDefault();
-    send();
-  });
-  textarea.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      send();
-    }
-  });
+  sendOnEnter(composer, textarea, send);
   textarea.addEventListener('input', () => {
     autoGrow();
     refreshComposer();

@@ -110,6 +110,20 @@ export function copyButton(label, getText, getFallbackTarget) {
   return button;
 }
 
+/** A composer: `send` on submit and on Enter; Shift+Enter (and Enter while an IME composes) makes a new line. */
+export function sendOnEnter(form, textarea, send) {
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    send();
+  });
+  textarea.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+}
+
 export function formatTime(ms) {
   const date = new Date(ms);
   if (Number.isNaN(date.getTime())) return '--:--';

@@ -1,7 +1,7 @@
 // A group's pane in the main area: its header (name, status, the member list with each member's trust state,
 // the admin's actions, leaving), what does not add up (alerts), the conversation and the composer. Names and
 // texts are members' words and only ever become text nodes. DOM only.
-import { confirmDialog, h, linkifiedText, setText, timeElement, toggleClass } from './dom.js';
+import { confirmDialog, h, linkifiedText, sendOnEnter, setText, timeElement, toggleClass } from './dom.js';
 import { groupCandidates } from './groups.js';
 import { deliveryOf } from '../groupdelivery.js';
 import { isRepresentableTime } from '../inbox.js';
@@ -100,16 +100,7 @@ export function createGroupPane(gid, actions) {
       setText(note, error.message);
     });
   }
-  composer.addEventListener('submit', (event) => {
-    event.preventDefault();
-    send();
-  });
-  textarea.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      send();
-    }
-  });
+  sendOnEnter(composer, textarea, send);
 
   const lineViews = new Map(); // line id -> {element, key}
 
