@@ -33,6 +33,32 @@ pub struct Block {
     len: u8,
 }
 
+impl Block {
+    /// The block as three numbers (high and low 64 bits, length), as cluster records carry it.
+    pub fn to_words(self) -> [u64; 3] {
+        [
+            (self.bits >> 64) as u64,
+            self.bits as u64,
+            u64::from(self.len),
+        ]
+    }
+}
+
+/// Read from a cluster record: `[high, low, len]`; a length beyond 128 is refused.
+impl<'de> serde::Deserialize<'de> for Block {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let [high, low, len] = <[u64; 3]>::deserialize(deserializer)?;
+        let len = u8::try_from(len)
+            .ok()
+            .filter(|len| *len <= 128)
+            .ok_or_else(|| serde::de::Error::custom("a block longer than 128 bits"))?;
+        Ok(Block {
+            bits: (u128::from(high) << 64) | u128::from(low),
+            len,
+        })
+    }
+}
+
 impl ClientAddr {
     pub fn new(ip: IpAddr) -> ClientAddr {
         match ip {

@@ -28,6 +28,15 @@ pub const TOKEN_BYTES: usize = 32;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(u32);
 
+/// Between nodes (cluster records) an ID travels as its number; one that does not fit is
+/// refused.
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bits = u32::deserialize(deserializer)?;
+        Id::from_bits(bits).ok_or_else(|| serde::de::Error::custom("an ID beyond 30 bits"))
+    }
+}
+
 impl Id {
     /// Masking 32 uniform bits down to 30 keeps them uniform: no modulo bias.
     pub fn from_random_bytes(bytes: [u8; 4]) -> Id {

@@ -215,6 +215,7 @@ fn route(router: &mut Router<Counter>, from: ConnId, text: &str) -> Vec<(ConnId,
                 (*conn, value["type"].as_str().unwrap_or("?").to_owned())
             }
             Action::Close { conn, code, .. } => (*conn, format!("CLOSE {code}")),
+            Action::Bus(output) => panic!("a router outside a cluster used the bus: {output:?}"),
         })
         .collect()
 }

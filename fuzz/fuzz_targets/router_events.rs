@@ -109,6 +109,7 @@ impl Harness {
             mailbox_letters_per_handle: input.int_in_range(1..=3)?,
             mailbox_bytes_per_handle: *input.choose(&[300, 700, 1 << 20])?,
             mailbox_ttl_ms: *input.choose(&[1, 1_000, 60_000])?,
+            cluster: false,
         };
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {
@@ -596,6 +597,9 @@ impl Harness {
                     }
                     closed_now.push(*conn);
                 }
+                Action::Bus(output) => {
+                    panic!("a router outside a cluster used the bus: {output:?}")
+                }
             }
         }
         // The loop reports every connection the router closed: that must change nothing.
@@ -777,7 +781,9 @@ fn check_fanout_replies(frame: &Value, reference: &str, replies: Vec<Value>) {
         return;
     }
     let handles = frame["handles"].as_array().map_or(0, Vec::len) as u64;
-    let (last, refusals) = mine.split_last().unwrap_or_else(|| panic!("no answer: {replies:?}"));
+    let (last, refusals) = mine
+        .split_last()
+        .unwrap_or_else(|| panic!("no answer: {replies:?}"));
     assert_eq!(last["type"], "ACK", "{mine:?}");
     for refusal in refusals {
         assert_eq!(refusal["type"], "UNDELIVERED", "{mine:?}");

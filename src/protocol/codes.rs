@@ -25,10 +25,11 @@ pub enum ErrorCode {
     BadHandle,
     TooManyHandles,
     NoMailbox,
+    Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -51,6 +52,7 @@ impl ErrorCode {
         ErrorCode::BadHandle,
         ErrorCode::TooManyHandles,
         ErrorCode::NoMailbox,
+        ErrorCode::Unavailable,
     ];
 
     /// The `code` on the wire.
@@ -78,7 +80,15 @@ impl ErrorCode {
             ErrorCode::BadHandle => "bad_handle",
             ErrorCode::TooManyHandles => "too_many_handles",
             ErrorCode::NoMailbox => "no_mailbox",
+            ErrorCode::Unavailable => "unavailable",
         }
+    }
+
+    /// The code with this wire name (a cluster record's answer), if any.
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|known| known.as_str() == code)
     }
 
     /// The `message` on the wire: what went wrong and what to do about it. Plain ASCII without
@@ -135,6 +145,9 @@ impl ErrorCode {
             ErrorCode::NoMailbox => {
                 "Nobody listens on that handle and the server cannot keep the message; send it again later."
             }
+            ErrorCode::Unavailable => {
+                "The server cannot reach the part of the service your friend is connected to right now; try again in a moment."
+            }
         }
     }
 
@@ -148,6 +161,7 @@ impl ErrorCode {
                 | ErrorCode::TooManyRequests
                 | ErrorCode::TooManyHandles
                 | ErrorCode::NoMailbox
+                | ErrorCode::Unavailable
         )
     }
 }

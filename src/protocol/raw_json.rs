@@ -45,6 +45,13 @@ impl<'a> RawJson<'a> {
         RawJson(raw.get())
     }
 
+    /// A value another node's record carried: serde_json read it as one JSON value (the
+    /// record's reader, `router::remote`).
+    #[inline]
+    pub fn from_record(text: &'a str) -> RawJson<'a> {
+        RawJson(text)
+    }
+
     /// `text`, which the caller has checked is one JSON value (the fast path: a string that
     /// `string_end` accepted, quotes included).
     #[inline]

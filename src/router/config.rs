@@ -104,6 +104,10 @@ pub struct RouterConfig {
     pub mailbox_bytes_per_handle: usize,
     /// How long a letter waits before it is dropped (UNDELIVERED `expired`).
     pub mailbox_ttl_ms: u64,
+    /// This router is one node of a cluster (`--cluster`): an ID it does not hold may be
+    /// another node's session, reached through the bus (`remote.rs`). Off: such an ID is
+    /// unknown, and the router never calls [`FrameSink::bus`](super::FrameSink::bus).
+    pub cluster: bool,
 }
 
 /// `--max-handles`'s default.
@@ -139,6 +143,7 @@ impl RouterConfig {
             mailbox_letters_per_handle: 256,
             mailbox_bytes_per_handle: 1024 * 1024,
             mailbox_ttl_ms: 7 * 24 * 60 * 60 * 1000,
+            cluster: false,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use super::limits::TokenBucket;
 use super::session::{QueuedKind, Session};
+use super::sink::BusOutput;
 use super::{ConnId, Entropy, FrameSink, MS_PER_MINUTE, MS_PER_SECOND, Now, Router, close_code};
 use crate::address::ClientAddr;
 use crate::id::{Id, ResumeToken, TOKEN_LEN};
@@ -55,6 +56,8 @@ impl<E: Entropy> Router<E> {
             serial: self.sessions_created,
             version,
             timer_generation: 0,
+            awaiting: 0,
+            claimed: self.config.cluster,
             friends: Default::default(),
             pending_out: Default::default(),
             pending_in: Default::default(),
@@ -74,6 +77,9 @@ impl<E: Entropy> Router<E> {
         self.sessions.insert(id, session);
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(id);
+        }
+        if self.config.cluster {
+            out.bus(BusOutput::Claim(id));
         }
         let reply = protocol::connect_reply(
             id,
@@ -142,7 +148,13 @@ impl<E: Entropy> Router<E> {
     }
 
     fn resume_reply(&self, id: Id, token: &ResumeToken) -> String {
-        let is_online = |friend: &Id| self.sessions.get(friend).is_some_and(|f| f.conn.is_some());
+        // Another node's session counts as online: the friendship names a live session, and
+        // its PRESENCE records say when it goes and comes back.
+        let is_online = |friend: &Id| {
+            self.sessions
+                .get(friend)
+                .is_none_or(|friend| friend.conn.is_some())
+        };
         let session = self.sessions.get(&id);
         let friends: Vec<(Id, bool)> = session
             .map(|session| {

@@ -7,7 +7,8 @@
 //! minute, and a request may fill only [`REQUEST_ROOM_SHARE`] of its caps (see "Memory bounds"
 //! in the `router` module docs).
 
-use super::session::QueuedKind;
+use super::remote::Record;
+use super::session::{PendingIn, QueuedKind};
 use super::{Caller, Entropy, FrameSink, MS_PER_MINUTE, Now, Router};
 use crate::address::{Block, ClientAddr};
 use crate::id::Id;
@@ -29,7 +30,8 @@ impl<E: Entropy> Router<E> {
         if to == caller.id {
             return Err(ErrorCode::SelfRequest);
         }
-        if !self.sessions.contains_key(&to) {
+        let remote = !self.sessions.contains_key(&to);
+        if remote && !self.config.cluster {
             return Err(ErrorCode::UnknownPeer);
         }
         let rate = self.config.rate_friend_requests_per_min;
@@ -70,32 +72,65 @@ impl<E: Entropy> Router<E> {
         if !self.requests_per_address.try_take(address, now.mono_ms) {
             return Err(ErrorCode::RateLimited);
         }
-        // Decide first, record only what is delivered: a request refused as `peer_busy` spends
-        // none of the recipient's minute and withdraws nobody's pending request.
-        let room = self.room_for_request(caller.id, to, now)?;
+        let sender_block = self
+            .sessions
+            .get(&caller.id)
+            .map_or(ClientAddr::UNSPECIFIED, |sender| sender.peer)
+            .largest_block();
+        if remote {
+            // The target's node decides the rest and answers; the sender records its pending
+            // request only then (`remote.rs`).
+            return self.request_remotely(caller, to, public_key, invite, sender_block, now, out);
+        }
+        let queued =
+            self.receive_request(caller.id, sender_block, to, public_key, invite, now, out)?;
+        if let Some(sender) = self.sessions.get_mut(&caller.id) {
+            sender.pending_out.insert(to);
+        }
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    /// The target's half of a FRIEND_REQUEST from `from` (a session here or on another node):
+    /// the target's per-address shares and caps, then the request recorded and delivered.
+    /// Returns whether it was queued.
+    ///
+    /// Decide first, record only what is delivered: a request refused as `peer_busy` spends
+    /// none of the recipient's minute and withdraws nobody's pending request.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn receive_request(
+        &mut self,
+        from: Id,
+        sender_block: Block,
+        to: Id,
+        public_key: RawJson<'_>,
+        invite: Option<RawJson<'_>>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<bool, ErrorCode> {
+        let room = self.room_for_request(sender_block, to, now)?;
         if self.is_busy(to, REQUEST_ROOM_SHARE, out) {
             return Err(ErrorCode::PeerBusy);
         }
         self.take_room(to, room, now, out);
-        if let Some(sender) = self.sessions.get_mut(&caller.id) {
-            sender.pending_out.insert(to);
-        }
         let mut target_version = 1;
         if let Some(target) = self.sessions.get_mut(&to) {
             self.requests_forwarded += 1;
-            target.pending_in.insert(caller.id, self.requests_forwarded);
+            let pending = PendingIn {
+                arrival: self.requests_forwarded,
+                block: sender_block,
+            };
+            target.pending_in.insert(from, pending);
             target_version = target.version;
         }
         let frame = ServerFrame::FriendKey {
             kind: FriendKeyFrame::Request,
-            from: caller.id,
+            from,
             public_key,
             // A version-1 client knows no such field.
             invite: invite.filter(|_| target_version >= 2),
         };
-        let queued = self.deliver(to, frame, QueuedKind::Capped, out);
-        self.ack(caller, queued, out);
-        Ok(())
+        Ok(self.deliver(to, frame, QueuedKind::Capped, out))
     }
 
     /// What one recipient may be sent (see the `router` module docs): `too_many_requests` when the
@@ -109,21 +144,17 @@ impl<E: Entropy> Router<E> {
     /// Only decides: nothing is counted or withdrawn until [`Router::take_room`], once the
     /// request is certain to be delivered. (Entries older than a minute are dropped here; that
     /// changes no decision.)
-    fn room_for_request(&mut self, from: Id, to: Id, now: Now) -> Result<Room, ErrorCode> {
-        let sender_block = self
-            .sessions
-            .get(&from)
-            .map_or(ClientAddr::UNSPECIFIED, |sender| sender.peer)
-            .largest_block();
+    fn room_for_request(
+        &mut self,
+        sender_block: Block,
+        to: Id,
+        now: Now,
+    ) -> Result<Room, ErrorCode> {
         let target = self.sessions.get(&to).ok_or(ErrorCode::UnknownPeer)?;
         // Per block: how many pending, and the oldest of them.
         let mut pending_by_block: Vec<(Block, usize, u64, Id)> = Vec::new();
-        for (requester, &arrival) in &target.pending_in {
-            let block = self
-                .sessions
-                .get(requester)
-                .map_or(ClientAddr::UNSPECIFIED, |session| session.peer)
-                .largest_block();
+        for (requester, pending) in &target.pending_in {
+            let (block, arrival) = (pending.block, pending.arrival);
             match pending_by_block.iter_mut().find(|entry| entry.0 == block) {
                 Some(entry) => {
                     entry.1 += 1;
@@ -197,8 +228,17 @@ impl<E: Entropy> Router<E> {
     /// Removes the pending request of `requester` to `target`; a version-2 target is told. The
     /// requester is not: its request simply never gets an answer, as when the target leaves.
     fn withdraw_request(&mut self, requester: Id, target: Id, out: &mut impl FrameSink) {
-        if let Some(session) = self.sessions.get_mut(&requester) {
-            session.pending_out.remove(&target);
+        match self.sessions.get_mut(&requester) {
+            Some(session) => {
+                session.pending_out.remove(&target);
+            }
+            None => self.tell_remote(
+                Record::Withdrawn {
+                    from: target,
+                    to: requester,
+                },
+                out,
+            ),
         }
         let Some(target_session) = self.sessions.get_mut(&target) else {
             return;
@@ -219,6 +259,7 @@ impl<E: Entropy> Router<E> {
         caller: Caller<'_>,
         to: Id,
         public_key: Option<RawJson<'_>>,
+        now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         let accepter = self
@@ -229,6 +270,10 @@ impl<E: Entropy> Router<E> {
             return Err(ErrorCode::NoPendingRequest);
         }
         let public_key = checked_key(public_key, self.config.max_public_key_bytes)?;
+        if !self.sessions.contains_key(&to) {
+            // Pending requests name live sessions: `to` lives on another node.
+            return self.accept_remotely(caller, to, public_key, now, out);
+        }
         if self.is_busy(to, 1, out) {
             return Err(ErrorCode::PeerBusy);
         }
@@ -257,8 +302,17 @@ impl<E: Entropy> Router<E> {
         if decliner.pending_in.remove(&to).is_none() {
             return Err(ErrorCode::NoPendingRequest);
         }
-        if let Some(requester) = self.sessions.get_mut(&to) {
-            requester.pending_out.remove(&caller.id);
+        match self.sessions.get_mut(&to) {
+            Some(requester) => {
+                requester.pending_out.remove(&caller.id);
+            }
+            None => self.tell_remote(
+                Record::Decline {
+                    from: caller.id,
+                    to,
+                },
+                out,
+            ),
         }
         let queued = self.deliver(
             to,
@@ -283,8 +337,17 @@ impl<E: Entropy> Router<E> {
         if !remover.friends.remove(&to) {
             return Err(ErrorCode::NotFriends);
         }
-        if let Some(former) = self.sessions.get_mut(&to) {
-            former.friends.remove(&caller.id);
+        match self.sessions.get_mut(&to) {
+            Some(former) => {
+                former.friends.remove(&caller.id);
+            }
+            None => self.tell_remote(
+                Record::Remove {
+                    from: caller.id,
+                    to,
+                },
+                out,
+            ),
         }
         let queued = self.deliver(
             to,
@@ -296,8 +359,9 @@ impl<E: Entropy> Router<E> {
         Ok(())
     }
 
-    /// Makes `a` and `b` friends and clears the pending requests in both directions.
-    fn befriend(&mut self, a: Id, b: Id) {
+    /// Makes `a` and `b` friends and clears the pending requests in both directions (the
+    /// halves of whichever of them live here).
+    pub(super) fn befriend(&mut self, a: Id, b: Id) {
         for (this, other) in [(a, b), (b, a)] {
             if let Some(session) = self.sessions.get_mut(&this) {
                 session.pending_out.remove(&other);

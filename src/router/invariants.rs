@@ -124,25 +124,38 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Friendships are symmetric, pending requests mirrored, and all name other live sessions.
+    /// In a cluster, a session another node holds keeps the other half there: only the halves
+    /// of two sessions here are checked against each other.
     fn check_relations(&self, id: Id) -> Result<(), String> {
         let Some(session) = self.sessions.get(&id) else {
             return Err(format!("{id:?} vanished"));
         };
+        let elsewhere = |other: &Id| self.config.cluster && !self.sessions.contains_key(other);
+        ensure!(
+            self.config.cluster || session.awaiting == 0,
+            "{id:?} awaits answers outside a cluster"
+        );
         for friend in &session.friends {
             ensure!(*friend != id, "{id:?} is its own friend");
+            ensure!(
+                !session.pending_out.contains(friend) && !session.pending_in.contains_key(friend),
+                "{id:?} has a request pending with friend {friend:?}"
+            );
+            if elsewhere(friend) {
+                continue;
+            }
             let other = self.sessions.get(friend);
             ensure!(other.is_some(), "{id:?} is friends with dead {friend:?}");
             ensure!(
                 other.is_some_and(|o| o.friends.contains(&id)),
                 "friendship {id:?}-{friend:?} is one-way"
             );
-            ensure!(
-                !session.pending_out.contains(friend) && !session.pending_in.contains_key(friend),
-                "{id:?} has a request pending with friend {friend:?}"
-            );
         }
         for target in &session.pending_out {
             ensure!(*target != id, "{id:?} has a request pending to itself");
+            if elsewhere(target) {
+                continue;
+            }
             let other = self.sessions.get(target);
             ensure!(
                 other.is_some_and(|o| o.pending_in.contains_key(&id)),
@@ -150,6 +163,9 @@ impl<E: Entropy> Router<E> {
             );
         }
         for requester in session.pending_in.keys() {
+            if elsewhere(requester) {
+                continue;
+            }
             let other = self.sessions.get(requester);
             ensure!(
                 other.is_some_and(|o| o.pending_out.contains(&id)),

@@ -5,7 +5,9 @@
 //! An ending session leaves nothing behind: its friends are told (DISCONNECT), senders of its
 //! queued messages get UNDELIVERED, and its pending requests are removed from both sides.
 
+use super::remote::Record;
 use super::session::QueuedKind;
+use super::sink::BusOutput;
 use super::timers::Deadline;
 use super::{Caller, Entropy, FrameSink, Now, Router, close_code, timer_is_live};
 use crate::id::Id;
@@ -51,11 +53,24 @@ impl<E: Entropy> Router<E> {
             return;
         };
         let presence = protocol::presence(id, online);
+        let mut remote = Vec::new();
         for friend in &session.friends {
-            let friend_conn = self.sessions.get(friend).and_then(|f| f.conn);
-            if let Some(friend_conn) = friend_conn {
-                out.send(friend_conn, ServerFrame::Encoded(&presence));
+            match self.sessions.get(friend) {
+                Some(friend_session) => {
+                    if let Some(friend_conn) = friend_session.conn {
+                        out.send(friend_conn, ServerFrame::Encoded(&presence));
+                    }
+                }
+                None => remote.push(*friend),
             }
+        }
+        for friend in remote {
+            let record = Record::Presence {
+                from: id,
+                to: friend,
+                online,
+            };
+            self.tell_remote(record, out);
         }
     }
 
@@ -65,6 +80,9 @@ impl<E: Entropy> Router<E> {
             return;
         };
         self.sessions_per_peer.release(session.peer);
+        if session.claimed {
+            out.bus(BusOutput::Release(id));
+        }
         // Its mail stays in the mailbox for the next session that listens on its handles.
         self.handles.remove_session(id);
         match session.conn {
@@ -91,12 +109,31 @@ impl<E: Entropy> Router<E> {
                         QueuedKind::Control,
                         out,
                     );
+                } else if self.config.cluster {
+                    let record = Record::Undelivered {
+                        from: id,
+                        to: sender,
+                        reference: reference.into_string().into(),
+                    };
+                    self.tell_remote(record, out);
                 }
             }
         }
         for friend in session.friends {
-            if let Some(friend_session) = self.sessions.get_mut(&friend) {
-                friend_session.friends.remove(&id);
+            match self.sessions.get_mut(&friend) {
+                Some(friend_session) => {
+                    friend_session.friends.remove(&id);
+                }
+                None => {
+                    self.tell_remote(
+                        Record::Bye {
+                            from: id,
+                            to: friend,
+                        },
+                        out,
+                    );
+                    continue;
+                }
             }
             let farewell = protocol::disconnect(id);
             self.deliver(
@@ -111,6 +148,13 @@ impl<E: Entropy> Router<E> {
         // session received is not told: its own request simply never gets an answer.
         for target in session.pending_out {
             let Some(target_session) = self.sessions.get_mut(&target) else {
+                self.tell_remote(
+                    Record::Cancel {
+                        from: id,
+                        to: target,
+                    },
+                    out,
+                );
                 continue;
             };
             target_session.pending_in.remove(&id);
@@ -124,8 +168,17 @@ impl<E: Entropy> Router<E> {
             }
         }
         for requester in session.pending_in.into_keys() {
-            if let Some(requester_session) = self.sessions.get_mut(&requester) {
-                requester_session.pending_out.remove(&id);
+            match self.sessions.get_mut(&requester) {
+                Some(requester_session) => {
+                    requester_session.pending_out.remove(&id);
+                }
+                None => {
+                    let record = Record::Withdrawn {
+                        from: id,
+                        to: requester,
+                    };
+                    self.tell_remote(record, out);
+                }
             }
         }
     }

@@ -34,19 +34,38 @@ impl<E: Entropy> Router<E> {
         {
             return Err(ErrorCode::RateLimited);
         }
+        if self.config.cluster && !self.sessions.contains_key(&to) {
+            // A friend that is not here lives on another node (`remote.rs`).
+            return self.message_remotely(caller, to, payload, now, out);
+        }
+        let queued =
+            self.receive_message(caller.id, to, payload, now.unix_ms, caller.reference, out)?;
+        self.ack(caller, queued, out);
+        Ok(())
+    }
+
+    /// The recipient's half of a MESSAGE between friends (the sender here or on another node):
+    /// the recipient's caps, then the frame to its connection or into its resume queue. Returns
+    /// whether it was queued.
+    pub(super) fn receive_message(
+        &mut self,
+        from: Id,
+        to: Id,
+        payload: RawJson<'_>,
+        ts: u64,
+        reference: Option<&str>,
+        out: &mut impl FrameSink,
+    ) -> Result<bool, ErrorCode> {
         let (max_unsent, max_queue_bytes) = self.recipient_caps(out);
-        // Friendships only name live sessions, so the recipient exists.
+        // Friendships name live sessions: one that is gone (another node's, ended meanwhile) is
+        // no friend.
         let recipient = self.sessions.get_mut(&to).ok_or(ErrorCode::NotFriends)?;
         let queued = match recipient.conn {
             Some(recipient_conn) => {
                 if out.backlog(recipient_conn) > max_unsent {
                     return Err(ErrorCode::PeerBusy);
                 }
-                let frame = ServerFrame::Message {
-                    from: caller.id,
-                    payload,
-                    ts: now.unix_ms,
-                };
+                let frame = ServerFrame::Message { from, payload, ts };
                 out.send(recipient_conn, frame);
                 false
             }
@@ -57,15 +76,10 @@ impl<E: Entropy> Router<E> {
                 {
                     return Err(ErrorCode::PeerBusy);
                 }
-                let frame = ServerFrame::Message {
-                    from: caller.id,
-                    payload,
-                    ts: now.unix_ms,
-                }
-                .to_text();
+                let frame = ServerFrame::Message { from, payload, ts }.to_text();
                 let kind = QueuedKind::Message {
-                    sender: caller.id,
-                    reference: caller.reference.map(Box::from),
+                    sender: from,
+                    reference: reference.map(Box::from),
                 };
                 self.queued_bytes += recipient.queue.push(QueuedFrame { frame, kind });
                 self.queued_frames += 1;
@@ -73,7 +87,6 @@ impl<E: Entropy> Router<E> {
             }
         };
         self.messages_routed += 1;
-        self.ack(caller, queued, out);
-        Ok(())
+        Ok(queued)
     }
 }

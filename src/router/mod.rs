@@ -90,6 +90,7 @@ mod limits;
 mod listening;
 mod mailbox;
 mod messages;
+mod remote;
 mod session;
 mod sink;
 mod timers;
@@ -108,8 +109,9 @@ use friend_requests::FriendRequestKey;
 use handles::{HandleLimits, HandleTable, KeyedBuild};
 use limits::ErrorWindow;
 use mailbox::{Mailbox, MailboxLimits};
+pub use remote::{BusFailure, MAX_AWAITING_PER_SESSION, REPLY_TIMEOUT_MS};
 use session::Session;
-pub use sink::{Action, Backlogs, FrameSink, Recorder};
+pub use sink::{Action, Backlogs, BusOutput, FrameSink, Recorder};
 use timers::{Deadline, ResumeTimers};
 
 /// The event loop's handle for one WebSocket connection. Never reused within a process.
@@ -131,6 +133,11 @@ pub struct RouterStats {
     pub mailbox_bytes: usize,
     /// ERRORs sent, indexed like [`ErrorCode::ALL`].
     pub errors_sent: [u64; ErrorCode::ALL.len()],
+    /// Cluster mode: records sent to and received from other nodes, and requests waiting for
+    /// another node's answer.
+    pub bus_records_out: u64,
+    pub bus_records_in: u64,
+    pub awaiting_replies: usize,
 }
 
 /// Close codes the router asks for (PROTOCOL.md §5).
@@ -189,6 +196,10 @@ pub struct Router<E: Entropy> {
     handles: HandleTable,
     /// MESSAGEs to handles that wait for their listener (version 2).
     mailbox: Mailbox,
+    /// Requests waiting for another node's answer (cluster mode, `remote.rs`).
+    awaiting: remote::AwaitingReplies,
+    bus_records_out: u64,
+    bus_records_in: u64,
     errors_sent: [u64; ErrorCode::ALL.len()],
 }
 
@@ -204,6 +215,10 @@ impl<E: Entropy> Router<E> {
             u64::from_le_bytes(bytes)
         };
         let build = KeyedBuild::new((word(low), word(high)));
+        let mut rid = [0u8; 8];
+        if config.cluster {
+            entropy.fill(&mut rid);
+        }
         let handle_limits = HandleLimits {
             max_total: config.max_handles,
             max_per_session: config.max_handles_per_session,
@@ -237,6 +252,9 @@ impl<E: Entropy> Router<E> {
             queued_bytes: 0,
             messages_routed: 0,
             requests_forwarded: 0,
+            awaiting: remote::AwaitingReplies::starting_at(u64::from_le_bytes(rid)),
+            bus_records_out: 0,
+            bus_records_in: 0,
             errors_sent: [0; ErrorCode::ALL.len()],
         }
     }
@@ -332,6 +350,7 @@ impl<E: Entropy> Router<E> {
         }
         self.drop_stale_timers();
         self.expire_letters(now, out);
+        self.expire_awaiting(now, out);
     }
 
     /// The earliest monotonic deadline [`Router::tick`] must run at, if any: a resume window's
@@ -339,10 +358,8 @@ impl<E: Entropy> Router<E> {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         let window = self.timers.earliest().map(|deadline| deadline.at_ms);
         let letter = self.mailbox.next_expiry_ms();
-        match (window, letter) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let answer = self.awaiting.earliest_ms();
+        [window, letter, answer].into_iter().flatten().min()
     }
 
     /// Whether `conn` has a session (sent a successful CONNECT).
@@ -364,6 +381,9 @@ impl<E: Entropy> Router<E> {
             mailbox_letters: self.mailbox.len(),
             mailbox_bytes: self.mailbox.bytes(),
             errors_sent: self.errors_sent,
+            bus_records_out: self.bus_records_out,
+            bus_records_in: self.bus_records_in,
+            awaiting_replies: self.awaiting.len(),
         }
     }
 
@@ -429,7 +449,7 @@ impl<E: Entropy> Router<E> {
                 self.friend_request(caller, to.ok_or(ErrorCode::BadId)?, key, now, out)
             }
             Request::FriendAccept { to, public_key } => {
-                self.friend_accept(caller, to.ok_or(ErrorCode::BadId)?, public_key, out)
+                self.friend_accept(caller, to.ok_or(ErrorCode::BadId)?, public_key, now, out)
             }
             Request::FriendDecline { to } => {
                 self.friend_decline(caller, to.ok_or(ErrorCode::BadId)?, out)

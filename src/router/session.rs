@@ -26,12 +26,18 @@ pub struct Session {
     pub version: u8,
     /// Which resume-window timer entry is live for this session (see `timers.rs`).
     pub timer_generation: u64,
+    /// Requests of this session waiting for another node's answer (cluster mode), at most
+    /// [`MAX_AWAITING_PER_SESSION`](super::remote::MAX_AWAITING_PER_SESSION).
+    pub awaiting: u32,
+    /// Whether the cluster's directory names this node for the session's ID (cluster mode):
+    /// released when the session ends, unless another node turned out to hold the ID.
+    pub claimed: bool,
     pub friends: FastSet<Id>,
     /// Sessions this one sent a friend request that is still pending.
     pub pending_out: FastSet<Id>,
-    /// Sessions with a pending friend request to this one, each with the request's arrival
-    /// number (router-wide, rising), so the oldest can be found.
-    pub pending_in: FastMap<Id, u64>,
+    /// Sessions with a pending friend request to this one (on this node or, in a cluster,
+    /// another), each with its arrival number and the requester's address block.
+    pub pending_in: FastMap<Id, PendingIn>,
     pub queue: ResumeQueue,
     pub message_rate: TokenBucket,
     pub request_rate: TokenBucket,
@@ -39,6 +45,16 @@ pub struct Session {
     /// minute, oldest first: at most `rate_incoming_requests_per_min` entries, nothing
     /// allocated until the first request.
     pub recent_requests: VecDeque<(Block, u64)>,
+}
+
+/// One pending friend request, as its target holds it.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingIn {
+    /// Router-wide, rising: tells the oldest request.
+    pub arrival: u64,
+    /// The requester's largest address block, kept so that the target's per-address shares
+    /// never need the requester's session (which may live on another node).
+    pub block: Block,
 }
 
 /// What a queued frame is, for the caps and for UNDELIVERED.

@@ -7,6 +7,7 @@
 
 use super::ConnId;
 use super::fasthash::FastMap;
+use crate::id::Id;
 use crate::protocol::ServerFrame;
 
 /// Where the router's frames and closes go, in the order it produces them, and how much of what
@@ -24,6 +25,30 @@ pub trait FrameSink {
     /// The sum of [`FrameSink::backlog`] over every connection, in O(1): with the resume queues,
     /// what decides whether the per-recipient caps are squeezed.
     fn total_backlog(&self) -> usize;
+    /// Hands `output` to the cluster's bus. Only a router with
+    /// [`RouterConfig::cluster`](super::RouterConfig::cluster) calls it; a sink without a bus
+    /// ignores it.
+    fn bus(&mut self, output: BusOutput) {
+        let _ = output;
+    }
+}
+
+/// What the router asks of the bus (cluster mode).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BusOutput {
+    /// A session was made here with this ID: the directory must name this node for it (or
+    /// the bus answers [`Router::claim_lost`](super::Router::claim_lost)).
+    Claim(Id),
+    /// The session with this ID ended here: its directory entry goes.
+    Release(Id),
+    /// A record (`remote.rs`) for session `to`, wherever it lives. `rid`: the request number
+    /// its sender waits on, for [`Router::bus_failed`](super::Router::bus_failed) when the bus
+    /// cannot deliver it.
+    Record {
+        to: Id,
+        rid: Option<u64>,
+        text: String,
+    },
 }
 
 /// What the router asked for, recorded: how tests see its output.
@@ -38,6 +63,8 @@ pub enum Action {
         code: u16,
         reason: &'static str,
     },
+    /// Hand this to the cluster's bus.
+    Bus(BusOutput),
 }
 
 /// Unsent bytes per connection and in total, for sinks without sockets: each frame sent counts
@@ -134,5 +161,9 @@ impl FrameSink for Recorder {
 
     fn total_backlog(&self) -> usize {
         self.backlogs.total()
+    }
+
+    fn bus(&mut self, output: BusOutput) {
+        self.actions.push(Action::Bus(output));
     }
 }

@@ -194,6 +194,7 @@ fn addr(text: &str) -> ClientAddr {
 }
 
 mod busy;
+mod cluster;
 mod connect;
 mod errors;
 mod fanout;

@@ -175,7 +175,7 @@ impl Model {
                             && frame.contains("HANDLE_TAKEN")
                             && frame.contains(&handle_text(handle))
                     }
-                    Action::Close { .. } => false,
+                    Action::Close { .. } | Action::Bus(_) => false,
                 });
                 prop_assert!(told, "the connected listener was not told HANDLE_TAKEN");
             }

@@ -48,6 +48,9 @@ impl Model {
                         (other, _) => prop_assert!(false, "unexpected close code {other}"),
                     }
                 }
+                Action::Bus(output) => {
+                    prop_assert!(false, "a router outside a cluster used the bus: {output:?}")
+                }
             }
         }
         // The loop reports every connection the router closed; that must change nothing.

@@ -1,0 +1,781 @@
+//! Sessions on other nodes (cluster mode): the records that carry a request to the node of the
+//! session it is for, and the answers that come back.
+//!
+//! In a cluster each node's router holds only the sessions whose clients are connected to that
+//! node. A friendship or a pending request between sessions on two nodes is held in halves: each
+//! node keeps its own session's side (`friends`, `pending_out`, `pending_in`), and every change
+//! is told to the other node in a [`Record`]. A request whose outcome its client waits for
+//! (MESSAGE, FRIEND_REQUEST, FRIEND_ACCEPT) is checked here for the sender's side (friendship,
+//! rates, pending caps), then decided by the target's node, whose [`Record::Reply`] brings the
+//! ACK or ERROR back: the client gets the answers it would get on one node, one bus round trip
+//! later. Notices (FRIEND_DECLINE, FRIEND_REMOVE, DISCONNECT, PRESENCE, FRIEND_CANCEL, a
+//! withdrawn request, UNDELIVERED) need no answer.
+//!
+//! Records leave through [`FrameSink::bus`], addressed to the session they are for; the loop's
+//! bus finds that session's node (`crate::bus`). Records arrive through [`Router::from_bus`];
+//! a record the bus could not deliver comes back through [`Router::bus_failed`].
+//!
+//! # Bounds
+//! - Requests waiting for an answer: at most [`MAX_AWAITING_PER_SESSION`] per session
+//!   (`rate_limited` beyond), each for at most [`REPLY_TIMEOUT_MS`], then ERROR `unavailable`;
+//!   the deadline list holds at most what was awaited in the last [`REPLY_TIMEOUT_MS`] and is
+//!   compacted when answered entries dominate it.
+//! - Records from other nodes change only the halves of sessions here, under the same caps as a
+//!   request from a client here (a request's per-address shares use the address block its
+//!   sender's node names).
+//!
+//! # Trust
+//! Other nodes and the bus are the operator's own: a record is believed about which session it
+//! comes from (as the server is believed about frames on one node). Still, nothing a record says
+//! is used without checking it against the halves here: a MESSAGE is delivered only to a session
+//! that counts its sender as a friend, an acceptance only when the request is pending here.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::fasthash::FastMap;
+use super::session::QueuedKind;
+use super::sink::BusOutput;
+use super::{Caller, ConnId, Entropy, FrameSink, Now, Router};
+use crate::address::Block;
+use crate::id::Id;
+use crate::protocol::{self, ErrorCode, FriendKeyFrame, RawJson, ServerFrame};
+
+/// How long a request waits for the other node's answer before its client gets ERROR
+/// `unavailable`. Far above a bus round trip (well under a millisecond on a LAN), far below the
+/// client's own patience.
+pub const REPLY_TIMEOUT_MS: u64 = 5_000;
+/// Requests of one session that may wait for another node's answer at once: a client sending
+/// at the full message rate waits for far fewer in any healthy cluster.
+pub const MAX_AWAITING_PER_SESSION: u32 = 256;
+
+/// What one node tells another about a session there, as JSON: `{"<kind>":{fields}}`, IDs as
+/// numbers, payloads and keys as the raw JSON the client sent. Written by [`Record::to_json`]
+/// (raw text copied as is, which serde can only do through an allocated `RawValue`), read by
+/// serde (externally tagged: serde_json borrows raw text only outside buffered enum forms).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record<'a> {
+    /// A MESSAGE between friends; the answer is a [`Record::Reply`].
+    Message {
+        from: Id,
+        to: Id,
+        #[serde(borrow, deserialize_with = "raw")]
+        payload: &'a str,
+        ts: u64,
+        rid: u64,
+        /// The raw JSON of the MESSAGE's `ref`, for an UNDELIVERED if the frame is queued and
+        /// then dropped.
+        #[serde(borrow, default)]
+        reference: Option<Cow<'a, str>>,
+    },
+    /// A FRIEND_REQUEST; the answer is a [`Record::Reply`].
+    Request {
+        from: Id,
+        to: Id,
+        #[serde(borrow, deserialize_with = "raw")]
+        key: &'a str,
+        #[serde(borrow, default, deserialize_with = "raw_option")]
+        invite: Option<&'a str>,
+        /// The requester's largest address block, for the target's per-address shares.
+        block: Block,
+        rid: u64,
+    },
+    /// A FRIEND_ACCEPT of `to`'s pending request; the answer is a [`Record::Reply`].
+    Accept {
+        from: Id,
+        to: Id,
+        #[serde(borrow, deserialize_with = "raw")]
+        key: &'a str,
+        rid: u64,
+    },
+    /// `from` declined `to`'s request.
+    Decline { from: Id, to: Id },
+    /// `from` ended its friendship with `to`.
+    Remove { from: Id, to: Id },
+    /// `from`'s session ended: its friend `to` gets DISCONNECT.
+    Bye { from: Id, to: Id },
+    /// `from`'s pending request to `to` is gone (its session ended, or its request was undone).
+    Cancel { from: Id, to: Id },
+    /// `to`'s pending request to `from` was withdrawn by `from`'s side (to make room, or `from`
+    /// ended): `to` stops counting it.
+    Withdrawn { from: Id, to: Id },
+    /// `from` went offline or came back.
+    Presence { from: Id, to: Id, online: bool },
+    /// `to`'s MESSAGE (with this raw `ref`) waited for `from`, whose session ended.
+    Undelivered {
+        from: Id,
+        to: Id,
+        #[serde(borrow)]
+        reference: Cow<'a, str>,
+    },
+    /// The answer to request `rid` of session `to`: `"sent"`, `"queued"` or an error code.
+    Reply {
+        to: Id,
+        rid: u64,
+        #[serde(borrow)]
+        result: Cow<'a, str>,
+    },
+}
+
+/// A raw JSON value's text, borrowed from the record.
+fn raw<'de, D: Deserializer<'de>>(deserializer: D) -> Result<&'de str, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(RawValue::get)
+}
+
+fn raw_option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de str>, D::Error> {
+    Option::<&RawValue>::deserialize(deserializer).map(|raw| raw.map(RawValue::get))
+}
+
+impl Record<'_> {
+    /// The record as JSON text, as [`Router::from_bus`] reads it.
+    pub fn to_json(&self) -> String {
+        let mut json = RecordJson(String::with_capacity(96));
+        match self {
+            Record::Message {
+                from,
+                to,
+                payload,
+                ts,
+                rid,
+                reference,
+            } => {
+                json.open("message", *from, *to);
+                json.raw("payload", payload);
+                json.number("ts", *ts);
+                json.number("rid", *rid);
+                if let Some(reference) = reference {
+                    json.string("reference", reference);
+                }
+            }
+            Record::Request {
+                from,
+                to,
+                key,
+                invite,
+                block,
+                rid,
+            } => {
+                json.open("request", *from, *to);
+                json.raw("key", key);
+                if let Some(invite) = invite {
+                    json.raw("invite", invite);
+                }
+                let [high, low, len] = block.to_words();
+                json.0.push_str(&format!(",\"block\":[{high},{low},{len}]"));
+                json.number("rid", *rid);
+            }
+            Record::Accept { from, to, key, rid } => {
+                json.open("accept", *from, *to);
+                json.raw("key", key);
+                json.number("rid", *rid);
+            }
+            Record::Decline { from, to } => json.open("decline", *from, *to),
+            Record::Remove { from, to } => json.open("remove", *from, *to),
+            Record::Bye { from, to } => json.open("bye", *from, *to),
+            Record::Cancel { from, to } => json.open("cancel", *from, *to),
+            Record::Withdrawn { from, to } => json.open("withdrawn", *from, *to),
+            Record::Presence { from, to, online } => {
+                json.open("presence", *from, *to);
+                json.0.push_str(if *online {
+                    ",\"online\":true"
+                } else {
+                    ",\"online\":false"
+                });
+            }
+            Record::Undelivered {
+                from,
+                to,
+                reference,
+            } => {
+                json.open("undelivered", *from, *to);
+                json.string("reference", reference);
+            }
+            Record::Reply { to, rid, result } => {
+                json.0.push_str("{\"reply\":{\"to\":");
+                json.0.push_str(&to.bits().to_string());
+                json.number("rid", *rid);
+                json.string("result", result);
+            }
+        }
+        json.0.push_str("}}");
+        json.0
+    }
+
+    /// The session the record is for: the bus routes it to that session's node.
+    pub fn to(&self) -> Id {
+        match self {
+            Record::Message { to, .. }
+            | Record::Request { to, .. }
+            | Record::Accept { to, .. }
+            | Record::Decline { to, .. }
+            | Record::Remove { to, .. }
+            | Record::Bye { to, .. }
+            | Record::Cancel { to, .. }
+            | Record::Withdrawn { to, .. }
+            | Record::Presence { to, .. }
+            | Record::Undelivered { to, .. }
+            | Record::Reply { to, .. } => *to,
+        }
+    }
+
+    fn rid(&self) -> Option<u64> {
+        match self {
+            Record::Message { rid, .. }
+            | Record::Request { rid, .. }
+            | Record::Accept { rid, .. } => Some(*rid),
+            _ => None,
+        }
+    }
+}
+
+/// Builds a record's JSON: fields after the first are appended with their comma.
+struct RecordJson(String);
+
+impl RecordJson {
+    fn open(&mut self, kind: &str, from: Id, to: Id) {
+        self.0.push_str("{\"");
+        self.0.push_str(kind);
+        self.0.push_str("\":{\"from\":");
+        self.0.push_str(&from.bits().to_string());
+        self.number("to", u64::from(to.bits()));
+    }
+
+    fn number(&mut self, name: &str, value: u64) {
+        self.0.push_str(",\"");
+        self.0.push_str(name);
+        self.0.push_str("\":");
+        self.0.push_str(&value.to_string());
+    }
+
+    /// A JSON value received from a client and already checked to be one: copied as is.
+    fn raw(&mut self, name: &str, value: &str) {
+        self.0.push_str(",\"");
+        self.0.push_str(name);
+        self.0.push_str("\":");
+        self.0.push_str(value);
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        self.0.push_str(",\"");
+        self.0.push_str(name);
+        self.0.push_str("\":");
+        // Writing a `str` into a `String` cannot fail.
+        if let Ok(quoted) = serde_json::to_string(value) {
+            self.0.push_str(&quoted);
+        }
+    }
+}
+
+/// Why the bus could not hand a record to the node it was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusFailure {
+    /// No node holds the session (it ended, or its node is gone).
+    NoSuchSession,
+    /// The bus is down or refused the record.
+    Unavailable,
+}
+
+/// What a session waits for another node to answer.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Waiting {
+    Message { to: Id },
+    Request { to: Id },
+    Accept { to: Id },
+}
+
+#[derive(Debug)]
+pub(super) struct Awaiting {
+    by: Id,
+    conn: ConnId,
+    /// The raw JSON of the request's `ref`.
+    reference: Option<Box<str>>,
+    what: Waiting,
+}
+
+/// Requests waiting for another node's answer, by request number, and their deadlines in the
+/// order they were made (one timeout for all, so that order is deadline order).
+///
+/// Invariant: every entry of `entries` has a deadline in `deadlines`; a deadline whose entry is
+/// gone (answered) is skipped when it comes due.
+#[derive(Debug, Default)]
+pub(super) struct AwaitingReplies {
+    entries: FastMap<u64, Awaiting>,
+    deadlines: VecDeque<(u64, u64)>,
+    next_rid: u64,
+}
+
+impl AwaitingReplies {
+    /// Starts request numbers at a random point, so that an answer meant for an earlier process
+    /// on this node (same session ID, reclaimed) is not taken for one of ours.
+    pub(super) fn starting_at(rid: u64) -> Self {
+        AwaitingReplies {
+            next_rid: rid >> 1,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(super) fn earliest_ms(&self) -> Option<u64> {
+        self.deadlines.front().map(|&(_, at)| at)
+    }
+
+    fn insert(&mut self, entry: Awaiting, now: Now) -> u64 {
+        self.next_rid = self.next_rid.wrapping_add(1);
+        let rid = self.next_rid;
+        self.entries.insert(rid, entry);
+        self.deadlines
+            .push_back((rid, now.mono_ms.saturating_add(REPLY_TIMEOUT_MS)));
+        if self.deadlines.len() > 2 * self.entries.len() + 1024 {
+            let entries = &self.entries;
+            self.deadlines.retain(|(rid, _)| entries.contains_key(rid));
+        }
+        rid
+    }
+
+    fn take(&mut self, rid: u64) -> Option<Awaiting> {
+        self.entries.remove(&rid)
+    }
+
+    /// The next request whose deadline passed, if any.
+    fn pop_due(&mut self, now_ms: u64) -> Option<Awaiting> {
+        while let Some(&(rid, at)) = self.deadlines.front() {
+            if at > now_ms {
+                return None;
+            }
+            self.deadlines.pop_front();
+            if let Some(entry) = self.entries.remove(&rid) {
+                return Some(entry);
+            }
+        }
+        None
+    }
+}
+
+impl<E: Entropy> Router<E> {
+    /// A record from another node, as the bus delivered it. A record that does not parse is
+    /// dropped (the nodes run the same build; this is a bug or a stranger on the bus).
+    pub fn from_bus(&mut self, text: &str, now: Now, out: &mut impl FrameSink) {
+        let record = match serde_json::from_str::<Record<'_>>(text) {
+            Ok(record) => record,
+            Err(error) => {
+                log::warn!("bus: dropped a record that does not parse ({error})");
+                return;
+            }
+        };
+        self.bus_records_in += 1;
+        match record {
+            Record::Message {
+                from,
+                to,
+                payload,
+                ts,
+                rid,
+                reference,
+            } => {
+                let is_friend = self
+                    .sessions
+                    .get(&to)
+                    .is_some_and(|session| session.friends.contains(&from));
+                let result = if is_friend {
+                    let payload = RawJson::from_record(payload);
+                    self.receive_message(from, to, payload, ts, reference.as_deref(), out)
+                } else {
+                    Err(ErrorCode::NotFriends)
+                };
+                self.reply(from, rid, result, out);
+            }
+            Record::Request {
+                from,
+                to,
+                key,
+                invite,
+                block,
+                rid,
+            } => {
+                let result = self.receive_remote_request(from, to, key, invite, block, now, out);
+                self.reply(from, rid, result, out);
+            }
+            Record::Accept { from, to, key, rid } => {
+                let result = self.receive_remote_accept(from, to, key, out);
+                self.reply(from, rid, result, out);
+            }
+            Record::Decline { from, to } => {
+                if self
+                    .sessions
+                    .get_mut(&to)
+                    .is_some_and(|session| session.pending_out.remove(&from))
+                {
+                    let frame = protocol::friend_decline(from);
+                    self.deliver(to, ServerFrame::Encoded(&frame), QueuedKind::Control, out);
+                }
+            }
+            Record::Remove { from, to } => {
+                if self
+                    .sessions
+                    .get_mut(&to)
+                    .is_some_and(|session| session.friends.remove(&from))
+                {
+                    let frame = protocol::friend_remove(from);
+                    self.deliver(to, ServerFrame::Encoded(&frame), QueuedKind::Control, out);
+                }
+            }
+            Record::Bye { from, to } => self.forget_remote_friend(to, from, out),
+            Record::Cancel { from, to } => {
+                let Some(session) = self.sessions.get_mut(&to) else {
+                    return;
+                };
+                if session.pending_in.remove(&from).is_some() && session.version >= 2 {
+                    let frame = protocol::friend_cancel(from);
+                    self.deliver(
+                        to,
+                        ServerFrame::Encoded(&frame),
+                        QueuedKind::VersionTwo,
+                        out,
+                    );
+                }
+            }
+            Record::Withdrawn { from, to } => {
+                if let Some(session) = self.sessions.get_mut(&to) {
+                    session.pending_out.remove(&from);
+                }
+            }
+            Record::Presence { from, to, online } => {
+                let conn = self
+                    .sessions
+                    .get(&to)
+                    .filter(|session| session.friends.contains(&from))
+                    .and_then(|session| session.conn);
+                if let Some(conn) = conn {
+                    let frame = protocol::presence(from, online);
+                    out.send(conn, ServerFrame::Encoded(&frame));
+                }
+            }
+            Record::Undelivered {
+                from,
+                to,
+                reference,
+            } => {
+                let frame = protocol::undelivered(from, &reference);
+                self.deliver(to, ServerFrame::Encoded(&frame), QueuedKind::Control, out);
+            }
+            Record::Reply { to, rid, result } => {
+                let result = match &*result {
+                    "sent" => Ok(false),
+                    "queued" => Ok(true),
+                    code => Err(ErrorCode::parse(code).unwrap_or(ErrorCode::Unavailable)),
+                };
+                if let Some(entry) = self.awaiting.take(rid) {
+                    if entry.by == to {
+                        self.resolve(entry, result, now, out);
+                    } else {
+                        // Not ours after all: put it back for its own answer.
+                        self.awaiting.entries.insert(rid, entry);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The bus could not deliver the record with request number `rid`: its request is answered
+    /// as the target's node would have (no such session), or with `unavailable`.
+    pub fn bus_failed(
+        &mut self,
+        rid: u64,
+        failure: BusFailure,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let Some(entry) = self.awaiting.take(rid) else {
+            return;
+        };
+        let code = match (failure, entry.what) {
+            (BusFailure::Unavailable, _) => ErrorCode::Unavailable,
+            (BusFailure::NoSuchSession, Waiting::Message { .. }) => ErrorCode::NotFriends,
+            (BusFailure::NoSuchSession, Waiting::Request { .. }) => ErrorCode::UnknownPeer,
+            (BusFailure::NoSuchSession, Waiting::Accept { .. }) => ErrorCode::NoPendingRequest,
+        };
+        self.resolve(entry, Err(code), now, out);
+    }
+
+    /// The bus found that another node already holds session `id`'s ID: the session made here
+    /// with it ends at once (its client connects again and gets another ID), and the directory
+    /// entry, which is the other node's, is left alone.
+    pub fn claim_lost(&mut self, id: Id, out: &mut impl FrameSink) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.claimed = false;
+        let conn = session.conn;
+        self.end_session(id, out);
+        if let Some(conn) = conn {
+            self.conns.remove(&conn);
+            out.close(conn, super::close_code::SERVER_FULL, "try again");
+        }
+    }
+
+    /// Requests that waited for an answer past [`REPLY_TIMEOUT_MS`]: ERROR `unavailable`.
+    pub(super) fn expire_awaiting(&mut self, now: Now, out: &mut impl FrameSink) {
+        while let Some(entry) = self.awaiting.pop_due(now.mono_ms) {
+            self.resolve(entry, Err(ErrorCode::Unavailable), now, out);
+        }
+    }
+
+    pub(super) fn message_remotely(
+        &mut self,
+        caller: Caller<'_>,
+        to: Id,
+        payload: RawJson<'_>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        let rid = self.await_reply(caller, Waiting::Message { to }, now)?;
+        let record = Record::Message {
+            from: caller.id,
+            to,
+            payload: payload.get(),
+            ts: now.unix_ms,
+            rid,
+            reference: caller.reference.map(Cow::Borrowed),
+        };
+        self.send_record(&record, out);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn request_remotely(
+        &mut self,
+        caller: Caller<'_>,
+        to: Id,
+        key: RawJson<'_>,
+        invite: Option<RawJson<'_>>,
+        block: Block,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        let rid = self.await_reply(caller, Waiting::Request { to }, now)?;
+        let record = Record::Request {
+            from: caller.id,
+            to,
+            key: key.get(),
+            invite: invite.map(RawJson::get),
+            block,
+            rid,
+        };
+        self.send_record(&record, out);
+        Ok(())
+    }
+
+    pub(super) fn accept_remotely(
+        &mut self,
+        caller: Caller<'_>,
+        to: Id,
+        key: RawJson<'_>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        let rid = self.await_reply(caller, Waiting::Accept { to }, now)?;
+        let record = Record::Accept {
+            from: caller.id,
+            to,
+            key: key.get(),
+            rid,
+        };
+        self.send_record(&record, out);
+        Ok(())
+    }
+
+    /// Sends a notice that needs no answer.
+    pub(super) fn tell_remote(&mut self, record: Record<'_>, out: &mut impl FrameSink) {
+        self.send_record(&record, out);
+    }
+
+    fn send_record(&mut self, record: &Record<'_>, out: &mut impl FrameSink) {
+        self.bus_records_out += 1;
+        out.bus(BusOutput::Record {
+            to: record.to(),
+            rid: record.rid(),
+            text: record.to_json(),
+        });
+    }
+
+    /// Records that `caller` waits for another node's answer; `rate_limited` when it already
+    /// waits for [`MAX_AWAITING_PER_SESSION`].
+    fn await_reply(
+        &mut self,
+        caller: Caller<'_>,
+        what: Waiting,
+        now: Now,
+    ) -> Result<u64, ErrorCode> {
+        let session = self
+            .sessions
+            .get_mut(&caller.id)
+            .ok_or(ErrorCode::NotConnected)?;
+        if session.awaiting >= MAX_AWAITING_PER_SESSION {
+            return Err(ErrorCode::RateLimited);
+        }
+        session.awaiting += 1;
+        let entry = Awaiting {
+            by: caller.id,
+            conn: caller.conn,
+            reference: caller.reference.map(Box::from),
+            what,
+        };
+        Ok(self.awaiting.insert(entry, now))
+    }
+
+    /// Sends `result` of request `rid` back to session `to`'s node.
+    fn reply(
+        &mut self,
+        to: Id,
+        rid: u64,
+        result: Result<bool, ErrorCode>,
+        out: &mut impl FrameSink,
+    ) {
+        let result = match result {
+            Ok(false) => "sent",
+            Ok(true) => "queued",
+            Err(code) => code.as_str(),
+        };
+        let record = Record::Reply {
+            to,
+            rid,
+            result: Cow::Borrowed(result),
+        };
+        self.send_record(&record, out);
+    }
+
+    /// Acts on the answer to a request that waited: the sender's half is updated, then its
+    /// client gets the ACK or ERROR it would have got on one node. A session that ended
+    /// meanwhile cannot take the outcome: what the other node did for it is undone.
+    fn resolve(
+        &mut self,
+        entry: Awaiting,
+        result: Result<bool, ErrorCode>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let by = entry.by;
+        let alive = match self.sessions.get_mut(&by) {
+            Some(session) => {
+                session.awaiting = session.awaiting.saturating_sub(1);
+                true
+            }
+            None => false,
+        };
+        match (entry.what, result) {
+            (Waiting::Request { to }, Ok(_)) if alive => {
+                if let Some(session) = self.sessions.get_mut(&by) {
+                    session.pending_out.insert(to);
+                }
+            }
+            (Waiting::Request { to }, Ok(_)) => {
+                self.tell_remote(Record::Cancel { from: by, to }, out);
+            }
+            (Waiting::Request { to }, Err(ErrorCode::Unavailable)) => {
+                // The target's node may have recorded it: take it back.
+                self.tell_remote(Record::Cancel { from: by, to }, out);
+            }
+            (Waiting::Accept { to }, Ok(_)) if alive => self.befriend(by, to),
+            (Waiting::Accept { to }, Ok(_) | Err(ErrorCode::Unavailable)) => {
+                self.tell_remote(Record::Bye { from: by, to }, out);
+            }
+            (Waiting::Accept { to }, Err(ErrorCode::NoPendingRequest)) => {
+                // The request is gone on its sender's side: so it is here.
+                if let Some(session) = self.sessions.get_mut(&by) {
+                    session.pending_in.remove(&to);
+                }
+            }
+            (Waiting::Message { to }, Err(ErrorCode::NotFriends)) => {
+                // The other half of the friendship is gone (its session ended, or it removed
+                // us and the notice was lost): so it goes here, and the client is told.
+                self.forget_remote_friend(by, to, out);
+            }
+            _ => {}
+        }
+        if !alive {
+            return;
+        }
+        match result {
+            Ok(queued) => {
+                if let Some(reference) = entry.reference.as_deref() {
+                    out.send(entry.conn, ServerFrame::Ack { reference, queued });
+                }
+            }
+            Err(code) => {
+                if self.conns.contains_key(&entry.conn) {
+                    self.refuse(entry.conn, code, entry.reference.as_deref(), now, out);
+                }
+            }
+        }
+    }
+
+    /// Session `id` (here) loses its friend `friend` (another node's): DISCONNECT, as when a
+    /// friend's session ends.
+    fn forget_remote_friend(&mut self, id: Id, friend: Id, out: &mut impl FrameSink) {
+        if self
+            .sessions
+            .get_mut(&id)
+            .is_some_and(|session| session.friends.remove(&friend))
+        {
+            let frame = protocol::disconnect(friend);
+            self.deliver(id, ServerFrame::Encoded(&frame), QueuedKind::Control, out);
+        }
+    }
+
+    /// The target's half of a FRIEND_REQUEST from another node's session.
+    #[allow(clippy::too_many_arguments)]
+    fn receive_remote_request(
+        &mut self,
+        from: Id,
+        to: Id,
+        key: &str,
+        invite: Option<&str>,
+        block: Block,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<bool, ErrorCode> {
+        let target = self.sessions.get(&to).ok_or(ErrorCode::UnknownPeer)?;
+        if target.friends.contains(&from) {
+            return Err(ErrorCode::AlreadyFriends);
+        }
+        if target.pending_in.contains_key(&from) {
+            // Already delivered once (an answer that was lost, a retry).
+            return Ok(false);
+        }
+        let key = RawJson::from_record(key);
+        let invite = invite.map(RawJson::from_record);
+        self.receive_request(from, block, to, key, invite, now, out)
+    }
+
+    /// The requester's half of a FRIEND_ACCEPT from another node's session.
+    fn receive_remote_accept(
+        &mut self,
+        from: Id,
+        to: Id,
+        key: &str,
+        out: &mut impl FrameSink,
+    ) -> Result<bool, ErrorCode> {
+        let requester = self.sessions.get(&to).ok_or(ErrorCode::NoPendingRequest)?;
+        if !requester.pending_out.contains(&from) {
+            return Err(ErrorCode::NoPendingRequest);
+        }
+        if self.is_busy(to, 1, out) {
+            return Err(ErrorCode::PeerBusy);
+        }
+        self.befriend(from, to);
+        let frame = ServerFrame::FriendKey {
+            kind: FriendKeyFrame::Accept,
+            from,
+            public_key: RawJson::from_record(key),
+            invite: None,
+        };
+        Ok(self.deliver(to, frame, QueuedKind::Capped, out))
+    }
+}

@@ -1,0 +1,407 @@
+//! Two or three routers in cluster mode joined by an in-memory bus: every flow between sessions
+//! on different nodes, and what happens when the bus loses a record or a session is gone.
+
+use std::collections::HashMap;
+
+use super::*;
+
+/// The routers of a cluster, the directory (ID → node) their claims built, and a bus that
+/// carries records at once, in order (or drops them, when a test says so).
+struct Cluster {
+    nodes: Vec<(Router<SeededEntropy>, Recorder)>,
+    directory: HashMap<Id, usize>,
+    now: Now,
+    bus_down: bool,
+}
+
+/// A session in the cluster: its node, connection and ID.
+struct Member {
+    node: usize,
+    conn: ConnId,
+    id: String,
+}
+
+impl Cluster {
+    fn new(nodes: usize) -> Cluster {
+        Cluster::with(nodes, RouterConfig::defaults())
+    }
+
+    fn with(nodes: usize, config: RouterConfig) -> Cluster {
+        let config = RouterConfig {
+            cluster: true,
+            ..config
+        };
+        Cluster {
+            nodes: (0..nodes)
+                .map(|n| {
+                    let seed = 0x2545_F491_4F6C_DD1D ^ ((n as u64 + 1) * 0x9E37_79B9);
+                    (
+                        Router::new(config.clone(), SeededEntropy(seed)),
+                        Recorder::default(),
+                    )
+                })
+                .collect(),
+            directory: HashMap::new(),
+            now: Now {
+                mono_ms: 1_000_000,
+                unix_ms: 1_795_000_000_000,
+            },
+            bus_down: false,
+        }
+    }
+
+    /// Runs `call` on node `node`, then carries every bus output until none is left. Returns
+    /// what all nodes sent to their connections meanwhile (connections are numbered apart per
+    /// node by the tests).
+    fn on(
+        &mut self,
+        node: usize,
+        call: impl FnOnce(&mut Router<SeededEntropy>, &mut Recorder, Now),
+    ) -> Vec<Action> {
+        let now = self.now;
+        {
+            let (router, sink) = &mut self.nodes[node];
+            call(router, sink, now);
+        }
+        let mut seen = Vec::new();
+        loop {
+            let mut outputs = Vec::new();
+            for (index, (_, sink)) in self.nodes.iter_mut().enumerate() {
+                for action in sink.take() {
+                    match action {
+                        Action::Bus(output) => outputs.push((index, output)),
+                        other => seen.push(other),
+                    }
+                }
+            }
+            if outputs.is_empty() {
+                break;
+            }
+            for (from, output) in outputs {
+                self.carry(from, output);
+            }
+        }
+        for (router, _) in &self.nodes {
+            if let Err(broken) = router.check_invariants() {
+                panic!("invariant broken: {broken}");
+            }
+        }
+        seen
+    }
+
+    fn carry(&mut self, from: usize, output: BusOutput) {
+        let now = self.now;
+        match output {
+            BusOutput::Claim(id) => match self.directory.get(&id) {
+                Some(&holder) if holder != from => {
+                    let (router, sink) = &mut self.nodes[from];
+                    router.claim_lost(id, sink);
+                }
+                _ => {
+                    self.directory.insert(id, from);
+                }
+            },
+            BusOutput::Release(id) => {
+                if self.directory.get(&id) == Some(&from) {
+                    self.directory.remove(&id);
+                }
+            }
+            BusOutput::Record { to, rid, text } => {
+                let target = self.directory.get(&to).copied();
+                let (failure, node) = match (self.bus_down, target) {
+                    (true, _) => (Some(BusFailure::Unavailable), from),
+                    (false, None) => (Some(BusFailure::NoSuchSession), from),
+                    (false, Some(node)) => (None, node),
+                };
+                let (router, sink) = &mut self.nodes[node];
+                match failure {
+                    None => router.from_bus(&text, now, sink),
+                    Some(failure) => {
+                        if let Some(rid) = rid {
+                            router.bus_failed(rid, failure, now, sink);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn text(&mut self, member: &Member, text: &str) -> Vec<Action> {
+        let conn = member.conn;
+        self.on(member.node, |router, sink, now| {
+            router.text(conn, text, now, sink)
+        })
+    }
+
+    fn connect(&mut self, node: usize, conn: ConnId) -> Member {
+        let now = self.now;
+        self.nodes[node].0.open(conn, now);
+        let actions = self.on(node, |router, sink, now| {
+            router.text(conn, r#"{"type":"CONNECT","version":2}"#, now, sink)
+        });
+        let reply = only_frame_to(&actions, conn);
+        assert_eq!(reply["type"], "CONNECT", "{reply}");
+        Member {
+            node,
+            conn,
+            id: reply["id"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    fn closed(&mut self, member: &Member) -> Vec<Action> {
+        let conn = member.conn;
+        self.on(member.node, |router, sink, now| {
+            router.closed(conn, now, sink)
+        })
+    }
+
+    fn tick(&mut self, node: usize, ms: u64) -> Vec<Action> {
+        self.now.mono_ms += ms;
+        self.now.unix_ms += ms;
+        self.on(node, |router, sink, now| router.tick(now, sink))
+    }
+
+    fn befriend(&mut self, a: &Member, b: &Member) {
+        let asked = self.text(a, &friend_request(&b.id, Some("rq")));
+        assert_eq!(
+            frames_to(&asked, b.conn)[0]["type"],
+            "FRIEND_REQUEST",
+            "{asked:?}"
+        );
+        assert_eq!(frames_to(&asked, a.conn)[0]["type"], "ACK", "{asked:?}");
+        let accepted = self.text(b, &friend_accept(&a.id, Some("ok")));
+        assert_eq!(frames_to(&accepted, a.conn)[0]["type"], "FRIEND_ACCEPT");
+        assert_eq!(frames_to(&accepted, b.conn)[0]["type"], "ACK");
+    }
+}
+
+#[test]
+fn a_request_an_acceptance_and_messages_cross_nodes_with_the_answers_of_one_node() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    assert_ne!(a.id, b.id);
+
+    let asked = cluster.text(&a, &friend_request(&b.id, Some("rq")));
+    let request = only_frame_to(&asked, b.conn);
+    assert_eq!(request["type"], "FRIEND_REQUEST");
+    assert_eq!(request["from"], a.id.as_str());
+    assert!(
+        request["public_key"]
+            .as_str()
+            .is_some_and(|k| k.contains("BEGIN PGP"))
+    );
+    assert_eq!(
+        only_frame_to(&asked, a.conn),
+        json!({"type":"ACK","ref":"rq"})
+    );
+
+    // Before the acceptance, neither may message the other.
+    let early = cluster.text(&a, &message(&b.id, Some("m0")));
+    assert_eq!(error_code(&early, a.conn), "not_friends");
+
+    let accepted = cluster.text(&b, &friend_accept(&a.id, Some("ok")));
+    assert_eq!(only_frame_to(&accepted, a.conn)["type"], "FRIEND_ACCEPT");
+    assert_eq!(
+        only_frame_to(&accepted, b.conn),
+        json!({"type":"ACK","ref":"ok"})
+    );
+
+    let sent = cluster.text(&a, &message(&b.id, Some("m1")));
+    let delivered = only_frame_to(&sent, b.conn);
+    assert_eq!(delivered["type"], "MESSAGE");
+    assert_eq!(delivered["from"], a.id.as_str());
+    assert!(
+        delivered["payload"]
+            .as_str()
+            .is_some_and(|p| p.contains("BEGIN PGP MESSAGE"))
+    );
+    assert_eq!(
+        only_frame_to(&sent, a.conn),
+        json!({"type":"ACK","ref":"m1"})
+    );
+
+    let back = cluster.text(&b, &message(&a.id, Some("m2")));
+    assert_eq!(only_frame_to(&back, a.conn)["from"], b.id.as_str());
+    assert_eq!(
+        only_frame_to(&back, b.conn),
+        json!({"type":"ACK","ref":"m2"})
+    );
+}
+
+#[test]
+fn an_id_no_node_holds_is_unknown_and_a_message_to_a_stranger_is_refused_on_its_node() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    let unknown = cluster.text(&a, &friend_request(NOBODY, Some("x")));
+    assert_eq!(error_code(&unknown, a.conn), "unknown_peer");
+    let stranger = cluster.text(&a, &message(&b.id, Some("m")));
+    assert_eq!(error_code(&stranger, a.conn), "not_friends");
+    assert!(frames_to(&stranger, b.conn).is_empty());
+}
+
+#[test]
+fn disconnect_presence_removal_and_decline_reach_the_other_node() {
+    let mut cluster = Cluster::new(3);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    let c = cluster.connect(2, 21);
+    cluster.befriend(&a, &b);
+    cluster.befriend(&a, &c);
+
+    // B drops: A hears PRESENCE offline.
+    let dropped = cluster.closed(&b);
+    let presence = only_frame_to(&dropped, a.conn);
+    assert_eq!(presence["type"], "PRESENCE");
+    assert_eq!(presence["online"], false);
+
+    // A message to B in its window is queued on B's node and ACKed as queued.
+    let queued = cluster.text(&a, &message(&b.id, Some("q")));
+    assert_eq!(
+        only_frame_to(&queued, a.conn),
+        json!({"type":"ACK","ref":"q","queued":true})
+    );
+
+    // The window ends: A gets UNDELIVERED for the queued message, then DISCONNECT.
+    let ended = cluster.tick(1, RouterConfig::defaults().resume_grace_ms + 1);
+    let to_a = frames_to(&ended, a.conn);
+    let types: Vec<&str> = to_a.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types, ["UNDELIVERED", "DISCONNECT"], "{to_a:?}");
+    assert_eq!(to_a[0]["ref"], "q");
+    assert_eq!(to_a[0]["to"], b.id.as_str());
+    assert_eq!(to_a[1]["id"], b.id.as_str());
+    let after = cluster.text(&a, &message(&b.id, Some("late")));
+    assert_eq!(error_code(&after, a.conn), "not_friends");
+
+    // C removes A: A is told; A may no longer message C.
+    let removed = cluster.text(
+        &c,
+        &format!(r#"{{"type":"FRIEND_REMOVE","to":"{}"}}"#, a.id),
+    );
+    assert_eq!(only_frame_to(&removed, a.conn)["type"], "FRIEND_REMOVE");
+    let refused = cluster.text(&a, &message(&c.id, None));
+    assert_eq!(error_code(&refused, a.conn), "not_friends");
+
+    // A asks C again; C declines: A is told and may ask again later.
+    cluster.text(&a, &friend_request(&c.id, Some("again")));
+    let declined = cluster.text(
+        &c,
+        &format!(r#"{{"type":"FRIEND_DECLINE","to":"{}"}}"#, a.id),
+    );
+    assert_eq!(only_frame_to(&declined, a.conn)["type"], "FRIEND_DECLINE");
+    let accept_gone = cluster.text(&c, &friend_accept(&a.id, Some("x")));
+    assert_eq!(error_code(&accept_gone, c.conn), "no_pending_request");
+}
+
+#[test]
+fn a_requester_that_ends_cancels_its_request_on_the_other_node() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    cluster.text(&a, &friend_request(&b.id, None));
+    let gone = cluster.text(&a, r#"{"type":"DISCONNECT"}"#);
+    let cancel = only_frame_to(&gone, b.conn);
+    assert_eq!(cancel["type"], "FRIEND_CANCEL");
+    assert_eq!(cancel["from"], a.id.as_str());
+    let accept = cluster.text(&b, &friend_accept(&a.id, Some("late")));
+    assert_eq!(error_code(&accept, b.conn), "no_pending_request");
+}
+
+#[test]
+fn without_the_bus_a_cross_node_request_fails_clearly_and_local_chats_go_on() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let near = cluster.connect(0, 2);
+    let b = cluster.connect(1, 11);
+    cluster.befriend(&a, &b);
+    cluster.befriend(&a, &near);
+    cluster.bus_down = true;
+    let far = cluster.text(&a, &message(&b.id, Some("far")));
+    assert_eq!(error_code(&far, a.conn), "unavailable");
+    let local = cluster.text(&a, &message(&near.id, Some("near")));
+    assert_eq!(only_frame_to(&local, near.conn)["type"], "MESSAGE");
+    // The friendship survives the outage: once the bus is back, messages flow again.
+    cluster.bus_down = false;
+    let again = cluster.text(&a, &message(&b.id, Some("again")));
+    assert_eq!(only_frame_to(&again, b.conn)["type"], "MESSAGE");
+}
+
+#[test]
+fn an_answer_that_never_comes_is_unavailable_after_the_timeout_and_the_request_is_taken_back() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    let now = cluster.now;
+    let request = friend_request(&b.id, Some("lost"));
+    let record = {
+        let (router, sink) = &mut cluster.nodes[0];
+        router.text(a.conn, &request, now, sink);
+        assert_eq!(router.stats().awaiting_replies, 1);
+        match sink.take().as_slice() {
+            [
+                Action::Bus(BusOutput::Record {
+                    text, rid: Some(_), ..
+                }),
+            ] => text.clone(),
+            other => panic!("expected one record awaiting an answer, got {other:?}"),
+        }
+    };
+    // The request reaches B's node, but its answer is lost on the way back.
+    let (router, sink) = &mut cluster.nodes[1];
+    router.from_bus(&record, now, sink);
+    let on_b = sink.take();
+    assert_eq!(only_frame_to(&on_b, b.conn)["type"], "FRIEND_REQUEST");
+    assert!(on_b.iter().any(|action| matches!(action, Action::Bus(_))));
+
+    let expired = cluster.tick(0, REPLY_TIMEOUT_MS);
+    assert_eq!(error_code(&expired, a.conn), "unavailable");
+    let cancel = only_frame_to(&expired, b.conn);
+    assert_eq!(cancel["type"], "FRIEND_CANCEL");
+    assert_eq!(cluster.nodes[0].0.stats().awaiting_replies, 0);
+    let accept = cluster.text(&b, &friend_accept(&a.id, Some("late")));
+    assert_eq!(error_code(&accept, b.conn), "no_pending_request");
+}
+
+#[test]
+fn an_id_another_node_holds_ends_the_new_session_with_1013() {
+    let mut cluster = Cluster::new(2);
+    let b = cluster.connect(1, 11);
+    let id = Id::parse_units(b.id.bytes().map(Some)).expect("an ID");
+    // Node 0 made a session whose ID node 1 already holds.
+    cluster.nodes[0].0.open(1, cluster.now);
+    let actions = cluster.on(0, |router, sink, now| {
+        router.text(1, r#"{"type":"CONNECT","version":2}"#, now, sink);
+        let made = sink.actions().iter().find_map(|action| match action {
+            Action::Send { frame, .. } => serde_json::from_str::<Value>(frame).ok(),
+            _ => None,
+        });
+        let made = made.unwrap_or_default();
+        let made = made["id"].as_str().unwrap_or_default().to_owned();
+        let made = Id::parse_units(made.bytes().map(Some)).expect("an ID");
+        router.claim_lost(made, sink);
+    });
+    assert_eq!(closes(&actions), [(1, close_code::SERVER_FULL)]);
+    assert_eq!(cluster.nodes[0].0.stats().sessions, 0);
+    // B's directory entry is untouched.
+    assert_eq!(cluster.directory.get(&id), Some(&1));
+}
+
+#[test]
+fn records_that_do_not_parse_change_nothing() {
+    let mut cluster = Cluster::new(1);
+    let a = cluster.connect(0, 1);
+    for junk in [
+        "",
+        "{}",
+        "[]",
+        r#"{"message":{"from":1}}"#,
+        r#"{"message":{"from":4294967295,"to":1,"payload":"x","ts":0,"rid":1}}"#,
+        r#"{"request":{"from":1,"to":2,"key":"k","block":[0,0,999],"rid":1}}"#,
+        r#"{"reply":{"to":1,"rid":1,"result":7}}"#,
+    ] {
+        let actions = cluster.on(0, |router, sink, now| router.from_bus(junk, now, sink));
+        assert!(actions.is_empty(), "{junk}: {actions:?}");
+    }
+    let _ = a;
+}
