@@ -186,8 +186,10 @@ export function createCrypto({ budgetMs = JOB_BUDGET_MS } = {}) {
     open: (payload, friendArmored) => messageLane.run('open', { payload, friendArmored }),
     /** A group message: the envelope text encrypted once to every key of `armoredKeys`, signed with ours. */
     sealMany: (envelopeText, armoredKeys) => messageLane.run('sealMany', { envelopeText, armoredKeys }),
-    /** keys.openGroupPayload's answer, against `members` ([{fingerprint, armored}]). */
-    openGroup: (payload, members) => messageLane.run('openGroup', { payload, members }),
+    /** keys.openGroupPayload's answer: the payload decrypted, with its signatures' key IDs (groupopen.js). */
+    openGroup: (payload) => messageLane.run('openGroup', { payload }),
+    /** keys.verifyGroupPayload's answer for the one member's key `signer` ({fingerprint, armored}). */
+    verifyGroup: (payload, sessionKeys, { fingerprint, armored }) => messageLane.run('verifyGroup', { payload, sessionKeys, fingerprint, armored }),
     lanes: { keys: keyLane, messages: messageLane },
   };
 }

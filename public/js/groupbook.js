@@ -11,8 +11,9 @@
 // follows the chain from the current version on, as a new member does), versions and messages waiting.
 import { deliveries, emptyDeliveries, MAX_TRACKED } from './groupdelivery.js';
 import { MAX_MEMBERS, MAX_PREVIOUS_SECRETS, isFingerprint, isGid, readVersion } from './grouplist.js';
-import { emptyGroupMessages, groupKeyPolicy } from './groupmessages.js';
+import { emptyGroupMessages, groupKeyPolicy, keyReading } from './groupmessages.js';
 import { newGroup } from './groups.js';
+import { MAX_SUBKEYS } from './keypolicy.js';
 import { MAX_GROUPS, isSecret } from './rendezvous.js';
 import { checkedReceived } from './receipts.js';
 
@@ -25,6 +26,8 @@ const KEY_ID = /^[0-9a-f]{16}$/;
 const isTime = (n) => Number.isSafeInteger(n) && n >= 0;
 const isSeq = (n) => Number.isSafeInteger(n) && n >= 1;
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+/** A key's IDs: its primary key's and at most MAX_SUBKEYS subkeys' (keypolicy.js). */
+const isKeyIdList = (ids) => Array.isArray(ids) && ids.length <= 1 + MAX_SUBKEYS && ids.every((id) => typeof id === 'string' && KEY_ID.test(id));
 
 /** The record kept for `group` (groups.js). */
 export function groupRecord(group) {
@@ -34,7 +37,9 @@ export function groupRecord(group) {
   const current = new Set(version.members.map((m) => m.fp));
   const keys = {};
   for (const [fp, key] of Object.entries(group.messages.keys)) {
-    if (key.source === 'gkeys' && current.has(fp)) keys[fp] = { armored: key.armored, keyIds: key.keyIds, changed: key.changed };
+    if (key.source === 'gkeys' && current.has(fp)) {
+      keys[fp] = { armored: key.armored, keyIds: key.keyIds, signingKeyIds: key.signingKeyIds, changed: key.changed };
+    }
   }
   return {
     gid: group.gid,
@@ -111,8 +116,11 @@ async function checkedGroup(value, me, now) {
   const keys = {};
   for (const [fp, key] of Object.entries(value.keys)) {
     if (!isFingerprint(fp) || !isObject(key) || groupKeyPolicy(key.armored) !== null || typeof key.changed !== 'boolean') return null;
-    if (!Array.isArray(key.keyIds) || key.keyIds.length > 16 || !key.keyIds.every((id) => typeof id === 'string' && KEY_ID.test(id))) return null;
-    keys[fp] = { armored: key.armored, keyIds: [...key.keyIds], source: 'gkeys', changed: key.changed };
+    if (!isKeyIdList(key.keyIds)) return null;
+    // Signing key IDs are some of the key's IDs. A record without them counts every ID as one the key may sign
+    // with (groupmessages.js keyReading): the stricter reading.
+    if (key.signingKeyIds !== undefined && (!isKeyIdList(key.signingKeyIds) || !key.signingKeyIds.every((id) => key.keyIds.includes(id)))) return null;
+    keys[fp] = { armored: key.armored, ...keyReading(key), source: 'gkeys', changed: key.changed };
   }
   if (!Array.isArray(value.sent) || value.sent.length > MAX_TRACKED) return null;
   let sent = emptyDeliveries();

@@ -13,6 +13,7 @@ import {
   buildGroupReceipt, checkGroupText, contactKeys, emptyGroupMessages, holdForVersion, parseGroupEnvelope, releaseWaiting,
   removalNotice, takeGroupKeys,
 } from './groupmessages.js';
+import { openGroupMessage } from './groupopen.js';
 import { newGroup, withAlert, withGroupLine } from './groups.js';
 import { isSkewed } from './inbox.js';
 import { isLive } from './model.js';
@@ -98,11 +99,12 @@ export function createGroupInbox({
     return out;
   }
 
-  /** The worker's reading of each armored key of a `gkeys` envelope ({fingerprint, keyIds} or {error}). */
+  /** The worker's reading of each armored key of a `gkeys` envelope ({fingerprint, keyIds, signingKeyIds} or {error}). */
   async function readKeys(keys) {
     const read = [];
     for (const armored of keys) {
-      read.push(await pgp.readFriendKey(armored).then(({ fingerprint, keyIds }) => ({ fingerprint, keyIds }), (e) => ({ error: e.code || 'refused' })));
+      read.push(await pgp.readFriendKey(armored).then(
+        ({ fingerprint, keyIds, signingKeyIds }) => ({ fingerprint, keyIds, signingKeyIds }), (e) => ({ error: e.code || 'refused' })));
     }
     return read;
   }
@@ -186,8 +188,7 @@ export function createGroupInbox({
     const payload = frame.payload;
     const max = getModel().session.limits.max_message_bytes + FRAME_OVERHEAD;
     if (typeof payload !== 'string' || !payload.startsWith('-----BEGIN PGP MESSAGE-----') || payload.length > max) return;
-    const members = Object.entries(group.messages.keys).map(([fingerprint, k]) => ({ fingerprint, armored: k.armored }));
-    const opened = await pgp.openGroup(payload, members).catch((e) => ({ ok: false, problem: e.code === 'too_slow' ? 'too_slow' : 'undecryptable' }));
+    const opened = await openGroupMessage(pgp, payload, group.messages.keys).catch((e) => ({ ok: false, problem: e.code === 'too_slow' ? 'too_slow' : 'undecryptable' }));
     if (!opened.ok) {
       // Signed by no member (or badly): shown, never as anyone's message. One we cannot decrypt is not for us.
       if (opened.problem !== 'undecryptable') {

@@ -5,12 +5,15 @@
 // fingerprint and key IDs).
 //
 // A member's message state for one group is plain data, never changed in place:
-//   {sendSeq, received: {fp: receipts.js record}, keys: {fp: {armored, keyIds, source, changed}}}
+//   {sendSeq, received: {fp: receipts.js record}, keys: {fp: {armored, keyIds, signingKeyIds, source, changed}}}
 // - sendSeq: the last seq we used in this group (the next message takes sendSeq + 1).
 // - received: per sender, which seqs were accepted (receipts.js: duplicates, late, gaps; bounded).
 // - keys: the key used for each member: `source` 'own' (ours), 'contact' (the member is a contact: its pinned
 //   key, which always wins), 'gkeys' (the first one an admin sent; a later different one is not taken).
 //   `changed` marks a member for whom a different key was offered: shown as "key changed".
+//   `keyIds` are every key ID the key carries (what a message may be encrypted to); `signingKeyIds` those it can
+//   sign with (keys.js signingKeyIdsOf: the primary, and subkeys with a back-signature). Only the latter say
+//   whose key it is: anyone can bind another person's key packet to their own key, but not sign with it.
 // Bounds: `received` and `keys` hold fingerprints of the versions in the group's history (at most 16 × 64).
 import { MAX_RECEIPT_ACKS } from './envelope.js';
 import { current, isAdmin, isFingerprint, isGid, isListHash, memberOf, parseGroupList, versionOf } from './grouplist.js';
@@ -192,22 +195,37 @@ export const emptyGroupMessages = () => ({ sendSeq: 0, received: {}, keys: {} })
 const keyIdList = (ids) => [...new Set([...ids].map((id) => String(id).toLowerCase()))];
 const normalizeKeyIds = (ids) => keyIdList(ids).filter((id) => KEY_ID.test(id));
 
-/** Our own key (armored, with its key IDs as the crypto worker read them). */
-export function withOwnKey(messages, me, armored, keyIds) {
-  return { ...messages, keys: { ...messages.keys, [me]: { armored, keyIds: normalizeKeyIds(keyIds), source: 'own', changed: false } } };
+/**
+ * {keyIds, signingKeyIds} of a key as the crypto worker read it (readFriendKey), normalized; signing key IDs
+ * are always among the key's IDs. Without `signingKeyIds` every key ID counts as one the key may sign with:
+ * the stricter reading, under which a key ID another key also carries names nobody.
+ */
+export function keyReading({ keyIds = [], signingKeyIds } = {}) {
+  const all = normalizeKeyIds(keyIds);
+  const signing = signingKeyIds === undefined ? all : normalizeKeyIds(signingKeyIds).filter((id) => all.includes(id));
+  return { keyIds: all, signingKeyIds: signing };
+}
+
+/** The key IDs a held key can sign with (see keyReading). */
+const signingIdsOf = (key) => key.signingKeyIds || key.keyIds || [];
+
+/** Our own key (armored, with its key IDs as the crypto worker read them: {keyIds, signingKeyIds}). */
+export function withOwnKey(messages, me, armored, reading) {
+  return { ...messages, keys: { ...messages.keys, [me]: { armored, ...keyReading(reading), source: 'own', changed: false } } };
 }
 
 /**
  * The pinned keys of the user's contacts, by fingerprint, from the domain's friends (model.js): friends whose
- * key is not an unconfirmed change. `keyIds` maps a fingerprint to its key's IDs (the crypto worker reads
+ * key is not an unconfirmed change. `readings` maps a fingerprint to its key's {keyIds, signingKeyIds} (the crypto worker reads
  * them); a contact without them is left out, since its messages' recipients could not be told apart.
  */
-export function contactKeys(friends, keyIds) {
+export function contactKeys(friends, readings) {
   const out = new Map();
   for (const friend of friends) {
     if (!friend || friend.status !== 'friends' || friend.trust === 'changed' || !isFingerprint(friend.fingerprint) || !friend.publicArmored) continue;
-    const ids = keyIds.get(friend.fingerprint);
-    if (ids && ids.length) out.set(friend.fingerprint, { armored: friend.publicArmored, keyIds: normalizeKeyIds(ids) });
+    const read = readings.get(friend.fingerprint);
+    const reading = read ? keyReading(read) : null;
+    if (reading && reading.keyIds.length) out.set(friend.fingerprint, { armored: friend.publicArmored, ...reading });
   }
   return out;
 }
@@ -223,14 +241,14 @@ export function keysFromContacts(list, messages, contacts) {
     const held = keys[m.fp];
     if (!contact || m.fp === list.me || held?.source === 'contact') continue;
     const changed = Boolean(held) && (held.changed || !sameKey(held.armored, contact.armored));
-    keys = { ...keys, [m.fp]: { armored: contact.armored, keyIds: contact.keyIds, source: 'contact', changed } };
+    keys = { ...keys, [m.fp]: { armored: contact.armored, keyIds: contact.keyIds, signingKeyIds: contact.signingKeyIds, source: 'contact', changed } };
   }
   return keys === messages.keys ? messages : { ...messages, keys };
 }
 
 /**
  * A verified `gkeys` envelope from `signer`. `read` holds, for each of its keys in order, what the crypto
- * worker made of it: {fingerprint, keyIds} or {error} (a code). `contacts` as contactKeys. A key is taken only
+ * worker made of it: {fingerprint, keyIds, signingKeyIds} or {error} (a code). `contacts` as contactKeys. A key is taken only
  * when its fingerprint is in the list of the envelope's `ver` and the member holds no key yet; a member who is
  * a contact keeps the pinned key. Returns {messages, result}: result {ok:true, outcomes:[{fingerprint, outcome}]}
  * with outcome 'taken', 'same', 'own', 'not_in_list', 'refused' or 'key_changed' (another key was held and is
@@ -266,16 +284,19 @@ export function takeGroupKeys(list, messages, { envelope, signer, read, contacts
     }
     if (contact) {
       const changed = !sameKey(contact.armored, armored);
-      keys = { ...keys, [fp]: { armored: contact.armored, keyIds: contact.keyIds, source: 'contact', changed } };
+      keys = { ...keys, [fp]: { armored: contact.armored, keyIds: contact.keyIds, signingKeyIds: contact.signingKeyIds, source: 'contact', changed } };
       return outcome(changed ? 'key_changed' : 'taken');
     }
-    const keyIds = normalizeKeyIds(info.keyIds || []);
-    // A key may bind any packet as a subkey, another member's key included: one that carries a key ID of a key
-    // held for someone else would make that member's signatures ambiguous. Refused, and shown with who sent it.
-    const heldIds = new Set(Object.entries(keys).filter(([other]) => other !== fp).flatMap(([, k]) => k.keyIds || []));
-    for (const contactKey of contacts.values()) for (const id of contactKey.keyIds || []) heldIds.add(id);
-    if (keyIds.some((id) => heldIds.has(id))) return outcome('shared_key_id');
-    keys = { ...keys, [fp]: { armored, keyIds, source: 'gkeys', changed: false } };
+    const reading = keyReading(info);
+    // Two keys that can both sign with one key ID (the same signing subkey bound with its back-signature to
+    // two primaries, or a 64-bit collision) would make that member's signatures ambiguous: refused, and shown
+    // with who sent it. Only signing key IDs count, on both sides: a key carrying another member's key packet
+    // without that member's back-signature cannot sign with it, so it neither blocks that member's real key
+    // (in whichever order the two arrive) nor is blocked by it.
+    const heldIds = new Set(Object.entries(keys).filter(([other]) => other !== fp).flatMap(([, k]) => signingIdsOf(k)));
+    for (const contactKey of contacts.values()) for (const id of signingIdsOf(contactKey)) heldIds.add(id);
+    if (reading.signingKeyIds.some((id) => heldIds.has(id))) return outcome('shared_key_id');
+    keys = { ...keys, [fp]: { armored, ...reading, source: 'gkeys', changed: false } };
     return outcome('taken');
   });
   return { messages: keys === messages.keys ? messages : { ...messages, keys }, result: { ok: true, outcomes } };
@@ -330,6 +351,41 @@ export function sendPlan(list, messages, sendHandles) {
 }
 
 // --- receiving ---
+
+/**
+ * Which member each signing key ID names: a Map of key ID → fingerprint from `members` ([{fingerprint,
+ * signingKeyIds}]), leaving out every ID that two members' keys can both sign with: a signature made with it
+ * is no member's. Key IDs a key merely carries (another member's packet bound without its back-signature)
+ * are no signing key IDs, so they name nobody and take nothing from the member whose key it is.
+ */
+export function signingKeyOwners(members) {
+  const owners = new Map();
+  const shared = new Set();
+  for (const { fingerprint, signingKeyIds } of members) {
+    for (const id of signingKeyIds) {
+      if (owners.has(id) && owners.get(id) !== fingerprint) shared.add(id);
+      owners.set(id, fingerprint);
+    }
+  }
+  for (const id of shared) owners.delete(id);
+  return owners;
+}
+
+/**
+ * The one held key (`keys`: a group's messages.keys) that can have made signatures with the issuer key IDs
+ * `signerKeyIds` (one per signature of a message, as OpenPGP.js reads them, unverified): {fingerprint,
+ * armored}, or null when there is no signature, one names a key ID no held key can sign with (or two can),
+ * or they name more than one member. Only this key is then read and checked against the message (keys.js
+ * verifyGroupPayload): opening a message costs at most one key, whatever the group holds.
+ */
+export function messageSigner(keys, signerKeyIds) {
+  if (!Array.isArray(signerKeyIds) || signerKeyIds.length === 0) return null;
+  const owners = signingKeyOwners(Object.entries(keys).map(([fingerprint, k]) => ({ fingerprint, signingKeyIds: signingIdsOf(k) })));
+  const signers = new Set(signerKeyIds.map((id) => owners.get(String(id).toLowerCase()) || null));
+  if (signers.has(null) || signers.size !== 1) return null;
+  const [fingerprint] = signers;
+  return { fingerprint, armored: keys[fingerprint].armored };
+}
 
 /**
  * Which of `recipients` (the key IDs an OpenPGP message was encrypted to: OpenPGP.js

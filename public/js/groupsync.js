@@ -50,7 +50,7 @@ class GroupError extends Error {}
 export function createGroupSync({
   transport, pgp, getModel, dispatch, identity, lane, persist, onError, notice, incoming = () => {}, now = () => Date.now(),
 }) {
-  const keyIdCache = new Map(); // armored -> key IDs (the crypto worker's reading of a pinned key)
+  const keyIdCache = new Map(); // armored -> {keyIds, signingKeyIds} (the crypto worker's reading of a pinned key)
   let derivedFor = '';
   let dayTimer = null;
   // Until this connection's mailbox was fetched, yesterday's handles are listened on too (rendezvous.js).
@@ -69,11 +69,12 @@ export function createGroupSync({
     });
   }
 
+  /** {keyIds, signingKeyIds} of a pinned key (ours or a contact's), as the crypto worker read it. */
   async function keyIdsOf(armored) {
     if (!keyIdCache.has(armored)) {
       if (keyIdCache.size >= KEY_ID_CACHE) keyIdCache.clear(); // only pinned keys come here: a bound, not a working set
-      const { keyIds } = await pgp.readFriendKey(armored);
-      keyIdCache.set(armored, keyIds);
+      const { keyIds, signingKeyIds } = await pgp.readFriendKey(armored);
+      keyIdCache.set(armored, { keyIds, signingKeyIds });
     }
     return keyIdCache.get(armored);
   }

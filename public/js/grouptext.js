@@ -73,7 +73,7 @@ export function groupLineText(group, line, me) {
     case 'change_refused': return `A change to the group was refused (${REFUSAL_TEXT[line.problem] || line.problem}); it came from ${who(line.by)}.`;
     case 'keys_refused': return `Keys sent by ${who(line.by)} were refused (${REFUSAL_TEXT[line.problem] || line.problem}).`;
     case 'key_changed': return `${capital(who(line.member))}'s key changed: another key was offered for them. The key you had is kept; compare fingerprints before you trust either.`;
-    case 'key_shares_id': return `The key ${who(line.by)} sent for ${who(line.member)} also carries part of another member's key, which could make that member's messages look like someone else's. It was refused; compare fingerprints with ${who(line.member)}.`;
+    case 'key_shares_id': return `The key ${who(line.by)} sent for ${who(line.member)} can also sign as a key you already hold for someone else, which would make that person's messages look like no one's. It was refused; compare fingerprints with ${who(line.member)}.`;
     case 'not_from_member': return 'A message to the group was not signed by any member: it is not shown.';
     case 'malformed': return `A message from ${who(line.from)} was not a valid group message.`;
     case 'unverifiable': return `A message from ${who(line.from)} names a member list that never arrived: it cannot be checked.`;

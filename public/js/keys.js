@@ -169,28 +169,58 @@ export async function openPayload({ payload, privateKey, friendKey }) {
   }
 }
 
-/**
- * Which member each key ID names: a Map of key ID → fingerprint, leaving out every ID that two members' keys
- * both carry. A key may carry any packet as a subkey, another member's primary key included (bound by its own
- * primary, no back-signature needed for an encryption subkey); OpenPGP.js verifies with the first key holding
- * the signature's ID, so such an ID names nobody: a signature made with it is no member's.
- */
-export function signingKeyOwners(members) {
-  const owners = new Map();
-  const shared = new Set();
-  for (const { fingerprint, keyIds } of members) {
-    for (const id of keyIds) {
-      if (owners.has(id) && owners.get(id) !== fingerprint) shared.add(id);
-      owners.set(id, fingerprint);
-    }
-  }
-  for (const id of shared) owners.delete(id);
-  return owners;
-}
-
 /** The key IDs of a key and its subkeys, as 16 lower-case hex digits (OpenPGP.js KeyID.toHex()). */
 export function keyIdsOf(key) {
   return key.getKeyIDs().map((id) => id.toHex());
+}
+
+/**
+ * The key IDs a key can sign with, as keyIdsOf writes them: its primary key's (whose self-signature
+ * readFriendKey verified), and each subkey's that is bound by a signature of the primary allowing it to sign
+ * and carrying an embedded primary-key binding signature (a back-signature) made by that subkey itself.
+ *
+ * Anyone can bind any key packet to their own primary as a subkey, another person's key included: for
+ * encryption no back-signature is needed, and a signing binding without a valid one is a claim only. A
+ * back-signature over (this primary, this subkey) can only be made with the subkey's secret, so a key ID is
+ * here only if its owner chose to sign for this key. OpenPGP.js verifies a message signature only with a key
+ * that getSigningKey accepts for it (a subkey: the binding valid at the signature's time allows signing and
+ * carries a valid back-signature), so every ID it could verify a signature with is in this list. Checked
+ * here without dates (a subkey that expired or was revoked still belongs to whoever holds its secret), so the
+ * list does not change with time.
+ */
+export async function signingKeyIdsOf(key) {
+  const ids = [key.getKeyID().toHex()];
+  for (const subkey of key.subkeys) {
+    if (await hasBackSignature(key, subkey)) ids.push(subkey.getKeyID().toHex());
+  }
+  return [...new Set(ids)];
+}
+
+/** Key algorithms that can make signatures (OpenPGP.js validateSigningKeyPacket). */
+const SIGNING_ALGORITHMS = new Set([
+  openpgp.enums.publicKey.rsaEncryptSign, openpgp.enums.publicKey.rsaSign, openpgp.enums.publicKey.dsa,
+  openpgp.enums.publicKey.ecdsa, openpgp.enums.publicKey.eddsaLegacy, openpgp.enums.publicKey.ed25519,
+  openpgp.enums.publicKey.ed448,
+]);
+
+async function hasBackSignature(key, subkey) {
+  if (!SIGNING_ALGORITHMS.has(subkey.keyPacket.algorithm)) return false;
+  const { enums } = openpgp;
+  const data = { key: key.keyPacket, bind: subkey.keyPacket };
+  for (const binding of subkey.bindingSignatures) {
+    const embedded = binding.embeddedSignature;
+    if (!embedded) continue;
+    if (binding.keyFlags && (binding.keyFlags[0] & enums.keyFlags.signData) === 0) continue;
+    try {
+      // A date of null: checked as signatures, not as valid at some time.
+      await binding.verify(key.keyPacket, enums.signature.subkeyBinding, data, null, false, openpgp.config);
+      await embedded.verify(subkey.keyPacket, enums.signature.keyBinding, data, null, false, openpgp.config);
+      return true;
+    } catch {
+      // not this binding: try the next one
+    }
+  }
+  return false;
 }
 
 /**
@@ -206,13 +236,15 @@ export async function sealToMany({ envelopeText, keys, privateKey }) {
 }
 
 /**
- * Opens a group payload. `members` ([{fingerprint, key}]) are the keys of the group's members as we hold them.
- * Returns {ok:true, text, signer, recipients} when it decrypts and carries signatures by exactly one member's
- * key, all valid; else {ok:false, problem ('undecryptable' | 'no_member_signature' | 'bad_signature'),
- * recipients?}. `recipients` are the key IDs its session-key packets name (getEncryptionKeyIDs), so the
- * caller can tell whether it was also encrypted to someone outside the group.
+ * Decrypts a group payload, the first of its two steps (the second is verifyGroupPayload): who signed it is
+ * told apart by its signatures' key IDs, so that only the one key that can have made them is read and
+ * checked, never every key a group holds. Returns {ok:true, text, recipients, signerKeyIds, sessionKeys}:
+ * `signerKeyIds` the issuer key ID of each of its signatures (unverified: a claim), `sessionKeys` what opens
+ * it again in the second step without our private key; or {ok:false, problem: 'undecryptable', recipients?}.
+ * `recipients` are the key IDs its session-key packets name (getEncryptionKeyIDs), so the caller can tell
+ * whether it was also encrypted to someone outside the group.
  */
-export async function openGroupPayload({ payload, privateKey, members }) {
+export async function openGroupPayload({ payload, privateKey }) {
   const config = { maxDecompressedMessageSize: MAX_DECOMPRESSED_BYTES };
   let message;
   try {
@@ -221,26 +253,39 @@ export async function openGroupPayload({ payload, privateKey, members }) {
     return { ok: false, problem: 'undecryptable', detail: error.message };
   }
   const recipients = message.getEncryptionKeyIDs().map((id) => id.toHex());
-  let data;
-  let signatures;
   try {
-    ({ data, signatures } = await openpgp.decrypt({
-      message, decryptionKeys: privateKey, verificationKeys: members.map((m) => m.key), expectSigned: false, config,
-    }));
+    const sessionKeys = await openpgp.decryptSessionKeys({ message, decryptionKeys: privateKey, config });
+    const { data, signatures } = await openpgp.decrypt({ message, sessionKeys, expectSigned: false, config });
+    return { ok: true, text: data, recipients, signerKeyIds: signatures.map((s) => s.keyID.toHex()), sessionKeys };
   } catch (error) {
     return { ok: false, problem: 'undecryptable', detail: error.message, recipients };
   }
-  const owners = signingKeyOwners(members.map((m) => ({ fingerprint: m.fingerprint, keyIds: keyIdsOf(m.key) })));
-  const signers = new Set(signatures.map((s) => owners.get(s.keyID.toHex()) || null));
-  if (signatures.length === 0 || signers.has(null) || signers.size !== 1) {
-    return { ok: false, problem: 'no_member_signature', recipients };
+}
+
+/**
+ * The second step of opening a group payload: whether every signature on it verifies with `key`, the one
+ * key the caller found can have made them (the member whose signing key IDs they name). Only that key is
+ * given to OpenPGP.js, which takes the first key it is given that holds a signature's key ID, and then
+ * accepts the signature only when that key can sign with it (getSigningKey: the primary key, or a subkey
+ * with a valid back-signature); so a signature counts as the member's only when the member's own key made
+ * it. Returns {ok:true} or {ok:false, problem: 'bad_signature' | 'undecryptable'}.
+ */
+export async function verifyGroupPayload({ payload, sessionKeys, key }) {
+  const config = { maxDecompressedMessageSize: MAX_DECOMPRESSED_BYTES };
+  let signatures;
+  try {
+    const message = await openpgp.readMessage({ armoredMessage: payload });
+    ({ signatures } = await openpgp.decrypt({ message, sessionKeys, verificationKeys: key, expectSigned: false, config }));
+  } catch (error) {
+    return { ok: false, problem: 'undecryptable', detail: error.message };
   }
+  if (signatures.length === 0) return { ok: false, problem: 'bad_signature' };
   try {
     for (const s of signatures) await s.verified;
-  } catch {
-    return { ok: false, problem: 'bad_signature', recipients };
+  } catch (error) {
+    return { ok: false, problem: 'bad_signature', detail: error.message };
   }
-  return { ok: true, text: data, signer: [...signers][0], recipients };
+  return { ok: true };
 }
 
 function isEmpty(source) {

@@ -3,6 +3,7 @@
 // bounds hold (groups, unconfirmed messages), whoever made the file.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import * as openpgp from '../../public/vendor/openpgp.min.mjs';
 import { MAX_GROUP_UNCONFIRMED, groupRecord, readGroups } from '../../public/js/groupbook.js';
 import { deliveries } from '../../public/js/groupdelivery.js';
 import { buildGroupList, current, joinGroup, readVersion } from '../../public/js/grouplist.js';
@@ -70,4 +71,22 @@ test('any malformed field refuses the record; the bounds hold', async () => {
   assert.equal((await roundTrip([record, record])).problem, 'duplicate_group');
   assert.equal((await roundTrip(Array(MAX_GROUPS + 1).fill(record))).problem, 'too_many_groups');
   assert.equal((await readGroups('x', BOB, NOW)).problem, 'bad_group');
+});
+
+test('a member\'s key from an admin reads back with its key IDs and signing key IDs; signing IDs must be the key\'s', async () => {
+  const { publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name: 'Alice' }], format: 'object' });
+  const keyIds = publicKey.getKeyIDs().map((id) => id.toHex());
+  const signingKeyIds = [keyIds[0]];
+  const group = await bobsGroup();
+  const held = { ...group, messages: { ...group.messages, keys: { [ALICE]: { armored: publicKey.armor(), keyIds, signingKeyIds, source: 'gkeys', changed: false } } } };
+  const record = groupRecord(held);
+  const [back] = (await roundTrip([record])).groups;
+  assert.deepEqual(back.messages.keys[ALICE], held.messages.keys[ALICE]);
+  // A record without signing key IDs counts every key ID as one the key may sign with.
+  const { signingKeyIds: _, ...without } = record.keys[ALICE];
+  const [strict] = (await roundTrip([{ ...record, keys: { [ALICE]: without } }])).groups;
+  assert.deepEqual(strict.messages.keys[ALICE].signingKeyIds, keyIds);
+  for (const ids of [['0123456789abcdef'], 'x', [keyIds[0].toUpperCase()]]) {
+    assert.equal((await roundTrip([{ ...record, keys: { [ALICE]: { ...record.keys[ALICE], signingKeyIds: ids } } }])).problem, 'bad_group', String(ids));
+  }
 });

@@ -780,11 +780,19 @@ test('a member sends to the others\' handles of today and listens on its own for
 
 // --- group envelopes ---
 
-/** Real keys, as the crypto worker would read them: {armored, fingerprint, keyIds, privateKey, publicKey}. */
+/**
+ * Real keys, as the crypto worker would read them: {armored, fingerprint, keyIds, signingKeyIds, privateKey,
+ * publicKey}. OpenPGP.js's default key signs with its primary key only (its subkey encrypts).
+ */
 async function person(name) {
   const { privateKey, publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name }], format: 'object' });
-  return { name, privateKey, publicKey, armored: publicKey.armor(), fingerprint: publicKey.getFingerprint().toUpperCase(), keyIds: publicKey.getKeyIDs().map((id) => id.toHex()) };
+  return {
+    name, privateKey, publicKey, armored: publicKey.armor(), fingerprint: publicKey.getFingerprint().toUpperCase(),
+    keyIds: publicKey.getKeyIDs().map((id) => id.toHex()), signingKeyIds: [publicKey.getKeyID().toHex()],
+  };
 }
+/** What the crypto worker's readFriendKey says of a person's key IDs. */
+const reading = (p) => ({ keyIds: p.keyIds, signingKeyIds: p.signingKeyIds });
 const people = Promise.all(['Alice', 'Bob', 'Carol', 'Dave', 'Eve'].map(person));
 
 test('gtext, greceipt, gleave and gkeys are built and read back; out of bounds they are malformed', async () => {
@@ -855,10 +863,10 @@ async function realGroup(me, { removeCarol = false } = {}) {
     v2 = await version({ ver: 2, prev: v1, members: members.filter((m) => m.fp !== carol.fingerprint), s: secret(2) });
     state = applyVersion(state, v2, alice.fingerprint, NOW).state;
   }
-  let messages = withOwnKey(emptyGroupMessages(), me.fingerprint, me.armored, me.keyIds);
+  let messages = withOwnKey(emptyGroupMessages(), me.fingerprint, me.armored, reading(me));
   for (const p of [alice, bob, carol, dave]) {
     if (p === me) continue;
-    messages = { ...messages, keys: { ...messages.keys, [p.fingerprint]: { armored: p.armored, keyIds: p.keyIds, source: 'gkeys', changed: false } } };
+    messages = { ...messages, keys: { ...messages.keys, [p.fingerprint]: { armored: p.armored, ...reading(p), source: 'gkeys', changed: false } } };
   }
   return { state, messages, v1, v2, alice, bob, carol, dave, eve };
 }
@@ -971,8 +979,8 @@ test('seq per sender and group: first, in order, gap, late, duplicate (receipted
 test('keys from an admin: only for fingerprints in that version, never over a pinned contact\'s key or one held', async () => {
   const [, , , dave] = await people;
   const g = await realGroup(dave);
-  const fresh = withOwnKey(emptyGroupMessages(), g.dave.fingerprint, g.dave.armored, g.dave.keyIds);
-  const read = (p) => ({ fingerprint: p.fingerprint, keyIds: p.keyIds });
+  const fresh = withOwnKey(emptyGroupMessages(), g.dave.fingerprint, g.dave.armored, reading(g.dave));
+  const read = (p) => ({ fingerprint: p.fingerprint, ...reading(p) });
   const [gkeys] = buildGroupKeys({ gid: GID, ver: 1, ts: NOW, keys: [g.alice.armored, g.bob.armored, g.eve.armored, g.dave.armored, g.carol.armored] });
   const envelope = parseGroupEnvelope(gkeys).envelope;
   // Bob is a contact with the same key (armored differently); Carol is a contact whose pinned key differs from
@@ -984,7 +992,7 @@ test('keys from an admin: only for fingerprints in that version, never over a pi
     { status: 'friends', trust: 'unverified', fingerprint: g.carol.fingerprint, publicArmored: g.carol.armored },
     { status: 'friends', trust: 'changed', fingerprint: g.eve.fingerprint, publicArmored: g.eve.armored }, // an unconfirmed change: not a pin
     { status: 'ended', trust: 'verified', fingerprint: g.alice.fingerprint, publicArmored: g.alice.armored },
-  ], new Map([[g.bob.fingerprint, g.bob.keyIds], [g.carol.fingerprint, g.carol.keyIds], [g.eve.fingerprint, g.eve.keyIds], [g.alice.fingerprint, g.alice.keyIds]]));
+  ], new Map([g.bob, g.carol, g.eve, g.alice].map((p) => [p.fingerprint, reading(p)])));
   assert.deepEqual([...contacts.keys()], [g.bob.fingerprint, g.carol.fingerprint]);
   const withCarol = { ...envelope, keys: [...envelope.keys.slice(0, 4), carolRelayed] };
   const { messages, result } = takeGroupKeys(g.state, fresh, {
@@ -1005,16 +1013,22 @@ test('keys from an admin: only for fingerprints in that version, never over a pi
   assert.equal(second.messages.keys[g.alice.fingerprint].changed, true);
   const aliceOnly = { ...envelope, keys: [g.alice.armored] };
   assert.deepEqual(takeGroupKeys(g.state, messages, { envelope: aliceOnly, signer: g.bob.fingerprint, read: [read(g.alice)] }).result.outcomes.map((o) => o.outcome), ['same']);
-  // A key for Alice that also carries one of our own key IDs (or a contact's): refused, nothing taken.
-  const sneaky = takeGroupKeys(g.state, fresh, {
-    envelope: aliceOnly, signer: g.bob.fingerprint, read: [{ fingerprint: g.alice.fingerprint, keyIds: [...g.alice.keyIds, g.dave.keyIds[0]] }],
-  });
+  // A key for Alice that can also sign with one of our own key IDs (or a contact's): refused, nothing taken.
+  const sharing = (ids) => ({ fingerprint: g.alice.fingerprint, keyIds: [...g.alice.keyIds, ...ids], signingKeyIds: [...g.alice.signingKeyIds, ...ids] });
+  const sneaky = takeGroupKeys(g.state, fresh, { envelope: aliceOnly, signer: g.bob.fingerprint, read: [sharing([g.dave.signingKeyIds[0]])] });
   assert.deepEqual(sneaky.result.outcomes.map((o) => o.outcome), ['shared_key_id']);
   assert.equal(sneaky.messages.keys[g.alice.fingerprint], undefined);
-  const viaContact = takeGroupKeys(g.state, fresh, {
-    envelope: aliceOnly, signer: g.bob.fingerprint, read: [{ fingerprint: g.alice.fingerprint, keyIds: [g.bob.keyIds[1]] }], contacts,
-  });
+  const viaContact = takeGroupKeys(g.state, fresh, { envelope: aliceOnly, signer: g.bob.fingerprint, read: [sharing([g.bob.signingKeyIds[0]])], contacts });
   assert.deepEqual(viaContact.result.outcomes.map((o) => o.outcome), ['shared_key_id']);
+  // One that merely carries those key IDs (bound without their back-signatures) cannot sign with them: taken,
+  // and it takes nothing from whose IDs they are (groupcrypto.unit.test.mjs tries it with real crafted keys).
+  const carrying = { fingerprint: g.alice.fingerprint, keyIds: [...g.alice.keyIds, g.dave.keyIds[0], g.bob.keyIds[0]], signingKeyIds: g.alice.signingKeyIds };
+  const carried = takeGroupKeys(g.state, fresh, { envelope: aliceOnly, signer: g.bob.fingerprint, read: [carrying], contacts });
+  assert.deepEqual(carried.result.outcomes.map((o) => o.outcome), ['taken']);
+  assert.deepEqual(carried.messages.keys[g.alice.fingerprint].signingKeyIds, g.alice.signingKeyIds);
+  // Read without its signing key IDs, every ID a key carries counts as one it may sign with: refused.
+  const unread = takeGroupKeys(g.state, fresh, { envelope: aliceOnly, signer: g.bob.fingerprint, read: [{ ...carrying, signingKeyIds: undefined }] });
+  assert.deepEqual(unread.result.outcomes.map((o) => o.outcome), ['shared_key_id']);
   // A key the crypto worker refused; the signer is no admin; the version is not held yet, or no longer.
   assert.deepEqual(takeGroupKeys(g.state, fresh, { envelope: aliceOnly, signer: g.alice.fingerprint, read: [{ error: 'expired' }] }).result.outcomes, [{ fingerprint: null, outcome: 'refused' }]);
   assert.equal(takeGroupKeys(g.state, fresh, { envelope, signer: g.carol.fingerprint, read: [] }).result.problem, 'not_admin');
@@ -1023,7 +1037,7 @@ test('keys from an admin: only for fingerprints in that version, never over a pi
   const late = joinGroup(joinedAt2, g.alice.fingerprint, { me: g.dave.fingerprint }).state;
   assert.equal(takeGroupKeys(late, fresh, { envelope, signer: g.alice.fingerprint, read: [] }).result.problem, 'unknown_version');
   // Contacts fill in members without a key, and replace an admin's key that differs from the pinned one.
-  const filled = keysFromContacts(g.state, { ...fresh, keys: { ...fresh.keys, [g.carol.fingerprint]: { armored: carolRelayed, keyIds: g.carol.keyIds, source: 'gkeys', changed: false } } }, contacts);
+  const filled = keysFromContacts(g.state, { ...fresh, keys: { ...fresh.keys, [g.carol.fingerprint]: { armored: carolRelayed, ...reading(g.carol), source: 'gkeys', changed: false } } }, contacts);
   assert.deepEqual([filled.keys[g.bob.fingerprint].source, filled.keys[g.bob.fingerprint].changed], ['contact', false]);
   assert.deepEqual([filled.keys[g.carol.fingerprint].armored, filled.keys[g.carol.fingerprint].changed], [g.carol.armored, true]);
 });
