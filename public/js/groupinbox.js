@@ -13,7 +13,7 @@ import {
   buildGroupReceipt, checkGroupText, contactKeys, emptyGroupMessages, holdForVersion, parseGroupEnvelope, releaseWaiting,
   removalNotice, takeGroupKeys,
 } from './groupmessages.js';
-import { newGroup, withAlert, withGroupLine } from './groups.js';
+import { newGroup, withAlert, withGroupLine, withVersionOutcome } from './groups.js';
 import { isSkewed } from './inbox.js';
 import { isLive } from './model.js';
 import { MAX_GROUPS } from './rendezvous.js';
@@ -37,7 +37,7 @@ export function createGroupInbox({
   async function takeVersion(group, version, signer) {
     const applied = applyVersion(group.list, version, signer, now());
     group = { ...group, list: applied.state };
-    for (const result of [applied.result, ...applied.released]) group = describe(group, result, signer);
+    for (const result of [applied.result, ...applied.released]) group = withVersionOutcome(group, result, signer);
     if (applied.result.ok && applied.result.removedMe) group = { ...group, status: 'removed' };
     if (group.status === 'removed' && memberOf(current(group.list), me())) group = { ...group, status: 'member' };
     group = await withKeys(group);
@@ -46,24 +46,6 @@ export function createGroupInbox({
     for (const item of released.expired) group = withGroupLine(group, { direction: 'system', what: 'unverifiable', from: item.signer });
     for (const item of released.ready) group = await takeText(group, item);
     return group;
-  }
-
-  /** `group` with the outcome of one applied or refused version shown. */
-  function describe(group, result, signer) {
-    if (result.ok && result.duplicate) return group;
-    if (result.ok) {
-      let out = group;
-      if (result.applied) {
-        out = withGroupLine(out, { direction: 'system', what: result.removedMe ? 'removed_me' : 'changed', by: result.applied.signer, change: result.change });
-      }
-      if (result.conflict) {
-        out = withGroupLine(out, { direction: 'system', what: 'conflict', kept: result.conflict.kept.signer, dropped: result.conflict.dropped.map((d) => d.signer) });
-      }
-      return out;
-    }
-    if (result.problem === 'gap' && result.held) return group;
-    const line = { direction: 'system', what: 'change_refused', problem: result.problem, by: result.version?.signer || signer, flagged: true };
-    return withAlert(withGroupLine(group, line), line);
   }
 
   /** A checked `gtext` (item: {envelope, signer, recipients, receivedAt}) taken into `group`. */

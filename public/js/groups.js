@@ -44,6 +44,37 @@ export function withAlert(group, alert) {
   return { ...group, alerts: [...group.alerts, alert].slice(-MAX_ALERTS) };
 }
 
+/**
+ * `group` with the outcome of one applied or refused version (grouplist.js applyVersion's `result`, signed by
+ * `signer`) shown: a line for a change, a conflict or a refusal; an alert for what does not add up. An admin
+ * that signed two different versions under one number (`equivocation`, at the head or too late) is an alert
+ * naming that admin: an honest client never does it, so it means a bug or someone else holding its key, and the
+ * members it reached may have been shown different lists.
+ */
+export function withVersionOutcome(group, result, signer) {
+  if (result.ok && result.duplicate) return group;
+  if (result.ok) {
+    let out = group;
+    if (result.applied) {
+      out = withGroupLine(out, { direction: 'system', what: result.removedMe ? 'removed_me' : 'changed', by: result.applied.signer, change: result.change });
+    }
+    if (result.conflict?.equivocation) return withEquivocation(out, result.conflict.equivocation);
+    if (result.conflict) {
+      out = withGroupLine(out, { direction: 'system', what: 'conflict', kept: result.conflict.kept.signer, dropped: result.conflict.dropped.map((d) => d.signer) });
+    }
+    return out;
+  }
+  if (result.problem === 'gap' && result.held) return group;
+  const line = { direction: 'system', what: 'change_refused', problem: result.problem, by: result.version?.signer || signer, flagged: true };
+  const out = withAlert(withGroupLine(group, line), line);
+  return result.equivocation ? withEquivocation(out, result.equivocation) : out;
+}
+
+function withEquivocation(group, admin) {
+  const line = { direction: 'system', what: 'equivocation', by: admin, flagged: true };
+  return withAlert(withGroupLine(group, line), line);
+}
+
 /** groupPut {group}: the record as groupsync.js made it replaces the one held. */
 export function groupPut(next, { group }) {
   next.state = { ...next.state, groups: withEntry(next.state.groups, group.gid, group) };

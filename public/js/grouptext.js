@@ -70,6 +70,7 @@ export function groupLineText(group, line, me) {
     case 'changed': return `${capital(who(line.by))} ${changeText(group, line.change, me)}.`;
     case 'removed_me': return `${capital(who(line.by))} removed you from the group. Nothing sent to it from now on can reach you.`;
     case 'conflict': return `Two admins changed the group at once; ${who(line.kept)}'s change was kept.`;
+    case 'equivocation': return `${capital(who(line.by))} signed two different versions of the member list under the same number: a fault in their app, or someone else using their key. Every member keeps the same one of the two, but some may have seen the other first; compare fingerprints with them.`;
     case 'change_refused': return `A change to the group was refused (${REFUSAL_TEXT[line.problem] || line.problem}); it came from ${who(line.by)}.`;
     case 'keys_refused': return `Keys sent by ${who(line.by)} were refused (${REFUSAL_TEXT[line.problem] || line.problem}).`;
     case 'key_changed': return `${capital(who(line.member))}'s key changed: another key was offered for them. The key you had is kept; compare fingerprints before you trust either.`;

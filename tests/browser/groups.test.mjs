@@ -401,6 +401,57 @@ describe('what does not add up', { timeout: 180000 }, () => {
     for (const user of [alice, bob, carol]) await assertClean(user);
     for (const user of [alice, bob, carol]) await user.context.close();
   });
+  test('an admin\'s second, different version under the same number is shown as an alert naming that admin, at 1280 and 360 px', async () => {
+    const srv = await harness.server();
+    const alice = await gpgUser(srv, 'Alice');
+    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
+    const mitm = await interceptSocket(bob.page, srv.wsUrl);
+    await generateKey(bob);
+    await enterChat(bob);
+    const carol = await gpgUser(srv, 'Carol');
+    for (const user of [bob, carol]) await befriend(user, alice);
+    const gid = await createGroup(alice, 'Steady', [bob, carol]);
+    for (const user of [bob, carol]) await openGroup(user, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    // Alice renames the group through her page: version 2, which every member applies.
+    await alice.page.fill(`#group-rename-${gid}`, 'Steady (2)');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    const title = (user) => user.page.waitForFunction((g) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Steady (2)', gid);
+    await title(bob);
+    const pane = bob.page.locator(`.group-pane[data-group="${gid}"]`);
+    assert.equal(await pane.locator('.group-alerts').isHidden(), true, 'nothing to show yet');
+
+    // Alice's key also signs another version 2 on version 1 (the text Carol was handed), which the server
+    // hands to Bob's group handle.
+    for (const key of keysReceived(carol)) importKey(carol.home, key);
+    const v1 = jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
+      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
+      .find((text) => text.includes('"kind":"group"'));
+    const list = JSON.parse(v1);
+    const other = JSON.stringify({
+      v: 1, kind: 'group', gid, ver: 2, prev: createHash('sha256').update(v1, 'utf8').digest('base64url'), ts: Date.now(), name: 'Steady (other)', secret: list.secret, members: list.members,
+    });
+    importKey(alice.home, jsonFrames(bob).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key);
+    const payload = encryptAndSign(alice.home, { text: other, recipient: bob.fingerprint, signer: alice.fingerprint, passphrase: GPG_PASSPHRASE });
+    const day = new Date().toISOString().slice(0, 10);
+    const handle = createHmac('sha256', Buffer.from(list.secret, 'base64url')).update(`secchat-group-v1\n${bob.fingerprint}\n${day}`).digest('base64url');
+    mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+
+    await pane.locator('.msg-system[data-what="equivocation"]').waitFor();
+    for (const viewport of [DESKTOP, PHONE]) {
+      await bob.page.setViewportSize(viewport);
+      const alerts = pane.locator('.group-alerts');
+      await alerts.waitFor({ state: 'visible' });
+      assert.equal(await alerts.getAttribute('role'), 'alert');
+      assert.match(await alerts.textContent(), /Alice <alice@example.org> signed two different versions of the member list under the same number/);
+      assert.equal(await bob.page.getAttribute(`.group-item[data-group="${gid}"]`, 'data-alerts'), '1');
+      await screenshot(bob.page, `groups-equivocation-${viewport.width}`);
+    }
+    // Not "two admins at once": one admin signed both.
+    assert.equal(await pane.locator('.msg-system[data-what="conflict"]').count(), 0);
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
+  });
   test('a member\'s key offered changed (same fingerprint, other packets) is flagged for every member who is offered it; the held key stays', async () => {
     const srv = await harness.server();
     const alice = await gpgUser(srv, 'Alice');

@@ -20,6 +20,8 @@ import {
   parseGroupEnvelope, pruneMessages, releaseWaiting, sameKey, sendPlan, strangerRecipients, takeGroupKeys, takeSendSeq, withOwnKey,
 } from '../../public/js/groupmessages.js';
 import { MAX_TRACKED, deliveries, deliveryOf, emptyDeliveries } from '../../public/js/groupdelivery.js';
+import { newGroup, withVersionOutcome } from '../../public/js/groups.js';
+import { groupLineText } from '../../public/js/grouptext.js';
 import { deriveHandle, isHandle, listenPlan, toBase64Url } from '../../public/js/rendezvous.js';
 import { armorPublicKey, hostileRsaKey, withUnsignedUserId } from './helpers/hostilekey.mjs';
 
@@ -458,6 +460,32 @@ test('an admin who signs two different versions on the same one is flagged, and 
   assert.equal(applyVersion(moved, loser, BOB, NOW).result.equivocation, null);
 });
 
+
+test('an admin\'s two versions under one number become an alert naming that admin, at the head and when too late', async () => {
+  const v1 = await version();
+  const x2 = await version({ ver: 2, prev: v1, name: 'x' });
+  const y2 = await version({ ver: 2, prev: v1, name: 'y', s: secret(5) });
+  const [winner, loser] = x2.hash < y2.hash ? [x2, y2] : [y2, x2];
+  for (const [first, second] of [[winner, loser], [loser, winner]]) {
+    const start = newGroup(applyVersion(await daveWith(v1), first, ALICE, NOW).state, emptyGroupMessages(), NOW);
+    const { result } = applyVersion(start.list, second, ALICE, NOW);
+    const group = withVersionOutcome(start, result, ALICE);
+    assert.deepEqual(group.alerts.map((a) => [a.what, a.by]), [['equivocation', ALICE]]);
+    assert.equal(group.lines.filter((l) => l.what === 'conflict').length, 0, 'not shown as two admins at once');
+    assert.match(groupLineText(group, group.alerts[0], DAVE), /^Alice signed two different versions of the member list under the same number/);
+  }
+  // Too late (the head moved on): refused, and the equivocation named too.
+  const z3 = await version({ ver: 3, prev: winner, name: 'z' });
+  const moved = applyAll(await daveWith(v1), [[winner, ALICE], [z3, BOB]]).state;
+  const late = withVersionOutcome(newGroup(moved, emptyGroupMessages(), NOW), applyVersion(moved, loser, ALICE, NOW).result, ALICE);
+  assert.deepEqual(late.alerts.map((a) => a.what), ['change_refused', 'equivocation']);
+  // Two admins at once is no equivocation: no such alert.
+  const b2 = await version({ ver: 2, prev: v1, name: 'b' });
+  const both = applyAll(await daveWith(v1), [[winner, ALICE]]).state;
+  const two = withVersionOutcome(newGroup(both, emptyGroupMessages(), NOW), applyVersion(both, b2, BOB, NOW).result, BOB);
+  assert.deepEqual(two.alerts, []);
+  assert.deepEqual(two.lines.map((l) => l.what), ['conflict']);
+});
 
 test('a late fork by an admin senior to every version it drops replaces them: Alice\'s a2 over Bob\'s b2 and b3 in every order, for every member', async () => {
   const v1 = await version();
