@@ -9,8 +9,9 @@
 import { FRAME_OVERHEAD } from './envelope.js';
 import { deliveries } from './groupdelivery.js';
 import { applyVersion, current, joinGroup, leaveReceived, memberOf, readVersion } from './grouplist.js';
+import { handoverConfirmed } from './grouphandover.js';
 import {
-  buildGroupReceipt, checkGroupText, contactKeys, emptyGroupMessages, holdForVersion, parseGroupEnvelope, releaseWaiting,
+  buildGroupJoined, buildGroupReceipt, checkGroupText, memberKeyStatus, contactKeys, emptyGroupMessages, holdForVersion, parseGroupEnvelope, releaseWaiting,
   removalNotice, takeGroupKeys,
 } from './groupmessages.js';
 import { newGroup, withAlert, withGroupLine, withVersionOutcome } from './groups.js';
@@ -22,6 +23,9 @@ import { MAX_GROUPS } from './rendezvous.js';
  * @param {object} ctx  from groupsync.js: pgp, getModel, get(gid), put(group), me(), now(), inLane(gid, task),
  *   withKeys(group), keyIdsOf(armored), derive(), persist(), sendSealed(text, armored, route), notice, incoming
  */
+/** Whether some member of the group's current version has no key yet. */
+const lacksKeys = (group) => [...memberKeyStatus(group.list, group.messages).values()].includes('missing');
+
 export function createGroupInbox({
   pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming,
 }) {
@@ -31,6 +35,19 @@ export function createGroupInbox({
     if (!handle || !key) return;
     await persist();
     await sendSealed(buildGroupReceipt({ gid: group.gid, ts: now(), acks }), key.armored, { handle }).catch(() => {});
+  }
+
+  /**
+   * Tells `friend`, the contact who handed us the group, that we hold its current version and every member's key
+   * (grouphandover.js: it stops handing it again), by its group handle and to its key alone. Not while a key is
+   * missing: the keys come after the version, and one of them may be what was lost.
+   */
+  async function confirmJoined(gid, friend) {
+    const group = get(gid);
+    if (!group || group.status !== 'member' || !memberOf(current(group.list), me()) || lacksKeys(group)) return;
+    const handle = getModel().groupHandles.send.get(gid)?.get(friend.fingerprint);
+    if (!handle) return;
+    await sendSealed(buildGroupJoined({ gid, ver: current(group.list).ver, ts: now() }), friend.publicArmored, { handle }).catch(() => {});
   }
 
   /** A version (read) signed by `signer` for a group we hold: applied, and what it did shown. */
@@ -131,6 +148,7 @@ export function createGroupInbox({
         if (held && held.status === 'member') {
           await put(await takeVersion(held, read.version, friend.fingerprint));
           await derive();
+          await confirmJoined(envelope.gid, friend);
           return;
         }
         // A group we left or were removed from is joined again only by a later version (one that adds us
@@ -149,8 +167,11 @@ export function createGroupInbox({
         await put(group);
         await derive();
         await persist();
+        await confirmJoined(envelope.gid, friend);
       } else if (envelope.kind === 'gkeys' && held) {
+        const wasLacking = lacksKeys(held);
         await put(await takeKeys(held, envelope, friend.fingerprint));
+        if (wasLacking) await confirmJoined(envelope.gid, friend);
       }
     });
   }
@@ -184,7 +205,11 @@ export function createGroupInbox({
     }
     const { envelope } = parsed;
     const signer = opened.signer;
+    // A new member that writes under the version it was added in, or says it joined, needs the group no more.
+    if (envelope.kind === 'gtext' || envelope.kind === 'gjoined') group = { ...group, handovers: handoverConfirmed(group.handovers, signer, envelope.ver) };
     switch (envelope.kind) {
+      case 'gjoined':
+        break;
       case 'gtext':
         group = await takeText(group, { ver: envelope.ver, envelope, signer, recipients: opened.recipients, receivedAt: now() });
         break;

@@ -5,9 +5,10 @@
 //
 // A group record: {gid, list (grouplist.js state), messages (groupmessages.js state), deliveries
 // (groupdelivery.js), waiting (messages held for a version not here yet), lines (the conversation, oldest
-// first, at most MAX_GROUP_LINES), nextLine, status, alerts, updatedAt}.
+// first, at most MAX_GROUP_LINES), nextLine, status, alerts, handovers, updatedAt}.
 // - status: 'member' (we are in the current version and listen), 'removed' (a version without us arrived),
 //   'left' (we sent gleave). Only a member listens on the group's handles and writes to it.
+// - handovers: new members we handed the group to and who have not confirmed yet (grouphandover.js).
 // - alerts: what does not add up about the group as a whole (a refused change, two admins at once), newest
 //   last, at most MAX_ALERTS; shown in the group's header until the user dismisses them.
 import { withEntry, withoutEntry } from './model.js';
@@ -19,7 +20,7 @@ export const MAX_ALERTS = 8;
 
 export function newGroup(list, messages, now) {
   return {
-    gid: list.gid, list, messages, deliveries: emptyDeliveries(), waiting: [], lines: [], nextLine: 1, status: 'member', alerts: [], updatedAt: now,
+    gid: list.gid, list, messages, deliveries: emptyDeliveries(), waiting: [], lines: [], nextLine: 1, status: 'member', alerts: [], handovers: [], updatedAt: now,
   };
 }
 

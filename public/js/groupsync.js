@@ -19,6 +19,7 @@ import {
   keysFromContacts, pruneMessages, releaseWaiting, sendPlan, takeSendSeq, withOwnKey,
 } from './groupmessages.js';
 import { createGroupInbox } from './groupinbox.js';
+import { handoverStarted, handoversDue, nextHandover } from './grouphandover.js';
 import { newGroup, withGroupLine, withGroupLines } from './groups.js';
 import { routeFor } from './contacts.js';
 import { isLive } from './model.js';
@@ -53,12 +54,14 @@ export function createGroupSync({
   const keyIdCache = new Map(); // armored -> key IDs (the crypto worker's reading of a pinned key)
   let derivedFor = '';
   let dayTimer = null;
+  let handoverTimer = null;
+  let handoverAt = null;
   // Until this connection's mailbox was fetched, yesterday's handles are listened on too (rendezvous.js).
   let catchUp = true;
 
   const get = (gid) => getModel().groups.get(gid);
   const me = () => identity().fingerprint;
-  const put = (group) => dispatch({ type: 'groupPut', group: { ...group, updatedAt: now() } });
+  const put = (group) => dispatch({ type: 'groupPut', group: { ...group, updatedAt: now() } }).then(armHandovers);
 
   /** Runs `task` in the group's lane; resolves with its result or rejects with its error (for the page). */
   function inLane(gid, task) {
@@ -250,11 +253,66 @@ export function createGroupSync({
       if (memberOf(version, m.fp) || m.fp === me() || !key || !beforeHandles.get(m.fp)) continue;
       await sendSealed(buildGroupRemoved({ gid, ts: now(), ver: version.ver }), key.armored, { handle: beforeHandles.get(m.fp) }).catch(() => {});
     }
-    for (const friend of added) {
-      if (!(await handOver(group, friend, text))) {
-        await put(withGroupLine(get(gid), { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
+    await handOverAll(gid, added, text, version.ver);
+  }
+
+  /**
+   * Hands version `text` (number `ver`) to each of `friends`, new members, and follows each handover until the
+   * member confirms (grouphandover.js); a member without a route is shown as not reached.
+   */
+  async function handOverAll(gid, friends, text, ver) {
+    for (const friend of friends) {
+      let handed = false;
+      try {
+        handed = await handOver(get(gid), friend, text);
+      } catch {
+        handed = true; // sent or not, the handover is followed and tried again
       }
+      const group = get(gid);
+      if (handed) await put({ ...group, handovers: handoverStarted(group.handovers, friend.fingerprint, ver, now()) });
+      else await put(withGroupLine(group, { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
     }
+    await persist();
+  }
+
+  /**
+   * Hands the current version and the keys again to the new members of `gid` who have not confirmed (every open
+   * handover when `all`, as after a new connection; else those due), and gives up on those tried too often.
+   */
+  async function rehand(gid, { all = false } = {}) {
+    let group = get(gid);
+    if (!group || group.status !== 'member' || group.handovers.length === 0) return;
+    const { handovers, due, givenUp } = handoversDue(group.handovers, group.list, now(), { all });
+    group = { ...group, handovers };
+    for (const fp of givenUp) group = withGroupLine(group, { direction: 'system', what: 'handover_given_up', member: fp, flagged: true });
+    await put(group);
+    await persist();
+    const text = current(group.list).text;
+    for (const fp of due) {
+      const friend = [...getModel().friends.values()].find((f) => f.fingerprint === fp && isLive(f) && f.publicArmored && f.trust !== 'changed');
+      if (friend && text) await handOver(get(gid), friend, text).catch(() => {});
+    }
+  }
+
+  /** One timer for the earliest handover due in any group we are a member of. */
+  function armHandovers() {
+    let at = null;
+    for (const g of getModel().groups.values()) {
+      const next = g.status === 'member' ? nextHandover(g.handovers) : null;
+      if (next !== null && (at === null || next < at)) at = next;
+    }
+    if (at === handoverAt) return;
+    clearTimeout(handoverTimer);
+    handoverAt = at;
+    if (at === null) return;
+    handoverTimer = setTimeout(() => {
+      handoverAt = null;
+      for (const g of getModel().groups.values()) {
+        const next = g.status === 'member' ? nextHandover(g.handovers) : null;
+        if (next !== null && next <= now()) inLane(g.gid, () => rehand(g.gid)).catch(onError);
+      }
+      armHandovers();
+    }, Math.min(Math.max(at - now(), 0) + 100, 2 ** 31 - 1));
   }
 
   // --- the user's actions ------------------------------------------------------------------------------------
@@ -301,11 +359,7 @@ export function createGroupSync({
       await put(group);
       await derive();
       await persist();
-      for (const friend of friends) {
-        if (!(await handOver(group, friend, made.text))) {
-          await put(withGroupLine(get(gid), { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
-        }
-      }
+      await handOverAll(gid, friends, made.text, 1);
     });
     return gid;
   }
@@ -417,13 +471,17 @@ export function createGroupSync({
       derive().catch(onError);
     },
     /**
-     * This connection's mailbox was fetched (contactsync.js): yesterday's handles go (unless near midnight), and
-     * our unconfirmed messages go again to who has not confirmed them.
+     * This connection's mailbox was fetched (contactsync.js): yesterday's handles go (unless near midnight), our
+     * unconfirmed messages go again to who has not confirmed them, and the group again to new members who have
+     * not confirmed it (a lost connection may have lost it).
      */
     onFetched() {
       catchUp = false;
       derive().catch(onError);
       resendAll();
+      for (const g of getModel().groups.values()) {
+        if (g.status === 'member' && g.handovers.length) inLane(g.gid, () => rehand(g.gid, { all: true })).catch(onError);
+      }
     },
     /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived. */
     async loaded(groups) {

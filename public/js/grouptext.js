@@ -80,6 +80,7 @@ export function groupLineText(group, line, me) {
     case 'unverifiable': return `A message from ${who(line.from)} names a member list that never arrived: it cannot be checked.`;
     case 'member_left': return `${capital(who(line.from))} left the group.`;
     case 'you_left': return 'You left the group.';
+    case 'handover_given_up': return `${capital(who(line.member))} never confirmed getting the group, though it was handed to them again and again: remove them and add them again to try once more.`;
     case 'not_handed': return `${capital(who(line.member))} could not be reached to join: they get the group when an admin adds them again.`;
     default: return String(line.what);
   }

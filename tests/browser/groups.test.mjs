@@ -316,6 +316,60 @@ describe('groups', { timeout: 180000 }, () => {
     for (const user of [alice, ...others]) await assertClean(user);
     for (const user of [alice, ...others]) await user.context.close();
   });
+
+  test('a new member whose version and keys were lost is handed them again (after the admin reloads) until it confirms', async () => {
+    const srv = await harness.server();
+    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
+    const mitm = await interceptSocket(alice.page, srv.wsUrl);
+    await generateKey(alice, { remember: true });
+    await enterChat(alice);
+    const [bob, dave] = [await newChatUser(harness.browser, srv, { name: 'Bob' }), await newChatUser(harness.browser, srv, { name: 'Dave' })];
+    for (const user of [bob, dave]) {
+      await befriend(user, alice);
+      await waitForContact(user, alice.id);
+      await waitForContact(alice, user.id);
+    }
+    const gid = await createGroup(alice, 'Handed', [bob]);
+    await openGroup(bob, gid);
+    for (const user of [alice, bob]) await membersReady(user, gid, 2);
+    const row = (user, fp) => user.page.locator(`.group-pane[data-group="${gid}"] .group-member[data-member="${fp}"]`);
+    await row(alice, bob.fingerprint).and(alice.page.locator('[data-joined="true"]')).waitFor();
+
+    // Alice adds Dave; the server swallows (and acknowledges) the version and the keys sent to his contact route.
+    mitm.strip = (frame) => frame.type === 'MESSAGE' && !Array.isArray(frame.handles) && frame.mailbox !== false && mitm.stripped.length < 2;
+    await alice.page.selectOption(`#group-add-${gid}`, dave.id);
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-add button`);
+    await membersReady(bob, gid, 3);
+    assert.equal(mitm.stripped.length, 2, 'the version and one gkeys to Dave');
+    mitm.strip = null;
+    for (const viewport of [DESKTOP, PHONE]) {
+      await alice.page.setViewportSize(viewport);
+      if (viewport === PHONE) await alice.page.locator(`.group-pane[data-group="${gid}"] .details-toggle`).click();
+      const joining = row(alice, dave.fingerprint).locator('.member-joining');
+      await joining.waitFor({ state: 'visible' });
+      assert.equal(await joining.textContent(), '· not joined yet');
+    }
+    await alice.page.setViewportSize(DESKTOP);
+    assert.equal(await dave.page.locator(`.group-item[data-group="${gid}"]`).count(), 0, 'Dave has not got the group');
+    await bookSaved(alice);
+
+    // Alice reloads: the open handover comes back from the contact book, and the new connection hands the group
+    // to Dave again. He joins, with every key, and confirms: Alice stops.
+    await alice.page.reload();
+    await alice.page.fill('#saved-passphrase', PASSPHRASE);
+    await alice.page.click('#unlock-saved');
+    alice.id = null;
+    await waitForSession(alice);
+    await openGroup(alice, gid);
+    await openGroup(dave, gid);
+    await membersReady(dave, gid, 3);
+    await row(alice, dave.fingerprint).and(alice.page.locator('[data-joined="true"]')).waitFor();
+    assert.equal(await row(alice, dave.fingerprint).locator('.member-joining').count(), 0);
+    await writeToGroup(dave, gid, 'Dave is in');
+    for (const user of [alice, bob]) assert.equal(await (await groupMessage(user, gid, 'Dave is in')).getAttribute('data-verified'), 'true');
+    for (const user of [alice, bob, dave]) await assertClean(user);
+    for (const user of [alice, bob, dave]) await user.context.close();
+  });
 });
 
 

@@ -157,6 +157,8 @@ export function createGroupPane(gid, actions) {
 
   function memberItem(state, group, m, admin) {
     const trust = memberTrust(state, group, m.fp);
+    // We handed them the group and they have not confirmed it yet (grouphandover.js: it is handed again).
+    const joining = group.handovers.some((x) => x.fp === m.fp);
     const remove = admin && m.fp !== group.list.me
       ? h('button', {
         type: 'button', className: 'btn btn-tiny btn-danger', text: 'remove', 'aria-label': `Remove ${cleanName(m.name, 40)} from the group`,
@@ -171,10 +173,13 @@ export function createGroupPane(gid, actions) {
         onClick: () => report(() => actions.setGroupAdmin(group.gid, m.fp, !m.admin)),
       })
       : null;
-    return h('li', { className: `group-member trust-${trust}`, 'data-member': m.fp, 'data-trust': trust, 'data-admin': String(m.admin) },
+    return h('li', {
+      className: `group-member trust-${trust}`, 'data-member': m.fp, 'data-trust': trust, 'data-admin': String(m.admin), 'data-joined': String(!joining),
+    },
       h('span', { className: 'member-name', text: m.fp === group.list.me ? `${cleanName(m.name, 40)} (you)` : cleanName(m.name, 40) }),
       m.admin ? h('span', { className: 'small muted', text: '· admin' }) : null,
       trust === 'you' ? null : h('span', { className: 'small member-trust', text: `· ${GROUP_TRUST_TEXT[trust]}` }),
+      joining ? h('span', { className: 'small muted member-joining', text: '· not joined yet' }) : null,
       adminToggle, remove);
   }
 
