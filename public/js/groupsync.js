@@ -11,7 +11,7 @@
 import { deliveries, deliveryOf } from './groupdelivery.js';
 import { groupHandles, versionHandles } from './grouphandles.js';
 import {
-  MAX_MEMBERS, applyVersion, createGroupList, current, expireGroup, isAdmin, joinGroup, memberOf, newGid, proposeChange,
+  MAX_MEMBERS, applyVersion, createGroupList, current, expireGroup, isAdmin, joinGroup, leaveProblem, memberOf, newGid, proposeChange,
   readVersion,
 } from './grouplist.js';
 import {
@@ -21,6 +21,7 @@ import {
 import { createGroupInbox } from './groupinbox.js';
 import { handoverStarted, handoversDue, nextHandover } from './grouphandover.js';
 import { newGroup, withGroupLine, withGroupLines } from './groups.js';
+import { LEAVE_PROBLEM_TEXT } from './grouptext.js';
 import { routeFor } from './contacts.js';
 import { isLive } from './model.js';
 import { keyName } from './names.js';
@@ -440,6 +441,7 @@ export function createGroupSync({
     return inLane(gid, async () => {
       const group = get(gid);
       if (!group || group.status !== 'member') return;
+      if (leaveProblem(group.list) === 'last_admin') throw new GroupError(LEAVE_PROBLEM_TEXT.last_admin);
       const keys = current(group.list).members.map((m) => group.messages.keys[m.fp]?.armored).filter(Boolean);
       const handles = [...(getModel().groupHandles.send.get(gid) || new Map()).values()];
       await sendToHandles(buildGroupLeave({ gid, ver: current(group.list).ver, ts: now() }), keys, handles).catch(() => {});

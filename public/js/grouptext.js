@@ -34,6 +34,11 @@ export const GROUP_PROBLEM_TEXT = {
   wrong_group: 'It belongs to another group.',
 };
 
+/** Why leaving is refused (grouplist.js leaveProblem). */
+export const LEAVE_PROBLEM_TEXT = {
+  last_admin: 'You are this group\'s only admin: make another member an admin before you leave, or nobody can change the group again.',
+};
+
 const REFUSAL_TEXT = {
   not_admin: 'signed by someone not allowed to make it',
   not_allowed: 'signed by someone not allowed to make it',

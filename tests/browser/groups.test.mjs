@@ -370,6 +370,39 @@ describe('groups', { timeout: 180000 }, () => {
     for (const user of [alice, bob, dave]) await assertClean(user);
     for (const user of [alice, bob, dave]) await user.context.close();
   });
+
+  test('the only admin cannot leave: the pane says why (1280 and 360 px) and nothing is sent; once another is admin, leaving works', async () => {
+    const srv = await harness.server();
+    const { alice, others: [bob] } = await friendsOfAlice(srv, ['Bob']);
+    const gid = await createGroup(alice, 'Kept', [bob]);
+    await openGroup(bob, gid);
+    for (const user of [alice, bob]) await membersReady(user, gid, 2);
+    const pane = alice.page.locator(`.group-pane[data-group="${gid}"]`);
+    const error = pane.locator('.form-error');
+    const uploads = () => groupUploads(alice).length;
+    for (const viewport of [DESKTOP, PHONE]) {
+      await alice.page.setViewportSize(viewport);
+      if (viewport === PHONE) await pane.locator('.details-toggle').click();
+      const before = uploads();
+      await error.evaluate((e) => { e.textContent = ''; }); // so that the wait below sees this click's words
+      await pane.locator('.chat-head-actions').getByRole('button', { name: 'Leave group' }).click();
+      await error.filter({ hasText: 'only admin' }).waitFor({ state: 'visible' });
+      assert.equal(await alice.page.locator('dialog').count(), 0, 'not asked to confirm what cannot be done');
+      assert.match(await error.textContent(), /You are this group's only admin: make another member an admin before you leave/);
+      assert.equal(await pane.getAttribute('data-status'), 'member');
+      assert.equal(uploads(), before, 'no gleave sent');
+      await screenshot(alice.page, `groups-last-admin-${viewport.width}`);
+    }
+    await alice.page.setViewportSize(DESKTOP);
+    await alice.page.getByRole('button', { name: /^make admin: Bob/ }).click();
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
+    await pane.locator('.chat-head-actions').getByRole('button', { name: 'Leave group' }).click();
+    await alice.page.locator('dialog').getByRole('button', { name: 'Leave group' }).click();
+    await alice.page.locator(`.group-pane[data-group="${gid}"][data-status="left"]`).waitFor();
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="member_left"]`).waitFor();
+    for (const user of [alice, bob]) await assertClean(user);
+    for (const user of [alice, bob]) await user.context.close();
+  });
 });
 
 

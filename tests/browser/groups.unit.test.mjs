@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import * as openpgp from 'openpgp';
 import {
   MAX_HISTORY, MAX_MEMBERS, MAX_PENDING, PENDING_MS, PREVIOUS_SECRET_MS, applyVersion, buildGroupList, changeBetween,
-  createGroupList, current, expireGroup, joinGroup, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
+  createGroupList, current, expireGroup, joinGroup, leaveProblem, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
 } from '../../public/js/grouplist.js';
 import { GROUP_HANDLE_LABEL, HANDLES_PER_GROUP, deriveMemberHandle, groupHandles, versionHandles } from '../../public/js/grouphandles.js';
 import {
@@ -714,6 +714,18 @@ test('a competing version older than the history kept cannot be checked', async 
   assert.equal(state.history[0].ver, 3);
   const rival = await version({ ver: 3, prev: chain[1], name: 'rival' }); // builds on version 2, which is gone
   assert.equal(applyVersion(state, rival, ALICE, NOW).result.problem, 'too_old');
+});
+
+test('the only admin may not leave while others stay; with another admin (one who is not leaving), or alone, it may', async () => {
+  const v1 = await version({ members: [member(ALICE, 'Alice', true), member(BOB, 'Bob'), member(CAROL, 'Carol')] });
+  const alice = joinGroup(v1, ALICE, { me: ALICE }).state;
+  assert.equal(leaveProblem(alice), 'last_admin');
+  assert.equal(leaveProblem({ ...alice, me: BOB }), null, 'a member who is no admin');
+  const two = joinGroup(await version({ members: [member(ALICE, 'Alice', true), member(BOB, 'Bob', true)] }), ALICE, { me: ALICE }).state;
+  assert.equal(leaveProblem(two), null);
+  assert.equal(leaveProblem({ ...two, leaving: [BOB] }), 'last_admin', 'the other admin is leaving too');
+  const alone = joinGroup(await version({ members: [member(ALICE, 'Alice', true)] }), ALICE, { me: ALICE }).state;
+  assert.equal(leaveProblem(alone), null, 'nobody is left to be stuck');
 });
 
 test('an admin proposes changes: a removal without a new secret is refused, leavers go, bounds hold', async () => {

@@ -5,9 +5,9 @@ import { confirmDialog, h, linkifiedText, sendOnEnter, setText, timeElement, tog
 import { groupCandidates } from './groups.js';
 import { deliveryOf } from '../groupdelivery.js';
 import { isRepresentableTime } from '../inbox.js';
-import { current, isAdmin } from '../grouplist.js';
+import { current, isAdmin, leaveProblem } from '../grouplist.js';
 import { memberKeyStatus } from '../groupmessages.js';
-import { GROUP_PROBLEM_TEXT, GROUP_TRUST_TEXT, groupLineText, memberName } from '../grouptext.js';
+import { GROUP_PROBLEM_TEXT, GROUP_TRUST_TEXT, LEAVE_PROBLEM_TEXT, groupLineText, memberName } from '../grouptext.js';
 import { cleanName, friendLabel, labelText } from '../names.js';
 
 /** A member's trust state: 'you', 'missing' (no key: cannot be written to), 'changed', 'verified' or 'unverified'. */
@@ -86,6 +86,12 @@ export function createGroupPane(gid, actions) {
 
   let current_ = null;
   async function onLeave() {
+    // Refused before asking: the only admin must name another first (groupsync.js refuses it as well).
+    const problem = current_ && current_.status === 'member' ? leaveProblem(current_.list) : null;
+    if (problem) {
+      setText(adminError, LEAVE_PROBLEM_TEXT[problem]);
+      return;
+    }
     const ok = await confirmDialog({
       title: 'Leave this group?', body: 'The others are told you left; you get nothing sent to the group after this.', confirmText: 'Leave group', danger: true,
     });
