@@ -27,6 +27,9 @@ import { isLive } from './model.js';
 import { keyName } from './names.js';
 import { MAX_GROUPS, daysListened, msUntilListenChange, newSecret, utcDay } from './rendezvous.js';
 
+/** Uploads of our group messages whose UNDELIVERED reports are still matched to their members (newest kept). */
+const UPLOADS_FOLLOWED = 1024;
+
 /** Pinned keys whose key IDs are remembered (our own and contacts' keys: MAX_CONTACTS is 1,173). */
 const KEY_ID_CACHE = 2048;
 /** Armored keys per `gkeys` envelope are also kept under this many characters, so one fits in a 64 KiB frame. */
@@ -56,6 +59,10 @@ export function createGroupSync({
   let derivedFor = '';
   let dayTimer = null;
   let handoverTimer = null;
+  // ref of an upload of one of our messages -> {gid, seq, members: handle -> fp}: the server's UNDELIVERED names
+  // the ref and the handle of the copy it could not deliver (PROTOCOL §11). Not kept over a reload.
+  const uploads = new Map();
+  let nextUpload = 1;
   let handoverAt = null;
   // Until this connection's mailbox was fetched, yesterday's handles are listened on too (rendezvous.js).
   let catchUp = true;
@@ -160,10 +167,27 @@ export function createGroupSync({
   }
 
   /** Seals `text` once to `keys` and sends it to `handles` (§11); resolves with the ACK, or null for nobody. */
-  async function sendToHandles(text, keys, handles) {
+  async function sendToHandles(text, keys, handles, ref = undefined) {
     if (handles.length === 0) return null;
     const payload = await pgp.sealMany(text, keys);
-    return transport.request({ type: 'MESSAGE', handles, payload });
+    return transport.request({ type: 'MESSAGE', handles, payload, ...(ref ? { ref } : {}) });
+  }
+
+  /**
+   * An UNDELIVERED frame: when it is about a copy of one of our group messages (its ref and handle), that
+   * member is marked as not reached on the message. Returns whether it was ours.
+   */
+  function undelivered(frame) {
+    const upload = typeof frame.ref === 'string' ? uploads.get(frame.ref) : null;
+    const fp = upload && typeof frame.handle === 'string' ? upload.members.get(frame.handle) : null;
+    if (!fp) return false;
+    inLane(upload.gid, async () => {
+      const group = get(upload.gid);
+      if (!group) return;
+      const next = deliveries(group.deliveries, { type: 'undelivered', seq: upload.seq, to: fp });
+      if (next !== group.deliveries) await put({ ...group, deliveries: next });
+    }).catch(onError);
+    return true;
   }
 
   /** `gkeys` envelopes holding `keys`, at most MAX_GROUP_KEYS and GKEYS_CHARS each. */
@@ -209,7 +233,11 @@ export function createGroupSync({
     let state = 'sent';
     let error = '';
     try {
-      await sendToHandles(envelope, plan.keys, handles);
+      const ref = `g${nextUpload++}`;
+      const members = new Map(plan.to.map((fp, i) => [plan.handles[i], fp]).filter(([, fp]) => !only || only.includes(fp)));
+      uploads.set(ref, { gid, seq, members });
+      if (uploads.size > UPLOADS_FOLLOWED) uploads.delete(uploads.keys().next().value);
+      await sendToHandles(envelope, plan.keys, handles, ref);
     } catch (e) {
       state = 'error';
       error = (e && e.code) || 'failed';
@@ -464,7 +492,7 @@ export function createGroupSync({
   });
 
   return {
-    create, write, addMember, removeMember, setAdmin, rename, leave, forget, derive,
+    create, write, addMember, removeMember, setAdmin, rename, leave, forget, derive, undelivered,
     receive: (frame) => inbox.receive(frame).catch(onError),
     fromContact: inbox.fromContact,
     /** A new connection (CONNECT reply): yesterday's handles again until its mailbox is fetched. */

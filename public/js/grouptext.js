@@ -64,6 +64,12 @@ function changeText(group, change, me) {
   return parts.length ? parts.join('; ') : 'changed the group';
 }
 
+/** A message's delivery line: how many members have it, and how many copies the server could not deliver. */
+export function deliveryText({ have, of, unreached }) {
+  const counted = `${have} of ${of} have it`;
+  return unreached.length ? `${counted} · ${unreached.length} could not be reached` : counted;
+}
+
 /** The text of a system line of a group (groupsync.js `what`). */
 export function groupLineText(group, line, me) {
   const who = (fp) => memberName(group, fp, me);

@@ -403,6 +403,40 @@ describe('groups', { timeout: 180000 }, () => {
     for (const user of [alice, bob]) await assertClean(user);
     for (const user of [alice, bob]) await user.context.close();
   });
+
+  test('a copy of a group message the server reports undelivered is counted on the message: "1 of 2 have it · 1 could not be reached"', async () => {
+    const srv = await harness.server();
+    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
+    const mitm = await interceptSocket(alice.page, srv.wsUrl);
+    await generateKey(alice);
+    await enterChat(alice);
+    const others = [];
+    for (const name of ['Bob', 'Carol']) {
+      const user = await newChatUser(harness.browser, srv, { name });
+      await befriend(user, alice);
+      others.push(user);
+    }
+    const [bob, carol] = others;
+    const gid = await createGroup(alice, 'Reach', others);
+    for (const user of others) await openGroup(user, gid);
+    for (const user of [alice, ...others]) await membersReady(user, gid, 3);
+    await carol.context.close(); // Carol is away: no receipt from her
+    await writeToGroup(alice, gid, 'who has it');
+    await groupMessage(bob, gid, 'who has it');
+    await delivered(alice, gid, 'who has it', 1, 2);
+    // The server reports both copies of the upload undelivered (as it does per handle for a full mailbox): Bob's
+    // receipt wins over his, Carol's is counted.
+    const upload = mitm.fromPage.filter((f) => f.type === 'MESSAGE' && Array.isArray(f.handles)).at(-1);
+    for (const handle of upload.handles) mitm.inject({ type: 'UNDELIVERED', handle, ref: upload.ref, reason: 'evicted' });
+    const line = alice.page.locator(`.group-pane[data-group="${gid}"] .msg-out[data-unreached="1"]`);
+    for (const viewport of [DESKTOP, PHONE]) {
+      await alice.page.setViewportSize(viewport);
+      await line.waitFor({ state: 'visible' });
+      assert.equal(await line.locator('.msg-delivery').textContent(), '1 of 2 have it · 1 could not be reached');
+    }
+    for (const user of [alice, bob]) await assertClean(user);
+    for (const user of [alice, bob]) await user.context.close();
+  });
 });
 
 

@@ -1109,20 +1109,20 @@ test('delivery counts: how many members have each message, from their receipts o
   let state = emptyDeliveries();
   state = deliveries(state, { type: 'sent', seq: 1, to: [ALICE, BOB, CAROL] });
   state = deliveries(state, { type: 'sent', seq: 2, to: [ALICE, BOB, CAROL] });
-  assert.deepEqual(deliveryOf(state, 1), { have: 0, of: 3, complete: false, missing: [ALICE, BOB, CAROL] });
+  assert.deepEqual(deliveryOf(state, 1), { have: 0, of: 3, complete: false, missing: [ALICE, BOB, CAROL], unreached: [] });
   state = deliveries(state, { type: 'receipt', from: ALICE, acks: [1, 2] });
   state = deliveries(state, { type: 'receipt', from: BOB, acks: [1] });
   const before = state;
   assert.equal(deliveries(state, { type: 'receipt', from: BOB, acks: [1] }), before, 'a receipt again counts once');
   assert.equal(deliveries(state, { type: 'receipt', from: EVE, acks: [1, 2] }), before, 'not sent to Eve: her receipt counts for nothing');
   assert.equal(deliveries(state, { type: 'receipt', from: ALICE, acks: [99] }), before, 'a seq not followed');
-  assert.deepEqual(deliveryOf(state, 1), { have: 2, of: 3, complete: false, missing: [CAROL] });
-  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, CAROL] });
+  assert.deepEqual(deliveryOf(state, 1), { have: 2, of: 3, complete: false, missing: [CAROL], unreached: [] });
+  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, CAROL], unreached: [] });
   state = deliveries(state, { type: 'receipt', from: CAROL, acks: [1] });
   assert.equal(deliveryOf(state, 1).complete, true);
   // Sent again under a later version in which Carol is gone and Dave came: who had it and is still a recipient counts.
   state = deliveries(state, { type: 'sent', seq: 2, to: [ALICE, BOB, DAVE] });
-  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, DAVE] });
+  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, DAVE], unreached: [] });
   state = deliveries(state, { type: 'forget', seq: 1 });
   assert.equal(deliveryOf(state, 1), null);
   // Bounded: the oldest messages are forgotten first.
@@ -1130,6 +1130,26 @@ test('delivery counts: how many members have each message, from their receipts o
   assert.equal(state.messages.length, MAX_TRACKED);
   assert.equal(deliveryOf(state, 2), null);
   assert.equal(deliveryOf(state, 10 + MAX_TRACKED + 4).of, 1);
+});
+
+test('delivery: a copy the server reported undelivered is shown per member until its receipt comes or the message goes again', () => {
+  let state = deliveries(emptyDeliveries(), { type: 'sent', seq: 1, to: [BOB, CAROL, DAVE] });
+  state = deliveries(state, { type: 'receipt', from: BOB, acks: [1] });
+  state = deliveries(state, { type: 'undelivered', seq: 1, to: CAROL });
+  assert.deepEqual(deliveryOf(state, 1), { have: 1, of: 3, complete: false, missing: [CAROL, DAVE], unreached: [CAROL] });
+  const before = state;
+  assert.equal(deliveries(state, { type: 'undelivered', seq: 1, to: CAROL }), before, 'reported twice counts once');
+  assert.equal(deliveries(state, { type: 'undelivered', seq: 1, to: BOB }), before, 'Bob has it: his receipt wins');
+  assert.equal(deliveries(state, { type: 'undelivered', seq: 1, to: EVE }), before, 'not sent to Eve');
+  assert.equal(deliveries(state, { type: 'undelivered', seq: 9, to: CAROL }), before, 'a seq not followed');
+  state = deliveries(state, { type: 'undelivered', seq: 1, to: DAVE });
+  assert.deepEqual(deliveryOf(state, 1).unreached, [CAROL, DAVE]);
+  // Carol's receipt comes after all (a copy from an earlier send reached her): she has it.
+  state = deliveries(state, { type: 'receipt', from: CAROL, acks: [1] });
+  assert.deepEqual([deliveryOf(state, 1).have, deliveryOf(state, 1).unreached], [2, [DAVE]]);
+  // Sent again: a new attempt, reported anew.
+  state = deliveries(state, { type: 'sent', seq: 1, to: [BOB, CAROL, DAVE] });
+  assert.deepEqual(deliveryOf(state, 1).unreached, []);
 });
 
 test('gremoved: taken only from an admin of our current version, for the next version; bounded like the others', async () => {

@@ -7,7 +7,9 @@ import { deliveryOf } from '../groupdelivery.js';
 import { isRepresentableTime } from '../inbox.js';
 import { current, isAdmin, leaveProblem } from '../grouplist.js';
 import { memberKeyStatus } from '../groupmessages.js';
-import { GROUP_PROBLEM_TEXT, GROUP_TRUST_TEXT, LEAVE_PROBLEM_TEXT, groupLineText, memberName } from '../grouptext.js';
+import {
+  GROUP_PROBLEM_TEXT, GROUP_TRUST_TEXT, LEAVE_PROBLEM_TEXT, deliveryText, groupLineText, memberName,
+} from '../grouptext.js';
 import { cleanName, friendLabel, labelText } from '../names.js';
 
 /** A member's trust state: 'you', 'missing' (no key: cannot be written to), 'changed', 'verified' or 'unverified'. */
@@ -152,7 +154,7 @@ export function createGroupPane(gid, actions) {
     for (const line of group.lines) {
       const drawn = lineViews.get(line.id);
       const delivery = line.direction === 'out' ? deliveryOf(group.deliveries, line.seq) : null;
-      const key = `${line.state}|${delivery ? `${delivery.have}/${delivery.of}` : ''}`;
+      const key = `${line.state}|${delivery ? `${delivery.have}/${delivery.of}/${delivery.unreached.length}` : ''}`;
       if (drawn && drawn.key === key) continue;
       const element = lineElement(group, line, me, delivery);
       if (drawn) drawn.element.replaceWith(element);
@@ -203,7 +205,7 @@ function lineElement(group, line, me, delivery) {
       h('span', { text: groupLineText(group, line, me) }));
   }
   if (line.direction === 'out') {
-    const counted = delivery ? `${delivery.have} of ${delivery.of} have it` : OUT_TEXT[line.state] || line.state;
+    const counted = delivery ? deliveryText(delivery) : OUT_TEXT[line.state] || line.state;
     const missing = line.missing && line.missing.length
       ? h('p', { className: 'msg-flag msg-flag-warn', text: `⚠ Not sent to ${line.missing.map((fp) => memberName(group, fp, me)).join(', ')}: no key or address for them.` })
       : null;
@@ -214,6 +216,7 @@ function lineElement(group, line, me, delivery) {
     if (delivery) {
       element.dataset.have = String(delivery.have);
       element.dataset.of = String(delivery.of);
+      element.dataset.unreached = String(delivery.unreached.length);
     }
     return element;
   }
