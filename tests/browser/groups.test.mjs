@@ -340,6 +340,8 @@ describe('groups', { timeout: 180000 }, () => {
     await alice.page.selectOption(`#group-add-${gid}`, dave.id);
     await alice.page.click(`.group-pane[data-group="${gid}"] .group-add button`);
     await membersReady(bob, gid, 3);
+    // Dave is followed as not joined once both went (the handover is recorded after the handing).
+    await row(alice, dave.fingerprint).and(alice.page.locator('[data-joined="false"]')).waitFor({ state: 'attached' });
     assert.equal(mitm.stripped.length, 2, 'the version and one gkeys to Dave');
     mitm.strip = null;
     for (const viewport of [DESKTOP, PHONE]) {
