@@ -282,6 +282,8 @@ function onFrame(frame) {
     if (app.contactSync?.dropped(frame.handle)) addNotice(noticeText('handle_dropped'));
     return;
   }
+  // A copy of one of our group messages the server could not deliver (PROTOCOL §11) is its group's.
+  if (frame.type === 'UNDELIVERED' && app.groupSync?.undelivered(frame)) return;
   // A MESSAGE to one of the groups' handles goes to its group (groupsync.js queues it in the group's lane).
   if (frame.type === 'MESSAGE' && typeof frame.handle === 'string' && model.groupHandles.listen.has(frame.handle)) {
     app.groupSync.receive(frame);

@@ -3,8 +3,12 @@
 // copies went, not who read them), and only from members the message was sent to: a receipt from anyone
 // else changes nothing.
 //
-// State: {messages: [{seq, to: [fps], have: [fps]}]}, oldest first, at most MAX_TRACKED messages (the oldest
-// is forgotten first); `to` holds at most 63 fingerprints (the other members of a version), `have` ⊆ `to`.
+// The server's UNDELIVERED for one copy of an upload (PROTOCOL §11: refused at once, or dropped from the mailbox
+// later) marks that member as not reached, until its receipt comes after all or the message is sent again.
+//
+// State: {messages: [{seq, to: [fps], have: [fps], unreached: [fps]}]}, oldest first, at most MAX_TRACKED
+// messages (the oldest is forgotten first); `to` holds at most 63 fingerprints (the other members of a
+// version), `have` ⊆ `to`, `unreached` ⊆ `to` and disjoint from `have`.
 
 export const MAX_TRACKED = 256;
 
@@ -17,6 +21,8 @@ export const emptyDeliveries = () => ({ messages: [] });
  *   seq (a resend, maybe under a later version of the list), `to` becomes the new recipients and who had it
  *   already still counts when they are among them.
  * - {type:'receipt', from, acks}: member `from` confirmed the seqs `acks` (a verified `greceipt`).
+ * - {type:'undelivered', seq, to}: the server reported the copy of message `seq` for member `to` undelivered
+ *   (UNDELIVERED with the upload's ref, its handle being `to`'s); a receipt from `to` still wins.
  * - {type:'forget', seq}: the message is no longer followed (deleted, or the group left).
  * Returns the same state when nothing changed.
  */
@@ -25,7 +31,8 @@ export function deliveries(state, event) {
     case 'sent': {
       const to = [...new Set(event.to)];
       const earlier = state.messages.find((m) => m.seq === event.seq);
-      const entry = { seq: event.seq, to, have: earlier ? earlier.have.filter((fp) => to.includes(fp)) : [] };
+      // A new attempt: who was not reached before may be now (the server reports this one's copies anew).
+      const entry = { seq: event.seq, to, have: earlier ? earlier.have.filter((fp) => to.includes(fp)) : [], unreached: [] };
       const others = state.messages.filter((m) => m.seq !== event.seq);
       return { messages: [...others, entry].slice(-MAX_TRACKED) };
     }
@@ -35,9 +42,15 @@ export function deliveries(state, event) {
       const messages = state.messages.map((m) => {
         if (!acks.has(m.seq) || !m.to.includes(event.from) || m.have.includes(event.from)) return m;
         changed = true;
-        return { ...m, have: [...m.have, event.from] };
+        return { ...m, have: [...m.have, event.from], unreached: unreachedOf(m).filter((fp) => fp !== event.from) };
       });
       return changed ? { messages } : state;
+    }
+    case 'undelivered': {
+      const m = state.messages.find((x) => x.seq === event.seq);
+      if (!m || !m.to.includes(event.to) || m.have.includes(event.to) || unreachedOf(m).includes(event.to)) return state;
+      const entry = { ...m, unreached: [...unreachedOf(m), event.to] };
+      return { messages: state.messages.map((x) => (x === m ? entry : x)) };
     }
     case 'forget': {
       const messages = state.messages.filter((m) => m.seq !== event.seq);
@@ -48,9 +61,17 @@ export function deliveries(state, event) {
   }
 }
 
-/** {have, of, complete, missing: [fps without a receipt yet]} for message `seq`, or null when not followed. */
+/** Records read from the contact book carry no `unreached`. */
+const unreachedOf = (m) => m.unreached || [];
+
+/**
+ * {have, of, complete, missing: [fps without a receipt yet], unreached: [fps whose copy the server reported
+ * undelivered]} for message `seq`, or null when not followed.
+ */
 export function deliveryOf(state, seq) {
   const m = state.messages.find((x) => x.seq === seq);
   if (!m) return null;
-  return { have: m.have.length, of: m.to.length, complete: m.have.length === m.to.length, missing: m.to.filter((fp) => !m.have.includes(fp)) };
+  return {
+    have: m.have.length, of: m.to.length, complete: m.have.length === m.to.length, missing: m.to.filter((fp) => !m.have.includes(fp)), unreached: [...unreachedOf(m)],
+  };
 }

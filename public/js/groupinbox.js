@@ -9,12 +9,13 @@
 import { FRAME_OVERHEAD } from './envelope.js';
 import { deliveries } from './groupdelivery.js';
 import { applyVersion, current, joinGroup, leaveReceived, memberOf, readVersion } from './grouplist.js';
+import { handoverConfirmed } from './grouphandover.js';
 import {
-  buildGroupReceipt, checkGroupText, contactKeys, emptyGroupMessages, holdForVersion, parseGroupEnvelope, releaseWaiting,
+  buildGroupJoined, buildGroupReceipt, checkGroupText, memberKeyStatus, contactKeys, emptyGroupMessages, holdForVersion, parseGroupEnvelope, releaseWaiting,
   removalNotice, takeGroupKeys,
 } from './groupmessages.js';
 import { openGroupMessage } from './groupopen.js';
-import { newGroup, withAlert, withGroupLine } from './groups.js';
+import { newGroup, withAlert, withGroupLine, withVersionOutcome } from './groups.js';
 import { isSkewed } from './inbox.js';
 import { isLive } from './model.js';
 import { MAX_GROUPS } from './rendezvous.js';
@@ -23,6 +24,9 @@ import { MAX_GROUPS } from './rendezvous.js';
  * @param {object} ctx  from groupsync.js: pgp, getModel, get(gid), put(group), me(), now(), inLane(gid, task),
  *   withKeys(group), keyIdsOf(armored), derive(), persist(), sendSealed(text, armored, route), notice, incoming
  */
+/** Whether some member of the group's current version has no key yet. */
+const lacksKeys = (group) => [...memberKeyStatus(group.list, group.messages).values()].includes('missing');
+
 export function createGroupInbox({
   pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming,
 }) {
@@ -34,11 +38,24 @@ export function createGroupInbox({
     await sendSealed(buildGroupReceipt({ gid: group.gid, ts: now(), acks }), key.armored, { handle }).catch(() => {});
   }
 
+  /**
+   * Tells `friend`, the contact who handed us the group, that we hold its current version and every member's key
+   * (grouphandover.js: it stops handing it again), by its group handle and to its key alone. Not while a key is
+   * missing: the keys come after the version, and one of them may be what was lost.
+   */
+  async function confirmJoined(gid, friend) {
+    const group = get(gid);
+    if (!group || group.status !== 'member' || !memberOf(current(group.list), me()) || lacksKeys(group)) return;
+    const handle = getModel().groupHandles.send.get(gid)?.get(friend.fingerprint);
+    if (!handle) return;
+    await sendSealed(buildGroupJoined({ gid, ver: current(group.list).ver, ts: now() }), friend.publicArmored, { handle }).catch(() => {});
+  }
+
   /** A version (read) signed by `signer` for a group we hold: applied, and what it did shown. */
   async function takeVersion(group, version, signer) {
     const applied = applyVersion(group.list, version, signer, now());
     group = { ...group, list: applied.state };
-    for (const result of [applied.result, ...applied.released]) group = describe(group, result, signer);
+    for (const result of [applied.result, ...applied.released]) group = withVersionOutcome(group, result, signer);
     if (applied.result.ok && applied.result.removedMe) group = { ...group, status: 'removed' };
     if (group.status === 'removed' && memberOf(current(group.list), me())) group = { ...group, status: 'member' };
     group = await withKeys(group);
@@ -47,24 +64,6 @@ export function createGroupInbox({
     for (const item of released.expired) group = withGroupLine(group, { direction: 'system', what: 'unverifiable', from: item.signer });
     for (const item of released.ready) group = await takeText(group, item);
     return group;
-  }
-
-  /** `group` with the outcome of one applied or refused version shown. */
-  function describe(group, result, signer) {
-    if (result.ok && result.duplicate) return group;
-    if (result.ok) {
-      let out = group;
-      if (result.applied) {
-        out = withGroupLine(out, { direction: 'system', what: result.removedMe ? 'removed_me' : 'changed', by: result.applied.signer, change: result.change });
-      }
-      if (result.conflict) {
-        out = withGroupLine(out, { direction: 'system', what: 'conflict', kept: result.conflict.kept.signer, dropped: result.conflict.dropped.map((d) => d.signer) });
-      }
-      return out;
-    }
-    if (result.problem === 'gap' && result.held) return group;
-    const line = { direction: 'system', what: 'change_refused', problem: result.problem, by: result.version?.signer || signer, flagged: true };
-    return withAlert(withGroupLine(group, line), line);
   }
 
   /** A checked `gtext` (item: {envelope, signer, recipients, receivedAt}) taken into `group`. */
@@ -151,6 +150,7 @@ export function createGroupInbox({
         if (held && held.status === 'member') {
           await put(await takeVersion(held, read.version, friend.fingerprint));
           await derive();
+          await confirmJoined(envelope.gid, friend);
           return;
         }
         // A group we left or were removed from is joined again only by a later version (one that adds us
@@ -169,8 +169,11 @@ export function createGroupInbox({
         await put(group);
         await derive();
         await persist();
+        await confirmJoined(envelope.gid, friend);
       } else if (envelope.kind === 'gkeys' && held) {
+        const wasLacking = lacksKeys(held);
         await put(await takeKeys(held, envelope, friend.fingerprint));
+        if (wasLacking) await confirmJoined(envelope.gid, friend);
       }
     });
   }
@@ -203,7 +206,11 @@ export function createGroupInbox({
     }
     const { envelope } = parsed;
     const signer = opened.signer;
+    // A new member that writes under the version it was added in, or says it joined, needs the group no more.
+    if (envelope.kind === 'gtext' || envelope.kind === 'gjoined') group = { ...group, handovers: handoverConfirmed(group.handovers, signer, envelope.ver) };
     switch (envelope.kind) {
+      case 'gjoined':
+        break;
       case 'gtext':
         group = await takeText(group, { ver: envelope.ver, envelope, signer, recipients: opened.recipients, receivedAt: now() });
         break;

@@ -421,6 +421,18 @@ export function leaveReceived(state, signer, ver) {
   return { state: { ...state, leaving: [...state.leaving, signer] }, ok: true };
 }
 
+/**
+ * Why we may not leave the group held in `state`, or null: 'last_admin' when we are its only admin (admins who
+ * sent `gleave` do not count) and others stay. Nobody could then change the list again (add, remove, or
+ * remove us as a leaver), so another member must be made admin first.
+ */
+export function leaveProblem(state) {
+  const version = current(state);
+  if (!isAdmin(version, state.me) || version.members.length < 2) return null;
+  const others = version.members.filter((m) => m.admin && m.fp !== state.me && !state.leaving.includes(m.fp));
+  return others.length === 0 ? 'last_admin' : null;
+}
+
 // --- changes ---
 
 /**

@@ -20,7 +20,7 @@ import { current, isAdmin, isFingerprint, isGid, isListHash, memberOf, parseGrou
 import { checkArmoredSize, checkKeyPackets, readPackets } from './keypolicy.js';
 import { accept, classifyReceived, emptyReceived } from './receipts.js';
 
-export const GROUP_KINDS = new Set(['group', 'gkeys', 'gtext', 'greceipt', 'gleave', 'gremoved']);
+export const GROUP_KINDS = new Set(['group', 'gkeys', 'gtext', 'greceipt', 'gleave', 'gremoved', 'gjoined']);
 /** Keys per `gkeys` envelope: 8 within the key policy's 16 KiB each stay well inside one frame. */
 export const MAX_GROUP_KEYS = 8;
 export const MAX_GROUP_ACKS = MAX_RECEIPT_ACKS;
@@ -75,6 +75,7 @@ export function parseGroupEnvelope(text) {
       if (!isSeq(value.ver)) return malformed('ver');
       return { ok: true, envelope: { ...base, ver: value.ver } };
     case 'gremoved':
+    case 'gjoined':
       if (!isSeq(value.ver)) return malformed('ver');
       return { ok: true, envelope: { ...base, ver: value.ver } };
     default: { // gkeys
@@ -121,6 +122,14 @@ export function removalNotice(list, { envelope, signer }) {
   if (!isAdmin(version, signer)) return { ok: false, problem: 'not_admin' };
   if (envelope.ver !== version.ver + 1) return { ok: false, problem: 'wrong_version' };
   return { ok: true };
+}
+
+/**
+ * A new member tells the admin who handed it the group that it holds version `ver` and every member's key
+ * (grouphandover.js): the admin stops handing it again.
+ */
+export function buildGroupJoined({ gid, ver, ts }) {
+  return JSON.stringify({ v: 1, kind: 'gjoined', gid, ver, ts });
 }
 
 /** The `gkeys` envelopes carrying `keys` (armored), at most MAX_GROUP_KEYS each. */

@@ -5,9 +5,10 @@
 //
 // A group record: {gid, list (grouplist.js state), messages (groupmessages.js state), deliveries
 // (groupdelivery.js), waiting (messages held for a version not here yet), lines (the conversation, oldest
-// first, at most MAX_GROUP_LINES), nextLine, status, alerts, updatedAt}.
+// first, at most MAX_GROUP_LINES), nextLine, status, alerts, handovers, updatedAt}.
 // - status: 'member' (we are in the current version and listen), 'removed' (a version without us arrived),
 //   'left' (we sent gleave). Only a member listens on the group's handles and writes to it.
+// - handovers: new members we handed the group to and who have not confirmed yet (grouphandover.js).
 // - alerts: what does not add up about the group as a whole (a refused change, two admins at once), newest
 //   last, at most MAX_ALERTS; shown in the group's header until the user dismisses them.
 import { withEntry, withoutEntry } from './model.js';
@@ -19,7 +20,7 @@ export const MAX_ALERTS = 8;
 
 export function newGroup(list, messages, now) {
   return {
-    gid: list.gid, list, messages, deliveries: emptyDeliveries(), waiting: [], lines: [], nextLine: 1, status: 'member', alerts: [], updatedAt: now,
+    gid: list.gid, list, messages, deliveries: emptyDeliveries(), waiting: [], lines: [], nextLine: 1, status: 'member', alerts: [], handovers: [], updatedAt: now,
   };
 }
 
@@ -42,6 +43,37 @@ export function withGroupLines(group, match, change) {
 
 export function withAlert(group, alert) {
   return { ...group, alerts: [...group.alerts, alert].slice(-MAX_ALERTS) };
+}
+
+/**
+ * `group` with the outcome of one applied or refused version (grouplist.js applyVersion's `result`, signed by
+ * `signer`) shown: a line for a change, a conflict or a refusal; an alert for what does not add up. An admin
+ * that signed two different versions under one number (`equivocation`, at the head or too late) is an alert
+ * naming that admin: an honest client never does it, so it means a bug or someone else holding its key, and the
+ * members it reached may have been shown different lists.
+ */
+export function withVersionOutcome(group, result, signer) {
+  if (result.ok && result.duplicate) return group;
+  if (result.ok) {
+    let out = group;
+    if (result.applied) {
+      out = withGroupLine(out, { direction: 'system', what: result.removedMe ? 'removed_me' : 'changed', by: result.applied.signer, change: result.change });
+    }
+    if (result.conflict?.equivocation) return withEquivocation(out, result.conflict.equivocation);
+    if (result.conflict) {
+      out = withGroupLine(out, { direction: 'system', what: 'conflict', kept: result.conflict.kept.signer, dropped: result.conflict.dropped.map((d) => d.signer) });
+    }
+    return out;
+  }
+  if (result.problem === 'gap' && result.held) return group;
+  const line = { direction: 'system', what: 'change_refused', problem: result.problem, by: result.version?.signer || signer, flagged: true };
+  const out = withAlert(withGroupLine(group, line), line);
+  return result.equivocation ? withEquivocation(out, result.equivocation) : out;
+}
+
+function withEquivocation(group, admin) {
+  const line = { direction: 'system', what: 'equivocation', by: admin, flagged: true };
+  return withAlert(withGroupLine(group, line), line);
 }
 
 /** groupPut {group}: the record as groupsync.js made it replaces the one held. */

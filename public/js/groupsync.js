@@ -11,7 +11,7 @@
 import { deliveries, deliveryOf } from './groupdelivery.js';
 import { groupHandles, versionHandles } from './grouphandles.js';
 import {
-  MAX_MEMBERS, applyVersion, createGroupList, current, expireGroup, isAdmin, joinGroup, memberOf, newGid, proposeChange,
+  MAX_MEMBERS, applyVersion, createGroupList, current, expireGroup, isAdmin, joinGroup, leaveProblem, memberOf, newGid, proposeChange,
   readVersion,
 } from './grouplist.js';
 import {
@@ -19,11 +19,16 @@ import {
   keysFromContacts, pruneMessages, releaseWaiting, sendPlan, takeSendSeq, withOwnKey,
 } from './groupmessages.js';
 import { createGroupInbox } from './groupinbox.js';
+import { handoverStarted, handoversDue, nextHandover } from './grouphandover.js';
 import { newGroup, withGroupLine, withGroupLines } from './groups.js';
+import { LEAVE_PROBLEM_TEXT } from './grouptext.js';
 import { routeFor } from './contacts.js';
 import { isLive } from './model.js';
 import { keyName } from './names.js';
 import { MAX_GROUPS, daysListened, msUntilListenChange, newSecret, utcDay } from './rendezvous.js';
+
+/** Uploads of our group messages whose UNDELIVERED reports are still matched to their members (newest kept). */
+const UPLOADS_FOLLOWED = 1024;
 
 /** Pinned keys whose key IDs are remembered (our own and contacts' keys: MAX_CONTACTS is 1,173). */
 const KEY_ID_CACHE = 2048;
@@ -53,12 +58,18 @@ export function createGroupSync({
   const keyIdCache = new Map(); // armored -> {keyIds, signingKeyIds} (the crypto worker's reading of a pinned key)
   let derivedFor = '';
   let dayTimer = null;
+  let handoverTimer = null;
+  // ref of an upload of one of our messages -> {gid, seq, members: handle -> fp}: the server's UNDELIVERED names
+  // the ref and the handle of the copy it could not deliver (PROTOCOL §11). Not kept over a reload.
+  const uploads = new Map();
+  let nextUpload = 1;
+  let handoverAt = null;
   // Until this connection's mailbox was fetched, yesterday's handles are listened on too (rendezvous.js).
   let catchUp = true;
 
   const get = (gid) => getModel().groups.get(gid);
   const me = () => identity().fingerprint;
-  const put = (group) => dispatch({ type: 'groupPut', group: { ...group, updatedAt: now() } });
+  const put = (group) => dispatch({ type: 'groupPut', group: { ...group, updatedAt: now() } }).then(armHandovers);
 
   /** Runs `task` in the group's lane; resolves with its result or rejects with its error (for the page). */
   function inLane(gid, task) {
@@ -157,10 +168,27 @@ export function createGroupSync({
   }
 
   /** Seals `text` once to `keys` and sends it to `handles` (§11); resolves with the ACK, or null for nobody. */
-  async function sendToHandles(text, keys, handles) {
+  async function sendToHandles(text, keys, handles, ref = undefined) {
     if (handles.length === 0) return null;
     const payload = await pgp.sealMany(text, keys);
-    return transport.request({ type: 'MESSAGE', handles, payload });
+    return transport.request({ type: 'MESSAGE', handles, payload, ...(ref ? { ref } : {}) });
+  }
+
+  /**
+   * An UNDELIVERED frame: when it is about a copy of one of our group messages (its ref and handle), that
+   * member is marked as not reached on the message. Returns whether it was ours.
+   */
+  function undelivered(frame) {
+    const upload = typeof frame.ref === 'string' ? uploads.get(frame.ref) : null;
+    const fp = upload && typeof frame.handle === 'string' ? upload.members.get(frame.handle) : null;
+    if (!fp) return false;
+    inLane(upload.gid, async () => {
+      const group = get(upload.gid);
+      if (!group) return;
+      const next = deliveries(group.deliveries, { type: 'undelivered', seq: upload.seq, to: fp });
+      if (next !== group.deliveries) await put({ ...group, deliveries: next });
+    }).catch(onError);
+    return true;
   }
 
   /** `gkeys` envelopes holding `keys`, at most MAX_GROUP_KEYS and GKEYS_CHARS each. */
@@ -206,7 +234,11 @@ export function createGroupSync({
     let state = 'sent';
     let error = '';
     try {
-      await sendToHandles(envelope, plan.keys, handles);
+      const ref = `g${nextUpload++}`;
+      const members = new Map(plan.to.map((fp, i) => [plan.handles[i], fp]).filter(([, fp]) => !only || only.includes(fp)));
+      uploads.set(ref, { gid, seq, members });
+      if (uploads.size > UPLOADS_FOLLOWED) uploads.delete(uploads.keys().next().value);
+      await sendToHandles(envelope, plan.keys, handles, ref);
     } catch (e) {
       state = 'error';
       error = (e && e.code) || 'failed';
@@ -251,11 +283,66 @@ export function createGroupSync({
       if (memberOf(version, m.fp) || m.fp === me() || !key || !beforeHandles.get(m.fp)) continue;
       await sendSealed(buildGroupRemoved({ gid, ts: now(), ver: version.ver }), key.armored, { handle: beforeHandles.get(m.fp) }).catch(() => {});
     }
-    for (const friend of added) {
-      if (!(await handOver(group, friend, text))) {
-        await put(withGroupLine(get(gid), { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
+    await handOverAll(gid, added, text, version.ver);
+  }
+
+  /**
+   * Hands version `text` (number `ver`) to each of `friends`, new members, and follows each handover until the
+   * member confirms (grouphandover.js); a member without a route is shown as not reached.
+   */
+  async function handOverAll(gid, friends, text, ver) {
+    for (const friend of friends) {
+      let handed = false;
+      try {
+        handed = await handOver(get(gid), friend, text);
+      } catch {
+        handed = true; // sent or not, the handover is followed and tried again
       }
+      const group = get(gid);
+      if (handed) await put({ ...group, handovers: handoverStarted(group.handovers, friend.fingerprint, ver, now()) });
+      else await put(withGroupLine(group, { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
     }
+    await persist();
+  }
+
+  /**
+   * Hands the current version and the keys again to the new members of `gid` who have not confirmed (every open
+   * handover when `all`, as after a new connection; else those due), and gives up on those tried too often.
+   */
+  async function rehand(gid, { all = false } = {}) {
+    let group = get(gid);
+    if (!group || group.status !== 'member' || group.handovers.length === 0) return;
+    const { handovers, due, givenUp } = handoversDue(group.handovers, group.list, now(), { all });
+    group = { ...group, handovers };
+    for (const fp of givenUp) group = withGroupLine(group, { direction: 'system', what: 'handover_given_up', member: fp, flagged: true });
+    await put(group);
+    await persist();
+    const text = current(group.list).text;
+    for (const fp of due) {
+      const friend = [...getModel().friends.values()].find((f) => f.fingerprint === fp && isLive(f) && f.publicArmored && f.trust !== 'changed');
+      if (friend && text) await handOver(get(gid), friend, text).catch(() => {});
+    }
+  }
+
+  /** One timer for the earliest handover due in any group we are a member of. */
+  function armHandovers() {
+    let at = null;
+    for (const g of getModel().groups.values()) {
+      const next = g.status === 'member' ? nextHandover(g.handovers) : null;
+      if (next !== null && (at === null || next < at)) at = next;
+    }
+    if (at === handoverAt) return;
+    clearTimeout(handoverTimer);
+    handoverAt = at;
+    if (at === null) return;
+    handoverTimer = setTimeout(() => {
+      handoverAt = null;
+      for (const g of getModel().groups.values()) {
+        const next = g.status === 'member' ? nextHandover(g.handovers) : null;
+        if (next !== null && next <= now()) inLane(g.gid, () => rehand(g.gid)).catch(onError);
+      }
+      armHandovers();
+    }, Math.min(Math.max(at - now(), 0) + 100, 2 ** 31 - 1));
   }
 
   // --- the user's actions ------------------------------------------------------------------------------------
@@ -302,11 +389,7 @@ export function createGroupSync({
       await put(group);
       await derive();
       await persist();
-      for (const friend of friends) {
-        if (!(await handOver(group, friend, made.text))) {
-          await put(withGroupLine(get(gid), { direction: 'system', what: 'not_handed', member: friend.fingerprint }));
-        }
-      }
+      await handOverAll(gid, friends, made.text, 1);
     });
     return gid;
   }
@@ -387,6 +470,7 @@ export function createGroupSync({
     return inLane(gid, async () => {
       const group = get(gid);
       if (!group || group.status !== 'member') return;
+      if (leaveProblem(group.list) === 'last_admin') throw new GroupError(LEAVE_PROBLEM_TEXT.last_admin);
       const keys = current(group.list).members.map((m) => group.messages.keys[m.fp]?.armored).filter(Boolean);
       const handles = [...(getModel().groupHandles.send.get(gid) || new Map()).values()];
       await sendToHandles(buildGroupLeave({ gid, ver: current(group.list).ver, ts: now() }), keys, handles).catch(() => {});
@@ -409,7 +493,7 @@ export function createGroupSync({
   });
 
   return {
-    create, write, addMember, removeMember, setAdmin, rename, leave, forget, derive,
+    create, write, addMember, removeMember, setAdmin, rename, leave, forget, derive, undelivered,
     receive: (frame) => inbox.receive(frame).catch(onError),
     fromContact: inbox.fromContact,
     /** A new connection (CONNECT reply): yesterday's handles again until its mailbox is fetched. */
@@ -418,13 +502,17 @@ export function createGroupSync({
       derive().catch(onError);
     },
     /**
-     * This connection's mailbox was fetched (contactsync.js): yesterday's handles go (unless near midnight), and
-     * our unconfirmed messages go again to who has not confirmed them.
+     * This connection's mailbox was fetched (contactsync.js): yesterday's handles go (unless near midnight), our
+     * unconfirmed messages go again to who has not confirmed them, and the group again to new members who have
+     * not confirmed it (a lost connection may have lost it).
      */
     onFetched() {
       catchUp = false;
       derive().catch(onError);
       resendAll();
+      for (const g of getModel().groups.values()) {
+        if (g.status === 'member' && g.handovers.length) inLane(g.gid, () => rehand(g.gid, { all: true })).catch(onError);
+      }
     },
     /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived. */
     async loaded(groups) {

@@ -34,6 +34,11 @@ export const GROUP_PROBLEM_TEXT = {
   wrong_group: 'It belongs to another group.',
 };
 
+/** Why leaving is refused (grouplist.js leaveProblem). */
+export const LEAVE_PROBLEM_TEXT = {
+  last_admin: 'You are this group\'s only admin: make another member an admin before you leave, or nobody can change the group again.',
+};
+
 const REFUSAL_TEXT = {
   not_admin: 'signed by someone not allowed to make it',
   not_allowed: 'signed by someone not allowed to make it',
@@ -59,6 +64,12 @@ function changeText(group, change, me) {
   return parts.length ? parts.join('; ') : 'changed the group';
 }
 
+/** A message's delivery line: how many members have it, and how many copies the server could not deliver. */
+export function deliveryText({ have, of, unreached }) {
+  const counted = `${have} of ${of} have it`;
+  return unreached.length ? `${counted} · ${unreached.length} could not be reached` : counted;
+}
+
 /** The text of a system line of a group (groupsync.js `what`). */
 export function groupLineText(group, line, me) {
   const who = (fp) => memberName(group, fp, me);
@@ -70,6 +81,7 @@ export function groupLineText(group, line, me) {
     case 'changed': return `${capital(who(line.by))} ${changeText(group, line.change, me)}.`;
     case 'removed_me': return `${capital(who(line.by))} removed you from the group. Nothing sent to it from now on can reach you.`;
     case 'conflict': return `Two admins changed the group at once; ${who(line.kept)}'s change was kept.`;
+    case 'equivocation': return `${capital(who(line.by))} signed two different versions of the member list under the same number: a fault in their app, or someone else using their key. Every member keeps the same one of the two, but some may have seen the other first; compare fingerprints with them.`;
     case 'change_refused': return `A change to the group was refused (${REFUSAL_TEXT[line.problem] || line.problem}); it came from ${who(line.by)}.`;
     case 'keys_refused': return `Keys sent by ${who(line.by)} were refused (${REFUSAL_TEXT[line.problem] || line.problem}).`;
     case 'key_changed': return `${capital(who(line.member))}'s key changed: another key was offered for them. The key you had is kept; compare fingerprints before you trust either.`;
@@ -79,6 +91,7 @@ export function groupLineText(group, line, me) {
     case 'unverifiable': return `A message from ${who(line.from)} names a member list that never arrived: it cannot be checked.`;
     case 'member_left': return `${capital(who(line.from))} left the group.`;
     case 'you_left': return 'You left the group.';
+    case 'handover_given_up': return `${capital(who(line.member))} never confirmed getting the group, though it was handed to them again and again: remove them and add them again to try once more.`;
     case 'not_handed': return `${capital(who(line.member))} could not be reached to join: they get the group when an admin adds them again.`;
     default: return String(line.what);
   }

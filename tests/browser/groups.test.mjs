@@ -316,6 +316,129 @@ describe('groups', { timeout: 180000 }, () => {
     for (const user of [alice, ...others]) await assertClean(user);
     for (const user of [alice, ...others]) await user.context.close();
   });
+
+  test('a new member whose version and keys were lost is handed them again (after the admin reloads) until it confirms', async () => {
+    const srv = await harness.server();
+    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
+    const mitm = await interceptSocket(alice.page, srv.wsUrl);
+    await generateKey(alice, { remember: true });
+    await enterChat(alice);
+    const [bob, dave] = [await newChatUser(harness.browser, srv, { name: 'Bob' }), await newChatUser(harness.browser, srv, { name: 'Dave' })];
+    for (const user of [bob, dave]) {
+      await befriend(user, alice);
+      await waitForContact(user, alice.id);
+      await waitForContact(alice, user.id);
+    }
+    const gid = await createGroup(alice, 'Handed', [bob]);
+    await openGroup(bob, gid);
+    for (const user of [alice, bob]) await membersReady(user, gid, 2);
+    const row = (user, fp) => user.page.locator(`.group-pane[data-group="${gid}"] .group-member[data-member="${fp}"]`);
+    await row(alice, bob.fingerprint).and(alice.page.locator('[data-joined="true"]')).waitFor();
+
+    // Alice adds Dave; the server swallows (and acknowledges) the version and the keys sent to his contact route.
+    mitm.strip = (frame) => frame.type === 'MESSAGE' && !Array.isArray(frame.handles) && frame.mailbox !== false && mitm.stripped.length < 2;
+    await alice.page.selectOption(`#group-add-${gid}`, dave.id);
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-add button`);
+    await membersReady(bob, gid, 3);
+    // Dave is followed as not joined once both went (the handover is recorded after the handing).
+    await row(alice, dave.fingerprint).and(alice.page.locator('[data-joined="false"]')).waitFor({ state: 'attached' });
+    assert.equal(mitm.stripped.length, 2, 'the version and one gkeys to Dave');
+    mitm.strip = null;
+    for (const viewport of [DESKTOP, PHONE]) {
+      await alice.page.setViewportSize(viewport);
+      if (viewport === PHONE) await alice.page.locator(`.group-pane[data-group="${gid}"] .details-toggle`).click();
+      const joining = row(alice, dave.fingerprint).locator('.member-joining');
+      await joining.waitFor({ state: 'visible' });
+      assert.equal(await joining.textContent(), '· not joined yet');
+    }
+    await alice.page.setViewportSize(DESKTOP);
+    assert.equal(await dave.page.locator(`.group-item[data-group="${gid}"]`).count(), 0, 'Dave has not got the group');
+    await bookSaved(alice);
+
+    // Alice reloads: the open handover comes back from the contact book, and the new connection hands the group
+    // to Dave again. He joins, with every key, and confirms: Alice stops.
+    await alice.page.reload();
+    await alice.page.fill('#saved-passphrase', PASSPHRASE);
+    await alice.page.click('#unlock-saved');
+    alice.id = null;
+    await waitForSession(alice);
+    await openGroup(alice, gid);
+    await openGroup(dave, gid);
+    await membersReady(dave, gid, 3);
+    await row(alice, dave.fingerprint).and(alice.page.locator('[data-joined="true"]')).waitFor();
+    assert.equal(await row(alice, dave.fingerprint).locator('.member-joining').count(), 0);
+    await writeToGroup(dave, gid, 'Dave is in');
+    for (const user of [alice, bob]) assert.equal(await (await groupMessage(user, gid, 'Dave is in')).getAttribute('data-verified'), 'true');
+    for (const user of [alice, bob, dave]) await assertClean(user);
+    for (const user of [alice, bob, dave]) await user.context.close();
+  });
+
+  test('the only admin cannot leave: the pane says why (1280 and 360 px) and nothing is sent; once another is admin, leaving works', async () => {
+    const srv = await harness.server();
+    const { alice, others: [bob] } = await friendsOfAlice(srv, ['Bob']);
+    const gid = await createGroup(alice, 'Kept', [bob]);
+    await openGroup(bob, gid);
+    for (const user of [alice, bob]) await membersReady(user, gid, 2);
+    const pane = alice.page.locator(`.group-pane[data-group="${gid}"]`);
+    const error = pane.locator('.form-error');
+    const uploads = () => groupUploads(alice).length;
+    for (const viewport of [DESKTOP, PHONE]) {
+      await alice.page.setViewportSize(viewport);
+      if (viewport === PHONE) await pane.locator('.details-toggle').click();
+      const before = uploads();
+      await error.evaluate((e) => { e.textContent = ''; }); // so that the wait below sees this click's words
+      await pane.locator('.chat-head-actions').getByRole('button', { name: 'Leave group' }).click();
+      await error.filter({ hasText: 'only admin' }).waitFor({ state: 'visible' });
+      assert.equal(await alice.page.locator('dialog').count(), 0, 'not asked to confirm what cannot be done');
+      assert.match(await error.textContent(), /You are this group's only admin: make another member an admin before you leave/);
+      assert.equal(await pane.getAttribute('data-status'), 'member');
+      assert.equal(uploads(), before, 'no gleave sent');
+      await screenshot(alice.page, `groups-last-admin-${viewport.width}`);
+    }
+    await alice.page.setViewportSize(DESKTOP);
+    await alice.page.getByRole('button', { name: /^make admin: Bob/ }).click();
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
+    await pane.locator('.chat-head-actions').getByRole('button', { name: 'Leave group' }).click();
+    await alice.page.locator('dialog').getByRole('button', { name: 'Leave group' }).click();
+    await alice.page.locator(`.group-pane[data-group="${gid}"][data-status="left"]`).waitFor();
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="member_left"]`).waitFor();
+    for (const user of [alice, bob]) await assertClean(user);
+    for (const user of [alice, bob]) await user.context.close();
+  });
+
+  test('a copy of a group message the server reports undelivered is counted on the message: "1 of 2 have it · 1 could not be reached"', async () => {
+    const srv = await harness.server();
+    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
+    const mitm = await interceptSocket(alice.page, srv.wsUrl);
+    await generateKey(alice);
+    await enterChat(alice);
+    const others = [];
+    for (const name of ['Bob', 'Carol']) {
+      const user = await newChatUser(harness.browser, srv, { name });
+      await befriend(user, alice);
+      others.push(user);
+    }
+    const [bob, carol] = others;
+    const gid = await createGroup(alice, 'Reach', others);
+    for (const user of others) await openGroup(user, gid);
+    for (const user of [alice, ...others]) await membersReady(user, gid, 3);
+    await carol.context.close(); // Carol is away: no receipt from her
+    await writeToGroup(alice, gid, 'who has it');
+    await groupMessage(bob, gid, 'who has it');
+    await delivered(alice, gid, 'who has it', 1, 2);
+    // The server reports both copies of the upload undelivered (as it does per handle for a full mailbox): Bob's
+    // receipt wins over his, Carol's is counted.
+    const upload = mitm.fromPage.filter((f) => f.type === 'MESSAGE' && Array.isArray(f.handles)).at(-1);
+    for (const handle of upload.handles) mitm.inject({ type: 'UNDELIVERED', handle, ref: upload.ref, reason: 'evicted' });
+    const line = alice.page.locator(`.group-pane[data-group="${gid}"] .msg-out[data-unreached="1"]`);
+    for (const viewport of [DESKTOP, PHONE]) {
+      await alice.page.setViewportSize(viewport);
+      await line.waitFor({ state: 'visible' });
+      assert.equal(await line.locator('.msg-delivery').textContent(), '1 of 2 have it · 1 could not be reached');
+    }
+    for (const user of [alice, bob]) await assertClean(user);
+    for (const user of [alice, bob]) await user.context.close();
+  });
 });
 
 
@@ -398,6 +521,57 @@ describe('what does not add up', { timeout: 180000 }, () => {
     await writeToGroup(alice, gid, 'still honest');
     assert.equal(await (await groupMessage(bob, gid, 'still honest')).getAttribute('data-verified'), 'true');
     await screenshot(bob.page, 'groups-forged-change');
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
+  });
+  test('an admin\'s second, different version under the same number is shown as an alert naming that admin, at 1280 and 360 px', async () => {
+    const srv = await harness.server();
+    const alice = await gpgUser(srv, 'Alice');
+    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
+    const mitm = await interceptSocket(bob.page, srv.wsUrl);
+    await generateKey(bob);
+    await enterChat(bob);
+    const carol = await gpgUser(srv, 'Carol');
+    for (const user of [bob, carol]) await befriend(user, alice);
+    const gid = await createGroup(alice, 'Steady', [bob, carol]);
+    for (const user of [bob, carol]) await openGroup(user, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    // Alice renames the group through her page: version 2, which every member applies.
+    await alice.page.fill(`#group-rename-${gid}`, 'Steady (2)');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    const title = (user) => user.page.waitForFunction((g) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Steady (2)', gid);
+    await title(bob);
+    const pane = bob.page.locator(`.group-pane[data-group="${gid}"]`);
+    assert.equal(await pane.locator('.group-alerts').isHidden(), true, 'nothing to show yet');
+
+    // Alice's key also signs another version 2 on version 1 (the text Carol was handed), which the server
+    // hands to Bob's group handle.
+    for (const key of keysReceived(carol)) importKey(carol.home, key);
+    const v1 = jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
+      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
+      .find((text) => text.includes('"kind":"group"'));
+    const list = JSON.parse(v1);
+    const other = JSON.stringify({
+      v: 1, kind: 'group', gid, ver: 2, prev: createHash('sha256').update(v1, 'utf8').digest('base64url'), ts: Date.now(), name: 'Steady (other)', secret: list.secret, members: list.members,
+    });
+    importKey(alice.home, jsonFrames(bob).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key);
+    const payload = encryptAndSign(alice.home, { text: other, recipient: bob.fingerprint, signer: alice.fingerprint, passphrase: GPG_PASSPHRASE });
+    const day = new Date().toISOString().slice(0, 10);
+    const handle = createHmac('sha256', Buffer.from(list.secret, 'base64url')).update(`secchat-group-v1\n${bob.fingerprint}\n${day}`).digest('base64url');
+    mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+
+    await pane.locator('.msg-system[data-what="equivocation"]').waitFor();
+    for (const viewport of [DESKTOP, PHONE]) {
+      await bob.page.setViewportSize(viewport);
+      const alerts = pane.locator('.group-alerts');
+      await alerts.waitFor({ state: 'visible' });
+      assert.equal(await alerts.getAttribute('role'), 'alert');
+      assert.match(await alerts.textContent(), /Alice <alice@example.org> signed two different versions of the member list under the same number/);
+      assert.equal(await bob.page.getAttribute(`.group-item[data-group="${gid}"]`, 'data-alerts'), '1');
+      await screenshot(bob.page, `groups-equivocation-${viewport.width}`);
+    }
+    // Not "two admins at once": one admin signed both.
+    assert.equal(await pane.locator('.msg-system[data-what="conflict"]').count(), 0);
     for (const user of [alice, bob, carol]) await assertClean(user);
     for (const user of [alice, bob, carol]) await user.context.close();
   });

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import * as openpgp from 'openpgp';
 import {
   MAX_HISTORY, MAX_MEMBERS, MAX_PENDING, PENDING_MS, PREVIOUS_SECRET_MS, applyVersion, buildGroupList, changeBetween,
-  createGroupList, current, expireGroup, joinGroup, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
+  createGroupList, current, expireGroup, joinGroup, leaveProblem, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
 } from '../../public/js/grouplist.js';
 import { GROUP_HANDLE_LABEL, HANDLES_PER_GROUP, deriveMemberHandle, groupHandles, versionHandles } from '../../public/js/grouphandles.js';
 import {
@@ -20,6 +20,8 @@ import {
   parseGroupEnvelope, pruneMessages, releaseWaiting, sameKey, sendPlan, strangerRecipients, takeGroupKeys, takeSendSeq, withOwnKey,
 } from '../../public/js/groupmessages.js';
 import { MAX_TRACKED, deliveries, deliveryOf, emptyDeliveries } from '../../public/js/groupdelivery.js';
+import { newGroup, withVersionOutcome } from '../../public/js/groups.js';
+import { groupLineText } from '../../public/js/grouptext.js';
 import { deriveHandle, isHandle, listenPlan, toBase64Url } from '../../public/js/rendezvous.js';
 import { armorPublicKey, hostileRsaKey, withUnsignedUserId } from './helpers/hostilekey.mjs';
 
@@ -459,6 +461,32 @@ test('an admin who signs two different versions on the same one is flagged, and 
 });
 
 
+test('an admin\'s two versions under one number become an alert naming that admin, at the head and when too late', async () => {
+  const v1 = await version();
+  const x2 = await version({ ver: 2, prev: v1, name: 'x' });
+  const y2 = await version({ ver: 2, prev: v1, name: 'y', s: secret(5) });
+  const [winner, loser] = x2.hash < y2.hash ? [x2, y2] : [y2, x2];
+  for (const [first, second] of [[winner, loser], [loser, winner]]) {
+    const start = newGroup(applyVersion(await daveWith(v1), first, ALICE, NOW).state, emptyGroupMessages(), NOW);
+    const { result } = applyVersion(start.list, second, ALICE, NOW);
+    const group = withVersionOutcome(start, result, ALICE);
+    assert.deepEqual(group.alerts.map((a) => [a.what, a.by]), [['equivocation', ALICE]]);
+    assert.equal(group.lines.filter((l) => l.what === 'conflict').length, 0, 'not shown as two admins at once');
+    assert.match(groupLineText(group, group.alerts[0], DAVE), /^Alice signed two different versions of the member list under the same number/);
+  }
+  // Too late (the head moved on): refused, and the equivocation named too.
+  const z3 = await version({ ver: 3, prev: winner, name: 'z' });
+  const moved = applyAll(await daveWith(v1), [[winner, ALICE], [z3, BOB]]).state;
+  const late = withVersionOutcome(newGroup(moved, emptyGroupMessages(), NOW), applyVersion(moved, loser, ALICE, NOW).result, ALICE);
+  assert.deepEqual(late.alerts.map((a) => a.what), ['change_refused', 'equivocation']);
+  // Two admins at once is no equivocation: no such alert.
+  const b2 = await version({ ver: 2, prev: v1, name: 'b' });
+  const both = applyAll(await daveWith(v1), [[winner, ALICE]]).state;
+  const two = withVersionOutcome(newGroup(both, emptyGroupMessages(), NOW), applyVersion(both, b2, BOB, NOW).result, BOB);
+  assert.deepEqual(two.alerts, []);
+  assert.deepEqual(two.lines.map((l) => l.what), ['conflict']);
+});
+
 test('a late fork by an admin senior to every version it drops replaces them: Alice\'s a2 over Bob\'s b2 and b3 in every order, for every member', async () => {
   const v1 = await version();
   const b2 = await version({ ver: 2, prev: v1, name: 'Bob\'s', s: secret(6) }); // Bob
@@ -686,6 +714,18 @@ test('a competing version older than the history kept cannot be checked', async 
   assert.equal(state.history[0].ver, 3);
   const rival = await version({ ver: 3, prev: chain[1], name: 'rival' }); // builds on version 2, which is gone
   assert.equal(applyVersion(state, rival, ALICE, NOW).result.problem, 'too_old');
+});
+
+test('the only admin may not leave while others stay; with another admin (one who is not leaving), or alone, it may', async () => {
+  const v1 = await version({ members: [member(ALICE, 'Alice', true), member(BOB, 'Bob'), member(CAROL, 'Carol')] });
+  const alice = joinGroup(v1, ALICE, { me: ALICE }).state;
+  assert.equal(leaveProblem(alice), 'last_admin');
+  assert.equal(leaveProblem({ ...alice, me: BOB }), null, 'a member who is no admin');
+  const two = joinGroup(await version({ members: [member(ALICE, 'Alice', true), member(BOB, 'Bob', true)] }), ALICE, { me: ALICE }).state;
+  assert.equal(leaveProblem(two), null);
+  assert.equal(leaveProblem({ ...two, leaving: [BOB] }), 'last_admin', 'the other admin is leaving too');
+  const alone = joinGroup(await version({ members: [member(ALICE, 'Alice', true)] }), ALICE, { me: ALICE }).state;
+  assert.equal(leaveProblem(alone), null, 'nobody is left to be stuck');
 });
 
 test('an admin proposes changes: a removal without a new secret is refused, leavers go, bounds hold', async () => {
@@ -1083,20 +1123,20 @@ test('delivery counts: how many members have each message, from their receipts o
   let state = emptyDeliveries();
   state = deliveries(state, { type: 'sent', seq: 1, to: [ALICE, BOB, CAROL] });
   state = deliveries(state, { type: 'sent', seq: 2, to: [ALICE, BOB, CAROL] });
-  assert.deepEqual(deliveryOf(state, 1), { have: 0, of: 3, complete: false, missing: [ALICE, BOB, CAROL] });
+  assert.deepEqual(deliveryOf(state, 1), { have: 0, of: 3, complete: false, missing: [ALICE, BOB, CAROL], unreached: [] });
   state = deliveries(state, { type: 'receipt', from: ALICE, acks: [1, 2] });
   state = deliveries(state, { type: 'receipt', from: BOB, acks: [1] });
   const before = state;
   assert.equal(deliveries(state, { type: 'receipt', from: BOB, acks: [1] }), before, 'a receipt again counts once');
   assert.equal(deliveries(state, { type: 'receipt', from: EVE, acks: [1, 2] }), before, 'not sent to Eve: her receipt counts for nothing');
   assert.equal(deliveries(state, { type: 'receipt', from: ALICE, acks: [99] }), before, 'a seq not followed');
-  assert.deepEqual(deliveryOf(state, 1), { have: 2, of: 3, complete: false, missing: [CAROL] });
-  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, CAROL] });
+  assert.deepEqual(deliveryOf(state, 1), { have: 2, of: 3, complete: false, missing: [CAROL], unreached: [] });
+  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, CAROL], unreached: [] });
   state = deliveries(state, { type: 'receipt', from: CAROL, acks: [1] });
   assert.equal(deliveryOf(state, 1).complete, true);
   // Sent again under a later version in which Carol is gone and Dave came: who had it and is still a recipient counts.
   state = deliveries(state, { type: 'sent', seq: 2, to: [ALICE, BOB, DAVE] });
-  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, DAVE] });
+  assert.deepEqual(deliveryOf(state, 2), { have: 1, of: 3, complete: false, missing: [BOB, DAVE], unreached: [] });
   state = deliveries(state, { type: 'forget', seq: 1 });
   assert.equal(deliveryOf(state, 1), null);
   // Bounded: the oldest messages are forgotten first.
@@ -1104,6 +1144,26 @@ test('delivery counts: how many members have each message, from their receipts o
   assert.equal(state.messages.length, MAX_TRACKED);
   assert.equal(deliveryOf(state, 2), null);
   assert.equal(deliveryOf(state, 10 + MAX_TRACKED + 4).of, 1);
+});
+
+test('delivery: a copy the server reported undelivered is shown per member until its receipt comes or the message goes again', () => {
+  let state = deliveries(emptyDeliveries(), { type: 'sent', seq: 1, to: [BOB, CAROL, DAVE] });
+  state = deliveries(state, { type: 'receipt', from: BOB, acks: [1] });
+  state = deliveries(state, { type: 'undelivered', seq: 1, to: CAROL });
+  assert.deepEqual(deliveryOf(state, 1), { have: 1, of: 3, complete: false, missing: [CAROL, DAVE], unreached: [CAROL] });
+  const before = state;
+  assert.equal(deliveries(state, { type: 'undelivered', seq: 1, to: CAROL }), before, 'reported twice counts once');
+  assert.equal(deliveries(state, { type: 'undelivered', seq: 1, to: BOB }), before, 'Bob has it: his receipt wins');
+  assert.equal(deliveries(state, { type: 'undelivered', seq: 1, to: EVE }), before, 'not sent to Eve');
+  assert.equal(deliveries(state, { type: 'undelivered', seq: 9, to: CAROL }), before, 'a seq not followed');
+  state = deliveries(state, { type: 'undelivered', seq: 1, to: DAVE });
+  assert.deepEqual(deliveryOf(state, 1).unreached, [CAROL, DAVE]);
+  // Carol's receipt comes after all (a copy from an earlier send reached her): she has it.
+  state = deliveries(state, { type: 'receipt', from: CAROL, acks: [1] });
+  assert.deepEqual([deliveryOf(state, 1).have, deliveryOf(state, 1).unreached], [2, [DAVE]]);
+  // Sent again: a new attempt, reported anew.
+  state = deliveries(state, { type: 'sent', seq: 1, to: [BOB, CAROL, DAVE] });
+  assert.deepEqual(deliveryOf(state, 1).unreached, []);
 });
 
 test('gremoved: taken only from an admin of our current version, for the next version; bounded like the others', async () => {

@@ -5,9 +5,11 @@ import { confirmDialog, h, linkifiedText, sendOnEnter, setText, timeElement, tog
 import { groupCandidates } from './groups.js';
 import { deliveryOf } from '../groupdelivery.js';
 import { isRepresentableTime } from '../inbox.js';
-import { current, isAdmin } from '../grouplist.js';
+import { current, isAdmin, leaveProblem } from '../grouplist.js';
 import { memberKeyStatus } from '../groupmessages.js';
-import { GROUP_PROBLEM_TEXT, GROUP_TRUST_TEXT, groupLineText, memberName } from '../grouptext.js';
+import {
+  GROUP_PROBLEM_TEXT, GROUP_TRUST_TEXT, LEAVE_PROBLEM_TEXT, deliveryText, groupLineText, memberName,
+} from '../grouptext.js';
 import { cleanName, friendLabel, labelText } from '../names.js';
 
 /** A member's trust state: 'you', 'missing' (no key: cannot be written to), 'changed', 'verified' or 'unverified'. */
@@ -86,6 +88,12 @@ export function createGroupPane(gid, actions) {
 
   let current_ = null;
   async function onLeave() {
+    // Refused before asking: the only admin must name another first (groupsync.js refuses it as well).
+    const problem = current_ && current_.status === 'member' ? leaveProblem(current_.list) : null;
+    if (problem) {
+      setText(adminError, LEAVE_PROBLEM_TEXT[problem]);
+      return;
+    }
     const ok = await confirmDialog({
       title: 'Leave this group?', body: 'The others are told you left; you get nothing sent to the group after this.', confirmText: 'Leave group', danger: true,
     });
@@ -146,7 +154,7 @@ export function createGroupPane(gid, actions) {
     for (const line of group.lines) {
       const drawn = lineViews.get(line.id);
       const delivery = line.direction === 'out' ? deliveryOf(group.deliveries, line.seq) : null;
-      const key = `${line.state}|${delivery ? `${delivery.have}/${delivery.of}` : ''}`;
+      const key = `${line.state}|${delivery ? `${delivery.have}/${delivery.of}/${delivery.unreached.length}` : ''}`;
       if (drawn && drawn.key === key) continue;
       const element = lineElement(group, line, me, delivery);
       if (drawn) drawn.element.replaceWith(element);
@@ -157,6 +165,8 @@ export function createGroupPane(gid, actions) {
 
   function memberItem(state, group, m, admin) {
     const trust = memberTrust(state, group, m.fp);
+    // We handed them the group and they have not confirmed it yet (grouphandover.js: it is handed again).
+    const joining = group.handovers.some((x) => x.fp === m.fp);
     const remove = admin && m.fp !== group.list.me
       ? h('button', {
         type: 'button', className: 'btn btn-tiny btn-danger', text: 'remove', 'aria-label': `Remove ${cleanName(m.name, 40)} from the group`,
@@ -171,10 +181,13 @@ export function createGroupPane(gid, actions) {
         onClick: () => report(() => actions.setGroupAdmin(group.gid, m.fp, !m.admin)),
       })
       : null;
-    return h('li', { className: `group-member trust-${trust}`, 'data-member': m.fp, 'data-trust': trust, 'data-admin': String(m.admin) },
+    return h('li', {
+      className: `group-member trust-${trust}`, 'data-member': m.fp, 'data-trust': trust, 'data-admin': String(m.admin), 'data-joined': String(!joining),
+    },
       h('span', { className: 'member-name', text: m.fp === group.list.me ? `${cleanName(m.name, 40)} (you)` : cleanName(m.name, 40) }),
       m.admin ? h('span', { className: 'small muted', text: '· admin' }) : null,
       trust === 'you' ? null : h('span', { className: 'small member-trust', text: `· ${GROUP_TRUST_TEXT[trust]}` }),
+      joining ? h('span', { className: 'small muted member-joining', text: '· not joined yet' }) : null,
       adminToggle, remove);
   }
 
@@ -192,7 +205,7 @@ function lineElement(group, line, me, delivery) {
       h('span', { text: groupLineText(group, line, me) }));
   }
   if (line.direction === 'out') {
-    const counted = delivery ? `${delivery.have} of ${delivery.of} have it` : OUT_TEXT[line.state] || line.state;
+    const counted = delivery ? deliveryText(delivery) : OUT_TEXT[line.state] || line.state;
     const missing = line.missing && line.missing.length
       ? h('p', { className: 'msg-flag msg-flag-warn', text: `⚠ Not sent to ${line.missing.map((fp) => memberName(group, fp, me)).join(', ')}: no key or address for them.` })
       : null;
@@ -203,6 +216,7 @@ function lineElement(group, line, me, delivery) {
     if (delivery) {
       element.dataset.have = String(delivery.have);
       element.dataset.of = String(delivery.of);
+      element.dataset.unreached = String(delivery.unreached.length);
     }
     return element;
   }
