@@ -17,7 +17,7 @@ import { routeFor } from './contacts.js';
 import { findLine, putFriend, takeLocalId, updateFriend, withLine } from './model.js';
 import { canSendTo } from './trust.js';
 
-const BUSY_RETRIES = 4; // peer_busy / rate_limited: retry this often before showing the error
+const BUSY_RETRIES = 4; // peer_busy / rate_limited / unavailable: retry this often before showing the error
 const BUSY_RETRY_BASE_MS = 1000;
 // The ref of a MESSAGE frame is `m<localId>.<attempt>`; this one stands for the longest, to size a frame.
 const REF_FOR_SIZE = 'm0000000.0';
@@ -183,10 +183,13 @@ export function sendFailed(next, { peer, localId, code }) {
     pump(next, peer);
     return;
   }
-  if ((code === 'peer_busy' || code === 'rate_limited') && message.attempts < BUSY_RETRIES) {
+  if ((code === 'peer_busy' || code === 'rate_limited' || code === 'unavailable') && message.attempts < BUSY_RETRIES) {
     const attempts = message.attempts + 1;
+    // `unavailable` can be the server giving up waiting for another node's answer: the copy may have reached the
+    // friend, so its seq is spent as if accepted (never reused for other text).
+    const mayHaveArrived = code === 'unavailable';
     putFriend(next, {
-      ...withLine(friend, localId, (m) => ({ ...m, attempts, state: 'waiting' })),
+      ...withLine(friend, localId, (m) => ({ ...m, attempts, state: 'waiting', accepted: m.accepted || mayHaveArrived })),
       sending: { localId, phase: 'backoff' },
     });
     next.effects.push({ type: 'retryLater', peer, localId, ms: BUSY_RETRY_BASE_MS * 2 ** (attempts - 1) });

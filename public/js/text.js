@@ -17,6 +17,7 @@ const REQUEST_ERROR_TEXT = {
   not_friends: 'You are not friends any more.',
   offline: 'You are offline. Wait for the connection to come back.',
   connection_lost: 'The connection dropped. Try again when it is back.',
+  unavailable: 'The server cannot reach the part of the service that person is connected to right now. Try again in a moment.',
 };
 
 /** Why the add-friend form refuses what was typed (friendship.js requestProblem). */
@@ -38,6 +39,7 @@ export const SEND_ERROR_TEXT = {
   not_encrypted: 'the server saw no encrypted payload',
   rate_limited: 'sending too fast; try again in a moment',
   peer_busy: 'your friend cannot receive right now',
+  unavailable: 'the server cannot reach the part of the service your friend is connected to right now; try again in a moment',
   bad_id: 'invalid recipient ID',
   too_long: 'message too long for the server',
   encrypt_failed: 'could not encrypt',

@@ -133,6 +133,22 @@ test('a busy friend: retried after 1, 2, 4 and 8 s with the same payload, then "
   assert.deepEqual(result.state.friends.get(BOB).outbox, []);
 });
 
+test('unavailable (another node did not answer): retried like a busy friend, then its seq stays spent, its payload kept', () => {
+  let result = writeAndSeal(withBob(), 'far away');
+  const [transmit] = effectsOf(result, 'transmit');
+  for (let attempt = 1; attempt <= 4; attempt += 1) {
+    result = step(result.state, { type: 'sendFailed', peer: BOB, localId: transmit.localId, code: 'unavailable' });
+    assert.equal(effectsOf(result, 'retryLater').length, 1);
+    result = step(result.state, { type: 'backoffOver', peer: BOB, localId: transmit.localId });
+    assert.equal(effectsOf(result, 'transmit').length, 1);
+  }
+  result = step(result.state, { type: 'sendFailed', peer: BOB, localId: transmit.localId, code: 'unavailable' });
+  const failed = outgoing(result.state)[0];
+  assert.equal(failed.error, 'unavailable');
+  assert.equal(result.state.friends.get(BOB).sendSeq, 1, 'a copy may have arrived: seq 1 is never used for other text');
+  assert.equal(failed.payload, PAYLOAD(1));
+});
+
 test('a refused message gives its seq back, so the next one takes it; "retry" seals it afresh at the end', () => {
   const sealed = writeAndSeal(withBob(), 'refused');
   const { localId } = outgoing(sealed.state)[0];
