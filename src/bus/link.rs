@@ -761,20 +761,20 @@ impl RedisLink {
         let name = self.name();
         if was_ready {
             log::warn!(
-                "{name}: down ({failure}); {unanswered} commands unanswered; reconnecting in {} ms",
+                "{name}: down ({failure}); unanswered commands: {unanswered}; reconnecting in {} ms",
                 delay.as_millis()
             );
             self.events.push(LinkEvent::Down { unanswered });
         } else if matches!(failure, Failure::Refused { .. }) || self.failures.is_power_of_two() {
             // Every refusal (a configuration error), and failures 1, 2, 4, 8, … of a row.
             log::warn!(
-                "{name}: cannot connect ({failure}); attempt {}, next in {} ms",
+                "{name}: cannot connect ({failure}); failures in a row: {}; next attempt in {} ms",
                 self.failures,
                 delay.as_millis()
             );
         } else {
             log::debug!(
-                "{name}: cannot connect ({failure}); next in {} ms",
+                "{name}: cannot connect ({failure}); next attempt in {} ms",
                 delay.as_millis()
             );
         }
