@@ -517,9 +517,12 @@ fn rediss_speaks_tls_with_the_given_ca() {
     let config = tls_client_config(Some(&dir.path().join("ca.pem"))).unwrap();
     let url = format!("rediss://:tls-secret@127.0.0.1:{}/2", redis.port());
     let mut lp = Loop::new();
+    // A small read budget: plaintext rustls has decrypted but not handed over yet must be
+    // read at the next drive, with no readiness event to say so.
     let commands = lp.add_link(|token| {
         RedisLink::new(ClusterUrl::parse(&url).unwrap(), Role::Commands, token)
             .with_tls_config(Arc::clone(&config))
+            .with_read_budget(4096)
     });
     let sub = lp.add_link(|token| {
         RedisLink::new(ClusterUrl::parse(&url).unwrap(), subscriber(&[b"t"]), token)
@@ -636,4 +639,32 @@ fn the_output_buffer_is_bounded() {
         lp.ask(link, &[b"STRLEN", b"big"]),
         Reply::Integer(1024 * 1024)
     );
+}
+
+#[test]
+fn a_reply_larger_than_one_read_pass_arrives_whole() {
+    require_redis();
+    let redis = RedisServer::start();
+    let mut lp = Loop::new();
+    let url = ClusterUrl::parse(&redis.url()).unwrap();
+    // A small budget, so that a reply fitting in the socket's first receive window (64 KiB)
+    // takes several passes.
+    let link =
+        lp.add_link(|token| RedisLink::new(url, Role::Commands, token).with_read_budget(4096));
+    lp.until_up(link);
+    let value: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(lp.ask(link, &[b"SET", b"v", &value]), ok());
+    lp.link(link).command(&[b"GET", b"v"]).unwrap();
+    lp.links[link].flush(lp.poll.registry());
+    // The whole reply waits in the socket before the loop reads: one readiness edge, ten
+    // passes' worth, and no later edge. Only the link asking to be driven again gets the rest.
+    std::thread::sleep(Duration::from_millis(200));
+    lp.until("the reply", WAIT, |l| l.replies(link).len() == 1);
+    assert!(lp.replies(link)[0] == bulk(&value), "altered");
+    // A large reply through the default budget, for good measure.
+    let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let other = lp.add(&redis.url(), Role::Commands);
+    lp.until_up(other);
+    assert_eq!(lp.ask(other, &[b"SET", b"big", &big]), ok());
+    assert!(lp.ask(other, &[b"GET", b"big"]) == bulk(&big), "altered");
 }

@@ -65,9 +65,11 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A link that heard nothing for this long sends a `PING`, so that a peer that vanished without
 /// closing (host down, network cut) is noticed within `IDLE_PING + REPLY_TIMEOUT`.
 pub const IDLE_PING: Duration = Duration::from_secs(5);
-/// Bytes read per [`RedisLink::ready`] or [`RedisLink::drive`] call; a link with more to read
-/// says so through [`RedisLink::next_deadline`] (a deadline already passed).
-const READ_BUDGET: usize = 1024 * 1024;
+/// Bytes read per [`RedisLink::ready`] or [`RedisLink::drive`] call unless
+/// [`RedisLink::with_read_budget`] says otherwise; a link with more to read says so through
+/// [`RedisLink::next_deadline`] (a deadline already passed). 1 MiB keeps one busy link from
+/// holding the loop for more than a millisecond or so.
+pub const READ_BUDGET: usize = 1024 * 1024;
 /// How much of Redis's error text a log line shows.
 const LOGGED_ERROR_CHARS: usize = 200;
 
@@ -175,6 +177,8 @@ pub struct RedisLink {
     events: Vec<LinkEvent>,
     /// Messages pushed before the last SUBSCRIBE confirmation: reported right after `Up`.
     early: Vec<LinkEvent>,
+    /// Bytes one read pass takes at most.
+    read_budget: usize,
     /// The budget ran out in the last read pass: read again at the next `drive`.
     read_more: bool,
     /// The loop's time at the last `drive` or `ready`; a past deadline when `read_more`.
@@ -279,6 +283,7 @@ impl RedisLink {
             in_flight: 0,
             events: Vec::new(),
             early: Vec::new(),
+            read_budget: READ_BUDGET,
             read_more: false,
             clock: now,
             last_heard: now,
@@ -296,6 +301,13 @@ impl RedisLink {
     /// A fixed seed for the backoff's jitter, for reproducible tests; otherwise `getrandom`.
     pub fn with_jitter_seed(mut self, seed: u64) -> RedisLink {
         self.rng = seed;
+        self
+    }
+
+    /// Bytes one read pass takes at most (default [`READ_BUDGET`], at least 1): how long one
+    /// readiness event may hold the loop against how many turns a large reply takes.
+    pub fn with_read_budget(mut self, bytes: usize) -> RedisLink {
+        self.read_budget = bytes.max(1);
         self
     }
 
@@ -555,7 +567,7 @@ impl RedisLink {
             return;
         }
         let before = self.input.len();
-        let read = conn.stream.read(&mut self.input, READ_BUDGET);
+        let read = conn.stream.read(&mut self.input, self.read_budget);
         if self.input.len() > before {
             self.last_heard = now;
         }

@@ -37,7 +37,7 @@ mod url;
 pub use latency::{BUCKETS as LATENCY_BUCKETS, Latency};
 pub use link::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, IDLE_PING, LinkError, LinkEvent, LinkState,
-    MAX_IN_FLIGHT, MAX_OUTPUT_BYTES, REPLY_TIMEOUT, RedisLink, Role,
+    MAX_IN_FLIGHT, MAX_OUTPUT_BYTES, READ_BUDGET, REPLY_TIMEOUT, RedisLink, Role,
 };
 pub use resp::{MAX_DEPTH, MAX_REPLY_BYTES, Reply};
 pub use stream::{SYSTEM_CA_BUNDLE, tls_client_config};

@@ -77,13 +77,15 @@ impl Stream {
         Ok(())
     }
 
-    /// Appends what is available to `into`, at most about `budget` bytes.
+    /// Appends what is available to `into`, at most `budget` bytes.
     pub fn read(&mut self, into: &mut Vec<u8>, budget: usize) -> io::Result<ReadEnd> {
-        let mut chunk = [0u8; 16 * 1024];
+        let mut buf = [0u8; 16 * 1024];
         let mut taken = 0;
         while taken < budget {
+            let want = (budget - taken).min(buf.len());
+            let chunk = buf.get_mut(..want).unwrap_or_default();
             let n = match &mut self.tls {
-                None => match self.tcp.read(&mut chunk) {
+                None => match self.tcp.read(chunk) {
                     Ok(0) => return Ok(ReadEnd::Closed),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -92,7 +94,7 @@ impl Stream {
                     }
                     Err(e) => return Err(e),
                 },
-                Some(conn) => match read_tls(&mut self.tcp, conn, &mut chunk)? {
+                Some(conn) => match read_tls(&mut self.tcp, conn, chunk)? {
                     TlsRead::Plaintext(n) => n,
                     TlsRead::WouldBlock => return Ok(ReadEnd::Drained),
                     TlsRead::Closed => return Ok(ReadEnd::Closed),
