@@ -1,33 +1,4 @@
 //! [`RedisLink`]: one connection to Redis, as a state machine the mio loop drives.
-//!
-//! ```text
-//!            drive: retry time came                 all handshake replies OK
-//!   Down ───────────────────────────▶ Connecting ───────────────────────────▶ Ready
-//!    ▲   connect / TLS / refused / junk /   │                                   │
-//!    └──────────── timeout ─────────────────┘◀──── closed / junk / timeout ─────┘
-//! ```
-//!
-//! The link owns one socket (registered under the caller's token), its output and input
-//! buffers and the queue of commands waiting for replies. It does no I/O of its own accord:
-//! the loop calls [`RedisLink::drive`] once per turn, [`RedisLink::ready`] on the token's
-//! readiness events and [`RedisLink::flush`] after queueing commands, and takes what happened
-//! with [`RedisLink::take_events`].
-//!
-//! Invariants the caller can build on:
-//! - Every `Ok` from [`RedisLink::command`] is answered by exactly one [`LinkEvent::Reply`], in
-//!   the order the commands were given, or counted in the `unanswered` of the one
-//!   [`LinkEvent::Down`] that ends the connection. Unanswered commands may or may not have run
-//!   in Redis.
-//! - [`LinkEvent::Up`] and [`LinkEvent::Down`] alternate, starting with `Up`: failed attempts to
-//!   connect report nothing (they are logged).
-//! - On a subscriber link, `Message`s come only between an `Up` and the next `Down`.
-//! - Handshake replies (`AUTH`, `SELECT`, `SUBSCRIBE`, `PING`) and keep-alive `PING`s are
-//!   consumed by the link and never reported.
-//! - Memory is bounded: output by [`MAX_OUTPUT_BYTES`], commands awaiting replies by
-//!   [`MAX_IN_FLIGHT`], input by the largest reply ([`MAX_REPLY_BYTES`](super::MAX_REPLY_BYTES)) plus one read pass.
-//!
-//! Logs name the link by its role and URL (password shown as `***`) and say why it went down;
-//! they never contain payloads, and Redis's error text is logged with the password masked.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -76,11 +47,17 @@ const LOGGED_ERROR_CHARS: usize = 200;
 /// What the link is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Pipelined commands; replies come back in order as [`LinkEvent::Reply`].
+    /// Pipelined commands; replies come back in order as [`LinkEvent::Reply`]. No blocking
+    /// commands (`BLPOP`, `WAIT`, …): a reply that takes longer than [`REPLY_TIMEOUT`] is taken
+    /// for a dead Redis, and everything behind it on the connection waits for it too.
     Commands,
     /// `SUBSCRIBE`s to `channels` on every connection; pushes come as [`LinkEvent::Message`].
     /// [`RedisLink::command`] is refused: in subscribed mode Redis accepts only pub/sub
     /// commands, whose replies look like pushes.
+    ///
+    /// Pub/sub is at most once: what is published while the link is down (and what Redis
+    /// drops when this subscriber reads slower than `client-output-buffer-limit pubsub`
+    /// allows, which closes the connection) is lost; a [`LinkEvent::Down`] marks the gap.
     Subscriber { channels: Vec<Vec<u8>> },
 }
 
@@ -149,7 +126,37 @@ impl fmt::Display for LinkError {
 
 impl std::error::Error for LinkError {}
 
-/// One connection to Redis, reconnecting with backoff (see the [module docs](self)).
+/// One connection to Redis, reconnecting with backoff: a state machine the mio loop drives.
+///
+/// ```text
+///            drive: retry time came                 all handshake replies OK
+///   Down ───────────────────────────▶ Connecting ───────────────────────────▶ Ready
+///    ▲   connect / TLS / refused / junk /   │                                   │
+///    └──────────── timeout ─────────────────┘◀──── closed / junk / timeout ─────┘
+/// ```
+///
+/// The link owns one socket (registered under the caller's token), its output and input
+/// buffers and the queue of commands waiting for replies. It does no I/O of its own accord:
+/// the loop calls [`RedisLink::drive`] once per turn, [`RedisLink::ready`] on the token's
+/// readiness events and [`RedisLink::flush`] after queueing commands, and takes what happened
+/// with [`RedisLink::take_events`].
+///
+/// Invariants the caller can build on:
+/// - Every `Ok` from [`RedisLink::command`] is answered by exactly one [`LinkEvent::Reply`], in
+///   the order the commands were given, or counted in the `unanswered` of the one
+///   [`LinkEvent::Down`] that ends the connection. Unanswered commands may or may not have run
+///   in Redis.
+/// - [`LinkEvent::Up`] and [`LinkEvent::Down`] alternate, starting with `Up`: failed attempts to
+///   connect report nothing (they are logged).
+/// - On a subscriber link, `Message`s come only between an `Up` and the next `Down`.
+/// - Handshake replies (`AUTH`, `SELECT`, `SUBSCRIBE`, `PING`) and keep-alive `PING`s are
+///   consumed by the link and never reported.
+/// - Memory is bounded: output by [`MAX_OUTPUT_BYTES`], commands awaiting replies by
+///   [`MAX_IN_FLIGHT`], input by the largest reply
+///   ([`MAX_REPLY_BYTES`](super::MAX_REPLY_BYTES)) plus one read pass.
+///
+/// Logs name the link by its role and URL (password shown as `***`) and say why it went down;
+/// they never contain payloads, and Redis's error text is logged with the password masked.
 pub struct RedisLink {
     url: ClusterUrl,
     role: Role,
