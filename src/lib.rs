@@ -12,9 +12,11 @@
 //! - [`server`]: the single-threaded mio poll loop that moves bytes between sockets and the router.
 //! - [`process_limits`]: the open-file limit, raised at start-up (each connection is a file).
 //! - [`tls`]: HTTPS/WSS: a connection's byte stream (plain or TLS), certificates, `--tls-self-signed`.
+//! - [`bus`]: the cluster bus's transport: a Redis/Valkey connection driven by the mio loop.
 
 pub mod address;
 pub mod assets;
+pub mod bus;
 pub mod config;
 pub mod connection;
 pub mod http;

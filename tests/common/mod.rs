@@ -10,6 +10,7 @@
 //! - `addresses`: IPv6 sources in a network namespace, upgrades with extra headers
 //! - `tls`: a test CA and its certificates, HTTPS requests and a WSS client over rustls (used as
 //!   `common::tls::…`, not re-exported here)
+//! - `redis`: a real `redis-server` on a free port for the bus tests (used as `common::redis::…`)
 //!
 //! Each test binary uses only part of these helpers, so unused ones are not warned about.
 #![allow(dead_code)]
@@ -19,6 +20,7 @@ mod client;
 mod frames;
 mod http;
 mod load;
+pub mod redis;
 mod server;
 pub mod tls;
 

@@ -38,6 +38,8 @@ pub fn fresh_dir(what: &str) -> tempfile::TempDir {
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub der: CertificateDer<'static>,
+    /// The CA certificate as PEM, for peers that read their trust anchors from a file.
+    pub pem: String,
 }
 
 impl TestCa {
@@ -51,6 +53,7 @@ impl TestCa {
         let cert = params.self_signed(&key).expect("CA certificate");
         TestCa {
             der: cert.der().clone(),
+            pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
     }
