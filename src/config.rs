@@ -48,6 +48,14 @@ pub struct Config {
     pub mailbox_ttl: Duration,
     /// Handles all sessions together may listen on.
     pub max_handles: usize,
+    /// `--cluster`: the Redis/Valkey this node shares with the others; `None` = one node.
+    pub cluster: Option<crate::bus::ClusterUrl>,
+    /// `--cluster-ca`: the CA certificates a `rediss://` server is checked against (default:
+    /// the system's bundle).
+    pub cluster_ca: Option<PathBuf>,
+    /// `--reuse-port`: several processes on this machine may listen on the same port, the
+    /// kernel spreading new connections among them (`SO_REUSEPORT`).
+    pub reuse_port: bool,
 }
 
 /// Why the command line or environment could not be used.
@@ -114,6 +122,13 @@ Usage: secchat [FLAGS]
   --tls-key FILE               PEM private key (needs --tls-cert)
   --tls-self-signed DIR        serve HTTPS and WSS with a self-signed certificate for this
                                machine, made once in DIR and reused (not with --tls-cert)
+  --cluster URL                join the nodes sharing this Redis or Valkey:
+                               redis://[user:password@]host[:port][/db], rediss:// for TLS
+                               (default: off, one node)
+  --cluster-ca FILE            PEM CA certificates for a rediss:// server (default: the
+                               system's bundle)
+  --reuse-port on|off          let several secchat processes on this machine listen on the
+                               same port, new connections spread among them (default off)
   -h, --help                   print this help
   -V, --version                print the version
 
@@ -148,6 +163,9 @@ const VALUE_FLAGS: &[&str] = &[
     "tls-cert",
     "tls-key",
     "tls-self-signed",
+    "cluster",
+    "cluster-ca",
+    "reuse-port",
 ];
 
 /// The flags that may repeat, each adding to a list; their variables are comma-separated.
@@ -177,6 +195,9 @@ impl Default for Config {
             mailbox_bytes: crate::router::DEFAULT_MAILBOX_BYTES,
             mailbox_ttl: Duration::from_secs(DEFAULT_MAILBOX_TTL_SECS),
             max_handles: crate::router::DEFAULT_MAX_HANDLES,
+            cluster: None,
+            cluster_ca: None,
+            reuse_port: false,
         }
     }
 }
@@ -243,6 +264,21 @@ impl Config {
                     .ok_or_else(|| bad("expected a non-negative whole number (0 = unlimited)"))?
             }
             "resume-grace" => self.resume_grace = parse_seconds(value).ok_or_else(|| bad(SECS))?,
+            // The URL may hold a password: the error names what is wrong, never the value.
+            "cluster" => {
+                self.cluster = Some(
+                    crate::bus::ClusterUrl::parse(value)
+                        .map_err(|error| ConfigError::Invalid(format!("{source}: {error}")))?,
+                )
+            }
+            "cluster-ca" => self.cluster_ca = Some(PathBuf::from(value)),
+            "reuse-port" => {
+                self.reuse_port = match value.trim() {
+                    "on" | "true" | "1" | "yes" => true,
+                    "off" | "false" | "0" | "no" => false,
+                    _ => return Err(bad("expected on or off")),
+                }
+            }
             "mailbox-bytes" => {
                 self.mailbox_bytes = value.trim().parse().map_err(|_| {
                     bad("expected a non-negative whole number of bytes (0 = no mailbox)")

@@ -30,6 +30,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::address::BlockCounts;
+use crate::bus::ClusterBus;
 use crate::connection::{Context, Endpoint, Inbound, MetricsPage, Outcome, READ_BUDGET, Settings};
 use crate::http::HostRule;
 use crate::memory::{self, Trimmer};
@@ -53,7 +54,14 @@ use slot::{FlushList, Slot};
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const METRICS: Token = Token(2);
-const FIRST_CONNECTION: usize = 3;
+/// The cluster bus's two Redis links (`--cluster`).
+const BUS_COMMANDS: Token = Token(3);
+const BUS_SUBSCRIBER: Token = Token(4);
+const FIRST_CONNECTION: usize = 5;
+/// How many times one turn hands the router what the bus brought and the bus what the router
+/// answered: each round's replies and records may bring more (a reply's failure, a lookup's
+/// batch), which the next turn handles if these run out.
+const BUS_ROUNDS: usize = 4;
 
 /// How long a shutdown waits for close frames to reach the peers.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -109,6 +117,8 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     /// When freed memory goes back to the system.
     trimmer: Trimmer,
+    /// `--cluster`: the links to the other nodes through Redis.
+    bus: Option<ClusterBus>,
 }
 
 /// Both clocks, read once per iteration.
@@ -193,6 +203,11 @@ impl Server {
                     LISTENER => self.accept(Endpoint::Public, clock),
                     METRICS => self.accept(Endpoint::Metrics, clock),
                     SIGNALS => self.on_signals(clock),
+                    BUS_COMMANDS | BUS_SUBSCRIBER => {
+                        if let Some(bus) = self.bus.as_mut() {
+                            bus.ready(self.poll.registry(), event, clock.instant);
+                        }
+                    }
                     token => {
                         let readable =
                             event.is_readable() || event.is_read_closed() || event.is_error();
@@ -212,6 +227,7 @@ impl Server {
                 self.on_readable(token, clock);
             }
             self.run_timers(clock);
+            self.run_bus(clock);
             self.flush(clock);
             if let Some(deadline) = self.shutdown_deadline
                 && (self.slots.is_empty() || clock.instant >= deadline)
@@ -245,7 +261,8 @@ impl Server {
         if let Some(ms) = self.router.next_deadline_ms() {
             wake = wake.min(self.started + Duration::from_millis(ms));
         }
-        for deadline in [self.accept_paused_until, self.shutdown_deadline]
+        let bus = self.bus.as_ref().and_then(ClusterBus::next_deadline);
+        for deadline in [self.accept_paused_until, self.shutdown_deadline, bus]
             .into_iter()
             .flatten()
         {
@@ -355,9 +372,40 @@ impl Server {
         }
     }
 
+    /// What the bus brought goes to the router, what the router answered goes to the bus, then
+    /// this turn's records leave: one PUBLISH per node.
+    fn run_bus(&mut self, clock: Clock) {
+        for _ in 0..BUS_ROUNDS {
+            let Some(bus) = self.bus.as_mut() else {
+                return;
+            };
+            let news = bus.exchange(self.poll.registry(), clock.instant);
+            if news.is_empty() {
+                break;
+            }
+            self.call_router(clock, |router, out| {
+                for batch in &news.batches {
+                    for record in crate::bus::records(batch) {
+                        router.from_bus(record, clock.router, out);
+                    }
+                }
+                for &(rid, failure) in &news.failures {
+                    router.bus_failed(rid, failure, clock.router, out);
+                }
+                for &id in &news.lost_claims {
+                    router.claim_lost(id, out);
+                }
+            });
+        }
+        if let Some(bus) = self.bus.as_mut() {
+            bus.flush(self.poll.registry());
+        }
+    }
+
     /// The router with a sink over the slots: split borrows of `self`.
     fn router_and_sink(&mut self, clock: Clock) -> (&mut Router<OsEntropy>, Deliver<'_>) {
         let out = Deliver {
+            bus: self.bus.as_mut(),
             slots: &mut self.slots,
             flush_list: &mut self.flush_list,
             doomed: &mut self.doomed,

@@ -1,7 +1,26 @@
 //! Socket options the loop sets on the listener and on each accepted socket, with the kernel
 //! behaviour each one relies on. Linux only; elsewhere every function is a harmless no-op.
 
+use std::io;
+use std::net::SocketAddr;
+
 use mio::net::{TcpListener, TcpStream};
+
+/// A listening socket that other processes may bind to the same address too (`--reuse-port`):
+/// with `SO_REUSEPORT`, Linux hands each new connection to one of the listeners, so several
+/// single-threaded nodes on one machine share a port, one core each. As `TcpListener::bind`,
+/// plus that option (`SO_REUSEADDR` as mio sets it), with the deeper backlog.
+pub fn bind_shared(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
 
 /// Raises the listen backlog (connections the kernel holds completed but not yet accepted) from
 /// mio's 128, the same as std's, to 1024.

@@ -30,6 +30,7 @@
 
 mod latency;
 mod link;
+mod node;
 mod resp;
 mod stream;
 mod url;
@@ -38,6 +39,10 @@ pub use latency::{BUCKETS as LATENCY_BUCKETS, Latency};
 pub use link::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, IDLE_PING, LinkError, LinkEvent, LinkState,
     MAX_IN_FLIGHT, MAX_OUTPUT_BYTES, READ_BUDGET, REPLY_TIMEOUT, RedisLink, Role,
+};
+pub use node::{
+    BusCounters, BusNews, ClusterBus, DIRECTORY_CACHE, DIRECTORY_TTL, MAX_BATCH_BYTES,
+    MAX_PARKED_BYTES, REFRESH_EVERY, records,
 };
 pub use resp::{MAX_DEPTH, MAX_REPLY_BYTES, Reply};
 pub use stream::{SYSTEM_CA_BUNDLE, tls_client_config};

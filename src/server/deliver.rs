@@ -8,15 +8,18 @@ use std::time::Instant;
 use mio::Token;
 
 use super::slot::{FlushList, Slot};
+use crate::bus::ClusterBus;
 use crate::connection::SendError;
 use crate::metrics::LoopCounters;
 use crate::outbox::BacklogTotal;
 use crate::protocol::ServerFrame;
 use crate::router::fasthash::FastMap;
-use crate::router::{ConnId, FrameSink};
+use crate::router::{BusOutput, ConnId, FrameSink};
 
 /// The router's sink for one call: borrows the loop's slots and lists.
 pub struct Deliver<'a> {
+    /// The cluster's bus, which takes the router's records for other nodes (`--cluster`).
+    pub bus: Option<&'a mut ClusterBus>,
     pub slots: &'a mut FastMap<Token, Slot>,
     pub flush_list: &'a mut FlushList,
     /// Connections that stopped reading until their outbox passed its ceiling: the loop drops
@@ -68,5 +71,11 @@ impl FrameSink for Deliver<'_> {
 
     fn total_backlog(&self) -> usize {
         self.backlog_total.get()
+    }
+
+    fn bus(&mut self, output: BusOutput) {
+        if let Some(bus) = self.bus.as_deref_mut() {
+            bus.push(output);
+        }
     }
 }

@@ -11,11 +11,12 @@ use signal_hook_mio::v1_0::Signals;
 
 use super::slot::FlushList;
 use super::{
-    FIRST_CONNECTION, HALF_OPEN_PER_ADDRESS, LISTENER, METRICS, OsEntropy, SIGNALS, Server,
-    duration_ms, host_rule,
+    BUS_COMMANDS, BUS_SUBSCRIBER, FIRST_CONNECTION, HALF_OPEN_PER_ADDRESS, LISTENER, METRICS,
+    OsEntropy, SIGNALS, Server, duration_ms, host_rule,
 };
 use crate::address::BlockCounts;
 use crate::assets::Assets;
+use crate::bus::{ClusterBus, ClusterUrl, RedisLink, Role};
 use crate::config::Config;
 use crate::connection::{self, Settings};
 use crate::memory::Trimmer;
@@ -31,7 +32,11 @@ impl Server {
     /// With `tls`, the port speaks HTTPS and WSS only.
     pub fn bind(config: &Config, assets: Assets, tls: Option<TlsAcceptor>) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = if config.reuse_port {
+            socket_options::bind_shared(config.listen)?
+        } else {
+            TcpListener::bind(config.listen)?
+        };
         socket_options::deepen_backlog(&listener);
         let nodelay_inherited = socket_options::set_nodelay_for_accepted(&listener);
         poll.registry()
@@ -83,7 +88,12 @@ impl Server {
             max_handles: config.max_handles,
             mailbox_bytes: config.mailbox_bytes,
             mailbox_ttl_ms: duration_ms(config.mailbox_ttl),
+            cluster: config.cluster.is_some(),
             ..defaults
+        };
+        let bus = match &config.cluster {
+            Some(url) => Some(cluster_bus(url, config.cluster_ca.as_deref())?),
+            None => None,
         };
         let ws_config = connection::ws_config(config.max_message_bytes);
         let outbox_ceiling = connection::outbox_ceiling(
@@ -151,6 +161,34 @@ impl Server {
             nodelay_inherited,
             shutdown_deadline: None,
             trimmer: Trimmer::new(Instant::now()),
+            bus,
         })
     }
+}
+
+/// The node's links to the cluster's Redis, under a name drawn at random: a restarted node is a
+/// new node, and the directory entries of the old one expire.
+fn cluster_bus(url: &ClusterUrl, ca: Option<&std::path::Path>) -> io::Result<ClusterBus> {
+    let name = format!("{:016x}", getrandom::u64().map_err(io::Error::other)?);
+    let tls = if url.tls() {
+        Some(crate::bus::tls_client_config(ca).map_err(io::Error::other)?)
+    } else {
+        None
+    };
+    let link = |role, token| {
+        let link = RedisLink::new(url.clone(), role, token);
+        match &tls {
+            Some(config) => link.with_tls_config(config.clone()),
+            None => link,
+        }
+    };
+    let commands = link(Role::Commands, BUS_COMMANDS);
+    let subscriber = link(
+        Role::Subscriber {
+            channels: vec![ClusterBus::channel(&name)],
+        },
+        BUS_SUBSCRIBER,
+    );
+    log::info!("cluster: this node is {name}, on {url}");
+    Ok(ClusterBus::new(&name, commands, subscriber))
 }
