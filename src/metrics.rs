@@ -158,6 +158,102 @@ pub fn render(router: &RouterStats, counters: &LoopCounters, rss_bytes: Option<u
     page
 }
 
+/// The cluster bus as `/metrics` shows it (`--cluster` only): counts and times, never an ID.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterFigures {
+    /// Both links to Redis are ready.
+    pub up: bool,
+    /// The commands link's round trips: median and 99th percentile, if any were measured.
+    pub round_trip_p50: Option<std::time::Duration>,
+    pub round_trip_p99: Option<std::time::Duration>,
+    pub local_sessions: usize,
+    pub publishes: u64,
+    pub batches_received: u64,
+    pub lookups: u64,
+    pub failures: u64,
+}
+
+/// Appends the cluster's lines to `page`, with the router's own cluster counts.
+pub fn render_cluster(page: &mut String, router: &RouterStats, cluster: &ClusterFigures) {
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(page, "# HELP secchat_cluster_{name} {help}");
+        let _ = writeln!(page, "# TYPE secchat_cluster_{name} {kind}");
+        let _ = writeln!(page, "secchat_cluster_{name} {value}");
+    };
+    metric(
+        "up",
+        "gauge",
+        "1 while both links to Redis are ready.",
+        u64::from(cluster.up).to_string(),
+    );
+    for (name, value) in [
+        ("p50", cluster.round_trip_p50),
+        ("p99", cluster.round_trip_p99),
+    ] {
+        if let Some(value) = value {
+            metric(
+                &format!("round_trip_{name}_seconds"),
+                "gauge",
+                "Round trip of the commands sent to Redis.",
+                format!("{:.6}", value.as_secs_f64()),
+            );
+        }
+    }
+    let counts = [
+        (
+            "sessions_claimed",
+            "gauge",
+            "Sessions this node holds in the directory.",
+            cluster.local_sessions as u64,
+        ),
+        (
+            "awaiting_replies",
+            "gauge",
+            "Requests waiting for another node's answer.",
+            router.awaiting_replies as u64,
+        ),
+        (
+            "publishes_total",
+            "counter",
+            "Batches published to other nodes.",
+            cluster.publishes,
+        ),
+        (
+            "records_sent_total",
+            "counter",
+            "Records the router sent to other nodes.",
+            router.bus_records_out,
+        ),
+        (
+            "records_received_total",
+            "counter",
+            "Records other nodes sent this one.",
+            router.bus_records_in,
+        ),
+        (
+            "batches_received_total",
+            "counter",
+            "Batches received from other nodes.",
+            cluster.batches_received,
+        ),
+        (
+            "lookups_total",
+            "counter",
+            "Directory lookups made.",
+            cluster.lookups,
+        ),
+        (
+            "failures_total",
+            "counter",
+            "Requests the bus could not carry (unavailable or no such session).",
+            cluster.failures,
+        ),
+    ];
+    for (name, kind, help, value) in counts {
+        metric(name, kind, help, value.to_string());
+    }
+}
+
 /// The process's resident set size, from `/proc/self/statm` (Linux); `None` elsewhere.
 pub fn process_rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -172,6 +268,40 @@ pub fn process_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_lines_are_well_formed_and_say_whether_the_bus_is_up() {
+        let router = RouterStats {
+            bus_records_out: 5,
+            awaiting_replies: 2,
+            ..RouterStats::default()
+        };
+        let cluster = ClusterFigures {
+            up: true,
+            round_trip_p50: Some(std::time::Duration::from_micros(250)),
+            publishes: 3,
+            ..ClusterFigures::default()
+        };
+        let mut page = String::new();
+        render_cluster(&mut page, &router, &cluster);
+        assert!(page.contains("secchat_cluster_up 1\n"), "{page}");
+        assert!(
+            page.contains("secchat_cluster_round_trip_p50_seconds 0.000250\n"),
+            "{page}"
+        );
+        assert!(
+            !page.contains("p99"),
+            "no figure without a measurement: {page}"
+        );
+        assert!(page.contains("secchat_cluster_records_sent_total 5\n"));
+        assert!(page.contains("secchat_cluster_awaiting_replies 2\n"));
+        assert!(page.contains("secchat_cluster_publishes_total 3\n"));
+        for line in page.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("secchat_cluster_"), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
 
     #[test]
     fn every_error_code_is_counted_under_its_wire_name() {

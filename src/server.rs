@@ -132,6 +132,7 @@ struct Clock {
 /// router's stats and the loop's counters at that moment.
 struct LoopMetrics<'a> {
     router: &'a Router<OsEntropy>,
+    bus: Option<&'a ClusterBus>,
     counters: &'a LoopCounters,
     open_sockets: usize,
     backlog_total: &'a BacklogTotal,
@@ -144,11 +145,12 @@ impl MetricsPage for LoopMetrics<'_> {
             unsent_bytes: self.backlog_total.get(),
             ..*self.counters
         };
-        metrics::render(
-            &self.router.stats(),
-            &counters,
-            metrics::process_rss_bytes(),
-        )
+        let stats = self.router.stats();
+        let mut page = metrics::render(&stats, &counters, metrics::process_rss_bytes());
+        if let Some(bus) = self.bus {
+            metrics::render_cluster(&mut page, &stats, &bus.figures());
+        }
+        page
     }
 }
 
@@ -160,6 +162,7 @@ impl Server {
     ) -> (&mut FastMap<Token, Slot>, Context<'_, LoopMetrics<'_>>) {
         let metrics = LoopMetrics {
             router: &self.router,
+            bus: self.bus.as_ref(),
             counters: &self.counters,
             open_sockets: self.slots.len(),
             backlog_total: &self.settings.backlog_total,

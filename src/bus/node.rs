@@ -191,9 +191,19 @@ impl ClusterBus {
         &self.subscriber
     }
 
-    /// Sessions this node holds in the directory (or will, once claimed).
-    pub fn local_sessions(&self) -> usize {
-        self.local.len()
+    /// What `/metrics` shows of the bus.
+    pub fn figures(&self) -> crate::metrics::ClusterFigures {
+        let latency = self.commands.latency();
+        crate::metrics::ClusterFigures {
+            up: self.is_up(),
+            round_trip_p50: latency.quantile(0.5),
+            round_trip_p99: latency.quantile(0.99),
+            local_sessions: self.local.len(),
+            publishes: self.counters.publishes,
+            batches_received: self.counters.batches_received,
+            lookups: self.counters.lookups,
+            failures: self.counters.failures,
+        }
     }
 
     /// One output of the router.
