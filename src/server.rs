@@ -398,6 +398,15 @@ impl Server {
                 for &id in &news.lost_claims {
                     router.claim_lost(id, out);
                 }
+                for &rid in &news.stored {
+                    router.bus_stored(rid, clock.router, out);
+                }
+                for &(handle, previous) in &news.moved {
+                    router.handle_moved(handle, previous, out);
+                }
+                for (handle, letters) in &news.letters {
+                    router.stored_letters(*handle, letters, clock.router, out);
+                }
             });
         }
         if let Some(bus) = self.bus.as_mut() {

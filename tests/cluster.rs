@@ -147,3 +147,84 @@ fn without_redis_cross_node_requests_fail_clearly_local_chats_go_on_and_all_reco
     far.expect_ack("back");
     assert_eq!(a.expect_type("MESSAGE")["from"], far_id.as_str());
 }
+
+/// A distinct handle per `n`: 43 base64url characters.
+fn handle(n: u8) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut text = vec![b'c'; 43];
+    text[0] = alphabet[usize::from(n) % 64];
+    String::from_utf8(text).unwrap_or_default()
+}
+
+fn connect_v2(server: &Server) -> Client {
+    let mut client = Client::connect(server);
+    let reply = client.request(json!({"type": "CONNECT", "version": 2}));
+    assert_eq!(reply["version"], 2, "{reply}");
+    client.id = reply["id"].as_str().unwrap_or_default().to_owned();
+    client.token = reply["token"].as_str().unwrap_or_default().to_owned();
+    client
+}
+
+fn listen(client: &mut Client, handles: &[&str]) {
+    let reply = client.request(json!({"type": "LISTEN", "handles": handles, "ref": "l"}));
+    assert_eq!(reply["type"], "LISTENING", "{reply}");
+}
+
+fn to_handle(handle: &str, mailbox: bool, reference: &str) -> serde_json::Value {
+    json!({"type": "MESSAGE", "handle": handle, "payload": TEST_PAYLOAD, "mailbox": mailbox, "ref": reference})
+}
+
+#[test]
+fn handles_work_across_nodes_live_kept_for_the_next_listener_and_taken_over() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let mut alice = connect_v2(&nodes[0]);
+    let mut bob = connect_v2(&nodes[1]);
+    let (bobs, nobodys) = (handle(1), handle(2));
+    listen(&mut bob, &[&bobs]);
+
+    // Live, to a listener on the other node.
+    let answer = until_available(&mut alice, to_handle(&bobs, true, "live"), BUS_UP);
+    assert_eq!(answer, json!({"type": "ACK", "ref": "live"}));
+    let got = bob.expect_type("MESSAGE");
+    assert_eq!(got["handle"], bobs.as_str());
+    assert_eq!(got["payload"], TEST_PAYLOAD);
+
+    // Nobody listens anywhere: a probe is refused, a letter waits in Redis for the next
+    // listener, who may connect to any node.
+    alice.send_json(&to_handle(&nobodys, false, "probe"));
+    alice.expect_error("no_mailbox", Some("probe"));
+    alice.send_json(&to_handle(&nobodys, true, "kept"));
+    alice.expect_queued_ack("kept");
+    let mut carol = connect_v2(&nodes[1]);
+    listen(&mut carol, &[&nobodys]);
+    let letter = carol.expect_type("MESSAGE");
+    assert_eq!(letter["handle"], nobodys.as_str());
+    assert_eq!(letter["payload"], TEST_PAYLOAD);
+
+    // One upload to listeners on both nodes: one ACK with both counted.
+    let mut dave = connect_v2(&nodes[0]);
+    let daves = handle(3);
+    listen(&mut dave, &[&daves]);
+    alice.send_json(&json!({
+        "type": "MESSAGE", "handles": [bobs, daves], "payload": TEST_PAYLOAD,
+        "mailbox": true, "ref": "group",
+    }));
+    let ack = alice.expect_type("ACK");
+    assert_eq!(
+        ack,
+        json!({"type": "ACK", "ref": "group", "sent": 2, "queued": 0})
+    );
+    assert_eq!(bob.expect_type("MESSAGE")["handle"], bobs.as_str());
+    assert_eq!(dave.expect_type("MESSAGE")["handle"], daves.as_str());
+
+    // Dave, on the other node, takes Bob's handle: Bob is told, and the next message to it
+    // goes to Dave.
+    listen(&mut dave, &[&bobs]);
+    let taken = bob.expect_type("HANDLE_TAKEN");
+    assert_eq!(taken["handle"], bobs.as_str());
+    let answer = until_available(&mut alice, to_handle(&bobs, true, "moved"), BUS_UP);
+    assert_eq!(answer["type"], "ACK", "{answer}");
+    assert_eq!(dave.expect_type("MESSAGE")["handle"], bobs.as_str());
+    bob.expect_nothing_pending();
+}

@@ -41,8 +41,8 @@ pub use link::{
     MAX_IN_FLIGHT, MAX_OUTPUT_BYTES, READ_BUDGET, REPLY_TIMEOUT, RedisLink, Role,
 };
 pub use node::{
-    BusCounters, BusNews, ClusterBus, DIRECTORY_CACHE, DIRECTORY_TTL, MAX_BATCH_BYTES,
-    MAX_PARKED_BYTES, REFRESH_EVERY, records,
+    BusCounters, BusNews, ClusterBus, DIRECTORY_CACHE, DIRECTORY_TTL, HANDLE_CACHE,
+    MAX_BATCH_BYTES, MAX_PARKED_BYTES, MailboxRules, REFRESH_EVERY, records,
 };
 pub use resp::{MAX_DEPTH, MAX_REPLY_BYTES, Reply};
 pub use stream::{SYSTEM_CA_BUNDLE, tls_client_config};

@@ -35,6 +35,7 @@ use mio::event::Event;
 
 use super::{LinkEvent, LinkState, RedisLink, Reply};
 use crate::id::Id;
+use crate::protocol::Handle;
 use crate::router::fasthash::{FastMap, FastSet};
 use crate::router::{BusFailure, BusOutput};
 
@@ -48,6 +49,10 @@ pub const DIRECTORY_CACHE: Duration = Duration::from_secs(5);
 pub const MAX_PARKED_BYTES: usize = 16 * 1024 * 1024;
 /// The largest PUBLISH this node makes (a batch is split beyond it).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// How long a looked-up listener is believed for a handle: short, since handles move between
+/// sessions (a record that reaches a node where the listener is gone is kept in the cluster's
+/// mailbox there).
+pub const HANDLE_CACHE: Duration = Duration::from_secs(1);
 /// Directory entries cached: when full, the cache is emptied (it refills by lookups).
 const MAX_CACHED: usize = 65_536;
 /// IDs renewed per EVAL when refreshing (one command per batch of sessions).
@@ -68,13 +73,51 @@ if v == false then redis.call('SET', k, ARGV[1], 'PX', ARGV[2]) \
 elseif v == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2]) \
 else table.insert(lost, i) end end \
 return lost";
+/// LISTEN: `KEYS[1]` (a handle's entry) names session `ARGV[1]` for `ARGV[2]` ms; returns the
+/// session it named before (or "") and the letters kept for the handle in `KEYS[2]`, which go.
+const LISTEN: &[u8] = b"local prev = redis.call('GET', KEYS[1]) \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+local mail = redis.call('LRANGE', KEYS[2], 0, -1) \
+if #mail > 0 then redis.call('DEL', KEYS[2]) end \
+return {prev or '', mail}";
+/// Keeps letter `ARGV[1]` in `KEYS[2]` (at most `ARGV[2]` letters, the oldest dropped; all
+/// gone `ARGV[3]` ms after the last was kept). With `ARGV[4]` = "1", only while nobody listens
+/// on the handle (`KEYS[1]` absent): 0 when somebody does, 1 when kept.
+const STORE: &[u8] = b"if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
+redis.call('RPUSH', KEYS[2], ARGV[1]) \
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1) \
+redis.call('PEXPIRE', KEYS[2], ARGV[3]) \
+return 1";
+/// Renews each handle entry `KEYS[i]` that names session `ARGV[i]` (or sets it again if it
+/// expired), for `ARGV[#KEYS + 1]` ms.
+const RENEW_HANDLES: &[u8] = b"local ttl = ARGV[#KEYS + 1] \
+for i, k in ipairs(KEYS) do \
+local v = redis.call('GET', k) \
+if v == false then redis.call('SET', k, ARGV[i], 'PX', ttl) \
+elseif v == ARGV[i] then redis.call('PEXPIRE', k, ttl) end end \
+return 0";
 /// Deletes `KEYS[1]` if it still names node `ARGV[1]`.
 const RELEASE: &[u8] = b"if redis.call('GET', KEYS[1]) == ARGV[1] then \
 return redis.call('DEL', KEYS[1]) end return 0";
 
+/// How the cluster's mailbox keeps letters for handles nobody listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct MailboxRules {
+    /// Letters kept per handle (the oldest dropped beyond).
+    pub letters_per_handle: usize,
+    /// How long letters wait after the last one was kept.
+    pub ttl: Duration,
+}
+
 /// What the router must hear from the bus after a turn.
 #[derive(Debug, Default)]
 pub struct BusNews {
+    /// Requests whose letter the cluster's mailbox kept (queued).
+    pub stored: Vec<u64>,
+    /// Handles a LISTEN here took from another session: (handle, that session).
+    pub moved: Vec<(Handle, Id)>,
+    /// Letters the cluster's mailbox kept for a handle a session here now listens on.
+    pub letters: Vec<(Handle, Vec<Vec<u8>>)>,
     /// Batches other nodes sent this one (each: records one after another).
     pub batches: Vec<Vec<u8>>,
     /// Records the bus could not deliver, by the request number their sender waits on.
@@ -85,7 +128,12 @@ pub struct BusNews {
 
 impl BusNews {
     pub fn is_empty(&self) -> bool {
-        self.batches.is_empty() && self.failures.is_empty() && self.lost_claims.is_empty()
+        self.batches.is_empty()
+            && self.failures.is_empty()
+            && self.lost_claims.is_empty()
+            && self.stored.is_empty()
+            && self.moved.is_empty()
+            && self.letters.is_empty()
     }
 }
 
@@ -109,6 +157,24 @@ enum Sent {
     Publish {
         rids: Vec<u64>,
     },
+    Listen(Handle, Id),
+    /// Who listens on this handle, for the records parked for it.
+    HandleLookup(Handle),
+    /// A letter for a handle nobody listened on; `record` goes to the listener if one appeared.
+    Store(Box<ToHandle>),
+    /// A letter kept, or handle entries renewed, whatever happens (nothing waits on the answer).
+    Kept,
+}
+
+/// A record for whoever listens on a handle, as the router made it.
+struct ToHandle {
+    handle: Handle,
+    rid: Option<u64>,
+    record: String,
+    letter: Option<String>,
+    /// The handle was looked up again once already (a listener appeared as the letter was
+    /// about to be kept).
+    retried: bool,
 }
 
 /// Records for one node, in order, and the request numbers among them.
@@ -129,6 +195,8 @@ pub struct ClusterBus {
     subscriber: RedisLink,
     sent: VecDeque<Sent>,
     cache: FastMap<Id, (Rc<str>, Instant)>,
+    /// Who listens on a handle, as last looked up, for [`HANDLE_CACHE`].
+    handle_cache: FastMap<Handle, (Id, Instant)>,
     parked: FastMap<Id, Parked>,
     parked_bytes: usize,
     /// Batches being made this turn, by node, in the order the nodes were first named.
@@ -137,6 +205,12 @@ pub struct ClusterBus {
     local: FastSet<Id>,
     /// Sessions made while the link was down, or whose claim went unanswered: claimed when up.
     unclaimed: FastSet<Id>,
+    /// Handles listened on here, and by which session: renewed with the IDs, set again when
+    /// the link comes back.
+    local_handles: FastMap<Handle, Id>,
+    /// Records for handles that wait for their listener's lookup, in order per handle.
+    parked_handles: FastMap<Handle, Vec<ToHandle>>,
+    mailbox: MailboxRules,
     next_refresh: Instant,
     news: BusNews,
     events: Vec<LinkEvent>,
@@ -146,18 +220,27 @@ pub struct ClusterBus {
 impl ClusterBus {
     /// A bus for the node called `name` over these two links (a commands link and a
     /// subscriber to `channel(name)`); nothing connects until the first [`ClusterBus::drive`].
-    pub fn new(name: &str, commands: RedisLink, subscriber: RedisLink) -> ClusterBus {
+    pub fn new(
+        name: &str,
+        commands: RedisLink,
+        subscriber: RedisLink,
+        mailbox: MailboxRules,
+    ) -> ClusterBus {
         ClusterBus {
             name: Rc::from(name),
             commands,
             subscriber,
             sent: VecDeque::new(),
             cache: FastMap::default(),
+            handle_cache: FastMap::default(),
             parked: FastMap::default(),
             parked_bytes: 0,
             batches: Vec::new(),
             local: FastSet::default(),
             unclaimed: FastSet::default(),
+            local_handles: FastMap::default(),
+            parked_handles: FastMap::default(),
+            mailbox,
             next_refresh: Instant::now() + REFRESH_EVERY,
             news: BusNews::default(),
             events: Vec::new(),
@@ -230,7 +313,123 @@ impl ClusterBus {
                 }
             }
             BusOutput::Record { to, rid, text } => self.send_record(to, rid, text),
+            BusOutput::Listen { handle, id } => {
+                self.local_handles.insert(handle, id);
+                self.handle_cache_forget(&handle);
+                self.listen(handle, id);
+            }
+            BusOutput::Unlisten { handle, id } => {
+                if self.local_handles.get(&handle) == Some(&id) {
+                    self.local_handles.remove(&handle);
+                }
+                let key = handle_key(&handle);
+                let value = id.text();
+                if self
+                    .commands
+                    .command(&[b"EVAL", RELEASE, b"1", &key, value.as_str().as_bytes()])
+                    .is_ok()
+                {
+                    self.sent.push_back(Sent::Release);
+                }
+            }
+            BusOutput::ToHandle {
+                handle,
+                rid,
+                record,
+                letter,
+            } => self.route_to_handle(ToHandle {
+                handle,
+                rid,
+                record,
+                letter,
+                retried: false,
+            }),
+            BusOutput::StoreLetter { handle, letter } => {
+                if self.store(&handle, &letter, false) {
+                    self.sent.push_back(Sent::Kept);
+                }
+            }
         }
+    }
+
+    fn listen(&mut self, handle: Handle, id: Id) {
+        let keys = (handle_key(&handle), mail_key(&handle));
+        let ttl = DIRECTORY_TTL.as_millis().to_string();
+        let value = id.text();
+        let args: [&[u8]; 7] = [
+            b"EVAL",
+            LISTEN,
+            b"2",
+            &keys.0,
+            &keys.1,
+            value.as_str().as_bytes(),
+            ttl.as_bytes(),
+        ];
+        if self.commands.command(&args).is_ok() {
+            self.sent.push_back(Sent::Listen(handle, id));
+        }
+    }
+
+    /// Queues a STORE of `letter` for `handle`; whether it was queued.
+    fn store(&mut self, handle: &Handle, letter: &str, only_if_nobody_listens: bool) -> bool {
+        let keys = (handle_key(handle), mail_key(handle));
+        let limit = self.mailbox.letters_per_handle.max(1).to_string();
+        let ttl = self.mailbox.ttl.as_millis().max(1).to_string();
+        let check: &[u8] = if only_if_nobody_listens { b"1" } else { b"0" };
+        let args: [&[u8]; 9] = [
+            b"EVAL",
+            STORE,
+            b"2",
+            &keys.0,
+            &keys.1,
+            letter.as_bytes(),
+            limit.as_bytes(),
+            ttl.as_bytes(),
+            check,
+        ];
+        self.commands.command(&args).is_ok()
+    }
+
+    /// A record for whoever listens on a handle: to that session's node, or (nobody listening)
+    /// its letter into the cluster's mailbox.
+    fn route_to_handle(&mut self, message: ToHandle) {
+        if !self.is_up() {
+            self.fail(message.rid, BusFailure::Unavailable);
+            return;
+        }
+        if let Some(parked) = self.parked_handles.get_mut(&message.handle) {
+            if self.parked_bytes + message.record.len() > MAX_PARKED_BYTES {
+                self.fail(message.rid, BusFailure::Unavailable);
+                return;
+            }
+            self.parked_bytes += message.record.len();
+            parked.push(message);
+            return;
+        }
+        let now = Instant::now();
+        if let Some(&(listener, until)) = self.handle_cache.get(&message.handle)
+            && until > now
+        {
+            self.send_record(listener, message.rid, message.record);
+            return;
+        }
+        if self.parked_bytes + message.record.len() > MAX_PARKED_BYTES {
+            self.fail(message.rid, BusFailure::Unavailable);
+            return;
+        }
+        let key = handle_key(&message.handle);
+        if self.commands.command(&[b"GET", &key]).is_err() {
+            self.fail(message.rid, BusFailure::Unavailable);
+            return;
+        }
+        self.counters.lookups += 1;
+        self.sent.push_back(Sent::HandleLookup(message.handle));
+        self.parked_bytes += message.record.len();
+        self.parked_handles.insert(message.handle, vec![message]);
+    }
+
+    fn handle_cache_forget(&mut self, handle: &Handle) {
+        self.handle_cache.remove(handle);
     }
 
     fn send_record(&mut self, to: Id, rid: Option<u64>, text: String) {
@@ -367,6 +566,7 @@ impl ClusterBus {
                             self.claim(id);
                         }
                     }
+                    self.renew_handles();
                 }
                 LinkEvent::Reply(reply) => self.answered(reply, now),
                 LinkEvent::Down { .. } => self.commands_down(),
@@ -388,6 +588,7 @@ impl ClusterBus {
         if now >= self.next_refresh {
             self.next_refresh = now + REFRESH_EVERY;
             self.renew_all();
+            self.renew_handles();
         }
         std::mem::take(&mut self.news)
     }
@@ -415,6 +616,28 @@ impl ClusterBus {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Renews the directory entries of the handles listened on here (sets those that expired).
+    fn renew_handles(&mut self) {
+        if self.commands.state() != LinkState::Ready {
+            return;
+        }
+        let handles: Vec<(Handle, Id)> =
+            self.local_handles.iter().map(|(h, id)| (*h, *id)).collect();
+        let ttl = DIRECTORY_TTL.as_millis().to_string();
+        for chunk in handles.chunks(REFRESH_CHUNK) {
+            let keys: Vec<Vec<u8>> = chunk.iter().map(|(handle, _)| handle_key(handle)).collect();
+            let values: Vec<crate::id::IdText> = chunk.iter().map(|(_, id)| id.text()).collect();
+            let count = keys.len().to_string();
+            let mut args: Vec<&[u8]> = vec![b"EVAL", RENEW_HANDLES, count.as_bytes()];
+            args.extend(keys.iter().map(Vec::as_slice));
+            args.extend(values.iter().map(|value| value.as_str().as_bytes()));
+            args.push(ttl.as_bytes());
+            if self.commands.command(&args).is_ok() {
+                self.sent.push_back(Sent::Kept);
+            }
+        }
     }
 
     fn renew_all(&mut self) {
@@ -502,6 +725,28 @@ impl ClusterBus {
                     }
                 }
             }
+            Sent::Listen(handle, id) => self.listened(handle, id, reply),
+            Sent::HandleLookup(handle) => self.listener_found(handle, reply, now),
+            Sent::Store(message) => match reply {
+                Reply::Integer(1) => {
+                    if let Some(rid) = message.rid {
+                        self.news.stored.push(rid);
+                    }
+                }
+                Reply::Integer(0) if !message.retried => {
+                    // Somebody listens now: to them instead.
+                    self.route_to_handle(ToHandle {
+                        retried: true,
+                        ..*message
+                    });
+                }
+                _ => self.fail(message.rid, BusFailure::Unavailable),
+            },
+            Sent::Kept => {
+                if matches!(reply, Reply::Error(_)) {
+                    log::warn!("cluster: Redis refused to keep a letter (is it out of memory?)");
+                }
+            }
             Sent::Publish { rids } => {
                 if !matches!(reply, Reply::Integer(n) if n > 0) {
                     // Nobody heard it: the node is gone or not subscribed right now.
@@ -509,6 +754,71 @@ impl ClusterBus {
                         self.fail(Some(rid), BusFailure::Unavailable);
                     }
                 }
+            }
+        }
+    }
+
+    /// The answer to a LISTEN: who listened before (told, if another session), and the letters
+    /// kept for the handle.
+    fn listened(&mut self, handle: Handle, id: Id, reply: Reply) {
+        let Reply::Array(Some(parts)) = reply else {
+            log::warn!("cluster: Redis refused a LISTEN; set again at the next renewal");
+            return;
+        };
+        let mut parts = parts.into_iter();
+        if let Some(Reply::Bulk(Some(previous))) = parts.next()
+            && let Some(previous) = parse_id(&previous)
+            && previous != id
+        {
+            self.news.moved.push((handle, previous));
+        }
+        if let Some(Reply::Array(Some(mail))) = parts.next() {
+            let letters: Vec<Vec<u8>> = mail
+                .into_iter()
+                .filter_map(|letter| match letter {
+                    Reply::Bulk(Some(bytes)) => Some(bytes),
+                    _ => None,
+                })
+                .collect();
+            if !letters.is_empty() {
+                self.news.letters.push((handle, letters));
+            }
+        }
+    }
+
+    /// The answer to who listens on `handle`: the records parked for it go to that session, or
+    /// (nobody) their letters into the cluster's mailbox.
+    fn listener_found(&mut self, handle: Handle, reply: Reply, now: Instant) {
+        let Some(parked) = self.parked_handles.remove(&handle) else {
+            return;
+        };
+        let bytes: usize = parked.iter().map(|message| message.record.len()).sum();
+        self.parked_bytes -= bytes;
+        let listener = match &reply {
+            Reply::Bulk(Some(text)) => parse_id(text),
+            _ => None,
+        };
+        for message in parked {
+            match (&reply, listener) {
+                (_, Some(listener)) => {
+                    if self.handle_cache.len() >= MAX_CACHED {
+                        self.handle_cache.clear();
+                    }
+                    self.handle_cache
+                        .insert(handle, (listener, now + HANDLE_CACHE));
+                    self.send_record(listener, message.rid, message.record);
+                }
+                (Reply::Bulk(None), None) => match message.letter.as_deref() {
+                    Some(letter) => {
+                        if self.store(&handle, letter, true) {
+                            self.sent.push_back(Sent::Store(Box::new(message)));
+                        } else {
+                            self.fail(message.rid, BusFailure::Unavailable);
+                        }
+                    }
+                    None => self.fail(message.rid, BusFailure::NoSuchSession),
+                },
+                _ => self.fail(message.rid, BusFailure::Unavailable),
             }
         }
     }
@@ -523,7 +833,14 @@ impl ClusterBus {
                 Sent::Claim(id) => {
                     self.unclaimed.insert(id);
                 }
-                Sent::Renew(_) | Sent::Release => {}
+                Sent::Renew(_) | Sent::Release | Sent::Kept | Sent::Listen(..) => {}
+                Sent::HandleLookup(handle) => {
+                    for message in self.parked_handles.remove(&handle).unwrap_or_default() {
+                        self.parked_bytes -= message.record.len();
+                        self.fail(message.rid, BusFailure::Unavailable);
+                    }
+                }
+                Sent::Store(message) => self.fail(message.rid, BusFailure::Unavailable),
                 Sent::Lookup(id) => {
                     if let Some(parked) = self.parked.remove(&id) {
                         for (rid, text) in parked.records {
@@ -539,10 +856,27 @@ impl ClusterBus {
                 }
             }
         }
-        // Every session here is claimed again once the link is back.
+        // Every session here is claimed again once the link is back, and every handle set again
+        // at the first renewal then.
         self.unclaimed.extend(self.local.iter().copied());
         self.cache.clear();
+        self.handle_cache.clear();
     }
+}
+
+/// The directory key of the listener of `handle`.
+fn handle_key(handle: &Handle) -> Vec<u8> {
+    format!("secchat:h:{}", handle.as_str()).into_bytes()
+}
+
+/// Where the cluster's mailbox keeps the letters for `handle`.
+fn mail_key(handle: &Handle) -> Vec<u8> {
+    format!("secchat:mail:{}", handle.as_str()).into_bytes()
+}
+
+/// A session ID as the directory holds it (its text).
+fn parse_id(text: &[u8]) -> Option<Id> {
+    Id::parse_units(text.iter().map(|&byte| byte.is_ascii().then_some(byte)))
 }
 
 /// The directory key of session `id`.

@@ -61,15 +61,32 @@ pub enum UndeliveredReason {
     PeerBusy,
     /// One handle of a MESSAGE to several: nobody connected there, and it could not be stored.
     NoMailbox,
+    /// One handle of a MESSAGE to several: its listener is on another node, which could not be
+    /// reached (cluster mode).
+    Unavailable,
 }
 
 impl UndeliveredReason {
-    fn as_str(self) -> &'static str {
+    /// The reason with this wire name, if any (a cluster record's).
+    pub fn parse(text: &str) -> Option<UndeliveredReason> {
+        [
+            UndeliveredReason::Expired,
+            UndeliveredReason::Evicted,
+            UndeliveredReason::PeerBusy,
+            UndeliveredReason::NoMailbox,
+            UndeliveredReason::Unavailable,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
         match self {
             UndeliveredReason::Expired => "expired",
             UndeliveredReason::Evicted => "evicted",
             UndeliveredReason::PeerBusy => "peer_busy",
             UndeliveredReason::NoMailbox => "no_mailbox",
+            UndeliveredReason::Unavailable => "unavailable",
         }
     }
 }

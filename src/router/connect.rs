@@ -128,7 +128,12 @@ impl<E: Entropy> Router<E> {
         }
         if drop_handles {
             // A version-1 client can neither hear MESSAGEs to handles nor FETCH them.
-            self.handles.remove_session(id);
+            let handles = self.handles.remove_session(id);
+            if self.config.cluster {
+                for handle in handles {
+                    out.bus(BusOutput::Unlisten { handle, id });
+                }
+            }
         }
         let reply = self.resume_reply(id, &token);
         out.send(conn, ServerFrame::Encoded(&reply));

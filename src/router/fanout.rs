@@ -6,6 +6,7 @@
 //! any copy leaves, so a refused frame delivers nothing; after that each copy succeeds or fails
 //! on its own, and the sender learns which failed.
 
+use super::remote::FanoutWait;
 use super::{Caller, Entropy, FrameSink, MS_PER_SECOND, Now, Router};
 use crate::protocol::{
     self, ErrorCode, Handle, HandleList, MAX_FANOUT_HANDLES, RawJson, ServerFrame,
@@ -45,7 +46,44 @@ impl<E: Entropy> Router<E> {
         let payload = payload.ok_or(ErrorCode::NotEncrypted)?;
         self.take_message_tokens(caller, tokens_for(targets.len()), now)?;
         let (mut sent, mut queued) = (0, 0);
+        // In a cluster, copies for handles nobody here listens on go to other nodes: the ACK
+        // then waits for their answers (`remote_handles.rs`).
+        let mut fanout = None;
         for handle in targets {
+            if self.config.cluster && self.handles.listener(handle).is_none() {
+                let number = *fanout.get_or_insert_with(|| self.awaiting.fanout_number());
+                match self.handle_message_remotely(
+                    caller,
+                    *handle,
+                    payload,
+                    may_store,
+                    Some(number),
+                    now,
+                    out,
+                ) {
+                    Ok(()) => {
+                        let wait = self.awaiting.fanouts.entry(number).or_insert(FanoutWait {
+                            sent: 0,
+                            queued: 0,
+                            pending: 0,
+                        });
+                        wait.pending += 1;
+                        continue;
+                    }
+                    Err(code) => {
+                        let reason = if code == ErrorCode::RateLimited {
+                            UndeliveredReason::PeerBusy
+                        } else {
+                            UndeliveredReason::Unavailable
+                        };
+                        if let Some(reference) = caller.reference {
+                            let frame = protocol::undelivered_to_handle(handle, reference, reason);
+                            out.send(caller.conn, ServerFrame::Encoded(&frame));
+                        }
+                        continue;
+                    }
+                }
+            }
             let reason = match self.hand_over(caller, handle, payload, may_store, now, out) {
                 Ok(false) => {
                     sent += 1;
@@ -62,6 +100,12 @@ impl<E: Entropy> Router<E> {
                 let frame = protocol::undelivered_to_handle(handle, reference, reason);
                 out.send(caller.conn, ServerFrame::Encoded(&frame));
             }
+        }
+        if let Some(wait) = fanout.and_then(|number| self.awaiting.fanouts.get_mut(&number)) {
+            // The last copy's answer sends the ACK, with these counted in.
+            wait.sent += sent;
+            wait.queued += queued;
+            return Ok(());
         }
         self.messages_routed += (sent + queued) as u64;
         if let Some(reference) = caller.reference {

@@ -7,7 +7,10 @@
 //! letters the mailbox drops, now to make room or later at their TTL ([`Router::tick`]), are
 //! reported to their senders with UNDELIVERED.
 
+use std::borrow::Cow;
+
 use super::mailbox::{Letter, Sender};
+use super::remote::Record;
 use super::session::QueuedKind;
 use super::{Caller, Entropy, FrameSink, MS_PER_SECOND, Now, Router};
 use crate::protocol::{
@@ -68,6 +71,14 @@ impl<E: Entropy> Router<E> {
             let checked = checked.as_ref()?;
             self.handles.listener_of_text(checked.as_bytes())
         });
+        if held.is_none()
+            && self.config.cluster
+            && let Some(handle) = checked
+        {
+            // Nobody here listens on it: its listener may be another node's (`remote_handles.rs`).
+            return self
+                .handle_message_remotely(caller, handle, payload, may_store, None, now, out);
+        }
         let listener_conn = held
             .and_then(|(_, listener)| self.sessions.get(&listener))
             .and_then(|listener| listener.conn);
@@ -145,7 +156,8 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Keeps `frame` in the mailbox for `handle`; `no_mailbox` when it cannot be.
+    /// Keeps `frame` in the mailbox for `handle`, from the caller's session; `no_mailbox` when
+    /// it cannot be.
     fn store_letter(
         &mut self,
         caller: Caller<'_>,
@@ -154,22 +166,41 @@ impl<E: Entropy> Router<E> {
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
-        if !self.mailbox.is_on() {
-            return Err(ErrorCode::NoMailbox);
-        }
         let sender = self
             .sessions
             .get(&caller.id)
             .ok_or(ErrorCode::NotConnected)?;
+        let from = Sender {
+            id: caller.id,
+            serial: sender.serial,
+        };
+        let block = sender.peer.largest_block();
+        let reference = caller.reference.map(Box::from);
+        self.store_letter_from(handle, frame, from, reference, block, now, out)
+    }
+
+    /// Keeps `frame` in the mailbox for `handle`, from `sender` (here or, in a cluster, on
+    /// another node) whose session was made from `block`; `no_mailbox` when it cannot be.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_letter_from(
+        &mut self,
+        handle: Handle,
+        frame: ServerFrame<'_>,
+        sender: Sender,
+        reference: Option<Box<str>>,
+        block: crate::address::Block,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        if !self.mailbox.is_on() {
+            return Err(ErrorCode::NoMailbox);
+        }
         let letter = Letter {
             handle,
             frame: frame.to_text().into_boxed_str(),
-            sender: Sender {
-                id: caller.id,
-                serial: sender.serial,
-            },
-            reference: caller.reference.map(Box::from),
-            block: sender.peer.largest_block(),
+            sender,
+            reference,
+            block,
             stored_ms: now.mono_ms,
         };
         let evicted = self
@@ -210,6 +241,18 @@ impl<E: Entropy> Router<E> {
             return;
         };
         let Sender { id, serial } = letter.sender;
+        if self.config.cluster && !self.sessions.contains_key(&id) {
+            // Stored for another node's session: its node checks the serial.
+            let record = Record::HandleUndelivered {
+                to: id,
+                serial,
+                handle: Cow::Borrowed(letter.handle.as_str()),
+                reference: Cow::Borrowed(reference),
+                reason: Cow::Borrowed(reason.as_str()),
+            };
+            self.tell_remote(record, out);
+            return;
+        }
         let live = self
             .sessions
             .get(&id)

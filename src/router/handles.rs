@@ -469,15 +469,17 @@ impl HandleTable {
         removed
     }
 
-    /// Forgets every handle of `session` (it ended, or a version-1 client took it over).
-    pub fn remove_session(&mut self, session: Id) {
+    /// Forgets every handle of `session` (it ended, or a version-1 client took it over), and
+    /// returns them.
+    pub fn remove_session(&mut self, session: Id) -> Vec<Handle> {
         let Some(entry) = self.by_session.remove(&session) else {
-            return;
+            return Vec::new();
         };
         for handle in &entry.handles {
             self.listeners.remove(handle);
         }
         self.recount(session, entry.block, entry.handles.len(), 0);
+        entry.handles
     }
 
     /// Takes `handle` out of the list (and the counts) of the session `holder` names, not out

@@ -84,7 +84,12 @@ impl<E: Entropy> Router<E> {
             out.bus(BusOutput::Release(id));
         }
         // Its mail stays in the mailbox for the next session that listens on its handles.
-        self.handles.remove_session(id);
+        let handles = self.handles.remove_session(id);
+        if self.config.cluster {
+            for handle in handles {
+                out.bus(BusOutput::Unlisten { handle, id });
+            }
+        }
         match session.conn {
             None => self.sessions_resuming -= 1,
             Some(conn) => {

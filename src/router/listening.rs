@@ -7,6 +7,7 @@
 //! it is told too (HANDLE_DROPPED). Both frames take a token of the MESSAGE rate.
 
 use super::session::QueuedKind;
+use super::sink::BusOutput;
 use super::{Caller, Entropy, FrameSink, Now, Router};
 use crate::protocol::{self, ErrorCode, Handle, HandleList, ServerFrame};
 
@@ -34,6 +35,17 @@ impl<E: Entropy> Router<E> {
             .handles
             .listen(caller.id, block, &new, |handle| mailbox.mail_for(handle))
             .map_err(|_| ErrorCode::TooManyHandles)?;
+        if self.config.cluster {
+            for &handle in &new {
+                out.bus(BusOutput::Listen {
+                    handle,
+                    id: caller.id,
+                });
+            }
+            for &(id, handle) in &changes.dropped {
+                out.bus(BusOutput::Unlisten { handle, id });
+            }
+        }
         let taken = changes
             .taken
             .into_iter()
@@ -64,6 +76,15 @@ impl<E: Entropy> Router<E> {
         let gone = checked_handles(list)?;
         self.take_message_token(caller, now)?;
         self.handles.unlisten(caller.id, &gone);
+        if self.config.cluster {
+            // The directory forgets only the entries that still name the caller.
+            for handle in gone {
+                out.bus(BusOutput::Unlisten {
+                    handle,
+                    id: caller.id,
+                });
+            }
+        }
         self.answer_listening(caller, out);
         Ok(())
     }

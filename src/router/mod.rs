@@ -91,6 +91,7 @@ mod listening;
 mod mailbox;
 mod messages;
 mod remote;
+mod remote_handles;
 mod session;
 mod sink;
 mod timers;

@@ -37,12 +37,15 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::fasthash::FastMap;
+use super::remote_handles::RemoteLetter;
 use super::session::QueuedKind;
 use super::sink::BusOutput;
 use super::{Caller, ConnId, Entropy, FrameSink, Now, Router};
 use crate::address::Block;
 use crate::id::Id;
-use crate::protocol::{self, ErrorCode, FriendKeyFrame, RawJson, ServerFrame};
+use crate::protocol::{
+    self, ErrorCode, FriendKeyFrame, Handle, RawJson, ServerFrame, UndeliveredReason,
+};
 
 /// How long a request waits for the other node's answer before its client gets ERROR
 /// `unavailable`. Far above a bus round trip (well under a millisecond on a LAN), far below the
@@ -111,6 +114,49 @@ pub enum Record<'a> {
         to: Id,
         #[serde(borrow)]
         reference: Cow<'a, str>,
+    },
+    /// A MESSAGE to `handle` (one copy of a MESSAGE to several, or a single one), for the node
+    /// of its listener; the answer is a [`Record::Reply`]. `serial`: the sender's session, for
+    /// an UNDELIVERED if the letter is stored and dropped.
+    HandleMessage {
+        from: Id,
+        #[serde(borrow)]
+        handle: Cow<'a, str>,
+        #[serde(borrow, deserialize_with = "raw")]
+        payload: &'a str,
+        ts: u64,
+        rid: u64,
+        may_store: bool,
+        block: Block,
+        serial: u64,
+        #[serde(borrow, default)]
+        reference: Option<Cow<'a, str>>,
+    },
+    /// A letter for `handle` that waited here for a listener who now listens elsewhere: the
+    /// MESSAGE frame as its listener gets it. No answer.
+    Letter {
+        #[serde(borrow)]
+        handle: Cow<'a, str>,
+        #[serde(borrow)]
+        frame: Cow<'a, str>,
+    },
+    /// `from` listens on `handle` now, which `to` listened on: `to` gets HANDLE_TAKEN.
+    HandleTaken {
+        from: Id,
+        to: Id,
+        #[serde(borrow)]
+        handle: Cow<'a, str>,
+    },
+    /// A letter `to` (session `serial`) sent to `handle` was dropped unread, for `reason`.
+    HandleUndelivered {
+        to: Id,
+        serial: u64,
+        #[serde(borrow)]
+        handle: Cow<'a, str>,
+        #[serde(borrow)]
+        reference: Cow<'a, str>,
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
     },
     /// The answer to request `rid` of session `to`: `"sent"`, `"queued"` or an error code.
     Reply {
@@ -194,6 +240,58 @@ impl Record<'_> {
                 json.open("undelivered", *from, *to);
                 json.string("reference", reference);
             }
+            Record::HandleMessage {
+                from,
+                handle,
+                payload,
+                ts,
+                rid,
+                may_store,
+                block,
+                serial,
+                reference,
+            } => {
+                json.0.push_str("{\"handle_message\":{\"from\":");
+                json.0.push_str(&from.bits().to_string());
+                json.string("handle", handle);
+                json.raw("payload", payload);
+                json.number("ts", *ts);
+                json.number("rid", *rid);
+                json.0.push_str(if *may_store {
+                    ",\"may_store\":true"
+                } else {
+                    ",\"may_store\":false"
+                });
+                let [high, low, len] = block.to_words();
+                json.0.push_str(&format!(",\"block\":[{high},{low},{len}]"));
+                json.number("serial", *serial);
+                if let Some(reference) = reference {
+                    json.string("reference", reference);
+                }
+            }
+            Record::Letter { handle, frame } => {
+                json.0.push_str("{\"letter\":{\"handle\":");
+                json.0.push_str(&quoted(handle));
+                json.string("frame", frame);
+            }
+            Record::HandleTaken { from, to, handle } => {
+                json.open("handle_taken", *from, *to);
+                json.string("handle", handle);
+            }
+            Record::HandleUndelivered {
+                to,
+                serial,
+                handle,
+                reference,
+                reason,
+            } => {
+                json.0.push_str("{\"handle_undelivered\":{\"to\":");
+                json.0.push_str(&to.bits().to_string());
+                json.number("serial", *serial);
+                json.string("handle", handle);
+                json.string("reference", reference);
+                json.string("reason", reason);
+            }
             Record::Reply { to, rid, result } => {
                 json.0.push_str("{\"reply\":{\"to\":");
                 json.0.push_str(&to.bits().to_string());
@@ -205,9 +303,10 @@ impl Record<'_> {
         json.0
     }
 
-    /// The session the record is for: the bus routes it to that session's node.
-    pub fn to(&self) -> Id {
-        match self {
+    /// The session the record is for: the bus routes it to that session's node. `None` for
+    /// the records addressed to a handle's listener (sent as [`BusOutput::ToHandle`]).
+    pub fn to(&self) -> Option<Id> {
+        Some(match self {
             Record::Message { to, .. }
             | Record::Request { to, .. }
             | Record::Accept { to, .. }
@@ -218,8 +317,11 @@ impl Record<'_> {
             | Record::Withdrawn { to, .. }
             | Record::Presence { to, .. }
             | Record::Undelivered { to, .. }
+            | Record::HandleTaken { to, .. }
+            | Record::HandleUndelivered { to, .. }
             | Record::Reply { to, .. } => *to,
-        }
+            Record::HandleMessage { .. } | Record::Letter { .. } => return None,
+        })
     }
 
     fn rid(&self) -> Option<u64> {
@@ -263,17 +365,21 @@ impl RecordJson {
         self.0.push_str(",\"");
         self.0.push_str(name);
         self.0.push_str("\":");
-        // Writing a `str` into a `String` cannot fail.
-        if let Ok(quoted) = serde_json::to_string(value) {
-            self.0.push_str(&quoted);
-        }
+        self.0.push_str(&quoted(value));
     }
+}
+
+/// `value` as a JSON string.
+fn quoted(value: &str) -> String {
+    // Writing a `str` into a `String` cannot fail; the empty string stands in all the same.
+    serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_string())
 }
 
 /// Why the bus could not hand a record to the node it was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BusFailure {
-    /// No node holds the session (it ended, or its node is gone).
+    /// No node holds the session (it ended, or its node is gone), or nobody listens on the
+    /// handle and the record's letter could not be kept.
     NoSuchSession,
     /// The bus is down or refused the record.
     Unavailable,
@@ -282,18 +388,41 @@ pub enum BusFailure {
 /// What a session waits for another node to answer.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Waiting {
-    Message { to: Id },
-    Request { to: Id },
-    Accept { to: Id },
+    Message {
+        to: Id,
+    },
+    Request {
+        to: Id,
+    },
+    Accept {
+        to: Id,
+    },
+    /// A MESSAGE to one handle.
+    Handle,
+    /// One copy of MESSAGE to several handles: fan-out `fanout` of the same session.
+    Copy {
+        fanout: u64,
+        handle: Handle,
+    },
 }
 
 #[derive(Debug)]
 pub(super) struct Awaiting {
-    by: Id,
-    conn: ConnId,
+    pub(super) by: Id,
+    pub(super) conn: ConnId,
     /// The raw JSON of the request's `ref`.
-    reference: Option<Box<str>>,
-    what: Waiting,
+    pub(super) reference: Option<Box<str>>,
+    pub(super) what: Waiting,
+}
+
+/// A MESSAGE to several handles some of whose copies went to other nodes: its ACK waits for
+/// their answers.
+#[derive(Debug)]
+pub(super) struct FanoutWait {
+    pub(super) sent: usize,
+    pub(super) queued: usize,
+    /// Copies whose answer has not come yet.
+    pub(super) pending: usize,
 }
 
 /// Requests waiting for another node's answer, by request number, and their deadlines in the
@@ -306,6 +435,9 @@ pub(super) struct AwaitingReplies {
     entries: FastMap<u64, Awaiting>,
     deadlines: VecDeque<(u64, u64)>,
     next_rid: u64,
+    /// Fan-outs waiting for copies' answers, each named by one number of `next_rid`'s; removed
+    /// when the last copy is answered (each pending copy is an entry of `entries`).
+    pub(super) fanouts: FastMap<u64, FanoutWait>,
 }
 
 impl AwaitingReplies {
@@ -326,6 +458,12 @@ impl AwaitingReplies {
         self.deadlines.front().map(|&(_, at)| at)
     }
 
+    /// A fresh number for a fan-out's wait.
+    pub(super) fn fanout_number(&mut self) -> u64 {
+        self.next_rid = self.next_rid.wrapping_add(1);
+        self.next_rid
+    }
+
     fn insert(&mut self, entry: Awaiting, now: Now) -> u64 {
         self.next_rid = self.next_rid.wrapping_add(1);
         let rid = self.next_rid;
@@ -339,7 +477,7 @@ impl AwaitingReplies {
         rid
     }
 
-    fn take(&mut self, rid: u64) -> Option<Awaiting> {
+    pub(super) fn take(&mut self, rid: u64) -> Option<Awaiting> {
         self.entries.remove(&rid)
     }
 
@@ -465,6 +603,68 @@ impl<E: Entropy> Router<E> {
                 let frame = protocol::undelivered(from, &reference);
                 self.deliver(to, ServerFrame::Encoded(&frame), QueuedKind::Control, out);
             }
+            Record::HandleMessage {
+                from,
+                handle,
+                payload,
+                ts,
+                rid,
+                may_store,
+                block,
+                serial,
+                reference,
+            } => {
+                let result = match Handle::parse(&handle) {
+                    Some(handle) => {
+                        let letter = RemoteLetter {
+                            from,
+                            handle,
+                            payload: RawJson::from_record(payload),
+                            ts,
+                            may_store,
+                            block,
+                            serial,
+                            reference: reference.as_deref(),
+                        };
+                        self.receive_remote_handle_message(letter, now, out)
+                    }
+                    None => Err(ErrorCode::BadHandle),
+                };
+                self.reply(from, rid, result, out);
+            }
+            Record::Letter { handle, frame } => {
+                if let Some(handle) = Handle::parse(&handle) {
+                    self.letter_arrived(handle, &frame, now, out);
+                }
+            }
+            Record::HandleTaken { from, to, handle } => {
+                if let Some(handle) = Handle::parse(&handle) {
+                    self.handle_taken_elsewhere(from, to, handle, out);
+                }
+            }
+            Record::HandleUndelivered {
+                to,
+                serial,
+                handle,
+                reference,
+                reason,
+            } => {
+                let live = self
+                    .sessions
+                    .get(&to)
+                    .is_some_and(|session| session.serial == serial && session.version >= 2);
+                let handle = Handle::parse(&handle);
+                let reason = UndeliveredReason::parse(&reason);
+                if let (true, Some(handle), Some(reason)) = (live, handle, reason) {
+                    let frame = protocol::undelivered_to_handle(&handle, &reference, reason);
+                    self.deliver(
+                        to,
+                        ServerFrame::Encoded(&frame),
+                        QueuedKind::VersionTwo,
+                        out,
+                    );
+                }
+            }
             Record::Reply { to, rid, result } => {
                 let result = match &*result {
                     "sent" => Ok(false),
@@ -497,6 +697,7 @@ impl<E: Entropy> Router<E> {
         };
         let code = match (failure, entry.what) {
             (BusFailure::Unavailable, _) => ErrorCode::Unavailable,
+            (_, Waiting::Handle | Waiting::Copy { .. }) => ErrorCode::NoMailbox,
             (BusFailure::NoSuchSession, Waiting::Message { .. }) => ErrorCode::NotFriends,
             (BusFailure::NoSuchSession, Waiting::Request { .. }) => ErrorCode::UnknownPeer,
             (BusFailure::NoSuchSession, Waiting::Accept { .. }) => ErrorCode::NoPendingRequest,
@@ -596,10 +797,13 @@ impl<E: Entropy> Router<E> {
         self.send_record(&record, out);
     }
 
-    fn send_record(&mut self, record: &Record<'_>, out: &mut impl FrameSink) {
+    pub(super) fn send_record(&mut self, record: &Record<'_>, out: &mut impl FrameSink) {
+        let Some(to) = record.to() else {
+            return;
+        };
         self.bus_records_out += 1;
         out.bus(BusOutput::Record {
-            to: record.to(),
+            to,
             rid: record.rid(),
             text: record.to_json(),
         });
@@ -607,7 +811,7 @@ impl<E: Entropy> Router<E> {
 
     /// Records that `caller` waits for another node's answer; `rate_limited` when it already
     /// waits for [`MAX_AWAITING_PER_SESSION`].
-    fn await_reply(
+    pub(super) fn await_reply(
         &mut self,
         caller: Caller<'_>,
         what: Waiting,
@@ -654,7 +858,7 @@ impl<E: Entropy> Router<E> {
     /// Acts on the answer to a request that waited: the sender's half is updated, then its
     /// client gets the ACK or ERROR it would have got on one node. A session that ended
     /// meanwhile cannot take the outcome: what the other node did for it is undone.
-    fn resolve(
+    pub(super) fn resolve(
         &mut self,
         entry: Awaiting,
         result: Result<bool, ErrorCode>,
@@ -691,6 +895,10 @@ impl<E: Entropy> Router<E> {
                 if let Some(session) = self.sessions.get_mut(&by) {
                     session.pending_in.remove(&to);
                 }
+            }
+            (Waiting::Copy { fanout, handle }, result) => {
+                self.copy_answered(&entry, fanout, handle, result, out);
+                return;
             }
             (Waiting::Message { to }, Err(ErrorCode::NotFriends)) => {
                 // The other half of the friendship is gone (its session ended, or it removed

@@ -8,6 +8,7 @@
 use super::ConnId;
 use super::fasthash::FastMap;
 use crate::id::Id;
+use crate::protocol::Handle;
 use crate::protocol::ServerFrame;
 
 /// Where the router's frames and closes go, in the order it produces them, and how much of what
@@ -41,6 +42,25 @@ pub enum BusOutput {
     Claim(Id),
     /// The session with this ID ended here: its directory entry goes.
     Release(Id),
+    /// Session `id` listens on `handle` here: the directory names it for the handle, and letters
+    /// kept for the handle come back through
+    /// [`Router::stored_letters`](super::Router::stored_letters).
+    Listen { handle: Handle, id: Id },
+    /// Session `id` no longer listens on `handle` here.
+    Unlisten { handle: Handle, id: Id },
+    /// A record for whoever listens on `handle`, wherever that is. When nobody does, `letter`
+    /// (a MESSAGE to a handle that may wait in the mailbox) is kept for the next listener
+    /// ([`Router::bus_stored`](super::Router::bus_stored)); without one, or when it cannot be
+    /// kept, [`Router::bus_failed`](super::Router::bus_failed).
+    ToHandle {
+        handle: Handle,
+        rid: Option<u64>,
+        record: String,
+        letter: Option<String>,
+    },
+    /// Keep `letter` for whoever listens on `handle` next (it came for a listener that is gone
+    /// from here).
+    StoreLetter { handle: Handle, letter: String },
     /// A record (`remote.rs`) for session `to`, wherever it lives. `rid`: the request number
     /// its sender waits on, for [`Router::bus_failed`](super::Router::bus_failed) when the bus
     /// cannot deliver it.

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::address::BlockCounts;
 use crate::assets::Assets;
-use crate::bus::{ClusterBus, ClusterUrl, RedisLink, Role};
+use crate::bus::{ClusterBus, ClusterUrl, MailboxRules, RedisLink, Role};
 use crate::config::Config;
 use crate::connection::{self, Settings};
 use crate::memory::Trimmer;
@@ -92,7 +92,13 @@ impl Server {
             ..defaults
         };
         let bus = match &config.cluster {
-            Some(url) => Some(cluster_bus(url, config.cluster_ca.as_deref())?),
+            Some(url) => {
+                let mailbox = MailboxRules {
+                    letters_per_handle: router_config.mailbox_letters_per_handle,
+                    ttl: config.mailbox_ttl,
+                };
+                Some(cluster_bus(url, config.cluster_ca.as_deref(), mailbox)?)
+            }
             None => None,
         };
         let ws_config = connection::ws_config(config.max_message_bytes);
@@ -168,7 +174,11 @@ impl Server {
 
 /// The node's links to the cluster's Redis, under a name drawn at random: a restarted node is a
 /// new node, and the directory entries of the old one expire.
-fn cluster_bus(url: &ClusterUrl, ca: Option<&std::path::Path>) -> io::Result<ClusterBus> {
+fn cluster_bus(
+    url: &ClusterUrl,
+    ca: Option<&std::path::Path>,
+    mailbox: MailboxRules,
+) -> io::Result<ClusterBus> {
     let name = format!("{:016x}", getrandom::u64().map_err(io::Error::other)?);
     let tls = if url.tls() {
         Some(crate::bus::tls_client_config(ca).map_err(io::Error::other)?)
@@ -190,5 +200,5 @@ fn cluster_bus(url: &ClusterUrl, ca: Option<&std::path::Path>) -> io::Result<Clu
         BUS_SUBSCRIBER,
     );
     log::info!("cluster: this node is {name}, on {url}");
-    Ok(ClusterBus::new(&name, commands, subscriber))
+    Ok(ClusterBus::new(&name, commands, subscriber, mailbox))
 }

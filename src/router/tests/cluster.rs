@@ -10,6 +10,9 @@ use super::*;
 struct Cluster {
     nodes: Vec<(Router<SeededEntropy>, Recorder)>,
     directory: HashMap<Id, usize>,
+    /// Who listens on each handle, and the letters kept for handles nobody listens on.
+    listeners: HashMap<protocol::Handle, Id>,
+    mail: HashMap<protocol::Handle, Vec<Vec<u8>>>,
     now: Now,
     bus_down: bool,
 }
@@ -19,6 +22,7 @@ struct Member {
     node: usize,
     conn: ConnId,
     id: String,
+    token: String,
 }
 
 impl Cluster {
@@ -42,6 +46,8 @@ impl Cluster {
                 })
                 .collect(),
             directory: HashMap::new(),
+            listeners: HashMap::new(),
+            mail: HashMap::new(),
             now: Now {
                 mono_ms: 1_000_000,
                 unix_ms: 1_795_000_000_000,
@@ -106,6 +112,67 @@ impl Cluster {
                     self.directory.remove(&id);
                 }
             }
+            BusOutput::Listen { handle, id } => {
+                let previous = self.listeners.insert(handle, id);
+                let letters = self.mail.remove(&handle).unwrap_or_default();
+                let (router, sink) = &mut self.nodes[from];
+                if let Some(previous) = previous.filter(|previous| *previous != id) {
+                    router.handle_moved(handle, previous, sink);
+                }
+                if !letters.is_empty() {
+                    router.stored_letters(handle, &letters, now, sink);
+                }
+            }
+            BusOutput::Unlisten { handle, id } => {
+                if self.listeners.get(&handle) == Some(&id) {
+                    self.listeners.remove(&handle);
+                }
+            }
+            BusOutput::StoreLetter { handle, letter } => {
+                self.mail
+                    .entry(handle)
+                    .or_default()
+                    .push(letter.into_bytes());
+            }
+            BusOutput::ToHandle {
+                handle,
+                rid,
+                record,
+                letter,
+            } => match self.listeners.get(&handle).copied() {
+                _ if self.bus_down => {
+                    if let Some(rid) = rid {
+                        let (router, sink) = &mut self.nodes[from];
+                        router.bus_failed(rid, BusFailure::Unavailable, now, sink);
+                    }
+                }
+                Some(listener) => self.carry(
+                    from,
+                    BusOutput::Record {
+                        to: listener,
+                        rid,
+                        text: record,
+                    },
+                ),
+                None => {
+                    let (router, sink) = &mut self.nodes[from];
+                    match (letter, rid) {
+                        (Some(letter), rid) => {
+                            self.mail
+                                .entry(handle)
+                                .or_default()
+                                .push(letter.into_bytes());
+                            if let Some(rid) = rid {
+                                router.bus_stored(rid, now, sink);
+                            }
+                        }
+                        (None, Some(rid)) => {
+                            router.bus_failed(rid, BusFailure::NoSuchSession, now, sink)
+                        }
+                        (None, None) => {}
+                    }
+                }
+            },
             BusOutput::Record { to, rid, text } => {
                 let target = self.directory.get(&to).copied();
                 let (failure, node) = match (self.bus_down, target) {
@@ -145,6 +212,7 @@ impl Cluster {
             node,
             conn,
             id: reply["id"].as_str().unwrap_or_default().to_owned(),
+            token: reply["token"].as_str().unwrap_or_default().to_owned(),
         }
     }
 
@@ -404,4 +472,133 @@ fn records_that_do_not_parse_change_nothing() {
         assert!(actions.is_empty(), "{junk}: {actions:?}");
     }
     let _ = a;
+}
+
+fn handle_text(n: u8) -> String {
+    protocol::Handle::from_seed(&[n; 43]).as_str().to_owned()
+}
+
+fn listen_frame(handles: &[String]) -> String {
+    json!({"type":"LISTEN","handles":handles,"ref":"l"}).to_string()
+}
+
+fn to_handle(handle: &str, mailbox: bool, reference: &str) -> String {
+    format!(
+        r#"{{"type":"MESSAGE","handle":"{handle}","payload":"{PAYLOAD}","mailbox":{mailbox},"ref":"{reference}"}}"#
+    )
+}
+
+#[test]
+fn a_message_to_a_handle_reaches_its_listener_on_another_node() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    let h = handle_text(1);
+    let listened = cluster.text(&b, &listen_frame(std::slice::from_ref(&h)));
+    assert_eq!(only_frame_to(&listened, b.conn)["type"], "LISTENING");
+
+    let sent = cluster.text(&a, &to_handle(&h, true, "h1"));
+    let got = only_frame_to(&sent, b.conn);
+    assert_eq!(got["type"], "MESSAGE");
+    assert_eq!(got["handle"], h.as_str());
+    assert!(
+        got.get("from").is_none(),
+        "a handle's message names no sender: {got}"
+    );
+    assert_eq!(
+        only_frame_to(&sent, a.conn),
+        json!({"type":"ACK","ref":"h1"})
+    );
+
+    // A probe to a handle nobody listens on anywhere is refused; a letter is kept.
+    let nobody = handle_text(2);
+    let probe = cluster.text(&a, &to_handle(&nobody, false, "p"));
+    assert_eq!(error_code(&probe, a.conn), "no_mailbox");
+    let kept = cluster.text(&a, &to_handle(&nobody, true, "k"));
+    assert_eq!(
+        only_frame_to(&kept, a.conn),
+        json!({"type":"ACK","ref":"k","queued":true})
+    );
+    // Whoever listens on it next, on whichever node, gets the letter.
+    let c = cluster.connect(1, 12);
+    let listened = cluster.text(&c, &listen_frame(std::slice::from_ref(&nobody)));
+    let to_c = frames_to(&listened, c.conn);
+    let types: Vec<&str> = to_c.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types, ["LISTENING", "MESSAGE"], "{to_c:?}");
+    assert_eq!(to_c[1]["handle"], nobody.as_str());
+}
+
+#[test]
+fn a_message_to_several_handles_is_acknowledged_once_every_node_answered() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let near = cluster.connect(0, 2);
+    let far = cluster.connect(1, 11);
+    let (h_near, h_far, h_nobody) = (handle_text(1), handle_text(2), handle_text(3));
+    cluster.text(&near, &listen_frame(std::slice::from_ref(&h_near)));
+    cluster.text(&far, &listen_frame(std::slice::from_ref(&h_far)));
+    let upload = format!(
+        r#"{{"type":"MESSAGE","handles":["{h_near}","{h_far}","{h_nobody}"],"payload":"{PAYLOAD}","mailbox":true,"ref":"g"}}"#
+    );
+    let sent = cluster.text(&a, &upload);
+    assert_eq!(only_frame_to(&sent, near.conn)["handle"], h_near.as_str());
+    assert_eq!(only_frame_to(&sent, far.conn)["handle"], h_far.as_str());
+    assert_eq!(
+        only_frame_to(&sent, a.conn),
+        json!({"type":"ACK","ref":"g","sent":2,"queued":1})
+    );
+
+    // Without the bus, the far copy fails on its own: UNDELIVERED for it, then the ACK.
+    cluster.bus_down = true;
+    let sent = cluster.text(&a, &upload);
+    let to_a = frames_to(&sent, a.conn);
+    let types: Vec<&str> = to_a.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types.last(), Some(&"ACK"), "{to_a:?}");
+    assert_eq!(to_a.last().map(|ack| ack["sent"].clone()), Some(json!(1)));
+    let undelivered: Vec<&Value> = to_a.iter().filter(|f| f["type"] == "UNDELIVERED").collect();
+    assert_eq!(undelivered.len(), 2, "{to_a:?}");
+    assert!(
+        undelivered.iter().all(|f| f["reason"] == "unavailable"),
+        "{to_a:?}"
+    );
+}
+
+#[test]
+fn a_handle_taken_on_another_node_is_told_and_its_waiting_letters_follow_it() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let old = cluster.connect(1, 11);
+    let h = handle_text(7);
+    cluster.text(&old, &listen_frame(std::slice::from_ref(&h)));
+    // The old listener drops into its window: a letter waits on its node.
+    cluster.closed(&old);
+    let kept = cluster.text(&a, &to_handle(&h, true, "w"));
+    assert_eq!(
+        only_frame_to(&kept, a.conn),
+        json!({"type":"ACK","ref":"w","queued":true})
+    );
+    assert_eq!(cluster.nodes[1].0.stats().mailbox_letters, 1);
+
+    // A session on the other node takes the handle: the letter comes to it.
+    let new = cluster.connect(0, 2);
+    let taken = cluster.text(&new, &listen_frame(std::slice::from_ref(&h)));
+    let to_new = frames_to(&taken, new.conn);
+    let types: Vec<&str> = to_new.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types, ["LISTENING", "MESSAGE"], "{to_new:?}");
+    assert_eq!(cluster.nodes[1].0.stats().mailbox_letters, 0);
+    assert_eq!(cluster.nodes[1].0.stats().handles, 0);
+
+    // The old session, back, is told its handle was taken.
+    let resumed = {
+        let conn = 12;
+        cluster.nodes[1].0.open(conn, cluster.now);
+        let text = json!({"type":"CONNECT","version":2,"resume":{"id":old.id,"token":old.token}})
+            .to_string();
+        cluster.on(1, |router, sink, now| router.text(conn, &text, now, sink))
+    };
+    let kinds: Vec<String> = frames_to(&resumed, 12)
+        .iter()
+        .filter_map(|f| f["type"].as_str().map(str::to_owned))
+        .collect();
+    assert!(kinds.contains(&"HANDLE_TAKEN".to_owned()), "{kinds:?}");
 }

@@ -1,0 +1,318 @@
+//! Handles across nodes (cluster mode): a MESSAGE to a handle whose listener is on another node,
+//! the letters kept in the cluster's mailbox for handles nobody listens on, and a handle that
+//! moves from one node's session to another's.
+//!
+//! The directory names each handle's listener (a session ID); the bus routes a record for a
+//! handle to that session's node. Where nobody listens on a handle, the bus keeps the letter
+//! in the shared mailbox, and hands every kept letter to the node of the next session that
+//! listens on it ([`Router::stored_letters`]). A listener in its resume window keeps its
+//! letters in its own node's mailbox, as on one node. When another node's session takes a
+//! handle over, the letters waiting here for it follow it there.
+//!
+//! A MESSAGE to several handles sends one record per copy whose listener is elsewhere, all of a
+//! turn's records for a node in one PUBLISH; its ACK (`sent`, `queued`) waits until every copy
+//! is answered, and each copy that fails gets its UNDELIVERED, as on one node.
+
+use std::borrow::Cow;
+
+use super::mailbox::Sender;
+use super::remote::{Awaiting, FanoutWait, Record, Waiting};
+use super::session::QueuedKind;
+use super::sink::BusOutput;
+use super::{Caller, Entropy, FrameSink, Now, Router};
+use crate::address::Block;
+use crate::id::Id;
+use crate::protocol::{self, ErrorCode, Handle, RawJson, ServerFrame, UndeliveredReason};
+
+/// A letter with no sender to tell: one the cluster's mailbox kept (it keeps no sender), or one
+/// that followed its handle from another node.
+fn nobody() -> Sender {
+    Sender {
+        id: Id::from_random_bytes([0; 4]),
+        // No session has this serial (they count up from 1), so no UNDELIVERED is ever sent.
+        serial: u64::MAX,
+    }
+}
+
+/// A MESSAGE to a handle that came from another node's session.
+pub(super) struct RemoteLetter<'a> {
+    pub(super) from: Id,
+    pub(super) handle: Handle,
+    pub(super) payload: RawJson<'a>,
+    pub(super) ts: u64,
+    pub(super) may_store: bool,
+    pub(super) block: Block,
+    pub(super) serial: u64,
+    pub(super) reference: Option<&'a str>,
+}
+
+impl<E: Entropy> Router<E> {
+    /// A MESSAGE to `handle`, which no session here listens on: to its listener's node, or into
+    /// the cluster's mailbox. `fanout`: the MESSAGE to several handles this copy belongs to.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle_message_remotely(
+        &mut self,
+        caller: Caller<'_>,
+        handle: Handle,
+        payload: RawJson<'_>,
+        may_store: bool,
+        fanout: Option<u64>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        let what = match fanout {
+            Some(fanout) => Waiting::Copy { fanout, handle },
+            None => Waiting::Handle,
+        };
+        let (serial, block) = self
+            .sessions
+            .get(&caller.id)
+            .map(|session| (session.serial, session.peer.largest_block()))
+            .ok_or(ErrorCode::NotConnected)?;
+        let rid = self.await_reply(caller, what, now)?;
+        let record = Record::HandleMessage {
+            from: caller.id,
+            handle: Cow::Borrowed(handle.as_str()),
+            payload: payload.get(),
+            ts: now.unix_ms,
+            rid,
+            may_store,
+            block,
+            serial,
+            reference: caller.reference.map(Cow::Borrowed),
+        };
+        let letter = may_store.then(|| {
+            ServerFrame::HandleMessage {
+                handle: &handle,
+                payload,
+                ts: now.unix_ms,
+            }
+            .to_text()
+        });
+        self.bus_records_out += 1;
+        out.bus(BusOutput::ToHandle {
+            handle,
+            rid: Some(rid),
+            record: record.to_json(),
+            letter,
+        });
+        Ok(())
+    }
+
+    /// The bus kept the letter of request `rid` in the cluster's mailbox: it is queued.
+    pub fn bus_stored(&mut self, rid: u64, now: Now, out: &mut impl FrameSink) {
+        if let Some(entry) = self.awaiting.take(rid) {
+            self.resolve(entry, Ok(true), now, out);
+        }
+    }
+
+    /// A LISTEN here took `handle` from `previous`, another node's session: it is told.
+    pub fn handle_moved(&mut self, handle: Handle, previous: Id, out: &mut impl FrameSink) {
+        let Some(listener) = self.handles.listener(&handle) else {
+            return;
+        };
+        if listener == previous || self.sessions.contains_key(&previous) {
+            return;
+        }
+        let record = Record::HandleTaken {
+            from: listener,
+            to: previous,
+            handle: Cow::Borrowed(handle.as_str()),
+        };
+        self.send_record(&record, out);
+    }
+
+    /// Letters the cluster's mailbox kept for `handle`, handed over as a session here listens on
+    /// it: each MESSAGE frame as its listener gets it.
+    pub fn stored_letters(
+        &mut self,
+        handle: Handle,
+        letters: &[Vec<u8>],
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        for letter in letters {
+            if let Ok(frame) = std::str::from_utf8(letter) {
+                self.letter_arrived(handle, frame, now, out);
+            }
+        }
+    }
+
+    /// One letter for `handle`, from the cluster's mailbox or from the node it waited on: to
+    /// the listener here if connected, into this node's mailbox if it is in its window, or back
+    /// to the cluster's mailbox if nobody here listens any more.
+    pub(super) fn letter_arrived(
+        &mut self,
+        handle: Handle,
+        frame: &str,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let listener = self.handles.listener(&handle);
+        let conn = listener
+            .and_then(|listener| self.sessions.get(&listener))
+            .and_then(|session| session.conn);
+        match (listener, conn) {
+            (Some(_), Some(conn)) => out.send(conn, ServerFrame::Encoded(frame)),
+            (Some(listener), None) => {
+                // Counted against the listener's own block: the letter names no sender.
+                let block = self
+                    .sessions
+                    .get(&listener)
+                    .map(|session| session.peer.largest_block())
+                    .unwrap_or_else(|| crate::address::ClientAddr::UNSPECIFIED.largest_block());
+                let stored = self.store_letter_from(
+                    handle,
+                    ServerFrame::Encoded(frame),
+                    nobody(),
+                    None,
+                    block,
+                    now,
+                    out,
+                );
+                if stored.is_err() {
+                    log::debug!("cluster: a letter that followed its handle found no room here");
+                }
+            }
+            (None, _) => out.bus(BusOutput::StoreLetter {
+                handle,
+                letter: frame.to_owned(),
+            }),
+        }
+    }
+
+    /// Another node's session `from` listens on `handle` now: `to` here is told HANDLE_TAKEN,
+    /// and the letters waiting here for the handle follow it.
+    pub(super) fn handle_taken_elsewhere(
+        &mut self,
+        from: Id,
+        to: Id,
+        handle: Handle,
+        out: &mut impl FrameSink,
+    ) {
+        if self.handles.listener(&handle) != Some(to) {
+            return;
+        }
+        self.handles.unlisten(to, &[handle]);
+        let frame = protocol::handle_taken(&handle);
+        self.deliver(
+            to,
+            ServerFrame::Encoded(&frame),
+            QueuedKind::VersionTwo,
+            out,
+        );
+        while let Some(letter) = self.mailbox.take_oldest_for(&handle) {
+            self.handles.mail(&handle, self.mailbox.mail_for(&handle));
+            let record = Record::Letter {
+                handle: Cow::Borrowed(handle.as_str()),
+                frame: Cow::Borrowed(&letter.frame),
+            };
+            self.bus_records_out += 1;
+            out.bus(BusOutput::ToHandle {
+                handle,
+                rid: None,
+                record: record.to_json(),
+                letter: Some(letter.frame.into_string()),
+            });
+        }
+        let _ = from;
+    }
+
+    /// The listener's half of a MESSAGE to a handle from another node's session: to the
+    /// connected listener, into this node's mailbox while it is in its window, or, when nobody
+    /// here listens (the handle moved meanwhile), to the cluster's mailbox. Returns whether it
+    /// was queued.
+    pub(super) fn receive_remote_handle_message(
+        &mut self,
+        letter: RemoteLetter<'_>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<bool, ErrorCode> {
+        let RemoteLetter {
+            from,
+            handle,
+            payload,
+            ts,
+            may_store,
+            block,
+            serial,
+            reference,
+        } = letter;
+        let listener = self.handles.listener(&handle);
+        let conn = listener
+            .and_then(|listener| self.sessions.get(&listener))
+            .and_then(|session| session.conn);
+        let frame = ServerFrame::HandleMessage {
+            handle: &handle,
+            payload,
+            ts,
+        };
+        let queued = match (listener, conn) {
+            (Some(_), Some(conn)) => {
+                let (max_unsent, _) = self.recipient_caps(out);
+                if out.backlog(conn) > max_unsent {
+                    return Err(ErrorCode::PeerBusy);
+                }
+                out.send(conn, frame);
+                false
+            }
+            _ if !may_store => return Err(ErrorCode::NoMailbox),
+            (Some(_), None) => {
+                let sender = Sender { id: from, serial };
+                let reference = reference.map(Box::from);
+                self.store_letter_from(handle, frame, sender, reference, block, now, out)?;
+                true
+            }
+            (None, _) => {
+                out.bus(BusOutput::StoreLetter {
+                    handle,
+                    letter: frame.to_text(),
+                });
+                true
+            }
+        };
+        self.messages_routed += 1;
+        Ok(queued)
+    }
+
+    /// One remote copy of a MESSAGE to several handles was answered: counted, UNDELIVERED when
+    /// it failed, and the ACK once the last copy is in.
+    pub(super) fn copy_answered(
+        &mut self,
+        entry: &Awaiting,
+        fanout: u64,
+        handle: Handle,
+        result: Result<bool, ErrorCode>,
+        out: &mut impl FrameSink,
+    ) {
+        let Some(wait) = self.awaiting.fanouts.get_mut(&fanout) else {
+            return;
+        };
+        wait.pending = wait.pending.saturating_sub(1);
+        match result {
+            Ok(false) => wait.sent += 1,
+            Ok(true) => wait.queued += 1,
+            Err(code) => {
+                let reason = match code {
+                    ErrorCode::PeerBusy => UndeliveredReason::PeerBusy,
+                    ErrorCode::Unavailable => UndeliveredReason::Unavailable,
+                    _ => UndeliveredReason::NoMailbox,
+                };
+                if let Some(reference) = entry.reference.as_deref() {
+                    let frame = protocol::undelivered_to_handle(&handle, reference, reason);
+                    out.send(entry.conn, ServerFrame::Encoded(&frame));
+                }
+            }
+        }
+        if wait.pending > 0 {
+            return;
+        }
+        let FanoutWait { sent, queued, .. } = *wait;
+        self.awaiting.fanouts.remove(&fanout);
+        self.messages_routed += (sent + queued) as u64;
+        if let Some(reference) = entry.reference.as_deref() {
+            let frame = protocol::fanout_ack(reference, sent, queued);
+            out.send(entry.conn, ServerFrame::Encoded(&frame));
+        }
+    }
+}
