@@ -44,6 +44,12 @@ impl Block {
     }
 }
 
+impl serde::Serialize for Block {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_words().serialize(serializer)
+    }
+}
+
 /// Read from a cluster record: `[high, low, len]`; a length beyond 128 is refused.
 impl<'de> serde::Deserialize<'de> for Block {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -157,6 +163,18 @@ impl BlockCounts {
             *self.counts.entry(block).or_insert(0) += 1;
         }
         true
+    }
+
+    /// Counts one more for `addr` whatever the limit: for a session that already exists and
+    /// moves here from another node of a cluster (refusing it would end a live session).
+    /// Matched by one [`BlockCounts::release`] like [`BlockCounts::try_acquire`].
+    pub fn acquire_regardless(&mut self, addr: ClientAddr) {
+        if self.limit == 0 {
+            return;
+        }
+        for (_, block) in addr.blocks() {
+            *self.counts.entry(block).or_insert(0) += 1;
+        }
     }
 
     /// Gives back one [`BlockCounts::try_acquire`] of `addr`.

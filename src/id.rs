@@ -28,6 +28,12 @@ pub const TOKEN_BYTES: usize = 32;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(u32);
 
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.0)
+    }
+}
+
 /// Between nodes (cluster records) an ID travels as its number; one that does not fit is
 /// refused.
 impl<'de> serde::Deserialize<'de> for Id {

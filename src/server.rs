@@ -398,6 +398,9 @@ impl Server {
                 for &id in &news.lost_claims {
                     router.claim_lost(id, out);
                 }
+                for &id in &news.claimed {
+                    router.claim_confirmed(id, out);
+                }
                 for &rid in &news.stored {
                     router.bus_stored(rid, clock.router, out);
                 }

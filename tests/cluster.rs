@@ -128,7 +128,9 @@ fn without_redis_cross_node_requests_fail_clearly_local_chats_go_on_and_all_reco
     assert_eq!(refused["type"], "ERROR", "{refused}");
     assert_eq!(refused["code"], "unavailable", "{refused}");
     assert!(refused["message"].as_str().is_some_and(|m| !m.is_empty()));
-    // On the same node, nothing changed.
+    // On the same node, nothing changed, and newcomers still get a session.
+    let (_, newcomer, _) = connect_session(&nodes[1]);
+    assert_eq!(newcomer.len(), 6);
     a.send_json(&message(&near_id, TEST_PAYLOAD, Some("near")));
     a.expect_ack("near");
     assert_eq!(near.expect_type("MESSAGE")["from"], a_id.as_str());
@@ -227,4 +229,43 @@ fn handles_work_across_nodes_live_kept_for_the_next_listener_and_taken_over() {
     assert_eq!(answer["type"], "ACK", "{answer}");
     assert_eq!(dave.expect_type("MESSAGE")["handle"], bobs.as_str());
     bob.expect_nothing_pending();
+}
+
+#[test]
+fn a_session_resumes_through_any_node_with_its_id_friends_and_what_waited() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 3);
+    let (mut a, a_id, _) = connect_session(&nodes[0]);
+    let (mut b, b_id, b_token) = connect_session(&nodes[1]);
+    make_friends(&mut a, &mut b);
+    b.drop_connection();
+    assert_eq!(a.expect_type("PRESENCE")["online"], false);
+    a.send_json(&message(&b_id, TEST_PAYLOAD, Some("q")));
+    a.expect_queued_ack("q");
+
+    // Back through a third node: same ID, a new token, the queued message, PRESENCE to A.
+    let (mut back, reply) = resume_session(&nodes[2], &b_id, &b_token);
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(reply["id"], b_id.as_str());
+    assert_ne!(reply["token"], b_token.as_str());
+    assert_eq!(back.expect_type("MESSAGE")["from"], a_id.as_str());
+    assert_eq!(
+        a.expect_type("PRESENCE"),
+        json!({"type": "PRESENCE", "id": b_id, "online": true})
+    );
+    back.send_json(&message(&a_id, TEST_PAYLOAD, Some("r")));
+    back.expect_ack("r");
+    assert_eq!(a.expect_type("MESSAGE")["from"], b_id.as_str());
+
+    // Taken over again, from its live connection, through the first node: the old
+    // connection is closed with 4001, and the token is single-use.
+    let token = back.token.clone();
+    let (mut again, reply) = resume_session(&nodes[0], &b_id, &token);
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(back.expect_close(), 4001);
+    again.send_json(&message(&a_id, TEST_PAYLOAD, Some("s")));
+    again.expect_ack("s");
+    assert_eq!(a.expect_type("MESSAGE")["from"], b_id.as_str());
+    let (_, stale) = resume_session(&nodes[1], &b_id, &token);
+    assert_eq!(stale["resumed"], false, "{stale}");
 }

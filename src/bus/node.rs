@@ -112,6 +112,8 @@ pub struct MailboxRules {
 /// What the router must hear from the bus after a turn.
 #[derive(Debug, Default)]
 pub struct BusNews {
+    /// Sessions whose directory claim holds (or that go on unclaimed while the bus is down).
+    pub claimed: Vec<Id>,
     /// Requests whose letter the cluster's mailbox kept (queued).
     pub stored: Vec<u64>,
     /// Handles a LISTEN here took from another session: (handle, that session).
@@ -129,6 +131,7 @@ pub struct BusNews {
 impl BusNews {
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
+            && self.claimed.is_empty()
             && self.failures.is_empty()
             && self.lost_claims.is_empty()
             && self.stored.is_empty()
@@ -297,7 +300,9 @@ impl ClusterBus {
                 if self.is_up() {
                     self.claim(id);
                 } else {
+                    // Served locally meanwhile; claimed when the bus is back.
                     self.unclaimed.insert(id);
+                    self.news.claimed.push(id);
                 }
             }
             BusOutput::Release(id) => {
@@ -344,6 +349,22 @@ impl ClusterBus {
                 letter,
                 retried: false,
             }),
+            BusOutput::HandOver { id, node } => {
+                self.local.remove(&id);
+                self.unclaimed.remove(&id);
+                let key = directory_key(id);
+                let ttl = DIRECTORY_TTL.as_millis().to_string();
+                let args: [&[u8]; 5] = [b"SET", &key, node.as_bytes(), b"PX", ttl.as_bytes()];
+                if self.commands.command(&args).is_ok() {
+                    self.sent.push_back(Sent::Kept);
+                }
+            }
+            BusOutput::ToNode { node, text } => {
+                if !self.is_up() {
+                    return;
+                }
+                self.batch_for(Rc::from(node.as_str()), None, &text);
+            }
             BusOutput::StoreLetter { handle, letter } => {
                 if self.store(&handle, &letter, false) {
                     self.sent.push_back(Sent::Kept);
@@ -527,6 +548,7 @@ impl ClusterBus {
             self.sent.push_back(Sent::Claim(id));
         } else {
             self.unclaimed.insert(id);
+            self.news.claimed.push(id);
         }
     }
 
@@ -666,7 +688,7 @@ impl ClusterBus {
         };
         match sent {
             Sent::Claim(id) => match reply {
-                Reply::Integer(1) => {}
+                Reply::Integer(1) => self.news.claimed.push(id),
                 Reply::Integer(_) => {
                     if self.local.remove(&id) {
                         self.news.lost_claims.push(id);
@@ -677,6 +699,7 @@ impl ClusterBus {
                         "cluster: Redis refused a directory claim; retried when the link is back"
                     );
                     self.unclaimed.insert(id);
+                    self.news.claimed.push(id);
                 }
             },
             Sent::Renew(ids) => {
@@ -832,6 +855,7 @@ impl ClusterBus {
             match sent {
                 Sent::Claim(id) => {
                     self.unclaimed.insert(id);
+                    self.news.claimed.push(id);
                 }
                 Sent::Renew(_) | Sent::Release | Sent::Kept | Sent::Listen(..) => {}
                 Sent::HandleLookup(handle) => {

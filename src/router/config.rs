@@ -108,6 +108,9 @@ pub struct RouterConfig {
     /// another node's session, reached through the bus (`remote.rs`). Off: such an ID is
     /// unknown, and the router never calls [`FrameSink::bus`](super::FrameSink::bus).
     pub cluster: bool,
+    /// This node's name in the cluster (empty outside one): where another node sends the
+    /// session it hands over to a connection here (`remote_sessions.rs`).
+    pub node_name: String,
 }
 
 /// `--max-handles`'s default.
@@ -144,6 +147,7 @@ impl RouterConfig {
             mailbox_bytes_per_handle: 1024 * 1024,
             mailbox_ttl_ms: 7 * 24 * 60 * 60 * 1000,
             cluster: false,
+            node_name: String::new(),
         }
     }
 }

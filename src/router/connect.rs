@@ -29,7 +29,30 @@ impl<E: Entropy> Router<E> {
                 self.resume(conn, id, version, out);
                 return Ok(());
             }
+            if let Some(token) = resume.token
+                && self.config.cluster
+                && self.config.resume_grace_ms > 0
+                && !self.sessions.contains_key(&id)
+            {
+                // Perhaps another node's session: it is asked to hand it over
+                // (`remote_sessions.rs`); a new session is made if it does not.
+                self.resume_remotely(conn, id, &token, version, reference, now, out);
+                return Ok(());
+            }
         }
+        self.start_session(conn, version, reference, now, out);
+        Ok(())
+    }
+
+    /// A new session for `conn`, or `server_full` and a close when there is no room for it.
+    pub(super) fn start_session(
+        &mut self,
+        conn: ConnId,
+        version: u8,
+        reference: Option<&str>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
         let peer = self
             .conns
             .get(&conn)
@@ -44,7 +67,7 @@ impl<E: Entropy> Router<E> {
             out.send(conn, ServerFrame::Encoded(&refusal));
             self.conns.remove(&conn);
             out.close(conn, close_code::SERVER_FULL, "server full");
-            return Ok(());
+            return;
         }
         let id = self.fresh_id();
         let token = self.fresh_token();
@@ -79,21 +102,45 @@ impl<E: Entropy> Router<E> {
             state.session = Some(id);
         }
         if self.config.cluster {
+            // The client learns its ID once the directory holds it for this node
+            // ([`Router::claim_confirmed`]): before, another node could not reach it yet, and
+            // the ID might turn out to be another node's.
+            self.unannounced.insert(id, conn);
             out.bus(BusOutput::Claim(id));
+            return;
         }
+        self.announce(id, conn, out);
+    }
+
+    /// The CONNECT reply of the new session `id` on `conn`.
+    fn announce(&mut self, id: Id, conn: ConnId, out: &mut impl FrameSink) {
+        let Some(session) = self.sessions.get(&id) else {
+            return;
+        };
         let reply = protocol::connect_reply(
             id,
-            &token,
+            &session.token,
             false,
             std::iter::empty(),
             self.config.max_message_bytes,
-            version,
+            session.version,
         );
         out.send(conn, ServerFrame::Encoded(&reply));
-        Ok(())
     }
 
-    fn resume_matches(&self, id: Id, token: Option<&[u8; TOKEN_LEN]>) -> bool {
+    /// The directory holds the new session `id` for this node (or the bus is down, and it will
+    /// be claimed when the bus is back): its client gets the CONNECT reply, if its connection
+    /// still holds it.
+    pub fn claim_confirmed(&mut self, id: Id, out: &mut impl FrameSink) {
+        let Some(conn) = self.unannounced.remove(&id) else {
+            return;
+        };
+        if self.sessions.get(&id).and_then(|session| session.conn) == Some(conn) {
+            self.announce(id, conn, out);
+        }
+    }
+
+    pub(super) fn resume_matches(&self, id: Id, token: Option<&[u8; TOKEN_LEN]>) -> bool {
         if self.config.resume_grace_ms == 0 {
             return false;
         }
@@ -104,7 +151,21 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Hands session `id` to `conn`: new token, the reply, then everything queued, in order.
-    fn resume(&mut self, conn: ConnId, id: Id, version: u8, out: &mut impl FrameSink) {
+    pub(super) fn resume(&mut self, conn: ConnId, id: Id, version: u8, out: &mut impl FrameSink) {
+        self.resume_telling_friends(conn, id, version, true, out);
+    }
+
+    /// [`Router::resume`], with PRESENCE to the friends when the session was away only if
+    /// `tell_friends` (a session another node handed over from a live connection never looked
+    /// away to them).
+    pub(super) fn resume_telling_friends(
+        &mut self,
+        conn: ConnId,
+        id: Id,
+        version: u8,
+        tell_friends: bool,
+        out: &mut impl FrameSink,
+    ) {
         let token = self.fresh_token();
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -146,13 +207,13 @@ impl<E: Entropy> Router<E> {
             out.send(conn, ServerFrame::Encoded(&entry.frame));
         }
         // A takeover never looked offline to friends, so it gets no PRESENCE.
-        if previous_conn.is_none() {
+        if previous_conn.is_none() && tell_friends {
             self.tell_friends_presence(id, true, out);
         }
         self.drop_stale_timers();
     }
 
-    fn resume_reply(&self, id: Id, token: &ResumeToken) -> String {
+    pub(super) fn resume_reply(&self, id: Id, token: &ResumeToken) -> String {
         // Another node's session counts as online: the friendship names a live session, and
         // its PRESENCE records say when it goes and comes back.
         let is_online = |friend: &Id| {
@@ -181,7 +242,7 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Whether `peer` may start a new session now (its address blocks' rates).
-    fn start_allowed(&mut self, peer: ClientAddr, now: Now) -> bool {
+    pub(super) fn start_allowed(&mut self, peer: ClientAddr, now: Now) -> bool {
         if self.session_starts.try_take(peer, now.mono_ms) {
             return true;
         }

@@ -80,6 +80,7 @@ impl<E: Entropy> Router<E> {
             return;
         };
         self.sessions_per_peer.release(session.peer);
+        self.unannounced.remove(&id);
         if session.claimed {
             out.bus(BusOutput::Release(id));
         }

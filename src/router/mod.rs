@@ -92,6 +92,7 @@ mod mailbox;
 mod messages;
 mod remote;
 mod remote_handles;
+mod remote_sessions;
 mod session;
 mod sink;
 mod timers;
@@ -158,6 +159,8 @@ struct Conn {
     session: Option<Id>,
     peer: ClientAddr,
     errors: ErrorWindow,
+    /// A CONNECT with a resume waits for another node to hand the session over (cluster).
+    taking_over: bool,
 }
 
 /// The client request being handled: who sent it, on which connection, with which `ref`.
@@ -199,6 +202,11 @@ pub struct Router<E: Entropy> {
     mailbox: Mailbox,
     /// Requests waiting for another node's answer (cluster mode, `remote.rs`).
     awaiting: remote::AwaitingReplies,
+    /// New sessions whose CONNECT reply waits for the directory's confirmation (cluster mode):
+    /// at most one per session.
+    unannounced: FastMap<Id, ConnId>,
+    /// Connections waiting for another node to hand their session over (`remote_sessions.rs`).
+    takeovers: remote_sessions::Takeovers,
     bus_records_out: u64,
     bus_records_in: u64,
     errors_sent: [u64; ErrorCode::ALL.len()],
@@ -254,6 +262,8 @@ impl<E: Entropy> Router<E> {
             messages_routed: 0,
             requests_forwarded: 0,
             awaiting: remote::AwaitingReplies::starting_at(u64::from_le_bytes(rid)),
+            takeovers: remote_sessions::Takeovers::default(),
+            unannounced: FastMap::default(),
             bus_records_out: 0,
             bus_records_in: 0,
             errors_sent: [0; ErrorCode::ALL.len()],
@@ -279,6 +289,7 @@ impl<E: Entropy> Router<E> {
                 session: None,
                 peer,
                 errors: ErrorWindow::default(),
+                taking_over: false,
             })
             .peer = peer;
     }
@@ -289,6 +300,7 @@ impl<E: Entropy> Router<E> {
             return;
         };
         let session = state.session;
+        let taking_over = state.taking_over;
         let frame = match protocol::decode(text) {
             Ok(frame) => frame,
             Err(rejected) => {
@@ -303,6 +315,7 @@ impl<E: Entropy> Router<E> {
                 out.send(conn, ServerFrame::Encoded(&protocol::pong(reference)));
                 Ok(())
             }
+            (Request::Connect { .. }, None) if taking_over => Err(ErrorCode::AlreadyConnected),
             (Request::Connect { resume, version }, None) => {
                 self.connect(conn, resume, version, reference, now, out)
             }
@@ -352,6 +365,7 @@ impl<E: Entropy> Router<E> {
         self.drop_stale_timers();
         self.expire_letters(now, out);
         self.expire_awaiting(now, out);
+        self.expire_takeovers(now, out);
     }
 
     /// The earliest monotonic deadline [`Router::tick`] must run at, if any: a resume window's
@@ -360,7 +374,11 @@ impl<E: Entropy> Router<E> {
         let window = self.timers.earliest().map(|deadline| deadline.at_ms);
         let letter = self.mailbox.next_expiry_ms();
         let answer = self.awaiting.earliest_ms();
-        [window, letter, answer].into_iter().flatten().min()
+        let takeover = self.takeovers.earliest_ms();
+        [window, letter, answer, takeover]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether `conn` has a session (sent a successful CONNECT).
@@ -486,7 +504,7 @@ impl<E: Entropy> Router<E> {
 
     /// A new ID no live session has. Collisions are rare while sessions are far fewer than the
     /// 2^30 possible IDs, so the loop almost always runs once.
-    fn fresh_id(&mut self) -> Id {
+    pub(super) fn fresh_id(&mut self) -> Id {
         loop {
             let mut bytes = [0u8; 4];
             self.entropy.fill(&mut bytes);
@@ -497,13 +515,13 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    fn fresh_token(&mut self) -> ResumeToken {
+    pub(super) fn fresh_token(&mut self) -> ResumeToken {
         let mut bytes = [0u8; TOKEN_BYTES];
         self.entropy.fill(&mut bytes);
         ResumeToken::from_random_bytes(&bytes)
     }
 
-    fn drop_stale_timers(&mut self) {
+    pub(super) fn drop_stale_timers(&mut self) {
         let sessions = &self.sessions;
         self.timers
             .drop_stale_top(|deadline| timer_is_live(sessions, deadline));

@@ -158,6 +158,23 @@ pub enum Record<'a> {
         #[serde(borrow)]
         reason: Cow<'a, str>,
     },
+    /// A client asks node `node` to resume session `to` with `token`: hand it over
+    /// (`remote_sessions.rs`). The answer is a [`Record::Handover`] to that node.
+    Takeover {
+        to: Id,
+        #[serde(borrow)]
+        token: Cow<'a, str>,
+        rid: u64,
+        #[serde(borrow)]
+        node: Cow<'a, str>,
+    },
+    /// The answer to takeover `rid` of session `to`: its state (JSON), or none when refused.
+    Handover {
+        to: Id,
+        rid: u64,
+        #[serde(borrow, default, deserialize_with = "raw_option")]
+        state: Option<&'a str>,
+    },
     /// The answer to request `rid` of session `to`: `"sent"`, `"queued"` or an error code.
     Reply {
         to: Id,
@@ -292,6 +309,26 @@ impl Record<'_> {
                 json.string("reference", reference);
                 json.string("reason", reason);
             }
+            Record::Takeover {
+                to,
+                token,
+                rid,
+                node,
+            } => {
+                json.0.push_str("{\"takeover\":{\"to\":");
+                json.0.push_str(&to.bits().to_string());
+                json.string("token", token);
+                json.number("rid", *rid);
+                json.string("node", node);
+            }
+            Record::Handover { to, rid, state } => {
+                json.0.push_str("{\"handover\":{\"to\":");
+                json.0.push_str(&to.bits().to_string());
+                json.number("rid", *rid);
+                if let Some(state) = state {
+                    json.raw("state", state);
+                }
+            }
             Record::Reply { to, rid, result } => {
                 json.0.push_str("{\"reply\":{\"to\":");
                 json.0.push_str(&to.bits().to_string());
@@ -319,8 +356,11 @@ impl Record<'_> {
             | Record::Undelivered { to, .. }
             | Record::HandleTaken { to, .. }
             | Record::HandleUndelivered { to, .. }
+            | Record::Takeover { to, .. }
             | Record::Reply { to, .. } => *to,
-            Record::HandleMessage { .. } | Record::Letter { .. } => return None,
+            Record::HandleMessage { .. } | Record::Letter { .. } | Record::Handover { .. } => {
+                return None;
+            }
         })
     }
 
@@ -328,7 +368,9 @@ impl Record<'_> {
         match self {
             Record::Message { rid, .. }
             | Record::Request { rid, .. }
-            | Record::Accept { rid, .. } => Some(*rid),
+            | Record::Accept { rid, .. }
+            | Record::HandleMessage { rid, .. }
+            | Record::Takeover { rid, .. } => Some(*rid),
             _ => None,
         }
     }
@@ -508,6 +550,18 @@ impl<E: Entropy> Router<E> {
             }
         };
         self.bus_records_in += 1;
+        if let Some(to) = record.to()
+            && !self.sessions.contains_key(&to)
+            && let Some(node) = self.takeovers.moved_to(to, now)
+        {
+            // Sent on a directory entry cached before the session moved: after it.
+            self.bus_records_out += 1;
+            out.bus(BusOutput::ToNode {
+                node: node.to_owned(),
+                text: text.to_owned(),
+            });
+            return;
+        }
         match record {
             Record::Message {
                 from,
@@ -665,6 +719,13 @@ impl<E: Entropy> Router<E> {
                     );
                 }
             }
+            Record::Takeover {
+                to,
+                token,
+                rid,
+                node,
+            } => self.takeover_asked(to, &token, rid, &node, now, out),
+            Record::Handover { rid, state, .. } => self.takeover_answered(rid, state, now, out),
             Record::Reply { to, rid, result } => {
                 let result = match &*result {
                     "sent" => Ok(false),
@@ -692,6 +753,10 @@ impl<E: Entropy> Router<E> {
         now: Now,
         out: &mut impl FrameSink,
     ) {
+        if self.is_takeover(rid) {
+            self.takeover_failed(rid, now, out);
+            return;
+        }
         let Some(entry) = self.awaiting.take(rid) else {
             return;
         };
@@ -714,6 +779,7 @@ impl<E: Entropy> Router<E> {
         };
         session.claimed = false;
         let conn = session.conn;
+        self.unannounced.remove(&id);
         self.end_session(id, out);
         if let Some(conn) = conn {
             self.conns.remove(&conn);

@@ -61,6 +61,11 @@ pub enum BusOutput {
     /// Keep `letter` for whoever listens on `handle` next (it came for a listener that is gone
     /// from here).
     StoreLetter { handle: Handle, letter: String },
+    /// Session `id` moves to node `node`: the directory names that node for it from now on,
+    /// and this one stops renewing it.
+    HandOver { id: Id, node: String },
+    /// A record for node `node` itself (the answer to a takeover).
+    ToNode { node: String, text: String },
     /// A record (`remote.rs`) for session `to`, wherever it lives. `rid`: the request number
     /// its sender waits on, for [`Router::bus_failed`](super::Router::bus_failed) when the bus
     /// cannot deliver it.

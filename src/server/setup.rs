@@ -91,13 +91,16 @@ impl Server {
             cluster: config.cluster.is_some(),
             ..defaults
         };
+        let mut router_config = router_config;
         let bus = match &config.cluster {
             Some(url) => {
                 let mailbox = MailboxRules {
                     letters_per_handle: router_config.mailbox_letters_per_handle,
                     ttl: config.mailbox_ttl,
                 };
-                Some(cluster_bus(url, config.cluster_ca.as_deref(), mailbox)?)
+                let bus = cluster_bus(url, config.cluster_ca.as_deref(), mailbox)?;
+                router_config.node_name = bus.name().to_owned();
+                Some(bus)
             }
             None => None,
         };

@@ -31,16 +31,17 @@ impl Cluster {
     }
 
     fn with(nodes: usize, config: RouterConfig) -> Cluster {
-        let config = RouterConfig {
-            cluster: true,
-            ..config
-        };
         Cluster {
             nodes: (0..nodes)
                 .map(|n| {
                     let seed = 0x2545_F491_4F6C_DD1D ^ ((n as u64 + 1) * 0x9E37_79B9);
+                    let config = RouterConfig {
+                        cluster: true,
+                        node_name: format!("n{n}"),
+                        ..config.clone()
+                    };
                     (
-                        Router::new(config.clone(), SeededEntropy(seed)),
+                        Router::new(config, SeededEntropy(seed)),
                         Recorder::default(),
                     )
                 })
@@ -105,11 +106,28 @@ impl Cluster {
                 }
                 _ => {
                     self.directory.insert(id, from);
+                    let (router, sink) = &mut self.nodes[from];
+                    router.claim_confirmed(id, sink);
                 }
             },
             BusOutput::Release(id) => {
                 if self.directory.get(&id) == Some(&from) {
                     self.directory.remove(&id);
+                }
+            }
+            BusOutput::HandOver { id, node } => {
+                if let Some(index) = node.strip_prefix('n').and_then(|n| n.parse().ok()) {
+                    self.directory.insert(id, index);
+                }
+            }
+            BusOutput::ToNode { node, text } => {
+                let Some(index) = node.strip_prefix('n').and_then(|n| n.parse::<usize>().ok())
+                else {
+                    return;
+                };
+                if !self.bus_down {
+                    let (router, sink) = &mut self.nodes[index];
+                    router.from_bus(&text, now, sink);
                 }
             }
             BusOutput::Listen { handle, id } => {
@@ -434,25 +452,37 @@ fn an_answer_that_never_comes_is_unavailable_after_the_timeout_and_the_request_i
 #[test]
 fn an_id_another_node_holds_ends_the_new_session_with_1013() {
     let mut cluster = Cluster::new(2);
-    let b = cluster.connect(1, 11);
-    let id = Id::parse_units(b.id.bytes().map(Some)).expect("an ID");
-    // Node 0 made a session whose ID node 1 already holds.
-    cluster.nodes[0].0.open(1, cluster.now);
-    let actions = cluster.on(0, |router, sink, now| {
+    let now = cluster.now;
+    let claimed = {
+        let (router, sink) = &mut cluster.nodes[0];
+        router.open(1, now);
         router.text(1, r#"{"type":"CONNECT","version":2}"#, now, sink);
-        let made = sink.actions().iter().find_map(|action| match action {
-            Action::Send { frame, .. } => serde_json::from_str::<Value>(frame).ok(),
-            _ => None,
-        });
-        let made = made.unwrap_or_default();
-        let made = made["id"].as_str().unwrap_or_default().to_owned();
-        let made = Id::parse_units(made.bytes().map(Some)).expect("an ID");
-        router.claim_lost(made, sink);
-    });
+        let actions = sink.take();
+        assert!(
+            frames_to(&actions, 1).is_empty(),
+            "no ID is told before the directory holds it: {actions:?}"
+        );
+        actions
+            .into_iter()
+            .find_map(|action| match action {
+                Action::Bus(BusOutput::Claim(id)) => Some(id),
+                _ => None,
+            })
+            .expect("a claim")
+    };
+    // Another node holds that ID already.
+    cluster.directory.insert(claimed, 1);
+    cluster.carry(0, BusOutput::Claim(claimed));
+    let actions = cluster.on(0, |_, _, _| {});
+    assert!(
+        frames_to(&actions, 1)
+            .iter()
+            .all(|f| f["type"] != "CONNECT")
+    );
     assert_eq!(closes(&actions), [(1, close_code::SERVER_FULL)]);
     assert_eq!(cluster.nodes[0].0.stats().sessions, 0);
-    // B's directory entry is untouched.
-    assert_eq!(cluster.directory.get(&id), Some(&1));
+    // The other node's directory entry is untouched.
+    assert_eq!(cluster.directory.get(&claimed), Some(&1));
 }
 
 #[test]
@@ -601,4 +631,104 @@ fn a_handle_taken_on_another_node_is_told_and_its_waiting_letters_follow_it() {
         .filter_map(|f| f["type"].as_str().map(str::to_owned))
         .collect();
     assert!(kinds.contains(&"HANDLE_TAKEN".to_owned()), "{kinds:?}");
+}
+
+impl Cluster {
+    /// A CONNECT with `member`'s resume, on `conn` of `node`.
+    fn resume(&mut self, node: usize, conn: ConnId, member: &Member, token: &str) -> Vec<Action> {
+        let now = self.now;
+        self.nodes[node].0.open(conn, now);
+        let text = json!({"type":"CONNECT","version":2,"resume":{"id":member.id,"token":token}})
+            .to_string();
+        self.on(node, |router, sink, now| {
+            router.text(conn, &text, now, sink)
+        })
+    }
+}
+
+#[test]
+fn a_session_resumed_through_another_node_moves_there_with_what_waited_for_it() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    cluster.befriend(&a, &b);
+    cluster.closed(&b);
+    let queued = cluster.text(&a, &message(&b.id, Some("while-away")));
+    assert_eq!(
+        only_frame_to(&queued, a.conn),
+        json!({"type":"ACK","ref":"while-away","queued":true})
+    );
+
+    // B comes back through node 0 (a load balancer without stickiness).
+    let back = cluster.resume(0, 2, &b, &b.token);
+    let to_b = frames_to(&back, 2);
+    assert_eq!(to_b[0]["type"], "CONNECT", "{to_b:?}");
+    assert_eq!(to_b[0]["resumed"], true);
+    assert_eq!(to_b[0]["id"], b.id.as_str());
+    assert_ne!(to_b[0]["token"], b.token.as_str(), "tokens are single-use");
+    assert_eq!(
+        to_b[1]["type"], "MESSAGE",
+        "what waited comes next: {to_b:?}"
+    );
+    assert_eq!(to_b[1]["from"], a.id.as_str());
+    assert_eq!(
+        only_frame_to(&back, a.conn),
+        json!({"type":"PRESENCE","id":b.id,"online":true})
+    );
+    assert_eq!(
+        cluster.nodes[1].0.stats().sessions,
+        0,
+        "gone from its old node"
+    );
+    assert_eq!(cluster.nodes[0].0.stats().sessions, 2);
+    let id = Id::parse_units(b.id.bytes().map(Some)).expect("an ID");
+    assert_eq!(cluster.directory.get(&id), Some(&0));
+
+    // The friendship holds, now within one node, both ways.
+    let moved = Member {
+        node: 0,
+        conn: 2,
+        id: b.id.clone(),
+        token: to_b[0]["token"].as_str().unwrap_or_default().to_owned(),
+    };
+    let sent = cluster.text(&a, &message(&b.id, Some("after")));
+    assert_eq!(only_frame_to(&sent, moved.conn)["type"], "MESSAGE");
+    let back_again = cluster.text(&moved, &message(&a.id, Some("reply")));
+    assert_eq!(only_frame_to(&back_again, a.conn)["from"], b.id.as_str());
+}
+
+#[test]
+fn a_connected_session_taken_over_through_another_node_closes_its_old_connection_4001() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    cluster.befriend(&a, &b);
+    let taken = cluster.resume(0, 2, &b, &b.token);
+    assert_eq!(closes(&taken), [(b.conn, close_code::TAKEN_OVER)]);
+    assert_eq!(frames_to(&taken, 2)[0]["resumed"], true);
+    assert!(
+        frames_to(&taken, a.conn).is_empty(),
+        "B never looked away to A: no PRESENCE"
+    );
+}
+
+#[test]
+fn a_resume_with_a_wrong_token_or_without_the_bus_gets_a_new_session() {
+    let mut cluster = Cluster::new(2);
+    let b = cluster.connect(1, 11);
+    let wrong = cluster.resume(0, 2, &b, &"A".repeat(43));
+    let reply = only_frame_to(&wrong, 2);
+    assert_eq!(reply["resumed"], false, "{reply}");
+    assert_ne!(reply["id"], b.id.as_str());
+    assert_eq!(
+        cluster.nodes[1].0.stats().sessions,
+        1,
+        "B's session stays where it is"
+    );
+
+    cluster.bus_down = true;
+    let cut_off = cluster.resume(0, 3, &b, &b.token);
+    let reply = only_frame_to(&cut_off, 3);
+    assert_eq!(reply["resumed"], false, "{reply}");
+    assert_eq!(cluster.nodes[1].0.stats().sessions, 1);
 }

@@ -1,0 +1,421 @@
+//! A session that moves between nodes (cluster mode). A client whose connection dropped may
+//! come back through any node (a load balancer needs no stickiness): that node asks the node
+//! holding the session to hand it over, and carries on with it, with the same ID, a new token,
+//! and everything that waited for it.
+//!
+//! The resume goes as on one node, one bus round trip later: the CONNECT with `resume` waits
+//! while the session's node checks the token ([`Record::Takeover`]). If it matches, that node
+//! takes the session out of its tables without ending it (its friends are not told it left;
+//! a connection still holding it is closed with 4001, as a takeover on one node), moves the
+//! directory entry to the new node, and answers with the session's state ([`Record::Handover`]):
+//! its friends and pending requests, its resume queue, and the letters its own mailbox held for
+//! the session's handles. The new node installs it, answers the CONNECT (`resumed: true`), sends
+//! the queue, and tells the friends it is back if it was away. If the token does not match, the
+//! session is unknown, or no answer comes within [`TAKEOVER_TIMEOUT_MS`], the client gets a new
+//! session, exactly as a resume that fails on one node.
+//!
+//! Handles are not moved: every version-2 client LISTENs again after its CONNECT, which names
+//! the same session for them; the letters moved with the session wait in this node's mailbox
+//! for that LISTEN.
+//!
+//! Bounds: one takeover per connection at a time (a second CONNECT is `already_connected`), so
+//! at most one per open connection; each waits at most [`TAKEOVER_TIMEOUT_MS`]. A handover is
+//! as large as the session's state, which the caps on friends, pending requests, the resume
+//! queue and the mailbox bound.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::fasthash::FastMap;
+use super::limits::TokenBucket;
+use super::mailbox::Sender;
+use super::remote::Record;
+use super::session::{PendingIn, QueuedFrame, QueuedKind, Session};
+use super::sink::BusOutput;
+use super::{ConnId, Entropy, FrameSink, MS_PER_MINUTE, MS_PER_SECOND, Now, Router, close_code};
+use crate::address::{Block, ClientAddr};
+use crate::id::{Id, TOKEN_LEN};
+use crate::protocol::{Handle, ServerFrame};
+
+/// How long a resume waits for another node to hand the session over before the client gets
+/// a new session instead.
+pub const TAKEOVER_TIMEOUT_MS: u64 = 5_000;
+
+/// A connection whose CONNECT waits for a handover.
+#[derive(Debug)]
+struct Pending {
+    conn: ConnId,
+    id: Id,
+    version: u8,
+    reference: Option<Box<str>>,
+}
+
+/// How long records for a session handed over to another node are sent after it: longer than
+/// any node caches a directory entry (`crate::bus::DIRECTORY_CACHE`).
+pub const FORWARD_MS: u64 = 10_000;
+/// Sessions handed over within [`FORWARD_MS`] that are remembered at most (the oldest are
+/// forgotten first; a record for one forgotten is answered as for a session that is gone).
+const MAX_MOVED: usize = 4_096;
+
+/// Takeovers in flight, by request number, with their deadlines in order (one timeout for all);
+/// and the sessions recently handed over to other nodes, so that records still sent here for
+/// them follow them.
+#[derive(Debug, Default)]
+pub(super) struct Takeovers {
+    pending: FastMap<u64, Pending>,
+    deadlines: VecDeque<(u64, u64)>,
+    moved: FastMap<Id, (String, u64)>,
+    moved_order: VecDeque<(Id, u64)>,
+}
+
+impl Takeovers {
+    /// The node session `id` was handed over to, if that was within [`FORWARD_MS`].
+    pub(super) fn moved_to(&mut self, id: Id, now: Now) -> Option<&str> {
+        while let Some(&(old, until)) = self.moved_order.front() {
+            if until > now.mono_ms && self.moved_order.len() <= MAX_MOVED {
+                break;
+            }
+            self.moved_order.pop_front();
+            if self.moved.get(&old).is_some_and(|entry| entry.1 == until) {
+                self.moved.remove(&old);
+            }
+        }
+        self.moved.get(&id).map(|(node, _)| node.as_str())
+    }
+
+    fn remember_move(&mut self, id: Id, node: &str, now: Now) {
+        let until = now.mono_ms.saturating_add(FORWARD_MS);
+        self.moved.insert(id, (node.to_owned(), until));
+        self.moved_order.push_back((id, until));
+    }
+
+    pub(super) fn earliest_ms(&self) -> Option<u64> {
+        self.deadlines.front().map(|&(_, at)| at)
+    }
+}
+
+/// What a session is, as one node hands it to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SessionState {
+    /// The address that created it (the per-address session count follows it).
+    peer: IpAddr,
+    friends: Vec<Id>,
+    pending_out: Vec<Id>,
+    pending_in: Vec<(Id, Block)>,
+    /// The resume queue, oldest first.
+    queue: Vec<(String, QueuedState)>,
+    /// Letters this node's mailbox held for the session's handles: (handle, frame).
+    letters: Vec<(String, String)>,
+    /// Whether a connection held it (its friends never saw it leave).
+    connected: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum QueuedState {
+    Capped,
+    VersionTwo,
+    Control,
+    Message {
+        sender: Id,
+        reference: Option<String>,
+    },
+}
+
+impl QueuedState {
+    fn of(kind: &QueuedKind) -> QueuedState {
+        match kind {
+            QueuedKind::Capped => QueuedState::Capped,
+            QueuedKind::VersionTwo => QueuedState::VersionTwo,
+            QueuedKind::Control => QueuedState::Control,
+            QueuedKind::Message { sender, reference } => QueuedState::Message {
+                sender: *sender,
+                reference: reference.as_deref().map(str::to_owned),
+            },
+        }
+    }
+
+    fn kind(self) -> QueuedKind {
+        match self {
+            QueuedState::Capped => QueuedKind::Capped,
+            QueuedState::VersionTwo => QueuedKind::VersionTwo,
+            QueuedState::Control => QueuedKind::Control,
+            QueuedState::Message { sender, reference } => QueuedKind::Message {
+                sender,
+                reference: reference.map(String::into_boxed_str),
+            },
+        }
+    }
+}
+
+impl<E: Entropy> Router<E> {
+    /// Asks the node holding session `id` to hand it over to `conn` (the CONNECT's `resume`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn resume_remotely(
+        &mut self,
+        conn: ConnId,
+        id: Id,
+        token: &[u8; TOKEN_LEN],
+        version: u8,
+        reference: Option<&str>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.taking_over = true;
+        let rid = self.awaiting.fanout_number();
+        self.takeovers.pending.insert(
+            rid,
+            Pending {
+                conn,
+                id,
+                version,
+                reference: reference.map(Box::from),
+            },
+        );
+        self.takeovers
+            .deadlines
+            .push_back((rid, now.mono_ms.saturating_add(TAKEOVER_TIMEOUT_MS)));
+        let node = self.config.node_name.clone();
+        let record = Record::Takeover {
+            to: id,
+            token: Cow::Borrowed(std::str::from_utf8(token).unwrap_or_default()),
+            rid,
+            node: Cow::Borrowed(&node),
+        };
+        self.send_record(&record, out);
+    }
+
+    /// Whether request `rid` is a takeover (the bus reports failures by request number).
+    pub(super) fn is_takeover(&self, rid: u64) -> bool {
+        self.takeovers.pending.contains_key(&rid)
+    }
+
+    /// Another node asks for session `id` (`token` from the client's CONNECT) for a connection
+    /// of node `node`: handed over if the token matches, refused otherwise.
+    pub(super) fn takeover_asked(
+        &mut self,
+        id: Id,
+        token: &str,
+        rid: u64,
+        node: &str,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let token: Option<[u8; TOKEN_LEN]> = token.as_bytes().try_into().ok();
+        let state = if self.resume_matches(id, token.as_ref()) {
+            self.takeovers.remember_move(id, node, now);
+            self.hand_over_session(id, node, out)
+        } else {
+            None
+        };
+        let state = state.and_then(|state| serde_json::to_string(&state).ok());
+        let record = Record::Handover {
+            to: id,
+            rid,
+            state: state.as_deref(),
+        };
+        self.bus_records_out += 1;
+        out.bus(BusOutput::ToNode {
+            node: node.to_owned(),
+            text: record.to_json(),
+        });
+    }
+
+    /// Takes session `id` out of this node for node `node`, without ending it.
+    fn hand_over_session(
+        &mut self,
+        id: Id,
+        node: &str,
+        out: &mut impl FrameSink,
+    ) -> Option<SessionState> {
+        let mut session = self.sessions.remove(&id)?;
+        self.sessions_per_peer.release(session.peer);
+        match session.conn {
+            Some(conn) => {
+                self.conns.remove(&conn);
+                out.close(conn, close_code::TAKEN_OVER, "session taken over");
+            }
+            None => self.sessions_resuming -= 1,
+        }
+        let mut letters = Vec::new();
+        for handle in self.handles.remove_session(id) {
+            while let Some(letter) = self.mailbox.take_oldest_for(&handle) {
+                letters.push((handle.as_str().to_owned(), letter.frame.into_string()));
+            }
+            self.handles.mail(&handle, self.mailbox.mail_for(&handle));
+        }
+        let mut queue = Vec::new();
+        for entry in session.queue.take_all() {
+            self.queued_frames -= 1;
+            self.queued_bytes -= entry.bytes();
+            queue.push((entry.frame, QueuedState::of(&entry.kind)));
+        }
+        out.bus(BusOutput::HandOver {
+            id,
+            node: node.to_owned(),
+        });
+        self.drop_stale_timers();
+        Some(SessionState {
+            peer: session.peer.ip(),
+            friends: session.friends.into_iter().collect(),
+            pending_out: session.pending_out.into_iter().collect(),
+            pending_in: session
+                .pending_in
+                .into_iter()
+                .map(|(requester, pending)| (requester, pending.block))
+                .collect(),
+            queue,
+            letters,
+            connected: session.conn.is_some(),
+        })
+    }
+
+    /// The answer to takeover `rid`: the session installed for its connection, or (`None`:
+    /// refused) a new session, as a failed resume on one node.
+    pub(super) fn takeover_answered(
+        &mut self,
+        rid: u64,
+        state: Option<&str>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let Some(pending) = self.takeovers.pending.remove(&rid) else {
+            return;
+        };
+        let state = state.and_then(|text| match serde_json::from_str::<SessionState>(text) {
+            Ok(state) => Some(state),
+            Err(error) => {
+                log::warn!("cluster: a handed-over session did not parse ({error})");
+                None
+            }
+        });
+        let conn_open = self.conns.get_mut(&pending.conn).map(|conn| {
+            conn.taking_over = false;
+        });
+        match state {
+            Some(state) => self.install_session(pending, state, conn_open.is_some(), now, out),
+            None if conn_open.is_some() => {
+                let reference = pending.reference.as_deref();
+                self.start_session(pending.conn, pending.version, reference, now, out);
+            }
+            None => {}
+        }
+    }
+
+    /// A takeover the bus could not carry, or that waited too long: a new session instead.
+    pub(super) fn takeover_failed(&mut self, rid: u64, now: Now, out: &mut impl FrameSink) {
+        self.takeover_answered(rid, None, now, out);
+    }
+
+    pub(super) fn expire_takeovers(&mut self, now: Now, out: &mut impl FrameSink) {
+        while let Some(&(rid, at)) = self.takeovers.deadlines.front() {
+            if at > now.mono_ms {
+                break;
+            }
+            self.takeovers.deadlines.pop_front();
+            if self.takeovers.pending.contains_key(&rid) {
+                self.takeover_failed(rid, now, out);
+            }
+        }
+    }
+
+    /// Makes the handed-over session live here, for `pending.conn` if it is still open (else in
+    /// its resume window, as if it had just dropped).
+    fn install_session(
+        &mut self,
+        pending: Pending,
+        state: SessionState,
+        conn_open: bool,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let id = pending.id;
+        let peer = ClientAddr::new(state.peer);
+        if self.sessions.contains_key(&id) {
+            // Made here meanwhile (a second resume through this node won): nothing to install.
+            return;
+        }
+        // Back here after moving away: records are no longer sent on.
+        self.takeovers.moved.remove(&id);
+        // The session exists in the cluster already: it counts against its address here even
+        // past the limit (refusing it would end a live session), and no start is charged.
+        self.sessions_per_peer.acquire_regardless(peer);
+        let token = self.fresh_token();
+        self.sessions_created += 1;
+        let mut pending_in = FastMap::default();
+        for (requester, block) in state.pending_in {
+            self.requests_forwarded += 1;
+            let arrival = self.requests_forwarded;
+            pending_in.insert(requester, PendingIn { arrival, block });
+        }
+        let session = Session {
+            token,
+            peer,
+            conn: None,
+            serial: self.sessions_created,
+            version: pending.version,
+            timer_generation: 0,
+            awaiting: 0,
+            claimed: true,
+            friends: state.friends.into_iter().collect(),
+            pending_out: state.pending_out.into_iter().collect(),
+            pending_in,
+            queue: Default::default(),
+            message_rate: TokenBucket::full(
+                self.config.rate_messages_per_sec,
+                MS_PER_SECOND,
+                now.mono_ms,
+            ),
+            request_rate: TokenBucket::full(
+                self.config.rate_friend_requests_per_min,
+                MS_PER_MINUTE,
+                now.mono_ms,
+            ),
+            recent_requests: Default::default(),
+        };
+        self.sessions.insert(id, session);
+        self.sessions_resuming += 1;
+        out.bus(BusOutput::Claim(id));
+        for (handle, frame) in state.letters {
+            let Some(handle) = Handle::parse(&handle) else {
+                continue;
+            };
+            let nobody = Sender {
+                id,
+                serial: u64::MAX,
+            };
+            let block = peer.largest_block();
+            let frame = ServerFrame::Encoded(&frame);
+            if self
+                .store_letter_from(handle, frame, nobody, None, block, now, out)
+                .is_err()
+            {
+                log::debug!("cluster: a letter that followed its session found no room here");
+            }
+        }
+        for (frame, kind) in state.queue {
+            if let Some(session) = self.sessions.get_mut(&id) {
+                let entry = QueuedFrame {
+                    frame,
+                    kind: kind.kind(),
+                };
+                self.queued_bytes += session.queue.push(entry);
+                self.queued_frames += 1;
+            }
+        }
+        if conn_open {
+            // As a resume on one node: new token, reply, the queue; PRESENCE to its friends
+            // only if it was away (a takeover from a live connection never looked away).
+            let was_away = !state.connected;
+            self.resume_telling_friends(pending.conn, id, pending.version, was_away, out);
+        } else {
+            self.sessions_resuming -= 1;
+            self.session_dropped(id, now, out);
+        }
+    }
+}
