@@ -401,6 +401,9 @@ impl Server {
                 for &id in &news.claimed {
                     router.claim_confirmed(id, out);
                 }
+                for (rid, state) in &news.checkpoints {
+                    router.checkpoint_loaded(*rid, state.as_deref(), clock.router, out);
+                }
                 for &rid in &news.stored {
                     router.bus_stored(rid, clock.router, out);
                 }
@@ -412,6 +415,8 @@ impl Server {
                 }
             });
         }
+        // What changed this turn is saved once, then everything leaves.
+        self.call_router(clock, |router, out| router.checkpoint(out));
         if let Some(bus) = self.bus.as_mut() {
             bus.flush(self.poll.registry());
         }

@@ -269,3 +269,35 @@ fn a_session_resumes_through_any_node_with_its_id_friends_and_what_waited() {
     let (_, stale) = resume_session(&nodes[1], &b_id, &token);
     assert_eq!(stale["resumed"], false, "{stale}");
 }
+
+#[test]
+fn after_kill_9_of_its_node_a_session_resumes_on_another_with_what_was_acknowledged() {
+    let redis = RedisServer::start();
+    let mut nodes = nodes(&redis, 2);
+    let (mut a, a_id, _) = connect_session(&nodes[0]);
+    let (mut b, b_id, b_token) = connect_session(&nodes[1]);
+    make_friends(&mut a, &mut b);
+    b.drop_connection();
+    assert_eq!(a.expect_type("PRESENCE")["online"], false);
+    a.send_json(&message(&b_id, TEST_PAYLOAD, Some("acked")));
+    a.expect_queued_ack("acked");
+
+    nodes[1].signal("KILL");
+    assert!(nodes[1].wait_exit(Duration::from_secs(5)).is_some());
+
+    let (mut back, reply) = resume_session(&nodes[0], &b_id, &b_token);
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(reply["id"], b_id.as_str());
+    let waited = back.expect_type("MESSAGE");
+    assert_eq!(waited["from"], a_id.as_str());
+    assert_eq!(waited["payload"], TEST_PAYLOAD);
+    back.send_json(&message(&a_id, TEST_PAYLOAD, Some("alive")));
+    back.expect_ack("alive");
+    let got = a.recv_json();
+    let got = if got["type"] == "PRESENCE" {
+        a.expect_type("MESSAGE")
+    } else {
+        got
+    };
+    assert_eq!(got["from"], b_id.as_str());
+}

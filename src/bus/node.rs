@@ -64,14 +64,17 @@ const CLAIM: &[u8] = b"local v = redis.call('GET', KEYS[1]) \
 if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
 return 0";
-/// Renews every key in `KEYS` that names node `ARGV[1]`, for `ARGV[2]` ms; returns the indexes
-/// (1-based) of those another node holds now.
+/// Renews every key in `KEYS` that names node `ARGV[1]`, for `ARGV[2]` ms, and the saved state
+/// of its session (`secchat:s:<ID>`) for `ARGV[3]` ms; returns the indexes (1-based) of those
+/// another node holds now.
 const RENEW: &[u8] = b"local lost = {} \
 for i, k in ipairs(KEYS) do \
 local v = redis.call('GET', k) \
 if v == false then redis.call('SET', k, ARGV[1], 'PX', ARGV[2]) \
 elseif v == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2]) \
-else table.insert(lost, i) end end \
+else table.insert(lost, i) end \
+if v == false or v == ARGV[1] then \
+redis.call('PEXPIRE', 'secchat:s:' .. string.sub(k, 12), ARGV[3]) end end \
 return lost";
 /// LISTEN: `KEYS[1]` (a handle's entry) names session `ARGV[1]` for `ARGV[2]` ms; returns the
 /// session it named before (or "") and the letters kept for the handle in `KEYS[2]`, which go.
@@ -114,6 +117,8 @@ pub struct MailboxRules {
 pub struct BusNews {
     /// Sessions whose directory claim holds (or that go on unclaimed while the bus is down).
     pub claimed: Vec<Id>,
+    /// Saved session states read for takeovers: (request number, the state if any).
+    pub checkpoints: Vec<(u64, Option<Vec<u8>>)>,
     /// Requests whose letter the cluster's mailbox kept (queued).
     pub stored: Vec<u64>,
     /// Handles a LISTEN here took from another session: (handle, that session).
@@ -132,6 +137,7 @@ impl BusNews {
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
             && self.claimed.is_empty()
+            && self.checkpoints.is_empty()
             && self.failures.is_empty()
             && self.lost_claims.is_empty()
             && self.stored.is_empty()
@@ -167,6 +173,8 @@ enum Sent {
     Store(Box<ToHandle>),
     /// A letter kept, or handle entries renewed, whatever happens (nothing waits on the answer).
     Kept,
+    /// The saved state of a session, for takeover `rid`.
+    Checkpoint(u64),
 }
 
 /// A record for whoever listens on a handle, as the router made it.
@@ -214,6 +222,7 @@ pub struct ClusterBus {
     /// Records for handles that wait for their listener's lookup, in order per handle.
     parked_handles: FastMap<Handle, Vec<ToHandle>>,
     mailbox: MailboxRules,
+    resume_window: Duration,
     next_refresh: Instant,
     news: BusNews,
     events: Vec<LinkEvent>,
@@ -244,6 +253,7 @@ impl ClusterBus {
             local_handles: FastMap::default(),
             parked_handles: FastMap::default(),
             mailbox,
+            resume_window: Duration::from_secs(30),
             next_refresh: Instant::now() + REFRESH_EVERY,
             news: BusNews::default(),
             events: Vec::new(),
@@ -275,6 +285,18 @@ impl ClusterBus {
 
     pub fn subscriber_link(&self) -> &RedisLink {
         &self.subscriber
+    }
+
+    /// How long a session's saved state outlives the last renewal: the resume window, plus the
+    /// directory's TTL (a client may come back at the end of its window just as its node died).
+    fn session_ttl(&self) -> Duration {
+        self.resume_window + DIRECTORY_TTL
+    }
+
+    /// The resume window sessions have (`--resume-grace`): how long saved states are kept.
+    pub fn with_resume_window(mut self, window: Duration) -> ClusterBus {
+        self.resume_window = window;
+        self
     }
 
     /// What `/metrics` shows of the bus.
@@ -315,6 +337,44 @@ impl ClusterBus {
                     .is_ok()
                 {
                     self.sent.push_back(Sent::Release);
+                }
+                // The session ended: nothing is left to resume.
+                if self.commands.command(&[b"DEL", &state_key(id)]).is_ok() {
+                    self.sent.push_back(Sent::Kept);
+                }
+            }
+            BusOutput::Checkpoint { id, text } => {
+                let ttl = self.session_ttl().as_millis().to_string();
+                let args: [&[u8]; 5] = [
+                    b"SET",
+                    &state_key(id),
+                    text.as_bytes(),
+                    b"PX",
+                    ttl.as_bytes(),
+                ];
+                if self.commands.command(&args).is_ok() {
+                    self.sent.push_back(Sent::Kept);
+                }
+            }
+            BusOutput::LoadCheckpoint { id, rid } => {
+                if self.commands.command(&[b"GET", &state_key(id)]).is_ok() {
+                    self.sent.push_back(Sent::Checkpoint(rid));
+                } else {
+                    self.news.checkpoints.push((rid, None));
+                }
+            }
+            BusOutput::Adopt(id) => {
+                self.local.insert(id);
+                let ttl = DIRECTORY_TTL.as_millis().to_string();
+                let args: [&[u8]; 5] = [
+                    b"SET",
+                    &directory_key(id),
+                    self.name.as_bytes(),
+                    b"PX",
+                    ttl.as_bytes(),
+                ];
+                if self.commands.command(&args).is_ok() {
+                    self.sent.push_back(Sent::Kept);
                 }
             }
             BusOutput::Record { to, rid, text } => self.send_record(to, rid, text),
@@ -668,6 +728,7 @@ impl ClusterBus {
         }
         let ids: Vec<Id> = self.local.iter().copied().collect();
         let ttl = DIRECTORY_TTL.as_millis().to_string();
+        let session_ttl = self.session_ttl().as_millis().to_string();
         for chunk in ids.chunks(REFRESH_CHUNK) {
             let keys: Vec<Vec<u8>> = chunk.iter().map(|id| directory_key(*id)).collect();
             let count = keys.len().to_string();
@@ -675,6 +736,7 @@ impl ClusterBus {
             args.extend(keys.iter().map(Vec::as_slice));
             args.push(self.name.as_bytes());
             args.push(ttl.as_bytes());
+            args.push(session_ttl.as_bytes());
             if self.commands.command(&args).is_ok() {
                 self.sent.push_back(Sent::Renew(chunk.to_vec()));
             }
@@ -765,17 +827,27 @@ impl ClusterBus {
                 }
                 _ => self.fail(message.rid, BusFailure::Unavailable),
             },
+            Sent::Checkpoint(rid) => {
+                let state = match reply {
+                    Reply::Bulk(state) => state,
+                    _ => None,
+                };
+                self.news.checkpoints.push((rid, state));
+            }
             Sent::Kept => {
                 if matches!(reply, Reply::Error(_)) {
                     log::warn!("cluster: Redis refused to keep a letter (is it out of memory?)");
                 }
             }
             Sent::Publish { rids } => {
-                if !matches!(reply, Reply::Integer(n) if n > 0) {
-                    // Nobody heard it: the node is gone or not subscribed right now.
-                    for rid in rids {
-                        self.fail(Some(rid), BusFailure::Unavailable);
-                    }
+                let failure = match reply {
+                    Reply::Integer(n) if n > 0 => return,
+                    // Nobody heard it: the node is gone (or not subscribed right now).
+                    Reply::Integer(_) => BusFailure::NodeGone,
+                    _ => BusFailure::Unavailable,
+                };
+                for rid in rids {
+                    self.fail(Some(rid), failure);
                 }
             }
         }
@@ -865,6 +937,7 @@ impl ClusterBus {
                     }
                 }
                 Sent::Store(message) => self.fail(message.rid, BusFailure::Unavailable),
+                Sent::Checkpoint(rid) => self.news.checkpoints.push((rid, None)),
                 Sent::Lookup(id) => {
                     if let Some(parked) = self.parked.remove(&id) {
                         for (rid, text) in parked.records {
@@ -901,6 +974,11 @@ fn mail_key(handle: &Handle) -> Vec<u8> {
 /// A session ID as the directory holds it (its text).
 fn parse_id(text: &[u8]) -> Option<Id> {
     Id::parse_units(text.iter().map(|&byte| byte.is_ascii().then_some(byte)))
+}
+
+/// Where the resumable state of session `id` is saved.
+fn state_key(id: Id) -> Vec<u8> {
+    format!("secchat:s:{}", id.text().as_str()).into_bytes()
 }
 
 /// The directory key of session `id`.

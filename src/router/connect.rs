@@ -98,6 +98,7 @@ impl<E: Entropy> Router<E> {
             recent_requests: Default::default(),
         };
         self.sessions.insert(id, session);
+        self.touch(id);
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(id);
         }
@@ -177,6 +178,7 @@ impl<E: Entropy> Router<E> {
         session.timer_generation = 0;
         let previous_conn = session.conn.replace(conn);
         let queued = session.queue.take_all();
+        self.touch(id);
         match previous_conn {
             Some(old_conn) => {
                 self.conns.remove(&old_conn);

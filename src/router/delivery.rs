@@ -63,6 +63,7 @@ impl<E: Entropy> Router<E> {
                 let frame = frame.to_text();
                 self.queued_bytes += session.queue.push(QueuedFrame { frame, kind });
                 self.queued_frames += 1;
+                self.touch(target);
                 true
             }
         }

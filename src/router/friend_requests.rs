@@ -87,6 +87,7 @@ impl<E: Entropy> Router<E> {
         if let Some(sender) = self.sessions.get_mut(&caller.id) {
             sender.pending_out.insert(to);
         }
+        self.touch(caller.id);
         self.ack(caller, queued, out);
         Ok(())
     }
@@ -122,6 +123,7 @@ impl<E: Entropy> Router<E> {
             };
             target.pending_in.insert(from, pending);
             target_version = target.version;
+            self.touch(to);
         }
         let frame = ServerFrame::FriendKey {
             kind: FriendKeyFrame::Request,
@@ -231,6 +233,7 @@ impl<E: Entropy> Router<E> {
         match self.sessions.get_mut(&requester) {
             Some(session) => {
                 session.pending_out.remove(&target);
+                self.touch(requester);
             }
             None => self.tell_remote(
                 Record::Withdrawn {
@@ -244,7 +247,9 @@ impl<E: Entropy> Router<E> {
             return;
         };
         target_session.pending_in.remove(&requester);
-        if target_session.version >= 2 {
+        let version = target_session.version;
+        self.touch(target);
+        if version >= 2 {
             self.deliver(
                 target,
                 ServerFrame::Encoded(&protocol::friend_cancel(requester)),
@@ -314,6 +319,8 @@ impl<E: Entropy> Router<E> {
                 out,
             ),
         }
+        self.touch(caller.id);
+        self.touch(to);
         let queued = self.deliver(
             to,
             ServerFrame::Encoded(&protocol::friend_decline(caller.id)),
@@ -349,6 +356,10 @@ impl<E: Entropy> Router<E> {
                 out,
             ),
         }
+        self.touch(caller.id);
+        self.touch(to);
+        self.touch(caller.id);
+        self.touch(to);
         let queued = self.deliver(
             to,
             ServerFrame::Encoded(&protocol::friend_remove(caller.id)),
@@ -367,6 +378,7 @@ impl<E: Entropy> Router<E> {
                 session.pending_out.remove(&other);
                 session.pending_in.remove(&other);
                 session.friends.insert(other);
+                self.touch(this);
             }
         }
     }

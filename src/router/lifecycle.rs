@@ -81,6 +81,7 @@ impl<E: Entropy> Router<E> {
         };
         self.sessions_per_peer.release(session.peer);
         self.unannounced.remove(&id);
+        self.checkpoint_due.remove(&id);
         if session.claimed {
             out.bus(BusOutput::Release(id));
         }
@@ -129,6 +130,7 @@ impl<E: Entropy> Router<E> {
             match self.sessions.get_mut(&friend) {
                 Some(friend_session) => {
                     friend_session.friends.remove(&id);
+                    self.touch(friend);
                 }
                 None => {
                     self.tell_remote(

@@ -83,6 +83,7 @@ impl<E: Entropy> Router<E> {
                 };
                 self.queued_bytes += recipient.queue.push(QueuedFrame { frame, kind });
                 self.queued_frames += 1;
+                self.touch(to);
                 true
             }
         };

@@ -205,6 +205,9 @@ pub struct Router<E: Entropy> {
     /// New sessions whose CONNECT reply waits for the directory's confirmation (cluster mode):
     /// at most one per session.
     unannounced: FastMap<Id, ConnId>,
+    /// Sessions whose resumable state changed since the last [`Router::checkpoint`] (cluster
+    /// mode): at most every session.
+    checkpoint_due: fasthash::FastSet<Id>,
     /// Connections waiting for another node to hand their session over (`remote_sessions.rs`).
     takeovers: remote_sessions::Takeovers,
     bus_records_out: u64,
@@ -264,6 +267,7 @@ impl<E: Entropy> Router<E> {
             awaiting: remote::AwaitingReplies::starting_at(u64::from_le_bytes(rid)),
             takeovers: remote_sessions::Takeovers::default(),
             unannounced: FastMap::default(),
+            checkpoint_due: Default::default(),
             bus_records_out: 0,
             bus_records_in: 0,
             errors_sent: [0; ErrorCode::ALL.len()],
@@ -519,6 +523,15 @@ impl<E: Entropy> Router<E> {
         let mut bytes = [0u8; TOKEN_BYTES];
         self.entropy.fill(&mut bytes);
         ResumeToken::from_random_bytes(&bytes)
+    }
+
+    /// Session `id`'s resumable state changed (cluster mode: it is saved at the next
+    /// [`Router::checkpoint`], so that another node can resume it if this one dies).
+    #[inline]
+    pub(super) fn touch(&mut self, id: Id) {
+        if self.config.cluster {
+            self.checkpoint_due.insert(id);
+        }
     }
 
     pub(super) fn drop_stale_timers(&mut self) {

@@ -425,6 +425,9 @@ pub enum BusFailure {
     NoSuchSession,
     /// The bus is down or refused the record.
     Unavailable,
+    /// The node the directory names for the session heard nothing: it is gone (or not
+    /// subscribed right now).
+    NodeGone,
 }
 
 /// What a session waits for another node to answer.
@@ -599,6 +602,7 @@ impl<E: Entropy> Router<E> {
                 self.reply(from, rid, result, out);
             }
             Record::Decline { from, to } => {
+                self.touch(to);
                 if self
                     .sessions
                     .get_mut(&to)
@@ -609,6 +613,7 @@ impl<E: Entropy> Router<E> {
                 }
             }
             Record::Remove { from, to } => {
+                self.touch(to);
                 if self
                     .sessions
                     .get_mut(&to)
@@ -620,6 +625,7 @@ impl<E: Entropy> Router<E> {
             }
             Record::Bye { from, to } => self.forget_remote_friend(to, from, out),
             Record::Cancel { from, to } => {
+                self.touch(to);
                 let Some(session) = self.sessions.get_mut(&to) else {
                     return;
                 };
@@ -634,6 +640,7 @@ impl<E: Entropy> Router<E> {
                 }
             }
             Record::Withdrawn { from, to } => {
+                self.touch(to);
                 if let Some(session) = self.sessions.get_mut(&to) {
                     session.pending_out.remove(&from);
                 }
@@ -754,14 +761,19 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) {
         if self.is_takeover(rid) {
-            self.takeover_failed(rid, now, out);
+            if failure == BusFailure::NodeGone {
+                // Its node died: the session may be adopted from its saved state.
+                self.load_checkpoint(rid, out);
+            } else {
+                self.takeover_failed(rid, now, out);
+            }
             return;
         }
         let Some(entry) = self.awaiting.take(rid) else {
             return;
         };
         let code = match (failure, entry.what) {
-            (BusFailure::Unavailable, _) => ErrorCode::Unavailable,
+            (BusFailure::Unavailable | BusFailure::NodeGone, _) => ErrorCode::Unavailable,
             (_, Waiting::Handle | Waiting::Copy { .. }) => ErrorCode::NoMailbox,
             (BusFailure::NoSuchSession, Waiting::Message { .. }) => ErrorCode::NotFriends,
             (BusFailure::NoSuchSession, Waiting::Request { .. }) => ErrorCode::UnknownPeer,
@@ -944,6 +956,7 @@ impl<E: Entropy> Router<E> {
                 if let Some(session) = self.sessions.get_mut(&by) {
                     session.pending_out.insert(to);
                 }
+                self.touch(by);
             }
             (Waiting::Request { to }, Ok(_)) => {
                 self.tell_remote(Record::Cancel { from: by, to }, out);
@@ -961,6 +974,7 @@ impl<E: Entropy> Router<E> {
                 if let Some(session) = self.sessions.get_mut(&by) {
                     session.pending_in.remove(&to);
                 }
+                self.touch(by);
             }
             (Waiting::Copy { fanout, handle }, result) => {
                 self.copy_answered(&entry, fanout, handle, result, out);
@@ -993,6 +1007,7 @@ impl<E: Entropy> Router<E> {
     /// Session `id` (here) loses its friend `friend` (another node's): DISCONNECT, as when a
     /// friend's session ends.
     fn forget_remote_friend(&mut self, id: Id, friend: Id, out: &mut impl FrameSink) {
+        self.touch(id);
         if self
             .sessions
             .get_mut(&id)

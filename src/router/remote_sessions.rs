@@ -49,8 +49,18 @@ pub const TAKEOVER_TIMEOUT_MS: u64 = 5_000;
 struct Pending {
     conn: ConnId,
     id: Id,
+    /// The client's token: checked against the saved state if the session's node is gone.
+    token: [u8; TOKEN_LEN],
     version: u8,
     reference: Option<Box<str>>,
+}
+
+/// A session's resumable state as saved in the cluster (cluster mode): what another node needs
+/// to resume it if the node holding it dies.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    token: String,
+    session: SessionState,
 }
 
 /// How long records for a session handed over to another node are sent after it: longer than
@@ -124,6 +134,39 @@ enum QueuedState {
     },
 }
 
+impl SessionState {
+    /// The state of a live session, as saved (its letters stay in this node's mailbox).
+    fn of(session: &Session) -> SessionState {
+        SessionState {
+            peer: session.peer.ip(),
+            friends: session.friends.iter().copied().collect(),
+            pending_out: session.pending_out.iter().copied().collect(),
+            pending_in: session
+                .pending_in
+                .iter()
+                .map(|(requester, pending)| (*requester, pending.block))
+                .collect(),
+            queue: session
+                .queue
+                .iter()
+                .map(|entry| (entry.frame.clone(), QueuedState::of(&entry.kind)))
+                .collect(),
+            letters: Vec::new(),
+            connected: session.conn.is_some(),
+        }
+    }
+}
+
+/// Whether two tokens are equal, in time independent of where they differ.
+fn same_token(saved: &[u8], given: &[u8; TOKEN_LEN]) -> bool {
+    saved.len() == given.len()
+        && saved
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
 impl QueuedState {
     fn of(kind: &QueuedKind) -> QueuedState {
         match kind {
@@ -173,6 +216,7 @@ impl<E: Entropy> Router<E> {
             Pending {
                 conn,
                 id,
+                token: *token,
                 version,
                 reference: reference.map(Box::from),
             },
@@ -273,6 +317,72 @@ impl<E: Entropy> Router<E> {
             letters,
             connected: session.conn.is_some(),
         })
+    }
+
+    /// Saves the state of every session touched since the last call (cluster mode); the loop
+    /// calls it once per turn, so a session changed many times in a turn is saved once.
+    pub fn checkpoint(&mut self, out: &mut impl FrameSink) {
+        if self.checkpoint_due.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.checkpoint_due) {
+            let Some(session) = self.sessions.get(&id) else {
+                continue;
+            };
+            let saved = Saved {
+                token: session.token.as_str().to_owned(),
+                session: SessionState::of(session),
+            };
+            if let Ok(text) = serde_json::to_string(&saved) {
+                out.bus(BusOutput::Checkpoint { id, text });
+            }
+        }
+    }
+
+    /// Takeover `rid` found the session's node gone: its saved state is read.
+    pub(super) fn load_checkpoint(&mut self, rid: u64, out: &mut impl FrameSink) {
+        if let Some(pending) = self.takeovers.pending.get(&rid) {
+            out.bus(BusOutput::LoadCheckpoint {
+                id: pending.id,
+                rid,
+            });
+        }
+    }
+
+    /// The saved state for takeover `rid` (`None`: nothing saved): adopted if the client's
+    /// token matches it, else a new session, as a failed resume on one node.
+    pub fn checkpoint_loaded(
+        &mut self,
+        rid: u64,
+        saved: Option<&[u8]>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let Some(pending) = self.takeovers.pending.get(&rid) else {
+            return;
+        };
+        let saved = saved.and_then(|text| serde_json::from_slice::<Saved>(text).ok());
+        let adopted = saved.filter(|saved| same_token(saved.token.as_bytes(), &pending.token));
+        match adopted {
+            Some(saved) => {
+                let id = pending.id;
+                out.bus(BusOutput::Adopt(id));
+                let state = SessionState {
+                    // Its friends were never told it left (its node died): PRESENCE on
+                    // return only confirms what they believe.
+                    connected: false,
+                    ..saved.session
+                };
+                let Some(pending) = self.takeovers.pending.remove(&rid) else {
+                    return;
+                };
+                let conn_open = self.conns.get_mut(&pending.conn).map(|conn| {
+                    conn.taking_over = false;
+                });
+                self.install_session(pending, state, conn_open.is_some(), now, out);
+            }
+            None => self.takeover_failed(rid, now, out),
+        }
     }
 
     /// The answer to takeover `rid`: the session installed for its connection, or (`None`:

@@ -64,6 +64,15 @@ pub enum BusOutput {
     /// Session `id` moves to node `node`: the directory names that node for it from now on,
     /// and this one stops renewing it.
     HandOver { id: Id, node: String },
+    /// The resumable state of session `id` (JSON), saved so that another node can resume it
+    /// if this one dies.
+    Checkpoint { id: Id, text: String },
+    /// Read the saved state of session `id` for takeover `rid` (its node is gone):
+    /// [`Router::checkpoint_loaded`](super::Router::checkpoint_loaded).
+    LoadCheckpoint { id: Id, rid: u64 },
+    /// The directory names this node for session `id`, whatever it named before (a session
+    /// adopted from a node that is gone).
+    Adopt(Id),
     /// A record for node `node` itself (the answer to a takeover).
     ToNode { node: String, text: String },
     /// A record (`remote.rs`) for session `to`, wherever it lives. `rid`: the request number

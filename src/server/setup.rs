@@ -98,7 +98,8 @@ impl Server {
                     letters_per_handle: router_config.mailbox_letters_per_handle,
                     ttl: config.mailbox_ttl,
                 };
-                let bus = cluster_bus(url, config.cluster_ca.as_deref(), mailbox)?;
+                let bus = cluster_bus(url, config.cluster_ca.as_deref(), mailbox)?
+                    .with_resume_window(config.resume_grace);
                 router_config.node_name = bus.name().to_owned();
                 Some(bus)
             }

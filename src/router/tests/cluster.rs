@@ -13,6 +13,9 @@ struct Cluster {
     /// Who listens on each handle, and the letters kept for handles nobody listens on.
     listeners: HashMap<protocol::Handle, Id>,
     mail: HashMap<protocol::Handle, Vec<Vec<u8>>>,
+    /// Saved session states, and the nodes that died (they hear nothing).
+    saved: HashMap<Id, String>,
+    dead: Vec<usize>,
     now: Now,
     bus_down: bool,
 }
@@ -49,6 +52,8 @@ impl Cluster {
             directory: HashMap::new(),
             listeners: HashMap::new(),
             mail: HashMap::new(),
+            saved: HashMap::new(),
+            dead: Vec::new(),
             now: Now {
                 mono_ms: 1_000_000,
                 unix_ms: 1_795_000_000_000,
@@ -72,6 +77,9 @@ impl Cluster {
         }
         let mut seen = Vec::new();
         loop {
+            for (router, sink) in &mut self.nodes {
+                router.checkpoint(sink);
+            }
             let mut outputs = Vec::new();
             for (index, (_, sink)) in self.nodes.iter_mut().enumerate() {
                 for action in sink.take() {
@@ -114,6 +122,18 @@ impl Cluster {
                 if self.directory.get(&id) == Some(&from) {
                     self.directory.remove(&id);
                 }
+                self.saved.remove(&id);
+            }
+            BusOutput::Checkpoint { id, text } => {
+                self.saved.insert(id, text);
+            }
+            BusOutput::LoadCheckpoint { id, rid } => {
+                let saved = self.saved.get(&id).cloned();
+                let (router, sink) = &mut self.nodes[from];
+                router.checkpoint_loaded(rid, saved.as_deref().map(str::as_bytes), now, sink);
+            }
+            BusOutput::Adopt(id) => {
+                self.directory.insert(id, from);
             }
             BusOutput::HandOver { id, node } => {
                 if let Some(index) = node.strip_prefix('n').and_then(|n| n.parse().ok()) {
@@ -196,6 +216,9 @@ impl Cluster {
                 let (failure, node) = match (self.bus_down, target) {
                     (true, _) => (Some(BusFailure::Unavailable), from),
                     (false, None) => (Some(BusFailure::NoSuchSession), from),
+                    (false, Some(node)) if self.dead.contains(&node) => {
+                        (Some(BusFailure::NodeGone), from)
+                    }
                     (false, Some(node)) => (None, node),
                 };
                 let (router, sink) = &mut self.nodes[node];
@@ -731,4 +754,49 @@ fn a_resume_with_a_wrong_token_or_without_the_bus_gets_a_new_session() {
     let reply = only_frame_to(&cut_off, 3);
     assert_eq!(reply["resumed"], false, "{reply}");
     assert_eq!(cluster.nodes[1].0.stats().sessions, 1);
+}
+
+#[test]
+fn a_session_whose_node_died_is_adopted_from_its_saved_state_by_the_node_it_comes_back_to() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    cluster.befriend(&a, &b);
+    cluster.closed(&b);
+    let queued = cluster.text(&a, &message(&b.id, Some("before-the-crash")));
+    assert_eq!(
+        only_frame_to(&queued, a.conn),
+        json!({"type":"ACK","ref":"before-the-crash","queued":true})
+    );
+    // Node 1 dies (kill -9): it answers nothing any more, and its tables are gone with it.
+    cluster.dead.push(1);
+
+    let back = cluster.resume(0, 2, &b, &b.token);
+    let to_b = frames_to(&back, 2);
+    assert_eq!(to_b[0]["resumed"], true, "{to_b:?}");
+    assert_eq!(to_b[0]["id"], b.id.as_str());
+    assert_eq!(
+        to_b[1]["type"], "MESSAGE",
+        "what was ACKed as queued is not lost"
+    );
+    let id = Id::parse_units(b.id.bytes().map(Some)).expect("an ID");
+    assert_eq!(cluster.directory.get(&id), Some(&0));
+    let moved = Member {
+        node: 0,
+        conn: 2,
+        id: b.id.clone(),
+        token: to_b[0]["token"].as_str().unwrap_or_default().to_owned(),
+    };
+    let sent = cluster.text(&moved, &message(&a.id, Some("alive")));
+    assert_eq!(only_frame_to(&sent, a.conn)["from"], b.id.as_str());
+
+    // A wrong token does not adopt anything: a new session.
+    let stranger = Member {
+        node: 0,
+        conn: 4,
+        id: b.id.clone(),
+        token: "B".repeat(43),
+    };
+    let refused = cluster.resume(0, 4, &stranger, &stranger.token);
+    assert_eq!(only_frame_to(&refused, 4)["resumed"], false);
 }
