@@ -146,6 +146,12 @@ fn announce(addr: SocketAddr, tls_on: bool, self_signed: Option<&SelfSigned>) {
 /// Warns when the Host check on `/ws` (docs/SECURITY.md, "Addresses, proxies and Host") is
 /// turned off, or when it will refuse the name a reverse proxy forwards.
 fn warn_about_names(config: &Config, accepts_any_host: bool) {
+    if config.reuse_port && config.cluster.is_none() {
+        log::warn!(
+            "--reuse-port without --cluster: processes sharing this port are separate servers, \
+             and users connected to different ones cannot reach one another"
+        );
+    }
     if accepts_any_host {
         log::warn!(
             "--public-host '*': /ws accepts every Host name, so a web page elsewhere can reach \

@@ -9,7 +9,10 @@
 //! 3. **read again** the connections whose budget ran out;
 //! 4. **timers**: the router's resume windows, then (once per sweep period) every connection's
 //!    head, CONNECT, ping and idle deadlines;
-//! 5. **flush** every connection on the list, once; a flush that would block registers WRITABLE
+//! 5. **bus** (`--cluster` only): what the Redis links brought goes to the router (records from
+//!    other nodes, answers, failures), the sessions changed this turn are saved, and this turn's
+//!    records leave, one PUBLISH per node;
+//! 6. **flush** every connection on the list, once; a flush that would block registers WRITABLE
 //!    interest until a later flush succeeds.
 //!
 //! Every call that drives a connection answers with one [`Outcome`], and
@@ -416,7 +419,7 @@ impl Server {
             });
         }
         // What changed this turn is saved once, then everything leaves.
-        self.call_router(clock, |router, out| router.checkpoint(out));
+        self.call_router(clock, |router, out| router.checkpoint(clock.router, out));
         if let Some(bus) = self.bus.as_mut() {
             bus.flush(self.poll.registry());
         }

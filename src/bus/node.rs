@@ -37,7 +37,7 @@ use super::{LinkEvent, LinkState, RedisLink, Reply};
 use crate::id::Id;
 use crate::protocol::Handle;
 use crate::router::fasthash::{FastMap, FastSet};
-use crate::router::{BusFailure, BusOutput};
+use crate::router::{BusFailure, BusOutput, FanoutParts};
 
 /// How long the directory names a node for an ID without a renewal.
 pub const DIRECTORY_TTL: Duration = Duration::from_secs(30);
@@ -175,6 +175,31 @@ enum Sent {
     Kept,
     /// The saved state of a session, for takeover `rid`.
     Checkpoint(u64),
+    /// Who listens on the handle of copy `index` of job `job`.
+    CopyLookup {
+        job: u64,
+        index: usize,
+    },
+}
+
+/// Copies of one MESSAGE to several handles waiting for their handles' nodes.
+struct CopiesJob {
+    parts: FanoutParts,
+    copies: Vec<(Handle, u64, Slot)>,
+    /// Lookups not answered yet.
+    pending: usize,
+}
+
+/// Copies for one node: each handle with its request number.
+type Copies = Vec<(Handle, u64)>;
+
+/// Where one copy goes.
+enum Slot {
+    Waiting,
+    Node(Rc<str>),
+    /// Nobody listens on the handle.
+    Nobody,
+    Failed,
 }
 
 /// A record for whoever listens on a handle, as the router made it.
@@ -207,7 +232,7 @@ pub struct ClusterBus {
     sent: VecDeque<Sent>,
     cache: FastMap<Id, (Rc<str>, Instant)>,
     /// Who listens on a handle, as last looked up, for [`HANDLE_CACHE`].
-    handle_cache: FastMap<Handle, (Id, Instant)>,
+    handle_cache: FastMap<Handle, (Rc<str>, Instant)>,
     parked: FastMap<Id, Parked>,
     parked_bytes: usize,
     /// Batches being made this turn, by node, in the order the nodes were first named.
@@ -221,8 +246,16 @@ pub struct ClusterBus {
     local_handles: FastMap<Handle, Id>,
     /// Records for handles that wait for their listener's lookup, in order per handle.
     parked_handles: FastMap<Handle, Vec<ToHandle>>,
+    /// MESSAGEs to several handles waiting for their handles' nodes (their payloads counted in
+    /// `parked_bytes`).
+    jobs: FastMap<u64, CopiesJob>,
+    next_job: u64,
     mailbox: MailboxRules,
     resume_window: Duration,
+    /// When the commands link last came back after being down (not its first start).
+    up_since: Option<Instant>,
+    /// The commands link has been down since the node started.
+    was_down: bool,
     next_refresh: Instant,
     news: BusNews,
     events: Vec<LinkEvent>,
@@ -252,8 +285,12 @@ impl ClusterBus {
             unclaimed: FastSet::default(),
             local_handles: FastMap::default(),
             parked_handles: FastMap::default(),
+            jobs: FastMap::default(),
+            next_job: 0,
             mailbox,
             resume_window: Duration::from_secs(30),
+            up_since: None,
+            was_down: false,
             next_refresh: Instant::now() + REFRESH_EVERY,
             news: BusNews::default(),
             events: Vec::new(),
@@ -388,10 +425,10 @@ impl ClusterBus {
                     self.local_handles.remove(&handle);
                 }
                 let key = handle_key(&handle);
-                let value = id.text();
+                let value = self.listener_value(id);
                 if self
                     .commands
-                    .command(&[b"EVAL", RELEASE, b"1", &key, value.as_str().as_bytes()])
+                    .command(&[b"EVAL", RELEASE, b"1", &key, value.as_bytes()])
                     .is_ok()
                 {
                     self.sent.push_back(Sent::Release);
@@ -425,6 +462,7 @@ impl ClusterBus {
                 }
                 self.batch_for(Rc::from(node.as_str()), None, &text);
             }
+            BusOutput::ToHandles { handles, parts } => self.send_copies(handles, parts),
             BusOutput::StoreLetter { handle, letter } => {
                 if self.store(&handle, &letter, false) {
                     self.sent.push_back(Sent::Kept);
@@ -433,17 +471,23 @@ impl ClusterBus {
         }
     }
 
+    /// What the directory holds for a handle session `id` here listens on: the session and
+    /// this node, so that a sender finds the node with one lookup.
+    fn listener_value(&self, id: Id) -> String {
+        format!("{} {}", id.text().as_str(), self.name)
+    }
+
     fn listen(&mut self, handle: Handle, id: Id) {
         let keys = (handle_key(&handle), mail_key(&handle));
         let ttl = DIRECTORY_TTL.as_millis().to_string();
-        let value = id.text();
+        let value = self.listener_value(id);
         let args: [&[u8]; 7] = [
             b"EVAL",
             LISTEN,
             b"2",
             &keys.0,
             &keys.1,
-            value.as_str().as_bytes(),
+            value.as_bytes(),
             ttl.as_bytes(),
         ];
         if self.commands.command(&args).is_ok() {
@@ -488,10 +532,11 @@ impl ClusterBus {
             return;
         }
         let now = Instant::now();
-        if let Some(&(listener, until)) = self.handle_cache.get(&message.handle)
-            && until > now
+        if let Some((node, until)) = self.handle_cache.get(&message.handle)
+            && *until > now
         {
-            self.send_record(listener, message.rid, message.record);
+            let node = node.clone();
+            self.batch_for(node, message.rid, &message.record);
             return;
         }
         if self.parked_bytes + message.record.len() > MAX_PARKED_BYTES {
@@ -511,6 +556,130 @@ impl ClusterBus {
 
     fn handle_cache_forget(&mut self, handle: &Handle) {
         self.handle_cache.remove(handle);
+    }
+
+    fn cache_listener(&mut self, handle: Handle, node: Rc<str>, now: Instant) {
+        if self.handle_cache.len() >= MAX_CACHED {
+            self.handle_cache.clear();
+        }
+        self.handle_cache.insert(handle, (node, now + HANDLE_CACHE));
+    }
+
+    /// Copies of one MESSAGE to several handles: each handle's node found (from the cache, or
+    /// one GET each), then one record per node; the letters of handles nobody listens on kept.
+    fn send_copies(&mut self, handles: Vec<(Handle, u64)>, parts: FanoutParts) {
+        if !self.is_up() || self.parked_bytes + parts.payload.len() > MAX_PARKED_BYTES {
+            for (_, rid) in handles {
+                self.fail(Some(rid), BusFailure::Unavailable);
+            }
+            return;
+        }
+        let now = Instant::now();
+        self.next_job = self.next_job.wrapping_add(1);
+        let job = self.next_job;
+        let mut copies = Vec::with_capacity(handles.len());
+        let mut pending = 0;
+        for (index, (handle, rid)) in handles.into_iter().enumerate() {
+            let cached = self
+                .handle_cache
+                .get(&handle)
+                .filter(|(_, until)| *until > now)
+                .map(|(node, _)| node.clone());
+            let slot = match cached {
+                Some(node) => Slot::Node(node),
+                None => {
+                    let key = handle_key(&handle);
+                    if self.commands.command(&[b"GET", &key]).is_ok() {
+                        self.counters.lookups += 1;
+                        self.sent.push_back(Sent::CopyLookup { job, index });
+                        pending += 1;
+                        Slot::Waiting
+                    } else {
+                        Slot::Failed
+                    }
+                }
+            };
+            copies.push((handle, rid, slot));
+        }
+        self.parked_bytes += parts.payload.len();
+        self.jobs.insert(
+            job,
+            CopiesJob {
+                parts,
+                copies,
+                pending,
+            },
+        );
+        if pending == 0 {
+            self.finish_copies(job);
+        }
+    }
+
+    /// The answer to the lookup of copy `index` of job `job`.
+    fn copy_found(&mut self, job: u64, index: usize, reply: Option<Reply>, now: Instant) {
+        let listener = match &reply {
+            Some(Reply::Bulk(Some(text))) => parse_listener(text),
+            _ => None,
+        };
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let Some((handle, _, slot)) = entry.copies.get_mut(index) else {
+            return;
+        };
+        let handle = *handle;
+        *slot = match (&reply, &listener) {
+            (_, Some((_, node))) => Slot::Node(node.clone()),
+            (Some(Reply::Bulk(None)), None) => Slot::Nobody,
+            _ => Slot::Failed,
+        };
+        entry.pending = entry.pending.saturating_sub(1);
+        let done = entry.pending == 0;
+        if let Some((_, node)) = listener {
+            self.cache_listener(handle, node, now);
+        }
+        if done {
+            self.finish_copies(job);
+        }
+    }
+
+    /// Every copy of job `job` has its node: one record per node, the rest kept or failed.
+    fn finish_copies(&mut self, job: u64) {
+        let Some(CopiesJob { parts, copies, .. }) = self.jobs.remove(&job) else {
+            return;
+        };
+        self.parked_bytes -= parts.payload.len();
+        let mut by_node: Vec<(Rc<str>, Copies)> = Vec::new();
+        for (handle, rid, slot) in copies {
+            match slot {
+                Slot::Node(node) => match by_node.iter_mut().find(|(name, _)| *name == node) {
+                    Some((_, list)) => list.push((handle, rid)),
+                    None => by_node.push((node, vec![(handle, rid)])),
+                },
+                Slot::Nobody if parts.may_store => {
+                    let message = ToHandle {
+                        handle,
+                        rid: Some(rid),
+                        record: parts.record(&[(handle, rid)]),
+                        letter: Some(parts.letter(&handle)),
+                        retried: false,
+                    };
+                    let letter = message.letter.as_deref().unwrap_or_default();
+                    if self.store(&handle, letter, true) {
+                        self.sent.push_back(Sent::Store(Box::new(message)));
+                    } else {
+                        self.fail(Some(rid), BusFailure::Unavailable);
+                    }
+                }
+                Slot::Nobody => self.fail(Some(rid), BusFailure::NoSuchSession),
+                Slot::Waiting | Slot::Failed => self.fail(Some(rid), BusFailure::Unavailable),
+            }
+        }
+        for (node, handles) in by_node {
+            let record = parts.record(&handles);
+            let rids: Vec<u64> = handles.iter().map(|(_, rid)| *rid).collect();
+            self.batch_many(node, &rids, &record);
+        }
     }
 
     fn send_record(&mut self, to: Id, rid: Option<u64>, text: String) {
@@ -554,6 +723,17 @@ impl ClusterBus {
                 records: vec![(rid, text)],
             },
         );
+    }
+
+    fn batch_many(&mut self, node: Rc<str>, rids: &[u64], text: &str) {
+        let Some((&last, earlier)) = rids.split_last() else {
+            return;
+        };
+        self.batch_for(node.clone(), Some(last), text);
+        // The record is in the batch once; the other copies' numbers fail with it.
+        if let Some((_, batch)) = self.batches.iter_mut().find(|(name, _)| *name == node) {
+            batch.rids.extend_from_slice(earlier);
+        }
     }
 
     fn batch_for(&mut self, node: Rc<str>, rid: Option<u64>, text: &str) {
@@ -612,6 +792,17 @@ impl ClusterBus {
         }
     }
 
+    /// What an ID the directory does not name means: that session is gone, except just after
+    /// the link came back, when Redis may have restarted empty and the nodes are still
+    /// claiming their sessions again (then the request is only `unavailable`, and a friendship
+    /// is not ended for it).
+    fn absent_session(&self) -> BusFailure {
+        match self.up_since {
+            Some(since) if since.elapsed() < DIRECTORY_TTL => BusFailure::Unavailable,
+            _ => BusFailure::NoSuchSession,
+        }
+    }
+
     fn fail(&mut self, rid: Option<u64>, failure: BusFailure) {
         if let Some(rid) = rid {
             self.counters.failures += 1;
@@ -642,6 +833,9 @@ impl ClusterBus {
             match event {
                 LinkEvent::Up => {
                     log::info!("cluster: the commands link to Redis is up");
+                    if self.was_down {
+                        self.up_since = Some(now);
+                    }
                     let pending: Vec<Id> = self.unclaimed.drain().collect();
                     for id in pending {
                         if self.local.contains(&id) {
@@ -710,11 +904,14 @@ impl ClusterBus {
         let ttl = DIRECTORY_TTL.as_millis().to_string();
         for chunk in handles.chunks(REFRESH_CHUNK) {
             let keys: Vec<Vec<u8>> = chunk.iter().map(|(handle, _)| handle_key(handle)).collect();
-            let values: Vec<crate::id::IdText> = chunk.iter().map(|(_, id)| id.text()).collect();
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|(_, id)| self.listener_value(*id))
+                .collect();
             let count = keys.len().to_string();
             let mut args: Vec<&[u8]> = vec![b"EVAL", RENEW_HANDLES, count.as_bytes()];
             args.extend(keys.iter().map(Vec::as_slice));
-            args.extend(values.iter().map(|value| value.as_str().as_bytes()));
+            args.extend(values.iter().map(|value| value.as_bytes()));
             args.push(ttl.as_bytes());
             if self.commands.command(&args).is_ok() {
                 self.sent.push_back(Sent::Kept);
@@ -758,7 +955,7 @@ impl ClusterBus {
                 }
                 _ => {
                     log::warn!(
-                        "cluster: Redis refused a directory claim; retried when the link is back"
+                        "cluster: Redis refused a directory claim; retried at the next renewal"
                     );
                     self.unclaimed.insert(id);
                     self.news.claimed.push(id);
@@ -799,8 +996,9 @@ impl ClusterBus {
                         }
                     }
                     Reply::Bulk(None) => {
+                        let failure = self.absent_session();
                         for (rid, _) in parked.records {
-                            self.fail(rid, BusFailure::NoSuchSession);
+                            self.fail(rid, failure);
                         }
                     }
                     _ => {
@@ -812,6 +1010,7 @@ impl ClusterBus {
             }
             Sent::Listen(handle, id) => self.listened(handle, id, reply),
             Sent::HandleLookup(handle) => self.listener_found(handle, reply, now),
+            Sent::CopyLookup { job, index } => self.copy_found(job, index, Some(reply), now),
             Sent::Store(message) => match reply {
                 Reply::Integer(1) => {
                     if let Some(rid) = message.rid {
@@ -836,7 +1035,10 @@ impl ClusterBus {
             }
             Sent::Kept => {
                 if matches!(reply, Reply::Error(_)) {
-                    log::warn!("cluster: Redis refused to keep a letter (is it out of memory?)");
+                    log::warn!(
+                        "cluster: Redis refused a write (a letter, a saved session or a directory \
+                         entry; is it out of memory?)"
+                    );
                 }
             }
             Sent::Publish { rids } => {
@@ -862,7 +1064,7 @@ impl ClusterBus {
         };
         let mut parts = parts.into_iter();
         if let Some(Reply::Bulk(Some(previous))) = parts.next()
-            && let Some(previous) = parse_id(&previous)
+            && let Some((previous, _)) = parse_listener(&previous)
             && previous != id
         {
             self.news.moved.push((handle, previous));
@@ -890,18 +1092,16 @@ impl ClusterBus {
         let bytes: usize = parked.iter().map(|message| message.record.len()).sum();
         self.parked_bytes -= bytes;
         let listener = match &reply {
-            Reply::Bulk(Some(text)) => parse_id(text),
+            Reply::Bulk(Some(text)) => parse_listener(text),
             _ => None,
         };
+        if let Some((_, node)) = &listener {
+            self.cache_listener(handle, node.clone(), now);
+        }
         for message in parked {
-            match (&reply, listener) {
-                (_, Some(listener)) => {
-                    if self.handle_cache.len() >= MAX_CACHED {
-                        self.handle_cache.clear();
-                    }
-                    self.handle_cache
-                        .insert(handle, (listener, now + HANDLE_CACHE));
-                    self.send_record(listener, message.rid, message.record);
+            match (&reply, &listener) {
+                (_, Some((_, node))) => {
+                    self.batch_for(node.clone(), message.rid, &message.record);
                 }
                 (Reply::Bulk(None), None) => match message.letter.as_deref() {
                     Some(letter) => {
@@ -920,6 +1120,7 @@ impl ClusterBus {
 
     /// The commands link went down: what it sent will never be answered.
     fn commands_down(&mut self) {
+        self.was_down = true;
         log::warn!(
             "cluster: the commands link to Redis is down; cross-node requests fail until it is back"
         );
@@ -938,6 +1139,9 @@ impl ClusterBus {
                 }
                 Sent::Store(message) => self.fail(message.rid, BusFailure::Unavailable),
                 Sent::Checkpoint(rid) => self.news.checkpoints.push((rid, None)),
+                Sent::CopyLookup { job, index } => {
+                    self.copy_found(job, index, None, Instant::now())
+                }
                 Sent::Lookup(id) => {
                     if let Some(parked) = self.parked.remove(&id) {
                         for (rid, text) in parked.records {
@@ -974,6 +1178,14 @@ fn mail_key(handle: &Handle) -> Vec<u8> {
 /// A session ID as the directory holds it (its text).
 fn parse_id(text: &[u8]) -> Option<Id> {
     Id::parse_units(text.iter().map(|&byte| byte.is_ascii().then_some(byte)))
+}
+
+/// A handle's listener as the directory holds it: the session's ID and its node's name.
+fn parse_listener(text: &[u8]) -> Option<(Id, Rc<str>)> {
+    let space = text.iter().position(|&byte| byte == b' ')?;
+    let (id, node) = text.split_at(space);
+    let node = std::str::from_utf8(node.get(1..)?).ok()?;
+    Some((parse_id(id)?, Rc::from(node)))
 }
 
 /// Where the resumable state of session `id` is saved.

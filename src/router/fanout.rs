@@ -49,40 +49,30 @@ impl<E: Entropy> Router<E> {
         // In a cluster, copies for handles nobody here listens on go to other nodes: the ACK
         // then waits for their answers (`remote_handles.rs`).
         let mut fanout = None;
+        let mut remote = Vec::new();
         for handle in targets {
             if self.config.cluster && self.handles.listener(handle).is_none() {
                 let number = *fanout.get_or_insert_with(|| self.awaiting.fanout_number());
-                match self.handle_message_remotely(
-                    caller,
-                    *handle,
-                    payload,
-                    may_store,
-                    Some(number),
-                    now,
-                    out,
-                ) {
-                    Ok(()) => {
+                match self.await_copy(caller, number, *handle, now) {
+                    Ok(rid) => {
+                        remote.push((*handle, rid));
                         let wait = self.awaiting.fanouts.entry(number).or_insert(FanoutWait {
                             sent: 0,
                             queued: 0,
                             pending: 0,
                         });
                         wait.pending += 1;
-                        continue;
                     }
-                    Err(code) => {
-                        let reason = if code == ErrorCode::RateLimited {
-                            UndeliveredReason::PeerBusy
-                        } else {
-                            UndeliveredReason::Unavailable
-                        };
+                    Err(_) => {
+                        // Too many answers awaited already: this copy cannot go now.
                         if let Some(reference) = caller.reference {
+                            let reason = UndeliveredReason::PeerBusy;
                             let frame = protocol::undelivered_to_handle(handle, reference, reason);
                             out.send(caller.conn, ServerFrame::Encoded(&frame));
                         }
-                        continue;
                     }
                 }
+                continue;
             }
             let reason = match self.hand_over(caller, handle, payload, may_store, now, out) {
                 Ok(false) => {
@@ -100,6 +90,9 @@ impl<E: Entropy> Router<E> {
                 let frame = protocol::undelivered_to_handle(handle, reference, reason);
                 out.send(caller.conn, ServerFrame::Encoded(&frame));
             }
+        }
+        if !remote.is_empty() {
+            self.send_copies(caller, remote, payload, may_store, now, out);
         }
         if let Some(wait) = fanout.and_then(|number| self.awaiting.fanouts.get_mut(&number)) {
             // The last copy's answer sends the ACK, with these counted in.

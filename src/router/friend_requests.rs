@@ -358,8 +358,6 @@ impl<E: Entropy> Router<E> {
         }
         self.touch(caller.id);
         self.touch(to);
-        self.touch(caller.id);
-        self.touch(to);
         let queued = self.deliver(
             to,
             ServerFrame::Encoded(&protocol::friend_remove(caller.id)),

@@ -21,6 +21,25 @@ impl TokenBucket {
         }
     }
 
+    /// What the bucket holds, as of `now_ms` (refilled up to then): for a session moving to
+    /// another node, whose clock differs, so only the amount travels.
+    pub fn units_at(&self, rate: u32, period_ms: u64, now_ms: u64) -> u64 {
+        let refill = now_ms
+            .saturating_sub(self.updated_ms)
+            .saturating_mul(u64::from(rate));
+        self.units
+            .saturating_add(refill)
+            .min(capacity(rate, period_ms))
+    }
+
+    /// A bucket holding `units` (as [`TokenBucket::units_at`] gave them) as of `now_ms`.
+    pub fn holding(units: u64, rate: u32, period_ms: u64, now_ms: u64) -> TokenBucket {
+        TokenBucket {
+            units: units.min(capacity(rate, period_ms)),
+            updated_ms: now_ms,
+        }
+    }
+
     /// Takes one token if there is one. `rate == 0` means unlimited.
     #[inline]
     pub fn try_take(&mut self, rate: u32, period_ms: u64, now_ms: u64) -> bool {

@@ -132,6 +132,21 @@ pub enum Record<'a> {
         #[serde(borrow, default)]
         reference: Option<Cow<'a, str>>,
     },
+    /// Copies of one MESSAGE to several handles whose listeners are on the receiving node, each
+    /// with its request number; each is answered by a [`Record::Reply`].
+    HandleMessages {
+        from: Id,
+        #[serde(borrow)]
+        handles: Vec<(Cow<'a, str>, u64)>,
+        #[serde(borrow, deserialize_with = "raw")]
+        payload: &'a str,
+        ts: u64,
+        may_store: bool,
+        block: Block,
+        serial: u64,
+        #[serde(borrow, default)]
+        reference: Option<Cow<'a, str>>,
+    },
     /// A letter for `handle` that waited here for a listener who now listens elsewhere: the
     /// MESSAGE frame as its listener gets it. No answer.
     Letter {
@@ -286,6 +301,44 @@ impl Record<'_> {
                     json.string("reference", reference);
                 }
             }
+            Record::HandleMessages {
+                from,
+                handles,
+                payload,
+                ts,
+                may_store,
+                block,
+                serial,
+                reference,
+            } => {
+                json.0.push_str("{\"handle_messages\":{\"from\":");
+                json.0.push_str(&from.bits().to_string());
+                json.0.push_str(",\"handles\":[");
+                for (index, (handle, rid)) in handles.iter().enumerate() {
+                    if index > 0 {
+                        json.0.push(',');
+                    }
+                    json.0.push('[');
+                    json.0.push_str(&quoted(handle));
+                    json.0.push(',');
+                    json.0.push_str(&rid.to_string());
+                    json.0.push(']');
+                }
+                json.0.push(']');
+                json.raw("payload", payload);
+                json.number("ts", *ts);
+                json.0.push_str(if *may_store {
+                    ",\"may_store\":true"
+                } else {
+                    ",\"may_store\":false"
+                });
+                let [high, low, len] = block.to_words();
+                json.0.push_str(&format!(",\"block\":[{high},{low},{len}]"));
+                json.number("serial", *serial);
+                if let Some(reference) = reference {
+                    json.string("reference", reference);
+                }
+            }
             Record::Letter { handle, frame } => {
                 json.0.push_str("{\"letter\":{\"handle\":");
                 json.0.push_str(&quoted(handle));
@@ -358,7 +411,10 @@ impl Record<'_> {
             | Record::HandleUndelivered { to, .. }
             | Record::Takeover { to, .. }
             | Record::Reply { to, .. } => *to,
-            Record::HandleMessage { .. } | Record::Letter { .. } | Record::Handover { .. } => {
+            Record::HandleMessage { .. }
+            | Record::HandleMessages { .. }
+            | Record::Letter { .. }
+            | Record::Handover { .. } => {
                 return None;
             }
         })
@@ -692,6 +748,36 @@ impl<E: Entropy> Router<E> {
                     None => Err(ErrorCode::BadHandle),
                 };
                 self.reply(from, rid, result, out);
+            }
+            Record::HandleMessages {
+                from,
+                handles,
+                payload,
+                ts,
+                may_store,
+                block,
+                serial,
+                reference,
+            } => {
+                for (handle, rid) in handles {
+                    let result = match Handle::parse(&handle) {
+                        Some(handle) => {
+                            let letter = RemoteLetter {
+                                from,
+                                handle,
+                                payload: RawJson::from_record(payload),
+                                ts,
+                                may_store,
+                                block,
+                                serial,
+                                reference: reference.as_deref(),
+                            };
+                            self.receive_remote_handle_message(letter, now, out)
+                        }
+                        None => Err(ErrorCode::BadHandle),
+                    };
+                    self.reply(from, rid, result, out);
+                }
             }
             Record::Letter { handle, frame } => {
                 if let Some(handle) = Handle::parse(&handle) {

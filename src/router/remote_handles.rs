@@ -34,6 +34,51 @@ fn nobody() -> Sender {
     }
 }
 
+/// What the copies of one MESSAGE to several handles share, as the bus needs it to make one
+/// record per node and the letters of handles nobody listens on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FanoutParts {
+    pub from: Id,
+    /// The payload's raw JSON, as the client sent it.
+    pub payload: String,
+    pub ts: u64,
+    pub may_store: bool,
+    pub block: Block,
+    pub serial: u64,
+    /// The raw JSON of the MESSAGE's `ref`.
+    pub reference: Option<String>,
+}
+
+impl FanoutParts {
+    /// The record for the copies to `handles` (with their request numbers), all on one node.
+    pub fn record(&self, handles: &[(Handle, u64)]) -> String {
+        Record::HandleMessages {
+            from: self.from,
+            handles: handles
+                .iter()
+                .map(|(handle, rid)| (Cow::Borrowed(handle.as_str()), *rid))
+                .collect(),
+            payload: &self.payload,
+            ts: self.ts,
+            may_store: self.may_store,
+            block: self.block,
+            serial: self.serial,
+            reference: self.reference.as_deref().map(Cow::Borrowed),
+        }
+        .to_json()
+    }
+
+    /// The MESSAGE frame the listener of `handle` gets: what the mailbox keeps for it.
+    pub fn letter(&self, handle: &Handle) -> String {
+        ServerFrame::HandleMessage {
+            handle,
+            payload: RawJson::from_record(&self.payload),
+            ts: self.ts,
+        }
+        .to_text()
+    }
+}
+
 /// A MESSAGE to a handle that came from another node's session.
 pub(super) struct RemoteLetter<'a> {
     pub(super) from: Id,
@@ -81,7 +126,8 @@ impl<E: Entropy> Router<E> {
             serial,
             reference: caller.reference.map(Cow::Borrowed),
         };
-        let letter = may_store.then(|| {
+        // With the mailbox off (`--mailbox-bytes 0`) no node keeps letters, the cluster's included.
+        let letter = (may_store && self.mailbox.is_on()).then(|| {
             ServerFrame::HandleMessage {
                 handle: &handle,
                 payload,
@@ -97,6 +143,50 @@ impl<E: Entropy> Router<E> {
             letter,
         });
         Ok(())
+    }
+
+    /// The copies of a MESSAGE to several handles whose listeners are not here (`handles`, with
+    /// the numbers of their waits, already counted in fan-out `fanout`): one output, which the
+    /// bus splits by node.
+    pub(super) fn send_copies(
+        &mut self,
+        caller: Caller<'_>,
+        handles: Vec<(Handle, u64)>,
+        payload: RawJson<'_>,
+        may_store: bool,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let Some((serial, block)) = self
+            .sessions
+            .get(&caller.id)
+            .map(|session| (session.serial, session.peer.largest_block()))
+        else {
+            return;
+        };
+        let parts = FanoutParts {
+            from: caller.id,
+            payload: payload.get().to_owned(),
+            ts: now.unix_ms,
+            may_store,
+            block,
+            serial,
+            reference: caller.reference.map(str::to_owned),
+        };
+        self.bus_records_out += 1;
+        out.bus(BusOutput::ToHandles { handles, parts });
+    }
+
+    /// Records the wait for one copy of fan-out `fanout` to `handle` (not sent yet: see
+    /// [`Router::send_copies`]); its request number.
+    pub(super) fn await_copy(
+        &mut self,
+        caller: Caller<'_>,
+        fanout: u64,
+        handle: Handle,
+        now: Now,
+    ) -> Result<u64, ErrorCode> {
+        self.await_reply(caller, Waiting::Copy { fanout, handle }, now)
     }
 
     /// The bus kept the letter of request `rid` in the cluster's mailbox: it is queued.
@@ -152,6 +242,11 @@ impl<E: Entropy> Router<E> {
         let conn = listener
             .and_then(|listener| self.sessions.get(&listener))
             .and_then(|session| session.conn);
+        // A connected listener gets it at once while it keeps up; one that is behind finds it
+        // in this node's mailbox at its next FETCH, so that letters handed over in bulk never
+        // push it past its outbox's ceiling.
+        let (max_unsent, _) = self.recipient_caps(out);
+        let conn = conn.filter(|&conn| out.backlog(conn) <= max_unsent / 2);
         match (listener, conn) {
             (Some(_), Some(conn)) => out.send(conn, ServerFrame::Encoded(frame)),
             (Some(listener), None) => {
@@ -174,6 +269,7 @@ impl<E: Entropy> Router<E> {
                     log::debug!("cluster: a letter that followed its handle found no room here");
                 }
             }
+            (None, _) if !self.mailbox.is_on() => {}
             (None, _) => out.bus(BusOutput::StoreLetter {
                 handle,
                 letter: frame.to_owned(),
@@ -263,6 +359,7 @@ impl<E: Entropy> Router<E> {
                 self.store_letter_from(handle, frame, sender, reference, block, now, out)?;
                 true
             }
+            (None, _) if !self.mailbox.is_on() => return Err(ErrorCode::NoMailbox),
             (None, _) => {
                 out.bus(BusOutput::StoreLetter {
                     handle,

@@ -121,6 +121,13 @@ pub(super) struct SessionState {
     letters: Vec<(String, String)>,
     /// Whether a connection held it (its friends never saw it leave).
     connected: bool,
+    /// What its rate buckets held (MESSAGE, FRIEND_REQUEST): the rates survive a move as they
+    /// survive a resume on one node. Absent: full.
+    #[serde(default)]
+    rates: Option<(u64, u64)>,
+    /// The friend requests it received in the last minute: (sender's block, age in ms).
+    #[serde(default)]
+    recent_requests: Vec<(Block, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,8 +143,10 @@ enum QueuedState {
 
 impl SessionState {
     /// The state of a live session, as saved (its letters stay in this node's mailbox).
-    fn of(session: &Session) -> SessionState {
+    fn of(session: &Session, config: &super::RouterConfig, now: Now) -> SessionState {
         SessionState {
+            rates: Some(rates_of(session, config, now)),
+            recent_requests: recent_of(session, now),
             peer: session.peer.ip(),
             friends: session.friends.iter().copied().collect(),
             pending_out: session.pending_out.iter().copied().collect(),
@@ -155,6 +164,29 @@ impl SessionState {
             connected: session.conn.is_some(),
         }
     }
+}
+
+/// What a session's two rate buckets hold now.
+fn rates_of(session: &Session, config: &super::RouterConfig, now: Now) -> (u64, u64) {
+    (
+        session
+            .message_rate
+            .units_at(config.rate_messages_per_sec, MS_PER_SECOND, now.mono_ms),
+        session.request_rate.units_at(
+            config.rate_friend_requests_per_min,
+            MS_PER_MINUTE,
+            now.mono_ms,
+        ),
+    )
+}
+
+/// The friend requests a session received in the last minute, with their ages.
+fn recent_of(session: &Session, now: Now) -> Vec<(Block, u64)> {
+    session
+        .recent_requests
+        .iter()
+        .map(|&(block, at)| (block, now.mono_ms.saturating_sub(at)))
+        .collect()
 }
 
 /// Whether two tokens are equal, in time independent of where they differ.
@@ -253,7 +285,7 @@ impl<E: Entropy> Router<E> {
         let token: Option<[u8; TOKEN_LEN]> = token.as_bytes().try_into().ok();
         let state = if self.resume_matches(id, token.as_ref()) {
             self.takeovers.remember_move(id, node, now);
-            self.hand_over_session(id, node, out)
+            self.hand_over_session(id, node, now, out)
         } else {
             None
         };
@@ -275,9 +307,12 @@ impl<E: Entropy> Router<E> {
         &mut self,
         id: Id,
         node: &str,
+        now: Now,
         out: &mut impl FrameSink,
     ) -> Option<SessionState> {
         let mut session = self.sessions.remove(&id)?;
+        let rates = rates_of(&session, &self.config, now);
+        let recent_requests = recent_of(&session, now);
         self.sessions_per_peer.release(session.peer);
         match session.conn {
             Some(conn) => {
@@ -316,12 +351,14 @@ impl<E: Entropy> Router<E> {
             queue,
             letters,
             connected: session.conn.is_some(),
+            rates: Some(rates),
+            recent_requests,
         })
     }
 
     /// Saves the state of every session touched since the last call (cluster mode); the loop
     /// calls it once per turn, so a session changed many times in a turn is saved once.
-    pub fn checkpoint(&mut self, out: &mut impl FrameSink) {
+    pub fn checkpoint(&mut self, now: Now, out: &mut impl FrameSink) {
         if self.checkpoint_due.is_empty() {
             return;
         }
@@ -331,7 +368,7 @@ impl<E: Entropy> Router<E> {
             };
             let saved = Saved {
                 token: session.token.as_str().to_owned(),
-                session: SessionState::of(session),
+                session: SessionState::of(session, &self.config, now),
             };
             if let Ok(text) = serde_json::to_string(&saved) {
                 out.bus(BusOutput::Checkpoint { id, text });
@@ -476,17 +513,38 @@ impl<E: Entropy> Router<E> {
             pending_out: state.pending_out.into_iter().collect(),
             pending_in,
             queue: Default::default(),
-            message_rate: TokenBucket::full(
-                self.config.rate_messages_per_sec,
-                MS_PER_SECOND,
-                now.mono_ms,
-            ),
-            request_rate: TokenBucket::full(
-                self.config.rate_friend_requests_per_min,
-                MS_PER_MINUTE,
-                now.mono_ms,
-            ),
-            recent_requests: Default::default(),
+            message_rate: match state.rates {
+                Some((units, _)) => TokenBucket::holding(
+                    units,
+                    self.config.rate_messages_per_sec,
+                    MS_PER_SECOND,
+                    now.mono_ms,
+                ),
+                None => TokenBucket::full(
+                    self.config.rate_messages_per_sec,
+                    MS_PER_SECOND,
+                    now.mono_ms,
+                ),
+            },
+            request_rate: match state.rates {
+                Some((_, units)) => TokenBucket::holding(
+                    units,
+                    self.config.rate_friend_requests_per_min,
+                    MS_PER_MINUTE,
+                    now.mono_ms,
+                ),
+                None => TokenBucket::full(
+                    self.config.rate_friend_requests_per_min,
+                    MS_PER_MINUTE,
+                    now.mono_ms,
+                ),
+            },
+            recent_requests: state
+                .recent_requests
+                .iter()
+                .filter(|(_, age)| *age < MS_PER_MINUTE)
+                .map(|&(block, age)| (block, now.mono_ms.saturating_sub(age)))
+                .collect(),
         };
         self.sessions.insert(id, session);
         self.sessions_resuming += 1;

@@ -58,6 +58,14 @@ pub enum BusOutput {
         record: String,
         letter: Option<String>,
     },
+    /// Copies of one MESSAGE to several handles whose listeners are not here, each with the
+    /// request number its answer comes back under: the bus sends one record per node (the
+    /// payload crosses to each node once), and keeps the letters of handles nobody listens on
+    /// ([`Router::bus_stored`](super::Router::bus_stored)).
+    ToHandles {
+        handles: Vec<(Handle, u64)>,
+        parts: super::remote_handles::FanoutParts,
+    },
     /// Keep `letter` for whoever listens on `handle` next (it came for a listener that is gone
     /// from here).
     StoreLetter { handle: Handle, letter: String },

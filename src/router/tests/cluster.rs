@@ -16,6 +16,8 @@ struct Cluster {
     /// Saved session states, and the nodes that died (they hear nothing).
     saved: HashMap<Id, String>,
     dead: Vec<usize>,
+    /// Records carrying copies of a MESSAGE to several handles, per receiving node.
+    copy_records: Vec<usize>,
     now: Now,
     bus_down: bool,
 }
@@ -54,6 +56,7 @@ impl Cluster {
             mail: HashMap::new(),
             saved: HashMap::new(),
             dead: Vec::new(),
+            copy_records: vec![0; nodes],
             now: Now {
                 mono_ms: 1_000_000,
                 unix_ms: 1_795_000_000_000,
@@ -78,7 +81,7 @@ impl Cluster {
         let mut seen = Vec::new();
         loop {
             for (router, sink) in &mut self.nodes {
-                router.checkpoint(sink);
+                router.checkpoint(now, sink);
             }
             let mut outputs = Vec::new();
             for (index, (_, sink)) in self.nodes.iter_mut().enumerate() {
@@ -164,6 +167,39 @@ impl Cluster {
             BusOutput::Unlisten { handle, id } => {
                 if self.listeners.get(&handle) == Some(&id) {
                     self.listeners.remove(&handle);
+                }
+            }
+            BusOutput::ToHandles { handles, parts } => {
+                let mut by_node: Vec<(usize, Vec<(protocol::Handle, u64)>)> = Vec::new();
+                for (handle, rid) in handles {
+                    let node = self
+                        .listeners
+                        .get(&handle)
+                        .and_then(|listener| self.directory.get(listener).copied());
+                    let (router, sink) = &mut self.nodes[from];
+                    match (self.bus_down, node) {
+                        (true, _) => router.bus_failed(rid, BusFailure::Unavailable, now, sink),
+                        (false, Some(node)) => match by_node.iter_mut().find(|(n, _)| *n == node) {
+                            Some((_, list)) => list.push((handle, rid)),
+                            None => by_node.push((node, vec![(handle, rid)])),
+                        },
+                        (false, None) if parts.may_store => {
+                            self.mail
+                                .entry(handle)
+                                .or_default()
+                                .push(parts.letter(&handle).into_bytes());
+                            router.bus_stored(rid, now, sink);
+                        }
+                        (false, None) => {
+                            router.bus_failed(rid, BusFailure::NoSuchSession, now, sink)
+                        }
+                    }
+                }
+                for (node, list) in by_node {
+                    self.copy_records[node] += 1;
+                    let record = parts.record(&list);
+                    let (router, sink) = &mut self.nodes[node];
+                    router.from_bus(&record, now, sink);
                 }
             }
             BusOutput::StoreLetter { handle, letter } => {
@@ -587,18 +623,30 @@ fn a_message_to_several_handles_is_acknowledged_once_every_node_answered() {
     let a = cluster.connect(0, 1);
     let near = cluster.connect(0, 2);
     let far = cluster.connect(1, 11);
+    let farther = cluster.connect(1, 12);
     let (h_near, h_far, h_nobody) = (handle_text(1), handle_text(2), handle_text(3));
+    let h_farther = handle_text(4);
     cluster.text(&near, &listen_frame(std::slice::from_ref(&h_near)));
     cluster.text(&far, &listen_frame(std::slice::from_ref(&h_far)));
+    cluster.text(&farther, &listen_frame(std::slice::from_ref(&h_farther)));
     let upload = format!(
-        r#"{{"type":"MESSAGE","handles":["{h_near}","{h_far}","{h_nobody}"],"payload":"{PAYLOAD}","mailbox":true,"ref":"g"}}"#
+        r#"{{"type":"MESSAGE","handles":["{h_near}","{h_far}","{h_nobody}","{h_farther}"],"payload":"{PAYLOAD}","mailbox":true,"ref":"g"}}"#
     );
     let sent = cluster.text(&a, &upload);
     assert_eq!(only_frame_to(&sent, near.conn)["handle"], h_near.as_str());
     assert_eq!(only_frame_to(&sent, far.conn)["handle"], h_far.as_str());
     assert_eq!(
+        only_frame_to(&sent, farther.conn)["handle"],
+        h_farther.as_str()
+    );
+    assert_eq!(
         only_frame_to(&sent, a.conn),
-        json!({"type":"ACK","ref":"g","sent":2,"queued":1})
+        json!({"type":"ACK","ref":"g","sent":3,"queued":1})
+    );
+    assert_eq!(
+        cluster.copy_records,
+        [0, 1],
+        "the payload crosses to the other node once for its two listeners"
     );
 
     // Without the bus, the far copy fails on its own: UNDELIVERED for it, then the ACK.
@@ -609,7 +657,7 @@ fn a_message_to_several_handles_is_acknowledged_once_every_node_answered() {
     assert_eq!(types.last(), Some(&"ACK"), "{to_a:?}");
     assert_eq!(to_a.last().map(|ack| ack["sent"].clone()), Some(json!(1)));
     let undelivered: Vec<&Value> = to_a.iter().filter(|f| f["type"] == "UNDELIVERED").collect();
-    assert_eq!(undelivered.len(), 2, "{to_a:?}");
+    assert_eq!(undelivered.len(), 3, "{to_a:?}");
     assert!(
         undelivered.iter().all(|f| f["reason"] == "unavailable"),
         "{to_a:?}"
