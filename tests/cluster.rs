@@ -204,21 +204,28 @@ fn handles_work_across_nodes_live_kept_for_the_next_listener_and_taken_over() {
     assert_eq!(letter["handle"], nobodys.as_str());
     assert_eq!(letter["payload"], TEST_PAYLOAD);
 
-    // One upload to listeners on both nodes: one ACK with both counted.
+    // One upload to listeners on both nodes (two on the other one): one ACK with all counted,
+    // and the payload crosses to the other node in one PUBLISH (the answers in one more).
     let mut dave = connect_v2(&nodes[0]);
     let daves = handle(3);
     listen(&mut dave, &[&daves]);
+    let erins = handle(4);
+    let mut erin = connect_v2(&nodes[1]);
+    listen(&mut erin, &[&erins]);
+    let published = publishes(&redis);
     alice.send_json(&json!({
-        "type": "MESSAGE", "handles": [bobs, daves], "payload": TEST_PAYLOAD,
+        "type": "MESSAGE", "handles": [bobs, daves, erins], "payload": TEST_PAYLOAD,
         "mailbox": true, "ref": "group",
     }));
     let ack = alice.expect_type("ACK");
     assert_eq!(
         ack,
-        json!({"type": "ACK", "ref": "group", "sent": 2, "queued": 0})
+        json!({"type": "ACK", "ref": "group", "sent": 3, "queued": 0})
     );
     assert_eq!(bob.expect_type("MESSAGE")["handle"], bobs.as_str());
     assert_eq!(dave.expect_type("MESSAGE")["handle"], daves.as_str());
+    assert_eq!(erin.expect_type("MESSAGE")["handle"], erins.as_str());
+    assert_eq!(publishes(&redis) - published, 2);
 
     // Dave, on the other node, takes Bob's handle: Bob is told, and the next message to it
     // goes to Dave.
@@ -300,4 +307,41 @@ fn after_kill_9_of_its_node_a_session_resumes_on_another_with_what_was_acknowled
         got
     };
     assert_eq!(got["from"], b_id.as_str());
+}
+
+/// PUBLISH commands Redis has run so far (`INFO commandstats`).
+fn publishes(redis: &RedisServer) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", redis.port())).expect("Redis");
+    stream
+        .write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        .expect("write INFO");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    // A bulk reply: `$<length>\r\n<text>\r\n`; read until all of it is in.
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&bytes);
+        let expected = text
+            .strip_prefix('$')
+            .and_then(|rest| rest.split_once("\r\n"))
+            .and_then(|(len, _)| len.parse::<usize>().ok());
+        if let Some(len) = expected
+            && bytes.len() >= len + len.to_string().len() + 5
+        {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
 }
