@@ -168,6 +168,12 @@ impl ResumeToken {
         ResumeToken(base64url_encode(bytes))
     }
 
+    /// A token a client holds, as checked by the node that issued it (a session moving
+    /// between nodes of a cluster keeps it while no connection took the new one).
+    pub fn from_checked_text(text: [u8; TOKEN_LEN]) -> ResumeToken {
+        ResumeToken(text)
+    }
+
     pub fn as_str(&self) -> &str {
         // Always base64url bytes, so always ASCII; the fallback is never taken.
         std::str::from_utf8(&self.0).unwrap_or("")

@@ -110,6 +110,7 @@ impl Harness {
             mailbox_bytes_per_handle: *input.choose(&[300, 700, 1 << 20])?,
             mailbox_ttl_ms: *input.choose(&[1, 1_000, 60_000])?,
             cluster: false,
+            node_name: String::new(),
         };
         let seed = input.arbitrary::<u64>()?;
         Ok(Harness {

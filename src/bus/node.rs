@@ -41,6 +41,17 @@ use crate::router::{BusFailure, BusOutput, FanoutParts};
 
 /// How long the directory names a node for an ID without a renewal.
 pub const DIRECTORY_TTL: Duration = Duration::from_secs(30);
+/// How long a node counts as alive after it last said so (every second): a node whose
+/// sessions' clients come back through another sooner is not taken from; one that has been
+/// silent longer is dead, and its sessions may be adopted.
+pub const ALIVE_TTL: Duration = Duration::from_secs(5);
+/// How often a node says it is alive.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
+/// How often a takeover whose session's node still counts as alive checks again (until the
+/// router gives up on it, `TAKEOVER_TIMEOUT_MS`).
+const ADOPT_RETRY: Duration = Duration::from_millis(500);
+/// Takeovers checked again at most at once (more are answered: nothing to adopt).
+const MAX_ADOPT_RETRIES: usize = 4_096;
 /// How often this node renews the directory entries of its sessions.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
 /// How long a looked-up node is believed for an ID.
@@ -99,6 +110,20 @@ local v = redis.call('GET', k) \
 if v == false then redis.call('SET', k, ARGV[i], 'PX', ttl) \
 elseif v == ARGV[i] then redis.call('PEXPIRE', k, ttl) end end \
 return 0";
+/// A takeover found the session's node silent: returns `{1, state, owner}` (the saved state
+/// `KEYS[2]`, "" if none; the node `KEYS[1]` names, "" if none) when that node is not alive (its
+/// `secchat:alive:` key expired) or is `ARGV[1]` itself, `{0}` when it is alive (only its
+/// subscriber is away: the session is not taken from a live node).
+const ADOPT_CHECK: &[u8] = b"local owner = redis.call('GET', KEYS[1]) \
+if owner and owner ~= ARGV[1] and redis.call('EXISTS', 'secchat:alive:' .. owner) == 1 then \
+return {0} end \
+return {1, redis.call('GET', KEYS[2]) or '', owner or ''}";
+/// Adopts `KEYS[1]` for node `ARGV[1]` (`ARGV[3]` ms) if it still names `ARGV[2]` (the dead
+/// node the check saw), or nothing, or this node: 1 when adopted, 0 when another node took it.
+const ADOPT: &[u8] = b"local owner = redis.call('GET', KEYS[1]) \
+if owner and owner ~= ARGV[1] and owner ~= ARGV[2] then return 0 end \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) \
+return 1";
 /// Deletes `KEYS[1]` if it still names node `ARGV[1]`.
 const RELEASE: &[u8] = b"if redis.call('GET', KEYS[1]) == ARGV[1] then \
 return redis.call('DEL', KEYS[1]) end return 0";
@@ -173,8 +198,8 @@ enum Sent {
     Store(Box<ToHandle>),
     /// A letter kept, or handle entries renewed, whatever happens (nothing waits on the answer).
     Kept,
-    /// The saved state of a session, for takeover `rid`.
-    Checkpoint(u64),
+    /// The saved state of session `.1`, for takeover `.0`.
+    Checkpoint(u64, Id),
     /// Who listens on the handle of copy `index` of job `job`.
     CopyLookup {
         job: u64,
@@ -252,6 +277,12 @@ pub struct ClusterBus {
     next_job: u64,
     mailbox: MailboxRules,
     resume_window: Duration,
+    /// Takeovers to check again for adoption, when: (time, request number, session).
+    adopt_retries: VecDeque<(Instant, u64, Id)>,
+    next_alive: Instant,
+    /// For sessions about to be adopted: the node the directory named when the adoption was
+    /// checked (the adoption holds only if it still does).
+    adopted_from: FastMap<Id, String>,
     /// When the commands link last came back after being down (not its first start).
     up_since: Option<Instant>,
     /// The commands link has been down since the node started.
@@ -290,6 +321,9 @@ impl ClusterBus {
             mailbox,
             resume_window: Duration::from_secs(30),
             up_since: None,
+            adopted_from: FastMap::default(),
+            adopt_retries: VecDeque::new(),
+            next_alive: Instant::now(),
             was_down: false,
             next_refresh: Instant::now() + REFRESH_EVERY,
             news: BusNews::default(),
@@ -394,8 +428,17 @@ impl ClusterBus {
                 }
             }
             BusOutput::LoadCheckpoint { id, rid } => {
-                if self.commands.command(&[b"GET", &state_key(id)]).is_ok() {
-                    self.sent.push_back(Sent::Checkpoint(rid));
+                let keys = (directory_key(id), state_key(id));
+                let args: [&[u8]; 6] = [
+                    b"EVAL",
+                    ADOPT_CHECK,
+                    b"2",
+                    &keys.0,
+                    &keys.1,
+                    self.name.as_bytes(),
+                ];
+                if self.commands.command(&args).is_ok() {
+                    self.sent.push_back(Sent::Checkpoint(rid, id));
                 } else {
                     self.news.checkpoints.push((rid, None));
                 }
@@ -403,15 +446,18 @@ impl ClusterBus {
             BusOutput::Adopt(id) => {
                 self.local.insert(id);
                 let ttl = DIRECTORY_TTL.as_millis().to_string();
-                let args: [&[u8]; 5] = [
-                    b"SET",
+                let dead = self.adopted_from.remove(&id).unwrap_or_default();
+                let args: [&[u8]; 7] = [
+                    b"EVAL",
+                    ADOPT,
+                    b"1",
                     &directory_key(id),
                     self.name.as_bytes(),
-                    b"PX",
+                    dead.as_bytes(),
                     ttl.as_bytes(),
                 ];
                 if self.commands.command(&args).is_ok() {
-                    self.sent.push_back(Sent::Kept);
+                    self.sent.push_back(Sent::Claim(id));
                 }
             }
             BusOutput::Record { to, rid, text } => self.send_record(to, rid, text),
@@ -843,6 +889,7 @@ impl ClusterBus {
                         }
                     }
                     self.renew_handles();
+                    self.say_alive();
                 }
                 LinkEvent::Reply(reply) => self.answered(reply, now),
                 LinkEvent::Down { .. } => self.commands_down(),
@@ -866,6 +913,16 @@ impl ClusterBus {
             self.renew_all();
             self.renew_handles();
         }
+        if now >= self.next_alive {
+            self.next_alive = now + ALIVE_EVERY;
+            self.say_alive();
+        }
+        while let Some(&(at, rid, id)) = self.adopt_retries.front()
+            && at <= now
+        {
+            self.adopt_retries.pop_front();
+            self.push(BusOutput::LoadCheckpoint { id, rid });
+        }
         std::mem::take(&mut self.news)
     }
 
@@ -888,6 +945,8 @@ impl ClusterBus {
             self.commands.next_deadline(),
             self.subscriber.next_deadline(),
             Some(self.next_refresh),
+            Some(self.next_alive),
+            self.adopt_retries.front().map(|&(at, _, _)| at),
         ]
         .into_iter()
         .flatten()
@@ -916,6 +975,16 @@ impl ClusterBus {
             if self.commands.command(&args).is_ok() {
                 self.sent.push_back(Sent::Kept);
             }
+        }
+    }
+
+    /// This node is alive for [`ALIVE_TTL`]: while it is, no other node adopts its sessions.
+    fn say_alive(&mut self) {
+        let key = format!("secchat:alive:{}", self.name).into_bytes();
+        let ttl = ALIVE_TTL.as_millis().to_string();
+        let args: [&[u8]; 5] = [b"SET", &key, b"1", b"PX", ttl.as_bytes()];
+        if self.commands.command(&args).is_ok() {
+            self.sent.push_back(Sent::Kept);
         }
     }
 
@@ -1026,11 +1095,37 @@ impl ClusterBus {
                 }
                 _ => self.fail(message.rid, BusFailure::Unavailable),
             },
-            Sent::Checkpoint(rid) => {
-                let state = match reply {
-                    Reply::Bulk(state) => state,
+            Sent::Checkpoint(rid, id) => {
+                let mut parts = match reply {
+                    Reply::Array(Some(parts)) => parts.into_iter(),
+                    _ => Vec::new().into_iter(),
+                };
+                let adoptable = match parts.next() {
+                    Some(Reply::Integer(1)) => true,
+                    Some(Reply::Integer(0)) => {
+                        // Its node still says it is alive: ask again shortly, until it is
+                        // not (it died) or the session answers (only its subscriber was away).
+                        if self.adopt_retries.len() < MAX_ADOPT_RETRIES {
+                            self.adopt_retries.push_back((now + ADOPT_RETRY, rid, id));
+                            return;
+                        }
+                        false
+                    }
+                    _ => false,
+                };
+                let state = match parts.next() {
+                    Some(Reply::Bulk(Some(state))) if adoptable && !state.is_empty() => Some(state),
                     _ => None,
                 };
+                if let Some(Reply::Bulk(Some(owner))) = parts.next()
+                    && state.is_some()
+                {
+                    if self.adopted_from.len() >= MAX_CACHED {
+                        self.adopted_from.clear();
+                    }
+                    self.adopted_from
+                        .insert(id, String::from_utf8_lossy(&owner).into_owned());
+                }
                 self.news.checkpoints.push((rid, state));
             }
             Sent::Kept => {
@@ -1138,7 +1233,7 @@ impl ClusterBus {
                     }
                 }
                 Sent::Store(message) => self.fail(message.rid, BusFailure::Unavailable),
-                Sent::Checkpoint(rid) => self.news.checkpoints.push((rid, None)),
+                Sent::Checkpoint(rid, _) => self.news.checkpoints.push((rid, None)),
                 Sent::CopyLookup { job, index } => {
                     self.copy_found(job, index, None, Instant::now())
                 }

@@ -469,6 +469,14 @@ impl HandleTable {
         removed
     }
 
+    /// The handles `session` listens on.
+    pub fn handles_of(&self, session: Id) -> Vec<Handle> {
+        self.by_session
+            .get(&session)
+            .map(|entry| entry.handles.clone())
+            .unwrap_or_default()
+    }
+
     /// Forgets every handle of `session` (it ended, or a version-1 client took it over), and
     /// returns them.
     pub fn remove_session(&mut self, session: Id) -> Vec<Handle> {

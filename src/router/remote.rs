@@ -420,6 +420,26 @@ impl Record<'_> {
         })
     }
 
+    /// The session the record comes from, when it names one.
+    fn from(&self) -> Option<Id> {
+        match self {
+            Record::Message { from, .. }
+            | Record::Request { from, .. }
+            | Record::Accept { from, .. }
+            | Record::Decline { from, .. }
+            | Record::Remove { from, .. }
+            | Record::Bye { from, .. }
+            | Record::Cancel { from, .. }
+            | Record::Withdrawn { from, .. }
+            | Record::Presence { from, .. }
+            | Record::Undelivered { from, .. }
+            | Record::HandleMessage { from, .. }
+            | Record::HandleMessages { from, .. }
+            | Record::HandleTaken { from, .. } => Some(*from),
+            _ => None,
+        }
+    }
+
     fn rid(&self) -> Option<u64> {
         match self {
             Record::Message { rid, .. }
@@ -604,11 +624,25 @@ impl<E: Entropy> Router<E> {
         let record = match serde_json::from_str::<Record<'_>>(text) {
             Ok(record) => record,
             Err(error) => {
-                log::warn!("bus: dropped a record that does not parse ({error})");
+                // Only where: serde's message may quote a value (a token, a payload).
+                log::warn!(
+                    "bus: dropped a record that does not parse (line {}, column {})",
+                    error.line(),
+                    error.column()
+                );
                 return;
             }
         };
         self.bus_records_in += 1;
+        if record
+            .from()
+            .is_some_and(|from| self.sessions.contains_key(&from))
+        {
+            // A session here is no other node's to speak for (a record from before it moved
+            // here, or a confused node): its sender, if it waits, hears `unavailable`.
+            log::debug!("bus: dropped a record from a session that lives here");
+            return;
+        }
         if let Some(to) = record.to()
             && !self.sessions.contains_key(&to)
             && let Some(node) = self.takeovers.moved_to(to, now)
@@ -847,11 +881,13 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) {
         if self.is_takeover(rid) {
-            if failure == BusFailure::NodeGone {
-                // Its node died: the session may be adopted from its saved state.
-                self.load_checkpoint(rid, out);
-            } else {
+            if failure == BusFailure::Unavailable {
                 self.takeover_failed(rid, now, out);
+            } else {
+                // Its node heard nothing, or its directory entry expired: the node may be
+                // gone, and the session may be adopted from its saved state (the bus checks
+                // that the node is not alive).
+                self.load_checkpoint(rid, out);
             }
             return;
         }
@@ -871,17 +907,18 @@ impl<E: Entropy> Router<E> {
     /// The bus found that another node already holds session `id`'s ID: the session made here
     /// with it ends at once (its client connects again and gets another ID), and the directory
     /// entry, which is the other node's, is left alone.
+    ///
+    /// It leaves quietly, telling no friend and withdrawing nothing: the node that holds the ID
+    /// holds whatever the ID's friendships are (for a session adopted from a node thought dead
+    /// that was not, the same session, live there).
     pub fn claim_lost(&mut self, id: Id, out: &mut impl FrameSink) {
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        session.claimed = false;
-        let conn = session.conn;
         self.unannounced.remove(&id);
-        self.end_session(id, out);
-        if let Some(conn) = conn {
-            self.conns.remove(&conn);
-            out.close(conn, super::close_code::SERVER_FULL, "try again");
+        self.checkpoint_due.remove(&id);
+        if let Some(session) = self.detach_session(id, super::close_code::SERVER_FULL, out) {
+            for entry in session.queue.iter() {
+                self.queued_frames -= 1;
+                self.queued_bytes -= entry.bytes();
+            }
         }
     }
 
@@ -986,7 +1023,9 @@ impl<E: Entropy> Router<E> {
             .get_mut(&caller.id)
             .ok_or(ErrorCode::NotConnected)?;
         if session.awaiting >= MAX_AWAITING_PER_SESSION {
-            return Err(ErrorCode::RateLimited);
+            // The bus is behind, not the client: `peer_busy` (retried, and not counted toward
+            // the error flood), never `rate_limited`.
+            return Err(ErrorCode::PeerBusy);
         }
         session.awaiting += 1;
         let entry = Awaiting {
@@ -1078,16 +1117,26 @@ impl<E: Entropy> Router<E> {
         }
         match result {
             Ok(queued) => {
-                if let Some(reference) = entry.reference.as_deref() {
+                if let Some(reference) = entry.reference.as_deref()
+                    && self.still_asking(&entry)
+                {
                     out.send(entry.conn, ServerFrame::Ack { reference, queued });
                 }
             }
             Err(code) => {
-                if self.conns.contains_key(&entry.conn) {
+                if self.still_asking(&entry) {
                     self.refuse(entry.conn, code, entry.reference.as_deref(), now, out);
                 }
             }
         }
+    }
+
+    /// Whether the connection that made the request still holds its session: the answer goes
+    /// to it, as on one node (a connection that closed, or was taken over, hears nothing).
+    pub(super) fn still_asking(&self, entry: &Awaiting) -> bool {
+        self.conns
+            .get(&entry.conn)
+            .is_some_and(|conn| conn.session == Some(entry.by))
     }
 
     /// Session `id` (here) loses its friend `friend` (another node's): DISCONNECT, as when a

@@ -382,6 +382,7 @@ impl<E: Entropy> Router<E> {
         result: Result<bool, ErrorCode>,
         out: &mut impl FrameSink,
     ) {
+        let asking = self.still_asking(entry);
         let Some(wait) = self.awaiting.fanouts.get_mut(&fanout) else {
             return;
         };
@@ -395,7 +396,9 @@ impl<E: Entropy> Router<E> {
                     ErrorCode::Unavailable => UndeliveredReason::Unavailable,
                     _ => UndeliveredReason::NoMailbox,
                 };
-                if let Some(reference) = entry.reference.as_deref() {
+                if let Some(reference) = entry.reference.as_deref()
+                    && asking
+                {
                     let frame = protocol::undelivered_to_handle(&handle, reference, reason);
                     out.send(entry.conn, ServerFrame::Encoded(&frame));
                 }
@@ -407,7 +410,9 @@ impl<E: Entropy> Router<E> {
         let FanoutWait { sent, queued, .. } = *wait;
         self.awaiting.fanouts.remove(&fanout);
         self.messages_routed += (sent + queued) as u64;
-        if let Some(reference) = entry.reference.as_deref() {
+        if let Some(reference) = entry.reference.as_deref()
+            && asking
+        {
             let frame = protocol::fanout_ack(reference, sent, queued);
             out.send(entry.conn, ServerFrame::Encoded(&frame));
         }

@@ -41,8 +41,10 @@ use crate::id::{Id, TOKEN_LEN};
 use crate::protocol::{Handle, ServerFrame};
 
 /// How long a resume waits for another node to hand the session over before the client gets
-/// a new session instead.
-pub const TAKEOVER_TIMEOUT_MS: u64 = 5_000;
+/// a new session instead: longer than a dead node takes to stop counting as alive
+/// (`crate::bus::ALIVE_TTL`, 5 s), so that a client coming back at once after its node died is
+/// adopted rather than given a new session.
+pub const TAKEOVER_TIMEOUT_MS: u64 = 8_000;
 
 /// A connection whose CONNECT waits for a handover.
 #[derive(Debug)]
@@ -303,6 +305,35 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Takes session `id` out of this node for node `node`, without ending it.
+    /// Takes session `id` out of this node's tables without ending it (its friends are not
+    /// told, nothing is withdrawn), closing a connection that holds it with `code`; returns it
+    /// with its queue still counted in `queued_frames`/`queued_bytes`, and its handles gone
+    /// from the table (their letters stay in the mailbox).
+    pub(super) fn detach_session(
+        &mut self,
+        id: Id,
+        code: u16,
+        out: &mut impl FrameSink,
+    ) -> Option<Session> {
+        let session = self.sessions.remove(&id)?;
+        self.sessions_per_peer.release(session.peer);
+        match session.conn {
+            Some(conn) => {
+                self.conns.remove(&conn);
+                let reason = if code == close_code::TAKEN_OVER {
+                    "session taken over"
+                } else {
+                    "try again"
+                };
+                out.close(conn, code, reason);
+            }
+            None => self.sessions_resuming -= 1,
+        }
+        self.handles.remove_session(id);
+        self.drop_stale_timers();
+        Some(session)
+    }
+
     fn hand_over_session(
         &mut self,
         id: Id,
@@ -310,19 +341,12 @@ impl<E: Entropy> Router<E> {
         now: Now,
         out: &mut impl FrameSink,
     ) -> Option<SessionState> {
-        let mut session = self.sessions.remove(&id)?;
+        let handles = self.handles.handles_of(id);
+        let mut session = self.detach_session(id, close_code::TAKEN_OVER, out)?;
         let rates = rates_of(&session, &self.config, now);
         let recent_requests = recent_of(&session, now);
-        self.sessions_per_peer.release(session.peer);
-        match session.conn {
-            Some(conn) => {
-                self.conns.remove(&conn);
-                out.close(conn, close_code::TAKEN_OVER, "session taken over");
-            }
-            None => self.sessions_resuming -= 1,
-        }
         let mut letters = Vec::new();
-        for handle in self.handles.remove_session(id) {
+        for handle in handles {
             while let Some(letter) = self.mailbox.take_oldest_for(&handle) {
                 letters.push((handle.as_str().to_owned(), letter.frame.into_string()));
             }
@@ -338,7 +362,6 @@ impl<E: Entropy> Router<E> {
             id,
             node: node.to_owned(),
         });
-        self.drop_stale_timers();
         Some(SessionState {
             peer: session.peer.ip(),
             friends: session.friends.into_iter().collect(),
@@ -437,7 +460,11 @@ impl<E: Entropy> Router<E> {
         let state = state.and_then(|text| match serde_json::from_str::<SessionState>(text) {
             Ok(state) => Some(state),
             Err(error) => {
-                log::warn!("cluster: a handed-over session did not parse ({error})");
+                log::warn!(
+                    "cluster: a handed-over session did not parse (line {}, column {})",
+                    error.line(),
+                    error.column()
+                );
                 None
             }
         });
@@ -492,7 +519,13 @@ impl<E: Entropy> Router<E> {
         // The session exists in the cluster already: it counts against its address here even
         // past the limit (refusing it would end a live session), and no start is charged.
         self.sessions_per_peer.acquire_regardless(peer);
-        let token = self.fresh_token();
+        // A connection gets a new token with its reply; without one (it closed meanwhile) the
+        // client still holds only the token it resumed with, which stays valid.
+        let token = if conn_open {
+            self.fresh_token()
+        } else {
+            crate::id::ResumeToken::from_checked_text(pending.token)
+        };
         self.sessions_created += 1;
         let mut pending_in = FastMap::default();
         for (requester, block) in state.pending_in {
@@ -548,6 +581,7 @@ impl<E: Entropy> Router<E> {
         };
         self.sessions.insert(id, session);
         self.sessions_resuming += 1;
+        self.touch(id);
         out.bus(BusOutput::Claim(id));
         for (handle, frame) in state.letters {
             let Some(handle) = Handle::parse(&handle) else {
