@@ -404,8 +404,8 @@ impl Server {
                 for &id in &news.claimed {
                     router.claim_confirmed(id, out);
                 }
-                for (rid, state) in &news.checkpoints {
-                    router.checkpoint_loaded(*rid, state.as_deref(), clock.router, out);
+                for (rid, state, queue) in &news.checkpoints {
+                    router.checkpoint_loaded(*rid, state.as_deref(), queue, clock.router, out);
                 }
                 for &rid in &news.stored {
                     router.bus_stored(rid, clock.router, out);

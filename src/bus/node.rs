@@ -85,7 +85,8 @@ if v == false then redis.call('SET', k, ARGV[1], 'PX', ARGV[2]) \
 elseif v == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2]) \
 else table.insert(lost, i) end \
 if v == false or v == ARGV[1] then \
-redis.call('PEXPIRE', 'secchat:s:' .. string.sub(k, 12), ARGV[3]) end end \
+redis.call('PEXPIRE', 'secchat:s:' .. string.sub(k, 12), ARGV[3]) \
+redis.call('PEXPIRE', 'secchat:q:' .. string.sub(k, 12), ARGV[3]) end end \
 return lost";
 /// LISTEN: `KEYS[1]` (a handle's entry) names session `ARGV[1]` for `ARGV[2]` ms; returns the
 /// session it named before (or "") and the letters kept for the handle in `KEYS[2]`, which go.
@@ -110,14 +111,15 @@ local v = redis.call('GET', k) \
 if v == false then redis.call('SET', k, ARGV[i], 'PX', ttl) \
 elseif v == ARGV[i] then redis.call('PEXPIRE', k, ttl) end end \
 return 0";
-/// A takeover found the session's node silent: returns `{1, state, owner}` (the saved state
-/// `KEYS[2]`, "" if none; the node `KEYS[1]` names, "" if none) when that node is not alive (its
+/// A takeover found the session's node silent: returns `{1, state, owner, queue}` (the saved
+/// state `KEYS[2]`, "" if none; the node `KEYS[1]` names, "" if none; the saved resume queue
+/// `KEYS[3]`) when that node is not alive (its
 /// `secchat:alive:` key expired) or is `ARGV[1]` itself, `{0}` when it is alive (only its
 /// subscriber is away: the session is not taken from a live node).
 const ADOPT_CHECK: &[u8] = b"local owner = redis.call('GET', KEYS[1]) \
 if owner and owner ~= ARGV[1] and redis.call('EXISTS', 'secchat:alive:' .. owner) == 1 then \
 return {0} end \
-return {1, redis.call('GET', KEYS[2]) or '', owner or ''}";
+return {1, redis.call('GET', KEYS[2]) or '', owner or '', redis.call('LRANGE', KEYS[3], 0, -1)}";
 /// Adopts `KEYS[1]` for node `ARGV[1]` (`ARGV[3]` ms) if it still names `ARGV[2]` (the dead
 /// node the check saw), or nothing, or this node: 1 when adopted, 0 when another node took it.
 const ADOPT: &[u8] = b"local owner = redis.call('GET', KEYS[1]) \
@@ -137,13 +139,17 @@ pub struct MailboxRules {
     pub ttl: Duration,
 }
 
+/// A saved session read for a takeover: (request number, its state if any, its resume queue).
+pub type SavedSession = (u64, Option<Vec<u8>>, Vec<Vec<u8>>);
+
 /// What the router must hear from the bus after a turn.
 #[derive(Debug, Default)]
 pub struct BusNews {
     /// Sessions whose directory claim holds (or that go on unclaimed while the bus is down).
     pub claimed: Vec<Id>,
-    /// Saved session states read for takeovers: (request number, the state if any).
-    pub checkpoints: Vec<(u64, Option<Vec<u8>>)>,
+    /// Saved session states read for takeovers: (request number, the state if any, its saved
+    /// resume queue).
+    pub checkpoints: Vec<SavedSession>,
     /// Requests whose letter the cluster's mailbox kept (queued).
     pub stored: Vec<u64>,
     /// Handles a LISTEN here took from another session: (handle, that session).
@@ -410,7 +416,11 @@ impl ClusterBus {
                     self.sent.push_back(Sent::Release);
                 }
                 // The session ended: nothing is left to resume.
-                if self.commands.command(&[b"DEL", &state_key(id)]).is_ok() {
+                if self
+                    .commands
+                    .command(&[b"DEL", &state_key(id), &queue_key(id)])
+                    .is_ok()
+                {
                     self.sent.push_back(Sent::Kept);
                 }
             }
@@ -428,19 +438,43 @@ impl ClusterBus {
                 }
             }
             BusOutput::LoadCheckpoint { id, rid } => {
-                let keys = (directory_key(id), state_key(id));
-                let args: [&[u8]; 6] = [
+                let keys = (directory_key(id), state_key(id), queue_key(id));
+                let args: [&[u8]; 7] = [
                     b"EVAL",
                     ADOPT_CHECK,
-                    b"2",
+                    b"3",
                     &keys.0,
                     &keys.1,
+                    &keys.2,
                     self.name.as_bytes(),
                 ];
                 if self.commands.command(&args).is_ok() {
                     self.sent.push_back(Sent::Checkpoint(rid, id));
                 } else {
-                    self.news.checkpoints.push((rid, None));
+                    self.news.checkpoints.push((rid, None, Vec::new()));
+                }
+            }
+            BusOutput::Queued { id, entry } => {
+                let key = queue_key(id);
+                let ttl = self.session_ttl().as_millis().to_string();
+                if self
+                    .commands
+                    .command(&[b"RPUSH", &key, entry.as_bytes()])
+                    .is_ok()
+                {
+                    self.sent.push_back(Sent::Kept);
+                }
+                if self
+                    .commands
+                    .command(&[b"PEXPIRE", &key, ttl.as_bytes()])
+                    .is_ok()
+                {
+                    self.sent.push_back(Sent::Kept);
+                }
+            }
+            BusOutput::QueueCleared(id) => {
+                if self.commands.command(&[b"DEL", &queue_key(id)]).is_ok() {
+                    self.sent.push_back(Sent::Kept);
                 }
             }
             BusOutput::Adopt(id) => {
@@ -1126,7 +1160,17 @@ impl ClusterBus {
                     self.adopted_from
                         .insert(id, String::from_utf8_lossy(&owner).into_owned());
                 }
-                self.news.checkpoints.push((rid, state));
+                let queue = match parts.next() {
+                    Some(Reply::Array(Some(entries))) => entries
+                        .into_iter()
+                        .filter_map(|entry| match entry {
+                            Reply::Bulk(Some(bytes)) => Some(bytes),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                self.news.checkpoints.push((rid, state, queue));
             }
             Sent::Kept => {
                 if matches!(reply, Reply::Error(_)) {
@@ -1233,7 +1277,7 @@ impl ClusterBus {
                     }
                 }
                 Sent::Store(message) => self.fail(message.rid, BusFailure::Unavailable),
-                Sent::Checkpoint(rid, _) => self.news.checkpoints.push((rid, None)),
+                Sent::Checkpoint(rid, _) => self.news.checkpoints.push((rid, None, Vec::new())),
                 Sent::CopyLookup { job, index } => {
                     self.copy_found(job, index, None, Instant::now())
                 }
@@ -1281,6 +1325,11 @@ fn parse_listener(text: &[u8]) -> Option<(Id, Rc<str>)> {
     let (id, node) = text.split_at(space);
     let node = std::str::from_utf8(node.get(1..)?).ok()?;
     Some((parse_id(id)?, Rc::from(node)))
+}
+
+/// Where the resume queue of session `id` is saved, one entry per frame.
+fn queue_key(id: Id) -> Vec<u8> {
+    format!("secchat:q:{}", id.text().as_str()).into_bytes()
 }
 
 /// Where the resumable state of session `id` is saved.

@@ -179,6 +179,9 @@ impl<E: Entropy> Router<E> {
         let previous_conn = session.conn.replace(conn);
         let queued = session.queue.take_all();
         self.touch(id);
+        if self.config.cluster && !queued.is_empty() {
+            out.bus(BusOutput::QueueCleared(id));
+        }
         match previous_conn {
             Some(old_conn) => {
                 self.conns.remove(&old_conn);

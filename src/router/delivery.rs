@@ -60,10 +60,15 @@ impl<E: Entropy> Router<E> {
                 false
             }
             None => {
-                let frame = frame.to_text();
-                self.queued_bytes += session.queue.push(QueuedFrame { frame, kind });
-                self.queued_frames += 1;
-                self.touch(target);
+                let entry = QueuedFrame {
+                    frame: frame.to_text(),
+                    kind,
+                };
+                self.save_queued(target, &entry, out);
+                if let Some(session) = self.sessions.get_mut(&target) {
+                    self.queued_bytes += session.queue.push(entry);
+                    self.queued_frames += 1;
+                }
                 true
             }
         }

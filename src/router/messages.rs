@@ -81,9 +81,14 @@ impl<E: Entropy> Router<E> {
                     sender: from,
                     reference: reference.map(Box::from),
                 };
-                self.queued_bytes += recipient.queue.push(QueuedFrame { frame, kind });
-                self.queued_frames += 1;
-                self.touch(to);
+                let entry = QueuedFrame { frame, kind };
+                if self.config.cluster {
+                    self.save_queued(to, &entry, out);
+                }
+                if let Some(recipient) = self.sessions.get_mut(&to) {
+                    self.queued_bytes += recipient.queue.push(entry);
+                    self.queued_frames += 1;
+                }
                 true
             }
         };

@@ -190,6 +190,12 @@ pub enum Record<'a> {
         #[serde(borrow, default, deserialize_with = "raw_option")]
         state: Option<&'a str>,
     },
+    /// A record the node that held its session sent on after the session moved: handled where
+    /// it arrives, and never sent on again (so that two nodes never pass one back and forth).
+    Forwarded {
+        #[serde(borrow, deserialize_with = "raw")]
+        record: &'a str,
+    },
     /// The answer to request `rid` of session `to`: `"sent"`, `"queued"` or an error code.
     Reply {
         to: Id,
@@ -382,6 +388,10 @@ impl Record<'_> {
                     json.raw("state", state);
                 }
             }
+            Record::Forwarded { record } => {
+                json.0.push_str("{\"forwarded\":{\"record\":");
+                json.0.push_str(record);
+            }
             Record::Reply { to, rid, result } => {
                 json.0.push_str("{\"reply\":{\"to\":");
                 json.0.push_str(&to.bits().to_string());
@@ -414,7 +424,8 @@ impl Record<'_> {
             Record::HandleMessage { .. }
             | Record::HandleMessages { .. }
             | Record::Letter { .. }
-            | Record::Handover { .. } => {
+            | Record::Handover { .. }
+            | Record::Forwarded { .. } => {
                 return None;
             }
         })
@@ -491,6 +502,18 @@ impl RecordJson {
 fn quoted(value: &str) -> String {
     // Writing a `str` into a `String` cannot fail; the empty string stands in all the same.
     serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// Whether `text` is a server frame: a JSON object with a string `type`. Frames another node
+/// or the cluster's mailbox hands over are checked before a client is sent them, so that a
+/// confused node or a damaged entry never puts anything else on a client's connection.
+pub(super) fn is_frame(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        _kind: Cow<'a, str>,
+    }
+    serde_json::from_str::<Typed<'_>>(text).is_ok()
 }
 
 /// Why the bus could not hand a record to the node it was for.
@@ -621,6 +644,18 @@ impl<E: Entropy> Router<E> {
     /// A record from another node, as the bus delivered it. A record that does not parse is
     /// dropped (the nodes run the same build; this is a bug or a stranger on the bus).
     pub fn from_bus(&mut self, text: &str, now: Now, out: &mut impl FrameSink) {
+        self.receive_record(text, true, now, out);
+    }
+
+    /// One record; `may_forward`: whether it may be sent on to the node its session moved to
+    /// (not when it was forwarded here already).
+    fn receive_record(
+        &mut self,
+        text: &str,
+        may_forward: bool,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
         let record = match serde_json::from_str::<Record<'_>>(text) {
             Ok(record) => record,
             Err(error) => {
@@ -643,15 +678,17 @@ impl<E: Entropy> Router<E> {
             log::debug!("bus: dropped a record from a session that lives here");
             return;
         }
-        if let Some(to) = record.to()
+        if may_forward
+            && let Some(to) = record.to()
             && !self.sessions.contains_key(&to)
             && let Some(node) = self.takeovers.moved_to(to, now)
         {
-            // Sent on a directory entry cached before the session moved: after it.
+            // Sent on a directory entry cached before the session moved: after it, once.
             self.bus_records_out += 1;
+            let forwarded = Record::Forwarded { record: text };
             out.bus(BusOutput::ToNode {
                 node: node.to_owned(),
-                text: text.to_owned(),
+                text: forwarded.to_json(),
             });
             return;
         }
@@ -852,7 +889,10 @@ impl<E: Entropy> Router<E> {
                 rid,
                 node,
             } => self.takeover_asked(to, &token, rid, &node, now, out),
-            Record::Handover { rid, state, .. } => self.takeover_answered(rid, state, now, out),
+            Record::Handover { to, rid, state } => {
+                self.takeover_answered(rid, to, state, now, out);
+            }
+            Record::Forwarded { record } => self.receive_record(record, false, now, out),
             Record::Reply { to, rid, result } => {
                 let result = match &*result {
                     "sent" => Ok(false),
@@ -1078,7 +1118,12 @@ impl<E: Entropy> Router<E> {
         };
         match (entry.what, result) {
             (Waiting::Request { to }, Ok(_)) if alive => {
-                if let Some(session) = self.sessions.get_mut(&by) {
+                // The target may have moved here meanwhile: then its own half decides.
+                let mirrored = self
+                    .sessions
+                    .get(&to)
+                    .is_none_or(|target| target.pending_in.contains_key(&by));
+                if mirrored && let Some(session) = self.sessions.get_mut(&by) {
                     session.pending_out.insert(to);
                 }
                 self.touch(by);

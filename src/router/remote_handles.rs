@@ -238,6 +238,10 @@ impl<E: Entropy> Router<E> {
         now: Now,
         out: &mut impl FrameSink,
     ) {
+        if !super::remote::is_frame(frame) {
+            log::warn!("cluster: dropped a letter that is not a frame");
+            return;
+        }
         let listener = self.handles.listener(&handle);
         let conn = listener
             .and_then(|listener| self.sessions.get(&listener))

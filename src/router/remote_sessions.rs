@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::fasthash::FastMap;
 use super::limits::TokenBucket;
 use super::mailbox::Sender;
-use super::remote::Record;
+use super::remote::{Record, is_frame};
 use super::session::{PendingIn, QueuedFrame, QueuedKind, Session};
 use super::sink::BusOutput;
 use super::{ConnId, Entropy, FrameSink, MS_PER_MINUTE, MS_PER_SECOND, Now, Router, close_code};
@@ -130,6 +130,17 @@ pub(super) struct SessionState {
     /// The friend requests it received in the last minute: (sender's block, age in ms).
     #[serde(default)]
     recent_requests: Vec<(Block, u64)>,
+    /// The protocol version its client spoke.
+    #[serde(default = "version_two")]
+    version: u8,
+    /// In a handover only: the token the client resumed with (checked), for when the node it
+    /// goes to no longer waits for it.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+fn version_two() -> u8 {
+    2
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -143,12 +154,27 @@ enum QueuedState {
     },
 }
 
+impl<E: Entropy> Router<E> {
+    /// Session `id`'s resume queue got `entry` (cluster mode): saved, so that a node adopting
+    /// the session finds what was ACKed as queued. One append per frame, never the whole queue.
+    pub(super) fn save_queued(&mut self, id: Id, entry: &QueuedFrame, out: &mut impl FrameSink) {
+        if !self.config.cluster {
+            return;
+        }
+        if let Ok(text) = serde_json::to_string(&(&entry.frame, QueuedState::of(&entry.kind))) {
+            out.bus(BusOutput::Queued { id, entry: text });
+        }
+    }
+}
+
 impl SessionState {
     /// The state of a live session, as saved (its letters stay in this node's mailbox).
     fn of(session: &Session, config: &super::RouterConfig, now: Now) -> SessionState {
         SessionState {
             rates: Some(rates_of(session, config, now)),
             recent_requests: recent_of(session, now),
+            version: session.version,
+            token: None,
             peer: session.peer.ip(),
             friends: session.friends.iter().copied().collect(),
             pending_out: session.pending_out.iter().copied().collect(),
@@ -157,11 +183,8 @@ impl SessionState {
                 .iter()
                 .map(|(requester, pending)| (*requester, pending.block))
                 .collect(),
-            queue: session
-                .queue
-                .iter()
-                .map(|entry| (entry.frame.clone(), QueuedState::of(&entry.kind)))
-                .collect(),
+            // Saved frame by frame as it fills (`save_queued`), not with the rest.
+            queue: Vec::new(),
             letters: Vec::new(),
             connected: session.conn.is_some(),
         }
@@ -284,10 +307,11 @@ impl<E: Entropy> Router<E> {
         now: Now,
         out: &mut impl FrameSink,
     ) {
+        let token_text = token;
         let token: Option<[u8; TOKEN_LEN]> = token.as_bytes().try_into().ok();
         let state = if self.resume_matches(id, token.as_ref()) {
             self.takeovers.remember_move(id, node, now);
-            self.hand_over_session(id, node, now, out)
+            self.hand_over_session(id, token_text, node, now, out)
         } else {
             None
         };
@@ -337,6 +361,7 @@ impl<E: Entropy> Router<E> {
     fn hand_over_session(
         &mut self,
         id: Id,
+        token: &str,
         node: &str,
         now: Now,
         out: &mut impl FrameSink,
@@ -376,6 +401,8 @@ impl<E: Entropy> Router<E> {
             connected: session.conn.is_some(),
             rates: Some(rates),
             recent_requests,
+            version: session.version,
+            token: Some(token.to_owned()),
         })
     }
 
@@ -415,6 +442,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         rid: u64,
         saved: Option<&[u8]>,
+        queue: &[Vec<u8>],
         now: Now,
         out: &mut impl FrameSink,
     ) {
@@ -427,10 +455,15 @@ impl<E: Entropy> Router<E> {
             Some(saved) => {
                 let id = pending.id;
                 out.bus(BusOutput::Adopt(id));
+                let queue = queue
+                    .iter()
+                    .filter_map(|entry| serde_json::from_slice::<(String, QueuedState)>(entry).ok())
+                    .collect();
                 let state = SessionState {
                     // Its friends were never told it left (its node died): PRESENCE on
                     // return only confirms what they believe.
                     connected: false,
+                    queue,
                     ..saved.session
                 };
                 let Some(pending) = self.takeovers.pending.remove(&rid) else {
@@ -450,13 +483,12 @@ impl<E: Entropy> Router<E> {
     pub(super) fn takeover_answered(
         &mut self,
         rid: u64,
+        id: Id,
         state: Option<&str>,
         now: Now,
         out: &mut impl FrameSink,
     ) {
-        let Some(pending) = self.takeovers.pending.remove(&rid) else {
-            return;
-        };
+        let pending = self.takeovers.pending.remove(&rid);
         let state = state.and_then(|text| match serde_json::from_str::<SessionState>(text) {
             Ok(state) => Some(state),
             Err(error) => {
@@ -468,6 +500,27 @@ impl<E: Entropy> Router<E> {
                 None
             }
         });
+        let Some(pending) = pending else {
+            // The wait here ended (it timed out) but the session was handed over all the same:
+            // it is installed in its resume window, with the token its client resumed with, so
+            // that nothing handed over is lost.
+            if let Some(state) = state
+                && let Some(token) = state
+                    .token
+                    .as_deref()
+                    .and_then(|t| t.as_bytes().try_into().ok())
+            {
+                let orphan = Pending {
+                    conn: 0,
+                    id,
+                    token,
+                    version: state.version,
+                    reference: None,
+                };
+                self.install_session(orphan, state, false, now, out);
+            }
+            return;
+        };
         let conn_open = self.conns.get_mut(&pending.conn).map(|conn| {
             conn.taking_over = false;
         });
@@ -483,7 +536,10 @@ impl<E: Entropy> Router<E> {
 
     /// A takeover the bus could not carry, or that waited too long: a new session instead.
     pub(super) fn takeover_failed(&mut self, rid: u64, now: Now, out: &mut impl FrameSink) {
-        self.takeover_answered(rid, None, now, out);
+        let Some(id) = self.takeovers.pending.get(&rid).map(|pending| pending.id) else {
+            return;
+        };
+        self.takeover_answered(rid, id, None, now, out);
     }
 
     pub(super) fn expire_takeovers(&mut self, now: Now, out: &mut impl FrameSink) {
@@ -516,6 +572,14 @@ impl<E: Entropy> Router<E> {
         }
         // Back here after moving away: records are no longer sent on.
         self.takeovers.moved.remove(&id);
+        if self.sessions.len() >= self.config.max_sessions {
+            // No room here: the client is told so, as for a new session (`server_full`).
+            if conn_open {
+                let reference = pending.reference.as_deref();
+                self.start_session(pending.conn, pending.version, reference, now, out);
+            }
+            return;
+        }
         // The session exists in the cluster already: it counts against its address here even
         // past the limit (refusing it would end a live session), and no start is charged.
         self.sessions_per_peer.acquire_regardless(peer);
@@ -528,7 +592,25 @@ impl<E: Entropy> Router<E> {
         };
         self.sessions_created += 1;
         let mut pending_in = FastMap::default();
-        for (requester, block) in state.pending_in {
+        // A session is never its own friend or requester, and a relation with a session here
+        // holds only if that session's half says so too, whatever a confused node says.
+        let sessions = &self.sessions;
+        let local = |other: &Id| sessions.get(other);
+        let friend_ok = |f: &Id| *f != id && local(f).is_none_or(|s| s.friends.contains(&id));
+        let target_ok =
+            |t: &Id| *t != id && local(t).is_none_or(|s| s.pending_in.contains_key(&id));
+        let requester_ok =
+            |r: &Id| *r != id && local(r).is_none_or(|s| s.pending_out.contains(&id));
+        let friends: super::fasthash::FastSet<Id> =
+            state.friends.into_iter().filter(friend_ok).collect();
+        let pending_out: super::fasthash::FastSet<Id> =
+            state.pending_out.into_iter().filter(target_ok).collect();
+        let requests: Vec<(Id, Block)> = state
+            .pending_in
+            .into_iter()
+            .filter(|(r, _)| requester_ok(r))
+            .collect();
+        for (requester, block) in requests {
             self.requests_forwarded += 1;
             let arrival = self.requests_forwarded;
             pending_in.insert(requester, PendingIn { arrival, block });
@@ -542,8 +624,8 @@ impl<E: Entropy> Router<E> {
             timer_generation: 0,
             awaiting: 0,
             claimed: true,
-            friends: state.friends.into_iter().collect(),
-            pending_out: state.pending_out.into_iter().collect(),
+            friends,
+            pending_out,
             pending_in,
             queue: Default::default(),
             message_rate: match state.rates {
@@ -579,12 +661,37 @@ impl<E: Entropy> Router<E> {
                 .map(|&(block, age)| (block, now.mono_ms.saturating_sub(age)))
                 .collect(),
         };
+        let mut session = session;
+        // And the halves here that name it: what a session here holds about it is made true of
+        // it as well (one pass over this node's sessions; a move is rare).
+        for (other, half) in &self.sessions {
+            if half.friends.contains(&id) {
+                session.friends.insert(*other);
+            }
+            if half.pending_out.contains(&id) && !session.pending_in.contains_key(other) {
+                self.requests_forwarded += 1;
+                let pending = PendingIn {
+                    arrival: self.requests_forwarded,
+                    block: half.peer.largest_block(),
+                };
+                session.pending_in.insert(*other, pending);
+            }
+            if half.pending_in.contains_key(&id) {
+                session.pending_out.insert(*other);
+            }
+        }
+        // A relation cannot be a friendship and a pending request at once.
+        let friends = session.friends.clone();
+        session.pending_out.retain(|other| !friends.contains(other));
+        session
+            .pending_in
+            .retain(|other, _| !friends.contains(other));
         self.sessions.insert(id, session);
         self.sessions_resuming += 1;
         self.touch(id);
         out.bus(BusOutput::Claim(id));
         for (handle, frame) in state.letters {
-            let Some(handle) = Handle::parse(&handle) else {
+            let Some(handle) = Handle::parse(&handle).filter(|_| is_frame(&frame)) else {
                 continue;
             };
             let nobody = Sender {
@@ -600,12 +707,22 @@ impl<E: Entropy> Router<E> {
                 log::debug!("cluster: a letter that followed its session found no room here");
             }
         }
+        if !state.queue.is_empty() {
+            // Saved again here from scratch: the old node's copy is not this node's to append to.
+            out.bus(BusOutput::QueueCleared(id));
+        }
         for (frame, kind) in state.queue {
+            if !is_frame(&frame) {
+                continue;
+            }
+            let entry = QueuedFrame {
+                frame,
+                kind: kind.kind(),
+            };
+            if !conn_open {
+                self.save_queued(id, &entry, out);
+            }
             if let Some(session) = self.sessions.get_mut(&id) {
-                let entry = QueuedFrame {
-                    frame,
-                    kind: kind.kind(),
-                };
                 self.queued_bytes += session.queue.push(entry);
                 self.queued_frames += 1;
             }

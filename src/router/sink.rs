@@ -75,6 +75,10 @@ pub enum BusOutput {
     /// The resumable state of session `id` (JSON), saved so that another node can resume it
     /// if this one dies.
     Checkpoint { id: Id, text: String },
+    /// A frame entered session `id`'s resume queue: appended to its saved queue (JSON).
+    Queued { id: Id, entry: String },
+    /// Session `id`'s resume queue was emptied (delivered on a resume).
+    QueueCleared(Id),
     /// Read the saved state of session `id` for takeover `rid` (its node is gone):
     /// [`Router::checkpoint_loaded`](super::Router::checkpoint_loaded).
     LoadCheckpoint { id: Id, rid: u64 },

@@ -15,6 +15,7 @@ struct Cluster {
     mail: HashMap<protocol::Handle, Vec<Vec<u8>>>,
     /// Saved session states, and the nodes that died (they hear nothing).
     saved: HashMap<Id, String>,
+    queues: HashMap<Id, Vec<Vec<u8>>>,
     dead: Vec<usize>,
     /// Records carrying copies of a MESSAGE to several handles, per receiving node.
     copy_records: Vec<usize>,
@@ -55,6 +56,7 @@ impl Cluster {
             listeners: HashMap::new(),
             mail: HashMap::new(),
             saved: HashMap::new(),
+            queues: HashMap::new(),
             dead: Vec::new(),
             copy_records: vec![0; nodes],
             now: Now {
@@ -126,14 +128,23 @@ impl Cluster {
                     self.directory.remove(&id);
                 }
                 self.saved.remove(&id);
+                self.queues.remove(&id);
             }
             BusOutput::Checkpoint { id, text } => {
                 self.saved.insert(id, text);
             }
             BusOutput::LoadCheckpoint { id, rid } => {
                 let saved = self.saved.get(&id).cloned();
+                let queue = self.queues.get(&id).cloned().unwrap_or_default();
                 let (router, sink) = &mut self.nodes[from];
-                router.checkpoint_loaded(rid, saved.as_deref().map(str::as_bytes), now, sink);
+                let saved = saved.as_deref().map(str::as_bytes);
+                router.checkpoint_loaded(rid, saved, &queue, now, sink);
+            }
+            BusOutput::Queued { id, entry } => {
+                self.queues.entry(id).or_default().push(entry.into_bytes());
+            }
+            BusOutput::QueueCleared(id) => {
+                self.queues.remove(&id);
             }
             BusOutput::Adopt(id) => {
                 self.directory.insert(id, from);
