@@ -15,7 +15,7 @@ import {
   removalNotice, takeGroupKeys,
 } from './groupmessages.js';
 import { openGroupMessage } from './groupopen.js';
-import { newGroup, withAlert, withGroupLine, withVersionOutcome } from './groups.js';
+import { newGroup, withAlert, withGroupLine, withReplacedKeys, withVersionOutcome } from './groups.js';
 import { isSkewed } from './inbox.js';
 import { isLive } from './model.js';
 import { MAX_GROUPS } from './rendezvous.js';
@@ -166,6 +166,9 @@ export function createGroupInbox({
         if (held) group = { ...group, lines: held.lines, nextLine: held.nextLine, messages: { ...held.messages, keys: {} } };
         group = await withKeys(group);
         group = withGroupLine(group, { direction: 'system', what: 'joined', by: friend.fingerprint });
+        // Keys this version replaced are shown changed to a newcomer too (it cannot check the version before).
+        const replaced = read.version.members.filter((m) => m.was && m.fp !== me()).map((m) => ({ fp: m.fp, was: m.was }));
+        group = withReplacedKeys({ ...group, keyChanges: {} }, replaced, friend.fingerprint);
         await put(group);
         await derive();
         await persist();

@@ -11,6 +11,9 @@
 // - handovers: new members we handed the group to and who have not confirmed yet (grouphandover.js).
 // - alerts: what does not add up about the group as a whole (a refused change, two admins at once), newest
 //   last, at most MAX_ALERTS; shown in the group's header until the user dismisses them.
+// - keyChanges: {fp: the fingerprint it replaced}, for members of the current version whose key an admin
+//   replaced (a member entry's `was`, grouplist.js): shown as *key changed* until the user verifies that key.
+//   Only current members (at most MAX_MEMBERS).
 import { withEntry, withoutEntry } from './model.js';
 import { emptyDeliveries } from './groupdelivery.js';
 
@@ -20,8 +23,29 @@ export const MAX_ALERTS = 8;
 
 export function newGroup(list, messages, now) {
   return {
-    gid: list.gid, list, messages, deliveries: emptyDeliveries(), waiting: [], lines: [], nextLine: 1, status: 'member', alerts: [], handovers: [], updatedAt: now,
+    gid: list.gid, list, messages, deliveries: emptyDeliveries(), waiting: [], lines: [], nextLine: 1, status: 'member', alerts: [], handovers: [], keyChanges: {}, updatedAt: now,
   };
+}
+
+/**
+ * `group` (its list already holding the version) with the keys a change replaced (changeBetween's `replaced`,
+ * signed by `by`) marked *key changed*, each with a line, and marks of members no longer in the current
+ * version dropped.
+ */
+export function withReplacedKeys(group, replaced, by) {
+  let out = group;
+  const keyChanges = { ...(group.keyChanges || {}) };
+  for (const r of replaced || []) {
+    keyChanges[r.fp] = r.was;
+    out = withGroupLine(out, { direction: 'system', what: 'key_replaced', member: r.fp, was: r.was, by, flagged: true });
+  }
+  return { ...out, keyChanges: currentKeyChanges(out.list, keyChanges) };
+}
+
+/** `keyChanges` of members of the list's current version only. */
+export function currentKeyChanges(list, keyChanges) {
+  const members = list.history[list.history.length - 1].members;
+  return Object.fromEntries(Object.entries(keyChanges || {}).filter(([fp]) => members.some((m) => m.fp === fp)));
 }
 
 /** `group` with `line` appended (numbered: views key their elements by `id`). */
@@ -59,6 +83,7 @@ export function withVersionOutcome(group, result, signer) {
     if (result.applied) {
       out = withGroupLine(out, { direction: 'system', what: result.removedMe ? 'removed_me' : 'changed', by: result.applied.signer, change: result.change });
     }
+    out = withReplacedKeys(out, result.applied && !result.removedMe ? result.change?.replaced : [], result.applied?.signer);
     if (result.conflict?.equivocation) return withEquivocation(out, result.conflict.equivocation);
     if (result.conflict) {
       out = withGroupLine(out, { direction: 'system', what: 'conflict', kept: result.conflict.kept.signer, dropped: result.conflict.dropped.map((d) => d.signer) });

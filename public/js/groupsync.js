@@ -20,7 +20,7 @@ import {
 } from './groupmessages.js';
 import { createGroupInbox } from './groupinbox.js';
 import { handoverStarted, handoversDue, nextHandover } from './grouphandover.js';
-import { newGroup, withGroupLine, withGroupLines } from './groups.js';
+import { newGroup, withGroupLine, withGroupLines, withReplacedKeys } from './groups.js';
 import { LEAVE_PROBLEM_TEXT } from './grouptext.js';
 import { routeFor } from './contacts.js';
 import { isLive } from './model.js';
@@ -263,6 +263,7 @@ export function createGroupSync({
     if (!applied.result.ok || !applied.result.applied) throw new GroupError('That change could not be applied.');
     group = await withKeys({ ...group, list: applied.state });
     group = withGroupLine(group, { direction: 'system', what: 'changed', by: me(), change: applied.result.change });
+    group = withReplacedKeys(group, applied.result.change.replaced, me());
     await put(group);
     await derive();
     await persist();
@@ -451,6 +452,24 @@ export function createGroupSync({
     }, [friend]);
   }
 
+  /**
+   * Gives member `fp` its new key, that of friend `friendId` (the same person: the friend's key replaced `fp`,
+   * model.js keyBefore): one version removes `fp` and adds the friend with `was: fp`, which members show as
+   * *key changed* rather than as a removal and an addition; handed to the friend as any new member.
+   */
+  function replaceKey(gid, fp, friendId) {
+    const friend = candidate(friendId);
+    if (!friend) return Promise.reject(new GroupError('That friend cannot be reached or has a changed key.'));
+    return asAdmin(gid, (group) => {
+      const version = current(group.list);
+      const old = memberOf(version, fp);
+      if (!old || memberOf(version, friend.fingerprint)) return { ok: false, problem: 'no_change' };
+      return proposeChange(group.list, {
+        remove: [fp], add: [{ fp: friend.fingerprint, name: memberName(friend), admin: old.admin, was: fp }],
+      }, { ts: now(), secret: newSecret() });
+    }, [friend]);
+  }
+
   function removeMember(gid, fp) {
     return asAdmin(gid, (group) => proposeChange(group.list, { remove: [fp] }, { ts: now(), secret: newSecret() }));
   }
@@ -493,7 +512,7 @@ export function createGroupSync({
   });
 
   return {
-    create, write, addMember, removeMember, setAdmin, rename, leave, forget, derive, undelivered,
+    create, write, addMember, replaceKey, removeMember, setAdmin, rename, leave, forget, derive, undelivered,
     receive: (frame) => inbox.receive(frame).catch(onError),
     fromContact: inbox.fromContact,
     /** A new connection (CONNECT reply): yesterday's handles again until its mailbox is fetched. */

@@ -65,6 +65,10 @@ export function newFriend(id) {
     trustSource: '',
     changedFrom: '', // the fingerprint before a key change, or the invite's, while trust is 'changed'
     sharedWith: '', // while trust is 'changed' with 'pinned_elsewhere': the live friend ID pinned to the same key
+    // The fingerprint this friend's key may replace (the same person's earlier key): the one pinned for this ID
+    // before a key change (kept once the user accepts the new key), or a key of the same name pinned earlier in
+    // this page's life under another ID. A group holding that key offers its admin to update it (grouppane.js).
+    keyBefore: '',
     friendship: 0, // this friendship's number, unique in the page; each incoming message records its own
     friendshipStartedAt: 0, // local time the current friendship started
     copiesShown: new Set(), // seqs of this friendship already shown once as a quiet duplicate

@@ -90,3 +90,19 @@ test('a member\'s key from an admin reads back with its key IDs and signing key 
     assert.equal((await roundTrip([{ ...record, keys: { [ALICE]: { ...record.keys[ALICE], signingKeyIds: ids } } }])).problem, 'bad_group', String(ids));
   }
 });
+
+test('members whose key an admin replaced read back as such (current members only); a malformed mark refuses the record', async () => {
+  const group = await bobsGroup();
+  const old = 'F'.repeat(40);
+  const record = groupRecord({ ...group, keyChanges: { [ALICE]: old } });
+  assert.deepEqual(record.keyChanges, { [ALICE]: old });
+  const [back] = (await roundTrip([record])).groups;
+  assert.deepEqual(back.keyChanges, { [ALICE]: old });
+  const [none] = (await roundTrip([{ ...record, keyChanges: undefined }])).groups;
+  assert.deepEqual(none.keyChanges, {}, 'a book from before key changes');
+  const [current_] = (await roundTrip([{ ...record, keyChanges: { ['E'.repeat(40)]: old } }])).groups;
+  assert.deepEqual(current_.keyChanges, {}, 'a mark for someone not in the list is dropped');
+  for (const keyChanges of ['x', [old], { [ALICE]: 'x' }, { x: old }, { [ALICE]: ALICE }]) {
+    assert.equal((await roundTrip([{ ...record, keyChanges }])).problem, 'bad_group', JSON.stringify(keyChanges));
+  }
+});

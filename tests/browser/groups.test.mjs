@@ -623,6 +623,46 @@ describe('what does not add up', { timeout: 180000 }, () => {
   });
 });
 
+describe('keys replaced and admins at once', { timeout: 180000 }, () => {
+  test('an admin gives a member their new key: every member sees that member as "key changed", not a removal and an addition (1280 and 360 px)', async () => {
+    const srv = await harness.server();
+    const { alice, others: [bob, carol] } = await friendsOfAlice(srv, ['Bob', 'Carol']);
+    const gid = await createGroup(alice, 'Renewed', [bob, carol]);
+    for (const user of [bob, carol]) await openGroup(user, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    // Bob's new key: a new tab, a new key with the same name, befriended with Alice (who is told the name was
+    // used before by another key).
+    const bob2 = await newChatUser(harness.browser, srv, { name: 'Bob' });
+    await befriend(bob2, alice);
+    const row = (user, fp) => user.page.locator(`.group-pane[data-group="${gid}"] .group-member[data-member="${fp}"]`);
+    await openGroup(alice, gid);
+    await row(alice, bob.fingerprint).getByRole('button', { name: 'Update Bob\'s key in the group to their new one' }).click();
+    await openGroup(bob2, gid);
+    for (const user of [alice, carol, bob2]) await membersReady(user, gid, 3);
+    for (const user of [alice, carol]) {
+      const pane = user.page.locator(`.group-pane[data-group="${gid}"]`);
+      await row(user, bob2.fingerprint).and(user.page.locator('[data-trust="changed"]')).waitFor({ state: 'attached' });
+      assert.equal(await row(user, bob.fingerprint).count(), 0, 'the old key is gone from the list');
+      assert.equal(await row(user, bob2.fingerprint).locator('.member-trust').textContent(), '· key changed');
+      assert.match(await pane.locator('.msg-system[data-what="key_replaced"]').textContent(), /^Bob has a new key: .* replaced their old one \(fingerprint ending .{8}\)/);
+      const changed = await pane.locator('.msg-system[data-what="changed"]').allTextContents();
+      assert.match(changed.at(-1), /^(Alice|You) gave Bob a new key\.$/, 'neither "removed Bob" nor "added Bob"');
+    }
+    // Bob's old key is told it was removed; his new key writes and reads in the group.
+    await bob.page.locator(`.group-pane[data-group="${gid}"][data-status="removed"]`).waitFor();
+    await writeToGroup(carol, gid, 'welcome back, Bob');
+    assert.equal(await (await groupMessage(bob2, gid, 'welcome back, Bob')).getAttribute('data-verified'), 'true');
+    for (const viewport of [DESKTOP, PHONE]) {
+      await carol.page.setViewportSize(viewport);
+      if (viewport === PHONE) await carol.page.locator(`.group-pane[data-group="${gid}"] .details-toggle`).click();
+      await row(carol, bob2.fingerprint).locator('.member-trust').waitFor({ state: 'visible' });
+      await screenshot(carol.page, `groups-key-replaced-${viewport.width}`);
+    }
+    for (const user of [alice, bob, carol, bob2]) await assertClean(user);
+    for (const user of [alice, bob, carol, bob2]) await user.context.close();
+  });
+});
+
 /** Both sides of a friendship became contacts (each has the other's rendezvous secret). */
 async function waitForContact(user, friendKey) {
   await user.page.waitForFunction((key) => document.querySelector(`.friend[data-friend="${key}"]`)?.dataset.contact === 'true', friendKey, { timeout: 15000 });
