@@ -28,7 +28,7 @@ import { MAX_GROUPS } from './rendezvous.js';
 const lacksKeys = (group) => [...memberKeyStatus(group.list, group.messages).values()].includes('missing');
 
 export function createGroupInbox({
-  pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming,
+  pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming, redo,
 }) {
   async function sendReceipt(group, signer, acks) {
     const handle = getModel().groupHandles.send.get(group.gid)?.get(signer);
@@ -56,6 +56,11 @@ export function createGroupInbox({
     const applied = applyVersion(group.list, version, signer, now());
     group = { ...group, list: applied.state };
     for (const result of [applied.result, ...applied.released]) group = withVersionOutcome(group, result, signer);
+    // Our own versions that lost to a change made at the same time: made again on top of the winner, once the
+    // group is stored (redo queues its work behind this step in the group's lane).
+    const lost = [applied.result, ...applied.released].flatMap((r) => (r.ok && r.conflict
+      ? r.conflict.dropped.filter((d) => d.signer === me()).map((d) => ({ ...d, winner: r.conflict.kept.signer })) : []));
+    if (lost.length) redo(group.gid, lost);
     if (applied.result.ok && applied.result.removedMe) group = { ...group, status: 'removed' };
     if (group.status === 'removed' && memberOf(current(group.list), me())) group = { ...group, status: 'member' };
     group = await withKeys(group);

@@ -452,7 +452,7 @@ export function leaveProblem(state) {
 
 /**
  * What `to` changes from `from`: {name (new group name or null), add: [members], remove: [fps], replaced:
- * [{fp, was}] (a member's new key: neither in `add` nor its old one in `remove`), admin: {fp: boolean} (flag
+ * [{fp, was, name, admin}] (a member's new key: neither in `add` nor its old one in `remove`), admin: {fp: boolean} (flag
  * changed), rename: {fp: name}, newSecret: boolean}.
  */
 export function changeBetween(from, to) {
@@ -465,7 +465,8 @@ export function changeBetween(from, to) {
     if (before.name !== m.name) rename[m.fp] = m.name;
   }
   // A key replaced (`was`, checked by checkChange) is neither an addition nor a removal: the same person.
-  const replaced = to.members.filter((m) => m.was && !memberOf(from, m.fp) && memberOf(from, m.was)).map((m) => ({ fp: m.fp, was: m.was }));
+  const replaced = to.members.filter((m) => m.was && !memberOf(from, m.fp) && memberOf(from, m.was))
+    .map((m) => ({ fp: m.fp, was: m.was, name: m.name, admin: m.admin }));
   const was = new Set(replaced.map((r) => r.was));
   const now = new Set(replaced.map((r) => r.fp));
   return {
@@ -525,6 +526,33 @@ export function proposeChange(state, change, { ts, secret = null, removeLeavers 
     return { ok: false, problem: 'no_change' };
   }
   return { ok: true, text, list: parsed.list };
+}
+
+/**
+ * What is left to do of `change` (changeBetween: a change of ours that lost to one made at the same time, PROTOCOL
+ * §6 "Two changes at once") on top of the version held now, so that its admin can make it again: {ok:true,
+ * change (proposeChange's input), removes (it removes someone: a new secret is needed)} or {ok:false, problem}:
+ * 'not_admin' (we are no admin now), 'done' (the list already is as it would make it: the members to add are in,
+ * those to remove are gone, flags and names as it set them), 'not_allowed' (it would now remove or demote an
+ * admin senior to us). Only what still differs is kept: a member to add who is in already, or to remove who is
+ * gone, is left out; a new key (`was`) is given again only while the old key is listed and the new one is not.
+ */
+export function redoChange(state, change) {
+  const base = current(state);
+  if (!isAdmin(base, state.me)) return { ok: false, problem: 'not_admin' };
+  const replaced = (change.replaced || []).filter((r) => memberOf(base, r.was) && !memberOf(base, r.fp));
+  const add = [
+    ...(change.add || []).filter((m) => !memberOf(base, m.fp)).map((m) => ({ fp: m.fp, name: m.name, admin: m.admin === true })),
+    ...replaced.map((r) => ({ fp: r.fp, name: r.name, admin: r.admin === true, was: r.was })),
+  ];
+  const remove = [...(change.remove || []).filter((fp) => memberOf(base, fp)), ...replaced.map((r) => r.was)];
+  const admin = Object.fromEntries(Object.entries(change.admin || {}).filter(([fp, flag]) => memberOf(base, fp) && memberOf(base, fp).admin !== flag));
+  const rename = Object.fromEntries(Object.entries(change.rename || {}).filter(([fp, name]) => memberOf(base, fp) && memberOf(base, fp).name !== name));
+  const name = change.name && change.name !== base.name ? change.name : null;
+  if (!add.length && !remove.length && !Object.keys(admin).length && !Object.keys(rename).length && !name) return { ok: false, problem: 'done' };
+  const takes = [...remove, ...Object.keys(admin).filter((fp) => !admin[fp])];
+  if (takes.some((fp) => !mayDemote(base, state.me, fp))) return { ok: false, problem: 'not_allowed' };
+  return { ok: true, change: { ...(name ? { name } : {}), add, remove, admin, rename }, removes: remove.length > 0 };
 }
 
 /** The text of version 1 of a new group made by `me` (its first admin) with `others` ([{fp, name, admin?}]). */

@@ -12,7 +12,7 @@ import { deliveries, deliveryOf } from './groupdelivery.js';
 import { groupHandles, versionHandles } from './grouphandles.js';
 import {
   MAX_MEMBERS, applyVersion, createGroupList, current, expireGroup, isAdmin, joinGroup, leaveProblem, memberOf, newGid, proposeChange,
-  readVersion,
+  readVersion, redoChange,
 } from './grouplist.js';
 import {
   MAX_GROUP_KEYS, buildGroupKeys, buildGroupLeave, buildGroupRemoved, buildGroupText, contactKeys, emptyGroupMessages,
@@ -34,6 +34,9 @@ const UPLOADS_FOLLOWED = 1024;
 const KEY_ID_CACHE = 2048;
 /** Armored keys per `gkeys` envelope are also kept under this many characters, so one fits in a 64 KiB frame. */
 const GKEYS_CHARS = 40000;
+
+/** Hashes remembered per group of our changes made again after losing (and of the versions that made them again). */
+const REDONE_KEPT = 64;
 
 /** A thrown refusal the page shows where the user acted. */
 class GroupError extends Error {}
@@ -507,8 +510,59 @@ export function createGroupSync({
     });
   }
 
+  // Per group, the hashes of our versions that lost and were made again, and of the versions that made them
+  // again (this page's life, REDONE_KEPT each): a change is made again at most once, and a redo that loses too is not.
+  const redone = new Map();
+
+  /** Our versions `dropped` ([{hash, change, winner}]) lost to a change made at the same time: each made again on the winner when it still makes sense. */
+  function redo(gid, dropped) {
+    inLane(gid, () => redoDropped(gid, dropped)).catch(onError);
+  }
+
+  async function redoDropped(gid, dropped) {
+    for (const d of dropped) {
+      const group = get(gid);
+      if (!group || group.status !== 'member') return;
+      const seen = redone.get(gid) || [];
+      const remember = (...hashes) => redone.set(gid, [...seen, ...hashes].slice(-REDONE_KEPT));
+      let decision = seen.includes(d.hash) ? { ok: false, problem: 'again' } : redoChange(group.list, d.change);
+      let added = [];
+      if (decision.ok) {
+        // New members are handed the group by our contact with them: those we can no longer reach are left out.
+        added = decision.change.add.map((m) => candidateByFingerprint(m.fp)).filter(Boolean);
+        const add = decision.change.add.filter((m) => added.some((f) => f.fingerprint === m.fp));
+        const change = { ...decision.change, add };
+        const empty = !add.length && !change.remove.length && !Object.keys(change.admin).length && !Object.keys(change.rename).length && !change.name;
+        decision = empty ? { ok: false, problem: 'unreachable' } : { ...decision, change };
+      }
+      const proposed = decision.ok
+        ? proposeChange(group.list, decision.change, { ts: now(), secret: decision.removes || group.list.leaving.length ? newSecret() : null })
+        : decision;
+      if (!proposed.ok) {
+        remember(d.hash);
+        await put(withGroupLine(group, { direction: 'system', what: 'not_redone', by: d.winner, problem: proposed.problem, flagged: true }));
+        continue;
+      }
+      try {
+        await commit(gid, proposed.text, added);
+      } catch {
+        remember(d.hash);
+        await put(withGroupLine(get(gid), { direction: 'system', what: 'not_redone', by: d.winner, problem: 'failed', flagged: true }));
+        continue;
+      }
+      remember(d.hash, current(get(gid).list).hash);
+      await put(withGroupLine(get(gid), { direction: 'system', what: 'redone', by: d.winner }));
+    }
+  }
+
+  /** A friend who can be handed a group (candidate) by its key's fingerprint. */
+  function candidateByFingerprint(fp) {
+    const friend = [...getModel().friends.values()].find((f) => f.fingerprint === fp && isLive(f));
+    return friend ? candidate(friend.id) : null;
+  }
+
   const inbox = createGroupInbox({
-    pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming,
+    pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming, redo,
   });
 
   return {

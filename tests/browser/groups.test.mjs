@@ -623,6 +623,9 @@ describe('what does not add up', { timeout: 180000 }, () => {
   });
 });
 
+/** Waits until no CSS transition runs on the page (the side panel slides after a resize). */
+const settled = (page) => page.waitForFunction(() => document.getAnimations().every((a) => !(a instanceof CSSTransition) || a.playState !== 'running'));
+
 describe('keys replaced and admins at once', { timeout: 180000 }, () => {
   test('an admin gives a member their new key: every member sees that member as "key changed", not a removal and an addition (1280 and 360 px)', async () => {
     const srv = await harness.server();
@@ -656,10 +659,73 @@ describe('keys replaced and admins at once', { timeout: 180000 }, () => {
       await carol.page.setViewportSize(viewport);
       if (viewport === PHONE) await carol.page.locator(`.group-pane[data-group="${gid}"] .details-toggle`).click();
       await row(carol, bob2.fingerprint).locator('.member-trust').waitFor({ state: 'visible' });
+      await settled(carol.page);
       await screenshot(carol.page, `groups-key-replaced-${viewport.width}`);
     }
     for (const user of [alice, bob, carol, bob2]) await assertClean(user);
     for (const user of [alice, bob, carol, bob2]) await user.context.close();
+  });
+
+  test('two admins change the group at once: the less senior one\'s change is redone on top of the other\'s, and every member ends with both (1280 and 360 px)', async () => {
+    const srv = await harness.server();
+    const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
+    const mitm = await interceptSocket(bob.page, srv.wsUrl);
+    await generateKey(bob);
+    await enterChat(bob);
+    const carol = await newChatUser(harness.browser, srv, { name: 'Carol' });
+    for (const user of [bob, carol]) await befriend(user, alice);
+    const gid = await createGroup(alice, 'Together', [bob, carol]);
+    for (const user of [bob, carol]) await openGroup(user, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    await alice.page.getByRole('button', { name: /^make admin: Bob/ }).click();
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
+    const pane = (user) => user.page.locator(`.group-pane[data-group="${gid}"]`);
+    const carolRow = (user) => pane(user).locator(`.group-member[data-member="${carol.fingerprint}"]`);
+
+    // The server holds what comes to Bob's handles while Alice (senior) renames the group and Bob, not knowing,
+    // makes Carol an admin: two versions 3 on version 2.
+    const held = [];
+    mitm.rewrite = (frame) => {
+      if (frame.type === 'MESSAGE' && typeof frame.handle === 'string') {
+        held.push(frame);
+        return null;
+      }
+      return frame;
+    };
+    await alice.page.fill(`#group-rename-${gid}`, 'Alpha');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    await carol.page.waitForFunction((g) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Alpha', gid);
+    await pane(bob).getByRole('button', { name: /^make admin: Carol/ }).click();
+    await carolRow(bob).and(bob.page.locator('[data-admin="true"]')).waitFor();
+    // Alice's version wins where Bob's arrives second: Alice and Carol keep hers.
+    for (const user of [alice, carol]) await pane(user).locator('.msg-system[data-what="conflict"]').waitFor();
+    assert.equal(await carolRow(alice).getAttribute('data-admin'), 'false');
+    assert.ok(held.length > 0, 'Alice\'s version was held from Bob');
+    mitm.rewrite = null;
+    for (const frame of held) mitm.inject(frame);
+
+    // Bob's page drops its own version for Alice's and makes its change again on top of it: everyone ends with both.
+    const redone = pane(bob).locator('.msg-system[data-what="redone"]');
+    await redone.waitFor();
+    assert.equal(await redone.textContent(), 'Your change was redone after Alice\'s: two admins changed the group at once and theirs was kept, so yours was made again on top of it.');
+    for (const user of [alice, bob, carol]) {
+      await user.page.waitForFunction(([g, fp]) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Alpha'
+        && document.querySelector(`.group-pane[data-group="${g}"] .group-member[data-member="${fp}"]`)?.dataset.admin === 'true', [gid, carol.fingerprint]);
+    }
+    await carol.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
+    assert.equal(await pane(bob).locator('.msg-system[data-what="not_redone"]').count(), 0);
+    assert.equal(await pane(carol).locator('.msg-system[data-what="change_refused"]').count(), 0, 'nothing refused');
+    for (const viewport of [DESKTOP, PHONE]) {
+      await bob.page.setViewportSize(viewport);
+      await redone.waitFor({ state: 'visible' });
+      await settled(bob.page);
+      const box = await redone.boundingBox();
+      assert.ok(box.x >= 0 && box.x + box.width <= viewport.width, `the line fits at ${viewport.width} px`);
+      await screenshot(bob.page, `groups-redone-${viewport.width}`);
+    }
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
   });
 });
 

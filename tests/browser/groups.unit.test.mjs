@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import * as openpgp from 'openpgp';
 import {
   MAX_HISTORY, MAX_MEMBERS, MAX_PENDING, PENDING_MS, PREVIOUS_SECRET_MS, applyVersion, buildGroupList, changeBetween,
-  createGroupList, current, expireGroup, joinGroup, leaveProblem, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
+  createGroupList, current, expireGroup, joinGroup, leaveProblem, leaveReceived, listHash, parseGroupList, proposeChange, readVersion, redoChange,
 } from '../../public/js/grouplist.js';
 import { GROUP_HANDLE_LABEL, HANDLES_PER_GROUP, deriveMemberHandle, groupHandles, versionHandles } from '../../public/js/grouphandles.js';
 import {
@@ -1218,7 +1218,7 @@ test('a key replaced is shown as that member\'s key changed, not as a removal an
   const v2 = await version({ ver: 2, prev: v1, members: replacedMembers, s: secret(2) });
   const { state, result } = applyVersion(dave, v2, ALICE, NOW);
   assert.ok(result.ok && result.applied);
-  assert.deepEqual(result.change.replaced, [{ fp: CAROL2, was: CAROL }]);
+  assert.deepEqual(result.change.replaced, [{ fp: CAROL2, was: CAROL, name: 'Carol', admin: false }]);
   assert.deepEqual(result.change.add, [], 'not an addition');
   assert.deepEqual(result.change.remove, [], 'not a removal');
   // The old key goes like any removal: a new secret, or the version is refused.
@@ -1258,8 +1258,56 @@ test('an admin proposes a key change: `was` must be a member removed by the same
   assert.ok(made.ok, JSON.stringify(made));
   assert.deepEqual(made.list.members.at(-1), { fp: CAROL2, name: 'Carol', admin: false, was: CAROL });
   const applied = applyVersion(alice, (await readVersion(made.text)).version, ALICE, NOW);
-  assert.deepEqual(applied.result.change.replaced, [{ fp: CAROL2, was: CAROL }]);
+  assert.deepEqual(applied.result.change.replaced, [{ fp: CAROL2, was: CAROL, name: 'Carol', admin: false }]);
   const next = proposeChange(applied.state, { name: 'Later' }, { ts: NOW });
   assert.ok(next.ok);
   assert.equal(JSON.parse(next.text).members.some((m) => 'was' in m), false, '`was` belongs to the version that made the change');
+});
+
+// --- a change that lost, made again ---
+
+test('the losing admin\'s change is made again on the winner only where it still makes sense', async () => {
+  const { v2, dave: start } = await seniorityGroup();
+  const FRANK = 'F'.repeat(40);
+  // Carol (admin since 2) signs c3 on v2 while Alice signs a3 on v2; Carol's page holds c3, then gets a3, which wins.
+  const lost = async (c3Members, a3Members, { c3Secret = secret(1), a3Secret = secret(1), c3Name = 'Family', a3Name = 'Family' } = {}) => {
+    const c3 = await version({ ver: 3, prev: v2, members: c3Members, s: c3Secret, name: c3Name });
+    const a3 = await version({ ver: 3, prev: v2, members: a3Members, s: a3Secret, name: a3Name, ts: NOW + 1 });
+    const { state, results } = applyAll({ ...start, me: CAROL }, [[c3, CAROL], [a3, ALICE]]);
+    const dropped = results.get(a3.hash).conflict.dropped;
+    assert.deepEqual(dropped.map((d) => d.signer), [CAROL]);
+    return { state, change: dropped[0].change };
+  };
+  // Carol added Eve, Alice added Frank: Eve is added again, on top of Alice's version (Frank stays).
+  const addEve = await lost([...v2.members, member(EVE, 'Eve')], [...v2.members, member(FRANK, 'Frank')]);
+  const redo = redoChange(addEve.state, addEve.change);
+  assert.deepEqual(redo, { ok: true, change: { add: [member(EVE, 'Eve')], remove: [], admin: {}, rename: {} }, removes: false });
+  const made = proposeChange(addEve.state, redo.change, { ts: NOW + 2 });
+  assert.deepEqual(made.list.members.map((m) => m.fp), [ALICE, BOB, CAROL, DAVE, FRANK, EVE]);
+  // Alice added Eve too: nothing left to do.
+  assert.deepEqual(redoChange((await lost([...v2.members, member(EVE, 'Eve')], [...v2.members, member(EVE, 'Eve')])).state, addEve.change), { ok: false, problem: 'done' });
+  // Carol removed Dave: removed again (a new secret needed) while Dave is in; not when Alice removed him as well.
+  const noDave = v2.members.filter((m) => m.fp !== DAVE);
+  const removeDave = await lost(noDave, v2.members, { c3Secret: secret(3), a3Name: 'Renamed' });
+  assert.deepEqual(redoChange(removeDave.state, removeDave.change), { ok: true, change: { add: [], remove: [DAVE], admin: {}, rename: {} }, removes: true });
+  const both = await lost(noDave, noDave, { c3Secret: secret(3), a3Secret: secret(4) });
+  assert.deepEqual(redoChange(both.state, both.change), { ok: false, problem: 'done' });
+  // A rename and a flag: only what still differs.
+  const flag = await lost([...v2.members.slice(0, 3), member(DAVE, 'Dave', 3)], v2.members, { c3Name: 'Carol\'s', a3Name: 'Alice\'s' });
+  assert.deepEqual(redoChange(flag.state, flag.change).change, { name: 'Carol\'s', add: [], remove: [], admin: { [DAVE]: true }, rename: {} });
+  // Alice's winning version took Carol's admin rights: Carol can make nothing again.
+  const demoted = await lost([...v2.members, member(EVE, 'Eve')], [...v2.members.slice(0, 2), member(CAROL, 'Carol'), member(DAVE, 'Dave')]);
+  assert.deepEqual(redoChange(demoted.state, demoted.change), { ok: false, problem: 'not_admin' });
+  // A new key (`was`) is given again while the old key is listed and the new one is not.
+  const CAROL_D = 'D2'.padEnd(40, '2');
+  const rekey = await lost([...v2.members.slice(0, 3), { fp: CAROL_D, name: 'Dave', admin: false, was: DAVE }], v2.members, { c3Secret: secret(3), a3Name: 'Renamed' });
+  const again = redoChange(rekey.state, rekey.change);
+  assert.deepEqual(again.change.add, [{ fp: CAROL_D, name: 'Dave', admin: false, was: DAVE }]);
+  assert.deepEqual(again.change.remove, [DAVE]);
+  assert.ok(proposeChange(rekey.state, again.change, { ts: NOW, secret: secret(5) }).ok);
+  // Both lines say what happened, naming the admin whose change was kept.
+  const group = newGroup(rekey.state, emptyGroupMessages(), NOW);
+  assert.equal(groupLineText(group, { what: 'redone', by: ALICE }, CAROL), 'Your change was redone after Alice\'s: two admins changed the group at once and theirs was kept, so yours was made again on top of it.');
+  assert.match(groupLineText(group, { what: 'not_redone', by: ALICE, problem: 'done' }, CAROL), /Alice's change was kept; yours was not made again: the group already is as your change would make it\.$/);
+  assert.match(groupLineText(group, { what: 'not_redone', by: ALICE, problem: 'not_admin' }, CAROL), /you are no longer an admin\.$/);
 });
