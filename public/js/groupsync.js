@@ -587,8 +587,9 @@ export function createGroupSync({
         if (g.status === 'member' && g.handovers.length) inLane(g.gid, () => rehand(g.gid, { all: true })).catch(onError);
       }
     },
-    /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived. */
-    async loaded(groups) {
+    /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived; and those taken off the list. */
+    async loaded(groups, forgotten = []) {
+      if (forgotten.length) await dispatch({ type: 'groupsForgottenLoaded', forgotten });
       for (const g of groups) {
         if (getModel().groups.has(g.gid)) continue;
         await inLane(g.gid, async () => put(await withKeys(g)));

@@ -42,6 +42,9 @@ export function createModel() {
     // `supported`: null until the server answered a LISTEN on this connection, then whether it speaks §10.
     handles: { day: '', listen: new Map(), send: new Map(), supported: null },
     groups: new Map(), // gid -> group record (groups.js), at most MAX_GROUPS (rendezvous.js)
+    // Groups the user took off the list ("Remove from list"): [{gid, ver (the version held then)}], newest last, at
+    // most MAX_FORGOTTEN_GROUPS (groups.js); a version handed later joins again only when newer. Kept in the book.
+    forgottenGroups: [],
     // The groups' handles of today (groupsync.js): `listen` maps a handle we listen on to its gid, `send` a gid to
     // the other members' handles (fingerprint -> handle).
     groupHandles: { listen: new Map(), send: new Map() },

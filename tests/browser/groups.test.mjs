@@ -729,6 +729,67 @@ describe('keys replaced and admins at once', { timeout: 180000 }, () => {
   });
 });
 
+describe('invitations', { timeout: 180000 }, () => {
+  test('after "Remove from list", a replay of the invitation held then does not join again; an admin adding us back does', async () => {
+    const srv = await harness.server();
+    const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
+    const mitm = await interceptSocket(bob.page, srv.wsUrl);
+    await generateKey(bob);
+    await enterChat(bob);
+    const carol = await newChatUser(harness.browser, srv, { name: 'Carol' });
+    for (const user of [bob, carol]) await befriend(user, alice);
+    const before = mitm.toPage.length;
+    const gid = await createGroup(alice, 'First', [bob, carol]);
+    for (const user of [bob, carol]) await openGroup(user, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    // What handed Bob the group (the version and the keys, from his contact with Alice).
+    const invitation = mitm.toPage.slice(before).filter((f) => f.type === 'MESSAGE');
+    assert.ok(invitation.length >= 2);
+    const pane = bob.page.locator(`.group-pane[data-group="${gid}"]`);
+    await pane.locator('.chat-head-actions').getByRole('button', { name: 'Leave group' }).click();
+    await bob.page.locator('dialog').getByRole('button', { name: 'Leave group' }).click();
+    await bob.page.locator(`.group-pane[data-group="${gid}"][data-status="left"]`).waitFor();
+    await alice.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="member_left"]`).waitFor();
+    await bob.page.getByRole('button', { name: 'Remove this group from your list' }).click();
+    await bob.page.locator(`.group-item[data-group="${gid}"]`).waitFor({ state: 'detached' });
+
+    // The server replays the invitation; then Alice renames the group (removing Bob, who left) and adds him back.
+    for (const frame of invitation) mitm.inject(frame);
+    await alice.page.fill(`#group-rename-${gid}`, 'Second');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    await membersReady(carol, gid, 2);
+    await alice.page.selectOption(`#group-add-${gid}`, bob.id);
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-add button`);
+    await openGroup(bob, gid);
+    await membersReady(bob, gid, 3);
+    assert.equal(await pane.locator('.chat-title').textContent(), 'Second', 'the version Alice added him back in, not the replayed one');
+    assert.equal(await pane.locator('.msg-system[data-what="joined"]').count(), 1, 'joined once');
+    await writeToGroup(carol, gid, 'Bob is back');
+    assert.equal(await (await groupMessage(bob, gid, 'Bob is back')).getAttribute('data-verified'), 'true');
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
+  });
+
+  test('one contact cannot fill every group slot: a ninth group from the same contact is refused, in words (1280 and 360 px)', async () => {
+    const srv = await harness.server();
+    const { alice, others: [bob] } = await friendsOfAlice(srv, ['Bob']);
+    for (let i = 1; i <= 8; i += 1) await createGroup(alice, `Group ${i}`, [bob]);
+    await bob.page.waitForFunction(() => document.querySelectorAll('.group-item').length === 8);
+    await createGroup(alice, 'Group 9', [bob]);
+    const notice = bob.page.locator('[data-notice="groups-full"]').filter({ hasText: 'the most SecChat takes from one contact' }).first();
+    for (const viewport of [DESKTOP, PHONE]) {
+      await bob.page.setViewportSize(viewport);
+      await notice.waitFor({ state: 'visible' });
+      assert.match(await notice.textContent(), /Alice.* added you to another group, but 8 of your groups came from them already/);
+      await screenshot(bob.page, `groups-contact-full-${viewport.width}`);
+    }
+    assert.equal(await bob.page.locator('.group-item').count(), 8, 'the ninth was not joined');
+    for (const user of [alice, bob]) await assertClean(user);
+    for (const user of [alice, bob]) await user.context.close();
+  });
+});
+
 /** Both sides of a friendship became contacts (each has the other's rendezvous secret). */
 async function waitForContact(user, friendKey) {
   await user.page.waitForFunction((key) => document.querySelector(`.friend[data-friend="${key}"]`)?.dataset.contact === 'true', friendKey, { timeout: 15000 });
