@@ -246,6 +246,7 @@ export function createChatActions(app) {
     },
     addGroupMember: (gid, friendId) => app.groupSync.addMember(gid, friendId),
     removeGroupMember: (gid, fp) => app.groupSync.removeMember(gid, fp),
+    replaceGroupMemberKey: (gid, fp, friendId) => app.groupSync.replaceKey(gid, fp, friendId),
     setGroupAdmin: (gid, fp, admin) => app.groupSync.setAdmin(gid, fp, admin),
     renameGroup: (gid, name) => app.groupSync.rename(gid, name),
     leaveGroup: (gid) => app.groupSync.leave(gid),

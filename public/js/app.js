@@ -220,7 +220,7 @@ function showChatScreen() {
     pgp, getModel: () => model, dispatch, identity: () => ui.identity, remember: () => ui.remember,
     notice: (code, details) => addNotice(noticeText(code, details)),
     onSettled: changed,
-    groupsLoaded: (groups) => app.groupSync.loaded(groups),
+    groupsLoaded: (groups, forgotten) => app.groupSync.loaded(groups, forgotten),
   });
   // The remembered contact book first (its contacts' handles are LISTENed once the session exists).
   app.contactStore.load().catch(reportInternalError);

@@ -86,10 +86,13 @@ export function unloadLoses(state, { remember, bookUnsaved }) {
   return Boolean(remember && bookUnsaved);
 }
 
-/** The book's JSON text for `contacts` and `groups` (records: groupbook.js), or {problem} when it exceeds a bound. */
-export function serializeBook(contacts, ownFingerprint, now, groups = []) {
+/**
+ * The book's JSON text for `contacts`, `groups` (records: groupbook.js) and the groups taken off the list
+ * (groups.js forgottenWith), or {problem} when it exceeds a bound.
+ */
+export function serializeBook(contacts, ownFingerprint, now, groups = [], forgottenGroups = []) {
   if (contacts.length > MAX_CONTACTS) return { problem: 'too_many_contacts' };
-  const text = JSON.stringify({ v: BOOK_VERSION, kind: BOOK_KIND, owner: ownFingerprint, savedAt: now, contacts, groups });
+  const text = JSON.stringify({ v: BOOK_VERSION, kind: BOOK_KIND, owner: ownFingerprint, savedAt: now, contacts, groups, forgottenGroups });
   if (utf8(text) > MAX_BOOK_BYTES) return { problem: 'too_large' };
   return { text };
 }
@@ -125,7 +128,7 @@ function checkedRecord(value) {
 
 /**
  * The contacts of a decrypted book (and `groups`, its groups' records as stored, for groupbook.js readGroups to
- * check), or {problem}: 'too_large', 'malformed', 'not_yours' (made for another key),
+ * check, and `forgottenGroups` as stored, for readForgotten), or {problem}: 'too_large', 'malformed', 'not_yours' (made for another key),
  * 'too_many_contacts', 'bad_contact' (one record is not well formed: the book is refused whole, so nothing half
  * read is ever merged), 'duplicate' (one fingerprint twice).
  */
@@ -149,7 +152,7 @@ export function parseBook(text, ownFingerprint) {
     seen.add(checked.fingerprint);
     contacts.push(checked);
   }
-  return { contacts, groups: value.groups };
+  return { contacts, groups: value.groups, forgottenGroups: value.forgottenGroups };
 }
 
 /**

@@ -10,7 +10,7 @@
 // take the receipted message for a new one). One save runs at a time; a save asked for while one runs starts
 // after it, with the state as it is then, so any number of waiting sends share one.
 import { MAX_ARMORED_BOOK_CHARS, contactRecord, isContact, parseBook, serializeBook } from './contactbook.js';
-import { groupRecord, readGroups } from './groupbook.js';
+import { groupRecord, readForgotten, readGroups } from './groupbook.js';
 import { contactTag } from './rendezvous.js';
 
 export const BOOK_STORE = 'secchat.contacts.v1';
@@ -48,7 +48,8 @@ export function refusalReason(problem) {
  * @param {(code: string, details?: object) => void} options.notice
  * @param {{now: () => number, setTimeout: Function, clearTimeout: Function}} [options.clock]  (tests: a fake one)
  * @param {() => void} [options.onSettled]  called when no save is due or running any more (the page shows it)
- * @param {(groups: object[]) => Promise<void>} [options.groupsLoaded]  the book's groups, read and checked (groupsync.js)
+ * @param {(groups: object[], forgotten: object[]) => Promise<void>} [options.groupsLoaded]  the book's groups and the groups
+ *   taken off the list, read and checked (groupsync.js)
  */
 export function createContactStore({
   pgp, getModel, dispatch, identity, remember, notice, onSettled = () => {}, groupsLoaded = async () => {},
@@ -73,13 +74,14 @@ export function createContactStore({
     return {
       contacts: [...model.friends.values()].filter(isContact).map((friend) => contactRecord(friend, now)),
       groups: [...model.groups.values()].map(groupRecord),
+      forgottenGroups: model.forgottenGroups,
     };
   }
 
   /** The armored book for `kept` (records), or {problem}. */
   async function sealed(kept = records(getModel())) {
     const { fingerprint, publicArmored } = identity();
-    const book = serializeBook(kept.contacts, fingerprint, clock.now(), kept.groups);
+    const book = serializeBook(kept.contacts, fingerprint, clock.now(), kept.groups, kept.forgottenGroups);
     if (book.problem) return { problem: book.problem };
     const armored = await run('seal', { envelopeText: book.text, friendArmored: publicArmored });
     return { armored, text: book.text };
@@ -101,10 +103,12 @@ export function createContactStore({
     if (book.problem) return book;
     const read = await readGroups(book.groups, fingerprint, clock.now());
     if (read.problem) return read;
+    const forgotten = readForgotten(book.forgottenGroups);
+    if (forgotten.problem) return forgotten;
     // The tag our contacts' control envelopes must carry (contacts.js); derived, never stored.
     const contacts = [];
     for (const contact of book.contacts) contacts.push({ ...contact, mineTag: await contactTag(contact.mine) });
-    return { contacts, groups: read.groups };
+    return { contacts, groups: read.groups, forgotten: forgotten.forgotten };
   }
 
   /** Saves the contacts as they are now, unless they are what was stored last. Never throws. */
@@ -199,7 +203,7 @@ export function createContactStore({
         return;
       }
       await dispatch({ type: 'bookLoaded', contacts: book.contacts });
-      await groupsLoaded(book.groups);
+      await groupsLoaded(book.groups, book.forgotten);
     },
     /** The armored book to download, or throws with the reason. */
     async exportText() {
@@ -214,7 +218,7 @@ export function createContactStore({
       const known = new Set([...getModel().friends.values()].map((f) => f.fingerprint));
       const added = book.contacts.filter((c) => !known.has(c.fingerprint)).length;
       await dispatch({ type: 'bookLoaded', contacts: book.contacts });
-      await groupsLoaded(book.groups);
+      await groupsLoaded(book.groups, book.forgotten);
       return { added, updated: book.contacts.length - added };
     },
   };

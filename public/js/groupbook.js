@@ -6,15 +6,17 @@
 // Kept per group: the current version's text and its signer, the previous secrets still listened on, who sent
 // gleave, our status, our send seq, the seqs accepted per sender (receipts.js records), the members' keys that
 // an admin sent (`gkeys`; ours and the contacts' are filled in again from the identity and the book), the
-// delivery record of our messages, those of them not confirmed by every member yet (to send again), and the new
-// members we handed the group to who have not confirmed it yet (grouphandover.js: handed again). Not
+// delivery record of our messages, those of them not confirmed by every member yet (to send again), the new
+// members we handed the group to who have not confirmed it yet (grouphandover.js: handed again), and the
+// members whose key an admin replaced (shown *key changed*, groups.js keyChanges), and the contact who handed
+// it to us (groups.js handedBy). Not
 // kept: the rest of the conversation, versions older than the current one (a reload
 // follows the chain from the current version on, as a new member does), versions and messages waiting.
 import { deliveries, emptyDeliveries, MAX_TRACKED } from './groupdelivery.js';
 import { MAX_MEMBERS, MAX_PREVIOUS_SECRETS, isFingerprint, isGid, readVersion } from './grouplist.js';
 import { checkedHandovers } from './grouphandover.js';
 import { emptyGroupMessages, groupKeyPolicy, keyReading } from './groupmessages.js';
-import { newGroup } from './groups.js';
+import { checkedForgotten, currentKeyChanges, newGroup } from './groups.js';
 import { MAX_SUBKEYS } from './keypolicy.js';
 import { MAX_GROUPS, isSecret } from './rendezvous.js';
 import { checkedReceived } from './receipts.js';
@@ -56,6 +58,8 @@ export function groupRecord(group) {
     sent: group.deliveries.messages,
     unconfirmed: unconfirmedOf(group),
     handovers: group.handovers,
+    keyChanges: group.keyChanges || {},
+    handedBy: group.handedBy || '',
     updatedAt: group.updatedAt,
   };
 }
@@ -96,6 +100,12 @@ export async function readGroups(values, me, now) {
     groups.push(group);
   }
   return { groups };
+}
+
+/** The book's groups taken off the list (groups.js forgottenWith), checked: {forgotten} or {problem: 'bad_group'}. */
+export function readForgotten(value) {
+  const forgotten = checkedForgotten(value, isGid);
+  return forgotten ? { forgotten } : { problem: 'bad_group' };
 }
 
 async function checkedGroup(value, me, now) {
@@ -143,6 +153,11 @@ async function checkedGroup(value, me, now) {
   if (bytes > MAX_GROUP_UNCONFIRMED_BYTES) return null;
   const handovers = checkedHandovers(value.handovers);
   if (!handovers) return null;
+  const handedBy = value.handedBy === undefined ? '' : value.handedBy;
+  if (handedBy !== '' && !isFingerprint(handedBy)) return null;
+  const keyChanges = value.keyChanges === undefined ? {} : value.keyChanges;
+  if (!isObject(keyChanges) || Object.keys(keyChanges).length > MAX_MEMBERS) return null;
+  if (!Object.entries(keyChanges).every(([fp, was]) => isFingerprint(fp) && isFingerprint(was) && fp !== was)) return null;
   const list = {
     gid: value.gid,
     me,
@@ -154,7 +169,9 @@ async function checkedGroup(value, me, now) {
   };
   const status = value.status === 'member' && !inVersion(me) ? 'removed' : value.status;
   const messages = { ...emptyGroupMessages(), sendSeq: value.sendSeq, received, keys };
-  const group = { ...newGroup(list, messages, value.updatedAt), deliveries: sent, status, handovers: handovers.filter((h) => inVersion(h.fp)) };
+  const group = {
+    ...newGroup(list, messages, value.updatedAt), deliveries: sent, status, handovers: handovers.filter((h) => inVersion(h.fp)), keyChanges: currentKeyChanges(list, keyChanges), handedBy,
+  };
   // Sent again after the connection's fetch (groupsync.js resendAll): to who has not confirmed them, or to all.
   const lines = [{ id: 1, direction: 'system', what: 'restored' }, ...unconfirmed.map((m, i) => ({
     id: i + 2, direction: 'out', from: me, seq: m.seq, ts: m.ts, text: m.text, error: '', missing: [],

@@ -15,7 +15,10 @@ import {
   removalNotice, takeGroupKeys,
 } from './groupmessages.js';
 import { openGroupMessage } from './groupopen.js';
-import { newGroup, withAlert, withGroupLine, withVersionOutcome } from './groups.js';
+import {
+  MAX_GROUPS_PER_CONTACT, joinProblem, newGroup, withAlert, withGroupLine, withReplacedKeys, withVersionOutcome,
+} from './groups.js';
+import { friendLabel, labelText } from './names.js';
 import { isSkewed } from './inbox.js';
 import { isLive } from './model.js';
 import { MAX_GROUPS } from './rendezvous.js';
@@ -28,7 +31,7 @@ import { MAX_GROUPS } from './rendezvous.js';
 const lacksKeys = (group) => [...memberKeyStatus(group.list, group.messages).values()].includes('missing');
 
 export function createGroupInbox({
-  pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming,
+  pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming, redo,
 }) {
   async function sendReceipt(group, signer, acks) {
     const handle = getModel().groupHandles.send.get(group.gid)?.get(signer);
@@ -56,6 +59,11 @@ export function createGroupInbox({
     const applied = applyVersion(group.list, version, signer, now());
     group = { ...group, list: applied.state };
     for (const result of [applied.result, ...applied.released]) group = withVersionOutcome(group, result, signer);
+    // Our own versions that lost to a change made at the same time: made again on top of the winner, once the
+    // group is stored (redo queues its work behind this step in the group's lane).
+    const lost = [applied.result, ...applied.released].flatMap((r) => (r.ok && r.conflict
+      ? r.conflict.dropped.filter((d) => d.signer === me()).map((d) => ({ ...d, winner: r.conflict.kept.signer })) : []));
+    if (lost.length) redo(group.gid, lost);
     if (applied.result.ok && applied.result.removedMe) group = { ...group, status: 'removed' };
     if (group.status === 'removed' && memberOf(current(group.list), me())) group = { ...group, status: 'member' };
     group = await withKeys(group);
@@ -156,16 +164,21 @@ export function createGroupInbox({
         // A group we left or were removed from is joined again only by a later version (one that adds us
         // back), never by a replay of the version we held then.
         if (held && read.version.ver <= current(held.list).ver) return;
-        if (!held && getModel().groups.size >= MAX_GROUPS) {
-          notice('groups_full', { max: MAX_GROUPS });
-          return;
-        }
+        // A group we took off the list joins again only by a newer version; one contact hands us at most
+        // MAX_GROUPS_PER_CONTACT groups (groups.js joinProblem).
+        const problem = held ? null : joinProblem(getModel(), read.version, friend.fingerprint, MAX_GROUPS);
+        if (problem === 'groups_full') notice('groups_full', { max: MAX_GROUPS });
+        if (problem === 'contact_full') notice('groups_from_contact_full', { max: MAX_GROUPS_PER_CONTACT, who: labelText(friendLabel(friend)) });
+        if (problem) return;
         const joined = joinGroup(read.version, friend.fingerprint, { me: me() });
         if (!joined.result.ok) return;
         let group = newGroup(joined.state, emptyGroupMessages(), now());
         if (held) group = { ...group, lines: held.lines, nextLine: held.nextLine, messages: { ...held.messages, keys: {} } };
         group = await withKeys(group);
-        group = withGroupLine(group, { direction: 'system', what: 'joined', by: friend.fingerprint });
+        group = withGroupLine({ ...group, handedBy: friend.fingerprint }, { direction: 'system', what: 'joined', by: friend.fingerprint });
+        // Keys this version replaced are shown changed to a newcomer too (it cannot check the version before).
+        const replaced = read.version.members.filter((m) => m.was && m.fp !== me()).map((m) => ({ fp: m.fp, was: m.was }));
+        group = withReplacedKeys({ ...group, keyChanges: {} }, replaced, friend.fingerprint);
         await put(group);
         await derive();
         await persist();

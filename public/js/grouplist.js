@@ -96,9 +96,16 @@ export function parseGroupList(text) {
     if (admin ? !(Number.isSafeInteger(m.since) && m.since >= 1 && m.since <= value.ver) : m.since !== undefined) return malformed('member_since');
     if (seen.has(m.fp)) return malformed('member_twice');
     seen.add(m.fp);
-    members.push(admin ? { fp: m.fp, name: m.name, admin, since: m.since } : { fp: m.fp, name: m.name, admin });
+    // `was`: the key this member's replaces (same person, new fingerprint). Only a later version can replace a
+    // key, and the key replaced is gone from this version (checked below; that it was in the version before
+    // is checkChange's).
+    if (m.was !== undefined && (value.ver === 1 || !isFingerprint(m.was) || m.was === m.fp)) return malformed('member_was');
+    const entry = admin ? { fp: m.fp, name: m.name, admin, since: m.since } : { fp: m.fp, name: m.name, admin };
+    members.push(m.was === undefined ? entry : { ...entry, was: m.was });
   }
   if (!members.some((m) => m.admin)) return malformed('no_admin');
+  const replaced = members.filter((m) => m.was).map((m) => m.was);
+  if (new Set(replaced).size !== replaced.length || replaced.some((fp) => seen.has(fp))) return malformed('member_was');
   return {
     ok: true,
     list: { gid: value.gid, ver: value.ver, prev: value.ver === 1 ? null : value.prev, ts: value.ts, name: value.name, secret: value.secret, members },
@@ -110,7 +117,10 @@ export function buildGroupList({ gid, ver, prev, ts, name, secret, members }) {
   const value = { v: 1, kind: 'group', gid, ver };
   if (ver !== 1) value.prev = prev;
   Object.assign(value, {
-    ts, name, secret, members: members.map((m) => (m.admin ? { fp: m.fp, name: m.name, admin: true, since: m.since } : { fp: m.fp, name: m.name })),
+    ts, name, secret, members: members.map((m) => {
+      const out = m.admin ? { fp: m.fp, name: m.name, admin: true, since: m.since } : { fp: m.fp, name: m.name };
+      return m.was ? { ...out, was: m.was } : out;
+    }),
   });
   return JSON.stringify(value);
 }
@@ -221,6 +231,8 @@ export function joinGroup(version, signer, { me }) {
  * - 'wrong_seniority': an admin's `since` is not its `since` in the version before (or, for a new admin, this
  *   version's number);
  * - 'removed_without_new_secret': drops a member and keeps the secret;
+ * - 'bad_was': a member's `was` (the key it replaces) names no member of the version before, or the member
+ *   with it was in the version before already;
  * - 'wrong_prev': `prev` names a version held, but not the one before it (or a second version 1);
  * - 'too_late': a valid late fork (on a version below the head's predecessor) whose signer does not outrank
  *   the signer of every version it would drop; never applied. `equivocation` is the signer's fingerprint when
@@ -280,6 +292,9 @@ export function checkChange(base, version, signer) {
   for (const m of version.members) {
     if (m.admin && m.since !== (isAdmin(base, m.fp) ? memberOf(base, m.fp).since : version.ver)) return 'wrong_seniority';
   }
+  // A replaced key names a member of `base` (parseGroupList: one gone from this version), and its new key is
+  // new here: an admin cannot relabel two members who both stay, nor name a key nobody held.
+  if (version.members.some((m) => m.was && (memberOf(base, m.fp) || !memberOf(base, m.was)))) return 'bad_was';
   if (removedFrom(base, version).length > 0 && version.secret === base.secret) return 'removed_without_new_secret';
   return null;
 }
@@ -436,8 +451,9 @@ export function leaveProblem(state) {
 // --- changes ---
 
 /**
- * What `to` changes from `from`: {name (new group name or null), add: [members], remove: [fps],
- * admin: {fp: boolean} (flag changed), rename: {fp: name}, newSecret: boolean}.
+ * What `to` changes from `from`: {name (new group name or null), add: [members], remove: [fps], replaced:
+ * [{fp, was, name, admin}] (a member's new key: neither in `add` nor its old one in `remove`), admin: {fp: boolean} (flag
+ * changed), rename: {fp: name}, newSecret: boolean}.
  */
 export function changeBetween(from, to) {
   const admin = {};
@@ -448,10 +464,16 @@ export function changeBetween(from, to) {
     if (before.admin !== m.admin) admin[m.fp] = m.admin;
     if (before.name !== m.name) rename[m.fp] = m.name;
   }
+  // A key replaced (`was`, checked by checkChange) is neither an addition nor a removal: the same person.
+  const replaced = to.members.filter((m) => m.was && !memberOf(from, m.fp) && memberOf(from, m.was))
+    .map((m) => ({ fp: m.fp, was: m.was, name: m.name, admin: m.admin }));
+  const was = new Set(replaced.map((r) => r.was));
+  const now = new Set(replaced.map((r) => r.fp));
   return {
     name: from.name === to.name ? null : to.name,
-    add: to.members.filter((m) => !memberOf(from, m.fp)),
-    remove: removedFrom(from, to),
+    add: to.members.filter((m) => !memberOf(from, m.fp) && !now.has(m.fp)),
+    remove: removedFrom(from, to).filter((fp) => !was.has(fp)),
+    replaced,
     admin,
     rename,
     newSecret: from.secret !== to.secret,
@@ -465,9 +487,10 @@ export function changeBetween(from, to) {
  * them; they stay in `leaving`). Removing anyone needs `secret`, a new one; it may be given without a removal
  * too. Admins keep their seniority; a new admin's is the new version. Adding a member already in the list, or
  * removing one not in it, changes nothing (so a change dropped in a conflict can be made again on top of the
- * winner as it was). Returns {ok:true, text, list} or {ok:false, problem}: 'not_admin', 'not_allowed'
- * (removes or demotes an admin senior to us), 'needs_new_secret', 'no_change', or parseGroupList's
- * 'malformed' (a bound).
+ * winner as it was). A member added with `was` (a fingerprint) is that member's new key: `was` must be in the
+ * list and removed by the same change, else 'bad_was'. Returns {ok:true, text, list} or {ok:false, problem}:
+ * 'not_admin', 'not_allowed' (removes or demotes an admin senior to us), 'needs_new_secret', 'no_change',
+ * 'bad_was', or parseGroupList's 'malformed' (a bound).
  */
 export function proposeChange(state, change, { ts, secret = null, removeLeavers = true }) {
   const base = current(state);
@@ -484,7 +507,11 @@ export function proposeChange(state, change, { ts, secret = null, removeLeavers 
     since: m.admin ? m.since : undefined,
   }, adminAfter(m)));
   for (const m of change.add || []) {
-    if (!members.some((x) => x.fp === m.fp) && !remove.has(m.fp)) members = [...members, withRights({ fp: m.fp, name: m.name }, m.admin === true)];
+    // A new key for a member (`was`) replaces one that is in the list and goes in this change.
+    if (m.was !== undefined && (!memberOf(base, m.was) || !remove.has(m.was))) return { ok: false, problem: 'bad_was' };
+    if (members.some((x) => x.fp === m.fp) || remove.has(m.fp)) continue;
+    const added = withRights({ fp: m.fp, name: m.name }, m.admin === true);
+    members = [...members, m.was === undefined ? added : { ...added, was: m.was }];
   }
   const removedAny = base.members.some((m) => !members.some((x) => x.fp === m.fp));
   if (removedAny && (!secret || secret === base.secret)) return { ok: false, problem: 'needs_new_secret' };
@@ -495,10 +522,37 @@ export function proposeChange(state, change, { ts, secret = null, removeLeavers 
   const parsed = parseGroupList(text);
   if (!parsed.ok) return parsed;
   const same = changeBetween(base, parsed.list);
-  if (!same.name && !same.add.length && !same.remove.length && !Object.keys(same.admin).length && !Object.keys(same.rename).length && !same.newSecret) {
+  if (!same.name && !same.add.length && !same.remove.length && !same.replaced.length && !Object.keys(same.admin).length && !Object.keys(same.rename).length && !same.newSecret) {
     return { ok: false, problem: 'no_change' };
   }
   return { ok: true, text, list: parsed.list };
+}
+
+/**
+ * What is left to do of `change` (changeBetween: a change of ours that lost to one made at the same time, PROTOCOL
+ * §6 "Two changes at once") on top of the version held now, so that its admin can make it again: {ok:true,
+ * change (proposeChange's input), removes (it removes someone: a new secret is needed)} or {ok:false, problem}:
+ * 'not_admin' (we are no admin now), 'done' (the list already is as it would make it: the members to add are in,
+ * those to remove are gone, flags and names as it set them), 'not_allowed' (it would now remove or demote an
+ * admin senior to us). Only what still differs is kept: a member to add who is in already, or to remove who is
+ * gone, is left out; a new key (`was`) is given again only while the old key is listed and the new one is not.
+ */
+export function redoChange(state, change) {
+  const base = current(state);
+  if (!isAdmin(base, state.me)) return { ok: false, problem: 'not_admin' };
+  const replaced = (change.replaced || []).filter((r) => memberOf(base, r.was) && !memberOf(base, r.fp));
+  const add = [
+    ...(change.add || []).filter((m) => !memberOf(base, m.fp)).map((m) => ({ fp: m.fp, name: m.name, admin: m.admin === true })),
+    ...replaced.map((r) => ({ fp: r.fp, name: r.name, admin: r.admin === true, was: r.was })),
+  ];
+  const remove = [...(change.remove || []).filter((fp) => memberOf(base, fp)), ...replaced.map((r) => r.was)];
+  const admin = Object.fromEntries(Object.entries(change.admin || {}).filter(([fp, flag]) => memberOf(base, fp) && memberOf(base, fp).admin !== flag));
+  const rename = Object.fromEntries(Object.entries(change.rename || {}).filter(([fp, name]) => memberOf(base, fp) && memberOf(base, fp).name !== name));
+  const name = change.name && change.name !== base.name ? change.name : null;
+  if (!add.length && !remove.length && !Object.keys(admin).length && !Object.keys(rename).length && !name) return { ok: false, problem: 'done' };
+  const takes = [...remove, ...Object.keys(admin).filter((fp) => !admin[fp])];
+  if (takes.some((fp) => !mayDemote(base, state.me, fp))) return { ok: false, problem: 'not_allowed' };
+  return { ok: true, change: { ...(name ? { name } : {}), add, remove, admin, rename }, removes: remove.length > 0 };
 }
 
 /** The text of version 1 of a new group made by `me` (its first admin) with `others` ([{fp, name, admin?}]). */

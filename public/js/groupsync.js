@@ -12,7 +12,7 @@ import { deliveries, deliveryOf } from './groupdelivery.js';
 import { groupHandles, versionHandles } from './grouphandles.js';
 import {
   MAX_MEMBERS, applyVersion, createGroupList, current, expireGroup, isAdmin, joinGroup, leaveProblem, memberOf, newGid, proposeChange,
-  readVersion,
+  readVersion, redoChange,
 } from './grouplist.js';
 import {
   MAX_GROUP_KEYS, buildGroupKeys, buildGroupLeave, buildGroupRemoved, buildGroupText, contactKeys, emptyGroupMessages,
@@ -20,7 +20,7 @@ import {
 } from './groupmessages.js';
 import { createGroupInbox } from './groupinbox.js';
 import { handoverStarted, handoversDue, nextHandover } from './grouphandover.js';
-import { newGroup, withGroupLine, withGroupLines } from './groups.js';
+import { newGroup, withGroupLine, withGroupLines, withReplacedKeys } from './groups.js';
 import { LEAVE_PROBLEM_TEXT } from './grouptext.js';
 import { routeFor } from './contacts.js';
 import { isLive } from './model.js';
@@ -34,6 +34,9 @@ const UPLOADS_FOLLOWED = 1024;
 const KEY_ID_CACHE = 2048;
 /** Armored keys per `gkeys` envelope are also kept under this many characters, so one fits in a 64 KiB frame. */
 const GKEYS_CHARS = 40000;
+
+/** Hashes remembered per group of our changes made again after losing (and of the versions that made them again). */
+const REDONE_KEPT = 64;
 
 /** A thrown refusal the page shows where the user acted. */
 class GroupError extends Error {}
@@ -263,6 +266,7 @@ export function createGroupSync({
     if (!applied.result.ok || !applied.result.applied) throw new GroupError('That change could not be applied.');
     group = await withKeys({ ...group, list: applied.state });
     group = withGroupLine(group, { direction: 'system', what: 'changed', by: me(), change: applied.result.change });
+    group = withReplacedKeys(group, applied.result.change.replaced, me());
     await put(group);
     await derive();
     await persist();
@@ -451,6 +455,24 @@ export function createGroupSync({
     }, [friend]);
   }
 
+  /**
+   * Gives member `fp` its new key, that of friend `friendId` (the same person: the friend's key replaced `fp`,
+   * model.js keyBefore): one version removes `fp` and adds the friend with `was: fp`, which members show as
+   * *key changed* rather than as a removal and an addition; handed to the friend as any new member.
+   */
+  function replaceKey(gid, fp, friendId) {
+    const friend = candidate(friendId);
+    if (!friend) return Promise.reject(new GroupError('That friend cannot be reached or has a changed key.'));
+    return asAdmin(gid, (group) => {
+      const version = current(group.list);
+      const old = memberOf(version, fp);
+      if (!old || memberOf(version, friend.fingerprint)) return { ok: false, problem: 'no_change' };
+      return proposeChange(group.list, {
+        remove: [fp], add: [{ fp: friend.fingerprint, name: memberName(friend), admin: old.admin, was: fp }],
+      }, { ts: now(), secret: newSecret() });
+    }, [friend]);
+  }
+
   function removeMember(gid, fp) {
     return asAdmin(gid, (group) => proposeChange(group.list, { remove: [fp] }, { ts: now(), secret: newSecret() }));
   }
@@ -488,12 +510,63 @@ export function createGroupSync({
     });
   }
 
+  // Per group, the hashes of our versions that lost and were made again, and of the versions that made them
+  // again (this page's life, REDONE_KEPT each): a change is made again at most once, and a redo that loses too is not.
+  const redone = new Map();
+
+  /** Our versions `dropped` ([{hash, change, winner}]) lost to a change made at the same time: each made again on the winner when it still makes sense. */
+  function redo(gid, dropped) {
+    inLane(gid, () => redoDropped(gid, dropped)).catch(onError);
+  }
+
+  async function redoDropped(gid, dropped) {
+    for (const d of dropped) {
+      const group = get(gid);
+      if (!group || group.status !== 'member') return;
+      const seen = redone.get(gid) || [];
+      const remember = (...hashes) => redone.set(gid, [...seen, ...hashes].slice(-REDONE_KEPT));
+      let decision = seen.includes(d.hash) ? { ok: false, problem: 'again' } : redoChange(group.list, d.change);
+      let added = [];
+      if (decision.ok) {
+        // New members are handed the group by our contact with them: those we can no longer reach are left out.
+        added = decision.change.add.map((m) => candidateByFingerprint(m.fp)).filter(Boolean);
+        const add = decision.change.add.filter((m) => added.some((f) => f.fingerprint === m.fp));
+        const change = { ...decision.change, add };
+        const empty = !add.length && !change.remove.length && !Object.keys(change.admin).length && !Object.keys(change.rename).length && !change.name;
+        decision = empty ? { ok: false, problem: 'unreachable' } : { ...decision, change };
+      }
+      const proposed = decision.ok
+        ? proposeChange(group.list, decision.change, { ts: now(), secret: decision.removes || group.list.leaving.length ? newSecret() : null })
+        : decision;
+      if (!proposed.ok) {
+        remember(d.hash);
+        await put(withGroupLine(group, { direction: 'system', what: 'not_redone', by: d.winner, problem: proposed.problem, flagged: true }));
+        continue;
+      }
+      try {
+        await commit(gid, proposed.text, added);
+      } catch {
+        remember(d.hash);
+        await put(withGroupLine(get(gid), { direction: 'system', what: 'not_redone', by: d.winner, problem: 'failed', flagged: true }));
+        continue;
+      }
+      remember(d.hash, current(get(gid).list).hash);
+      await put(withGroupLine(get(gid), { direction: 'system', what: 'redone', by: d.winner }));
+    }
+  }
+
+  /** A friend who can be handed a group (candidate) by its key's fingerprint. */
+  function candidateByFingerprint(fp) {
+    const friend = [...getModel().friends.values()].find((f) => f.fingerprint === fp && isLive(f));
+    return friend ? candidate(friend.id) : null;
+  }
+
   const inbox = createGroupInbox({
-    pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming,
+    pgp, getModel, get, put, me, now, inLane, withKeys, keyIdsOf, derive, persist, sendSealed, notice, incoming, redo,
   });
 
   return {
-    create, write, addMember, removeMember, setAdmin, rename, leave, forget, derive, undelivered,
+    create, write, addMember, replaceKey, removeMember, setAdmin, rename, leave, forget, derive, undelivered,
     receive: (frame) => inbox.receive(frame).catch(onError),
     fromContact: inbox.fromContact,
     /** A new connection (CONNECT reply): yesterday's handles again until its mailbox is fetched. */
@@ -514,8 +587,9 @@ export function createGroupSync({
         if (g.status === 'member' && g.handovers.length) inLane(g.gid, () => rehand(g.gid, { all: true })).catch(onError);
       }
     },
-    /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived. */
-    async loaded(groups) {
+    /** Groups read from the contact book (groupbook.js): stored, keys refreshed, handles derived; and those taken off the list. */
+    async loaded(groups, forgotten = []) {
+      if (forgotten.length) await dispatch({ type: 'groupsForgottenLoaded', forgotten });
       for (const g of groups) {
         if (getModel().groups.has(g.gid)) continue;
         await inLane(g.gid, async () => put(await withKeys(g)));

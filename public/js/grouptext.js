@@ -44,6 +44,7 @@ const REFUSAL_TEXT = {
   not_allowed: 'signed by someone not allowed to make it',
   wrong_prev: 'it does not follow the member list you hold',
   removed_without_new_secret: 'it removes a member but keeps the group\'s secret',
+  bad_was: 'it gives a new key to someone who was not a member, or to a member who stays',
   superseded: 'it builds on a change that lost to another',
   too_late: 'it came after the group had moved on',
   too_old: 'it builds on a member list too old to check',
@@ -53,11 +54,22 @@ const REFUSAL_TEXT = {
   unknown_version: 'it names a member list too old to check',
 };
 
+/** Why a change of ours that lost to one made at the same time was not made again (groupsync.js redoDropped). */
+const REDO_PROBLEM_TEXT = {
+  done: 'the group already is as your change would make it',
+  not_admin: 'you are no longer an admin',
+  not_allowed: 'it would now take rights from an admin senior to you',
+  again: 'it lost to another change a second time; make it again yourself if it is still wanted',
+  unreachable: 'the friends it added can no longer be reached',
+  failed: 'it could not be applied',
+};
+
 function changeText(group, change, me) {
   if (!change) return 'changed the group';
   const parts = [];
   if (change.add.length) parts.push(`added ${change.add.map((m) => memberName(group, m.fp, me)).join(', ')}`);
   if (change.remove.length) parts.push(`removed ${change.remove.map((fp) => memberName(group, fp, me)).join(', ')}`);
+  if (change.replaced?.length) parts.push(`gave ${change.replaced.map((r) => memberName(group, r.fp, me)).join(', ')} a new key`);
   if (change.name) parts.push(`renamed the group to "${cleanName(change.name, NAME_MAX)}"`);
   if (Object.keys(change.admin).length) parts.push('changed who are admins');
   if (Object.keys(change.rename).length) parts.push('renamed members');
@@ -85,6 +97,9 @@ export function groupLineText(group, line, me) {
     case 'change_refused': return `A change to the group was refused (${REFUSAL_TEXT[line.problem] || line.problem}); it came from ${who(line.by)}.`;
     case 'keys_refused': return `Keys sent by ${who(line.by)} were refused (${REFUSAL_TEXT[line.problem] || line.problem}).`;
     case 'key_changed': return `${capital(who(line.member))}'s key changed: another key was offered for them. The key you had is kept; compare fingerprints before you trust either.`;
+    case 'redone': return `Your change was redone after ${who(line.by)}'s: two admins changed the group at once and theirs was kept, so yours was made again on top of it.`;
+    case 'not_redone': return `Two admins changed the group at once and ${who(line.by)}'s change was kept; yours was not made again: ${REDO_PROBLEM_TEXT[line.problem] || `it is no longer possible (${line.problem})`}.`;
+    case 'key_replaced': return `${capital(who(line.member))} has a new key: ${who(line.by)} replaced their old one (fingerprint ending ${line.was.slice(-8)}) in the group. Compare fingerprints with ${who(line.member)} before you trust it.`;
     case 'key_shares_id': return `The key ${who(line.by)} sent for ${who(line.member)} can also sign as a key you already hold for someone else, which would make that person's messages look like no one's. It was refused; compare fingerprints with ${who(line.member)}.`;
     case 'not_from_member': return 'A message to the group was not signed by any member: it is not shown.';
     case 'malformed': return `A message from ${who(line.from)} was not a valid group message.`;

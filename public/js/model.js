@@ -42,6 +42,9 @@ export function createModel() {
     // `supported`: null until the server answered a LISTEN on this connection, then whether it speaks §10.
     handles: { day: '', listen: new Map(), send: new Map(), supported: null },
     groups: new Map(), // gid -> group record (groups.js), at most MAX_GROUPS (rendezvous.js)
+    // Groups the user took off the list ("Remove from list"): [{gid, ver (the version held then)}], newest last, at
+    // most MAX_FORGOTTEN_GROUPS (groups.js); a version handed later joins again only when newer. Kept in the book.
+    forgottenGroups: [],
     // The groups' handles of today (groupsync.js): `listen` maps a handle we listen on to its gid, `send` a gid to
     // the other members' handles (fingerprint -> handle).
     groupHandles: { listen: new Map(), send: new Map() },
@@ -65,6 +68,10 @@ export function newFriend(id) {
     trustSource: '',
     changedFrom: '', // the fingerprint before a key change, or the invite's, while trust is 'changed'
     sharedWith: '', // while trust is 'changed' with 'pinned_elsewhere': the live friend ID pinned to the same key
+    // The fingerprint this friend's key may replace (the same person's earlier key): the one pinned for this ID
+    // before a key change (kept once the user accepts the new key), or a key of the same name pinned earlier in
+    // this page's life under another ID. A group holding that key offers its admin to update it (grouppane.js).
+    keyBefore: '',
     friendship: 0, // this friendship's number, unique in the page; each incoming message records its own
     friendshipStartedAt: 0, // local time the current friendship started
     copiesShown: new Set(), // seqs of this friendship already shown once as a quiet duplicate

@@ -192,6 +192,8 @@ export function noticeText(code, details = {}) {
       return { tone: 'warn', kind: 'book-save', text: `Your contact book could not be saved on this device (${details.reason}). Export it to keep it.` };
     case 'groups_full':
       return { tone: 'warn', kind: 'groups-full', text: `A contact added you to a group, but you are in ${details.max} groups, the most SecChat can listen for at once. Leave a group, then ask them to add you again.` };
+    case 'groups_from_contact_full':
+      return { tone: 'warn', kind: 'groups-full', text: `${details.who} added you to another group, but ${details.max} of your groups came from them already, the most SecChat takes from one contact, so that one contact cannot fill every group slot. Leave one of those groups and remove it from your list, then ask them again.` };
     case 'internal_error':
       return { tone: 'error', text: `Internal error while handling a server message: ${details.message}` };
     default:

@@ -14,7 +14,7 @@
 // - the wiring: inviteSecretCreated {secret} (answering inviteSecretNeeded); contacts (contacts.js):
 //   rendezvousSecretCreated {peer, secret}, handlesDerived {day, listen, send}, handlesSupported {supported},
 //   probeContacts, probeSent {peer, nonce}, controlSent {peer, purpose, code}, bookLoaded {contacts}; groups
-//   (groups.js): groupPut {group}, groupForgotten {gid}, groupHandlesDerived {listen, send}, groupAlertsDismissed {gid}
+//   (groups.js): groupPut {group}, groupForgotten {gid}, groupsForgottenLoaded {forgotten}, groupHandlesDerived {listen, send}, groupAlertsDismissed {gid}
 // - the user: inviteLinkTaken {secret, fresh} (the link shown was copied, shared or shown as a QR code; `fresh`
 //   is the next secret, drawn by the wiring)
 // - the user: identityReady, inviteOpened {id, fingerprint, secret}, nicknameSet {id, nickname}, requestSent, sentRequestDismissed, requestAccepted, requestClosed,
@@ -87,6 +87,7 @@ const HANDLERS = {
   // groups (groups.js): records made by groupsync.js
   groupPut: groups.groupPut,
   groupForgotten: groups.groupForgotten,
+  groupsForgottenLoaded: groups.groupsForgottenLoaded,
   groupHandlesDerived: groups.groupHandlesDerived,
   groupAlertsDismissed: groups.groupAlertsDismissed,
 };

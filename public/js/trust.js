@@ -97,13 +97,13 @@ function othersIn(map, key, fingerprint) {
 export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored, viaInvite = false }) {
   const assessment = assessKey(state, friend.id, fingerprint, userId);
   const wasVerified = friend.fingerprint === fingerprint && friend.trust === 'verified';
-  let pinned = { ...friend, fingerprint, userId, publicArmored, changedFrom: '', sharedWith: '' };
+  let pinned = { ...friend, fingerprint, userId, publicArmored, changedFrom: '', sharedWith: '', keyBefore: '' };
   let next = state;
   if (assessment === 'invite_mismatch') {
     pinned = { ...pinned, trust: 'changed', changedFrom: state.expectations.get(friend.id), trustSource: 'invite' };
   } else if (assessment === 'key_changed') {
     const changedFrom = state.pins.get(friend.id) || otherOfferedKeys(state, friend.id, fingerprint)[0];
-    pinned = { ...pinned, trust: 'changed', changedFrom, trustSource: '' };
+    pinned = { ...pinned, trust: 'changed', changedFrom, trustSource: '', keyBefore: changedFrom || '' };
   } else if (assessment === 'own_key' || assessment === 'pinned_elsewhere') {
     const sharedWith = assessment === 'own_key' ? ''
       : otherIdsPinnedTo(state, friend.id, fingerprint).find((other) => isLive(state.friends.get(other)));
@@ -119,6 +119,8 @@ export function pinFriendKey(state, friend, { fingerprint, userId, publicArmored
   } else {
     pinned = { ...pinned, trust: 'unverified', trustSource: '' };
   }
+  // The same name on another key pinned earlier: maybe the same person with a new key (the user decides).
+  if (assessment === 'name_reused') pinned = { ...pinned, keyBefore: otherKeysNamed(state, userId, fingerprint)[0] || '' };
   next = {
     ...next,
     pins: withEntry(next.pins, friend.id, fingerprint),

@@ -1,14 +1,17 @@
 // Groups in the contact book under Node: a group's record read back gives the same member list, seqs, keys,
-// deliveries and unconfirmed messages; every malformed field refuses the record (and so the book), and the
+// deliveries and unconfirmed messages; groups taken off the list and who handed a group are kept, and decide
+// which invitations are refused; every malformed field refuses the record (and so the book), and the
 // bounds hold (groups, unconfirmed messages), whoever made the file.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as openpgp from '../../public/vendor/openpgp.min.mjs';
-import { MAX_GROUP_UNCONFIRMED, groupRecord, readGroups } from '../../public/js/groupbook.js';
+import { MAX_GROUP_UNCONFIRMED, groupRecord, readForgotten, readGroups } from '../../public/js/groupbook.js';
 import { deliveries } from '../../public/js/groupdelivery.js';
 import { buildGroupList, current, joinGroup, readVersion } from '../../public/js/grouplist.js';
 import { emptyGroupMessages } from '../../public/js/groupmessages.js';
-import { newGroup, withGroupLine } from '../../public/js/groups.js';
+import {
+  MAX_FORGOTTEN_GROUPS, MAX_GROUPS_PER_CONTACT, forgottenWith, groupForgotten, joinProblem, newGroup, withGroupLine,
+} from '../../public/js/groups.js';
 import { MAX_GROUPS, toBase64Url } from '../../public/js/rendezvous.js';
 
 const ALICE = 'A'.repeat(40);
@@ -89,4 +92,67 @@ test('a member\'s key from an admin reads back with its key IDs and signing key 
   for (const ids of [['0123456789abcdef'], 'x', [keyIds[0].toUpperCase()]]) {
     assert.equal((await roundTrip([{ ...record, keys: { [ALICE]: { ...record.keys[ALICE], signingKeyIds: ids } } }])).problem, 'bad_group', String(ids));
   }
+});
+
+test('members whose key an admin replaced read back as such (current members only); a malformed mark refuses the record', async () => {
+  const group = await bobsGroup();
+  const old = 'F'.repeat(40);
+  const record = groupRecord({ ...group, keyChanges: { [ALICE]: old } });
+  assert.deepEqual(record.keyChanges, { [ALICE]: old });
+  const [back] = (await roundTrip([record])).groups;
+  assert.deepEqual(back.keyChanges, { [ALICE]: old });
+  const [none] = (await roundTrip([{ ...record, keyChanges: undefined }])).groups;
+  assert.deepEqual(none.keyChanges, {}, 'a book from before key changes');
+  const [current_] = (await roundTrip([{ ...record, keyChanges: { ['E'.repeat(40)]: old } }])).groups;
+  assert.deepEqual(current_.keyChanges, {}, 'a mark for someone not in the list is dropped');
+  for (const keyChanges of ['x', [old], { [ALICE]: 'x' }, { x: old }, { [ALICE]: ALICE }]) {
+    assert.equal((await roundTrip([{ ...record, keyChanges }])).problem, 'bad_group', JSON.stringify(keyChanges));
+  }
+});
+
+test('groups taken off the list are remembered (256 at most, one entry per gid) and read back checked; who handed a group is kept', async () => {
+  const gid = (i) => toBase64Url(new Uint8Array(16).fill(i % 250).map((b, j) => (j === 0 ? i >> 8 : b)));
+  let forgotten = [];
+  for (let i = 0; i < MAX_FORGOTTEN_GROUPS + 10; i += 1) forgotten = forgottenWith(forgotten, gid(i), 3);
+  assert.equal(forgotten.length, MAX_FORGOTTEN_GROUPS);
+  assert.equal(forgotten[0].gid, gid(10), 'the oldest go first');
+  forgotten = forgottenWith(forgotten, gid(10), 7);
+  assert.equal(forgotten.filter((f) => f.gid === gid(10)).length, 1);
+  assert.deepEqual(forgotten.at(-1), { gid: gid(10), ver: 7 });
+  assert.deepEqual(readForgotten(JSON.parse(JSON.stringify(forgotten))), { forgotten });
+  assert.deepEqual(readForgotten(undefined), { forgotten: [] }, 'a book from before');
+  for (const bad of ['x', [{ gid: 'short', ver: 1 }], [{ gid: GID, ver: 0 }], [{ gid: GID, ver: 1 }, { gid: GID, ver: 2 }], Array(MAX_FORGOTTEN_GROUPS + 1).fill(0).map((_, i) => ({ gid: gid(i), ver: 1 }))]) {
+    assert.equal(readForgotten(bad).problem, 'bad_group', JSON.stringify(bad).slice(0, 60));
+  }
+  const group = { ...(await bobsGroup()), handedBy: ALICE };
+  const [back] = (await roundTrip([groupRecord(group)])).groups;
+  assert.equal(back.handedBy, ALICE);
+  assert.equal((await roundTrip([{ ...groupRecord(group), handedBy: 'x' }])).problem, 'bad_group');
+  const [ours] = (await roundTrip([{ ...groupRecord(group), handedBy: undefined }])).groups;
+  assert.equal(ours.handedBy, '');
+});
+
+test('an invitation is refused for a group forgotten at that version or a later one, and beyond 8 groups from one contact', async () => {
+  const group = await bobsGroup();
+  const state = (groups, forgottenGroups = []) => ({ groups: new Map(groups.map((g) => [g.gid, g])), forgottenGroups });
+  const v = (ver, gid = GID) => ({ gid, ver });
+  const forgotten = forgottenWith([], GID, 4);
+  assert.equal(joinProblem(state([], forgotten), v(1), ALICE, MAX_GROUPS), 'forgotten', 'a replay of an older version');
+  assert.equal(joinProblem(state([], forgotten), v(4), ALICE, MAX_GROUPS), 'forgotten', 'a replay of the version held then');
+  assert.equal(joinProblem(state([], forgotten), v(5), ALICE, MAX_GROUPS), null, 'an admin adding us back makes a newer version');
+  const other = toBase64Url(new Uint8Array(16).fill(7));
+  assert.equal(joinProblem(state([], forgotten), v(1, other), ALICE, MAX_GROUPS), null);
+  // Eight groups handed by Alice: a ninth from her is refused, one from someone else is not; ours do not count.
+  const gids = Array.from({ length: MAX_GROUPS_PER_CONTACT }, (_, i) => toBase64Url(new Uint8Array(16).fill(20 + i)));
+  const fromAlice = gids.map((g) => ({ ...group, gid: g, handedBy: ALICE }));
+  assert.equal(joinProblem(state(fromAlice), v(1, other), ALICE, MAX_GROUPS), 'contact_full');
+  assert.equal(joinProblem(state(fromAlice), v(1, other), BOB, MAX_GROUPS), null);
+  assert.equal(joinProblem(state(fromAlice.slice(1)), v(1, other), ALICE, MAX_GROUPS), null);
+  assert.equal(joinProblem(state([...fromAlice.slice(1), { ...group, gid: other, handedBy: '' }]), v(1, toBase64Url(new Uint8Array(16).fill(99))), ALICE, MAX_GROUPS), null);
+  assert.equal(joinProblem(state(fromAlice), v(1, other), BOB, MAX_GROUPS_PER_CONTACT), 'groups_full');
+  // The user takes a group off the list: it is remembered with the version held then.
+  const next = { state: { groups: new Map([[GID, group]]), forgottenGroups: [] } };
+  groupForgotten(next, { gid: GID });
+  assert.deepEqual(next.state.forgottenGroups, [{ gid: GID, ver: 1 }]);
+  assert.equal(next.state.groups.size, 0);
 });

@@ -623,6 +623,173 @@ describe('what does not add up', { timeout: 180000 }, () => {
   });
 });
 
+/** Waits until no CSS transition runs on the page (the side panel slides after a resize). */
+const settled = (page) => page.waitForFunction(() => document.getAnimations().every((a) => !(a instanceof CSSTransition) || a.playState !== 'running'));
+
+describe('keys replaced and admins at once', { timeout: 180000 }, () => {
+  test('an admin gives a member their new key: every member sees that member as "key changed", not a removal and an addition (1280 and 360 px)', async () => {
+    const srv = await harness.server();
+    const { alice, others: [bob, carol] } = await friendsOfAlice(srv, ['Bob', 'Carol']);
+    const gid = await createGroup(alice, 'Renewed', [bob, carol]);
+    for (const user of [bob, carol]) await openGroup(user, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    // Bob's new key: a new tab, a new key with the same name, befriended with Alice (who is told the name was
+    // used before by another key).
+    const bob2 = await newChatUser(harness.browser, srv, { name: 'Bob' });
+    await befriend(bob2, alice);
+    const row = (user, fp) => user.page.locator(`.group-pane[data-group="${gid}"] .group-member[data-member="${fp}"]`);
+    await openGroup(alice, gid);
+    await row(alice, bob.fingerprint).getByRole('button', { name: 'Update Bob\'s key in the group to their new one' }).click();
+    await openGroup(bob2, gid);
+    for (const user of [alice, carol, bob2]) await membersReady(user, gid, 3);
+    for (const user of [alice, carol]) {
+      const pane = user.page.locator(`.group-pane[data-group="${gid}"]`);
+      await row(user, bob2.fingerprint).and(user.page.locator('[data-trust="changed"]')).waitFor({ state: 'attached' });
+      assert.equal(await row(user, bob.fingerprint).count(), 0, 'the old key is gone from the list');
+      assert.equal(await row(user, bob2.fingerprint).locator('.member-trust').textContent(), '· key changed');
+      assert.match(await pane.locator('.msg-system[data-what="key_replaced"]').textContent(), /^Bob has a new key: .* replaced their old one \(fingerprint ending .{8}\)/);
+      const changed = await pane.locator('.msg-system[data-what="changed"]').allTextContents();
+      assert.match(changed.at(-1), /^(Alice|You) gave Bob a new key\.$/, 'neither "removed Bob" nor "added Bob"');
+    }
+    // Bob's old key is told it was removed; his new key writes and reads in the group.
+    await bob.page.locator(`.group-pane[data-group="${gid}"][data-status="removed"]`).waitFor();
+    await writeToGroup(carol, gid, 'welcome back, Bob');
+    assert.equal(await (await groupMessage(bob2, gid, 'welcome back, Bob')).getAttribute('data-verified'), 'true');
+    for (const viewport of [DESKTOP, PHONE]) {
+      await carol.page.setViewportSize(viewport);
+      if (viewport === PHONE) await carol.page.locator(`.group-pane[data-group="${gid}"] .details-toggle`).click();
+      await row(carol, bob2.fingerprint).locator('.member-trust').waitFor({ state: 'visible' });
+      await settled(carol.page);
+      await screenshot(carol.page, `groups-key-replaced-${viewport.width}`);
+    }
+    for (const user of [alice, bob, carol, bob2]) await assertClean(user);
+    for (const user of [alice, bob, carol, bob2]) await user.context.close();
+  });
+
+  test('two admins change the group at once: the less senior one\'s change is redone on top of the other\'s, and every member ends with both (1280 and 360 px)', async () => {
+    const srv = await harness.server();
+    const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
+    const mitm = await interceptSocket(bob.page, srv.wsUrl);
+    await generateKey(bob);
+    await enterChat(bob);
+    const carol = await newChatUser(harness.browser, srv, { name: 'Carol' });
+    for (const user of [bob, carol]) await befriend(user, alice);
+    const gid = await createGroup(alice, 'Together', [bob, carol]);
+    for (const user of [bob, carol]) await openGroup(user, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    await alice.page.getByRole('button', { name: /^make admin: Bob/ }).click();
+    await bob.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
+    const pane = (user) => user.page.locator(`.group-pane[data-group="${gid}"]`);
+    const carolRow = (user) => pane(user).locator(`.group-member[data-member="${carol.fingerprint}"]`);
+
+    // The server holds what comes to Bob's handles while Alice (senior) renames the group and Bob, not knowing,
+    // makes Carol an admin: two versions 3 on version 2.
+    const held = [];
+    mitm.rewrite = (frame) => {
+      if (frame.type === 'MESSAGE' && typeof frame.handle === 'string') {
+        held.push(frame);
+        return null;
+      }
+      return frame;
+    };
+    await alice.page.fill(`#group-rename-${gid}`, 'Alpha');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    await carol.page.waitForFunction((g) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Alpha', gid);
+    await pane(bob).getByRole('button', { name: /^make admin: Carol/ }).click();
+    await carolRow(bob).and(bob.page.locator('[data-admin="true"]')).waitFor();
+    // Alice's version wins where Bob's arrives second: Alice and Carol keep hers.
+    for (const user of [alice, carol]) await pane(user).locator('.msg-system[data-what="conflict"]').waitFor();
+    assert.equal(await carolRow(alice).getAttribute('data-admin'), 'false');
+    assert.ok(held.length > 0, 'Alice\'s version was held from Bob');
+    mitm.rewrite = null;
+    for (const frame of held) mitm.inject(frame);
+
+    // Bob's page drops its own version for Alice's and makes its change again on top of it: everyone ends with both.
+    const redone = pane(bob).locator('.msg-system[data-what="redone"]');
+    await redone.waitFor();
+    assert.equal(await redone.textContent(), 'Your change was redone after Alice\'s: two admins changed the group at once and theirs was kept, so yours was made again on top of it.');
+    for (const user of [alice, bob, carol]) {
+      await user.page.waitForFunction(([g, fp]) => document.querySelector(`.group-pane[data-group="${g}"] .chat-title`)?.textContent === 'Alpha'
+        && document.querySelector(`.group-pane[data-group="${g}"] .group-member[data-member="${fp}"]`)?.dataset.admin === 'true', [gid, carol.fingerprint]);
+    }
+    await carol.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
+    assert.equal(await pane(bob).locator('.msg-system[data-what="not_redone"]').count(), 0);
+    assert.equal(await pane(carol).locator('.msg-system[data-what="change_refused"]').count(), 0, 'nothing refused');
+    for (const viewport of [DESKTOP, PHONE]) {
+      await bob.page.setViewportSize(viewport);
+      await redone.waitFor({ state: 'visible' });
+      await settled(bob.page);
+      const box = await redone.boundingBox();
+      assert.ok(box.x >= 0 && box.x + box.width <= viewport.width, `the line fits at ${viewport.width} px`);
+      await screenshot(bob.page, `groups-redone-${viewport.width}`);
+    }
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
+  });
+});
+
+describe('invitations', { timeout: 180000 }, () => {
+  test('after "Remove from list", a replay of the invitation held then does not join again; an admin adding us back does', async () => {
+    const srv = await harness.server();
+    const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
+    const mitm = await interceptSocket(bob.page, srv.wsUrl);
+    await generateKey(bob);
+    await enterChat(bob);
+    const carol = await newChatUser(harness.browser, srv, { name: 'Carol' });
+    for (const user of [bob, carol]) await befriend(user, alice);
+    const before = mitm.toPage.length;
+    const gid = await createGroup(alice, 'First', [bob, carol]);
+    for (const user of [bob, carol]) await openGroup(user, gid);
+    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    // What handed Bob the group (the version and the keys, from his contact with Alice).
+    const invitation = mitm.toPage.slice(before).filter((f) => f.type === 'MESSAGE');
+    assert.ok(invitation.length >= 2);
+    const pane = bob.page.locator(`.group-pane[data-group="${gid}"]`);
+    await pane.locator('.chat-head-actions').getByRole('button', { name: 'Leave group' }).click();
+    await bob.page.locator('dialog').getByRole('button', { name: 'Leave group' }).click();
+    await bob.page.locator(`.group-pane[data-group="${gid}"][data-status="left"]`).waitFor();
+    await alice.page.locator(`.group-pane[data-group="${gid}"] .msg-system[data-what="member_left"]`).waitFor();
+    await bob.page.getByRole('button', { name: 'Remove this group from your list' }).click();
+    await bob.page.locator(`.group-item[data-group="${gid}"]`).waitFor({ state: 'detached' });
+
+    // The server replays the invitation; then Alice renames the group (removing Bob, who left) and adds him back.
+    for (const frame of invitation) mitm.inject(frame);
+    await alice.page.fill(`#group-rename-${gid}`, 'Second');
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
+    await membersReady(carol, gid, 2);
+    await alice.page.selectOption(`#group-add-${gid}`, bob.id);
+    await alice.page.click(`.group-pane[data-group="${gid}"] .group-add button`);
+    await openGroup(bob, gid);
+    await membersReady(bob, gid, 3);
+    assert.equal(await pane.locator('.chat-title').textContent(), 'Second', 'the version Alice added him back in, not the replayed one');
+    assert.equal(await pane.locator('.msg-system[data-what="joined"]').count(), 1, 'joined once');
+    await writeToGroup(carol, gid, 'Bob is back');
+    assert.equal(await (await groupMessage(bob, gid, 'Bob is back')).getAttribute('data-verified'), 'true');
+    for (const user of [alice, bob, carol]) await assertClean(user);
+    for (const user of [alice, bob, carol]) await user.context.close();
+  });
+
+  test('one contact cannot fill every group slot: a ninth group from the same contact is refused, in words (1280 and 360 px)', async () => {
+    const srv = await harness.server();
+    const { alice, others: [bob] } = await friendsOfAlice(srv, ['Bob']);
+    for (let i = 1; i <= 8; i += 1) await createGroup(alice, `Group ${i}`, [bob]);
+    await bob.page.waitForFunction(() => document.querySelectorAll('.group-item').length === 8);
+    await createGroup(alice, 'Group 9', [bob]);
+    const notice = bob.page.locator('[data-notice="groups-full"]').filter({ hasText: 'the most SecChat takes from one contact' }).first();
+    for (const viewport of [DESKTOP, PHONE]) {
+      await bob.page.setViewportSize(viewport);
+      await notice.waitFor({ state: 'visible' });
+      assert.match(await notice.textContent(), /Alice.* added you to another group, but 8 of your groups came from them already/);
+      await screenshot(bob.page, `groups-contact-full-${viewport.width}`);
+    }
+    assert.equal(await bob.page.locator('.group-item').count(), 8, 'the ninth was not joined');
+    for (const user of [alice, bob]) await assertClean(user);
+    for (const user of [alice, bob]) await user.context.close();
+  });
+});
+
 /** Both sides of a friendship became contacts (each has the other's rendezvous secret). */
 async function waitForContact(user, friendKey) {
   await user.page.waitForFunction((key) => document.querySelector(`.friend[data-friend="${key}"]`)?.dataset.contact === 'true', friendKey, { timeout: 15000 });

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import * as openpgp from 'openpgp';
 import {
   MAX_HISTORY, MAX_MEMBERS, MAX_PENDING, PENDING_MS, PREVIOUS_SECRET_MS, applyVersion, buildGroupList, changeBetween,
-  createGroupList, current, expireGroup, joinGroup, leaveProblem, leaveReceived, listHash, parseGroupList, proposeChange, readVersion,
+  createGroupList, current, expireGroup, joinGroup, leaveProblem, leaveReceived, listHash, parseGroupList, proposeChange, readVersion, redoChange,
 } from '../../public/js/grouplist.js';
 import { GROUP_HANDLE_LABEL, HANDLES_PER_GROUP, deriveMemberHandle, groupHandles, versionHandles } from '../../public/js/grouphandles.js';
 import {
@@ -1187,4 +1187,127 @@ test('group handles follow the contacts\' window: yesterday\'s only until the fi
   assert.deepEqual([...(await groupHandles(dave, noon, undefined, { catchUp: false })).listen.keys()], [await own('2026-01-01')], 'today alone all day');
   const late = await groupHandles(dave, Date.UTC(2026, 0, 1, 23, 30), undefined, { catchUp: false });
   assert.deepEqual([...late.listen.keys()], [await own('2026-01-01'), await own('2026-01-02')], 'tomorrow too in the last hour');
+});
+
+// --- a member's key replaced (`was`) ---
+
+const CAROL2 = 'C2'.padEnd(40, '2');
+
+test('a member\'s new key (`was`) is read only in a later version, naming a key gone from it, once', async () => {
+  const withWas = (members, ver = 2) => parseGroupList(JSON.stringify({
+    v: 1, kind: 'group', gid: GID, ver, ...(ver > 1 ? { prev: secret(9) } : {}), ts: NOW, name: 'F', secret: secret(1), members,
+  }));
+  const alice = { fp: ALICE, name: 'Alice', admin: true, since: 1 };
+  const ok = withWas([alice, { fp: CAROL2, name: 'Carol', was: CAROL }]);
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.list.members[1], { fp: CAROL2, name: 'Carol', admin: false, was: CAROL });
+  assert.equal(withWas([alice, { fp: CAROL2, name: 'Carol', was: CAROL }], 1).detail, 'member_was', 'nothing to replace in version 1');
+  assert.equal(withWas([alice, { fp: CAROL2, name: 'Carol', was: CAROL2 }]).detail, 'member_was', 'itself');
+  assert.equal(withWas([alice, { fp: CAROL2, name: 'Carol', was: 'not a fingerprint' }]).detail, 'member_was');
+  assert.equal(withWas([alice, { fp: CAROL2, name: 'Carol', was: ALICE }]).detail, 'member_was', 'a key that stays');
+  assert.equal(withWas([alice, { fp: CAROL2, name: 'C', was: CAROL }, { fp: DAVE, name: 'D', was: CAROL }]).detail, 'member_was', 'one key replaced twice');
+  // Written back as read: the text a version is built from carries it.
+  assert.equal(JSON.parse(buildGroupList(ok.list)).members[1].was, CAROL);
+});
+
+test('a key replaced is shown as that member\'s key changed, not as a removal and an addition; a `was` naming no member, or a member who stays, is refused', async () => {
+  const v1 = await version();
+  const dave = await daveWith(v1);
+  const carol2 = { fp: CAROL2, name: 'Carol', admin: false, was: CAROL };
+  const replacedMembers = [...BASE_MEMBERS.filter((m) => m.fp !== CAROL), carol2];
+  const v2 = await version({ ver: 2, prev: v1, members: replacedMembers, s: secret(2) });
+  const { state, result } = applyVersion(dave, v2, ALICE, NOW);
+  assert.ok(result.ok && result.applied);
+  assert.deepEqual(result.change.replaced, [{ fp: CAROL2, was: CAROL, name: 'Carol', admin: false }]);
+  assert.deepEqual(result.change.add, [], 'not an addition');
+  assert.deepEqual(result.change.remove, [], 'not a removal');
+  // The old key goes like any removal: a new secret, or the version is refused.
+  const sameSecret = await version({ ver: 2, prev: v1, members: replacedMembers, s: secret(1) });
+  assert.equal(applyVersion(dave, sameSecret, ALICE, NOW).result.problem, 'removed_without_new_secret');
+  // `was` naming someone who was not a member: refused (it would dress an addition up as a key change).
+  const stranger = await version({ ver: 2, prev: v1, members: [...BASE_MEMBERS, { fp: CAROL2, name: 'Eve', admin: false, was: EVE }], s: secret(2) });
+  assert.equal(applyVersion(dave, stranger, ALICE, NOW).result.problem, 'bad_was');
+  // `was` on a member who was in the list already: refused.
+  const v2b = (await version({ ver: 2, prev: v1, members: [...BASE_MEMBERS.filter((m) => m.fp !== CAROL && m.fp !== DAVE), { ...member(DAVE, 'Dave'), was: CAROL }], s: secret(2) }));
+  assert.equal(applyVersion(await daveWith(v1), v2b, ALICE, NOW).result.problem, 'bad_was');
+  // Replacing an admin's key is removing that admin: only itself or a more senior admin may (Bob may not replace Alice's).
+  const aliceReplaced = await version({ ver: 2, prev: v1, members: [{ fp: 'A2'.padEnd(40, '2'), name: 'Alice', admin: true, since: 2, was: ALICE }, ...BASE_MEMBERS.slice(1)], s: secret(2) });
+  assert.equal(applyVersion(dave, aliceReplaced, BOB, NOW).result.problem, 'not_allowed');
+
+  // Every member shows it: a line naming the member, the key marked changed; gone once the member is.
+  let group = newGroup(dave, emptyGroupMessages(), NOW);
+  group = withVersionOutcome({ ...group, list: state }, result, ALICE);
+  assert.deepEqual(group.keyChanges, { [CAROL2]: CAROL });
+  const line = group.lines.find((l) => l.what === 'key_replaced');
+  assert.equal(line.flagged, true);
+  assert.match(groupLineText(group, line, DAVE), /^Carol has a new key: Alice replaced their old one \(fingerprint ending CCCCCCCC\).*Compare fingerprints with Carol/);
+  assert.match(groupLineText(group, group.lines.find((l) => l.what === 'changed'), DAVE), /^Alice gave Carol a new key\.$/);
+  const v3 = await version({ ver: 3, prev: v2, members: BASE_MEMBERS.filter((m) => m.fp !== CAROL), s: secret(3) });
+  const after = applyVersion(state, v3, ALICE, NOW);
+  assert.deepEqual(withVersionOutcome({ ...group, list: after.state }, after.result, ALICE).keyChanges, {});
+});
+
+test('an admin proposes a key change: `was` must be a member removed by the same change; the next version does not repeat it', async () => {
+  const v1 = await version();
+  const alice = joinGroup(v1, ALICE, { me: ALICE }).state;
+  const add = [{ fp: CAROL2, name: 'Carol', was: CAROL }];
+  assert.equal(proposeChange(alice, { add }, { ts: NOW, secret: secret(2) }).problem, 'bad_was', 'the old key must go in the same change');
+  assert.equal(proposeChange(alice, { add: [{ fp: CAROL2, name: 'Carol', was: EVE }], remove: [EVE] }, { ts: NOW, secret: secret(2) }).problem, 'bad_was');
+  assert.equal(proposeChange(alice, { add, remove: [CAROL] }, { ts: NOW }).problem, 'needs_new_secret');
+  const made = proposeChange(alice, { add, remove: [CAROL] }, { ts: NOW, secret: secret(2) });
+  assert.ok(made.ok, JSON.stringify(made));
+  assert.deepEqual(made.list.members.at(-1), { fp: CAROL2, name: 'Carol', admin: false, was: CAROL });
+  const applied = applyVersion(alice, (await readVersion(made.text)).version, ALICE, NOW);
+  assert.deepEqual(applied.result.change.replaced, [{ fp: CAROL2, was: CAROL, name: 'Carol', admin: false }]);
+  const next = proposeChange(applied.state, { name: 'Later' }, { ts: NOW });
+  assert.ok(next.ok);
+  assert.equal(JSON.parse(next.text).members.some((m) => 'was' in m), false, '`was` belongs to the version that made the change');
+});
+
+// --- a change that lost, made again ---
+
+test('the losing admin\'s change is made again on the winner only where it still makes sense', async () => {
+  const { v2, dave: start } = await seniorityGroup();
+  const FRANK = 'F'.repeat(40);
+  // Carol (admin since 2) signs c3 on v2 while Alice signs a3 on v2; Carol's page holds c3, then gets a3, which wins.
+  const lost = async (c3Members, a3Members, { c3Secret = secret(1), a3Secret = secret(1), c3Name = 'Family', a3Name = 'Family' } = {}) => {
+    const c3 = await version({ ver: 3, prev: v2, members: c3Members, s: c3Secret, name: c3Name });
+    const a3 = await version({ ver: 3, prev: v2, members: a3Members, s: a3Secret, name: a3Name, ts: NOW + 1 });
+    const { state, results } = applyAll({ ...start, me: CAROL }, [[c3, CAROL], [a3, ALICE]]);
+    const dropped = results.get(a3.hash).conflict.dropped;
+    assert.deepEqual(dropped.map((d) => d.signer), [CAROL]);
+    return { state, change: dropped[0].change };
+  };
+  // Carol added Eve, Alice added Frank: Eve is added again, on top of Alice's version (Frank stays).
+  const addEve = await lost([...v2.members, member(EVE, 'Eve')], [...v2.members, member(FRANK, 'Frank')]);
+  const redo = redoChange(addEve.state, addEve.change);
+  assert.deepEqual(redo, { ok: true, change: { add: [member(EVE, 'Eve')], remove: [], admin: {}, rename: {} }, removes: false });
+  const made = proposeChange(addEve.state, redo.change, { ts: NOW + 2 });
+  assert.deepEqual(made.list.members.map((m) => m.fp), [ALICE, BOB, CAROL, DAVE, FRANK, EVE]);
+  // Alice added Eve too: nothing left to do.
+  assert.deepEqual(redoChange((await lost([...v2.members, member(EVE, 'Eve')], [...v2.members, member(EVE, 'Eve')])).state, addEve.change), { ok: false, problem: 'done' });
+  // Carol removed Dave: removed again (a new secret needed) while Dave is in; not when Alice removed him as well.
+  const noDave = v2.members.filter((m) => m.fp !== DAVE);
+  const removeDave = await lost(noDave, v2.members, { c3Secret: secret(3), a3Name: 'Renamed' });
+  assert.deepEqual(redoChange(removeDave.state, removeDave.change), { ok: true, change: { add: [], remove: [DAVE], admin: {}, rename: {} }, removes: true });
+  const both = await lost(noDave, noDave, { c3Secret: secret(3), a3Secret: secret(4) });
+  assert.deepEqual(redoChange(both.state, both.change), { ok: false, problem: 'done' });
+  // A rename and a flag: only what still differs.
+  const flag = await lost([...v2.members.slice(0, 3), member(DAVE, 'Dave', 3)], v2.members, { c3Name: 'Carol\'s', a3Name: 'Alice\'s' });
+  assert.deepEqual(redoChange(flag.state, flag.change).change, { name: 'Carol\'s', add: [], remove: [], admin: { [DAVE]: true }, rename: {} });
+  // Alice's winning version took Carol's admin rights: Carol can make nothing again.
+  const demoted = await lost([...v2.members, member(EVE, 'Eve')], [...v2.members.slice(0, 2), member(CAROL, 'Carol'), member(DAVE, 'Dave')]);
+  assert.deepEqual(redoChange(demoted.state, demoted.change), { ok: false, problem: 'not_admin' });
+  // A new key (`was`) is given again while the old key is listed and the new one is not.
+  const CAROL_D = 'D2'.padEnd(40, '2');
+  const rekey = await lost([...v2.members.slice(0, 3), { fp: CAROL_D, name: 'Dave', admin: false, was: DAVE }], v2.members, { c3Secret: secret(3), a3Name: 'Renamed' });
+  const again = redoChange(rekey.state, rekey.change);
+  assert.deepEqual(again.change.add, [{ fp: CAROL_D, name: 'Dave', admin: false, was: DAVE }]);
+  assert.deepEqual(again.change.remove, [DAVE]);
+  assert.ok(proposeChange(rekey.state, again.change, { ts: NOW, secret: secret(5) }).ok);
+  // Both lines say what happened, naming the admin whose change was kept.
+  const group = newGroup(rekey.state, emptyGroupMessages(), NOW);
+  assert.equal(groupLineText(group, { what: 'redone', by: ALICE }, CAROL), 'Your change was redone after Alice\'s: two admins changed the group at once and theirs was kept, so yours was made again on top of it.');
+  assert.match(groupLineText(group, { what: 'not_redone', by: ALICE, problem: 'done' }, CAROL), /Alice's change was kept; yours was not made again: the group already is as your change would make it\.$/);
+  assert.match(groupLineText(group, { what: 'not_redone', by: ALICE, problem: 'not_admin' }, CAROL), /you are no longer an admin\.$/);
 });

@@ -5,7 +5,7 @@ import { confirmDialog, h, linkifiedText, sendOnEnter, setText, timeElement, tog
 import { groupCandidates } from './groups.js';
 import { deliveryOf } from '../groupdelivery.js';
 import { isRepresentableTime } from '../inbox.js';
-import { current, isAdmin, leaveProblem } from '../grouplist.js';
+import { current, isAdmin, leaveProblem, memberOf } from '../grouplist.js';
 import { memberKeyStatus } from '../groupmessages.js';
 import {
   GROUP_PROBLEM_TEXT, GROUP_TRUST_TEXT, LEAVE_PROBLEM_TEXT, deliveryText, groupLineText, memberName,
@@ -21,8 +21,10 @@ export function memberTrust(state, group, fp) {
   if (key === 'changed') return 'changed';
   const friend = [...state.friends.values()].find((f) => f.fingerprint === fp && f.status === 'friends');
   if (friend && friend.trust === 'changed') return 'changed';
-  if ((friend && friend.trust === 'verified') || state.verifiedFingerprints.has(fp)) return 'verified';
-  return 'unverified';
+  const verified = (friend && friend.trust === 'verified') || state.verifiedFingerprints.has(fp);
+  // An admin gave this member a new key (groups.js keyChanges): changed until the user verifies the new one.
+  if (group.keyChanges?.[fp] && !verified) return 'changed';
+  return verified ? 'verified' : 'unverified';
 }
 
 const OUT_TEXT = { sending: 'sending…', sent: 'sent', error: 'not sent' };
@@ -181,6 +183,16 @@ export function createGroupPane(gid, actions) {
         onClick: () => report(() => actions.setGroupAdmin(group.gid, m.fp, !m.admin)),
       })
       : null;
+    // A friend whose new key replaced this member's (model.js keyBefore): the admin may put it in the group.
+    const successor = admin && m.fp !== group.list.me
+      ? groupCandidates(state).find((f) => f.keyBefore === m.fp && !memberOf(current(group.list), f.fingerprint))
+      : null;
+    const updateKey = successor
+      ? h('button', {
+        type: 'button', className: 'btn btn-tiny', text: 'update key', 'aria-label': `Update ${name}'s key in the group to their new one`,
+        onClick: () => report(() => actions.replaceGroupMemberKey(group.gid, m.fp, successor.id)),
+      })
+      : null;
     return h('li', {
       className: `group-member trust-${trust}`, 'data-member': m.fp, 'data-trust': trust, 'data-admin': String(m.admin), 'data-joined': String(!joining),
     },
@@ -188,7 +200,7 @@ export function createGroupPane(gid, actions) {
       m.admin ? h('span', { className: 'small muted', text: '· admin' }) : null,
       trust === 'you' ? null : h('span', { className: 'small member-trust', text: `· ${GROUP_TRUST_TEXT[trust]}` }),
       joining ? h('span', { className: 'small muted member-joining', text: '· not joined yet' }) : null,
-      adminToggle, remove);
+      updateKey, adminToggle, remove);
   }
 
   return {
