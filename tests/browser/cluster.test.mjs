@@ -175,6 +175,8 @@ describe('two nodes sharing one Redis', { timeout: 180000 }, () => {
     await until(() => upload() && aliceLater().some((f) => f.direction === 'received' && f.json.ref === upload().json.ref), 'an answer to Alice\'s message');
     const answers = aliceLater().filter((f) => f.direction === 'received' && ['ACK', 'ERROR', 'UNDELIVERED'].includes(f.json.type)).map((f) => f.text);
     t.diagnostic(`answers to Alice while Bob's node was down: ${answers.join(' ')}`);
+    // And Bob's page has tried to come back at least once, and been turned away.
+    await until(() => balancer.refused > 0, 'Bob\'s page to try to reconnect');
 
     balancer.refusing = false;
     await bob.page.waitForFunction(() => document.querySelector('#conn-status')?.dataset.status === 'online', null, { timeout: 30000 });

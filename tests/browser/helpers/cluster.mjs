@@ -85,14 +85,16 @@ export async function waitForClusterLinks(node, timeout = 10000) {
  * A TCP load balancer on a free loopback port: each new connection goes to the first of `backends` (ports) that
  * accepts it, as a balancer whose health check skips a node that is down. `connections` records, per
  * connection, the backend port and the first line the browser sent (e.g. `GET /ws HTTP/1.1`). While
- * `refusing` is true it closes every new connection at once, as a balancer that has no node to offer.
+ * `refusing` is true it closes every new connection at once (counted in `refused`), as a balancer that has no
+ * node to offer.
  */
 export async function startBalancer(backends) {
   const connections = [];
   const sockets = new Set();
-  const balancer = { refusing: false };
+  const balancer = { refusing: false, refused: 0 };
   const server = createServer((client) => {
     if (balancer.refusing) {
+      balancer.refused += 1;
       client.destroy();
       return;
     }
