@@ -147,3 +147,38 @@ fn without_redis_cross_node_requests_fail_clearly_local_chats_go_on_and_all_reco
     far.expect_ack("back");
     assert_eq!(a.expect_type("MESSAGE")["from"], far_id.as_str());
 }
+
+/// A session's ID reaches its client before the node's claim of it has reached the directory,
+/// and Redis orders commands per connection only: a lookup from another node that Redis serves
+/// first finds no one. Here Redis is paused so that the order it serves the two nodes in is
+/// known: the first node's connection has a command waiting before the second's claim arrives,
+/// so Redis reads that connection first, the lookup behind it included. A Redis busy with both
+/// nodes' traffic serves them in no set order either (the load generator's kernel-placed runs
+/// saw `unknown_peer` during the friend handshake that way).
+#[test]
+fn a_friend_request_sent_as_soon_as_the_friend_has_its_id_on_another_node_reaches_it() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let (mut a, _, _) = connect_session(&nodes[0]);
+    // A's own claim is in the directory before Redis is paused: a cross-node round trip.
+    let (mut probe, probe_id, _) = connect_session(&nodes[1]);
+    let answer = until_available(
+        &mut a,
+        json!({"type": "FRIEND_REQUEST", "to": probe_id, "public_key": TEST_KEY, "ref": "p"}),
+        Duration::from_secs(10),
+    );
+    assert_eq!(answer, json!({"type": "ACK", "ref": "p"}));
+    probe.expect_type("FRIEND_REQUEST");
+
+    redis.pause();
+    // The first node sends Redis a command (this session's claim) before the second node
+    // claims B's ID.
+    let _other = connect_session(&nodes[0]);
+    std::thread::sleep(Duration::from_millis(100));
+    let (_b, b_id, _) = connect_session(&nodes[1]);
+    std::thread::sleep(Duration::from_millis(100));
+    a.send_json(&json!({"type": "FRIEND_REQUEST", "to": b_id, "public_key": TEST_KEY, "ref": "b"}));
+    std::thread::sleep(Duration::from_millis(100));
+    redis.resume();
+    assert_eq!(a.recv_json(), json!({"type": "ACK", "ref": "b"}));
+}
