@@ -352,3 +352,32 @@ fn publishes(redis: &RedisServer) -> u64 {
         .and_then(|calls| calls.parse().ok())
         .unwrap_or(0)
 }
+
+/// Redis orders commands per connection only, so another node's lookup could be served before
+/// a node's claim of a new ID. The client therefore learns its ID only once the claim holds:
+/// with Redis paused, no CONNECT reply comes; once it runs again, the ID is at once reachable
+/// from another node.
+#[test]
+fn a_new_session_learns_its_id_only_once_the_directory_holds_it() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let (mut a, _, _) = connect_session(&nodes[0]);
+    redis.pause();
+    let mut b = Client::connect(&nodes[1]);
+    b.send_json(&json!({"type": "CONNECT"}));
+    assert!(
+        b.try_recv_text(Duration::from_millis(500)).is_none(),
+        "the CONNECT reply came before the claim"
+    );
+    redis.resume();
+    let reply: serde_json::Value = serde_json::from_str(
+        &b.try_recv_text(Duration::from_secs(10))
+            .expect("the CONNECT reply once Redis runs"),
+    )
+    .unwrap_or_default();
+    let b_id = reply["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(b_id.len(), 6, "{reply}");
+    a.send_json(&json!({"type": "FRIEND_REQUEST", "to": b_id, "public_key": TEST_KEY, "ref": "b"}));
+    assert_eq!(a.recv_json(), json!({"type": "ACK", "ref": "b"}));
+    assert_eq!(b.expect_type("FRIEND_REQUEST")["public_key"], TEST_KEY);
+}

@@ -48,11 +48,24 @@ const STALL: Duration = Duration::from_secs(10);
 const PUBLIC_KEY_BODY: usize = 600;
 
 pub struct DriverOptions {
-    pub addr: SocketAddr,
+    /// The address of each node (one for a single server, or for nodes sharing a port).
+    pub addrs: Vec<SocketAddr>,
+    /// Which node each client of a pair connects to, when there are several addresses.
+    pub placement: Placement,
     /// Connections between `connect` and their CONNECT reply, at most.
     pub connect_concurrency: usize,
     /// Source addresses to spread connections over (empty: let the kernel choose).
     pub source_ips: Vec<Ipv4Addr>,
+}
+
+/// Where the two clients of a pair connect, among several nodes' addresses. Pair `p`'s first
+/// client goes to node `p mod N`; lone clients are spread the same way by their index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Both on the first client's node: every message stays within one node.
+    Same,
+    /// The second on the next node: every message crosses the bus.
+    Cross,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +84,8 @@ enum Phase {
 struct Client {
     stream: Option<TcpStream>,
     phase: Phase,
+    /// Index into the nodes' addresses.
+    node: usize,
     id: [u8; 6],
     /// The friend, for clients in a pair.
     partner: Option<usize>,
@@ -150,7 +165,8 @@ pub struct Driver {
     dirty: Vec<usize>,
     topups: Vec<usize>,
     scratch: Vec<u8>,
-    upgrade_request: Vec<u8>,
+    /// Per node: its Host header differs by port.
+    upgrade_requests: Vec<Vec<u8>>,
     public_key: String,
     faults: Faults,
     load: Option<Load>,
@@ -162,7 +178,14 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(options: DriverOptions) -> io::Result<Driver> {
-        let upgrade_request = ws::upgrade_request(&options.addr.to_string());
+        if options.addrs.is_empty() {
+            return Err(io::Error::other("no server address"));
+        }
+        let upgrade_requests = options
+            .addrs
+            .iter()
+            .map(|addr| ws::upgrade_request(&addr.to_string()))
+            .collect();
         let body: String = (0..PUBLIC_KEY_BODY)
             .map(|i| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"[i % 42]))
             .collect();
@@ -178,7 +201,7 @@ impl Driver {
             dirty: Vec::new(),
             topups: Vec::new(),
             scratch: vec![0; 2 * READ_CHUNK],
-            upgrade_request,
+            upgrade_requests,
             public_key: format!(
                 "-----BEGIN PGP PUBLIC KEY BLOCK-----\\n\\n{body}\\n-----END PGP PUBLIC KEY BLOCK-----"
             ),

@@ -22,8 +22,10 @@
 //! - `driver`: the clients, one mio loop on one core; `payload` and `ws`: their messages and
 //!   frames
 //! - `system`: the server process, CPU pinning, CPU time and memory
+//! - `cluster`: several nodes and their `redis-server` (`--nodes`, `--cluster`, `--reuse-port`)
 
 mod bench;
+mod cluster;
 mod compare;
 mod driver;
 mod options;

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::cluster::Layout;
+use crate::driver::Placement;
+
 pub const USAGE: &str = "\
 loadgen: drive the release secchat binary over loopback and print a table
 
@@ -46,6 +49,19 @@ Flags:
                      machines); the background load seen is printed either way
   --hold SECS        throughput runs: keep every connection open and idle for SECS after the
                      run and print the server's RSS each second (does memory go back?)
+
+More than one node (every scenario runs over them; the nodes and Redis share the server's core):
+  --nodes N          start N secchat nodes joined through a redis-server the load generator
+                     starts on a free port (--save '' --appendonly no); implies --cluster
+  --cluster          start that redis-server and pass --cluster to the nodes, also with one node
+                     (the bus on, every session in its directory)
+  --placement P      same: both clients of a pair on one node (default); cross: on two nodes,
+                     so every message crosses the bus (needs --nodes 2 or more)
+  --reuse-port       the nodes listen on one port with --reuse-port on and every client connects
+                     to it: the kernel places them (sessions per node are printed)
+  --redis-server PATH  the redis-server binary (default: redis-server on the PATH)
+With more than one node, or --cluster, each throughput row adds the nodes' CPU per message and
+redis-server's CPU per 1,000 messages, and each run prints the records that crossed the bus.
 ";
 
 #[derive(Clone)]
@@ -69,6 +85,8 @@ pub struct Options {
     pub fifo: bool,
     pub hold: u64,
     pub baseline: Option<PathBuf>,
+    pub layout: Layout,
+    pub placement: Placement,
 }
 
 pub fn parse_options() -> Result<Options, String> {
@@ -92,7 +110,15 @@ pub fn parse_options() -> Result<Options, String> {
         fifo: false,
         hold: 0,
         baseline: None,
+        layout: Layout {
+            nodes: 1,
+            cluster: false,
+            reuse_port: false,
+            redis_binary: PathBuf::from("redis-server"),
+        },
+        placement: Placement::Same,
     };
+    let mut placement_given = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -120,6 +146,18 @@ pub fn parse_options() -> Result<Options, String> {
             "--wait-quiet" => options.wait_quiet = number(&arg, value(&arg)?)?,
             "--hold" => options.hold = number(&arg, value(&arg)?)?,
             "--baseline" => options.baseline = Some(PathBuf::from(value(&arg)?)),
+            "--nodes" => options.layout.nodes = number(&arg, value(&arg)?)?,
+            "--cluster" => options.layout.cluster = true,
+            "--reuse-port" => options.layout.reuse_port = true,
+            "--redis-server" => options.layout.redis_binary = PathBuf::from(value(&arg)?),
+            "--placement" => {
+                placement_given = true;
+                options.placement = match value(&arg)?.as_str() {
+                    "same" => Placement::Same,
+                    "cross" => Placement::Cross,
+                    other => return Err(format!("--placement: same or cross, not {other:?}")),
+                }
+            }
             // cargo bench passes this to every bench target; harmless here.
             "--bench" => {}
             scenario
@@ -136,6 +174,18 @@ pub fn parse_options() -> Result<Options, String> {
     }
     if options.pairs == 0 || options.window == 0 || options.setup_pairs == 0 {
         return Err("--pairs, --window and --setup-pairs must be positive".into());
+    }
+    let layout = &mut options.layout;
+    if layout.nodes == 0 {
+        return Err("--nodes must be positive".into());
+    }
+    // Nodes without a bus could not reach one another's sessions.
+    layout.cluster |= layout.nodes > 1;
+    if options.placement == Placement::Cross && layout.nodes < 2 {
+        return Err("--placement cross needs --nodes 2 or more".into());
+    }
+    if placement_given && layout.reuse_port {
+        return Err("with --reuse-port the kernel places connections: no --placement".into());
     }
     Ok(options)
 }

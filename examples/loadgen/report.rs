@@ -27,7 +27,7 @@ impl Row {
 
     /// Latencies and memory: a smaller value is the better one.
     pub fn lower_is_better(&self) -> bool {
-        matches!(self.unit, "µs" | "KiB" | "MiB")
+        matches!(self.unit, "µs" | "µs/msg" | "KiB" | "MiB")
     }
 
     fn verdict(&self) -> &'static str {

@@ -146,7 +146,7 @@ fn throughput_rows(
         let rate = result.msgs_per_sec();
         eprintln!(
             "{label} run {}: {:.0} msgs/s, {:.1} MB/s payload, CPU: secchat {:.0} % ({:.2} µs/msg), \
-             loadgen {:.0} %; cores busy: server's {:.0} %, loadgen's {:.0} %; {check}",
+             loadgen {:.0} %; cores busy: server's {:.0} %, loadgen's {:.0} %; {check}{}",
             run + 1,
             rate,
             rate * size as f64 / 1e6,
@@ -155,6 +155,7 @@ fn throughput_rows(
             100.0 * result.loadgen_cpu,
             result.server_core,
             result.loadgen_core,
+            result.cluster_note(),
         );
         print_rss_while_idle(&stage.server, hold)?;
         Ok((
@@ -165,6 +166,8 @@ fn throughput_rows(
                 100.0 * result.loadgen_cpu,
                 result.server_core,
                 result.loadgen_core,
+                1e6 * result.server_cpu / rate,
+                result.redis_us_per_1000().unwrap_or(f64::NAN),
             ],
             check,
             failed,
@@ -172,9 +175,10 @@ fn throughput_rows(
     });
     let connections = 2 * pairs;
     let parameters = format!(
-        "{connections} conns ({} sending), {size} B, W={window}{}, {expected} msgs",
+        "{connections} conns ({} sending), {size} B, W={window}{}, {expected} msgs{}",
         senders,
-        if with_ref { ", ref+ACK" } else { "" }
+        if with_ref { ", ref+ACK" } else { "" },
+        bench.layout_note()
     );
     let mut values = values.into_iter();
     let rate = values.next().unwrap_or_default();
@@ -184,6 +188,8 @@ fn throughput_rows(
     let loadgen_cpu = values.next().unwrap_or_default();
     let server_core = values.next().unwrap_or_default();
     let loadgen_core = values.next().unwrap_or_default();
+    let server_per_message = values.next().unwrap_or_default();
+    let redis_per_1000 = values.next().unwrap_or_default();
     let cpu_note = format!(
         "; CPU secchat {} % (core 0 busy {} %), loadgen {} % (core 1 busy {} %)",
         median_of(&server_cpu).round(),
@@ -200,6 +206,27 @@ fn throughput_rows(
         check: format!("{check}{cpu_note}"),
         failed,
     });
+    if bench.is_cluster() {
+        // Every node's CPU time, and Redis's: what one more node or one more hop costs.
+        rows.push(Row {
+            measurement: format!("{label}: CPU of all nodes per message"),
+            parameters: parameters.clone(),
+            values: server_per_message,
+            unit: "µs/msg",
+            target: None,
+            check: check.clone(),
+            failed,
+        });
+        rows.push(Row {
+            measurement: format!("{label}: redis-server CPU per 1,000 messages"),
+            parameters: parameters.clone(),
+            values: redis_per_1000,
+            unit: "µs",
+            target: None,
+            check: check.clone(),
+            failed,
+        });
+    }
     if targets.1.is_some() {
         rows.push(Row {
             measurement: format!("{label}: payload bytes routed"),
@@ -338,7 +365,7 @@ fn scenario_latency(bench: &mut Bench, rows: &mut Vec<Row>, rate: f64, pairs: us
     let expected = messages * senders as u64;
     let (values, check, failed) = repeat(bench.options.runs, bench.options.wait_quiet, |run| {
         let mut stage = bench.stage(pairs, 0)?;
-        let result = measure(
+        let mut result = measure(
             &mut stage,
             &LoadSpec {
                 active_pairs: pairs,
@@ -349,7 +376,7 @@ fn scenario_latency(bench: &mut Bench, rows: &mut Vec<Row>, rate: f64, pairs: us
             },
         )?;
         let (check, failed) = check_of(&result.report, expected, with_ref);
-        let mut latencies = result.report.latencies_ns;
+        let mut latencies = std::mem::take(&mut result.report.latencies_ns);
         latencies.sort_unstable();
         let quantile = |q: f64| {
             let rank = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len());
@@ -364,20 +391,23 @@ fn scenario_latency(bench: &mut Bench, rows: &mut Vec<Row>, rate: f64, pairs: us
             achieved,
         ];
         eprintln!(
-            "latency run {}: p50 {:.1} µs, p99 {:.1} µs, p999 {:.1} µs, max {:.1} µs, {:.0} msgs/s, {check}",
+            "latency run {}: p50 {:.1} µs, p99 {:.1} µs, p999 {:.1} µs, max {:.1} µs, {:.0} msgs/s, \
+             {check}{}",
             run + 1,
             values[0],
             values[1],
             values[2],
             values[3],
-            achieved
+            achieved,
+            result.cluster_note(),
         );
         Ok((values, check, failed))
     });
     let parameters = format!(
-        "{rate:.0} msgs/s offered, {} conns, {size} B{}, {duration} s, {expected} msgs",
+        "{rate:.0} msgs/s offered, {} conns, {size} B{}, {duration} s, {expected} msgs{}",
         2 * pairs,
-        if with_ref { ", ref" } else { "" }
+        if with_ref { ", ref" } else { "" },
+        bench.layout_note()
     );
     let mut values = values.into_iter();
     for (name, target) in [

@@ -33,6 +33,10 @@ pub enum Pinning {
 
 pub struct ServerOptions<'a> {
     pub binary: &'a Path,
+    /// `--listen` (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Flags after the usual ones (`--cluster`, `--reuse-port`, `--metrics-listen`).
+    pub extra_args: Vec<String>,
     pub max_connections: usize,
     pub pin: bool,
     /// The server's nice value (0: unchanged).
@@ -45,9 +49,10 @@ impl Server {
     /// Starts the server on a free loopback port and waits for it to announce its address.
     pub fn start(options: &ServerOptions<'_>) -> Result<Server, String> {
         let max_connections = options.max_connections.to_string();
-        let args = [
+        let listen = options.listen.to_string();
+        let mut args = vec![
             "--listen",
-            "127.0.0.1:0",
+            &listen,
             // Unlimited rates: the benchmark measures routing, not the token buckets.
             "--rate-messages",
             "0",
@@ -61,6 +66,7 @@ impl Server {
             "--log-level",
             "warn",
         ];
+        args.extend(options.extra_args.iter().map(String::as_str));
         let (mut child, pinned) = spawn_pinned(
             options.binary,
             &args,
@@ -97,6 +103,14 @@ impl Server {
         self.child.id()
     }
 
+    /// Asks the server to stop (SIGTERM) without waiting: several can then stop at once.
+    pub fn terminate(&self) {
+        // SAFETY: sending a signal to our own child, whose pid we have not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
     /// Resident memory (VmRSS) in KiB.
     pub fn rss_kib(&self) -> Result<u64, String> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -120,10 +134,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: sending a signal to our own child, whose pid we have not reaped yet.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        self.terminate();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -136,7 +147,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn_pinned(
+pub fn spawn_pinned(
     binary: &Path,
     args: &[&str],
     pin: bool,
@@ -277,7 +288,7 @@ pub fn wait_until_quiet(limit: Duration) -> Vec<f64> {
 }
 
 /// utime + stime from a `/proc/<pid>/stat` file.
-fn process_cpu_time(path: &str) -> Option<Duration> {
+pub fn process_cpu_time(path: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name may contain spaces; the fields we want follow its closing parenthesis.
     let after_name = stat.rsplit_once(')')?.1;

@@ -95,6 +95,24 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP) with every connection open: commands wait in its sockets
+    /// until [`RedisServer::resume`], as they do when Redis lags behind its clients.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused server run again (SIGCONT): it serves what waited in its sockets.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("redis-server is not running");
+        // SAFETY: a signal to our own child process, not reaped yet (it is in `self.child`).
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "kill({signal}) failed");
+    }
+
     /// Starts the server again on the same port, empty, and waits until it answers.
     pub fn restart(&mut self) {
         self.stop();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use super::socket::connect;
-use super::{Client, Driver, Pair, Phase, STALL, mark_dirty};
+use super::{Client, Driver, Pair, Phase, Placement, STALL, mark_dirty};
 
 pub struct SetupReport {
     pub connections: usize,
@@ -16,11 +16,12 @@ pub struct SetupReport {
 }
 
 impl Driver {
-    fn add_client(&mut self) -> usize {
+    fn add_client(&mut self, node: usize) -> usize {
         let index = self.clients.len();
         self.clients.push(Client {
             stream: None,
             phase: Phase::Queued,
+            node,
             id: [0; 6],
             partner: None,
             pair: None,
@@ -41,10 +42,15 @@ impl Driver {
 
     /// Queues `count` pairs of clients that will become friends.
     pub fn add_pairs(&mut self, count: usize) {
+        let nodes = self.options.addrs.len();
         for _ in 0..count {
-            let first = self.add_client();
-            let second = self.add_client();
             let pair = self.pairs.len();
+            let node = pair % nodes;
+            let first = self.add_client(node);
+            let second = self.add_client(match self.options.placement {
+                Placement::Same => node,
+                Placement::Cross => (node + 1) % nodes,
+            });
             self.setup_unfinished += 1;
             self.pairs.push(Pair {
                 first,
@@ -62,8 +68,9 @@ impl Driver {
 
     /// Queues `count` clients that only CONNECT and then stay idle.
     pub fn add_lone(&mut self, count: usize) {
+        let nodes = self.options.addrs.len();
         for _ in 0..count {
-            self.add_client();
+            self.add_client(self.clients.len() % nodes);
             self.setup_unfinished += 1;
         }
     }
@@ -118,7 +125,8 @@ impl Driver {
                 [] => None,
                 ips => Some(ips[index % ips.len()]),
             };
-            match connect(self.options.addr, source) {
+            let node = self.clients[index].node;
+            match connect(self.options.addrs[node], source) {
                 Ok(mut stream) => {
                     let registered = self.poll.registry().register(
                         &mut stream,
@@ -133,7 +141,7 @@ impl Driver {
                     let client = &mut self.clients[index];
                     client.stream = Some(stream);
                     client.phase = Phase::Upgrading;
-                    client.out.extend_from_slice(&self.upgrade_request);
+                    client.out.extend_from_slice(&self.upgrade_requests[node]);
                     mark_dirty(&mut self.dirty, client, index);
                     self.connecting += 1;
                 }
