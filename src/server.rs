@@ -391,8 +391,9 @@ impl Server {
             }
             self.call_router(clock, |router, out| {
                 for batch in &news.batches {
-                    for record in crate::bus::records(batch) {
-                        router.from_bus(record, clock.router, out);
+                    let (origin, records) = crate::bus::records(batch);
+                    for record in records {
+                        router.from_node(record, origin.as_deref(), clock.router, out);
                     }
                 }
                 for &(rid, failure) in &news.failures {

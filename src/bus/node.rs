@@ -244,11 +244,13 @@ struct ToHandle {
     retried: bool,
 }
 
-/// Records for one node, in order, and the request numbers among them.
+/// Records for one node, in order (after a header naming this node), and the request numbers
+/// among them.
 #[derive(Default)]
 struct Batch {
     text: Vec<u8>,
     rids: Vec<u64>,
+    records: usize,
 }
 
 /// Records for one ID that wait for its lookup.
@@ -282,6 +284,8 @@ pub struct ClusterBus {
     jobs: FastMap<u64, CopiesJob>,
     next_job: u64,
     mailbox: MailboxRules,
+    /// `{"node":"<name>"}` and a newline: what every batch this node publishes starts with.
+    header: String,
     resume_window: Duration,
     /// Takeovers to check again for adoption, when: (time, request number, session).
     adopt_retries: VecDeque<(Instant, u64, Id)>,
@@ -325,6 +329,7 @@ impl ClusterBus {
             jobs: FastMap::default(),
             next_job: 0,
             mailbox,
+            header: format!("{{\"node\":{}}}\n", serde_json::Value::from(name)),
             resume_window: Duration::from_secs(30),
             up_since: None,
             adopted_from: FastMap::default(),
@@ -827,15 +832,21 @@ impl ClusterBus {
         let Some((node, batch)) = self.batches.get_mut(index) else {
             return;
         };
-        if !batch.text.is_empty() && batch.text.len() + text.len() > MAX_BATCH_BYTES {
+        if batch.records > 0 && batch.text.len() + text.len() > MAX_BATCH_BYTES {
             let full = std::mem::take(batch);
             let node = node.clone();
             self.publish(&node, full);
             return self.batch_for(node, rid, text);
         }
+        if batch.text.is_empty() {
+            // Every batch names the node it comes from, so that answers go straight back to
+            // it (not to wherever the asking session is by then).
+            batch.text.extend_from_slice(self.header.as_bytes());
+        }
         batch.text.extend_from_slice(text.as_bytes());
         batch.text.push(b'\n');
         batch.rids.extend(rid);
+        batch.records += 1;
     }
 
     fn publish(&mut self, node: &str, batch: Batch) {
@@ -963,7 +974,7 @@ impl ClusterBus {
     /// Publishes this turn's batches and writes what the links hold.
     pub fn flush(&mut self, registry: &Registry) {
         for (node, batch) in std::mem::take(&mut self.batches) {
-            if !batch.text.is_empty() {
+            if batch.records > 0 {
                 self.counters.records_published +=
                     batch.text.iter().filter(|&&b| b == b'\n').count() as u64;
                 self.publish(&node, batch);
@@ -1342,12 +1353,27 @@ fn directory_key(id: Id) -> Vec<u8> {
     format!("secchat:id:{}", id.text().as_str()).into_bytes()
 }
 
-/// The records of a batch another node published, in order. A batch that is not UTF-8, or a
-/// record that does not parse, ends it there (the rest of a damaged batch is not guessed at).
-pub fn records(batch: &[u8]) -> impl Iterator<Item = &str> {
+/// The node a batch comes from (its header) and its records, in order. A batch that is not
+/// UTF-8, or a record that does not parse, ends it there (the rest of a damaged batch is not
+/// guessed at).
+pub fn records(batch: &[u8]) -> (Option<String>, Vec<&str>) {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Header {
+        node: String,
+    }
     let text = std::str::from_utf8(batch).unwrap_or_default();
-    serde_json::Deserializer::from_str(text)
+    let mut values = serde_json::Deserializer::from_str(text)
         .into_iter::<&serde_json::value::RawValue>()
         .map_while(Result::ok)
         .map(serde_json::value::RawValue::get)
+        .peekable();
+    let origin = values
+        .peek()
+        .and_then(|first| serde_json::from_str::<Header>(first).ok())
+        .map(|header| header.node);
+    if origin.is_some() {
+        values.next();
+    }
+    (origin, values.collect())
 }

@@ -195,6 +195,9 @@ pub enum Record<'a> {
     Forwarded {
         #[serde(borrow, deserialize_with = "raw")]
         record: &'a str,
+        /// The node that sent it first, where its answer goes.
+        #[serde(borrow, default)]
+        origin: Option<Cow<'a, str>>,
     },
     /// The answer to request `rid` of session `to`: `"sent"`, `"queued"` or an error code.
     Reply {
@@ -388,9 +391,12 @@ impl Record<'_> {
                     json.raw("state", state);
                 }
             }
-            Record::Forwarded { record } => {
+            Record::Forwarded { record, origin } => {
                 json.0.push_str("{\"forwarded\":{\"record\":");
                 json.0.push_str(record);
+                if let Some(origin) = origin {
+                    json.string("origin", origin);
+                }
             }
             Record::Reply { to, rid, result } => {
                 json.0.push_str("{\"reply\":{\"to\":");
@@ -644,7 +650,19 @@ impl<E: Entropy> Router<E> {
     /// A record from another node, as the bus delivered it. A record that does not parse is
     /// dropped (the nodes run the same build; this is a bug or a stranger on the bus).
     pub fn from_bus(&mut self, text: &str, now: Now, out: &mut impl FrameSink) {
-        self.receive_record(text, true, now, out);
+        self.receive_record(text, None, true, now, out);
+    }
+
+    /// [`Router::from_bus`] for a record from node `origin` (a batch's header): answers to it
+    /// go straight back to that node, wherever the asking session is by then known to be.
+    pub fn from_node(
+        &mut self,
+        text: &str,
+        origin: Option<&str>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        self.receive_record(text, origin, true, now, out);
     }
 
     /// One record; `may_forward`: whether it may be sent on to the node its session moved to
@@ -652,6 +670,7 @@ impl<E: Entropy> Router<E> {
     fn receive_record(
         &mut self,
         text: &str,
+        origin: Option<&str>,
         may_forward: bool,
         now: Now,
         out: &mut impl FrameSink,
@@ -685,7 +704,10 @@ impl<E: Entropy> Router<E> {
         {
             // Sent on a directory entry cached before the session moved: after it, once.
             self.bus_records_out += 1;
-            let forwarded = Record::Forwarded { record: text };
+            let forwarded = Record::Forwarded {
+                record: text,
+                origin: origin.map(Cow::Borrowed),
+            };
             out.bus(BusOutput::ToNode {
                 node: node.to_owned(),
                 text: forwarded.to_json(),
@@ -711,7 +733,7 @@ impl<E: Entropy> Router<E> {
                 } else {
                     Err(ErrorCode::NotFriends)
                 };
-                self.reply(from, rid, result, out);
+                self.reply(from, rid, result, origin, out);
             }
             Record::Request {
                 from,
@@ -722,11 +744,11 @@ impl<E: Entropy> Router<E> {
                 rid,
             } => {
                 let result = self.receive_remote_request(from, to, key, invite, block, now, out);
-                self.reply(from, rid, result, out);
+                self.reply(from, rid, result, origin, out);
             }
             Record::Accept { from, to, key, rid } => {
                 let result = self.receive_remote_accept(from, to, key, out);
-                self.reply(from, rid, result, out);
+                self.reply(from, rid, result, origin, out);
             }
             Record::Decline { from, to } => {
                 self.touch(to);
@@ -818,7 +840,7 @@ impl<E: Entropy> Router<E> {
                     }
                     None => Err(ErrorCode::BadHandle),
                 };
-                self.reply(from, rid, result, out);
+                self.reply(from, rid, result, origin, out);
             }
             Record::HandleMessages {
                 from,
@@ -847,7 +869,7 @@ impl<E: Entropy> Router<E> {
                         }
                         None => Err(ErrorCode::BadHandle),
                     };
-                    self.reply(from, rid, result, out);
+                    self.reply(from, rid, result, origin, out);
                 }
             }
             Record::Letter { handle, frame } => {
@@ -892,7 +914,9 @@ impl<E: Entropy> Router<E> {
             Record::Handover { to, rid, state } => {
                 self.takeover_answered(rid, to, state, now, out);
             }
-            Record::Forwarded { record } => self.receive_record(record, false, now, out),
+            Record::Forwarded { record, origin } => {
+                self.receive_record(record, origin.as_deref(), false, now, out);
+            }
             Record::Reply { to, rid, result } => {
                 let result = match &*result {
                     "sent" => Ok(false),
@@ -1083,6 +1107,7 @@ impl<E: Entropy> Router<E> {
         to: Id,
         rid: u64,
         result: Result<bool, ErrorCode>,
+        origin: Option<&str>,
         out: &mut impl FrameSink,
     ) {
         let result = match result {
@@ -1095,7 +1120,17 @@ impl<E: Entropy> Router<E> {
             rid,
             result: Cow::Borrowed(result),
         };
-        self.send_record(&record, out);
+        match origin {
+            // Straight back to the node that waits for it.
+            Some(node) if !node.is_empty() => {
+                self.bus_records_out += 1;
+                out.bus(BusOutput::ToNode {
+                    node: node.to_owned(),
+                    text: record.to_json(),
+                });
+            }
+            _ => self.send_record(&record, out),
+        }
     }
 
     /// Acts on the answer to a request that waited: the sender's half is updated, then its
