@@ -124,6 +124,9 @@ fn without_redis_cross_node_requests_fail_clearly_local_chats_go_on_and_all_reco
     make_friends(&mut a, &mut far);
 
     redis.stop();
+    // Ten seconds without Redis: the links notice (a closed socket at once, a silent one within
+    // 15 s) and retry with backoff meanwhile.
+    std::thread::sleep(Duration::from_secs(10));
     let refused = a.request(message(&far_id, TEST_PAYLOAD, Some("far")));
     assert_eq!(refused["type"], "ERROR", "{refused}");
     assert_eq!(refused["code"], "unavailable", "{refused}");
