@@ -251,8 +251,7 @@ impl Record<'_> {
                 if let Some(invite) = invite {
                     json.raw("invite", invite);
                 }
-                let [high, low, len] = block.to_words();
-                json.0.push_str(&format!(",\"block\":[{high},{low},{len}]"));
+                json.block(block);
                 json.number("rid", *rid);
             }
             Record::Accept { from, to, key, rid } => {
@@ -267,11 +266,7 @@ impl Record<'_> {
             Record::Withdrawn { from, to } => json.open("withdrawn", *from, *to),
             Record::Presence { from, to, online } => {
                 json.open("presence", *from, *to);
-                json.0.push_str(if *online {
-                    ",\"online\":true"
-                } else {
-                    ",\"online\":false"
-                });
+                json.boolean("online", *online);
             }
             Record::Undelivered {
                 from,
@@ -292,19 +287,13 @@ impl Record<'_> {
                 serial,
                 reference,
             } => {
-                json.0.push_str("{\"handle_message\":{\"from\":");
-                json.0.push_str(&from.bits().to_string());
+                json.start_with_id("handle_message", "from", *from);
                 json.string("handle", handle);
                 json.raw("payload", payload);
                 json.number("ts", *ts);
                 json.number("rid", *rid);
-                json.0.push_str(if *may_store {
-                    ",\"may_store\":true"
-                } else {
-                    ",\"may_store\":false"
-                });
-                let [high, low, len] = block.to_words();
-                json.0.push_str(&format!(",\"block\":[{high},{low},{len}]"));
+                json.boolean("may_store", *may_store);
+                json.block(block);
                 json.number("serial", *serial);
                 if let Some(reference) = reference {
                     json.string("reference", reference);
@@ -320,37 +309,23 @@ impl Record<'_> {
                 serial,
                 reference,
             } => {
-                json.0.push_str("{\"handle_messages\":{\"from\":");
-                json.0.push_str(&from.bits().to_string());
-                json.0.push_str(",\"handles\":[");
-                for (index, (handle, rid)) in handles.iter().enumerate() {
-                    if index > 0 {
-                        json.0.push(',');
-                    }
-                    json.0.push('[');
-                    json.0.push_str(&quoted(handle));
-                    json.0.push(',');
-                    json.0.push_str(&rid.to_string());
-                    json.0.push(']');
-                }
-                json.0.push(']');
+                json.start_with_id("handle_messages", "from", *from);
+                let list: Vec<String> = handles
+                    .iter()
+                    .map(|(handle, rid)| format!("[{},{rid}]", quoted(handle)))
+                    .collect();
+                json.raw("handles", &format!("[{}]", list.join(",")));
                 json.raw("payload", payload);
                 json.number("ts", *ts);
-                json.0.push_str(if *may_store {
-                    ",\"may_store\":true"
-                } else {
-                    ",\"may_store\":false"
-                });
-                let [high, low, len] = block.to_words();
-                json.0.push_str(&format!(",\"block\":[{high},{low},{len}]"));
+                json.boolean("may_store", *may_store);
+                json.block(block);
                 json.number("serial", *serial);
                 if let Some(reference) = reference {
                     json.string("reference", reference);
                 }
             }
             Record::Letter { handle, frame } => {
-                json.0.push_str("{\"letter\":{\"handle\":");
-                json.0.push_str(&quoted(handle));
+                json.start("letter", "handle", &quoted(handle));
                 json.string("frame", frame);
             }
             Record::HandleTaken { from, to, handle } => {
@@ -364,8 +339,7 @@ impl Record<'_> {
                 reference,
                 reason,
             } => {
-                json.0.push_str("{\"handle_undelivered\":{\"to\":");
-                json.0.push_str(&to.bits().to_string());
+                json.start_with_id("handle_undelivered", "to", *to);
                 json.number("serial", *serial);
                 json.string("handle", handle);
                 json.string("reference", reference);
@@ -377,30 +351,26 @@ impl Record<'_> {
                 rid,
                 node,
             } => {
-                json.0.push_str("{\"takeover\":{\"to\":");
-                json.0.push_str(&to.bits().to_string());
+                json.start_with_id("takeover", "to", *to);
                 json.string("token", token);
                 json.number("rid", *rid);
                 json.string("node", node);
             }
             Record::Handover { to, rid, state } => {
-                json.0.push_str("{\"handover\":{\"to\":");
-                json.0.push_str(&to.bits().to_string());
+                json.start_with_id("handover", "to", *to);
                 json.number("rid", *rid);
                 if let Some(state) = state {
                     json.raw("state", state);
                 }
             }
             Record::Forwarded { record, origin } => {
-                json.0.push_str("{\"forwarded\":{\"record\":");
-                json.0.push_str(record);
+                json.start("forwarded", "record", record);
                 if let Some(origin) = origin {
                     json.string("origin", origin);
                 }
             }
             Record::Reply { to, rid, result } => {
-                json.0.push_str("{\"reply\":{\"to\":");
-                json.0.push_str(&to.bits().to_string());
+                json.start_with_id("reply", "to", *to);
                 json.number("rid", *rid);
                 json.string("result", result);
             }
@@ -473,12 +443,33 @@ impl Record<'_> {
 struct RecordJson(String);
 
 impl RecordJson {
-    fn open(&mut self, kind: &str, from: Id, to: Id) {
+    /// `{"<kind>":{"<name>":<value>` (`value` already JSON): the record's kind and first field.
+    fn start(&mut self, kind: &str, name: &str, value: &str) {
         self.0.push_str("{\"");
         self.0.push_str(kind);
-        self.0.push_str("\":{\"from\":");
-        self.0.push_str(&from.bits().to_string());
+        self.0.push_str("\":{\"");
+        self.0.push_str(name);
+        self.0.push_str("\":");
+        self.0.push_str(value);
+    }
+
+    /// The record's kind with its first field, a session ID.
+    fn start_with_id(&mut self, kind: &str, name: &str, id: Id) {
+        self.start(kind, name, &id.bits().to_string());
+    }
+
+    fn open(&mut self, kind: &str, from: Id, to: Id) {
+        self.start_with_id(kind, "from", from);
         self.number("to", u64::from(to.bits()));
+    }
+
+    fn boolean(&mut self, name: &str, value: bool) {
+        self.raw(name, if value { "true" } else { "false" });
+    }
+
+    fn block(&mut self, block: &Block) {
+        let [high, low, len] = block.to_words();
+        self.raw("block", &format!("[{high},{low},{len}]"));
     }
 
     fn number(&mut self, name: &str, value: u64) {
@@ -824,23 +815,16 @@ impl<E: Entropy> Router<E> {
                 serial,
                 reference,
             } => {
-                let result = match Handle::parse(&handle) {
-                    Some(handle) => {
-                        let letter = RemoteLetter {
-                            from,
-                            handle,
-                            payload: RawJson::from_record(payload),
-                            ts,
-                            may_store,
-                            block,
-                            serial,
-                            reference: reference.as_deref(),
-                        };
-                        self.receive_remote_handle_message(letter, now, out)
-                    }
-                    None => Err(ErrorCode::BadHandle),
+                let letter = RemoteLetter {
+                    from,
+                    payload: RawJson::from_record(payload),
+                    ts,
+                    may_store,
+                    block,
+                    serial,
+                    reference: reference.as_deref(),
                 };
-                self.reply(from, rid, result, origin, out);
+                self.receive_copy(letter, &handle, rid, origin, now, out);
             }
             Record::HandleMessages {
                 from,
@@ -852,24 +836,17 @@ impl<E: Entropy> Router<E> {
                 serial,
                 reference,
             } => {
+                let letter = RemoteLetter {
+                    from,
+                    payload: RawJson::from_record(payload),
+                    ts,
+                    may_store,
+                    block,
+                    serial,
+                    reference: reference.as_deref(),
+                };
                 for (handle, rid) in handles {
-                    let result = match Handle::parse(&handle) {
-                        Some(handle) => {
-                            let letter = RemoteLetter {
-                                from,
-                                handle,
-                                payload: RawJson::from_record(payload),
-                                ts,
-                                may_store,
-                                block,
-                                serial,
-                                reference: reference.as_deref(),
-                            };
-                            self.receive_remote_handle_message(letter, now, out)
-                        }
-                        None => Err(ErrorCode::BadHandle),
-                    };
-                    self.reply(from, rid, result, origin, out);
+                    self.receive_copy(letter, &handle, rid, origin, now, out);
                 }
             }
             Record::Letter { handle, frame } => {
@@ -877,9 +854,9 @@ impl<E: Entropy> Router<E> {
                     self.letter_arrived(handle, &frame, now, out);
                 }
             }
-            Record::HandleTaken { from, to, handle } => {
+            Record::HandleTaken { to, handle, .. } => {
                 if let Some(handle) = Handle::parse(&handle) {
-                    self.handle_taken_elsewhere(from, to, handle, out);
+                    self.handle_taken_elsewhere(to, handle, out);
                 }
             }
             Record::HandleUndelivered {
@@ -1209,6 +1186,24 @@ impl<E: Entropy> Router<E> {
                 }
             }
         }
+    }
+
+    /// One copy of `letter` for `handle` (its text, as the record carried it), answered under
+    /// request number `rid`.
+    fn receive_copy(
+        &mut self,
+        letter: RemoteLetter<'_>,
+        handle: &str,
+        rid: u64,
+        origin: Option<&str>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let result = match Handle::parse(handle) {
+            Some(handle) => self.receive_remote_handle_message(handle, letter, now, out),
+            None => Err(ErrorCode::BadHandle),
+        };
+        self.reply(letter.from, rid, result, origin, out);
     }
 
     /// Whether the connection that made the request still holds its session: the answer goes

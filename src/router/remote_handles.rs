@@ -79,10 +79,10 @@ impl FanoutParts {
     }
 }
 
-/// A MESSAGE to a handle that came from another node's session.
+/// A MESSAGE to handles that came from another node's session: what its copies share.
+#[derive(Clone, Copy)]
 pub(super) struct RemoteLetter<'a> {
     pub(super) from: Id,
-    pub(super) handle: Handle,
     pub(super) payload: RawJson<'a>,
     pub(super) ts: u64,
     pub(super) may_store: bool,
@@ -281,11 +281,10 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// Another node's session `from` listens on `handle` now: `to` here is told HANDLE_TAKEN,
-    /// and the letters waiting here for the handle follow it.
+    /// Another node's session listens on `handle` now: `to` here is told HANDLE_TAKEN, and
+    /// the letters waiting here for the handle follow it.
     pub(super) fn handle_taken_elsewhere(
         &mut self,
-        from: Id,
         to: Id,
         handle: Handle,
         out: &mut impl FrameSink,
@@ -315,7 +314,6 @@ impl<E: Entropy> Router<E> {
                 letter: Some(letter.frame.into_string()),
             });
         }
-        let _ = from;
     }
 
     /// The listener's half of a MESSAGE to a handle from another node's session: to the
@@ -324,13 +322,13 @@ impl<E: Entropy> Router<E> {
     /// was queued.
     pub(super) fn receive_remote_handle_message(
         &mut self,
+        handle: Handle,
         letter: RemoteLetter<'_>,
         now: Now,
         out: &mut impl FrameSink,
     ) -> Result<bool, ErrorCode> {
         let RemoteLetter {
             from,
-            handle,
             payload,
             ts,
             may_store,
