@@ -34,7 +34,7 @@ mod transport;
 
 pub use certificates::{TlsAcceptor, fingerprint};
 pub use self_signed::{SelfSigned, machine_host_names, machine_names, self_signed};
-pub use stream::{TLS_BUFFER_LIMIT, TlsStream};
+pub use stream::{TLS_BUFFER_LIMIT, TlsStream, write_records};
 pub use transport::{PlainStream, Transport};
 
 /// Certificate files made at test time, for the unit tests of the modules above.

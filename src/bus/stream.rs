@@ -12,6 +12,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
+use crate::tls::write_records;
+
 /// The CA bundle used for `rediss://` when no CA file is given (Debian's `ca-certificates`).
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -193,19 +195,4 @@ fn read_tls(
             };
         }
     }
-}
-
-/// Writes queued TLS records until none are left (`Ok(true)`) or the socket would block
-/// (`Ok(false)`).
-fn write_records(tcp: &mut TcpStream, conn: &mut ClientConnection) -> io::Result<bool> {
-    while conn.wants_write() {
-        match conn.write_tls(tcp) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }

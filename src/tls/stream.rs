@@ -220,8 +220,12 @@ fn write_plaintext(
 }
 
 /// Writes queued TLS records until none are left (`Ok(true)`) or the socket would block
-/// (`Ok(false)`).
-fn write_records(tcp: &mut TcpStream, conn: &mut ServerConnection) -> io::Result<bool> {
+/// (`Ok(false)`). Either side of a connection: the server's here, the cluster bus's client
+/// links (`crate::bus`).
+pub fn write_records<Side>(
+    tcp: &mut TcpStream,
+    conn: &mut rustls::ConnectionCommon<Side>,
+) -> io::Result<bool> {
     while conn.wants_write() {
         match conn.write_tls(tcp) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
