@@ -153,23 +153,6 @@ fn without_redis_cross_node_requests_fail_clearly_local_chats_go_on_and_all_reco
     assert_eq!(a.expect_type("MESSAGE")["from"], far_id.as_str());
 }
 
-/// A distinct handle per `n`: 43 base64url characters.
-fn handle(n: u8) -> String {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut text = vec![b'c'; 43];
-    text[0] = alphabet[usize::from(n) % 64];
-    String::from_utf8(text).unwrap_or_default()
-}
-
-fn connect_v2(server: &Server) -> Client {
-    let mut client = Client::connect(server);
-    let reply = client.request(json!({"type": "CONNECT", "version": 2}));
-    assert_eq!(reply["version"], 2, "{reply}");
-    client.id = reply["id"].as_str().unwrap_or_default().to_owned();
-    client.token = reply["token"].as_str().unwrap_or_default().to_owned();
-    client
-}
-
 fn listen(client: &mut Client, handles: &[&str]) {
     let reply = client.request(json!({"type": "LISTEN", "handles": handles, "ref": "l"}));
     assert_eq!(reply["type"], "LISTENING", "{reply}");

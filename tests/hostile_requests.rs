@@ -27,14 +27,6 @@ fn large_key() -> String {
     )
 }
 
-fn connect_v2(server: &Server) -> Client {
-    let mut client = Client::connect(server);
-    let reply = client.request(json!({"type": "CONNECT", "version": 2}));
-    assert_eq!(reply["version"], 2, "{reply}");
-    client.id = reply["id"].as_str().unwrap_or_default().to_owned();
-    client
-}
-
 /// One round of churn: a new session from the flood address asks `victim` to be friends and
 /// leaves. Whether the request was acknowledged (forwarded).
 fn churn_once(server: &Server, victim: &str, key: &str) -> Option<bool> {

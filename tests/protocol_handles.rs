@@ -9,26 +9,6 @@ use std::net::Ipv4Addr;
 use common::*;
 use serde_json::{Value, json};
 
-/// A distinct handle per `n`: 43 base64url characters.
-fn handle(n: u32) -> String {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut text: Vec<u8> = vec![b'h'; 43];
-    for (position, slot) in text.iter_mut().take(6).enumerate() {
-        *slot = alphabet[((n >> (6 * position)) & 63) as usize];
-    }
-    String::from_utf8(text).unwrap_or_default()
-}
-
-/// A version-2 session.
-fn connect_v2(server: &Server) -> Client {
-    let mut client = Client::connect(server);
-    let reply = client.request(json!({"type": "CONNECT", "version": 2}));
-    assert_eq!(reply["version"], 2, "{reply}");
-    client.id = reply["id"].as_str().unwrap_or_default().to_owned();
-    client.token = reply["token"].as_str().unwrap_or_default().to_owned();
-    client
-}
-
 /// A version-2 session from the loopback address `127.0.0.<host>`.
 fn connect_v2_from(server: &Server, host: u8) -> Client {
     let mut client =

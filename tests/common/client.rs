@@ -267,6 +267,26 @@ pub fn connect_session(server: &Server) -> (Client, String, String) {
     (client, id, token)
 }
 
+/// Connect and send a version-2 `CONNECT`; returns the client with `id`/`token` filled in.
+pub fn connect_v2(server: &Server) -> Client {
+    let mut client = Client::connect(server);
+    let reply = client.request(json!({"type": "CONNECT", "version": 2}));
+    assert_eq!(reply["version"], 2, "{reply}");
+    client.id = reply["id"].as_str().unwrap_or_default().to_owned();
+    client.token = reply["token"].as_str().unwrap_or_default().to_owned();
+    client
+}
+
+/// A distinct handle per `n`: 43 base64url characters.
+pub fn handle(n: u32) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut text: Vec<u8> = vec![b'h'; 43];
+    for (position, slot) in text.iter_mut().take(6).enumerate() {
+        *slot = alphabet[((n >> (6 * position)) & 63) as usize];
+    }
+    String::from_utf8(text).unwrap_or_default()
+}
+
 /// Connect with a resume; returns the client and the CONNECT reply (id/token filled in).
 pub fn resume_session(server: &Server, id: &str, token: &str) -> (Client, Value) {
     let mut client = Client::connect(server);
