@@ -368,8 +368,7 @@ impl<E: Entropy> Router<E> {
     ) -> Option<SessionState> {
         let handles = self.handles.handles_of(id);
         let mut session = self.detach_session(id, close_code::TAKEN_OVER, out)?;
-        let rates = rates_of(&session, &self.config, now);
-        let recent_requests = recent_of(&session, now);
+        let state = SessionState::of(&session, &self.config, now);
         let mut letters = Vec::new();
         for handle in handles {
             while let Some(letter) = self.mailbox.take_oldest_for(&handle) {
@@ -387,22 +386,12 @@ impl<E: Entropy> Router<E> {
             id,
             node: node.to_owned(),
         });
+        // What is saved of it, plus what only a handover carries.
         Some(SessionState {
-            peer: session.peer.ip(),
-            friends: session.friends.into_iter().collect(),
-            pending_out: session.pending_out.into_iter().collect(),
-            pending_in: session
-                .pending_in
-                .into_iter()
-                .map(|(requester, pending)| (requester, pending.block))
-                .collect(),
             queue,
             letters,
-            connected: session.conn.is_some(),
-            rates: Some(rates),
-            recent_requests,
-            version: session.version,
             token: Some(token.to_owned()),
+            ..state
         })
     }
 
