@@ -163,7 +163,7 @@ impl Node {
                 HANDLES[0]
             ),
             13 => format!(
-                r#"{{"letter":{{"handle":"{handle}","frame":"{{\"type\":\"MESSAGE\",\"handle\":\"{handle}\",\"payload\":\"x\",\"ts\":1}}"}}}}"#
+                r#"{{"letter":{{"handle":"{handle}","frame":"{{\"type\":\"MESSAGE\",\"handle\":\"{handle}\",\"payload\":\"x\",\"ts\":1}}","block":{block}}}}}"#
             ),
             14 => format!(r#"{{"handle_taken":{{"from":{from},"to":{to},"handle":"{handle}"}}}}"#),
             15 => {

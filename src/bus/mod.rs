@@ -30,6 +30,7 @@
 
 mod latency;
 mod link;
+mod mailbox;
 mod node;
 mod resp;
 mod stream;
@@ -40,10 +41,14 @@ pub use link::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, IDLE_PING, LinkError, LinkEvent, LinkState,
     MAX_IN_FLIGHT, MAX_OUTPUT_BYTES, READ_BUDGET, REPLY_TIMEOUT, RedisLink, Role,
 };
+pub use mailbox::{
+    LETTER_OVERHEAD as MAILBOX_LETTER_OVERHEAD, LISTEN as MAILBOX_LISTEN, MailboxRules,
+    STORE as MAILBOX_STORE, Stored, block_name,
+};
 pub use node::{
     BusCounters, BusNews, ClusterBus, DIRECTORY_CACHE, DIRECTORY_TTL, HANDLE_CACHE,
-    MAX_BATCH_BYTES, MAX_PARKED_BYTES, MailboxRules, REFRESH_EVERY, records,
+    MAX_BATCH_BYTES, MAX_PARKED_BYTES, REFRESH_EVERY, records,
 };
-pub use resp::{MAX_DEPTH, MAX_REPLY_BYTES, Reply};
+pub use resp::{Decoder, MAX_DEPTH, MAX_REPLY_BYTES, Reply, encode_command};
 pub use stream::{SYSTEM_CA_BUNDLE, tls_client_config};
 pub use url::{ClusterUrl, DEFAULT_PORT, UrlError};

@@ -33,11 +33,12 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 use mio::event::Event;
 
+use super::mailbox::{self, MailboxRules, Stored};
 use super::{LinkEvent, LinkState, RedisLink, Reply};
 use crate::id::Id;
 use crate::protocol::Handle;
 use crate::router::fasthash::{FastMap, FastSet};
-use crate::router::{BusFailure, BusOutput, FanoutParts};
+use crate::router::{BusFailure, BusOutput, FanoutParts, MailLetter};
 
 /// How long the directory names a node for an ID without a renewal.
 pub const DIRECTORY_TTL: Duration = Duration::from_secs(30);
@@ -88,21 +89,6 @@ if v == false or v == ARGV[1] then \
 redis.call('PEXPIRE', 'secchat:s:' .. string.sub(k, 12), ARGV[3]) \
 redis.call('PEXPIRE', 'secchat:q:' .. string.sub(k, 12), ARGV[3]) end end \
 return lost";
-/// LISTEN: `KEYS[1]` (a handle's entry) names session `ARGV[1]` for `ARGV[2]` ms; returns the
-/// session it named before (or "") and the letters kept for the handle in `KEYS[2]`, which go.
-const LISTEN: &[u8] = b"local prev = redis.call('GET', KEYS[1]) \
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
-local mail = redis.call('LRANGE', KEYS[2], 0, -1) \
-if #mail > 0 then redis.call('DEL', KEYS[2]) end \
-return {prev or '', mail}";
-/// Keeps letter `ARGV[1]` in `KEYS[2]` (at most `ARGV[2]` letters, the oldest dropped; all
-/// gone `ARGV[3]` ms after the last was kept). With `ARGV[4]` = "1", only while nobody listens
-/// on the handle (`KEYS[1]` absent): 0 when somebody does, 1 when kept.
-const STORE: &[u8] = b"if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
-redis.call('RPUSH', KEYS[2], ARGV[1]) \
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1) \
-redis.call('PEXPIRE', KEYS[2], ARGV[3]) \
-return 1";
 /// Renews each handle entry `KEYS[i]` that names session `ARGV[i]` (or sets it again if it
 /// expired), for `ARGV[#KEYS + 1]` ms.
 const RENEW_HANDLES: &[u8] = b"local ttl = ARGV[#KEYS + 1] \
@@ -129,15 +115,6 @@ return 1";
 /// Deletes `KEYS[1]` if it still names node `ARGV[1]`.
 const RELEASE: &[u8] = b"if redis.call('GET', KEYS[1]) == ARGV[1] then \
 return redis.call('DEL', KEYS[1]) end return 0";
-
-/// How the cluster's mailbox keeps letters for handles nobody listens on.
-#[derive(Clone, Copy, Debug)]
-pub struct MailboxRules {
-    /// Letters kept per handle (the oldest dropped beyond).
-    pub letters_per_handle: usize,
-    /// How long letters wait after the last one was kept.
-    pub ttl: Duration,
-}
 
 /// A saved session read for a takeover: (request number, its state if any, its resume queue).
 pub type SavedSession = (u64, Option<Vec<u8>>, Vec<Vec<u8>>);
@@ -238,7 +215,7 @@ struct ToHandle {
     handle: Handle,
     rid: Option<u64>,
     record: String,
-    letter: Option<String>,
+    letter: Option<MailLetter>,
     /// The handle was looked up again once already (a listener appeared as the letter was
     /// about to be kept).
     retried: bool,
@@ -563,12 +540,12 @@ impl ClusterBus {
     }
 
     fn listen(&mut self, handle: Handle, id: Id) {
-        let keys = (handle_key(&handle), mail_key(&handle));
+        let keys = (handle_key(&handle), mailbox::letters_key(handle.as_str()));
         let ttl = DIRECTORY_TTL.as_millis().to_string();
         let value = self.listener_value(id);
         let args: [&[u8]; 7] = [
             b"EVAL",
-            LISTEN,
+            mailbox::LISTEN.as_bytes(),
             b"2",
             &keys.0,
             &keys.1,
@@ -580,22 +557,41 @@ impl ClusterBus {
         }
     }
 
-    /// Queues a STORE of `letter` for `handle`; whether it was queued.
-    fn store(&mut self, handle: &Handle, letter: &str, only_if_nobody_listens: bool) -> bool {
-        let keys = (handle_key(handle), mail_key(handle));
-        let limit = self.mailbox.letters_per_handle.max(1).to_string();
-        let ttl = self.mailbox.ttl.as_millis().max(1).to_string();
+    /// Queues a STORE of `letter` for `handle` (`mailbox.rs`); whether it was queued.
+    fn store(
+        &mut self,
+        handle: &Handle,
+        letter: &MailLetter,
+        only_if_nobody_listens: bool,
+    ) -> bool {
+        let keys = (handle_key(handle), mailbox::letters_key(handle.as_str()));
+        let rules = &self.mailbox;
+        let numbers = [
+            rules.letters_per_handle.max(1),
+            rules.ttl.as_millis().clamp(1, u64::MAX.into()) as usize,
+            rules.bytes_per_handle,
+            rules.bytes,
+            mailbox::LETTER_OVERHEAD,
+        ]
+        .map(|number| number.to_string());
+        let [per_handle, ttl, bytes_per_handle, bytes, overhead] = &numbers;
         let check: &[u8] = if only_if_nobody_listens { b"1" } else { b"0" };
-        let args: [&[u8]; 9] = [
+        let block = mailbox::block_name(letter.block);
+        let args: [&[u8]; 14] = [
             b"EVAL",
-            STORE,
+            mailbox::STORE.as_bytes(),
             b"2",
             &keys.0,
             &keys.1,
-            letter.as_bytes(),
-            limit.as_bytes(),
+            letter.frame.as_bytes(),
+            per_handle.as_bytes(),
             ttl.as_bytes(),
             check,
+            block.as_bytes(),
+            bytes_per_handle.as_bytes(),
+            bytes.as_bytes(),
+            overhead.as_bytes(),
+            handle.as_str().as_bytes(),
         ];
         self.commands.command(&args).is_ok()
     }
@@ -749,8 +745,11 @@ impl ClusterBus {
                         letter: Some(parts.letter(&handle)),
                         retried: false,
                     };
-                    let letter = message.letter.as_deref().unwrap_or_default();
-                    if self.store(&handle, letter, true) {
+                    let stored = message
+                        .letter
+                        .as_ref()
+                        .is_some_and(|letter| self.store(&handle, letter, true));
+                    if stored {
                         self.sent.push_back(Sent::Store(Box::new(message)));
                     } else {
                         self.fail(Some(rid), BusFailure::Unavailable);
@@ -1126,12 +1125,14 @@ impl ClusterBus {
             Sent::HandleLookup(handle) => self.listener_found(handle, reply, now),
             Sent::CopyLookup { job, index } => self.copy_found(job, index, Some(reply), now),
             Sent::Store(message) => match reply {
-                Reply::Integer(1) => {
+                Reply::Integer(value) if Stored::from_reply(value) == Some(Stored::Kept) => {
                     if let Some(rid) = message.rid {
                         self.news.stored.push(rid);
                     }
                 }
-                Reply::Integer(0) if !message.retried => {
+                Reply::Integer(value)
+                    if Stored::from_reply(value) == Some(Stored::Listened) && !message.retried =>
+                {
                     // Somebody listens now: to them instead.
                     self.route_to_handle(ToHandle {
                         retried: true,
@@ -1253,7 +1254,7 @@ impl ClusterBus {
                 (_, Some((_, node))) => {
                     self.batch_for(node.clone(), message.rid, &message.record);
                 }
-                (Reply::Bulk(None), None) => match message.letter.as_deref() {
+                (Reply::Bulk(None), None) => match &message.letter {
                     Some(letter) => {
                         if self.store(&handle, letter, true) {
                             self.sent.push_back(Sent::Store(Box::new(message)));
@@ -1318,11 +1319,6 @@ impl ClusterBus {
 /// The directory key of the listener of `handle`.
 fn handle_key(handle: &Handle) -> Vec<u8> {
     format!("secchat:h:{}", handle.as_str()).into_bytes()
-}
-
-/// Where the cluster's mailbox keeps the letters for `handle`.
-fn mail_key(handle: &Handle) -> Vec<u8> {
-    format!("secchat:mail:{}", handle.as_str()).into_bytes()
 }
 
 /// A session ID as the directory holds it (its text).

@@ -114,7 +114,7 @@ use mailbox::{Mailbox, MailboxLimits};
 pub use remote::{BusFailure, MAX_AWAITING_PER_SESSION, REPLY_TIMEOUT_MS};
 pub use remote_handles::FanoutParts;
 use session::Session;
-pub use sink::{Action, Backlogs, BusOutput, FrameSink, Recorder};
+pub use sink::{Action, Backlogs, BusOutput, FrameSink, MailLetter, Recorder};
 use timers::{Deadline, ResumeTimers};
 
 /// The event loop's handle for one WebSocket connection. Never reused within a process.

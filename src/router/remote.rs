@@ -154,6 +154,9 @@ pub enum Record<'a> {
         handle: Cow<'a, str>,
         #[serde(borrow)]
         frame: Cow<'a, str>,
+        /// Its sender's address block, for the share of a mailbox it counts against.
+        #[serde(default)]
+        block: Option<Block>,
     },
     /// `from` listens on `handle` now, which `to` listened on: `to` gets HANDLE_TAKEN.
     HandleTaken {
@@ -324,9 +327,16 @@ impl Record<'_> {
                     json.string("reference", reference);
                 }
             }
-            Record::Letter { handle, frame } => {
+            Record::Letter {
+                handle,
+                frame,
+                block,
+            } => {
                 json.start("letter", "handle", &quoted(handle));
                 json.string("frame", frame);
+                if let Some(block) = block {
+                    json.block(block);
+                }
             }
             Record::HandleTaken { from, to, handle } => {
                 json.open("handle_taken", *from, *to);
@@ -849,9 +859,13 @@ impl<E: Entropy> Router<E> {
                     self.receive_copy(letter, &handle, rid, origin, now, out);
                 }
             }
-            Record::Letter { handle, frame } => {
+            Record::Letter {
+                handle,
+                frame,
+                block,
+            } => {
                 if let Some(handle) = Handle::parse(&handle) {
-                    self.letter_arrived(handle, &frame, now, out);
+                    self.letter_arrived(handle, &frame, block, now, out);
                 }
             }
             Record::HandleTaken { to, handle, .. } => {

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use super::mailbox::Sender;
 use super::remote::{Awaiting, FanoutWait, Record, Waiting};
 use super::session::QueuedKind;
-use super::sink::BusOutput;
+use super::sink::{BusOutput, MailLetter};
 use super::{Caller, Entropy, FrameSink, Now, Router};
 use crate::address::Block;
 use crate::id::Id;
@@ -68,14 +68,18 @@ impl FanoutParts {
         .to_json()
     }
 
-    /// The MESSAGE frame the listener of `handle` gets: what the mailbox keeps for it.
-    pub fn letter(&self, handle: &Handle) -> String {
-        ServerFrame::HandleMessage {
-            handle,
-            payload: RawJson::from_record(&self.payload),
-            ts: self.ts,
+    /// The MESSAGE frame the listener of `handle` gets, with its sender's block: what the
+    /// mailbox keeps for it.
+    pub fn letter(&self, handle: &Handle) -> MailLetter {
+        MailLetter {
+            frame: ServerFrame::HandleMessage {
+                handle,
+                payload: RawJson::from_record(&self.payload),
+                ts: self.ts,
+            }
+            .to_text(),
+            block: self.block,
         }
-        .to_text()
     }
 }
 
@@ -127,13 +131,14 @@ impl<E: Entropy> Router<E> {
             reference: caller.reference.map(Cow::Borrowed),
         };
         // With the mailbox off (`--mailbox-bytes 0`) no node keeps letters, the cluster's included.
-        let letter = (may_store && self.mailbox.is_on()).then(|| {
-            ServerFrame::HandleMessage {
+        let letter = (may_store && self.mailbox.is_on()).then(|| MailLetter {
+            frame: ServerFrame::HandleMessage {
                 handle: &handle,
                 payload,
                 ts: now.unix_ms,
             }
-            .to_text()
+            .to_text(),
+            block,
         });
         self.bus_records_out += 1;
         out.bus(BusOutput::ToHandle {
@@ -223,7 +228,7 @@ impl<E: Entropy> Router<E> {
     ) {
         for letter in letters {
             if let Ok(frame) = std::str::from_utf8(letter) {
-                self.letter_arrived(handle, frame, now, out);
+                self.letter_arrived(handle, frame, None, now, out);
             }
         }
     }
@@ -235,6 +240,7 @@ impl<E: Entropy> Router<E> {
         &mut self,
         handle: Handle,
         frame: &str,
+        block: Option<Block>,
         now: Now,
         out: &mut impl FrameSink,
     ) {
@@ -254,11 +260,14 @@ impl<E: Entropy> Router<E> {
         match (listener, conn) {
             (Some(_), Some(conn)) => out.send(conn, ServerFrame::Encoded(frame)),
             (Some(listener), None) => {
-                // Counted against the listener's own block: the letter names no sender.
-                let block = self
-                    .sessions
-                    .get(&listener)
-                    .map(|session| session.peer.largest_block())
+                // Counted against its sender's block, or, when the record does not name it,
+                // against the listener's own.
+                let block = block
+                    .or_else(|| {
+                        self.sessions
+                            .get(&listener)
+                            .map(|session| session.peer.largest_block())
+                    })
                     .unwrap_or_else(|| crate::address::ClientAddr::UNSPECIFIED.largest_block());
                 let stored = self.store_letter_from(
                     handle,
@@ -276,7 +285,11 @@ impl<E: Entropy> Router<E> {
             (None, _) if !self.mailbox.is_on() => {}
             (None, _) => out.bus(BusOutput::StoreLetter {
                 handle,
-                letter: frame.to_owned(),
+                letter: MailLetter {
+                    frame: frame.to_owned(),
+                    block: block
+                        .unwrap_or_else(|| crate::address::ClientAddr::UNSPECIFIED.largest_block()),
+                },
             }),
         }
     }
@@ -305,13 +318,17 @@ impl<E: Entropy> Router<E> {
             let record = Record::Letter {
                 handle: Cow::Borrowed(handle.as_str()),
                 frame: Cow::Borrowed(&letter.frame),
+                block: Some(letter.block),
             };
             self.bus_records_out += 1;
             out.bus(BusOutput::ToHandle {
                 handle,
                 rid: None,
                 record: record.to_json(),
-                letter: Some(letter.frame.into_string()),
+                letter: Some(MailLetter {
+                    frame: letter.frame.into_string(),
+                    block: letter.block,
+                }),
             });
         }
     }
@@ -365,7 +382,10 @@ impl<E: Entropy> Router<E> {
             (None, _) => {
                 out.bus(BusOutput::StoreLetter {
                     handle,
-                    letter: frame.to_text(),
+                    letter: MailLetter {
+                        frame: frame.to_text(),
+                        block,
+                    },
                 });
                 true
             }

@@ -7,6 +7,7 @@
 
 use super::ConnId;
 use super::fasthash::FastMap;
+use crate::address::Block;
 use crate::id::Id;
 use crate::protocol::Handle;
 use crate::protocol::ServerFrame;
@@ -56,7 +57,7 @@ pub enum BusOutput {
         handle: Handle,
         rid: Option<u64>,
         record: String,
-        letter: Option<String>,
+        letter: Option<MailLetter>,
     },
     /// Copies of one MESSAGE to several handles whose listeners are not here, each with the
     /// request number its answer comes back under: the bus sends one record per node (the
@@ -68,7 +69,7 @@ pub enum BusOutput {
     },
     /// Keep `letter` for whoever listens on `handle` next (it came for a listener that is gone
     /// from here).
-    StoreLetter { handle: Handle, letter: String },
+    StoreLetter { handle: Handle, letter: MailLetter },
     /// Session `id` moves to node `node`: the directory names that node for it from now on,
     /// and this one stops renewing it.
     HandOver { id: Id, node: String },
@@ -95,6 +96,14 @@ pub enum BusOutput {
         rid: Option<u64>,
         text: String,
     },
+}
+
+/// A MESSAGE to a handle as it may wait in the cluster's mailbox: the frame its listener gets,
+/// and the address block whose share of the mailbox it counts against (its sender's).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MailLetter {
+    pub frame: String,
+    pub block: Block,
 }
 
 /// What the router asked for, recorded: how tests see its output.

@@ -96,6 +96,8 @@ impl Server {
             Some(url) => {
                 let mailbox = MailboxRules {
                     letters_per_handle: router_config.mailbox_letters_per_handle,
+                    bytes_per_handle: router_config.mailbox_bytes_per_handle,
+                    bytes: router_config.mailbox_bytes,
                     ttl: config.mailbox_ttl,
                 };
                 let bus = cluster_bus(url, config.cluster_ca.as_deref(), mailbox)?

@@ -13,6 +13,8 @@ struct Cluster {
     /// Who listens on each handle, and the letters kept for handles nobody listens on.
     listeners: HashMap<protocol::Handle, Id>,
     mail: HashMap<protocol::Handle, Vec<Vec<u8>>>,
+    /// The block each letter kept for a handle nobody listens on counts against, in order.
+    mail_blocks: Vec<crate::address::Block>,
     /// Saved session states, and the nodes that died (they hear nothing).
     saved: HashMap<Id, String>,
     queues: HashMap<Id, Vec<Vec<u8>>>,
@@ -55,6 +57,7 @@ impl Cluster {
             directory: HashMap::new(),
             listeners: HashMap::new(),
             mail: HashMap::new(),
+            mail_blocks: Vec::new(),
             saved: HashMap::new(),
             queues: HashMap::new(),
             dead: Vec::new(),
@@ -195,10 +198,11 @@ impl Cluster {
                             None => by_node.push((node, vec![(handle, rid)])),
                         },
                         (false, None) if parts.may_store => {
+                            self.mail_blocks.push(parts.block);
                             self.mail
                                 .entry(handle)
                                 .or_default()
-                                .push(parts.letter(&handle).into_bytes());
+                                .push(parts.letter(&handle).frame.into_bytes());
                             router.bus_stored(rid, now, sink);
                         }
                         (false, None) => {
@@ -214,10 +218,11 @@ impl Cluster {
                 }
             }
             BusOutput::StoreLetter { handle, letter } => {
+                self.mail_blocks.push(letter.block);
                 self.mail
                     .entry(handle)
                     .or_default()
-                    .push(letter.into_bytes());
+                    .push(letter.frame.into_bytes());
             }
             BusOutput::ToHandle {
                 handle,
@@ -243,10 +248,11 @@ impl Cluster {
                     let (router, sink) = &mut self.nodes[from];
                     match (letter, rid) {
                         (Some(letter), rid) => {
+                            self.mail_blocks.push(letter.block);
                             self.mail
                                 .entry(handle)
                                 .or_default()
-                                .push(letter.into_bytes());
+                                .push(letter.frame.into_bytes());
                             if let Some(rid) = rid {
                                 router.bus_stored(rid, now, sink);
                             }
@@ -289,8 +295,12 @@ impl Cluster {
     }
 
     fn connect(&mut self, node: usize, conn: ConnId) -> Member {
+        self.connect_from(node, conn, ClientAddr::UNSPECIFIED)
+    }
+
+    fn connect_from(&mut self, node: usize, conn: ConnId, peer: ClientAddr) -> Member {
         let now = self.now;
-        self.nodes[node].0.open(conn, now);
+        self.nodes[node].0.open_from(conn, peer, now);
         let actions = self.on(node, |router, sink, now| {
             router.text(conn, r#"{"type":"CONNECT","version":2}"#, now, sink)
         });
@@ -591,7 +601,8 @@ fn to_handle(handle: &str, mailbox: bool, reference: &str) -> String {
 #[test]
 fn a_message_to_a_handle_reaches_its_listener_on_another_node() {
     let mut cluster = Cluster::new(2);
-    let a = cluster.connect(0, 1);
+    let sender_addr = addr("2001:db8:7::1");
+    let a = cluster.connect_from(0, 1, sender_addr);
     let b = cluster.connect(1, 11);
     let h = handle_text(1);
     let listened = cluster.text(&b, &listen_frame(std::slice::from_ref(&h)));
@@ -619,6 +630,8 @@ fn a_message_to_a_handle_reaches_its_listener_on_another_node() {
         only_frame_to(&kept, a.conn),
         json!({"type":"ACK","ref":"k","queued":true})
     );
+    // It counts against its sender's share of the cluster's mailbox.
+    assert_eq!(cluster.mail_blocks, [sender_addr.largest_block()]);
     // Whoever listens on it next, on whichever node, gets the letter.
     let c = cluster.connect(1, 12);
     let listened = cluster.text(&c, &listen_frame(std::slice::from_ref(&nobody)));
