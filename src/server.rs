@@ -417,6 +417,9 @@ impl Server {
                 for (handle, letters) in &news.letters {
                     router.stored_letters(*handle, letters, clock.router, out);
                 }
+                for (handle, letter) in &news.unkept {
+                    router.letter_unkept(*handle, letter, clock.router, out);
+                }
             });
         }
         // What changed this turn is saved once, then everything leaves.

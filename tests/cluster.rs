@@ -302,6 +302,90 @@ fn after_kill_9_of_its_node_a_session_resumes_on_another_with_what_was_acknowled
     assert_eq!(got["from"], b_id.as_str());
 }
 
+/// A letter for a listener away in its resume window waits in Redis, not in its node's memory:
+/// after kill -9 of that node the listener resumes through another node, LISTENs again as
+/// every client does after its CONNECT, and gets it.
+#[test]
+fn a_letter_for_a_listener_away_outlives_the_listeners_node() {
+    let redis = RedisServer::start();
+    let mut nodes = nodes(&redis, 2);
+    let mut alice = connect_v2(&nodes[0]);
+    let mut bob = connect_v2(&nodes[1]);
+    let (bob_id, bob_token) = (bob.id.clone(), bob.token.clone());
+    make_friends(&mut alice, &mut bob);
+    let bobs = handle(1);
+    listen(&mut bob, &[&bobs]);
+    bob.drop_connection();
+    assert_eq!(alice.expect_type("PRESENCE")["online"], false);
+    let answer = until_available(&mut alice, to_handle(&bobs, true, "kept"), BUS_UP);
+    assert_eq!(
+        answer,
+        json!({"type": "ACK", "ref": "kept", "queued": true})
+    );
+
+    nodes[1].signal("KILL");
+    assert!(nodes[1].wait_exit(Duration::from_secs(5)).is_some());
+
+    let mut back = Client::connect(&nodes[0]);
+    back.send_json(&json!({
+        "type": "CONNECT", "version": 2, "resume": {"id": bob_id, "token": bob_token},
+    }));
+    let reply = back
+        .try_recv_text(Duration::from_secs(15))
+        .map(|text| serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(reply["resumed"], true, "{reply}");
+    listen(&mut back, &[&bobs]);
+    let letter = back.expect_type("MESSAGE");
+    assert_eq!(letter["handle"], bobs.as_str());
+    assert_eq!(letter["payload"], TEST_PAYLOAD);
+}
+
+/// A letter kept for a listener away on its own node comes back when it resumes there and
+/// LISTENs again; so does one kept while Redis was down (in the node's memory then).
+#[test]
+fn a_listener_back_on_its_node_gets_the_letters_kept_while_it_was_away() {
+    let mut redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let mut alice = connect_v2(&nodes[1]);
+    let mut bob = connect_v2(&nodes[1]);
+    make_friends(&mut alice, &mut bob);
+    let bobs = handle(2);
+    listen(&mut bob, &[&bobs]);
+    let (bob_id, bob_token) = (bob.id.clone(), bob.token.clone());
+    bob.drop_connection();
+    assert_eq!(alice.expect_type("PRESENCE")["online"], false);
+    alice.send_json(&to_handle(&bobs, true, "in-redis"));
+    alice.expect_queued_ack("in-redis");
+    redis.stop();
+    alice.send_json(&to_handle(&bobs, true, "in-memory"));
+    alice.expect_queued_ack("in-memory");
+    redis.restart();
+
+    let mut back = Client::connect(&nodes[1]);
+    back.send_json(&json!({
+        "type": "CONNECT", "version": 2, "resume": {"id": bob_id, "token": bob_token},
+    }));
+    assert_eq!(back.expect_type("CONNECT")["resumed"], true);
+    // The letter kept in the node's memory is counted by LISTENING and fetched; the one in
+    // Redis follows the LISTEN once the link is back.
+    let mut got = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got < 2 && std::time::Instant::now() < deadline {
+        back.send_json(&json!({"type": "LISTEN", "handles": [bobs], "ref": "l"}));
+        back.send_json(&json!({"type": "FETCH", "ref": "f"}));
+        while let Some(text) = back.try_recv_text(Duration::from_millis(500)) {
+            let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if frame["type"] == "MESSAGE" {
+                assert_eq!(frame["handle"], bobs.as_str());
+                got += 1;
+            }
+        }
+    }
+    assert_eq!(got, 2, "both letters, once each");
+    back.expect_nothing_pending();
+}
+
 /// PUBLISH commands Redis has run so far (`INFO commandstats`).
 fn publishes(redis: &RedisServer) -> u64 {
     use std::io::{Read, Write};

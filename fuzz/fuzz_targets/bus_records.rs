@@ -12,8 +12,10 @@ use libfuzzer_sys::arbitrary::{Result as ArbitraryResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use secchat::id::Id;
 use secchat::router::{
-    Action, BusFailure, BusOutput, ConnId, Now, Recorder, Router, RouterConfig, SeededEntropy,
+    Action, BusFailure, BusOutput, ConnId, MailLetter, Now, Recorder, Router, RouterConfig,
+    SeededEntropy,
 };
+use secchat::protocol::Handle;
 use serde_json::Value;
 
 const MAX_EVENTS: usize = 200;
@@ -45,6 +47,8 @@ struct Node {
     rids: Vec<u64>,
     /// Session IDs claimed here.
     claimed: Vec<Id>,
+    /// The latest letters this node gave the cluster's mailbox, to hand back as not kept.
+    letters: Vec<(Handle, MailLetter)>,
     next_conn: ConnId,
 }
 
@@ -66,6 +70,7 @@ impl Node {
             local: Vec::new(),
             open: Vec::new(),
             rids: Vec::new(),
+            letters: Vec::new(),
             claimed: Vec::new(),
             next_conn: 1,
         };
@@ -235,8 +240,14 @@ impl Node {
             }
             7 => {
                 let rid = self.rid(input)?;
-                match input.int_in_range(0..=2u8)? {
+                match input.int_in_range(0..=3u8)? {
                     0 => self.router.bus_stored(rid, self.now, &mut self.sink),
+                    3 => {
+                        if let Some((handle, letter)) = self.letters.pop() {
+                            self.router
+                                .letter_unkept(handle, &letter, self.now, &mut self.sink);
+                        }
+                    }
                     1 => self
                         .router
                         .checkpoint_loaded(rid, None, &[], self.now, &mut self.sink),
@@ -296,6 +307,11 @@ impl Node {
                 | Action::Bus(BusOutput::ToHandle { rid: Some(rid), .. }) => self.rids.push(rid),
                 Action::Bus(BusOutput::ToHandles { handles, .. }) => {
                     self.rids.extend(handles.iter().map(|(_, rid)| *rid));
+                }
+                Action::Bus(BusOutput::StoreLetter { handle, letter }) => {
+                    if self.letters.len() < 64 {
+                        self.letters.push((handle, letter));
+                    }
                 }
                 Action::Bus(_) => {}
             }

@@ -133,6 +133,9 @@ pub struct BusNews {
     pub moved: Vec<(Handle, Id)>,
     /// Letters the cluster's mailbox kept for a handle a session here now listens on.
     pub letters: Vec<(Handle, Vec<Vec<u8>>)>,
+    /// Letters the cluster's mailbox could not keep (Redis unreachable or refusing writes),
+    /// back to the router, which keeps them here.
+    pub unkept: Vec<(Handle, MailLetter)>,
     /// Batches other nodes sent this one (each: records one after another).
     pub batches: Vec<Vec<u8>>,
     /// Records the bus could not deliver, by the request number their sender waits on.
@@ -151,6 +154,7 @@ impl BusNews {
             && self.stored.is_empty()
             && self.moved.is_empty()
             && self.letters.is_empty()
+            && self.unkept.is_empty()
     }
 }
 
@@ -181,6 +185,8 @@ enum Sent {
     Store(Box<ToHandle>),
     /// A letter kept, or handle entries renewed, whatever happens (nothing waits on the answer).
     Kept,
+    /// A letter for a handle whose listener here is away: back to the router if not kept.
+    KeepLetter(Handle, Box<MailLetter>),
     /// The saved state of session `.1`, for takeover `.0`.
     Checkpoint(u64, Id),
     /// Who listens on the handle of copy `index` of job `job`.
@@ -526,8 +532,11 @@ impl ClusterBus {
             }
             BusOutput::ToHandles { handles, parts } => self.send_copies(handles, parts),
             BusOutput::StoreLetter { handle, letter } => {
-                if self.store(&handle, &letter, false) {
-                    self.sent.push_back(Sent::Kept);
+                if self.is_up() && self.store(&handle, &letter, false) {
+                    self.sent
+                        .push_back(Sent::KeepLetter(handle, Box::new(letter)));
+                } else {
+                    self.news.unkept.push((handle, letter));
                 }
             }
         }
@@ -1184,6 +1193,10 @@ impl ClusterBus {
                 };
                 self.news.checkpoints.push((rid, state, queue));
             }
+            Sent::KeepLetter(handle, letter) => match reply {
+                Reply::Integer(value) if Stored::from_reply(value) == Some(Stored::Kept) => {}
+                _ => self.news.unkept.push((handle, *letter)),
+            },
             Sent::Kept => {
                 if matches!(reply, Reply::Error(_)) {
                     log::warn!(
@@ -1289,6 +1302,7 @@ impl ClusterBus {
                     }
                 }
                 Sent::Store(message) => self.fail(message.rid, BusFailure::Unavailable),
+                Sent::KeepLetter(handle, letter) => self.news.unkept.push((handle, *letter)),
                 Sent::Checkpoint(rid, _) => self.news.checkpoints.push((rid, None, Vec::new())),
                 Sent::CopyLookup { job, index } => {
                     self.copy_found(job, index, None, Instant::now())

@@ -196,9 +196,7 @@ impl<E: Entropy> Router<E> {
             // A version-1 client can neither hear MESSAGEs to handles nor FETCH them.
             let handles = self.handles.remove_session(id);
             if self.config.cluster {
-                for handle in handles {
-                    out.bus(BusOutput::Unlisten { handle, id });
-                }
+                self.stopped_listening(id, handles, out);
             }
         }
         let reply = self.resume_reply(id, &token);

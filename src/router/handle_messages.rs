@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use super::mailbox::{Letter, Sender};
 use super::remote::Record;
 use super::session::QueuedKind;
+use super::sink::{BusOutput, MailLetter};
 use super::{Caller, Entropy, FrameSink, MS_PER_SECOND, Now, Router};
 use crate::protocol::{
     self, ErrorCode, Handle, HandleArg, RawJson, ServerFrame, UndeliveredReason,
@@ -179,10 +180,49 @@ impl<E: Entropy> Router<E> {
         self.store_letter_from(handle, frame, from, reference, block, now, out)
     }
 
-    /// Keeps `frame` in the mailbox for `handle`, from `sender` (here or, in a cluster, on
-    /// another node) whose session was made from `block`; `no_mailbox` when it cannot be.
+    /// Keeps `frame` for `handle`, from `sender` (here or, in a cluster, on another node)
+    /// whose session was made from `block`; `no_mailbox` when it cannot be.
+    ///
+    /// In a cluster, a letter for a listener that is away (in its resume window) waits in the
+    /// cluster's mailbox in Redis, not in this node's memory, so that it outlives this node and
+    /// reaches the listener wherever it comes back (its client LISTENs again after its CONNECT,
+    /// which takes the letters). Only letters for a connected listener that is behind wait here,
+    /// for its FETCH, and letters Redis could not keep ([`Router::letter_unkept`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn store_letter_from(
+        &mut self,
+        handle: Handle,
+        frame: ServerFrame<'_>,
+        sender: Sender,
+        reference: Option<Box<str>>,
+        block: crate::address::Block,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) -> Result<(), ErrorCode> {
+        if !self.mailbox.is_on() {
+            return Err(ErrorCode::NoMailbox);
+        }
+        let listener_away = self
+            .handles
+            .listener(&handle)
+            .and_then(|listener| self.sessions.get(&listener))
+            .is_some_and(|listener| listener.conn.is_none());
+        if self.config.cluster && listener_away {
+            out.bus(BusOutput::StoreLetter {
+                handle,
+                letter: MailLetter {
+                    frame: frame.to_text(),
+                    block,
+                },
+            });
+            return Ok(());
+        }
+        self.keep_letter_here(handle, frame, sender, reference, block, now, out)
+    }
+
+    /// Keeps `frame` in this node's mailbox for `handle` (see [`Router::store_letter_from`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn keep_letter_here(
         &mut self,
         handle: Handle,
         frame: ServerFrame<'_>,

@@ -85,12 +85,11 @@ impl<E: Entropy> Router<E> {
         if session.claimed {
             out.bus(BusOutput::Release(id));
         }
-        // Its mail stays in the mailbox for the next session that listens on its handles.
+        // Its mail stays in the mailbox for the next session that listens on its handles (in a
+        // cluster, the cluster's mailbox).
         let handles = self.handles.remove_session(id);
         if self.config.cluster {
-            for handle in handles {
-                out.bus(BusOutput::Unlisten { handle, id });
-            }
+            self.stopped_listening(id, handles, out);
         }
         match session.conn {
             None => self.sessions_resuming -= 1,

@@ -29,6 +29,14 @@ impl<E: Entropy> Router<E> {
             .largest_block();
         new.sort_unstable();
         new.dedup();
+        // In a cluster the directory hears every handle asked for, those the caller holds
+        // already included: its client LISTENs again after each CONNECT, and that is when the
+        // letters the cluster's mailbox kept for it while it was away come back.
+        let asked = if self.config.cluster {
+            new.clone()
+        } else {
+            Vec::new()
+        };
         new.retain(|handle| self.handles.listener(handle) != Some(caller.id));
         let mailbox = &self.mailbox;
         let changes = self
@@ -36,14 +44,14 @@ impl<E: Entropy> Router<E> {
             .listen(caller.id, block, &new, |handle| mailbox.mail_for(handle))
             .map_err(|_| ErrorCode::TooManyHandles)?;
         if self.config.cluster {
-            for &handle in &new {
+            for handle in asked {
                 out.bus(BusOutput::Listen {
                     handle,
                     id: caller.id,
                 });
             }
             for &(id, handle) in &changes.dropped {
-                out.bus(BusOutput::Unlisten { handle, id });
+                self.stopped_listening(id, [handle], out);
             }
         }
         let taken = changes
@@ -78,12 +86,7 @@ impl<E: Entropy> Router<E> {
         self.handles.unlisten(caller.id, &gone);
         if self.config.cluster {
             // The directory forgets only the entries that still name the caller.
-            for handle in gone {
-                out.bus(BusOutput::Unlisten {
-                    handle,
-                    id: caller.id,
-                });
-            }
+            self.stopped_listening(caller.id, gone, out);
         }
         self.answer_listening(caller, out);
         Ok(())

@@ -234,13 +234,40 @@ impl<E: Entropy> Router<E> {
     }
 
     /// One letter for `handle`, from the cluster's mailbox or from the node it waited on: to
-    /// the listener here if connected, into this node's mailbox if it is in its window, or back
-    /// to the cluster's mailbox if nobody here listens any more.
+    /// the listener here if connected, else where [`Router::store_letter_from`] keeps letters
+    /// for it, or back to the cluster's mailbox if nobody here listens any more.
     pub(super) fn letter_arrived(
         &mut self,
         handle: Handle,
         frame: &str,
         block: Option<Block>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        self.place_letter(handle, frame, block, true, now, out);
+    }
+
+    /// A letter the bus could not put in the cluster's mailbox (Redis unreachable, or refusing
+    /// writes): to the listener here if connected, else into this node's mailbox, as on one
+    /// node, rather than lost.
+    pub fn letter_unkept(
+        &mut self,
+        handle: Handle,
+        letter: &MailLetter,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        self.place_letter(handle, &letter.frame, Some(letter.block), false, now, out);
+    }
+
+    /// See [`Router::letter_arrived`]; `to_cluster`: whether the letter may go (back) to the
+    /// cluster's mailbox.
+    fn place_letter(
+        &mut self,
+        handle: Handle,
+        frame: &str,
+        block: Option<Block>,
+        to_cluster: bool,
         now: Now,
         out: &mut impl FrameSink,
     ) {
@@ -257,40 +284,80 @@ impl<E: Entropy> Router<E> {
         // push it past its outbox's ceiling.
         let (max_unsent, _) = self.recipient_caps(out);
         let conn = conn.filter(|&conn| out.backlog(conn) <= max_unsent / 2);
-        match (listener, conn) {
-            (Some(_), Some(conn)) => out.send(conn, ServerFrame::Encoded(frame)),
-            (Some(listener), None) => {
-                // Counted against its sender's block, or, when the record does not name it,
-                // against the listener's own.
-                let block = block
-                    .or_else(|| {
-                        self.sessions
-                            .get(&listener)
-                            .map(|session| session.peer.largest_block())
-                    })
-                    .unwrap_or_else(|| crate::address::ClientAddr::UNSPECIFIED.largest_block());
-                let stored = self.store_letter_from(
-                    handle,
-                    ServerFrame::Encoded(frame),
-                    nobody(),
-                    None,
-                    block,
-                    now,
-                    out,
-                );
-                if stored.is_err() {
-                    log::debug!("cluster: a letter that followed its handle found no room here");
-                }
+        // Counted against its sender's block, or, when the record does not name it, against
+        // the listener's own.
+        let block = block
+            .or_else(|| {
+                listener
+                    .and_then(|listener| self.sessions.get(&listener))
+                    .map(|session| session.peer.largest_block())
+            })
+            .unwrap_or_else(|| crate::address::ClientAddr::UNSPECIFIED.largest_block());
+        let stored = match (listener, conn) {
+            (Some(_), Some(conn)) => {
+                out.send(conn, ServerFrame::Encoded(frame));
+                return;
             }
-            (None, _) if !self.mailbox.is_on() => {}
-            (None, _) => out.bus(BusOutput::StoreLetter {
+            (None, _) if !self.mailbox.is_on() => return,
+            (None, _) if to_cluster => {
+                out.bus(BusOutput::StoreLetter {
+                    handle,
+                    letter: MailLetter {
+                        frame: frame.to_owned(),
+                        block,
+                    },
+                });
+                return;
+            }
+            (_, _) if to_cluster => self.store_letter_from(
                 handle,
-                letter: MailLetter {
-                    frame: frame.to_owned(),
-                    block: block
-                        .unwrap_or_else(|| crate::address::ClientAddr::UNSPECIFIED.largest_block()),
-                },
-            }),
+                ServerFrame::Encoded(frame),
+                nobody(),
+                None,
+                block,
+                now,
+                out,
+            ),
+            (_, _) => self.keep_letter_here(
+                handle,
+                ServerFrame::Encoded(frame),
+                nobody(),
+                None,
+                block,
+                now,
+                out,
+            ),
+        };
+        if stored.is_err() {
+            log::debug!("cluster: a letter for a handle here found no room");
+        }
+    }
+
+    /// Session `id` here no longer listens on `handles` (cluster mode): the directory forgets
+    /// the entries that still name it, and the letters this node keeps for a handle nobody
+    /// here listens on now go to the cluster's mailbox, where the next listener finds them on
+    /// whichever node it is (back here if Redis cannot keep them).
+    pub(super) fn stopped_listening(
+        &mut self,
+        id: Id,
+        handles: impl IntoIterator<Item = Handle>,
+        out: &mut impl FrameSink,
+    ) {
+        for handle in handles {
+            out.bus(BusOutput::Unlisten { handle, id });
+            if self.handles.listener(&handle).is_some() {
+                continue;
+            }
+            while let Some(letter) = self.mailbox.take_oldest_for(&handle) {
+                self.handles.mail(&handle, self.mailbox.mail_for(&handle));
+                out.bus(BusOutput::StoreLetter {
+                    handle,
+                    letter: MailLetter {
+                        frame: letter.frame.into_string(),
+                        block: letter.block,
+                    },
+                });
+            }
         }
     }
 

@@ -695,14 +695,17 @@ fn a_handle_taken_on_another_node_is_told_and_its_waiting_letters_follow_it() {
     let old = cluster.connect(1, 11);
     let h = handle_text(7);
     cluster.text(&old, &listen_frame(std::slice::from_ref(&h)));
-    // The old listener drops into its window: a letter waits on its node.
+    // The old listener drops into its window: a letter for it waits in the cluster's
+    // mailbox, not in its node's memory.
     cluster.closed(&old);
     let kept = cluster.text(&a, &to_handle(&h, true, "w"));
     assert_eq!(
         only_frame_to(&kept, a.conn),
         json!({"type":"ACK","ref":"w","queued":true})
     );
-    assert_eq!(cluster.nodes[1].0.stats().mailbox_letters, 1);
+    assert_eq!(cluster.nodes[1].0.stats().mailbox_letters, 0);
+    let key = protocol::Handle::parse(&h).expect("a handle");
+    assert_eq!(cluster.mail.get(&key).map(Vec::len), Some(1));
 
     // A session on the other node takes the handle: the letter comes to it.
     let new = cluster.connect(0, 2);
