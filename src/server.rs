@@ -414,6 +414,9 @@ impl Server {
                 for &(handle, previous) in &news.moved {
                     router.handle_moved(handle, previous, out);
                 }
+                for &(handle, listener) in &news.handles_lost {
+                    router.handle_lost(handle, listener, out);
+                }
                 for (handle, letters) in &news.letters {
                     router.stored_letters(*handle, letters, clock.router, out);
                 }

@@ -1,5 +1,6 @@
 //! The cluster bus's Redis link against a real `redis-server` (and against fake servers that
-//! speak junk), driven by a small mio loop in the test as the server's loop drives it.
+//! speak junk), driven by a small mio loop in the test as the server's loop drives it; and a
+//! node's bus on top of it where what Redis answers decides what the router hears.
 
 mod common;
 
@@ -13,9 +14,12 @@ use common::redis::{RedisServer, RedisTls, require_redis};
 use common::tls::TestCa;
 use mio::{Events, Poll, Token};
 use secchat::bus::{
-    BACKOFF_MAX, ClusterUrl, LinkError, LinkEvent, LinkState, RedisLink, Reply, Role,
-    tls_client_config,
+    BACKOFF_MAX, BusNews, ClusterBus, ClusterUrl, LinkError, LinkEvent, LinkState, MailboxRules,
+    RedisLink, Reply, Role, tls_client_config,
 };
+use secchat::id::Id;
+use secchat::protocol::Handle;
+use secchat::router::BusOutput;
 
 /// How long a test waits for something that should happen within a second or two.
 const WAIT: Duration = Duration::from_secs(10);
@@ -667,4 +671,138 @@ fn a_reply_larger_than_one_read_pass_arrives_whole() {
     lp.until_up(other);
     assert_eq!(lp.ask(other, &[b"SET", b"big", &big]), ok());
     assert!(lp.ask(other, &[b"GET", b"big"]) == bulk(&big), "altered");
+}
+
+/// A node's [`ClusterBus`] on a real Redis, driven as the server's loop drives it (without a
+/// router: the test plays its part), with what it reported to the router so far.
+struct Node {
+    poll: Poll,
+    events: Events,
+    bus: ClusterBus,
+    news: Vec<BusNews>,
+}
+
+impl Node {
+    /// A node called `name`, nothing connected yet.
+    fn new(url: &str, name: &str) -> Node {
+        let url = ClusterUrl::parse(url).unwrap();
+        let commands = RedisLink::new(url.clone(), Role::Commands, Token(0));
+        let channel = ClusterBus::channel(name);
+        let subscriber = RedisLink::new(url, subscriber(&[&channel]), Token(1));
+        let mailbox = MailboxRules {
+            letters_per_handle: 16,
+            bytes_per_handle: 1 << 20,
+            bytes: 16 << 20,
+            ttl: Duration::from_secs(60),
+        };
+        Node {
+            poll: Poll::new().unwrap(),
+            events: Events::with_capacity(64),
+            bus: ClusterBus::new(name, commands, subscriber, mailbox),
+            news: Vec::new(),
+        }
+    }
+
+    /// One turn: readiness, then the bus's exchange (its news kept), then its flush unless
+    /// `before_flush` says otherwise; `before_flush` sees the bus between the two, as the router
+    /// does.
+    fn turn(&mut self, before_flush: impl FnOnce(&mut ClusterBus)) {
+        let timeout = self
+            .bus
+            .next_deadline()
+            .map_or(Duration::from_millis(20), |deadline| {
+                deadline.saturating_duration_since(Instant::now())
+            })
+            .min(Duration::from_millis(20));
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("poll: {e}"),
+        }
+        let now = Instant::now();
+        let registry = self.poll.registry();
+        for event in self.events.iter() {
+            self.bus.ready(registry, event, now);
+        }
+        self.news.push(self.bus.exchange(registry, now));
+        before_flush(&mut self.bus);
+        self.bus.flush(registry);
+    }
+
+    fn until(&mut self, what: &str, mut done: impl FnMut(&Node) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.turn(|_| {});
+        }
+    }
+
+    fn moved(&self) -> Vec<(Handle, Id)> {
+        self.news
+            .iter()
+            .flat_map(|news| news.moved.clone())
+            .collect()
+    }
+
+    fn handles_lost(&self) -> Vec<(Handle, Id)> {
+        let lost = self.news.iter().flat_map(|news| news.handles_lost.clone());
+        lost.collect()
+    }
+}
+
+/// A handle whose directory entry names another node's session: the node that listened on it
+/// learns so from its renewal (the other node's notice may never come), except when one of its
+/// sessions listened on it again after the renewal left: that LISTEN, answered after the
+/// renewal, holds the entry, and nothing is lost.
+#[test]
+fn a_renewal_reports_a_handle_another_node_holds_unless_it_was_listened_on_again_since() {
+    require_redis();
+    let redis = RedisServer::start();
+    let mut lp = Loop::new();
+    let raw = lp.add(&redis.url(), Role::Commands);
+    lp.until_up(raw);
+    let handle = Handle::from_seed(b"a handle");
+    let key = format!("secchat:h:{}", handle.as_str());
+    let (here, there) = (Id::from_random_bytes([1; 4]), Id::from_random_bytes([2; 4]));
+    let theirs = format!("{} other-node", there.text().as_str());
+    let ours = format!("{} this-node", here.text().as_str());
+
+    // The other node's session holds the handle. A LISTEN here made while Redis was out of
+    // reach is renewed (set again) once the link is up: with the entry taken, it is lost.
+    assert_eq!(
+        lp.ask(raw, &[b"SET", key.as_bytes(), theirs.as_bytes()]),
+        ok()
+    );
+    let mut node = Node::new(&redis.url(), "this-node");
+    node.bus.push(BusOutput::Listen { handle, id: here });
+    node.until("the renewal's answer", |node| {
+        !node.handles_lost().is_empty()
+    });
+    assert_eq!(node.handles_lost(), [(handle, here)]);
+    assert!(node.moved().is_empty());
+    assert_eq!(
+        lp.ask(raw, &[b"GET", key.as_bytes()]),
+        bulk(theirs.as_bytes())
+    );
+
+    // The same, but the session here listens on the handle again right after the renewal left
+    // (the link came up this turn), before its answer: the LISTEN takes the handle (the other
+    // node's session is told), and the renewal's finding is stale.
+    let mut node = Node::new(&redis.url(), "this-node");
+    node.bus.push(BusOutput::Listen { handle, id: here });
+    while node.bus.commands_link().state() != LinkState::Ready {
+        node.turn(|bus| {
+            // The exchange that saw the link come up sent the renewal.
+            if bus.commands_link().state() == LinkState::Ready {
+                bus.push(BusOutput::Listen { handle, id: here });
+            }
+        });
+    }
+    node.until("the LISTEN's answer", |node| !node.moved().is_empty());
+    assert_eq!(node.moved(), [(handle, there)]);
+    assert!(node.handles_lost().is_empty(), "{:?}", node.handles_lost());
+    assert_eq!(
+        lp.ask(raw, &[b"GET", key.as_bytes()]),
+        bulk(ours.as_bytes())
+    );
 }

@@ -388,39 +388,132 @@ fn a_listener_back_on_its_node_gets_the_letters_kept_while_it_was_away() {
 
 /// PUBLISH commands Redis has run so far (`INFO commandstats`).
 fn publishes(redis: &RedisServer) -> u64 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", redis.port())).expect("Redis");
-    stream
-        .write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
-        .expect("write INFO");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    // A bulk reply: `$<length>\r\n<text>\r\n`; read until all of it is in.
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let text = String::from_utf8_lossy(&bytes);
-        let expected = text
-            .strip_prefix('$')
-            .and_then(|rest| rest.split_once("\r\n"))
-            .and_then(|(len, _)| len.parse::<usize>().ok());
-        if let Some(len) = expected
-            && bytes.len() >= len + len.to_string().len() + 5
-        {
-            break;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&bytes)
+    redis_command(redis, &["INFO", "commandstats"])
         .lines()
         .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
         .and_then(|rest| rest.split(',').next())
         .and_then(|calls| calls.parse().ok())
         .unwrap_or(0)
+}
+
+/// Runs one command on its own connection, behind the nodes' backs; its reply as text: a
+/// bulk string's contents ("" for none), a status or an integer. Panics on an error reply.
+fn redis_command(redis: &RedisServer, args: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", redis.port())).expect("Redis");
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream
+        .write_all(request.as_bytes())
+        .expect("write a command");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(reply) = whole_reply(&bytes) {
+            return reply;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => panic!(
+                "Redis did not answer {args:?} whole: {}",
+                String::from_utf8_lossy(&bytes)
+            ),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One reply, if all of it is in `bytes`.
+fn whole_reply(bytes: &[u8]) -> Option<String> {
+    let end = bytes.windows(2).position(|pair| pair == b"\r\n")?;
+    let line = String::from_utf8_lossy(&bytes[..end]);
+    let rest = &bytes[end + 2..];
+    match line.split_at_checked(1)? {
+        ("$", "-1") => Some(String::new()),
+        ("$", length) => {
+            let length: usize = length.parse().expect("a bulk length");
+            (rest.len() >= length + 2).then(|| String::from_utf8_lossy(&rest[..length]).into())
+        }
+        ("+" | ":", value) => Some(value.to_owned()),
+        _ => panic!("Redis answered {line}"),
+    }
+}
+
+/// Polls `what` every 100 ms until it holds, for at most `within`.
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A LISTEN on another node took Bob's handle, but its HandleTaken record never reached Bob's
+/// node (Redis briefly down, that node gone right after, a PUBLISH nobody heard): the directory
+/// entry names the other session, written here behind the nodes' backs. Bob's node finds it at
+/// its next renewal of its handle entries (every 10 s) and tells Bob once; from then on its own
+/// sessions' messages to the handle go to the listener the directory names.
+#[test]
+fn a_handle_whose_taken_record_was_lost_is_given_up_at_its_nodes_next_renewal() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let mut bob = connect_v2(&nodes[0]);
+    let mut alice = connect_v2(&nodes[0]);
+    let mut carol = connect_v2(&nodes[1]);
+    let (bobs, alices) = (handle(11), handle(12));
+    listen(&mut bob, &[&bobs]);
+    // Alice's own handle shows when Bob's node renews its entries (its TTL goes back up).
+    listen(&mut alice, &[&alices]);
+    let (bobs_key, alices_key) = (format!("secchat:h:{bobs}"), format!("secchat:h:{alices}"));
+    wait_until("the LISTENs to reach Redis", BUS_UP, || {
+        redis_command(&redis, &["GET", &bobs_key]).starts_with(&bob.id)
+            && redis_command(&redis, &["GET", &alices_key]).starts_with(&alice.id)
+    });
+    let carols_node = redis_command(&redis, &["GET", &format!("secchat:id:{}", carol.id)]);
+    assert!(!carols_node.is_empty(), "Carol's node is in the directory");
+    let carols_entry = format!("{} {carols_node}", carol.id);
+    redis_command(&redis, &["SET", &bobs_key, &carols_entry, "PX", "60000"]);
+
+    // Within one renewal period (10 s; 25 s allowed).
+    let taken = bob
+        .try_recv_text(Duration::from_secs(25))
+        .expect("HANDLE_TAKEN within a renewal period");
+    let taken: serde_json::Value = serde_json::from_str(&taken).unwrap_or_default();
+    assert_eq!(taken, json!({"type": "HANDLE_TAKEN", "handle": bobs}));
+    assert_eq!(
+        redis_command(&redis, &["GET", &bobs_key]),
+        carols_entry,
+        "the new listener's entry stays"
+    );
+
+    // Alice, on Bob's node, now reaches the handle's listener in the directory: Carol's node,
+    // which keeps the letter in the cluster's mailbox (Carol has not listened there yet) and
+    // hands it to Carol when she does. Bob gets nothing.
+    alice.send_json(&to_handle(&bobs, true, "after"));
+    alice.expect_queued_ack("after");
+    listen(&mut carol, &[&bobs]);
+    let letter = carol.expect_type("MESSAGE");
+    assert_eq!(letter["handle"], bobs.as_str());
+    assert_eq!(letter["payload"], TEST_PAYLOAD);
+
+    // Bob's node renews again (Alice's entry lives past 25 s once more): Bob hears nothing
+    // more.
+    wait_until("half a renewal period", BUS_UP, || {
+        redis_command(&redis, &["PTTL", &alices_key])
+            .parse()
+            .is_ok_and(|ttl: u64| ttl < 25_000)
+    });
+    wait_until("the next renewal", BUS_UP, || {
+        redis_command(&redis, &["PTTL", &alices_key])
+            .parse()
+            .is_ok_and(|ttl: u64| ttl > 25_000)
+    });
+    bob.expect_silence(1_000);
+    bob.expect_nothing_pending();
 }
 
 /// Redis orders commands per connection only, so another node's lookup could be served before

@@ -90,13 +90,16 @@ redis.call('PEXPIRE', 'secchat:s:' .. string.sub(k, 12), ARGV[3]) \
 redis.call('PEXPIRE', 'secchat:q:' .. string.sub(k, 12), ARGV[3]) end end \
 return lost";
 /// Renews each handle entry `KEYS[i]` that names session `ARGV[i]` (or sets it again if it
-/// expired), for `ARGV[#KEYS + 1]` ms.
+/// expired), for `ARGV[#KEYS + 1]` ms; returns the indexes (1-based) of those that name another
+/// listener now (a LISTEN elsewhere took them, and its notice may never have come).
 const RENEW_HANDLES: &[u8] = b"local ttl = ARGV[#KEYS + 1] \
+local lost = {} \
 for i, k in ipairs(KEYS) do \
 local v = redis.call('GET', k) \
 if v == false then redis.call('SET', k, ARGV[i], 'PX', ttl) \
-elseif v == ARGV[i] then redis.call('PEXPIRE', k, ttl) end end \
-return 0";
+elseif v == ARGV[i] then redis.call('PEXPIRE', k, ttl) \
+else table.insert(lost, i) end end \
+return lost";
 /// A takeover found the session's node silent: returns `{1, state, owner, queue}` (the saved
 /// state `KEYS[2]`, "" if none; the node `KEYS[1]` names, "" if none; the saved resume queue
 /// `KEYS[3]`) when that node is not alive (its
@@ -131,6 +134,10 @@ pub struct BusNews {
     pub stored: Vec<u64>,
     /// Handles a LISTEN here took from another session: (handle, that session).
     pub moved: Vec<(Handle, Id)>,
+    /// Handles whose directory entry a renewal found naming another listener, and not listened
+    /// on here again since that renewal was sent: (handle, the session here that listened on
+    /// it). Their HandleTaken record may never have come; this node no longer renews them.
+    pub handles_lost: Vec<(Handle, Id)>,
     /// Letters the cluster's mailbox kept for a handle a session here now listens on.
     pub letters: Vec<(Handle, Vec<Vec<u8>>)>,
     /// Letters the cluster's mailbox could not keep (Redis unreachable or refusing writes),
@@ -153,6 +160,7 @@ impl BusNews {
             && self.lost_claims.is_empty()
             && self.stored.is_empty()
             && self.moved.is_empty()
+            && self.handles_lost.is_empty()
             && self.letters.is_empty()
             && self.unkept.is_empty()
     }
@@ -183,10 +191,13 @@ enum Sent {
     HandleLookup(Handle),
     /// A letter for a handle nobody listened on; `record` goes to the listener if one appeared.
     Store(Box<ToHandle>),
-    /// A letter kept, or handle entries renewed, whatever happens (nothing waits on the answer).
+    /// A letter kept, or an entry written, whatever happens (nothing waits on the answer).
     Kept,
     /// A letter for a handle whose listener here is away: back to the router if not kept.
     KeepLetter(Handle, Box<MailLetter>),
+    /// A renewal of these handle entries (in `KEYS` order), each with the session here that
+    /// listened on it and the number of that LISTEN.
+    RenewHandles(Vec<(Handle, Id, u64)>),
     /// The saved state of session `.1`, for takeover `.0`.
     Checkpoint(u64, Id),
     /// Who listens on the handle of copy `index` of job `job`.
@@ -257,9 +268,13 @@ pub struct ClusterBus {
     local: FastSet<Id>,
     /// Sessions made while the link was down, or whose claim went unanswered: claimed when up.
     unclaimed: FastSet<Id>,
-    /// Handles listened on here, and by which session: renewed with the IDs, set again when
-    /// the link comes back.
-    local_handles: FastMap<Handle, Id>,
+    /// Handles listened on here, by which session, and the number of that LISTEN: renewed with
+    /// the IDs, set again when the link comes back.
+    local_handles: FastMap<Handle, (Id, u64)>,
+    /// The number of the last LISTEN made here: a renewal's answer that a handle is lost applies only
+    /// if the handle was not listened on here again after the renewal was sent (Redis answers in
+    /// order, but the router's table changes when the LISTEN is made, before its answer).
+    listens: u64,
     /// Records for handles that wait for their listener's lookup, in order per handle.
     parked_handles: FastMap<Handle, Vec<ToHandle>>,
     /// MESSAGEs to several handles waiting for their handles' nodes (their payloads counted in
@@ -308,6 +323,7 @@ impl ClusterBus {
             local: FastSet::default(),
             unclaimed: FastSet::default(),
             local_handles: FastMap::default(),
+            listens: 0,
             parked_handles: FastMap::default(),
             jobs: FastMap::default(),
             next_job: 0,
@@ -484,12 +500,18 @@ impl ClusterBus {
             }
             BusOutput::Record { to, rid, text } => self.send_record(to, rid, text),
             BusOutput::Listen { handle, id } => {
-                self.local_handles.insert(handle, id);
+                self.listens = self.listens.wrapping_add(1);
+                self.local_handles.insert(handle, (id, self.listens));
                 self.handle_cache_forget(&handle);
                 self.listen(handle, id);
             }
             BusOutput::Unlisten { handle, id } => {
-                if self.local_handles.get(&handle) == Some(&id) {
+                if self
+                    .local_handles
+                    .get(&handle)
+                    .map(|&(listener, _)| listener)
+                    == Some(id)
+                {
                     self.local_handles.remove(&handle);
                 }
                 let key = handle_key(&handle);
@@ -1011,14 +1033,20 @@ impl ClusterBus {
         if self.commands.state() != LinkState::Ready {
             return;
         }
-        let handles: Vec<(Handle, Id)> =
-            self.local_handles.iter().map(|(h, id)| (*h, *id)).collect();
+        let handles: Vec<(Handle, Id, u64)> = self
+            .local_handles
+            .iter()
+            .map(|(handle, &(id, listen))| (*handle, id, listen))
+            .collect();
         let ttl = DIRECTORY_TTL.as_millis().to_string();
         for chunk in handles.chunks(REFRESH_CHUNK) {
-            let keys: Vec<Vec<u8>> = chunk.iter().map(|(handle, _)| handle_key(handle)).collect();
+            let keys: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|(handle, _, _)| handle_key(handle))
+                .collect();
             let values: Vec<String> = chunk
                 .iter()
-                .map(|(_, id)| self.listener_value(*id))
+                .map(|(_, id, _)| self.listener_value(*id))
                 .collect();
             let count = keys.len().to_string();
             let mut args: Vec<&[u8]> = vec![b"EVAL", RENEW_HANDLES, count.as_bytes()];
@@ -1026,7 +1054,25 @@ impl ClusterBus {
             args.extend(values.iter().map(|value| value.as_bytes()));
             args.push(ttl.as_bytes());
             if self.commands.command(&args).is_ok() {
-                self.sent.push_back(Sent::Kept);
+                self.sent.push_back(Sent::RenewHandles(chunk.to_vec()));
+            }
+        }
+    }
+
+    /// The answer to a renewal of handle entries: each one another listener holds now is
+    /// forgotten here and told to the router, unless it was listened on here again since the
+    /// renewal was sent (that LISTEN, answered after it, holds the entry now). A handle lost
+    /// is reported once: it is no longer renewed, so no later renewal names it.
+    fn handles_renewed(&mut self, entries: &[(Handle, Id, u64)], reply: Reply) {
+        if matches!(reply, Reply::Error(_)) {
+            log::warn!(
+                "cluster: Redis refused to renew handle entries; tried again at the next renewal"
+            );
+        }
+        for &(handle, id, listen) in lost_entries(&reply, entries) {
+            if self.local_handles.get(&handle) == Some(&(id, listen)) {
+                self.local_handles.remove(&handle);
+                self.news.handles_lost.push((handle, id));
             }
         }
     }
@@ -1084,21 +1130,13 @@ impl ClusterBus {
                 }
             },
             Sent::Renew(ids) => {
-                if let Reply::Array(Some(lost)) = reply {
-                    for index in lost {
-                        let Reply::Integer(index) = index else {
-                            continue;
-                        };
-                        let Some(id) = usize::try_from(index - 1).ok().and_then(|i| ids.get(i))
-                        else {
-                            continue;
-                        };
-                        if self.local.remove(id) {
-                            self.news.lost_claims.push(*id);
-                        }
+                for id in lost_entries(&reply, &ids) {
+                    if self.local.remove(id) {
+                        self.news.lost_claims.push(*id);
                     }
                 }
             }
+            Sent::RenewHandles(entries) => self.handles_renewed(&entries, reply),
             Sent::Release => {}
             Sent::Lookup(id) => {
                 let Some(parked) = self.parked.remove(&id) else {
@@ -1294,7 +1332,11 @@ impl ClusterBus {
                     self.unclaimed.insert(id);
                     self.news.claimed.push(id);
                 }
-                Sent::Renew(_) | Sent::Release | Sent::Kept | Sent::Listen(..) => {}
+                Sent::Renew(_)
+                | Sent::RenewHandles(_)
+                | Sent::Release
+                | Sent::Kept
+                | Sent::Listen(..) => {}
                 Sent::HandleLookup(handle) => {
                     for message in self.parked_handles.remove(&handle).unwrap_or_default() {
                         self.parked_bytes -= message.record.len();
@@ -1328,6 +1370,23 @@ impl ClusterBus {
         self.cache.clear();
         self.handle_cache.clear();
     }
+}
+
+/// Those of `entries` (what a renewal, RENEW or RENEW_HANDLES, was sent, in `KEYS` order) that
+/// its reply says another holds now: the reply lists their indexes, from 1. Anything else in
+/// it (an index out of range, not a number, an error) names nothing.
+fn lost_entries<'a, T>(reply: &Reply, entries: &'a [T]) -> impl Iterator<Item = &'a T> {
+    let indexes = match reply {
+        Reply::Array(Some(indexes)) => indexes.as_slice(),
+        _ => &[],
+    };
+    indexes.iter().filter_map(|index| match index {
+        Reply::Integer(index) => usize::try_from(*index)
+            .ok()
+            .and_then(|index| index.checked_sub(1))
+            .and_then(|index| entries.get(index)),
+        _ => None,
+    })
 }
 
 /// The directory key of the listener of `handle`.

@@ -506,4 +506,13 @@ impl<E: Entropy> Router<E> {
             out.send(entry.conn, ServerFrame::Encoded(&frame));
         }
     }
+
+    /// The directory names another listener for `handle`, which `listener` here was the last to
+    /// listen on (its node's renewal found it so): another node's session took it and its
+    /// HandleTaken record never came. As if it had come; nothing if `listener` no longer
+    /// listens on it (told already, or the handle moved here since): whichever of the record
+    /// and this finding comes second changes nothing, so the client hears HANDLE_TAKEN once.
+    pub fn handle_lost(&mut self, handle: Handle, listener: Id, out: &mut impl FrameSink) {
+        self.handle_taken_elsewhere(listener, handle, out);
+    }
 }

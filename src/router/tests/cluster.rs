@@ -731,6 +731,59 @@ fn a_handle_taken_on_another_node_is_told_and_its_waiting_letters_follow_it() {
     assert!(kinds.contains(&"HANDLE_TAKEN".to_owned()), "{kinds:?}");
 }
 
+#[test]
+fn a_handle_whose_taken_record_was_lost_is_given_up_once_when_its_node_finds_it_taken() {
+    let mut cluster = Cluster::new(2);
+    let old = cluster.connect(0, 1);
+    let near = cluster.connect(0, 2);
+    let new = cluster.connect(1, 11);
+    let h = handle_text(8);
+    cluster.text(&old, &listen_frame(std::slice::from_ref(&h)));
+
+    // The other node's session takes the handle, but its HandleTaken record is lost.
+    cluster.bus_down = true;
+    let taken = cluster.text(&new, &listen_frame(std::slice::from_ref(&h)));
+    cluster.bus_down = false;
+    assert!(frames_to(&taken, old.conn).is_empty(), "{taken:?}");
+    let stale = cluster.text(&near, &to_handle(&h, false, "stale"));
+    assert_eq!(
+        only_frame_to(&stale, old.conn)["type"],
+        "MESSAGE",
+        "until its node learns otherwise, the old listener still gets its node's messages"
+    );
+
+    // Its node's renewal finds the directory naming the other session: as if the record had
+    // come, once.
+    let handle = protocol::Handle::parse(&h).expect("a handle");
+    let old_id = Id::parse_units(old.id.bytes().map(Some)).expect("an ID");
+    let found = cluster.on(0, |router, sink, _| {
+        router.handle_lost(handle, old_id, sink)
+    });
+    assert_eq!(
+        frames_to(&found, old.conn),
+        [json!({"type":"HANDLE_TAKEN","handle":h})]
+    );
+    let again = cluster.on(0, |router, sink, _| {
+        router.handle_lost(handle, old_id, sink)
+    });
+    assert!(frames_to(&again, old.conn).is_empty(), "{again:?}");
+    assert_eq!(cluster.nodes[0].0.stats().handles, 0);
+    assert_eq!(
+        cluster.listeners.get(&handle),
+        Some(&Id::parse_units(new.id.bytes().map(Some)).expect("an ID")),
+        "the new listener's entry stays"
+    );
+
+    // Messages from the old listener's node now reach the handle's listener.
+    let moved = cluster.text(&near, &to_handle(&h, false, "moved"));
+    assert!(frames_to(&moved, old.conn).is_empty(), "{moved:?}");
+    assert_eq!(only_frame_to(&moved, new.conn)["handle"], h.as_str());
+    assert_eq!(
+        only_frame_to(&moved, near.conn),
+        json!({"type":"ACK","ref":"moved"})
+    );
+}
+
 impl Cluster {
     /// A CONNECT with `member`'s resume, on `conn` of `node`.
     fn resume(&mut self, node: usize, conn: ConnId, member: &Member, token: &str) -> Vec<Action> {
