@@ -355,12 +355,20 @@ fn a_listener_back_on_its_node_gets_the_letters_kept_while_it_was_away() {
     let (bob_id, bob_token) = (bob.id.clone(), bob.token.clone());
     bob.drop_connection();
     assert_eq!(alice.expect_type("PRESENCE")["online"], false);
-    alice.send_json(&to_handle(&bobs, true, "in-redis"));
-    alice.expect_queued_ack("in-redis");
     redis.stop();
     alice.send_json(&to_handle(&bobs, true, "in-memory"));
     alice.expect_queued_ack("in-memory");
     redis.restart();
+    // A probe to a handle nobody listens on needs the bus: refused as such once it is back.
+    let probe = to_handle(&handle(3), false, "probe");
+    let answer = until_available(&mut alice, probe, Duration::from_secs(20));
+    assert_eq!(answer["code"], "no_mailbox", "{answer}");
+    alice.send_json(&to_handle(&bobs, true, "in-redis"));
+    alice.expect_queued_ack("in-redis");
+    let key = format!("secchat:mail:{bobs}");
+    wait_until("the letter in Redis", Duration::from_secs(10), || {
+        redis_command(&redis, &["LLEN", &key]) == "1"
+    });
 
     let mut back = Client::connect(&nodes[1]);
     back.send_json(&json!({
