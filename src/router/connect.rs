@@ -83,6 +83,7 @@ impl<E: Entropy> Router<E> {
             claimed: self.config.cluster,
             friends: Default::default(),
             pending_out: Default::default(),
+            requests_in_flight: Default::default(),
             pending_in: Default::default(),
             queue: Default::default(),
             message_rate: TokenBucket::full(

@@ -615,6 +615,7 @@ impl<E: Entropy> Router<E> {
             claimed: true,
             friends,
             pending_out,
+            requests_in_flight: Default::default(),
             pending_in,
             queue: Default::default(),
             message_rate: match state.rates {

@@ -859,3 +859,91 @@ fn a_session_whose_node_died_is_adopted_from_its_saved_state_by_the_node_it_come
     let refused = cluster.resume(0, 4, &stranger, &stranger.token);
     assert_eq!(only_frame_to(&refused, 4)["resumed"], false);
 }
+
+/// The frame to `conn` that answers the request with `reference`.
+fn answer_to(actions: &[Action], conn: ConnId, reference: &str) -> Value {
+    let answers: Vec<Value> = frames_to(actions, conn)
+        .into_iter()
+        .filter(|frame| frame["ref"] == reference)
+        .collect();
+    assert_eq!(answers.len(), 1, "one answer to {reference}: {actions:?}");
+    answers.into_iter().next().unwrap_or(Value::Null)
+}
+
+#[test]
+fn requests_in_flight_to_other_nodes_count_against_max_pending_requests() {
+    let mut cluster = Cluster::with(
+        2,
+        RouterConfig {
+            max_pending_requests: 2,
+            ..RouterConfig::defaults()
+        },
+    );
+    let a = cluster.connect(0, 1);
+    let b1 = cluster.connect(1, 11);
+    let b2 = cluster.connect(1, 12);
+    let b3 = cluster.connect(1, 13);
+    let decline = |to: &Member| format!(r#"{{"type":"FRIEND_DECLINE","to":"{}"}}"#, to.id);
+
+    // Within one bus round trip: no answer has come back when the fourth is handled. The
+    // repeat to B1 takes no second place; the request to B3 would be a third.
+    let burst = [
+        friend_request(&b1.id, Some("1")),
+        friend_request(&b1.id, Some("1-again")),
+        friend_request(&b2.id, Some("2")),
+        friend_request(&b3.id, Some("3")),
+    ];
+    let conn = a.conn;
+    let sent = cluster.on(0, |router, sink, now| {
+        for frame in &burst {
+            router.text(conn, frame, now, sink);
+        }
+    });
+    assert_eq!(answer_to(&sent, a.conn, "1")["type"], "ACK");
+    assert_eq!(answer_to(&sent, a.conn, "1-again")["type"], "ACK");
+    assert_eq!(answer_to(&sent, a.conn, "2")["type"], "ACK");
+    assert_eq!(answer_to(&sent, a.conn, "3")["code"], "rate_limited");
+    assert_eq!(only_frame_to(&sent, b1.conn)["type"], "FRIEND_REQUEST");
+    assert!(frames_to(&sent, b3.conn).is_empty(), "{sent:?}");
+    // Both became pending: their places stay taken.
+    let full = cluster.text(&a, &friend_request(&b3.id, Some("3")));
+    assert_eq!(error_code(&full, a.conn), "rate_limited");
+
+    // A refusal gives the place back, but only once it comes.
+    cluster.text(&b2, &decline(&a));
+    let burst = [
+        friend_request(NOBODY, Some("x")),
+        friend_request(&b3.id, Some("3")),
+    ];
+    let sent = cluster.on(0, |router, sink, now| {
+        for frame in &burst {
+            router.text(conn, frame, now, sink);
+        }
+    });
+    assert_eq!(answer_to(&sent, a.conn, "x")["code"], "unknown_peer");
+    assert_eq!(answer_to(&sent, a.conn, "3")["code"], "rate_limited");
+    let room = cluster.text(&a, &friend_request(&b3.id, Some("3")));
+    assert_eq!(only_frame_to(&room, a.conn)["type"], "ACK");
+
+    // A request whose answer is lost holds its place until the timeout says `unavailable`.
+    cluster.text(&b3, &decline(&a));
+    let now = cluster.now;
+    {
+        let (router, sink) = &mut cluster.nodes[0];
+        router.text(a.conn, &friend_request(&b2.id, Some("lost")), now, sink);
+        let dropped = sink.take();
+        assert!(
+            dropped
+                .iter()
+                .all(|action| matches!(action, Action::Bus(_))),
+            "{dropped:?}"
+        );
+    }
+    let waiting = cluster.text(&a, &friend_request(&b3.id, Some("3")));
+    assert_eq!(error_code(&waiting, a.conn), "rate_limited");
+    let expired = cluster.tick(0, REPLY_TIMEOUT_MS);
+    assert_eq!(answer_to(&expired, a.conn, "lost")["code"], "unavailable");
+    let room = cluster.text(&a, &friend_request(&b3.id, Some("3")));
+    assert_eq!(only_frame_to(&room, a.conn)["type"], "ACK");
+    assert_eq!(cluster.nodes[0].0.stats().awaiting_replies, 0);
+}
