@@ -90,18 +90,23 @@ impl<E: Entropy> Router<E> {
         Ok(())
     }
 
-    /// Each address block's session count is exactly its live sessions, and within the limit.
+    /// Each address block's session count is exactly its live sessions and the takeovers in
+    /// flight for it (each holds the count its session will take), and within the limit.
     fn check_peer_counts(&self) -> Result<(), String> {
         let counted = BlockCounts::recount(
             self.config.max_sessions_per_peer,
-            self.sessions.values().map(|session| session.peer),
+            self.sessions
+                .values()
+                .map(|session| session.peer)
+                .chain(self.takeovers.counted_peers()),
         );
         ensure!(
             counted == self.sessions_per_peer,
-            "address counts {:?} but sessions say {counted:?}",
+            "address counts {:?} but sessions and takeovers say {counted:?}",
             self.sessions_per_peer
         );
-        // In a cluster a session handed over from another node counts here whatever the limit.
+        // In a cluster a session handed over after its takeover stopped waiting counts here
+        // whatever the limit (it has no connection to admit).
         ensure!(
             self.config.cluster || counted.within_limits(),
             "sessions over a block's limit: {counted:?}"

@@ -16,8 +16,11 @@ use crate::id::{Id, ResumeToken};
 /// ([`Session::requests_outstanding`]); the queue is bounded as [`ResumeQueue`] says.
 pub struct Session {
     pub token: ResumeToken,
-    /// The peer that created the session; it counts against that peer's session limit until
-    /// the session ends, wherever it is resumed from.
+    /// The address whose live-session count this session holds on this node until it ends or
+    /// leaves: the one that created it, wherever it is resumed from on this node. A session
+    /// that came from another node (cluster mode) counts for the address that took it over or
+    /// adopted it here, admitted as a new session would be; one whose takeover had stopped
+    /// waiting for it, for the address its old node counted it for.
     pub peer: crate::address::ClientAddr,
     pub conn: Option<ConnId>,
     /// Router-wide, rising, never reused: tells this session from a later one with the same ID

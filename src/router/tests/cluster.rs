@@ -947,3 +947,142 @@ fn requests_in_flight_to_other_nodes_count_against_max_pending_requests() {
     assert_eq!(only_frame_to(&room, a.conn)["type"], "ACK");
     assert_eq!(cluster.nodes[0].0.stats().awaiting_replies, 0);
 }
+
+impl Cluster {
+    /// [`Cluster::connect`] from client address `peer`.
+    fn connect_from(&mut self, node: usize, conn: ConnId, peer: ClientAddr) -> Member {
+        let now = self.now;
+        self.nodes[node].0.open_from(conn, peer, now);
+        let actions = self.on(node, |router, sink, now| {
+            router.text(conn, r#"{"type":"CONNECT","version":2}"#, now, sink)
+        });
+        let reply = only_frame_to(&actions, conn);
+        assert_eq!(reply["type"], "CONNECT", "{reply}");
+        Member {
+            node,
+            conn,
+            id: reply["id"].as_str().unwrap_or_default().to_owned(),
+            token: reply["token"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// [`Cluster::resume`] from client address `peer`.
+    fn resume_from(
+        &mut self,
+        node: usize,
+        conn: ConnId,
+        peer: ClientAddr,
+        member: &Member,
+        token: &str,
+    ) -> Vec<Action> {
+        let now = self.now;
+        self.nodes[node].0.open_from(conn, peer, now);
+        let text =
+            json!({"type":"CONNECT","version":2,"resume":{"id":member.id,"token":token},"ref":"c"})
+                .to_string();
+        self.on(node, |router, sink, now| {
+            router.text(conn, &text, now, sink)
+        })
+    }
+}
+
+#[test]
+fn a_takeover_is_charged_to_the_session_start_rate_of_its_address() {
+    let mut cluster = Cluster::with(
+        2,
+        RouterConfig {
+            rate_sessions_per_address_per_min: 1,
+            ..RouterConfig::defaults()
+        },
+    );
+    let (y, z) = (addr("192.0.2.7"), addr("192.0.2.8"));
+    let b = cluster.connect_from(1, 11, y);
+
+    // A wrong token costs the attempt; the new session it gets instead costs nothing more.
+    let wrong = cluster.resume_from(0, 2, y, &b, &"A".repeat(43));
+    assert_eq!(only_frame_to(&wrong, 2)["resumed"], false);
+
+    // Y's rate on node 0 is spent: a takeover, with the right token or not, is refused as a
+    // new session would be, before anything is asked of B's node.
+    let records_in = cluster.nodes[1].0.stats().bus_records_in;
+    for (conn, token) in [(3, b.token.clone()), (4, "A".repeat(43))] {
+        let refused = cluster.resume_from(0, conn, y, &b, &token);
+        assert_eq!(error_code(&refused, conn), "server_full");
+        assert_eq!(only_frame_to(&refused, conn)["ref"], "c");
+        assert_eq!(closes(&refused), [(conn, close_code::SERVER_FULL)]);
+    }
+    assert_eq!(cluster.nodes[1].0.stats().bus_records_in, records_in);
+    assert_eq!(
+        cluster.nodes[1].0.stats().sessions,
+        1,
+        "B stays where it is"
+    );
+
+    // Another address is not affected; Y may again once its rate refilled.
+    let taken = cluster.resume_from(0, 5, z, &b, &b.token);
+    let reply = only_frame_to(&taken, 5);
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let moved = Member {
+        node: 0,
+        conn: 5,
+        id: b.id.clone(),
+        token: reply["token"].as_str().unwrap_or_default().to_owned(),
+    };
+    cluster.tick(0, 60_000);
+    let back = cluster.resume_from(1, 12, y, &moved, &moved.token);
+    assert_eq!(only_frame_to(&back, 12)["resumed"], true);
+}
+
+#[test]
+fn a_session_taken_over_or_adopted_counts_for_the_address_that_took_it() {
+    let mut cluster = Cluster::with(
+        2,
+        RouterConfig {
+            max_sessions_per_peer: 1,
+            ..RouterConfig::defaults()
+        },
+    );
+    let (y, z, w) = (addr("192.0.2.7"), addr("192.0.2.8"), addr("192.0.2.9"));
+    let first = cluster.connect_from(1, 11, y);
+    let taken = cluster.resume_from(0, 2, y, &first, &first.token);
+    assert_eq!(only_frame_to(&taken, 2)["resumed"], true);
+    let first = Member {
+        node: 0,
+        conn: 2,
+        id: first.id.clone(),
+        token: String::new(),
+    };
+
+    // Y's one session now lives on node 0, where it counts for Y: Y may start another on
+    // node 1, but not bring it to node 0 as well.
+    let second = cluster.connect_from(1, 12, y);
+    let refused = cluster.resume_from(0, 3, y, &second, &second.token);
+    assert_eq!(error_code(&refused, 3), "server_full");
+    assert_eq!(closes(&refused), [(3, close_code::SERVER_FULL)]);
+    assert_eq!(cluster.nodes[1].0.stats().sessions, 1, "it stays on node 1");
+    let other = cluster.resume_from(0, 4, z, &second, &second.token);
+    assert_eq!(only_frame_to(&other, 4)["resumed"], true);
+    cluster.nodes[0].0.open_from(5, z, cluster.now);
+    let full = cluster.on(0, |router, sink, now| {
+        router.text(5, r#"{"type":"CONNECT","version":2}"#, now, sink)
+    });
+    assert_eq!(error_code(&full, 5), "server_full", "Z holds one on node 0");
+
+    // A session adopted from a dead node counts for the address that adopted it.
+    let third = cluster.connect_from(1, 13, w);
+    cluster.dead.push(1);
+    let refused = cluster.resume_from(0, 6, y, &third, &third.token);
+    assert_eq!(error_code(&refused, 6), "server_full");
+    let adopted = cluster.resume_from(0, 7, w, &third, &third.token);
+    assert_eq!(only_frame_to(&adopted, 7)["resumed"], true);
+    cluster.nodes[0].0.open_from(8, w, cluster.now);
+    let full = cluster.on(0, |router, sink, now| {
+        router.text(8, r#"{"type":"CONNECT","version":2}"#, now, sink)
+    });
+    assert_eq!(error_code(&full, 8), "server_full", "W holds one on node 0");
+
+    // Each count is given back once, when its session ends.
+    cluster.text(&first, r#"{"type":"DISCONNECT"}"#);
+    let again = cluster.connect_from(0, 9, y);
+    assert_ne!(again.id, first.id);
+}
