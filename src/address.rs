@@ -166,7 +166,8 @@ impl BlockCounts {
     }
 
     /// Counts one more for `addr` whatever the limit: for a session that already exists and
-    /// moves here from another node of a cluster (refusing it would end a live session).
+    /// arrives from another node of a cluster with no connection here to admit it (its
+    /// takeover stopped waiting; refusing it would end a live session).
     /// Matched by one [`BlockCounts::release`] like [`BlockCounts::try_acquire`].
     pub fn acquire_regardless(&mut self, addr: ClientAddr) {
         if self.limit == 0 {

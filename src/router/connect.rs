@@ -2,8 +2,11 @@
 //! or taken over from the connection that holds it).
 //!
 //! A new session counts against its address's session limit and start rate, checked last so that
-//! a CONNECT refused for another reason costs no token. A resume hands out a new token (tokens
-//! are single-use), then the reply, then everything queued for the session, in order.
+//! a CONNECT refused for another reason costs no token. So does, in a cluster, a resume of a
+//! session another node holds (a takeover): for this node it is a session arriving, and each
+//! attempt costs a record, a handover and Redis work whether or not its token is right. A resume
+//! hands out a new token (tokens are single-use), then the reply, then everything queued for the
+//! session, in order.
 
 use super::limits::TokenBucket;
 use super::session::{QueuedKind, Session};
@@ -35,13 +38,46 @@ impl<E: Entropy> Router<E> {
                 && !self.sessions.contains_key(&id)
             {
                 // Perhaps another node's session: it is asked to hand it over
-                // (`remote_sessions.rs`); a new session is made if it does not.
-                self.resume_remotely(conn, id, &token, version, reference, now, out);
+                // (`remote_sessions.rs`); a new session is made if it does not. Admitted as a
+                // new session would be, before anything is asked: the session, if it comes,
+                // counts for this connection's address here, and a new one made instead costs
+                // no second start.
+                let peer = self.peer_of(conn);
+                if !self.admit(peer, now) {
+                    self.refuse_session(conn, reference, out);
+                    return Ok(());
+                }
+                self.resume_remotely(conn, id, &token, version, reference, peer, now, out);
                 return Ok(());
             }
         }
         self.start_session(conn, version, reference, now, out);
         Ok(())
+    }
+
+    fn peer_of(&self, conn: ConnId) -> ClientAddr {
+        self.conns
+            .get(&conn)
+            .map_or(ClientAddr::UNSPECIFIED, |state| state.peer)
+    }
+
+    /// Whether a session may start here for `peer`: room on the server, `peer`'s blocks below
+    /// their live-session count, and a token of their start rate (checked last: a CONNECT
+    /// refused for another reason costs none). When true, one count of `peer` is held: the
+    /// caller hands it to a session or gives it back.
+    fn admit(&mut self, peer: ClientAddr, now: Now) -> bool {
+        self.sessions.len() < self.config.max_sessions
+            && self.sessions_per_peer.try_acquire(peer)
+            && self.start_allowed(peer, now)
+    }
+
+    /// No room for a session of `conn`: ERROR `server_full`, then a close with 1013.
+    fn refuse_session(&mut self, conn: ConnId, reference: Option<&str>, out: &mut impl FrameSink) {
+        self.count_error(ErrorCode::ServerFull);
+        let refusal = protocol::error(ErrorCode::ServerFull, reference);
+        out.send(conn, ServerFrame::Encoded(&refusal));
+        self.conns.remove(&conn);
+        out.close(conn, close_code::SERVER_FULL, "server full");
     }
 
     /// A new session for `conn`, or `server_full` and a close when there is no room for it.
@@ -53,22 +89,47 @@ impl<E: Entropy> Router<E> {
         now: Now,
         out: &mut impl FrameSink,
     ) {
-        let peer = self
-            .conns
-            .get(&conn)
-            .map_or(ClientAddr::UNSPECIFIED, |state| state.peer);
-        // The rate is checked last: a CONNECT refused for another reason costs no token.
-        if self.sessions.len() >= self.config.max_sessions
-            || !self.sessions_per_peer.try_acquire(peer)
-            || !self.start_allowed(peer, now)
-        {
-            self.count_error(ErrorCode::ServerFull);
-            let refusal = protocol::error(ErrorCode::ServerFull, reference);
-            out.send(conn, ServerFrame::Encoded(&refusal));
-            self.conns.remove(&conn);
-            out.close(conn, close_code::SERVER_FULL, "server full");
+        let peer = self.peer_of(conn);
+        if !self.admit(peer, now) {
+            self.refuse_session(conn, reference, out);
             return;
         }
+        self.create_session(conn, peer, version, now, out);
+    }
+
+    /// [`Router::start_session`] for a connection already admitted (its takeover failed), which
+    /// holds one count of `peer`: the new session takes it, or it is given back.
+    pub(super) fn start_admitted_session(
+        &mut self,
+        conn: ConnId,
+        peer: ClientAddr,
+        version: u8,
+        reference: Option<&str>,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        if !self.conns.contains_key(&conn) {
+            self.sessions_per_peer.release(peer);
+            return;
+        }
+        if self.sessions.len() >= self.config.max_sessions {
+            // Filled while the takeover waited.
+            self.sessions_per_peer.release(peer);
+            self.refuse_session(conn, reference, out);
+            return;
+        }
+        self.create_session(conn, peer, version, now, out);
+    }
+
+    /// Makes a session for `conn`, counted for `peer`, whose count the caller holds.
+    fn create_session(
+        &mut self,
+        conn: ConnId,
+        peer: ClientAddr,
+        version: u8,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
         let id = self.fresh_id();
         let token = self.fresh_token();
         self.sessions_created += 1;
@@ -83,6 +144,7 @@ impl<E: Entropy> Router<E> {
             claimed: self.config.cluster,
             friends: Default::default(),
             pending_out: Default::default(),
+            requests_in_flight: Default::default(),
             pending_in: Default::default(),
             queue: Default::default(),
             message_rate: TokenBucket::full(

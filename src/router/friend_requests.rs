@@ -51,7 +51,12 @@ impl<E: Entropy> Router<E> {
             InviteProof::Invalid => return Err(ErrorCode::BadInvite),
         };
         let repeated = sender.pending_out.contains(&to);
-        if !repeated && sender.pending_out.len() >= max_pending {
+        // A request to another node's session takes its place when it is sent, not when the
+        // answer comes: else any number sent within one bus round trip would all fit. A repeat
+        // of one still in flight takes no second place (it is sent on, and the target's node
+        // answers it as a repeat if the first arrived).
+        let in_flight = sender.requests_in_flight.contains_key(&to);
+        if !repeated && !in_flight && sender.requests_outstanding() >= max_pending {
             return Err(ErrorCode::RateLimited);
         }
         if !sender
@@ -79,7 +84,7 @@ impl<E: Entropy> Router<E> {
             .largest_block();
         if remote {
             // The target's node decides the rest and answers; the sender records its pending
-            // request only then (`remote.rs`).
+            // request only then, holding its place among the pending meanwhile (`remote.rs`).
             return self.request_remotely(caller, to, public_key, invite, sender_block, now, out);
         }
         let queued =

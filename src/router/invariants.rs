@@ -1,6 +1,8 @@
 //! Consistency checks over the whole router state, for tests (O(state), never called in serving).
 
+use super::fasthash::FastMap;
 use super::limits::FLOOD_ERRORS;
+use super::remote::Waiting;
 use super::{Entropy, Router, timer_is_live};
 use crate::address::BlockCounts;
 use crate::id::Id;
@@ -22,7 +24,46 @@ impl<E: Entropy> Router<E> {
         self.check_queues()?;
         self.check_peer_counts()?;
         self.check_timers()?;
+        self.check_awaiting()?;
         self.check_rendezvous()
+    }
+
+    /// Each session's count of requests waiting for another node, and of FRIEND_REQUEST records
+    /// in flight per target, is exactly what the table of waiting requests holds for it (its
+    /// own: a session that moved away and back has another serial).
+    fn check_awaiting(&self) -> Result<(), String> {
+        let mut waiting: FastMap<Id, (u32, FastMap<Id, u32>)> = FastMap::default();
+        for entry in self.awaiting.iter() {
+            let Some(session) = self.sessions.get(&entry.by) else {
+                continue;
+            };
+            if session.serial != entry.serial {
+                continue;
+            }
+            let (count, requests) = waiting.entry(entry.by).or_default();
+            *count += 1;
+            if let Waiting::Request { to } = entry.what {
+                *requests.entry(to).or_default() += 1;
+            }
+        }
+        for (id, session) in &self.sessions {
+            let (count, requests) = waiting.remove(id).unwrap_or_default();
+            ensure!(
+                session.awaiting == count,
+                "{id:?} counts {} awaited answers, the table holds {count}",
+                session.awaiting
+            );
+            ensure!(
+                session.requests_in_flight == requests,
+                "{id:?} counts requests in flight {:?}, the table holds {requests:?}",
+                session.requests_in_flight
+            );
+            ensure!(
+                !session.requests_in_flight.contains_key(id),
+                "{id:?} has a request in flight to itself"
+            );
+        }
+        Ok(())
     }
 
     /// Handles name live version-2 sessions, mirrored and within their limits; the mailbox's
@@ -49,18 +90,23 @@ impl<E: Entropy> Router<E> {
         Ok(())
     }
 
-    /// Each address block's session count is exactly its live sessions, and within the limit.
+    /// Each address block's session count is exactly its live sessions and the takeovers in
+    /// flight for it (each holds the count its session will take), and within the limit.
     fn check_peer_counts(&self) -> Result<(), String> {
         let counted = BlockCounts::recount(
             self.config.max_sessions_per_peer,
-            self.sessions.values().map(|session| session.peer),
+            self.sessions
+                .values()
+                .map(|session| session.peer)
+                .chain(self.takeovers.counted_peers()),
         );
         ensure!(
             counted == self.sessions_per_peer,
-            "address counts {:?} but sessions say {counted:?}",
+            "address counts {:?} but sessions and takeovers say {counted:?}",
             self.sessions_per_peer
         );
-        // In a cluster a session handed over from another node counts here whatever the limit.
+        // In a cluster a session handed over after its takeover stopped waiting counts here
+        // whatever the limit (it has no connection to admit).
         ensure!(
             self.config.cluster || counted.within_limits(),
             "sessions over a block's limit: {counted:?}"
@@ -110,9 +156,9 @@ impl<E: Entropy> Router<E> {
                 None => resuming += 1,
             }
             ensure!(
-                session.pending_out.len() <= self.config.max_pending_requests,
-                "{id:?} has {} pending requests",
-                session.pending_out.len()
+                session.requests_outstanding() <= self.config.max_pending_requests,
+                "{id:?} has {} requests pending or in flight",
+                session.requests_outstanding()
             );
             self.check_relations(*id)?;
         }

@@ -33,7 +33,8 @@
 //!   `tls.rs` lets rustls hold). Frames a connection causes itself (replies) and small control
 //!   frames are bounded by its outbox ceiling.
 //! - Per session ([`Session`]): `friends` and `pending_in` name distinct live sessions (fewer than
-//!   `max_sessions`); `pending_out` holds at most `max_pending_requests` (beyond: `rate_limited`).
+//!   `max_sessions`); `pending_out` holds at most `max_pending_requests` (beyond: `rate_limited`),
+//!   counted with the requests still waiting for another node's answer in a cluster.
 //! - Resume queue: capped frames (MESSAGE, FRIEND_REQUEST, FRIEND_ACCEPT) enter only while the
 //!   queue holds at most `max_queue_bytes` and `max_queue_len` frames. Control frames are always
 //!   queued, each bounded by other bounded state: a FRIEND_DECLINE answers one of the session's

@@ -17,7 +17,9 @@
 //!
 //! # Bounds
 //! - Requests waiting for an answer: at most [`MAX_AWAITING_PER_SESSION`] per session
-//!   (`rate_limited` beyond), each for at most [`REPLY_TIMEOUT_MS`], then ERROR `unavailable`;
+//!   (`peer_busy` beyond), each for at most [`REPLY_TIMEOUT_MS`], then ERROR `unavailable`;
+//!   a FRIEND_REQUEST among them holds its target's place among the sender's pending requests
+//!   (`Session::requests_in_flight`) until its answer;
 //!   the deadline list holds at most what was awaited in the last [`REPLY_TIMEOUT_MS`] and is
 //!   compacted when answered entries dominate it.
 //! - Records from other nodes change only the halves of sessions here, under the same caps as a
@@ -536,6 +538,17 @@ pub enum BusFailure {
     NodeGone,
 }
 
+/// Gives back one record's wait for `to` in a session's `requests_in_flight`; the entry goes
+/// with its last record.
+fn release_in_flight(in_flight: &mut FastMap<Id, u32>, to: Id) {
+    if let Some(count) = in_flight.get_mut(&to) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            in_flight.remove(&to);
+        }
+    }
+}
+
 /// What a session waits for another node to answer.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Waiting {
@@ -560,6 +573,9 @@ pub(super) enum Waiting {
 #[derive(Debug)]
 pub(super) struct Awaiting {
     pub(super) by: Id,
+    /// The serial of `by`'s session when it asked: a session that moved away and came back has
+    /// another, and neither counts nor half of its own are changed by the old one's answers.
+    pub(super) serial: u64,
     pub(super) conn: ConnId,
     /// The raw JSON of the request's `ref`.
     pub(super) reference: Option<Box<str>>,
@@ -626,6 +642,11 @@ impl AwaitingReplies {
             self.deadlines.retain(|(rid, _)| entries.contains_key(rid));
         }
         rid
+    }
+
+    /// Every request waiting for an answer (for invariant checks).
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Awaiting> {
+        self.entries.values()
     }
 
     pub(super) fn take(&mut self, rid: u64) -> Option<Awaiting> {
@@ -1017,6 +1038,9 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) -> Result<(), ErrorCode> {
         let rid = self.await_reply(caller, Waiting::Request { to }, now)?;
+        if let Some(session) = self.sessions.get_mut(&caller.id) {
+            *session.requests_in_flight.entry(to).or_insert(0) += 1;
+        }
         let record = Record::Request {
             from: caller.id,
             to,
@@ -1085,6 +1109,7 @@ impl<E: Entropy> Router<E> {
         session.awaiting += 1;
         let entry = Awaiting {
             by: caller.id,
+            serial: session.serial,
             conn: caller.conn,
             reference: caller.reference.map(Box::from),
             what,
@@ -1136,11 +1161,16 @@ impl<E: Entropy> Router<E> {
     ) {
         let by = entry.by;
         let alive = match self.sessions.get_mut(&by) {
-            Some(session) => {
+            Some(session) if session.serial == entry.serial => {
                 session.awaiting = session.awaiting.saturating_sub(1);
+                if let Waiting::Request { to } = entry.what {
+                    // Its place among the pending is given back here, and taken again below
+                    // by `pending_out` if the request became pending: never counted twice.
+                    release_in_flight(&mut session.requests_in_flight, to);
+                }
                 true
             }
-            None => false,
+            _ => false,
         };
         match (entry.what, result) {
             (Waiting::Request { to }, Ok(_)) if alive => {
@@ -1156,6 +1186,16 @@ impl<E: Entropy> Router<E> {
             }
             (Waiting::Request { to }, Ok(_)) => {
                 self.tell_remote(Record::Cancel { from: by, to }, out);
+            }
+            (Waiting::Request { to }, Err(ErrorCode::Unavailable))
+                if alive
+                    && self
+                        .sessions
+                        .get(&by)
+                        .is_some_and(|session| session.pending_out.contains(&to)) =>
+            {
+                // A repeat whose first record made the request pending: taking it back would
+                // withdraw that one on the target's side only, leaving this half's place held.
             }
             (Waiting::Request { to }, Err(ErrorCode::Unavailable)) => {
                 // The target's node may have recorded it: take it back.

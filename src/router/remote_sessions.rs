@@ -18,6 +18,14 @@
 //! the same session for them; the letters moved with the session wait in this node's mailbox
 //! for that LISTEN.
 //!
+//! For this node a takeover is a session arriving: it is admitted as a new session from the
+//! connecting address would be (`max_sessions`, the address's live sessions and start rate;
+//! `server_full` and 1013 otherwise), before anything is asked of another node, and whether or
+//! not the token turns out right. From then on it holds one of that address's live-session
+//! counts ([`Pending::peer`]): the session installed here keeps it (it counts for the address
+//! that took it over or adopted it, not the one that created it elsewhere), a new session made
+//! instead takes it without a second start, or it is given back.
+//!
 //! Bounds: one takeover per connection at a time (a second CONNECT is `already_connected`), so
 //! at most one per open connection; each waits at most [`TAKEOVER_TIMEOUT_MS`]. A handover is
 //! as large as the session's state, which the caps on friends, pending requests, the resume
@@ -55,6 +63,9 @@ struct Pending {
     token: [u8; TOKEN_LEN],
     version: u8,
     reference: Option<Box<str>>,
+    /// The address one live-session count is held for, from the takeover's admission until it
+    /// is handed to a session here or given back (exactly one of the two).
+    peer: ClientAddr,
 }
 
 /// A session's resumable state as saved in the cluster (cluster mode): what another node needs
@@ -107,12 +118,17 @@ impl Takeovers {
     pub(super) fn earliest_ms(&self) -> Option<u64> {
         self.deadlines.front().map(|&(_, at)| at)
     }
+
+    /// The addresses whose live-session counts takeovers in flight hold (for invariant checks).
+    pub(super) fn counted_peers(&self) -> impl Iterator<Item = ClientAddr> + '_ {
+        self.pending.values().map(|pending| pending.peer)
+    }
 }
 
 /// What a session is, as one node hands it to another.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct SessionState {
-    /// The address that created it (the per-address session count follows it).
+    /// The address it is counted for on the node holding it ([`Session::peer`]).
     peer: IpAddr,
     friends: Vec<Id>,
     pending_out: Vec<Id>,
@@ -251,7 +267,8 @@ impl QueuedState {
 }
 
 impl<E: Entropy> Router<E> {
-    /// Asks the node holding session `id` to hand it over to `conn` (the CONNECT's `resume`).
+    /// Asks the node holding session `id` to hand it over to `conn` (the CONNECT's `resume`),
+    /// admitted already: one live-session count of `peer` is held for it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn resume_remotely(
         &mut self,
@@ -260,10 +277,12 @@ impl<E: Entropy> Router<E> {
         token: &[u8; TOKEN_LEN],
         version: u8,
         reference: Option<&str>,
+        peer: ClientAddr,
         now: Now,
         out: &mut impl FrameSink,
     ) {
         let Some(state) = self.conns.get_mut(&conn) else {
+            self.sessions_per_peer.release(peer);
             return;
         };
         state.taking_over = true;
@@ -276,6 +295,7 @@ impl<E: Entropy> Router<E> {
                 token: *token,
                 version,
                 reference: reference.map(Box::from),
+                peer,
             },
         );
         self.takeovers
@@ -492,19 +512,24 @@ impl<E: Entropy> Router<E> {
         let Some(pending) = pending else {
             // The wait here ended (it timed out) but the session was handed over all the same:
             // it is installed in its resume window, with the token its client resumed with, so
-            // that nothing handed over is lost.
+            // that nothing handed over is lost. With no connection to admit, it counts for the
+            // address its old node counted it for, whatever the limit (refusing it would end a
+            // live session).
             if let Some(state) = state
                 && let Some(token) = state
                     .token
                     .as_deref()
                     .and_then(|t| t.as_bytes().try_into().ok())
             {
+                let peer = ClientAddr::new(state.peer);
+                self.sessions_per_peer.acquire_regardless(peer);
                 let orphan = Pending {
                     conn: 0,
                     id,
                     token,
                     version: state.version,
                     reference: None,
+                    peer,
                 };
                 self.install_session(orphan, state, false, now, out);
             }
@@ -515,11 +540,12 @@ impl<E: Entropy> Router<E> {
         });
         match state {
             Some(state) => self.install_session(pending, state, conn_open.is_some(), now, out),
-            None if conn_open.is_some() => {
+            None => {
+                // Its admission was this CONNECT's start: the new session takes its count.
                 let reference = pending.reference.as_deref();
-                self.start_session(pending.conn, pending.version, reference, now, out);
+                let (conn, peer, version) = (pending.conn, pending.peer, pending.version);
+                self.start_admitted_session(conn, peer, version, reference, now, out);
             }
-            None => {}
         }
     }
 
@@ -544,7 +570,8 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Makes the handed-over session live here, for `pending.conn` if it is still open (else in
-    /// its resume window, as if it had just dropped).
+    /// its resume window, as if it had just dropped), counted for `pending.peer`, whose count
+    /// it takes (or gives back, when it is not installed).
     fn install_session(
         &mut self,
         pending: Pending,
@@ -554,24 +581,22 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) {
         let id = pending.id;
-        let peer = ClientAddr::new(state.peer);
+        let peer = pending.peer;
         if self.sessions.contains_key(&id) {
             // Made here meanwhile (a second resume through this node won): nothing to install.
+            self.sessions_per_peer.release(peer);
             return;
         }
         // Back here after moving away: records are no longer sent on.
         self.takeovers.moved.remove(&id);
         if self.sessions.len() >= self.config.max_sessions {
-            // No room here: the client is told so, as for a new session (`server_full`).
-            if conn_open {
-                let reference = pending.reference.as_deref();
-                self.start_session(pending.conn, pending.version, reference, now, out);
-            }
+            // No room here (filled while the takeover waited): the client is told so, as for a
+            // new session (`server_full`).
+            let reference = pending.reference.as_deref();
+            let (conn, version) = (pending.conn, pending.version);
+            self.start_admitted_session(conn, peer, version, reference, now, out);
             return;
         }
-        // The session exists in the cluster already: it counts against its address here even
-        // past the limit (refusing it would end a live session), and no start is charged.
-        self.sessions_per_peer.acquire_regardless(peer);
         // A connection gets a new token with its reply; without one (it closed meanwhile) the
         // client still holds only the token it resumed with, which stays valid.
         let token = if conn_open {
@@ -615,6 +640,7 @@ impl<E: Entropy> Router<E> {
             claimed: true,
             friends,
             pending_out,
+            requests_in_flight: Default::default(),
             pending_in,
             queue: Default::default(),
             message_rate: match state.rates {

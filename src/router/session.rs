@@ -11,12 +11,16 @@ use crate::id::{Id, ResumeToken};
 /// A live session: connected, or in its resume window (`conn == None`).
 ///
 /// Bounds: `friends` names distinct other live sessions, so it holds fewer than `max_sessions`
-/// entries; `pending_in` holds at most `max_pending_incoming`, `pending_out` at most
-/// `max_pending_requests`; the queue is bounded as [`ResumeQueue`] says.
+/// entries; `pending_in` holds at most `max_pending_incoming`; `pending_out` and the targets of
+/// `requests_in_flight` together name at most `max_pending_requests` sessions
+/// ([`Session::requests_outstanding`]); the queue is bounded as [`ResumeQueue`] says.
 pub struct Session {
     pub token: ResumeToken,
-    /// The peer that created the session; it counts against that peer's session limit until
-    /// the session ends, wherever it is resumed from.
+    /// The address whose live-session count this session holds on this node until it ends or
+    /// leaves: the one that created it, wherever it is resumed from on this node. A session
+    /// that came from another node (cluster mode) counts for the address that took it over or
+    /// adopted it here, admitted as a new session would be; one whose takeover had stopped
+    /// waiting for it, for the address its old node counted it for.
     pub peer: crate::address::ClientAddr,
     pub conn: Option<ConnId>,
     /// Router-wide, rising, never reused: tells this session from a later one with the same ID
@@ -35,6 +39,13 @@ pub struct Session {
     pub friends: FastSet<Id>,
     /// Sessions this one sent a friend request that is still pending.
     pub pending_out: FastSet<Id>,
+    /// Sessions on other nodes this one sent a FRIEND_REQUEST whose answer has not come back
+    /// (cluster mode), each with how many of its records wait (a repeat sent while the first
+    /// waits is one more record for the same target). A target here counts toward
+    /// `max_pending_requests` like a pending request, from the moment the request is sent until
+    /// its answer: a refusal, failure or timeout gives the place back, an acceptance hands it to
+    /// `pending_out`. No entry holds 0.
+    pub requests_in_flight: FastMap<Id, u32>,
     /// Sessions with a pending friend request to this one (on this node or, in a cluster,
     /// another), each with its arrival number and the requester's address block.
     pub pending_in: FastMap<Id, PendingIn>,
@@ -45,6 +56,19 @@ pub struct Session {
     /// minute, oldest first: at most `rate_incoming_requests_per_min` entries, nothing
     /// allocated until the first request.
     pub recent_requests: VecDeque<(Block, u64)>,
+}
+
+impl Session {
+    /// The sessions this one has a friend request out to: pending, or still waiting for another
+    /// node's answer; each counted once. What `max_pending_requests` bounds.
+    pub fn requests_outstanding(&self) -> usize {
+        let in_flight_only = self
+            .requests_in_flight
+            .keys()
+            .filter(|target| !self.pending_out.contains(target))
+            .count();
+        self.pending_out.len() + in_flight_only
+    }
 }
 
 /// One pending friend request, as its target holds it.

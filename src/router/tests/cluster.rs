@@ -298,6 +298,7 @@ impl Cluster {
         self.connect_from(node, conn, ClientAddr::UNSPECIFIED)
     }
 
+    /// [`Cluster::connect`] from client address `peer`.
     fn connect_from(&mut self, node: usize, conn: ConnId, peer: ClientAddr) -> Member {
         let now = self.now;
         self.nodes[node].0.open_from(conn, peer, now);
@@ -787,13 +788,7 @@ fn a_handle_whose_taken_record_was_lost_is_given_up_once_when_its_node_finds_it_
 impl Cluster {
     /// A CONNECT with `member`'s resume, on `conn` of `node`.
     fn resume(&mut self, node: usize, conn: ConnId, member: &Member, token: &str) -> Vec<Action> {
-        let now = self.now;
-        self.nodes[node].0.open(conn, now);
-        let text = json!({"type":"CONNECT","version":2,"resume":{"id":member.id,"token":token}})
-            .to_string();
-        self.on(node, |router, sink, now| {
-            router.text(conn, &text, now, sink)
-        })
+        self.resume_from(node, conn, ClientAddr::UNSPECIFIED, member, token)
     }
 }
 
@@ -927,4 +922,214 @@ fn a_session_whose_node_died_is_adopted_from_its_saved_state_by_the_node_it_come
     };
     let refused = cluster.resume(0, 4, &stranger, &stranger.token);
     assert_eq!(only_frame_to(&refused, 4)["resumed"], false);
+}
+
+/// The frame to `conn` that answers the request with `reference`.
+fn answer_to(actions: &[Action], conn: ConnId, reference: &str) -> Value {
+    let answers: Vec<Value> = frames_to(actions, conn)
+        .into_iter()
+        .filter(|frame| frame["ref"] == reference)
+        .collect();
+    assert_eq!(answers.len(), 1, "one answer to {reference}: {actions:?}");
+    answers.into_iter().next().unwrap_or(Value::Null)
+}
+
+#[test]
+fn requests_in_flight_to_other_nodes_count_against_max_pending_requests() {
+    let mut cluster = Cluster::with(
+        2,
+        RouterConfig {
+            max_pending_requests: 2,
+            ..RouterConfig::defaults()
+        },
+    );
+    let a = cluster.connect(0, 1);
+    let b1 = cluster.connect(1, 11);
+    let b2 = cluster.connect(1, 12);
+    let b3 = cluster.connect(1, 13);
+    let decline = |to: &Member| format!(r#"{{"type":"FRIEND_DECLINE","to":"{}"}}"#, to.id);
+
+    // Within one bus round trip: no answer has come back when the fourth is handled. The
+    // repeat to B1 takes no second place; the request to B3 would be a third.
+    let burst = [
+        friend_request(&b1.id, Some("1")),
+        friend_request(&b1.id, Some("1-again")),
+        friend_request(&b2.id, Some("2")),
+        friend_request(&b3.id, Some("3")),
+    ];
+    let conn = a.conn;
+    let sent = cluster.on(0, |router, sink, now| {
+        for frame in &burst {
+            router.text(conn, frame, now, sink);
+        }
+    });
+    assert_eq!(answer_to(&sent, a.conn, "1")["type"], "ACK");
+    assert_eq!(answer_to(&sent, a.conn, "1-again")["type"], "ACK");
+    assert_eq!(answer_to(&sent, a.conn, "2")["type"], "ACK");
+    assert_eq!(answer_to(&sent, a.conn, "3")["code"], "rate_limited");
+    assert_eq!(only_frame_to(&sent, b1.conn)["type"], "FRIEND_REQUEST");
+    assert!(frames_to(&sent, b3.conn).is_empty(), "{sent:?}");
+    // Both became pending: their places stay taken.
+    let full = cluster.text(&a, &friend_request(&b3.id, Some("3")));
+    assert_eq!(error_code(&full, a.conn), "rate_limited");
+
+    // A refusal gives the place back, but only once it comes.
+    cluster.text(&b2, &decline(&a));
+    let burst = [
+        friend_request(NOBODY, Some("x")),
+        friend_request(&b3.id, Some("3")),
+    ];
+    let sent = cluster.on(0, |router, sink, now| {
+        for frame in &burst {
+            router.text(conn, frame, now, sink);
+        }
+    });
+    assert_eq!(answer_to(&sent, a.conn, "x")["code"], "unknown_peer");
+    assert_eq!(answer_to(&sent, a.conn, "3")["code"], "rate_limited");
+    let room = cluster.text(&a, &friend_request(&b3.id, Some("3")));
+    assert_eq!(only_frame_to(&room, a.conn)["type"], "ACK");
+
+    // A request whose answer is lost holds its place until the timeout says `unavailable`.
+    cluster.text(&b3, &decline(&a));
+    let now = cluster.now;
+    {
+        let (router, sink) = &mut cluster.nodes[0];
+        router.text(a.conn, &friend_request(&b2.id, Some("lost")), now, sink);
+        let dropped = sink.take();
+        assert!(
+            dropped
+                .iter()
+                .all(|action| matches!(action, Action::Bus(_))),
+            "{dropped:?}"
+        );
+    }
+    let waiting = cluster.text(&a, &friend_request(&b3.id, Some("3")));
+    assert_eq!(error_code(&waiting, a.conn), "rate_limited");
+    let expired = cluster.tick(0, REPLY_TIMEOUT_MS);
+    assert_eq!(answer_to(&expired, a.conn, "lost")["code"], "unavailable");
+    let room = cluster.text(&a, &friend_request(&b3.id, Some("3")));
+    assert_eq!(only_frame_to(&room, a.conn)["type"], "ACK");
+    assert_eq!(cluster.nodes[0].0.stats().awaiting_replies, 0);
+}
+
+impl Cluster {
+    /// [`Cluster::resume`] from client address `peer`.
+    fn resume_from(
+        &mut self,
+        node: usize,
+        conn: ConnId,
+        peer: ClientAddr,
+        member: &Member,
+        token: &str,
+    ) -> Vec<Action> {
+        let now = self.now;
+        self.nodes[node].0.open_from(conn, peer, now);
+        let text =
+            json!({"type":"CONNECT","version":2,"resume":{"id":member.id,"token":token},"ref":"c"})
+                .to_string();
+        self.on(node, |router, sink, now| {
+            router.text(conn, &text, now, sink)
+        })
+    }
+}
+
+#[test]
+fn a_takeover_is_charged_to_the_session_start_rate_of_its_address() {
+    let mut cluster = Cluster::with(
+        2,
+        RouterConfig {
+            rate_sessions_per_address_per_min: 1,
+            ..RouterConfig::defaults()
+        },
+    );
+    let (y, z) = (addr("192.0.2.7"), addr("192.0.2.8"));
+    let b = cluster.connect_from(1, 11, y);
+
+    // A wrong token costs the attempt; the new session it gets instead costs nothing more.
+    let wrong = cluster.resume_from(0, 2, y, &b, &"A".repeat(43));
+    assert_eq!(only_frame_to(&wrong, 2)["resumed"], false);
+
+    // Y's rate on node 0 is spent: a takeover, with the right token or not, is refused as a
+    // new session would be, before anything is asked of B's node.
+    let records_in = cluster.nodes[1].0.stats().bus_records_in;
+    for (conn, token) in [(3, b.token.clone()), (4, "A".repeat(43))] {
+        let refused = cluster.resume_from(0, conn, y, &b, &token);
+        assert_eq!(error_code(&refused, conn), "server_full");
+        assert_eq!(only_frame_to(&refused, conn)["ref"], "c");
+        assert_eq!(closes(&refused), [(conn, close_code::SERVER_FULL)]);
+    }
+    assert_eq!(cluster.nodes[1].0.stats().bus_records_in, records_in);
+    assert_eq!(
+        cluster.nodes[1].0.stats().sessions,
+        1,
+        "B stays where it is"
+    );
+
+    // Another address is not affected; Y may again once its rate refilled.
+    let taken = cluster.resume_from(0, 5, z, &b, &b.token);
+    let reply = only_frame_to(&taken, 5);
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let moved = Member {
+        node: 0,
+        conn: 5,
+        id: b.id.clone(),
+        token: reply["token"].as_str().unwrap_or_default().to_owned(),
+    };
+    cluster.tick(0, 60_000);
+    let back = cluster.resume_from(1, 12, y, &moved, &moved.token);
+    assert_eq!(only_frame_to(&back, 12)["resumed"], true);
+}
+
+#[test]
+fn a_session_taken_over_or_adopted_counts_for_the_address_that_took_it() {
+    let mut cluster = Cluster::with(
+        2,
+        RouterConfig {
+            max_sessions_per_peer: 1,
+            ..RouterConfig::defaults()
+        },
+    );
+    let (y, z, w) = (addr("192.0.2.7"), addr("192.0.2.8"), addr("192.0.2.9"));
+    let first = cluster.connect_from(1, 11, y);
+    let taken = cluster.resume_from(0, 2, y, &first, &first.token);
+    assert_eq!(only_frame_to(&taken, 2)["resumed"], true);
+    let first = Member {
+        node: 0,
+        conn: 2,
+        id: first.id.clone(),
+        token: String::new(),
+    };
+
+    // Y's one session now lives on node 0, where it counts for Y: Y may start another on
+    // node 1, but not bring it to node 0 as well.
+    let second = cluster.connect_from(1, 12, y);
+    let refused = cluster.resume_from(0, 3, y, &second, &second.token);
+    assert_eq!(error_code(&refused, 3), "server_full");
+    assert_eq!(closes(&refused), [(3, close_code::SERVER_FULL)]);
+    assert_eq!(cluster.nodes[1].0.stats().sessions, 1, "it stays on node 1");
+    let other = cluster.resume_from(0, 4, z, &second, &second.token);
+    assert_eq!(only_frame_to(&other, 4)["resumed"], true);
+    cluster.nodes[0].0.open_from(5, z, cluster.now);
+    let full = cluster.on(0, |router, sink, now| {
+        router.text(5, r#"{"type":"CONNECT","version":2}"#, now, sink)
+    });
+    assert_eq!(error_code(&full, 5), "server_full", "Z holds one on node 0");
+
+    // A session adopted from a dead node counts for the address that adopted it.
+    let third = cluster.connect_from(1, 13, w);
+    cluster.dead.push(1);
+    let refused = cluster.resume_from(0, 6, y, &third, &third.token);
+    assert_eq!(error_code(&refused, 6), "server_full");
+    let adopted = cluster.resume_from(0, 7, w, &third, &third.token);
+    assert_eq!(only_frame_to(&adopted, 7)["resumed"], true);
+    cluster.nodes[0].0.open_from(8, w, cluster.now);
+    let full = cluster.on(0, |router, sink, now| {
+        router.text(8, r#"{"type":"CONNECT","version":2}"#, now, sink)
+    });
+    assert_eq!(error_code(&full, 8), "server_full", "W holds one on node 0");
+
+    // Each count is given back once, when its session ends.
+    cluster.text(&first, r#"{"type":"DISCONNECT"}"#);
+    let again = cluster.connect_from(0, 9, y);
+    assert_ne!(again.id, first.id);
 }
