@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  DESKTOP, PASSPHRASE, PHONE, assertClean, befriend, enterChat, generateKey, incomingMessage, jsonFrames,
-  openUser, pane, screenshot, sendMessage, waitForSession,
+  DESKTOP, PHONE, assertClean, befriend, closeTab, enterChat, generateKey, incomingMessage, jsonFrames,
+  openUser, pane, reloadAndUnlock, screenshot, sendMessage,
 } from './helpers/browser.mjs';
 import WebSocket from 'ws';
 import { browserWithServers } from './helpers/harness.mjs';
@@ -43,19 +43,6 @@ async function rememberingUser(srv, name, viewport = DESKTOP) {
   await generateKey(user, { remember: true });
   await enterChat(user);
   return user;
-}
-
-/** Reloads (or reopens) the page and unlocks the remembered key; resolves with the new session ID. */
-async function unlockAgain(user) {
-  await user.page.fill('#saved-passphrase', PASSPHRASE);
-  await user.page.click('#unlock-saved');
-  user.id = null;
-  return waitForSession(user);
-}
-
-async function reload(user) {
-  await user.page.reload();
-  return unlockAgain(user);
 }
 
 /** The friends-list entry of the contact whose fingerprint is `fingerprint` (its key in the list is not an ID after a reload). */
@@ -106,8 +93,8 @@ for (const viewport of [DESKTOP, PHONE]) {
       await bookSettled(bob);
 
       const firstFrames = { alice: alice.frames.length, bob: bob.frames.length };
-      await reload(alice);
-      await reload(bob);
+      await reloadAndUnlock(alice);
+      await reloadAndUnlock(bob);
       await waitForPresence(alice, bobKey, 'online');
       await waitForPresence(bob, aliceKey, 'online');
       if (viewport === PHONE) await alice.page.click('.drawer-toggle');
@@ -148,22 +135,6 @@ async function contactPair(srv) {
   return { alice, bob, aliceKey: alice.id.toLowerCase(), bobKey: bob.id.toLowerCase() };
 }
 
-/** Closes the user's tab (the context, with its localStorage, stays) and returns a function that reopens it. */
-async function closeTab(user, srv) {
-  await user.page.close();
-  return async () => {
-    const page = await user.context.newPage();
-    page.on('pageerror', (error) => user.problems.push(`page error: ${error.message}`));
-    page.on('websocket', (socket) => {
-      socket.on('framesent', (frame) => user.frames.push({ direction: 'sent', text: String(frame.payload) }));
-      socket.on('framereceived', (frame) => user.frames.push({ direction: 'received', text: String(frame.payload) }));
-    });
-    await page.goto(srv.url);
-    user.page = page;
-    return unlockAgain(user);
-  };
-}
-
 /** Waits until the friend's pane holds `count` outgoing messages (any number when null), all in `state`. */
 async function waitForOutStates(user, friendKey, { count = null, state }, timeout = 20000) {
   await user.page.waitForFunction(([key, n, wanted]) => {
@@ -176,7 +147,7 @@ describe('messages that wait', { timeout: 180000 }, () => {
   test('Bob closes his tab; Alice sends 5; Bob reopens: all 5 arrive in order, verified, once, and Alice sees "delivered"', async () => {
     const srv = await server();
     const { alice, bob, aliceKey } = await contactPair(srv);
-    await reload(alice); // Alice now reaches Bob by handle only
+    await reloadAndUnlock(alice); // Alice now reaches Bob by handle only
     const bobKey = bob.id.toLowerCase();
     await waitForPresence(alice, bobKey, 'online');
     const reopen = await closeTab(bob, srv);
@@ -302,8 +273,7 @@ describe('the contact book file', { timeout: 120000 }, () => {
     // A fresh context: the same key (its protected export), no contacts, then the file.
     const fresh = await openUser(harness.browser, srv, { name: 'Alice again' });
     await fresh.page.evaluate((key) => localStorage.setItem('secchat.key.v1', key), stored.key);
-    await fresh.page.reload();
-    await unlockAgain(fresh);
+    await reloadAndUnlock(fresh);
     assert.equal(await fresh.page.locator('.friend').count(), 0);
     await fresh.page.setInputFiles('#book-import-file', { name: 'secchat-contacts.asc', mimeType: 'text/plain', buffer: Buffer.from(armored) });
     await fresh.page.waitForFunction(() => /Imported: 1 new contact/.test(document.querySelector('#book-note')?.textContent || ''));

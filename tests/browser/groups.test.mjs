@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { after } from 'node:test';
 import {
-  DESKTOP, PASSPHRASE, PHONE, assertClean, befriend, enterChat, generateKey, jsonFrames, newChatUser, openUser, screenshot,
-  waitForSession,
+  DESKTOP, PHONE, assertClean, befriend, closeTab, enterChat, generateKey, jsonFrames, newChatUser, openUser, reloadAndUnlock,
+  screenshot, waitForSession,
 } from './helpers/browser.mjs';
 import { seriousViolations } from './helpers/axe.mjs';
 import { createGpgHome, decryptAndVerify, encryptAndSign, generateGpgKey, importKey } from './helpers/gpg.mjs';
-import { interceptSocket } from './helpers/mitm.mjs';
+import { interceptedChatUser } from './helpers/mitm.mjs';
 import { createHash, createHmac } from 'node:crypto';
 import { browserWithServers } from './helpers/harness.mjs';
 
@@ -95,16 +95,55 @@ async function delivered(user, gid, text, have, of, timeout = 20000) {
   [gid, text, have, of], { timeout });
 }
 
-/** Alice (admin) befriended with each of `others`. */
-async function friendsOfAlice(srv, names) {
-  const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
+/** `user` befriends `alice`, and each holds the other as a contact (their rendezvous secrets exchanged). */
+async function befriendAsContacts(user, alice) {
+  await befriend(user, alice);
+  await waitForContact(user, alice.id);
+  await waitForContact(alice, user.id);
+}
+
+/**
+ * Alice (the admin-to-be; a new user unless `alice` is given) befriended with a new user for each of `names`;
+ * `contacts`: each of them also her contact.
+ */
+async function friendsOfAlice(srv, names, { alice, contacts = false } = {}) {
+  const admin = alice ?? await newChatUser(harness.browser, srv, { name: 'Alice' });
   const others = [];
   for (const name of names) {
     const user = await newChatUser(harness.browser, srv, { name });
-    await befriend(user, alice);
+    await (contacts ? befriendAsContacts : befriend)(user, admin);
     others.push(user);
   }
-  return { alice, others };
+  return { alice: admin, others };
+}
+
+/** `admin` creates a group of `members`; each member opens it and every one lists them all, with their keys. */
+async function groupJoinedByAll(admin, name, members) {
+  const gid = await createGroup(admin, name, members);
+  for (const user of members) await openGroup(user, gid);
+  for (const user of [admin, ...members]) await membersReady(user, gid, members.length + 1);
+  return gid;
+}
+
+/** The JSON text of the first member list (`group` envelope) handed to `member`, a gpgUser, read with its key. */
+function listHandedTo(member) {
+  return jsonFrames(member).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
+    .map((f) => decryptAndVerify(member.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
+    .find((text) => text.includes('"kind":"group"'));
+}
+
+/**
+ * The server, through `member.mitm`, hands `member`'s group handle of today (derived here from the group's
+ * `secret`, independently of the client) the envelope `text`, encrypted to `member` and signed by `signer`, a
+ * gpgUser who imports the key `member` sent with its friend request. Returns that handle.
+ */
+function injectSigned(signer, member, secret, text) {
+  importKey(signer.home, jsonFrames(member).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key);
+  const payload = encryptAndSign(signer.home, { text, recipient: member.fingerprint, signer: signer.fingerprint, passphrase: GPG_PASSPHRASE });
+  const day = new Date().toISOString().slice(0, 10);
+  const handle = createHmac('sha256', Buffer.from(secret, 'base64url')).update(`secchat-group-v1\n${member.fingerprint}\n${day}`).digest('base64url');
+  member.mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+  return handle;
 }
 
 describe('groups', { timeout: 180000 }, () => {
@@ -251,15 +290,8 @@ describe('groups', { timeout: 180000 }, () => {
       await enterChat(users[name]);
     }
     const { Alice: a, Bob: b, Carol: c } = users;
-    for (const user of [b, c]) {
-      await befriend(user, a);
-      await waitForContact(user, a.id);
-      await waitForContact(a, user.id);
-    }
-    const gid = await createGroup(a, 'Mailbox', [b, c]);
-    await openGroup(b, gid);
-    await openGroup(c, gid);
-    for (const user of [a, b, c]) await membersReady(user, gid, 3);
+    for (const user of [b, c]) await befriendAsContacts(user, a);
+    const gid = await groupJoinedByAll(a, 'Mailbox', [b, c]);
     await bookSaved(c);
 
     const reopen = await closeTab(c, srv);
@@ -282,34 +314,17 @@ describe('groups', { timeout: 180000 }, () => {
   });
   test('a group message the server swallowed (and acknowledged) is sent again after the writer reloads, to those who have not confirmed it', async () => {
     const srv = await harness.server();
-    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
-    const mitm = await interceptSocket(alice.page, srv.wsUrl);
-    await generateKey(alice, { remember: true });
-    await enterChat(alice);
-    const others = [];
-    for (const name of ['Bob', 'Carol']) {
-      const user = await newChatUser(harness.browser, srv, { name });
-      await befriend(user, alice);
-      others.push(user);
-    }
-    for (const user of others) {
-      await waitForContact(user, alice.id);
-      await waitForContact(alice, user.id);
-    }
-    const gid = await createGroup(alice, 'Lossy', others);
-    for (const user of others) await openGroup(user, gid);
-    for (const user of [alice, ...others]) await membersReady(user, gid, 3);
+    const alice = await interceptedChatUser(harness.browser, srv, { name: 'Alice', remember: true });
+    const { mitm } = alice;
+    const { others } = await friendsOfAlice(srv, ['Bob', 'Carol'], { alice, contacts: true });
+    const gid = await groupJoinedByAll(alice, 'Lossy', others);
     mitm.strip = (frame) => frame.type === 'MESSAGE' && Array.isArray(frame.handles);
     await writeToGroup(alice, gid, 'swallowed once');
     await delivered(alice, gid, 'swallowed once', 0, 2);
     assert.equal(mitm.stripped.length, 1);
     await bookSaved(alice);
     mitm.strip = null;
-    await alice.page.reload();
-    await alice.page.fill('#saved-passphrase', PASSPHRASE);
-    await alice.page.click('#unlock-saved');
-    alice.id = null;
-    await waitForSession(alice);
+    await reloadAndUnlock(alice);
     await openGroup(alice, gid);
     for (const user of others) assert.equal(await (await groupMessage(user, gid, 'swallowed once')).getAttribute('data-verified'), 'true');
     await delivered(alice, gid, 'swallowed once', 2, 2);
@@ -319,19 +334,10 @@ describe('groups', { timeout: 180000 }, () => {
 
   test('a new member whose version and keys were lost is handed them again (after the admin reloads) until it confirms', async () => {
     const srv = await harness.server();
-    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
-    const mitm = await interceptSocket(alice.page, srv.wsUrl);
-    await generateKey(alice, { remember: true });
-    await enterChat(alice);
-    const [bob, dave] = [await newChatUser(harness.browser, srv, { name: 'Bob' }), await newChatUser(harness.browser, srv, { name: 'Dave' })];
-    for (const user of [bob, dave]) {
-      await befriend(user, alice);
-      await waitForContact(user, alice.id);
-      await waitForContact(alice, user.id);
-    }
-    const gid = await createGroup(alice, 'Handed', [bob]);
-    await openGroup(bob, gid);
-    for (const user of [alice, bob]) await membersReady(user, gid, 2);
+    const alice = await interceptedChatUser(harness.browser, srv, { name: 'Alice', remember: true });
+    const { mitm } = alice;
+    const { others: [bob, dave] } = await friendsOfAlice(srv, ['Bob', 'Dave'], { alice, contacts: true });
+    const gid = await groupJoinedByAll(alice, 'Handed', [bob]);
     const row = (user, fp) => user.page.locator(`.group-pane[data-group="${gid}"] .group-member[data-member="${fp}"]`);
     await row(alice, bob.fingerprint).and(alice.page.locator('[data-joined="true"]')).waitFor();
 
@@ -357,11 +363,7 @@ describe('groups', { timeout: 180000 }, () => {
 
     // Alice reloads: the open handover comes back from the contact book, and the new connection hands the group
     // to Dave again. He joins, with every key, and confirms: Alice stops.
-    await alice.page.reload();
-    await alice.page.fill('#saved-passphrase', PASSPHRASE);
-    await alice.page.click('#unlock-saved');
-    alice.id = null;
-    await waitForSession(alice);
+    await reloadAndUnlock(alice);
     await openGroup(alice, gid);
     await openGroup(dave, gid);
     await membersReady(dave, gid, 3);
@@ -376,9 +378,7 @@ describe('groups', { timeout: 180000 }, () => {
   test('the only admin cannot leave: the pane says why (1280 and 360 px) and nothing is sent; once another is admin, leaving works', async () => {
     const srv = await harness.server();
     const { alice, others: [bob] } = await friendsOfAlice(srv, ['Bob']);
-    const gid = await createGroup(alice, 'Kept', [bob]);
-    await openGroup(bob, gid);
-    for (const user of [alice, bob]) await membersReady(user, gid, 2);
+    const gid = await groupJoinedByAll(alice, 'Kept', [bob]);
     const pane = alice.page.locator(`.group-pane[data-group="${gid}"]`);
     const error = pane.locator('.form-error');
     const uploads = () => groupUploads(alice).length;
@@ -408,20 +408,11 @@ describe('groups', { timeout: 180000 }, () => {
 
   test('a copy of a group message the server reports undelivered is counted on the message: "1 of 2 have it · 1 could not be reached"', async () => {
     const srv = await harness.server();
-    const alice = await openUser(harness.browser, srv, { name: 'Alice' });
-    const mitm = await interceptSocket(alice.page, srv.wsUrl);
-    await generateKey(alice);
-    await enterChat(alice);
-    const others = [];
-    for (const name of ['Bob', 'Carol']) {
-      const user = await newChatUser(harness.browser, srv, { name });
-      await befriend(user, alice);
-      others.push(user);
-    }
+    const alice = await interceptedChatUser(harness.browser, srv, { name: 'Alice' });
+    const { mitm } = alice;
+    const { others } = await friendsOfAlice(srv, ['Bob', 'Carol'], { alice });
     const [bob, carol] = others;
-    const gid = await createGroup(alice, 'Reach', others);
-    for (const user of others) await openGroup(user, gid);
-    for (const user of [alice, ...others]) await membersReady(user, gid, 3);
+    const gid = await groupJoinedByAll(alice, 'Reach', others);
     await carol.context.close(); // Carol is away: no receipt from her
     await writeToGroup(alice, gid, 'who has it');
     await groupMessage(bob, gid, 'who has it');
@@ -446,22 +437,15 @@ describe('what does not add up', { timeout: 180000 }, () => {
   test('a membership change signed by a member who is no admin, injected by the server, is refused and shown; the list stays', async () => {
     const srv = await harness.server();
     const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
-    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
-    const mitm = await interceptSocket(bob.page, srv.wsUrl);
-    await generateKey(bob);
-    await enterChat(bob);
+    const bob = await interceptedChatUser(harness.browser, srv, { name: 'Bob' });
+    const { mitm } = bob;
     const carol = await gpgUser(srv, 'Carol');
     for (const user of [bob, carol]) await befriend(user, alice);
-    const gid = await createGroup(alice, 'Honest', [bob, carol]);
-    await openGroup(bob, gid);
-    await openGroup(carol, gid);
-    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    const gid = await groupJoinedByAll(alice, 'Honest', [bob, carol]);
 
     // Carol holds version 1 (Alice handed it to her): she reads it with her own key...
     for (const key of keysReceived(carol)) importKey(carol.home, key);
-    const v1 = jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
-      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
-      .find((text) => text.includes('"kind":"group"'));
+    const v1 = listHandedTo(carol);
     const list = JSON.parse(v1);
     assert.equal(list.ver, 1);
     // ...and signs a version 2 that makes her an admin, which the server hands to Bob's group handle.
@@ -471,12 +455,7 @@ describe('what does not add up', { timeout: 180000 }, () => {
       // Well formed (new admins' seniority is this version), so only the signer's rights refuse it.
       members: list.members.map((m) => (m.admin ? m : { ...m, admin: true, since: 2 })),
     });
-    const bobKey = jsonFrames(bob).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key;
-    importKey(carol.home, bobKey);
-    const payload = encryptAndSign(carol.home, { text: forged, recipient: bob.fingerprint, signer: carol.fingerprint, passphrase: GPG_PASSPHRASE });
-    const day = new Date().toISOString().slice(0, 10);
-    const handle = createHmac('sha256', Buffer.from(list.secret, 'base64url')).update(`secchat-group-v1\n${bob.fingerprint}\n${day}`).digest('base64url');
-    mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+    const handle = injectSigned(carol, bob, list.secret, forged);
 
     const pane = bob.page.locator(`.group-pane[data-group="${gid}"]`);
     const refused = pane.locator('.msg-system[data-what="change_refused"]');
@@ -527,15 +506,11 @@ describe('what does not add up', { timeout: 180000 }, () => {
   test('an admin\'s second, different version under the same number is shown as an alert naming that admin, at 1280 and 360 px', async () => {
     const srv = await harness.server();
     const alice = await gpgUser(srv, 'Alice');
-    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
-    const mitm = await interceptSocket(bob.page, srv.wsUrl);
-    await generateKey(bob);
-    await enterChat(bob);
+    const bob = await interceptedChatUser(harness.browser, srv, { name: 'Bob' });
+    const { mitm } = bob;
     const carol = await gpgUser(srv, 'Carol');
     for (const user of [bob, carol]) await befriend(user, alice);
-    const gid = await createGroup(alice, 'Steady', [bob, carol]);
-    for (const user of [bob, carol]) await openGroup(user, gid);
-    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    const gid = await groupJoinedByAll(alice, 'Steady', [bob, carol]);
     // Alice renames the group through her page: version 2, which every member applies.
     await alice.page.fill(`#group-rename-${gid}`, 'Steady (2)');
     await alice.page.click(`.group-pane[data-group="${gid}"] .group-rename button`);
@@ -547,18 +522,12 @@ describe('what does not add up', { timeout: 180000 }, () => {
     // Alice's key also signs another version 2 on version 1 (the text Carol was handed), which the server
     // hands to Bob's group handle.
     for (const key of keysReceived(carol)) importKey(carol.home, key);
-    const v1 = jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
-      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
-      .find((text) => text.includes('"kind":"group"'));
+    const v1 = listHandedTo(carol);
     const list = JSON.parse(v1);
     const other = JSON.stringify({
       v: 1, kind: 'group', gid, ver: 2, prev: createHash('sha256').update(v1, 'utf8').digest('base64url'), ts: Date.now(), name: 'Steady (other)', secret: list.secret, members: list.members,
     });
-    importKey(alice.home, jsonFrames(bob).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key);
-    const payload = encryptAndSign(alice.home, { text: other, recipient: bob.fingerprint, signer: alice.fingerprint, passphrase: GPG_PASSPHRASE });
-    const day = new Date().toISOString().slice(0, 10);
-    const handle = createHmac('sha256', Buffer.from(list.secret, 'base64url')).update(`secchat-group-v1\n${bob.fingerprint}\n${day}`).digest('base64url');
-    mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+    injectSigned(alice, bob, list.secret, other);
 
     await pane.locator('.msg-system[data-what="equivocation"]').waitFor();
     for (const viewport of [DESKTOP, PHONE]) {
@@ -579,35 +548,20 @@ describe('what does not add up', { timeout: 180000 }, () => {
     const srv = await harness.server();
     const alice = await gpgUser(srv, 'Alice');
     const watched = [];
-    for (const name of ['Bob', 'Dave']) {
-      const user = await openUser(harness.browser, srv, { name });
-      user.mitm = await interceptSocket(user.page, srv.wsUrl);
-      await generateKey(user);
-      await enterChat(user);
-      watched.push(user);
-    }
+    for (const name of ['Bob', 'Dave']) watched.push(await interceptedChatUser(harness.browser, srv, { name }));
     const carol = await gpgUser(srv, 'Carol');
     for (const user of [...watched, carol]) await befriend(user, alice);
-    const gid = await createGroup(alice, 'Keys', [...watched, carol]);
-    for (const user of [...watched, carol]) await openGroup(user, gid);
-    for (const user of [alice, ...watched, carol]) await membersReady(user, gid, 4);
+    const gid = await groupJoinedByAll(alice, 'Keys', [...watched, carol]);
 
     // Carol's key with another user ID: the same fingerprint, other packets.
     const changed = carol.home.run(['--pinentry-mode', 'loopback', '--passphrase', GPG_PASSPHRASE, '--quick-add-uid', carol.fingerprint, 'Carol Other <other@example.org>']);
     assert.equal(changed.status, 0, changed.stderr);
     const carolChanged = carol.home.run(['--armor', '--export', carol.fingerprint]).stdout;
     // Alice (an admin) signs a gkeys with it; the server hands it to each member's group handle.
-    const v1 = JSON.parse(jsonFrames(carol).filter((f) => f.direction === 'received' && f.json.type === 'MESSAGE' && f.json.payload)
-      .map((f) => decryptAndVerify(carol.home, { payload: f.json.payload, passphrase: GPG_PASSPHRASE }).plaintext)
-      .find((text) => text.includes('"kind":"group"')));
-    const day = new Date().toISOString().slice(0, 10);
+    const v1 = JSON.parse(listHandedTo(carol));
     for (const user of watched) {
-      const key = jsonFrames(user).find((f) => f.direction === 'sent' && f.json.type === 'FRIEND_REQUEST').json.public_key;
-      importKey(alice.home, key);
       const envelope = JSON.stringify({ v: 1, kind: 'gkeys', gid, ver: 1, ts: Date.now(), keys: [carolChanged] });
-      const payload = encryptAndSign(alice.home, { text: envelope, recipient: user.fingerprint, signer: alice.fingerprint, passphrase: GPG_PASSPHRASE });
-      const handle = createHmac('sha256', Buffer.from(v1.secret, 'base64url')).update(`secchat-group-v1\n${user.fingerprint}\n${day}`).digest('base64url');
-      user.mitm.inject({ type: 'MESSAGE', handle, payload, ts: Date.now() });
+      injectSigned(alice, user, v1.secret, envelope);
     }
     for (const user of watched) {
       const pane = user.page.locator(`.group-pane[data-group="${gid}"]`);
@@ -630,9 +584,7 @@ describe('keys replaced and admins at once', { timeout: 180000 }, () => {
   test('an admin gives a member their new key: every member sees that member as "key changed", not a removal and an addition (1280 and 360 px)', async () => {
     const srv = await harness.server();
     const { alice, others: [bob, carol] } = await friendsOfAlice(srv, ['Bob', 'Carol']);
-    const gid = await createGroup(alice, 'Renewed', [bob, carol]);
-    for (const user of [bob, carol]) await openGroup(user, gid);
-    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    const gid = await groupJoinedByAll(alice, 'Renewed', [bob, carol]);
     // Bob's new key: a new tab, a new key with the same name, befriended with Alice (who is told the name was
     // used before by another key).
     const bob2 = await newChatUser(harness.browser, srv, { name: 'Bob' });
@@ -669,15 +621,11 @@ describe('keys replaced and admins at once', { timeout: 180000 }, () => {
   test('two admins change the group at once: the less senior one\'s change is redone on top of the other\'s, and every member ends with both (1280 and 360 px)', async () => {
     const srv = await harness.server();
     const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
-    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
-    const mitm = await interceptSocket(bob.page, srv.wsUrl);
-    await generateKey(bob);
-    await enterChat(bob);
+    const bob = await interceptedChatUser(harness.browser, srv, { name: 'Bob' });
+    const { mitm } = bob;
     const carol = await newChatUser(harness.browser, srv, { name: 'Carol' });
     for (const user of [bob, carol]) await befriend(user, alice);
-    const gid = await createGroup(alice, 'Together', [bob, carol]);
-    for (const user of [bob, carol]) await openGroup(user, gid);
-    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    const gid = await groupJoinedByAll(alice, 'Together', [bob, carol]);
     await alice.page.getByRole('button', { name: /^make admin: Bob/ }).click();
     await bob.page.locator(`.group-pane[data-group="${gid}"] .group-rename`).waitFor();
     const pane = (user) => user.page.locator(`.group-pane[data-group="${gid}"]`);
@@ -733,16 +681,12 @@ describe('invitations', { timeout: 180000 }, () => {
   test('after "Remove from list", a replay of the invitation held then does not join again; an admin adding us back does', async () => {
     const srv = await harness.server();
     const alice = await newChatUser(harness.browser, srv, { name: 'Alice' });
-    const bob = await openUser(harness.browser, srv, { name: 'Bob' });
-    const mitm = await interceptSocket(bob.page, srv.wsUrl);
-    await generateKey(bob);
-    await enterChat(bob);
+    const bob = await interceptedChatUser(harness.browser, srv, { name: 'Bob' });
+    const { mitm } = bob;
     const carol = await newChatUser(harness.browser, srv, { name: 'Carol' });
     for (const user of [bob, carol]) await befriend(user, alice);
     const before = mitm.toPage.length;
-    const gid = await createGroup(alice, 'First', [bob, carol]);
-    for (const user of [bob, carol]) await openGroup(user, gid);
-    for (const user of [alice, bob, carol]) await membersReady(user, gid, 3);
+    const gid = await groupJoinedByAll(alice, 'First', [bob, carol]);
     // What handed Bob the group (the version and the keys, from his contact with Alice).
     const invitation = mitm.toPage.slice(before).filter((f) => f.type === 'MESSAGE');
     assert.ok(invitation.length >= 2);
@@ -799,23 +743,4 @@ async function waitForContact(user, friendKey) {
 async function bookSaved(user) {
   await user.page.waitForFunction(() => Boolean(localStorage.getItem('secchat.contacts.v1'))
     && document.querySelector('.panel.book')?.dataset.pending === 'false', null, { timeout: 15000 });
-}
-
-/** Closes the user's tab (its context and localStorage stay); returns a function that reopens and unlocks it. */
-async function closeTab(user, srv) {
-  await user.page.close();
-  return async () => {
-    const page = await user.context.newPage();
-    page.on('pageerror', (error) => user.problems.push(`page error: ${error.message}`));
-    page.on('websocket', (socket) => {
-      socket.on('framesent', (frame) => user.frames.push({ direction: 'sent', text: String(frame.payload) }));
-      socket.on('framereceived', (frame) => user.frames.push({ direction: 'received', text: String(frame.payload) }));
-    });
-    await page.goto(srv.url);
-    user.page = page;
-    await page.fill('#saved-passphrase', PASSPHRASE);
-    await page.click('#unlock-saved');
-    user.id = null;
-    return waitForSession(user);
-  };
 }

@@ -5,36 +5,19 @@
 // friend's signature, and a message is never shown delivered without the friend's signed receipt.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import {
-  PASSPHRASE, assertClean, befriend, enterChat, generateKey, incomingMessage, openUser, pane, sendMessage, waitForSession,
-} from './helpers/browser.mjs';
+import { assertClean, befriend, incomingMessage, pane, reloadAndUnlock, sendMessage } from './helpers/browser.mjs';
 import { browserWithServers } from './helpers/harness.mjs';
-import { interceptSocket } from './helpers/mitm.mjs';
+import { interceptedChatUser } from './helpers/mitm.mjs';
 
 const harness = browserWithServers();
 
 /** A user with a remembered key, in the chat, whose socket runs through a man in the middle. */
-async function interceptedUser(srv, name) {
-  const user = await openUser(harness.browser, srv, { name });
-  user.mitm = await interceptSocket(user.page, srv.wsUrl);
-  await generateKey(user, { remember: true });
-  await enterChat(user);
-  return user;
-}
+const interceptedUser = (srv, name) => interceptedChatUser(harness.browser, srv, { name, remember: true });
 
 const entry = (user, friendKey) => user.page.locator(`.friend[data-friend="${friendKey}"]`);
 
 async function waitForContact(user, friendKey) {
   await user.page.waitForFunction((key) => document.querySelector(`.friend[data-friend="${key}"]`)?.dataset.contact === 'true', friendKey, { timeout: 15000 });
-}
-
-/** Reloads and unlocks the remembered key (the man in the middle stays on the page's socket). */
-async function reload(user) {
-  await user.page.reload();
-  await user.page.fill('#saved-passphrase', PASSPHRASE);
-  await user.page.click('#unlock-saved');
-  user.id = null;
-  return waitForSession(user);
 }
 
 /** Resolves once the man in the middle kept back a page frame matching `matches`. */
@@ -68,8 +51,8 @@ describe('a server stripping what contacts need', { timeout: 120000 }, () => {
     // From now on the server drops every probe and every answer, acknowledging each as if it were delivered.
     alice.mitm.strip = isProbe;
     bob.mitm.strip = isProbe;
-    await reload(alice);
-    await reload(bob);
+    await reloadAndUnlock(alice);
+    await reloadAndUnlock(bob);
     await waitForStripped(alice, isProbe, 'Alice\'s probe');
     await waitForStripped(bob, isProbe, 'Bob\'s probe');
     // Both contacts are back (from the book, by handle), and each is shown offline: nothing signed says otherwise.

@@ -78,6 +78,36 @@ export async function waitForSession(user) {
   return user.id;
 }
 
+/** Unlocks the key remembered on this device, from the page's saved-key screen; resolves with the new session ID. */
+export async function unlockAgain(user) {
+  await user.page.fill('#saved-passphrase', PASSPHRASE);
+  await user.page.click('#unlock-saved');
+  user.id = null;
+  return waitForSession(user);
+}
+
+/** Reloads the page and unlocks the remembered key (a man in the middle stays on the page's socket). */
+export async function reloadAndUnlock(user) {
+  await user.page.reload();
+  return unlockAgain(user);
+}
+
+/** Closes the user's tab (the context, with its localStorage, stays) and returns a function that reopens it. */
+export async function closeTab(user, server) {
+  await user.page.close();
+  return async () => {
+    const page = await user.context.newPage();
+    page.on('pageerror', (error) => user.problems.push(`page error: ${error.message}`));
+    page.on('websocket', (socket) => {
+      socket.on('framesent', (frame) => user.frames.push({ direction: 'sent', text: String(frame.payload) }));
+      socket.on('framereceived', (frame) => user.frames.push({ direction: 'received', text: String(frame.payload) }));
+    });
+    await page.goto(server.url);
+    user.page = page;
+    return unlockAgain(user);
+  };
+}
+
 /** Opens a page, generates a key and enters the chat. */
 export async function newChatUser(browser, server, options = {}) {
   const user = await openUser(browser, server, options);

@@ -1,6 +1,7 @@
 // A malicious server in the middle: Playwright's routeWebSocket sits between one page and the real server,
 // records every frame both ways, and lets a test rewrite, drop or inject frames the page receives. The real
 // server never knows; the page cannot tell the difference, which is the point.
+import { enterChat, generateKey, openUser } from './browser.mjs';
 
 /**
  * Routes the page's WebSocket to `wsUrl` through a recorder. Call before the chat screen opens its socket.
@@ -64,4 +65,16 @@ export async function interceptSocket(page, wsUrl) {
     });
   });
   return mitm;
+}
+
+/**
+ * A new user in the chat whose socket runs through `interceptSocket` from its first frame, as `user.mitm`;
+ * `remember`: the key is remembered on the device (so the page can be reloaded and unlocked).
+ */
+export async function interceptedChatUser(browser, server, { name, remember = false }) {
+  const user = await openUser(browser, server, { name });
+  user.mitm = await interceptSocket(user.page, server.wsUrl);
+  await generateKey(user, { remember });
+  await enterChat(user);
+  return user;
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use secchat::router::Action;
 
+use super::handles::To;
 use super::{Model, Owed, connect_of, pair, resume_of};
 use crate::router_model::ARMOR;
 use crate::{GARBAGE, KEY, Op, Spelling, Target};
@@ -195,14 +196,16 @@ impl Model {
                 probe,
                 encrypted,
                 with_ref,
-            } => self.message_to_handle(*slot, *handle, *probe, *encrypted, *with_ref)?,
+            } => self.message_to_pool(*slot, To::Handle(*handle), *probe, *encrypted, *with_ref)?,
             Op::ToHandles {
                 slot,
                 handles,
                 probe,
                 encrypted,
                 with_ref,
-            } => self.message_to_handles(*slot, handles, *probe, *encrypted, *with_ref)?,
+            } => {
+                self.message_to_pool(*slot, To::Handles(handles), *probe, *encrypted, *with_ref)?
+            }
         }
         Ok(())
     }

@@ -39,6 +39,16 @@ fn handle_index(text: &str) -> Option<usize> {
     (0..HANDLES).find(|&n| handle_text(n) == text)
 }
 
+/// Where a MESSAGE to the pool is addressed (indexes, modulo the pool's size).
+#[derive(Clone, Copy)]
+pub enum To<'a> {
+    /// One handle (`"handle"`, PROTOCOL.md §10): its copy refused is the frame refused.
+    Handle(usize),
+    /// Several (`"handles"`, PROTOCOL.md §11): each copy is delivered, queued or refused on its
+    /// own, and a handle named twice refuses the whole frame.
+    Handles(&'a [usize]),
+}
+
 /// Where a MESSAGE to a handle stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -246,11 +256,13 @@ impl Model {
         Ok(())
     }
 
-    /// MESSAGE to handle `handle` of the pool; `probe`: with `"mailbox":false`.
-    pub(super) fn message_to_handle(
+    /// MESSAGE to handles of the pool; `probe`: with `"mailbox":false`. A letter per handle in
+    /// the ledger, each held to what a MESSAGE to that one handle promises; the ACK accounts for
+    /// every copy.
+    pub(super) fn message_to_pool(
         &mut self,
         slot: usize,
-        handle: usize,
+        to: To<'_>,
         probe: bool,
         encrypted: bool,
         with_ref: bool,
@@ -259,65 +271,118 @@ impl Model {
             return Ok(());
         };
         let me = self.conn_session.get(&conn).cloned().unwrap_or_default();
-        let handle = handle % HANDLES;
+        let several = matches!(to, To::Handles(_));
+        let (handles, key, address): (Vec<usize>, &str, Value) = match to {
+            To::Handle(handle) => {
+                let handle = handle % HANDLES;
+                (vec![handle], "handle", Value::String(handle_text(handle)))
+            }
+            To::Handles(handles) => {
+                let handles: Vec<usize> = handles.iter().map(|handle| handle % HANDLES).collect();
+                let texts = handles.iter().map(|&handle| handle_text(handle)).collect();
+                (handles, "handles", texts)
+            }
+        };
+        let repeated = (1..handles.len()).any(|at| handles[..at].contains(&handles[at]));
         let reference = self.fresh_ref(with_ref);
         let (marker, payload) = self.next_payload(encrypted);
-        let index = self.record_letter(&me, handle, marker, reference.as_ref());
-        let mut frame = serde_json::json!({
-            "type": "MESSAGE",
-            "handle": handle_text(handle),
-            "payload": payload,
-        });
+        // Recorded before sending, so that a delivery in this very batch is recognised.
+        let mut indexes = Vec::new();
+        if !repeated {
+            for &handle in &handles {
+                indexes.push(self.record_letter(&me, handle, marker, reference.as_ref()));
+            }
+        }
+        let mut frame = serde_json::json!({"type": "MESSAGE", key: address, "payload": payload});
         if probe {
             frame["mailbox"] = Value::Bool(false);
         }
         if let Some(reference) = &reference {
             frame["ref"] = Value::String(reference.clone());
         }
-        let listener_connected = self.listener_connected(handle);
+        let connected: Vec<bool> = handles
+            .iter()
+            .map(|&handle| self.listener_connected(handle))
+            .collect();
         let actions = self.text(conn, &frame.to_string())?;
-        let state = self.handles.ledger.letters[index].state;
         if let Some(code) = Self::error_to(&actions, conn) {
-            prop_assert_eq!(state, State::Sending, "refused ({}) but delivered", code);
-            self.handles.ledger.letters[index].state = State::Refused;
-            if let Some(reference) = &reference {
-                self.handles
-                    .ledger
-                    .by_ref
-                    .remove(&(reference.clone(), handle));
+            for (&index, &handle) in indexes.iter().zip(&handles) {
+                let letter = &self.handles.ledger.letters[index];
+                prop_assert_eq!(
+                    letter.state,
+                    State::Sending,
+                    "refused ({}) but a copy went",
+                    code
+                );
+                self.handles.ledger.letters[index].state = State::Refused;
+                if let Some(reference) = &reference {
+                    self.handles
+                        .ledger
+                        .by_ref
+                        .remove(&(reference.clone(), handle));
+                }
             }
+            // A copy to one handle refused is the frame refused; copies to several are refused
+            // one by one (UNDELIVERED), never by the frame's ERROR.
+            let listener_connected = connected.contains(&true);
             match code.as_str() {
-                "bad_request" => prop_assert!(!self.speaks_v2(&me), "bad_request from version 2"),
+                "bad_request" => prop_assert!(!self.speaks_v2(&me) || repeated, "bad_request"),
                 "not_encrypted" => prop_assert!(!encrypted),
                 "rate_limited" => {}
-                "peer_busy" => prop_assert!(listener_connected, "peer_busy without a listener"),
-                "no_mailbox" => {
+                "peer_busy" if !several => {
+                    prop_assert!(listener_connected, "peer_busy without a listener")
+                }
+                "no_mailbox" if !several => {
                     prop_assert!(!listener_connected, "no_mailbox with a connected listener")
                 }
-                other => prop_assert!(false, "MESSAGE to a handle refused with {}", other),
+                other => prop_assert!(false, "MESSAGE to {} refused with {}", key, other),
             }
             return Ok(());
         }
         prop_assert!(
             self.speaks_v2(&me),
-            "a version-1 MESSAGE to a handle accepted"
+            "a version-1 MESSAGE to {} accepted",
+            key
         );
+        prop_assert!(!repeated, "a handle named twice accepted");
         prop_assert!(encrypted, "plain payload accepted");
-        let delivered = state == State::Delivered;
-        prop_assert_eq!(
-            delivered,
-            listener_connected,
-            "delivered at once iff the listener is connected"
-        );
-        prop_assert!(!probe || delivered, "a probe was stored");
-        if !delivered {
-            self.handles.ledger.letters[index].state = State::Waiting;
+        // Without a ref, a copy to several handles refused is silent: the model counts it as
+        // waiting, an upper bound the end check allows for. A copy to one handle is never
+        // refused silently (that is the frame's ERROR).
+        let silent = several && reference.is_none();
+        let (mut sent, mut queued) = (0, 0);
+        for (&index, &listener_connected) in indexes.iter().zip(&connected) {
+            match self.handles.ledger.letters[index].state {
+                State::Delivered => {
+                    prop_assert!(listener_connected, "delivered without a connected listener");
+                    sent += 1;
+                }
+                // Told at once (with a ref): peer_busy or no_mailbox.
+                State::Refused => {}
+                // Stored, then evicted for a later copy in the same batch: it was queued.
+                State::Undelivered => queued += 1,
+                _ => {
+                    prop_assert!(
+                        !listener_connected || silent,
+                        "a connected listener's copy neither delivered nor refused"
+                    );
+                    prop_assert!(!probe || silent, "a probe was stored");
+                    self.handles.ledger.letters[index].state = State::Waiting;
+                    queued += 1;
+                }
+            }
         }
         if let Some(reference) = &reference {
-            let ack = Self::ack_to(&actions, conn, reference);
-            prop_assert!(ack.is_some(), "no ACK for an accepted MESSAGE to a handle");
-            let queued = ack.and_then(|ack| ack.get("queued").cloned());
-            prop_assert_eq!(queued, (!delivered).then_some(Value::Bool(true)));
+            let ack = Self::ack_to(&actions, conn, reference)
+                .ok_or_else(|| TestCaseError::fail(format!("no ACK for a MESSAGE to {key}")))?;
+            if several {
+                prop_assert_eq!(ack.get("sent").and_then(Value::as_u64), Some(sent));
+                prop_assert_eq!(ack.get("queued").and_then(Value::as_u64), Some(queued));
+            } else {
+                // One handle: `"queued":true` when the letter waits, no count when it went.
+                let waits = (queued > 0).then_some(Value::Bool(true));
+                prop_assert_eq!(ack.get("queued").cloned(), waits);
+            }
         }
         Ok(())
     }
@@ -370,103 +435,6 @@ impl Model {
                 .insert((reference.clone(), handle), index);
         }
         index
-    }
-
-    /// MESSAGE to several handles of the pool (PROTOCOL.md §11): a letter per handle in the
-    /// ledger, each held to what a MESSAGE to that one handle promises; a handle named twice
-    /// refuses the whole frame. The ACK's counts account for every copy.
-    pub(super) fn message_to_handles(
-        &mut self,
-        slot: usize,
-        handles: &[usize],
-        probe: bool,
-        encrypted: bool,
-        with_ref: bool,
-    ) -> Result<(), TestCaseError> {
-        let Some(conn) = self.session_conn(slot)? else {
-            return Ok(());
-        };
-        let me = self.conn_session.get(&conn).cloned().unwrap_or_default();
-        let handles: Vec<usize> = handles.iter().map(|handle| handle % HANDLES).collect();
-        let repeated = (1..handles.len()).any(|at| handles[..at].contains(&handles[at]));
-        let reference = self.fresh_ref(with_ref);
-        let (marker, payload) = self.next_payload(encrypted);
-        let mut indexes = Vec::new();
-        if !repeated {
-            for &handle in &handles {
-                indexes.push(self.record_letter(&me, handle, marker, reference.as_ref()));
-            }
-        }
-        let texts: Vec<String> = handles.iter().map(|&handle| handle_text(handle)).collect();
-        let mut frame =
-            serde_json::json!({"type": "MESSAGE", "handles": texts, "payload": payload});
-        if probe {
-            frame["mailbox"] = Value::Bool(false);
-        }
-        if let Some(reference) = &reference {
-            frame["ref"] = Value::String(reference.clone());
-        }
-        let connected: Vec<bool> = handles
-            .iter()
-            .map(|&handle| self.listener_connected(handle))
-            .collect();
-        let actions = self.text(conn, &frame.to_string())?;
-        if let Some(code) = Self::error_to(&actions, conn) {
-            for &index in &indexes {
-                let letter = &self.handles.ledger.letters[index];
-                prop_assert_eq!(
-                    letter.state,
-                    State::Sending,
-                    "refused ({}) but a copy went",
-                    code
-                );
-                self.handles.ledger.letters[index].state = State::Refused;
-            }
-            match code.as_str() {
-                "bad_request" => prop_assert!(!self.speaks_v2(&me) || repeated, "bad_request"),
-                "not_encrypted" => prop_assert!(!encrypted),
-                "rate_limited" => {}
-                other => prop_assert!(false, "MESSAGE to several handles refused with {}", other),
-            }
-            return Ok(());
-        }
-        prop_assert!(
-            self.speaks_v2(&me),
-            "a version-1 MESSAGE to handles accepted"
-        );
-        prop_assert!(!repeated, "a handle named twice accepted");
-        prop_assert!(encrypted, "plain payload accepted");
-        let (mut sent, mut queued) = (0, 0);
-        for (&index, &listener_connected) in indexes.iter().zip(&connected) {
-            match self.handles.ledger.letters[index].state {
-                State::Delivered => {
-                    prop_assert!(listener_connected, "delivered without a connected listener");
-                    sent += 1;
-                }
-                // Told at once (with a ref): peer_busy or no_mailbox.
-                State::Refused => {}
-                // Stored, then evicted for a later copy in the same batch: it was queued.
-                State::Undelivered => queued += 1,
-                _ => {
-                    prop_assert!(
-                        !listener_connected || reference.is_none(),
-                        "a connected listener's copy neither delivered nor refused"
-                    );
-                    // Without a ref a refused copy is silent: the model counts it as waiting, an
-                    // upper bound the end check allows for.
-                    prop_assert!(!probe || reference.is_none(), "a probe was stored");
-                    self.handles.ledger.letters[index].state = State::Waiting;
-                    queued += 1;
-                }
-            }
-        }
-        if let Some(reference) = &reference {
-            let ack = Self::ack_to(&actions, conn, reference)
-                .ok_or_else(|| TestCaseError::fail("no ACK for a MESSAGE to several handles"))?;
-            prop_assert_eq!(ack.get("sent").and_then(Value::as_u64), Some(sent));
-            prop_assert_eq!(ack.get("queued").and_then(Value::as_u64), Some(queued));
-        }
-        Ok(())
     }
 
     /// A frame of version 2 about handles, sent to `receiver` on `conn`.
