@@ -209,6 +209,13 @@ fn check_invariants(conn: &mut Conn) {
     assert_eq!(pairs(conn.text(&["HGETALL", "secchat:mb:bcount"])), bcount);
     assert_eq!(pairs(conn.text(&["HGETALL", "secchat:mb:hcount"])), hcount);
     assert_eq!(pairs(conn.text(&["HGETALL", "secchat:mb:hbytes"])), hbytes);
+    // Nothing is kept without a TTL but the letter counter.
+    for key in strings(conn.text(&["KEYS", "secchat:m*"])) {
+        if key != "secchat:mb:seq" {
+            let left = number(conn.text(&["PTTL", &key]));
+            assert!(left > 0, "{key} has no TTL ({left})");
+        }
+    }
 }
 
 /// The length of a list, and the letters its handle or block holds.
