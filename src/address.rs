@@ -42,6 +42,15 @@ impl Block {
             u64::from(self.len),
         ]
     }
+
+    /// The block [`Block::to_words`] made; `None` for a length beyond 128.
+    pub fn from_words([high, low, len]: [u64; 3]) -> Option<Block> {
+        let len = u8::try_from(len).ok().filter(|len| *len <= 128)?;
+        Some(Block {
+            bits: (u128::from(high) << 64) | u128::from(low),
+            len,
+        })
+    }
 }
 
 impl serde::Serialize for Block {
@@ -53,15 +62,9 @@ impl serde::Serialize for Block {
 /// Read from a cluster record: `[high, low, len]`; a length beyond 128 is refused.
 impl<'de> serde::Deserialize<'de> for Block {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let [high, low, len] = <[u64; 3]>::deserialize(deserializer)?;
-        let len = u8::try_from(len)
-            .ok()
-            .filter(|len| *len <= 128)
-            .ok_or_else(|| serde::de::Error::custom("a block longer than 128 bits"))?;
-        Ok(Block {
-            bits: (u128::from(high) << 64) | u128::from(low),
-            len,
-        })
+        let words = <[u64; 3]>::deserialize(deserializer)?;
+        Block::from_words(words)
+            .ok_or_else(|| serde::de::Error::custom("a block longer than 128 bits"))
     }
 }
 

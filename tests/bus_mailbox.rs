@@ -83,7 +83,7 @@ fn store_if(
     only_if_nobody_listens: bool,
 ) -> i64 {
     let entry = format!("secchat:h:{handle}");
-    let list = format!("secchat:mail:{handle}");
+    let list = format!("secchat:mb:h:{handle}");
     let numbers = [
         rules.per_handle.to_string(),
         rules.ttl_ms.to_string(),
@@ -117,9 +117,28 @@ fn store_if(
 
 /// LISTEN on `handle` for session `who`: the letters it takes, oldest first.
 fn listen(conn: &mut Conn, handle: &str, who: &str) -> Vec<String> {
+    listen_with_blocks(conn, handle, who)
+        .into_iter()
+        .map(|(letter, _)| letter)
+        .collect()
+}
+
+/// LISTEN on `handle` for session `who`: the letters it takes, oldest first, each with the
+/// block its sender's letter counted against ("" when unknown).
+fn listen_with_blocks(conn: &mut Conn, handle: &str, who: &str) -> Vec<(String, String)> {
     let entry = format!("secchat:h:{handle}");
-    let list = format!("secchat:mail:{handle}");
-    let reply = conn.text(&["EVAL", MAILBOX_LISTEN, "2", &entry, &list, who, "30000"]);
+    let set = format!("secchat:mb:h:{handle}");
+    let legacy = format!("secchat:mail:{handle}");
+    let reply = conn.text(&[
+        "EVAL",
+        MAILBOX_LISTEN,
+        "3",
+        &entry,
+        &set,
+        &legacy,
+        who,
+        "30000",
+    ]);
     check_invariants(conn);
     let Reply::Array(Some(parts)) = reply else {
         panic!("LISTEN answered {reply:?}");
@@ -127,8 +146,9 @@ fn listen(conn: &mut Conn, handle: &str, who: &str) -> Vec<String> {
     let Some(Reply::Array(Some(mail))) = parts.into_iter().nth(1) else {
         panic!("LISTEN answered no letters array");
     };
-    mail.into_iter()
-        .map(|letter| String::from_utf8(letter.as_bytes().unwrap().to_vec()).unwrap())
+    let text = |reply: &Reply| String::from_utf8(reply.as_bytes().unwrap().to_vec()).unwrap();
+    mail.chunks(2)
+        .map(|pair| (text(&pair[0]), text(&pair[1])))
         .collect()
 }
 
@@ -159,14 +179,14 @@ fn number(reply: Reply) -> i64 {
     }
 }
 
-/// The invariants `mailbox.rs` states: every index is the sum over `meta`, and every letter
-/// is named by its handle's and its block's list.
+/// The invariants `mailbox.rs` states: every index holds exactly the entries and sums over
+/// `meta`.
 fn check_invariants(conn: &mut Conn) {
     let meta = strings(conn.text(&["HGETALL", "secchat:mb:meta"]));
     let mut bytes = 0i64;
     let mut rank: HashMap<String, i64> = HashMap::new();
-    let mut bcount: HashMap<String, i64> = HashMap::new();
-    let mut hcount: HashMap<String, i64> = HashMap::new();
+    let mut blocks: HashMap<String, Vec<String>> = HashMap::new();
+    let mut handles: HashMap<String, Vec<String>> = HashMap::new();
     let mut hbytes: HashMap<String, i64> = HashMap::new();
     for pair in meta.chunks(2) {
         let (n, entry) = (&pair[0], &pair[1]);
@@ -176,21 +196,9 @@ fn check_invariants(conn: &mut Conn) {
         let handle = fields.next().unwrap().to_string();
         bytes += size;
         *rank.entry(block.clone()).or_default() += size;
-        *bcount.entry(block.clone()).or_default() += 1;
-        *hcount.entry(handle.clone()).or_default() += 1;
-        *hbytes.entry(handle.clone()).or_default() += size;
-        let handle_list =
-            strings(conn.text(&["LRANGE", &format!("secchat:mail:{handle}"), "0", "-1"]));
-        assert!(
-            handle_list.contains(n),
-            "letter {n} missing from its handle's list"
-        );
-        let block_list =
-            strings(conn.text(&["LRANGE", &format!("secchat:mb:b:{block}"), "0", "-1"]));
-        assert!(
-            block_list.contains(n),
-            "letter {n} missing from its block's list"
-        );
+        blocks.entry(block).or_default().push(n.clone());
+        handles.entry(handle.clone()).or_default().push(n.clone());
+        *hbytes.entry(handle).or_default() += size;
         let time = conn.text(&["ZSCORE", "secchat:mb:times", n]);
         assert!(
             matches!(time, Reply::Bulk(Some(_))),
@@ -206,23 +214,39 @@ fn check_invariants(conn: &mut Conn) {
         pairs(conn.text(&["ZRANGE", "secchat:mb:rank", "0", "-1", "WITHSCORES"])),
         rank
     );
-    assert_eq!(pairs(conn.text(&["HGETALL", "secchat:mb:bcount"])), bcount);
-    assert_eq!(pairs(conn.text(&["HGETALL", "secchat:mb:hcount"])), hcount);
     assert_eq!(pairs(conn.text(&["HGETALL", "secchat:mb:hbytes"])), hbytes);
+    // Each handle's and block's set names exactly its letters, and no other set exists.
+    let mut sets = strings(conn.text(&["KEYS", "secchat:mb:[hb]:*"]));
+    sets.sort();
+    let mut expected: Vec<String> = handles
+        .keys()
+        .map(|handle| format!("secchat:mb:h:{handle}"))
+        .chain(blocks.keys().map(|block| format!("secchat:mb:b:{block}")))
+        .collect();
+    expected.sort();
+    assert_eq!(sets, expected);
+    let named = handles
+        .iter()
+        .map(|(handle, letters)| (format!("secchat:mb:h:{handle}"), letters))
+        .chain(
+            blocks
+                .iter()
+                .map(|(block, letters)| (format!("secchat:mb:b:{block}"), letters)),
+        );
+    for (set, letters) in named {
+        let mut held = strings(conn.text(&["ZRANGE", &set, "0", "-1"]));
+        let mut letters = letters.clone();
+        held.sort();
+        letters.sort();
+        assert_eq!(held, letters, "{set}");
+    }
     // Nothing is kept without a TTL but the letter counter.
-    for key in strings(conn.text(&["KEYS", "secchat:m*"])) {
+    for key in strings(conn.text(&["KEYS", "secchat:mb:*"])) {
         if key != "secchat:mb:seq" {
             let left = number(conn.text(&["PTTL", &key]));
             assert!(left > 0, "{key} has no TTL ({left})");
         }
     }
-}
-
-/// The length of a list, and the letters its handle or block holds.
-fn list_and_letters(conn: &mut Conn, list: &str, counts: &str, name: &str) -> (i64, i64) {
-    let len = number(conn.text(&["LLEN", list]));
-    let letters = number(conn.text(&["HGET", counts, name]));
-    (len, letters)
 }
 
 /// A letter of `len` bytes naming `tag`, so that tests can tell which survived.
@@ -443,10 +467,11 @@ fn expired_letters_are_gone_and_their_counts_go_with_the_next_store() {
 }
 
 #[test]
-fn lists_stay_short_when_letters_leave_from_their_middle() {
+fn letters_leaving_from_the_middle_of_a_handle_leave_its_set() {
     let (_redis, mut conn) = start();
     // A victim handle holds one early letter from block 2, then block 1 sends it many: while
-    // block 1 holds the most, its letters go from the middle of the victim's list.
+    // block 1 holds the most, its letters go from the middle of the victim's set (the
+    // invariants, checked after every store, say each set names exactly its letters).
     let full = Rules {
         bytes: 4 * 612,
         ..ROOMY
@@ -461,29 +486,27 @@ fn lists_stay_short_when_letters_leave_from_their_middle() {
             &letter(&format!("s{i}"), 100),
             "1.0.24",
         );
-        // A push leaves a list at most twice its letters plus 16 long; one store for the
-        // other handle may have taken one of them since.
-        let (len, letters) = list_and_letters(
-            &mut conn,
-            "secchat:mail:victim",
-            "secchat:mb:hcount",
-            "victim",
-        );
-        assert!(
-            len <= 2 * (letters + 1) + 16,
-            "{len} entries for {letters} letters"
-        );
-        let (len, letters) = list_and_letters(
-            &mut conn,
-            "secchat:mb:b:1.0.24",
-            "secchat:mb:bcount",
-            "1.0.24",
-        );
-        assert!(
-            len <= 2 * (letters + 1) + 16,
-            "{len} entries for {letters} letters"
-        );
     }
-    let got = tags(&listen(&mut conn, "victim", "S node"));
-    assert_eq!(got.first().map(String::as_str), Some("keep"));
+    let got = listen_with_blocks(&mut conn, "victim", "S node");
+    assert_eq!(tags(&[got[0].0.clone()]), ["keep"]);
+    let blocks: Vec<&str> = got.iter().map(|(_, block)| block.as_str()).collect();
+    assert_eq!(blocks[0], "2.0.24");
+    assert!(
+        blocks[1..].iter().all(|block| *block == "1.0.24"),
+        "{blocks:?}"
+    );
+}
+
+#[test]
+fn letters_an_older_version_kept_in_a_list_come_back_first() {
+    let (_redis, mut conn) = start();
+    conn.text(&["RPUSH", "secchat:mail:h1", &letter("old", 100)]);
+    store(&mut conn, ROOMY, "h1", &letter("new", 100), "1.0.24");
+    let got: Vec<(String, String)> = listen_with_blocks(&mut conn, "h1", "S node")
+        .into_iter()
+        .map(|(letter, block)| (tags(&[letter])[0].clone(), block))
+        .collect();
+    let expected = [("old", ""), ("new", "1.0.24")].map(|(t, b)| (t.to_string(), b.to_string()));
+    assert_eq!(got, expected);
+    assert_eq!(number(conn.text(&["EXISTS", "secchat:mail:h1"])), 0);
 }

@@ -1,7 +1,8 @@
 //! The cluster's mailbox: letters (MESSAGEs to handles) that wait in Redis for a handle nobody
-//! listens on, with the same bounds as one node's mailbox (`router/mailbox.rs`): letters and
-//! bytes per handle, bytes in all, and, when full, the oldest letter of the sender block that
-//! holds the most bytes goes, so that a few addresses cannot push out everyone else's mail.
+//! listens on, or whose listener is away, with the same bounds as one node's mailbox
+//! (`router/mailbox.rs`): letters and bytes per handle, bytes in all, and, when full, the oldest
+//! letter of the sender block that holds the most bytes goes, so that a few addresses cannot
+//! push out everyone else's mail.
 //!
 //! Everything happens in two Lua scripts, each one atomic step in Redis, so that nodes storing
 //! and listening at once never see half a change. Keys (`P` = `secchat:mb:`):
@@ -11,33 +12,31 @@
 //! | `P l:<n>` | letter `n`'s frame, expiring `ttl` after it was kept |
 //! | `P meta` | hash: `n` → "`<bytes> <block> <handle>`" for every letter kept |
 //! | `P times` | sorted set: `n` by the time it was kept (Redis's clock, ms) |
-//! | `secchat:mail:<handle>` | list: the handle's letter numbers, oldest first |
-//! | `P b:<block>` | list: the block's letter numbers, oldest first |
+//! | `P h:<handle>` | sorted set: the handle's letter numbers (oldest first) |
+//! | `P b:<block>` | sorted set: the block's letter numbers (oldest first) |
 //! | `P rank` | sorted set: block by the bytes its letters count |
-//! | `P hcount`, `P hbytes` | hashes: handle → letters, bytes |
-//! | `P bcount` | hash: block → letters |
+//! | `P hbytes` | hash: handle → bytes |
 //! | `P bytes` | the bytes every letter counts, in all |
 //! | `P seq` | the last letter number given |
 //!
 //! Invariants, kept by every script: `meta` names exactly the letters kept; `times`, the
-//! counts, `rank` and `bytes` are the sums over `meta`; a letter's number is in its handle's
-//! and its block's list. The lists may also hold numbers of letters gone (taken out of the
-//! middle by another list's rule): they are skipped when met, and a push that leaves a list
-//! longer than twice its letters plus 16 rebuilds it, so a handle's list is never longer than
-//! 2 × its letter cap + 16 and a block's than twice the letters the mailbox has room for plus
-//! 16, and rebuilding costs O(1) per push, amortised.
+//! handles' and blocks' sets, `rank`, `hbytes` and `bytes` are exactly the entries and sums
+//! over `meta`. A letter leaves all of them at once (`drop`), each in O(log n): no STORE ever
+//! scans a list, so its cost is a constant number of calls plus the letters it pushes out,
+//! each of which was stored once.
 //!
 //! Expiry: each letter's frame expires by itself (`PX`), so no frame outlives the TTL even if
-//! nothing else happens. Its entries in the indexes go when a later STORE finds it expired (up
-//! to 64 per STORE, oldest first), or when every index key expires. The index keys' TTL is
-//! set to 9/8 of the letters' only when less than the letters' TTL is left of it (an eighth
-//! has passed since it was set, or the keys were just made), not at every STORE: so they
-//! outlive every letter kept since by at most an eighth of the TTL, and a STORE makes about 20
-//! calls rather than 27. The index keys are all empty, hence all absent, exactly when `meta`
-//! is (each is a sum over it), so they are made again together and `meta`'s TTL speaks for
-//! all of them.
-//! The cost of a STORE is therefore bounded by a constant amount of work plus the letters it
-//! pushes out, each of which was stored once.
+//! nothing else happens. Its index entries go when a later STORE finds it expired (up to 64 per
+//! STORE, oldest first), or when the index keys expire. A handle's and a block's set get the
+//! letters' TTL at each letter added to them. The other index keys get 9/8 of it only when
+//! less than the letters' TTL is left of theirs (an eighth has passed since it was set, or the
+//! keys were just made), not at every STORE: they outlive every letter kept since by at most an
+//! eighth of the TTL. They are all empty, hence all absent, exactly when `meta` is (each is a
+//! sum over it), so they are made again together and `meta`'s TTL speaks for all of them. Were
+//! an index entry to outlive its letter, `drop` finds nothing and the entry is skipped.
+//!
+//! Letters an older version kept (frames in a list, `secchat:mail:<handle>`) are taken by a
+//! LISTEN too, so that a rolling upgrade loses none of them.
 //!
 //! Every node passes its own `--mailbox-bytes`, `--mailbox-ttl` and per-handle caps with each
 //! STORE: the nodes of one cluster are meant to run with the same ones (DEPLOY.md §4).
@@ -85,12 +84,14 @@ impl Stored {
     }
 }
 
-/// The Lua both scripts share: `drop(n)` removes letter `n` and its counts (0 if it was gone
-/// already, else its bytes); `drop_oldest(list)` drops the oldest letter still named by a list,
-/// popping the numbers of letters gone before it (false when the list names none).
+/// The Lua both scripts share: `drop(n)` removes letter `n` and its index entries (0 if it
+/// was gone already, else its bytes); `drop_oldest(set)` drops the oldest letter a handle's or
+/// block's set names (false when it names none). Numbers are written with `%d`: Lua's own
+/// conversion writes large ones as `1e+14`.
 macro_rules! mailbox_lua_functions {
     () => {
         "local P = 'secchat:mb:' \
+local function int(x) return string.format('%d', x) end \
 local function drop(n) \
   local m = redis.call('HGET', P .. 'meta', n) \
   if not m then return 0 end \
@@ -103,33 +104,29 @@ local function drop(n) \
   if tonumber(redis.call('ZINCRBY', P .. 'rank', -bytes, block)) <= 0 then \
     redis.call('ZREM', P .. 'rank', block) \
   end \
-  if redis.call('HINCRBY', P .. 'bcount', block, -1) <= 0 then \
-    redis.call('HDEL', P .. 'bcount', block) \
-    redis.call('DEL', P .. 'b:' .. block) \
-  end \
-  redis.call('HINCRBY', P .. 'hbytes', handle, -bytes) \
-  if redis.call('HINCRBY', P .. 'hcount', handle, -1) <= 0 then \
-    redis.call('HDEL', P .. 'hcount', handle) \
+  redis.call('ZREM', P .. 'b:' .. block, n) \
+  redis.call('ZREM', P .. 'h:' .. handle, n) \
+  if redis.call('HINCRBY', P .. 'hbytes', handle, -bytes) <= 0 then \
     redis.call('HDEL', P .. 'hbytes', handle) \
-    redis.call('DEL', 'secchat:mail:' .. handle) \
   end \
   return bytes \
 end \
-local function drop_oldest(list) \
+local function drop_oldest(set) \
   while true do \
-    local n = redis.call('LPOP', list) \
+    local n = redis.call('ZRANGE', set, 0, 0)[1] \
     if not n then return false end \
     if drop(n) > 0 then return true end \
+    redis.call('ZREM', set, n) \
   end \
 end "
     };
 }
 
-/// Keeps a letter for a handle. `KEYS[1]`: the handle's directory entry; `KEYS[2]`: its letter
-/// list. `ARGV`: 1 the letter, 2 letters per handle, 3 TTL (ms), 4 "1" to keep it only while
-/// nobody listens on the handle, 5 the sender's block, 6 bytes per handle, 7 bytes in all,
-/// 8 [`LETTER_OVERHEAD`], 9 the handle. Answers 1 (kept), 0 (somebody listens) or -1 (larger
-/// than a cap).
+/// Keeps a letter for a handle. `KEYS[1]`: the handle's directory entry; `KEYS[2]`: its set
+/// of letters (`P h:<handle>`). `ARGV`: 1 the letter, 2 letters per handle, 3 TTL (ms), 4 "1"
+/// to keep it only while nobody listens on the handle, 5 the sender's block, 6 bytes per
+/// handle, 7 bytes in all, 8 [`LETTER_OVERHEAD`], 9 the handle. Answers 1 (kept), 0 (somebody
+/// listens) or -1 (larger than a cap).
 pub const STORE: &str = concat!(
     mailbox_lua_functions!(),
     "if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
@@ -139,50 +136,36 @@ local size = #ARGV[1] + tonumber(ARGV[8]) \
 if size > per_handle_bytes or size > cap then return -1 end \
 local t = redis.call('TIME') \
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', P .. 'times', '-inf', now - ttl, 'LIMIT', 0, 64)) do \
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', P .. 'times', '-inf', int(now - ttl), 'LIMIT', 0, 64)) do \
   drop(n) \
 end \
-while (tonumber(redis.call('HGET', P .. 'hcount', handle)) or 0) >= per_handle \
+local mine = P .. 'b:' .. block \
+while redis.call('ZCARD', KEYS[2]) >= per_handle \
   or (tonumber(redis.call('HGET', P .. 'hbytes', handle)) or 0) + size > per_handle_bytes do \
   if not drop_oldest(KEYS[2]) then break end \
 end \
 while (tonumber(redis.call('GET', P .. 'bytes')) or 0) + size > cap do \
   local top = redis.call('ZREVRANGE', P .. 'rank', 0, 0, 'WITHSCORES') \
   if not top[1] then break end \
-  local mine = (tonumber(redis.call('ZSCORE', P .. 'rank', block)) or 0) \
+  local held = (tonumber(redis.call('ZSCORE', P .. 'rank', block)) or 0) \
   local victim = top[1] \
-  if mine > 0 and mine + size >= tonumber(top[2]) then victim = block end \
-  if not drop_oldest(P .. 'b:' .. victim) then \
-    redis.call('ZREM', P .. 'rank', victim) \
-  end \
+  if held > 0 and held + size >= tonumber(top[2]) then victim = block end \
+  if not drop_oldest(P .. 'b:' .. victim) then redis.call('ZREM', P .. 'rank', victim) end \
 end \
-local n = tostring(redis.call('INCR', P .. 'seq')) \
-redis.call('SET', P .. 'l:' .. n, ARGV[1], 'PX', ttl) \
-redis.call('HSET', P .. 'meta', n, size .. ' ' .. block .. ' ' .. handle) \
-redis.call('ZADD', P .. 'times', now, n) \
-redis.call('ZINCRBY', P .. 'rank', size, block) \
-redis.call('INCRBY', P .. 'bytes', size) \
-redis.call('HINCRBY', P .. 'hbytes', handle, size) \
-local lists = { \
-  {KEYS[2], redis.call('HINCRBY', P .. 'hcount', handle, 1)}, \
-  {P .. 'b:' .. block, redis.call('HINCRBY', P .. 'bcount', block, 1)}} \
-for _, entry in ipairs(lists) do \
-  local list, live = entry[1], entry[2] \
-  if redis.call('RPUSH', list, n) > 2 * live + 16 then \
-    local kept = {} \
-    for _, m in ipairs(redis.call('LRANGE', list, 0, -1)) do \
-      if redis.call('HEXISTS', P .. 'meta', m) == 1 then table.insert(kept, m) end \
-    end \
-    redis.call('DEL', list) \
-    for i = 1, #kept, 1000 do \
-      redis.call('RPUSH', list, unpack(kept, i, math.min(i + 999, #kept))) \
-    end \
-  end \
-  redis.call('PEXPIRE', list, ttl) \
-end \
+local n = int(redis.call('INCR', P .. 'seq')) \
+redis.call('SET', P .. 'l:' .. n, ARGV[1], 'PX', int(ttl)) \
+redis.call('HSET', P .. 'meta', n, int(size) .. ' ' .. block .. ' ' .. handle) \
+redis.call('ZADD', P .. 'times', int(now), n) \
+redis.call('ZADD', KEYS[2], n, n) \
+redis.call('ZADD', mine, n, n) \
+redis.call('ZINCRBY', P .. 'rank', int(size), block) \
+redis.call('INCRBY', P .. 'bytes', int(size)) \
+redis.call('HINCRBY', P .. 'hbytes', handle, int(size)) \
+redis.call('PEXPIRE', KEYS[2], int(ttl)) \
+redis.call('PEXPIRE', mine, int(ttl)) \
 if redis.call('PTTL', P .. 'meta') < ttl then \
-  for _, k in ipairs({'meta', 'times', 'rank', 'bytes', 'hcount', 'hbytes', 'bcount'}) do \
-    redis.call('PEXPIRE', P .. k, ttl + math.floor(ttl / 8)) \
+  for _, k in ipairs({'meta', 'times', 'rank', 'bytes', 'hbytes'}) do \
+    redis.call('PEXPIRE', P .. k, int(ttl + math.floor(ttl / 8))) \
   end \
 end \
 return 1"
@@ -190,17 +173,26 @@ return 1"
 
 /// LISTEN: `KEYS[1]` (a handle's directory entry) names session `ARGV[1]` for `ARGV[2]` ms;
 /// answers the session it named before (or "") and the letters kept for the handle
-/// (`KEYS[2]`, its letter list), oldest first, which leave the mailbox.
+/// (`KEYS[2]`, its set; `KEYS[3]`, the list an older version kept), oldest first, each
+/// followed by its sender's block ("" if unknown); they leave the mailbox.
 pub const LISTEN: &str = concat!(
     mailbox_lua_functions!(),
     "local prev = redis.call('GET', KEYS[1]) \
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
 local mail = {} \
-for _, n in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do \
+for _, letter in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do \
+  table.insert(mail, letter) \
+  table.insert(mail, '') \
+end \
+redis.call('DEL', KEYS[3]) \
+for _, n in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do \
   local letter = redis.call('GET', P .. 'l:' .. n) \
-  if letter then table.insert(mail, letter) end \
+  local m = redis.call('HGET', P .. 'meta', n) \
+  if letter then \
+    table.insert(mail, letter) \
+    table.insert(mail, m and string.match(m, '^%d+ (%S+) ') or '') \
+  end \
   drop(n) \
-  redis.call('DEL', P .. 'l:' .. n) \
 end \
 redis.call('DEL', KEYS[2]) \
 return {prev or '', mail}"
@@ -213,7 +205,25 @@ pub fn block_name(block: Block) -> String {
     format!("{high:x}.{low:x}.{len}")
 }
 
-/// The key of the letter list of the handle written `handle`.
+/// The key of the set of letters kept for the handle written `handle`.
 pub fn letters_key(handle: &str) -> Vec<u8> {
+    format!("secchat:mb:h:{handle}").into_bytes()
+}
+
+/// The key of the list of letters an older version kept for the handle written `handle`.
+pub fn legacy_letters_key(handle: &str) -> Vec<u8> {
     format!("secchat:mail:{handle}").into_bytes()
+}
+
+/// The block [`block_name`] wrote; `None` for anything else.
+pub fn parse_block_name(name: &[u8]) -> Option<Block> {
+    let text = std::str::from_utf8(name).ok()?;
+    let mut words = text.split('.');
+    let high = u64::from_str_radix(words.next()?, 16).ok()?;
+    let low = u64::from_str_radix(words.next()?, 16).ok()?;
+    let len = words.next()?.parse().ok()?;
+    if words.next().is_some() {
+        return None;
+    }
+    Block::from_words([high, low, len])
 }

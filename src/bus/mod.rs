@@ -47,7 +47,7 @@ pub use mailbox::{
 };
 pub use node::{
     BusCounters, BusNews, ClusterBus, DIRECTORY_CACHE, DIRECTORY_TTL, HANDLE_CACHE,
-    MAX_BATCH_BYTES, MAX_PARKED_BYTES, REFRESH_EVERY, records,
+    MAX_BATCH_BYTES, MAX_PARKED_BYTES, REFRESH_EVERY, StoredLetter, records,
 };
 pub use resp::{Decoder, MAX_DEPTH, MAX_REPLY_BYTES, Reply, encode_command};
 pub use stream::{SYSTEM_CA_BUNDLE, tls_client_config};

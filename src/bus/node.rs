@@ -35,6 +35,7 @@ use mio::event::Event;
 
 use super::mailbox::{self, MailboxRules, Stored};
 use super::{LinkEvent, LinkState, RedisLink, Reply};
+use crate::address::Block;
 use crate::id::Id;
 use crate::protocol::Handle;
 use crate::router::fasthash::{FastMap, FastSet};
@@ -119,6 +120,9 @@ return 1";
 const RELEASE: &[u8] = b"if redis.call('GET', KEYS[1]) == ARGV[1] then \
 return redis.call('DEL', KEYS[1]) end return 0";
 
+/// A letter the cluster's mailbox handed back: its frame, and its sender's block when known.
+pub type StoredLetter = (Vec<u8>, Option<Block>);
+
 /// A saved session read for a takeover: (request number, its state if any, its resume queue).
 pub type SavedSession = (u64, Option<Vec<u8>>, Vec<Vec<u8>>);
 
@@ -138,8 +142,9 @@ pub struct BusNews {
     /// on here again since that renewal was sent: (handle, the session here that listened on
     /// it). Their HandleTaken record may never have come; this node no longer renews them.
     pub handles_lost: Vec<(Handle, Id)>,
-    /// Letters the cluster's mailbox kept for a handle a session here now listens on.
-    pub letters: Vec<(Handle, Vec<Vec<u8>>)>,
+    /// Letters the cluster's mailbox kept for a handle a session here now listens on, each
+    /// with its sender's block when known.
+    pub letters: Vec<(Handle, Vec<StoredLetter>)>,
     /// Letters the cluster's mailbox could not keep (Redis unreachable or refusing writes),
     /// back to the router, which keeps them here.
     pub unkept: Vec<(Handle, MailLetter)>,
@@ -571,15 +576,20 @@ impl ClusterBus {
     }
 
     fn listen(&mut self, handle: Handle, id: Id) {
-        let keys = (handle_key(&handle), mailbox::letters_key(handle.as_str()));
+        let keys = (
+            handle_key(&handle),
+            mailbox::letters_key(handle.as_str()),
+            mailbox::legacy_letters_key(handle.as_str()),
+        );
         let ttl = DIRECTORY_TTL.as_millis().to_string();
         let value = self.listener_value(id);
-        let args: [&[u8]; 7] = [
+        let args: [&[u8]; 8] = [
             b"EVAL",
             mailbox::LISTEN.as_bytes(),
-            b"2",
+            b"3",
             &keys.0,
             &keys.1,
+            &keys.2,
             value.as_bytes(),
             ttl.as_bytes(),
         ];
@@ -1272,13 +1282,18 @@ impl ClusterBus {
             self.news.moved.push((handle, previous));
         }
         if let Some(Reply::Array(Some(mail))) = parts.next() {
-            let letters: Vec<Vec<u8>> = mail
-                .into_iter()
-                .filter_map(|letter| match letter {
-                    Reply::Bulk(Some(bytes)) => Some(bytes),
-                    _ => None,
-                })
-                .collect();
+            let mut letters = Vec::new();
+            let mut mail = mail.into_iter();
+            while let Some(letter) = mail.next() {
+                let block = mail.next();
+                if let Reply::Bulk(Some(frame)) = letter {
+                    let block = match block {
+                        Some(Reply::Bulk(Some(name))) => mailbox::parse_block_name(&name),
+                        _ => None,
+                    };
+                    letters.push((frame, block));
+                }
+            }
             if !letters.is_empty() {
                 self.news.letters.push((handle, letters));
             }

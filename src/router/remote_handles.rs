@@ -222,13 +222,13 @@ impl<E: Entropy> Router<E> {
     pub fn stored_letters(
         &mut self,
         handle: Handle,
-        letters: &[Vec<u8>],
+        letters: &[(Vec<u8>, Option<Block>)],
         now: Now,
         out: &mut impl FrameSink,
     ) {
-        for letter in letters {
+        for (letter, block) in letters {
             if let Ok(frame) = std::str::from_utf8(letter) {
-                self.letter_arrived(handle, frame, None, now, out);
+                self.letter_arrived(handle, frame, *block, now, out);
             }
         }
     }

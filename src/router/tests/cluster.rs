@@ -12,9 +12,7 @@ struct Cluster {
     directory: HashMap<Id, usize>,
     /// Who listens on each handle, and the letters kept for handles nobody listens on.
     listeners: HashMap<protocol::Handle, Id>,
-    mail: HashMap<protocol::Handle, Vec<Vec<u8>>>,
-    /// The block each letter kept for a handle nobody listens on counts against, in order.
-    mail_blocks: Vec<crate::address::Block>,
+    mail: HashMap<protocol::Handle, Vec<(Vec<u8>, Option<crate::address::Block>)>>,
     /// Saved session states, and the nodes that died (they hear nothing).
     saved: HashMap<Id, String>,
     queues: HashMap<Id, Vec<Vec<u8>>>,
@@ -57,7 +55,6 @@ impl Cluster {
             directory: HashMap::new(),
             listeners: HashMap::new(),
             mail: HashMap::new(),
-            mail_blocks: Vec::new(),
             saved: HashMap::new(),
             queues: HashMap::new(),
             dead: Vec::new(),
@@ -110,6 +107,14 @@ impl Cluster {
             }
         }
         seen
+    }
+
+    /// The cluster's mailbox keeps `letter` for `handle`.
+    fn keep(&mut self, handle: protocol::Handle, letter: MailLetter) {
+        self.mail
+            .entry(handle)
+            .or_default()
+            .push((letter.frame.into_bytes(), Some(letter.block)));
     }
 
     fn carry(&mut self, from: usize, output: BusOutput) {
@@ -198,11 +203,10 @@ impl Cluster {
                             None => by_node.push((node, vec![(handle, rid)])),
                         },
                         (false, None) if parts.may_store => {
-                            self.mail_blocks.push(parts.block);
-                            self.mail
-                                .entry(handle)
-                                .or_default()
-                                .push(parts.letter(&handle).frame.into_bytes());
+                            self.mail.entry(handle).or_default().push((
+                                parts.letter(&handle).frame.into_bytes(),
+                                Some(parts.block),
+                            ));
                             router.bus_stored(rid, now, sink);
                         }
                         (false, None) => {
@@ -217,13 +221,7 @@ impl Cluster {
                     router.from_bus(&record, now, sink);
                 }
             }
-            BusOutput::StoreLetter { handle, letter } => {
-                self.mail_blocks.push(letter.block);
-                self.mail
-                    .entry(handle)
-                    .or_default()
-                    .push(letter.frame.into_bytes());
-            }
+            BusOutput::StoreLetter { handle, letter } => self.keep(handle, letter),
             BusOutput::ToHandle {
                 handle,
                 rid,
@@ -245,22 +243,17 @@ impl Cluster {
                     },
                 ),
                 None => {
+                    let stored = letter.is_some();
+                    if let Some(letter) = letter {
+                        self.keep(handle, letter);
+                    }
                     let (router, sink) = &mut self.nodes[from];
-                    match (letter, rid) {
-                        (Some(letter), rid) => {
-                            self.mail_blocks.push(letter.block);
-                            self.mail
-                                .entry(handle)
-                                .or_default()
-                                .push(letter.frame.into_bytes());
-                            if let Some(rid) = rid {
-                                router.bus_stored(rid, now, sink);
-                            }
-                        }
-                        (None, Some(rid)) => {
+                    match (stored, rid) {
+                        (true, Some(rid)) => router.bus_stored(rid, now, sink),
+                        (false, Some(rid)) => {
                             router.bus_failed(rid, BusFailure::NoSuchSession, now, sink)
                         }
-                        (None, None) => {}
+                        (_, None) => {}
                     }
                 }
             },
@@ -632,7 +625,9 @@ fn a_message_to_a_handle_reaches_its_listener_on_another_node() {
         json!({"type":"ACK","ref":"k","queued":true})
     );
     // It counts against its sender's share of the cluster's mailbox.
-    assert_eq!(cluster.mail_blocks, [sender_addr.largest_block()]);
+    let key = protocol::Handle::parse(&nobody).expect("a handle");
+    let blocks: Vec<_> = cluster.mail[&key].iter().map(|(_, block)| *block).collect();
+    assert_eq!(blocks, [Some(sender_addr.largest_block())]);
     // Whoever listens on it next, on whichever node, gets the letter.
     let c = cluster.connect(1, 12);
     let listened = cluster.text(&c, &listen_frame(std::slice::from_ref(&nobody)));
