@@ -12,7 +12,7 @@ struct Cluster {
     directory: HashMap<Id, usize>,
     /// Who listens on each handle, and the letters kept for handles nobody listens on.
     listeners: HashMap<protocol::Handle, Id>,
-    mail: HashMap<protocol::Handle, Vec<(Vec<u8>, Option<crate::address::Block>)>>,
+    mail: HashMap<protocol::Handle, Vec<crate::bus::StoredLetter>>,
     /// Saved session states, and the nodes that died (they hear nothing).
     saved: HashMap<Id, String>,
     queues: HashMap<Id, Vec<Vec<u8>>>,
