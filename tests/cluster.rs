@@ -370,9 +370,9 @@ fn a_listener_back_on_its_node_gets_the_letters_kept_while_it_was_away() {
     assert_eq!(answer["code"], "no_mailbox", "{answer}");
     alice.send_json(&to_handle(&bobs, true, "in-redis"));
     alice.expect_queued_ack("in-redis");
-    let key = format!("secchat:mail:{bobs}");
+    let key = format!("secchat:mb:h:{bobs}");
     wait_until("the letter in Redis", Duration::from_secs(10), || {
-        redis_command(&redis, &["LLEN", &key]) == "1"
+        redis_command(&redis, &["ZCARD", &key]) == "1"
     });
 
     let mut back = Client::connect(&nodes[1]);
@@ -397,6 +397,49 @@ fn a_listener_back_on_its_node_gets_the_letters_kept_while_it_was_away() {
     }
     assert_eq!(got, 2, "both letters, once each");
     back.expect_nothing_pending();
+}
+
+/// A letter that reached the cluster's mailbox although its listener is connected (kept by a
+/// node that did not know the listener was back, or while its LISTEN could not reach Redis)
+/// is handed to the listener at its node's next renewal, not left for its next reconnect.
+#[test]
+fn a_letter_kept_for_a_connected_listener_reaches_it_at_the_next_renewal() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 1);
+    let mut bob = connect_v2(&nodes[0]);
+    let bobs = handle(6);
+    listen(&mut bob, &[&bobs]);
+    let frame = json!({"type": "MESSAGE", "handle": bobs, "payload": TEST_PAYLOAD, "ts": 1});
+    let numbers = ["256", "600000", "0", "1.0.24", "1048576", "67108864", "512"];
+    let stored = redis_command(
+        &redis,
+        &[
+            "EVAL",
+            secchat::bus::MAILBOX_STORE,
+            "2",
+            &format!("secchat:h:{bobs}"),
+            &format!("secchat:mb:h:{bobs}"),
+            &frame.to_string(),
+            numbers[0],
+            numbers[1],
+            numbers[2],
+            numbers[3],
+            numbers[4],
+            numbers[5],
+            numbers[6],
+            &bobs,
+        ],
+    );
+    assert_eq!(stored, "1");
+    let letter = bob
+        .try_recv_text(secchat::bus::REFRESH_EVERY + Duration::from_secs(5))
+        .map(|text| serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(letter, frame);
+    assert_eq!(
+        redis_command(&redis, &["EXISTS", &format!("secchat:mb:h:{bobs}")]),
+        "0"
+    );
 }
 
 /// The Redis user DEPLOY.md tells operators to make can run everything the nodes do: two

@@ -84,9 +84,11 @@ impl Stored {
     }
 }
 
-/// The Lua both scripts share: `drop(n)` removes letter `n` and its index entries (0 if it
-/// was gone already, else its bytes); `drop_oldest(set)` drops the oldest letter a handle's or
-/// block's set names (false when it names none). Numbers are written with `%d`: Lua's own
+/// The Lua the scripts share: `drop(n)` removes letter `n` and its index entries (0 if it was
+/// gone already, else its bytes); `drop_oldest(set)` drops the oldest letter a handle's or
+/// block's set names (false when it names none); `take(set, mail)` appends the letters a
+/// handle's set names to `mail`, oldest first, each followed by its sender's block ("" if
+/// unknown), and drops them. Numbers are written with `%d`: Lua's own
 /// conversion writes large ones as `1e+14`.
 macro_rules! mailbox_lua_functions {
     () => {
@@ -118,6 +120,19 @@ local function drop_oldest(set) \
     if drop(n) > 0 then return true end \
     redis.call('ZREM', set, n) \
   end \
+end \
+local function take(set, mail) \
+  for _, n in ipairs(redis.call('ZRANGE', set, 0, -1)) do \
+    local letter = redis.call('GET', P .. 'l:' .. n) \
+    local m = redis.call('HGET', P .. 'meta', n) \
+    if letter then \
+      table.insert(mail, letter) \
+      table.insert(mail, m and string.match(m, '^%d+ (%S+) ') or '') \
+    end \
+    drop(n) \
+  end \
+  redis.call('DEL', set) \
+  return mail \
 end "
     };
 }
@@ -185,17 +200,26 @@ for _, letter in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do \
   table.insert(mail, '') \
 end \
 redis.call('DEL', KEYS[3]) \
-for _, n in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do \
-  local letter = redis.call('GET', P .. 'l:' .. n) \
-  local m = redis.call('HGET', P .. 'meta', n) \
-  if letter then \
-    table.insert(mail, letter) \
-    table.insert(mail, m and string.match(m, '^%d+ (%S+) ') or '') \
+return {prev or '', take(KEYS[2], mail)}"
+);
+
+/// Letters that wait for handles whose listener is connected here: for each handle entry
+/// `KEYS[i]` that still names `ARGV[i]` (a session here) and whose set holds letters, answers
+/// `i` and the letters as LISTEN does, which leave the mailbox. Run with every renewal, so
+/// that a letter kept while its listener was already back (its LISTEN made while Redis was
+/// unreachable, a STORE from a node that did not know it was back) waits at most one
+/// renewal period.
+pub const COLLECT: &str = concat!(
+    mailbox_lua_functions!(),
+    "local found = {} \
+for i, k in ipairs(KEYS) do \
+  local set = P .. 'h:' .. string.sub(k, 11) \
+  if redis.call('EXISTS', set) == 1 and redis.call('GET', k) == ARGV[i] then \
+    table.insert(found, i) \
+    table.insert(found, take(set, {})) \
   end \
-  drop(n) \
 end \
-redis.call('DEL', KEYS[2]) \
-return {prev or '', mail}"
+return found"
 );
 
 /// A block as the mailbox's keys name it: its three words, with no space (a meta entry is

@@ -200,6 +200,8 @@ enum Sent {
     Kept,
     /// A letter for a handle whose listener here is away: back to the router if not kept.
     KeepLetter(Handle, Box<MailLetter>),
+    /// Letters waiting for these handles, listened on here (in `KEYS` order).
+    Collect(Vec<Handle>),
     /// A renewal of these handle entries (in `KEYS` order), each with the session here that
     /// listened on it and the number of that LISTEN.
     RenewHandles(Vec<(Handle, Id, u64)>),
@@ -974,6 +976,7 @@ impl ClusterBus {
                         }
                     }
                     self.renew_handles();
+                    self.collect_waiting();
                     self.say_alive();
                 }
                 LinkEvent::Reply(reply) => self.answered(reply, now),
@@ -997,6 +1000,7 @@ impl ClusterBus {
             self.next_refresh = now + REFRESH_EVERY;
             self.renew_all();
             self.renew_handles();
+            self.collect_waiting();
         }
         if now >= self.next_alive {
             self.next_alive = now + ALIVE_EVERY;
@@ -1087,6 +1091,57 @@ impl ClusterBus {
         }
     }
 
+    /// Asks for the letters the cluster's mailbox keeps for handles listened on here
+    /// (`mailbox::COLLECT`).
+    fn collect_waiting(&mut self) {
+        if self.commands.state() != LinkState::Ready {
+            return;
+        }
+        let handles: Vec<(Handle, Id)> = self
+            .local_handles
+            .iter()
+            .map(|(handle, &(id, _))| (*handle, id))
+            .collect();
+        for chunk in handles.chunks(REFRESH_CHUNK) {
+            let keys: Vec<Vec<u8>> = chunk.iter().map(|(handle, _)| handle_key(handle)).collect();
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|(_, id)| self.listener_value(*id))
+                .collect();
+            let count = keys.len().to_string();
+            let mut args: Vec<&[u8]> = vec![b"EVAL", mailbox::COLLECT.as_bytes(), count.as_bytes()];
+            args.extend(keys.iter().map(Vec::as_slice));
+            args.extend(values.iter().map(|value| value.as_bytes()));
+            if self.commands.command(&args).is_ok() {
+                let handles = chunk.iter().map(|(handle, _)| *handle).collect();
+                self.sent.push_back(Sent::Collect(handles));
+            }
+        }
+    }
+
+    /// The letters found waiting for handles listened on here go to the router, which hands
+    /// them to their listeners (or keeps them again if a listener left meanwhile).
+    fn collected(&mut self, handles: &[Handle], reply: Reply) {
+        let Reply::Array(Some(found)) = reply else {
+            return;
+        };
+        let mut found = found.into_iter();
+        while let (Some(Reply::Integer(index)), Some(Reply::Array(Some(mail)))) =
+            (found.next(), found.next())
+        {
+            let handle = usize::try_from(index)
+                .ok()
+                .and_then(|index| index.checked_sub(1))
+                .and_then(|index| handles.get(index));
+            let letters = mail_letters(mail);
+            if let Some(&handle) = handle
+                && !letters.is_empty()
+            {
+                self.news.letters.push((handle, letters));
+            }
+        }
+    }
+
     /// This node is alive for [`ALIVE_TTL`]: while it is, no other node adopts its sessions.
     fn say_alive(&mut self) {
         let key = format!("secchat:alive:{}", self.name).into_bytes();
@@ -1147,6 +1202,7 @@ impl ClusterBus {
                 }
             }
             Sent::RenewHandles(entries) => self.handles_renewed(&entries, reply),
+            Sent::Collect(handles) => self.collected(&handles, reply),
             Sent::Release => {}
             Sent::Lookup(id) => {
                 let Some(parked) = self.parked.remove(&id) else {
@@ -1282,18 +1338,7 @@ impl ClusterBus {
             self.news.moved.push((handle, previous));
         }
         if let Some(Reply::Array(Some(mail))) = parts.next() {
-            let mut letters = Vec::new();
-            let mut mail = mail.into_iter();
-            while let Some(letter) = mail.next() {
-                let block = mail.next();
-                if let Reply::Bulk(Some(frame)) = letter {
-                    let block = match block {
-                        Some(Reply::Bulk(Some(name))) => mailbox::parse_block_name(&name),
-                        _ => None,
-                    };
-                    letters.push((frame, block));
-                }
-            }
+            let letters = mail_letters(mail);
             if !letters.is_empty() {
                 self.news.letters.push((handle, letters));
             }
@@ -1349,6 +1394,7 @@ impl ClusterBus {
                 }
                 Sent::Renew(_)
                 | Sent::RenewHandles(_)
+                | Sent::Collect(_)
                 | Sent::Release
                 | Sent::Kept
                 | Sent::Listen(..) => {}
@@ -1402,6 +1448,23 @@ fn lost_entries<'a, T>(reply: &Reply, entries: &'a [T]) -> impl Iterator<Item = 
             .and_then(|index| entries.get(index)),
         _ => None,
     })
+}
+
+/// Letters as LISTEN and COLLECT answer them: each frame followed by its sender's block.
+fn mail_letters(mail: Vec<Reply>) -> Vec<StoredLetter> {
+    let mut letters = Vec::new();
+    let mut mail = mail.into_iter();
+    while let Some(letter) = mail.next() {
+        let block = mail.next();
+        if let Reply::Bulk(Some(frame)) = letter {
+            let block = match block {
+                Some(Reply::Bulk(Some(name))) => mailbox::parse_block_name(&name),
+                _ => None,
+            };
+            letters.push((frame, block));
+        }
+    }
+    letters
 }
 
 /// The directory key of the listener of `handle`.
