@@ -169,8 +169,10 @@ impl BlockCounts {
     }
 
     /// Counts one more for `addr` whatever the limit: for a session that already exists and
-    /// arrives from another node of a cluster with no connection here to admit it (its
-    /// takeover stopped waiting; refusing it would end a live session).
+    /// arrives from another node of a cluster (taken over or adopted through a connection here,
+    /// or handed over after its takeover stopped waiting). Refusing it would end a live session
+    /// that no other node may still hold, and many clients behind one NAT address come back
+    /// together when a node dies or is upgraded.
     /// Matched by one [`BlockCounts::release`] like [`BlockCounts::try_acquire`].
     pub fn acquire_regardless(&mut self, addr: ClientAddr) {
         if self.limit == 0 {
@@ -315,6 +317,17 @@ impl BlockRates {
         true
     }
 
+    /// Whether every block `addr` is in holds a token at `now_ms` (nothing is taken).
+    pub fn allows(&self, addr: ClientAddr, now_ms: u64) -> bool {
+        self.rate == 0
+            || addr
+                .blocks()
+                .all(|(level, block)| match self.buckets.get(&block) {
+                    Some(bucket) => self.refilled(*bucket, level, now_ms) >= self.period_ms,
+                    None => true,
+                })
+    }
+
     /// The bucket's units at `now_ms`, capped at its level's capacity. A level's bucket also
     /// refills at its level's rate (a /48 gains four /64s' worth a period), so burst and
     /// sustained rate are nested alike.
@@ -446,6 +459,14 @@ mod tests {
             "one token back after half a period"
         );
         assert!(!rates.try_take(a, 30_000));
+
+        assert!(
+            !rates.allows(a, 30_000),
+            "asking takes nothing and finds none"
+        );
+        assert!(rates.allows(a, 60_000));
+        assert!(rates.allows(a, 60_000), "asking took nothing");
+        assert!(BlockRates::new(0, 60_000).allows(a, 0), "0 is unlimited");
 
         let mut v6 = BlockRates::new(1, 60_000);
         let taken = (0..16u32)

@@ -69,6 +69,10 @@ pub struct RouterConfig {
     pub max_sessions_per_peer: u32,
     /// New sessions per minute created from one client address (burst the same; nested blocks
     /// as above). 0 = unlimited. Bounds churn: sessions that connect, act and leave at once.
+    /// In a cluster a resume through another node (a takeover) takes one of these starts when
+    /// there is one but is never refused for lack of it, and the same rate is how many
+    /// takeovers from one address may fail a minute before its further ones are held
+    /// (`remote_sessions.rs`).
     pub rate_sessions_per_address_per_min: u32,
     /// FRIEND_REQUESTs per minute from one client address across all its sessions (burst the
     /// same; nested blocks). 0 = unlimited. Without it, a new session per request would bypass

@@ -2,11 +2,15 @@
 //! or taken over from the connection that holds it).
 //!
 //! A new session counts against its address's session limit and start rate, checked last so that
-//! a CONNECT refused for another reason costs no token. So does, in a cluster, a resume of a
-//! session another node holds (a takeover): for this node it is a session arriving, and each
-//! attempt costs a record, a handover and Redis work whether or not its token is right. A resume
-//! hands out a new token (tokens are single-use), then the reply, then everything queued for the
-//! session, in order.
+//! a CONNECT refused for another reason costs no token. A resume never does: on one node it is
+//! never refused for those, and in a cluster a resume of a session another node holds (a
+//! takeover) is refused only when the server is full. It takes one of its address's session
+//! starts when there is one (each attempt costs a record, a handover and Redis work whether or
+//! not its token is right), but is never refused for lack of one, nor for the address's live
+//! sessions: many clients behind one NAT address come back at once when their node dies or is
+//! upgraded, and have no other node to go to (`remote_sessions.rs`). A resume hands out a new
+//! token (tokens are single-use), then the reply, then everything queued for the session, in
+//! order.
 
 use super::limits::TokenBucket;
 use super::session::{QueuedKind, Session};
@@ -38,16 +42,18 @@ impl<E: Entropy> Router<E> {
                 && !self.sessions.contains_key(&id)
             {
                 // Perhaps another node's session: it is asked to hand it over
-                // (`remote_sessions.rs`); a new session is made if it does not. Admitted as a
-                // new session would be, before anything is asked: the session, if it comes,
-                // counts for this connection's address here, and a new one made instead costs
-                // no second start.
-                let peer = self.peer_of(conn);
-                if !self.admit(peer, now) {
+                // (`remote_sessions.rs`); a new session is made if it does not. Refused, before
+                // anything is asked, only when there is no room here. The start it takes (if
+                // its address has one left) pays for a new session made instead.
+                if self.sessions.len() >= self.config.max_sessions {
                     self.refuse_session(conn, reference, out);
                     return Ok(());
                 }
-                self.resume_remotely(conn, id, &token, version, reference, peer, now, out);
+                let peer = self.peer_of(conn);
+                let charged = self.session_starts.try_take(peer, now.mono_ms);
+                self.resume_remotely(
+                    conn, id, &token, version, reference, peer, charged, now, out,
+                );
                 return Ok(());
             }
         }
@@ -63,16 +69,21 @@ impl<E: Entropy> Router<E> {
 
     /// Whether a session may start here for `peer`: room on the server, `peer`'s blocks below
     /// their live-session count, and a token of their start rate (checked last: a CONNECT
-    /// refused for another reason costs none). When true, one count of `peer` is held: the
-    /// caller hands it to a session or gives it back.
-    fn admit(&mut self, peer: ClientAddr, now: Now) -> bool {
+    /// refused for another reason costs none), unless `charged` (this CONNECT took its token
+    /// already). When true, one count of `peer` is held: the caller hands it to a session.
+    fn admit(&mut self, peer: ClientAddr, charged: bool, now: Now) -> bool {
         self.sessions.len() < self.config.max_sessions
             && self.sessions_per_peer.try_acquire(peer)
-            && self.start_allowed(peer, now)
+            && (charged || self.start_allowed(peer, now))
     }
 
     /// No room for a session of `conn`: ERROR `server_full`, then a close with 1013.
-    fn refuse_session(&mut self, conn: ConnId, reference: Option<&str>, out: &mut impl FrameSink) {
+    pub(super) fn refuse_session(
+        &mut self,
+        conn: ConnId,
+        reference: Option<&str>,
+        out: &mut impl FrameSink,
+    ) {
         self.count_error(ErrorCode::ServerFull);
         let refusal = protocol::error(ErrorCode::ServerFull, reference);
         out.send(conn, ServerFrame::Encoded(&refusal));
@@ -90,31 +101,27 @@ impl<E: Entropy> Router<E> {
         out: &mut impl FrameSink,
     ) {
         let peer = self.peer_of(conn);
-        if !self.admit(peer, now) {
-            self.refuse_session(conn, reference, out);
-            return;
-        }
-        self.create_session(conn, peer, version, now, out);
+        self.start_session_charged(conn, peer, false, version, reference, now, out);
     }
 
-    /// [`Router::start_session`] for a connection already admitted (its takeover failed), which
-    /// holds one count of `peer`: the new session takes it, or it is given back.
-    pub(super) fn start_admitted_session(
+    /// [`Router::start_session`] for `conn` from `peer`, whose CONNECT took a session start
+    /// already if `charged` (a takeover that did not bring its session: the new session made
+    /// instead is admitted as any, but not charged twice). Nothing if `conn` is gone.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_session_charged(
         &mut self,
         conn: ConnId,
         peer: ClientAddr,
+        charged: bool,
         version: u8,
         reference: Option<&str>,
         now: Now,
         out: &mut impl FrameSink,
     ) {
         if !self.conns.contains_key(&conn) {
-            self.sessions_per_peer.release(peer);
             return;
         }
-        if self.sessions.len() >= self.config.max_sessions {
-            // Filled while the takeover waited.
-            self.sessions_per_peer.release(peer);
+        if !self.admit(peer, charged, now) {
             self.refuse_session(conn, reference, out);
             return;
         }

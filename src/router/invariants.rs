@@ -23,6 +23,7 @@ impl<E: Entropy> Router<E> {
         self.check_sessions()?;
         self.check_queues()?;
         self.check_peer_counts()?;
+        self.check_takeovers()?;
         self.check_timers()?;
         self.check_awaiting()?;
         self.check_rendezvous()
@@ -90,27 +91,38 @@ impl<E: Entropy> Router<E> {
         Ok(())
     }
 
-    /// Each address block's session count is exactly its live sessions and the takeovers in
-    /// flight for it (each holds the count its session will take), and within the limit.
+    /// Each address block's session count is exactly its live sessions (a takeover in flight
+    /// holds none), and within the limit on one node.
     fn check_peer_counts(&self) -> Result<(), String> {
         let counted = BlockCounts::recount(
             self.config.max_sessions_per_peer,
-            self.sessions
-                .values()
-                .map(|session| session.peer)
-                .chain(self.takeovers.counted_peers()),
+            self.sessions.values().map(|session| session.peer),
         );
         ensure!(
             counted == self.sessions_per_peer,
-            "address counts {:?} but sessions and takeovers say {counted:?}",
+            "address counts {:?} but sessions say {counted:?}",
             self.sessions_per_peer
         );
-        // In a cluster a session handed over after its takeover stopped waiting counts here
-        // whatever the limit (it has no connection to admit).
+        // In a cluster a session taken over or adopted counts here whatever the limit
+        // (refusing it would end a live session).
         ensure!(
             self.config.cluster || counted.within_limits(),
             "sessions over a block's limit: {counted:?}"
         );
+        Ok(())
+    }
+
+    /// Each takeover waits in one queue (asked, or held before it is asked), and an open
+    /// connection it waits for has no session and refuses another CONNECT.
+    fn check_takeovers(&self) -> Result<(), String> {
+        for conn in self.takeovers.check()? {
+            if let Some(state) = self.conns.get(&conn) {
+                ensure!(
+                    state.taking_over && state.session.is_none(),
+                    "conn {conn} waits for a takeover but is not marked so"
+                );
+            }
+        }
         Ok(())
     }
 

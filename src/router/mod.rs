@@ -44,9 +44,9 @@
 //!   reports one of the session's own messages that sat in another session's (capped) queue.
 //! - Timers: at most `2 × sessions in the window + 32` heap entries (`timers.rs`).
 //! - Per client address: live sessions per address block (three blocks per session at most,
-//!   dropped with the session), and two tables of rate buckets (new sessions, friend requests)
-//!   holding only blocks active within the last minute, at most
-//!   [`crate::address::BlockRates::MAX_BLOCKS`] each.
+//!   dropped with the session), and three tables of rate buckets (new sessions, friend requests,
+//!   and in a cluster takeovers that failed) holding only blocks active within the last minute,
+//!   at most [`crate::address::BlockRates::MAX_BLOCKS`] each.
 //! - Per session that received friend requests in the last minute: one (address block, time)
 //!   pair per request, at most `rate_incoming_requests_per_min`, dropped as they age past a
 //!   minute.
@@ -189,6 +189,9 @@ pub struct Router<E: Entropy> {
     session_starts: BlockRates,
     /// Friend requests per address block over time.
     requests_per_address: BlockRates,
+    /// Takeovers per address block whose token turned out wrong (or whose session was
+    /// unknown), over time (cluster mode, `remote_sessions.rs`).
+    takeover_failures: BlockRates,
     timers: ResumeTimers,
     sessions_resuming: usize,
     queued_frames: usize,
@@ -254,6 +257,10 @@ impl<E: Entropy> Router<E> {
             ),
             requests_per_address: BlockRates::new(
                 config.rate_friend_requests_per_address_per_min,
+                MS_PER_MINUTE,
+            ),
+            takeover_failures: BlockRates::new(
+                config.rate_sessions_per_address_per_min,
                 MS_PER_MINUTE,
             ),
             config,

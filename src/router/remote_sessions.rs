@@ -18,18 +18,28 @@
 //! the same session for them; the letters moved with the session wait in this node's mailbox
 //! for that LISTEN.
 //!
-//! For this node a takeover is a session arriving: it is admitted as a new session from the
-//! connecting address would be (`max_sessions`, the address's live sessions and start rate;
-//! `server_full` and 1013 otherwise), before anything is asked of another node, and whether or
-//! not the token turns out right. From then on it holds one of that address's live-session
-//! counts ([`Pending::peer`]): the session installed here keeps it (it counts for the address
-//! that took it over or adopted it, not the one that created it elsewhere), a new session made
-//! instead takes it without a second start, or it is given back.
+//! A takeover is refused (`server_full` and 1013, before anything is asked of another node) only
+//! when this node holds `max_sessions`. It is never refused for its address's live sessions or
+//! session starts: after a node dies or during a rolling upgrade, all the clients behind one NAT
+//! address or /48 that were on the node come back at once through the others, and a resume
+//! refused there has nowhere else to go; its session would end with its resume window. Each
+//! attempt still takes one of its address's session starts when there is one
+//! ([`Pending::charged`]): that start pays for the new session made if the resume fails, which
+//! is otherwise admitted as any new session (live sessions and start rate included). The session
+//! it brings counts for the connecting address here, whatever that address's limit.
 //!
-//! Bounds: one takeover per connection at a time (a second CONNECT is `already_connected`), so
-//! at most one per open connection; each waits at most [`TAKEOVER_TIMEOUT_MS`]. A handover is
-//! as large as the session's state, which the caps on friends, pending requests, the resume
-//! queue and the mailbox bound.
+//! Bounds: one takeover per connection (a second CONNECT while it waits is `already_connected`;
+//! after it the connection holds a session or is closed); each waits at most
+//! [`TAKEOVER_TIMEOUT_MS`]. An address's connections are bounded at any one time (its open and
+//! half-open sockets), not over time, so what bounds its takeovers over time is this: an address
+//! block whose takeovers failed (token wrong, session unknown) more often than its session-start
+//! rate within a minute has each further takeover held [`TAKEOVER_HOLD_MS`] before anything is
+//! asked, and dropped unasked if its connection closes meanwhile. Such a block makes at most one
+//! takeover per open socket every [`TAKEOVER_HOLD_MS`]. A takeover with the right token from it
+//! is delayed as long, never refused: before asking, nothing tells it from a wrong one, and a
+//! neighbour's wrong tokens must not end anyone's session. A handover is as large as the
+//! session's state, which the caps on friends, pending requests, the resume queue and the
+//! mailbox bound.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -54,6 +64,12 @@ use crate::protocol::{Handle, ServerFrame};
 /// adopted rather than given a new session.
 pub const TAKEOVER_TIMEOUT_MS: u64 = 8_000;
 
+/// How long a takeover from an address block past its budget of failed takeovers waits before
+/// its session's node is asked: each such attempt then holds one of the block's sockets this
+/// long (its takeover is dropped unasked when it closes), while a client with the right token
+/// loses nothing but the wait.
+pub const TAKEOVER_HOLD_MS: u64 = 5_000;
+
 /// A connection whose CONNECT waits for a handover.
 #[derive(Debug)]
 struct Pending {
@@ -63,9 +79,11 @@ struct Pending {
     token: [u8; TOKEN_LEN],
     version: u8,
     reference: Option<Box<str>>,
-    /// The address one live-session count is held for, from the takeover's admission until it
-    /// is handed to a session here or given back (exactly one of the two).
+    /// The connecting address: the session, if it comes, counts for it here.
     peer: ClientAddr,
+    /// Whether the CONNECT took one of `peer`'s session starts: if so, a new session made
+    /// instead of the resume is not charged another.
+    charged: bool,
 }
 
 /// A session's resumable state as saved in the cluster (cluster mode): what another node needs
@@ -83,13 +101,15 @@ pub const FORWARD_MS: u64 = 10_000;
 /// forgotten first; a record for one forgotten is answered as for a session that is gone).
 const MAX_MOVED: usize = 4_096;
 
-/// Takeovers in flight, by request number, with their deadlines in order (one timeout for all);
-/// and the sessions recently handed over to other nodes, so that records still sent here for
-/// them follow them.
+/// Takeovers in flight, by request number, with their deadlines in order (one timeout for all),
+/// and those held before they are asked, with the times they are asked at (in order too: one
+/// hold for all); and the sessions recently handed over to other nodes, so that records still
+/// sent here for them follow them. A takeover is in `deadlines` or in `held`, not both.
 #[derive(Debug, Default)]
 pub(super) struct Takeovers {
     pending: FastMap<u64, Pending>,
     deadlines: VecDeque<(u64, u64)>,
+    held: VecDeque<(u64, u64)>,
     moved: FastMap<Id, (String, u64)>,
     moved_order: VecDeque<(Id, u64)>,
 }
@@ -116,12 +136,32 @@ impl Takeovers {
     }
 
     pub(super) fn earliest_ms(&self) -> Option<u64> {
-        self.deadlines.front().map(|&(_, at)| at)
+        let deadline = self.deadlines.front().map(|&(_, at)| at);
+        let held = self.held.front().map(|&(_, at)| at);
+        deadline.into_iter().chain(held).min()
     }
 
-    /// The addresses whose live-session counts takeovers in flight hold (for invariant checks).
-    pub(super) fn counted_peers(&self) -> impl Iterator<Item = ClientAddr> + '_ {
-        self.pending.values().map(|pending| pending.peer)
+    /// Takeovers held before they are asked (for tests).
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Each takeover waiting is in exactly one of the two queues, once (for invariant checks);
+    /// the connections they wait for.
+    pub(super) fn check(&self) -> Result<Vec<ConnId>, String> {
+        for rid in self.pending.keys() {
+            let queued = self
+                .deadlines
+                .iter()
+                .chain(&self.held)
+                .filter(|(queued, _)| queued == rid)
+                .count();
+            if queued != 1 {
+                return Err(format!("takeover {rid} is queued {queued} times"));
+            }
+        }
+        Ok(self.pending.values().map(|pending| pending.conn).collect())
     }
 }
 
@@ -267,8 +307,9 @@ impl QueuedState {
 }
 
 impl<E: Entropy> Router<E> {
-    /// Asks the node holding session `id` to hand it over to `conn` (the CONNECT's `resume`),
-    /// admitted already: one live-session count of `peer` is held for it.
+    /// Asks the node holding session `id` to hand it over to `conn` (the CONNECT's `resume`)
+    /// from `peer`, at once or, when `peer`'s takeovers failed too often lately, after
+    /// [`TAKEOVER_HOLD_MS`]. `charged`: the CONNECT took one of `peer`'s session starts.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn resume_remotely(
         &mut self,
@@ -278,11 +319,11 @@ impl<E: Entropy> Router<E> {
         version: u8,
         reference: Option<&str>,
         peer: ClientAddr,
+        charged: bool,
         now: Now,
         out: &mut impl FrameSink,
     ) {
         let Some(state) = self.conns.get_mut(&conn) else {
-            self.sessions_per_peer.release(peer);
             return;
         };
         state.taking_over = true;
@@ -296,15 +337,37 @@ impl<E: Entropy> Router<E> {
                 version,
                 reference: reference.map(Box::from),
                 peer,
+                charged,
             },
         );
+        if self.takeover_failures.allows(peer, now.mono_ms) {
+            self.ask_takeover(rid, now, out);
+        } else {
+            // This block's takeovers failed more often than it may start sessions within a
+            // minute: this one costs the cluster nothing until it has held its socket a while.
+            self.takeovers
+                .held
+                .push_back((rid, now.mono_ms.saturating_add(TAKEOVER_HOLD_MS)));
+        }
+    }
+
+    /// Sends takeover `rid`'s record to the node holding its session, and starts its wait.
+    fn ask_takeover(&mut self, rid: u64, now: Now, out: &mut impl FrameSink) {
+        let Some((id, token)) = self
+            .takeovers
+            .pending
+            .get(&rid)
+            .map(|pending| (pending.id, pending.token))
+        else {
+            return;
+        };
         self.takeovers
             .deadlines
             .push_back((rid, now.mono_ms.saturating_add(TAKEOVER_TIMEOUT_MS)));
         let node = self.config.node_name.clone();
         let record = Record::Takeover {
             to: id,
-            token: Cow::Borrowed(std::str::from_utf8(token).unwrap_or_default()),
+            token: Cow::Borrowed(std::str::from_utf8(&token).unwrap_or_default()),
             rid,
             node: Cow::Borrowed(&node),
         };
@@ -483,12 +546,13 @@ impl<E: Entropy> Router<E> {
                 });
                 self.install_session(pending, state, conn_open.is_some(), now, out);
             }
-            None => self.takeover_failed(rid, now, out),
+            None => self.finish_takeover(rid, None, true, now, out),
         }
     }
 
     /// The answer to takeover `rid`: the session installed for its connection, or (`None`:
-    /// refused) a new session, as a failed resume on one node.
+    /// refused, its token wrong or the session unknown there) a new session, as a failed resume
+    /// on one node.
     pub(super) fn takeover_answered(
         &mut self,
         rid: u64,
@@ -497,7 +561,7 @@ impl<E: Entropy> Router<E> {
         now: Now,
         out: &mut impl FrameSink,
     ) {
-        let pending = self.takeovers.pending.remove(&rid);
+        let refused = state.is_none();
         let state = state.and_then(|text| match serde_json::from_str::<SessionState>(text) {
             Ok(state) => Some(state),
             Err(error) => {
@@ -509,30 +573,47 @@ impl<E: Entropy> Router<E> {
                 None
             }
         });
-        let Some(pending) = pending else {
-            // The wait here ended (it timed out) but the session was handed over all the same:
-            // it is installed in its resume window, with the token its client resumed with, so
-            // that nothing handed over is lost. With no connection to admit, it counts for the
-            // address its old node counted it for, whatever the limit (refusing it would end a
-            // live session).
-            if let Some(state) = state
-                && let Some(token) = state
-                    .token
-                    .as_deref()
-                    .and_then(|t| t.as_bytes().try_into().ok())
-            {
-                let peer = ClientAddr::new(state.peer);
-                self.sessions_per_peer.acquire_regardless(peer);
-                let orphan = Pending {
-                    conn: 0,
-                    id,
-                    token,
-                    version: state.version,
-                    reference: None,
-                    peer,
-                };
-                self.install_session(orphan, state, false, now, out);
-            }
+        if self.takeovers.pending.contains_key(&rid) {
+            self.finish_takeover(rid, state, refused, now, out);
+            return;
+        }
+        // The wait here ended (it timed out) but the session was handed over all the same: it
+        // is installed in its resume window, with the token its client resumed with, so that
+        // nothing handed over is lost. With no connection here, it counts for the address its
+        // old node counted it for.
+        if let Some(state) = state
+            && let Some(token) = state
+                .token
+                .as_deref()
+                .and_then(|t| t.as_bytes().try_into().ok())
+        {
+            let orphan = Pending {
+                conn: 0,
+                id,
+                token,
+                version: state.version,
+                reference: None,
+                peer: ClientAddr::new(state.peer),
+                charged: false,
+            };
+            self.install_session(orphan, state, false, now, out);
+        }
+    }
+
+    /// Ends takeover `rid` (waiting here) with the session's `state`, installed for its
+    /// connection, or without (`None`) with a new session, admitted as any new session from its
+    /// address but not charged a second start. `wrong`: its token did not match, or nothing is
+    /// known of its session (not a failure of the bus or a timeout); counted against its address
+    /// block's budget of failed takeovers.
+    fn finish_takeover(
+        &mut self,
+        rid: u64,
+        state: Option<SessionState>,
+        wrong: bool,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        let Some(pending) = self.takeovers.pending.remove(&rid) else {
             return;
         };
         let conn_open = self.conns.get_mut(&pending.conn).map(|conn| {
@@ -541,23 +622,46 @@ impl<E: Entropy> Router<E> {
         match state {
             Some(state) => self.install_session(pending, state, conn_open.is_some(), now, out),
             None => {
-                // Its admission was this CONNECT's start: the new session takes its count.
+                if wrong {
+                    // Empty already: nothing more to take, the block is held as it is.
+                    let _ = self.takeover_failures.try_take(pending.peer, now.mono_ms);
+                }
                 let reference = pending.reference.as_deref();
                 let (conn, peer, version) = (pending.conn, pending.peer, pending.version);
-                self.start_admitted_session(conn, peer, version, reference, now, out);
+                self.start_session_charged(
+                    conn,
+                    peer,
+                    pending.charged,
+                    version,
+                    reference,
+                    now,
+                    out,
+                );
             }
         }
     }
 
     /// A takeover the bus could not carry, or that waited too long: a new session instead.
     pub(super) fn takeover_failed(&mut self, rid: u64, now: Now, out: &mut impl FrameSink) {
-        let Some(id) = self.takeovers.pending.get(&rid).map(|pending| pending.id) else {
-            return;
-        };
-        self.takeover_answered(rid, id, None, now, out);
+        self.finish_takeover(rid, None, false, now, out);
     }
 
     pub(super) fn expire_takeovers(&mut self, now: Now, out: &mut impl FrameSink) {
+        while let Some(&(rid, at)) = self.takeovers.held.front() {
+            if at > now.mono_ms {
+                break;
+            }
+            self.takeovers.held.pop_front();
+            let Some(conn) = self.takeovers.pending.get(&rid).map(|pending| pending.conn) else {
+                continue;
+            };
+            if self.conns.contains_key(&conn) {
+                self.ask_takeover(rid, now, out);
+            } else {
+                // Nobody waits for it any more: nothing is asked, the session stays where it is.
+                self.takeovers.pending.remove(&rid);
+            }
+        }
         while let Some(&(rid, at)) = self.takeovers.deadlines.front() {
             if at > now.mono_ms {
                 break;
@@ -570,8 +674,8 @@ impl<E: Entropy> Router<E> {
     }
 
     /// Makes the handed-over session live here, for `pending.conn` if it is still open (else in
-    /// its resume window, as if it had just dropped), counted for `pending.peer`, whose count
-    /// it takes (or gives back, when it is not installed).
+    /// its resume window, as if it had just dropped), counted for `pending.peer` whatever that
+    /// address's live-session limit (released once, when it ends or leaves).
     fn install_session(
         &mut self,
         pending: Pending,
@@ -583,18 +687,25 @@ impl<E: Entropy> Router<E> {
         let id = pending.id;
         let peer = pending.peer;
         if self.sessions.contains_key(&id) {
-            // Made here meanwhile (a second resume through this node won): nothing to install.
-            self.sessions_per_peer.release(peer);
+            // Made here meanwhile (a second resume through this node won, and the token this
+            // one holds is spent): a new session, as a resume with a spent token gets on one
+            // node.
+            if conn_open {
+                let reference = pending.reference.as_deref();
+                let (conn, charged, version) = (pending.conn, pending.charged, pending.version);
+                self.start_session_charged(conn, peer, charged, version, reference, now, out);
+            }
             return;
         }
         // Back here after moving away: records are no longer sent on.
         self.takeovers.moved.remove(&id);
         if self.sessions.len() >= self.config.max_sessions {
-            // No room here (filled while the takeover waited): the client is told so, as for a
-            // new session (`server_full`).
-            let reference = pending.reference.as_deref();
-            let (conn, version) = (pending.conn, pending.version);
-            self.start_admitted_session(conn, peer, version, reference, now, out);
+            // No room here (filled within the wait; there was room when it was asked): the
+            // client is told so, as a new session would be (`server_full`). The session handed
+            // over is lost: its old node let it go.
+            if conn_open {
+                self.refuse_session(pending.conn, pending.reference.as_deref(), out);
+            }
             return;
         }
         // A connection gets a new token with its reply; without one (it closed meanwhile) the
@@ -701,6 +812,10 @@ impl<E: Entropy> Router<E> {
         session
             .pending_in
             .retain(|other, _| !friends.contains(other));
+        // It exists in the cluster already: refusing it here for its address's count would end
+        // a live session (many clients behind one NAT address come back together when a node
+        // dies or is upgraded). Only new sessions are refused for that count.
+        self.sessions_per_peer.acquire_regardless(peer);
         self.sessions.insert(id, session);
         self.sessions_resuming += 1;
         self.touch(id);

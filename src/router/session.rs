@@ -19,8 +19,8 @@ pub struct Session {
     /// The address whose live-session count this session holds on this node until it ends or
     /// leaves: the one that created it, wherever it is resumed from on this node. A session
     /// that came from another node (cluster mode) counts for the address that took it over or
-    /// adopted it here, admitted as a new session would be; one whose takeover had stopped
-    /// waiting for it, for the address its old node counted it for.
+    /// adopted it here, whatever that address's limit (it is never refused for it); one whose
+    /// takeover had stopped waiting for it, for the address its old node counted it for.
     pub peer: crate::address::ClientAddr,
     pub conn: Option<ConnId>,
     /// Router-wide, rising, never reused: tells this session from a later one with the same ID

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::router::remote_sessions::TAKEOVER_HOLD_MS;
 
 /// The routers of a cluster, the directory (ID → node) their claims built, and a bus that
 /// carries records at once, in order (or drops them, when a test says so).
@@ -1028,8 +1029,25 @@ impl Cluster {
     }
 }
 
+/// The reply to a resume on `conn`: a resumed session's new token, the ID checked.
+fn resumed_token(actions: &[Action], conn: ConnId, member: &Member) -> String {
+    let reply = only_frame_to(actions, conn);
+    assert_eq!(reply["type"], "CONNECT", "{reply}");
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(reply["id"], member.id.as_str(), "{reply}");
+    reply["token"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A new session's CONNECT from `peer` on `conn` of `node`.
+fn connect_text(cluster: &mut Cluster, node: usize, conn: ConnId, peer: ClientAddr) -> Vec<Action> {
+    cluster.nodes[node].0.open_from(conn, peer, cluster.now);
+    cluster.on(node, |router, sink, now| {
+        router.text(conn, r#"{"type":"CONNECT","version":2}"#, now, sink)
+    })
+}
+
 #[test]
-fn a_takeover_is_charged_to_the_session_start_rate_of_its_address() {
+fn a_takeover_takes_a_session_start_but_is_never_refused_for_the_start_rate() {
     let mut cluster = Cluster::with(
         2,
         RouterConfig {
@@ -1037,42 +1055,50 @@ fn a_takeover_is_charged_to_the_session_start_rate_of_its_address() {
             ..RouterConfig::defaults()
         },
     );
-    let (y, z) = (addr("192.0.2.7"), addr("192.0.2.8"));
+    let (y, z, w) = (addr("192.0.2.7"), addr("192.0.2.8"), addr("192.0.2.9"));
     let b = cluster.connect_from(1, 11, y);
+    let c = cluster.connect_from(1, 12, z);
+    let d = cluster.connect_from(1, 13, w);
 
-    // A wrong token costs the attempt; the new session it gets instead costs nothing more.
-    let wrong = cluster.resume_from(0, 2, y, &b, &"A".repeat(43));
-    assert_eq!(only_frame_to(&wrong, 2)["resumed"], false);
+    // Y's takeover of B takes Y's one start on node 0: a new session from Y is then refused.
+    let taken = cluster.resume_from(0, 2, y, &b, &b.token);
+    let token = resumed_token(&taken, 2, &b);
+    let refused = connect_text(&mut cluster, 0, 3, y);
+    assert_eq!(error_code(&refused, 3), "server_full");
+    assert_eq!(closes(&refused), [(3, close_code::SERVER_FULL)]);
 
-    // Y's rate on node 0 is spent: a takeover, with the right token or not, is refused as a
-    // new session would be, before anything is asked of B's node.
+    // With Y's rate spent, a takeover from Y is still asked and resumed.
+    let c_taken = cluster.resume_from(0, 4, y, &c, &c.token);
+    resumed_token(&c_taken, 4, &c);
+    assert_eq!(cluster.nodes[1].0.stats().sessions, 1, "B and C moved");
+
+    // One with a wrong token is asked too, and gets what a failed resume gets: a new session,
+    // admitted as any, so refused while Y's rate is spent; nothing is left waiting.
+    let moved = Member {
+        node: 0,
+        conn: 2,
+        id: b.id.clone(),
+        token,
+    };
     let records_in = cluster.nodes[1].0.stats().bus_records_in;
-    for (conn, token) in [(3, b.token.clone()), (4, "A".repeat(43))] {
-        let refused = cluster.resume_from(0, conn, y, &b, &token);
-        assert_eq!(error_code(&refused, conn), "server_full");
-        assert_eq!(only_frame_to(&refused, conn)["ref"], "c");
-        assert_eq!(closes(&refused), [(conn, close_code::SERVER_FULL)]);
-    }
-    assert_eq!(cluster.nodes[1].0.stats().bus_records_in, records_in);
+    let wrong = cluster.resume_from(0, 5, y, &d, &"A".repeat(43));
+    assert_eq!(cluster.nodes[1].0.stats().bus_records_in, records_in + 1);
+    assert_eq!(error_code(&wrong, 5), "server_full");
+    assert_eq!(only_frame_to(&wrong, 5)["ref"], "c");
+    assert_eq!(closes(&wrong), [(5, close_code::SERVER_FULL)]);
     assert_eq!(
         cluster.nodes[1].0.stats().sessions,
         1,
-        "B stays where it is"
+        "D stays where it is"
     );
 
-    // Another address is not affected; Y may again once its rate refilled.
-    let taken = cluster.resume_from(0, 5, z, &b, &b.token);
-    let reply = only_frame_to(&taken, 5);
-    assert_eq!(reply["resumed"], true, "{reply}");
-    let moved = Member {
-        node: 0,
-        conn: 5,
-        id: b.id.clone(),
-        token: reply["token"].as_str().unwrap_or_default().to_owned(),
-    };
+    // Once Y's rate refilled, a failed takeover's new session is paid by the start the
+    // takeover took: it is not charged again.
     cluster.tick(0, 60_000);
-    let back = cluster.resume_from(1, 12, y, &moved, &moved.token);
-    assert_eq!(only_frame_to(&back, 12)["resumed"], true);
+    let wrong = cluster.resume_from(0, 6, y, &d, &"A".repeat(43));
+    assert_eq!(only_frame_to(&wrong, 6)["resumed"], false);
+    let back = cluster.resume_from(1, 14, y, &moved, &moved.token);
+    resumed_token(&back, 14, &b);
 }
 
 #[test]
@@ -1085,9 +1111,9 @@ fn a_session_taken_over_or_adopted_counts_for_the_address_that_took_it() {
         },
     );
     let (y, z, w) = (addr("192.0.2.7"), addr("192.0.2.8"), addr("192.0.2.9"));
-    let first = cluster.connect_from(1, 11, y);
+    let first = cluster.connect_from(1, 11, z);
     let taken = cluster.resume_from(0, 2, y, &first, &first.token);
-    assert_eq!(only_frame_to(&taken, 2)["resumed"], true);
+    resumed_token(&taken, 2, &first);
     let first = Member {
         node: 0,
         conn: 2,
@@ -1095,36 +1121,154 @@ fn a_session_taken_over_or_adopted_counts_for_the_address_that_took_it() {
         token: String::new(),
     };
 
-    // Y's one session now lives on node 0, where it counts for Y: Y may start another on
-    // node 1, but not bring it to node 0 as well.
-    let second = cluster.connect_from(1, 12, y);
-    let refused = cluster.resume_from(0, 3, y, &second, &second.token);
-    assert_eq!(error_code(&refused, 3), "server_full");
-    assert_eq!(closes(&refused), [(3, close_code::SERVER_FULL)]);
-    assert_eq!(cluster.nodes[1].0.stats().sessions, 1, "it stays on node 1");
-    let other = cluster.resume_from(0, 4, z, &second, &second.token);
-    assert_eq!(only_frame_to(&other, 4)["resumed"], true);
-    cluster.nodes[0].0.open_from(5, z, cluster.now);
-    let full = cluster.on(0, |router, sink, now| {
-        router.text(5, r#"{"type":"CONNECT","version":2}"#, now, sink)
-    });
-    assert_eq!(error_code(&full, 5), "server_full", "Z holds one on node 0");
+    // The session Z created on node 1 now counts for Y on node 0: Y may start no session there,
+    // while Z may.
+    let full = connect_text(&mut cluster, 0, 3, y);
+    assert_eq!(error_code(&full, 3), "server_full", "Y holds one on node 0");
+    let z_here = connect_text(&mut cluster, 0, 4, z);
+    assert_eq!(only_frame_to(&z_here, 4)["resumed"], false);
 
-    // A session adopted from a dead node counts for the address that adopted it.
+    // Y at its limit on node 0 still takes a second session over, and adopts a third from a
+    // dead node: each counts for Y beyond the limit.
+    let second = cluster.connect_from(1, 12, w);
+    let taken = cluster.resume_from(0, 5, y, &second, &second.token);
+    resumed_token(&taken, 5, &second);
     let third = cluster.connect_from(1, 13, w);
     cluster.dead.push(1);
-    let refused = cluster.resume_from(0, 6, y, &third, &third.token);
-    assert_eq!(error_code(&refused, 6), "server_full");
-    let adopted = cluster.resume_from(0, 7, w, &third, &third.token);
-    assert_eq!(only_frame_to(&adopted, 7)["resumed"], true);
-    cluster.nodes[0].0.open_from(8, w, cluster.now);
-    let full = cluster.on(0, |router, sink, now| {
-        router.text(8, r#"{"type":"CONNECT","version":2}"#, now, sink)
-    });
-    assert_eq!(error_code(&full, 8), "server_full", "W holds one on node 0");
+    let adopted = cluster.resume_from(0, 6, y, &third, &third.token);
+    resumed_token(&adopted, 6, &third);
+    assert_eq!(cluster.nodes[0].0.stats().sessions, 4);
 
-    // Each count is given back once, when its session ends.
+    // Each count is given back once, when its session ends: with two of Y's three gone, Y is
+    // still at its limit; with the third gone, it may start one again.
     cluster.text(&first, r#"{"type":"DISCONNECT"}"#);
-    let again = cluster.connect_from(0, 9, y);
+    let second = Member {
+        node: 0,
+        conn: 5,
+        id: second.id.clone(),
+        token: String::new(),
+    };
+    cluster.text(&second, r#"{"type":"DISCONNECT"}"#);
+    let full = connect_text(&mut cluster, 0, 7, y);
+    assert_eq!(error_code(&full, 7), "server_full", "Y still holds one");
+    let third = Member {
+        node: 0,
+        conn: 6,
+        id: third.id.clone(),
+        token: String::new(),
+    };
+    cluster.text(&third, r#"{"type":"DISCONNECT"}"#);
+    let again = cluster.connect_from(0, 8, y);
     assert_ne!(again.id, first.id);
+}
+
+#[test]
+fn clients_behind_one_address_all_resume_through_another_node_past_its_limits() {
+    // One NAT address, limits of 2 live sessions and 2 starts a minute per address: node 0
+    // holds 2 of its sessions already (its starts spent), node 1 and node 2 hold 2 more each.
+    let mut cluster = Cluster::with(
+        3,
+        RouterConfig {
+            max_sessions_per_peer: 2,
+            rate_sessions_per_address_per_min: 2,
+            ..RouterConfig::defaults()
+        },
+    );
+    let nat = addr("198.51.100.1");
+    let mut conn = 100;
+    let mut next_conn = || {
+        conn += 1;
+        conn
+    };
+    let here: Vec<Member> = (0..2)
+        .map(|_| cluster.connect_from(0, next_conn(), nat))
+        .collect();
+    let mut away = Vec::new();
+    for node in [1, 2] {
+        for _ in 0..2 {
+            let member = cluster.connect_from(node, next_conn(), nat);
+            away.push(member);
+        }
+    }
+    // Node 1 is upgraded (its clients come back while it still runs), node 2 is killed.
+    for member in &away[..2] {
+        cluster.closed(member);
+    }
+    cluster.dead.push(2);
+
+    for member in &away {
+        let conn = next_conn();
+        let back = cluster.resume_from(0, conn, nat, member, &member.token);
+        resumed_token(&back, conn, member);
+    }
+    assert_eq!(cluster.nodes[0].0.stats().sessions, 6, "all six on node 0");
+    assert_eq!(cluster.nodes[1].0.stats().sessions, 0);
+    for member in &here {
+        let still = cluster.text(member, r#"{"type":"PING","ref":"p"}"#);
+        assert_eq!(only_frame_to(&still, member.conn)["type"], "PONG");
+    }
+
+    // New sessions from that address are still refused on node 0.
+    let conn = next_conn();
+    let refused = connect_text(&mut cluster, 0, conn, nat);
+    assert_eq!(error_code(&refused, conn), "server_full");
+}
+
+#[test]
+fn takeovers_from_a_block_whose_takeovers_keep_failing_are_held_but_not_refused() {
+    let mut cluster = Cluster::with(
+        2,
+        RouterConfig {
+            rate_sessions_per_address_per_min: 2,
+            ..RouterConfig::defaults()
+        },
+    );
+    let (y, z) = (addr("192.0.2.7"), addr("192.0.2.8"));
+    let b = cluster.connect_from(1, 11, z);
+    let c = cluster.connect_from(1, 12, z);
+    let records_in = |cluster: &Cluster| cluster.nodes[1].0.stats().bus_records_in;
+
+    // Two wrong tokens from Y within a minute: Y's budget of failed takeovers is spent.
+    for conn in [2, 3] {
+        let wrong = cluster.resume_from(0, conn, y, &b, &"A".repeat(43));
+        assert_eq!(only_frame_to(&wrong, conn)["resumed"], false);
+    }
+
+    // Y's next takeover waits before B's node is asked, even with the right token; then it is
+    // asked and resumed.
+    let before = records_in(&cluster);
+    let waiting = cluster.resume_from(0, 4, y, &b, &b.token);
+    assert!(frames_to(&waiting, 4).is_empty(), "{waiting:?}");
+    assert_eq!(records_in(&cluster), before, "nothing asked yet");
+    assert_eq!(cluster.nodes[0].0.takeovers.held(), 1);
+    let again = cluster.on(0, |router, sink, now| {
+        router.text(4, r#"{"type":"CONNECT","version":2}"#, now, sink)
+    });
+    assert_eq!(error_code(&again, 4), "already_connected");
+    let early = cluster.tick(0, TAKEOVER_HOLD_MS - 1);
+    assert!(frames_to(&early, 4).is_empty());
+    let asked = cluster.tick(0, 1);
+    resumed_token(&asked, 4, &b);
+    assert_eq!(records_in(&cluster), before + 1);
+
+    // A held takeover whose connection closes is dropped without asking anything.
+    let (before, records_out) = (
+        records_in(&cluster),
+        cluster.nodes[0].0.stats().bus_records_out,
+    );
+    cluster.resume_from(0, 5, y, &c, &c.token);
+    cluster.on(0, |router, sink, now| router.closed(5, now, sink));
+    cluster.tick(0, TAKEOVER_HOLD_MS);
+    assert_eq!(cluster.nodes[0].0.takeovers.held(), 0);
+    assert_eq!(cluster.nodes[0].0.stats().bus_records_out, records_out);
+    assert_eq!(records_in(&cluster), before);
+    assert_eq!(
+        cluster.nodes[1].0.stats().sessions,
+        1,
+        "C stays where it is"
+    );
+
+    // Another address is asked at once.
+    let z_back = cluster.resume_from(0, 6, z, &c, &c.token);
+    resumed_token(&z_back, 6, &c);
 }
