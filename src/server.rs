@@ -412,7 +412,7 @@ impl Server {
                     router.bus_stored(rid, clock.router, out);
                 }
                 for &(handle, previous) in &news.moved {
-                    router.handle_moved(handle, previous, out);
+                    router.handle_moved(handle, previous, clock.router, out);
                 }
                 for &(handle, listener) in &news.handles_lost {
                     router.handle_lost(handle, listener, out);

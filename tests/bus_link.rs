@@ -806,3 +806,75 @@ fn a_renewal_reports_a_handle_another_node_holds_unless_it_was_listened_on_again
         bulk(ours.as_bytes())
     );
 }
+
+/// A check of handle entries (the router doubts a HandleTaken record) is a renewal of those
+/// entries alone, sent at once: an entry another listener holds is reported lost, one naming
+/// the session here is renewed, and a handle that session does not listen on here is not
+/// checked.
+#[test]
+fn a_handle_check_reports_an_entry_lost_only_if_another_listener_holds_it() {
+    require_redis();
+    let redis = RedisServer::start();
+    let mut lp = Loop::new();
+    let raw = lp.add(&redis.url(), Role::Commands);
+    lp.until_up(raw);
+    let (kept, taken) = (Handle::from_seed(b"kept"), Handle::from_seed(b"taken"));
+    let key = |handle: Handle| format!("secchat:h:{}", handle.as_str());
+    let (here, there) = (Id::from_random_bytes([1; 4]), Id::from_random_bytes([2; 4]));
+    let theirs = format!("{} other-node", there.text().as_str());
+    let ours = format!("{} this-node", here.text().as_str());
+
+    let mut node = Node::new(&redis.url(), "this-node");
+    node.until("the links", |node| node.bus.is_up());
+    node.bus.push(BusOutput::Listen {
+        handle: kept,
+        id: here,
+    });
+    node.bus.push(BusOutput::Listen {
+        handle: taken,
+        id: here,
+    });
+    node.until("the LISTENs", |_| {
+        [kept, taken]
+            .iter()
+            .all(|&handle| lp.ask(raw, &[b"GET", key(handle).as_bytes()]) == bulk(ours.as_bytes()))
+    });
+    // Another node's session takes one of them; its record is doubted here.
+    assert_eq!(
+        lp.ask(raw, &[b"SET", key(taken).as_bytes(), theirs.as_bytes()]),
+        ok()
+    );
+    node.bus.push(BusOutput::CheckHandle {
+        handle: kept,
+        id: there,
+    });
+    node.bus.push(BusOutput::CheckHandle {
+        handle: kept,
+        id: here,
+    });
+    node.bus.push(BusOutput::CheckHandle {
+        handle: taken,
+        id: here,
+    });
+    // A LISTEN sent after the checks: Redis answers in order, so once it is answered (it took
+    // a third handle from the other node's session), so are they.
+    let last = Handle::from_seed(b"last");
+    assert_eq!(
+        lp.ask(raw, &[b"SET", key(last).as_bytes(), theirs.as_bytes()]),
+        ok()
+    );
+    node.bus.push(BusOutput::Listen {
+        handle: last,
+        id: here,
+    });
+    node.until("the LISTEN's answer", |node| !node.moved().is_empty());
+    assert_eq!(node.handles_lost(), [(taken, here)]);
+    assert_eq!(
+        lp.ask(raw, &[b"GET", key(kept).as_bytes()]),
+        bulk(ours.as_bytes())
+    );
+    assert_eq!(
+        lp.ask(raw, &[b"GET", key(taken).as_bytes()]),
+        bulk(theirs.as_bytes())
+    );
+}

@@ -614,20 +614,108 @@ fn a_handle_whose_taken_record_was_lost_is_given_up_at_its_nodes_next_renewal() 
     assert_eq!(letter["handle"], bobs.as_str());
     assert_eq!(letter["payload"], TEST_PAYLOAD);
 
-    // Bob's node renews again (Alice's entry lives past 25 s once more): Bob hears nothing
-    // more.
-    wait_until("half a renewal period", BUS_UP, || {
-        redis_command(&redis, &["PTTL", &alices_key])
-            .parse()
-            .is_ok_and(|ttl: u64| ttl < 25_000)
-    });
-    wait_until("the next renewal", BUS_UP, || {
-        redis_command(&redis, &["PTTL", &alices_key])
-            .parse()
-            .is_ok_and(|ttl: u64| ttl > 25_000)
-    });
+    // Bob's node renews again: Bob hears nothing more.
+    next_renewal(&redis, &alices_key);
     bob.expect_silence(1_000);
     bob.expect_nothing_pending();
+}
+
+/// Waits until the node that renews `witness` (a handle entry one of its sessions holds) has
+/// renewed its handle entries once more: the entry's TTL (30 s) falls below 25 s, then goes
+/// back up. Every handle entry a node renews goes in that same renewal.
+fn next_renewal(redis: &RedisServer, witness: &str) {
+    let ttl = || {
+        redis_command(redis, &["PTTL", witness])
+            .parse::<i64>()
+            .unwrap_or(-1)
+    };
+    wait_until("half a renewal period", BUS_UP, || {
+        (0..25_000).contains(&ttl())
+    });
+    wait_until("the next renewal", BUS_UP, || ttl() > 25_000);
+}
+
+/// A session on another node takes Bob's handle, then lets it go: nobody listens on it, and
+/// Bob's node, which stopped renewing the entry when it told Bob, does not write it back (it
+/// would name Bob for ever, renewed every 10 s, even after Bob's session ended).
+#[test]
+fn a_handle_taken_on_another_node_and_let_go_there_is_not_written_back_by_the_old_node() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let mut bob = connect_v2(&nodes[0]);
+    let mut alice = connect_v2(&nodes[0]);
+    let mut dave = connect_v2(&nodes[1]);
+    let (bobs, alices) = (handle(21), handle(22));
+    listen(&mut bob, &[&bobs]);
+    listen(&mut alice, &[&alices]);
+    let (bobs_key, alices_key) = (format!("secchat:h:{bobs}"), format!("secchat:h:{alices}"));
+    wait_until("the LISTENs to reach Redis", BUS_UP, || {
+        redis_command(&redis, &["GET", &bobs_key]).starts_with(&bob.id)
+            && redis_command(&redis, &["GET", &alices_key]).starts_with(&alice.id)
+    });
+
+    listen(&mut dave, &[&bobs]);
+    assert_eq!(
+        bob.expect_type("HANDLE_TAKEN"),
+        json!({"type": "HANDLE_TAKEN", "handle": bobs})
+    );
+    let reply = dave.request(json!({"type": "UNLISTEN", "handles": [bobs], "ref": "u"}));
+    assert_eq!(reply["type"], "LISTENING", "{reply}");
+    wait_until("Dave's entry to go", BUS_UP, || {
+        redis_command(&redis, &["EXISTS", &bobs_key]) == "0"
+    });
+    next_renewal(&redis, &alices_key);
+    assert_eq!(
+        redis_command(&redis, &["GET", &bobs_key]),
+        "",
+        "Bob's node wrote Bob's entry back"
+    );
+    alice.send_json(&to_handle(&bobs, true, "kept"));
+    alice.expect_queued_ack("kept");
+    bob.expect_nothing_pending();
+}
+
+/// Bob's session moves to another node (a resume there) and its client does not LISTEN there:
+/// its old node deletes its handle's entry at once and renews it no more, so the entry does
+/// not name Bob for ever. A letter meanwhile waits in the cluster's mailbox; Bob's next LISTEN,
+/// on the new node, names that node and gets it.
+#[test]
+fn a_session_taken_over_by_another_node_leaves_no_handle_entry_on_its_old_node() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let mut bob = connect_v2(&nodes[0]);
+    let mut alice = connect_v2(&nodes[0]);
+    let (bobs, alices) = (handle(23), handle(24));
+    listen(&mut bob, &[&bobs]);
+    listen(&mut alice, &[&alices]);
+    let (bobs_key, alices_key) = (format!("secchat:h:{bobs}"), format!("secchat:h:{alices}"));
+    wait_until("the LISTENs to reach Redis", BUS_UP, || {
+        redis_command(&redis, &["GET", &bobs_key]).starts_with(&bob.id)
+            && redis_command(&redis, &["GET", &alices_key]).starts_with(&alice.id)
+    });
+
+    let mut moved = Client::connect(&nodes[1]);
+    let reply = moved.request(json!({
+        "type": "CONNECT", "version": 2, "resume": {"id": bob.id, "token": bob.token},
+    }));
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(bob.expect_close(), 4001);
+    // Deleted with the hand-over; kept, it would be renewed before its TTL (30 s) ran out.
+    wait_until("Bob's entry to go", BUS_UP, || {
+        redis_command(&redis, &["EXISTS", &bobs_key]) == "0"
+    });
+    next_renewal(&redis, &alices_key);
+    assert_eq!(redis_command(&redis, &["GET", &bobs_key]), "");
+
+    alice.send_json(&to_handle(&bobs, true, "kept"));
+    alice.expect_queued_ack("kept");
+    listen(&mut moved, &[&bobs]);
+    assert_eq!(moved.expect_type("MESSAGE")["handle"], bobs.as_str());
+    let new_node = redis_command(&redis, &["GET", &format!("secchat:id:{}", bob.id)]);
+    assert_eq!(
+        redis_command(&redis, &["GET", &bobs_key]),
+        format!("{} {new_node}", bob.id)
+    );
 }
 
 /// Redis orders commands per connection only, so another node's lookup could be served before

@@ -91,8 +91,12 @@ redis.call('PEXPIRE', 'secchat:s:' .. string.sub(k, 12), ARGV[3]) \
 redis.call('PEXPIRE', 'secchat:q:' .. string.sub(k, 12), ARGV[3]) end end \
 return lost";
 /// Renews each handle entry `KEYS[i]` that names session `ARGV[i]` (or sets it again if it
-/// expired), for `ARGV[#KEYS + 1]` ms; returns the indexes (1-based) of those that name another
-/// listener now (a LISTEN elsewhere took them, and its notice may never have come).
+/// is gone: Redis restarted empty, refused the LISTEN, or was out of reach past the entry's
+/// TTL), for `ARGV[#KEYS + 1]` ms; returns the indexes (1-based) of those that name another
+/// listener now (a LISTEN elsewhere took them, and its notice may never have come). Setting a
+/// gone entry again is right because a node renews only the handles its sessions listen on now:
+/// it forgets one as soon as its session stops listening on it, however that happens
+/// (`BusOutput::Unlisten`).
 const RENEW_HANDLES: &[u8] = b"local ttl = ARGV[#KEYS + 1] \
 local lost = {} \
 for i, k in ipairs(KEYS) do \
@@ -512,7 +516,17 @@ impl ClusterBus {
                 self.handle_cache_forget(&handle);
                 self.listen(handle, id);
             }
+            BusOutput::CheckHandle { handle, id } => {
+                // Only the LISTEN the router means: one made here since answers for itself.
+                if let Some(&(listener, listen)) = self.local_handles.get(&handle)
+                    && listener == id
+                {
+                    self.renew_handle_entries(&[(handle, id, listen)]);
+                }
+            }
             BusOutput::Unlisten { handle, id } => {
+                // Outputs come in the router's order, so an entry naming `id` is that session's
+                // latest LISTEN here, which the router has just ended.
                 if self
                     .local_handles
                     .get(&handle)
@@ -1052,24 +1066,30 @@ impl ClusterBus {
             .iter()
             .map(|(handle, &(id, listen))| (*handle, id, listen))
             .collect();
-        let ttl = DIRECTORY_TTL.as_millis().to_string();
         for chunk in handles.chunks(REFRESH_CHUNK) {
-            let keys: Vec<Vec<u8>> = chunk
-                .iter()
-                .map(|(handle, _, _)| handle_key(handle))
-                .collect();
-            let values: Vec<String> = chunk
-                .iter()
-                .map(|(_, id, _)| self.listener_value(*id))
-                .collect();
-            let count = keys.len().to_string();
-            let mut args: Vec<&[u8]> = vec![b"EVAL", RENEW_HANDLES, count.as_bytes()];
-            args.extend(keys.iter().map(Vec::as_slice));
-            args.extend(values.iter().map(|value| value.as_bytes()));
-            args.push(ttl.as_bytes());
-            if self.commands.command(&args).is_ok() {
-                self.sent.push_back(Sent::RenewHandles(chunk.to_vec()));
-            }
+            self.renew_handle_entries(chunk);
+        }
+    }
+
+    /// One RENEW_HANDLES of `entries` (each handle with the session here that listens on it and
+    /// the number of that LISTEN), answered in [`ClusterBus::handles_renewed`].
+    fn renew_handle_entries(&mut self, entries: &[(Handle, Id, u64)]) {
+        let ttl = DIRECTORY_TTL.as_millis().to_string();
+        let keys: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|(handle, _, _)| handle_key(handle))
+            .collect();
+        let values: Vec<String> = entries
+            .iter()
+            .map(|(_, id, _)| self.listener_value(*id))
+            .collect();
+        let count = keys.len().to_string();
+        let mut args: Vec<&[u8]> = vec![b"EVAL", RENEW_HANDLES, count.as_bytes()];
+        args.extend(keys.iter().map(Vec::as_slice));
+        args.extend(values.iter().map(|value| value.as_bytes()));
+        args.push(ttl.as_bytes());
+        if self.commands.command(&args).is_ok() {
+            self.sent.push_back(Sent::RenewHandles(entries.to_vec()));
         }
     }
 

@@ -82,6 +82,7 @@ impl<E: Entropy> Router<E> {
             |handle| mailbox.mail_for(handle),
         )?;
         self.mailbox.check()?;
+        self.taken_back.check()?;
         if let Some(expiry) = self.mailbox.next_expiry_ms() {
             ensure!(
                 self.next_deadline_ms().is_some_and(|at| at <= expiry),

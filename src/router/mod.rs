@@ -215,6 +215,8 @@ pub struct Router<E: Entropy> {
     checkpoint_due: fasthash::FastSet<Id>,
     /// Connections waiting for another node to hand their session over (`remote_sessions.rs`).
     takeovers: remote_sessions::Takeovers,
+    /// Handles LISTENs here took from other nodes' sessions lately (`remote_handles.rs`).
+    taken_back: remote_handles::TakenBack,
     bus_records_out: u64,
     bus_records_in: u64,
     errors_sent: [u64; ErrorCode::ALL.len()],
@@ -248,6 +250,7 @@ impl<E: Entropy> Router<E> {
         };
         Router {
             handles: HandleTable::new(handle_limits, build.clone()),
+            taken_back: remote_handles::TakenBack::new(build.clone()),
             mailbox: Mailbox::new(mailbox_limits, build),
             sessions_created: 0,
             sessions_per_peer: BlockCounts::new(config.max_sessions_per_peer),

@@ -889,9 +889,9 @@ impl<E: Entropy> Router<E> {
                     self.letter_arrived(handle, &frame, block, now, out);
                 }
             }
-            Record::HandleTaken { to, handle, .. } => {
+            Record::HandleTaken { from, to, handle } => {
                 if let Some(handle) = Handle::parse(&handle) {
-                    self.handle_taken_elsewhere(to, handle, out);
+                    self.handle_taken_record(from, to, handle, now, out);
                 }
             }
             Record::HandleUndelivered {

@@ -9,12 +9,20 @@
 //! letters in its own node's mailbox, as on one node. When another node's session takes a
 //! handle over, the letters waiting here for it follow it there.
 //!
+//! Redis orders the LISTENs of a handle, and its directory entry names the last listener: that
+//! one keeps the handle. So a node gives up a session's entry the moment the session stops
+//! listening, however that happens (`BusOutput::Unlisten`: no entry outlives its listener), and
+//! a HandleTaken record that may be older than a LISTEN here is checked against the directory
+//! before it is believed ([`Router::handle_taken_record`]).
+//!
 //! A MESSAGE to several handles sends one record per copy whose listener is elsewhere, all of a
 //! turn's records for a node in one PUBLISH; its ACK (`sent`, `queued`) waits until every copy
 //! is answered, and each copy that fails gets its UNDELIVERED, as on one node.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
 
+use super::handles::KeyedBuild;
 use super::mailbox::Sender;
 use super::remote::{Awaiting, FanoutWait, Record, Waiting};
 use super::session::QueuedKind;
@@ -23,6 +31,78 @@ use super::{Caller, Entropy, FrameSink, Now, Router};
 use crate::address::Block;
 use crate::id::Id;
 use crate::protocol::{self, ErrorCode, Handle, RawJson, ServerFrame, UndeliveredReason};
+
+/// How long after a LISTEN here took a handle from another node's session a HandleTaken record
+/// from that session for the handle may be one made before that LISTEN, and is checked against
+/// the directory before it is believed: longer than a record takes between nodes (one PUBLISH,
+/// behind at most one directory lookup).
+pub const TAKEN_BACK_MS: u64 = 10_000;
+/// Handles taken back ([`TAKEN_BACK_MS`]) remembered at most; the oldest are forgotten first (a
+/// record for one forgotten is believed at once: if it was the older of two crossing LISTENs',
+/// nobody listens on the handle until its client LISTENs again).
+pub const MAX_TAKEN_BACK: usize = 4_096;
+
+/// The handles LISTENs here took from other nodes' sessions in the last [`TAKEN_BACK_MS`], with
+/// the session each was taken from, in the order they were taken (one deadline for all).
+#[derive(Debug)]
+pub(super) struct TakenBack {
+    until: HashMap<(Handle, Id), u64, KeyedBuild>,
+    order: VecDeque<(Handle, Id, u64)>,
+}
+
+impl TakenBack {
+    pub(super) fn new(build: KeyedBuild) -> TakenBack {
+        TakenBack {
+            until: HashMap::with_hasher(build),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn remember(&mut self, handle: Handle, from: Id, now: Now) {
+        let until = now.mono_ms.saturating_add(TAKEN_BACK_MS);
+        self.until.insert((handle, from), until);
+        self.order.push_back((handle, from, until));
+        self.forget_old(now);
+    }
+
+    /// Whether a LISTEN here took `handle` from `from` within the last [`TAKEN_BACK_MS`].
+    fn holds(&mut self, handle: Handle, from: Id, now: Now) -> bool {
+        self.forget_old(now);
+        self.until.contains_key(&(handle, from))
+    }
+
+    /// Forgets what is older than [`TAKEN_BACK_MS`], and the oldest beyond [`MAX_TAKEN_BACK`].
+    fn forget_old(&mut self, now: Now) {
+        while let Some(&(handle, from, until)) = self.order.front() {
+            if until > now.mono_ms && self.order.len() <= MAX_TAKEN_BACK {
+                break;
+            }
+            self.order.pop_front();
+            // A later take of the same pair has its own place further on.
+            if self.until.get(&(handle, from)) == Some(&until) {
+                self.until.remove(&(handle, from));
+            }
+        }
+    }
+
+    /// Within its bound, and every pair remembered has its place in the order.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.order.len() > MAX_TAKEN_BACK {
+            return Err(format!(
+                "{} handles taken back remembered",
+                self.order.len()
+            ));
+        }
+        let order: std::collections::HashSet<&(Handle, Id, u64)> = self.order.iter().collect();
+        let placed = |(&(handle, from), &until): (&(Handle, Id), &u64)| {
+            order.contains(&(handle, from, until))
+        };
+        if !self.until.iter().all(placed) {
+            return Err("a handle taken back has no place in the order".to_owned());
+        }
+        Ok(())
+    }
+}
 
 /// A letter with no sender to tell: one the cluster's mailbox kept (it keeps no sender), or one
 /// that followed its handle from another node.
@@ -201,14 +281,23 @@ impl<E: Entropy> Router<E> {
         }
     }
 
-    /// A LISTEN here took `handle` from `previous`, another node's session: it is told.
-    pub fn handle_moved(&mut self, handle: Handle, previous: Id, out: &mut impl FrameSink) {
+    /// A LISTEN here took `handle` from `previous`, another node's session: it is told, and for
+    /// `TAKEN_BACK_MS` a HandleTaken record from `previous` for the handle is believed here
+    /// only once the directory confirms it (`Router::handle_taken_record`).
+    pub fn handle_moved(
+        &mut self,
+        handle: Handle,
+        previous: Id,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
         let Some(listener) = self.handles.listener(&handle) else {
             return;
         };
         if listener == previous || self.sessions.contains_key(&previous) {
             return;
         }
+        self.taken_back.remember(handle, previous, now);
         let record = Record::HandleTaken {
             from: listener,
             to: previous,
@@ -361,6 +450,27 @@ impl<E: Entropy> Router<E> {
         }
     }
 
+    /// A HandleTaken record: `from`, on another node, took `handle` from `to` here. Believed at
+    /// once, unless a LISTEN here took the handle from `from` less than [`TAKEN_BACK_MS`] ago:
+    /// then the two LISTENs may have crossed, each node telling the other's session, and only
+    /// the one Redis ran last may keep the handle, as on one node. Which one that was, only the
+    /// directory knows: the bus checks its entry now, and `to` is told only if it names another
+    /// listener ([`Router::handle_lost`]).
+    pub(super) fn handle_taken_record(
+        &mut self,
+        from: Id,
+        to: Id,
+        handle: Handle,
+        now: Now,
+        out: &mut impl FrameSink,
+    ) {
+        if !self.taken_back.holds(handle, from, now) {
+            self.handle_taken_elsewhere(to, handle, out);
+        } else if self.handles.listener(&handle) == Some(to) {
+            out.bus(BusOutput::CheckHandle { handle, id: to });
+        }
+    }
+
     /// Another node's session listens on `handle` now: `to` here is told HANDLE_TAKEN, and
     /// the letters waiting here for the handle follow it.
     pub(super) fn handle_taken_elsewhere(
@@ -373,6 +483,9 @@ impl<E: Entropy> Router<E> {
             return;
         }
         self.handles.unlisten(to, &[handle]);
+        // This node stops renewing the entry (it would otherwise write it back, for ever, once
+        // the new listener lets the handle go); the entry goes only if it still names `to`.
+        out.bus(BusOutput::Unlisten { handle, id: to });
         let frame = protocol::handle_taken(&handle);
         self.deliver(
             to,
@@ -514,5 +627,50 @@ impl<E: Entropy> Router<E> {
     /// and this finding comes second changes nothing, so the client hears HANDLE_TAKEN once.
     pub fn handle_lost(&mut self, handle: Handle, listener: Id, out: &mut impl FrameSink) {
         self.handle_taken_elsewhere(listener, handle, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(mono_ms: u64) -> Now {
+        Now {
+            mono_ms,
+            unix_ms: 0,
+        }
+    }
+
+    fn handle(n: u8) -> Handle {
+        Handle::from_seed(&[n; 8])
+    }
+
+    #[test]
+    fn a_handle_taken_back_is_remembered_for_its_time_and_within_its_bound() {
+        let mut taken = TakenBack::new(KeyedBuild::new((1, 2)));
+        let a = Id::from_random_bytes([1; 4]);
+        let b = Id::from_random_bytes([2; 4]);
+        taken.remember(handle(1), a, at(1_000));
+        assert!(taken.holds(handle(1), a, at(1_000 + TAKEN_BACK_MS - 1)));
+        assert!(!taken.holds(handle(1), b, at(1_000)));
+        assert!(!taken.holds(handle(2), a, at(1_000)));
+        // Taken again later: the later time counts, not the first one's end.
+        taken.remember(handle(1), a, at(5_000));
+        assert!(taken.holds(handle(1), a, at(1_000 + TAKEN_BACK_MS)));
+        assert!(!taken.holds(handle(1), a, at(5_000 + TAKEN_BACK_MS)));
+        assert_eq!(taken.check(), Ok(()));
+
+        // Past the bound, the oldest are forgotten first.
+        let ids = (0..=MAX_TAKEN_BACK as u32).map(|n| Id::from_random_bytes(n.to_le_bytes()));
+        for id in ids.clone() {
+            taken.remember(handle(3), id, at(20_000));
+        }
+        assert_eq!(taken.check(), Ok(()));
+        let held: Vec<bool> = ids
+            .map(|id| taken.holds(handle(3), id, at(20_000)))
+            .collect();
+        assert_eq!(held.iter().filter(|&&held| held).count(), MAX_TAKEN_BACK);
+        assert_eq!(held.first(), Some(&false));
+        assert_eq!(held.last(), Some(&true));
     }
 }

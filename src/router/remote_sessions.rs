@@ -411,11 +411,10 @@ impl<E: Entropy> Router<E> {
         });
     }
 
-    /// Takes session `id` out of this node for node `node`, without ending it.
     /// Takes session `id` out of this node's tables without ending it (its friends are not
     /// told, nothing is withdrawn), closing a connection that holds it with `code`; returns it
     /// with its queue still counted in `queued_frames`/`queued_bytes`, and its handles gone
-    /// from the table (their letters stay in the mailbox).
+    /// from the table (their letters stay in the mailbox) and from the directory.
     pub(super) fn detach_session(
         &mut self,
         id: Id,
@@ -436,7 +435,12 @@ impl<E: Entropy> Router<E> {
             }
             None => self.sessions_resuming -= 1,
         }
-        self.handles.remove_session(id);
+        for handle in self.handles.remove_session(id) {
+            // This node no longer renews the entry, which names this node: it goes now, and
+            // letters for the handle wait in the cluster's mailbox until the session's client
+            // listens again, wherever the session is by then.
+            out.bus(BusOutput::Unlisten { handle, id });
+        }
         self.drop_stale_timers();
         Some(session)
     }

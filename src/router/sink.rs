@@ -47,8 +47,14 @@ pub enum BusOutput {
     /// kept for the handle come back through
     /// [`Router::stored_letters`](super::Router::stored_letters).
     Listen { handle: Handle, id: Id },
-    /// Session `id` no longer listens on `handle` here.
+    /// Session `id` no longer listens on `handle` here: this node stops renewing the handle's
+    /// directory entry, and deletes it if it still names the session here.
     Unlisten { handle: Handle, id: Id },
+    /// Session `id` listens on `handle` here, but a record says another node's session took it
+    /// since, and may be older than the session's last LISTEN: the directory's entry is checked
+    /// now, as a renewal checks it, and if it names another listener the router hears
+    /// [`Router::handle_lost`](super::Router::handle_lost).
+    CheckHandle { handle: Handle, id: Id },
     /// A record for whoever listens on `handle`, wherever that is. When nobody does, `letter`
     /// (a MESSAGE to a handle that may wait in the mailbox) is kept for the next listener
     /// ([`Router::bus_stored`](super::Router::bus_stored)); without one, or when it cannot be

@@ -13,6 +13,9 @@ struct Cluster {
     directory: HashMap<Id, usize>,
     /// Who listens on each handle, and the letters kept for handles nobody listens on.
     listeners: HashMap<protocol::Handle, Id>,
+    /// Per node, the handle entries its bus renews (`local_handles`): each handle with the
+    /// session there that last listened on it.
+    renewed: Vec<HashMap<protocol::Handle, Id>>,
     mail: HashMap<protocol::Handle, Vec<crate::bus::StoredLetter>>,
     /// Saved session states, and the nodes that died (they hear nothing).
     saved: HashMap<Id, String>,
@@ -55,6 +58,7 @@ impl Cluster {
                 .collect(),
             directory: HashMap::new(),
             listeners: HashMap::new(),
+            renewed: vec![HashMap::new(); nodes],
             mail: HashMap::new(),
             saved: HashMap::new(),
             queues: HashMap::new(),
@@ -174,17 +178,26 @@ impl Cluster {
                 }
             }
             BusOutput::Listen { handle, id } => {
+                self.renewed[from].insert(handle, id);
                 let previous = self.listeners.insert(handle, id);
                 let letters = self.mail.remove(&handle).unwrap_or_default();
                 let (router, sink) = &mut self.nodes[from];
                 if let Some(previous) = previous.filter(|previous| *previous != id) {
-                    router.handle_moved(handle, previous, sink);
+                    router.handle_moved(handle, previous, now, sink);
                 }
                 if !letters.is_empty() {
                     router.stored_letters(handle, &letters, now, sink);
                 }
             }
+            BusOutput::CheckHandle { handle, id } => {
+                if self.renewed[from].get(&handle) == Some(&id) {
+                    self.renew_entries(from, &[(handle, id)]);
+                }
+            }
             BusOutput::Unlisten { handle, id } => {
+                if self.renewed[from].get(&handle) == Some(&id) {
+                    self.renewed[from].remove(&handle);
+                }
                 if self.listeners.get(&handle) == Some(&id) {
                     self.listeners.remove(&handle);
                 }
@@ -276,6 +289,36 @@ impl Cluster {
                             router.bus_failed(rid, failure, now, sink);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Node `node`'s renewal of its handle entries, as RENEW_HANDLES does it: an entry gone is
+    /// set again (Redis may have restarted empty), one naming another listener is given up and
+    /// told to the router. Returns what all nodes sent meanwhile.
+    fn renew(&mut self, node: usize) -> Vec<Action> {
+        let entries: Vec<(protocol::Handle, Id)> = self.renewed[node]
+            .iter()
+            .map(|(&handle, &id)| (handle, id))
+            .collect();
+        self.renew_entries(node, &entries);
+        self.on(node, |_, _, _| {})
+    }
+
+    /// RENEW_HANDLES of `entries` for node `node` (see [`Cluster::renew`]); what the router
+    /// does about those lost is left in its sink.
+    fn renew_entries(&mut self, node: usize, entries: &[(protocol::Handle, Id)]) {
+        for &(handle, id) in entries {
+            match self.listeners.get(&handle) {
+                None => {
+                    self.listeners.insert(handle, id);
+                }
+                Some(listener) if *listener == id => {}
+                Some(_) => {
+                    self.renewed[node].remove(&handle);
+                    let (router, sink) = &mut self.nodes[node];
+                    router.handle_lost(handle, id, sink);
                 }
             }
         }
@@ -1271,4 +1314,171 @@ fn takeovers_from_a_block_whose_takeovers_keep_failing_are_held_but_not_refused(
     // Another address is asked at once.
     let z_back = cluster.resume_from(0, 6, z, &c, &c.token);
     resumed_token(&z_back, 6, &c);
+}
+
+fn id_of(member: &Member) -> Id {
+    Id::parse_units(member.id.bytes().map(Some)).expect("an ID")
+}
+
+fn handle_of(text: &str) -> protocol::Handle {
+    protocol::Handle::parse(text).expect("a handle")
+}
+
+fn unlisten_frame(handles: &[String]) -> String {
+    json!({"type":"UNLISTEN","handles":handles,"ref":"u"}).to_string()
+}
+
+/// A session on another node took the handle and then let it go: nobody listens on it. The old
+/// listener's node stopped renewing its entry when it told its session, so its renewals do not
+/// write the entry back (it would name the old listener for ever, even after it ended).
+#[test]
+fn a_handle_taken_on_another_node_and_let_go_there_is_nobodys() {
+    let mut cluster = Cluster::new(2);
+    let old = cluster.connect(0, 1);
+    let taker = cluster.connect(1, 11);
+    let sender = cluster.connect(1, 12);
+    let h = handle_text(9);
+    let handles = std::slice::from_ref(&h);
+    cluster.text(&old, &listen_frame(handles));
+    let taken = cluster.text(&taker, &listen_frame(handles));
+    assert_eq!(
+        frames_to(&taken, old.conn),
+        [json!({"type":"HANDLE_TAKEN","handle":h})]
+    );
+    let let_go = cluster.text(&taker, &unlisten_frame(handles));
+    assert_eq!(only_frame_to(&let_go, taker.conn)["type"], "LISTENING");
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), None);
+
+    for node in [0, 1] {
+        let renewed = cluster.renew(node);
+        assert!(renewed.is_empty(), "{renewed:?}");
+    }
+    assert_eq!(
+        cluster.listeners.get(&handle_of(&h)),
+        None,
+        "the old listener's entry was written back"
+    );
+    let kept = cluster.text(&sender, &to_handle(&h, true, "k"));
+    assert_eq!(
+        only_frame_to(&kept, sender.conn),
+        json!({"type":"ACK","ref":"k","queued":true})
+    );
+    assert!(frames_to(&kept, old.conn).is_empty(), "{kept:?}");
+}
+
+/// A session handed over to another node leaves its handles' entries behind on neither node:
+/// its old node forgets them at once (a letter meanwhile waits in the cluster's mailbox), and
+/// its client's next LISTEN, on the new node, names the session there again.
+#[test]
+fn a_session_taken_over_by_another_node_leaves_no_handle_entry_behind() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.connect(0, 1);
+    let b = cluster.connect(1, 11);
+    let h = handle_text(10);
+    let handles = std::slice::from_ref(&h);
+    cluster.text(&b, &listen_frame(handles));
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&b)));
+
+    let taken = cluster.resume(0, 2, &b, &b.token);
+    let reply = frames_to(&taken, 2)[0].clone();
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(
+        cluster.listeners.get(&handle_of(&h)),
+        None,
+        "the old node's entry stays"
+    );
+    cluster.renew(1);
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), None);
+    let kept = cluster.text(&a, &to_handle(&h, true, "k"));
+    assert_eq!(
+        only_frame_to(&kept, a.conn),
+        json!({"type":"ACK","ref":"k","queued":true})
+    );
+
+    let moved = Member {
+        node: 0,
+        conn: 2,
+        id: b.id.clone(),
+        token: reply["token"].as_str().unwrap_or_default().to_owned(),
+    };
+    let listened = cluster.text(&moved, &listen_frame(handles));
+    let to_b = frames_to(&listened, moved.conn);
+    let types: Vec<&str> = to_b.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types, ["LISTENING", "MESSAGE"], "{to_b:?}");
+    for node in [1, 0] {
+        let renewed = cluster.renew(node);
+        assert!(renewed.is_empty(), "{renewed:?}");
+    }
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&b)));
+}
+
+/// Two LISTENs of one handle on two nodes cross: A's, on node 1, takes it from V, and before
+/// its HandleTaken record reaches V's node, V's client listens again there (as it does after
+/// every CONNECT) and takes it back. Redis ran V's last: V keeps the handle and A is told, as
+/// on one node; the record from A's LISTEN, arriving late, changes nothing.
+#[test]
+fn crossed_listens_on_two_nodes_leave_the_handle_with_the_last() {
+    let mut cluster = Cluster::new(2);
+    let v = cluster.connect(0, 1);
+    let a = cluster.connect(1, 11);
+    let sender = cluster.connect(1, 12);
+    let h = handle_text(11);
+    let listen = listen_frame(std::slice::from_ref(&h));
+    cluster.text(&v, &listen);
+
+    // A's LISTEN: Redis names A, and node 1's HandleTaken record for V is held on its way.
+    let now = cluster.now;
+    let outputs = {
+        let (router, sink) = &mut cluster.nodes[1];
+        router.text(a.conn, &listen, now, sink);
+        sink.take()
+    };
+    assert_eq!(only_frame_to(&outputs, a.conn)["type"], "LISTENING");
+    for action in outputs {
+        if let Action::Bus(output) = action {
+            cluster.carry(1, output);
+        }
+    }
+    let held = match cluster.nodes[1].1.take().as_slice() {
+        [Action::Bus(BusOutput::Record { text, .. })] if text.contains("handle_taken") => {
+            text.clone()
+        }
+        other => panic!("expected the HandleTaken record, got {other:?}"),
+    };
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&a)));
+
+    // V's client listens again: it takes the handle back, and A is told.
+    let back = cluster.text(&v, &listen);
+    assert_eq!(only_frame_to(&back, v.conn)["type"], "LISTENING");
+    assert_eq!(
+        frames_to(&back, a.conn),
+        [json!({"type":"HANDLE_TAKEN","handle":h})]
+    );
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&v)));
+
+    // The record from A's LISTEN arrives.
+    let late = cluster.on(0, |router, sink, now| router.from_bus(&held, now, sink));
+    assert!(frames_to(&late, v.conn).is_empty(), "{late:?}");
+    assert_eq!(cluster.nodes[0].0.stats().handles, 1);
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&v)));
+    for node in [0, 1] {
+        let renewed = cluster.renew(node);
+        assert!(renewed.is_empty(), "{renewed:?}");
+    }
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&v)));
+    let sent = cluster.text(&sender, &to_handle(&h, false, "s"));
+    assert_eq!(only_frame_to(&sent, v.conn)["handle"], h.as_str());
+    assert_eq!(
+        only_frame_to(&sent, sender.conn),
+        json!({"type":"ACK","ref":"s"})
+    );
+
+    // A LISTEN from A that Redis runs later is believed on V's node, doubted as it is.
+    let again = cluster.text(&a, &listen);
+    assert_eq!(
+        frames_to(&again, v.conn),
+        [json!({"type":"HANDLE_TAKEN","handle":h})]
+    );
+    assert_eq!(cluster.nodes[0].0.stats().handles, 0);
+    assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&a)));
 }
