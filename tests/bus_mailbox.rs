@@ -10,7 +10,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::redis::{RedisServer, require_redis};
-use secchat::bus::{Decoder, MAILBOX_LETTER_OVERHEAD, MAILBOX_LISTEN, MAILBOX_STORE, Reply};
+use secchat::bus::{
+    Decoder, MAILBOX_COLLECT, MAILBOX_LETTER_OVERHEAD, MAILBOX_LISTEN, MAILBOX_STORE, Reply,
+};
 
 /// A blocking connection that sends one command and reads its reply.
 struct Conn {
@@ -82,6 +84,20 @@ fn store_if(
     block: &str,
     only_if_nobody_listens: bool,
 ) -> i64 {
+    let kept = store_unchecked(conn, rules, handle, letter, block, only_if_nobody_listens);
+    check_invariants(conn);
+    kept
+}
+
+/// A STORE without the invariants' check after it (for many letters in little time).
+fn store_unchecked(
+    conn: &mut Conn,
+    rules: Rules,
+    handle: &str,
+    letter: &str,
+    block: &str,
+    only_if_nobody_listens: bool,
+) -> i64 {
     let entry = format!("secchat:h:{handle}");
     let list = format!("secchat:mb:h:{handle}");
     let numbers = [
@@ -108,7 +124,6 @@ fn store_if(
         &numbers[4],
         handle,
     ]);
-    check_invariants(conn);
     match reply {
         Reply::Integer(n) => n,
         other => panic!("STORE answered {other:?}"),
@@ -215,30 +230,36 @@ fn check_invariants(conn: &mut Conn) {
         rank
     );
     assert_eq!(pairs(conn.text(&["HGETALL", "secchat:mb:hbytes"])), hbytes);
-    // Each handle's and block's set names exactly its letters, and no other set exists.
-    let mut sets = strings(conn.text(&["KEYS", "secchat:mb:[hb]:*"]));
-    sets.sort();
-    let mut expected: Vec<String> = handles
-        .keys()
-        .map(|handle| format!("secchat:mb:h:{handle}"))
-        .chain(blocks.keys().map(|block| format!("secchat:mb:b:{block}")))
-        .collect();
-    expected.sort();
-    assert_eq!(sets, expected);
-    let named = handles
+    // A handle's or block's set names only its letters, and names every one whose frame is
+    // still there (a set expires with its last letter's frame, before a STORE sweeps the
+    // letter's other entries).
+    let named: HashMap<String, &Vec<String>> = handles
         .iter()
         .map(|(handle, letters)| (format!("secchat:mb:h:{handle}"), letters))
         .chain(
             blocks
                 .iter()
                 .map(|(block, letters)| (format!("secchat:mb:b:{block}"), letters)),
-        );
-    for (set, letters) in named {
-        let mut held = strings(conn.text(&["ZRANGE", &set, "0", "-1"]));
-        let mut letters = letters.clone();
-        held.sort();
-        letters.sort();
-        assert_eq!(held, letters, "{set}");
+        )
+        .collect();
+    for set in strings(conn.text(&["KEYS", "secchat:mb:[hb]:*"])) {
+        let letters = named
+            .get(&set)
+            .map(|letters| letters.as_slice())
+            .unwrap_or_default();
+        for n in strings(conn.text(&["ZRANGE", &set, "0", "-1"])) {
+            assert!(
+                letters.contains(&n),
+                "{set} names {n}, not one of its letters"
+            );
+        }
+    }
+    for (set, letters) in &named {
+        let held = strings(conn.text(&["ZRANGE", set, "0", "-1"]));
+        for n in letters.iter() {
+            let live = number(conn.text(&["EXISTS", &format!("secchat:mb:l:{n}")])) == 1;
+            assert!(!live || held.contains(n), "{set} lacks live letter {n}");
+        }
     }
     // Nothing is kept without a TTL but the letter counter.
     for key in strings(conn.text(&["KEYS", "secchat:mb:*"])) {
@@ -509,4 +530,96 @@ fn letters_an_older_version_kept_in_a_list_come_back_first() {
     let expected = [("old", ""), ("new", "1.0.24")].map(|(t, b)| (t.to_string(), b.to_string()));
     assert_eq!(got, expected);
     assert_eq!(number(conn.text(&["EXISTS", "secchat:mail:h1"])), 0);
+}
+
+#[test]
+fn expired_letters_go_before_any_live_letter_is_pushed_out_for_room() {
+    let (_redis, mut conn) = start();
+    // Room for 100 letters of 100 bytes (612 with the overhead), each kept 2 s.
+    let rules = Rules {
+        bytes: 100 * 612,
+        ttl_ms: 2_000,
+        ..ROOMY
+    };
+    for i in 0..99 {
+        let handle = format!("spray{}", i % 9);
+        store_unchecked(
+            &mut conn,
+            rules,
+            &handle,
+            &letter(&format!("s{i}"), 100),
+            "1.0.24",
+            false,
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(
+        store(&mut conn, rules, "honest", &letter("early", 100), "2.0.24"),
+        1
+    );
+    // The sprayed letters expire; the STORE that finds them sweeps 64, and the 35 left still
+    // count until they are swept too: a letter needing their room must not push out the live
+    // one instead.
+    std::thread::sleep(Duration::from_millis(1_300));
+    let big = letter("big", 80 * 612 - 512);
+    assert_eq!(store(&mut conn, rules, "honest2", &big, "2.0.24"), 1);
+    assert_eq!(tags(&listen(&mut conn, "honest", "H node")), ["early"]);
+    assert_eq!(tags(&listen(&mut conn, "honest2", "H node")), ["big"]);
+}
+
+#[test]
+fn a_time_entry_without_its_letter_is_swept_and_does_not_stop_the_sweep() {
+    let (_redis, mut conn) = start();
+    conn.text(&["ZADD", "secchat:mb:times", "1", "999999"]);
+    conn.text(&["PEXPIRE", "secchat:mb:times", "60000"]);
+    assert_eq!(
+        store(&mut conn, ROOMY, "h1", &letter("a", 100), "1.0.24"),
+        1
+    );
+    assert!(matches!(
+        conn.text(&["ZSCORE", "secchat:mb:times", "999999"]),
+        Reply::Bulk(None)
+    ));
+}
+
+/// COLLECT for one handle whose entry names `who`: the letters it hands back.
+fn collect(conn: &mut Conn, handle: &str, who: &str) -> Vec<String> {
+    let entry = format!("secchat:h:{handle}");
+    let reply = conn.text(&["EVAL", MAILBOX_COLLECT, "1", &entry, who]);
+    check_invariants(conn);
+    let Reply::Array(Some(found)) = reply else {
+        panic!("COLLECT answered {reply:?}");
+    };
+    let text = |reply: &Reply| String::from_utf8(reply.as_bytes().unwrap().to_vec()).unwrap();
+    match found.as_slice() {
+        [] => Vec::new(),
+        [Reply::Integer(1), Reply::Array(Some(mail))] => {
+            mail.chunks(2).map(|pair| text(&pair[0])).collect()
+        }
+        other => panic!("COLLECT answered {other:?}"),
+    }
+}
+
+#[test]
+fn collect_takes_letters_only_for_the_listener_named_and_at_most_8_mib_at_once() {
+    let (_redis, mut conn) = start();
+    let roomy = Rules {
+        bytes_per_handle: 16 << 20,
+        ..ROOMY
+    };
+    let three_mib = 3 << 20;
+    for tag in ["a", "b", "c"] {
+        assert_eq!(
+            store(&mut conn, roomy, "h1", &letter(tag, three_mib), "1.0.24"),
+            1
+        );
+    }
+    conn.text(&["SET", "secchat:h:h1", "S1 node", "PX", "30000"]);
+    assert!(
+        collect(&mut conn, "h1", "S2 node").is_empty(),
+        "another listener"
+    );
+    assert_eq!(tags(&collect(&mut conn, "h1", "S1 node")), ["a", "b"]);
+    assert_eq!(tags(&collect(&mut conn, "h1", "S1 node")), ["c"]);
+    assert!(collect(&mut conn, "h1", "S1 node").is_empty());
 }

@@ -27,7 +27,8 @@
 //!
 //! Expiry: each letter's frame expires by itself (`PX`), so no frame outlives the TTL even if
 //! nothing else happens. Its index entries go when a later STORE finds it expired (up to 64 per
-//! STORE, oldest first), or when the index keys expire. A handle's and a block's set get the
+//! STORE, oldest first, and before any live letter is pushed out for room), or when the index
+//! keys expire. A handle's and a block's set get the
 //! letters' TTL at each letter added to them. The other index keys get 9/8 of it only when
 //! less than the letters' TTL is left of theirs (an eighth has passed since it was set, or the
 //! keys were just made), not at every STORE: they outlive every letter kept since by at most an
@@ -86,9 +87,10 @@ impl Stored {
 
 /// The Lua the scripts share: `drop(n)` removes letter `n` and its index entries (0 if it was
 /// gone already, else its bytes); `drop_oldest(set)` drops the oldest letter a handle's or
-/// block's set names (false when it names none); `take(set, mail)` appends the letters a
-/// handle's set names to `mail`, oldest first, each followed by its sender's block ("" if
-/// unknown), and drops them. Numbers are written with `%d`: Lua's own
+/// block's set names (false when it names none); `take(set, mail, budget)` appends the
+/// letters a handle's set names to `mail`, oldest first, each followed by its sender's block
+/// ("" if unknown), and drops them, stopping before the frames taken would pass `budget` bytes
+/// (at least one is taken); it answers `mail` and the bytes taken. Numbers are written with `%d`: Lua's own
 /// conversion writes large ones as `1e+14`.
 macro_rules! mailbox_lua_functions {
     () => {
@@ -96,11 +98,14 @@ macro_rules! mailbox_lua_functions {
 local function int(x) return string.format('%d', x) end \
 local function drop(n) \
   local m = redis.call('HGET', P .. 'meta', n) \
-  if not m then return 0 end \
+  redis.call('ZREM', P .. 'times', n) \
+  if not m then \
+    redis.call('DEL', P .. 'l:' .. n) \
+    return 0 \
+  end \
   local bytes, block, handle = string.match(m, '^(%d+) (%S+) (.+)$') \
   bytes = tonumber(bytes) \
   redis.call('HDEL', P .. 'meta', n) \
-  redis.call('ZREM', P .. 'times', n) \
   redis.call('DEL', P .. 'l:' .. n) \
   if redis.call('DECRBY', P .. 'bytes', bytes) <= 0 then redis.call('DEL', P .. 'bytes') end \
   if tonumber(redis.call('ZINCRBY', P .. 'rank', -bytes, block)) <= 0 then \
@@ -121,18 +126,21 @@ local function drop_oldest(set) \
     redis.call('ZREM', set, n) \
   end \
 end \
-local function take(set, mail) \
+local function take(set, mail, budget) \
+  local used = 0 \
   for _, n in ipairs(redis.call('ZRANGE', set, 0, -1)) do \
     local letter = redis.call('GET', P .. 'l:' .. n) \
+    if letter and used > 0 and used + #letter > budget then return mail, used end \
     local m = redis.call('HGET', P .. 'meta', n) \
     if letter then \
       table.insert(mail, letter) \
       table.insert(mail, m and string.match(m, '^%d+ (%S+) ') or '') \
+      used = used + #letter \
     end \
     drop(n) \
+    redis.call('ZREM', set, n) \
   end \
-  redis.call('DEL', set) \
-  return mail \
+  return mail, used \
 end "
     };
 }
@@ -160,12 +168,17 @@ while redis.call('ZCARD', KEYS[2]) >= per_handle \
   if not drop_oldest(KEYS[2]) then break end \
 end \
 while (tonumber(redis.call('GET', P .. 'bytes')) or 0) + size > cap do \
-  local top = redis.call('ZREVRANGE', P .. 'rank', 0, 0, 'WITHSCORES') \
-  if not top[1] then break end \
-  local held = (tonumber(redis.call('ZSCORE', P .. 'rank', block)) or 0) \
-  local victim = top[1] \
-  if held > 0 and held + size >= tonumber(top[2]) then victim = block end \
-  if not drop_oldest(P .. 'b:' .. victim) then redis.call('ZREM', P .. 'rank', victim) end \
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'times', '-inf', int(now - ttl), 'LIMIT', 0, 1)[1] \
+  if expired then \
+    drop(expired) \
+  else \
+    local top = redis.call('ZREVRANGE', P .. 'rank', 0, 0, 'WITHSCORES') \
+    if not top[1] then break end \
+    local held = (tonumber(redis.call('ZSCORE', P .. 'rank', block)) or 0) \
+    local victim = top[1] \
+    if held > 0 and held + size >= tonumber(top[2]) then victim = block end \
+    if not drop_oldest(P .. 'b:' .. victim) then redis.call('ZREM', P .. 'rank', victim) end \
+  end \
 end \
 local n = int(redis.call('INCR', P .. 'seq')) \
 redis.call('SET', P .. 'l:' .. n, ARGV[1], 'PX', int(ttl)) \
@@ -178,7 +191,7 @@ redis.call('INCRBY', P .. 'bytes', int(size)) \
 redis.call('HINCRBY', P .. 'hbytes', handle, int(size)) \
 redis.call('PEXPIRE', KEYS[2], int(ttl)) \
 redis.call('PEXPIRE', mine, int(ttl)) \
-if redis.call('PTTL', P .. 'meta') < ttl then \
+if redis.call('PTTL', P .. 'meta') < ttl or redis.call('PTTL', P .. 'rank') == -1 then \
   for _, k in ipairs({'meta', 'times', 'rank', 'bytes', 'hbytes'}) do \
     redis.call('PEXPIRE', P .. k, int(ttl + math.floor(ttl / 8))) \
   end \
@@ -200,7 +213,7 @@ for _, letter in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do \
   table.insert(mail, '') \
 end \
 redis.call('DEL', KEYS[3]) \
-return {prev or '', take(KEYS[2], mail)}"
+return {prev or '', (take(KEYS[2], mail, math.huge))}"
 );
 
 /// Letters that wait for handles whose listener is connected here: for each handle entry
@@ -208,15 +221,20 @@ return {prev or '', take(KEYS[2], mail)}"
 /// `i` and the letters as LISTEN does, which leave the mailbox. Run with every renewal, so
 /// that a letter kept while its listener was already back (its LISTEN made while Redis was
 /// unreachable, a STORE from a node that did not know it was back) waits at most one
-/// renewal period.
+/// renewal period. One answer carries at most 8 MiB of frames (and at least one letter); the
+/// rest wait for the next renewal, so that an answer stays far below what a node reads in one
+/// reply (`MAX_REPLY_BYTES`).
 pub const COLLECT: &str = concat!(
     mailbox_lua_functions!(),
-    "local found = {} \
+    "local found, budget = {}, 8388608 \
 for i, k in ipairs(KEYS) do \
+  if budget <= 0 then break end \
   local set = P .. 'h:' .. string.sub(k, 11) \
   if redis.call('EXISTS', set) == 1 and redis.call('GET', k) == ARGV[i] then \
+    local mail, used = take(set, {}, budget) \
+    budget = budget - used \
     table.insert(found, i) \
-    table.insert(found, take(set, {})) \
+    table.insert(found, mail) \
   end \
 end \
 return found"

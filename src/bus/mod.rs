@@ -42,8 +42,8 @@ pub use link::{
     MAX_IN_FLIGHT, MAX_OUTPUT_BYTES, READ_BUDGET, REPLY_TIMEOUT, RedisLink, Role,
 };
 pub use mailbox::{
-    LETTER_OVERHEAD as MAILBOX_LETTER_OVERHEAD, LISTEN as MAILBOX_LISTEN, MailboxRules,
-    STORE as MAILBOX_STORE, Stored, block_name,
+    COLLECT as MAILBOX_COLLECT, LETTER_OVERHEAD as MAILBOX_LETTER_OVERHEAD,
+    LISTEN as MAILBOX_LISTEN, MailboxRules, STORE as MAILBOX_STORE, Stored, block_name,
 };
 pub use node::{
     BusCounters, BusNews, ClusterBus, DIRECTORY_CACHE, DIRECTORY_TTL, HANDLE_CACHE,
