@@ -442,6 +442,53 @@ fn a_letter_kept_for_a_connected_listener_reaches_it_at_the_next_renewal() {
     );
 }
 
+/// A letter kept in the cluster's mailbox for a listener away in its resume window stays there,
+/// untouched, while its node renews: the node does not collect it only to keep it again (a new
+/// number and a new TTL at every renewal, so it would never expire, and a link drop between the
+/// two would lose it). The listener gets it once when it resumes and LISTENs.
+#[test]
+fn a_letter_for_a_listener_away_is_not_collected_until_it_is_back() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 1);
+    let mut alice = connect_v2(&nodes[0]);
+    let mut bob = connect_v2(&nodes[0]);
+    make_friends(&mut alice, &mut bob);
+    let bobs = handle(13);
+    listen(&mut bob, &[&bobs]);
+    let (bob_id, bob_token) = (bob.id.clone(), bob.token.clone());
+    bob.drop_connection();
+    assert_eq!(alice.expect_type("PRESENCE")["online"], false);
+    let answer = until_available(&mut alice, to_handle(&bobs, true, "kept"), BUS_UP);
+    assert_eq!(
+        answer,
+        json!({"type": "ACK", "ref": "kept", "queued": true})
+    );
+    let key = format!("secchat:mb:h:{bobs}");
+    // The handle's letter numbers, as one bulk string.
+    let numbers = || {
+        let script = "return table.concat(redis.call('ZRANGE', KEYS[1], 0, -1), ' ')";
+        redis_command(&redis, &["EVAL", script, "1", &key])
+    };
+    wait_until("the letter in Redis", BUS_UP, || !numbers().is_empty());
+    let kept = numbers();
+
+    // At least one renewal runs meanwhile, and whatever it took would be back by then.
+    std::thread::sleep(secchat::bus::REFRESH_EVERY + Duration::from_secs(2));
+    assert_eq!(numbers(), kept, "the letter stayed where it was, as it was");
+
+    let mut back = Client::connect(&nodes[0]);
+    back.send_json(&json!({
+        "type": "CONNECT", "version": 2, "resume": {"id": bob_id, "token": bob_token},
+    }));
+    assert_eq!(back.expect_type("CONNECT")["resumed"], true);
+    listen(&mut back, &[&bobs]);
+    let letter = back.expect_type("MESSAGE");
+    assert_eq!(letter["handle"], bobs.as_str());
+    assert_eq!(letter["payload"], TEST_PAYLOAD);
+    back.expect_nothing_pending();
+    assert_eq!(numbers(), "", "taken out of Redis");
+}
+
 /// The Redis user DEPLOY.md tells operators to make can run everything the nodes do: two
 /// nodes connect as a user made from exactly that ACL line, every kind of command and script
 /// runs (claims, renewals, records, handles, the cluster's mailbox, a takeover), and Redis

@@ -279,6 +279,10 @@ pub struct ClusterBus {
     local: FastSet<Id>,
     /// Sessions made while the link was down, or whose claim went unanswered: claimed when up.
     unclaimed: FastSet<Id>,
+    /// Sessions here in their resume window (`BusOutput::Away`): no renewal collects the
+    /// letters kept for their handles, which the router could only keep again. Invariant: a
+    /// subset of `local`, so bounded by it.
+    away: FastSet<Id>,
     /// Handles listened on here, by which session, and the number of that LISTEN: renewed with
     /// the IDs, set again when the link comes back.
     local_handles: FastMap<Handle, (Id, u64)>,
@@ -333,6 +337,7 @@ impl ClusterBus {
             batches: Vec::new(),
             local: FastSet::default(),
             unclaimed: FastSet::default(),
+            away: FastSet::default(),
             local_handles: FastMap::default(),
             listens: 0,
             parked_handles: FastMap::default(),
@@ -410,6 +415,8 @@ impl ClusterBus {
     pub fn push(&mut self, output: BusOutput) {
         match output {
             BusOutput::Claim(id) => {
+                // A session made here is connected, or said `Away` right after its claim.
+                self.away.remove(&id);
                 self.local.insert(id);
                 if self.is_up() {
                     self.claim(id);
@@ -419,8 +426,17 @@ impl ClusterBus {
                     self.news.claimed.push(id);
                 }
             }
+            BusOutput::Away(id) => {
+                if self.local.contains(&id) {
+                    self.away.insert(id);
+                }
+            }
+            BusOutput::Back(id) => {
+                self.away.remove(&id);
+            }
             BusOutput::Release(id) => {
                 self.local.remove(&id);
+                self.away.remove(&id);
                 self.unclaimed.remove(&id);
                 let key = directory_key(id);
                 if self
@@ -559,6 +575,7 @@ impl ClusterBus {
             }),
             BusOutput::HandOver { id, node } => {
                 self.local.remove(&id);
+                self.away.remove(&id);
                 self.unclaimed.remove(&id);
                 let key = directory_key(id);
                 let ttl = DIRECTORY_TTL.as_millis().to_string();
@@ -1111,15 +1128,20 @@ impl ClusterBus {
         }
     }
 
-    /// Asks for the letters the cluster's mailbox keeps for handles listened on here
-    /// (`mailbox::COLLECT`).
+    /// Asks for the letters the cluster's mailbox keeps for handles listened on here by
+    /// connected sessions (`mailbox::COLLECT`). A session away is skipped: its letters would
+    /// only come back to be kept again, as new letters with new TTLs at every renewal (never
+    /// expiring), and lost if the link dropped between the two; its client's LISTEN after it
+    /// resumes takes them.
     fn collect_waiting(&mut self) {
         if self.commands.state() != LinkState::Ready {
             return;
         }
+        let away = &self.away;
         let handles: Vec<(Handle, Id)> = self
             .local_handles
             .iter()
+            .filter(|(_, (id, _))| !away.contains(id))
             .map(|(handle, &(id, _))| (*handle, id))
             .collect();
         for chunk in handles.chunks(REFRESH_CHUNK) {
@@ -1202,6 +1224,7 @@ impl ClusterBus {
             Sent::Claim(id) => match reply {
                 Reply::Integer(1) => self.news.claimed.push(id),
                 Reply::Integer(_) => {
+                    self.away.remove(&id);
                     if self.local.remove(&id) {
                         self.news.lost_claims.push(id);
                     }
@@ -1216,6 +1239,7 @@ impl ClusterBus {
             },
             Sent::Renew(ids) => {
                 for id in lost_entries(&reply, &ids) {
+                    self.away.remove(id);
                     if self.local.remove(id) {
                         self.news.lost_claims.push(*id);
                     }

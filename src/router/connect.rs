@@ -170,6 +170,7 @@ impl<E: Entropy> Router<E> {
         self.touch(id);
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(id);
+            state.listened = false;
         }
         if self.config.cluster {
             // The client learns its ID once the directory holds it for this node
@@ -256,10 +257,16 @@ impl<E: Entropy> Router<E> {
                 self.conns.remove(&old_conn);
                 out.close(old_conn, close_code::TAKEN_OVER, "session taken over");
             }
-            None => self.sessions_resuming -= 1,
+            None => {
+                self.sessions_resuming -= 1;
+                if self.config.cluster {
+                    out.bus(BusOutput::Back(id));
+                }
+            }
         }
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(id);
+            state.listened = false;
         }
         if drop_handles {
             // A version-1 client can neither hear MESSAGEs to handles nor FETCH them.

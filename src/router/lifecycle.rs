@@ -44,6 +44,9 @@ impl<E: Entropy> Router<E> {
             self.timers
                 .compact(|deadline| timer_is_live(sessions, deadline));
         }
+        if self.config.cluster {
+            out.bus(BusOutput::Away(id));
+        }
         self.tell_friends_presence(id, false, out);
     }
 

@@ -29,10 +29,16 @@ impl<E: Entropy> Router<E> {
             .largest_block();
         new.sort_unstable();
         new.dedup();
-        // In a cluster the directory hears every handle asked for, those the caller holds
-        // already included: its client LISTENs again after each CONNECT, and that is when the
-        // letters the cluster's mailbox kept for it while it was away come back.
-        let asked = if self.config.cluster {
+        // In a cluster the first LISTEN of a connection tells the directory every handle asked
+        // for, those the caller holds already included: its client LISTENs again after each
+        // CONNECT, and that is when the letters the cluster's mailbox kept for it while it was
+        // away come back. Later LISTENs tell it only the handles new to the caller: each one
+        // told costs a Redis script, and a client may send LISTENs at its MESSAGE rate.
+        let first = self
+            .conns
+            .get(&caller.conn)
+            .is_some_and(|state| !state.listened);
+        let again = if self.config.cluster && first {
             new.clone()
         } else {
             Vec::new()
@@ -43,7 +49,11 @@ impl<E: Entropy> Router<E> {
             .handles
             .listen(caller.id, block, &new, |handle| mailbox.mail_for(handle))
             .map_err(|_| ErrorCode::TooManyHandles)?;
+        if let Some(state) = self.conns.get_mut(&caller.conn) {
+            state.listened = true;
+        }
         if self.config.cluster {
+            let asked = if first { again } else { new };
             for handle in asked {
                 out.bus(BusOutput::Listen {
                     handle,

@@ -163,6 +163,10 @@ struct Conn {
     errors: ErrorWindow,
     /// A CONNECT with a resume waits for another node to hand the session over (cluster).
     taking_over: bool,
+    /// A LISTEN succeeded since this connection took its session (a CONNECT, new or resumed):
+    /// in a cluster, only the first asserts again the handles the session holds already
+    /// (`listening.rs`).
+    listened: bool,
 }
 
 /// The client request being handled: who sent it, on which connection, with which `ref`.
@@ -306,6 +310,7 @@ impl<E: Entropy> Router<E> {
                 peer,
                 errors: ErrorWindow::default(),
                 taking_over: false,
+                listened: false,
             })
             .peer = peer;
     }

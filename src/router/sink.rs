@@ -43,6 +43,13 @@ pub enum BusOutput {
     Claim(Id),
     /// The session with this ID ended here: its directory entry goes.
     Release(Id),
+    /// Session `id`, held here, lost its connection and waits in its resume window: the letters
+    /// the cluster's mailbox keeps for its handles stay there (a renewal does not collect them
+    /// for it: the router could only keep them again) until it is [`BusOutput::Back`].
+    Away(Id),
+    /// Session `id`, held here, has a connection again (resumed here, or installed here for
+    /// the connection that took it over): each renewal collects its handles' letters again.
+    Back(Id),
     /// Session `id` listens on `handle` here: the directory names it for the handle, and letters
     /// kept for the handle come back through
     /// [`Router::stored_letters`](super::Router::stored_letters).

@@ -25,6 +25,11 @@ struct Cluster {
     copy_records: Vec<usize>,
     now: Now,
     bus_down: bool,
+    /// Every `BusOutput::Listen` carried, in order: (node, handle, session).
+    listens: Vec<(usize, protocol::Handle, Id)>,
+    /// The sessions their nodes said are away (`BusOutput::Away`), until they are back, end or
+    /// move: those whose handles' letters no renewal collects.
+    away: std::collections::HashSet<Id>,
 }
 
 /// A session in the cluster: its node, connection and ID.
@@ -69,6 +74,8 @@ impl Cluster {
                 unix_ms: 1_795_000_000_000,
             },
             bus_down: false,
+            listens: Vec::new(),
+            away: Default::default(),
         }
     }
 
@@ -136,7 +143,14 @@ impl Cluster {
                     router.claim_confirmed(id, sink);
                 }
             },
+            BusOutput::Away(id) => {
+                self.away.insert(id);
+            }
+            BusOutput::Back(id) => {
+                self.away.remove(&id);
+            }
             BusOutput::Release(id) => {
+                self.away.remove(&id);
                 if self.directory.get(&id) == Some(&from) {
                     self.directory.remove(&id);
                 }
@@ -163,6 +177,7 @@ impl Cluster {
                 self.directory.insert(id, from);
             }
             BusOutput::HandOver { id, node } => {
+                self.away.remove(&id);
                 if let Some(index) = node.strip_prefix('n').and_then(|n| n.parse().ok()) {
                     self.directory.insert(id, index);
                 }
@@ -178,6 +193,7 @@ impl Cluster {
                 }
             }
             BusOutput::Listen { handle, id } => {
+                self.listens.push((from, handle, id));
                 self.renewed[from].insert(handle, id);
                 let previous = self.listeners.insert(handle, id);
                 let letters = self.mail.remove(&handle).unwrap_or_default();
@@ -1413,8 +1429,8 @@ fn a_session_taken_over_by_another_node_leaves_no_handle_entry_behind() {
 }
 
 /// Two LISTENs of one handle on two nodes cross: A's, on node 1, takes it from V, and before
-/// its HandleTaken record reaches V's node, V's client listens again there (as it does after
-/// every CONNECT) and takes it back. Redis ran V's last: V keeps the handle and A is told, as
+/// its HandleTaken record reaches V's node, V's client resumes there and listens again (as it
+/// does after every CONNECT) and takes it back. Redis ran V's last: V keeps the handle and A is told, as
 /// on one node; the record from A's LISTEN, arriving late, changes nothing.
 #[test]
 fn crossed_listens_on_two_nodes_leave_the_handle_with_the_last() {
@@ -1447,7 +1463,18 @@ fn crossed_listens_on_two_nodes_leave_the_handle_with_the_last() {
     };
     assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&a)));
 
-    // V's client listens again: it takes the handle back, and A is told.
+    // V's client comes back on a new connection and listens again: it takes the handle back,
+    // and A is told.
+    let resumed = cluster.resume(0, 2, &v, &v.token);
+    let v = Member {
+        node: 0,
+        conn: 2,
+        id: v.id.clone(),
+        token: frames_to(&resumed, 2)[0]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
     let back = cluster.text(&v, &listen);
     assert_eq!(only_frame_to(&back, v.conn)["type"], "LISTENING");
     assert_eq!(
@@ -1481,4 +1508,58 @@ fn crossed_listens_on_two_nodes_leave_the_handle_with_the_last() {
     );
     assert_eq!(cluster.nodes[0].0.stats().handles, 0);
     assert_eq!(cluster.listeners.get(&handle_of(&h)), Some(&id_of(&a)));
+}
+
+/// A session's node says when it goes away and comes back, so that no renewal collects the
+/// letters of its handles while it is away (they would only be kept again); only the first
+/// LISTEN after the resume asserts again the handles it holds (it takes those letters), and a
+/// later LISTEN of the same handles asks nothing of Redis.
+#[test]
+fn a_session_away_is_told_to_the_bus_and_only_the_first_listen_after_a_resume_reasserts_its_handles()
+ {
+    let mut cluster = Cluster::new(2);
+    let b = cluster.connect(0, 1);
+    let (h, other) = (handle_text(20), handle_text(21));
+    cluster.text(&b, &listen_frame(std::slice::from_ref(&h)));
+    assert_eq!(cluster.listens, [(0, handle_of(&h), id_of(&b))]);
+    let again = cluster.text(&b, &listen_frame(std::slice::from_ref(&h)));
+    assert_eq!(frames_to(&again, b.conn)[0]["type"], "LISTENING");
+    assert_eq!(cluster.listens.len(), 1, "held already on this connection");
+
+    cluster.closed(&b);
+    assert!(cluster.away.contains(&id_of(&b)));
+    let back = cluster.resume(0, 2, &b, &b.token);
+    assert_eq!(frames_to(&back, 2)[0]["resumed"], true);
+    assert!(!cluster.away.contains(&id_of(&b)));
+    let resumed = Member {
+        node: 0,
+        conn: 2,
+        id: b.id.clone(),
+        token: resumed_token(&back, 2, &b),
+    };
+
+    cluster.listens.clear();
+    cluster.text(&resumed, &listen_frame(std::slice::from_ref(&h)));
+    assert_eq!(
+        cluster.listens,
+        [(0, handle_of(&h), id_of(&b))],
+        "the first LISTEN after the resume asserts the handle held"
+    );
+    cluster.listens.clear();
+    let both = [h.clone(), other.clone()];
+    let listened = cluster.text(&resumed, &listen_frame(&both));
+    assert_eq!(frames_to(&listened, 2)[0]["handles"], 2);
+    assert_eq!(
+        cluster.listens,
+        [(0, handle_of(&other), id_of(&b))],
+        "a later LISTEN asserts only the handle new to the session"
+    );
+
+    // Away again, then resumed through the other node: its old node hands it over (it is
+    // away nowhere), and the new node's first LISTEN asserts both handles.
+    cluster.closed(&resumed);
+    assert!(cluster.away.contains(&id_of(&b)));
+    let moved = cluster.resume(1, 11, &resumed, &resumed.token);
+    assert_eq!(frames_to(&moved, 11)[0]["resumed"], true);
+    assert!(!cluster.away.contains(&id_of(&b)));
 }
