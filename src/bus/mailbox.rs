@@ -221,9 +221,9 @@ return {prev or '', (take(KEYS[2], mail, math.huge))}"
 /// `i` and the letters as LISTEN does, which leave the mailbox. Run with every renewal, so
 /// that a letter kept while its listener was already back (its LISTEN made while Redis was
 /// unreachable, a STORE from a node that did not know it was back) waits at most one
-/// renewal period. One answer carries at most 8 MiB of frames (and at least one letter); the
-/// rest wait for the next renewal, so that an answer stays far below what a node reads in one
-/// reply (`MAX_REPLY_BYTES`).
+/// renewal period. One answer stops taking letters once its frames reach 8 MiB (so it carries
+/// at most 8 MiB plus one letter); the rest wait for the next renewal, so that an answer stays
+/// far below what a node reads in one reply (`MAX_REPLY_BYTES`).
 pub const COLLECT: &str = concat!(
     mailbox_lua_functions!(),
     "local found, budget = {}, 8388608 \
