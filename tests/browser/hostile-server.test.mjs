@@ -55,6 +55,16 @@ function bobTextFrames(since = 0) {
     .filter((f) => f.type === 'MESSAGE' && /^m/.test(f.ref)).map((f) => f.payload);
   return payloads.map((payload) => mitm.received('MESSAGE').find((f) => f.payload === payload)).filter(Boolean);
 }
+/**
+ * bobTextFrames(since) once it holds at least `count` frames: Playwright reports the frames a page sent
+ * asynchronously, so under load the server may have forwarded one before his page's record of it arrives.
+ */
+async function bobTextFramesAtLeast(since, count) {
+  for (let attempt = 0; attempt < 200 && bobTextFrames(since).length < count; attempt += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return bobTextFrames(since);
+}
 /** Bob's next message to Alice's handle. Only his text comes there during these tests: Alice sends him no text (no receipts) and no probe (no new CONNECT) meanwhile. */
 const toAliceHandle = (frame) => frame.type === 'MESSAGE' && typeof frame.handle === 'string';
 /** Resolves once Alice has sent a MESSAGE to a handle (a receipt: her answer to a copy) after her frame `since`. */
@@ -142,7 +152,8 @@ describe('a malicious server', { timeout: 90000 }, () => {
     await sendMessage(bob, alice.id, 'sent with an absurd server time');
     const rewritten = await fired;
     assert.equal(rewritten.ts, 1e300, 'the rewrite never fired');
-    assert.equal(rewritten.payload, bobTextFrames(bobSent)[0].payload, 'the rewrite hit his message');
+    const [his] = await bobTextFramesAtLeast(bobSent, 1);
+    assert.equal(rewritten.payload, his?.payload, 'the rewrite hit his message');
     await sendMessage(bob, alice.id, 'and one after it');
     const odd = await incomingMessage(alice, bob.id, 'sent with an absurd server time');
     assert.equal(await odd.getAttribute('data-verified'), 'true');
@@ -199,7 +210,7 @@ describe('a malicious server', { timeout: 90000 }, () => {
     await incomingMessage(alice, bob.id, 'delivered twice');
     const count = await incoming(alice, bob.id).count();
     const verified = await verifiedCount(alice, bob.id);
-    const [last] = bobTextFrames(bobSent);
+    const [last] = await bobTextFramesAtLeast(bobSent, 1);
     assert.ok(last, 'his message was forwarded to Alice');
     // To a handle, copies are normal (resends after every reconnect, the mailbox): each copy of a seq accepted
     // before is a duplicate, shown once (no line of its own, no flag, no notice) and answered with its receipt
