@@ -4,8 +4,8 @@
 //! letter of the sender block that holds the most bytes goes, so that a few addresses cannot
 //! push out everyone else's mail.
 //!
-//! Everything happens in two Lua scripts, each one atomic step in Redis, so that nodes storing
-//! and listening at once never see half a change. Keys (`P` = `secchat:mb:`):
+//! Everything happens in Lua scripts (STORE, LISTEN, COLLECT), each one atomic step in Redis,
+//! so that nodes storing and listening at once never see half a change. Keys (`P` = `secchat:mb:`):
 //!
 //! | key | what |
 //! |-----|------|
@@ -28,16 +28,17 @@
 //! Expiry: each letter's frame expires by itself (`PX`), so no frame outlives the TTL even if
 //! nothing else happens. Its index entries go when a later STORE finds it expired (up to 64 per
 //! STORE, oldest first, and before any live letter is pushed out for room), or when the index
-//! keys expire. A handle's and a block's set get the
-//! letters' TTL at each letter added to them. The other index keys get 9/8 of it only when
-//! less than the letters' TTL is left of theirs (an eighth has passed since it was set, or the
-//! keys were just made), not at every STORE: they outlive every letter kept since by at most an
-//! eighth of the TTL. They are all empty, hence all absent, exactly when `meta` is (each is a
-//! sum over it), so they are made again together and `meta`'s TTL speaks for all of them. Were
-//! an index entry to outlive its letter, `drop` finds nothing and the entry is skipped.
+//! keys expire. A handle's and a block's set get the letters' TTL at each letter added to
+//! them. The other index keys get 9/8 of it only when less than the letters' TTL is left of
+//! `meta`'s (an eighth has passed since it was set, or the keys were just made), not at every
+//! STORE: they outlive every letter kept since by at most an eighth of the TTL. They are all
+//! empty, hence all absent, exactly when `meta` is (each is a sum over it), so they are made
+//! again together and `meta`'s TTL speaks for them; `rank` alone may also be emptied by the
+//! repair of a block whose set expired first, so a `rank` without a TTL is extended too. Were an
+//! index entry to outlive its letter, `drop` finds nothing and the entry is skipped.
 //!
 //! Letters an older version kept (frames in a list, `secchat:mail:<handle>`) are taken by a
-//! LISTEN too, so that a rolling upgrade loses none of them.
+//! LISTEN too (DEPLOY.md §4 says what a rolling upgrade across the two layouts does).
 //!
 //! Every node passes its own `--mailbox-bytes`, `--mailbox-ttl` and per-handle caps with each
 //! STORE: the nodes of one cluster are meant to run with the same ones (DEPLOY.md §4).
@@ -46,8 +47,8 @@ use std::time::Duration;
 
 use crate::address::Block;
 
-/// What a kept letter counts beyond its frame: its number in two lists and four indexes and
-/// its own key, roughly what Redis spends on them (the same unit as one node's mailbox, so
+/// What a kept letter counts beyond its frame: its entries in the two sets and the indexes
+/// and its own key, somewhat more than Redis spends on them (BENCHMARKS.md) (the same unit as one node's mailbox, so
 /// that `--mailbox-bytes` means about the same in both).
 pub const LETTER_OVERHEAD: usize = 512;
 
