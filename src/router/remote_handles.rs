@@ -398,24 +398,15 @@ impl<E: Entropy> Router<E> {
                 });
                 return;
             }
-            (_, _) if to_cluster => self.store_letter_from(
-                handle,
-                ServerFrame::Encoded(frame),
-                nobody(),
-                None,
-                block,
-                now,
-                out,
-            ),
-            (_, _) => self.keep_letter_here(
-                handle,
-                ServerFrame::Encoded(frame),
-                nobody(),
-                None,
-                block,
-                now,
-                out,
-            ),
+            _ => {
+                let keep = if to_cluster {
+                    Self::store_letter_from
+                } else {
+                    Self::keep_letter_here
+                };
+                let frame = ServerFrame::Encoded(frame);
+                keep(self, handle, frame, nobody(), None, block, now, out)
+            }
         };
         if stored.is_err() {
             log::debug!("cluster: a letter for a handle here found no room");
