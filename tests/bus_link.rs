@@ -70,21 +70,8 @@ impl Loop {
     }
 
     fn turn(&mut self) {
-        let now = Instant::now();
-        let timeout = self
-            .links
-            .iter()
-            .filter_map(RedisLink::next_deadline)
-            .min()
-            .map_or(Duration::from_millis(20), |deadline| {
-                deadline.saturating_duration_since(now)
-            })
-            .min(Duration::from_millis(20));
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("poll: {e}"),
-        }
+        let deadline = self.links.iter().filter_map(RedisLink::next_deadline).min();
+        poll_until(&mut self.poll, &mut self.events, deadline);
         let now = Instant::now();
         let registry = self.poll.registry();
         for event in self.events.iter() {
@@ -149,6 +136,21 @@ impl Loop {
             LinkEvent::Reply(reply) => reply,
             other => panic!("expected a reply, got {other:?}"),
         }
+    }
+}
+
+/// One poll, until `deadline` or 20 ms, whichever is nearer (as the server's loop, with a
+/// short cap so that tests notice what they wait for soon).
+fn poll_until(poll: &mut Poll, events: &mut Events, deadline: Option<Instant>) {
+    let timeout = deadline
+        .map_or(Duration::from_millis(20), |deadline| {
+            deadline.saturating_duration_since(Instant::now())
+        })
+        .min(Duration::from_millis(20));
+    match poll.poll(events, Some(timeout)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+        Err(e) => panic!("poll: {e}"),
     }
 }
 
@@ -707,18 +709,7 @@ impl Node {
     /// `before_flush` says otherwise; `before_flush` sees the bus between the two, as the router
     /// does.
     fn turn(&mut self, before_flush: impl FnOnce(&mut ClusterBus)) {
-        let timeout = self
-            .bus
-            .next_deadline()
-            .map_or(Duration::from_millis(20), |deadline| {
-                deadline.saturating_duration_since(Instant::now())
-            })
-            .min(Duration::from_millis(20));
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("poll: {e}"),
-        }
+        poll_until(&mut self.poll, &mut self.events, self.bus.next_deadline());
         let now = Instant::now();
         let registry = self.poll.registry();
         for event in self.events.iter() {

@@ -604,6 +604,25 @@ fn whole_reply(bytes: &[u8]) -> Option<String> {
     }
 }
 
+/// Each client LISTENs on its handle, then waits until Redis's directory names it for it;
+/// answers the handles' directory keys.
+fn listen_each_in_redis<const N: usize>(
+    redis: &RedisServer,
+    listeners: [(&mut Client, &String); N],
+) -> [String; N] {
+    let mut named = Vec::new();
+    for (client, handle) in listeners {
+        listen(client, &[handle]);
+        named.push((format!("secchat:h:{handle}"), client.id.clone()));
+    }
+    wait_until("the LISTENs to reach Redis", BUS_UP, || {
+        named
+            .iter()
+            .all(|(key, id)| redis_command(redis, &["GET", key]).starts_with(id.as_str()))
+    });
+    std::array::from_fn(|index| named[index].0.clone())
+}
+
 /// Polls `what` every 100 ms until it holds, for at most `within`.
 fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -626,14 +645,9 @@ fn a_handle_whose_taken_record_was_lost_is_given_up_at_its_nodes_next_renewal() 
     let mut alice = connect_v2(&nodes[0]);
     let mut carol = connect_v2(&nodes[1]);
     let (bobs, alices) = (handle(11), handle(12));
-    listen(&mut bob, &[&bobs]);
     // Alice's own handle shows when Bob's node renews its entries (its TTL goes back up).
-    listen(&mut alice, &[&alices]);
-    let (bobs_key, alices_key) = (format!("secchat:h:{bobs}"), format!("secchat:h:{alices}"));
-    wait_until("the LISTENs to reach Redis", BUS_UP, || {
-        redis_command(&redis, &["GET", &bobs_key]).starts_with(&bob.id)
-            && redis_command(&redis, &["GET", &alices_key]).starts_with(&alice.id)
-    });
+    let [bobs_key, alices_key] =
+        listen_each_in_redis(&redis, [(&mut bob, &bobs), (&mut alice, &alices)]);
     let carols_node = redis_command(&redis, &["GET", &format!("secchat:id:{}", carol.id)]);
     assert!(!carols_node.is_empty(), "Carol's node is in the directory");
     let carols_entry = format!("{} {carols_node}", carol.id);
@@ -693,13 +707,8 @@ fn a_handle_taken_on_another_node_and_let_go_there_is_not_written_back_by_the_ol
     let mut alice = connect_v2(&nodes[0]);
     let mut dave = connect_v2(&nodes[1]);
     let (bobs, alices) = (handle(21), handle(22));
-    listen(&mut bob, &[&bobs]);
-    listen(&mut alice, &[&alices]);
-    let (bobs_key, alices_key) = (format!("secchat:h:{bobs}"), format!("secchat:h:{alices}"));
-    wait_until("the LISTENs to reach Redis", BUS_UP, || {
-        redis_command(&redis, &["GET", &bobs_key]).starts_with(&bob.id)
-            && redis_command(&redis, &["GET", &alices_key]).starts_with(&alice.id)
-    });
+    let [bobs_key, alices_key] =
+        listen_each_in_redis(&redis, [(&mut bob, &bobs), (&mut alice, &alices)]);
 
     listen(&mut dave, &[&bobs]);
     assert_eq!(
@@ -733,13 +742,8 @@ fn a_session_taken_over_by_another_node_leaves_no_handle_entry_on_its_old_node()
     let mut bob = connect_v2(&nodes[0]);
     let mut alice = connect_v2(&nodes[0]);
     let (bobs, alices) = (handle(23), handle(24));
-    listen(&mut bob, &[&bobs]);
-    listen(&mut alice, &[&alices]);
-    let (bobs_key, alices_key) = (format!("secchat:h:{bobs}"), format!("secchat:h:{alices}"));
-    wait_until("the LISTENs to reach Redis", BUS_UP, || {
-        redis_command(&redis, &["GET", &bobs_key]).starts_with(&bob.id)
-            && redis_command(&redis, &["GET", &alices_key]).starts_with(&alice.id)
-    });
+    let [bobs_key, alices_key] =
+        listen_each_in_redis(&redis, [(&mut bob, &bobs), (&mut alice, &alices)]);
 
     let mut moved = Client::connect(&nodes[1]);
     let reply = moved.request(json!({
